@@ -1,0 +1,62 @@
+# Symbiont: `make run` and `make test` set up everything they need, idempotently.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+NODE ?= symbiont
+STATE := .symbiont
+COOKIE := $(STATE)/cookie
+export SYMBIONT_PYTHON := $(CURDIR)/$(PY)
+
+.PHONY: setup system python run test test-elixir test-python shell bench lint format wasm clean
+
+setup: system python
+
+# Elixir/Erlang from Debian, only when missing.
+system:
+	@command -v elixir >/dev/null 2>&1 && command -v erl >/dev/null 2>&1 || { \
+	  echo "==> installing Elixir and Erlang from Debian (apt)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq elixir erlang-dev erlang-eunit >/dev/null; }
+
+# The venv is rebuilt only when pyproject.toml changes.
+python: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@echo "==> Python venv in $(VENV) (pip install -e '.[dev]')"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+# A cookie that is not a well-known default, readable only by its owner.
+$(COOKIE):
+	@mkdir -p $(STATE) && chmod 700 $(STATE)
+	@umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))' > $@
+
+run: setup $(COOKIE)
+	@echo "==> starting $(NODE)@$$(hostname -s); attach with: make shell"
+	elixir --sname $(NODE) --cookie "$$(cat $(COOKIE))" -S mix run --no-halt
+
+shell: $(COOKIE)
+	iex --sname shell_$$$$ --cookie "$$(cat $(COOKIE))" --remsh $(NODE)@$$(hostname -s)
+
+test: setup test-elixir test-python
+
+test-elixir:
+	mix test
+
+test-python:
+	$(PY) -m pytest -q python/tests
+
+bench: setup
+	mix run --no-start bench/roundtrip.exs
+
+format:
+	mix format
+
+lint:
+	mix format --check-formatted
+
+clean:
+	rm -rf _build $(VENV) $(STATE)
