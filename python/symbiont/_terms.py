@@ -7,20 +7,21 @@ they survive a round trip through Python unchanged.
 from __future__ import annotations
 
 import datetime as _dt
+import threading
 from typing import Any
 
 import msgpack
 
 __all__ = [
     "EXT_ATOM",
-    "EXT_TUPLE",
+    "EXT_OPAQUE",
     "EXT_PID",
     "EXT_REF",
-    "EXT_OPAQUE",
+    "EXT_TUPLE",
     "Atom",
+    "OpaqueTerm",
     "Pid",
     "Ref",
-    "OpaqueTerm",
     "packb",
     "unpackb",
 ]
@@ -83,7 +84,7 @@ class OpaqueTerm(_Opaque):
     _ext = EXT_OPAQUE
 
 
-_UTC = _dt.timezone.utc
+_UTC = _dt.UTC
 
 
 def _default(obj: Any) -> Any:
@@ -124,13 +125,19 @@ def _new_packer() -> msgpack.Packer:
     return msgpack.Packer(default=_default, strict_types=True, use_bin_type=True, datetime=False)
 
 
-# Hot path: one Packer reused for every top-level value (packb is called per frame).
-_packer = _new_packer()
+# Hot path: one Packer reused for every top-level value (packb is called per frame). One per
+# thread: a Packer is not thread-safe, and the host packs log frames on its output threads
+# while the main thread may be inside ``_default`` (Python code) packing a reply.
+_local = threading.local()
 
 
 def packb(obj: Any) -> bytes:
     """Encode ``obj`` as msgpack with Symbiont's term mapping (PROTOCOL.md §2)."""
-    return _packer.pack(obj)
+    try:
+        packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = _new_packer()
+    return packer.pack(obj)
 
 
 def unpackb(data: bytes) -> Any:

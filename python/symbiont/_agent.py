@@ -1,0 +1,193 @@
+"""The agent SDK: :class:`Agent`, :func:`on` and :func:`every` (PROTOCOL.md §8)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeVar
+
+from . import erlang
+from ._terms import packb
+
+__all__ = ["Agent", "every", "on"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_TOPICS_ATTR = "__symbiont_topics__"
+_EVERY_ATTR = "__symbiont_every_ms__"
+
+
+def on(topic: str) -> Callable[[_F], _F]:
+    """Mark an :class:`Agent` method as the handler of the events published on ``topic``.
+
+    The method is called with the event's payload. A method may carry several ``@on``;
+    several methods may handle the same topic (called in definition order).
+
+    Example::
+
+        class Billing(Agent):
+            @on("orders.created")
+            def charge(self, order): ...
+    """
+    if not isinstance(topic, str):
+        raise TypeError(f"@on(topic) expects topic to be a str, got {type(topic).__name__}")
+    if not topic:
+        raise ValueError("@on(topic) expects a non-empty topic")
+
+    def decorate(fn: _F) -> _F:
+        if not callable(fn):
+            raise TypeError(f"@on({topic!r}) must decorate a method, got {fn!r}")
+        topics = list(getattr(fn, _TOPICS_ATTR, ()))
+        if topic not in topics:
+            topics.append(topic)
+        setattr(fn, _TOPICS_ATTR, tuple(topics))
+        return fn
+
+    return decorate
+
+
+def every(seconds: float) -> Callable[[_F], _F]:
+    """Mark an :class:`Agent` method as a timer run every ``seconds`` (at least 0.001).
+
+    The owner schedules the ticks; the method is called without arguments.
+
+    Example::
+
+        class Orders(Agent):
+            @every(1.0)
+            def create(self): ...
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(
+            f"@every(seconds) expects seconds to be a number, got {type(seconds).__name__}"
+        )
+    if not math.isfinite(seconds) or seconds < 0.001:
+        raise ValueError(f"@every(seconds) expects a finite number >= 0.001, got {seconds!r}")
+    every_ms = int(seconds * 1000)
+
+    def decorate(fn: _F) -> _F:
+        if not callable(fn):
+            raise TypeError(f"@every({seconds!r}) must decorate a method, got {fn!r}")
+        if hasattr(fn, _EVERY_ATTR):
+            raise ValueError(f"@every may be applied only once to {fn.__qualname__}")
+        setattr(fn, _EVERY_ATTR, every_ms)
+        return fn
+
+    return decorate
+
+
+class _Unset:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+_UNSET: Any = _Unset()
+
+
+class Agent:
+    """Base class of agents: long-lived Python objects fed by the mesh (PROTOCOL.md §8).
+
+    Subclasses declare event handlers with :func:`on` and timers with :func:`every`. The
+    host creates one instance with the ``name``, ``config`` and last checkpointed ``state``
+    the owner gives it, calls :meth:`on_start`, then delivers events and ticks one at a
+    time. ``state`` is checkpointed after each delivery, so keep it msgpack-encodable.
+
+    Attributes
+    ----------
+    name:
+        The agent's name.
+    config:
+        Its configuration (a dict).
+    state:
+        Its checkpointed state; a fresh dict unless restored from a checkpoint.
+    log:
+        A :class:`logging.Logger` named ``"symbiont.agent.<name>"``.
+    """
+
+    _symbiont_handlers: ClassVar[dict[str, tuple[str, ...]]] = {}
+    _symbiont_timers: ClassVar[dict[str, int]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        handlers: dict[str, list[str]] = {}
+        timers: dict[str, int] = {}
+        # Base classes first, so inherited handlers run before the subclass's own.
+        for attr in _ordered_names(cls):
+            member = getattr(cls, attr, None)
+            for topic in getattr(member, _TOPICS_ATTR, ()):
+                handlers.setdefault(topic, []).append(attr)
+            every_ms = getattr(member, _EVERY_ATTR, None)
+            if every_ms is not None:
+                timers[attr] = every_ms
+        cls._symbiont_handlers = {topic: tuple(names) for topic, names in handlers.items()}
+        cls._symbiont_timers = timers
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        config: Mapping[str, Any] | None = None,
+        state: Any = _UNSET,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"Agent name must be a non-empty str, got {name!r}")
+        if config is not None and not isinstance(config, Mapping):
+            raise TypeError(f"Agent config must be a mapping, got {type(config).__name__}")
+        self.name = name
+        self.config: dict[str, Any] = dict(config or {})
+        self.state: Any = {} if state is _UNSET or state is None else state
+        self.log = logging.getLogger(f"symbiont.agent.{name}")
+        self._publisher: Callable[[str, bytes], None] | None = None
+
+    @classmethod
+    def topics(cls) -> list[str]:
+        """The topics this class handles (its ``@on`` topics, inherited ones included)."""
+        return list(cls._symbiont_handlers)
+
+    @classmethod
+    def timers(cls) -> dict[str, int]:
+        """The timers of this class: method name -> period in milliseconds."""
+        return dict(cls._symbiont_timers)
+
+    def publish(self, topic: str, payload: Any) -> None:
+        """Publish ``payload`` (any msgpack-encodable value) on ``topic``.
+
+        The payload is encoded once, here, and sent right away; it reaches the mesh before
+        the current delivery is acknowledged.
+        """
+        if not isinstance(topic, str) or not topic:
+            raise TypeError(f"publish(topic, payload) expects a non-empty str topic, got {topic!r}")
+        if self._publisher is None:
+            raise RuntimeError(f"agent {self.name!r} is not running inside a symbiont host")
+        self._publisher(topic, packb(payload))
+
+    def call(
+        self,
+        module: str,
+        function: str,
+        args: Any = (),
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """Call an Erlang/Elixir function on the owner's node; see :func:`symbiont.erlang.call`."""
+        return erlang.call(module, function, args, timeout=timeout)
+
+    def on_start(self) -> None:
+        """Called once after the agent is created, before the host reports ready."""
+
+    def on_message(self, value: Any) -> None:
+        """Called with each value sent to this agent by name. The default logs a warning."""
+        self.log.warning("agent %s got a message it does not handle: %r", self.name, value)
+
+
+def _ordered_names(cls: type) -> list[str]:
+    names: list[str] = []
+    seen: set[str] = set()
+    for klass in reversed(cls.__mro__):
+        for attr in vars(klass):
+            if attr not in seen:
+                seen.add(attr)
+                names.append(attr)
+    return names

@@ -1,0 +1,117 @@
+"""Exceptions of the Python side, and the error maps of PROTOCOL.md §5."""
+
+from __future__ import annotations
+
+import traceback as _traceback
+from typing import Any
+
+__all__ = [
+    "CallTimeout",
+    "CancelledError",
+    "ErlangError",
+    "FrameTooLarge",
+    "ProtocolError",
+    "error_map",
+    "qualified_name",
+]
+
+
+class CancelledError(BaseException):
+    """Raised inside a running call that the owner cancelled (PROTOCOL.md §4.2).
+
+    It derives from ``BaseException`` so that ``except Exception`` in user code does not
+    swallow it. A call that ends with it sends no reply.
+    """
+
+
+class ErlangError(Exception):
+    """An ``error`` reply to a call made from Python with :func:`symbiont.erlang.call`.
+
+    Attributes
+    ----------
+    type:
+        ``"error"``, ``"exit"`` or ``"throw"`` for Erlang failures, or the Python class name
+        when the owner relayed a Python error.
+    message:
+        Human-readable text.
+    traceback:
+        The formatted stacktrace (may be empty).
+    reason:
+        The original Erlang reason term when the owner sent one, else ``None``.
+    """
+
+    type: str
+    message: str
+    traceback: str
+    reason: Any
+
+    def __init__(self, type: str, message: str, traceback: str = "", reason: Any = None) -> None:
+        super().__init__(f"{type}: {message}")
+        self.type = type
+        self.message = message
+        self.traceback = traceback
+        self.reason = reason
+
+    @classmethod
+    def from_map(cls, error: dict[Any, Any]) -> ErlangError:
+        """Build the exception from an ``error`` map of PROTOCOL.md §5."""
+        return cls(
+            str(error.get("type", "error")),
+            str(error.get("message", "")),
+            str(error.get("traceback", "") or ""),
+            error.get("reason"),
+        )
+
+
+class CallTimeout(TimeoutError):
+    """A call from Python to the owner got no reply within its ``timeout``."""
+
+
+class FrameTooLarge(ValueError):
+    """A frame would exceed the peer's maximum frame size (PROTOCOL.md §1.4)."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(f"{what} is {size} bytes, over the owner's max_frame of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+# Their names on the wire are those of the public package, where they are re-exported.
+for _cls in (CancelledError, ErlangError, CallTimeout, FrameTooLarge):
+    _cls.__module__ = "symbiont"
+
+
+class ProtocolError(Exception):
+    """The peer broke the wire protocol (PROTOCOL.md §9); the host exits with status 3."""
+
+
+def qualified_name(cls: type) -> str:
+    """``"ValueError"`` for builtins, ``"json.decoder.JSONDecodeError"`` otherwise."""
+    module = cls.__module__
+    if module == "builtins":
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not break the error reply
+        return object.__repr__(exc)
+
+
+def error_map(exc: BaseException, *, skip_frames: int = 0) -> dict[str, str]:
+    """The ``error`` map of PROTOCOL.md §5 for ``exc``.
+
+    ``skip_frames`` drops that many leading traceback entries (the host's own dispatch).
+    """
+    tb = exc.__traceback__
+    for _ in range(skip_frames):
+        if tb is None or tb.tb_next is None:
+            break
+        tb = tb.tb_next
+    try:
+        text = "".join(_traceback.format_exception(type(exc), exc, tb))
+    except Exception:  # noqa: BLE001 - same as above
+        text = ""
+    return {"type": qualified_name(type(exc)), "message": _safe_str(exc), "traceback": text}

@@ -1,0 +1,774 @@
+"""The host loop: serves one owner over a :class:`~symbiont._transport.Transport`.
+
+Threads
+-------
+* The **main thread** reads frames itself and dispatches them inline: a call runs, its
+  reply is packed and written with one ``write``. No per-call handoff (speed matters).
+* The **watchdog** wakes every ~10 ms. Once the main thread has stayed in one dispatch for
+  a full tick, it takes over reading (under the reader's lock, after ``poll`` says there is
+  data, so it never blocks holding it): it handles ``cancel`` (PROTOCOL.md §4.2), routes
+  ``reply``/``error`` to waiting callers, exits at end of stream (§1.5) and queues every
+  other frame for the main thread, which drains that queue before reading again.
+* The output pumps of ``_logcapture`` turn lines written to fds 1 and 2 into log frames.
+
+Writes from all threads are serialized by the transport.
+
+Cancelling the running call
+---------------------------
+The watchdog marks the call cancelled and signals the main thread (``pthread_kill``). The
+signal handler runs in the main thread, between bytecodes or when a blocking system call
+such as ``time.sleep`` is interrupted, and raises :class:`~symbiont.CancelledError` there,
+unless the main thread is inside the host's own I/O code (a half-written frame would break
+the stream); then the cancellation is raised right after that write. When the host does
+not run on the main thread (no signal handler possible) the watchdog falls back to
+``PyThreadState_SetAsyncExc``, which cannot interrupt a blocking system call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib
+import itertools
+import logging
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, NoReturn
+
+from ._agent import Agent
+from ._errors import (
+    CallTimeout,
+    CancelledError,
+    ErlangError,
+    FrameTooLarge,
+    ProtocolError,
+    error_map,
+    qualified_name,
+)
+from ._framing import DEFAULT_MAX_FRAME, HEADER, FrameReader
+from ._terms import packb, unpackb
+from ._transport import FdTransport, Transport
+
+__all__ = ["Host", "current_host", "run"]
+
+PROTOCOL_VERSION = 1
+WATCHDOG_INTERVAL = 0.01
+LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
+
+_logger = logging.getLogger("symbiont.host")
+_pack_header = HEADER.pack
+_current: Host | None = None
+
+# A real-time signal nobody else uses; SIGUSR2 where there are none.
+_CANCEL_SIGNAL = getattr(signal, "SIGRTMIN", signal.SIGUSR2) + (
+    3 if hasattr(signal, "SIGRTMIN") else 0
+)
+
+
+def current_host() -> Host:
+    """The host this process runs, or ``RuntimeError`` outside a host."""
+    host = _current
+    if host is None:
+        raise RuntimeError("not running inside a symbiont host")
+    return host
+
+
+def _is_id(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _is_seq(value: Any) -> bool:
+    return type(value) is int and value > 0
+
+
+def _bad(frame: list[Any], rule: str) -> ProtocolError:
+    return ProtocolError(f"malformed {frame[0]!r} frame ({rule}): {frame!r:.300}")
+
+
+class _Waiter:
+    """A caller on a thread other than the dispatch thread, waiting for its reply."""
+
+    __slots__ = ("event", "ok", "value")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.ok = False
+        self.value: Any = None
+
+    def set(self, ok: bool, value: Any) -> None:
+        self.ok = ok
+        self.value = value
+        self.event.set()
+
+
+class Host:
+    """One host: the handshake, then calls, casts, messages and agent deliveries.
+
+    Parameters
+    ----------
+    transport:
+        The wire to the owner.
+    stderr_fd:
+        Where protocol errors are reported (the real stderr, saved before redirection).
+    exit:
+        Ends the process with a status; ``os._exit`` for a real host.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        stderr_fd: int | None = None,
+        exit: Callable[[int], Any] = os._exit,
+    ) -> None:
+        self.transport = transport
+        self.reader = FrameReader(transport, on_eof=self._on_eof)
+        self.name = "python"
+        self.peer_max = DEFAULT_MAX_FRAME
+        self.agent: Agent | None = None
+        self.message_handler: Callable[[Any], Any] | None = None
+        self.ready = False
+        self._serving = False
+        self._stderr_fd = stderr_fd
+        self._exit = exit
+        self._ident = threading.get_ident()
+        self._use_signal = False
+        self._callables: dict[tuple[str, str], Callable[..., Any]] = {}
+        # Dispatches in progress on the dispatch thread, innermost last: the id of an
+        # owner->host call, or None for anything else (cast, message, delivery).
+        self._stack: list[int | None] = []
+        self._cancelled: set[int] = set()
+        self._cancel_pending: int | None = None
+        self._ids = itertools.count(1)
+        self._inline_waits: set[int] = set()
+        self._results: dict[int, tuple[bool, Any]] = {}
+        self._waiters: dict[int, _Waiter] = {}
+        self._before_ready: list[bytes] = []
+        self._ack_seq: int | None = None
+        self._delivering = False
+        self._deferred: deque[tuple[int, str, Any]] = deque()
+        self._handlers: dict[str, Callable[[list[Any]], None]] = {
+            "call": self._on_call,
+            "reply": self._on_reply,
+            "error": self._on_reply,
+            "cancel": self._on_cancel,
+            "cast": self._on_cast,
+            "msg": self._on_msg,
+            "event": self._on_event,
+            "tick": self._on_tick,
+        }
+        write_code = getattr(type(transport).write, "__code__", None)
+        self._critical_code = {
+            code
+            for code in (
+                write_code,
+                Host._write_frame.__code__,
+                FrameReader.next_frame.__code__,
+                FrameReader.read_available.__code__,
+                FrameReader._fill.__code__,
+                FrameReader._parse_one.__code__,
+            )
+            if code is not None
+        }
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def serve(self) -> NoReturn:
+        """Run the handshake and serve frames until end of stream; never returns."""
+        global _current
+        _current = self
+        self._serving = True
+        self._ident = threading.get_ident()
+        if threading.current_thread() is threading.main_thread() and hasattr(
+            signal, "pthread_kill"
+        ):
+            signal.signal(_CANCEL_SIGNAL, self._on_cancel_signal)
+            self._use_signal = True
+        threading.Thread(target=self._watchdog, name="symbiont-watchdog", daemon=True).start()
+        try:
+            self._handshake()
+            self._loop()
+        except ProtocolError as exc:
+            self._protocol_error(str(exc))
+        except SystemExit as exc:
+            code = exc.code
+            self._exit(code if isinstance(code, int) else (0 if code is None else 1))
+        finally:
+            # Only reached when exit() returns or raises (a host run in-process by tests).
+            self._serving = False
+            if _current is self:
+                _current = None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _loop(self) -> None:
+        next_frame = self.reader.next_frame
+        handlers = self._handlers
+        while True:
+            try:
+                while True:
+                    frame = next_frame()
+                    handler = handlers.get(frame[0])
+                    if handler is None:
+                        raise ProtocolError(f"unknown frame kind {frame[0]!r}")
+                    handler(frame)
+            except CancelledError:
+                pass  # a cancellation that landed after its call had ended
+
+    def _on_eof(self) -> None:
+        # PROTOCOL.md §1.5: the owner is gone or wants us gone; don't wait for user code.
+        self._exit(0)
+
+    def _protocol_error(self, reason: str) -> NoReturn:
+        text = f"symbiont host {self.name!r}: protocol error: {reason}"
+        with contextlib.suppress(Exception):  # the owner may be gone; stderr still gets it
+            self.log("error", text)
+        self._write_stderr(text)
+        self._exit(3)
+        raise SystemExit(3)  # only reached when exit() returns (tests)
+
+    def _fatal(self, exc: BaseException) -> NoReturn:
+        error = error_map(exc)
+        try:
+            self._write_frame(packb(["fatal", error]))
+        except Exception:  # noqa: BLE001 - the owner is gone or the pipe broke: last resort
+            self._write_stderr(f"symbiont host {self.name!r}: fatal: {error['traceback']}")
+        self._exit(2)
+        raise SystemExit(2)
+
+    def _write_stderr(self, text: str) -> None:
+        if self._stderr_fd is None:
+            return
+        try:
+            os.write(self._stderr_fd, text.rstrip("\n").encode("utf-8", "replace") + b"\n")
+        except OSError:
+            pass
+
+    # -- handshake (PROTOCOL.md §3) -------------------------------------------------------
+
+    def _handshake(self) -> None:
+        frame = self.reader.next_frame()
+        assert frame is not None
+        if frame[0] != "init":
+            raise ProtocolError(f"expected an init frame first, got {frame[0]!r}")
+        if len(frame) != 3 or type(frame[1]) is not int or type(frame[2]) is not dict:
+            raise _bad(frame, 'expected ["init", version, options]')
+        _, version, options = frame
+        if version != PROTOCOL_VERSION:
+            self._fatal(
+                ValueError(
+                    f"protocol version mismatch: the owner speaks {version}, "
+                    f"this host speaks {PROTOCOL_VERSION}"
+                )
+            )
+        name = options.get("name", self.name)
+        max_frame = options.get("max_frame", DEFAULT_MAX_FRAME)
+        python_path = options.get("python_path") or []
+        agent_spec = options.get("agent")
+        if type(name) is not str:
+            raise _bad(frame, "name must be a str")
+        if type(max_frame) is not int or max_frame < 64:
+            raise _bad(frame, "max_frame must be an int >= 64")
+        if type(python_path) is not list or not all(type(p) is str for p in python_path):
+            raise _bad(frame, "python_path must be a list of str")
+        if agent_spec is not None and type(agent_spec) is not dict:
+            raise _bad(frame, "agent must be nil or a map")
+        self.name = name
+        self.peer_max = max_frame
+        self.reader.limit = max_frame
+        sys.path[0:0] = [p for p in python_path if p not in sys.path]
+        info: dict[str, Any] = {
+            "protocol": PROTOCOL_VERSION,
+            "pid": os.getpid(),
+            "runtime": f"{platform.python_implementation()} {platform.python_version()}",
+            "max_frame": max_frame,
+            "agent": None,
+        }
+        if agent_spec is not None:
+            try:
+                agent = self._load_agent(agent_spec)
+            except Exception as exc:  # noqa: BLE001 - any failure to load is fatal (§3)
+                self._fatal(exc)
+            info["agent"] = {
+                "name": agent.name,
+                "topics": type(agent).topics(),
+                "timers": [
+                    {"name": timer, "every_ms": every_ms}
+                    for timer, every_ms in type(agent).timers().items()
+                ],
+            }
+        self._write_frame(packb(["ready", PROTOCOL_VERSION, info]))
+        self.ready = True
+        queued, self._before_ready = self._before_ready, []
+        for data in queued:
+            self._write_frame(data)
+
+    def _load_agent(self, spec: dict[Any, Any]) -> Agent:
+        name, module, class_name = spec.get("name"), spec.get("module"), spec.get("class")
+        config, state = spec.get("config"), spec.get("state")
+        for key, value in (("name", name), ("module", module), ("class", class_name)):
+            if type(value) is not str or not value:
+                raise TypeError(f"agent {key} must be a non-empty str, got {value!r}")
+        if config is not None and type(config) is not dict:
+            raise TypeError(f"agent config must be a map or nil, got {config!r}")
+        cls: Any = importlib.import_module(module)
+        for part in class_name.split("."):
+            cls = getattr(cls, part)
+        if not (isinstance(cls, type) and issubclass(cls, Agent)):
+            raise TypeError(f"{module}.{class_name} is not a subclass of symbiont.Agent")
+        agent = cls(name, config=config, state=state)
+        agent._publisher = self._publish
+        self.agent = agent
+        self.reader.on_idle = self._flush_ack
+        agent.on_start()
+        return agent
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _write_frame(self, data: bytes) -> None:
+        self.transport.write(_pack_header(len(data)) + data)
+        if self._cancel_pending is not None:
+            self._raise_deferred_cancel()
+
+    def _encode(self, frame: list[Any], what: str) -> bytes:
+        data = packb(frame)
+        if len(data) > self.peer_max:
+            raise FrameTooLarge(what, len(data), self.peer_max)
+        return data
+
+    def send_async(self, frame: list[Any], what: str) -> None:
+        """Send a frame that expects no answer; held back until ``ready`` (§3)."""
+        data = self._encode(frame, what)
+        if self.ready:
+            self._write_frame(data)
+        else:
+            self._before_ready.append(data)
+
+    def log(self, level: str, message: str) -> None:
+        """Send ``["log", level, message]`` (PROTOCOL.md §7), shortened to fit a frame."""
+        room = self.peer_max // 4 - 64
+        if len(message) > room:
+            message = message[: max(room, 0)] + " [truncated]"
+        self.transport.write(_frame_bytes(["log", level, message]))
+
+    def _publish(self, topic: str, payload_bin: bytes) -> None:
+        self.send_async(["publish", topic, payload_bin], f"publish on {topic!r}")
+
+    # -- owner -> host calls (PROTOCOL.md §4) ---------------------------------------------
+
+    def _resolve(self, module: str, function: str) -> Callable[..., Any]:
+        target: Any = importlib.import_module(module)
+        for part in function.split("."):
+            target = getattr(target, part)
+        if not callable(target):
+            raise TypeError(f"{module}.{function} is not callable")
+        self._callables[(module, function)] = target
+        return target
+
+    def _on_call(self, frame: list[Any]) -> None:
+        if len(frame) != 5:
+            raise _bad(frame, "expected 5 elements")
+        _, call_id, module, function, args = frame
+        if (
+            type(call_id) is not int
+            or call_id < 0
+            or type(module) is not str
+            or type(function) is not str
+            or type(args) is not list
+        ):
+            raise _bad(frame, 'expected ["call", id, module, function, args]')
+        stack = self._stack
+        stack.append(call_id)
+        try:
+            try:
+                fn = self._callables.get((module, function)) or self._resolve(module, function)
+                result = fn(*args)
+            finally:
+                stack.pop()
+        except CancelledError as exc:
+            if call_id in self._cancelled:
+                self._cancelled.discard(call_id)
+                if self._cancel_pending == call_id:
+                    self._cancel_pending = None
+                return  # cancelled: no reply (§4.2)
+            self._send_error(call_id, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - user errors become error replies (§5)
+            self._send_error(call_id, exc)
+            return
+        if self._cancelled:
+            self._cancelled.discard(call_id)
+        try:
+            data = packb(["reply", call_id, result])
+        except Exception as exc:  # noqa: BLE001 - unencodable result
+            self._send_error_map(
+                call_id,
+                {
+                    "type": qualified_name(type(exc)),
+                    "message": f"the result of {module}.{function} cannot be encoded: {exc}",
+                    "traceback": "",
+                },
+            )
+            return
+        if len(data) > self.peer_max:
+            self._send_error(
+                call_id,
+                FrameTooLarge(f"the reply of {module}.{function}", len(data), self.peer_max),
+            )
+            return
+        self._write_frame(data)
+
+    def _send_error(self, call_id: int, exc: BaseException) -> None:
+        self._send_error_map(call_id, error_map(exc, skip_frames=1))
+
+    def _send_error_map(self, call_id: int, error: dict[str, str]) -> None:
+        data = packb(["error", call_id, error])
+        if len(data) > self.peer_max:
+            error["traceback"] = ""
+            error["message"] = error["message"][: self.peer_max // 8]
+            data = packb(["error", call_id, error])
+        self._write_frame(data)
+
+    def _on_cast(self, frame: list[Any]) -> None:
+        if len(frame) != 4:
+            raise _bad(frame, "expected 4 elements")
+        _, module, function, args = frame
+        if type(module) is not str or type(function) is not str or type(args) is not list:
+            raise _bad(frame, 'expected ["cast", module, function, args]')
+        self._stack.append(None)
+        try:
+            fn = self._callables.get((module, function)) or self._resolve(module, function)
+            fn(*args)
+        except Exception:
+            _logger.exception("cast %s.%s failed", module, function)
+        finally:
+            self._stack.pop()
+
+    def _on_msg(self, frame: list[Any]) -> None:
+        if len(frame) != 3:
+            raise _bad(frame, "expected 3 elements")
+        _, dest, value = frame
+        if dest is None:
+            target = self.message_handler
+            if target is None:
+                _logger.warning("message dropped, no handler is set: %r", value)
+                return
+        elif isinstance(dest, str):
+            if self.agent is None or dest != self.agent.name:
+                _logger.warning("message for unknown agent %r dropped", dest)
+                return
+            target = self.agent.on_message
+        else:
+            raise _bad(frame, "destination must be nil or an agent name")
+        self._stack.append(None)
+        try:
+            target(value)
+        except Exception:
+            _logger.exception("message handler failed on %r", value)
+        finally:
+            self._stack.pop()
+
+    # -- cancellation (PROTOCOL.md §4.2) --------------------------------------------------
+
+    def _on_cancel(self, frame: list[Any]) -> None:
+        if len(frame) != 2 or not _is_id(frame[1]):
+            raise _bad(frame, 'expected ["cancel", id]')
+        self._cancel(frame[1])
+
+    def _cancel(self, call_id: int) -> None:
+        stack = self._stack
+        if call_id in stack:
+            self._cancelled.add(call_id)
+            if stack and stack[-1] == call_id and threading.get_ident() != self._ident:
+                self._interrupt(call_id)
+            # Otherwise it waits on a call of its own; that wait raises (see _call_inline).
+            return
+        pending = self.reader.pending
+        for queued in list(pending):
+            if queued[0] == "call" and len(queued) > 1 and queued[1] == call_id:
+                try:
+                    pending.remove(queued)
+                except ValueError:
+                    pass  # the main thread took it meanwhile; it runs, then its cancel is late
+                return
+        # Unknown id: finished, never seen, or already cancelled. Nothing to do.
+
+    def _interrupt(self, call_id: int) -> None:
+        self._cancel_pending = call_id
+        if self._use_signal:
+            signal.pthread_kill(self._ident, _CANCEL_SIGNAL)
+        else:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self._ident), ctypes.py_object(CancelledError)
+            )
+
+    def _on_cancel_signal(self, signum: int, frame: FrameType | None) -> None:
+        target = self._cancel_pending
+        if target is None:
+            return
+        if not self._stack or self._stack[-1] != target:
+            self._cancel_pending = None  # that call is over
+            return
+        while frame is not None:
+            if frame.f_code in self._critical_code:
+                return  # _write_frame raises it once the frame is out
+            frame = frame.f_back
+        self._cancel_pending = None
+        raise CancelledError(f"call {target} was cancelled by the owner")
+
+    def _raise_deferred_cancel(self) -> None:
+        if threading.get_ident() != self._ident:
+            return
+        target = self._cancel_pending
+        self._cancel_pending = None
+        if target is not None and self._stack and self._stack[-1] == target:
+            raise CancelledError(f"call {target} was cancelled by the owner")
+
+    # -- the watchdog ---------------------------------------------------------------------
+
+    def _watchdog(self) -> None:
+        reader = self.reader
+        last = -1
+        while self._serving:
+            time.sleep(WATCHDOG_INTERVAL)
+            if reader.reading:
+                last = -1
+                continue
+            generation = reader.generation
+            if generation != last:
+                last = generation
+                continue
+            try:
+                self._take_over(generation)
+            except ProtocolError as exc:
+                self._protocol_error(str(exc))
+            except Exception:
+                _logger.exception("symbiont watchdog failed")
+
+    def _take_over(self, generation: int) -> None:
+        """Read for the main thread while it stays in the dispatch ``generation``."""
+        reader = self.reader
+        fill = False  # first the frames the main thread left in the buffer
+        while self._serving and not reader.reading and reader.generation == generation:
+            if not reader.lock.acquire(blocking=False):
+                return
+            try:
+                if reader.reading or reader.generation != generation:
+                    return
+                for frame in reader.read_available(fill):
+                    kind = frame[0]
+                    if kind == "cancel":
+                        self._on_cancel(frame)
+                    elif kind == "reply" or kind == "error":
+                        self._on_reply(frame)
+                    else:
+                        reader.pending.append(frame)
+            finally:
+                reader.lock.release()
+            fill = self.transport.wait_readable(WATCHDOG_INTERVAL)
+
+    # -- host -> owner calls (PROTOCOL.md §4.1) -------------------------------------------
+
+    def call(self, module: str, function: str, args: list[Any], timeout: float | None) -> Any:
+        """Call ``module:function(args)`` on the owner; see :func:`symbiont.erlang.call`."""
+        if not self.ready:
+            raise RuntimeError("symbiont.erlang.call is not available before the host is ready")
+        call_id = next(self._ids)
+        data = self._encode(["call", call_id, module, function, args], f"call to {module}")
+        if threading.get_ident() == self._ident:
+            ok, value = self._call_inline(call_id, data, timeout, f"{module}.{function}")
+        else:
+            waiter = _Waiter()
+            self._waiters[call_id] = waiter
+            try:
+                self._write_frame(data)
+            except BaseException:
+                self._waiters.pop(call_id, None)
+                raise
+            if not waiter.event.wait(timeout) and self._waiters.pop(call_id, None) is not None:
+                self._send_cancel(call_id)
+                raise CallTimeout(f"{module}.{function} did not reply within {timeout} s")
+            ok, value = waiter.ok, waiter.value
+        if ok:
+            return value
+        raise ErlangError.from_map(value)
+
+    def _call_inline(
+        self, call_id: int, data: bytes, timeout: float | None, what: str
+    ) -> tuple[bool, Any]:
+        # On the dispatch thread nobody else reads for us: serve frames while waiting, so
+        # that the owner can call back in (nested calls, §4.1).
+        results = self._results
+        depth = len(self._stack)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._inline_waits.add(call_id)
+        answered = False
+        try:
+            self._write_frame(data)
+            while call_id not in results:
+                if self._cancelled and depth and self._stack[depth - 1] in self._cancelled:
+                    raise CancelledError(f"call {self._stack[depth - 1]} was cancelled")
+                remaining = None
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                try:
+                    frame = None
+                    if remaining is None or remaining > 0:
+                        frame = self.reader.next_frame(remaining)
+                    if frame is None:
+                        raise CallTimeout(f"{what} did not reply within {timeout} s")
+                    handler = self._handlers.get(frame[0])
+                    if handler is None:
+                        raise ProtocolError(f"unknown frame kind {frame[0]!r}")
+                    handler(frame)
+                except ProtocolError as exc:
+                    # Exit here: user code up the stack could swallow the exception.
+                    self._protocol_error(str(exc))
+            answered = True
+            return results.pop(call_id)
+        finally:
+            self._inline_waits.discard(call_id)
+            if not answered:
+                results.pop(call_id, None)
+                self._send_cancel(call_id)
+
+    def _send_cancel(self, call_id: int) -> None:
+        try:
+            self._write_frame(packb(["cancel", call_id]))
+        except OSError:
+            pass
+
+    def _on_reply(self, frame: list[Any]) -> None:
+        if len(frame) != 3 or not _is_id(frame[1]):
+            raise _bad(frame, "expected [kind, id, value]")
+        kind, call_id, value = frame
+        ok = kind == "reply"
+        if not ok and type(value) is not dict:
+            raise _bad(frame, "an error must be a map")
+        waiter = self._waiters.pop(call_id, None)
+        if waiter is not None:
+            waiter.set(ok, value)
+        elif call_id in self._inline_waits:
+            self._results[call_id] = (ok, value)
+        else:
+            _logger.debug("late %s for call %d dropped", kind, call_id)
+
+    # -- agent deliveries (PROTOCOL.md §8) ------------------------------------------------
+
+    def _on_event(self, frame: list[Any]) -> None:
+        if (
+            len(frame) != 4
+            or not _is_seq(frame[1])
+            or type(frame[2]) is not str
+            or type(frame[3]) is not bytes
+        ):
+            raise _bad(frame, 'expected ["event", seq, topic, payload_bin]')
+        self._deliver(frame[1], "event", frame)
+
+    def _on_tick(self, frame: list[Any]) -> None:
+        if len(frame) != 3 or not _is_seq(frame[1]) or type(frame[2]) is not str:
+            raise _bad(frame, 'expected ["tick", seq, timer_name]')
+        self._deliver(frame[1], "tick", frame)
+
+    def _deliver(self, seq: int, kind: str, frame: list[Any]) -> None:
+        if self.agent is None:
+            raise ProtocolError(f"{kind} frame for a host without an agent")
+        if self._delivering:
+            # A delivery arrived while a handler waits on a call: keep seq order (§8).
+            self._deferred.append((seq, kind, frame))
+            return
+        self._delivering = True
+        try:
+            self._run_delivery(self.agent, seq, kind, frame)
+            while self._deferred:
+                self._run_delivery(self.agent, *self._deferred.popleft())
+        finally:
+            self._delivering = False
+
+    def _run_delivery(self, agent: Agent, seq: int, kind: str, frame: list[Any]) -> None:
+        self._stack.append(None)
+        try:
+            if kind == "event":
+                names = agent._symbiont_handlers.get(frame[2])
+                if names:
+                    payload = unpackb(frame[3])
+                    for name in names:
+                        getattr(agent, name)(payload)
+            else:
+                name = frame[2]
+                if name not in agent._symbiont_timers:
+                    raise LookupError(f"agent {agent.name!r} has no timer {name!r}")
+                getattr(agent, name)()
+        except (Exception, CancelledError) as exc:  # noqa: BLE001 - reported as a nack
+            self._flush_ack(force=True)
+            self._write_frame(packb(["nack", seq, error_map(exc, skip_frames=1)]))
+            return
+        finally:
+            self._stack.pop()
+        self._ack_seq = seq
+
+    def _flush_ack(self, *, force: bool = False) -> None:
+        """Send the cumulative ack for the deliveries handled so far, if any (§8).
+
+        Not while a handler waits on a call of its own (unless ``force``): the state may
+        already hold part of that delivery's changes, so it would not match the acked seq.
+        """
+        seq = self._ack_seq
+        if seq is None or (self._delivering and not force):
+            return
+        self._ack_seq = None
+        state = self.agent.state if self.agent is not None else None
+        try:
+            state_bin = None if state is None else packb(state)
+            if state_bin is not None and len(state_bin) > self.peer_max - 32:
+                raise FrameTooLarge("the agent state", len(state_bin), self.peer_max)
+        except Exception as exc:  # noqa: BLE001 - unencodable state: the delivery failed
+            error = error_map(exc)
+            error["message"] = f"the agent state cannot be checkpointed: {error['message']}"
+            self._write_frame(packb(["nack", seq, error]))
+            return
+        self._write_frame(packb(["ack", seq, state_bin]))
+
+
+def _frame_bytes(frame: list[Any]) -> bytes:
+    data = packb(frame)
+    return _pack_header(len(data)) + data
+
+
+def _die_with_parent() -> None:
+    """PROTOCOL.md §1.5: never outlive the owner, even stuck in native code."""
+    if not sys.platform.startswith("linux"):
+        return
+    ppid = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    current = os.getppid()
+    if current != ppid or current == 1:
+        os._exit(1)  # the parent died before prctl took effect
+
+
+def run() -> NoReturn:
+    """Entry point of ``python -m symbiont.host``: serve the owner on fds 3 and 4."""
+    from ._logcapture import capture_output, install_log_handler
+
+    _die_with_parent()
+    try:
+        for fd in (3, 4):
+            os.set_inheritable(fd, False)  # user subprocesses must not hold our pipes
+    except OSError:
+        sys.stderr.write("symbiont.host must be started by its owner with fds 3 and 4 open\n")
+        raise SystemExit(2) from None
+    stderr_fd = os.dup(2)
+    host = Host(FdTransport(3, 4), stderr_fd=stderr_fd)
+    capture_output(host.log)
+    install_log_handler(host.log)
+    host.serve()

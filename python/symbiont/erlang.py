@@ -1,0 +1,103 @@
+"""Talk to the Erlang/Elixir side from Python code running in a symbiont host.
+
+Every function raises ``RuntimeError("not running inside a symbiont host")`` when called
+outside a host process.
+
+Example::
+
+    from symbiont import erlang
+
+    node = erlang.call("erlang", "node")
+    erlang.send(Atom("my_server"), ("hello", 1))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ._terms import Pid
+
+if TYPE_CHECKING:
+    from ._host import Host
+
+__all__ = ["call", "cast", "send", "set_message_handler"]
+
+
+def _host() -> Host:
+    from ._host import current_host
+
+    return current_host()
+
+
+def _check_mfa(module: Any, function: Any, args: Any) -> list[Any]:
+    if not isinstance(module, str) or not module:
+        raise TypeError(f"module must be a non-empty str, got {module!r}")
+    if not isinstance(function, str) or not function:
+        raise TypeError(f"function must be a non-empty str, got {function!r}")
+    if isinstance(args, (str, bytes, bytearray, dict)) or not isinstance(args, Iterable):
+        raise TypeError(f"args must be a list or tuple of arguments, got {type(args).__name__}")
+    return list(args)
+
+
+def call(
+    module: str,
+    function: str,
+    args: Iterable[Any] = (),
+    *,
+    timeout: float | None = None,
+) -> Any:
+    """Run ``apply(module, function, args)`` on the owner's node and return its result.
+
+    ``module`` is an Erlang or Elixir module name (``"erlang"``, ``"Elixir.Enum"``; a name
+    starting with an upper-case letter gets ``Elixir.`` prepended). While waiting, the host
+    keeps serving the owner, so the called function may call back into this host.
+
+    Parameters
+    ----------
+    timeout:
+        Seconds to wait for the reply; ``None`` waits as long as it takes.
+
+    Raises
+    ------
+    symbiont.ErlangError
+        The function raised, exited or threw.
+    symbiont.CallTimeout
+        No reply within ``timeout``; the owner is told to cancel the call.
+    """
+    arg_list = _check_mfa(module, function, args)
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+    ):
+        raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
+    return _host().call(module, function, arg_list, timeout)
+
+
+def cast(module: str, function: str, args: Iterable[Any] = ()) -> None:
+    """Run ``apply(module, function, args)`` on the owner's node without waiting.
+
+    Failures are logged on the owner's side.
+    """
+    arg_list = _check_mfa(module, function, args)
+    _host().send_async(["cast", module, function, arg_list], f"cast to {module}")
+
+
+def send(dest: Pid | str, value: Any) -> None:
+    """Send ``value`` to a process: a :class:`symbiont.Pid`, or a registered name.
+
+    A registered name is a :class:`symbiont.Atom` or a ``str``. A name nobody registered is
+    logged and dropped by the owner.
+    """
+    if not isinstance(dest, (Pid, str)):
+        raise TypeError(f"dest must be a Pid, an Atom or a str name, got {type(dest).__name__}")
+    _host().send_async(["msg", dest, value], "message")
+
+
+def set_message_handler(handler: Callable[[Any], Any] | None) -> None:
+    """Call ``handler(value)`` for each message the owner sends to this host.
+
+    ``None`` removes the handler (messages are then logged and dropped).
+    """
+    if handler is not None and not callable(handler):
+        raise TypeError(f"handler must be callable or None, got {type(handler).__name__}")
+    _host().message_handler = handler

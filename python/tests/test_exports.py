@@ -1,0 +1,75 @@
+"""The public API is what the docs say it is (STYLE.md habit 15)."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import symbiont
+from symbiont import erlang
+
+EXPECTED = {
+    "Agent",
+    "Atom",
+    "CallTimeout",
+    "CancelledError",
+    "ErlangError",
+    "FrameTooLarge",
+    "OpaqueTerm",
+    "Pid",
+    "Ref",
+    "erlang",
+    "every",
+    "on",
+}
+
+
+def test_all_names_exist_and_are_documented() -> None:
+    assert set(symbiont.__all__) == EXPECTED
+    for name in symbiont.__all__:
+        obj = getattr(symbiont, name)
+        assert inspect.getdoc(obj), f"symbiont.{name} has no docstring"
+        assert "TODO" not in (inspect.getdoc(obj) or "")
+    assert symbiont.__version__ == "0.1.0"
+
+
+def test_public_functions_and_methods_are_documented() -> None:
+    for name in erlang.__all__:
+        assert inspect.getdoc(getattr(erlang, name)), f"erlang.{name}"
+    for name, member in vars(symbiont.Agent).items():
+        if callable(member) and not name.startswith("_"):
+            assert inspect.getdoc(member), f"Agent.{name}"
+
+
+def test_exception_names_on_the_wire() -> None:
+    from symbiont._errors import qualified_name
+
+    assert qualified_name(symbiont.ErlangError) == "symbiont.ErlangError"
+    assert qualified_name(symbiont.CallTimeout) == "symbiont.CallTimeout"
+    assert qualified_name(symbiont.FrameTooLarge) == "symbiont.FrameTooLarge"
+    assert issubclass(symbiont.CancelledError, BaseException)
+    assert not issubclass(symbiont.CancelledError, Exception)
+
+
+def test_erlang_functions_outside_a_host() -> None:
+    import pytest
+
+    for call in (
+        lambda: erlang.call("erlang", "node"),
+        lambda: erlang.cast("erlang", "node"),
+        lambda: erlang.send(symbiont.Atom("x"), 1),
+        lambda: erlang.set_message_handler(print),
+    ):
+        with pytest.raises(RuntimeError, match="not running inside a symbiont host"):
+            call()
+    with pytest.raises(TypeError, match="args must be a list or tuple"):
+        erlang.call("erlang", "node", "abc")
+    with pytest.raises(TypeError, match="dest must be"):
+        erlang.send(1, 1)  # type: ignore[arg-type]
+
+
+def test_import_does_not_load_wasmtime() -> None:
+    code = "import sys, symbiont, symbiont.erlang; print('wasmtime' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,311 @@
+"""The host against a test process playing the owner (PROTOCOL.md §3-§7, §9)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import struct
+import time
+
+import pytest
+from conftest import MAX_FRAME, HostProcess
+
+from symbiont import Atom, Pid
+from symbiont._terms import packb
+
+
+def test_handshake(raw_host: HostProcess) -> None:
+    ready = raw_host.init(max_frame=1 << 20)
+    assert ready[:2] == ["ready", 1]
+    info = ready[2]
+    assert info["protocol"] == 1
+    assert info["pid"] == raw_host.proc.pid
+    assert info["runtime"] == f"CPython {platform.python_version()}"
+    assert info["max_frame"] == 1 << 20
+    assert info["agent"] is None
+
+
+def test_echo_call_keeps_terms(host: HostProcess) -> None:
+    value = {"a": [1, 2.5, None, True], (1, Atom("ok")): b"\xff\x00", "pid": Pid(b"\x83x")}
+    assert host.call("hostmod", "echo", value) == ["reply", 1001, value]
+    assert host.call("hostmod", "add", 2, 3)[2] == 5
+
+
+def test_exception_becomes_error_and_host_keeps_serving(host: HostProcess) -> None:
+    kind, _, error = host.call("hostmod", "boom", "no way")
+    assert kind == "error"
+    assert error["type"] == "ValueError"
+    assert error["message"] == "no way"
+    assert "raise ValueError(message)" in error["traceback"]
+    assert "_host.py" not in error["traceback"].splitlines()[1]
+    assert host.call("hostmod", "echo", "still here")[2] == "still here"
+
+
+def test_error_type_is_qualified(host: HostProcess) -> None:
+    error = host.call("hostmod", "bad_json")[2]
+    assert error["type"] == "json.decoder.JSONDecodeError"
+
+
+def test_dotted_function(host: HostProcess) -> None:
+    assert host.call("os", "path.join", "a", "b")[2] == "a/b"
+    assert host.call("hostmod", "Box.twice", 21)[2] == 42
+
+
+def test_unknown_module_and_function(host: HostProcess) -> None:
+    error = host.call("no_such_module_here", "f")[2]
+    assert error["type"] == "ModuleNotFoundError"
+    assert "no_such_module_here" in error["message"]
+    assert host.call("hostmod", "nope")[2]["type"] == "AttributeError"
+
+
+def test_unencodable_result(host: HostProcess) -> None:
+    kind, _, error = host.call("hostmod", "unencodable")
+    assert kind == "error"
+    assert error["type"] == "TypeError"
+    assert "hostmod.unencodable cannot be encoded" in error["message"]
+
+
+def test_reply_over_owner_max_frame(raw_host: HostProcess) -> None:
+    raw_host.init(max_frame=4096)
+    kind, _, error = raw_host.call("hostmod", "big", 10_000)
+    assert kind == "error"
+    assert error["type"] == "symbiont.FrameTooLarge"
+    assert "4096" in error["message"] and "10" in error["message"]
+    assert raw_host.call("hostmod", "big", 10)[2] == b"x" * 10
+
+
+def test_cancel_running_sleep_sends_no_reply(host: HostProcess) -> None:
+    started = time.monotonic()
+    host.send(["call", 1, "hostmod", "sleep_noting_cancel", [30]], ["cancel", 1])
+    host.send(["call", 2, "hostmod", "echo", ["next"]])
+    assert host.recv() == ["reply", 2, "next"]
+    assert time.monotonic() - started < 2
+    assert host.call("hostmod", "cancellations")[2] == ["sleep"]
+
+
+def test_cancel_running_python_loop(host: HostProcess) -> None:
+    host.send(["call", 1, "hostmod", "spin", [30]])
+    host.assert_silent(0.05)
+    host.send(["cancel", 1], ["call", 2, "hostmod", "echo", ["after"]])
+    assert host.recv() == ["reply", 2, "after"]
+
+
+def test_cancel_queued_call(host: HostProcess) -> None:
+    host.send(
+        ["call", 1, "hostmod", "sleep", [0.3]],
+        ["call", 2, "hostmod", "echo", ["dropped"]],
+        ["cancel", 2],
+        ["call", 3, "hostmod", "echo", ["kept"]],
+        ["cancel", 99],  # unknown id: ignored
+    )
+    assert host.recv() == ["reply", 1, "slept"]
+    assert host.recv() == ["reply", 3, "kept"]
+    host.assert_silent(0.1)
+
+
+def test_cancel_ignored_by_user_code_gives_late_reply(host: HostProcess) -> None:
+    host.send(["call", 1, "hostile", "stubborn", [0.2]], ["cancel", 1])
+    assert host.recv() == ["reply", 1, "late"]
+
+
+def test_eof_while_sleeping_exits_fast(host: HostProcess) -> None:
+    host.send(["call", 1, "hostmod", "sleep", [30]])
+    host.assert_silent(0.05)
+    started = time.monotonic()
+    host.close_input()
+    assert host.wait_exit(2) == 0
+    assert time.monotonic() - started < 1
+
+
+def test_eof_while_idle_exits_zero(host: HostProcess) -> None:
+    host.close_input()
+    assert host.wait_exit(2) == 0
+
+
+def test_eof_before_init_exits_zero(raw_host: HostProcess) -> None:
+    raw_host.close_input()
+    assert raw_host.wait_exit(2) == 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (struct.pack(">I", MAX_FRAME + 1), "over the limit"),
+        (struct.pack(">I", 3) + b"\xc1\xc1\xc1", "does not decode"),
+        (struct.pack(">I", 2) + b"\x90\xc0", "does not decode"),  # trailing byte
+        (struct.pack(">I", 1) + b"\x05", "not an array led by a kind"),
+        (struct.pack(">I", 2) + b"\x91\x05", "not an array led by a kind"),
+    ],
+    ids=["oversize", "garbage", "trailing", "not-array", "kind-not-str"],
+)
+def test_protocol_errors_exit_3(host: HostProcess, payload: bytes, reason: str) -> None:
+    host.send_raw(payload)
+    assert host.wait_exit() == 3
+    assert reason in host.stderr_text()
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        (["bogus", 1, 2], "unknown frame kind 'bogus'"),
+        (["call", 1, "hostmod", "echo"], "malformed 'call' frame"),
+        (["call", -1, "hostmod", "echo", []], "malformed 'call' frame"),
+        (["reply", 1], "malformed 'reply' frame"),
+        (["event", 1, "t", b""], "without an agent"),
+        (["init", 1, {}], "unknown frame kind 'init'"),
+    ],
+)
+def test_bad_frames_exit_3(host: HostProcess, frame: list, reason: str) -> None:
+    host.send(frame)
+    assert host.wait_exit() == 3
+    assert reason in host.stderr_text()
+
+
+def test_protocol_error_during_long_call_exits_3(host: HostProcess) -> None:
+    host.send(["call", 1, "hostmod", "sleep", [30]])
+    host.assert_silent(0.05)
+    host.send(["bogus"])
+    host.send_raw(struct.pack(">I", MAX_FRAME + 1))
+    assert host.wait_exit(2) == 3
+
+
+def test_first_frame_must_be_init(raw_host: HostProcess) -> None:
+    raw_host.send(["call", 1, "hostmod", "echo", [1]])
+    assert raw_host.wait_exit() == 3
+    assert "expected an init frame first" in raw_host.stderr_text()
+
+
+def test_version_mismatch_is_fatal(raw_host: HostProcess) -> None:
+    raw_host.send(["init", 2, {"name": "x"}])
+    fatal = raw_host.recv_kind("fatal")
+    assert "version mismatch" in fatal[1]["message"]
+    assert raw_host.wait_exit() == 2
+
+
+def test_python_path_is_prepended(raw_host: HostProcess) -> None:
+    raw_host.init(python_path=[str(os.path.dirname(__file__)) + "/fixtures/extra"])
+    assert raw_host.call("sys", "path.__getitem__", 0)[2].endswith("fixtures/extra")
+
+
+def test_output_and_logging_become_log_frames(host: HostProcess) -> None:
+    assert host.call("hostmod", "say", "hi")[2] == "said"
+    assert host.call("hostile", "say", "yo")[2] == "said"
+    expected = {
+        ("info", "out:hi"),
+        ("warning", "err:hi"),
+        ("info", "info:hi"),
+        ("warning", "warning:hi"),
+        ("info", "out:yo"),
+        ("warning", "err:yo"),
+        ("info", "raw:yo"),
+    }
+    host.wait_logs(
+        lambda logs: expected <= set(logs) and any(m.startswith("error:hi") for _, m in logs)
+    )
+    error = next(m for level, m in host.logs if m.startswith("error:hi"))
+    assert "Traceback" in error and "KeyError" in error
+    assert ("error", error) in host.logs
+    assert not any("debug:hi" in m for _, m in host.logs)
+
+
+def test_failing_cast_is_logged(host: HostProcess) -> None:
+    host.send(["cast", "hostmod", "record_cast", [7]], ["cast", "hostmod", "failing_cast", []])
+    assert host.call("hostmod", "recorded_casts")[2] == [7]
+    host.wait_logs(lambda logs: any("cast went wrong" in m for _, m in logs))
+    level, text = next(log for log in host.logs if "cast went wrong" in log[1])
+    assert level == "error" and "hostmod.failing_cast failed" in text
+
+
+def test_nested_calls(host: HostProcess) -> None:
+    host.send(["call", 1, "hostmod", "ask", ["erlang", "node", []]])
+    _, inner_id, module, function, args = host.recv_kind("call")
+    assert (module, function, args) == ("erlang", "node", [])
+    # While the host waits for us, it still serves our calls, nested ones included.
+    host.send(["call", 2, "hostmod", "echo", ["meanwhile"]])
+    assert host.recv() == ["reply", 2, "meanwhile"]
+    host.send(["call", 3, "hostmod", "ask", ["erlang", "self", []]])
+    deeper = host.recv_kind("call")
+    host.send(["reply", deeper[1], Pid(b"pid")])
+    assert host.recv() == ["reply", 3, Pid(b"pid")]
+    host.send(["reply", inner_id, Atom("nonode@nohost")])
+    assert host.recv() == ["reply", 1, "nonode@nohost"]
+
+
+def test_erlang_error_reply_raises(host: HostProcess) -> None:
+    host.send(["call", 1, "hostmod", "ask", ["erlang", "error", ["badarg"]]])
+    inner = host.recv_kind("call")
+    host.send(["error", inner[1], {"type": "error", "message": "badarg", "traceback": ""}])
+    kind, _, error = host.recv()
+    assert kind == "error"
+    assert error["type"] == "symbiont.ErlangError"
+    assert error["message"] == "error: badarg"
+
+
+def test_host_call_timeout_cancels(host: HostProcess) -> None:
+    host.send(["call", 1, "hostmod", "ask", ["timer", "sleep", [1000], 0.1]])
+    inner = host.recv_kind("call")
+    assert host.recv() == ["cancel", inner[1]]
+    kind, _, error = host.recv()
+    assert (kind, error["type"]) == ("error", "symbiont.CallTimeout")
+    host.send(["reply", inner[1], "too late"])  # a late reply is dropped
+    assert host.call("hostmod", "echo", 1)[2] == 1
+
+
+def test_call_from_another_thread(host: HostProcess) -> None:
+    host.send(["call", 1, "hostmod", "ask_from_thread", ["erlang", "node", []]])
+    inner = host.recv_kind("call")
+    host.send(["reply", inner[1], "node@here"])
+    assert host.recv() == ["reply", 1, "node@here"]
+
+
+def test_owner_cancel_of_call_waiting_on_owner(host: HostProcess) -> None:
+    host.send(["call", 1, "hostmod", "ask", ["erlang", "node", []]])
+    inner = host.recv_kind("call")
+    host.send(["cancel", 1])
+    assert host.recv() == ["cancel", inner[1]]
+    assert host.call("hostmod", "echo", "ok")[2] == "ok"
+
+
+def test_messages_and_casts_to_the_owner(host: HostProcess) -> None:
+    pid = Pid(b"\x83Xowner")
+    assert host.call("hostmod", "install_handler", pid)[2] is None
+    host.send(["msg", None, 42])
+    assert host.recv() == ["msg", pid, ("got", 42)]
+    host.send(["call", 1, "hostmod", "owner_cast", ["erlang", "garbage_collect", []]])
+    assert host.recv() == ["cast", "erlang", "garbage_collect", []]
+    assert host.recv() == ["reply", 1, None]
+
+
+def test_message_without_handler_is_logged(host: HostProcess) -> None:
+    host.send(["msg", None, "hello"], ["msg", "nobody", "hello"])
+    host.wait_logs(lambda logs: sum("dropped" in m for _, m in logs) == 2)
+
+
+def test_hostile_fixture_functions(host: HostProcess) -> None:
+    assert host.call("hostile", "echo", [1, "two"])[2] == [1, "two"]
+    assert host.call("hostile", "boom", "bad")[2]["type"] == "ValueError"
+    assert host.call("hostile", "os_pid")[2] == host.proc.pid
+    pid = Pid(b"p")
+    host.send(["call", 1, "hostile", "notify", [pid, "m"]])
+    assert host.recv() == ["msg", pid, "m"]
+    assert host.recv() == ["reply", 1, None]
+
+
+def test_hostile_raw_write_is_a_protocol_violation_of_the_host(host: HostProcess) -> None:
+    # The host writes garbage to its own fd 4; the owner would see it. Here we only check
+    # that the garbage arrives as-is (the owner-side tests judge it).
+    host.send(["call", 1, "hostile", "unknown_kind", []])
+    frame = host.recv()
+    assert frame == ["bogus", 1, 2]
+
+
+def test_packb_frames_are_small() -> None:
+    assert len(packb(["reply", 1, None])) == 9
+
+
+def test_protocol_error_while_waiting_on_the_owner_exits_3(host: HostProcess) -> None:
+    host.send(["call", 1, "hostmod", "ask", ["erlang", "node", []]])
+    host.recv_kind("call")
+    host.send(["call", 2, "hostmod"])  # malformed; user code must not be able to swallow it
+    assert host.wait_exit() == 3
+    assert "malformed 'call' frame" in host.stderr_text()
