@@ -49,14 +49,20 @@ test-elixir:
 test-python:
 	$(PY) -m pytest -q python/tests
 
+# QUICK=1 runs a short version of every benchmark.
 bench: setup
-	mix run --no-start bench/roundtrip.exs
+	QUICK=$(QUICK) mix run --no-start bench/roundtrip.exs
 
-format:
+format: setup
 	mix format
+	$(VENV)/bin/ruff format $(PY_SOURCES)
 
-lint:
+PY_SOURCES := python test/fixtures/python bench examples
+
+lint: setup
 	mix format --check-formatted
+	$(VENV)/bin/ruff check $(PY_SOURCES)
+	$(VENV)/bin/ruff format --check $(PY_SOURCES)
 
 clean:
 	rm -rf _build $(VENV) $(STATE)

@@ -2,7 +2,7 @@ defmodule Symbiont.MixProject do
   use Mix.Project
 
   # Zero Hex dependencies: the Hex registry is not reachable on our machines
-  # (see DEVELOPERS.md). Optional cross-checks against real libraries use
+  # (see README.md, "Development"). Optional cross-checks against real libraries use
   # `path:` dependencies switched on by environment variables.
   def project do
     [

@@ -1,0 +1,148 @@
+defmodule Symbiont do
+  @moduledoc """
+  A living system of agents: the BEAM supervises, Python thinks, WebAssembly sandboxes.
+
+  Agents are Python classes, each run in a host OS process owned by a `Symbiont.Host`;
+  they talk through topics of `Symbiont.Mesh`. This module is the public API and the
+  helpers for a live iex session (`make shell`).
+
+  ## Supervision tree
+
+      Symbiont.Supervisor (rest_for_one)
+      ├── Symbiont.Host.Registry   unique names of hosts
+      ├── Symbiont.Mesh            topic registry (duplicate keys)
+      ├── Symbiont.TaskSupervisor  calls from Python into the BEAM
+      ├── Symbiont.Hosts           DynamicSupervisor of Symbiont.Host
+      │     └── Symbiont.Host ── Port ── python -m symbiont.host
+      └── Symbiont.Manifest        starts the configured agents
+
+  `:rest_for_one` because each child depends on those before it: a restart of the host
+  supervisor restarts the manifest, which starts the agents again.
+
+  ## In iex
+
+      iex> Symbiont.status()
+      iex> Symbiont.publish("orders.created", %{"id" => 7, "amount" => 12.5})
+  """
+
+  alias Symbiont.Host
+
+  @doc """
+  Prints the running hosts and their agents (status, OS pid, uptime, restarts, in-flight
+  deliveries, handled events) and returns `:ok`.
+
+      iex> Symbiont.status()
+      :ok
+  """
+  @spec status() :: :ok
+  def status do
+    IO.puts(format_status(hosts()))
+  end
+
+  @doc "Information about every host, sorted by name."
+  @spec hosts() :: [map]
+  def hosts do
+    Symbiont.Hosts
+    |> DynamicSupervisor.which_children()
+    |> Enum.flat_map(fn {_, pid, _, _} ->
+      case is_pid(pid) && Host.info(pid) do
+        {:ok, info} -> [info]
+        _ -> []
+      end
+    end)
+    |> Enum.sort_by(& &1.name)
+  end
+
+  @doc "Information about every running agent, sorted by name."
+  @spec agents() :: [map]
+  def agents do
+    for %{agent: agent} = host <- hosts(), agent != nil do
+      Map.merge(agent, %{
+        host: host.name,
+        status: host.status,
+        os_pid: host.os_pid,
+        crashes: host.crashes
+      })
+    end
+  end
+
+  @doc """
+  Publishes `value` on `topic`: it is encoded once as msgpack and delivered to every
+  subscriber, agents included.
+
+      iex> Symbiont.publish("doc.nobody.listens", %{"hello" => "world"})
+      :ok
+  """
+  @spec publish(String.t(), term) :: :ok | {:error, term}
+  def publish(topic, value) when is_binary(topic) do
+    case Symbiont.MsgPack.encode(value) do
+      {:ok, iodata} ->
+        event = %Symbiont.Event{topic: topic, payload: IO.iodata_to_binary(iodata)}
+        Symbiont.Mesh.broadcast(topic, event)
+
+      {:error, reason} ->
+        {:error, reason}
+    end
+  end
+
+  @doc false
+  @spec format_status([map]) :: String.t()
+  def format_status(hosts) do
+    header = [
+      "HOST",
+      "STATUS",
+      "OS PID",
+      "UPTIME",
+      "CRASHES",
+      "AGENT",
+      "TOPICS",
+      "IN-FLIGHT",
+      "HANDLED"
+    ]
+
+    rows =
+      for h <- hosts do
+        a = h.agent || %{}
+
+        [
+          h.name,
+          to_string(h.status),
+          to_string(h.os_pid || "-"),
+          format_uptime(h.uptime_ms),
+          to_string(h.crashes),
+          Map.get(a, :python, "-"),
+          a |> Map.get(:topics, []) |> Enum.join(",") |> blank("-"),
+          to_string(Map.get(a, :in_flight, "-")),
+          to_string(Map.get(a, :handled, "-"))
+        ]
+      end
+
+    title =
+      "Symbiont on #{node()}: #{length(hosts)} host(s), #{Enum.count(hosts, & &1.agent)} agent(s)"
+
+    Enum.join([title, "" | table([header | rows])], "\n")
+  end
+
+  defp table(rows) do
+    widths =
+      rows
+      |> Enum.zip_with(& &1)
+      |> Enum.map(fn col -> col |> Enum.map(&String.length/1) |> Enum.max() end)
+
+    for row <- rows do
+      row
+      |> Enum.zip(widths)
+      |> Enum.map_join("  ", fn {cell, w} -> String.pad_trailing(cell, w) end)
+      |> String.trim_trailing()
+    end
+  end
+
+  defp blank("", default), do: default
+  defp blank(s, _), do: s
+
+  defp format_uptime(nil), do: "-"
+  defp format_uptime(ms) when ms < 1_000, do: "#{ms}ms"
+  defp format_uptime(ms) when ms < 60_000, do: "#{div(ms, 1000)}s"
+  defp format_uptime(ms) when ms < 3_600_000, do: "#{div(ms, 60_000)}m#{rem(div(ms, 1000), 60)}s"
+  defp format_uptime(ms), do: "#{div(ms, 3_600_000)}h#{rem(div(ms, 60_000), 60)}m"
+end

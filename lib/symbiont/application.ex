@@ -1,0 +1,29 @@
+defmodule Symbiont.Application do
+  @moduledoc false
+  # The supervision tree (see the `Symbiont` moduledoc for the picture). `:rest_for_one`:
+  # the registries and the mesh outlive the hosts that register in them; if the host
+  # supervisor restarts, the manifest after it restarts too and starts the agents again.
+
+  use Application
+
+  @impl true
+  def start(_type, _args) do
+    case Symbiont.Manifest.validate(Application.get_env(:symbiont, :agents, [])) do
+      {:ok, agents} ->
+        children = [
+          Symbiont.Telemetry,
+          {Registry, keys: :unique, name: Symbiont.Host.Registry},
+          Symbiont.Mesh,
+          {Task.Supervisor, name: Symbiont.TaskSupervisor},
+          {DynamicSupervisor,
+           name: Symbiont.Hosts, strategy: :one_for_one, max_restarts: 100, max_seconds: 5},
+          {Symbiont.Manifest, agents}
+        ]
+
+        Supervisor.start_link(children, strategy: :rest_for_one, name: Symbiont.Supervisor)
+
+      {:error, message} ->
+        {:error, {:invalid_manifest, message}}
+    end
+  end
+end

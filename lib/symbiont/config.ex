@@ -1,0 +1,46 @@
+defmodule Symbiont.Config do
+  @moduledoc false
+  # Where Symbiont finds things at run time: one place for the defaults that several
+  # modules need (the Python executable, the SDK's source directory).
+
+  @python_src Path.expand("../../python", __DIR__)
+
+  @doc "The directory holding the `symbiont` Python package of this checkout."
+  @spec python_src() :: Path.t()
+  def python_src, do: @python_src
+
+  @doc """
+  The Python executable hosts are started with, in this order: the `:python` application
+  env, `$SYMBIONT_PYTHON`, `.venv/bin/python` under the current directory, `python3` on
+  `$PATH`.
+  """
+  @spec python_executable() :: {:ok, Path.t()} | {:error, {:python_not_found, term}}
+  def python_executable do
+    candidate =
+      Application.get_env(:symbiont, :python) ||
+        System.get_env("SYMBIONT_PYTHON") ||
+        first_existing([Path.expand(".venv/bin/python")]) ||
+        System.find_executable("python3")
+
+    resolve_executable(candidate)
+  end
+
+  @doc false
+  @spec resolve_executable(term) :: {:ok, Path.t()} | {:error, {:python_not_found, term}}
+  def resolve_executable(path) when is_binary(path) do
+    cond do
+      String.contains?(path, "/") and File.regular?(path) ->
+        {:ok, Path.expand(path)}
+
+      not String.contains?(path, "/") and System.find_executable(path) ->
+        {:ok, System.find_executable(path)}
+
+      true ->
+        {:error, {:python_not_found, path}}
+    end
+  end
+
+  def resolve_executable(other), do: {:error, {:python_not_found, other}}
+
+  defp first_existing(paths), do: Enum.find(paths, &File.regular?/1)
+end

@@ -1,0 +1,27 @@
+defmodule Symbiont.Event do
+  @moduledoc """
+  An event on the mesh: a topic and its payload, encoded once as msgpack by the publisher.
+
+  Subscribers receive `%Symbiont.Event{}` messages. The payload stays an opaque binary
+  while it is routed (it is never decoded and re-encoded per subscriber); `decode/1` gives
+  the value.
+
+      iex> event = Symbiont.Event.new!("orders.created", %{"id" => 1})
+      iex> Symbiont.Event.decode(event)
+      {:ok, %{"id" => 1}}
+  """
+  defstruct [:topic, :payload, :from]
+
+  @type t :: %__MODULE__{topic: String.t(), payload: binary, from: String.t() | nil}
+
+  @doc "Builds an event, encoding `value` as msgpack. Raises if it cannot be encoded."
+  @spec new!(String.t(), term, String.t() | nil) :: t
+  def new!(topic, value, from \\ nil) when is_binary(topic) do
+    payload = value |> Symbiont.MsgPack.encode!() |> IO.iodata_to_binary()
+    %__MODULE__{topic: topic, payload: payload, from: from}
+  end
+
+  @doc "Decodes the payload."
+  @spec decode(t) :: {:ok, term} | {:error, term}
+  def decode(%__MODULE__{payload: payload}), do: Symbiont.MsgPack.decode(payload)
+end

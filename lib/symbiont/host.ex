@@ -1,0 +1,952 @@
+defmodule Symbiont.Host do
+  @moduledoc """
+  The owner of one host OS process: a GenServer holding a Port to `python -m symbiont.host`.
+
+  It speaks `docs/PROTOCOL.md` with the process and outlives it: when the process exits,
+  crashes or breaks the protocol, the owner logs why (exit status and the last lines the
+  process printed), fails the calls that were running, and starts a new process with
+  backoff (the first restart is immediate, repeated crashes wait 10 ms, 20 ms, ... up to
+  5 s). Calls, casts and agent deliveries that arrive while the process is (re)starting
+  wait for it, so nothing accepted is lost across a restart.
+
+  Most code uses it through `Symbiont.Python` (ErlPort-style calls) or the agents of the
+  manifest; `start_link/1` is the child spec entry point under `Symbiont.Hosts`.
+
+  ## Options
+
+    * `:name` - a string (or atom) naming the host in logs and registering it, so that it
+      can be addressed by name. Default: `"python-N"`.
+    * `:python` - the Python executable. Default: see `Symbiont.Python`.
+    * `:python_path` - directories prepended to the host's `sys.path`. Default: the
+      `:python_path` application env.
+    * `:cd` - the working directory of the process. Default: the current directory.
+    * `:env` - extra environment variables, a list of `{name, value}` strings.
+    * `:agent` - `nil` or an agent spec `%{name: .., module: .., class: .., config: %{}}`;
+      see `Symbiont.Agent`.
+    * `:call_timeout` - default timeout of calls, in ms. Default: 5000.
+    * `:start_timeout` - how long the process may take to answer the handshake. Default: 10000.
+    * `:max_frame` - the largest frame accepted from the process, in bytes. Default: 64 MiB.
+    * `:backoff_max` - the longest wait between restarts, in ms. Default: 5000.
+    * `:log_lines` - how many of the last output lines a crash report keeps. Default: 20.
+  """
+  use GenServer, restart: :transient
+
+  require Logger
+
+  alias Symbiont.Host.{Framer, Protocol}
+  alias Symbiont.MsgPack
+
+  @typedoc "A host: its pid or the name it was started with."
+  @type host :: pid | String.t()
+
+  @defaults [
+    call_timeout: 5_000,
+    start_timeout: 10_000,
+    max_frame: 64 * 1024 * 1024,
+    backoff_max: 5_000,
+    log_lines: 20,
+    grace: 2_000
+  ]
+  @allowed_keys [:name, :python, :python_path, :cd, :env, :agent | Keyword.keys(@defaults)]
+  # A process that stayed up this long before crashing restarts without delay.
+  @stable_ms 5_000
+
+  ## Public API (internal to Symbiont: users go through Symbiont.Python and Symbiont)
+
+  @doc false
+  def child_spec(opts) do
+    %{id: __MODULE__, start: {__MODULE__, :start_link, [opts]}, restart: :transient}
+  end
+
+  @doc """
+  Starts a host owner linked to the caller. Raises `ArgumentError` on invalid options;
+  see `validate_options/1`.
+  """
+  @spec start_link(keyword) :: GenServer.on_start()
+  def start_link(opts) when is_list(opts) do
+    case validate_options(opts) do
+      {:ok, config} -> GenServer.start_link(__MODULE__, config, name: via(config.name))
+      {:error, error} -> raise error
+    end
+  end
+
+  @doc """
+  Validates host options once, at the edge.
+
+      iex> {:error, %ArgumentError{message: msg}} = Symbiont.Host.validate_options(call_timeout: -1)
+      iex> msg
+      "expected :call_timeout to be a positive integer (milliseconds), got: -1"
+  """
+  @spec validate_options(keyword) :: {:ok, map} | {:error, ArgumentError.t()}
+  def validate_options(opts) when is_list(opts) do
+    with :ok <- known_keys(opts),
+         opts = Keyword.merge(@defaults, opts),
+         {:ok, name} <- validate_name(Keyword.get(opts, :name)),
+         :ok <- each_positive(opts, Keyword.keys(@defaults)),
+         {:ok, python} <- validate_python(Keyword.get(opts, :python)),
+         {:ok, cd} <- validate_cd(Keyword.get(opts, :cd, File.cwd!())),
+         {:ok, paths} <- validate_paths(Keyword.get(opts, :python_path), cd),
+         {:ok, env} <- validate_env(Keyword.get(opts, :env, [])),
+         {:ok, agent} <- Symbiont.Agent.validate_spec(Keyword.get(opts, :agent)) do
+      {:ok,
+       opts
+       |> Map.new()
+       |> Map.merge(%{
+         name: name,
+         python: python,
+         cd: cd,
+         python_path: paths,
+         env: env,
+         agent: agent
+       })}
+    else
+      {:error, message} when is_binary(message) -> {:error, ArgumentError.exception(message)}
+    end
+  end
+
+  @doc "The pid of a host given by pid or name, or `nil`."
+  @spec whereis(host) :: pid | nil
+  def whereis(pid) when is_pid(pid), do: pid
+
+  def whereis(name) when is_binary(name) do
+    case Registry.lookup(Symbiont.Host.Registry, name) do
+      [{pid, _}] -> pid
+      [] -> nil
+    end
+  end
+
+  def whereis(name) when is_atom(name), do: whereis(Atom.to_string(name))
+
+  @doc false
+  @spec call(host, String.t(), String.t(), list, timeout | nil) :: {:ok, term} | {:error, term}
+  def call(host, module, function, args, timeout) do
+    with {:ok, pid} <- lookup(host) do
+      safe_call(pid, {:call, module, function, args, timeout}, timeout)
+    end
+  end
+
+  @doc false
+  @spec cast(host, term) :: :ok | {:error, term}
+  def cast(host, request) do
+    with {:ok, pid} <- lookup(host), do: GenServer.cast(pid, request)
+  end
+
+  @doc false
+  @spec info(host) :: {:ok, map} | {:error, term}
+  def info(host) do
+    with {:ok, pid} <- lookup(host), do: safe_call(pid, :info, 5_000)
+  end
+
+  @doc false
+  @spec stop(host) :: :ok | {:error, term}
+  def stop(host) do
+    with {:ok, pid} <- lookup(host) do
+      DynamicSupervisor.terminate_child(Symbiont.Hosts, pid)
+    end
+  end
+
+  defp lookup(host) do
+    case whereis(host) do
+      nil -> {:error, {:no_host, host}}
+      pid -> {:ok, pid}
+    end
+  end
+
+  defp safe_call(pid, request, timeout) do
+    # The owner answers every call itself (its timers fire first); the margin only guards
+    # against an owner that is gone or wedged.
+    GenServer.call(pid, request, if(is_integer(timeout), do: timeout + 5_000, else: 60_000))
+  catch
+    :exit, {reason, _} -> {:error, {:host_down, reason}}
+  end
+
+  defp via(name), do: {:via, Registry, {Symbiont.Host.Registry, name}}
+
+  ## Option validation
+
+  defp known_keys(opts) do
+    case Enum.find(opts, fn {k, _} -> k not in @allowed_keys end) do
+      nil -> :ok
+      {k, _} -> {:error, "unknown option #{inspect(k)}, allowed: #{inspect(@allowed_keys)}"}
+    end
+  end
+
+  defp validate_name(nil), do: {:ok, "python-#{System.unique_integer([:positive])}"}
+  defp validate_name(name) when is_atom(name), do: validate_name(Atom.to_string(name))
+
+  defp validate_name(name) when is_binary(name) and byte_size(name) in 1..128 do
+    if String.printable?(name),
+      do: {:ok, name},
+      else: {:error, "expected :name to be printable, got: #{inspect(name)}"}
+  end
+
+  defp validate_name(name),
+    do: {:error, "expected :name to be a string of 1 to 128 bytes, got: #{inspect(name)}"}
+
+  defp each_positive(opts, keys) do
+    Enum.reduce_while(keys, :ok, fn key, :ok ->
+      case Keyword.fetch!(opts, key) do
+        v when is_integer(v) and v > 0 ->
+          {:cont, :ok}
+
+        v ->
+          {:halt,
+           {:error,
+            "expected #{inspect(key)} to be a positive integer#{unit(key)}, got: #{inspect(v)}"}}
+      end
+    end)
+  end
+
+  defp unit(key) when key in [:max_frame], do: " (bytes)"
+  defp unit(key) when key in [:log_lines], do: ""
+  defp unit(_), do: " (milliseconds)"
+
+  defp validate_python(nil) do
+    case Symbiont.Config.python_executable() do
+      {:ok, path} ->
+        {:ok, path}
+
+      {:error, {:python_not_found, p}} ->
+        {:error,
+         "no Python executable found (tried #{inspect(p)}); set :python or $SYMBIONT_PYTHON"}
+    end
+  end
+
+  defp validate_python(path) do
+    case Symbiont.Config.resolve_executable(path) do
+      {:ok, path} ->
+        {:ok, path}
+
+      {:error, _} ->
+        {:error, "expected :python to be an existing executable, got: #{inspect(path)}"}
+    end
+  end
+
+  defp validate_cd(cd) when is_binary(cd) do
+    if File.dir?(cd),
+      do: {:ok, Path.expand(cd)},
+      else: {:error, "expected :cd to be an existing directory, got: #{inspect(cd)}"}
+  end
+
+  defp validate_cd(cd), do: {:error, "expected :cd to be a directory path, got: #{inspect(cd)}"}
+
+  defp validate_paths(nil, cd),
+    do: validate_paths(Application.get_env(:symbiont, :python_path, []), cd)
+
+  defp validate_paths(paths, cd) when is_list(paths) do
+    if Enum.all?(paths, &is_binary/1),
+      do: {:ok, Enum.map(paths, &Path.expand(&1, cd))},
+      else: {:error, "expected :python_path to be a list of strings, got: #{inspect(paths)}"}
+  end
+
+  defp validate_paths(paths, _),
+    do: {:error, "expected :python_path to be a list of strings, got: #{inspect(paths)}"}
+
+  defp validate_env(env) when is_list(env) do
+    if Enum.all?(env, &match?({k, v} when is_binary(k) and is_binary(v), &1)),
+      do: {:ok, env},
+      else: {:error, "expected :env to be a list of {name, value} strings, got: #{inspect(env)}"}
+  end
+
+  defp validate_env(env),
+    do: {:error, "expected :env to be a list of {name, value} strings, got: #{inspect(env)}"}
+
+  ## GenServer
+
+  @impl true
+  def init(config) do
+    Process.flag(:trap_exit, true)
+
+    state = %{
+      config: config,
+      name: config.name,
+      agent_name: config.agent && config.agent.name,
+      status: :starting,
+      port: nil,
+      os_pid: nil,
+      framer: Framer.new(config.max_frame),
+      peer_max_frame: config.max_frame,
+      info: %{},
+      started_at: nil,
+      ready_at: nil,
+      next_id: 0,
+      pending: %{},
+      waiting: :queue.new(),
+      tasks: %{},
+      logs: :queue.new(),
+      log_count: 0,
+      crashes: 0,
+      consecutive: 0,
+      last_crash: nil,
+      agent: init_agent(config.agent)
+    }
+
+    {:ok, state, {:continue, :open}}
+  end
+
+  defp init_agent(nil), do: nil
+
+  defp init_agent(spec) do
+    %{
+      spec: spec,
+      topics: [],
+      timers: [],
+      subscribed: false,
+      seq: 0,
+      inflight: :queue.new(),
+      state_bin: nil,
+      handled: 0,
+      failed: 0,
+      published: 0
+    }
+  end
+
+  @impl true
+  def handle_continue(:open, state), do: {:noreply, open(state)}
+
+  defp open(%{config: c} = state) do
+    env =
+      [
+        {"PYTHONPATH", Enum.join([Symbiont.Config.python_src() | c.python_path], ":")},
+        {"PYTHONUNBUFFERED", "1"},
+        {"PYTHONDONTWRITEBYTECODE", "1"} | c.env
+      ]
+      |> Enum.map(fn {k, v} -> {String.to_charlist(k), String.to_charlist(v)} end)
+
+    port_opts = [
+      :binary,
+      :stream,
+      :nouse_stdio,
+      :exit_status,
+      args: ["-m", "symbiont.host"],
+      env: env,
+      cd: c.cd
+    ]
+
+    try do
+      Port.open({:spawn_executable, c.python}, port_opts)
+    rescue
+      e in ErlangError -> crashed(state, {:spawn_failed, e.original})
+    else
+      port ->
+        os_pid = port |> Port.info(:os_pid) |> elem(1)
+        Process.send_after(self(), {:start_timeout, port}, c.start_timeout)
+
+        state = %{
+          state
+          | port: port,
+            os_pid: os_pid,
+            status: :starting,
+            framer: Framer.new(c.max_frame),
+            started_at: System.monotonic_time(:microsecond)
+        }
+
+        send_frame(state, ["init", Protocol.version(), init_options(state)])
+        state
+    end
+  end
+
+  defp init_options(%{config: c, agent: agent}) do
+    %{
+      "name" => c.name,
+      "max_frame" => c.max_frame,
+      "python_path" => c.python_path,
+      "agent" => agent && agent_init(agent)
+    }
+  end
+
+  defp agent_init(%{spec: spec, state_bin: bin}) do
+    state =
+      case bin && MsgPack.decode(bin) do
+        {:ok, value} -> value
+        _ -> nil
+      end
+
+    %{
+      "name" => spec.name,
+      "module" => spec.module,
+      "class" => spec.class,
+      "config" => spec.config,
+      "state" => state
+    }
+  end
+
+  @impl true
+  def handle_call({:call, m, f, args, timeout}, from, state) do
+    id = state.next_id
+    state = %{state | next_id: id + 1}
+
+    case encode_frame(state, ["call", id, m, f, args]) do
+      {:ok, frame} ->
+        timer =
+          Process.send_after(self(), {:call_timeout, id}, timeout || state.config.call_timeout)
+
+        if state.status == :ready do
+          Port.command(state.port, frame)
+          {:noreply, put_in(state.pending[id], {from, timer, true})}
+        else
+          state = %{state | waiting: :queue.in({id, frame}, state.waiting)}
+          {:noreply, put_in(state.pending[id], {from, timer, false})}
+        end
+
+      {:error, reason} ->
+        {:reply, {:error, reason}, state}
+    end
+  end
+
+  def handle_call(:info, _from, state), do: {:reply, {:ok, public_info(state)}, state}
+
+  @impl true
+  def handle_cast({:cast, m, f, args}, state),
+    do: {:noreply, send_or_queue(state, ["cast", m, f, args])}
+
+  def handle_cast({:send, dest, value}, state),
+    do: {:noreply, send_or_queue(state, ["msg", dest, value])}
+
+  defp send_or_queue(state, frame) do
+    case encode_frame(state, frame) do
+      {:ok, iodata} ->
+        if state.status == :ready do
+          Port.command(state.port, iodata)
+          state
+        else
+          %{state | waiting: :queue.in({nil, iodata}, state.waiting)}
+        end
+
+      {:error, reason} ->
+        Logger.error(
+          "dropped #{hd(frame)} to host #{inspect(state.name)}: #{inspect(reason)}",
+          meta(state)
+        )
+
+        state
+    end
+  end
+
+  @impl true
+  def handle_info({port, {:data, chunk}}, %{port: port} = state) do
+    case Framer.feed(state.framer, chunk) do
+      {:ok, payloads, framer} -> {:noreply, handle_payloads(payloads, %{state | framer: framer})}
+      {:error, reason} -> {:noreply, protocol_error(state, reason)}
+    end
+  end
+
+  def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
+    {:noreply, crashed(state, {:exit, status})}
+  end
+
+  def handle_info({:EXIT, port, reason}, %{port: port} = state) when reason != :normal do
+    {:noreply, crashed(state, {:port_closed, reason})}
+  end
+
+  def handle_info({:EXIT, _port_or_task, _}, state), do: {:noreply, state}
+
+  def handle_info({:call_timeout, id}, state) do
+    case Map.pop(state.pending, id) do
+      {nil, _} ->
+        {:noreply, state}
+
+      {{from, _timer, sent?}, pending} ->
+        if sent? and state.status == :ready, do: send_frame(state, ["cancel", id])
+        GenServer.reply(from, {:error, :timeout})
+        {:noreply, %{state | pending: pending}}
+    end
+  end
+
+  def handle_info({:start_timeout, port}, %{port: port, status: :starting} = state) do
+    {:noreply, protocol_error(state, {:start_timeout, state.config.start_timeout})}
+  end
+
+  def handle_info({:start_timeout, _}, state), do: {:noreply, state}
+
+  def handle_info({:restart, n}, %{crashes: n, status: :backoff} = state),
+    do: {:noreply, open(state)}
+
+  def handle_info({:restart, _}, state), do: {:noreply, state}
+
+  def handle_info({:erlang_result, port, id, result}, %{port: port} = state) do
+    state = %{state | tasks: Map.delete(state.tasks, id)}
+
+    frame =
+      case result do
+        {:ok, value} -> ["reply", id, value]
+        {:error, error} -> ["error", id, error]
+      end
+
+    case encode_frame(state, frame) do
+      {:ok, iodata} ->
+        Port.command(port, iodata)
+
+      {:error, reason} ->
+        error = %{
+          "type" => "error",
+          "message" => "cannot encode the result: #{inspect(reason)}",
+          "traceback" => ""
+        }
+
+        send_frame(state, ["error", id, error])
+    end
+
+    {:noreply, state}
+  end
+
+  def handle_info({:erlang_result, _old_port, _id, _result}, state), do: {:noreply, state}
+
+  def handle_info(%Symbiont.Event{} = event, %{agent: agent} = state) when agent != nil do
+    {:noreply, deliver(state, "event", [event.topic, %MsgPack.Bin{data: event.payload}], event)}
+  end
+
+  def handle_info({:tick, name}, %{agent: agent} = state) when agent != nil do
+    # Ticks coalesce: a tick still waiting for its ack makes the next one redundant.
+    if Enum.any?(:queue.to_list(agent.inflight), &match?({_, {:tick, ^name}, _}, &1)),
+      do: {:noreply, state},
+      else: {:noreply, deliver(state, "tick", [name], {:tick, name})}
+  end
+
+  def handle_info(msg, state) do
+    Logger.debug("host #{inspect(state.name)} ignored #{inspect(msg, limit: 5)}", meta(state))
+    {:noreply, state}
+  end
+
+  @impl true
+  def terminate(_reason, state) do
+    close_port(state)
+    fail_pending(state, {:host_down, :stopped})
+    :ok
+  end
+
+  ## Frames from the host
+
+  defp handle_payloads([], state), do: state
+
+  defp handle_payloads([payload | rest], state) do
+    case Protocol.decode(payload) do
+      {:ok, frame} ->
+        case handle_frame(frame, state) do
+          {:error, reason, state} -> protocol_error(state, reason)
+          state -> handle_payloads(rest, state)
+        end
+
+      {:error, reason} ->
+        protocol_error(state, reason)
+    end
+  end
+
+  defp handle_frame({:log, level, message}, state), do: log_line(state, level, message)
+
+  defp handle_frame({:ready, version, info}, %{status: :starting} = state) do
+    if version == Protocol.version() do
+      ready(state, info)
+    else
+      {:error, {:version, version}, state}
+    end
+  end
+
+  defp handle_frame({:fatal, error}, %{status: :starting} = state) do
+    Logger.error(
+      "host #{inspect(state.name)} could not start: #{format_remote_error(error)}",
+      meta(state)
+    )
+
+    log_line(state, :error, "fatal: " <> to_string(error["message"] || ""))
+  end
+
+  defp handle_frame(frame, %{status: :starting} = state),
+    do: {:error, {:before_ready, elem(frame, 0)}, state}
+
+  defp handle_frame({:reply, id, value}, state), do: answer(state, id, {:ok, value})
+
+  defp handle_frame({:error, id, error}, state),
+    do: answer(state, id, {:error, Symbiont.Python.Error.from_wire(error)})
+
+  defp handle_frame({:call, id, m, f, args}, state) do
+    host = self()
+    port = state.port
+
+    {:ok, pid} =
+      Task.Supervisor.start_child(Symbiont.TaskSupervisor, fn ->
+        send(host, {:erlang_result, port, id, Symbiont.Host.Erlang.apply(m, f, args)})
+      end)
+
+    %{state | tasks: Map.put(state.tasks, id, pid)}
+  end
+
+  defp handle_frame({:cast, m, f, args}, state) do
+    name = state.name
+
+    Task.Supervisor.start_child(Symbiont.TaskSupervisor, fn ->
+      with {:error, error} <- Symbiont.Host.Erlang.apply(m, f, args) do
+        Logger.warning("cast from host #{inspect(name)} to #{m}.#{f} failed: #{error["message"]}")
+      end
+    end)
+
+    state
+  end
+
+  defp handle_frame({:msg, dest, value}, state) do
+    case Symbiont.Host.Erlang.resolve_destination(dest) do
+      {:ok, pid} ->
+        send(pid, value)
+
+      :error ->
+        Logger.warning(
+          "message from host #{inspect(state.name)} to unknown destination #{inspect(dest)} dropped",
+          meta(state)
+        )
+    end
+
+    state
+  end
+
+  defp handle_frame({:cancel, id}, state) do
+    case Map.pop(state.tasks, id) do
+      {nil, _} ->
+        state
+
+      {pid, tasks} ->
+        Process.exit(pid, :kill)
+        %{state | tasks: tasks}
+    end
+  end
+
+  defp handle_frame({kind, _, _}, %{agent: nil} = state) when kind in [:ack, :nack, :publish],
+    do: {:error, {:bad_frame, Atom.to_string(kind), "this host runs no agent"}, state}
+
+  defp handle_frame({:ack, seq, state_bin}, state), do: ack(state, seq, state_bin)
+
+  defp handle_frame({:nack, seq, error}, state) do
+    {acked, state} = take_inflight(ack(state, seq - 1, state.agent.state_bin), seq)
+
+    for {^seq, what, _frame} <- acked do
+      Logger.error(
+        "agent #{state.agent_name} failed on #{describe(what)}: #{format_remote_error(error)}",
+        meta(state)
+      )
+
+      dead_letter(state, what, error)
+    end
+
+    update_in(state.agent.failed, &(&1 + length(acked)))
+  end
+
+  defp handle_frame({:publish, topic, payload}, state) do
+    Symbiont.Mesh.broadcast(topic, %Symbiont.Event{
+      topic: topic,
+      payload: payload,
+      from: state.agent_name
+    })
+
+    update_in(state.agent.published, &(&1 + 1))
+  end
+
+  defp answer(state, id, result) do
+    case Map.pop(state.pending, id) do
+      {{from, timer, _sent}, pending} ->
+        Process.cancel_timer(timer)
+        GenServer.reply(from, result)
+        %{state | pending: pending}
+
+      {nil, _} ->
+        Logger.debug("host #{inspect(state.name)}: late reply to call #{id} dropped", meta(state))
+        state
+    end
+  end
+
+  defp ready(state, info) do
+    now = System.monotonic_time(:millisecond)
+    state = %{state | status: :ready, info: info, ready_at: now}
+    state = %{state | peer_max_frame: info["max_frame"] || state.config.max_frame}
+    state = agent_ready(state, info["agent"])
+
+    # Flush what waited for the process: calls and casts, then agent deliveries in order.
+    for {id, frame} <- :queue.to_list(state.waiting),
+        id == nil or Map.has_key?(state.pending, id) do
+      Port.command(state.port, frame)
+    end
+
+    pending = Map.new(state.pending, fn {id, {from, timer, _}} -> {id, {from, timer, true}} end)
+
+    if state.agent do
+      for {_seq, _what, frame} <- :queue.to_list(state.agent.inflight),
+          do: Port.command(state.port, frame)
+    end
+
+    # Last, so that whoever waits for this event finds the agent subscribed and serving.
+    Symbiont.Telemetry.execute(
+      [:symbiont, :host, :start],
+      %{startup_us: System.monotonic_time(:microsecond) - state.started_at},
+      %{host: state.name, agent: state.agent_name, os_pid: state.os_pid, restarts: state.crashes}
+    )
+
+    %{state | waiting: :queue.new(), pending: pending}
+  end
+
+  defp agent_ready(%{agent: nil} = state, _), do: state
+
+  defp agent_ready(%{agent: %{subscribed: true}} = state, _), do: state
+
+  defp agent_ready(%{agent: agent} = state, info) do
+    topics = List.wrap(info && info["topics"])
+    timers = List.wrap(info && info["timers"])
+    Enum.each(topics, &Symbiont.Mesh.subscribe/1)
+
+    for %{"name" => name, "every_ms" => ms} <- timers, is_integer(ms) and ms > 0 do
+      :timer.send_interval(ms, {:tick, name})
+    end
+
+    %{state | agent: %{agent | topics: topics, timers: timers, subscribed: true}}
+  end
+
+  ## Agent deliveries (PROTOCOL.md §8)
+
+  defp deliver(%{agent: agent} = state, kind, fields, what) do
+    seq = agent.seq + 1
+    frame = Protocol.encode([kind, seq | fields]) |> Framer.frame()
+    if state.status == :ready, do: Port.command(state.port, frame)
+    %{state | agent: %{agent | seq: seq, inflight: :queue.in({seq, what, frame}, agent.inflight)}}
+  end
+
+  defp ack(state, seq, state_bin) do
+    {acked, state} = take_inflight(state, seq)
+
+    %{
+      state
+      | agent: %{state.agent | state_bin: state_bin, handled: state.agent.handled + length(acked)}
+    }
+  end
+
+  # Removes the deliveries up to and including `seq` from the in-flight queue.
+  defp take_inflight(%{agent: agent} = state, seq) do
+    {taken, rest} = take_upto(agent.inflight, seq, [])
+    {taken, %{state | agent: %{agent | inflight: rest}}}
+  end
+
+  defp take_upto(queue, seq, acc) do
+    case :queue.peek(queue) do
+      {:value, {s, _, _} = item} when s <= seq -> take_upto(:queue.drop(queue), seq, [item | acc])
+      _ -> {:lists.reverse(acc), queue}
+    end
+  end
+
+  defp dead_letter(state, what, error) do
+    {topic, payload} =
+      case what do
+        %Symbiont.Event{topic: t, payload: p} -> {t, %MsgPack.Bin{data: p}}
+        {:tick, name} -> {"$tick", name}
+      end
+
+    letter = %{
+      "agent" => state.agent_name,
+      "topic" => topic,
+      "payload" => payload,
+      "error" => error
+    }
+
+    with {:ok, bin} <- MsgPack.encode(letter) do
+      Symbiont.Mesh.broadcast("symbiont.dead_letter", %Symbiont.Event{
+        topic: "symbiont.dead_letter",
+        payload: IO.iodata_to_binary(bin),
+        from: state.agent_name
+      })
+    end
+  end
+
+  defp describe(%Symbiont.Event{topic: t}), do: "an event on #{inspect(t)}"
+  defp describe({:tick, name}), do: "timer #{inspect(name)}"
+
+  ## Crashes and restarts
+
+  defp protocol_error(state, reason) do
+    Logger.error(
+      "protocol error from host #{inspect(state.name)}#{agent_suffix(state)}: #{Protocol.format_error(reason)}",
+      meta(state)
+    )
+
+    close_port(state)
+    crashed(%{state | port: nil}, {:protocol_error, reason})
+  end
+
+  defp crashed(state, reason) do
+    uptime =
+      if state.started_at,
+        do: div(System.monotonic_time(:microsecond) - state.started_at, 1000),
+        else: 0
+
+    consecutive = if uptime >= @stable_ms, do: 1, else: state.consecutive + 1
+
+    crash = %{
+      reason: reason,
+      status: exit_status(reason),
+      os_pid: state.os_pid,
+      logs: :queue.to_list(state.logs),
+      uptime_ms: uptime,
+      at: DateTime.utc_now()
+    }
+
+    Logger.error(format_crash(state, crash), meta(state))
+
+    Symbiont.Telemetry.execute([:symbiont, :host, :crash], %{uptime_ms: uptime}, %{
+      host: state.name,
+      agent: state.agent_name,
+      os_pid: state.os_pid,
+      reason: reason,
+      status: crash.status
+    })
+
+    fail_pending(state, {:host_down, reason})
+    delay = backoff(consecutive, state.config.backoff_max)
+    crashes = state.crashes + 1
+    Process.send_after(self(), {:restart, crashes}, delay)
+
+    pending = Map.filter(state.pending, fn {_id, {_from, _timer, sent?}} -> not sent? end)
+
+    %{
+      state
+      | status: :backoff,
+        port: nil,
+        os_pid: nil,
+        crashes: crashes,
+        consecutive: consecutive,
+        last_crash: crash,
+        pending: pending,
+        tasks: %{}
+    }
+  end
+
+  defp backoff(1, _max), do: 0
+  defp backoff(n, max), do: min(max, 10 * Integer.pow(2, min(n - 2, 20)))
+
+  defp exit_status({:exit, status}), do: status
+  defp exit_status(_), do: nil
+
+  defp format_crash(state, crash) do
+    why =
+      case crash.reason do
+        {:exit, status} when status > 128 ->
+          "exited with status #{status} (signal #{status - 128})"
+
+        {:exit, status} ->
+          "exited with status #{status}"
+
+        {:protocol_error, r} ->
+          "was stopped after a protocol error: #{Protocol.format_error(r)}"
+
+        {:spawn_failed, r} ->
+          "could not be started: #{inspect(r)}"
+
+        other ->
+          "went down: #{inspect(other)}"
+      end
+
+    logs =
+      case crash.logs do
+        [] -> " (it printed nothing)"
+        lines -> "; last output:\n" <> Enum.map_join(lines, "\n", &("    " <> &1))
+      end
+
+    "host #{inspect(state.name)}#{agent_suffix(state)} (os pid #{crash.os_pid || "-"}) #{why} after #{crash.uptime_ms} ms#{logs}"
+  end
+
+  defp fail_pending(state, reason) do
+    for {_id, {from, timer, true}} <- state.pending do
+      Process.cancel_timer(timer)
+      GenServer.reply(from, {:error, reason})
+    end
+
+    :ok
+  end
+
+  defp close_port(%{port: nil}), do: :ok
+
+  defp close_port(%{port: port, os_pid: os_pid, config: config}) do
+    try do
+      Port.close(port)
+    rescue
+      ArgumentError -> :ok
+    end
+
+    if os_pid, do: Symbiont.Host.Reaper.reap(os_pid, config.grace)
+    :ok
+  end
+
+  ## Logs
+
+  defp log_line(state, level, message) do
+    Logger.log(level, message, meta(state))
+    keep = state.config.log_lines
+    logs = :queue.in(message, state.logs)
+
+    if state.log_count >= keep,
+      do: %{state | logs: :queue.drop(logs)},
+      else: %{state | logs: logs, log_count: state.log_count + 1}
+  end
+
+  defp meta(state), do: [host: state.name, agent: state.agent_name]
+
+  defp agent_suffix(%{agent_name: nil}), do: ""
+  defp agent_suffix(%{agent_name: name}), do: " (agent #{name})"
+
+  defp format_remote_error(error) do
+    "#{error["type"]}: #{error["message"]}"
+  end
+
+  ## Sending
+
+  defp encode_frame(state, frame) do
+    with {:ok, iodata} <- MsgPack.encode(frame) do
+      size = IO.iodata_length(iodata)
+
+      if size > state.peer_max_frame,
+        do: {:error, {:frame_too_large, size, state.peer_max_frame}},
+        else: {:ok, [<<size::32>> | iodata]}
+    end
+  end
+
+  defp send_frame(%{port: port} = state, frame) when port != nil do
+    case encode_frame(state, frame) do
+      {:ok, iodata} ->
+        Port.command(port, iodata)
+
+      {:error, reason} ->
+        Logger.error("cannot send #{hd(frame)} frame: #{inspect(reason)}", meta(state))
+    end
+  end
+
+  defp send_frame(_state, _frame), do: :ok
+
+  ## Introspection
+
+  defp public_info(state) do
+    %{
+      name: state.name,
+      pid: self(),
+      status: state.status,
+      os_pid: state.os_pid,
+      runtime: state.info["runtime"],
+      uptime_ms: state.ready_at && System.monotonic_time(:millisecond) - state.ready_at,
+      crashes: state.crashes,
+      last_crash: state.last_crash,
+      pending_calls: map_size(state.pending),
+      recent_logs: :queue.to_list(state.logs),
+      agent: state.agent && agent_info(state.agent)
+    }
+  end
+
+  defp agent_info(agent) do
+    %{
+      name: agent.spec.name,
+      python: "#{agent.spec.module}:#{agent.spec.class}",
+      topics: agent.topics,
+      timers: Enum.map(agent.timers, & &1["name"]),
+      in_flight: :queue.len(agent.inflight),
+      handled: agent.handled,
+      failed: agent.failed,
+      published: agent.published,
+      state:
+        case agent.state_bin && MsgPack.decode(agent.state_bin) do
+          {:ok, value} -> value
+          _ -> nil
+        end
+    }
+  end
+end

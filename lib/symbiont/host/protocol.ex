@@ -1,0 +1,106 @@
+defmodule Symbiont.Host.Protocol do
+  @moduledoc false
+  # Frames of docs/PROTOCOL.md, version 1: decoding with validation of kind, arity and
+  # field types (§9), and encoding of the frames the owner sends.
+
+  alias Symbiont.MsgPack
+
+  @version 1
+
+  defguardp is_id(x) when is_integer(x) and x >= 0
+  defguardp is_seq(x) when is_integer(x) and x > 0
+  @levels %{"debug" => :debug, "info" => :info, "warning" => :warning, "error" => :error}
+
+  @type frame ::
+          {:ready, non_neg_integer, map}
+          | {:fatal, map}
+          | {:reply, non_neg_integer, term}
+          | {:error, non_neg_integer, map}
+          | {:call, non_neg_integer, binary, binary, list}
+          | {:cast, binary, binary, list}
+          | {:msg, term, term}
+          | {:cancel, non_neg_integer}
+          | {:log, Logger.level(), binary}
+          | {:ack, pos_integer, binary | nil}
+          | {:nack, pos_integer, map}
+          | {:publish, binary, binary}
+
+  @spec version() :: pos_integer
+  def version, do: @version
+
+  @doc "Decodes and validates one frame payload received from a host."
+  @spec decode(binary) :: {:ok, frame} | {:error, term}
+  def decode(payload) do
+    case MsgPack.decode(payload) do
+      {:ok, [kind | fields]} when is_binary(kind) -> validate(kind, fields)
+      {:ok, other} -> {:error, {:not_a_frame, summarize(other)}}
+      {:error, reason} -> {:error, {:undecodable, reason}}
+    end
+  end
+
+  defp validate("reply", [id, value]) when is_id(id), do: {:ok, {:reply, id, value}}
+  defp validate("error", [id, err]) when is_id(id) and is_map(err), do: {:ok, {:error, id, err}}
+  defp validate("log", [level, msg]) when is_binary(msg), do: log_level(level, msg)
+
+  defp validate("call", [id, m, f, args])
+       when is_id(id) and is_binary(m) and is_binary(f) and is_list(args),
+       do: {:ok, {:call, id, m, f, args}}
+
+  defp validate("cast", [m, f, args]) when is_binary(m) and is_binary(f) and is_list(args),
+    do: {:ok, {:cast, m, f, args}}
+
+  defp validate("msg", [dest, value]), do: {:ok, {:msg, dest, value}}
+  defp validate("cancel", [id]) when is_id(id), do: {:ok, {:cancel, id}}
+
+  defp validate("ack", [seq, state]) when is_seq(seq) and (is_binary(state) or is_nil(state)),
+    do: {:ok, {:ack, seq, state}}
+
+  defp validate("nack", [seq, err]) when is_seq(seq) and is_map(err), do: {:ok, {:nack, seq, err}}
+
+  defp validate("publish", [topic, payload]) when is_binary(topic) and is_binary(payload),
+    do: {:ok, {:publish, topic, payload}}
+
+  defp validate("ready", [v, info]) when is_integer(v) and is_map(info),
+    do: {:ok, {:ready, v, info}}
+
+  defp validate("fatal", [err]) when is_map(err), do: {:ok, {:fatal, err}}
+
+  defp validate(kind, fields)
+       when kind in ~w(reply error log call cast msg cancel ack nack publish ready fatal),
+       do: {:error, {:bad_frame, kind, summarize(fields)}}
+
+  defp validate(kind, _fields), do: {:error, {:unknown_kind, kind}}
+
+  defp log_level(level, msg) do
+    case @levels do
+      %{^level => l} -> {:ok, {:log, l, msg}}
+      _ -> {:error, {:bad_frame, "log", {:level, level}}}
+    end
+  end
+
+  # Keeps error messages short when a hostile frame is large.
+  defp summarize(term), do: inspect(term, limit: 8, printable_limit: 64)
+
+  @doc "Encodes a frame (a list led by its kind) to iodata."
+  @spec encode(list) :: iodata
+  def encode(frame), do: MsgPack.encode!(frame)
+
+  @doc "A human-readable reason, for logs and crash reports."
+  @spec format_error(term) :: String.t()
+  def format_error({:unknown_kind, kind}), do: "unknown frame kind #{inspect(kind)}"
+  def format_error({:bad_frame, kind, fields}), do: "bad #{inspect(kind)} frame: #{fields}"
+  def format_error({:not_a_frame, what}), do: "payload is not an array led by a kind: #{what}"
+
+  def format_error({:undecodable, reason}),
+    do: "payload is not valid msgpack: #{MsgPack.format_error(reason)}"
+
+  def format_error({:oversize, size, max}),
+    do: "frame of #{size} bytes exceeds the limit of #{max}"
+
+  def format_error({:before_ready, kind}), do: "#{inspect(kind)} frame before \"ready\""
+
+  def format_error({:version, theirs}),
+    do: "protocol version #{inspect(theirs)}, expected #{@version}"
+
+  def format_error(other), do: inspect(other)
+end

@@ -1,0 +1,48 @@
+defmodule Symbiont.Host.Reaper do
+  @moduledoc false
+  # Makes sure a host OS process is gone after its port was closed (PROTOCOL.md §6): a
+  # well-behaved host exits on EOF at once; one that does not gets SIGKILL after a grace
+  # period. Runs in a process of its own so the owner never waits.
+
+  @poll_ms 20
+
+  @spec reap(pos_integer, non_neg_integer) :: pid
+  def reap(os_pid, grace_ms) when is_integer(os_pid) do
+    spawn(fn -> wait_or_kill(os_pid, System.monotonic_time(:millisecond) + grace_ms) end)
+  end
+
+  @doc "Whether the OS process is alive (neither gone nor a zombie). Linux only."
+  @spec alive?(pos_integer) :: boolean
+  def alive?(os_pid) do
+    case File.read("/proc/#{os_pid}/stat") do
+      {:ok, stat} ->
+        # The state follows the command name, which is in parentheses and may hold spaces.
+        [_, after_comm] = :binary.split(stat, ") ", [:trim])
+        not String.starts_with?(after_comm, ["Z", "X"])
+
+      {:error, _} ->
+        false
+    end
+  end
+
+  @doc "Sends SIGKILL to an OS process, without a shell."
+  @spec kill(pos_integer) :: :ok
+  def kill(os_pid) do
+    System.cmd("kill", ["-KILL", Integer.to_string(os_pid)], stderr_to_stdout: true)
+    :ok
+  end
+
+  defp wait_or_kill(os_pid, deadline) do
+    cond do
+      not alive?(os_pid) ->
+        :ok
+
+      System.monotonic_time(:millisecond) >= deadline ->
+        kill(os_pid)
+
+      true ->
+        Process.sleep(@poll_ms)
+        wait_or_kill(os_pid, deadline)
+    end
+  end
+end

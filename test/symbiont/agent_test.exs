@@ -1,0 +1,124 @@
+defmodule Symbiont.AgentTest do
+  # Python agents in real hosts: events in order, checkpointed state that survives a
+  # kill -9, publishes, failures that go to the dead letters, timers.
+  use ExUnit.Case, async: true
+
+  import ExUnit.CaptureLog
+  import Symbiont.HostHelpers
+
+  defp start_agent!(python, config \\ %{}) do
+    name = unique_name("agent")
+    host = start_host!(name: name, agent: [name: name, python: python, config: config])
+    Map.put(host, :agent, name)
+  end
+
+  defp decode!(%Symbiont.Event{} = event) do
+    {:ok, value} = Symbiont.Event.decode(event)
+    value
+  end
+
+  test "events are handled in order and the state survives a kill -9" do
+    out = unique_name("count.out")
+    :ok = Symbiont.Mesh.subscribe(out)
+    %{name: name, os_pid: os_pid} = start_agent!("test_agents:Counter", %{"out" => out})
+
+    for i <- 1..50, do: :ok = Symbiont.publish("count.in", i)
+
+    for i <- 1..50 do
+      assert_receive %Symbiont.Event{topic: ^out} = event, 5_000
+      assert decode!(event) == %{"n" => i, "got" => i}
+    end
+
+    assert wait_until(fn ->
+             match?({:ok, %{agent: %{handled: 50, in_flight: 0}}}, Symbiont.Host.info(name))
+           end)
+
+    assert {:ok, %{agent: %{state: %{"n" => 50}, topics: ["count.in"]}}} =
+             Symbiont.Host.info(name)
+
+    capture_log(fn ->
+      Symbiont.Host.Reaper.kill(os_pid)
+      assert_receive {:host_start, ^name, %{restarts: 1}}, 10_000
+    end)
+
+    :ok = Symbiont.publish("count.in", :after)
+    assert_receive %Symbiont.Event{topic: ^out} = event, 5_000
+    assert decode!(event) == %{"n" => 51, "got" => :after}
+  end
+
+  test "deliveries in flight when the host dies are redelivered to the new one" do
+    out = unique_name("count.out")
+    :ok = Symbiont.Mesh.subscribe(out)
+    %{name: name, os_pid: os_pid} = start_agent!("test_agents:Counter", %{"out" => out})
+
+    capture_log(fn ->
+      Symbiont.Host.Reaper.kill(os_pid)
+      assert_receive {:host_crash, ^name, _}, 5_000
+      # Accepted while the host is down: nothing is lost.
+      for i <- 1..5, do: :ok = Symbiont.publish("count.in", i)
+      assert_receive {:host_start, ^name, %{restarts: 1}}, 10_000
+    end)
+
+    got = for _ <- 1..5, do: assert_receive(%Symbiont.Event{topic: ^out} = e, 5_000) && decode!(e)
+    assert got == for(i <- 1..5, do: %{"n" => i, "got" => i})
+  end
+
+  test "a handler that raises: logged, dead-lettered, and the agent keeps going" do
+    :ok = Symbiont.Mesh.subscribe("picky.out")
+    :ok = Symbiont.Mesh.subscribe("symbiont.dead_letter")
+    %{agent: agent, name: name} = start_agent!("test_agents:Picky")
+
+    log =
+      capture_log(fn ->
+        for payload <- ["a", "poison", "b"], do: Symbiont.publish("picky.in", payload)
+        assert_receive %Symbiont.Event{topic: "picky.out"} = a, 5_000
+        assert_receive %Symbiont.Event{topic: "picky.out"} = b, 5_000
+        assert [decode!(a), decode!(b)] == ["a", "b"]
+
+        assert_receive %Symbiont.Event{topic: "symbiont.dead_letter", from: ^agent} = letter,
+                       5_000
+
+        assert %{"agent" => ^agent, "topic" => "picky.in", "payload" => payload, "error" => error} =
+                 decode!(letter)
+
+        assert Symbiont.MsgPack.decode(payload) == {:ok, "poison"}
+        assert %{"type" => "ValueError", "message" => "poisoned"} = error
+      end)
+
+    assert log =~ ~s(agent #{agent} failed on an event on "picky.in": ValueError: poisoned)
+
+    assert wait_until(fn ->
+             match?({:ok, %{agent: %{handled: 2, failed: 1}}}, Symbiont.Host.info(name))
+           end)
+  end
+
+  test "timers tick" do
+    :ok = Symbiont.Mesh.subscribe("tick.out")
+    start_agent!("test_agents:Ticker")
+
+    beats =
+      for _ <- 1..3,
+          do: assert_receive(%Symbiont.Event{topic: "tick.out"} = e, 5_000) && decode!(e)
+
+    assert beats == Enum.sort(beats) and length(Enum.uniq(beats)) == 3
+  end
+
+  test "an agent whose module does not import: a clear error and restarts with backoff" do
+    name = unique_name("broken")
+    attach_host_events(name)
+
+    log =
+      capture_log(fn ->
+        {:ok, _} =
+          start_supervised(
+            {Symbiont.Host, name: name, agent: [name: name, python: "no_such_module:Agent"]}
+          )
+
+        assert_receive {:host_crash, ^name, %{status: 2}}, 10_000
+        assert_receive {:host_crash, ^name, %{status: 2}}, 10_000
+      end)
+
+    assert log =~
+             ~s(host "#{name}" could not start: ModuleNotFoundError: No module named 'no_such_module')
+  end
+end

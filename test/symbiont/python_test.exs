@@ -1,0 +1,145 @@
+defmodule Symbiont.PythonTest do
+  # Real Python hosts over real ports: the ErlPort-style API end to end.
+  use ExUnit.Case, async: true
+
+  import Symbiont.HostHelpers
+
+  alias Symbiont.Python
+
+  setup do
+    {:ok, host: start_host!()}
+  end
+
+  test "calls any importable function", %{host: %{name: py}} do
+    assert {:ok, 3.0} = Python.call(py, "math", "sqrt", [9])
+    assert {:ok, "/tmp/x"} = Python.call(py, "os.path", "join", ["/tmp", "x"])
+    assert {:ok, true} = Python.call(py, :"os.path", :isabs, ["/tmp"])
+    assert "/tmp/x" == Python.call!(py, "os.path", "join", ["/tmp", "x"])
+  end
+
+  test "terms survive a round trip through Python", %{host: %{name: py}} do
+    ref = make_ref()
+
+    value = %{
+      "atoms" => [:ok, :error, nil, true, false],
+      "tuple" => {:ok, {1, [2, 3]}, "three"},
+      "pid" => self(),
+      "ref" => ref,
+      "unicode" => "héllo ✓",
+      "binary" => <<0, 255, 1>>,
+      "numbers" => [0, -1, 2 ** 63 - 1, -(2 ** 63), 2 ** 64 - 1, 1.5, -0.25],
+      {:tuple, "key"} => %{1 => 2}
+    }
+
+    assert {:ok, ^value} = Python.call(py, "hostile", "echo", [value])
+  end
+
+  test "a Python exception is an error with type, message and traceback; the host keeps serving",
+       %{host: %{name: py, os_pid: os_pid}} do
+    assert {:error, %Python.Error{type: "ValueError", message: "no good", traceback: tb} = error} =
+             Python.call(py, "hostile", "boom", ["no good"])
+
+    assert tb =~ "hostile.py"
+    assert tb =~ "in boom"
+    assert Exception.message(error) =~ "ValueError: no good"
+    assert {:ok, ^os_pid} = Python.call(py, "hostile", "os_pid", [])
+
+    assert_raise Python.Error, ~r/ValueError: again/, fn ->
+      Python.call!(py, "hostile", "boom", ["again"])
+    end
+  end
+
+  test "unknown modules and functions are errors", %{host: %{name: py}} do
+    assert {:error, %Python.Error{type: "ModuleNotFoundError"}} =
+             Python.call(py, "no_such_module", "f", [])
+
+    assert {:error, %Python.Error{type: "AttributeError"}} =
+             Python.call(py, "math", "no_such_function", [])
+  end
+
+  test "arguments that cannot be encoded are refused before anything is sent", %{
+    host: %{name: py}
+  } do
+    assert {:error, {:unencodable, _}} = Python.call(py, "hostile", "echo", [%URI{}])
+    assert {:ok, 1} = Python.call(py, "hostile", "echo", [1])
+  end
+
+  test "a timed-out call is cancelled in Python", %{host: %{name: py, os_pid: os_pid}} do
+    assert {:error, :timeout} = Python.call(py, "hostile", "sleep", [30], timeout: 100)
+    # The sleep was interrupted: the host answers at once, and it is the same process.
+    assert {:ok, ^os_pid} = Python.call(py, "hostile", "os_pid", [], timeout: 2_000)
+  end
+
+  test "a late reply is dropped, never delivered to the next caller", %{host: %{name: py}} do
+    assert {:error, :timeout} = Python.call(py, "hostile", "stubborn", [0.3], timeout: 50)
+    # `stubborn` ignores the cancellation and replies "late" while this call waits.
+    assert {:ok, "next"} = Python.call(py, "hostile", "echo", ["next"], timeout: 5_000)
+  end
+
+  test "Python calls Erlang and Elixir functions", %{host: %{name: py}} do
+    assert {:ok, 6} = Python.call(py, "hostile", "erlang_call", ["Enum", "sum", [[1, 2, 3]]])
+
+    assert {:ok, 6} =
+             Python.call(py, "hostile", "erlang_call", ["Elixir.Enum", "sum", [[1, 2, 3]]])
+
+    assert {:ok, {:ok, 3}} =
+             Python.call(py, "hostile", "erlang_call", ["erlang", "list_to_tuple", [[:ok, 3]]])
+
+    assert {:error, %Python.Error{type: "symbiont.ErlangError", message: msg}} =
+             Python.call(py, "hostile", "erlang_call", ["erlang", "error", [:badarg]])
+
+    assert msg =~ "(ArgumentError) argument error"
+
+    assert {:error, %Python.Error{message: msg}} =
+             Python.call(py, "hostile", "erlang_call", ["NoSuchModuleAnywhere", "f", []])
+
+    assert msg =~ "unknown module"
+  end
+
+  test "calls nest: Elixir -> Python -> Elixir -> Python on the same host", %{host: %{name: py}} do
+    assert {:ok, "bottom"} = Python.call(py, "hostile", "nested", [py, 3], timeout: 10_000)
+  end
+
+  test "Python sends messages to pids and registered names", %{host: %{name: py}} do
+    assert {:ok, nil} = Python.call(py, "hostile", "notify", [self(), {:hello, "from python"}])
+    assert_receive {:hello, "from python"}
+
+    name = :"symbiont_test_#{System.unique_integer([:positive])}"
+    Process.register(self(), name)
+    assert {:ok, nil} = Python.call(py, "hostile", "notify", [name, :by_name])
+    assert_receive :by_name
+  end
+
+  test "cast runs without a reply, in both directions", %{host: %{name: py}} do
+    assert :ok = Python.cast(py, "hostile", "cast_back", [self(), :cast_done])
+    assert_receive :cast_done, 5_000
+  end
+
+  test "send reaches the Python message handler", %{host: %{name: py}} do
+    assert {:ok, nil} = Python.call(py, "hostile", "install_echo_handler", [self()])
+    assert :ok = Python.send(py, {:ping, 1})
+    assert_receive {"echoed", {:ping, 1}}, 5_000
+  end
+
+  test "start/1 validates options and names the field" do
+    assert {:error, %ArgumentError{message: msg}} = Python.start(call_timeout: :soon)
+    assert msg == "expected :call_timeout to be a positive integer (milliseconds), got: :soon"
+
+    assert {:error, %ArgumentError{message: msg}} = Python.start(colour: :blue)
+    assert msg =~ "unknown option :colour"
+
+    assert {:error, %ArgumentError{message: msg}} = Python.start(python: "/no/such/python")
+    assert msg =~ ~s(expected :python to be an existing executable, got: "/no/such/python")
+  end
+
+  test "start/1 and stop/1 under Symbiont.Hosts" do
+    name = unique_name("started")
+    attach_host_events(name)
+    assert {:ok, pid} = Python.start(name: name)
+    assert {:ok, 2.0} = Python.call(name, "math", "sqrt", [4])
+    assert_receive {:host_start, ^name, %{os_pid: os_pid}}
+    assert :ok = Python.stop(pid)
+    assert wait_until(fn -> not os_alive?(os_pid) end)
+    assert {:error, {:no_host, ^name}} = Python.call(name, "math", "sqrt", [4])
+  end
+end
