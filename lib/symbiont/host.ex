@@ -28,6 +28,8 @@ defmodule Symbiont.Host do
     * `:max_frame` - the largest frame accepted from the process, in bytes. Default: 64 MiB.
     * `:backoff_max` - the longest wait between restarts, in ms. Default: 5000.
     * `:log_lines` - how many of the last output lines a crash report keeps. Default: 20.
+    * `:grace` - how long a stopped process may take to exit after its input is closed,
+      in ms, before it is killed. Default: 2000.
   """
   use GenServer, restart: :transient
 

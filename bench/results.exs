@@ -1,0 +1,70 @@
+# Writes one benchmark's table into bench/RESULTS.md, under its own heading, with the
+# machine facts and the date. Other sections of the file are kept.
+defmodule Bench.Results do
+  @path Path.expand("RESULTS.md", __DIR__)
+
+  def write(section, table) do
+    sections =
+      case File.read(@path) do
+        {:ok, text} -> parse(text)
+        {:error, _} -> %{}
+      end
+
+    body = "Run on #{Date.utc_today()}: `#{command(section)}`\n\n" <> table
+    sections = Map.put(sections, section, body)
+
+    text =
+      [
+        "# Benchmark results\n",
+        machine(),
+        "" | Enum.map(Enum.sort(sections), fn {k, v} -> "## #{k}\n\n#{String.trim(v)}\n" end)
+      ]
+      |> Enum.join("\n")
+
+    File.write!(@path, text)
+    IO.puts("wrote #{Path.relative_to_cwd(@path)} (#{section})")
+  end
+
+  defp command(section), do: "mix run --no-start bench/#{section}.exs"
+
+  defp parse(text) do
+    text
+    |> String.split(~r/^## /m)
+    |> tl()
+    |> Map.new(fn chunk ->
+      [name, body] = String.split(chunk, "\n", parts: 2)
+      {String.trim(name), body}
+    end)
+  rescue
+    _ -> %{}
+  end
+
+  defp machine do
+    {:ok, python} = Symbiont.Config.python_executable()
+
+    {py, 0} =
+      System.cmd(python, [
+        "-c",
+        "import sys; from importlib.metadata import version; print(sys.version.split()[0], version('wasmtime'))"
+      ])
+
+    [py_version, wasmtime] = String.split(String.trim(py))
+
+    mem =
+      with {:ok, info} <- File.read("/proc/meminfo"),
+           [_, kb] <- Regex.run(~r/MemTotal:\s+(\d+)/, info),
+           do: "#{div(String.to_integer(kb), 1024 * 1024)} GiB"
+
+    cpu =
+      with {:ok, info} <- File.read("/proc/cpuinfo"),
+           [_, m] <- Regex.run(~r/model name\s*:\s*(.+)/, info),
+           do: String.trim(m)
+
+    """
+    Machine: #{System.schedulers_online()} cores (#{cpu}), #{mem} RAM; OTP #{System.otp_release()}, \
+    Elixir #{System.version()}, Python #{py_version}, wasmtime #{wasmtime}.
+    Each figure comes from one run, beside its baseline measured in the same run; the ratios
+    are what the targets are about, since absolute times vary between machines.
+    """
+  end
+end
