@@ -78,12 +78,33 @@ defmodule Symbiont do
     case Symbiont.MsgPack.encode(value) do
       {:ok, iodata} ->
         event = %Symbiont.Event{topic: topic, payload: IO.iodata_to_binary(iodata)}
-        Symbiont.Mesh.broadcast(topic, event)
+        Symbiont.Mesh.broadcast(Symbiont.Mesh, topic, event)
 
       {:error, reason} ->
         {:error, reason}
     end
   end
+
+  @doc """
+  Subscribes the calling process to `topic` on the node's mesh (`Symbiont.Mesh`): it then
+  receives a `%Symbiont.Event{}` for each value published there. Options as in
+  `Symbiont.Mesh.subscribe/3` (`:group`, `:metadata`).
+
+      iex> Symbiont.subscribe("doc.subscribe")
+      :ok
+      iex> Symbiont.publish("doc.subscribe", [1, 2])
+      :ok
+      iex> receive do: (%Symbiont.Event{} = e -> Symbiont.Event.decode(e))
+      {:ok, [1, 2]}
+  """
+  @spec subscribe(String.t(), keyword) :: :ok | {:error, term}
+  def subscribe(topic, opts \\ []) when is_binary(topic) and is_list(opts),
+    do: Symbiont.Mesh.subscribe(Symbiont.Mesh, topic, opts)
+
+  @doc "Unsubscribes the calling process from `topic` on the node's mesh."
+  @spec unsubscribe(String.t()) :: :ok
+  def unsubscribe(topic) when is_binary(topic),
+    do: Symbiont.Mesh.unsubscribe(Symbiont.Mesh, topic)
 
   @doc false
   @spec format_status([map]) :: String.t()

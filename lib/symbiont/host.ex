@@ -632,7 +632,7 @@ defmodule Symbiont.Host do
   end
 
   defp handle_frame({:publish, topic, payload}, state) do
-    Symbiont.Mesh.broadcast(topic, %Symbiont.Event{
+    Symbiont.Mesh.broadcast(Symbiont.Mesh, topic, %Symbiont.Event{
       topic: topic,
       payload: payload,
       from: state.agent_name
@@ -690,7 +690,14 @@ defmodule Symbiont.Host do
   defp agent_ready(%{agent: agent} = state, info) do
     topics = List.wrap(info && info["topics"])
     timers = List.wrap(info && info["timers"])
-    Enum.each(topics, &Symbiont.Mesh.subscribe/1)
+    # Replicas of an agent form a queue group named after it: one of them gets each event.
+    for topic <- topics do
+      :ok =
+        Symbiont.Mesh.subscribe(Symbiont.Mesh, topic,
+          group: state.agent_name,
+          metadata: %{agent: state.agent_name}
+        )
+    end
 
     for %{"name" => name, "every_ms" => ms} <- timers, is_integer(ms) and ms > 0 do
       :timer.send_interval(ms, {:tick, name})
@@ -745,7 +752,7 @@ defmodule Symbiont.Host do
     }
 
     with {:ok, bin} <- MsgPack.encode(letter) do
-      Symbiont.Mesh.broadcast("symbiont.dead_letter", %Symbiont.Event{
+      Symbiont.Mesh.broadcast(Symbiont.Mesh, "symbiont.dead_letter", %Symbiont.Event{
         topic: "symbiont.dead_letter",
         payload: IO.iodata_to_binary(bin),
         from: state.agent_name

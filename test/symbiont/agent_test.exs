@@ -19,7 +19,7 @@ defmodule Symbiont.AgentTest do
 
   test "events are handled in order and the state survives a kill -9" do
     out = unique_name("count.out")
-    :ok = Symbiont.Mesh.subscribe(out)
+    :ok = Symbiont.subscribe(out)
     %{name: name, os_pid: os_pid} = start_agent!("test_agents:Counter", %{"out" => out})
 
     for i <- 1..50, do: :ok = Symbiont.publish("count.in", i)
@@ -48,7 +48,7 @@ defmodule Symbiont.AgentTest do
 
   test "deliveries in flight when the host dies are redelivered to the new one" do
     out = unique_name("count.out")
-    :ok = Symbiont.Mesh.subscribe(out)
+    :ok = Symbiont.subscribe(out)
     %{name: name, os_pid: os_pid} = start_agent!("test_agents:Counter", %{"out" => out})
 
     capture_log(fn ->
@@ -64,8 +64,8 @@ defmodule Symbiont.AgentTest do
   end
 
   test "a handler that raises: logged, dead-lettered, and the agent keeps going" do
-    :ok = Symbiont.Mesh.subscribe("picky.out")
-    :ok = Symbiont.Mesh.subscribe("symbiont.dead_letter")
+    :ok = Symbiont.subscribe("picky.out")
+    :ok = Symbiont.subscribe("symbiont.dead_letter")
     %{agent: agent, name: name} = start_agent!("test_agents:Picky")
 
     log =
@@ -93,7 +93,7 @@ defmodule Symbiont.AgentTest do
   end
 
   test "timers tick" do
-    :ok = Symbiont.Mesh.subscribe("tick.out")
+    :ok = Symbiont.subscribe("tick.out")
     start_agent!("test_agents:Ticker")
 
     beats =
