@@ -6,9 +6,11 @@ Here the host does not run on the main thread, so cancelling the running call go
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,3 +92,41 @@ def test_cancel_without_signals(in_process: tuple[Owner, list[int], threading.Th
     owner.send(["call", 1, "hostmod", "spin", [30]], ["cancel", 1])
     owner.send(["call", 2, "hostmod", "echo", ["after"]])
     assert owner.recv() == ["reply", 2, "after"]
+
+
+def _spin_pair(spin_us: int) -> tuple[FdTransport, int, int]:
+    read_fd, write_fd = os.pipe()
+    return FdTransport(read_fd, write_fd, spin_us=spin_us), read_fd, write_fd
+
+
+@pytest.mark.parametrize("spin_us", [0, 100, 50_000])
+def test_spinning_read_returns_every_byte_in_order(spin_us: int) -> None:
+    """Whether the next bytes come during the spin, after it, or were already there."""
+    transport, read_fd, write_fd = _spin_pair(spin_us)
+    try:
+        os.write(write_fd, b"a")
+        assert transport.read(10) == b"a"  # cold: no spin, data already there
+        late = threading.Timer(0.01, os.write, (write_fd, b"b"))  # after a 100 µs spin
+        late.start()
+        started = time.perf_counter()
+        assert transport.read(10) == b"b"
+        assert time.perf_counter() - started >= 0.005
+        late.join()
+        os.write(write_fd, b"cd")
+        assert transport.read(1) == b"c"
+        assert transport.read(10) == b"d"
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+
+
+def test_spin_defaults_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYMBIONT_SPIN_US", "0")
+    read_fd, write_fd = os.pipe()
+    try:
+        assert FdTransport(read_fd, write_fd)._spin_s == 0
+        monkeypatch.delenv("SYMBIONT_SPIN_US")
+        assert FdTransport(read_fd, write_fd)._spin_s == 100 / 1e6
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
