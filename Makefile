@@ -9,7 +9,7 @@ STATE := .symbiont
 COOKIE := $(STATE)/cookie
 export SYMBIONT_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup system python run test test-elixir test-python shell bench lint format wasm clean
+.PHONY: setup system python run test test-elixir test-phoenix test-python shell bench lint format wasm clean
 
 setup: system python
 
@@ -45,6 +45,11 @@ test: setup test-elixir test-python
 
 test-elixir:
 	mix test
+
+# The mesh suite against the real Phoenix.PubSub: make test-phoenix PHOENIX_PUBSUB_PATH=...
+test-phoenix: setup
+	@test -n "$(PHOENIX_PUBSUB_PATH)" || { echo "set PHOENIX_PUBSUB_PATH to a checkout of phoenix_pubsub"; exit 2; }
+	PHOENIX_PUBSUB_PATH="$(PHOENIX_PUBSUB_PATH)" mix test --only phoenix_pubsub
 
 test-python:
 	$(PY) -m pytest -q python/tests

@@ -12,6 +12,9 @@ defmodule Symbiont.MixProject do
       start_permanent: Mix.env() == :prod,
       elixirc_paths: elixirc_paths(Mix.env()),
       deps: deps(),
+      # A build with Phoenix.PubSub compiled in lives apart, so switching back and forth
+      # never leaves one build's modules in the other.
+      build_path: if(phoenix_pubsub_path(), do: "_build/with_phoenix_pubsub", else: "_build"),
       docs: [main: "Symbiont"]
     ]
   end
@@ -26,5 +29,49 @@ defmodule Symbiont.MixProject do
   defp elixirc_paths(:test), do: ["lib", "test/support"]
   defp elixirc_paths(_), do: ["lib"]
 
-  defp deps, do: []
+  # PHOENIX_PUBSUB_PATH=/path/to/phoenix_pubsub compiles the real Phoenix.PubSub in, and
+  # with it the Symbiont.Mesh.PhoenixPubSub adapter (`make test-phoenix`).
+  defp deps do
+    case phoenix_pubsub_path() do
+      nil -> []
+      path -> [{:phoenix_pubsub, path: phoenix_pubsub_shim(path)}]
+    end
+  end
+
+  defp phoenix_pubsub_path do
+    case System.get_env("PHOENIX_PUBSUB_PATH", "") do
+      "" -> nil
+      path -> Path.expand(path)
+    end
+  end
+
+  # The checkout's own mix.exs lists ex_doc, which Mix cannot resolve without Hex even
+  # though it is `only: :docs`. So the path dependency is a generated project that
+  # compiles the checkout's lib/ unchanged, with no dependencies of its own.
+  defp phoenix_pubsub_shim(path) do
+    mix_exs = Path.join(path, "mix.exs")
+
+    unless File.exists?(mix_exs),
+      do: Mix.raise("PHOENIX_PUBSUB_PATH=#{path} is not a phoenix_pubsub checkout (no mix.exs)")
+
+    [_, version] = Regex.run(~r/@version "([^"]+)"/, File.read!(mix_exs))
+    shim = Path.expand("_build/with_phoenix_pubsub/shim", __DIR__)
+    File.mkdir_p!(shim)
+
+    File.write!(Path.join(shim, "mix.exs"), """
+    defmodule PhoenixPubSubShim.MixProject do
+      use Mix.Project
+
+      def project do
+        [app: :phoenix_pubsub, version: #{inspect(version)}, elixirc_paths: [#{inspect(Path.join(path, "lib"))}], deps: []]
+      end
+
+      def application do
+        [mod: {Phoenix.PubSub.Application, []}, extra_applications: [:logger, :crypto]]
+      end
+    end
+    """)
+
+    shim
+  end
 end

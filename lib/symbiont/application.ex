@@ -13,7 +13,7 @@ defmodule Symbiont.Application do
         children = [
           Symbiont.Telemetry,
           {Registry, keys: :unique, name: Symbiont.Host.Registry},
-          Symbiont.Mesh,
+          {Symbiont.Mesh, name: Symbiont.Mesh},
           {Task.Supervisor, name: Symbiont.TaskSupervisor},
           {DynamicSupervisor,
            name: Symbiont.Hosts, strategy: :one_for_one, max_restarts: 100, max_seconds: 5},

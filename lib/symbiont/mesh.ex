@@ -1,52 +1,331 @@
 defmodule Symbiont.Mesh do
   @moduledoc """
-  The event mesh: topics that agents and BEAM processes subscribe and publish to.
+  The event mesh: Phoenix.PubSub's API and semantics, plus queue groups, across every
+  node of the cluster.
 
-  (Interim: the Phoenix.PubSub-shaped API on a node-local `Registry`; queue groups,
-  adapters and cluster-wide delivery are being built for step 2.)
+  Start one in a supervision tree (Symbiont starts its own, named `Symbiont.Mesh`):
 
-      iex> :ok = Symbiont.Mesh.subscribe(Symbiont.Mesh, "doc.example")
-      iex> Symbiont.Mesh.broadcast(Symbiont.Mesh, "doc.example", :hello)
+      children = [{Symbiont.Mesh, name: MyApp.Mesh}]
+
+  then subscribe and broadcast:
+
+      iex> {:ok, _} = Supervisor.start_link([{Symbiont.Mesh, name: :doc_mesh}], strategy: :one_for_one)
+      iex> Symbiont.Mesh.subscribe(:doc_mesh, "user:123")
+      :ok
+      iex> Symbiont.Mesh.broadcast(:doc_mesh, "user:123", {:user_update, %{id: 123}})
       :ok
       iex> receive do: (msg -> msg)
-      :hello
+      {:user_update, %{id: 123}}
+
+  ## Coming from Phoenix.PubSub
+
+  Code written against Phoenix.PubSub works after an alias change
+  (`alias Symbiont.Mesh, as: PubSub`):
+
+  | Phoenix.PubSub | Symbiont.Mesh |
+  |---|---|
+  | `{Phoenix.PubSub, name: n}` | `{Symbiont.Mesh, name: n}` (`adapter:` picks the backend) |
+  | `subscribe(n, topic, metadata: m)` | the same, and `group: "g"` joins a queue group |
+  | `unsubscribe(n, topic)` | the same (also leaves the topic's groups) |
+  | `broadcast/4`, `broadcast!/4` | the same |
+  | `broadcast_from/5`, `broadcast_from!/5` | the same |
+  | `local_broadcast/4`, `local_broadcast_from/5` | the same |
+  | `direct_broadcast/5`, `direct_broadcast!/5` | the same |
+  | `node_name/1` | the same |
+  | a dispatcher module with `dispatch/3` | the same; `Symbiont.Mesh.dispatch/3` is the default |
+
+  ## Queue groups
+
+  `subscribe(mesh, topic, group: "billing")` makes the caller a member of the queue group
+  `"billing"` of `topic`. Each message reaches every plain subscriber and exactly **one**
+  member of each group, chosen **round robin** among the group's members on every node
+  (for `broadcast`), on this node (`local_broadcast`) or on the target node
+  (`direct_broadcast`); `broadcast_from` never picks the sender. Replicas of an agent
+  form a group named after the agent, which is how an agent scales out. Group members
+  get the message itself (custom dispatchers apply to plain subscribers). Membership
+  lives in a `:pg` scope of the mesh, so it spans the cluster and a member on a node that
+  goes away is dropped at once.
+
+  ## Clusters
+
+  Nodes connected by Erlang distribution that each run a mesh of the same name form one
+  mesh. A broadcast crosses the network once per node that has plain subscribers (the
+  adapter forwards it) plus once per group member picked on another node. When a node
+  goes away, its subscriptions are dropped and a `failing` health event naming the node
+  is published on `symbiont.health` on each surviving node.
+
+  ## Adapters
+
+  See `Symbiont.Mesh.Adapter`. `Symbiont.Mesh.PG` is the default;
+  `Symbiont.Mesh.PhoenixPubSub` runs the mesh on a real Phoenix.PubSub when it is compiled
+  in.
   """
+
+  alias Symbiont.Mesh.Server
 
   @type t :: atom
   @type topic :: String.t()
+  @type message :: term
+  @type dispatcher :: module
+  @type node_name :: atom | binary
 
-  @doc false
-  def child_spec(opts) do
-    name = Keyword.get(opts, :name, __MODULE__)
-    Registry.child_spec(keys: :duplicate, name: name, partitions: System.schedulers_online())
+  defmodule BroadcastError do
+    @moduledoc "Raised by the `!` broadcast functions."
+    defexception [:message]
   end
 
-  @doc "Subscribes the calling process to `topic`."
+  @doc """
+  A child spec for a mesh. Options:
+
+    * `:name` (required) - the atom naming the mesh.
+    * `:adapter` - a `Symbiont.Mesh.Adapter`. Default: `Symbiont.Mesh.PG`.
+    * other options go to the adapter (`Symbiont.Mesh.PG` takes `:partitions`, the
+      number of `Registry` partitions; default: one per scheduler).
+  """
+  @spec child_spec(keyword) :: Supervisor.child_spec()
+  def child_spec(opts) when is_list(opts) do
+    mesh =
+      Keyword.get(opts, :name) || raise ArgumentError, "Symbiont.Mesh needs a :name (an atom)"
+
+    unless is_atom(mesh),
+      do:
+        raise(
+          ArgumentError,
+          "the :name of a Symbiont.Mesh must be an atom, got: #{inspect(mesh)}"
+        )
+
+    adapter = Keyword.get(opts, :adapter, Symbiont.Mesh.PG)
+
+    unless Code.ensure_loaded?(adapter) and function_exported?(adapter, :broadcast, 5) do
+      raise ArgumentError,
+            "the :adapter of a Symbiont.Mesh must be a module implementing Symbiont.Mesh.Adapter, " <>
+              "got: #{inspect(adapter)}"
+    end
+
+    adapter_name = Module.concat(mesh, "Adapter")
+    adapter_opts = Keyword.merge(opts, name: mesh, adapter_name: adapter_name)
+
+    children = [
+      %{id: :pg, start: {:pg, :start_link, [scope(mesh)]}},
+      {Registry, keys: :duplicate, name: :"#{mesh}.Groups"},
+      {Server, mesh: mesh, adapter: adapter, adapter_name: adapter_name},
+      adapter.child_spec(adapter_opts)
+    ]
+
+    %{
+      id: {__MODULE__, mesh},
+      type: :supervisor,
+      start: {Supervisor, :start_link, [children, [strategy: :rest_for_one]]}
+    }
+  end
+
+  @doc false
+  @spec scope(t) :: atom
+  def scope(mesh), do: :"#{mesh}.PG"
+
+  ## Subscribing
+
+  @doc """
+  Subscribes the caller to `topic`.
+
+  Options:
+
+    * `:metadata` - a term attached to the subscription, given to the dispatcher.
+    * `:group` - a string: join this queue group of `topic` instead of subscribing
+      plainly (see "Queue groups").
+
+  As with Phoenix.PubSub, subscribing twice delivers twice; `unsubscribe/2` drops both.
+  """
   @spec subscribe(t, topic, keyword) :: :ok | {:error, term}
-  def subscribe(mesh, topic, opts \\ []) when is_atom(mesh) and is_binary(topic) do
-    case Registry.register(mesh, topic, opts[:metadata]) do
-      {:ok, _} -> :ok
-      {:error, _} = error -> error
+  def subscribe(mesh, topic, opts \\ [])
+      when is_atom(mesh) and is_binary(topic) and is_list(opts) do
+    %{adapter: adapter, adapter_name: name} = m = meta(mesh)
+
+    case Keyword.get(opts, :group) do
+      nil ->
+        adapter.subscribe(name, topic, opts[:metadata])
+
+      group when is_binary(group) ->
+        {:ok, _} = Registry.register(m.groups, topic, {group, opts[:metadata]})
+        :ok = :pg.join(m.scope, {topic, group}, self())
+        Server.index_group(m, topic, group)
+
+      other ->
+        {:error,
+         {:invalid_group, "the :group of a subscription must be a string, got: #{inspect(other)}"}}
     end
   end
 
-  @doc "Unsubscribes the calling process from `topic`."
+  @doc "Unsubscribes the caller from `topic`: plain subscriptions and queue groups alike."
   @spec unsubscribe(t, topic) :: :ok
-  def unsubscribe(mesh, topic) when is_binary(topic), do: Registry.unregister(mesh, topic)
+  def unsubscribe(mesh, topic) when is_atom(mesh) and is_binary(topic) do
+    %{adapter: adapter, adapter_name: name} = m = meta(mesh)
 
-  @doc "Sends `message` to every subscriber of `topic`."
-  @spec broadcast(t, topic, term) :: :ok | {:error, term}
-  def broadcast(mesh, topic, message) when is_binary(topic) do
-    Registry.dispatch(mesh, topic, fn entries ->
-      for {pid, _} <- entries, do: send(pid, message)
-    end)
+    for {group, _metadata} <- Registry.values(m.groups, topic, self()) do
+      :pg.leave(m.scope, {topic, group}, self())
+    end
+
+    Registry.unregister(m.groups, topic)
+    adapter.unsubscribe(name, topic)
   end
 
-  @doc "The topics that have subscribers on this node, with their subscriber pids."
-  @spec subscriptions(t) :: %{topic => [pid]}
+  ## Broadcasting
+
+  @doc """
+  Broadcasts `message` on `topic` to the whole cluster: every plain subscriber and one
+  member of each queue group.
+  """
+  @spec broadcast(t, topic, message, dispatcher) :: :ok | {:error, term}
+  def broadcast(mesh, topic, message, dispatcher \\ __MODULE__)
+      when is_atom(mesh) and is_binary(topic) and is_atom(dispatcher) do
+    do_broadcast(meta(mesh), :none, topic, message, dispatcher)
+  end
+
+  @doc "Like `broadcast/4`, but the default dispatcher skips `from` (and so do groups)."
+  @spec broadcast_from(t, pid, topic, message, dispatcher) :: :ok | {:error, term}
+  def broadcast_from(mesh, from, topic, message, dispatcher \\ __MODULE__)
+      when is_atom(mesh) and is_pid(from) and is_binary(topic) and is_atom(dispatcher) do
+    do_broadcast(meta(mesh), from, topic, message, dispatcher)
+  end
+
+  @doc "Broadcasts `message` on `topic` to the subscribers on this node only."
+  @spec local_broadcast(t, topic, message, dispatcher) :: :ok
+  def local_broadcast(mesh, topic, message, dispatcher \\ __MODULE__)
+      when is_atom(mesh) and is_binary(topic) and is_atom(dispatcher) do
+    do_local_broadcast(meta(mesh), :none, topic, message, dispatcher)
+  end
+
+  @doc "Like `local_broadcast/4`, but the default dispatcher skips `from`."
+  @spec local_broadcast_from(t, pid, topic, message, dispatcher) :: :ok
+  def local_broadcast_from(mesh, from, topic, message, dispatcher \\ __MODULE__)
+      when is_atom(mesh) and is_pid(from) and is_binary(topic) and is_atom(dispatcher) do
+    do_local_broadcast(meta(mesh), from, topic, message, dispatcher)
+  end
+
+  @doc """
+  Broadcasts `message` on `topic` to the subscribers on `node` only (plain ones, and one
+  member of each group among those on `node`).
+  """
+  @spec direct_broadcast(node_name, t, topic, message, dispatcher) :: :ok | {:error, term}
+  def direct_broadcast(node, mesh, topic, message, dispatcher \\ __MODULE__)
+      when is_atom(mesh) and is_binary(topic) and is_atom(dispatcher) do
+    %{adapter: adapter, adapter_name: name} = m = meta(mesh)
+
+    with :ok <- adapter.direct_broadcast(name, node, topic, message, dispatcher) do
+      dispatch_groups(m, :none, topic, message, &(node(&1) == node))
+    end
+  end
+
+  @doc "Raising version of `broadcast/4`."
+  @spec broadcast!(t, topic, message, dispatcher) :: :ok
+  def broadcast!(mesh, topic, message, dispatcher \\ __MODULE__),
+    do: bang(broadcast(mesh, topic, message, dispatcher))
+
+  @doc "Raising version of `broadcast_from/5`."
+  @spec broadcast_from!(t, pid, topic, message, dispatcher) :: :ok
+  def broadcast_from!(mesh, from, topic, message, dispatcher \\ __MODULE__),
+    do: bang(broadcast_from(mesh, from, topic, message, dispatcher))
+
+  @doc "Raising version of `direct_broadcast/5`."
+  @spec direct_broadcast!(node_name, t, topic, message, dispatcher) :: :ok
+  def direct_broadcast!(node, mesh, topic, message, dispatcher \\ __MODULE__),
+    do: bang(direct_broadcast(node, mesh, topic, message, dispatcher))
+
+  defp bang(:ok), do: :ok
+
+  defp bang({:error, reason}),
+    do: raise(BroadcastError, "broadcast failed: #{inspect(reason)}")
+
+  @doc "The name of this node as the mesh's adapter knows it."
+  @spec node_name(t) :: node_name
+  def node_name(mesh) do
+    %{adapter: adapter, adapter_name: name} = meta(mesh)
+    adapter.node_name(name)
+  end
+
+  @doc """
+  The default dispatcher: sends `message` to each subscriber in `entries`
+  (`{pid, metadata}`), except `from`.
+  """
+  @spec dispatch([{pid, term}], pid | :none, message) :: :ok
+  def dispatch(entries, :none, message) do
+    for {pid, _} <- entries, do: send(pid, message)
+    :ok
+  end
+
+  def dispatch(entries, from, message) do
+    for {pid, _} <- entries, pid != from, do: send(pid, message)
+    :ok
+  end
+
+  defp do_broadcast(m, from, topic, message, dispatcher) do
+    with :ok <- m.adapter.broadcast(m.adapter_name, from, topic, message, dispatcher) do
+      dispatch_groups(m, from, topic, message, nil)
+    end
+  end
+
+  defp do_local_broadcast(m, from, topic, message, dispatcher) do
+    :ok = m.adapter.local_broadcast(m.adapter_name, from, topic, message, dispatcher)
+    dispatch_groups(m, from, topic, message, &(node(&1) == node()))
+  end
+
+  # One member of each group of `topic`, round robin; `only` narrows the candidates.
+  defp dispatch_groups(m, from, topic, message, only) do
+    for group <- Server.groups(m, topic) do
+      case candidates(m, topic, group, from, only) do
+        [] -> :ok
+        [pid] -> send(pid, message)
+        pids -> send(Enum.at(pids, Server.next(m, topic, group, length(pids))), message)
+      end
+    end
+
+    :ok
+  end
+
+  defp candidates(m, topic, group, from, only) do
+    pids = :pg.get_members(m.scope, {topic, group})
+    pids = if from == :none, do: pids, else: List.delete(pids, from)
+    if only, do: Enum.filter(pids, only), else: pids
+  end
+
+  ## Introspection
+
+  @doc """
+  The subscriptions on this node: `{topic, pid, group, metadata}` with `group` `nil` for
+  a plain subscription.
+  """
+  @spec subscriptions(t) :: [{topic, pid, String.t() | nil, term}]
   def subscriptions(mesh \\ __MODULE__) do
-    mesh
-    |> Registry.select([{{:"$1", :"$2", :_}, [], [{{:"$1", :"$2"}}]}])
-    |> Enum.group_by(&elem(&1, 0), &elem(&1, 1))
+    %{adapter: adapter, adapter_name: name} = m = meta(mesh)
+    plain = for {topic, pid, meta} <- adapter.subscriptions(name), do: {topic, pid, nil, meta}
+
+    grouped =
+      for {topic, pid, {group, meta}} <-
+            Registry.select(m.groups, [{{:"$1", :"$2", :"$3"}, [], [{{:"$1", :"$2", :"$3"}}]}]),
+          do: {topic, pid, group, meta}
+
+    Enum.sort(plain ++ grouped)
+  end
+
+  @doc """
+  The members of `group` of `topic` on every node, or the plain subscribers of `topic` on
+  this node when `group` is `nil`.
+  """
+  @spec members(t, topic, String.t() | nil) :: [pid]
+  def members(mesh, topic, nil) do
+    %{adapter: adapter, adapter_name: name} = meta(mesh)
+    for {pid, _} <- adapter.subscribers(name, topic), do: pid
+  end
+
+  def members(mesh, topic, group) when is_binary(group),
+    do: :pg.get_members(meta(mesh).scope, {topic, group})
+
+  @doc false
+  @spec meta(t) :: map
+  def meta(mesh) do
+    :persistent_term.get({__MODULE__, mesh})
+  rescue
+    ArgumentError ->
+      raise ArgumentError, "no Symbiont.Mesh named #{inspect(mesh)} is running on #{node()}"
   end
 end

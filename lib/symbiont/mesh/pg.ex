@@ -1,0 +1,104 @@
+defmodule Symbiont.Mesh.PG do
+  @moduledoc """
+  The default `Symbiont.Mesh.Adapter`: subscriptions in a duplicate-key `Registry` named
+  after the adapter (`MyMesh.Adapter`), and one forwarding process per node, joined to
+  the adapter's own `:pg` scope. A broadcast dispatches
+  locally and sends one message to each other node's forwarder, which dispatches there:
+  a message crosses the network once per node, whatever the number of subscribers.
+  """
+  @behaviour Symbiont.Mesh.Adapter
+
+  use GenServer
+
+  @forwarders :forwarders
+
+  @impl Symbiont.Mesh.Adapter
+  def child_spec(opts) do
+    name = Keyword.fetch!(opts, :adapter_name)
+
+    %{
+      id: __MODULE__,
+      type: :supervisor,
+      start: {Supervisor, :start_link, [children(name, opts), [strategy: :rest_for_one]]}
+    }
+  end
+
+  defp children(name, opts) do
+    partitions = Keyword.get(opts, :partitions, System.schedulers_online())
+
+    [
+      %{id: :pg, start: {:pg, :start_link, [scope(name)]}},
+      {Registry, keys: :duplicate, name: name, partitions: partitions},
+      %{id: :forwarder, start: {GenServer, :start_link, [__MODULE__, name]}}
+    ]
+  end
+
+  defp scope(name), do: :"#{name}.PG"
+
+  @impl Symbiont.Mesh.Adapter
+  def subscribe(mesh, topic, metadata) do
+    case Registry.register(mesh, topic, metadata) do
+      {:ok, _} -> :ok
+      {:error, _} = error -> error
+    end
+  end
+
+  @impl Symbiont.Mesh.Adapter
+  def unsubscribe(mesh, topic), do: Registry.unregister(mesh, topic)
+
+  @impl Symbiont.Mesh.Adapter
+  def broadcast(mesh, from, topic, message, dispatcher) do
+    forward = {:forward_to_local, from, topic, message, dispatcher}
+
+    for pid <- :pg.get_members(scope(mesh), @forwarders), node(pid) != node() do
+      send(pid, forward)
+    end
+
+    local_broadcast(mesh, from, topic, message, dispatcher)
+  end
+
+  @impl Symbiont.Mesh.Adapter
+  def local_broadcast(mesh, from, topic, message, dispatcher) do
+    Registry.dispatch(mesh, topic, {dispatcher, :dispatch, [from, message]})
+  end
+
+  @impl Symbiont.Mesh.Adapter
+  def direct_broadcast(mesh, node, topic, message, dispatcher) do
+    if node == node() do
+      local_broadcast(mesh, :none, topic, message, dispatcher)
+    else
+      send({forwarder_name(mesh), node}, {:forward_to_local, :none, topic, message, dispatcher})
+      :ok
+    end
+  end
+
+  @impl Symbiont.Mesh.Adapter
+  def subscribers(mesh, topic), do: Registry.lookup(mesh, topic)
+
+  @impl Symbiont.Mesh.Adapter
+  def subscriptions(mesh) do
+    Registry.select(mesh, [{{:"$1", :"$2", :"$3"}, [], [{{:"$1", :"$2", :"$3"}}]}])
+  end
+
+  @impl Symbiont.Mesh.Adapter
+  def node_name(_mesh), do: node()
+
+  ## The forwarder
+
+  defp forwarder_name(mesh), do: :"#{mesh}.Forwarder"
+
+  @impl GenServer
+  def init(mesh) do
+    Process.register(self(), forwarder_name(mesh))
+    :ok = :pg.join(scope(mesh), @forwarders, self())
+    {:ok, mesh}
+  end
+
+  @impl GenServer
+  def handle_info({:forward_to_local, from, topic, message, dispatcher}, mesh) do
+    local_broadcast(mesh, from, topic, message, dispatcher)
+    {:noreply, mesh}
+  end
+
+  def handle_info(_other, mesh), do: {:noreply, mesh}
+end

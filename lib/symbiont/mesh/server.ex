@@ -1,0 +1,114 @@
+defmodule Symbiont.Mesh.Server do
+  @moduledoc false
+  # One per mesh and node. Owns the mesh's tables and keeps them true to the cluster:
+  #
+  #   * the group index: {topic, group} for every queue group with members anywhere in
+  #     the cluster, fed by :pg.monitor_scope/1 (joins and leaves on every node), so that
+  #     a broadcast finds the groups of a topic with one ETS lookup;
+  #   * the round-robin counters of the groups;
+  #   * the mesh's meta in :persistent_term (read on every call, written once).
+  #
+  # It also watches nodes: a node that goes away is reported on `symbiont.health`.
+
+  use GenServer
+
+  require Logger
+
+  @health_topic "symbiont.health"
+
+  @spec start_link(keyword) :: GenServer.on_start()
+  def start_link(opts), do: GenServer.start_link(__MODULE__, opts)
+
+  @doc false
+  def child_spec(opts), do: %{id: __MODULE__, start: {__MODULE__, :start_link, [opts]}}
+
+  @doc "Records a group the caller has just joined (remote joins arrive through :pg)."
+  @spec index_group(map, String.t(), String.t()) :: :ok
+  def index_group(%{index: index}, topic, group) do
+    true = :ets.insert(index, {topic, group})
+    :ok
+  end
+
+  @doc "The queue groups of `topic` known on this node."
+  @spec groups(map, String.t()) :: [String.t()]
+  def groups(%{index: index}, topic) do
+    for {_, group} <- :ets.lookup(index, topic), do: group
+  end
+
+  @doc "The next round-robin position in `0..n-1` for `group` of `topic`."
+  @spec next(map, String.t(), String.t(), pos_integer) :: non_neg_integer
+  def next(%{rr: rr}, topic, group, n) do
+    key = {topic, group}
+    rem(:ets.update_counter(rr, key, {2, 1, 1_000_000_000, 0}, {key, -1}), n)
+  end
+
+  @impl true
+  def init(opts) do
+    Process.flag(:trap_exit, true)
+    mesh = Keyword.fetch!(opts, :mesh)
+    scope = Symbiont.Mesh.scope(mesh)
+
+    meta = %{
+      mesh: mesh,
+      adapter: Keyword.fetch!(opts, :adapter),
+      adapter_name: Keyword.fetch!(opts, :adapter_name),
+      scope: scope,
+      groups: :"#{mesh}.Groups",
+      index: :ets.new(:symbiont_mesh_index, [:bag, :public, read_concurrency: true]),
+      rr: :ets.new(:symbiont_mesh_rr, [:set, :public, write_concurrency: true])
+    }
+
+    {ref, current} = :pg.monitor_scope(scope)
+
+    for {{topic, group}, [_ | _]} <- current,
+        is_binary(topic),
+        do: :ets.insert(meta.index, {topic, group})
+
+    :ok = :net_kernel.monitor_nodes(true)
+    :persistent_term.put({Symbiont.Mesh, mesh}, meta)
+    {:ok, %{meta: meta, ref: ref}}
+  end
+
+  @impl true
+  def handle_info({ref, :join, {topic, group}, _pids}, %{ref: ref} = state)
+      when is_binary(topic) do
+    :ets.insert(state.meta.index, {topic, group})
+    {:noreply, state}
+  end
+
+  def handle_info({ref, :leave, {topic, group} = key, _pids}, %{ref: ref} = state)
+      when is_binary(topic) do
+    if :pg.get_members(state.meta.scope, key) == [] do
+      :ets.delete_object(state.meta.index, {topic, group})
+      :ets.delete(state.meta.rr, key)
+    end
+
+    {:noreply, state}
+  end
+
+  def handle_info({:nodedown, node}, state) do
+    Logger.warning(
+      "mesh #{inspect(state.meta.mesh)}: node #{node} is down; its subscriptions were dropped"
+    )
+
+    health = %{
+      "kind" => "failing",
+      "agent" => nil,
+      "node" => Atom.to_string(node),
+      "reason" => "node #{node} is down; its subscriptions were dropped",
+      "metrics" => %{}
+    }
+
+    event = Symbiont.Event.new!(@health_topic, health, "mesh")
+    Symbiont.Mesh.local_broadcast(state.meta.mesh, @health_topic, event)
+    {:noreply, state}
+  end
+
+  def handle_info(_other, state), do: {:noreply, state}
+
+  @impl true
+  def terminate(_reason, state) do
+    :persistent_term.erase({Symbiont.Mesh, state.meta.mesh})
+    :ok
+  end
+end

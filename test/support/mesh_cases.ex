@@ -1,0 +1,224 @@
+defmodule Symbiont.MeshCases do
+  @moduledoc false
+  # The mesh test suite, run once per adapter:
+  # `use Symbiont.MeshCases, adapter: Mod, tags: [...]`.
+  # Every test starts its own mesh, so the suites run concurrently.
+
+  defmacro __using__(opts) do
+    quote location: :keep do
+      use ExUnit.Case, async: true
+
+      for tag <- unquote(Keyword.get(opts, :tags, [])), do: @moduletag(tag)
+
+      alias Symbiont.Mesh
+
+      @adapter unquote(Keyword.fetch!(opts, :adapter))
+
+      defmodule CustomDispatcher do
+        @moduledoc false
+        def dispatch(entries, from, message) do
+          for {pid, metadata} <- entries, do: send(pid, {:custom, metadata, from, message})
+          :ok
+        end
+      end
+
+      setup context do
+        mesh = :"mesh_#{System.unique_integer([:positive])}"
+        start_supervised!({Mesh, name: mesh, adapter: @adapter})
+        {:ok, mesh: mesh, topic: "topic:#{context.line}"}
+      end
+
+      # A subscriber process that reports what it receives, tagged with its name.
+      defp subscriber(mesh, topic, opts \\ [], tag \\ make_ref()) do
+        parent = self()
+
+        pid =
+          spawn_link(fn ->
+            :ok = Mesh.subscribe(mesh, topic, opts)
+            send(parent, {:subscribed, self()})
+
+            loop = fn loop ->
+              receive(do: (msg -> send(parent, {tag, self(), msg}) && loop.(loop)))
+            end
+
+            loop.(loop)
+          end)
+
+        assert_receive {:subscribed, ^pid}
+        {tag, pid}
+      end
+
+      defp received(tag, pid) do
+        Stream.repeatedly(fn ->
+          receive do
+            {^tag, ^pid, msg} -> msg
+          after
+            0 -> :none
+          end
+        end)
+        |> Enum.take_while(&(&1 != :none))
+      end
+
+      test "node_name/1 is this node", %{mesh: mesh} do
+        assert Mesh.node_name(mesh) == node()
+      end
+
+      test "subscribe, broadcast, unsubscribe", %{mesh: mesh, topic: topic} do
+        assert :ok = Mesh.subscribe(mesh, topic)
+        assert :ok = Mesh.broadcast(mesh, topic, :ping)
+        assert_receive :ping
+        assert :ok = Mesh.broadcast!(mesh, topic, :ping!)
+        assert_receive :ping!
+        assert :ok = Mesh.unsubscribe(mesh, topic)
+        assert :ok = Mesh.broadcast(mesh, topic, :gone)
+        refute_receive :gone, 50
+      end
+
+      test "every plain subscriber gets every message, in order", %{mesh: mesh, topic: topic} do
+        subs = for _ <- 1..5, do: subscriber(mesh, topic)
+        for i <- 1..20, do: :ok = Mesh.broadcast(mesh, topic, i)
+        # A second topic, to show that topics do not leak into each other.
+        :ok = Mesh.broadcast(mesh, topic <> ":other", :nope)
+
+        for {tag, pid} <- subs do
+          for i <- 1..20, do: assert_receive({^tag, ^pid, ^i})
+          refute_received {^tag, ^pid, :nope}
+        end
+      end
+
+      test "a double subscription delivers twice; unsubscribe drops both", %{
+        mesh: mesh,
+        topic: topic
+      } do
+        :ok = Mesh.subscribe(mesh, topic)
+        :ok = Mesh.subscribe(mesh, topic)
+        :ok = Mesh.broadcast(mesh, topic, :twice)
+        assert_receive :twice
+        assert_receive :twice
+        :ok = Mesh.unsubscribe(mesh, topic)
+        :ok = Mesh.broadcast(mesh, topic, :never)
+        refute_receive :never, 50
+      end
+
+      test "broadcast_from and local_broadcast_from skip the sender", %{mesh: mesh, topic: topic} do
+        {tag, other} = subscriber(mesh, topic)
+        :ok = Mesh.subscribe(mesh, topic)
+        :ok = Mesh.broadcast_from(mesh, self(), topic, :from)
+        :ok = Mesh.broadcast_from!(mesh, self(), topic, :from!)
+        :ok = Mesh.local_broadcast_from(mesh, self(), topic, :local_from)
+        assert_receive {^tag, ^other, :from}
+        assert_receive {^tag, ^other, :from!}
+        assert_receive {^tag, ^other, :local_from}
+        refute_receive :from, 50
+        refute_received :from!
+        refute_received :local_from
+      end
+
+      test "local_broadcast and direct_broadcast to this node", %{mesh: mesh, topic: topic} do
+        :ok = Mesh.subscribe(mesh, topic)
+        :ok = Mesh.local_broadcast(mesh, topic, :local)
+        assert_receive :local
+        :ok = Mesh.direct_broadcast(node(), mesh, topic, :direct)
+        assert_receive :direct
+        :ok = Mesh.direct_broadcast!(Mesh.node_name(mesh), mesh, topic, :direct!)
+        assert_receive :direct!
+      end
+
+      test "a custom dispatcher sees metadata and sender", %{mesh: mesh, topic: topic} do
+        :ok = Mesh.subscribe(mesh, topic, metadata: :fastlane)
+        :ok = Mesh.broadcast(mesh, topic, :a, CustomDispatcher)
+        assert_receive {:custom, :fastlane, :none, :a}
+        :ok = Mesh.broadcast_from(mesh, self(), topic, :b, CustomDispatcher)
+        me = self()
+        assert_receive {:custom, :fastlane, ^me, :b}
+        :ok = Mesh.local_broadcast(mesh, topic, :c, CustomDispatcher)
+        assert_receive {:custom, :fastlane, :none, :c}
+      end
+
+      test "a queue group gets each message once, round robin; plain subscribers get all",
+           %{mesh: mesh, topic: topic} do
+        group = for _ <- 1..3, do: subscriber(mesh, topic, group: "workers")
+        other_group = for _ <- 1..2, do: subscriber(mesh, topic, group: "audit")
+        plain = for _ <- 1..2, do: subscriber(mesh, topic)
+
+        for i <- 1..30, do: :ok = Mesh.broadcast(mesh, topic, i)
+        # The processes run concurrently; a last message through each shows they are done.
+        for {tag, pid} <- group ++ other_group ++ plain, do: send(pid, :done)
+        for {tag, pid} <- group ++ other_group ++ plain, do: assert_receive({^tag, ^pid, :done})
+
+        got = fn subs -> for {tag, pid} <- subs, do: received(tag, pid) -- [:done] end
+        for msgs <- got.(plain), do: assert(msgs == Enum.to_list(1..30))
+
+        # Sent before :done, so already here: every message once per group.
+        workers = got.(group)
+        assert workers |> List.flatten() |> Enum.sort() == Enum.to_list(1..30)
+        assert Enum.map(workers, &length/1) == [10, 10, 10]
+        audit = got.(other_group)
+        assert audit |> List.flatten() |> Enum.sort() == Enum.to_list(1..30)
+        assert Enum.map(audit, &length/1) == [15, 15]
+      end
+
+      test "group members are told apart from plain subscribers", %{mesh: mesh, topic: topic} do
+        {_, member} = subscriber(mesh, topic, group: "g", metadata: %{agent: "a"})
+        {_, plain} = subscriber(mesh, topic)
+        assert Mesh.members(mesh, topic, "g") == [member]
+        assert Mesh.members(mesh, topic, nil) == [plain]
+
+        assert {topic, member, "g", %{agent: "a"}} in Mesh.subscriptions(mesh)
+        assert {topic, plain, nil, nil} in Mesh.subscriptions(mesh)
+      end
+
+      test "broadcast_from never picks the sender in its group", %{mesh: mesh, topic: topic} do
+        {tag, other} = subscriber(mesh, topic, group: "g")
+        :ok = Mesh.subscribe(mesh, topic, group: "g")
+        for i <- 1..10, do: :ok = Mesh.broadcast_from(mesh, self(), topic, i)
+        for i <- 1..10, do: assert_receive({^tag, ^other, ^i})
+        refute_receive _unexpected, 50
+      end
+
+      test "unsubscribe leaves the topic's groups", %{mesh: mesh, topic: topic} do
+        :ok = Mesh.subscribe(mesh, topic, group: "g")
+        :ok = Mesh.unsubscribe(mesh, topic)
+        assert Mesh.members(mesh, topic, "g") == []
+        :ok = Mesh.broadcast(mesh, topic, :gone)
+        refute_receive :gone, 50
+      end
+
+      test "a member that exits leaves its group", %{mesh: mesh, topic: topic} do
+        {_, member} = subscriber(mesh, topic, group: "g")
+        ref = Process.monitor(member)
+        Process.unlink(member)
+        Process.exit(member, :kill)
+        assert_receive {:DOWN, ^ref, :process, ^member, :killed}
+        :ok = Mesh.subscribe(mesh, topic, group: "g")
+        # :pg notices the exit asynchronously; both are members until it does.
+        wait = fn wait ->
+          Mesh.members(mesh, topic, "g") == [self()] or (Process.sleep(5) && wait.(wait))
+        end
+
+        assert wait.(wait)
+        :ok = Mesh.broadcast(mesh, topic, :to_me)
+        assert_receive :to_me
+      end
+
+      test "bad arguments say what is wrong", %{mesh: mesh, topic: topic} do
+        assert {:error, {:invalid_group, msg}} = Mesh.subscribe(mesh, topic, group: :atom)
+        assert msg =~ "must be a string, got: :atom"
+
+        assert_raise ArgumentError, ~r/no Symbiont.Mesh named :nope is running/, fn ->
+          Mesh.broadcast(:nope, topic, :x)
+        end
+
+        assert_raise ArgumentError, ~r/needs a :name/, fn -> Mesh.child_spec([]) end
+
+        assert_raise ArgumentError, ~r/must be an atom, got: "x"/, fn ->
+          Mesh.child_spec(name: "x")
+        end
+
+        assert_raise ArgumentError, ~r/implementing Symbiont.Mesh.Adapter, got: String/, fn ->
+          Mesh.child_spec(name: :x, adapter: String)
+        end
+      end
+    end
+  end
+end

@@ -1,0 +1,5 @@
+defmodule Symbiont.MeshTest do
+  use Symbiont.MeshCases, adapter: Symbiont.Mesh.PG
+
+  doctest Symbiont.Mesh
+end
