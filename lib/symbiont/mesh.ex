@@ -54,6 +54,10 @@ defmodule Symbiont.Mesh do
   goes away, its subscriptions are dropped and a `failing` health event naming the node
   is published on `symbiont.health` on each surviving node.
 
+  As with Phoenix.PubSub, a subscription reaches the other nodes asynchronously: a
+  message broadcast on another node right after `subscribe/3` returns may miss it.
+  `members/3` on the publishing node tells when it has arrived.
+
   ## Adapters
 
   See `Symbiont.Mesh.Adapter`. `Symbiont.Mesh.PG` is the default;

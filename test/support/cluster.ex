@@ -1,0 +1,81 @@
+defmodule Symbiont.Cluster do
+  @moduledoc false
+  # Multi-node tests: makes the test node distributed and starts :peer nodes on this
+  # machine that run Symbiont with the test node's configuration.
+
+  @doc "Starts distribution on the test node (short names) unless it is already on."
+  def ensure_distributed! do
+    unless Node.alive?() do
+      {_, 0} = System.cmd("epmd", ["-daemon"])
+      name = :"symbiont_test_#{System.unique_integer([:positive])}"
+      {:ok, _} = Node.start(name, :shortnames)
+      Node.set_cookie(:"c#{:erlang.phash2(make_ref())}#{System.unique_integer([:positive])}")
+    end
+
+    :ok
+  end
+
+  @doc """
+  Starts a peer node running Symbiont (no agents from config) and returns
+  `{peer, node}`. It is stopped when the test ends.
+  """
+  def start_peer!(prefix) do
+    ensure_distributed!()
+    name = :"#{prefix}_#{System.unique_integer([:positive])}"
+    args = [~c"-setcookie", Atom.to_charlist(Node.get_cookie())]
+    args = args ++ Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
+    {:ok, peer, node} = :peer.start(%{name: name, args: args})
+    ExUnit.Callbacks.on_exit(fn -> stop_peer(peer) end)
+
+    for {key, value} <- Application.get_all_env(:symbiont),
+        key != :agents,
+        do: :ok = :erpc.call(node, Application, :put_env, [:symbiont, key, value])
+
+    :ok = :erpc.call(node, Application, :put_env, [:symbiont, :agents, []])
+    :ok = :erpc.call(node, Application, :put_env, [:logger, :level, :warning])
+    {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:symbiont])
+    {peer, node}
+  end
+
+  @doc "Stops a peer; one already stopped is fine."
+  def stop_peer(peer) do
+    :peer.stop(peer)
+  catch
+    :exit, _ -> :ok
+  end
+
+  @doc """
+  Starts, on `node`, a process subscribed to `topic` (options as in
+  `Symbiont.Mesh.subscribe/3`) that forwards each message to `to` as
+  `{:got, tag, node, message}`. Returns its pid once subscribed.
+  """
+  def forwarder(node, topic, opts, to, tag) do
+    :erpc.call(node, __MODULE__, :start_forwarder, [topic, opts, to, tag])
+  end
+
+  @doc false
+  def start_forwarder(topic, opts, to, tag) do
+    parent = self()
+
+    pid =
+      spawn(fn ->
+        :ok = Symbiont.Mesh.subscribe(Symbiont.Mesh, topic, opts)
+        send(parent, {:subscribed, self()})
+        forward(to, tag)
+      end)
+
+    receive do
+      {:subscribed, ^pid} -> pid
+    after
+      5_000 -> raise "forwarder did not subscribe"
+    end
+  end
+
+  defp forward(to, tag) do
+    receive do
+      msg ->
+        send(to, {:got, tag, node(), msg})
+        forward(to, tag)
+    end
+  end
+end

@@ -1,0 +1,143 @@
+defmodule Symbiont.ClusterTest do
+  # The mesh across real nodes: :peer nodes on this machine, each running Symbiont, with
+  # the test node connected to them.
+  use ExUnit.Case, async: true
+
+  import Symbiont.Cluster
+  import Symbiont.HostHelpers, only: [wait_until: 2, fixtures: 0]
+
+  alias Symbiont.Mesh
+
+  @moduletag timeout: 60_000
+
+  setup_all do
+    # Peers stop at the end of each test; the warning each time is expected here.
+    Logger.put_module_level(Symbiont.Mesh.Server, :error)
+    :ok
+  end
+
+  setup do
+    ensure_distributed!()
+    {_, a} = start_peer!("mesh_a")
+    {_, b} = start_peer!("mesh_b")
+    # The meshes learn of each other through :pg as the nodes connect.
+    assert wait_until(fn -> Enum.all?([node(), a, b], &(forwarders(&1) == 3)) end, 5_000)
+
+    {:ok, a: a, b: b, topic: "cluster:#{System.unique_integer([:positive])}"}
+  end
+
+  test "plain subscribers on every node get each broadcast once", %{a: a, b: b, topic: topic} do
+    for node <- [a, b], do: forwarder(node, topic, [], self(), :plain)
+    :ok = Mesh.subscribe(Mesh, topic)
+
+    :ok = :erpc.call(a, Mesh, :broadcast, [Mesh, topic, :from_a])
+    assert_receive :from_a
+    assert_receive {:got, :plain, ^a, :from_a}
+    assert_receive {:got, :plain, ^b, :from_a}
+
+    :ok = Mesh.direct_broadcast(b, Mesh, topic, :only_b)
+    assert_receive {:got, :plain, ^b, :only_b}
+    refute_receive {:got, :plain, ^a, :only_b}, 100
+    refute_received :only_b
+
+    :ok = :erpc.call(a, Mesh, :local_broadcast, [Mesh, topic, :local_a])
+    assert_receive {:got, :plain, ^a, :local_a}
+    refute_receive {:got, :plain, ^b, :local_a}, 100
+    refute_received :local_a
+  end
+
+  test "a queue group spans nodes: each message reaches exactly one member", %{
+    a: a,
+    b: b,
+    topic: topic
+  } do
+    members =
+      for {node, tag} <- [{a, :a1}, {a, :a2}, {b, :b1}, {node(), :local}],
+          do: forwarder(node, topic, [group: "workers"], self(), tag)
+
+    assert wait_until(
+             fn -> length(:erpc.call(b, Mesh, :members, [Mesh, topic, "workers"])) == 4 end,
+             5_000
+           )
+
+    for i <- 1..40, do: :ok = :erpc.call(b, Mesh, :broadcast, [Mesh, topic, i])
+
+    got = for _ <- 1..40, do: assert_receive({:got, _tag, _node, i} when is_integer(i), 5_000)
+    refute_receive {:got, _, _, _}, 100
+
+    assert got |> Enum.map(&elem(&1, 3)) |> Enum.sort() == Enum.to_list(1..40)
+    # Round robin over the four members, wherever they run.
+    assert got |> Enum.frequencies_by(&elem(&1, 1)) == %{a1: 10, a2: 10, b1: 10, local: 10}
+    assert length(members) == 4
+  end
+
+  test "Python agents on two nodes exchange events through the mesh", %{a: a, b: b} do
+    out = "cluster.out.#{System.unique_integer([:positive])}"
+    :ok = Mesh.subscribe(Mesh, out)
+    {:ok, python} = Symbiont.Config.python_executable()
+
+    start = fn node, name, class, config ->
+      opts = [
+        name: name,
+        python: python,
+        python_path: [fixtures()],
+        agent: [name: name, python: "test_agents:#{class}", config: config]
+      ]
+
+      {:ok, _} = :erpc.call(node, Symbiont.Python, :start, [opts])
+    end
+
+    start.(a, "relay", "Relay", %{})
+    start.(b, "counter", "ClusterCounter", %{"out" => out})
+
+    # Each publisher must see the group it publishes to.
+    assert wait_until(
+             fn ->
+               Mesh.members(Mesh, "cluster.relay.in", "relay") != [] and
+                 :erpc.call(a, Mesh, :members, [Mesh, "cluster.count.in", "counter"]) != []
+             end,
+             10_000
+           )
+
+    # The test node publishes, the relay on a passes it on, the counter on b counts.
+    for i <- 1..20, do: :ok = Symbiont.publish("cluster.relay.in", i)
+
+    for i <- 1..20 do
+      assert_receive %Symbiont.Event{topic: ^out, from: "counter"} = event, 10_000
+      assert Symbiont.Event.decode(event) == {:ok, %{"n" => i, "got" => i}}
+    end
+  end
+
+  test "a node that goes away: its members are dropped and a health event is published",
+       %{a: a, topic: topic} do
+    peer_b = start_peer!("mesh_gone")
+    {_, gone} = peer_b
+    :ok = Mesh.subscribe(Mesh, "symbiont.health")
+    forwarder(gone, topic, [group: "g"], self(), :gone)
+    forwarder(a, topic, [group: "g"], self(), :stays)
+    assert wait_until(fn -> length(Mesh.members(Mesh, topic, "g")) == 2 end, 5_000)
+
+    assert wait_until(
+             fn -> :erpc.call(a, Mesh, :members, [Mesh, topic, "g"]) |> length() == 2 end,
+             5_000
+           )
+
+    stop_peer(elem(peer_b, 0))
+
+    assert_receive %Symbiont.Event{topic: "symbiont.health"} = event, 5_000
+    gone_name = Atom.to_string(gone)
+
+    assert {:ok, %{"kind" => "failing", "node" => ^gone_name, "reason" => reason}} =
+             Symbiont.Event.decode(event)
+
+    assert reason =~ "is down"
+    assert [member] = Mesh.members(Mesh, topic, "g")
+    assert node(member) == a
+
+    for i <- 1..5, do: :ok = Mesh.broadcast(Mesh, topic, i)
+    for i <- 1..5, do: assert_receive({:got, :stays, ^a, ^i})
+  end
+
+  defp forwarders(node),
+    do: node |> :erpc.call(:pg, :get_members, [Symbiont.Mesh.Adapter.PG, :forwarders]) |> length()
+end
