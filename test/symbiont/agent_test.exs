@@ -121,4 +121,21 @@ defmodule Symbiont.AgentTest do
     assert log =~
              ~s(host "#{name}" could not start: ModuleNotFoundError: No module named 'no_such_module')
   end
+
+  test "a payload published from Python is routed as the bytes Python encoded" do
+    :ok = Symbiont.subscribe("opaque.mid")
+    :ok = Symbiont.subscribe("opaque.out")
+    start_agent!("test_agents:Opaque")
+    :ok = Symbiont.publish("opaque.in", nil)
+
+    # Python packs {"z": 1, "a": 2} in insertion order; the BEAM, had it decoded the map and
+    # encoded it again, would have sorted the keys ("a" first).
+    assert_receive %Symbiont.Event{topic: "opaque.mid", payload: payload}, 5_000
+    assert payload == <<0x82, 0xA1, "z", 1, 0xA1, "a", 2>>
+    refute payload == Symbiont.MsgPack.encode!(%{"z" => 1, "a" => 2}, iodata: false)
+
+    # And the agent that consumes it (the same one here) sees the key order unchanged.
+    assert_receive %Symbiont.Event{topic: "opaque.out"} = event, 5_000
+    assert decode!(event) == ["z", "a"]
+  end
 end
