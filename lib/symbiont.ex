@@ -68,17 +68,31 @@ defmodule Symbiont do
 
   @doc """
   Publishes `value` on `topic`: it is encoded once as msgpack and delivered to every
-  subscriber, agents included.
+  subscriber on every node, agents included (one replica of each agent).
+
+  Options:
+
+    * `:checked` - `true` refuses the publish with `{:error, :overloaded}`, sending
+      nothing, when an agent on this node that rejects on overflow has a full queue (see
+      `Symbiont.Mesh.publish/3`). Default: `false`.
+    * `:from` - the publisher's name in `topology/0`. Default: `"elixir"`.
+
+  Returns `{:error, {:unencodable, term}}` when `value` has no msgpack form.
 
       iex> Symbiont.publish("doc.nobody.listens", %{"hello" => "world"})
       :ok
   """
-  @spec publish(String.t(), term) :: :ok | {:error, term}
-  def publish(topic, value) when is_binary(topic) do
+  @spec publish(String.t(), term, keyword) :: :ok | {:error, term}
+  def publish(topic, value, opts \\ []) when is_binary(topic) and is_list(opts) do
     case Symbiont.MsgPack.encode(value) do
       {:ok, iodata} ->
-        event = %Symbiont.Event{topic: topic, payload: IO.iodata_to_binary(iodata)}
-        Symbiont.Mesh.broadcast(Symbiont.Mesh, topic, event)
+        event = %Symbiont.Event{
+          topic: topic,
+          payload: IO.iodata_to_binary(iodata),
+          from: Keyword.get(opts, :from)
+        }
+
+        Symbiont.Mesh.publish(Symbiont.Mesh, event, opts)
 
       {:error, reason} ->
         {:error, reason}

@@ -273,23 +273,89 @@ defmodule Symbiont.Mesh do
     dispatch_groups(m, from, topic, message, &(node(&1) == node()))
   end
 
-  # One member of each group of `topic`, round robin; `only` narrows the candidates.
-  defp dispatch_groups(m, from, topic, message, only) do
-    for group <- Server.groups(m, topic) do
-      case candidates(m, topic, group, from, only) do
-        [] -> :ok
-        [pid] -> send(pid, message)
-        pids -> send(Enum.at(pids, Server.next(m, topic, group, length(pids))), message)
-      end
+  # One member of each group of `topic`, round robin; `only` narrows the candidates and
+  # `prefer` (if any) picks among them first.
+  defp dispatch_groups(m, from, topic, message, only, prefer \\ nil) do
+    case Server.groups(m, topic) do
+      [] -> :ok
+      groups -> Enum.each(groups, &send_to_one(m, &1, from, topic, message, only, prefer))
     end
+  end
 
-    :ok
+  defp send_to_one(m, group, from, topic, message, only, prefer) do
+    pids = candidates(m, topic, group, from, only)
+    preferred = if prefer, do: Enum.filter(pids, prefer), else: pids
+
+    case if(preferred == [], do: pids, else: preferred) do
+      [] -> :ok
+      [pid] -> send(pid, message)
+      pids -> send(Enum.at(pids, Server.next(m, topic, group, length(pids))), message)
+    end
   end
 
   defp candidates(m, topic, group, from, only) do
     pids = :pg.get_members(m.scope, {topic, group})
     pids = if from == :none, do: pids, else: List.delete(pids, from)
     if only, do: Enum.filter(pids, only), else: pids
+  end
+
+  ## Events
+
+  @doc """
+  Publishes a `Symbiont.Event` on its topic, cluster-wide, like `broadcast/4`, and counts
+  it for `Symbiont.topology/0` under its publisher (`event.from`, or `"elixir"`).
+
+  With `checked: true`, the publish is refused with `{:error, :overloaded}`, and nothing
+  is sent, when a subscriber on this node whose overflow policy is `:reject` has a full
+  queue: a plain subscriber, or every member of a queue group (members with room are
+  preferred over full ones). Subscribers on other nodes apply their own policy when the
+  event arrives (see `Symbiont.Agent`).
+  """
+  @spec publish(t, Symbiont.Event.t(), keyword) :: :ok | {:error, :overloaded | term}
+  def publish(mesh, %Symbiont.Event{topic: topic} = event, opts \\ []) when is_atom(mesh) do
+    m = meta(mesh)
+
+    result =
+      if Keyword.get(opts, :checked, false) do
+        with :ok <- check_capacity(m, topic) do
+          with :ok <- m.adapter.broadcast(m.adapter_name, :none, topic, event, __MODULE__),
+               do: dispatch_groups(m, :none, topic, event, nil, room_for(m, topic))
+        end
+      else
+        do_broadcast(m, :none, topic, event, __MODULE__)
+      end
+
+    with :ok <- result, do: Server.count(m, {:published, event.from || "elixir", topic})
+  end
+
+  # The loads of this node's subscribers of `topic` that reject when full.
+  defp rejecting(m, topic) do
+    plain = m.adapter.subscribers(m.adapter_name, topic)
+    grouped = for {pid, {_group, meta}} <- Registry.lookup(m.groups, topic), do: {pid, meta}
+
+    for {pid, %{load: {ref, max, :reject}}} <- plain ++ grouped,
+        into: %{},
+        do: {pid, :atomics.get(ref, 1) >= max}
+  end
+
+  defp check_capacity(m, topic) do
+    loads = rejecting(m, topic)
+
+    plain_full? =
+      Enum.any?(m.adapter.subscribers(m.adapter_name, topic), &Map.get(loads, elem(&1, 0)))
+
+    group_full? =
+      Enum.any?(Server.groups(m, topic), fn group ->
+        members = :pg.get_members(m.scope, {topic, group})
+        members != [] and Enum.all?(members, &Map.get(loads, &1, false))
+      end)
+
+    if plain_full? or group_full?, do: {:error, :overloaded}, else: :ok
+  end
+
+  defp room_for(m, topic) do
+    loads = rejecting(m, topic)
+    fn pid -> not Map.get(loads, pid, false) end
   end
 
   ## Introspection
@@ -324,12 +390,65 @@ defmodule Symbiont.Mesh do
   def members(mesh, topic, group) when is_binary(group),
     do: :pg.get_members(meta(mesh).scope, {topic, group})
 
+  @doc """
+  Counts one `topic` event handled by `subscriber` (an agent's name) on this node, for
+  `Symbiont.topology/0`.
+  """
+  @spec count_received(t, String.t(), topic) :: :ok
+  def count_received(mesh, subscriber, topic),
+    do: Server.count(meta(mesh), {:received, subscriber, topic})
+
+  @doc """
+  This node's part of the topology: the events published here by publisher and topic,
+  and the subscriptions here with what each has handled (`nil` where it is not counted:
+  plain subscribers get every event of their topic). See `Symbiont.Topology.build/1`.
+  """
+  @spec node_stats(t) :: %{node: node, publishers: [map], subscribers: [map]}
+  def node_stats(mesh \\ __MODULE__) do
+    m = meta(mesh)
+    counters = :ets.tab2list(m.stats)
+
+    publishers =
+      for {{:published, publisher, topic}, n} <- counters,
+          do: %{publisher: publisher, topic: topic, count: n}
+
+    received = for {{:received, name, topic}, n} <- counters, into: %{}, do: {{name, topic}, n}
+
+    subscribers =
+      for {topic, pid, group, metadata} <- subscriptions(mesh) do
+        case metadata do
+          %{agent: agent} ->
+            %{
+              topic: topic,
+              subscriber: agent,
+              group: group,
+              count: Map.get(received, {agent, topic}, 0)
+            }
+
+          _ ->
+            %{topic: topic, subscriber: label(pid), group: group, count: nil}
+        end
+      end
+
+    %{node: node(), publishers: publishers, subscribers: Enum.uniq(subscribers)}
+  end
+
+  defp label(pid) do
+    case Process.info(pid, :registered_name) do
+      {:registered_name, name} when is_atom(name) and name != [] -> inspect(name)
+      _ -> inspect(pid)
+    end
+  end
+
   @doc false
   @spec meta(t) :: map
   def meta(mesh) do
-    :persistent_term.get({__MODULE__, mesh})
-  rescue
-    ArgumentError ->
-      raise ArgumentError, "no Symbiont.Mesh named #{inspect(mesh)} is running on #{node()}"
+    case :persistent_term.get({__MODULE__, mesh}, nil) do
+      nil ->
+        raise ArgumentError, "no Symbiont.Mesh named #{inspect(mesh)} is running on #{node()}"
+
+      meta ->
+        meta
+    end
   end
 end

@@ -201,6 +201,78 @@ defmodule Symbiont.MeshCases do
         assert_receive :to_me
       end
 
+      defp load(max, queued) do
+        ref = :atomics.new(1, signed: false)
+        :atomics.put(ref, 1, queued)
+        {ref, max, :reject}
+      end
+
+      defp event(topic, value), do: Symbiont.Event.new!(topic, value)
+
+      test "publish/3 counts events by publisher and topic", %{mesh: mesh, topic: topic} do
+        :ok = Mesh.subscribe(mesh, topic)
+        e = event(topic, 1)
+        :ok = Mesh.publish(mesh, e)
+        :ok = Mesh.publish(mesh, %{e | from: "billing"})
+        :ok = Mesh.publish(mesh, %{e | from: "billing"})
+        assert_receive %Symbiont.Event{from: nil}
+        assert_receive %Symbiont.Event{from: "billing"}
+
+        assert %{node: node, publishers: publishers, subscribers: subscribers} =
+                 Mesh.node_stats(mesh)
+
+        assert node == node()
+        assert %{publisher: "elixir", topic: topic, count: 1} in publishers
+        assert %{publisher: "billing", topic: topic, count: 2} in publishers
+        assert [%{topic: ^topic, group: nil, count: nil}] = subscribers
+      end
+
+      test "a checked publish is refused when a rejecting subscriber is full",
+           %{mesh: mesh, topic: topic} do
+        {_, full} = subscriber(mesh, topic, metadata: %{agent: "full", load: load(2, 2)})
+        assert {:error, :overloaded} = Mesh.publish(mesh, event(topic, 1), checked: true)
+        # Unchecked, it is sent: the subscriber's own policy deals with it.
+        assert :ok = Mesh.publish(mesh, event(topic, 2))
+        send(full, :done)
+        assert [%Symbiont.Event{}, :done] = wait_all(full)
+      end
+
+      test "a checked publish picks a group member with room, and is refused when none has",
+           %{mesh: mesh, topic: topic} do
+        {tag, roomy} = subscriber(mesh, topic, group: "g", metadata: %{load: load(5, 0)})
+        full_load = load(5, 5)
+        {full_tag, full} = subscriber(mesh, topic, group: "g", metadata: %{load: full_load})
+
+        for i <- 1..6, do: assert(:ok = Mesh.publish(mesh, event(topic, i), checked: true))
+        for i <- 1..6, do: assert_receive({^tag, ^roomy, %Symbiont.Event{}})
+        send(full, :done)
+        assert wait_all(full) == [:done]
+
+        # Now both are full.
+        {ref, _, _} = full_load
+        roomy_meta = Mesh.subscriptions(mesh) |> Enum.find(&(elem(&1, 1) == roomy)) |> elem(3)
+        {roomy_ref, _, _} = roomy_meta.load
+        :atomics.put(roomy_ref, 1, 5)
+        assert {:error, :overloaded} = Mesh.publish(mesh, event(topic, 7), checked: true)
+        :atomics.put(ref, 1, 0)
+        assert :ok = Mesh.publish(mesh, event(topic, 8), checked: true)
+        assert_receive {^full_tag, ^full, %Symbiont.Event{}}
+      end
+
+      defp wait_all(pid) do
+        Stream.repeatedly(fn ->
+          receive do
+            {_tag, ^pid, msg} -> msg
+          after
+            1_000 -> flunk("no message from #{inspect(pid)}")
+          end
+        end)
+        |> Enum.reduce_while([], fn
+          :done, acc -> {:halt, Enum.reverse([:done | acc])}
+          msg, acc -> {:cont, [msg | acc]}
+        end)
+      end
+
       test "bad arguments say what is wrong", %{mesh: mesh, topic: topic} do
         assert {:error, {:invalid_group, msg}} = Mesh.subscribe(mesh, topic, group: :atom)
         assert msg =~ "must be a string, got: :atom"

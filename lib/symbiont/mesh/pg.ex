@@ -27,13 +27,18 @@ defmodule Symbiont.Mesh.PG do
     partitions = Keyword.get(opts, :partitions, System.schedulers_online())
 
     [
-      %{id: :pg, start: {:pg, :start_link, [scope(name)]}},
+      %{id: :pg, start: {:pg, :start_link, [scope_name(name)]}},
       {Registry, keys: :duplicate, name: name, partitions: partitions},
       %{id: :forwarder, start: {GenServer, :start_link, [__MODULE__, name]}}
     ]
   end
 
-  defp scope(name), do: :"#{name}.PG"
+  defp scope_name(name), do: :"#{name}.PG"
+
+  # The forwarders on other nodes are read on every broadcast, so the forwarder keeps them
+  # in :persistent_term, watching their :pg group and rewriting the list when a node comes
+  # or goes (rare): cheaper than asking :pg, and than building the scope's atom, each time.
+  defp remote_forwarders(name), do: :persistent_term.get({__MODULE__, name})
 
   @impl Symbiont.Mesh.Adapter
   def subscribe(mesh, topic, metadata) do
@@ -48,10 +53,17 @@ defmodule Symbiont.Mesh.PG do
 
   @impl Symbiont.Mesh.Adapter
   def broadcast(mesh, from, topic, message, dispatcher) do
-    forward = {:forward_to_local, from, topic, message, dispatcher}
+    # A node that is not distributed has no one to forward to (and pays nothing for it).
+    case node() != :nonode@nohost and remote_forwarders(mesh) do
+      false ->
+        :ok
 
-    for pid <- :pg.get_members(scope(mesh), @forwarders), node(pid) != node() do
-      send(pid, forward)
+      [] ->
+        :ok
+
+      pids ->
+        forward = {:forward_to_local, from, topic, message, dispatcher}
+        Enum.each(pids, &send(&1, forward))
     end
 
     local_broadcast(mesh, from, topic, message, dispatcher)
@@ -90,15 +102,31 @@ defmodule Symbiont.Mesh.PG do
   @impl GenServer
   def init(mesh) do
     Process.register(self(), forwarder_name(mesh))
-    :ok = :pg.join(scope(mesh), @forwarders, self())
-    {:ok, mesh}
+    scope = scope_name(mesh)
+    :ok = :pg.join(scope, @forwarders, self())
+    {ref, pids} = :pg.monitor(scope, @forwarders)
+    put_remote_forwarders(mesh, pids)
+    {:ok, %{mesh: mesh, scope: scope, ref: ref}}
+  end
+
+  defp put_remote_forwarders(name, pids) do
+    remote = pids |> Enum.reject(&(node(&1) == node())) |> Enum.sort()
+
+    if :persistent_term.get({__MODULE__, name}, nil) != remote,
+      do: :persistent_term.put({__MODULE__, name}, remote)
   end
 
   @impl GenServer
-  def handle_info({:forward_to_local, from, topic, message, dispatcher}, mesh) do
-    local_broadcast(mesh, from, topic, message, dispatcher)
-    {:noreply, mesh}
+  def handle_info({:forward_to_local, from, topic, message, dispatcher}, state) do
+    local_broadcast(state.mesh, from, topic, message, dispatcher)
+    {:noreply, state}
   end
 
-  def handle_info(_other, mesh), do: {:noreply, mesh}
+  def handle_info({ref, kind, @forwarders, _pids}, %{ref: ref} = state)
+      when kind in [:join, :leave] do
+    put_remote_forwarders(state.mesh, :pg.get_members(state.scope, @forwarders))
+    {:noreply, state}
+  end
+
+  def handle_info(_other, state), do: {:noreply, state}
 end

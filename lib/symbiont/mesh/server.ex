@@ -6,6 +6,7 @@ defmodule Symbiont.Mesh.Server do
   #     the cluster, fed by :pg.monitor_scope/1 (joins and leaves on every node), so that
   #     a broadcast finds the groups of a topic with one ETS lookup;
   #   * the round-robin counters of the groups;
+  #   * the event counters behind Symbiont.topology/0;
   #   * the mesh's meta in :persistent_term (read on every call, written once).
   #
   # It also watches nodes: a node that goes away is reported on `symbiont.health`.
@@ -24,15 +25,20 @@ defmodule Symbiont.Mesh.Server do
 
   @doc "Records a group the caller has just joined (remote joins arrive through :pg)."
   @spec index_group(map, String.t(), String.t()) :: :ok
-  def index_group(%{index: index}, topic, group) do
+  def index_group(%{index: index} = meta, topic, group) do
     true = :ets.insert(index, {topic, group})
+    :atomics.put(meta.any_groups, 1, 1)
     :ok
   end
 
   @doc "The queue groups of `topic` known on this node."
   @spec groups(map, String.t()) :: [String.t()]
-  def groups(%{index: index}, topic) do
-    for {_, group} <- :ets.lookup(index, topic), do: group
+  def groups(%{index: index, any_groups: any}, topic) do
+    # A mesh that has never had a group (on any node) skips the lookup.
+    case :atomics.get(any, 1) do
+      0 -> []
+      _ -> for {_, group} <- :ets.lookup(index, topic), do: group
+    end
   end
 
   @doc "The next round-robin position in `0..n-1` for `group` of `topic`."
@@ -40,6 +46,13 @@ defmodule Symbiont.Mesh.Server do
   def next(%{rr: rr}, topic, group, n) do
     key = {topic, group}
     rem(:ets.update_counter(rr, key, {2, 1, 1_000_000_000, 0}, {key, -1}), n)
+  end
+
+  @doc "Adds one to the counter `key` (see `Symbiont.Mesh.counters/1`)."
+  @spec count(map, term) :: :ok
+  def count(%{stats: stats}, key) do
+    :ets.update_counter(stats, key, 1, {key, 0})
+    :ok
   end
 
   @impl true
@@ -55,7 +68,9 @@ defmodule Symbiont.Mesh.Server do
       scope: scope,
       groups: :"#{mesh}.Groups",
       index: :ets.new(:symbiont_mesh_index, [:bag, :public, read_concurrency: true]),
-      rr: :ets.new(:symbiont_mesh_rr, [:set, :public, write_concurrency: true])
+      rr: :ets.new(:symbiont_mesh_rr, [:set, :public, write_concurrency: true]),
+      stats: :ets.new(:symbiont_mesh_stats, [:set, :public, write_concurrency: true]),
+      any_groups: :atomics.new(1, [])
     }
 
     {ref, current} = :pg.monitor_scope(scope)
@@ -72,7 +87,7 @@ defmodule Symbiont.Mesh.Server do
   @impl true
   def handle_info({ref, :join, {topic, group}, _pids}, %{ref: ref} = state)
       when is_binary(topic) do
-    :ets.insert(state.meta.index, {topic, group})
+    index_group(state.meta, topic, group)
     {:noreply, state}
   end
 

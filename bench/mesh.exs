@@ -1,0 +1,321 @@
+# The mesh: local broadcast throughput beside a raw Registry.dispatch, end-to-end fan-out
+# to Python agents on 4 hosts, and cross-node publish -> deliver latency.
+#
+#     make bench            # every benchmark; or: mix run --no-start bench/mesh.exs
+#     make bench QUICK=1    # fewer messages
+#
+# Targets (bench/RESULTS.md): local broadcast >= 0.9x Registry.dispatch; end-to-end to
+# Python >= 100k msgs/s on this 2-core machine.
+
+Application.put_env(:symbiont, :agents, [])
+Logger.configure(level: :error)
+{:ok, _} = Application.ensure_all_started(:symbiont)
+Code.require_file("results.exs", __DIR__)
+
+defmodule Bench.DelayEcho do
+  # Compiled here and loaded on the peer node: a subscriber that answers each timestamped
+  # message with its delay (both nodes run on this machine, so os_time is one clock).
+  def module do
+    defmodule Echo do
+      def start(to) do
+        parent = self()
+
+        pid =
+          spawn(fn ->
+            :ok = Symbiont.Mesh.subscribe(Symbiont.Mesh, "bench.latency")
+            send(parent, :subscribed)
+            loop(to)
+          end)
+
+        receive do: (:subscribed -> pid)
+      end
+
+      defp loop(to) do
+        receive do
+          {:t, t} ->
+            send(to, {:delay, System.os_time(:nanosecond) - t})
+            loop(to)
+        end
+      end
+    end
+  end
+end
+
+defmodule Bench.Mesh do
+  @quick System.get_env("QUICK") in ["1", "true"]
+  @local if @quick, do: 20_000, else: 50_000
+  @fanout if @quick, do: 20_000, else: 100_000
+  @latency if @quick, do: 2_000, else: 10_000
+  @rounds if @quick, do: 1, else: 5
+
+  def run do
+    local = for n <- [1, 10], do: local_broadcast(n)
+    {e2e, e2e_base} = fanout(4)
+    {lat50, lat99, base50, base99} = cross_node()
+
+    rows =
+      Enum.flat_map(local, fn {n, sym, raw} ->
+        [
+          {"local broadcast, #{n} subscriber(s) (msgs/s)", sym, raw, "Registry.dispatch",
+           "≥ 0.9×", :higher}
+        ]
+      end) ++
+        [
+          {"publish → 4 Python agents → ack (deliveries/s)", e2e, e2e_base,
+           "raw Port echo, 4 ports", "≥ 100k/s", :absolute},
+          {"cross-node publish → deliver p50 (µs)", lat50, base50, "send/2 to the remote pid",
+           "(info)", :info},
+          {"cross-node publish → deliver p99 (µs)", lat99, base99, "send/2 to the remote pid",
+           "(info)", :info}
+        ]
+
+    report(rows)
+  end
+
+  ## Local broadcast vs Registry.dispatch
+
+  defp local_broadcast(n) do
+    mesh = :"bench_mesh_#{n}"
+    {:ok, _} = Supervisor.start_link([{Symbiont.Mesh, name: mesh}], strategy: :one_for_one)
+    registry = :"bench_registry_#{n}"
+
+    {:ok, _} =
+      Registry.start_link(
+        keys: :duplicate,
+        name: registry,
+        partitions: System.schedulers_online()
+      )
+
+    mesh_subs = for _ <- 1..n, do: sink(fn -> Symbiont.Mesh.subscribe(mesh, "t") end)
+    raw_subs = for _ <- 1..n, do: sink(fn -> Registry.register(registry, "t", nil) end)
+
+    # Many short rounds, alternating, and the median of each side: with a handful of
+    # processes on 2 cores, one long run mostly measures the scheduler's mood.
+    rounds =
+      for _ <- 1..(@rounds * 10) do
+        raw =
+          rate(raw_subs, fn ->
+            Registry.dispatch(registry, "t", fn entries ->
+              for {pid, _} <- entries, do: send(pid, :m)
+            end)
+          end)
+
+        sym = rate(mesh_subs, fn -> Symbiont.Mesh.broadcast(mesh, "t", :m) end)
+        {sym, raw}
+      end
+
+    sym = median(Enum.map(rounds, &elem(&1, 0)))
+    raw = median(Enum.map(rounds, &elem(&1, 1)))
+    IO.puts("  local broadcast, #{n} subscriber(s): #{round(sym)} vs #{round(raw)} msgs/s")
+    {n, sym, raw}
+  end
+
+  # A process that counts messages and reports when it has seen `expect`.
+  defp sink(subscribe) do
+    parent = self()
+
+    pid =
+      spawn_link(fn ->
+        subscribe.()
+        send(parent, {:ready, self()})
+        sink_loop(parent)
+      end)
+
+    receive do: ({:ready, ^pid} -> pid)
+  end
+
+  defp sink_loop(parent) do
+    receive do
+      {:expect, n, ref} -> count(n, ref, parent)
+    end
+  end
+
+  defp count(0, ref, parent) do
+    send(parent, {:done, ref})
+    sink_loop(parent)
+  end
+
+  defp count(n, ref, parent) do
+    receive do
+      :m -> count(n - 1, ref, parent)
+    end
+  end
+
+  defp rate(subs, publish) do
+    ref = make_ref()
+    for pid <- subs, do: send(pid, {:expect, @local, ref})
+
+    {us, _} =
+      :timer.tc(fn ->
+        for _ <- 1..@local, do: publish.()
+        for _ <- subs, do: receive(do: ({:done, ^ref} -> :ok))
+      end)
+
+    @local / us * 1_000_000
+  end
+
+  ## End to end: publisher -> Python agents on 4 hosts -> ack
+
+  defp fanout(hosts) do
+    {:ok, python} = Symbiont.Config.python_executable()
+    names = for i <- 1..hosts, do: "sink-#{i}"
+
+    for name <- names do
+      {:ok, _} =
+        Symbiont.Python.start(
+          name: name,
+          python_path: [__DIR__],
+          agent: [name: name, python: "bench_agents:Sink"]
+        )
+    end
+
+    wait(fn -> Enum.all?(names, &(handled(&1) == 0)) end)
+
+    base = raw_fanout(python, hosts)
+
+    results =
+      for round <- 1..@rounds do
+        before = Enum.map(names, &handled/1)
+
+        {us, _} =
+          :timer.tc(fn ->
+            for i <- 1..@fanout, do: :ok = Symbiont.publish("bench.fanout", i)
+
+            wait(fn ->
+              Enum.zip(names, before) |> Enum.all?(fn {n, b} -> handled(n) == b + @fanout end)
+            end)
+          end)
+
+        rate = hosts * @fanout / us * 1_000_000
+        IO.puts("  fan-out round #{round}: #{round(rate)} deliveries/s")
+        rate
+      end
+
+    for name <- names, do: Symbiont.Python.stop(name)
+    {median(results), base}
+  end
+
+  defp handled(name) do
+    case Symbiont.Host.info(name) do
+      {:ok, %{status: :ready, agent: %{handled: n}}} -> n
+      _ -> -1
+    end
+  end
+
+  # The same number of frames through 4 raw Python echo ports, read back by this process.
+  defp raw_fanout(python, hosts) do
+    frame =
+      Symbiont.MsgPack.encode!(["event", 1, "bench.fanout", %Symbiont.MsgPack.Bin{data: <<1>>}],
+        iodata: false
+      )
+
+    ports =
+      for _ <- 1..hosts,
+          do:
+            Port.open({:spawn_executable, python}, [
+              :binary,
+              {:packet, 4},
+              :nouse_stdio,
+              args: [Path.join(__DIR__, "raw_echo.py")]
+            ])
+
+    # In windows of 500 frames a port, so that no pipe fills up while nobody reads it.
+    chunks = div(@fanout, 500)
+
+    {us, _} =
+      :timer.tc(fn ->
+        for _ <- 1..chunks do
+          for _ <- 1..500, port <- ports, do: Port.command(port, frame)
+          for port <- ports, _ <- 1..500, do: receive(do: ({^port, {:data, _}} -> :ok))
+        end
+      end)
+
+    Enum.each(ports, &Port.close/1)
+    hosts * chunks * 500 / us * 1_000_000
+  end
+
+  ## Cross-node latency
+
+  defp cross_node do
+    {_, 0} = System.cmd("epmd", ["-daemon"])
+    {:ok, _} = Node.start(:"bench_#{System.unique_integer([:positive])}", :shortnames)
+
+    args =
+      [~c"-setcookie", Atom.to_charlist(Node.get_cookie())] ++
+        Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
+
+    {:ok, peer, node} =
+      :peer.start(%{name: :"bench_peer_#{System.unique_integer([:positive])}", args: args})
+
+    :ok = :erpc.call(node, Application, :put_env, [:logger, :level, :warning])
+    :ok = :erpc.call(node, Application, :put_env, [:symbiont, :agents, []])
+    {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:symbiont])
+
+    me = self()
+    # On the peer: a subscriber that answers each timestamped message with the delay.
+    {:module, mod, bin, _} = Bench.DelayEcho.module()
+    {:module, _} = :erpc.call(node, :code, :load_binary, [mod, ~c"nofile", bin])
+    echo = :erpc.call(node, mod, :start, [me])
+
+    wait(fn ->
+      :erpc.call(node, Symbiont.Mesh, :members, [Symbiont.Mesh, "bench.latency", nil]) != [] and
+        length(:pg.get_members(Symbiont.Mesh.Adapter.PG, :forwarders)) == 2
+    end)
+
+    mesh = delays(fn t -> Symbiont.Mesh.broadcast(Symbiont.Mesh, "bench.latency", {:t, t}) end)
+    raw = delays(fn t -> send(echo, {:t, t}) end)
+    :peer.stop(peer)
+    {pct(mesh, 50), pct(mesh, 99), pct(raw, 50), pct(raw, 99)}
+  end
+
+  defp delays(send_one) do
+    for _ <- 1..@latency do
+      send_one.(System.os_time(:nanosecond))
+      receive(do: ({:delay, d} -> d))
+    end
+    |> Enum.sort()
+    |> List.to_tuple()
+  end
+
+  ## Helpers
+
+  defp wait(fun, deadline \\ System.monotonic_time(:millisecond) + 120_000) do
+    cond do
+      fun.() -> :ok
+      System.monotonic_time(:millisecond) > deadline -> raise "bench: timed out waiting"
+      true -> Process.sleep(5) && wait(fun, deadline)
+    end
+  end
+
+  defp pct(sorted, p),
+    do: elem(sorted, min(tuple_size(sorted) - 1, div(tuple_size(sorted) * p, 100))) / 1000
+
+  defp median(xs), do: xs |> Enum.sort() |> Enum.at(div(length(xs), 2))
+
+  defp report(rows) do
+    table = [
+      "| measure | Symbiont | baseline | value | ratio | target | met |",
+      "|---|---|---|---|---|---|---|"
+      | for {label, sym, base, base_label, target, kind} <- rows do
+          ratio = sym / base
+
+          met =
+            case kind do
+              :higher -> if ratio >= 0.9, do: "yes", else: "no"
+              :absolute -> if sym >= 100_000, do: "yes", else: "no"
+              :info -> "-"
+            end
+
+          "| #{label} | #{fmt(sym)} | #{base_label} | #{fmt(base)} | #{Float.round(ratio, 2)}× | #{target} | #{met} |"
+        end
+    ]
+
+    IO.puts(Enum.join(table, "\n"))
+    Bench.Results.write("mesh", Enum.join(table, "\n"))
+  end
+
+  defp fmt(x) when x >= 1000, do: x |> round() |> Integer.to_string()
+  defp fmt(x), do: :erlang.float_to_binary(x / 1, decimals: 1)
+end
+
+Bench.Mesh.run()
