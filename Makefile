@@ -57,6 +57,7 @@ test-python:
 # QUICK=1 runs a short version of every benchmark.
 bench: setup
 	QUICK=$(QUICK) mix run --no-start bench/roundtrip.exs
+	QUICK=$(QUICK) mix run --no-start bench/mesh.exs
 
 format: setup
 	mix format
