@@ -1,0 +1,6 @@
+;; Deliberately bad: every call traps (`unreachable`). Used by the tests.
+(module
+  (memory (export "memory") 1)
+  (func (export "symbiont_abi_version") (result i32) (i32.const 1))
+  (func (export "symbiont_alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "symbiont_handle") (param i32 i32) (result i64) (unreachable)))

@@ -1,0 +1,236 @@
+"""The Wasm sandbox (symbiont.wasm) with real wasmtime and the modules of priv/wasm."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from symbiont._terms import packb, unpackb
+from symbiont.wasm import ABI_VERSION, Imports, Limits, Runtime, WasmError
+
+WASM = Path(__file__).resolve().parents[2] / "priv" / "wasm"
+
+
+@pytest.fixture(scope="module")
+def runtime() -> Runtime:
+    return Runtime(cache_dir=None)
+
+
+def recording() -> tuple[Imports, list[tuple[Any, ...]]]:
+    got: list[tuple[Any, ...]] = []
+    imports = Imports(
+        publish=lambda topic, payload: got.append(("publish", topic, unpackb(payload))),
+        log=lambda level, text: got.append(("log", level, text)),
+        health=lambda kind, reason: got.append(("health", kind, reason)),
+        stdout=lambda data: got.append(("stdout", data)),
+    )
+    return imports, got
+
+
+def test_echo_answers_with_topic_and_payload(runtime: Runtime) -> None:
+    echo = runtime.instantiate(WASM / "echo.wat", name="echo")
+    payload = {"id": 7, "items": [1.5, "x", None]}
+    assert unpackb(echo.call("orders.created", packb(payload))) == ["orders.created", payload]
+    # Bigger than the first page: the module grows its memory to fit.
+    big = "y" * 200_000
+    assert unpackb(echo.call("t", packb(big))) == ["t", big]
+
+
+def test_imports_publish_log_and_health(runtime: Runtime) -> None:
+    imports, got = recording()
+    counter = runtime.instantiate(WASM / "counter.wat", imports=imports, name="counter")
+    assert [unpackb(counter.call("tick", packb(None))) for _ in range(3)] == [1, 2, 3]
+    assert got == [
+        ("publish", "count.out", 1),
+        ("log", 1, "counted"),
+        ("publish", "count.out", 2),
+        ("log", 1, "counted"),
+        ("publish", "count.out", 3),
+        ("log", 1, "counted"),
+        ("health", "degraded", "third message"),
+    ]
+
+
+def test_state_and_migrate(runtime: Runtime) -> None:
+    old = runtime.instantiate(WASM / "counter.wat", name="v1")
+    for _ in range(5):
+        old.call("tick", b"\xc0")
+    new = runtime.instantiate(WASM / "counter.wat", name="v2")
+    new.migrate(old.state() or b"")
+    assert unpackb(new.call("tick", b"\xc0")) == 6
+    for value in (200, 300, 70_000):
+        fresh = runtime.instantiate(WASM / "counter.wat", name="v3")
+        fresh.migrate(packb(value))
+        assert unpackb(fresh.call("tick", b"\xc0")) == value + 1
+
+
+def test_after_a_failed_call_the_instance_is_rebuilt_with_its_last_good_state(
+    runtime: Runtime,
+) -> None:
+    counter = runtime.instantiate(WASM / "counter.wat", name="counter")
+    counter.call("tick", b"\xc0")
+    counter.call("tick", b"\xc0")
+    # counter.wat refuses inputs over 60 000 bytes (its allocator returns 0).
+    with pytest.raises(WasmError) as failed:
+        counter.call("tick", packb("z" * 70_000))
+    assert failed.value.kind == "memory"
+    assert "symbiont_alloc(70" in str(failed.value)
+    assert unpackb(counter.call("tick", b"\xc0")) == 3
+
+
+def test_a_trap_is_an_error_and_neighbours_keep_serving(runtime: Runtime) -> None:
+    bad = runtime.instantiate(WASM / "trap.wat", name="bad")
+    good = runtime.instantiate(WASM / "echo.wat", name="good")
+    for _ in range(3):
+        with pytest.raises(WasmError) as trapped:
+            bad.call("t", packb(1))
+        assert trapped.value.kind == "trap"
+        assert "bad trapped: wasm `unreachable` instruction executed" in str(trapped.value)
+        assert unpackb(good.call("t", packb(2))) == ["t", 2]
+
+
+def test_an_endless_loop_is_interrupted_within_the_deadline_plus_50_ms(runtime: Runtime) -> None:
+    looping = runtime.instantiate(WASM / "loop.wat", limits=Limits(deadline_ms=60), name="loop")
+    for _ in range(2):  # the second call runs on a rebuilt instance
+        started = time.monotonic()
+        with pytest.raises(WasmError) as interrupted:
+            looping.call("t", packb(1))
+        elapsed_ms = (time.monotonic() - started) * 1000
+        assert interrupted.value.kind == "deadline"
+        assert "ran past its 60 ms deadline" in str(interrupted.value)
+        assert 60 <= elapsed_ms < 60 + 50
+
+
+def test_fuel_limits_instructions(runtime: Runtime) -> None:
+    looping = runtime.instantiate(WASM / "loop.wat", limits=Limits(fuel=10_000), name="loop")
+    with pytest.raises(WasmError) as out_of_fuel:
+        looping.call("t", packb(1))
+    assert out_of_fuel.value.kind == "fuel"
+    assert "used up its 10000 units of fuel" in str(out_of_fuel.value)
+    # Fuel is per call: an echo with fuel keeps working.
+    echo = runtime.instantiate(WASM / "echo.wat", limits=Limits(fuel=10_000), name="echo")
+    for i in range(5):
+        assert unpackb(echo.call("t", packb(i))) == ["t", i]
+
+
+def test_a_memory_bomb_hits_the_cap(runtime: Runtime) -> None:
+    cap = 2 * 1024 * 1024
+    bomb = runtime.instantiate(WASM / "bomb.wat", limits=Limits(memory_bytes=cap), name="bomb")
+    with pytest.raises(WasmError) as capped:
+        bomb.call("t", packb(1))
+    assert capped.value.kind == "memory"
+    assert f"hit its memory cap of {cap} bytes" in str(capped.value)
+    assert bomb.memory_size() <= cap
+
+
+def test_capabilities_are_off_unless_granted(runtime: Runtime) -> None:
+    denied = runtime.instantiate(WASM / "random.wat", name="dice")
+    with pytest.raises(WasmError) as refused:
+        denied.call("t", packb(1))
+    assert refused.value.kind == "capability"
+    assert "dice called wasi_snapshot_preview1.random_get" in str(refused.value)
+    assert "'random' was not granted" in str(refused.value)
+
+    granted = runtime.instantiate(
+        WASM / "random.wat", limits=Limits(grants=frozenset({"random"})), name="dice"
+    )
+    first, second = (unpackb(granted.call("t", packb(1))) for _ in range(2))
+    assert isinstance(first, bytes) and len(first) == 8 and first != second
+
+
+def test_compiled_modules_are_cached_by_content_and_engine(tmp_path: Path) -> None:
+    cold = Runtime(cache_dir=tmp_path)
+    cold.load(WASM / "echo.wat")
+    assert cold.stats == {"compiled": 1, "cached": 0}
+    [entry] = tmp_path.iterdir()
+    assert entry.name.endswith(f"-{cold.fingerprint(False)}.cwasm")
+    assert "wasmtime-" in entry.name
+
+    warm = Runtime(cache_dir=tmp_path)
+    echo = warm.instantiate(WASM / "echo.wat", name="echo")
+    assert warm.stats == {"compiled": 0, "cached": 1}
+    assert unpackb(echo.call("t", packb(1))) == ["t", 1]
+
+    # Another engine configuration (fuel) is another entry.
+    warm.load(WASM / "echo.wat", fuel=True)
+    assert warm.stats == {"compiled": 1, "cached": 1}
+    assert len(list(tmp_path.iterdir())) == 2
+
+    # A corrupt entry is compiled again and replaced.
+    entry.write_bytes(b"garbage")
+    again = Runtime(cache_dir=tmp_path)
+    again.load(WASM / "echo.wat")
+    assert again.stats == {"compiled": 1, "cached": 0}
+    assert Runtime(cache_dir=tmp_path).load(WASM / "echo.wat") is not None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"deadline_ms": 0}, "deadline_ms: expected a positive integer, got 0"),
+        ({"fuel": -5}, "fuel: expected a positive integer, got -5"),
+        ({"memory_bytes": "1MB"}, "memory_bytes: expected a positive integer, got '1MB'"),
+        ({"grants": frozenset({"network"})}, "'network' is not a capability"),
+    ],
+)
+def test_bad_limits_name_the_field_and_what_is_allowed(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        Limits(**kwargs)
+
+
+def test_limits_from_a_manifest_map() -> None:
+    limits = Limits.from_config({"deadline_ms": 50, "grants": ["clock"]})
+    assert limits == Limits(deadline_ms=50, grants=frozenset({"clock"}))
+    with pytest.raises(ValueError, match=r"'timeout' is not a Wasm limit \(allowed: deadline_ms"):
+        Limits.from_config({"timeout": 5})
+
+
+def test_modules_that_break_the_abi_are_refused_with_the_reason(runtime: Runtime) -> None:
+    with pytest.raises(WasmError) as missing:
+        runtime.instantiate(b'(module (memory (export "memory") 1))', name="empty")
+    assert missing.value.kind == "abi"
+    assert "does not export symbiont_abi_version, symbiont_alloc, symbiont_handle" in str(
+        missing.value
+    )
+
+    future = (WASM / "echo.wat").read_text().replace("(i32.const 1))", "(i32.const 99))", 1)
+    with pytest.raises(WasmError, match=f"implements ABI 99; this runtime speaks {ABI_VERSION}"):
+        runtime.instantiate(future.encode(), name="future")
+
+    wild = (
+        (WASM / "echo.wat")
+        .read_text()
+        .replace("(i64.extend_i32_u (local.get $len))", "(i64.const 999999)")
+    )
+    pointer = runtime.instantiate(wild.encode(), name="wild")
+    with pytest.raises(WasmError, match="pointed at bytes 1024..1001023 of a 65536-byte memory"):
+        pointer.call("t", packb(1))
+
+
+def test_load_errors(runtime: Runtime, tmp_path: Path) -> None:
+    with pytest.raises(WasmError, match="cannot read .*nope.wasm"):
+        runtime.load(tmp_path / "nope.wasm")
+    junk = tmp_path / "junk.wasm"
+    junk.write_bytes(b"\x00\xff\xfe")
+    with pytest.raises(WasmError, match="neither a Wasm binary nor WAT text"):
+        runtime.load(junk)
+    with pytest.raises(WasmError, match="does not compile"):
+        runtime.load(b"\0asm\x01\0\0\0\x05")
+
+
+def test_a_host_that_runs_no_wasm_does_not_import_wasmtime() -> None:
+    code = (
+        "import sys, symbiont, symbiont.host, symbiont._host, symbiont.wasm; "
+        "print('wasmtime' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"
