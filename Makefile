@@ -9,7 +9,7 @@ STATE := .symbiont
 COOKIE := $(STATE)/cookie
 export SYMBIONT_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup system python run test test-elixir test-phoenix test-python shell bench lint format wasm clean
+.PHONY: setup system python run test test-elixir test-phoenix test-python wasm wasm-tools shell bench lint format wasm clean
 
 setup: system python
 
@@ -69,6 +69,27 @@ lint: setup
 	mix format --check-formatted
 	$(VENV)/bin/ruff check $(PY_SOURCES)
 	$(VENV)/bin/ruff format --check $(PY_SOURCES)
+
+# The Wasm examples: WAT through wat2wasm, C through Debian's clang for wasm32-wasi. The
+# built .wasm files are committed; this rebuilds them (installing the toolchain if needed).
+WASM_SRC := $(wildcard priv/wasm/*.wat priv/wasm/*.c)
+WASM_OUT := $(addsuffix .wasm,$(basename $(WASM_SRC)))
+WASM_PKGS := clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt
+
+wasm: wasm-tools $(WASM_OUT)
+	@ls -l $(WASM_OUT)
+
+wasm-tools:
+	@dpkg -s $(WASM_PKGS) >/dev/null 2>&1 || { \
+	  echo "==> installing the Wasm toolchain from Debian (apt): $(WASM_PKGS)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(WASM_PKGS) >/dev/null; }
+
+priv/wasm/%.wasm: priv/wasm/%.wat
+	wat2wasm $< -o $@
+
+priv/wasm/%.wasm: priv/wasm/%.c
+	clang --target=wasm32-wasi -O2 -mexec-model=reactor -Wl,--strip-all -o $@ $<
 
 clean:
 	rm -rf _build $(VENV) $(STATE)

@@ -328,8 +328,9 @@ class Instance:
             self._last_state = state
 
     def memory_size(self) -> int:
-        """The current size of the instance's linear memory, in bytes."""
-        return self._memory.data_len(self._store)
+        """The current size of the instance's linear memory, in bytes (0 before it has one)."""
+        memory = getattr(self, "_memory", None)
+        return memory.data_len(self._store) if memory is not None else 0
 
     # -- building --------------------------------------------------------------------
 
@@ -357,6 +358,7 @@ class Instance:
         if any(i.module == _WASI for i in self.module.imports):
             self._define_wasi(linker, store)
         self._store = store
+        self._memory = None
         self._arm()
         try:
             instance = linker.instantiate(store, self.module)
@@ -367,6 +369,12 @@ class Instance:
         self._instance = instance
         exports = instance.exports(store)
         self._memory = exports["memory"]
+        if "_initialize" in self._exports:  # WASI reactors (clang -mexec-model=reactor)
+            self._arm()
+            try:
+                exports["_initialize"](store)
+            except w.Trap as exc:
+                raise self._classify(exc) from None
         self._funcs = {
             name: exports[name]
             for name in self._exports

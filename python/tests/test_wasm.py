@@ -234,3 +234,28 @@ def test_a_host_that_runs_no_wasm_does_not_import_wasmtime() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "False"
+
+
+def test_an_agent_written_in_c(runtime: Runtime) -> None:
+    """priv/wasm/pricing.c, built by clang for wasm32-wasi as a reactor (make wasm)."""
+    imports, got = recording()
+    pricing = runtime.instantiate(WASM / "pricing.wasm", imports=imports, name="pricing")
+    assert unpackb(pricing.call("orders.created", packb(10))) == 12.0
+    assert unpackb(pricing.call("orders.created", packb(19.99))) == 23.99
+    assert got == [
+        ("publish", "pricing.priced", [10.0, 12.0]),
+        ("publish", "pricing.priced", [19.99, 23.99]),
+    ]
+
+    # Its config sets the rate (symbiont_init).
+    custom = runtime.instantiate(WASM / "pricing.wasm", name="pricing", config=2)
+    assert unpackb(custom.call("t", packb(-3))) == -6.0
+
+    # A payload that is not a number: an error and a log line, and the next one is served.
+    got.clear()
+    with pytest.raises(WasmError) as bad:
+        pricing.call("orders.created", packb("ten"))
+    assert bad.value.kind == "trap"
+    assert got == [("log", 3, "pricing: the payload is not a number")]
+    assert unpackb(pricing.call("orders.created", packb(1))) == 1.2
+    assert (WASM / "pricing.wasm").stat().st_size < 8 * 1024
