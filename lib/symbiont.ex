@@ -120,6 +120,25 @@ defmodule Symbiont do
   def unsubscribe(topic) when is_binary(topic),
     do: Symbiont.Mesh.unsubscribe(Symbiont.Mesh, topic)
 
+  @doc """
+  Who publishes what to whom, across every node of the mesh: publishers → topics →
+  subscribers, with queue groups, nodes and message counts. Prints as a table in iex;
+  `Symbiont.Topology.to_mermaid/1`, `to_dot/1` and `write/2` export it.
+
+      iex> %Symbiont.Topology{} = Symbiont.topology()
+  """
+  @spec topology() :: Symbiont.Topology.t()
+  def topology do
+    [node() | Node.list()]
+    |> :erpc.multicall(Symbiont.Mesh, :node_stats, [Symbiont.Mesh], 5_000)
+    # Nodes that do not run Symbiont (a remote shell, say) answer with an error.
+    |> Enum.flat_map(fn
+      {:ok, stats} -> [stats]
+      _ -> []
+    end)
+    |> Symbiont.Topology.build()
+  end
+
   @doc false
   @spec format_status([map]) :: String.t()
   def format_status(hosts) do

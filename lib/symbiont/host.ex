@@ -495,6 +495,7 @@ defmodule Symbiont.Host do
   def handle_info({:erlang_result, _old_port, _id, _result}, state), do: {:noreply, state}
 
   def handle_info(%Symbiont.Event{} = event, %{agent: agent} = state) when agent != nil do
+    Symbiont.Mesh.count_received(Symbiont.Mesh, state.agent_name, event.topic)
     {:noreply, deliver(state, "event", [event.topic, %MsgPack.Bin{data: event.payload}], event)}
   end
 
@@ -632,7 +633,7 @@ defmodule Symbiont.Host do
   end
 
   defp handle_frame({:publish, topic, payload}, state) do
-    Symbiont.Mesh.broadcast(Symbiont.Mesh, topic, %Symbiont.Event{
+    Symbiont.Mesh.publish(Symbiont.Mesh, %Symbiont.Event{
       topic: topic,
       payload: payload,
       from: state.agent_name

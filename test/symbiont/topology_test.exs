@@ -1,0 +1,133 @@
+defmodule Symbiont.TopologyTest do
+  use ExUnit.Case, async: true
+
+  import Symbiont.HostHelpers
+
+  alias Symbiont.Topology
+
+  doctest Topology
+
+  @stats [
+    %{
+      node: :a@box,
+      publishers: [
+        %{publisher: "orders", topic: "orders.created", count: 3},
+        %{publisher: "#PID<0.1.0>", topic: ~s(we"ird\\), count: 1}
+      ],
+      subscribers: [
+        %{topic: "orders.created", subscriber: "billing", group: "billing", count: 3},
+        %{topic: "orders.created", subscriber: "#PID<0.9.0>", group: nil, count: nil}
+      ]
+    },
+    %{
+      node: :b@box,
+      publishers: [%{publisher: "orders", topic: "orders.created", count: 2}],
+      subscribers: [%{topic: "orders.created", subscriber: "billing", group: "billing", count: 2}]
+    }
+  ]
+
+  test "build merges the nodes, sorts, and counts plain subscribers by what was published" do
+    assert %Topology{topics: [created, weird]} = Topology.build(@stats)
+    assert created.topic == "orders.created"
+
+    assert created.publishers == [
+             %{name: "orders", node: :a@box, group: nil, count: 3},
+             %{name: "orders", node: :b@box, group: nil, count: 2}
+           ]
+
+    assert created.subscribers == [
+             %{name: "#PID<0.9.0>", node: :a@box, group: nil, count: 5},
+             %{name: "billing", node: :a@box, group: "billing", count: 3},
+             %{name: "billing", node: :b@box, group: "billing", count: 2}
+           ]
+
+    assert %{topic: ~s(we"ird\\), subscribers: []} = weird
+    assert Topology.build([]) == %Topology{topics: []}
+  end
+
+  test "format lines up the columns" do
+    assert Topology.format(Topology.build(@stats)) ==
+             """
+             orders.created
+               published by  orders       a@box           3
+               published by  orders       b@box           2
+               delivered to  #PID<0.9.0>  a@box           5
+               delivered to  billing      a@box  billing  3
+               delivered to  billing      b@box  billing  2
+             we"ird\\
+               published by  #PID<0.1.0>  a@box           1\
+             """
+
+    assert Topology.format(Topology.build([])) =~ "no topics"
+    assert inspect(Topology.build(@stats)) =~ "#Symbiont.Topology<\norders.created\n"
+  end
+
+  test "Mermaid and DOT escape every name" do
+    topology = Topology.build(@stats)
+    mermaid = Topology.to_mermaid(topology)
+    assert mermaid =~ ~s|n4["#35;PID#lt;0.9.0#gt;<br/>a@box"]|
+    assert mermaid =~ ~s|n8(["we#quot;ird\\"])|
+    assert mermaid =~ ~s(  subgraph n3_g1["group billing"]\n    n5\n    n6\n  end)
+    refute mermaid =~ ~s(we")
+
+    dot = Topology.to_dot(topology)
+    assert dot =~ ~s|"n8" [label="we\\"ird\\\\", shape=ellipse];|
+    assert dot =~ ~s|"n4" [label="#PID<0.9.0>\\na@box", shape=box];|
+    assert dot =~ ~s|"n3" -> "n4" [label="5"];|
+    assert String.starts_with?(dot, "digraph symbiont {\n  rankdir=LR;\n")
+
+    if dot_exe = System.find_executable("dot") do
+      path = Path.join(System.tmp_dir!(), "topology-#{System.unique_integer([:positive])}.dot")
+      File.write!(path, dot)
+      assert {svg, 0} = System.cmd(dot_exe, ["-Tsvg", path], stderr_to_stdout: true)
+      assert svg =~ "<svg"
+    end
+  end
+
+  @tag :tmp_dir
+  test "write picks the format from the extension", %{tmp_dir: dir} do
+    topology = Topology.build(@stats)
+    assert :ok = Topology.write(topology, Path.join(dir, "t.mmd"))
+    assert File.read!(Path.join(dir, "t.mmd")) == Topology.to_mermaid(topology) <> "\n"
+    assert :ok = Topology.write(topology, Path.join(dir, "t.gv"))
+    assert File.read!(Path.join(dir, "t.gv")) =~ "digraph"
+
+    assert {:error, "unsupported extension \".png\" (allowed: .mmd, .mermaid, .dot, .gv)"} =
+             Topology.write(topology, Path.join(dir, "t.png"))
+
+    assert {:error, "cannot write " <> _} =
+             Topology.write(topology, Path.join(dir, "no/such/t.dot"))
+  end
+
+  test "Symbiont.topology/0: an Elixir publisher, an agent and a plain subscriber" do
+    topic = "topology.#{System.unique_integer([:positive])}"
+    :ok = Symbiont.subscribe(topic)
+    for i <- 1..3, do: :ok = Symbiont.publish(topic, i, from: "tester")
+    for _ <- 1..3, do: assert_receive(%Symbiont.Event{topic: ^topic})
+
+    %{topics: topics} = Symbiont.topology()
+    assert %{publishers: [pub], subscribers: subs} = Enum.find(topics, &(&1.topic == topic))
+    assert pub == %{name: "tester", node: node(), group: nil, count: 3}
+    assert [%{name: me, node: node, group: nil, count: 3}] = subs
+    assert me == inspect(self()) and node == node()
+  end
+
+  test "Symbiont.topology/0 counts what an agent handled" do
+    out = unique_name("probe.out")
+    name = unique_name("probe")
+
+    start_host!(
+      name: name,
+      agent: [name: name, python: "test_agents:Probe", config: %{"out" => out}]
+    )
+
+    :ok = Symbiont.subscribe(out)
+    for i <- 1..4, do: :ok = Symbiont.publish("topology.in", i)
+    for _ <- 1..4, do: assert_receive(%Symbiont.Event{topic: ^out}, 5_000)
+
+    %{topics: topics} = Symbiont.topology()
+    assert %{subscribers: subs} = Enum.find(topics, &(&1.topic == "topology.in"))
+    assert %{name: ^name, group: ^name, count: 4} = Enum.find(subs, &(&1.name == name))
+    assert %{publishers: [%{name: ^name, count: 4}]} = Enum.find(topics, &(&1.topic == out))
+  end
+end
