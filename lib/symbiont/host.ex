@@ -275,6 +275,9 @@ defmodule Symbiont.Host do
       pending: %{},
       waiting: :queue.new(),
       tasks: %{},
+      out: [],
+      out_bytes: 0,
+      out_age: 0,
       logs: :queue.new(),
       log_count: 0,
       crashes: 0,
@@ -304,7 +307,7 @@ defmodule Symbiont.Host do
   end
 
   @impl true
-  def handle_continue(:open, state), do: {:noreply, open(state)}
+  def handle_continue(:open, state), do: batched({:noreply, open(state)})
 
   defp open(%{config: c} = state) do
     env =
@@ -344,7 +347,6 @@ defmodule Symbiont.Host do
         }
 
         send_frame(state, ["init", Protocol.version(), init_options(state)])
-        state
     end
   end
 
@@ -373,8 +375,7 @@ defmodule Symbiont.Host do
     }
   end
 
-  @impl true
-  def handle_call({:call, m, f, args, timeout}, from, state) do
+  defp call_msg({:call, m, f, args, timeout}, from, state) do
     id = state.next_id
     state = %{state | next_id: id + 1}
 
@@ -384,7 +385,7 @@ defmodule Symbiont.Host do
           Process.send_after(self(), {:call_timeout, id}, timeout || state.config.call_timeout)
 
         if state.status == :ready do
-          Port.command(state.port, frame)
+          state = emit(state, frame)
           {:noreply, put_in(state.pending[id], {from, timer, true})}
         else
           state = %{state | waiting: :queue.in({id, frame}, state.waiting)}
@@ -396,21 +397,19 @@ defmodule Symbiont.Host do
     end
   end
 
-  def handle_call(:info, _from, state), do: {:reply, {:ok, public_info(state)}, state}
+  defp call_msg(:info, _from, state), do: {:reply, {:ok, public_info(state)}, state}
 
-  @impl true
-  def handle_cast({:cast, m, f, args}, state),
+  defp cast_msg({:cast, m, f, args}, state),
     do: {:noreply, send_or_queue(state, ["cast", m, f, args])}
 
-  def handle_cast({:send, dest, value}, state),
+  defp cast_msg({:send, dest, value}, state),
     do: {:noreply, send_or_queue(state, ["msg", dest, value])}
 
   defp send_or_queue(state, frame) do
     case encode_frame(state, frame) do
       {:ok, iodata} ->
         if state.status == :ready do
-          Port.command(state.port, iodata)
-          state
+          emit(state, iodata)
         else
           %{state | waiting: :queue.in({nil, iodata}, state.waiting)}
         end
@@ -425,48 +424,49 @@ defmodule Symbiont.Host do
     end
   end
 
-  @impl true
-  def handle_info({port, {:data, chunk}}, %{port: port} = state) do
+  defp info({port, {:data, chunk}}, %{port: port} = state) do
     case Framer.feed(state.framer, chunk) do
       {:ok, payloads, framer} -> {:noreply, handle_payloads(payloads, %{state | framer: framer})}
       {:error, reason} -> {:noreply, protocol_error(state, reason)}
     end
   end
 
-  def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
+  defp info({port, {:exit_status, status}}, %{port: port} = state) do
     {:noreply, crashed(state, {:exit, status})}
   end
 
-  def handle_info({:EXIT, port, reason}, %{port: port} = state) when reason != :normal do
+  defp info({:EXIT, port, reason}, %{port: port} = state) when reason != :normal do
     {:noreply, crashed(state, {:port_closed, reason})}
   end
 
-  def handle_info({:EXIT, _port_or_task, _}, state), do: {:noreply, state}
+  defp info({:EXIT, _port_or_task, _}, state), do: {:noreply, state}
 
-  def handle_info({:call_timeout, id}, state) do
+  defp info({:call_timeout, id}, state) do
     case Map.pop(state.pending, id) do
       {nil, _} ->
         {:noreply, state}
 
       {{from, _timer, sent?}, pending} ->
-        if sent? and state.status == :ready, do: send_frame(state, ["cancel", id])
+        state =
+          if sent? and state.status == :ready, do: send_frame(state, ["cancel", id]), else: state
+
         GenServer.reply(from, {:error, :timeout})
         {:noreply, %{state | pending: pending}}
     end
   end
 
-  def handle_info({:start_timeout, port}, %{port: port, status: :starting} = state) do
+  defp info({:start_timeout, port}, %{port: port, status: :starting} = state) do
     {:noreply, protocol_error(state, {:start_timeout, state.config.start_timeout})}
   end
 
-  def handle_info({:start_timeout, _}, state), do: {:noreply, state}
+  defp info({:start_timeout, _}, state), do: {:noreply, state}
 
-  def handle_info({:restart, n}, %{crashes: n, status: :backoff} = state),
+  defp info({:restart, n}, %{crashes: n, status: :backoff} = state),
     do: {:noreply, open(state)}
 
-  def handle_info({:restart, _}, state), do: {:noreply, state}
+  defp info({:restart, _}, state), do: {:noreply, state}
 
-  def handle_info({:erlang_result, port, id, result}, %{port: port} = state) do
+  defp info({:erlang_result, port, id, result}, %{port: port} = state) do
     state = %{state | tasks: Map.delete(state.tasks, id)}
 
     frame =
@@ -475,38 +475,39 @@ defmodule Symbiont.Host do
         {:error, error} -> ["error", id, error]
       end
 
-    case encode_frame(state, frame) do
-      {:ok, iodata} ->
-        Port.command(port, iodata)
+    state =
+      case encode_frame(state, frame) do
+        {:ok, iodata} ->
+          emit(state, iodata)
 
-      {:error, reason} ->
-        error = %{
-          "type" => "error",
-          "message" => "cannot encode the result: #{inspect(reason)}",
-          "traceback" => ""
-        }
+        {:error, reason} ->
+          error = %{
+            "type" => "error",
+            "message" => "cannot encode the result: #{inspect(reason)}",
+            "traceback" => ""
+          }
 
-        send_frame(state, ["error", id, error])
-    end
+          send_frame(state, ["error", id, error])
+      end
 
     {:noreply, state}
   end
 
-  def handle_info({:erlang_result, _old_port, _id, _result}, state), do: {:noreply, state}
+  defp info({:erlang_result, _old_port, _id, _result}, state), do: {:noreply, state}
 
-  def handle_info(%Symbiont.Event{} = event, %{agent: agent} = state) when agent != nil do
+  defp info(%Symbiont.Event{} = event, %{agent: agent} = state) when agent != nil do
     Symbiont.Mesh.count_received(Symbiont.Mesh, state.agent_name, event.topic)
     {:noreply, deliver(state, "event", [event.topic, %MsgPack.Bin{data: event.payload}], event)}
   end
 
-  def handle_info({:tick, name}, %{agent: agent} = state) when agent != nil do
+  defp info({:tick, name}, %{agent: agent} = state) when agent != nil do
     # Ticks coalesce: a tick still waiting for its ack makes the next one redundant.
     if Enum.any?(:queue.to_list(agent.inflight), &match?({_, {:tick, ^name}, _}, &1)),
       do: {:noreply, state},
       else: {:noreply, deliver(state, "tick", [name], {:tick, name})}
   end
 
-  def handle_info(msg, state) do
+  defp info(msg, state) do
     Logger.debug("host #{inspect(state.name)} ignored #{inspect(msg, limit: 5)}", meta(state))
     {:noreply, state}
   end
@@ -662,17 +663,22 @@ defmodule Symbiont.Host do
     state = agent_ready(state, info["agent"])
 
     # Flush what waited for the process: calls and casts, then agent deliveries in order.
-    for {id, frame} <- :queue.to_list(state.waiting),
-        id == nil or Map.has_key?(state.pending, id) do
-      Port.command(state.port, frame)
-    end
+    state =
+      for {id, frame} <- :queue.to_list(state.waiting),
+          id == nil or Map.has_key?(state.pending, id),
+          reduce: state,
+          do: (state -> emit(state, frame))
 
     pending = Map.new(state.pending, fn {id, {from, timer, _}} -> {id, {from, timer, true}} end)
 
-    if state.agent do
-      for {_seq, _what, frame} <- :queue.to_list(state.agent.inflight),
-          do: Port.command(state.port, frame)
-    end
+    state =
+      if state.agent do
+        for {_seq, _what, frame} <- :queue.to_list(state.agent.inflight),
+            reduce: state,
+            do: (state -> emit(state, frame))
+      else
+        state
+      end
 
     # Last, so that whoever waits for this event finds the agent subscribed and serving.
     Symbiont.Telemetry.execute(
@@ -707,12 +713,63 @@ defmodule Symbiont.Host do
     %{state | agent: %{agent | topics: topics, timers: timers, subscribed: true}}
   end
 
+  # Every callback goes through `batched/1`: frames for the port are collected in the
+  # state and written with one Port.command when the mailbox is empty (a GenServer
+  # timeout of 0 fires only then), or once 64 KiB or 64 messages have gone by. A lone
+  # call is written at once; a burst of casts or events costs one write, not one each.
+  @impl true
+  def handle_info(:timeout, state), do: {:noreply, flush(state)}
+  def handle_info(msg, state), do: batched(info(msg, state))
+
+  @impl true
+  def handle_cast(msg, state), do: batched(cast_msg(msg, state))
+
+  @impl true
+  def handle_call(msg, from, state), do: batched(call_msg(msg, from, state))
+
+  @out_max_bytes 65_536
+  @out_max_age 64
+
+  defp batched({:noreply, state}), do: later(state, &{:noreply, &1}, &{:noreply, &1, 0})
+
+  defp batched({:reply, reply, state}),
+    do: later(state, &{:reply, reply, &1}, &{:reply, reply, &1, 0})
+
+  defp later(%{out: []} = state, now, _later), do: now.(state)
+
+  defp later(state, now, later) do
+    state = %{state | out_age: state.out_age + 1}
+    if state.out_age >= @out_max_age, do: now.(flush(state)), else: later.(state)
+  end
+
+  # Queues a frame for the port (see batched/1).
+  defp emit(%{port: nil} = state, _iodata), do: state
+
+  defp emit(state, iodata) do
+    state = %{
+      state
+      | out: [iodata | state.out],
+        out_bytes: state.out_bytes + IO.iodata_length(iodata)
+    }
+
+    if state.out_bytes >= @out_max_bytes, do: flush(state), else: state
+  end
+
+  defp flush(%{out: []} = state), do: state
+
+  defp flush(%{port: nil} = state), do: %{state | out: [], out_bytes: 0, out_age: 0}
+
+  defp flush(state) do
+    Port.command(state.port, :lists.reverse(state.out))
+    %{state | out: [], out_bytes: 0, out_age: 0}
+  end
+
   ## Agent deliveries (PROTOCOL.md §8)
 
   defp deliver(%{agent: agent} = state, kind, fields, what) do
     seq = agent.seq + 1
     frame = Protocol.encode([kind, seq | fields]) |> Framer.frame()
-    if state.status == :ready, do: Port.command(state.port, frame)
+    state = if state.status == :ready, do: emit(state, frame), else: state
     %{state | agent: %{agent | seq: seq, inflight: :queue.in({seq, what, frame}, agent.inflight)}}
   end
 
@@ -819,7 +876,11 @@ defmodule Symbiont.Host do
         consecutive: consecutive,
         last_crash: crash,
         pending: pending,
-        tasks: %{}
+        tasks: %{},
+        # Frames not yet written were for the dead process; deliveries are resent anyway.
+        out: [],
+        out_bytes: 0,
+        out_age: 0
     }
   end
 
@@ -915,14 +976,15 @@ defmodule Symbiont.Host do
   defp send_frame(%{port: port} = state, frame) when port != nil do
     case encode_frame(state, frame) do
       {:ok, iodata} ->
-        Port.command(port, iodata)
+        emit(state, iodata)
 
       {:error, reason} ->
         Logger.error("cannot send #{hd(frame)} frame: #{inspect(reason)}", meta(state))
+        state
     end
   end
 
-  defp send_frame(_state, _frame), do: :ok
+  defp send_frame(state, _frame), do: state
 
   ## Introspection
 
