@@ -150,6 +150,7 @@ defmodule Symbiont do
       "CRASHES",
       "AGENT",
       "TOPICS",
+      "QUEUE",
       "IN-FLIGHT",
       "HANDLED"
     ]
@@ -166,6 +167,7 @@ defmodule Symbiont do
           to_string(h.crashes),
           Map.get(a, :python, "-"),
           a |> Map.get(:topics, []) |> Enum.join(",") |> blank("-"),
+          to_string(Map.get(a, :queue, "-")),
           to_string(Map.get(a, :in_flight, "-")),
           to_string(Map.get(a, :handled, "-"))
         ]

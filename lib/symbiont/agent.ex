@@ -21,24 +21,59 @@ defmodule Symbiont.Agent do
     * `:name` (required) - a string of letters, digits, `_`, `-` and `.`, unique per node.
     * `:python` (required) - `"module:Class"`, the importable module and the class in it.
     * `:config` - a map handed to the agent as `self.config`. Default: `%{}`.
+    * `:replicas` - how many hosts run the agent; they form the queue group named after
+      it, so each event reaches one of them. The first host is named after the agent,
+      the others `"name#2"`, `"name#3"`... Default: 1.
+    * `:max_queue` - how many events may wait for the agent (accepted, not yet sent to
+      its process). Default: 10 000.
+    * `:max_in_flight` - how many events may be sent to its process and not yet
+      acknowledged (the credit window). Default: 100.
+    * `:high_water` - at this queue length the agent publishes an `overloaded` health
+      event on `symbiont.health`; a `healthy` one follows once the queue is below half
+      of it. Default: 80% of `:max_queue`.
+    * `:overflow` - what happens to an event that arrives when the queue is full:
+      `:drop_oldest` (the oldest waiting event goes to the dead letters) or `:reject`
+      (the new one does; a publisher that asked for a checked publish gets
+      `{:error, :overloaded}` instead, see `Symbiont.publish/3`). Default: `:drop_oldest`.
+
+  ## Dead letters
+
+  An event the agent cannot handle is published on `symbiont.dead_letter` as the map
+  `%{"agent", "topic", "payload" (the event's msgpack bytes), "reason", "attempts",
+  "error"}`: `"reason"` is `"handler_failed"` (with the Python `"error"` and
+  `"attempts" => 1`) or `"overloaded"` (`"attempts" => 0`, `"error" => nil`).
   """
 
-  @type spec :: %{name: String.t(), module: String.t(), class: String.t(), config: map}
+  @type spec :: %{
+          name: String.t(),
+          module: String.t(),
+          class: String.t(),
+          config: map,
+          replicas: pos_integer,
+          max_queue: pos_integer,
+          max_in_flight: pos_integer,
+          high_water: pos_integer,
+          overflow: :drop_oldest | :reject
+        }
 
-  @keys [:name, :python, :config]
+  @keys [:name, :python, :config, :replicas, :max_queue, :max_in_flight, :high_water, :overflow]
 
   @doc """
   Validates an agent spec given as a keyword list or map; `nil` is no agent.
 
-      iex> Symbiont.Agent.validate_spec(name: "billing", python: "shop:Billing")
-      {:ok, %{name: "billing", module: "shop", class: "Billing", config: %{}}}
+      iex> {:ok, spec} = Symbiont.Agent.validate_spec(name: "billing", python: "shop:Billing")
+      iex> Map.take(spec, [:name, :module, :class, :config, :replicas, :overflow])
+      %{name: "billing", module: "shop", class: "Billing", config: %{}, replicas: 1, overflow: :drop_oldest}
 
       iex> Symbiont.Agent.validate_spec(name: "billing", python: "shop.Billing")
       {:error, "agent \\"billing\\": expected :python to be \\"module:Class\\", got: \\"shop.Billing\\""}
   """
   @spec validate_spec(nil | keyword | map) :: {:ok, spec | nil} | {:error, String.t()}
   def validate_spec(nil), do: {:ok, nil}
-  def validate_spec(%{module: _, class: _, name: _, config: _} = spec), do: {:ok, spec}
+
+  def validate_spec(%{module: _, class: _, name: _, config: _, max_queue: _} = spec),
+    do: {:ok, spec}
+
   def validate_spec(spec) when is_map(spec), do: validate_spec(Map.to_list(spec))
 
   def validate_spec(spec) when is_list(spec) do
@@ -48,8 +83,9 @@ defmodule Symbiont.Agent do
       with {:ok, name} <- validate_name(name),
            :ok <- known_keys(spec, name),
            {:ok, module, class} <- validate_python(Keyword.get(spec, :python), name),
-           {:ok, config} <- validate_config(Keyword.get(spec, :config, %{}), name) do
-        {:ok, %{name: name, module: module, class: class, config: config}}
+           {:ok, config} <- validate_config(Keyword.get(spec, :config, %{}), name),
+           {:ok, limits} <- validate_limits(spec, name) do
+        {:ok, Map.merge(%{name: name, module: module, class: class, config: config}, limits)}
       end
     else
       {:error, "expected an agent spec to be a keyword list or map, got: #{inspect(spec)}"}
@@ -102,6 +138,49 @@ defmodule Symbiont.Agent do
     do:
       {:error,
        "agent #{inspect(name)}: expected :python to be \"module:Class\", got: #{inspect(python)}"}
+
+  defp validate_limits(spec, name) do
+    with {:ok, replicas} <- positive(spec, :replicas, 1, name),
+         {:ok, max_queue} <- positive(spec, :max_queue, 10_000, name),
+         {:ok, max_in_flight} <- positive(spec, :max_in_flight, 100, name),
+         {:ok, high_water} <- positive(spec, :high_water, max(1, div(max_queue * 4, 5)), name),
+         :ok <- at_most(high_water, max_queue, name),
+         {:ok, overflow} <- validate_overflow(Keyword.get(spec, :overflow, :drop_oldest), name) do
+      {:ok,
+       %{
+         replicas: replicas,
+         max_queue: max_queue,
+         max_in_flight: max_in_flight,
+         high_water: high_water,
+         overflow: overflow
+       }}
+    end
+  end
+
+  defp positive(spec, key, default, name) do
+    case Keyword.get(spec, key, default) do
+      n when is_integer(n) and n > 0 ->
+        {:ok, n}
+
+      other ->
+        {:error,
+         "agent #{inspect(name)}: expected #{inspect(key)} to be a positive integer, got: #{inspect(other)}"}
+    end
+  end
+
+  defp at_most(high_water, max_queue, _name) when high_water <= max_queue, do: :ok
+
+  defp at_most(high_water, max_queue, name),
+    do:
+      {:error,
+       "agent #{inspect(name)}: expected :high_water to be at most :max_queue (#{max_queue}), got: #{high_water}"}
+
+  defp validate_overflow(policy, _name) when policy in [:drop_oldest, :reject], do: {:ok, policy}
+
+  defp validate_overflow(policy, name),
+    do:
+      {:error,
+       "agent #{inspect(name)}: expected :overflow to be :drop_oldest or :reject, got: #{inspect(policy)}"}
 
   defp validate_config(config, _name) when is_map(config), do: {:ok, config}
 

@@ -10,9 +10,18 @@ defmodule Symbiont.Event do
       iex> Symbiont.Event.decode(event)
       {:ok, %{"id" => 1}}
   """
-  defstruct [:topic, :payload, :from]
+  defstruct [:topic, :payload, :from, reserved: []]
 
-  @type t :: %__MODULE__{topic: String.t(), payload: binary, from: String.t() | nil}
+  @typedoc """
+  `from` names the publisher (an agent, or `nil`); `reserved` lists the subscribers on the
+  publisher's node that a checked publish reserved room for (`Symbiont.Mesh.publish/3`).
+  """
+  @type t :: %__MODULE__{
+          topic: String.t(),
+          payload: binary,
+          from: String.t() | nil,
+          reserved: [pid]
+        }
 
   @doc "Builds an event, encoding `value` as msgpack. Raises if it cannot be encoded."
   @spec new!(String.t(), term, String.t() | nil) :: t

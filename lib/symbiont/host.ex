@@ -299,6 +299,14 @@ defmodule Symbiont.Host do
       subscribed: false,
       seq: 0,
       inflight: :queue.new(),
+      in_flight: 0,
+      queue: :queue.new(),
+      queued: 0,
+      # Read by checked publishes on this node: 1, the queue length; 2, room reserved by
+      # publishers for events still on their way (Symbiont.Mesh.publish/3).
+      load: :atomics.new(2, signed: true),
+      overloaded: false,
+      dropped: 0,
       state_bin: nil,
       handled: 0,
       failed: 0,
@@ -497,14 +505,19 @@ defmodule Symbiont.Host do
 
   defp info(%Symbiont.Event{} = event, %{agent: agent} = state) when agent != nil do
     Symbiont.Mesh.count_received(Symbiont.Mesh, state.agent_name, event.topic)
-    {:noreply, deliver(state, "event", [event.topic, %MsgPack.Bin{data: event.payload}], event)}
+    # A checked publish reserved room here (slot 2 of the load); it has arrived.
+    if event.reserved != [] and self() in event.reserved, do: :atomics.sub(agent.load, 2, 1)
+    {:noreply, accept(state, event)}
   end
 
   defp info({:tick, name}, %{agent: agent} = state) when agent != nil do
-    # Ticks coalesce: a tick still waiting for its ack makes the next one redundant.
-    if Enum.any?(:queue.to_list(agent.inflight), &match?({_, {:tick, ^name}, _}, &1)),
-      do: {:noreply, state},
-      else: {:noreply, deliver(state, "tick", [name], {:tick, name})}
+    # Ticks coalesce: while the agent is behind (events waiting) or the same tick is still
+    # in flight, another one would only pile up.
+    busy? =
+      agent.queued > 0 or
+        Enum.any?(:queue.to_list(agent.inflight), &match?({_, {:tick, ^name}, _}, &1))
+
+    if busy?, do: {:noreply, state}, else: {:noreply, accept(state, {:tick, name})}
   end
 
   defp info(msg, state) do
@@ -627,10 +640,10 @@ defmodule Symbiont.Host do
         meta(state)
       )
 
-      dead_letter(state, what, error)
+      dead_letter(state, what, "handler_failed", 1, error)
     end
 
-    update_in(state.agent.failed, &(&1 + length(acked)))
+    state |> update_in([:agent, :failed], &(&1 + length(acked))) |> drain()
   end
 
   defp handle_frame({:publish, topic, payload}, state) do
@@ -702,7 +715,10 @@ defmodule Symbiont.Host do
       :ok =
         Symbiont.Mesh.subscribe(Symbiont.Mesh, topic,
           group: state.agent_name,
-          metadata: %{agent: state.agent_name}
+          metadata: %{
+            agent: state.agent_name,
+            load: {agent.load, agent.spec.max_queue, agent.spec.overflow}
+          }
         )
     end
 
@@ -766,26 +782,123 @@ defmodule Symbiont.Host do
 
   ## Agent deliveries (PROTOCOL.md §8)
 
-  defp deliver(%{agent: agent} = state, kind, fields, what) do
+  # An event or tick for the agent: sent at once while the credit window has room and
+  # nothing waits before it, queued otherwise; a full queue applies the overflow policy.
+  defp accept(%{agent: agent} = state, what) do
+    %{max_in_flight: window, max_queue: max, overflow: overflow} = agent.spec
+
+    cond do
+      agent.queued == 0 and agent.in_flight < window ->
+        send_delivery(state, what)
+
+      agent.queued < max ->
+        state |> enqueue(what) |> check_load()
+
+      overflow == :drop_oldest ->
+        {{:value, oldest}, queue} = :queue.out(agent.queue)
+        state = put_in(state.agent.queue, queue)
+        state = overflowed(state, oldest)
+        state |> put_in([:agent, :queued], agent.queued - 1) |> enqueue(what)
+
+      true ->
+        overflowed(state, what)
+    end
+  end
+
+  defp enqueue(%{agent: agent} = state, what) do
+    queued = agent.queued + 1
+    :atomics.put(agent.load, 1, queued)
+    %{state | agent: %{agent | queue: :queue.in(what, agent.queue), queued: queued}}
+  end
+
+  defp overflowed(state, what) do
+    dead_letter(state, what, "overloaded", 0, nil)
+    update_in(state.agent.dropped, &(&1 + 1))
+  end
+
+  defp send_delivery(%{agent: agent} = state, what) do
     seq = agent.seq + 1
-    frame = Protocol.encode([kind, seq | fields]) |> Framer.frame()
+
+    fields =
+      case what do
+        %Symbiont.Event{topic: topic, payload: payload} ->
+          ["event", seq, topic, %MsgPack.Bin{data: payload}]
+
+        {:tick, name} ->
+          ["tick", seq, name]
+      end
+
+    frame = fields |> Protocol.encode() |> Framer.frame()
     state = if state.status == :ready, do: emit(state, frame), else: state
-    %{state | agent: %{agent | seq: seq, inflight: :queue.in({seq, what, frame}, agent.inflight)}}
+
+    agent = %{
+      agent
+      | seq: seq,
+        inflight: :queue.in({seq, what, frame}, agent.inflight),
+        in_flight: agent.in_flight + 1
+    }
+
+    %{state | agent: agent}
+  end
+
+  # Sends what waits while the credit window has room.
+  defp drain(%{agent: %{queued: 0}} = state), do: check_load(state)
+
+  defp drain(%{agent: agent} = state) do
+    if agent.in_flight < agent.spec.max_in_flight do
+      {{:value, what}, queue} = :queue.out(agent.queue)
+      :atomics.put(agent.load, 1, agent.queued - 1)
+      state = %{state | agent: %{agent | queue: queue, queued: agent.queued - 1}}
+      drain(send_delivery(state, what))
+    else
+      check_load(state)
+    end
+  end
+
+  # Health with hysteresis: `overloaded` at the high-water mark, `healthy` again below half.
+  defp check_load(%{agent: %{overloaded: false, queued: n, spec: %{high_water: hw}}} = state)
+       when n >= hw do
+    publish_load(state, "overloaded", "queue at #{n} of #{state.agent.spec.max_queue}")
+    put_in(state.agent.overloaded, true)
+  end
+
+  defp check_load(%{agent: %{overloaded: true, queued: n, spec: %{high_water: hw}}} = state)
+       when n < div(hw, 2) do
+    publish_load(state, "healthy", "queue back at #{n} (high water #{hw})")
+    put_in(state.agent.overloaded, false)
+  end
+
+  defp check_load(state), do: state
+
+  defp publish_load(%{agent: agent} = state, kind, reason) do
+    metrics = %{
+      "queue" => agent.queued,
+      "in_flight" => agent.in_flight,
+      "max_queue" => agent.spec.max_queue,
+      "dropped" => agent.dropped
+    }
+
+    level = if kind == "healthy", do: :info, else: :warning
+    Logger.log(level, "agent #{state.agent_name} is #{kind}: #{reason}", meta(state))
+    Symbiont.Health.publish(kind, state.agent_name, reason, metrics)
   end
 
   defp ack(state, seq, state_bin) do
     {acked, state} = take_inflight(state, seq)
 
-    %{
+    state = %{
       state
       | agent: %{state.agent | state_bin: state_bin, handled: state.agent.handled + length(acked)}
     }
+
+    drain(state)
   end
 
   # Removes the deliveries up to and including `seq` from the in-flight queue.
   defp take_inflight(%{agent: agent} = state, seq) do
     {taken, rest} = take_upto(agent.inflight, seq, [])
-    {taken, %{state | agent: %{agent | inflight: rest}}}
+    agent = %{agent | inflight: rest, in_flight: agent.in_flight - length(taken)}
+    {taken, %{state | agent: agent}}
   end
 
   defp take_upto(queue, seq, acc) do
@@ -795,7 +908,7 @@ defmodule Symbiont.Host do
     end
   end
 
-  defp dead_letter(state, what, error) do
+  defp dead_letter(state, what, reason, attempts, error) do
     {topic, payload} =
       case what do
         %Symbiont.Event{topic: t, payload: p} -> {t, %MsgPack.Bin{data: p}}
@@ -806,6 +919,8 @@ defmodule Symbiont.Host do
       "agent" => state.agent_name,
       "topic" => topic,
       "payload" => payload,
+      "reason" => reason,
+      "attempts" => attempts,
       "error" => error
     }
 
@@ -1010,7 +1125,11 @@ defmodule Symbiont.Host do
       python: "#{agent.spec.module}:#{agent.spec.class}",
       topics: agent.topics,
       timers: Enum.map(agent.timers, & &1["name"]),
-      in_flight: :queue.len(agent.inflight),
+      in_flight: agent.in_flight,
+      queue: agent.queued,
+      max_queue: agent.spec.max_queue,
+      overloaded: agent.overloaded,
+      dropped: agent.dropped,
       handled: agent.handled,
       failed: agent.failed,
       published: agent.published,

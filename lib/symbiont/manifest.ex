@@ -1,8 +1,9 @@
 defmodule Symbiont.Manifest do
   @moduledoc """
-  The desired state: which agents run. Step 1 validates the `:agents` of the application
-  environment and starts each agent in a host of its own under `Symbiont.Hosts`; the
-  reconciler that repairs drift comes with the conductor (DESIGN.md §2).
+  The desired state: which agents run. The `:agents` of the application environment are
+  validated before anything starts, then each replica of each agent is started in a host
+  of its own under `Symbiont.Hosts` (see `host_names/1`). The reconciler that repairs
+  drift comes with the conductor (DESIGN.md §2).
   """
   use GenServer
 
@@ -49,21 +50,31 @@ defmodule Symbiont.Manifest do
 
   @impl true
   def init(specs) do
-    for spec <- specs do
-      case DynamicSupervisor.start_child(
-             Symbiont.Hosts,
-             {Symbiont.Host, name: spec.name, agent: spec}
-           ) do
+    for spec <- specs, host <- host_names(spec) do
+      case DynamicSupervisor.start_child(Symbiont.Hosts, {Symbiont.Host, name: host, agent: spec}) do
         {:ok, _} ->
           :ok
 
         {:error, reason} ->
-          Logger.error("agent #{inspect(spec.name)} could not start: #{inspect(reason)}")
+          Logger.error(
+            "agent #{inspect(spec.name)} (host #{inspect(host)}) could not start: #{inspect(reason)}"
+          )
       end
     end
 
     {:ok, specs}
   end
+
+  @doc """
+  The names of the hosts that run an agent's replicas: the agent's own name, then
+  `"name#2"`, `"name#3"`... (`#` cannot occur in an agent name, so these never clash).
+
+      iex> Symbiont.Manifest.host_names(%{name: "billing", replicas: 3})
+      ["billing", "billing#2", "billing#3"]
+  """
+  @spec host_names(%{name: String.t(), replicas: pos_integer}) :: [String.t()]
+  def host_names(%{name: name, replicas: n}),
+    do: [name | for(i <- 2..n//1, do: "#{name}##{i}")]
 
   @impl true
   def handle_call(:agents, _from, specs), do: {:reply, specs, specs}

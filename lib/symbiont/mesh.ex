@@ -273,20 +273,16 @@ defmodule Symbiont.Mesh do
     dispatch_groups(m, from, topic, message, &(node(&1) == node()))
   end
 
-  # One member of each group of `topic`, round robin; `only` narrows the candidates and
-  # `prefer` (if any) picks among them first.
-  defp dispatch_groups(m, from, topic, message, only, prefer \\ nil) do
+  # One member of each group of `topic`, round robin; `only` narrows the candidates.
+  defp dispatch_groups(m, from, topic, message, only) do
     case Server.groups(m, topic) do
       [] -> :ok
-      groups -> Enum.each(groups, &send_to_one(m, &1, from, topic, message, only, prefer))
+      groups -> Enum.each(groups, &send_to_one(m, &1, from, topic, message, only))
     end
   end
 
-  defp send_to_one(m, group, from, topic, message, only, prefer) do
-    pids = candidates(m, topic, group, from, only)
-    preferred = if prefer, do: Enum.filter(pids, prefer), else: pids
-
-    case if(preferred == [], do: pids, else: preferred) do
+  defp send_to_one(m, group, from, topic, message, only) do
+    case candidates(m, topic, group, from, only) do
       [] -> :ok
       [pid] -> send(pid, message)
       pids -> send(Enum.at(pids, Server.next(m, topic, group, length(pids))), message)
@@ -306,56 +302,98 @@ defmodule Symbiont.Mesh do
   it for `Symbiont.topology/0` under its publisher (`event.from`, or `"elixir"`).
 
   With `checked: true`, the publish is refused with `{:error, :overloaded}`, and nothing
-  is sent, when a subscriber on this node whose overflow policy is `:reject` has a full
-  queue: a plain subscriber, or every member of a queue group (members with room are
-  preferred over full ones). Subscribers on other nodes apply their own policy when the
-  event arrives (see `Symbiont.Agent`).
+  is sent, when a subscriber on this node whose overflow policy is `:reject` has no room:
+  a plain subscriber, or every member of a queue group. Room is reserved as the publish
+  is accepted (a slot in the subscriber's load counter, released when the event
+  arrives), so publishers racing each other cannot overfill a queue. Among a group's
+  members, one with room is picked, round robin. Subscribers on other nodes apply their
+  own policy when the event arrives (see `Symbiont.Agent`).
   """
   @spec publish(t, Symbiont.Event.t(), keyword) :: :ok | {:error, :overloaded | term}
   def publish(mesh, %Symbiont.Event{topic: topic} = event, opts \\ []) when is_atom(mesh) do
     m = meta(mesh)
 
     result =
-      if Keyword.get(opts, :checked, false) do
-        with :ok <- check_capacity(m, topic) do
-          with :ok <- m.adapter.broadcast(m.adapter_name, :none, topic, event, __MODULE__),
-               do: dispatch_groups(m, :none, topic, event, nil, room_for(m, topic))
-        end
-      else
-        do_broadcast(m, :none, topic, event, __MODULE__)
-      end
+      if Keyword.get(opts, :checked, false),
+        do: checked_publish(m, event),
+        else: do_broadcast(m, :none, topic, event, __MODULE__)
 
     with :ok <- result, do: Server.count(m, {:published, event.from || "elixir", topic})
   end
 
-  # The loads of this node's subscribers of `topic` that reject when full.
+  # The load counters of this node's subscribers of `topic` that reject when full:
+  # %{pid => {atomics, max}}. Slot 1 of the atomics is the subscriber's queue length,
+  # slot 2 the reservations on their way to it.
   defp rejecting(m, topic) do
     plain = m.adapter.subscribers(m.adapter_name, topic)
     grouped = for {pid, {_group, meta}} <- Registry.lookup(m.groups, topic), do: {pid, meta}
-
-    for {pid, %{load: {ref, max, :reject}}} <- plain ++ grouped,
-        into: %{},
-        do: {pid, :atomics.get(ref, 1) >= max}
+    for {pid, %{load: {ref, max, :reject}}} <- plain ++ grouped, into: %{}, do: {pid, {ref, max}}
   end
 
-  defp check_capacity(m, topic) do
-    loads = rejecting(m, topic)
-
-    plain_full? =
-      Enum.any?(m.adapter.subscribers(m.adapter_name, topic), &Map.get(loads, elem(&1, 0)))
-
-    group_full? =
-      Enum.any?(Server.groups(m, topic), fn group ->
-        members = :pg.get_members(m.scope, {topic, group})
-        members != [] and Enum.all?(members, &Map.get(loads, &1, false))
-      end)
-
-    if plain_full? or group_full?, do: {:error, :overloaded}, else: :ok
+  defp reserve({ref, max}) do
+    if :atomics.get(ref, 1) + :atomics.add_get(ref, 2, 1) <= max do
+      true
+    else
+      :atomics.sub(ref, 2, 1)
+      false
+    end
   end
 
-  defp room_for(m, topic) do
+  defp release({ref, _max}), do: :atomics.sub(ref, 2, 1)
+
+  defp checked_publish(m, %Symbiont.Event{topic: topic} = event) do
     loads = rejecting(m, topic)
-    fn pid -> not Map.get(loads, pid, false) end
+
+    plain =
+      for {pid, _} <- m.adapter.subscribers(m.adapter_name, topic),
+          Map.has_key?(loads, pid),
+          do: pid
+
+    with {:ok, reserved} <- reserve_all(plain, loads, []),
+         {:ok, picks, reserved} <- pick_groups(m, topic, loads, reserved) do
+      event = %{event | reserved: reserved}
+      :ok = m.adapter.broadcast(m.adapter_name, :none, topic, event, __MODULE__)
+      Enum.each(picks, &send(&1, event))
+    end
+  end
+
+  defp reserve_all([], _loads, reserved), do: {:ok, reserved}
+
+  defp reserve_all([pid | rest], loads, reserved) do
+    if reserve(loads[pid]),
+      do: reserve_all(rest, loads, [pid | reserved]),
+      else: give_back(reserved, loads)
+  end
+
+  defp give_back(reserved, loads) do
+    Enum.each(reserved, &release(loads[&1]))
+    {:error, :overloaded}
+  end
+
+  # One member of each group: round robin from the group's counter, skipping members
+  # that reject and have no room.
+  defp pick_groups(m, topic, loads, reserved) do
+    Enum.reduce_while(Server.groups(m, topic), {:ok, [], reserved}, fn group,
+                                                                       {:ok, picks, reserved} ->
+      case :pg.get_members(m.scope, {topic, group}) do
+        [] ->
+          {:cont, {:ok, picks, reserved}}
+
+        members ->
+          start = Server.next(m, topic, group, length(members))
+          {after_, before} = Enum.split(members, start)
+
+          case Enum.find(after_ ++ before, &(not Map.has_key?(loads, &1) or reserve(loads[&1]))) do
+            nil ->
+              {:halt, give_back(reserved, loads)}
+
+            pid ->
+              {:cont,
+               {:ok, [pid | picks],
+                if(Map.has_key?(loads, pid), do: [pid | reserved], else: reserved)}}
+          end
+      end
+    end)
   end
 
   ## Introspection

@@ -138,4 +138,27 @@ defmodule Symbiont.AgentTest do
     assert_receive %Symbiont.Event{topic: "opaque.out"} = event, 5_000
     assert decode!(event) == ["z", "a"]
   end
+
+  test "replicas of an agent share its events: each reaches exactly one of them" do
+    out = unique_name("count.out")
+    :ok = Symbiont.subscribe(out)
+    agent = unique_name("counter")
+    spec = [name: agent, python: "test_agents:Counter", config: %{"out" => out}, replicas: 2]
+    {:ok, validated} = Symbiont.Agent.validate_spec(spec)
+
+    for host <- Symbiont.Manifest.host_names(validated),
+        do: start_host!(name: host, agent: validated)
+
+    for i <- 1..20, do: :ok = Symbiont.publish("count.in", i)
+
+    got =
+      for _ <- 1..20, do: assert_receive(%Symbiont.Event{topic: ^out} = e, 5_000) && decode!(e)
+
+    refute_receive %Symbiont.Event{topic: ^out}, 100
+
+    assert got |> Enum.map(& &1["got"]) |> Enum.sort() == Enum.to_list(1..20)
+    # Two counters, round robin: each counted to 10.
+    assert got |> Enum.map(& &1["n"]) |> Enum.sort() ==
+             Enum.sort(Enum.to_list(1..10) ++ Enum.to_list(1..10))
+  end
 end

@@ -15,8 +15,6 @@ defmodule Symbiont.Mesh.Server do
 
   require Logger
 
-  @health_topic "symbiont.health"
-
   @spec start_link(keyword) :: GenServer.on_start()
   def start_link(opts), do: GenServer.start_link(__MODULE__, opts)
 
@@ -106,16 +104,9 @@ defmodule Symbiont.Mesh.Server do
       "mesh #{inspect(state.meta.mesh)}: node #{node} is down; its subscriptions were dropped"
     )
 
-    health = %{
-      "kind" => "failing",
-      "agent" => nil,
-      "node" => Atom.to_string(node),
-      "reason" => "node #{node} is down; its subscriptions were dropped",
-      "metrics" => %{}
-    }
-
-    event = Symbiont.Event.new!(@health_topic, health, "mesh")
-    Symbiont.Mesh.local_broadcast(state.meta.mesh, @health_topic, event)
+    reason = "node #{node} is down; its subscriptions were dropped"
+    event = Symbiont.Health.event("failing", nil, reason, %{}, node)
+    Symbiont.Mesh.local_broadcast(state.meta.mesh, Symbiont.Health.topic(), event)
     {:noreply, state}
   end
 

@@ -1,0 +1,187 @@
+defmodule Symbiont.BackpressureTest do
+  # A publisher at least ten times faster than its consumer (a real Python agent that
+  # takes 2 ms an event): the queue, the credit window and memory stay bounded, health
+  # says overloaded then healthy, and every event is handled or dead-lettered.
+  use ExUnit.Case, async: true
+
+  import ExUnit.CaptureLog
+  import Symbiont.HostHelpers
+
+  @events 1_000
+
+  defp start_slow!(opts) do
+    name = unique_name("slow")
+    agent = [name: name, python: "test_agents:Slow", config: %{"delay" => 0.002}] ++ opts
+    Map.put(start_host!(name: name, agent: agent), :agent, name)
+  end
+
+  defp info!(name) do
+    {:ok, %{agent: agent}} = Symbiont.Host.info(name)
+    agent
+  end
+
+  # Publishes 1..@events at about ten times what the agent can handle (5 000/s against
+  # 500/s), sampling the host as it goes.
+  defp flood(host, publish) do
+    results =
+      for i <- 1..@events do
+        if rem(i, 5) == 0, do: Process.sleep(1)
+        result = publish.(i)
+
+        sample =
+          if rem(i, 25) == 0 do
+            {:memory, memory} = Process.info(host.pid, :memory)
+            agent = info!(host.name)
+            {agent.queue, agent.in_flight, memory}
+          end
+
+        {result, sample}
+      end
+
+    {Enum.map(results, &elem(&1, 0)), results |> Enum.map(&elem(&1, 1)) |> Enum.reject(&is_nil/1)}
+  end
+
+  defp settle(name) do
+    assert wait_until(
+             fn -> match?(%{queue: 0, in_flight: 0}, info!(name)) end,
+             10_000
+           )
+
+    info!(name)
+  end
+
+  defp letters(agent) do
+    Stream.repeatedly(fn ->
+      receive do
+        %Symbiont.Event{topic: "symbiont.dead_letter", from: ^agent} = e ->
+          {:ok, letter} = Symbiont.Event.decode(e)
+          letter
+      after
+        200 -> nil
+      end
+    end)
+    |> Enum.take_while(& &1)
+  end
+
+  defp payload(%{"payload" => bin}), do: bin |> Symbiont.MsgPack.decode!()
+
+  defp health(agent, kind) do
+    receive do
+      %Symbiont.Event{topic: "symbiont.health", from: ^agent} = e ->
+        {:ok, %{"kind" => got} = h} = Symbiont.Event.decode(e)
+        if got == kind, do: h, else: health(agent, kind)
+    after
+      10_000 -> flunk("no #{kind} health event from #{agent}")
+    end
+  end
+
+  setup do
+    :ok = Symbiont.subscribe("symbiont.dead_letter")
+    :ok = Symbiont.subscribe("symbiont.health")
+    :ok
+  end
+
+  test ":drop_oldest keeps the newest; queue, window and memory stay bounded" do
+    host = start_slow!(max_queue: 50, max_in_flight: 5, high_water: 40)
+
+    {{results, samples}, _log} = with_log(fn -> flood(host, &Symbiont.publish("slow.in", &1)) end)
+
+    assert Enum.all?(results, &(&1 == :ok))
+    assert Enum.all?(samples, fn {queue, in_flight, _} -> queue <= 50 and in_flight <= 5 end)
+    assert samples |> Enum.map(&elem(&1, 2)) |> Enum.max() < 2_000_000
+
+    overloaded = health(host.agent, "overloaded")
+    assert overloaded["reason"] =~ "queue at 40 of 50"
+    assert %{"queue" => 40, "max_queue" => 50} = overloaded["metrics"]
+    assert health(host.agent, "healthy")["reason"] =~ "queue back at"
+
+    final =
+      capture_log(fn -> send(self(), {:settled, settle(host.name)}) end) &&
+        receive(do: ({:settled, a} -> a))
+
+    letters = letters(host.agent)
+    seen = final.state["seen"]
+
+    # Nothing lost: every event was handled or dead-lettered, exactly once.
+    assert Enum.sort(seen ++ Enum.map(letters, &payload/1)) == Enum.to_list(1..@events)
+    assert final.dropped == length(letters) and final.handled == length(seen)
+
+    assert Enum.all?(
+             letters,
+             &match?(%{"reason" => "overloaded", "attempts" => 0, "error" => nil}, &1)
+           )
+
+    # The newest were kept; older ones gave way.
+    assert @events in seen
+    assert Enum.min(Enum.map(letters, &payload/1)) <= 50
+  end
+
+  test ":reject dead-letters the newest; a checked publish is refused instead" do
+    host = start_slow!(max_queue: 30, max_in_flight: 5, overflow: :reject)
+
+    {{_results, samples}, _log} =
+      with_log(fn -> flood(host, &Symbiont.publish("slow.in", &1)) end)
+
+    assert Enum.all?(samples, fn {queue, in_flight, _} -> queue <= 30 and in_flight <= 5 end)
+
+    final =
+      capture_log(fn -> send(self(), {:settled, settle(host.name)}) end) &&
+        receive(do: ({:settled, a} -> a))
+
+    rejected = host.agent |> letters() |> Enum.map(&payload/1)
+    seen = final.state["seen"]
+    assert Enum.sort(seen ++ rejected) == Enum.to_list(1..@events)
+    # The queue never gave up what it held: the first 35 (5 in flight + 30 queued) were
+    # all handled, in order, and only later ones were refused.
+    assert Enum.take(seen, 35) == Enum.to_list(1..35)
+    assert seen == Enum.sort(seen)
+    assert Enum.min(rejected) > 35
+
+    # Checked: the publisher hears {:error, :overloaded}, and nothing is dead-lettered.
+    checked = fn i -> Symbiont.publish("slow.in", @events + i, checked: true) end
+
+    {results, _} =
+      capture_log(fn -> send(self(), {:flood, flood(host, checked)}) end)
+      |> then(fn _ -> receive(do: ({:flood, r} -> r)) end)
+
+    assert {:error, :overloaded} in results
+    accepted = Enum.count(results, &(&1 == :ok))
+
+    after_checked =
+      capture_log(fn -> send(self(), {:settled, settle(host.name)}) end) &&
+        receive(do: ({:settled, a} -> a))
+
+    assert length(after_checked.state["seen"]) - length(seen) == accepted
+    assert letters(host.agent) == []
+  end
+
+  test "events wait in the queue while the host is down and are delivered in order" do
+    host = start_slow!(max_queue: 100, max_in_flight: 3)
+
+    capture_log(fn ->
+      Symbiont.Host.Reaper.kill(host.os_pid)
+      assert_receive {:host_crash, _, _}, 5_000
+      for i <- 1..40, do: :ok = Symbiont.publish("slow.in", i)
+      assert info!(host.name).in_flight <= 3
+      assert_receive {:host_start, _, %{restarts: 1}}, 10_000
+    end)
+
+    final = settle(host.name)
+    assert final.state["seen"] == Enum.to_list(1..40)
+  end
+
+  test "bad limits are refused with what is allowed" do
+    for {opts, message} <- [
+          {[max_queue: 0], "expected :max_queue to be a positive integer, got: 0"},
+          {[max_in_flight: :many],
+           "expected :max_in_flight to be a positive integer, got: :many"},
+          {[max_queue: 10, high_water: 20],
+           "expected :high_water to be at most :max_queue (10), got: 20"},
+          {[overflow: :drop_newest],
+           "expected :overflow to be :drop_oldest or :reject, got: :drop_newest"}
+        ] do
+      assert Symbiont.Agent.validate_spec([name: "x", python: "m:C"] ++ opts) ==
+               {:error, ~s(agent "x": ) <> message}
+    end
+  end
+end
