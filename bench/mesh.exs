@@ -165,7 +165,7 @@ defmodule Bench.Mesh do
         Symbiont.Python.start(
           name: name,
           python_path: [__DIR__],
-          agent: [name: name, python: "bench_agents:Sink"]
+          agent: [name: name, python: "bench_agents:Sink", overflow: :reject]
         )
     end
 
@@ -179,7 +179,9 @@ defmodule Bench.Mesh do
 
         {us, _} =
           :timer.tc(fn ->
-            for i <- 1..@fanout, do: :ok = Symbiont.publish("bench.fanout", i)
+            # Checked publishes: when an agent's queue is full the publisher waits for
+            # room instead of losing events.
+            for i <- 1..@fanout, do: publish_checked(i)
 
             wait(fn ->
               Enum.zip(names, before) |> Enum.all?(fn {n, b} -> handled(n) == b + @fanout end)
@@ -193,6 +195,17 @@ defmodule Bench.Mesh do
 
     for name <- names, do: Symbiont.Python.stop(name)
     {median(results), base}
+  end
+
+  defp publish_checked(i) do
+    case Symbiont.publish("bench.fanout", i, checked: true) do
+      :ok ->
+        :ok
+
+      {:error, :overloaded} ->
+        Process.sleep(1)
+        publish_checked(i)
+    end
   end
 
   defp handled(name) do
