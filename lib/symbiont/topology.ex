@@ -196,16 +196,17 @@ defmodule Symbiont.Topology do
     end
   end
 
-  # Nodes ({kind, id, label lines}), edges ({from, to, count}) and groups ({id, label
+  # Nodes ({kind, id, label lines}; an agent that publishes and subscribes is one node),
+  # edges ({from, to, count}) and groups ({id, label
   # lines, members}), each once, in a stable order. Ids are n1, n2... in that order (the
   # labels carry the names), so any name is safe in both formats.
   defp graph(topics) do
     keys =
       topics
       |> Enum.flat_map(fn t ->
-        for(p <- t.publishers, do: {:publisher, p.name, p.node}) ++
+        for(p <- t.publishers, do: {:endpoint, p.name, p.node}) ++
           [{:topic, t.topic, nil}] ++
-          for(s <- t.subscribers, do: {:subscriber, s.name, s.node})
+          for(s <- t.subscribers, do: {:endpoint, s.name, s.node})
       end)
       |> Enum.uniq()
 
@@ -219,8 +220,8 @@ defmodule Symbiont.Topology do
       Enum.flat_map(topics, fn t ->
         topic = ids[{:topic, t.topic, nil}]
 
-        for(p <- t.publishers, do: {ids[{:publisher, p.name, p.node}], topic, p.count}) ++
-          for(s <- t.subscribers, do: {topic, ids[{:subscriber, s.name, s.node}], s.count})
+        for(p <- t.publishers, do: {ids[{:endpoint, p.name, p.node}], topic, p.count}) ++
+          for(s <- t.subscribers, do: {topic, ids[{:endpoint, s.name, s.node}], s.count})
       end)
 
     # A subgraph per queue group of each topic: n2_g1, n2_g2... for topic n2.
@@ -230,7 +231,7 @@ defmodule Symbiont.Topology do
           {{group, members}, i} <- grouped |> Enum.sort() |> Enum.with_index(1),
           do:
             {"#{ids[{:topic, t.topic, nil}]}_g#{i}", ["group #{group}"],
-             members |> Enum.map(&ids[{:subscriber, &1.name, &1.node}]) |> Enum.uniq()}
+             members |> Enum.map(&ids[{:endpoint, &1.name, &1.node}]) |> Enum.uniq()}
 
     {nodes, edges, groups}
   end

@@ -84,6 +84,24 @@ defmodule Symbiont.TopologyTest do
     end
   end
 
+  test "an agent that subscribes and publishes is one node of the graph" do
+    topology =
+      Topology.build([
+        %{
+          node: :a@box,
+          publishers: [%{publisher: "billing", topic: "billing.charged", count: 2}],
+          subscribers: [
+            %{topic: "orders.created", subscriber: "billing", group: "billing", count: 2}
+          ]
+        }
+      ])
+
+    mermaid = Topology.to_mermaid(topology)
+    assert length(Regex.scan(~r/\["billing<br\/>a@box"\]/, mermaid)) == 1
+    assert mermaid =~ "n1 -- 2 --> n2"
+    assert mermaid =~ "n3 -- 2 --> n1"
+  end
+
   @tag :tmp_dir
   test "write picks the format from the extension", %{tmp_dir: dir} do
     topology = Topology.build(@stats)
