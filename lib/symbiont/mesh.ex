@@ -112,8 +112,9 @@ defmodule Symbiont.Mesh do
     children = [
       %{id: :pg, start: {:pg, :start_link, [scope(mesh)]}},
       {Registry, keys: :duplicate, name: :"#{mesh}.Groups"},
-      {Server, mesh: mesh, adapter: adapter, adapter_name: adapter_name},
-      adapter.child_spec(adapter_opts)
+      adapter.child_spec(adapter_opts),
+      # Last: it publishes the mesh's meta once everything it points to is up.
+      {Server, mesh: mesh, adapter: adapter, adapter_name: adapter_name}
     ]
 
     %{
