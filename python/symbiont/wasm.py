@@ -13,6 +13,7 @@ wasmtime is imported on first use: a host that runs no Wasm never loads it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import math
@@ -185,16 +186,25 @@ class Runtime:
     def _start_ticker(self) -> None:
         if self._ticker is not None:
             return
+        stop = self._stop = threading.Event()
 
         def tick() -> None:
             period = self.tick_ms / 1000
-            while True:
-                time.sleep(period)
+            while not stop.wait(period):
                 for engine in list(self._engines.values()):
                     engine.increment_epoch()
 
         self._ticker = threading.Thread(target=tick, name="symbiont-wasm-epoch", daemon=True)
         self._ticker.start()
+        # The thread must be gone before the interpreter frees the engines at exit.
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Stop the epoch ticker (instances can no longer be interrupted). Idempotent."""
+        if self._ticker is not None:
+            self._stop.set()
+            self._ticker.join()
+            self._ticker = None
 
     def fingerprint(self, fuel: bool) -> str:
         """What a compiled module depends on besides its bytes."""
@@ -231,13 +241,14 @@ class Runtime:
         path = None
         if self.cache_dir is not None:
             path = self.cache_dir / f"{digest}-{self.fingerprint(fuel)}.cwasm"
-            if path.exists():
-                try:
-                    module = self._wasmtime.Module.deserialize_file(engine, str(path))
-                    self.stats["cached"] += 1
-                    return module
-                except self._wasmtime.WasmtimeError:
-                    pass  # stale or corrupt: compile again and overwrite it
+            # Read into memory rather than deserialize_file: that maps the file, and a
+            # file changed in place under a mapping kills the process with SIGBUS.
+            try:
+                module = self._wasmtime.Module.deserialize(engine, path.read_bytes())
+                self.stats["cached"] += 1
+                return module
+            except (OSError, self._wasmtime.WasmtimeError):
+                pass  # missing, unreadable, stale or corrupt: compile and (over)write it
         try:
             module = self._wasmtime.Module(engine, data)
         except self._wasmtime.WasmtimeError as exc:

@@ -22,7 +22,16 @@ defmodule Symbiont.Cluster do
   def start_peer!(prefix) do
     ensure_distributed!()
     name = :"#{prefix}_#{System.unique_integer([:positive])}"
-    args = [~c"-setcookie", Atom.to_charlist(Node.get_cookie())]
+    # Peers come and go while the others stay connected; OTP 25's global would otherwise
+    # disconnect survivors "to prevent overlapping partitions".
+    args = [
+      ~c"-setcookie",
+      Atom.to_charlist(Node.get_cookie()),
+      ~c"-kernel",
+      ~c"prevent_overlapping_partitions",
+      ~c"false"
+    ]
+
     args = args ++ Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
     {:ok, peer, node} = :peer.start(%{name: name, args: args})
     ExUnit.Callbacks.on_exit(fn -> stop_peer(peer) end)
