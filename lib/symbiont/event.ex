@@ -33,4 +33,8 @@ defmodule Symbiont.Event do
   @doc "Decodes the payload."
   @spec decode(t) :: {:ok, term} | {:error, term}
   def decode(%__MODULE__{payload: payload}), do: Symbiont.MsgPack.decode(payload)
+
+  @doc "Decodes the payload; raises `ArgumentError` if it is not msgpack."
+  @spec decode!(t) :: term
+  def decode!(%__MODULE__{payload: payload}), do: Symbiont.MsgPack.decode!(payload)
 end

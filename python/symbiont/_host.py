@@ -37,6 +37,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from types import FrameType
@@ -200,6 +201,12 @@ class Host:
         except SystemExit as exc:
             code = exc.code
             self._exit(code if isinstance(code, int) else (0 if code is None else 1))
+        except BaseException as exc:  # noqa: BLE001 - a bug in the host itself: say what, then go
+            text = "".join(traceback.format_exception(exc))
+            with contextlib.suppress(Exception):
+                self.log("error", f"symbiont host {self.name!r} crashed: {text}")
+            self._write_stderr(f"symbiont host {self.name!r} crashed: {text}")
+            self._exit(1)
         finally:
             # Only reached when exit() returns or raises (a host run in-process by tests).
             self._serving = False
@@ -237,7 +244,9 @@ class Host:
         error = error_map(exc)
         try:
             self._write_frame(packb(["fatal", error]))
-        except Exception:  # noqa: BLE001 - the owner is gone or the pipe broke: last resort
+        except BrokenPipeError:
+            pass  # the owner closed the channel: it no longer wants to hear from this host
+        except Exception:  # noqa: BLE001 - the frame could not be sent: stderr is the last resort
             self._write_stderr(f"symbiont host {self.name!r}: fatal: {error['traceback']}")
         self._exit(2)
         raise SystemExit(2)

@@ -68,8 +68,13 @@ class FdTransport(Transport):
         self._spin_s = max(0, spin_us) / 1e6
         self._last_data = 0.0
         self._write_lock = threading.Lock()
-        self._poll = select.poll()
-        self._poll.register(read_fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        events = select.POLLIN | select.POLLHUP | select.POLLERR
+        self._poll = select.poll()  # wait_readable: the watchdog thread
+        self._poll.register(read_fd, events)
+        # read's spin: a poll object of its own, since a poll object refuses concurrent
+        # use and wait_readable runs on another thread than read (reads are serialized).
+        self._spin_poll = select.poll()
+        self._spin_poll.register(read_fd, events)
         self._closed = False
 
     def read(self, size: int) -> bytes:
@@ -77,7 +82,7 @@ class FdTransport(Transport):
         if self._spin_s:
             now = time.perf_counter()
             if now - self._last_data < HOT_WINDOW_S:
-                poll, deadline = self._poll.poll, now + self._spin_s
+                poll, deadline = self._spin_poll.poll, now + self._spin_s
                 while not poll(0) and time.perf_counter() < deadline:
                     pass
         try:

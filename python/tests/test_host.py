@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import struct
 import time
 
@@ -81,6 +82,20 @@ def test_cancel_running_sleep_sends_no_reply(host: HostProcess) -> None:
     assert host.recv() == ["reply", 2, "next"]
     assert time.monotonic() - started < 2
     assert host.call("hostmod", "cancellations")[2] == ["sleep"]
+
+
+def test_cancels_at_any_moment_leave_the_host_serving(host: HostProcess) -> None:
+    """Calls cancelled after 0 to 4 ms, while the watchdog and the main thread both touch
+    the input (this once crashed the host: two threads polling one poll object)."""
+    rng = random.Random(7)
+    pid = host.call("hostmod", "os_pid")[2]
+    for _ in range(150):
+        call_id = host.new_id()
+        host.send(["call", call_id, "hostmod", "sleep", [30]])
+        time.sleep(rng.random() * 0.004)
+        host.send(["cancel", call_id])
+        assert host.call("hostmod", "os_pid")[2] == pid
+    assert host.proc.poll() is None
 
 
 def test_cancel_running_python_loop(host: HostProcess) -> None:

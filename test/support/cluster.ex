@@ -7,7 +7,7 @@ defmodule Symbiont.Cluster do
   def ensure_distributed! do
     unless Node.alive?() do
       {_, 0} = System.cmd("epmd", ["-daemon"])
-      name = :"symbiont_test_#{System.unique_integer([:positive])}"
+      name = :"symbiont_test_#{System.pid()}"
       {:ok, _} = Node.start(name, :shortnames)
       Node.set_cookie(:"c#{:erlang.phash2(make_ref())}#{System.unique_integer([:positive])}")
     end
