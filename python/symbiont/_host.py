@@ -201,6 +201,8 @@ class Host:
         except SystemExit as exc:
             code = exc.code
             self._exit(code if isinstance(code, int) else (0 if code is None else 1))
+        except BrokenPipeError:
+            self._on_eof()  # the owner closed our output: as good as EOF on our input
         except BaseException as exc:  # noqa: BLE001 - a bug in the host itself: say what, then go
             text = "".join(traceback.format_exception(exc))
             with contextlib.suppress(Exception):
