@@ -10,7 +10,8 @@ defmodule Symbiont.OrphanTest do
   test "kill -9 of a BEAM node running hosts leaves no Python process behind" do
     args = Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
     {:ok, peer, _node} = :peer.start(%{connection: :standard_io, args: args})
-    on_exit(fn -> catch_exit(:peer.stop(peer)) end)
+    # Killed below, so the peer may already be gone by the time this runs.
+    on_exit(fn -> Symbiont.Cluster.stop_peer(peer) end)
 
     {:ok, _} = :peer.call(peer, Application, :ensure_all_started, [:symbiont])
     {:ok, python} = Symbiont.Config.python_executable()
