@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from . import erlang
 from ._terms import packb
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .wasm import WasmPlugin
 
 __all__ = ["Agent", "every", "on"]
 
@@ -162,6 +165,38 @@ class Agent:
         if self._publisher is None:
             raise RuntimeError(f"agent {self.name!r} is not running inside a symbiont host")
         self._publisher(topic, packb(payload))
+
+    def _publish_raw(self, topic: str, payload: bytes) -> None:
+        """Publish ``payload``, already msgpack bytes (from a Wasm plug-in)."""
+        if self._publisher is None:
+            raise RuntimeError(f"agent {self.name!r} is not running inside a symbiont host")
+        self._publisher(topic, payload)
+
+    def wasm(self, name: str) -> WasmPlugin:
+        """The sandboxed Wasm plug-in ``name``, declared in ``self.config["wasm"]``.
+
+        Example::
+
+            # config: %{"wasm" => %{"pricing" => "priv/wasm/pricing.wasm"}}
+            price = self.wasm("pricing").call(order["amount"])
+
+        The module is compiled (or loaded from the cache) on first use and keeps its
+        instance between calls. See :class:`symbiont.wasm.WasmPlugin` for the limits.
+        """
+        plugins: dict[str, WasmPlugin] = self.__dict__.setdefault("_wasm_plugins", {})
+        plugin = plugins.get(name)
+        if plugin is None:
+            declared = self.config.get("wasm") or {}
+            if name not in declared:
+                listed = ", ".join(sorted(declared)) or "none"
+                raise LookupError(
+                    f"agent {self.name!r} has no Wasm plug-in {name!r} (declared: {listed}); "
+                    'declare it in the agent\'s config under "wasm"'
+                )
+            from .wasm import WasmPlugin  # noqa: PLC0415 - wasmtime only when used
+
+            plugin = plugins[name] = WasmPlugin(self, name, declared[name])
+        return plugin
 
     def call(
         self,

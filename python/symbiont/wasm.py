@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import hashlib
+import logging
 import math
 import os
 import tempfile
@@ -38,6 +39,7 @@ __all__ = [
     "Limits",
     "Runtime",
     "WasmError",
+    "WasmPlugin",
     "default_runtime",
 ]
 
@@ -578,3 +580,49 @@ def default_runtime() -> Runtime:
         if _default is None:
             _default = Runtime()
         return _default
+
+
+class WasmPlugin:
+    """A Wasm module a Python agent calls like a function (``self.wasm("pricing")``).
+
+    Declared in the agent's config under ``"wasm"``: ``{"pricing": "priv/wasm/pricing.wasm"}``
+    or, with limits, ``{"pricing": {"path": ..., "deadline_ms": 50, "fuel": 10_000_000,
+    "memory_bytes": 16_777_216, "grants": ["clock"], "config": 1.2}}``. Relative paths are
+    relative to the host's working directory. What the module publishes goes out as the
+    agent's events; its log lines and stdout go to the agent's log.
+    """
+
+    def __init__(self, agent: Any, name: str, spec: Any) -> None:
+        if isinstance(spec, (str, os.PathLike)):
+            spec = {"path": spec}
+        if not isinstance(spec, dict) or "path" not in spec:
+            raise ValueError(
+                f"agent {agent.name!r}: Wasm plug-in {name!r} must be a path or a map with "
+                f'"path", got {spec!r}'
+            )
+        spec = dict(spec)
+        path = spec.pop("path")
+        plugin_config = spec.pop("config", None)
+        try:
+            limits = Limits.from_config(spec)
+        except ValueError as exc:
+            raise ValueError(f"agent {agent.name!r}: Wasm plug-in {name!r}: {exc}") from None
+        self.name = name
+        self._agent = agent
+        levels = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
+        imports = Imports(
+            publish=lambda topic, payload: agent._publish_raw(topic, payload),
+            log=lambda level, text: agent.log.log(levels[min(max(level, 0), 3)], "%s", text),
+            health=lambda kind, reason: agent.log.warning("%s reports %s: %s", name, kind, reason),
+            stdout=lambda data: agent.log.info("%s", data.decode("utf-8", "replace").rstrip()),
+        )
+        self.instance = default_runtime().instantiate(
+            path, limits=limits, imports=imports, name=f"{agent.name}/{name}", config=plugin_config
+        )
+
+    def call(self, payload: Any, topic: str | None = None) -> Any:
+        """Run the module on ``payload`` (as ``[topic, payload]``, topic the plug-in's name
+        unless given) and return its decoded reply. Raises :class:`WasmError`."""
+        from ._terms import packb, unpackb  # noqa: PLC0415
+
+        return unpackb(self.instance.call(topic or self.name, packb(payload)))

@@ -259,3 +259,33 @@ def test_an_agent_written_in_c(runtime: Runtime) -> None:
     assert got == [("log", 3, "pricing: the payload is not a number")]
     assert unpackb(pricing.call("orders.created", packb(1))) == 1.2
     assert (WASM / "pricing.wasm").stat().st_size < 8 * 1024
+
+
+def test_a_python_agent_calls_a_wasm_plugin() -> None:
+    from symbiont import Agent
+
+    published: list[tuple[str, Any]] = []
+    agent = Agent(
+        "shop",
+        config={
+            "wasm": {
+                "pricing": {"path": str(WASM / "pricing.wasm"), "config": 2, "deadline_ms": 50},
+                "loop": str(WASM / "loop.wat"),
+            }
+        },
+    )
+    agent._publisher = lambda topic, payload: published.append((topic, unpackb(payload)))
+    assert agent.wasm("pricing").call(21) == 42.0
+    assert agent.wasm("pricing") is agent.wasm("pricing")  # one instance, kept
+    assert published == [("pricing.priced", [21.0, 42.0])]
+
+    with pytest.raises(WasmError) as interrupted:
+        agent.wasm("loop").call(None)
+    assert interrupted.value.kind == "deadline"
+    assert "shop/loop ran past its 100 ms deadline" in str(interrupted.value)
+
+    with pytest.raises(LookupError, match=r"no Wasm plug-in 'nope' \(declared: loop, pricing\)"):
+        agent.wasm("nope")
+    bad = Agent("shop", config={"wasm": {"p": {"path": "x.wasm", "timeout": 1}}})
+    with pytest.raises(ValueError, match="Wasm plug-in 'p': 'timeout' is not a Wasm limit"):
+        bad.wasm("p")

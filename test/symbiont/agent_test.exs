@@ -161,4 +161,19 @@ defmodule Symbiont.AgentTest do
     assert got |> Enum.map(& &1["n"]) |> Enum.sort() ==
              Enum.sort(Enum.to_list(1..10) ++ Enum.to_list(1..10))
   end
+
+  test "a Python agent calls a sandboxed Wasm plug-in" do
+    out = unique_name("price.out")
+    :ok = Symbiont.subscribe(out)
+    :ok = Symbiont.subscribe("pricing.priced")
+    wasm = Path.expand("../../priv/wasm/pricing.wasm", __DIR__)
+    start_agent!("test_agents:Pricer", %{"out" => out, "wasm" => %{"pricing" => wasm}})
+
+    :ok = Symbiont.publish("price.in", 10)
+    assert_receive %Symbiont.Event{topic: ^out} = price, 5_000
+    assert decode!(price) == 12.0
+    # What the module published went out as the agent's event.
+    assert_receive %Symbiont.Event{topic: "pricing.priced", from: "agent-" <> _} = priced
+    assert decode!(priced) == [10.0, 12.0]
+  end
 end
