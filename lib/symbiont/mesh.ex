@@ -183,7 +183,13 @@ defmodule Symbiont.Mesh do
   @spec broadcast(t, topic, message, dispatcher) :: :ok | {:error, term}
   def broadcast(mesh, topic, message, dispatcher \\ __MODULE__)
       when is_atom(mesh) and is_binary(topic) and is_atom(dispatcher) do
-    do_broadcast(meta(mesh), :none, topic, message, dispatcher)
+    # do_broadcast/5, inlined: this is the hot path.
+    %{adapter: adapter, adapter_name: name} = m = meta(mesh)
+
+    case adapter.broadcast(name, :none, topic, message, dispatcher) do
+      :ok -> dispatch_groups(m, :none, topic, message, nil)
+      error -> error
+    end
   end
 
   @doc "Like `broadcast/4`, but the default dispatcher skips `from` (and so do groups)."

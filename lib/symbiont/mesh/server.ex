@@ -25,19 +25,23 @@ defmodule Symbiont.Mesh.Server do
   @spec index_group(map, String.t(), String.t()) :: :ok
   def index_group(%{index: index} = meta, topic, group) do
     true = :ets.insert(index, {topic, group})
-    :atomics.put(meta.any_groups, 1, 1)
+
+    # The first group of a mesh flips `any_groups` in its meta, once in its lifetime (a
+    # :persistent_term write is costly, a read nearly free).
+    unless meta.any_groups do
+      key = {Symbiont.Mesh, meta.mesh}
+      current = :persistent_term.get(key, meta)
+      unless current.any_groups, do: :persistent_term.put(key, %{current | any_groups: true})
+    end
+
     :ok
   end
 
   @doc "The queue groups of `topic` known on this node."
   @spec groups(map, String.t()) :: [String.t()]
-  def groups(%{index: index, any_groups: any}, topic) do
-    # A mesh that has never had a group (on any node) skips the lookup.
-    case :atomics.get(any, 1) do
-      0 -> []
-      _ -> for {_, group} <- :ets.lookup(index, topic), do: group
-    end
-  end
+  # A mesh that has never had a group (on any node) skips the lookup.
+  def groups(%{any_groups: false}, _topic), do: []
+  def groups(%{index: index}, topic), do: for({_, group} <- :ets.lookup(index, topic), do: group)
 
   @doc "The next round-robin position in `0..n-1` for `group` of `topic`."
   @spec next(map, String.t(), String.t(), pos_integer) :: non_neg_integer
@@ -68,17 +72,19 @@ defmodule Symbiont.Mesh.Server do
       index: :ets.new(:symbiont_mesh_index, [:bag, :public, read_concurrency: true]),
       rr: :ets.new(:symbiont_mesh_rr, [:set, :public, write_concurrency: true]),
       stats: :ets.new(:symbiont_mesh_stats, [:set, :public, write_concurrency: true]),
-      any_groups: :atomics.new(1, [])
+      any_groups: false
     }
 
     {ref, current} = :pg.monitor_scope(scope)
 
-    for {{topic, group}, [_ | _]} <- current,
-        is_binary(topic),
-        do: :ets.insert(meta.index, {topic, group})
-
     :ok = :net_kernel.monitor_nodes(true)
     :persistent_term.put({Symbiont.Mesh, mesh}, meta)
+
+    # Groups that already have members elsewhere in the cluster.
+    for {{topic, group}, [_ | _]} <- current,
+        is_binary(topic),
+        do: index_group(meta, topic, group)
+
     {:ok, %{meta: meta, ref: ref}}
   end
 
