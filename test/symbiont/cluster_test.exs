@@ -71,6 +71,19 @@ defmodule Symbiont.ClusterTest do
     assert length(members) == 4
   end
 
+  test "a node that joins later finds the groups already in the cluster", %{topic: topic} do
+    :ok = Mesh.subscribe(Mesh, topic, group: "early")
+    {_, late} = start_peer!("mesh_late")
+
+    assert wait_until(
+             fn -> :erpc.call(late, Mesh, :members, [Mesh, topic, "early"]) == [self()] end,
+             5_000
+           )
+
+    :ok = :erpc.call(late, Mesh, :broadcast, [Mesh, topic, :from_late])
+    assert_receive :from_late, 2_000
+  end
+
   test "Python agents on two nodes exchange events through the mesh", %{a: a, b: b} do
     out = "cluster.out.#{System.unique_integer([:positive])}"
     :ok = Mesh.subscribe(Mesh, out)
