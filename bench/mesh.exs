@@ -319,16 +319,13 @@ defmodule Bench.Mesh do
               :info -> "-"
             end
 
-          "| #{label} | #{fmt(sym)} | #{base_label} | #{fmt(base)} | #{Float.round(ratio, 2)}× | #{target} | #{met} |"
+          "| #{label} | #{Bench.Results.number(sym)} | #{base_label} | #{Bench.Results.number(base)} | #{Float.round(ratio, 2)}× | #{target} | #{met} |"
         end
     ]
 
     IO.puts(Enum.join(table, "\n"))
     Bench.Results.write("mesh", Enum.join(table, "\n"))
   end
-
-  defp fmt(x) when x >= 1000, do: x |> round() |> Integer.to_string()
-  defp fmt(x), do: :erlang.float_to_binary(x / 1, decimals: 1)
 end
 
 Bench.Mesh.run()

@@ -3,6 +3,10 @@
 defmodule Bench.Results do
   @path Path.expand("RESULTS.md", __DIR__)
 
+  @doc "A figure for a table: whole numbers from 1000 up, one decimal below."
+  def number(x) when x >= 1000, do: x |> round() |> Integer.to_string()
+  def number(x), do: :erlang.float_to_binary(x / 1, decimals: 1)
+
   def write(section, table) do
     sections =
       case File.read(@path) do

@@ -163,7 +163,7 @@ defmodule Bench.Roundtrip do
               true -> yes_no(ratio >= target_value(target))
             end
 
-          "| #{label} | #{fmt(sym)} | #{fmt(raw)} | #{Float.round(ratio, 2)}× | #{target} | #{met} |"
+          "| #{label} | #{Bench.Results.number(sym)} | #{Bench.Results.number(raw)} | #{Float.round(ratio, 2)}× | #{target} | #{met} |"
         end
     ]
 
@@ -179,9 +179,6 @@ defmodule Bench.Roundtrip do
     {value, ""} = Float.parse(n)
     value
   end
-
-  defp fmt(x) when x >= 1000, do: x |> round() |> Integer.to_string()
-  defp fmt(x), do: :erlang.float_to_binary(x / 1, decimals: 1)
 end
 
 Code.require_file("results.exs", __DIR__)
