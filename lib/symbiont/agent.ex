@@ -19,8 +19,15 @@ defmodule Symbiont.Agent do
   ## Spec keys
 
     * `:name` (required) - a string of letters, digits, `_`, `-` and `.`, unique per node.
-    * `:python` (required) - `"module:Class"`, the importable module and the class in it.
-    * `:config` - a map handed to the agent as `self.config`. Default: `%{}`.
+    * `:python` - `"module:Class"`, the importable module and the class in it.
+    * `:wasm` (instead of `:python`) - the path of a Wasm module (`.wasm` or `.wat`)
+      implementing docs/WASM_ABI.md; it runs in a Python host, sandboxed.
+    * `:topics` (Wasm agents, required) - the topics it consumes.
+    * `:limits` (Wasm agents) - its sandbox: `deadline_ms` (default 100), `fuel`,
+      `memory_bytes` (default 64 MiB), `grants` (any of `clock`, `random`, `stdout`;
+      none by default).
+    * `:config` - a map handed to the agent as `self.config` (a Wasm module gets it in
+      `symbiont_init`). Default: `%{}`.
     * `:replicas` - how many hosts run the agent; they form the queue group named after
       it, so each event reaches one of them. The first host is named after the agent,
       the others `"name#2"`, `"name#3"`... Default: 1.
@@ -56,7 +63,19 @@ defmodule Symbiont.Agent do
           overflow: :drop_oldest | :reject
         }
 
-  @keys [:name, :python, :config, :replicas, :max_queue, :max_in_flight, :high_water, :overflow]
+  @keys [
+    :name,
+    :python,
+    :wasm,
+    :topics,
+    :limits,
+    :config,
+    :replicas,
+    :max_queue,
+    :max_in_flight,
+    :high_water,
+    :overflow
+  ]
 
   @doc """
   Validates an agent spec given as a keyword list or map; `nil` is no agent.
@@ -71,7 +90,7 @@ defmodule Symbiont.Agent do
   @spec validate_spec(nil | keyword | map) :: {:ok, spec | nil} | {:error, String.t()}
   def validate_spec(nil), do: {:ok, nil}
 
-  def validate_spec(%{module: _, class: _, name: _, config: _, max_queue: _} = spec),
+  def validate_spec(%{module: _, class: _, name: _, config: _, max_queue: _, wasm: _} = spec),
     do: {:ok, spec}
 
   def validate_spec(spec) when is_map(spec), do: validate_spec(Map.to_list(spec))
@@ -82,10 +101,10 @@ defmodule Symbiont.Agent do
 
       with {:ok, name} <- validate_name(name),
            :ok <- known_keys(spec, name),
-           {:ok, module, class} <- validate_python(Keyword.get(spec, :python), name),
            {:ok, config} <- validate_config(Keyword.get(spec, :config, %{}), name),
+           {:ok, logic} <- validate_logic(spec, config, name),
            {:ok, limits} <- validate_limits(spec, name) do
-        {:ok, Map.merge(%{name: name, module: module, class: class, config: config}, limits)}
+        {:ok, %{name: name, config: config} |> Map.merge(logic) |> Map.merge(limits)}
       end
     else
       {:error, "expected an agent spec to be a keyword list or map, got: #{inspect(spec)}"}
@@ -118,6 +137,105 @@ defmodule Symbiont.Agent do
         {:error, "agent #{inspect(name)}: unknown key #{inspect(k)}, allowed: #{inspect(@keys)}"}
     end
   end
+
+  # A Python class, or a Wasm module run by symbiont.wasm.WasmAgent in a Python host.
+  defp validate_logic(spec, config, name) do
+    case {Keyword.get(spec, :python), Keyword.get(spec, :wasm)} do
+      {nil, nil} ->
+        {:error,
+         "agent #{inspect(name)}: expected :python (\"module:Class\") or :wasm (the path of a .wasm or .wat module)"}
+
+      {python, nil} ->
+        with :ok <- only_for_wasm(spec, name),
+             {:ok, module, class} <- validate_python(python, name),
+             do: {:ok, %{module: module, class: class, wasm: nil}}
+
+      {nil, wasm} ->
+        with {:ok, path} <- validate_wasm_path(wasm, name),
+             {:ok, topics} <- validate_topics(Keyword.get(spec, :topics), name),
+             {:ok, limits} <- validate_wasm_limits(Keyword.get(spec, :limits, []), name) do
+          {:ok,
+           %{
+             module: "symbiont.wasm",
+             class: "WasmAgent",
+             wasm: path,
+             config: %{"wasm" => path, "topics" => topics, "limits" => limits, "config" => config}
+           }}
+        end
+
+      {_, _} ->
+        {:error, "agent #{inspect(name)}: expected :python or :wasm, not both"}
+    end
+  end
+
+  defp only_for_wasm(spec, name) do
+    case Enum.find([:topics, :limits], &Keyword.has_key?(spec, &1)) do
+      nil ->
+        :ok
+
+      key ->
+        {:error,
+         "agent #{inspect(name)}: #{inspect(key)} is for Wasm agents (a Python agent's topics come from its @on handlers)"}
+    end
+  end
+
+  defp validate_wasm_path(path, name) when is_binary(path) do
+    full = Path.expand(path)
+
+    if File.regular?(full),
+      do: {:ok, full},
+      else: {:error, "agent #{inspect(name)}: the :wasm module #{inspect(path)} does not exist"}
+  end
+
+  defp validate_wasm_path(path, name),
+    do: {:error, "agent #{inspect(name)}: expected :wasm to be a path, got: #{inspect(path)}"}
+
+  defp validate_topics([_ | _] = topics, name) do
+    if Enum.all?(topics, &(is_binary(&1) and &1 != "")),
+      do: {:ok, topics},
+      else:
+        {:error,
+         "agent #{inspect(name)}: expected :topics to be non-empty strings, got: #{inspect(topics)}"}
+  end
+
+  defp validate_topics(topics, name),
+    do:
+      {:error,
+       "agent #{inspect(name)}: a Wasm agent needs :topics, a non-empty list of topic strings, got: #{inspect(topics)}"}
+
+  @grants ~w(clock random stdout)
+
+  defp validate_wasm_limits(limits, name) when is_list(limits) or is_map(limits) do
+    Enum.reduce_while(limits, {:ok, %{}}, fn
+      {key, value}, {:ok, acc}
+      when key in [:deadline_ms, :fuel, :memory_bytes] and is_integer(value) and value > 0 ->
+        {:cont, {:ok, Map.put(acc, Atom.to_string(key), value)}}
+
+      {:grants, grants}, {:ok, acc} when is_list(grants) ->
+        grants = Enum.map(grants, &to_string/1)
+
+        case grants -- @grants do
+          [] ->
+            {:cont, {:ok, Map.put(acc, "grants", grants)}}
+
+          bad ->
+            {:halt,
+             {:error,
+              "agent #{inspect(name)}: #{inspect(bad)} in :grants is not a capability (allowed: #{Enum.join(@grants, ", ")})"}}
+        end
+
+      {key, value}, _ ->
+        {:halt,
+         {:error,
+          "agent #{inspect(name)}: Wasm limit #{inspect(key)} = #{inspect(value)} is not allowed " <>
+            "(allowed: deadline_ms, fuel, memory_bytes as positive integers; grants as a list of #{Enum.join(@grants, ", ")})"}}
+    end)
+  end
+
+  defp validate_wasm_limits(limits, name),
+    do:
+      {:error,
+       "agent #{inspect(name)}: expected :limits to be a keyword list, got: #{inspect(limits)}"}
 
   defp validate_python(python, name) when is_binary(python) do
     case String.split(python, ":") do

@@ -361,18 +361,16 @@ defmodule Symbiont.Host do
   defp init_options(%{config: c, agent: agent}) do
     %{
       "name" => c.name,
+      "node" => Atom.to_string(node()),
       "max_frame" => c.max_frame,
       "python_path" => c.python_path,
       "agent" => agent && agent_init(agent)
     }
   end
 
+  # The checkpoint goes back exactly as the host sent it (spliced, never re-encoded).
   defp agent_init(%{spec: spec, state_bin: bin}) do
-    state =
-      case bin && MsgPack.decode(bin) do
-        {:ok, value} -> value
-        _ -> nil
-      end
+    state = if bin, do: %MsgPack.Raw{data: bin}, else: nil
 
     %{
       "name" => spec.name,
@@ -1122,7 +1120,11 @@ defmodule Symbiont.Host do
   defp agent_info(agent) do
     %{
       name: agent.spec.name,
-      python: "#{agent.spec.module}:#{agent.spec.class}",
+      python:
+        if(agent.spec[:wasm],
+          do: "wasm:" <> Path.relative_to_cwd(agent.spec.wasm),
+          else: "#{agent.spec.module}:#{agent.spec.class}"
+        ),
       topics: agent.topics,
       timers: Enum.map(agent.timers, & &1["name"]),
       in_flight: agent.in_flight,

@@ -17,6 +17,7 @@ defmodule Symbiont.MsgPack do
   | `:NaN`, `:"+Infinity"`, `:"-Infinity"` | float 64 NaN/±Inf (decoded back to these atoms: BEAM floats cannot hold them) |
   | binary, valid UTF-8 | str (fixstr, str 8/16/32) |
   | binary, not UTF-8, or `%Symbiont.MsgPack.Bin{}` | bin 8/16/32 (always decoded as a plain binary) |
+  | `%Symbiont.MsgPack.Raw{}` | its bytes, as they are (already msgpack) |
   | list | array (fixarray, array 16/32) |
   | map (not a struct) | map (fixmap, map 16/32) |
   | `DateTime` | timestamp ext −1 (32, 64 or 96 bits, the shortest that fits) |
@@ -41,7 +42,7 @@ defmodule Symbiont.MsgPack do
   and `[:safe]`, compressed terms are refused, and the type must match the ext.
   """
 
-  alias Symbiont.MsgPack.{Bin, Ext, Timestamp}
+  alias Symbiont.MsgPack.{Bin, Ext, Raw, Timestamp}
 
   @max_depth 1024
   @ext_atom 1
@@ -113,6 +114,7 @@ defmodule Symbiont.MsgPack do
   defp enc(b) when is_binary(b), do: if(String.valid?(b), do: enc_str(b), else: enc_bin(b))
   defp enc(l) when is_list(l), do: enc_list(l)
   defp enc(%Bin{data: data}) when is_binary(data), do: enc_bin(data)
+  defp enc(%Raw{data: data}), do: data
 
   defp enc(%Ext{type: type, data: data})
        when is_integer(type) and type in -128..127 and is_binary(data),

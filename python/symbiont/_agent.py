@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from . import erlang
-from ._terms import packb
+from ._terms import packb, unpackb
 
 if TYPE_CHECKING:  # pragma: no cover
     from .wasm import WasmPlugin
@@ -148,6 +148,22 @@ class Agent:
     def topics(cls) -> list[str]:
         """The topics this class handles (its ``@on`` topics, inherited ones included)."""
         return list(cls._symbiont_handlers)
+
+    def subscriptions(self) -> list[str]:
+        """The topics this agent receives; by default its class's ``@on`` topics."""
+        return type(self).topics()
+
+    def handle_event(self, topic: str, payload: bytes) -> None:
+        """Handle one event: ``payload`` is its msgpack bytes, as published.
+
+        The default decodes it and calls the ``@on(topic)`` handlers in order; an agent
+        that routes raw bytes (a Wasm agent) overrides it.
+        """
+        names = self._symbiont_handlers.get(topic)
+        if names:
+            value = unpackb(payload)
+            for name in names:
+                getattr(self, name)(value)
 
     @classmethod
     def timers(cls) -> dict[str, int]:

@@ -54,7 +54,7 @@ from ._errors import (
     qualified_name,
 )
 from ._framing import DEFAULT_MAX_FRAME, HEADER, FrameReader
-from ._terms import packb, unpackb
+from ._terms import packb
 from ._transport import FdTransport, Transport
 
 __all__ = ["Host", "current_host", "run"]
@@ -279,6 +279,7 @@ class Host:
                 )
             )
         name = options.get("name", self.name)
+        self.node: str | None = options.get("node") if type(options.get("node")) is str else None
         max_frame = options.get("max_frame", DEFAULT_MAX_FRAME)
         python_path = options.get("python_path") or []
         agent_spec = options.get("agent")
@@ -308,7 +309,7 @@ class Host:
                 self._fatal(exc)
             info["agent"] = {
                 "name": agent.name,
-                "topics": type(agent).topics(),
+                "topics": agent.subscriptions(),
                 "timers": [
                     {"name": timer, "every_ms": every_ms}
                     for timer, every_ms in type(agent).timers().items()
@@ -706,11 +707,7 @@ class Host:
         self._stack.append(None)
         try:
             if kind == "event":
-                names = agent._symbiont_handlers.get(frame[2])
-                if names:
-                    payload = unpackb(frame[3])
-                    for name in names:
-                        getattr(agent, name)(payload)
+                agent.handle_event(frame[2], frame[3])
             else:
                 name = frame[2]
                 if name not in agent._symbiont_timers:

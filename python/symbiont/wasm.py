@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._agent import Agent
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import wasmtime
 
@@ -38,6 +40,7 @@ __all__ = [
     "Instance",
     "Limits",
     "Runtime",
+    "WasmAgent",
     "WasmError",
     "WasmPlugin",
     "default_runtime",
@@ -626,3 +629,88 @@ class WasmPlugin:
         from ._terms import packb, unpackb  # noqa: PLC0415
 
         return unpackb(self.instance.call(topic or self.name, packb(payload)))
+
+
+class WasmAgent(Agent):
+    """An agent whose logic is a Wasm module (``wasm:`` in the manifest).
+
+    Its config, built by the owner from the manifest: ``"wasm"`` the module's path,
+    ``"topics"`` the topics it consumes, ``"limits"`` its sandbox (:class:`Limits`) and
+    ``"config"`` what ``symbiont_init`` receives. Each event's payload bytes go to the
+    module as they were published; what it publishes goes out as this agent's events.
+    Its state (when it exports ``symbiont_state``) is checkpointed with each ack, so a
+    restarted host resumes it through ``symbiont_migrate``.
+
+    A failed call (trap, deadline, fuel, memory cap, capability) fails that event (it goes
+    to the dead letters) and reports health on ``symbiont.health``: ``degraded`` at the
+    first failure, ``failing`` at the third in a row, ``healthy`` at the next success.
+    """
+
+    FAILING_AFTER = 3
+
+    def on_start(self) -> None:
+        """Load the module, then hand it the checkpointed state, if any."""
+        spec = self.config
+        if not isinstance(spec.get("wasm"), str):
+            raise ValueError(f"Wasm agent {self.name!r} needs its module path in config['wasm']")
+        levels = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
+        imports = Imports(
+            publish=self._publish_raw,
+            log=lambda level, text: self.log.log(levels[min(max(level, 0), 3)], "%s", text),
+            health=lambda kind, reason: self._health(kind, reason),
+            stdout=lambda data: self.log.info("%s", data.decode("utf-8", "replace").rstrip()),
+        )
+        self.instance = default_runtime().instantiate(
+            spec["wasm"],
+            limits=Limits.from_config(spec.get("limits")),
+            imports=imports,
+            name=self.name,
+            config=spec.get("config"),
+        )
+        saved = self.state.get("wasm_state") if isinstance(self.state, dict) else None
+        if isinstance(saved, bytes):
+            self.instance.migrate(saved)
+        self._failures = 0
+
+    def subscriptions(self) -> list[str]:
+        """The topics of the manifest (a Wasm module does not declare its own)."""
+        return list(self.config.get("topics") or [])
+
+    def handle_event(self, topic: str, payload: bytes) -> None:
+        """Run the module on the event's bytes; see the class docstring for failures."""
+        try:
+            self.instance.call(topic, payload)
+        except WasmError as exc:
+            self._failures += 1
+            if self._failures == 1:
+                self._health("degraded", str(exc))
+            elif self._failures == self.FAILING_AFTER:
+                self._health("failing", f"{self._failures} failures in a row, the last: {exc}")
+            raise
+        if self._failures:
+            self._failures = 0
+            self._health("healthy", "a call succeeded again")
+        state = self.instance.state()
+        if state is not None:
+            self.state = {"wasm_state": state}
+
+    def _health(self, kind: str, reason: str) -> None:
+        from ._terms import packb  # noqa: PLC0415
+
+        event = {
+            "kind": kind,
+            "agent": self.name,
+            "node": _node_name(),
+            "reason": reason,
+            "metrics": {"failures": getattr(self, "_failures", 0)},
+        }
+        self._publish_raw("symbiont.health", packb(event))
+
+
+def _node_name() -> str | None:
+    from ._host import current_host  # noqa: PLC0415
+
+    try:
+        return current_host().node
+    except RuntimeError:  # not in a host (a test running the agent in-process)
+        return None

@@ -9,6 +9,7 @@ defmodule Symbiont.MsgPackTest do
   doctest Bin
   doctest Ext
   doctest Timestamp
+  doctest Symbiont.MsgPack.Raw
 
   defp bin!(term), do: MsgPack.encode!(term, iodata: false)
   defp roundtrip(term), do: MsgPack.decode!(bin!(term))
