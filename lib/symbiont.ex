@@ -2,19 +2,22 @@ defmodule Symbiont do
   @moduledoc """
   A living system of agents: the BEAM supervises, Python thinks, WebAssembly sandboxes.
 
-  Agents are Python classes, each run in a host OS process owned by a `Symbiont.Host`;
-  they talk through topics of `Symbiont.Mesh`. This module is the public API and the
-  helpers for a live iex session (`make shell`).
+  Agents are Python classes or Wasm modules, each run in a host OS process owned by a
+  `Symbiont.Host`; they talk through topics of `Symbiont.Mesh`, across every connected
+  node. This module is the public API and the helpers for a live iex session
+  (`make shell`).
 
   ## Supervision tree
 
       Symbiont.Supervisor (rest_for_one)
+      ├── Symbiont.Telemetry       owner of the telemetry handler table
       ├── Symbiont.Host.Registry   unique names of hosts
-      ├── Symbiont.Mesh            topic registry (duplicate keys)
+      ├── Symbiont.Mesh            the mesh: a :pg scope, the group registry, the
+      │                            adapter (Registry + :pg forwarder) and its server
       ├── Symbiont.TaskSupervisor  calls from Python into the BEAM
       ├── Symbiont.Hosts           DynamicSupervisor of Symbiont.Host
       │     └── Symbiont.Host ── Port ── python -m symbiont.host
-      └── Symbiont.Manifest        starts the configured agents
+      └── Symbiont.Manifest        validates and starts the configured agents
 
   `:rest_for_one` because each child depends on those before it: a restart of the host
   supervisor restarts the manifest, which starts the agents again.
@@ -22,6 +25,7 @@ defmodule Symbiont do
   ## In iex
 
       iex> Symbiont.status()
+      iex> Symbiont.topology()
       iex> Symbiont.publish("orders.created", %{"id" => 7, "amount" => 12.5})
   """
 

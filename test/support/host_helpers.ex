@@ -56,5 +56,21 @@ defmodule Symbiont.HostHelpers do
     end)
   end
 
+  @doc """
+  Waits (bounded) for a health event of `kind` from `agent` on `symbiont.health` (the
+  caller must be subscribed), skipping others; returns its decoded map.
+  """
+  def await_health(agent, kind, timeout \\ 10_000) do
+    receive do
+      %Symbiont.Event{topic: "symbiont.health", from: ^agent} = e ->
+        case Symbiont.Event.decode!(e) do
+          %{"kind" => ^kind} = health -> health
+          _ -> await_health(agent, kind, timeout)
+        end
+    after
+      timeout -> flunk("no #{kind} health event from #{agent}")
+    end
+  end
+
   def os_alive?(os_pid), do: Symbiont.Host.Reaper.alive?(os_pid)
 end

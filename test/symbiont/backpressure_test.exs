@@ -65,16 +65,6 @@ defmodule Symbiont.BackpressureTest do
 
   defp payload(%{"payload" => bin}), do: bin |> Symbiont.MsgPack.decode!()
 
-  defp health(agent, kind) do
-    receive do
-      %Symbiont.Event{topic: "symbiont.health", from: ^agent} = e ->
-        {:ok, %{"kind" => got} = h} = Symbiont.Event.decode(e)
-        if got == kind, do: h, else: health(agent, kind)
-    after
-      10_000 -> flunk("no #{kind} health event from #{agent}")
-    end
-  end
-
   setup do
     :ok = Symbiont.subscribe("symbiont.dead_letter")
     :ok = Symbiont.subscribe("symbiont.health")
@@ -90,10 +80,10 @@ defmodule Symbiont.BackpressureTest do
     assert Enum.all?(samples, fn {queue, in_flight, _} -> queue <= 50 and in_flight <= 5 end)
     assert samples |> Enum.map(&elem(&1, 2)) |> Enum.max() < 2_000_000
 
-    overloaded = health(host.agent, "overloaded")
+    overloaded = await_health(host.agent, "overloaded")
     assert overloaded["reason"] =~ "queue at 40 of 50"
     assert %{"queue" => 40, "max_queue" => 50} = overloaded["metrics"]
-    assert health(host.agent, "healthy")["reason"] =~ "queue back at"
+    assert await_health(host.agent, "healthy")["reason"] =~ "queue back at"
 
     final =
       capture_log(fn -> send(self(), {:settled, settle(host.name)}) end) &&

@@ -14,18 +14,6 @@ defmodule Symbiont.WasmAgentTest do
     Map.put(start_host!(name: name, agent: agent), :agent, name)
   end
 
-  defp health(agent, kind) do
-    receive do
-      %Symbiont.Event{topic: "symbiont.health", from: ^agent} = e ->
-        case Symbiont.Event.decode!(e) do
-          %{"kind" => ^kind} = h -> h
-          _ -> health(agent, kind)
-        end
-    after
-      5_000 -> flunk("no #{kind} health event from #{agent}")
-    end
-  end
-
   setup do
     :ok = Symbiont.subscribe("symbiont.health")
     :ok = Symbiont.subscribe("symbiont.dead_letter")
@@ -48,7 +36,7 @@ defmodule Symbiont.WasmAgentTest do
     node_name = Atom.to_string(node())
 
     assert %{"reason" => "third message", "agent" => ^agent, "node" => ^node_name} =
-             health(agent, "degraded")
+             await_health(agent, "degraded")
 
     assert wait_until(fn -> match?({:ok, %{agent: %{handled: 3}}}, Symbiont.Host.info(name)) end)
     assert {:ok, %{agent: %{python: "wasm:" <> _}}} = Symbiont.Host.info(name)
@@ -84,8 +72,8 @@ defmodule Symbiont.WasmAgentTest do
           assert letter["error"]["message"] =~ "trap: #{agent} trapped: wasm `unreachable`"
         end
 
-        assert health(agent, "degraded")["reason"] =~ "trapped"
-        assert health(agent, "failing")["reason"] =~ "3 failures in a row"
+        assert await_health(agent, "degraded")["reason"] =~ "trapped"
+        assert await_health(agent, "failing")["reason"] =~ "3 failures in a row"
       end)
 
     assert log =~ "agent #{agent} failed on an event"
