@@ -105,18 +105,34 @@ defmodule Symbiont.Mesh.Server do
     {:noreply, state}
   end
 
-  def handle_info({:nodedown, node}, state) do
-    Logger.warning(
-      "mesh #{inspect(state.meta.mesh)}: node #{node} is down; its subscriptions were dropped"
-    )
+  # :pg drops a lost node's members on its own, a moment later: the health event waits
+  # for that (checking every 10 ms, at most a second) so that what it says is true.
+  def handle_info({:nodedown, node}, state), do: node_gone(node, 100, state)
 
-    reason = "node #{node} is down; its subscriptions were dropped"
-    event = Symbiont.Health.event("failing", nil, reason, %{}, node)
-    Symbiont.Mesh.local_broadcast(state.meta.mesh, Symbiont.Health.topic(), event)
+  def handle_info({:node_gone, node, tries}, state), do: node_gone(node, tries, state)
+
+  def handle_info(_other, state), do: {:noreply, state}
+
+  defp node_gone(node, tries, state) do
+    if tries > 0 and members_on?(state.meta, node) do
+      Process.send_after(self(), {:node_gone, node, tries - 1}, 10)
+    else
+      reason = "node #{node} is down; its subscriptions were dropped"
+      Logger.warning("mesh #{inspect(state.meta.mesh)}: #{reason}")
+      event = Symbiont.Health.event("failing", nil, reason, %{}, node)
+      Symbiont.Mesh.local_broadcast(state.meta.mesh, Symbiont.Health.topic(), event)
+    end
+
     {:noreply, state}
   end
 
-  def handle_info(_other, state), do: {:noreply, state}
+  defp members_on?(meta, node) do
+    meta.index
+    |> :ets.tab2list()
+    |> Enum.any?(fn {topic, group} ->
+      Enum.any?(:pg.get_members(meta.scope, {topic, group}), &(node(&1) == node))
+    end)
+  end
 
   @impl true
   def terminate(_reason, state) do
