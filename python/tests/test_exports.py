@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import subprocess
 import sys
@@ -40,6 +41,36 @@ def test_public_functions_and_methods_are_documented() -> None:
     for name, member in vars(symbiont.Agent).items():
         if callable(member) and not name.startswith("_"):
             assert inspect.getdoc(member), f"Agent.{name}"
+
+
+def test_the_wasm_module_is_documented() -> None:
+    from symbiont import wasm
+
+    assert set(wasm.__all__) == {
+        "ABI_VERSION",
+        "GRANTS",
+        "HEALTH_KINDS",
+        "Imports",
+        "Instance",
+        "Limits",
+        "Runtime",
+        "WasmAgent",
+        "WasmError",
+        "WasmPlugin",
+        "default_runtime",
+    }
+    for name in wasm.__all__:
+        obj = getattr(wasm, name)
+        if callable(obj):
+            assert inspect.getdoc(obj), f"symbiont.wasm.{name} has no docstring"
+            fields = (
+                {f.name for f in dataclasses.fields(obj)}
+                if dataclasses.is_dataclass(obj)
+                else set()
+            )
+            for attr, member in vars(obj).items() if inspect.isclass(obj) else ():
+                if callable(member) and not attr.startswith("_") and attr not in fields:
+                    assert inspect.getdoc(member), f"symbiont.wasm.{name}.{attr}"
 
 
 def test_exception_names_on_the_wire() -> None:

@@ -8,6 +8,7 @@ defmodule Symbiont.ClusterTest do
 
   alias Symbiont.Mesh
 
+  @moduletag :clustered
   @moduletag timeout: 60_000
 
   setup_all do

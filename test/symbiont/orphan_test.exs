@@ -4,6 +4,9 @@ defmodule Symbiont.OrphanTest do
   # within 2 s. EOF on fd 3 covers the first two; PR_SET_PDEATHSIG covers the third.
   use ExUnit.Case, async: true
 
+  # Starts a node of its own (`mix test --exclude clustered` skips it).
+  @moduletag :clustered
+
   import Symbiont.HostHelpers
 
   @tag timeout: 60_000
