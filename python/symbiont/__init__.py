@@ -7,6 +7,7 @@ calls back into Erlang with :mod:`symbiont.erlang`, and agents (subclasses of
 
 from . import erlang as erlang
 from ._agent import Agent as Agent
+from ._agent import Health as Health
 from ._agent import every as every
 from ._agent import on as on
 from ._errors import CallTimeout as CallTimeout
@@ -27,6 +28,7 @@ __all__ = [
     "CancelledError",
     "ErlangError",
     "FrameTooLarge",
+    "Health",
     "OpaqueTerm",
     "Pid",
     "Ref",

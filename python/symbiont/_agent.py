@@ -13,7 +13,7 @@ from ._terms import packb, unpackb
 if TYPE_CHECKING:  # pragma: no cover
     from .wasm import WasmPlugin
 
-__all__ = ["Agent", "every", "on"]
+__all__ = ["Agent", "Health", "every", "on"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _TOPICS_ATTR = "__symbiont_topics__"
@@ -89,6 +89,64 @@ class _Unset:
 _UNSET: Any = _Unset()
 
 
+class Health:
+    """An agent's health reports, published on ``symbiont.health`` (``self.health``).
+
+    Each is the map ``{"kind", "agent", "node", "reason", "metrics"}`` that the BEAM's own
+    health events use, published as this agent's event. Example::
+
+        self.health.degraded("payment provider slow", p99_ms=900)
+        self.health.ok()
+    """
+
+    TOPIC = "symbiont.health"
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+
+    def report(self, kind: str, reason: str = "", **metrics: Any) -> None:
+        """Publish a health event of ``kind``: healthy, degraded, overloaded or failing."""
+        if kind not in ("healthy", "degraded", "overloaded", "failing"):
+            raise ValueError(
+                f"health kind must be healthy, degraded, overloaded or failing, got {kind!r}"
+            )
+        if not isinstance(reason, str):
+            raise TypeError(f"health reason must be a str, got {type(reason).__name__}")
+        event = {
+            "kind": kind,
+            "agent": self._agent.name,
+            "node": _node_name(),
+            "reason": reason,
+            "metrics": metrics,
+        }
+        self._agent._publish_raw(self.TOPIC, packb(event))
+
+    def ok(self, reason: str = "", **metrics: Any) -> None:
+        """Report that the agent is healthy (again)."""
+        self.report("healthy", reason, **metrics)
+
+    def degraded(self, reason: str, **metrics: Any) -> None:
+        """Report that the agent works, but worse than it should."""
+        self.report("degraded", reason, **metrics)
+
+    def overloaded(self, reason: str = "", **metrics: Any) -> None:
+        """Report that the agent cannot keep up."""
+        self.report("overloaded", reason, **metrics)
+
+    def failing(self, reason: str, **metrics: Any) -> None:
+        """Report that the agent is failing at its job."""
+        self.report("failing", reason, **metrics)
+
+
+def _node_name() -> str | None:
+    from ._host import current_host  # noqa: PLC0415 - the host imports this module
+
+    try:
+        return current_host().node
+    except RuntimeError:  # not in a host (an agent driven in-process by a test)
+        return None
+
+
 class Agent:
     """Base class of agents: long-lived Python objects fed by the mesh (PROTOCOL.md §8).
 
@@ -107,6 +165,8 @@ class Agent:
         Its checkpointed state; a fresh dict unless restored from a checkpoint.
     log:
         A :class:`logging.Logger` named ``"symbiont.agent.<name>"``.
+    health:
+        Its :class:`Health`: ``self.health.degraded("why")``, ``self.health.ok()``...
     """
 
     _symbiont_handlers: ClassVar[dict[str, tuple[str, ...]]] = {}
@@ -142,6 +202,7 @@ class Agent:
         self.config: dict[str, Any] = dict(config or {})
         self.state: Any = {} if state is _UNSET or state is None else state
         self.log = logging.getLogger(f"symbiont.agent.{name}")
+        self.health = Health(self)
         self._publisher: Callable[[str, bytes], None] | None = None
 
     @classmethod

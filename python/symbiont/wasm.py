@@ -657,7 +657,7 @@ class WasmAgent(Agent):
         imports = Imports(
             publish=self._publish_raw,
             log=lambda level, text: self.log.log(levels[min(max(level, 0), 3)], "%s", text),
-            health=lambda kind, reason: self._health(kind, reason),
+            health=lambda kind, reason: self.health.report(kind, reason),
             stdout=lambda data: self.log.info("%s", data.decode("utf-8", "replace").rstrip()),
         )
         self.instance = default_runtime().instantiate(
@@ -683,34 +683,16 @@ class WasmAgent(Agent):
         except WasmError as exc:
             self._failures += 1
             if self._failures == 1:
-                self._health("degraded", str(exc))
+                self.health.degraded(str(exc), failures=self._failures)
             elif self._failures == self.FAILING_AFTER:
-                self._health("failing", f"{self._failures} failures in a row, the last: {exc}")
+                self.health.failing(
+                    f"{self._failures} failures in a row, the last: {exc}",
+                    failures=self._failures,
+                )
             raise
         if self._failures:
             self._failures = 0
-            self._health("healthy", "a call succeeded again")
+            self.health.ok("a call succeeded again")
         state = self.instance.state()
         if state is not None:
             self.state = {"wasm_state": state}
-
-    def _health(self, kind: str, reason: str) -> None:
-        from ._terms import packb  # noqa: PLC0415
-
-        event = {
-            "kind": kind,
-            "agent": self.name,
-            "node": _node_name(),
-            "reason": reason,
-            "metrics": {"failures": getattr(self, "_failures", 0)},
-        }
-        self._publish_raw("symbiont.health", packb(event))
-
-
-def _node_name() -> str | None:
-    from ._host import current_host  # noqa: PLC0415
-
-    try:
-        return current_host().node
-    except RuntimeError:  # not in a host (a test running the agent in-process)
-        return None

@@ -222,3 +222,34 @@ def test_demo_orders_timer(raw_host: HostProcess) -> None:
     assert unpackb(raw_host.recv_kind("publish")[2])["id"] == 1
     assert unpackb(raw_host.recv_kind("ack")[2]) == {"next_id": 2}
     raw_host.wait_logs(lambda logs: any(m.startswith("order 1 created") for _, m in logs))
+
+
+def test_health_reports_are_published_as_the_agents_events() -> None:
+    from symbiont import Agent
+    from symbiont._terms import unpackb
+
+    sent: list[tuple[str, object]] = []
+    agent = Agent("payments")
+    agent._publisher = lambda topic, payload: sent.append((topic, unpackb(payload)))
+    agent.health.degraded("provider slow", p99_ms=900)
+    agent.health.ok()
+    assert sent == [
+        (
+            "symbiont.health",
+            {
+                "kind": "degraded",
+                "agent": "payments",
+                "node": None,
+                "reason": "provider slow",
+                "metrics": {"p99_ms": 900},
+            },
+        ),
+        (
+            "symbiont.health",
+            {"kind": "healthy", "agent": "payments", "node": None, "reason": "", "metrics": {}},
+        ),
+    ]
+    with pytest.raises(ValueError, match="health kind must be healthy, degraded"):
+        agent.health.report("sad", "why")
+    with pytest.raises(TypeError, match="health reason must be a str"):
+        agent.health.degraded(42)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ EXPECTED = {
     "CancelledError",
     "ErlangError",
     "FrameTooLarge",
+    "Health",
     "OpaqueTerm",
     "Pid",
     "Ref",

@@ -176,4 +176,17 @@ defmodule Symbiont.AgentTest do
     assert_receive %Symbiont.Event{topic: "pricing.priced", from: "agent-" <> _} = priced
     assert decode!(priced) == [10.0, 12.0]
   end
+
+  test "a Python agent reports its health on symbiont.health" do
+    :ok = Symbiont.subscribe("symbiont.health")
+    %{agent: agent} = start_agent!("test_agents:Moody")
+    :ok = Symbiont.publish("moody.in", ["degraded", "payment provider slow"])
+    node_name = Atom.to_string(node())
+
+    assert %{
+             "reason" => "payment provider slow",
+             "node" => ^node_name,
+             "metrics" => %{"told" => true}
+           } = await_health(agent, "degraded", 5_000)
+  end
 end
