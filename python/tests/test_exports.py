@@ -74,6 +74,16 @@ def test_the_wasm_module_is_documented() -> None:
                     assert inspect.getdoc(member), f"symbiont.wasm.{name}.{attr}"
 
 
+def test_the_testing_module_is_documented() -> None:
+    from symbiont import testing
+
+    assert testing.__all__ == ["AgentHarness"]
+    assert inspect.getdoc(testing.AgentHarness)
+    for name, member in vars(testing.AgentHarness).items():
+        if not name.startswith("_") and (callable(member) or isinstance(member, property)):
+            assert inspect.getdoc(member), f"AgentHarness.{name}"
+
+
 def test_exception_names_on_the_wire() -> None:
     from symbiont._errors import qualified_name
 
