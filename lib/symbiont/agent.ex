@@ -38,6 +38,10 @@ defmodule Symbiont.Agent do
     * `:high_water` - at this queue length the agent publishes an `overloaded` health
       event on `symbiont.health`; a `healthy` one follows once the queue is below half
       of it. Default: 80% of `:max_queue`.
+    * `:max_attempts` - how many times an event is tried before it goes to the dead
+      letters: a handler that raises, or a host that dies while handling it, is one
+      attempt. A retried event goes first in line (after those already in flight).
+      Default: 3.
     * `:overflow` - what happens to an event that arrives when the queue is full:
       `:drop_oldest` (the oldest waiting event goes to the dead letters) or `:reject`
       (the new one does; a publisher that asked for a checked publish gets
@@ -47,8 +51,9 @@ defmodule Symbiont.Agent do
 
   An event the agent cannot handle is published on `symbiont.dead_letter` as the map
   `%{"agent", "topic", "payload" (the event's msgpack bytes), "reason", "attempts",
-  "error"}`: `"reason"` is `"handler_failed"` (with the Python `"error"` and
-  `"attempts" => 1`) or `"overloaded"` (`"attempts" => 0`, `"error" => nil`).
+  "error"}`: `"reason"` is `"handler_failed"` (the last Python `"error"`), `"crashed"`
+  (its host died while handling it, `max_attempts` times; the error has the exit and the
+  last output lines) or `"overloaded"` (`"attempts" => 0`, `"error" => nil`).
   """
 
   @type spec :: %{
@@ -60,6 +65,7 @@ defmodule Symbiont.Agent do
           max_queue: pos_integer,
           max_in_flight: pos_integer,
           high_water: pos_integer,
+          max_attempts: pos_integer,
           overflow: :drop_oldest | :reject
         }
 
@@ -74,6 +80,7 @@ defmodule Symbiont.Agent do
     :max_queue,
     :max_in_flight,
     :high_water,
+    :max_attempts,
     :overflow
   ]
 
@@ -263,6 +270,7 @@ defmodule Symbiont.Agent do
          {:ok, max_in_flight} <- positive(spec, :max_in_flight, 100, name),
          {:ok, high_water} <- positive(spec, :high_water, max(1, div(max_queue * 4, 5)), name),
          :ok <- at_most(high_water, max_queue, name),
+         {:ok, max_attempts} <- positive(spec, :max_attempts, 3, name),
          {:ok, overflow} <- validate_overflow(Keyword.get(spec, :overflow, :drop_oldest), name) do
       {:ok,
        %{
@@ -270,6 +278,7 @@ defmodule Symbiont.Agent do
          max_queue: max_queue,
          max_in_flight: max_in_flight,
          high_water: high_water,
+         max_attempts: max_attempts,
          overflow: overflow
        }}
     end

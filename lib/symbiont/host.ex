@@ -306,6 +306,8 @@ defmodule Symbiont.Host do
       # publishers for events still on their way (Symbiont.Mesh.publish/3).
       load: :atomics.new(2, signed: true),
       overloaded: false,
+      # Deliveries still to be sent one at a time after a crash (see charge_crash/2).
+      probation: 0,
       dropped: 0,
       state_bin: nil,
       handled: 0,
@@ -513,7 +515,7 @@ defmodule Symbiont.Host do
     # in flight, another one would only pile up.
     busy? =
       agent.queued > 0 or
-        Enum.any?(:queue.to_list(agent.inflight), &match?({_, {:tick, ^name}, _}, &1))
+        Enum.any?(:queue.to_list(agent.inflight), &match?({_, {:tick, ^name}, _, _}, &1))
 
     if busy?, do: {:noreply, state}, else: {:noreply, accept(state, {:tick, name})}
   end
@@ -632,16 +634,17 @@ defmodule Symbiont.Host do
   defp handle_frame({:nack, seq, error}, state) do
     {acked, state} = take_inflight(ack(state, seq - 1, state.agent.state_bin), seq)
 
-    for {^seq, what, _frame} <- acked do
-      Logger.error(
-        "agent #{state.agent_name} failed on #{describe(what)}: #{format_remote_error(error)}",
-        meta(state)
-      )
+    state =
+      Enum.reduce(acked, state, fn {^seq, what, _frame, attempts}, state ->
+        Logger.error(
+          "agent #{state.agent_name} failed on #{describe(what)}: #{format_remote_error(error)}",
+          meta(state)
+        )
 
-      dead_letter(state, what, "handler_failed", 1, error)
-    end
+        retry_or_give_up(state, what, attempts + 1, "handler_failed", error)
+      end)
 
-    state |> update_in([:agent, :failed], &(&1 + length(acked))) |> drain()
+    drain(state)
   end
 
   defp handle_frame({:publish, topic, payload}, state) do
@@ -682,11 +685,16 @@ defmodule Symbiont.Host do
 
     pending = Map.new(state.pending, fn {id, {from, timer, _}} -> {id, {from, timer, true}} end)
 
+    # Deliveries in flight go again, in order; then what waits in the queue (after a crash
+    # with several in flight, they are all there: see charge_crash/2).
     state =
       if state.agent do
-        for {_seq, _what, frame} <- :queue.to_list(state.agent.inflight),
-            reduce: state,
-            do: (state -> emit(state, frame))
+        state =
+          for {_seq, _what, frame, _attempts} <- :queue.to_list(state.agent.inflight),
+              reduce: state,
+              do: (state -> emit(state, frame))
+
+        drain(state)
       else
         state
       end
@@ -783,30 +791,49 @@ defmodule Symbiont.Host do
   # An event or tick for the agent: sent at once while the credit window has room and
   # nothing waits before it, queued otherwise; a full queue applies the overflow policy.
   defp accept(%{agent: agent} = state, what) do
-    %{max_in_flight: window, max_queue: max, overflow: overflow} = agent.spec
+    %{max_queue: max, overflow: overflow} = agent.spec
 
     cond do
-      agent.queued == 0 and agent.in_flight < window ->
-        send_delivery(state, what)
+      agent.queued == 0 and agent.in_flight < window(agent) ->
+        send_delivery(state, what, 0)
 
       agent.queued < max ->
-        state |> enqueue(what) |> check_load()
+        state |> enqueue({what, 0}) |> check_load()
 
       overflow == :drop_oldest ->
-        {{:value, oldest}, queue} = :queue.out(agent.queue)
+        {{:value, {oldest, _attempts}}, queue} = :queue.out(agent.queue)
         state = put_in(state.agent.queue, queue)
         state = overflowed(state, oldest)
-        state |> put_in([:agent, :queued], agent.queued - 1) |> enqueue(what)
+        state |> put_in([:agent, :queued], agent.queued - 1) |> enqueue({what, 0})
 
       true ->
         overflowed(state, what)
     end
   end
 
-  defp enqueue(%{agent: agent} = state, what) do
+  # Queue items are {event_or_tick, failed_attempts_so_far}.
+  # The credit window: one delivery at a time while on probation (see charge_crash/2).
+  defp window(%{probation: 0} = agent), do: agent.spec.max_in_flight
+  defp window(_agent), do: 1
+
+  defp enqueue(%{agent: agent} = state, item) do
     queued = agent.queued + 1
     :atomics.put(agent.load, 1, queued)
-    %{state | agent: %{agent | queue: :queue.in(what, agent.queue), queued: queued}}
+    %{state | agent: %{agent | queue: :queue.in(item, agent.queue), queued: queued}}
+  end
+
+  # After a failed attempt (a nack, or the host dying while on it): again, first in line,
+  # until max_attempts; then the dead letters, with the attempts and the last error.
+  defp retry_or_give_up(%{agent: agent} = state, what, attempts, reason, error) do
+    if attempts < agent.spec.max_attempts do
+      queued = agent.queued + 1
+      :atomics.put(agent.load, 1, queued)
+      queue = :queue.in_r({what, attempts}, agent.queue)
+      %{state | agent: %{agent | queue: queue, queued: queued}}
+    else
+      dead_letter(state, what, reason, attempts, error)
+      update_in(state.agent.failed, &(&1 + 1))
+    end
   end
 
   defp overflowed(state, what) do
@@ -814,7 +841,7 @@ defmodule Symbiont.Host do
     update_in(state.agent.dropped, &(&1 + 1))
   end
 
-  defp send_delivery(%{agent: agent} = state, what) do
+  defp send_delivery(%{agent: agent} = state, what, attempts) do
     seq = agent.seq + 1
 
     fields =
@@ -832,7 +859,7 @@ defmodule Symbiont.Host do
     agent = %{
       agent
       | seq: seq,
-        inflight: :queue.in({seq, what, frame}, agent.inflight),
+        inflight: :queue.in({seq, what, frame, attempts}, agent.inflight),
         in_flight: agent.in_flight + 1
     }
 
@@ -843,11 +870,11 @@ defmodule Symbiont.Host do
   defp drain(%{agent: %{queued: 0}} = state), do: check_load(state)
 
   defp drain(%{agent: agent} = state) do
-    if agent.in_flight < agent.spec.max_in_flight do
-      {{:value, what}, queue} = :queue.out(agent.queue)
+    if agent.in_flight < window(agent) do
+      {{:value, {what, attempts}}, queue} = :queue.out(agent.queue)
       :atomics.put(agent.load, 1, agent.queued - 1)
       state = %{state | agent: %{agent | queue: queue, queued: agent.queued - 1}}
-      drain(send_delivery(state, what))
+      drain(send_delivery(state, what, attempts))
     else
       check_load(state)
     end
@@ -883,6 +910,7 @@ defmodule Symbiont.Host do
 
   defp ack(state, seq, state_bin) do
     {acked, state} = take_inflight(state, seq)
+    state = update_in(state.agent.probation, &max(0, &1 - length(acked)))
 
     state = %{
       state
@@ -901,8 +929,11 @@ defmodule Symbiont.Host do
 
   defp take_upto(queue, seq, acc) do
     case :queue.peek(queue) do
-      {:value, {s, _, _} = item} when s <= seq -> take_upto(:queue.drop(queue), seq, [item | acc])
-      _ -> {:lists.reverse(acc), queue}
+      {:value, {s, _, _, _} = item} when s <= seq ->
+        take_upto(:queue.drop(queue), seq, [item | acc])
+
+      _ ->
+        {:lists.reverse(acc), queue}
     end
   end
 
@@ -974,6 +1005,7 @@ defmodule Symbiont.Host do
     })
 
     fail_pending(state, {:host_down, reason})
+    state = charge_crash(state, crash)
     delay = backoff(consecutive, state.config.backoff_max)
     crashes = state.crashes + 1
     Process.send_after(self(), {:restart, crashes}, delay)
@@ -997,30 +1029,72 @@ defmodule Symbiont.Host do
     }
   end
 
+  # Which delivery killed the host? Acks are batched, so with several in flight the oldest
+  # unacked one may well have been handled already. So: with one delivery in flight, it is
+  # the culprit and is charged an attempt (after max_attempts, the dead letters: a poison
+  # message does not crash-loop its agent). With several, they all go back to the front of
+  # the queue uncharged, and the agent is on probation: they go one at a time until each
+  # has been acked, so that a crash meanwhile has exactly one suspect.
+  defp charge_crash(%{agent: nil} = state, _crash), do: state
+  defp charge_crash(%{agent: %{in_flight: 0}} = state, _crash), do: state
+
+  defp charge_crash(%{agent: %{in_flight: 1} = agent} = state, crash) do
+    {{:value, {_seq, what, _frame, attempts}}, rest} = :queue.out(agent.inflight)
+    # Requeued or given up, the rest of the suspects still go one at a time.
+    probation = max(agent.probation, 1)
+    state = %{state | agent: %{agent | inflight: rest, in_flight: 0, probation: probation}}
+
+    error = %{
+      "type" => "crash",
+      "message" => "the host #{format_crash_reason(crash.reason)} while handling it",
+      "traceback" => Enum.join(crash.logs, "\n")
+    }
+
+    retry_or_give_up(state, what, attempts + 1, "crashed", error)
+  end
+
+  defp charge_crash(%{agent: agent} = state, _crash) do
+    queue =
+      agent.inflight
+      |> :queue.to_list()
+      |> List.foldr(agent.queue, fn {_seq, what, _frame, attempts}, q ->
+        :queue.in_r({what, attempts}, q)
+      end)
+
+    queued = agent.queued + agent.in_flight
+    :atomics.put(agent.load, 1, queued)
+
+    agent = %{
+      agent
+      | inflight: :queue.new(),
+        in_flight: 0,
+        queue: queue,
+        queued: queued,
+        probation: max(agent.probation, agent.in_flight)
+    }
+
+    %{state | agent: agent}
+  end
+
   defp backoff(1, _max), do: 0
   defp backoff(n, max), do: min(max, 10 * Integer.pow(2, min(n - 2, 20)))
 
   defp exit_status({:exit, status}), do: status
   defp exit_status(_), do: nil
 
+  defp format_crash_reason({:exit, status}) when status > 128,
+    do: "exited with status #{status} (signal #{status - 128})"
+
+  defp format_crash_reason({:exit, status}), do: "exited with status #{status}"
+
+  defp format_crash_reason({:protocol_error, r}),
+    do: "was stopped after a protocol error: #{Protocol.format_error(r)}"
+
+  defp format_crash_reason({:spawn_failed, r}), do: "could not be started: #{inspect(r)}"
+  defp format_crash_reason(other), do: "went down: #{inspect(other)}"
+
   defp format_crash(state, crash) do
-    why =
-      case crash.reason do
-        {:exit, status} when status > 128 ->
-          "exited with status #{status} (signal #{status - 128})"
-
-        {:exit, status} ->
-          "exited with status #{status}"
-
-        {:protocol_error, r} ->
-          "was stopped after a protocol error: #{Protocol.format_error(r)}"
-
-        {:spawn_failed, r} ->
-          "could not be started: #{inspect(r)}"
-
-        other ->
-          "went down: #{inspect(other)}"
-      end
+    why = format_crash_reason(crash.reason)
 
     logs =
       case crash.logs do
