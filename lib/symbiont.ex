@@ -88,19 +88,8 @@ defmodule Symbiont do
   """
   @spec publish(String.t(), term, keyword) :: :ok | {:error, term}
   def publish(topic, value, opts \\ []) when is_binary(topic) and is_list(opts) do
-    case Symbiont.MsgPack.encode(value) do
-      {:ok, iodata} ->
-        event = %Symbiont.Event{
-          topic: topic,
-          payload: IO.iodata_to_binary(iodata),
-          from: Keyword.get(opts, :from)
-        }
-
-        Symbiont.Mesh.publish(Symbiont.Mesh, event, opts)
-
-      {:error, reason} ->
-        {:error, reason}
-    end
+    with {:ok, event} <- Symbiont.Event.new(topic, value, Keyword.get(opts, :from)),
+         do: Symbiont.Mesh.publish(Symbiont.Mesh, event, opts)
   end
 
   @doc """

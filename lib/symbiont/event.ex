@@ -23,11 +23,27 @@ defmodule Symbiont.Event do
           reserved: [pid]
         }
 
-  @doc "Builds an event, encoding `value` as msgpack. Raises if it cannot be encoded."
+  @doc """
+  Builds an event, encoding `value` as msgpack once; `{:error, {:unencodable, term}}` when
+  it has no msgpack form.
+  """
+  @spec new(String.t(), term, String.t() | nil) :: {:ok, t} | {:error, term}
+  def new(topic, value, from \\ nil) when is_binary(topic) do
+    with {:ok, iodata} <- Symbiont.MsgPack.encode(value) do
+      {:ok, %__MODULE__{topic: topic, payload: IO.iodata_to_binary(iodata), from: from}}
+    end
+  end
+
+  @doc "Like `new/3`, but raises if `value` cannot be encoded."
   @spec new!(String.t(), term, String.t() | nil) :: t
   def new!(topic, value, from \\ nil) when is_binary(topic) do
-    payload = value |> Symbiont.MsgPack.encode!() |> IO.iodata_to_binary()
-    %__MODULE__{topic: topic, payload: payload, from: from}
+    case new(topic, value, from) do
+      {:ok, event} ->
+        event
+
+      {:error, reason} ->
+        raise ArgumentError, "cannot encode as msgpack: " <> Symbiont.MsgPack.format_error(reason)
+    end
   end
 
   @doc "Decodes the payload."

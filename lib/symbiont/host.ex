@@ -953,13 +953,8 @@ defmodule Symbiont.Host do
       "error" => error
     }
 
-    with {:ok, bin} <- MsgPack.encode(letter) do
-      Symbiont.Mesh.broadcast(Symbiont.Mesh, "symbiont.dead_letter", %Symbiont.Event{
-        topic: "symbiont.dead_letter",
-        payload: IO.iodata_to_binary(bin),
-        from: state.agent_name
-      })
-    end
+    with {:ok, event} <- Symbiont.Event.new("symbiont.dead_letter", letter, state.agent_name),
+         do: Symbiont.Mesh.broadcast(Symbiont.Mesh, event.topic, event)
   end
 
   defp describe(%Symbiont.Event{topic: t}), do: "an event on #{inspect(t)}"

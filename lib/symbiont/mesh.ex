@@ -183,13 +183,7 @@ defmodule Symbiont.Mesh do
   @spec broadcast(t, topic, message, dispatcher) :: :ok | {:error, term}
   def broadcast(mesh, topic, message, dispatcher \\ __MODULE__)
       when is_atom(mesh) and is_binary(topic) and is_atom(dispatcher) do
-    # do_broadcast/5, inlined: this is the hot path.
-    %{adapter: adapter, adapter_name: name} = m = meta(mesh)
-
-    case adapter.broadcast(name, :none, topic, message, dispatcher) do
-      :ok -> dispatch_groups(m, :none, topic, message, nil)
-      error -> error
-    end
+    do_broadcast(meta(mesh), :none, topic, message, dispatcher)
   end
 
   @doc "Like `broadcast/4`, but the default dispatcher skips `from` (and so do groups)."
@@ -328,11 +322,10 @@ defmodule Symbiont.Mesh do
     with :ok <- result, do: Server.count(m, {:published, event.from || "elixir", topic})
   end
 
-  # The load counters of this node's subscribers of `topic` that reject when full:
-  # %{pid => {atomics, max}}. Slot 1 of the atomics is the subscriber's queue length,
-  # slot 2 the reservations on their way to it.
-  defp rejecting(m, topic) do
-    plain = m.adapter.subscribers(m.adapter_name, topic)
+  # The load counters of this node's subscribers of `topic` (plain ones given) that reject
+  # when full: %{pid => {atomics, max}}. Slot 1 of the atomics is the subscriber's queue
+  # length, slot 2 the reservations on their way to it.
+  defp rejecting(m, topic, plain) do
     grouped = for {pid, {_group, meta}} <- Registry.lookup(m.groups, topic), do: {pid, meta}
     for {pid, %{load: {ref, max, :reject}}} <- plain ++ grouped, into: %{}, do: {pid, {ref, max}}
   end
@@ -349,12 +342,9 @@ defmodule Symbiont.Mesh do
   defp release({ref, _max}), do: :atomics.sub(ref, 2, 1)
 
   defp checked_publish(m, %Symbiont.Event{topic: topic} = event) do
-    loads = rejecting(m, topic)
-
-    plain =
-      for {pid, _} <- m.adapter.subscribers(m.adapter_name, topic),
-          Map.has_key?(loads, pid),
-          do: pid
+    subscribers = m.adapter.subscribers(m.adapter_name, topic)
+    loads = rejecting(m, topic, subscribers)
+    plain = for {pid, _} <- subscribers, Map.has_key?(loads, pid), do: pid
 
     with {:ok, reserved} <- reserve_all(plain, loads, []),
          {:ok, picks, reserved} <- pick_groups(m, topic, loads, reserved) do
