@@ -752,16 +752,22 @@ defmodule Symbiont.Host do
   @out_max_bytes 65_536
   @out_max_age 64
 
-  defp batched({:noreply, state}), do: later(state, &{:noreply, &1}, &{:noreply, &1, 0})
+  defp batched({:noreply, state}) do
+    {state, timeout} = out_timeout(state)
+    {:noreply, state, timeout}
+  end
 
-  defp batched({:reply, reply, state}),
-    do: later(state, &{:reply, reply, &1}, &{:reply, reply, &1, 0})
+  defp batched({:reply, reply, state}) do
+    {state, timeout} = out_timeout(state)
+    {:reply, reply, state, timeout}
+  end
 
-  defp later(%{out: []} = state, now, _later), do: now.(state)
+  # 0 (flush once the mailbox is empty) while frames wait, :infinity otherwise.
+  defp out_timeout(%{out: []} = state), do: {state, :infinity}
 
-  defp later(state, now, later) do
+  defp out_timeout(state) do
     state = %{state | out_age: state.out_age + 1}
-    if state.out_age >= @out_max_age, do: now.(flush(state)), else: later.(state)
+    if state.out_age >= @out_max_age, do: {flush(state), :infinity}, else: {state, 0}
   end
 
   # Queues a frame for the port (see batched/1).
@@ -802,9 +808,7 @@ defmodule Symbiont.Host do
 
       overflow == :drop_oldest ->
         {{:value, {oldest, _attempts}}, queue} = :queue.out(agent.queue)
-        state = put_in(state.agent.queue, queue)
-        state = overflowed(state, oldest)
-        state |> put_in([:agent, :queued], agent.queued - 1) |> enqueue({what, 0})
+        state |> put_queue(queue, agent.queued - 1) |> overflowed(oldest) |> enqueue({what, 0})
 
       true ->
         overflowed(state, what)
@@ -816,20 +820,20 @@ defmodule Symbiont.Host do
   defp window(%{probation: 0} = agent), do: agent.spec.max_in_flight
   defp window(_agent), do: 1
 
-  defp enqueue(%{agent: agent} = state, item) do
-    queued = agent.queued + 1
+  defp enqueue(%{agent: agent} = state, item),
+    do: put_queue(state, :queue.in(item, agent.queue), agent.queued + 1)
+
+  # The queue, its length and the load slot publishers read (slot 1) change together.
+  defp put_queue(%{agent: agent} = state, queue, queued) do
     :atomics.put(agent.load, 1, queued)
-    %{state | agent: %{agent | queue: :queue.in(item, agent.queue), queued: queued}}
+    %{state | agent: %{agent | queue: queue, queued: queued}}
   end
 
   # After a failed attempt (a nack, or the host dying while on it): again, first in line,
   # until max_attempts; then the dead letters, with the attempts and the last error.
   defp retry_or_give_up(%{agent: agent} = state, what, attempts, reason, error) do
     if attempts < agent.spec.max_attempts do
-      queued = agent.queued + 1
-      :atomics.put(agent.load, 1, queued)
-      queue = :queue.in_r({what, attempts}, agent.queue)
-      %{state | agent: %{agent | queue: queue, queued: queued}}
+      put_queue(state, :queue.in_r({what, attempts}, agent.queue), agent.queued + 1)
     else
       dead_letter(state, what, reason, attempts, error)
       update_in(state.agent.failed, &(&1 + 1))
@@ -872,9 +876,7 @@ defmodule Symbiont.Host do
   defp drain(%{agent: agent} = state) do
     if agent.in_flight < window(agent) do
       {{:value, {what, attempts}}, queue} = :queue.out(agent.queue)
-      :atomics.put(agent.load, 1, agent.queued - 1)
-      state = %{state | agent: %{agent | queue: queue, queued: agent.queued - 1}}
-      drain(send_delivery(state, what, attempts))
+      state |> put_queue(queue, agent.queued - 1) |> send_delivery(what, attempts) |> drain()
     else
       check_load(state)
     end
@@ -1057,18 +1059,15 @@ defmodule Symbiont.Host do
       end)
 
     queued = agent.queued + agent.in_flight
-    :atomics.put(agent.load, 1, queued)
 
     agent = %{
       agent
       | inflight: :queue.new(),
         in_flight: 0,
-        queue: queue,
-        queued: queued,
         probation: max(agent.probation, agent.in_flight)
     }
 
-    %{state | agent: agent}
+    put_queue(%{state | agent: agent}, queue, queued)
   end
 
   defp backoff(1, _max), do: 0
