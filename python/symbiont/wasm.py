@@ -145,6 +145,18 @@ class Imports:
     health: Callable[[str, str], None] = lambda kind, reason: None
     stdout: Callable[[bytes], None] = lambda data: None
 
+    @classmethod
+    def for_agent(cls, agent: Any, health: Callable[[str, str], None]) -> Imports:
+        """Imports wired to ``agent``: publish on its behalf, log lines (levels 0-3 =
+        debug..error) and stdout into its log, health reports to ``health``."""
+        levels = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
+        return cls(
+            publish=agent._publish_raw,
+            log=lambda level, text: agent.log.log(levels[min(max(level, 0), 3)], "%s", text),
+            health=health,
+            stdout=lambda data: agent.log.info("%s", data.decode("utf-8", "replace").rstrip()),
+        )
+
 
 class Runtime:
     """Engines, the module cache and the epoch ticker, shared by all instances of a host.
@@ -612,12 +624,8 @@ class WasmPlugin:
             raise ValueError(f"agent {agent.name!r}: Wasm plug-in {name!r}: {exc}") from None
         self.name = name
         self._agent = agent
-        levels = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
-        imports = Imports(
-            publish=lambda topic, payload: agent._publish_raw(topic, payload),
-            log=lambda level, text: agent.log.log(levels[min(max(level, 0), 3)], "%s", text),
-            health=lambda kind, reason: agent.log.warning("%s reports %s: %s", name, kind, reason),
-            stdout=lambda data: agent.log.info("%s", data.decode("utf-8", "replace").rstrip()),
+        imports = Imports.for_agent(
+            agent, lambda kind, reason: agent.log.warning("%s reports %s: %s", name, kind, reason)
         )
         self.instance = default_runtime().instantiate(
             path, limits=limits, imports=imports, name=f"{agent.name}/{name}", config=plugin_config
@@ -653,13 +661,7 @@ class WasmAgent(Agent):
         spec = self.config
         if not isinstance(spec.get("wasm"), str):
             raise ValueError(f"Wasm agent {self.name!r} needs its module path in config['wasm']")
-        levels = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
-        imports = Imports(
-            publish=self._publish_raw,
-            log=lambda level, text: self.log.log(levels[min(max(level, 0), 3)], "%s", text),
-            health=lambda kind, reason: self.health.report(kind, reason),
-            stdout=lambda data: self.log.info("%s", data.decode("utf-8", "replace").rstrip()),
-        )
+        imports = Imports.for_agent(self, self.health.report)
         self.instance = default_runtime().instantiate(
             spec["wasm"],
             limits=Limits.from_config(spec.get("limits")),

@@ -20,6 +20,16 @@ defmodule Symbiont.HostHelpers do
     %{name: name, pid: pid, os_pid: os_pid}
   end
 
+  @doc """
+  Starts a host running one agent named like the host (`prefix-N`) with `agent_opts`;
+  returns `start_host!/1`'s map plus `:agent`, the agent's name.
+  """
+  def start_agent_host!(prefix, agent_opts) do
+    name = unique_name(prefix)
+    host = start_host!(name: name, agent: [name: name] ++ agent_opts)
+    Map.put(host, :agent, name)
+  end
+
   @doc "Sends {:host_start | :host_crash, name, metadata} to the caller for host `name`."
   def attach_host_events(name) do
     me = self()

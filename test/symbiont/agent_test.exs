@@ -6,16 +6,10 @@ defmodule Symbiont.AgentTest do
   import ExUnit.CaptureLog
   import Symbiont.HostHelpers
 
-  defp start_agent!(python, config \\ %{}) do
-    name = unique_name("agent")
-    host = start_host!(name: name, agent: [name: name, python: python, config: config])
-    Map.put(host, :agent, name)
-  end
+  alias Symbiont.Event
 
-  defp decode!(%Symbiont.Event{} = event) do
-    {:ok, value} = Symbiont.Event.decode(event)
-    value
-  end
+  defp start_agent!(python, config \\ %{}),
+    do: start_agent_host!("agent", python: python, config: config)
 
   test "events are handled in order and the state survives a kill -9" do
     out = unique_name("count.out")
@@ -25,8 +19,8 @@ defmodule Symbiont.AgentTest do
     for i <- 1..50, do: :ok = Symbiont.publish("count.in", i)
 
     for i <- 1..50 do
-      assert_receive %Symbiont.Event{topic: ^out} = event, 5_000
-      assert decode!(event) == %{"n" => i, "got" => i}
+      assert_receive %Event{topic: ^out} = event, 5_000
+      assert Event.decode!(event) == %{"n" => i, "got" => i}
     end
 
     assert wait_until(fn ->
@@ -42,8 +36,8 @@ defmodule Symbiont.AgentTest do
     end)
 
     :ok = Symbiont.publish("count.in", :after)
-    assert_receive %Symbiont.Event{topic: ^out} = event, 5_000
-    assert decode!(event) == %{"n" => 51, "got" => :after}
+    assert_receive %Event{topic: ^out} = event, 5_000
+    assert Event.decode!(event) == %{"n" => 51, "got" => :after}
   end
 
   test "deliveries in flight when the host dies are redelivered to the new one" do
@@ -59,7 +53,10 @@ defmodule Symbiont.AgentTest do
       assert_receive {:host_start, ^name, %{restarts: 1}}, 10_000
     end)
 
-    got = for _ <- 1..5, do: assert_receive(%Symbiont.Event{topic: ^out} = e, 5_000) && decode!(e)
+    got =
+      for _ <- 1..5,
+          do: assert_receive(%Event{topic: ^out} = e, 5_000) && Event.decode!(e)
+
     assert got == for(i <- 1..5, do: %{"n" => i, "got" => i})
   end
 
@@ -71,20 +68,20 @@ defmodule Symbiont.AgentTest do
     log =
       capture_log(fn ->
         for payload <- ["a", "poison", "b"], do: Symbiont.publish("picky.in", payload)
-        assert_receive %Symbiont.Event{topic: "picky.out"} = a, 5_000
-        assert_receive %Symbiont.Event{topic: "picky.out"} = b, 5_000
-        assert [decode!(a), decode!(b)] == ["a", "b"]
+        assert_receive %Event{topic: "picky.out"} = a, 5_000
+        assert_receive %Event{topic: "picky.out"} = b, 5_000
+        assert [Event.decode!(a), Event.decode!(b)] == ["a", "b"]
 
-        assert_receive %Symbiont.Event{topic: "symbiont.dead_letter", from: ^agent} = letter,
+        assert_receive %Event{topic: "symbiont.dead_letter", from: ^agent} = letter,
                        5_000
 
         assert %{"agent" => ^agent, "topic" => "picky.in", "payload" => payload, "error" => error} =
-                 decode!(letter)
+                 Event.decode!(letter)
 
         assert Symbiont.MsgPack.decode(payload) == {:ok, "poison"}
         assert %{"type" => "ValueError", "message" => "poisoned"} = error
         # Tried max_attempts (3) times, first in line each time, before giving up.
-        assert %{"reason" => "handler_failed", "attempts" => 3} = decode!(letter)
+        assert %{"reason" => "handler_failed", "attempts" => 3} = Event.decode!(letter)
       end)
 
     assert log =~ ~s(agent #{agent} failed on an event on "picky.in": ValueError: poisoned)
@@ -100,7 +97,9 @@ defmodule Symbiont.AgentTest do
 
     beats =
       for _ <- 1..3,
-          do: assert_receive(%Symbiont.Event{topic: "tick.out"} = e, 5_000) && decode!(e)
+          do:
+            assert_receive(%Event{topic: "tick.out"} = e, 5_000) &&
+              Event.decode!(e)
 
     assert beats == Enum.sort(beats) and length(Enum.uniq(beats)) == 3
   end
@@ -132,13 +131,13 @@ defmodule Symbiont.AgentTest do
 
     # Python packs {"z": 1, "a": 2} in insertion order; the BEAM, had it decoded the map and
     # encoded it again, would have sorted the keys ("a" first).
-    assert_receive %Symbiont.Event{topic: "opaque.mid", payload: payload}, 5_000
+    assert_receive %Event{topic: "opaque.mid", payload: payload}, 5_000
     assert payload == <<0x82, 0xA1, "z", 1, 0xA1, "a", 2>>
     refute payload == Symbiont.MsgPack.encode!(%{"z" => 1, "a" => 2}, iodata: false)
 
     # And the agent that consumes it (the same one here) sees the key order unchanged.
-    assert_receive %Symbiont.Event{topic: "opaque.out"} = event, 5_000
-    assert decode!(event) == ["z", "a"]
+    assert_receive %Event{topic: "opaque.out"} = event, 5_000
+    assert Event.decode!(event) == ["z", "a"]
   end
 
   test "replicas of an agent share its events: each reaches exactly one of them" do
@@ -154,9 +153,10 @@ defmodule Symbiont.AgentTest do
     for i <- 1..20, do: :ok = Symbiont.publish("count.in", i)
 
     got =
-      for _ <- 1..20, do: assert_receive(%Symbiont.Event{topic: ^out} = e, 5_000) && decode!(e)
+      for _ <- 1..20,
+          do: assert_receive(%Event{topic: ^out} = e, 5_000) && Event.decode!(e)
 
-    refute_receive %Symbiont.Event{topic: ^out}, 100
+    refute_receive %Event{topic: ^out}, 100
 
     assert got |> Enum.map(& &1["got"]) |> Enum.sort() == Enum.to_list(1..20)
     # Two counters, round robin: each counted to 10.
@@ -172,11 +172,11 @@ defmodule Symbiont.AgentTest do
     start_agent!("test_agents:Pricer", %{"out" => out, "wasm" => %{"pricing" => wasm}})
 
     :ok = Symbiont.publish("price.in", 10)
-    assert_receive %Symbiont.Event{topic: ^out} = price, 5_000
-    assert decode!(price) == 12.0
+    assert_receive %Event{topic: ^out} = price, 5_000
+    assert Event.decode!(price) == 12.0
     # What the module published went out as the agent's event.
-    assert_receive %Symbiont.Event{topic: "pricing.priced", from: "agent-" <> _} = priced
-    assert decode!(priced) == [10.0, 12.0]
+    assert_receive %Event{topic: "pricing.priced", from: "agent-" <> _} = priced
+    assert Event.decode!(priced) == [10.0, 12.0]
   end
 
   test "a Python agent reports its health on symbiont.health" do
@@ -199,9 +199,13 @@ defmodule Symbiont.AgentTest do
 
     capture_log(fn ->
       for p <- ["x", "y"], do: :ok = Symbiont.publish("flaky.in", p)
-      assert_receive %Symbiont.Event{topic: ^out} = a, 5_000
-      assert_receive %Symbiont.Event{topic: ^out} = b, 5_000
-      assert Enum.sort([decode!(a), decode!(b)]) == [["x", 2], ["y", 2]]
+      assert_receive %Event{topic: ^out} = a, 5_000
+      assert_receive %Event{topic: ^out} = b, 5_000
+
+      assert Enum.sort([Event.decode!(a), Event.decode!(b)]) == [
+               ["x", 2],
+               ["y", 2]
+             ]
     end)
 
     assert wait_until(fn ->
@@ -230,10 +234,10 @@ defmodule Symbiont.AgentTest do
       capture_log(fn ->
         for p <- ["a", "die", "b"], do: :ok = Symbiont.publish("doomed.in", p)
 
-        assert_receive %Symbiont.Event{topic: "symbiont.dead_letter", from: ^name} = letter,
+        assert_receive %Event{topic: "symbiont.dead_letter", from: ^name} = letter,
                        10_000
 
-        letter = decode!(letter)
+        letter = Event.decode!(letter)
         assert %{"reason" => "crashed", "attempts" => 2, "error" => error} = letter
         assert Symbiont.MsgPack.decode!(letter["payload"]) == "die"
         assert error["message"] =~ "exited with status 1 while handling it"
@@ -244,7 +248,7 @@ defmodule Symbiont.AgentTest do
         # At least once: "a" may come twice (handled, not yet acked, when the host died).
         got =
           Stream.repeatedly(fn ->
-            assert_receive(%Symbiont.Event{topic: ^out} = e, 10_000) && decode!(e)
+            assert_receive(%Event{topic: ^out} = e, 10_000) && Event.decode!(e)
           end)
           |> Enum.reduce_while([], fn
             "b", acc -> {:halt, Enum.reverse(["b" | acc])}

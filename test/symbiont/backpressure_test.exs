@@ -9,11 +9,9 @@ defmodule Symbiont.BackpressureTest do
 
   @events 1_000
 
-  defp start_slow!(opts) do
-    name = unique_name("slow")
-    agent = [name: name, python: "test_agents:Slow", config: %{"delay" => 0.002}] ++ opts
-    Map.put(start_host!(name: name, agent: agent), :agent, name)
-  end
+  defp start_slow!(opts),
+    do:
+      start_agent_host!("slow", [python: "test_agents:Slow", config: %{"delay" => 0.002}] ++ opts)
 
   defp info!(name) do
     {:ok, %{agent: agent}} = Symbiont.Host.info(name)

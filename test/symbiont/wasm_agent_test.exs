@@ -8,11 +8,8 @@ defmodule Symbiont.WasmAgentTest do
 
   @wasm Path.expand("../../priv/wasm", __DIR__)
 
-  defp start_wasm!(module, topic, opts \\ []) do
-    name = unique_name("wasm")
-    agent = [name: name, wasm: Path.join(@wasm, module), topics: [topic]] ++ opts
-    Map.put(start_host!(name: name, agent: agent), :agent, name)
-  end
+  defp start_wasm!(module, topic, opts \\ []),
+    do: start_agent_host!("wasm", [wasm: Path.join(@wasm, module), topics: [topic]] ++ opts)
 
   setup do
     :ok = Symbiont.subscribe("symbiont.health")
