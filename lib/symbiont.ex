@@ -12,15 +12,18 @@ defmodule Symbiont do
       Symbiont.Supervisor (rest_for_one)
       ├── Symbiont.Telemetry       owner of the telemetry handler table
       ├── Symbiont.Host.Registry   unique names of hosts
+      ├── Symbiont.Agent.Registry  unique ids of agents
       ├── Symbiont.Mesh            the mesh: a :pg scope, the group registry, the
       │                            adapter (Registry + :pg forwarder) and its server
       ├── Symbiont.TaskSupervisor  calls from Python into the BEAM
       ├── Symbiont.Hosts           DynamicSupervisor of Symbiont.Host
       │     └── Symbiont.Host ── Port ── python -m symbiont.host
+      ├── Symbiont.Agents          DynamicSupervisor of Symbiont.Agent.Server, each
+      │                            attached to a slot of a host
       └── Symbiont.Manifest        validates and starts the configured agents
 
   `:rest_for_one` because each child depends on those before it: a restart of the host
-  supervisor restarts the manifest, which starts the agents again.
+  supervisor restarts the agents and the manifest, which starts them again.
 
   ## In iex
 
@@ -57,16 +60,14 @@ defmodule Symbiont do
     |> Enum.sort_by(& &1.name)
   end
 
-  @doc "Information about every running agent, sorted by name."
+  @doc """
+  Information about every running agent (queue, in-flight, counters, decoded state, and
+  its host's OS pid and crashes), sorted by host, then id.
+  """
   @spec agents() :: [map]
   def agents do
-    for %{agent: agent} = host <- hosts(), agent != nil do
-      Map.merge(agent, %{
-        host: host.name,
-        status: host.status,
-        os_pid: host.os_pid,
-        crashes: host.crashes
-      })
+    for host <- hosts(), agent <- host.agents do
+      Map.merge(agent, %{os_pid: host.os_pid, crashes: host.crashes})
     end
   end
 
@@ -149,9 +150,7 @@ defmodule Symbiont do
     ]
 
     rows =
-      for h <- hosts do
-        a = h.agent || %{}
-
+      for h <- hosts, a <- if(h.agents == [], do: [%{}], else: h.agents) do
         [
           h.name,
           to_string(h.status),
@@ -167,7 +166,7 @@ defmodule Symbiont do
       end
 
     title =
-      "Symbiont on #{node()}: #{length(hosts)} host(s), #{Enum.count(hosts, & &1.agent)} agent(s)"
+      "Symbiont on #{node()}: #{length(hosts)} host(s), #{Enum.sum(Enum.map(hosts, &length(&1.agents)))} agent(s)"
 
     Enum.join([title, "" | table([header | rows])], "\n")
   end

@@ -1,6 +1,10 @@
 defmodule Symbiont.Agent do
   @moduledoc """
-  An agent: one bounded context whose logic is a Python class, run in a host of its own.
+  An agent: one bounded context whose logic is a Python class or a Wasm module, run in a
+  host. On the BEAM each agent (each replica) is a `Symbiont.Agent.Server` with its own
+  name, queue, state, health and supervision; a Python agent's replica gets a host
+  process of its own, Wasm agents share hosts (see `Symbiont.Manifest.plan/2`), and a
+  trap in one of them leaves its neighbours serving.
 
   Agents are declared in the application environment and started with the application:
 
@@ -28,9 +32,9 @@ defmodule Symbiont.Agent do
       none by default).
     * `:config` - a map handed to the agent as `self.config` (a Wasm module gets it in
       `symbiont_init`). Default: `%{}`.
-    * `:replicas` - how many hosts run the agent; they form the queue group named after
-      it, so each event reaches one of them. The first host is named after the agent,
-      the others `"name#2"`, `"name#3"`... Default: 1.
+    * `:replicas` - how many copies of the agent run; they form the queue group named
+      after it, so each event reaches one of them. The first is registered under the
+      agent's name, the others as `"name#2"`, `"name#3"`... Default: 1.
     * `:max_queue` - how many events may wait for the agent (accepted, not yet sent to
       its process). Default: 10 000.
     * `:max_in_flight` - how many events may be sent to its process and not yet

@@ -13,10 +13,13 @@ defmodule Symbiont.Application do
         children = [
           Symbiont.Telemetry,
           {Registry, keys: :unique, name: Symbiont.Host.Registry},
+          {Registry, keys: :unique, name: Symbiont.Agent.Registry},
           {Symbiont.Mesh, name: Symbiont.Mesh},
           {Task.Supervisor, name: Symbiont.TaskSupervisor},
           {DynamicSupervisor,
            name: Symbiont.Hosts, strategy: :one_for_one, max_restarts: 100, max_seconds: 5},
+          {DynamicSupervisor,
+           name: Symbiont.Agents, strategy: :one_for_one, max_restarts: 100, max_seconds: 5},
           {Symbiont.Manifest, agents}
         ]
 

@@ -9,6 +9,11 @@ defmodule Symbiont.Host do
   5 s). Calls, casts and agent deliveries that arrive while the process is (re)starting
   wait for it, so nothing accepted is lost across a restart.
 
+  A host runs any number of agents (PROTOCOL.md §8), each a `Symbiont.Agent.Server` of
+  its own that attaches to the host by name and gets a slot in its process. The owner
+  hands each agent the frames of its slot and tells it when the process goes down and
+  when a new one is ready; the agents write their deliveries to the port themselves.
+
   Most code uses it through `Symbiont.Python` (ErlPort-style calls) or the agents of the
   manifest; `start_link/1` is the child spec entry point under `Symbiont.Hosts`.
 
@@ -21,8 +26,6 @@ defmodule Symbiont.Host do
       `:python_path` application env.
     * `:cd` - the working directory of the process. Default: the current directory.
     * `:env` - extra environment variables, a list of `{name, value}` strings.
-    * `:agent` - `nil` or an agent spec `%{name: .., module: .., class: .., config: %{}}`;
-      see `Symbiont.Agent`.
     * `:call_timeout` - default timeout of calls, in ms. Default: 5000.
     * `:start_timeout` - how long the process may take to answer the handshake. Default: 10000.
     * `:max_frame` - the largest frame accepted from the process, in bytes. Default: 64 MiB.
@@ -35,7 +38,7 @@ defmodule Symbiont.Host do
 
   require Logger
 
-  alias Symbiont.Host.{Framer, Protocol}
+  alias Symbiont.Host.{Framer, Out, Protocol}
   alias Symbiont.MsgPack
 
   @typedoc "A host: its pid or the name it was started with."
@@ -49,9 +52,10 @@ defmodule Symbiont.Host do
     log_lines: 20,
     grace: 2_000
   ]
-  @allowed_keys [:name, :python, :python_path, :cd, :env, :agent | Keyword.keys(@defaults)]
+  @allowed_keys [:name, :python, :python_path, :cd, :env | Keyword.keys(@defaults)]
   # A process that stayed up this long before crashing restarts without delay.
   @stable_ms 5_000
+  @agent_frames [:agent_ready, :agent_failed, :ack, :nack, :publish]
 
   ## Public API (internal to Symbiont: users go through Symbiont.Python and Symbiont)
 
@@ -88,8 +92,7 @@ defmodule Symbiont.Host do
          {:ok, python} <- validate_python(Keyword.get(opts, :python)),
          {:ok, cd} <- validate_cd(Keyword.get(opts, :cd, File.cwd!())),
          {:ok, paths} <- validate_paths(Keyword.get(opts, :python_path), cd),
-         {:ok, env} <- validate_env(Keyword.get(opts, :env, [])),
-         {:ok, agent} <- Symbiont.Agent.validate_spec(Keyword.get(opts, :agent)) do
+         {:ok, env} <- validate_env(Keyword.get(opts, :env, [])) do
       {:ok,
        opts
        |> Map.new()
@@ -98,8 +101,7 @@ defmodule Symbiont.Host do
          python: python,
          cd: cd,
          python_path: paths,
-         env: env,
-         agent: agent
+         env: env
        })}
     else
       {:error, message} when is_binary(message) -> {:error, ArgumentError.exception(message)}
@@ -134,15 +136,34 @@ defmodule Symbiont.Host do
   end
 
   @doc false
+  # The host's state, with `agents` (the info of each agent it runs) and, for a host that
+  # runs exactly one, that one as `agent` (else nil).
   @spec info(host) :: {:ok, map} | {:error, term}
   def info(host) do
-    with {:ok, pid} <- lookup(host), do: safe_call(pid, :info, 5_000)
+    with {:ok, pid} <- lookup(host), {:ok, info} <- safe_call(pid, :info, 5_000) do
+      agents = for id <- info.agents, {:ok, a} <- [Symbiont.Agent.Server.info(id)], do: a
+      {:ok, Map.merge(info, %{agents: agents, agent: if(match?([_], agents), do: hd(agents))})}
+    end
   end
 
   @doc false
+  # An agent server takes a slot in the host (see Symbiont.Agent.Server): the port comes
+  # back when the process is ready; otherwise {:host_up, host, port} follows.
+  @spec attach(pid, String.t()) :: {:ok, pos_integer, port | nil} | {:error, term}
+  def attach(host, id), do: safe_call(host, {:attach, self(), id}, 5_000)
+
+  @doc false
+  # Stops the host and the agents it runs that live under Symbiont.Agents.
   @spec stop(host) :: :ok | {:error, term}
   def stop(host) do
     with {:ok, pid} <- lookup(host) do
+      with {:ok, %{agents: ids}} <- safe_call(pid, :info, 5_000) do
+        for id <- ids,
+            agent = Symbiont.Agent.Server.whereis(id),
+            agent != nil,
+            do: DynamicSupervisor.terminate_child(Symbiont.Agents, agent)
+      end
+
       DynamicSupervisor.terminate_child(Symbiont.Hosts, pid)
     end
   end
@@ -262,7 +283,6 @@ defmodule Symbiont.Host do
     state = %{
       config: config,
       name: config.name,
-      agent_name: config.agent && config.agent.name,
       status: :starting,
       port: nil,
       os_pid: nil,
@@ -275,49 +295,22 @@ defmodule Symbiont.Host do
       pending: %{},
       waiting: :queue.new(),
       tasks: %{},
-      out: [],
-      out_bytes: 0,
-      out_age: 0,
+      out: Out.new(),
+      # The agents it runs: slot => {pid, id, monitor}; slots are never reused.
+      slots: %{},
+      next_slot: 1,
       logs: :queue.new(),
       log_count: 0,
       crashes: 0,
       consecutive: 0,
-      last_crash: nil,
-      agent: init_agent(config.agent)
+      last_crash: nil
     }
 
     {:ok, state, {:continue, :open}}
   end
 
-  defp init_agent(nil), do: nil
-
-  defp init_agent(spec) do
-    %{
-      spec: spec,
-      topics: [],
-      timers: [],
-      subscribed: false,
-      seq: 0,
-      inflight: :queue.new(),
-      in_flight: 0,
-      queue: :queue.new(),
-      queued: 0,
-      # Read by checked publishes on this node: 1, the queue length; 2, room reserved by
-      # publishers for events still on their way (Symbiont.Mesh.publish/3).
-      load: :atomics.new(2, signed: true),
-      overloaded: false,
-      # Deliveries still to be sent one at a time after a crash (see charge_crash/2).
-      probation: 0,
-      dropped: 0,
-      state_bin: nil,
-      handled: 0,
-      failed: 0,
-      published: 0
-    }
-  end
-
   @impl true
-  def handle_continue(:open, state), do: batched({:noreply, open(state)})
+  def handle_continue(:open, state), do: Out.reply({:noreply, open(state)})
 
   defp open(%{config: c} = state) do
     env =
@@ -350,6 +343,7 @@ defmodule Symbiont.Host do
         state = %{
           state
           | port: port,
+            out: Out.to(state.out, port),
             os_pid: os_pid,
             status: :starting,
             framer: Framer.new(c.max_frame),
@@ -360,26 +354,12 @@ defmodule Symbiont.Host do
     end
   end
 
-  defp init_options(%{config: c, agent: agent}) do
+  defp init_options(%{config: c}) do
     %{
       "name" => c.name,
       "node" => Atom.to_string(node()),
       "max_frame" => c.max_frame,
-      "python_path" => c.python_path,
-      "agent" => agent && agent_init(agent)
-    }
-  end
-
-  # The checkpoint goes back exactly as the host sent it (spliced, never re-encoded).
-  defp agent_init(%{spec: spec, state_bin: bin}) do
-    state = if bin, do: %MsgPack.Raw{data: bin}, else: nil
-
-    %{
-      "name" => spec.name,
-      "module" => spec.module,
-      "class" => spec.class,
-      "config" => spec.config,
-      "state" => state
+      "python_path" => c.python_path
     }
   end
 
@@ -406,6 +386,13 @@ defmodule Symbiont.Host do
   end
 
   defp call_msg(:info, _from, state), do: {:reply, {:ok, public_info(state)}, state}
+
+  defp call_msg({:attach, pid, id}, _from, state) do
+    slot = state.next_slot
+    slots = Map.put(state.slots, slot, {pid, id, Process.monitor(pid)})
+    port = if state.status == :ready, do: state.port
+    {:reply, {:ok, slot, port}, %{state | slots: slots, next_slot: slot + 1}}
+  end
 
   defp cast_msg({:cast, m, f, args}, state),
     do: {:noreply, send_or_queue(state, ["cast", m, f, args])}
@@ -503,21 +490,20 @@ defmodule Symbiont.Host do
 
   defp info({:erlang_result, _old_port, _id, _result}, state), do: {:noreply, state}
 
-  defp info(%Symbiont.Event{} = event, %{agent: agent} = state) when agent != nil do
-    Symbiont.Mesh.count_received(Symbiont.Mesh, state.agent_name, event.topic)
-    # A checked publish reserved room here (slot 2 of the load); it has arrived.
-    if event.reserved != [] and self() in event.reserved, do: :atomics.sub(agent.load, 2, 1)
-    {:noreply, accept(state, event)}
-  end
+  # An agent went away: its slot in the process is freed (never reused).
+  defp info({:DOWN, _ref, :process, pid, _reason}, state) do
+    case Enum.find(state.slots, fn {_slot, {p, _id, _ref}} -> p == pid end) do
+      nil ->
+        {:noreply, state}
 
-  defp info({:tick, name}, %{agent: agent} = state) when agent != nil do
-    # Ticks coalesce: while the agent is behind (events waiting) or the same tick is still
-    # in flight, another one would only pile up.
-    busy? =
-      agent.queued > 0 or
-        Enum.any?(:queue.to_list(agent.inflight), &match?({_, {:tick, ^name}, _, _}, &1))
+      {slot, _} ->
+        state = %{state | slots: Map.delete(state.slots, slot)}
 
-    if busy?, do: {:noreply, state}, else: {:noreply, accept(state, {:tick, name})}
+        state =
+          if state.status == :ready, do: send_frame(state, ["agent_stop", slot]), else: state
+
+        {:noreply, state}
+    end
   end
 
   defp info(msg, state) do
@@ -626,35 +612,15 @@ defmodule Symbiont.Host do
     end
   end
 
-  defp handle_frame({kind, _, _}, %{agent: nil} = state) when kind in [:ack, :nack, :publish],
-    do: {:error, {:bad_frame, Atom.to_string(kind), "this host runs no agent"}, state}
+  # agent_ready, agent_failed, ack, nack, publish: for the agent in that slot. One that
+  # has just gone away leaves a few behind; they are dropped.
+  defp handle_frame(frame, state) when elem(frame, 0) in @agent_frames do
+    case Map.fetch(state.slots, elem(frame, 1)) do
+      {:ok, {pid, _id, _ref}} -> send(pid, {:agent_frame, self(), frame})
+      :error -> Logger.debug("host #{inspect(state.name)}: #{elem(frame, 0)} for a free slot")
+    end
 
-  defp handle_frame({:ack, seq, state_bin}, state), do: ack(state, seq, state_bin)
-
-  defp handle_frame({:nack, seq, error}, state) do
-    {acked, state} = take_inflight(ack(state, seq - 1, state.agent.state_bin), seq)
-
-    state =
-      Enum.reduce(acked, state, fn {^seq, what, _frame, attempts}, state ->
-        Logger.error(
-          "agent #{state.agent_name} failed on #{describe(what)}: #{format_remote_error(error)}",
-          meta(state)
-        )
-
-        retry_or_give_up(state, what, attempts + 1, "handler_failed", error)
-      end)
-
-    drain(state)
-  end
-
-  defp handle_frame({:publish, topic, payload}, state) do
-    Symbiont.Mesh.publish(Symbiont.Mesh, %Symbiont.Event{
-      topic: topic,
-      payload: payload,
-      from: state.agent_name
-    })
-
-    update_in(state.agent.published, &(&1 + 1))
+    state
   end
 
   defp answer(state, id, result) do
@@ -674,9 +640,8 @@ defmodule Symbiont.Host do
     now = System.monotonic_time(:millisecond)
     state = %{state | status: :ready, info: info, ready_at: now}
     state = %{state | peer_max_frame: info["max_frame"] || state.config.max_frame}
-    state = agent_ready(state, info["agent"])
 
-    # Flush what waited for the process: calls and casts, then agent deliveries in order.
+    # Flush what waited for the process: calls and casts in order.
     state =
       for {id, frame} <- :queue.to_list(state.waiting),
           id == nil or Map.has_key?(state.pending, id),
@@ -684,283 +649,32 @@ defmodule Symbiont.Host do
           do: (state -> emit(state, frame))
 
     pending = Map.new(state.pending, fn {id, {from, timer, _}} -> {id, {from, timer, true}} end)
+    state = %{state | waiting: :queue.new(), pending: pending, out: Out.flush(state.out)}
 
-    # Deliveries in flight go again, in order; then what waits in the queue (after a crash
-    # with several in flight, they are all there: see charge_crash/2).
-    state =
-      if state.agent do
-        state =
-          for {_seq, _what, frame, _attempts} <- :queue.to_list(state.agent.inflight),
-              reduce: state,
-              do: (state -> emit(state, frame))
+    # The agents start in the new process, each from its last acked state.
+    for {_slot, {pid, _id, _ref}} <- state.slots, do: send(pid, {:host_up, self(), state.port})
 
-        drain(state)
-      else
-        state
-      end
-
-    # Last, so that whoever waits for this event finds the agent subscribed and serving.
     Symbiont.Telemetry.execute(
       [:symbiont, :host, :start],
       %{startup_us: System.monotonic_time(:microsecond) - state.started_at},
-      %{host: state.name, agent: state.agent_name, os_pid: state.os_pid, restarts: state.crashes}
+      %{host: state.name, os_pid: state.os_pid, restarts: state.crashes}
     )
 
-    %{state | waiting: :queue.new(), pending: pending}
+    state
   end
 
-  defp agent_ready(%{agent: nil} = state, _), do: state
-
-  defp agent_ready(%{agent: %{subscribed: true}} = state, _), do: state
-
-  defp agent_ready(%{agent: agent} = state, info) do
-    topics = List.wrap(info && info["topics"])
-    timers = List.wrap(info && info["timers"])
-    # Replicas of an agent form a queue group named after it: one of them gets each event.
-    for topic <- topics do
-      :ok =
-        Symbiont.Mesh.subscribe(Symbiont.Mesh, topic,
-          group: state.agent_name,
-          metadata: %{
-            agent: state.agent_name,
-            load: {agent.load, agent.spec.max_queue, agent.spec.overflow}
-          }
-        )
-    end
-
-    for %{"name" => name, "every_ms" => ms} <- timers, is_integer(ms) and ms > 0 do
-      :timer.send_interval(ms, {:tick, name})
-    end
-
-    %{state | agent: %{agent | topics: topics, timers: timers, subscribed: true}}
-  end
-
-  # Every callback goes through `batched/1`: frames for the port are collected in the
-  # state and written with one Port.command when the mailbox is empty (a GenServer
-  # timeout of 0 fires only then), or once 64 KiB or 64 messages have gone by. A lone
-  # call is written at once; a burst of casts or events costs one write, not one each.
+  # Every callback ends in Out.reply/1: frames for the port are written in batches.
   @impl true
-  def handle_info(:timeout, state), do: {:noreply, flush(state)}
-  def handle_info(msg, state), do: batched(info(msg, state))
+  def handle_info(:timeout, state), do: {:noreply, %{state | out: Out.flush(state.out)}}
+  def handle_info(msg, state), do: Out.reply(info(msg, state))
 
   @impl true
-  def handle_cast(msg, state), do: batched(cast_msg(msg, state))
+  def handle_cast(msg, state), do: Out.reply(cast_msg(msg, state))
 
   @impl true
-  def handle_call(msg, from, state), do: batched(call_msg(msg, from, state))
+  def handle_call(msg, from, state), do: Out.reply(call_msg(msg, from, state))
 
-  @out_max_bytes 65_536
-  @out_max_age 64
-
-  defp batched({:noreply, state}) do
-    {state, timeout} = out_timeout(state)
-    {:noreply, state, timeout}
-  end
-
-  defp batched({:reply, reply, state}) do
-    {state, timeout} = out_timeout(state)
-    {:reply, reply, state, timeout}
-  end
-
-  # 0 (flush once the mailbox is empty) while frames wait, :infinity otherwise.
-  defp out_timeout(%{out: []} = state), do: {state, :infinity}
-
-  defp out_timeout(state) do
-    state = %{state | out_age: state.out_age + 1}
-    if state.out_age >= @out_max_age, do: {flush(state), :infinity}, else: {state, 0}
-  end
-
-  # Queues a frame for the port (see batched/1).
-  defp emit(%{port: nil} = state, _iodata), do: state
-
-  defp emit(state, iodata) do
-    state = %{
-      state
-      | out: [iodata | state.out],
-        out_bytes: state.out_bytes + IO.iodata_length(iodata)
-    }
-
-    if state.out_bytes >= @out_max_bytes, do: flush(state), else: state
-  end
-
-  defp flush(%{out: []} = state), do: state
-
-  defp flush(%{port: nil} = state), do: %{state | out: [], out_bytes: 0, out_age: 0}
-
-  defp flush(state) do
-    Port.command(state.port, :lists.reverse(state.out))
-    %{state | out: [], out_bytes: 0, out_age: 0}
-  end
-
-  ## Agent deliveries (PROTOCOL.md §8)
-
-  # An event or tick for the agent: sent at once while the credit window has room and
-  # nothing waits before it, queued otherwise; a full queue applies the overflow policy.
-  defp accept(%{agent: agent} = state, what) do
-    %{max_queue: max, overflow: overflow} = agent.spec
-
-    cond do
-      agent.queued == 0 and agent.in_flight < window(agent) ->
-        send_delivery(state, what, 0)
-
-      agent.queued < max ->
-        state |> enqueue({what, 0}) |> check_load()
-
-      overflow == :drop_oldest ->
-        {{:value, {oldest, _attempts}}, queue} = :queue.out(agent.queue)
-        state |> put_queue(queue, agent.queued - 1) |> overflowed(oldest) |> enqueue({what, 0})
-
-      true ->
-        overflowed(state, what)
-    end
-  end
-
-  # Queue items are {event_or_tick, failed_attempts_so_far}.
-  # The credit window: one delivery at a time while on probation (see charge_crash/2).
-  defp window(%{probation: 0} = agent), do: agent.spec.max_in_flight
-  defp window(_agent), do: 1
-
-  defp enqueue(%{agent: agent} = state, item),
-    do: put_queue(state, :queue.in(item, agent.queue), agent.queued + 1)
-
-  # The queue, its length and the load slot publishers read (slot 1) change together.
-  defp put_queue(%{agent: agent} = state, queue, queued) do
-    :atomics.put(agent.load, 1, queued)
-    %{state | agent: %{agent | queue: queue, queued: queued}}
-  end
-
-  # After a failed attempt (a nack, or the host dying while on it): again, first in line,
-  # until max_attempts; then the dead letters, with the attempts and the last error.
-  defp retry_or_give_up(%{agent: agent} = state, what, attempts, reason, error) do
-    if attempts < agent.spec.max_attempts do
-      put_queue(state, :queue.in_r({what, attempts}, agent.queue), agent.queued + 1)
-    else
-      dead_letter(state, what, reason, attempts, error)
-      update_in(state.agent.failed, &(&1 + 1))
-    end
-  end
-
-  defp overflowed(state, what) do
-    dead_letter(state, what, "overloaded", 0, nil)
-    update_in(state.agent.dropped, &(&1 + 1))
-  end
-
-  defp send_delivery(%{agent: agent} = state, what, attempts) do
-    seq = agent.seq + 1
-
-    fields =
-      case what do
-        %Symbiont.Event{topic: topic, payload: payload} ->
-          ["event", seq, topic, %MsgPack.Bin{data: payload}]
-
-        {:tick, name} ->
-          ["tick", seq, name]
-      end
-
-    frame = fields |> Protocol.encode() |> Framer.frame()
-    state = if state.status == :ready, do: emit(state, frame), else: state
-
-    agent = %{
-      agent
-      | seq: seq,
-        inflight: :queue.in({seq, what, frame, attempts}, agent.inflight),
-        in_flight: agent.in_flight + 1
-    }
-
-    %{state | agent: agent}
-  end
-
-  # Sends what waits while the credit window has room.
-  defp drain(%{agent: %{queued: 0}} = state), do: check_load(state)
-
-  defp drain(%{agent: agent} = state) do
-    if agent.in_flight < window(agent) do
-      {{:value, {what, attempts}}, queue} = :queue.out(agent.queue)
-      state |> put_queue(queue, agent.queued - 1) |> send_delivery(what, attempts) |> drain()
-    else
-      check_load(state)
-    end
-  end
-
-  # Health with hysteresis: `overloaded` at the high-water mark, `healthy` again below half.
-  defp check_load(%{agent: %{overloaded: false, queued: n, spec: %{high_water: hw}}} = state)
-       when n >= hw do
-    publish_load(state, "overloaded", "queue at #{n} of #{state.agent.spec.max_queue}")
-    put_in(state.agent.overloaded, true)
-  end
-
-  defp check_load(%{agent: %{overloaded: true, queued: n, spec: %{high_water: hw}}} = state)
-       when n < div(hw, 2) do
-    publish_load(state, "healthy", "queue back at #{n} (high water #{hw})")
-    put_in(state.agent.overloaded, false)
-  end
-
-  defp check_load(state), do: state
-
-  defp publish_load(%{agent: agent} = state, kind, reason) do
-    metrics = %{
-      "queue" => agent.queued,
-      "in_flight" => agent.in_flight,
-      "max_queue" => agent.spec.max_queue,
-      "dropped" => agent.dropped
-    }
-
-    level = if kind == "healthy", do: :info, else: :warning
-    Logger.log(level, "agent #{state.agent_name} is #{kind}: #{reason}", meta(state))
-    Symbiont.Health.publish(kind, state.agent_name, reason, metrics)
-  end
-
-  defp ack(state, seq, state_bin) do
-    {acked, state} = take_inflight(state, seq)
-    state = update_in(state.agent.probation, &max(0, &1 - length(acked)))
-
-    state = %{
-      state
-      | agent: %{state.agent | state_bin: state_bin, handled: state.agent.handled + length(acked)}
-    }
-
-    drain(state)
-  end
-
-  # Removes the deliveries up to and including `seq` from the in-flight queue.
-  defp take_inflight(%{agent: agent} = state, seq) do
-    {taken, rest} = take_upto(agent.inflight, seq, [])
-    agent = %{agent | inflight: rest, in_flight: agent.in_flight - length(taken)}
-    {taken, %{state | agent: agent}}
-  end
-
-  defp take_upto(queue, seq, acc) do
-    case :queue.peek(queue) do
-      {:value, {s, _, _, _} = item} when s <= seq ->
-        take_upto(:queue.drop(queue), seq, [item | acc])
-
-      _ ->
-        {:lists.reverse(acc), queue}
-    end
-  end
-
-  defp dead_letter(state, what, reason, attempts, error) do
-    {topic, payload} =
-      case what do
-        %Symbiont.Event{topic: t, payload: p} -> {t, %MsgPack.Bin{data: p}}
-        {:tick, name} -> {"$tick", name}
-      end
-
-    letter = %{
-      "agent" => state.agent_name,
-      "topic" => topic,
-      "payload" => payload,
-      "reason" => reason,
-      "attempts" => attempts,
-      "error" => error
-    }
-
-    with {:ok, event} <- Symbiont.Event.new("symbiont.dead_letter", letter, state.agent_name),
-         do: Symbiont.Mesh.broadcast(Symbiont.Mesh, event.topic, event)
-  end
-
-  defp describe(%Symbiont.Event{topic: t}), do: "an event on #{inspect(t)}"
-  defp describe({:tick, name}), do: "timer #{inspect(name)}"
+  defp emit(state, iodata), do: %{state | out: Out.emit(state.out, iodata)}
 
   ## Crashes and restarts
 
@@ -995,14 +709,15 @@ defmodule Symbiont.Host do
 
     Symbiont.Telemetry.execute([:symbiont, :host, :crash], %{uptime_ms: uptime}, %{
       host: state.name,
-      agent: state.agent_name,
+      agents: agent_ids(state),
       os_pid: state.os_pid,
       reason: reason,
       status: crash.status
     })
 
     fail_pending(state, {:host_down, reason})
-    state = charge_crash(state, crash)
+    down = %{message: format_crash_reason(reason), logs: crash.logs}
+    for {_slot, {pid, _id, _ref}} <- state.slots, do: send(pid, {:host_down, self(), down})
     delay = backoff(consecutive, state.config.backoff_max)
     crashes = state.crashes + 1
     Process.send_after(self(), {:restart, crashes}, delay)
@@ -1019,59 +734,16 @@ defmodule Symbiont.Host do
         last_crash: crash,
         pending: pending,
         tasks: %{},
-        # Frames not yet written were for the dead process; deliveries are resent anyway.
-        out: [],
-        out_bytes: 0,
-        out_age: 0
+        # Frames not yet written were for the dead process.
+        out: Out.to(state.out, nil)
     }
   end
 
-  # Which delivery killed the host? Acks are batched, so with several in flight the oldest
-  # unacked one may well have been handled already. So: with one delivery in flight, it is
-  # the culprit and is charged an attempt (after max_attempts, the dead letters: a poison
-  # message does not crash-loop its agent). With several, they all go back to the front of
-  # the queue uncharged, and the agent is on probation: they go one at a time until each
-  # has been acked, so that a crash meanwhile has exactly one suspect.
-  defp charge_crash(%{agent: nil} = state, _crash), do: state
-  defp charge_crash(%{agent: %{in_flight: 0}} = state, _crash), do: state
-
-  defp charge_crash(%{agent: %{in_flight: 1} = agent} = state, crash) do
-    {{:value, {_seq, what, _frame, attempts}}, rest} = :queue.out(agent.inflight)
-    # Requeued or given up, the rest of the suspects still go one at a time.
-    probation = max(agent.probation, 1)
-    state = %{state | agent: %{agent | inflight: rest, in_flight: 0, probation: probation}}
-
-    error = %{
-      "type" => "crash",
-      "message" => "the host #{format_crash_reason(crash.reason)} while handling it",
-      "traceback" => Enum.join(crash.logs, "\n")
-    }
-
-    retry_or_give_up(state, what, attempts + 1, "crashed", error)
-  end
-
-  defp charge_crash(%{agent: agent} = state, _crash) do
-    queue =
-      agent.inflight
-      |> :queue.to_list()
-      |> List.foldr(agent.queue, fn {_seq, what, _frame, attempts}, q ->
-        :queue.in_r({what, attempts}, q)
-      end)
-
-    queued = agent.queued + agent.in_flight
-
-    agent = %{
-      agent
-      | inflight: :queue.new(),
-        in_flight: 0,
-        probation: max(agent.probation, agent.in_flight)
-    }
-
-    put_queue(%{state | agent: agent}, queue, queued)
-  end
-
-  defp backoff(1, _max), do: 0
-  defp backoff(n, max), do: min(max, 10 * Integer.pow(2, min(n - 2, 20)))
+  @doc false
+  # Milliseconds before restart number `n` of a row (the first is immediate).
+  @spec backoff(pos_integer, pos_integer) :: non_neg_integer
+  def backoff(1, _max), do: 0
+  def backoff(n, max), do: min(max, 10 * Integer.pow(2, min(n - 2, 20)))
 
   defp exit_status({:exit, status}), do: status
   defp exit_status(_), do: nil
@@ -1133,10 +805,17 @@ defmodule Symbiont.Host do
       else: %{state | logs: logs, log_count: state.log_count + 1}
   end
 
-  defp meta(state), do: [host: state.name, agent: state.agent_name]
+  defp meta(state), do: [host: state.name]
 
-  defp agent_suffix(%{agent_name: nil}), do: ""
-  defp agent_suffix(%{agent_name: name}), do: " (agent #{name})"
+  defp agent_ids(state), do: for({_slot, {_pid, id, _ref}} <- state.slots, do: id)
+
+  defp agent_suffix(state) do
+    case agent_ids(state) do
+      [] -> ""
+      [id] -> " (agent #{id})"
+      ids -> " (agents #{Enum.join(ids, ", ")})"
+    end
+  end
 
   defp format_remote_error(error) do
     "#{error["type"]}: #{error["message"]}"
@@ -1181,33 +860,7 @@ defmodule Symbiont.Host do
       last_crash: state.last_crash,
       pending_calls: map_size(state.pending),
       recent_logs: :queue.to_list(state.logs),
-      agent: state.agent && agent_info(state.agent)
-    }
-  end
-
-  defp agent_info(agent) do
-    %{
-      name: agent.spec.name,
-      python:
-        if(agent.spec[:wasm],
-          do: "wasm:" <> Path.relative_to_cwd(agent.spec.wasm),
-          else: "#{agent.spec.module}:#{agent.spec.class}"
-        ),
-      topics: agent.topics,
-      timers: Enum.map(agent.timers, & &1["name"]),
-      in_flight: agent.in_flight,
-      queue: agent.queued,
-      max_queue: agent.spec.max_queue,
-      overloaded: agent.overloaded,
-      dropped: agent.dropped,
-      handled: agent.handled,
-      failed: agent.failed,
-      published: agent.published,
-      state:
-        case agent.state_bin && MsgPack.decode(agent.state_bin) do
-          {:ok, value} -> value
-          _ -> nil
-        end
+      agents: state.slots |> Enum.sort() |> Enum.map(fn {_slot, {_pid, id, _ref}} -> id end)
     }
   end
 end

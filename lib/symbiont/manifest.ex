@@ -1,9 +1,11 @@
 defmodule Symbiont.Manifest do
   @moduledoc """
   The desired state: which agents run. The `:agents` of the application environment are
-  validated before anything starts, then each replica of each agent is started in a host
-  of its own under `Symbiont.Hosts` (see `host_names/1`). The reconciler that repairs
-  drift comes with the conductor (DESIGN.md §2).
+  validated before anything starts, then the hosts are started under `Symbiont.Hosts` and
+  each replica of each agent under `Symbiont.Agents` (see `plan/2`): a Python agent's
+  replica gets a host of its own; Wasm agents share hosts named `"wasm#1"`, `"wasm#2"`...
+  up to `:wasm_agents_per_host` in each (application env, default 32). The reconciler
+  that repairs drift comes with the conductor (DESIGN.md §2).
   """
   use GenServer
 
@@ -50,24 +52,54 @@ defmodule Symbiont.Manifest do
 
   @impl true
   def init(specs) do
-    for spec <- specs, host <- host_names(spec) do
-      case DynamicSupervisor.start_child(Symbiont.Hosts, {Symbiont.Host, name: host, agent: spec}) do
-        {:ok, _} ->
-          :ok
+    per_host = Application.get_env(:symbiont, :wasm_agents_per_host, 32)
 
-        {:error, reason} ->
-          Logger.error(
-            "agent #{inspect(spec.name)} (host #{inspect(host)}) could not start: #{inspect(reason)}"
-          )
+    for {host, agents} <- plan(specs, per_host) do
+      start_child(Symbiont.Hosts, {Symbiont.Host, name: host}, "host #{inspect(host)}")
+
+      for {id, spec} <- agents do
+        child = {Symbiont.Agent.Server, id: id, host: host, spec: spec}
+        start_child(Symbiont.Agents, child, "agent #{inspect(id)} (host #{inspect(host)})")
       end
     end
 
     {:ok, specs}
   end
 
+  defp start_child(sup, child, what) do
+    case DynamicSupervisor.start_child(sup, child) do
+      {:ok, _} -> :ok
+      {:error, reason} -> Logger.error("#{what} could not start: #{inspect(reason)}")
+    end
+  end
+
   @doc """
-  The names of the hosts that run an agent's replicas: the agent's own name, then
-  `"name#2"`, `"name#3"`... (`#` cannot occur in an agent name, so these never clash).
+  Where each replica runs: a list of `{host, [{agent_id, spec}]}`. A Python agent's
+  replicas get a host each, named like the replica (see `host_names/1`); the replicas of
+  Wasm agents fill hosts `"wasm#1"`, `"wasm#2"`... with up to `per_host` each.
+
+      iex> specs = [%{name: "a", replicas: 2, wasm: nil}, %{name: "w", replicas: 3, wasm: "w.wat"}]
+      iex> Symbiont.Manifest.plan(specs, 2) |> Enum.map(fn {h, as} -> {h, Enum.map(as, &elem(&1, 0))} end)
+      [{"a", ["a"]}, {"a#2", ["a#2"]}, {"wasm#1", ["w", "w#2"]}, {"wasm#2", ["w#3"]}]
+  """
+  @spec plan([Symbiont.Agent.spec()], pos_integer) :: [{String.t(), [{String.t(), map}]}]
+  def plan(specs, per_host) when is_integer(per_host) and per_host > 0 do
+    {wasm, python} = Enum.split_with(specs, & &1[:wasm])
+    own = for spec <- python, id <- host_names(spec), do: {id, [{id, spec}]}
+
+    shared =
+      for(spec <- wasm, id <- host_names(spec), do: {id, spec})
+      |> Enum.chunk_every(per_host)
+      |> Enum.with_index(1)
+      |> Enum.map(fn {agents, i} -> {"wasm##{i}", agents} end)
+
+    own ++ shared
+  end
+
+  @doc """
+  The ids of an agent's replicas (and the names of their hosts, for a Python agent): the
+  agent's own name, then `"name#2"`, `"name#3"`... (`#` cannot occur in an agent name,
+  so these never clash).
 
       iex> Symbiont.Manifest.host_names(%{name: "billing", replicas: 3})
       ["billing", "billing#2", "billing#3"]

@@ -36,12 +36,45 @@ defmodule Symbiont.Python do
   (`:name`, `:python`, `:python_path`, `:cd`, `:env`, `:call_timeout`, ...). Returns once
   the process is spawned; calls made before its handshake completes wait for it.
 
+  With `agent:` (an agent spec, see `Symbiont.Agent`), the instance also runs that agent:
+  a `Symbiont.Agent.Server` under `Symbiont.Agents`, registered under the instance's
+  name; `stop/1` stops it too.
+
       {:ok, py} = Symbiont.Python.start(name: "numbers", python_path: ["lib/py"])
   """
   @spec start(keyword) :: {:ok, pid} | {:error, term}
   def start(opts \\ []) when is_list(opts) do
-    with {:ok, _} <- Host.validate_options(opts) do
-      DynamicSupervisor.start_child(Symbiont.Hosts, {Host, opts})
+    {agent, opts} = Keyword.pop(opts, :agent)
+
+    with {:ok, config} <- Host.validate_options(opts),
+         {:ok, spec} <- validate_agent(agent),
+         opts = Keyword.put(opts, :name, config.name),
+         {:ok, pid} <- DynamicSupervisor.start_child(Symbiont.Hosts, {Host, opts}) do
+      start_agent(pid, config.name, spec)
+    end
+  end
+
+  defp start_agent(pid, _name, nil), do: {:ok, pid}
+
+  defp start_agent(pid, name, spec) do
+    child = {Symbiont.Agent.Server, id: name, host: name, spec: spec}
+
+    case DynamicSupervisor.start_child(Symbiont.Agents, child) do
+      {:ok, _} ->
+        {:ok, pid}
+
+      {:error, reason} ->
+        DynamicSupervisor.terminate_child(Symbiont.Hosts, pid)
+        {:error, reason}
+    end
+  end
+
+  defp validate_agent(nil), do: {:ok, nil}
+
+  defp validate_agent(agent) do
+    case Symbiont.Agent.validate_spec(agent) do
+      {:ok, spec} -> {:ok, spec}
+      {:error, message} -> {:error, ArgumentError.exception(message)}
     end
   end
 

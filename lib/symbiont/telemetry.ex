@@ -11,8 +11,9 @@ defmodule Symbiont.Telemetry do
 
   | event | measurements | metadata |
   |---|---|---|
-  | `[:symbiont, :host, :start]` | `startup_us`: spawn to handshake | `host`, `agent`, `os_pid`, `restarts` |
-  | `[:symbiont, :host, :crash]` | `uptime_ms` | `host`, `agent`, `os_pid`, `reason`, `status` |
+  | `[:symbiont, :host, :start]` | `startup_us`: spawn to handshake | `host`, `os_pid`, `restarts` |
+  | `[:symbiont, :host, :crash]` | `uptime_ms` | `host`, `agents` (their ids), `os_pid`, `reason`, `status` |
+  | `[:symbiont, :agent, :start]` | none | `agent`, `id`, `host`, `restarts` (started in a new host process) |
 
       iex> :ok = Symbiont.Telemetry.attach("doc", [:doc, :event], fn e, m, _meta, pid -> send(pid, {e, m}) end, self())
       iex> Symbiont.Telemetry.execute([:doc, :event], %{n: 1}, %{})

@@ -287,7 +287,11 @@ class Agent:
         return erlang.call(module, function, args, timeout=timeout)
 
     def on_start(self) -> None:
-        """Called once after the agent is created, before the host reports ready."""
+        """Called once after the agent is created, before the host reports it ready."""
+
+    def on_stop(self) -> None:
+        """Called when the owner stops the agent (not when its process dies); exceptions
+        are logged."""
 
     def on_message(self, value: Any) -> None:
         """Called with each value sent to this agent by name. The default logs a warning."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import importlib
 import itertools
 import logging
@@ -59,7 +60,7 @@ from ._transport import FdTransport, Transport
 
 __all__ = ["Host", "current_host", "run"]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 WATCHDOG_INTERVAL = 0.01
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
 
@@ -133,7 +134,8 @@ class Host:
         self.reader = FrameReader(transport, on_eof=self._on_eof)
         self.name = "python"
         self.peer_max = DEFAULT_MAX_FRAME
-        self.agent: Agent | None = None
+        # The agents it runs, by slot (PROTOCOL.md §8).
+        self.agents: dict[int, Agent] = {}
         self.message_handler: Callable[[Any], Any] | None = None
         self.ready = False
         self._serving = False
@@ -152,9 +154,10 @@ class Host:
         self._results: dict[int, tuple[bool, Any]] = {}
         self._waiters: dict[int, _Waiter] = {}
         self._before_ready: list[bytes] = []
-        self._ack_seq: int | None = None
+        # The last handled, not yet acked, seq of each slot.
+        self._ack_seq: dict[int, int] = {}
         self._delivering = False
-        self._deferred: deque[tuple[int, str, Any]] = deque()
+        self._deferred: deque[tuple[int, int, str, Any]] = deque()
         self._handlers: dict[str, Callable[[list[Any]], None]] = {
             "call": self._on_call,
             "reply": self._on_reply,
@@ -164,6 +167,8 @@ class Host:
             "msg": self._on_msg,
             "event": self._on_event,
             "tick": self._on_tick,
+            "agent_start": self._on_agent_start,
+            "agent_stop": self._on_agent_stop,
         }
         write_code = getattr(type(transport).write, "__code__", None)
         self._critical_code = {
@@ -282,15 +287,19 @@ class Host:
         self.node: str | None = options.get("node") if type(options.get("node")) is str else None
         max_frame = options.get("max_frame", DEFAULT_MAX_FRAME)
         python_path = options.get("python_path") or []
-        agent_spec = options.get("agent")
         if type(name) is not str:
             raise _bad(frame, "name must be a str")
         if type(max_frame) is not int or max_frame < 64:
             raise _bad(frame, "max_frame must be an int >= 64")
         if type(python_path) is not list or not all(type(p) is str for p in python_path):
             raise _bad(frame, "python_path must be a list of str")
-        if agent_spec is not None and type(agent_spec) is not dict:
-            raise _bad(frame, "agent must be nil or a map")
+        if options.get("agent") is not None:
+            self._fatal(
+                ValueError(
+                    "an agent in init is protocol version 1; since version 2 agents are "
+                    "started with agent_start frames"
+                )
+            )
         self.name = name
         self.peer_max = max_frame
         self.reader.limit = max_frame
@@ -300,28 +309,15 @@ class Host:
             "pid": os.getpid(),
             "runtime": f"{platform.python_implementation()} {platform.python_version()}",
             "max_frame": max_frame,
-            "agent": None,
         }
-        if agent_spec is not None:
-            try:
-                agent = self._load_agent(agent_spec)
-            except Exception as exc:  # noqa: BLE001 - any failure to load is fatal (§3)
-                self._fatal(exc)
-            info["agent"] = {
-                "name": agent.name,
-                "topics": agent.subscriptions(),
-                "timers": [
-                    {"name": timer, "every_ms": every_ms}
-                    for timer, every_ms in type(agent).timers().items()
-                ],
-            }
+        self.reader.on_idle = self._flush_acks
         self._write_frame(packb(["ready", PROTOCOL_VERSION, info]))
         self.ready = True
         queued, self._before_ready = self._before_ready, []
         for data in queued:
             self._write_frame(data)
 
-    def _load_agent(self, spec: dict[Any, Any]) -> Agent:
+    def _load_agent(self, slot: int, spec: dict[Any, Any]) -> Agent:
         name, module, class_name = spec.get("name"), spec.get("module"), spec.get("class")
         config, state = spec.get("config"), spec.get("state")
         for key, value in (("name", name), ("module", module), ("class", class_name)):
@@ -335,9 +331,7 @@ class Host:
         if not (isinstance(cls, type) and issubclass(cls, Agent)):
             raise TypeError(f"{module}.{class_name} is not a subclass of symbiont.Agent")
         agent = cls(name, config=config, state=state)
-        agent._publisher = self._publish
-        self.agent = agent
-        self.reader.on_idle = self._flush_ack
+        agent._publisher = functools.partial(self._publish, slot)
         agent.on_start()
         return agent
 
@@ -369,8 +363,8 @@ class Host:
             message = message[: max(room, 0)] + " [truncated]"
         self.transport.write(_frame_bytes(["log", level, message]))
 
-    def _publish(self, topic: str, payload_bin: bytes) -> None:
-        self.send_async(["publish", topic, payload_bin], f"publish on {topic!r}")
+    def _publish(self, slot: int, topic: str, payload_bin: bytes) -> None:
+        self.send_async(["publish", slot, topic, payload_bin], f"publish on {topic!r}")
 
     # -- owner -> host calls (PROTOCOL.md §4) ---------------------------------------------
 
@@ -472,10 +466,11 @@ class Host:
                 _logger.warning("message dropped, no handler is set: %r", value)
                 return
         elif isinstance(dest, str):
-            if self.agent is None or dest != self.agent.name:
+            agent = next((a for a in self.agents.values() if a.name == dest), None)
+            if agent is None:
                 _logger.warning("message for unknown agent %r dropped", dest)
                 return
-            target = self.agent.on_message
+            target = agent.on_message
         else:
             raise _bad(frame, "destination must be nil or an agent name")
         self._stack.append(None)
@@ -671,67 +666,119 @@ class Host:
         else:
             _logger.debug("late %s for call %d dropped", kind, call_id)
 
-    # -- agent deliveries (PROTOCOL.md §8) ------------------------------------------------
+    # -- agents (PROTOCOL.md §8) ---------------------------------------------------------
+
+    def _on_agent_start(self, frame: list[Any]) -> None:
+        if len(frame) != 3 or not _is_seq(frame[1]) or type(frame[2]) is not dict:
+            raise _bad(frame, 'expected ["agent_start", slot, spec]')
+        _, slot, spec = frame
+        if slot in self.agents:
+            raise _bad(frame, f"slot {slot} already runs agent {self.agents[slot].name!r}")
+        try:
+            agent = self._load_agent(slot, spec)
+        except Exception as exc:  # noqa: BLE001 - reported to the owner, the host serves on
+            _logger.debug("agent in slot %d could not start", slot, exc_info=True)
+            self._write_frame(packb(["agent_failed", slot, error_map(exc)]))
+            return
+        self.agents[slot] = agent
+        info = {
+            "name": agent.name,
+            "topics": agent.subscriptions(),
+            "timers": [
+                {"name": timer, "every_ms": every_ms}
+                for timer, every_ms in type(agent).timers().items()
+            ],
+        }
+        self._write_frame(packb(["agent_ready", slot, info]))
+
+    def _on_agent_stop(self, frame: list[Any]) -> None:
+        if len(frame) != 2 or not _is_seq(frame[1]):
+            raise _bad(frame, 'expected ["agent_stop", slot]')
+        slot = frame[1]
+        if slot not in self.agents:
+            _logger.debug("agent_stop for free slot %d", slot)
+            return
+        self._flush_ack(slot, force=True)
+        agent = self.agents.pop(slot)
+        try:
+            agent.on_stop()
+        except Exception:
+            _logger.exception("agent %r: on_stop failed", agent.name)
 
     def _on_event(self, frame: list[Any]) -> None:
         if (
-            len(frame) != 4
+            len(frame) != 5
             or not _is_seq(frame[1])
-            or type(frame[2]) is not str
-            or type(frame[3]) is not bytes
+            or not _is_seq(frame[2])
+            or type(frame[3]) is not str
+            or type(frame[4]) is not bytes
         ):
-            raise _bad(frame, 'expected ["event", seq, topic, payload_bin]')
-        self._deliver(frame[1], "event", frame)
+            raise _bad(frame, 'expected ["event", slot, seq, topic, payload_bin]')
+        self._deliver(frame[1], frame[2], "event", frame)
 
     def _on_tick(self, frame: list[Any]) -> None:
-        if len(frame) != 3 or not _is_seq(frame[1]) or type(frame[2]) is not str:
-            raise _bad(frame, 'expected ["tick", seq, timer_name]')
-        self._deliver(frame[1], "tick", frame)
+        if (
+            len(frame) != 4
+            or not _is_seq(frame[1])
+            or not _is_seq(frame[2])
+            or type(frame[3]) is not str
+        ):
+            raise _bad(frame, 'expected ["tick", slot, seq, timer_name]')
+        self._deliver(frame[1], frame[2], "tick", frame)
 
-    def _deliver(self, seq: int, kind: str, frame: list[Any]) -> None:
-        if self.agent is None:
-            raise ProtocolError(f"{kind} frame for a host without an agent")
+    def _deliver(self, slot: int, seq: int, kind: str, frame: list[Any]) -> None:
+        if slot not in self.agents:
+            raise ProtocolError(f"{kind} frame for slot {slot}, which runs no agent")
         if self._delivering:
             # A delivery arrived while a handler waits on a call: keep seq order (§8).
-            self._deferred.append((seq, kind, frame))
+            self._deferred.append((slot, seq, kind, frame))
             return
         self._delivering = True
         try:
-            self._run_delivery(self.agent, seq, kind, frame)
+            self._run_delivery(slot, seq, kind, frame)
             while self._deferred:
-                self._run_delivery(self.agent, *self._deferred.popleft())
+                self._run_delivery(*self._deferred.popleft())
         finally:
             self._delivering = False
 
-    def _run_delivery(self, agent: Agent, seq: int, kind: str, frame: list[Any]) -> None:
+    def _run_delivery(self, slot: int, seq: int, kind: str, frame: list[Any]) -> None:
+        agent = self.agents.get(slot)
+        if agent is None:
+            return  # stopped while this delivery waited behind a call (see _deliver)
         self._stack.append(None)
         try:
             if kind == "event":
-                agent.handle_event(frame[2], frame[3])
+                agent.handle_event(frame[3], frame[4])
             else:
-                name = frame[2]
+                name = frame[3]
                 if name not in agent._symbiont_timers:
                     raise LookupError(f"agent {agent.name!r} has no timer {name!r}")
                 getattr(agent, name)()
         except (Exception, CancelledError) as exc:  # noqa: BLE001 - reported as a nack
-            self._flush_ack(force=True)
-            self._write_frame(packb(["nack", seq, error_map(exc, skip_frames=1)]))
+            self._flush_ack(slot, force=True)
+            self._write_frame(packb(["nack", slot, seq, error_map(exc, skip_frames=1)]))
             return
         finally:
             self._stack.pop()
-        self._ack_seq = seq
+        self._ack_seq[slot] = seq
 
-    def _flush_ack(self, *, force: bool = False) -> None:
-        """Send the cumulative ack for the deliveries handled so far, if any (§8).
+    def _flush_acks(self) -> None:
+        """Send the cumulative ack of every slot with deliveries handled but not acked."""
+        for slot in list(self._ack_seq):
+            self._flush_ack(slot)
+
+    def _flush_ack(self, slot: int, *, force: bool = False) -> None:
+        """Send the cumulative ack for the deliveries of ``slot`` handled so far, if any (§8).
 
         Not while a handler waits on a call of its own (unless ``force``): the state may
         already hold part of that delivery's changes, so it would not match the acked seq.
         """
-        seq = self._ack_seq
+        seq = self._ack_seq.get(slot)
         if seq is None or (self._delivering and not force):
             return
-        self._ack_seq = None
-        state = self.agent.state if self.agent is not None else None
+        del self._ack_seq[slot]
+        agent = self.agents.get(slot)
+        state = agent.state if agent is not None else None
         try:
             state_bin = None if state is None else packb(state)
             if state_bin is not None and len(state_bin) > self.peer_max - 32:
@@ -739,9 +786,9 @@ class Host:
         except Exception as exc:  # noqa: BLE001 - unencodable state: the delivery failed
             error = error_map(exc)
             error["message"] = f"the agent state cannot be checkpointed: {error['message']}"
-            self._write_frame(packb(["nack", seq, error]))
+            self._write_frame(packb(["nack", slot, seq, error]))
             return
-        self._write_frame(packb(["ack", seq, state_bin]))
+        self._write_frame(packb(["ack", slot, seq, state_bin]))
 
 
 def _frame_bytes(frame: list[Any]) -> bytes:

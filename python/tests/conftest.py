@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from symbiont._host import PROTOCOL_VERSION
 from symbiont._terms import packb, unpackb
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,8 +148,23 @@ class HostProcess:
     def init(self, **options: Any) -> list[Any]:
         opts: dict[str, Any] = {"name": "test", "max_frame": MAX_FRAME, "python_path": []}
         opts.update(options)
-        self.send(["init", 1, opts])
+        self.send(["init", PROTOCOL_VERSION, opts])
         return self.recv_kind("ready")
+
+    def start_agent(self, spec: dict[str, Any], slot: int = 1) -> list[Any]:
+        """Send ``agent_start`` and return the answer (``agent_ready`` or ``agent_failed``)."""
+        self.send(["agent_start", slot, spec])
+        frame = self.recv()
+        assert frame is not None and frame[0] in ("agent_ready", "agent_failed"), frame
+        assert frame[1] == slot, frame
+        return frame
+
+    def init_agent(self, spec: dict[str, Any], **options: Any) -> dict[str, Any]:
+        """The handshake, then ``spec`` started in slot 1; returns its ``agent_ready`` info."""
+        self.init(**options)
+        frame = self.start_agent(spec)
+        assert frame[0] == "agent_ready", frame
+        return frame[2]
 
     def new_id(self) -> int:
         self._next_id += 1

@@ -15,8 +15,8 @@ def agent_spec(cls: str, *, name: str = "counter", state: object = None, **extra
     return spec
 
 
-def event(seq: int, topic: str, payload: object) -> list:
-    return ["event", seq, topic, packb(payload)]
+def event(seq: int, topic: str, payload: object, slot: int = 1) -> list:
+    return ["event", slot, seq, topic, packb(payload)]
 
 
 # -- the SDK, in process ---------------------------------------------------------------
@@ -85,8 +85,7 @@ def test_agent_attributes_and_publish_outside_a_host() -> None:
 
 
 def test_ready_announces_topics_and_timers(raw_host: HostProcess) -> None:
-    info = raw_host.init(agent=agent_spec("Child"))[2]
-    assert info["agent"] == {
+    assert raw_host.init_agent(agent_spec("Child")) == {
         "name": "counter",
         "topics": ["numbers", "fail", "extra"],
         "timers": [{"name": "beat", "every_ms": 250}],
@@ -94,76 +93,78 @@ def test_ready_announces_topics_and_timers(raw_host: HostProcess) -> None:
 
 
 def test_events_in_order_publish_before_cumulative_ack(raw_host: HostProcess) -> None:
-    raw_host.init(agent=agent_spec("Counter"))
+    raw_host.init_agent(agent_spec("Counter"))
     raw_host.send(event(1, "numbers", 1), event(2, "numbers", 2), event(3, "numbers", 3))
     assert [raw_host.recv() for _ in range(3)] == [
-        ["publish", "sums", packb(1)],
-        ["publish", "sums", packb(3)],
-        ["publish", "sums", packb(6)],
+        ["publish", 1, "sums", packb(1)],
+        ["publish", 1, "sums", packb(3)],
+        ["publish", 1, "sums", packb(6)],
     ]
-    kind, seq, state_bin = raw_host.recv()
-    assert (kind, seq) == ("ack", 3)  # one ack for the three: they were buffered together
+    kind, slot, seq, state_bin = raw_host.recv()
+    assert (kind, slot, seq) == ("ack", 1, 3)  # one ack for the three: buffered together
     assert isinstance(state_bin, bytes)
     assert unpackb(state_bin) == {"sum": 6, "count": 3}
 
 
 def test_each_ack_when_deliveries_come_one_by_one(raw_host: HostProcess) -> None:
-    raw_host.init(agent=agent_spec("Counter"))
+    raw_host.init_agent(agent_spec("Counter"))
     for seq in (1, 2):
         raw_host.send(event(seq, "numbers", 10))
         raw_host.recv_kind("publish")
-        assert raw_host.recv_kind("ack")[1] == seq
+        assert raw_host.recv_kind("ack")[2] == seq
 
 
 def test_nack_after_acking_earlier_deliveries(raw_host: HostProcess) -> None:
-    raw_host.init(agent=agent_spec("Counter"))
+    raw_host.init_agent(agent_spec("Counter"))
     raw_host.send(event(1, "numbers", 5), event(2, "fail", "x"), event(3, "numbers", 1))
-    assert raw_host.recv_kind("publish")[2] == packb(5)
-    assert raw_host.recv_kind("ack")[1] == 1
-    _, seq, error = raw_host.recv_kind("nack")
-    assert seq == 2
+    assert raw_host.recv_kind("publish")[3] == packb(5)
+    assert raw_host.recv_kind("ack")[2] == 1
+    _, slot, seq, error = raw_host.recv_kind("nack")
+    assert (slot, seq) == (1, 2)
     assert error["type"] == "ValueError" and error["message"] == "cannot handle 'x'"
     assert "def fail" in error["traceback"] or "raise ValueError" in error["traceback"]
-    assert raw_host.recv_kind("publish")[2] == packb(6)
-    _, seq, state_bin = raw_host.recv_kind("ack")
+    assert raw_host.recv_kind("publish")[3] == packb(6)
+    _, _, seq, state_bin = raw_host.recv_kind("ack")
     assert seq == 3 and unpackb(state_bin)["sum"] == 6
 
 
 def test_ticks_and_unknown_topics(raw_host: HostProcess) -> None:
-    raw_host.init(agent=agent_spec("Counter"))
-    raw_host.send(["tick", 1, "beat"], ["tick", 2, "beat"], event(3, "nobody.listens", 1))
-    _, seq, state_bin = raw_host.recv_kind("ack")
+    raw_host.init_agent(agent_spec("Counter"))
+    raw_host.send(["tick", 1, 1, "beat"], ["tick", 1, 2, "beat"], event(3, "nobody.listens", 1))
+    _, _, seq, state_bin = raw_host.recv_kind("ack")
     assert seq == 3 and unpackb(state_bin) == {"beats": 2}
-    raw_host.send(["tick", 4, "no_such_timer"])
-    assert "no timer 'no_such_timer'" in raw_host.recv_kind("nack")[2]["message"]
+    raw_host.send(["tick", 1, 4, "no_such_timer"])
+    assert "no timer 'no_such_timer'" in raw_host.recv_kind("nack")[3]["message"]
 
 
-def test_state_restored_from_init(raw_host: HostProcess) -> None:
-    raw_host.init(agent=agent_spec("Counter", state={"sum": 10, "count": 1}))
+def test_state_restored_from_agent_start(raw_host: HostProcess) -> None:
+    raw_host.init_agent(agent_spec("Counter", state={"sum": 10, "count": 1}))
     raw_host.send(event(7, "numbers", 5))
-    assert raw_host.recv_kind("publish")[2] == packb(15)
-    assert unpackb(raw_host.recv_kind("ack")[2]) == {"sum": 15, "count": 2}
+    assert raw_host.recv_kind("publish")[3] == packb(15)
+    assert unpackb(raw_host.recv_kind("ack")[3]) == {"sum": 15, "count": 2}
 
 
 def test_message_to_agent_and_stateless_agent(raw_host: HostProcess) -> None:
-    raw_host.init(agent=agent_spec("Stateless", name="quiet"))
-    # Published in on_start, so sent right after ready.
-    assert raw_host.recv_kind("publish") == ["publish", "started", packb("quiet")]
+    raw_host.init()
+    raw_host.send(["agent_start", 1, agent_spec("Stateless", name="quiet")])
+    # Published in on_start, so sent before agent_ready.
+    assert raw_host.recv() == ["publish", 1, "started", packb("quiet")]
+    assert raw_host.recv_kind("agent_ready")[1] == 1
     raw_host.send(event(1, "ping", [1, 2]))
-    assert raw_host.recv_kind("publish") == ["publish", "pong", packb([1, 2])]
-    assert raw_host.recv_kind("ack") == ["ack", 1, None]
+    assert raw_host.recv_kind("publish") == ["publish", 1, "pong", packb([1, 2])]
+    assert raw_host.recv_kind("ack") == ["ack", 1, 1, None]
     raw_host.send(["msg", "quiet", "hello"])
     raw_host.wait_logs(lambda logs: any("does not handle: 'hello'" in m for _, m in logs))
 
 
 def test_on_message_updates_state(raw_host: HostProcess) -> None:
-    raw_host.init(agent=agent_spec("Counter"))
-    raw_host.send(["msg", "counter", {"hi": 1}], ["tick", 1, "beat"])
-    assert unpackb(raw_host.recv_kind("ack")[2]) == {"message": {"hi": 1}, "beats": 1}
+    raw_host.init_agent(agent_spec("Counter"))
+    raw_host.send(["msg", "counter", {"hi": 1}], ["tick", 1, 1, "beat"])
+    assert unpackb(raw_host.recv_kind("ack")[3]) == {"message": {"hi": 1}, "beats": 1}
 
 
 def test_agent_calling_the_owner(raw_host: HostProcess) -> None:
-    raw_host.init(agent=agent_spec("Asker"))
+    raw_host.init_agent(agent_spec("Asker"))
     raw_host.send(event(1, "ask", None))
     inner = raw_host.recv_kind("call")
     # Deliveries arriving while the handler waits are handled after it, in order.
@@ -171,7 +172,7 @@ def test_agent_calling_the_owner(raw_host: HostProcess) -> None:
     raw_host.send(["reply", inner[1], "n@h"])
     second = raw_host.recv_kind("call")
     raw_host.send(["reply", second[1], "n2@h"])
-    _, seq, state_bin = raw_host.recv_kind("ack")
+    _, _, seq, state_bin = raw_host.recv_kind("ack")
     assert seq == 2 and unpackb(state_bin) == {"answer": "n2@h"}
 
 
@@ -184,11 +185,66 @@ def test_agent_calling_the_owner(raw_host: HostProcess) -> None:
         ({"class": "BrokenStart"}, "cannot start"),
     ],
 )
-def test_bad_agent_is_fatal(raw_host: HostProcess, spec: dict, message: str) -> None:
-    raw_host.send(["init", 1, {"name": "t", "agent": agent_spec("Counter", **spec)}])
+def test_bad_agent_fails_its_slot_only(host: HostProcess, spec: dict, message: str) -> None:
+    _, slot, error = host.start_agent(agent_spec("Counter", **spec), slot=4)
+    assert slot == 4 and message in error["message"]
+    # The host serves on: another agent starts, and the failed slot can be used again.
+    assert host.start_agent(agent_spec("Counter"), slot=5)[0] == "agent_ready"
+    host.send(["event", 5, 1, "numbers", packb(2)])
+    assert host.recv_kind("publish") == ["publish", 5, "sums", packb(2)]
+    assert host.recv_kind("ack")[1:3] == [5, 1]
+    assert host.start_agent(agent_spec("Counter"), slot=4)[0] == "agent_ready"
+
+
+def test_agent_in_init_is_fatal(raw_host: HostProcess) -> None:
+    raw_host.send(["init", 2, {"name": "t", "agent": agent_spec("Counter")}])
     _, error = raw_host.recv_kind("fatal")
-    assert message in error["message"]
+    assert "started with agent_start frames" in error["message"]
     assert raw_host.wait_exit() == 2
+
+
+def test_agents_in_one_host_have_their_own_slots_and_state(host: HostProcess) -> None:
+    host.start_agent(agent_spec("Counter", name="a"), slot=1)
+    host.start_agent(agent_spec("Counter", name="b", state={"sum": 100, "count": 0}), slot=2)
+    host.send(
+        ["event", 1, 1, "numbers", packb(1)],
+        ["event", 2, 1, "numbers", packb(5)],
+        ["event", 1, 2, "numbers", packb(2)],
+    )
+    frames = [host.recv() for _ in range(5)]
+    publishes = [f for f in frames if f[0] == "publish"]
+    assert publishes == [
+        ["publish", 1, "sums", packb(1)],
+        ["publish", 2, "sums", packb(105)],
+        ["publish", 1, "sums", packb(3)],
+    ]
+    acks = {f[1]: (f[2], unpackb(f[3])) for f in frames if f[0] == "ack"}
+    assert acks == {1: (2, {"sum": 3, "count": 2}), 2: (1, {"sum": 105, "count": 1})}
+    # Messages find an agent by name.
+    host.send(["msg", "b", {"hi": 2}], ["tick", 2, 2, "beat"])
+    _, slot, seq, state_bin = host.recv_kind("ack")
+    assert (slot, seq) == (2, 2) and unpackb(state_bin)["message"] == {"hi": 2}
+
+
+def test_agent_stop_calls_on_stop_and_frees_the_slot(host: HostProcess) -> None:
+    host.start_agent(agent_spec("Stoppable"), slot=3)
+    host.send(["event", 3, 1, "numbers", packb(1)], ["agent_stop", 3])
+    assert host.recv_kind("publish") == ["publish", 3, "sums", packb(1)]
+    assert host.recv_kind("ack")[1:3] == [3, 1]  # the pending ack goes out before the stop
+    assert host.recv_kind("publish") == ["publish", 3, "stopped", packb("counter")]
+    host.send(["agent_stop", 3])  # a free slot: ignored
+    host.send(["event", 3, 2, "numbers", packb(1)])
+    assert host.recv() is None  # EOF: an event for a free slot is a protocol error
+    assert host.wait_exit() == 3
+    assert "slot 3, which runs no agent" in host.stderr_text()
+
+
+def test_duplicate_slot_is_a_protocol_error(host: HostProcess) -> None:
+    host.start_agent(agent_spec("Counter"), slot=1)
+    host.send(["agent_start", 1, agent_spec("Counter")])
+    assert host.recv() is None
+    assert host.wait_exit() == 3
+    assert "slot 1 already runs agent 'counter'" in host.stderr_text()
 
 
 def test_demo_billing_agent(raw_host: HostProcess) -> None:
@@ -199,13 +255,13 @@ def test_demo_billing_agent(raw_host: HostProcess) -> None:
         "config": {"currency": "CHF"},
         "state": None,
     }
-    info = raw_host.init(python_path=[str(DEMO)], agent=spec)[2]
-    assert info["agent"]["topics"] == ["orders.created"]
+    info = raw_host.init_agent(spec, python_path=[str(DEMO)])
+    assert info["topics"] == ["orders.created"]
     raw_host.send(event(1, "orders.created", {"id": 1, "amount": 12.5}))
     published = raw_host.recv_kind("publish")
-    assert published[1] == "billing.charged"
-    assert unpackb(published[2]) == {"order": 1, "amount": 12.5, "total": 12.5, "currency": "CHF"}
-    assert unpackb(raw_host.recv_kind("ack")[2]) == {"count": 1, "total": 12.5}
+    assert published[2] == "billing.charged"
+    assert unpackb(published[3]) == {"order": 1, "amount": 12.5, "total": 12.5, "currency": "CHF"}
+    assert unpackb(raw_host.recv_kind("ack")[3]) == {"count": 1, "total": 12.5}
 
 
 def test_demo_orders_timer(raw_host: HostProcess) -> None:
@@ -216,11 +272,11 @@ def test_demo_orders_timer(raw_host: HostProcess) -> None:
         "config": {},
         "state": None,
     }
-    info = raw_host.init(python_path=[str(DEMO)], agent=spec)[2]
-    assert info["agent"]["timers"] == [{"name": "create", "every_ms": 1000}]
-    raw_host.send(["tick", 1, "create"])
-    assert unpackb(raw_host.recv_kind("publish")[2])["id"] == 1
-    assert unpackb(raw_host.recv_kind("ack")[2]) == {"next_id": 2}
+    info = raw_host.init_agent(spec, python_path=[str(DEMO)])
+    assert info["timers"] == [{"name": "create", "every_ms": 1000}]
+    raw_host.send(["tick", 1, 1, "create"])
+    assert unpackb(raw_host.recv_kind("publish")[3])["id"] == 1
+    assert unpackb(raw_host.recv_kind("ack")[3]) == {"next_id": 2}
     raw_host.wait_logs(lambda logs: any(m.startswith("order 1 created") for _, m in logs))
 
 
@@ -253,3 +309,25 @@ def test_health_reports_are_published_as_the_agents_events() -> None:
         agent.health.report("sad", "why")
     with pytest.raises(TypeError, match="health reason must be a str"):
         agent.health.degraded(42)  # type: ignore[arg-type]
+
+
+def wasm_spec(name: str, module: str, topic: str) -> dict:
+    wasm = str(DEMO.parents[1] / "priv" / "wasm" / module)
+    config = {"wasm": wasm, "topics": [topic], "limits": {}, "config": None}
+    return {"name": name, "module": "symbiont.wasm", "class": "WasmAgent", "config": config}
+
+
+def test_wasm_agents_share_a_host_and_a_trap_stays_in_its_slot(host: HostProcess) -> None:
+    assert host.start_agent(wasm_spec("count", "counter.wat", "c.in"), slot=1)[0] == "agent_ready"
+    assert host.start_agent(wasm_spec("trap", "trap.wat", "t.in"), slot=2)[0] == "agent_ready"
+    for seq in (1, 2):
+        host.send(["event", 2, seq, "t.in", packb(seq)], ["event", 1, seq, "c.in", packb(seq)])
+        frames = [host.recv()]
+        while frames[-1][:2] != ["ack", 1]:
+            frames.append(host.recv())
+        (nack,) = [f for f in frames if f[0] == "nack"]
+        assert nack[1:3] == [2, seq] and "trapped" in nack[3]["message"]
+        assert ["publish", 1, "count.out", packb(seq)] in frames
+        assert frames[-1][2] == seq and isinstance(frames[-1][3], bytes)
+        health = [unpackb(f[3]) for f in frames if f[:3] == ["publish", 2, "symbiont.health"]]
+        assert [h["agent"] for h in health] == (["trap"] if seq == 1 else [])  # degraded

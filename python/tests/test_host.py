@@ -17,13 +17,13 @@ from symbiont._terms import packb
 
 def test_handshake(raw_host: HostProcess) -> None:
     ready = raw_host.init(max_frame=1 << 20)
-    assert ready[:2] == ["ready", 1]
+    assert ready[:2] == ["ready", 2]
     info = ready[2]
-    assert info["protocol"] == 1
+    assert info["protocol"] == 2
     assert info["pid"] == raw_host.proc.pid
     assert info["runtime"] == f"CPython {platform.python_version()}"
     assert info["max_frame"] == 1 << 20
-    assert info["agent"] is None
+    assert "agent" not in info
 
 
 def test_echo_call_keeps_terms(host: HostProcess) -> None:
@@ -166,7 +166,9 @@ def test_protocol_errors_exit_3(host: HostProcess, payload: bytes, reason: str) 
         (["call", 1, "hostmod", "echo"], "malformed 'call' frame"),
         (["call", -1, "hostmod", "echo", []], "malformed 'call' frame"),
         (["reply", 1], "malformed 'reply' frame"),
-        (["event", 1, "t", b""], "without an agent"),
+        (["event", 1, 1, "t", b""], "slot 1, which runs no agent"),
+        (["event", 1, "t", b""], "malformed 'event' frame"),
+        (["agent_start", 0, {}], "malformed 'agent_start' frame"),
         (["init", 1, {}], "unknown frame kind 'init'"),
     ],
 )
@@ -191,7 +193,7 @@ def test_first_frame_must_be_init(raw_host: HostProcess) -> None:
 
 
 def test_version_mismatch_is_fatal(raw_host: HostProcess) -> None:
-    raw_host.send(["init", 2, {"name": "x"}])
+    raw_host.send(["init", 1, {"name": "x"}])
     fatal = raw_host.recv_kind("fatal")
     assert "version mismatch" in fatal[1]["message"]
     assert raw_host.wait_exit() == 2

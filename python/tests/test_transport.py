@@ -67,7 +67,7 @@ def in_process() -> Iterator[tuple[Owner, list[int], threading.Thread]]:
     thread.start()
     owner = Owner(owner_sock)
     fixtures = str(Path(__file__).resolve().parent / "fixtures")
-    owner.send(["init", 1, {"name": "inproc", "max_frame": 1 << 20, "python_path": [fixtures]}])
+    owner.send(["init", 2, {"name": "inproc", "max_frame": 1 << 20, "python_path": [fixtures]}])
     assert owner.recv()[0] == "ready"
     try:
         yield owner, exits, thread

@@ -10,14 +10,33 @@ defmodule Symbiont.HostHelpers do
 
   def unique_name(prefix \\ "test"), do: "#{prefix}-#{System.unique_integer([:positive])}"
 
-  @doc "Starts a host under the test supervisor and waits for its handshake."
+  @doc """
+  Starts a host under the test supervisor and waits for its handshake; with `agent:`
+  (agent spec options), also that agent, in the host, id the host's name, and waits
+  until it serves (adds `:agent_pid`).
+  """
   def start_host!(opts \\ []) do
     name = Keyword.get_lazy(opts, :name, fn -> unique_name() end)
+    {agent, opts} = Keyword.pop(opts, :agent)
     attach_host_events(name)
     opts = opts |> Keyword.put(:name, name) |> Keyword.put_new(:python_path, [@fixtures])
     pid = ExUnit.Callbacks.start_supervised!({Symbiont.Host, opts}, id: name)
     assert_receive {:host_start, ^name, %{os_pid: os_pid}}, 10_000
-    %{name: name, pid: pid, os_pid: os_pid}
+    host = %{name: name, pid: pid, os_pid: os_pid}
+
+    if agent,
+      do: Map.put(host, :agent_pid, start_agent_in!(name, [id: name] ++ agent)),
+      else: host
+  end
+
+  @doc "Starts agent `opts` (with `:id`) in `host` and waits until it serves."
+  def start_agent_in!(host, opts) do
+    id = Keyword.fetch!(opts, :id)
+    attach_host_events(id)
+    child = {Symbiont.Agent.Server, [host: host] ++ opts}
+    pid = ExUnit.Callbacks.start_supervised!(child, id: {:agent, id})
+    assert_receive {:agent_start, ^id, _}, 10_000
+    pid
   end
 
   @doc """
@@ -30,13 +49,17 @@ defmodule Symbiont.HostHelpers do
     Map.put(host, :agent, name)
   end
 
-  @doc "Sends {:host_start | :host_crash, name, metadata} to the caller for host `name`."
+  @doc """
+  Sends {:host_start | :host_crash | :agent_start, name, metadata} to the caller for the
+  host, or the agent id, `name`.
+  """
   def attach_host_events(name) do
     me = self()
 
     for {event, tag} <- [
           {[:symbiont, :host, :start], :host_start},
-          {[:symbiont, :host, :crash], :host_crash}
+          {[:symbiont, :host, :crash], :host_crash},
+          {[:symbiont, :agent, :start], :agent_start}
         ] do
       id = {tag, name, make_ref()}
 
@@ -44,8 +67,9 @@ defmodule Symbiont.HostHelpers do
         Symbiont.Telemetry.attach(
           id,
           event,
-          fn _e, m, %{host: host} = meta, _ ->
-            if host == name, do: send(me, {tag, name, Map.merge(meta, m)})
+          fn _e, m, meta, _ ->
+            if Map.get(meta, :id, meta.host) == name,
+              do: send(me, {tag, name, Map.merge(meta, m)})
           end,
           nil
         )

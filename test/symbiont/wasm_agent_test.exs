@@ -48,6 +48,54 @@ defmodule Symbiont.WasmAgentTest do
     assert Symbiont.Event.decode!(e) == 4
   end
 
+  test "one host runs several Wasm agents, each its own agent: a trap in one, the other serves" do
+    %{name: host, os_pid: os_pid} = start_host!(name: unique_name("wasm-pool"))
+    [count_in, trap_in] = [unique_name("pool.count.in"), unique_name("pool.trap.in")]
+    [counter, trap] = [unique_name("pool-counter"), unique_name("pool-trap")]
+    :ok = Symbiont.subscribe("count.out")
+
+    wasm = fn id, module, topic, opts ->
+      start_agent_in!(
+        host,
+        [id: id, name: id, wasm: Path.join(@wasm, module), topics: [topic]] ++ opts
+      )
+    end
+
+    wasm.(counter, "counter.wat", count_in, [])
+    wasm.(trap, "trap.wat", trap_in, max_attempts: 1)
+
+    capture_log(fn ->
+      for i <- 1..3 do
+        :ok = Symbiont.publish(trap_in, i)
+        :ok = Symbiont.publish(count_in, i)
+        assert_receive %Symbiont.Event{topic: "symbiont.dead_letter", from: ^trap}, 5_000
+        assert_receive %Symbiont.Event{topic: "count.out", from: ^counter} = e, 5_000
+        assert Symbiont.Event.decode!(e) == i
+      end
+    end)
+
+    # Each has its own name, counters, state and health; the host never crashed.
+    assert wait_until(fn ->
+             match?({:ok, %{agents: [%{handled: 3}, _]}}, Symbiont.Host.info(host))
+           end)
+
+    assert {:ok, %{os_pid: ^os_pid, crashes: 0, agents: [c, t]}} = Symbiont.Host.info(host)
+    assert %{id: ^counter, handled: 3, failed: 0, status: :ready} = c
+    assert %{id: ^trap, handled: 0, failed: 3, status: :ready} = t
+    assert await_health(trap, "failing")["reason"] =~ "3 failures in a row"
+
+    # Both come back in the new process after a kill -9, the counter with its state.
+    capture_log(fn ->
+      Symbiont.Host.Reaper.kill(os_pid)
+      assert_receive {:agent_start, ^counter, %{restarts: 1}}, 10_000
+      assert_receive {:agent_start, ^trap, %{restarts: 1}}, 10_000
+    end)
+
+    :ok = Symbiont.publish(count_in, 4)
+    assert_receive %Symbiont.Event{topic: "count.out", from: ^counter} = e, 5_000
+    assert Symbiont.Event.decode!(e) == 4
+  end
+
   test "a trap fails that event only: dead letter, degraded then failing, the host serves on" do
     topic = unique_name("wasm.trap.in")
     %{agent: agent, name: name, os_pid: os_pid} = start_wasm!("trap.wat", topic)

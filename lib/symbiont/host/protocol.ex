@@ -1,11 +1,11 @@
 defmodule Symbiont.Host.Protocol do
   @moduledoc false
-  # Frames of docs/PROTOCOL.md, version 1: decoding with validation of kind, arity and
+  # Frames of docs/PROTOCOL.md, version 2: decoding with validation of kind, arity and
   # field types (§9), and encoding of the frames the owner sends.
 
   alias Symbiont.MsgPack
 
-  @version 1
+  @version 2
 
   defguardp is_id(x) when is_integer(x) and x >= 0
   defguardp is_seq(x) when is_integer(x) and x > 0
@@ -21,9 +21,11 @@ defmodule Symbiont.Host.Protocol do
           | {:msg, term, term}
           | {:cancel, non_neg_integer}
           | {:log, Logger.level(), binary}
-          | {:ack, pos_integer, binary | nil}
-          | {:nack, pos_integer, map}
-          | {:publish, binary, binary}
+          | {:agent_ready, pos_integer, map}
+          | {:agent_failed, pos_integer, map}
+          | {:ack, pos_integer, pos_integer, binary | nil}
+          | {:nack, pos_integer, pos_integer, map}
+          | {:publish, pos_integer, binary, binary}
 
   @spec version() :: pos_integer
   def version, do: @version
@@ -52,13 +54,22 @@ defmodule Symbiont.Host.Protocol do
   defp validate("msg", [dest, value]), do: {:ok, {:msg, dest, value}}
   defp validate("cancel", [id]) when is_id(id), do: {:ok, {:cancel, id}}
 
-  defp validate("ack", [seq, state]) when is_seq(seq) and (is_binary(state) or is_nil(state)),
-    do: {:ok, {:ack, seq, state}}
+  defp validate("agent_ready", [slot, info]) when is_seq(slot) and is_map(info),
+    do: {:ok, {:agent_ready, slot, info}}
 
-  defp validate("nack", [seq, err]) when is_seq(seq) and is_map(err), do: {:ok, {:nack, seq, err}}
+  defp validate("agent_failed", [slot, err]) when is_seq(slot) and is_map(err),
+    do: {:ok, {:agent_failed, slot, err}}
 
-  defp validate("publish", [topic, payload]) when is_binary(topic) and is_binary(payload),
-    do: {:ok, {:publish, topic, payload}}
+  defp validate("ack", [slot, seq, state])
+       when is_seq(slot) and is_seq(seq) and (is_binary(state) or is_nil(state)),
+       do: {:ok, {:ack, slot, seq, state}}
+
+  defp validate("nack", [slot, seq, err]) when is_seq(slot) and is_seq(seq) and is_map(err),
+    do: {:ok, {:nack, slot, seq, err}}
+
+  defp validate("publish", [slot, topic, payload])
+       when is_seq(slot) and is_binary(topic) and is_binary(payload),
+       do: {:ok, {:publish, slot, topic, payload}}
 
   defp validate("ready", [v, info]) when is_integer(v) and is_map(info),
     do: {:ok, {:ready, v, info}}
@@ -66,7 +77,8 @@ defmodule Symbiont.Host.Protocol do
   defp validate("fatal", [err]) when is_map(err), do: {:ok, {:fatal, err}}
 
   defp validate(kind, fields)
-       when kind in ~w(reply error log call cast msg cancel ack nack publish ready fatal),
+       when kind in ~w(reply error log call cast msg cancel ack nack publish ready fatal
+                       agent_ready agent_failed),
        do: {:error, {:bad_frame, kind, summarize(fields)}}
 
   defp validate(kind, _fields), do: {:error, {:unknown_kind, kind}}

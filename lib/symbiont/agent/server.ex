@@ -1,0 +1,594 @@
+defmodule Symbiont.Agent.Server do
+  @moduledoc """
+  One agent on the BEAM: its name, subscriptions, queue, credit window, retries, state
+  checkpoint, timers and health. Its logic runs in a host (`Symbiont.Host`), which may
+  run many agents (PROTOCOL.md §8: each has a slot in the host process).
+
+  The server outlives its host's process. It writes its deliveries straight to the
+  host's port (batched, see `Symbiont.Host.Out`); the host's owner hands it the frames
+  of its slot (`agent_ready`, `ack`, `nack`, `publish`) and tells it when the process
+  goes down (the deliveries in flight are charged or requeued, see `charge_crash/2`) and
+  when a new one is ready (the agent starts again from its last acked state and gets the
+  un-acked deliveries again, in order). While no process serves it, events wait in its
+  queue: nothing accepted is lost.
+
+  ## Options
+
+    * `:id` - the name it is registered under (`Symbiont.Agent.whereis/1`); replicas of
+      one agent share the agent's name but have ids of their own. Default: the name.
+    * `:host` - the name of the host that runs it (required).
+    * everything else is the agent spec (see `Symbiont.Agent`), or `:spec` with one
+      already validated.
+  """
+  use GenServer, restart: :transient
+
+  require Logger
+
+  alias Symbiont.Host.{Framer, Out, Protocol}
+  alias Symbiont.MsgPack
+
+  @registry Symbiont.Agent.Registry
+  # How often to look for a host that is not (yet, or again) registered.
+  @attach_retry_ms 20
+
+  @doc false
+  def child_spec(opts) do
+    id = Keyword.get(opts, :id) || opts |> Keyword.get(:spec, opts) |> spec_name()
+    %{id: {__MODULE__, id}, start: {__MODULE__, :start_link, [opts]}, restart: :transient}
+  end
+
+  defp spec_name(%{name: name}), do: name
+  defp spec_name(opts), do: to_string(Keyword.get(opts, :name))
+
+  @doc """
+  Starts an agent server linked to the caller. Raises `ArgumentError` for an invalid
+  spec or a missing `:host`.
+  """
+  @spec start_link(keyword) :: GenServer.on_start()
+  def start_link(opts) when is_list(opts) do
+    {host, opts} = Keyword.pop(opts, :host)
+    {id, opts} = Keyword.pop(opts, :id)
+    {spec, opts} = Keyword.pop(opts, :spec)
+
+    spec =
+      case spec || Symbiont.Agent.validate_spec(opts) do
+        {:ok, spec} -> spec
+        {:error, message} -> raise ArgumentError, message
+        %{} = spec -> spec
+      end
+
+    unless is_binary(host) and host != "",
+      do: raise(ArgumentError, "expected :host to be the name of a host, got: #{inspect(host)}")
+
+    id = to_string(id || spec.name)
+    GenServer.start_link(__MODULE__, {id, host, spec}, name: via(id))
+  end
+
+  @doc "The pid of the agent registered as `id`, or `nil`."
+  @spec whereis(String.t() | pid) :: pid | nil
+  def whereis(pid) when is_pid(pid), do: pid
+
+  def whereis(id) when is_binary(id) do
+    case Registry.lookup(@registry, id) do
+      [{pid, _}] -> pid
+      [] -> nil
+    end
+  end
+
+  @doc "Ids of the agents running on this node, sorted."
+  @spec ids() :: [String.t()]
+  def ids, do: @registry |> Registry.select([{{:"$1", :_, :_}, [], [:"$1"]}]) |> Enum.sort()
+
+  @doc """
+  What the agent is doing: its queue, in-flight deliveries, counters and decoded state.
+  """
+  @spec info(String.t() | pid) :: {:ok, map} | {:error, {:no_agent, term}}
+  def info(agent) do
+    case whereis(agent) do
+      nil -> {:error, {:no_agent, agent}}
+      pid -> GenServer.call(pid, :info)
+    end
+  catch
+    :exit, _ -> {:error, {:no_agent, agent}}
+  end
+
+  defp via(id), do: {:via, Registry, {@registry, id}}
+
+  ## GenServer
+
+  @impl true
+  def init({id, host, spec}) do
+    state = %{
+      id: id,
+      name: spec.name,
+      spec: spec,
+      host: host,
+      host_pid: nil,
+      host_ref: nil,
+      slot: nil,
+      # :detached (no process to run in), :starting (agent_start sent), :ready
+      status: :detached,
+      out: Out.new(),
+      topics: [],
+      timers: [],
+      subscribed: false,
+      starts: 0,
+      failures: 0,
+      seq: 0,
+      inflight: :queue.new(),
+      in_flight: 0,
+      queue: :queue.new(),
+      queued: 0,
+      # Read by checked publishes on this node: 1, the queue length; 2, room reserved by
+      # publishers for events still on their way (Symbiont.Mesh.publish/3).
+      load: :atomics.new(2, signed: true),
+      overloaded: false,
+      # Deliveries still to be sent one at a time after a crash (see charge_crash/2).
+      probation: 0,
+      dropped: 0,
+      state_bin: nil,
+      handled: 0,
+      failed: 0,
+      published: 0,
+      last_error: nil
+    }
+
+    {:ok, state, {:continue, :attach}}
+  end
+
+  @impl true
+  def handle_continue(:attach, state), do: Out.reply({:noreply, attach(state)})
+
+  @impl true
+  # Every callback ends in Out.reply/1: one that did not would cancel the timeout that
+  # flushes the frames still waiting, and they would wait for the next message.
+  def handle_call(:info, _from, state), do: Out.reply({:reply, {:ok, public_info(state)}, state})
+
+  @impl true
+  def handle_info(:timeout, state), do: {:noreply, %{state | out: Out.flush(state.out)}}
+  def handle_info(msg, state), do: Out.reply({:noreply, info(msg, state)})
+
+  @impl true
+  def terminate(_reason, state) do
+    Out.flush(state.out)
+    :ok
+  end
+
+  defp info(%Symbiont.Event{} = event, state) do
+    Symbiont.Mesh.count_received(Symbiont.Mesh, state.name, event.topic)
+    state = accept(state, event)
+    # A checked publish reserved room here (slot 2 of the load): it has arrived and taken
+    # it (slot 1), so the reservation goes only now; released before, a publisher could
+    # see the room twice and overfill the queue.
+    if event.reserved != [] and self() in event.reserved, do: :atomics.sub(state.load, 2, 1)
+    state
+  end
+
+  defp info({:agent_frame, host, frame}, %{host_pid: host} = state), do: frame(frame, state)
+
+  defp info({:host_up, host, port}, %{host_pid: host} = state), do: start_on(state, port)
+
+  defp info({:host_down, host, crash}, %{host_pid: host} = state), do: host_down(state, crash)
+
+  defp info({:DOWN, ref, :process, _, reason}, %{host_ref: ref} = state) do
+    crash = %{message: "owner went down (#{inspect(reason)})", logs: []}
+    state = host_down(%{state | host_pid: nil, host_ref: nil, slot: nil}, crash)
+    Process.send_after(self(), :attach, @attach_retry_ms)
+    state
+  end
+
+  defp info(:attach, %{host_pid: nil} = state), do: attach(state)
+
+  defp info({:retry_start, port, n}, %{out: %{port: port}, failures: n} = state),
+    do: start_on(state, port)
+
+  defp info({:tick, name}, state) do
+    # Ticks coalesce: while the agent is behind (events waiting) or the same tick is still
+    # in flight, another one would only pile up.
+    busy? =
+      state.queued > 0 or
+        Enum.any?(:queue.to_list(state.inflight), &match?({_, {:tick, ^name}, _, _}, &1))
+
+    if busy?, do: state, else: accept(state, {:tick, name})
+  end
+
+  defp info(msg, state) do
+    Logger.debug("agent #{state.id} ignored #{inspect(msg, limit: 5)}", meta(state))
+    state
+  end
+
+  ## The host
+
+  defp attach(state) do
+    case Symbiont.Host.whereis(state.host) do
+      nil ->
+        Process.send_after(self(), :attach, @attach_retry_ms)
+        state
+
+      pid ->
+        case Symbiont.Host.attach(pid, state.id) do
+          {:ok, slot, port} ->
+            state = %{state | host_pid: pid, host_ref: Process.monitor(pid), slot: slot}
+            if port, do: start_on(state, port), else: state
+
+          {:error, _} ->
+            Process.send_after(self(), :attach, @attach_retry_ms)
+            state
+        end
+    end
+  end
+
+  # A host process is ready: start the agent in it, from the last acked state.
+  defp start_on(state, port) do
+    out = Out.to(state.out, port)
+    state = %{state | out: out, status: :starting}
+    emit(state, framed(["agent_start", state.slot, agent_start(state)]))
+  end
+
+  # The checkpoint goes back exactly as the host sent it (spliced, never re-encoded).
+  defp agent_start(%{spec: spec, state_bin: bin}) do
+    %{
+      "name" => spec.name,
+      "module" => spec.module,
+      "class" => spec.class,
+      "config" => spec.config,
+      "state" => if(bin, do: %MsgPack.Raw{data: bin}, else: nil)
+    }
+  end
+
+  defp host_down(state, crash) do
+    state = charge_crash(state, crash)
+    %{state | status: :detached, out: Out.to(state.out, nil)}
+  end
+
+  ## Frames of our slot (PROTOCOL.md §8)
+
+  defp frame({:agent_ready, _slot, info}, %{status: :starting} = state) do
+    state = subscribe(state, info)
+    state = %{state | status: :ready, starts: state.starts + 1, failures: 0}
+
+    # Deliveries in flight go again, in order; then what waits in the queue (after a crash
+    # with several in flight, they are all there: see charge_crash/2).
+    state =
+      for {_seq, _what, frame, _attempts} <- :queue.to_list(state.inflight),
+          reduce: state,
+          do: (state -> emit(state, frame))
+
+    state = drain(state)
+
+    # Last, so that whoever waits for this event finds the agent subscribed and serving.
+    Symbiont.Telemetry.execute([:symbiont, :agent, :start], %{}, %{
+      agent: state.name,
+      id: state.id,
+      host: state.host,
+      restarts: state.starts - 1
+    })
+
+    state
+  end
+
+  defp frame({:agent_failed, _slot, error}, %{status: :starting} = state) do
+    failures = state.failures + 1
+    delay = Symbiont.Host.backoff(failures + 1, 5_000)
+
+    Logger.error(
+      "agent #{state.id} could not start in host #{inspect(state.host)}: #{format_remote_error(error)}; again in #{delay} ms",
+      meta(state)
+    )
+
+    Symbiont.Health.publish("failing", state.name, "could not start: #{error["message"]}", %{
+      "failures" => failures
+    })
+
+    Process.send_after(self(), {:retry_start, state.out.port, failures}, delay)
+    %{state | status: :detached, failures: failures, last_error: error}
+  end
+
+  defp frame({:ack, _slot, seq, state_bin}, state) do
+    {acked, state} = take_inflight(state, seq)
+    n = length(acked)
+
+    drain(%{
+      state
+      | probation: max(0, state.probation - n),
+        state_bin: state_bin,
+        handled: state.handled + n
+    })
+  end
+
+  defp frame({:nack, slot, seq, error}, state) do
+    {acked, state} = take_inflight(frame({:ack, slot, seq - 1, state.state_bin}, state), seq)
+
+    state =
+      Enum.reduce(acked, %{state | last_error: error}, fn {^seq, what, _frame, attempts}, state ->
+        Logger.error(
+          "agent #{state.id} failed on #{describe(what)}: #{format_remote_error(error)}",
+          meta(state)
+        )
+
+        retry_or_give_up(state, what, attempts + 1, "handler_failed", error)
+      end)
+
+    drain(state)
+  end
+
+  defp frame({:publish, _slot, topic, payload}, state) do
+    event = %Symbiont.Event{topic: topic, payload: payload, from: state.name}
+    Symbiont.Mesh.publish(Symbiont.Mesh, event)
+    %{state | published: state.published + 1}
+  end
+
+  defp frame(frame, state) do
+    Logger.warning(
+      "agent #{state.id}: #{elem(frame, 0)} frame while #{state.status}, dropped",
+      meta(state)
+    )
+
+    state
+  end
+
+  # Topics and timers are taken once: a restarted process runs the same class.
+  defp subscribe(%{subscribed: true} = state, _info), do: state
+
+  defp subscribe(state, info) do
+    topics = List.wrap(info["topics"])
+    timers = List.wrap(info["timers"])
+    # Replicas of an agent form a queue group named after it: one of them gets each event.
+    for topic <- topics do
+      :ok =
+        Symbiont.Mesh.subscribe(Symbiont.Mesh, topic,
+          group: state.name,
+          metadata: %{
+            agent: state.name,
+            load: {state.load, state.spec.max_queue, state.spec.overflow}
+          }
+        )
+    end
+
+    for %{"name" => name, "every_ms" => ms} <- timers, is_integer(ms) and ms > 0 do
+      :timer.send_interval(ms, {:tick, name})
+    end
+
+    %{state | topics: topics, timers: timers, subscribed: true}
+  end
+
+  ## Deliveries
+
+  # An event or tick: sent at once while the credit window has room and nothing waits
+  # before it, queued otherwise; a full queue applies the overflow policy.
+  defp accept(state, what) do
+    %{max_queue: max, overflow: overflow} = state.spec
+
+    cond do
+      state.queued == 0 and state.in_flight < window(state) ->
+        send_delivery(state, what, 0)
+
+      state.queued < max ->
+        state |> enqueue({what, 0}) |> check_load()
+
+      overflow == :drop_oldest ->
+        {{:value, {oldest, _attempts}}, queue} = :queue.out(state.queue)
+        state |> put_queue(queue, state.queued - 1) |> overflowed(oldest) |> enqueue({what, 0})
+
+      true ->
+        overflowed(state, what)
+    end
+  end
+
+  # Queue items are {event_or_tick, failed_attempts_so_far}.
+  # The credit window: one delivery at a time while on probation (see charge_crash/2), and
+  # none while no process runs the agent.
+  defp window(%{status: status}) when status != :ready, do: 0
+  defp window(%{probation: 0, spec: spec}), do: spec.max_in_flight
+  defp window(_state), do: 1
+
+  defp enqueue(state, item), do: put_queue(state, :queue.in(item, state.queue), state.queued + 1)
+
+  # The queue, its length and the load slot publishers read (slot 1) change together.
+  defp put_queue(state, queue, queued) do
+    :atomics.put(state.load, 1, queued)
+    %{state | queue: queue, queued: queued}
+  end
+
+  # After a failed attempt (a nack, or the host dying while on it): again, first in line,
+  # until max_attempts; then the dead letters, with the attempts and the last error.
+  defp retry_or_give_up(state, what, attempts, reason, error) do
+    if attempts < state.spec.max_attempts do
+      put_queue(state, :queue.in_r({what, attempts}, state.queue), state.queued + 1)
+    else
+      dead_letter(state, what, reason, attempts, error)
+      %{state | failed: state.failed + 1}
+    end
+  end
+
+  defp overflowed(state, what) do
+    dead_letter(state, what, "overloaded", 0, nil)
+    %{state | dropped: state.dropped + 1}
+  end
+
+  defp send_delivery(state, what, attempts) do
+    seq = state.seq + 1
+
+    fields =
+      case what do
+        %Symbiont.Event{topic: topic, payload: payload} ->
+          ["event", state.slot, seq, topic, %MsgPack.Bin{data: payload}]
+
+        {:tick, name} ->
+          ["tick", state.slot, seq, name]
+      end
+
+    frame = framed(fields)
+
+    emit(
+      %{
+        state
+        | seq: seq,
+          inflight: :queue.in({seq, what, frame, attempts}, state.inflight),
+          in_flight: state.in_flight + 1
+      },
+      frame
+    )
+  end
+
+  defp framed(fields), do: fields |> Protocol.encode() |> Framer.frame()
+
+  defp emit(state, frame), do: %{state | out: Out.emit(state.out, frame)}
+
+  # Sends what waits while the credit window has room.
+  defp drain(%{queued: 0} = state), do: check_load(state)
+
+  defp drain(state) do
+    if state.in_flight < window(state) do
+      {{:value, {what, attempts}}, queue} = :queue.out(state.queue)
+      state |> put_queue(queue, state.queued - 1) |> send_delivery(what, attempts) |> drain()
+    else
+      check_load(state)
+    end
+  end
+
+  # Health with hysteresis: `overloaded` at the high-water mark, `healthy` again below half.
+  defp check_load(%{overloaded: false, queued: n, spec: %{high_water: hw}} = state)
+       when n >= hw do
+    publish_load(state, "overloaded", "queue at #{n} of #{state.spec.max_queue}")
+    %{state | overloaded: true}
+  end
+
+  defp check_load(%{overloaded: true, queued: n, spec: %{high_water: hw}} = state)
+       when n < div(hw, 2) do
+    publish_load(state, "healthy", "queue back at #{n} (high water #{hw})")
+    %{state | overloaded: false}
+  end
+
+  defp check_load(state), do: state
+
+  defp publish_load(state, kind, reason) do
+    metrics = %{
+      "queue" => state.queued,
+      "in_flight" => state.in_flight,
+      "max_queue" => state.spec.max_queue,
+      "dropped" => state.dropped
+    }
+
+    level = if kind == "healthy", do: :info, else: :warning
+    Logger.log(level, "agent #{state.id} is #{kind}: #{reason}", meta(state))
+    Symbiont.Health.publish(kind, state.name, reason, metrics)
+  end
+
+  # Removes the deliveries up to and including `seq` from the in-flight queue.
+  defp take_inflight(state, seq) do
+    {taken, rest} = take_upto(state.inflight, seq, [])
+    {taken, %{state | inflight: rest, in_flight: state.in_flight - length(taken)}}
+  end
+
+  defp take_upto(queue, seq, acc) do
+    case :queue.peek(queue) do
+      {:value, {s, _, _, _} = item} when s <= seq ->
+        take_upto(:queue.drop(queue), seq, [item | acc])
+
+      _ ->
+        {:lists.reverse(acc), queue}
+    end
+  end
+
+  defp dead_letter(state, what, reason, attempts, error) do
+    {topic, payload} =
+      case what do
+        %Symbiont.Event{topic: t, payload: p} -> {t, %MsgPack.Bin{data: p}}
+        {:tick, name} -> {"$tick", name}
+      end
+
+    letter = %{
+      "agent" => state.name,
+      "topic" => topic,
+      "payload" => payload,
+      "reason" => reason,
+      "attempts" => attempts,
+      "error" => error
+    }
+
+    with {:ok, event} <- Symbiont.Event.new("symbiont.dead_letter", letter, state.name),
+         do: Symbiont.Mesh.broadcast(Symbiont.Mesh, event.topic, event)
+  end
+
+  defp describe(%Symbiont.Event{topic: t}), do: "an event on #{inspect(t)}"
+  defp describe({:tick, name}), do: "timer #{inspect(name)}"
+
+  # Which delivery killed the host? Acks are batched, so with several in flight the oldest
+  # unacked one may well have been handled already. So: with one delivery in flight, it is
+  # the culprit and is charged an attempt (after max_attempts, the dead letters: a poison
+  # message does not crash-loop its agent). With several, they all go back to the front of
+  # the queue uncharged, and the agent is on probation: they go one at a time until each
+  # has been acked, so that a crash meanwhile has exactly one suspect.
+  defp charge_crash(%{in_flight: 0} = state, _crash), do: state
+
+  defp charge_crash(%{in_flight: 1} = state, crash) do
+    {{:value, {_seq, what, _frame, attempts}}, rest} = :queue.out(state.inflight)
+    # Requeued or given up, the rest of the suspects still go one at a time.
+    state = %{state | inflight: rest, in_flight: 0, probation: max(state.probation, 1)}
+
+    error = %{
+      "type" => "crash",
+      "message" => "the host #{crash.message} while handling it",
+      "traceback" => Enum.join(crash.logs, "\n")
+    }
+
+    retry_or_give_up(%{state | last_error: error}, what, attempts + 1, "crashed", error)
+  end
+
+  defp charge_crash(state, _crash) do
+    queue =
+      state.inflight
+      |> :queue.to_list()
+      |> List.foldr(state.queue, fn {_seq, what, _frame, attempts}, q ->
+        :queue.in_r({what, attempts}, q)
+      end)
+
+    queued = state.queued + state.in_flight
+    probation = max(state.probation, state.in_flight)
+
+    put_queue(
+      %{state | inflight: :queue.new(), in_flight: 0, probation: probation},
+      queue,
+      queued
+    )
+  end
+
+  defp meta(state), do: [host: state.host, agent: state.id]
+
+  defp format_remote_error(error), do: "#{error["type"]}: #{error["message"]}"
+
+  ## Introspection
+
+  defp public_info(state) do
+    %{
+      name: state.name,
+      id: state.id,
+      pid: self(),
+      host: state.host,
+      status: state.status,
+      python:
+        if(state.spec[:wasm],
+          do: "wasm:" <> Path.relative_to_cwd(state.spec.wasm),
+          else: "#{state.spec.module}:#{state.spec.class}"
+        ),
+      topics: state.topics,
+      timers: Enum.map(state.timers, & &1["name"]),
+      in_flight: state.in_flight,
+      queue: state.queued,
+      max_queue: state.spec.max_queue,
+      overloaded: state.overloaded,
+      dropped: state.dropped,
+      handled: state.handled,
+      failed: state.failed,
+      published: state.published,
+      restarts: max(state.starts - 1, 0),
+      last_error: state.last_error,
+      state:
+        case state.state_bin && MsgPack.decode(state.state_bin) do
+          {:ok, value} -> value
+          _ -> nil
+        end
+    }
+  end
+end
