@@ -150,10 +150,12 @@ def _node_name() -> str | None:
 class Agent:
     """Base class of agents: long-lived Python objects fed by the mesh (PROTOCOL.md §8).
 
-    Subclasses declare event handlers with :func:`on` and timers with :func:`every`. The
-    host creates one instance with the ``name``, ``config`` and last checkpointed ``state``
-    the owner gives it, calls :meth:`on_start`, then delivers events and ticks one at a
-    time. ``state`` is checkpointed after each delivery, so keep it msgpack-encodable.
+    Subclasses declare event handlers with :func:`on` and timers with :func:`every`. When
+    the owner starts the agent (``agent_start``), the host creates one instance with the
+    ``name``, ``config`` and last checkpointed ``state`` the owner gives it, calls
+    :meth:`on_start`, then delivers events and ticks one at a time; :meth:`on_stop` runs
+    when the owner stops it. A host may run many agents side by side, each in its own
+    slot. ``state`` is checkpointed after each delivery, so keep it msgpack-encodable.
 
     Attributes
     ----------
@@ -290,8 +292,10 @@ class Agent:
         """Called once after the agent is created, before the host reports it ready."""
 
     def on_stop(self) -> None:
-        """Called when the owner stops the agent (not when its process dies); exceptions
-        are logged."""
+        """Called once when the owner stops the agent, after its last delivery was acked.
+
+        Not called when the host process dies. An exception is logged, not raised.
+        """
 
     def on_message(self, value: Any) -> None:
         """Called with each value sent to this agent by name. The default logs a warning."""

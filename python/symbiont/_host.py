@@ -676,6 +676,9 @@ class Host:
             raise _bad(frame, f"slot {slot} already runs agent {self.agents[slot].name!r}")
         try:
             agent = self._load_agent(slot, spec)
+            topics = list(agent.subscriptions())
+            if not all(type(topic) is str and topic for topic in topics):
+                raise TypeError(f"agent {agent.name!r}: topics must be non-empty str: {topics!r}")
         except Exception as exc:  # noqa: BLE001 - reported to the owner, the host serves on
             _logger.debug("agent in slot %d could not start", slot, exc_info=True)
             self._write_frame(packb(["agent_failed", slot, error_map(exc)]))
@@ -683,7 +686,7 @@ class Host:
         self.agents[slot] = agent
         info = {
             "name": agent.name,
-            "topics": agent.subscriptions(),
+            "topics": topics,
             "timers": [
                 {"name": timer, "every_ms": every_ms}
                 for timer, every_ms in type(agent).timers().items()
@@ -697,13 +700,24 @@ class Host:
         slot = frame[1]
         if slot not in self.agents:
             _logger.debug("agent_stop for free slot %d", slot)
-            return
+        elif self._delivering:
+            # A handler waits on a call: stop after the deliveries that came first (§8).
+            self._deferred.append((slot, 0, "stop", frame))
+        else:
+            self._stop_agent(slot)
+
+    def _stop_agent(self, slot: int) -> None:
         self._flush_ack(slot, force=True)
-        agent = self.agents.pop(slot)
+        agent = self.agents.pop(slot, None)
+        if agent is None:
+            return  # stopped twice while waiting behind a handler (see _on_agent_stop)
+        self._stack.append(None)
         try:
             agent.on_stop()
         except Exception:
             _logger.exception("agent %r: on_stop failed", agent.name)
+        finally:
+            self._stack.pop()
 
     def _on_event(self, frame: list[Any]) -> None:
         if (
@@ -742,6 +756,9 @@ class Host:
             self._delivering = False
 
     def _run_delivery(self, slot: int, seq: int, kind: str, frame: list[Any]) -> None:
+        if kind == "stop":
+            self._stop_agent(slot)
+            return
         agent = self.agents.get(slot)
         if agent is None:
             return  # stopped while this delivery waited behind a call (see _deliver)
@@ -764,6 +781,8 @@ class Host:
 
     def _flush_acks(self) -> None:
         """Send the cumulative ack of every slot with deliveries handled but not acked."""
+        if not self._ack_seq:
+            return
         for slot in list(self._ack_seq):
             self._flush_ack(slot)
 
@@ -778,7 +797,9 @@ class Host:
             return
         del self._ack_seq[slot]
         agent = self.agents.get(slot)
-        state = agent.state if agent is not None else None
+        if agent is None:
+            return  # stopped: nobody wants its checkpoint any more
+        state = agent.state
         try:
             state_bin = None if state is None else packb(state)
             if state_bin is not None and len(state_bin) > self.peer_max - 32:

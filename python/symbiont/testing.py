@@ -2,8 +2,9 @@
 
 :class:`AgentHarness` plays the owner: it creates the agent the way a host does, feeds it
 events and ticks, and records what it publishes, with the same msgpack round trips as the
-real wire (a payload that could not travel fails here too). ``restart()`` brings the agent
-back from its last checkpoint, as after a crash::
+real wire (a payload that could not travel fails here too). ``stop()`` stops it as its
+owner does (``on_stop``); ``restart()`` brings it back from its last checkpoint, as after a
+crash::
 
     from symbiont.testing import AgentHarness
     from demo_agents import Billing
@@ -70,6 +71,7 @@ class AgentHarness(Generic[_A]):
         self.published: list[tuple[str, Any]] = []
         self.health: list[dict[str, Any]] = []
         self._checkpoint = packb(state)
+        self._stopped = False
         self.agent = self._start()
 
     def _start(self) -> _A:
@@ -77,7 +79,12 @@ class AgentHarness(Generic[_A]):
         agent = self.agent_class(self.name, config=self.config, state=state)
         agent._publisher = self._record
         agent.on_start()
+        self._stopped = False
         return agent
+
+    def _check_running(self) -> None:
+        if self._stopped:
+            raise RuntimeError(f"agent {self.name!r} was stopped; restart() it first")
 
     def _record(self, topic: str, payload: bytes) -> None:
         value = unpackb(payload)
@@ -97,12 +104,14 @@ class AgentHarness(Generic[_A]):
         An exception from the handler propagates (the real owner would dead-letter the
         event), and the checkpoint stays at the last successful delivery.
         """
+        self._check_running()
         before = len(self.published)
         self.agent.handle_event(topic, packb(payload))
         return self._delivered(before)
 
     def tick(self, timer: str) -> list[tuple[str, Any]]:
         """Run the ``@every`` method ``timer`` once; returns what it published."""
+        self._check_running()
         if timer not in type(self.agent).timers():
             known = ", ".join(sorted(type(self.agent).timers())) or "none"
             raise LookupError(
@@ -111,6 +120,19 @@ class AgentHarness(Generic[_A]):
         before = len(self.published)
         getattr(self.agent, timer)()
         return self._delivered(before)
+
+    def stop(self) -> list[tuple[str, Any]]:
+        """Stop the agent as its owner does: run its ``on_stop``; returns what it published.
+
+        An exception from ``on_stop`` propagates (a host would log it). Events and ticks
+        are refused until :meth:`restart`; stopping a stopped agent does nothing.
+        """
+        if self._stopped:
+            return []
+        self._stopped = True
+        before = len(self.published)
+        self.agent.on_stop()
+        return self.published[before:]
 
     def restart(self) -> _A:
         """Replace the agent by a new one started from the last checkpoint, as after a

@@ -183,17 +183,21 @@ def test_agent_calling_the_owner(raw_host: HostProcess) -> None:
         ({"class": "Missing"}, "has no attribute 'Missing'"),
         ({"class": "NotAnAgent"}, "is not a subclass of symbiont.Agent"),
         ({"class": "BrokenStart"}, "cannot start"),
+        ({"class": "BadTopics"}, "topics must be non-empty str"),
+        ({"config": [1]}, "agent config must be a map or nil"),
     ],
 )
 def test_bad_agent_fails_its_slot_only(host: HostProcess, spec: dict, message: str) -> None:
     _, slot, error = host.start_agent(agent_spec("Counter", **spec), slot=4)
     assert slot == 4 and message in error["message"]
-    # The host serves on: another agent starts, and the failed slot can be used again.
+    assert {"type", "message", "traceback"} <= error.keys()
+    # The host serves on: another agent starts and gets its events.
     assert host.start_agent(agent_spec("Counter"), slot=5)[0] == "agent_ready"
     host.send(["event", 5, 1, "numbers", packb(2)])
     assert host.recv_kind("publish") == ["publish", 5, "sums", packb(2)]
     assert host.recv_kind("ack")[1:3] == [5, 1]
-    assert host.start_agent(agent_spec("Counter"), slot=4)[0] == "agent_ready"
+    host.send(["agent_stop", 4])  # the owner may stop an agent whose start failed
+    assert host.call("hostmod", "echo", "still serving")[2] == "still serving"
 
 
 def test_agent_in_init_is_fatal(raw_host: HostProcess) -> None:
@@ -237,6 +241,41 @@ def test_agent_stop_calls_on_stop_and_frees_the_slot(host: HostProcess) -> None:
     assert host.recv() is None  # EOF: an event for a free slot is a protocol error
     assert host.wait_exit() == 3
     assert "slot 3, which runs no agent" in host.stderr_text()
+
+
+def test_agent_stop_waits_for_the_deliveries_before_it(host: HostProcess) -> None:
+    host.start_agent(agent_spec("StoppableAsker"), slot=1)
+    host.send(event(1, "ask", None))
+    inner = host.recv_kind("call")
+    # The stop comes while the handler waits on the owner: it runs after that delivery.
+    host.send(["agent_stop", 1])
+    host.send(["reply", inner[1], "n@h"])
+    _, slot, seq, state_bin = host.recv_kind("ack")
+    assert (slot, seq, unpackb(state_bin)) == (1, 1, {"answer": "n@h"})
+    assert host.recv_kind("publish") == ["publish", 1, "stopped", packb("n@h")]
+    host.send(event(2, "ask", None))
+    assert host.recv() is None
+    assert host.wait_exit() == 3
+
+
+def test_on_stop_that_raises_is_logged(host: HostProcess) -> None:
+    host.start_agent(agent_spec("BrokenStop"), slot=1)
+    host.send(["agent_stop", 1])
+    host.wait_logs(lambda logs: any("on_stop failed" in m and "cannot stop" in m for _, m in logs))
+    assert host.start_agent(agent_spec("Counter"), slot=2)[0] == "agent_ready"
+
+
+def test_unencodable_state_is_a_nack_for_its_slot(host: HostProcess) -> None:
+    host.start_agent(agent_spec("Counter", name="good"), slot=1)
+    host.start_agent(agent_spec("Unencodable", name="bad"), slot=2)
+    host.send(event(1, "numbers", 1, slot=1), event(1, "bad", None, slot=2))
+    frames = [host.recv() for _ in range(3)]
+    assert frames[0] == ["publish", 1, "sums", packb(1)]
+    acks = [f for f in frames if f[0] == "ack"]
+    nacks = [f for f in frames if f[0] == "nack"]
+    assert [a[1:3] for a in acks] == [[1, 1]]
+    assert [n[1:3] for n in nacks] == [[2, 1]]
+    assert "cannot be checkpointed" in nacks[0][3]["message"]
 
 
 def test_duplicate_slot_is_a_protocol_error(host: HostProcess) -> None:
@@ -331,3 +370,22 @@ def test_wasm_agents_share_a_host_and_a_trap_stays_in_its_slot(host: HostProcess
         assert frames[-1][2] == seq and isinstance(frames[-1][3], bytes)
         health = [unpackb(f[3]) for f in frames if f[:3] == ["publish", 2, "symbiont.health"]]
         assert [h["agent"] for h in health] == (["trap"] if seq == 1 else [])  # degraded
+
+
+def test_wasm_agent_restarted_in_a_new_slot_resumes_its_state(host: HostProcess) -> None:
+    assert host.start_agent(wasm_spec("a", "counter.wat", "c.in"), slot=1)[0] == "agent_ready"
+    assert host.start_agent(wasm_spec("b", "counter.wat", "c.in"), slot=2)[0] == "agent_ready"
+    host.send(["event", 1, 1, "c.in", packb(None)], ["event", 1, 2, "c.in", packb(None)])
+    assert host.recv_kind("publish")[1:] == [1, "count.out", packb(1)]
+    assert host.recv_kind("publish")[1:] == [1, "count.out", packb(2)]
+    _, _, seq, state_bin = host.recv_kind("ack")
+    assert seq == 2
+    host.send(["agent_stop", 1])
+    spec = wasm_spec("a", "counter.wat", "c.in") | {"state": unpackb(state_bin)}
+    assert host.start_agent(spec, slot=3)[0] == "agent_ready"
+    # The restarted one goes on from its checkpoint; its neighbour has its own count.
+    host.send(["event", 3, 1, "c.in", packb(None)], ["event", 2, 1, "c.in", packb(None)])
+    assert host.recv_kind("publish")[1:] == [3, "count.out", packb(3)]
+    _, slot, topic, health = host.recv_kind("publish")  # the module's third message
+    assert (slot, topic, unpackb(health)["kind"]) == (3, "symbiont.health", "degraded")
+    assert host.recv_kind("publish")[1:] == [2, "count.out", packb(1)]

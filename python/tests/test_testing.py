@@ -77,3 +77,25 @@ def test_health_reports_are_kept_apart() -> None:
 def test_only_agents() -> None:
     with pytest.raises(TypeError, match="expects an Agent subclass"):
         AgentHarness(dict)  # type: ignore[arg-type]
+
+
+class Closing(Agent):
+    @on("in")
+    def take(self, payload: Any) -> None:
+        self.state["last"] = payload
+
+    def on_stop(self) -> None:
+        self.publish("closed", self.state.get("last"))
+
+
+def test_stop_runs_on_stop_and_restart_resumes() -> None:
+    agent = AgentHarness(Closing)
+    agent.event("in", 1)
+    assert agent.stop() == [("closed", 1)]
+    assert agent.stop() == []  # already stopped
+    with pytest.raises(RuntimeError, match="was stopped; restart"):
+        agent.event("in", 2)
+    with pytest.raises(RuntimeError, match="was stopped; restart"):
+        agent.tick("beat")
+    assert agent.restart().state == {"last": 1}
+    assert agent.event("in", 2) == []
