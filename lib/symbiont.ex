@@ -20,6 +20,7 @@ defmodule Symbiont do
       │     └── Symbiont.Host ── Port ── python -m symbiont.host
       ├── Symbiont.Agents          DynamicSupervisor of Symbiont.Agent.Server, each
       │                            attached to a slot of a host
+      ├── Symbiont.Deploy          canaries, promotions and rollbacks of Wasm agents
       └── Symbiont.Manifest        validates and starts the configured agents
 
   `:rest_for_one` because each child depends on those before it: a restart of the host
@@ -70,6 +71,25 @@ defmodule Symbiont do
       Map.merge(agent, %{os_pid: host.os_pid, crashes: host.crashes})
     end
   end
+
+  @doc """
+  Deploys a new version of a Wasm agent: a canary runs `wasm_path` beside the old
+  version and is promoted, or rolled back, by itself (see `Symbiont.Deploy` for the
+  rules and the options). Each step is an event on `symbiont.remediation`.
+
+      {:ok, %{canary: "pricing#canary"}} = Symbiont.deploy("pricing", "priv/wasm/pricing_v2.wasm")
+  """
+  @spec deploy(String.t(), String.t(), keyword) :: {:ok, map} | {:error, String.t()}
+  def deploy(agent, wasm_path, opts \\ []), do: Symbiont.Deploy.deploy(agent, wasm_path, opts)
+
+  @doc """
+  Rolls a Wasm agent back: its running canary, or else its last promotion.
+
+      iex> Symbiont.rollback("doc-nobody")
+      {:error, ~s(agent "doc-nobody" has no deploy to roll back)}
+  """
+  @spec rollback(String.t()) :: {:ok, map} | {:error, String.t()}
+  def rollback(agent), do: Symbiont.Deploy.rollback(agent)
 
   @doc """
   Publishes `value` on `topic`: it is encoded once as msgpack and delivered to every

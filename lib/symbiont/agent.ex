@@ -125,6 +125,26 @@ defmodule Symbiont.Agent do
   def validate_spec(other),
     do: {:error, "expected an agent spec to be a keyword list or map, got: #{inspect(other)}"}
 
+  @doc """
+  The spec of a new version of a Wasm agent: `spec` running the module at `path`, with
+  the same topics, limits and config.
+
+      iex> {:ok, spec} = Symbiont.Agent.validate_spec(name: "c", wasm: "priv/wasm/counter.wat", topics: ["t"])
+      iex> {:ok, v2} = Symbiont.Agent.with_wasm(spec, "priv/wasm/counter_v2.wat")
+      iex> {Path.basename(v2.wasm), Path.basename(v2.config["wasm"]), v2.config["topics"]}
+      {"counter_v2.wat", "counter_v2.wat", ["t"]}
+      iex> Symbiont.Agent.with_wasm(spec, "nope.wasm")
+      {:error, ~s(agent "c": the :wasm module "nope.wasm" does not exist)}
+  """
+  @spec with_wasm(spec, String.t()) :: {:ok, spec} | {:error, String.t()}
+  def with_wasm(%{wasm: old} = spec, path) when is_binary(old) do
+    with {:ok, full} <- validate_wasm_path(path, spec.name),
+         do: {:ok, %{spec | wasm: full, config: Map.put(spec.config, "wasm", full)}}
+  end
+
+  def with_wasm(spec, _path),
+    do: {:error, "agent #{inspect(spec.name)} is not a Wasm agent; only Wasm agents are deployed"}
+
   defp validate_name(name) when is_atom(name) and name not in [nil, true, false],
     do: validate_name(Atom.to_string(name))
 

@@ -20,6 +20,7 @@ defmodule Symbiont.Application do
            name: Symbiont.Hosts, strategy: :one_for_one, max_restarts: 100, max_seconds: 5},
           {DynamicSupervisor,
            name: Symbiont.Agents, strategy: :one_for_one, max_restarts: 100, max_seconds: 5},
+          Symbiont.Deploy,
           {Symbiont.Manifest, agents}
         ]
 

@@ -153,6 +153,11 @@ defmodule Symbiont.Host do
   def attach(host, id), do: safe_call(host, {:attach, self(), id}, 5_000)
 
   @doc false
+  # An agent leaves `slot` (it moved to another: Symbiont.Agent.Server.upgrade/3).
+  @spec detach(pid, pos_integer) :: :ok
+  def detach(host, slot), do: GenServer.cast(host, {:detach, slot})
+
+  @doc false
   # Stops the host and the agents it runs that live under Symbiont.Agents.
   @spec stop(host) :: :ok | {:error, term}
   def stop(host) do
@@ -400,6 +405,17 @@ defmodule Symbiont.Host do
   defp cast_msg({:send, dest, value}, state),
     do: {:noreply, send_or_queue(state, ["msg", dest, value])}
 
+  defp cast_msg({:detach, slot}, state) do
+    case Map.pop(state.slots, slot) do
+      {nil, _} ->
+        {:noreply, state}
+
+      {{_pid, _id, ref}, slots} ->
+        Process.demonitor(ref, [:flush])
+        {:noreply, stop_slot(%{state | slots: slots}, slot)}
+    end
+  end
+
   defp send_or_queue(state, frame) do
     case encode_frame(state, frame) do
       {:ok, iodata} ->
@@ -497,12 +513,7 @@ defmodule Symbiont.Host do
         {:noreply, state}
 
       {slot, _} ->
-        state = %{state | slots: Map.delete(state.slots, slot)}
-
-        state =
-          if state.status == :ready, do: send_frame(state, ["agent_stop", slot]), else: state
-
-        {:noreply, state}
+        {:noreply, stop_slot(%{state | slots: Map.delete(state.slots, slot)}, slot)}
     end
   end
 
@@ -622,6 +633,9 @@ defmodule Symbiont.Host do
 
     state
   end
+
+  defp stop_slot(%{status: :ready} = state, slot), do: send_frame(state, ["agent_stop", slot])
+  defp stop_slot(state, _slot), do: state
 
   defp answer(state, id, result) do
     case Map.pop(state.pending, id) do

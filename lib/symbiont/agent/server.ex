@@ -17,6 +17,11 @@ defmodule Symbiont.Agent.Server do
     * `:id` - the name it is registered under (`Symbiont.Agent.whereis/1`); replicas of
       one agent share the agent's name but have ids of their own. Default: the name.
     * `:host` - the name of the host that runs it (required).
+    * `:state_bin` - the checkpoint to start from (the msgpack bytes of an agent's
+      state, as `info/1` of another replica has it). Default: none.
+    * `:fallback` - a pid that gets, as a new event, each event this agent fails on
+      instead of trying it again here (a canary hands its failures to the stable
+      version; see `Symbiont.Deploy`). Default: none.
     * everything else is the agent spec (see `Symbiont.Agent`), or `:spec` with one
       already validated.
   """
@@ -28,6 +33,8 @@ defmodule Symbiont.Agent.Server do
   alias Symbiont.MsgPack
 
   @registry Symbiont.Agent.Registry
+  @samples 1000
+  @linger_ms 100
   # How often to look for a host that is not (yet, or again) registered.
   @attach_retry_ms 20
 
@@ -49,6 +56,8 @@ defmodule Symbiont.Agent.Server do
     {host, opts} = Keyword.pop(opts, :host)
     {id, opts} = Keyword.pop(opts, :id)
     {spec, opts} = Keyword.pop(opts, :spec)
+    {state_bin, opts} = Keyword.pop(opts, :state_bin)
+    {fallback, opts} = Keyword.pop(opts, :fallback)
 
     spec =
       case spec || Symbiont.Agent.validate_spec(opts) do
@@ -61,7 +70,8 @@ defmodule Symbiont.Agent.Server do
       do: raise(ArgumentError, "expected :host to be the name of a host, got: #{inspect(host)}")
 
     id = to_string(id || spec.name)
-    GenServer.start_link(__MODULE__, {id, host, spec}, name: via(id))
+    extra = %{state_bin: state_bin, fallback: fallback}
+    GenServer.start_link(__MODULE__, {id, host, spec, extra}, name: via(id))
   end
 
   @doc "The pid of the agent registered as `id`, or `nil`."
@@ -92,12 +102,48 @@ defmodule Symbiont.Agent.Server do
     :exit, _ -> {:error, {:no_agent, agent}}
   end
 
+  @doc """
+  Counters, recent handling latencies and the checkpoint: `%{handled, failed, samples,
+  state_bin}`, `samples` the
+  last #{1000} `{acked_at_ms, latency_us}` (monotonic ms; send to ack), newest first.
+  """
+  @spec metrics(String.t() | pid) :: {:ok, map} | {:error, {:no_agent, term}}
+  def metrics(agent), do: safe_call(agent, :metrics, 5_000)
+
+  @doc """
+  Runs `spec` (a validated spec, see `Symbiont.Agent.with_wasm/2`) from now on, keeping
+  the agent's name, queue and state: sending pauses, the deliveries in flight finish,
+  the old version leaves its slot and the new one starts in a new slot of the same host
+  from the last acked state (a Wasm module gets it in `symbiont_migrate`). Topics and
+  timers stay those of the first version. Returns the spec it replaced.
+  """
+  @spec upgrade(String.t() | pid, map, timeout) :: {:ok, map} | {:error, term}
+  def upgrade(agent, spec, timeout \\ 30_000), do: safe_call(agent, {:upgrade, spec}, timeout)
+
+  @doc """
+  Stops the agent without losing anything: it unsubscribes, hands every event still
+  waiting (and each that arrives meanwhile) to `heir` as a new event, lets the deliveries
+  in flight finish, then exits. Returns `:ok` once it is gone.
+  """
+  @spec retire(String.t() | pid, pid, timeout) :: :ok | {:error, term}
+  def retire(agent, heir, timeout \\ 30_000) when is_pid(heir),
+    do: safe_call(agent, {:retire, heir}, timeout)
+
+  defp safe_call(agent, request, timeout) do
+    case whereis(agent) do
+      nil -> {:error, {:no_agent, agent}}
+      pid -> GenServer.call(pid, request, timeout)
+    end
+  catch
+    :exit, reason -> {:error, {:no_agent, agent, reason}}
+  end
+
   defp via(id), do: {:via, Registry, {@registry, id}}
 
   ## GenServer
 
   @impl true
-  def init({id, host, spec}) do
+  def init({id, host, spec, extra}) do
     state = %{
       id: id,
       name: spec.name,
@@ -126,7 +172,16 @@ defmodule Symbiont.Agent.Server do
       # Deliveries still to be sent one at a time after a crash (see charge_crash/2).
       probation: 0,
       dropped: 0,
-      state_bin: nil,
+      state_bin: extra.state_bin,
+      fallback: extra.fallback,
+      # {from, spec} while waiting for the deliveries in flight to finish (upgrade/3).
+      upgrading: nil,
+      # {from, heir} while retiring (retire/3).
+      retiring: nil,
+      lingering: false,
+      # {acked_at_ms, latency_us}, newest first, at most @samples.
+      samples: [],
+      n_samples: 0,
       handled: 0,
       failed: 0,
       published: 0,
@@ -144,9 +199,41 @@ defmodule Symbiont.Agent.Server do
   # flushes the frames still waiting, and they would wait for the next message.
   def handle_call(:info, _from, state), do: Out.reply({:reply, {:ok, public_info(state)}, state})
 
+  def handle_call(:metrics, _from, state) do
+    metrics = %{
+      handled: state.handled,
+      failed: state.failed,
+      samples: state.samples,
+      state_bin: state.state_bin
+    }
+
+    {:reply, {:ok, metrics}, state}
+  end
+
+  def handle_call({:upgrade, spec}, from, state),
+    do: Out.reply({:noreply, settle(%{state | upgrading: {from, spec}})})
+
+  def handle_call({:retire, heir}, from, state) do
+    for topic <- state.topics, do: Symbiont.Mesh.unsubscribe(Symbiont.Mesh, topic)
+    reply_noreply_or_stop(settle(%{state | retiring: {from, heir}}))
+  end
+
   @impl true
   def handle_info(:timeout, state), do: {:noreply, %{state | out: Out.flush(state.out)}}
-  def handle_info(msg, state), do: Out.reply({:noreply, info(msg, state)})
+
+  def handle_info(msg, state) do
+    case info(msg, state) do
+      {:stop, state} -> reply_noreply_or_stop({:stop, state})
+      state -> reply_noreply_or_stop(settle(state))
+    end
+  end
+
+  defp reply_noreply_or_stop({:stop, state}) do
+    Out.flush(state.out)
+    {:stop, :normal, state}
+  end
+
+  defp reply_noreply_or_stop(state), do: Out.reply({:noreply, state})
 
   @impl true
   def terminate(_reason, state) do
@@ -179,6 +266,11 @@ defmodule Symbiont.Agent.Server do
 
   defp info(:attach, %{host_pid: nil} = state), do: attach(state)
 
+  defp info(:retired, %{retiring: {from, _heir}} = state) do
+    GenServer.reply(from, :ok)
+    {:stop, state}
+  end
+
   defp info({:retry_start, port, n}, %{out: %{port: port}, failures: n} = state),
     do: start_on(state, port)
 
@@ -187,7 +279,7 @@ defmodule Symbiont.Agent.Server do
     # in flight, another one would only pile up.
     busy? =
       state.queued > 0 or
-        Enum.any?(:queue.to_list(state.inflight), &match?({_, {:tick, ^name}, _, _}, &1))
+        Enum.any?(:queue.to_list(state.inflight), &match?({_, {:tick, ^name}, _, _, _}, &1))
 
     if busy?, do: state, else: accept(state, {:tick, name})
   end
@@ -250,7 +342,7 @@ defmodule Symbiont.Agent.Server do
     # Deliveries in flight go again, in order; then what waits in the queue (after a crash
     # with several in flight, they are all there: see charge_crash/2).
     state =
-      for {_seq, _what, frame, _attempts} <- :queue.to_list(state.inflight),
+      for {_seq, _what, frame, _attempts, _at} <- :queue.to_list(state.inflight),
           reduce: state,
           do: (state -> emit(state, frame))
 
@@ -289,7 +381,7 @@ defmodule Symbiont.Agent.Server do
     n = length(acked)
 
     drain(%{
-      state
+      sample(state, acked)
       | probation: max(0, state.probation - n),
         state_bin: state_bin,
         handled: state.handled + n
@@ -300,7 +392,8 @@ defmodule Symbiont.Agent.Server do
     {acked, state} = take_inflight(frame({:ack, slot, seq - 1, state.state_bin}, state), seq)
 
     state =
-      Enum.reduce(acked, %{state | last_error: error}, fn {^seq, what, _frame, attempts}, state ->
+      Enum.reduce(acked, %{state | last_error: error}, fn {^seq, what, _frame, attempts, _},
+                                                          state ->
         Logger.error(
           "agent #{state.id} failed on #{describe(what)}: #{format_remote_error(error)}",
           meta(state)
@@ -352,6 +445,58 @@ defmodule Symbiont.Agent.Server do
     %{state | topics: topics, timers: timers, subscribed: true}
   end
 
+  ## Upgrade and retirement
+
+  # An upgrade goes on once nothing is in flight; a retirement hands what waits to its
+  # heir and ends once nothing is in flight.
+  defp settle(%{upgrading: {from, spec}, in_flight: 0} = state) do
+    old = state.spec
+    if state.host_pid, do: Symbiont.Host.detach(state.host_pid, state.slot)
+    GenServer.reply(from, {:ok, old})
+    Logger.info("agent #{state.id} now runs #{describe_logic(spec)}", meta(state))
+    state = %{state | spec: spec, upgrading: nil, status: :detached, out: Out.to(state.out, nil)}
+
+    case state.host_pid && Symbiont.Host.attach(state.host_pid, state.id) do
+      {:ok, slot, port} when port != nil -> start_on(%{state | slot: slot}, port)
+      {:ok, slot, nil} -> %{state | slot: slot}
+      _ -> state
+    end
+  end
+
+  defp settle(%{retiring: {_from, heir}} = state) do
+    for {%Symbiont.Event{} = event, _attempts} <- :queue.to_list(state.queue),
+        do: send(heir, event)
+
+    state = put_queue(state, :queue.new(), 0)
+
+    # Once nothing is in flight it lingers a little, still handing over what arrives: a
+    # publisher that picked it just before it unsubscribed may have sent one more.
+    if state.in_flight == 0 and not state.lingering do
+      Process.send_after(self(), :retired, @linger_ms)
+      %{state | lingering: true}
+    else
+      state
+    end
+  end
+
+  defp settle(state), do: state
+
+  defp sample(state, acked) do
+    now = now_us()
+    at = div(now, 1000)
+
+    samples =
+      Enum.reduce(acked, state.samples, fn item, acc -> [{at, now - elem(item, 4)} | acc] end)
+
+    n = state.n_samples + length(acked)
+
+    if n > 2 * @samples,
+      do: %{state | samples: Enum.take(samples, @samples), n_samples: @samples},
+      else: %{state | samples: samples, n_samples: n}
+  end
+
+  defp now_us, do: System.monotonic_time(:microsecond)
+
   ## Deliveries
 
   # An event or tick: sent at once while the credit window has room and nothing waits
@@ -379,6 +524,7 @@ defmodule Symbiont.Agent.Server do
   # The credit window: one delivery at a time while on probation (see charge_crash/2), and
   # none while no process runs the agent.
   defp window(%{status: status}) when status != :ready, do: 0
+  defp window(%{upgrading: u, retiring: r}) when u != nil or r != nil, do: 0
   defp window(%{probation: 0, spec: spec}), do: spec.max_in_flight
   defp window(_state), do: 1
 
@@ -392,6 +538,12 @@ defmodule Symbiont.Agent.Server do
 
   # After a failed attempt (a nack, or the host dying while on it): again, first in line,
   # until max_attempts; then the dead letters, with the attempts and the last error.
+  defp retry_or_give_up(%{fallback: heir} = state, %Symbiont.Event{} = what, _, _, _)
+       when is_pid(heir) do
+    send(heir, what)
+    %{state | failed: state.failed + 1}
+  end
+
   defp retry_or_give_up(state, what, attempts, reason, error) do
     if attempts < state.spec.max_attempts do
       put_queue(state, :queue.in_r({what, attempts}, state.queue), state.queued + 1)
@@ -424,7 +576,7 @@ defmodule Symbiont.Agent.Server do
       %{
         state
         | seq: seq,
-          inflight: :queue.in({seq, what, frame, attempts}, state.inflight),
+          inflight: :queue.in({seq, what, frame, attempts, now_us()}, state.inflight),
           in_flight: state.in_flight + 1
       },
       frame
@@ -483,7 +635,7 @@ defmodule Symbiont.Agent.Server do
 
   defp take_upto(queue, seq, acc) do
     case :queue.peek(queue) do
-      {:value, {s, _, _, _} = item} when s <= seq ->
+      {:value, {s, _, _, _, _} = item} when s <= seq ->
         take_upto(:queue.drop(queue), seq, [item | acc])
 
       _ ->
@@ -523,7 +675,7 @@ defmodule Symbiont.Agent.Server do
   defp charge_crash(%{in_flight: 0} = state, _crash), do: state
 
   defp charge_crash(%{in_flight: 1} = state, crash) do
-    {{:value, {_seq, what, _frame, attempts}}, rest} = :queue.out(state.inflight)
+    {{:value, {_seq, what, _frame, attempts, _at}}, rest} = :queue.out(state.inflight)
     # Requeued or given up, the rest of the suspects still go one at a time.
     state = %{state | inflight: rest, in_flight: 0, probation: max(state.probation, 1)}
 
@@ -540,7 +692,7 @@ defmodule Symbiont.Agent.Server do
     queue =
       state.inflight
       |> :queue.to_list()
-      |> List.foldr(state.queue, fn {_seq, what, _frame, attempts}, q ->
+      |> List.foldr(state.queue, fn {_seq, what, _frame, attempts, _at}, q ->
         :queue.in_r({what, attempts}, q)
       end)
 
@@ -556,6 +708,11 @@ defmodule Symbiont.Agent.Server do
 
   defp meta(state), do: [host: state.host, agent: state.id]
 
+  defp describe_logic(%{wasm: wasm}) when is_binary(wasm),
+    do: "wasm:" <> Path.relative_to_cwd(wasm)
+
+  defp describe_logic(spec), do: "#{spec.module}:#{spec.class}"
+
   defp format_remote_error(error), do: "#{error["type"]}: #{error["message"]}"
 
   ## Introspection
@@ -567,11 +724,8 @@ defmodule Symbiont.Agent.Server do
       pid: self(),
       host: state.host,
       status: state.status,
-      python:
-        if(state.spec[:wasm],
-          do: "wasm:" <> Path.relative_to_cwd(state.spec.wasm),
-          else: "#{state.spec.module}:#{state.spec.class}"
-        ),
+      python: describe_logic(state.spec),
+      spec: state.spec,
       topics: state.topics,
       timers: Enum.map(state.timers, & &1["name"]),
       in_flight: state.in_flight,

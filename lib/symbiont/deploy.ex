@@ -1,0 +1,365 @@
+defmodule Symbiont.Deploy do
+  @defaults [
+    window_ms: 5_000,
+    min_events: 20,
+    max_windows: 6,
+    max_error_increase: 0.05,
+    max_p99_ratio: 2.0,
+    p99_slack_us: 5_000,
+    min_latency_samples: 100
+  ]
+
+  @moduledoc """
+  Health-gated roll-forward of Wasm agents, and rollback (DESIGN.md §2, "Wasm habitat").
+
+  `deploy/3` loads the new module beside the old one as a **canary**: one more replica of
+  the agent (id `"name#canary"`, in the host of its first replica) that starts from the
+  first replica's state (through `symbiont_migrate`) and joins the agent's queue group,
+  so it gets its share of the events. An event the canary fails on is handed to the
+  stable version instead of being tried again there: a bad version loses nothing.
+
+  After each window (`:window_ms`) the canary is compared with the stable replicas over
+  the same time: once it has handled `:min_events`, it is **promoted** unless its error
+  rate exceeds theirs by more than `:max_error_increase`, or its p99 handling latency
+  (sent to acked) exceeds `:max_p99_ratio` times theirs (and theirs plus
+  `:p99_slack_us`); then it is **rolled back**. Latencies are compared only when each
+  side has `:min_latency_samples` in the window: the p99 of a handful is their maximum,
+  and one slow first call would decide. Promotion upgrades every stable replica
+  in place (`Symbiont.Agent.Server.upgrade/3`: same name, queue and state), then retires
+  the canary, whose waiting events go to a replica. Rolling back retires the canary the
+  same way. A canary that never gets `:min_events` within `:max_windows` windows is
+  rolled back too: a version is promoted on evidence only.
+
+  `rollback/1` does it by hand: it rolls back a running canary, or returns a promoted
+  agent to the version it had before.
+
+  Each step is published on `symbiont.remediation` as the map `%{"action" => "deploy" |
+  "promote" | "rollback", "agent", "from", "to", "reason", "evidence"}` and kept in
+  `history/1`.
+
+  Options of `deploy/3` and their defaults: `#{inspect(@defaults)}`.
+  """
+  use GenServer
+
+  require Logger
+
+  alias Symbiont.Agent.Server
+
+  @topic "symbiont.remediation"
+  @history 100
+
+  @doc false
+  def start_link(_opts), do: GenServer.start_link(__MODULE__, nil, name: __MODULE__)
+
+  @doc """
+  Starts a canary of `agent` running the Wasm module at `path`; promotion or rollback
+  follow by themselves (see the moduledoc). Returns at once.
+
+      {:ok, %{canary: "pricing#canary"}} = Symbiont.Deploy.deploy("pricing", "priv/wasm/pricing_v2.wasm")
+  """
+  @spec deploy(String.t(), String.t(), keyword) :: {:ok, map} | {:error, String.t()}
+  def deploy(agent, path, opts \\ []) when is_binary(agent) and is_binary(path) do
+    with {:ok, opts} <- validate_opts(opts),
+         do: GenServer.call(__MODULE__, {:deploy, agent, path, opts}, 60_000)
+  end
+
+  @doc """
+  Rolls `agent` back: its running canary, or else the last promotion.
+  """
+  @spec rollback(String.t()) :: {:ok, map} | {:error, String.t()}
+  def rollback(agent) when is_binary(agent),
+    do: GenServer.call(__MODULE__, {:rollback, agent}, 60_000)
+
+  @doc "The deploy steps of `agent` (of every agent with `nil`), newest first."
+  @spec history(String.t() | nil) :: [map]
+  def history(agent \\ nil), do: GenServer.call(__MODULE__, {:history, agent})
+
+  @doc "The topic deploy steps are published on."
+  @spec topic() :: String.t()
+  def topic, do: @topic
+
+  defp validate_opts(opts) do
+    Enum.reduce_while(opts, {:ok, @defaults}, fn
+      {key, value}, {:ok, acc}
+      when key in [:window_ms, :min_events, :max_windows, :p99_slack_us, :min_latency_samples] and
+             is_integer(value) and value > 0 ->
+        {:cont, {:ok, Keyword.put(acc, key, value)}}
+
+      {key, value}, {:ok, acc}
+      when key in [:max_error_increase, :max_p99_ratio] and is_number(value) and value >= 0 ->
+        {:cont, {:ok, Keyword.put(acc, key, value)}}
+
+      {key, value}, _ ->
+        {:halt,
+         {:error,
+          "deploy option #{inspect(key)} cannot be #{inspect(value)}; allowed: #{inspect(Keyword.keys(@defaults))}, positive integers (ratios: numbers >= 0)"}}
+    end)
+  end
+
+  ## GenServer
+
+  @impl true
+  def init(nil), do: {:ok, %{canaries: %{}, previous: %{}, history: []}}
+
+  @impl true
+  def handle_call({:history, agent}, _from, state),
+    do: {:reply, Enum.filter(state.history, &(agent == nil or &1.agent == agent)), state}
+
+  def handle_call({:deploy, agent, path, opts}, _from, state) do
+    with :ok <- not_deploying(state, agent),
+         {:ok, [first | _] = stable} <- replicas(agent),
+         {:ok, spec} <- Symbiont.Agent.with_wasm(first.spec, path),
+         {:ok, canary} <- start_canary(agent, first, spec) do
+      t0 = System.monotonic_time(:millisecond)
+
+      deploy = %{
+        agent: agent,
+        from: first.spec,
+        to: spec,
+        canary: canary,
+        ref: Process.monitor(canary),
+        stable: Enum.map(stable, & &1.pid),
+        baseline: counts(stable),
+        t0: t0,
+        windows: 0,
+        opts: opts
+      }
+
+      Process.send_after(self(), {:check, agent}, opts[:window_ms])
+      state = step(state, :deploy, deploy, "canary #{canary_id(agent)} started", %{})
+
+      {:reply, {:ok, %{agent: agent, canary: canary_id(agent), to: spec.wasm}},
+       put_in(state.canaries[agent], deploy)}
+    else
+      {:error, message} -> {:reply, {:error, message}, state}
+    end
+  end
+
+  def handle_call({:rollback, agent}, _from, state) do
+    case state do
+      %{canaries: %{^agent => deploy}} ->
+        state = roll_back(state, deploy, "by hand", %{})
+        {:reply, {:ok, %{agent: agent, to: deploy.from.wasm}}, state}
+
+      %{previous: %{^agent => [{spec, replaced} | older]}} ->
+        with {:ok, stable} <- replicas(agent) do
+          for r <- stable, do: {:ok, _} = Server.upgrade(r.pid, spec)
+          deploy = %{agent: agent, from: replaced, to: spec}
+          state = step(state, :rollback, deploy, "by hand, to the version before", %{})
+          state = put_in(state.previous[agent], older)
+          {:reply, {:ok, %{agent: agent, to: spec.wasm}}, state}
+        else
+          {:error, message} -> {:reply, {:error, message}, state}
+        end
+
+      _ ->
+        {:reply, {:error, "agent #{inspect(agent)} has no deploy to roll back"}, state}
+    end
+  end
+
+  @impl true
+  def handle_info({:check, agent}, state) do
+    case state.canaries do
+      %{^agent => deploy} -> {:noreply, check(state, deploy)}
+      _ -> {:noreply, state}
+    end
+  end
+
+  def handle_info({:DOWN, ref, :process, _, reason}, state) do
+    case Enum.find(state.canaries, fn {_, d} -> d.ref == ref end) do
+      nil ->
+        {:noreply, state}
+
+      {agent, deploy} ->
+        state = %{state | canaries: Map.delete(state.canaries, agent)}
+        why = "the canary went down: #{inspect(reason)}"
+        {:noreply, step(state, :rollback, deploy, why, %{})}
+    end
+  end
+
+  ## The decision
+
+  defp check(state, %{opts: opts} = deploy) do
+    evidence = evidence(deploy)
+    deploy = %{deploy | windows: deploy.windows + 1}
+    canary_events = evidence["canary"]["events"]
+
+    cond do
+      canary_events < opts[:min_events] and deploy.windows < opts[:max_windows] ->
+        Process.send_after(self(), {:check, deploy.agent}, opts[:window_ms])
+        put_in(state.canaries[deploy.agent], deploy)
+
+      canary_events < opts[:min_events] ->
+        why =
+          "not enough canary traffic: #{canary_events} events in #{evidence["window_ms"]} ms (#{opts[:min_events]} needed)"
+
+        roll_back(state, deploy, why, evidence)
+
+      why = regression(evidence, opts) ->
+        roll_back(state, deploy, why, evidence)
+
+      true ->
+        promote(state, deploy, evidence)
+    end
+  end
+
+  defp regression(%{"canary" => c, "stable" => s}, opts) do
+    cond do
+      c["error_rate"] > s["error_rate"] + opts[:max_error_increase] ->
+        "error rate #{percent(c["error_rate"])} against #{percent(s["error_rate"])} for the stable version"
+
+      min(c["samples"], s["samples"]) >= opts[:min_latency_samples] and
+          c["p99_us"] > max(s["p99_us"] * opts[:max_p99_ratio], s["p99_us"] + opts[:p99_slack_us]) ->
+        "p99 latency #{c["p99_us"]} µs against #{s["p99_us"]} µs for the stable version"
+
+      true ->
+        nil
+    end
+  end
+
+  defp promote(state, deploy, evidence) do
+    for pid <- deploy.stable, do: {:ok, _} = Server.upgrade(pid, deploy.to)
+    retire_canary(deploy)
+    state = %{state | canaries: Map.delete(state.canaries, deploy.agent)}
+    state = update_in(state.previous[deploy.agent], &[{deploy.from, deploy.to} | &1 || []])
+    step(state, :promote, deploy, "healthy for #{evidence["window_ms"]} ms", evidence)
+  end
+
+  defp roll_back(state, deploy, why, evidence) do
+    retire_canary(deploy)
+    state = %{state | canaries: Map.delete(state.canaries, deploy.agent)}
+    step(state, :rollback, deploy, why, evidence)
+  end
+
+  # Returns once the canary is gone, so that a step published after it finds it gone.
+  defp retire_canary(deploy) do
+    :ok = Server.retire(deploy.canary, hd(deploy.stable))
+
+    receive do
+      {:DOWN, ref, :process, _, _} when ref == deploy.ref -> :ok
+    after
+      5_000 -> Process.demonitor(deploy.ref, [:flush])
+    end
+  end
+
+  # Events handled and failed since the deploy, error rates and p99 latencies, for the
+  # canary and for the stable replicas together.
+  defp evidence(deploy) do
+    since = deploy.t0
+    stable = for pid <- deploy.stable, {:ok, m} <- [Server.metrics(pid)], do: m
+    {:ok, canary} = Server.metrics(deploy.canary)
+    {handled0, failed0} = deploy.baseline
+
+    %{
+      "window_ms" => System.monotonic_time(:millisecond) - since,
+      "canary" => summary(canary.handled, canary.failed, [canary], since),
+      "stable" =>
+        summary(
+          Enum.sum(Enum.map(stable, & &1.handled)) - handled0,
+          Enum.sum(Enum.map(stable, & &1.failed)) - failed0,
+          stable,
+          since
+        )
+    }
+  end
+
+  defp summary(handled, failed, metrics, since) do
+    latencies = for m <- metrics, {at, us} <- m.samples, at >= since, do: us
+    events = handled + failed
+
+    %{
+      "events" => events,
+      "failed" => failed,
+      "error_rate" => if(events == 0, do: 0.0, else: failed / events),
+      "samples" => length(latencies),
+      "p99_us" => p99(latencies)
+    }
+  end
+
+  defp p99([]), do: nil
+
+  defp p99(latencies) do
+    sorted = Enum.sort(latencies)
+    Enum.at(sorted, min(length(sorted) - 1, ceil(length(sorted) * 0.99) - 1))
+  end
+
+  defp percent(rate), do: "#{Float.round(rate * 100, 1)}%"
+
+  ## Replicas and the canary
+
+  defp not_deploying(state, agent) do
+    if Map.has_key?(state.canaries, agent),
+      do: {:error, "agent #{inspect(agent)} has a deploy in progress; roll it back first"},
+      else: :ok
+  end
+
+  defp replicas(agent) do
+    canary = canary_id(agent)
+
+    found =
+      for id <- Server.ids(),
+          id != canary,
+          {:ok, %{name: ^agent} = info} <- [Server.info(id)],
+          do: info
+
+    if found == [],
+      do: {:error, "no agent named #{inspect(agent)} runs on #{node()}"},
+      else: {:ok, found}
+  end
+
+  defp counts(replicas) do
+    stats = for r <- replicas, {:ok, m} <- [Server.metrics(r.pid)], do: {m.handled, m.failed}
+    {Enum.sum(Enum.map(stats, &elem(&1, 0))), Enum.sum(Enum.map(stats, &elem(&1, 1)))}
+  end
+
+  defp start_canary(agent, first, spec) do
+    {:ok, %{state_bin: state_bin}} = Server.metrics(first.pid)
+    opts = [id: canary_id(agent), host: first.host, spec: spec, state_bin: state_bin]
+    child = Supervisor.child_spec({Server, opts ++ [fallback: first.pid]}, restart: :temporary)
+
+    case DynamicSupervisor.start_child(Symbiont.Agents, child) do
+      {:ok, pid} ->
+        {:ok, pid}
+
+      {:error, reason} ->
+        {:error, "the canary of #{inspect(agent)} could not start: #{inspect(reason)}"}
+    end
+  end
+
+  defp canary_id(agent), do: agent <> "#canary"
+
+  ## The record
+
+  defp step(state, action, deploy, reason, evidence) do
+    entry = %{
+      action: action,
+      agent: deploy.agent,
+      from: deploy.from.wasm,
+      to: deploy.to.wasm,
+      reason: reason,
+      evidence: evidence,
+      at: DateTime.utc_now()
+    }
+
+    level = if action == :rollback, do: :warning, else: :info
+
+    Logger.log(
+      level,
+      "#{action} #{deploy.agent}: #{Path.relative_to_cwd(entry.from)} -> #{Path.relative_to_cwd(entry.to)}: #{reason}"
+    )
+
+    payload = %{
+      "action" => Atom.to_string(action),
+      "agent" => deploy.agent,
+      "from" => entry.from,
+      "to" => entry.to,
+      "reason" => reason,
+      "evidence" => evidence
+    }
+
+    with {:ok, event} <- Symbiont.Event.new(@topic, payload, deploy.agent),
+         do: Symbiont.Mesh.publish(Symbiont.Mesh, event)
+
+    %{state | history: Enum.take([entry | state.history], @history)}
+  end
+end

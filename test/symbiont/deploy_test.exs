@@ -1,0 +1,156 @@
+defmodule Symbiont.DeployTest do
+  # Deploys of Wasm agents on real hosts: a canary beside the stable version, promotion
+  # on evidence, rollback by itself and by hand, and nothing lost on the way.
+  use ExUnit.Case, async: true
+
+  import ExUnit.CaptureLog
+  import Symbiont.HostHelpers
+
+  alias Symbiont.Event
+
+  @wasm Path.expand("../../priv/wasm", __DIR__)
+
+  setup do
+    name = unique_name("counted")
+    topic = unique_name("deploy.in")
+    :ok = Symbiont.subscribe("count.out")
+    :ok = Symbiont.subscribe(Symbiont.Deploy.topic())
+    agent = [name: name, wasm: Path.join(@wasm, "counter.wat"), topics: [topic]]
+    start_host!(name: name, agent: agent)
+    %{name: name, topic: topic}
+  end
+
+  test "a healthy version is promoted: its state carried on, nothing lost", %{name: name} = ctx do
+    assert counts(ctx, 3) == [1, 2, 3]
+
+    {published, _log} =
+      with_log(fn ->
+        publisher = Task.async(fn -> publish_until_stopped(ctx.topic) end)
+
+        assert {:ok, %{canary: canary}} =
+                 Symbiont.deploy(name, Path.join(@wasm, "counter_v2.wat"),
+                   window_ms: 200,
+                   min_events: 5
+                 )
+
+        canary_pid = Symbiont.Agent.Server.whereis(canary)
+        assert %{"action" => "deploy"} = await_step(name)
+        assert %{"action" => "promote", "evidence" => evidence} = await_step(name)
+        assert evidence["canary"]["events"] >= 5 and evidence["canary"]["failed"] == 0
+        refute Process.alive?(canary_pid)
+        send(publisher.pid, :stop)
+        Task.await(publisher)
+      end)
+
+    # One count.out per event, whichever version handled it.
+    outs = for _ <- 1..published, do: receive_count(name)
+    refute_receive %Event{topic: "count.out", from: ^name}, 100
+    assert length(outs) == published
+
+    # The promoted replica counts by ten, on from where it was.
+    [a, b] = counts(ctx, 2)
+    assert b - a == 10
+    assert {:ok, %{agent: %{python: "wasm:" <> path}}} = Symbiont.Host.info(name)
+    assert Path.basename(path) == "counter_v2.wat"
+
+    assert [%{action: :promote}, %{action: :deploy}] = Symbiont.Deploy.history(name)
+  end
+
+  test "a version that traps is rolled back by itself; the stable version handles its failures",
+       %{name: name} = ctx do
+    assert counts(ctx, 2) == [1, 2]
+
+    {published, _log} =
+      with_log(fn ->
+        publisher = Task.async(fn -> publish_until_stopped(ctx.topic) end)
+
+        assert {:ok, %{canary: canary}} =
+                 Symbiont.deploy(name, Path.join(@wasm, "trap.wat"), window_ms: 200, min_events: 5)
+
+        canary_pid = Symbiont.Agent.Server.whereis(canary)
+        assert %{"action" => "deploy"} = await_step(name)
+        assert %{"action" => "rollback", "reason" => reason} = await_step(name)
+        assert reason =~ "error rate 100.0% against 0.0%"
+        refute Process.alive?(canary_pid)
+        send(publisher.pid, :stop)
+        Task.await(publisher)
+      end)
+
+    # Every event counted once by the stable version: 3.. on from the 2 before.
+    outs = for _ <- 1..published, do: receive_count(name)
+    assert Enum.sort(outs) == Enum.to_list(3..(published + 2))
+    assert [n, m] = counts(ctx, 2)
+    assert m == n + 1
+  end
+
+  test "rollback by hand returns a promoted agent to the version before, state kept",
+       %{name: name} = ctx do
+    capture_log(fn ->
+      publisher = Task.async(fn -> publish_until_stopped(ctx.topic) end)
+
+      {:ok, _} =
+        Symbiont.deploy(name, Path.join(@wasm, "counter_v2.wat"), window_ms: 100, min_events: 3)
+
+      assert %{"action" => "deploy"} = await_step(name)
+      assert %{"action" => "promote"} = await_step(name)
+      send(publisher.pid, :stop)
+      published = Task.await(publisher)
+      for _ <- 1..published, do: receive_count(name)
+
+      assert {:ok, %{to: to}} = Symbiont.rollback(name)
+      assert Path.basename(to) == "counter.wat"
+
+      assert %{"action" => "rollback", "reason" => "by hand, to the version before"} =
+               await_step(name)
+    end)
+
+    [a, b] = counts(ctx, 2)
+    assert b - a == 1
+    assert {:error, "agent " <> _} = Symbiont.rollback(name)
+  end
+
+  test "bad deploys are refused with what was wrong", %{name: name} do
+    assert {:error, ~s(no agent named "nobody-here" runs on ) <> _} =
+             Symbiont.deploy("nobody-here", Path.join(@wasm, "counter.wat"))
+
+    assert {:error, msg} = Symbiont.deploy(name, "no/such.wasm")
+    assert msg == ~s(agent "#{name}": the :wasm module "no/such.wasm" does not exist)
+
+    assert {:error, msg} = Symbiont.deploy(name, Path.join(@wasm, "counter.wat"), window_ms: 0)
+    assert msg =~ "deploy option :window_ms cannot be 0"
+
+    python = unique_name("py")
+    start_host!(name: python, agent: [name: python, python: "test_agents:Counter"])
+    assert {:error, msg} = Symbiont.deploy(python, Path.join(@wasm, "counter.wat"))
+    assert msg == ~s(agent "#{python}" is not a Wasm agent; only Wasm agents are deployed)
+  end
+
+  # Publishes n events one at a time and returns the counts they produced.
+  defp counts(%{name: name, topic: topic}, n) do
+    for i <- 1..n do
+      :ok = Symbiont.publish(topic, i)
+      receive_count(name)
+    end
+  end
+
+  defp receive_count(name) do
+    assert_receive %Event{topic: "count.out", from: ^name} = e, 5_000
+    Event.decode!(e)
+  end
+
+  defp await_step(name) do
+    assert_receive %Event{topic: "symbiont.remediation", from: ^name} = e, 10_000
+    Event.decode!(e)
+  end
+
+  # An event every 2 ms until told to stop; returns how many it published.
+  defp publish_until_stopped(topic, n \\ 0) do
+    receive do
+      :stop -> n
+    after
+      2 ->
+        :ok = Symbiont.publish(topic, n)
+        publish_until_stopped(topic, n + 1)
+    end
+  end
+end
