@@ -52,8 +52,16 @@ defmodule Symbiont.Manifest do
 
   @impl true
   def init(specs) do
-    per_host = Application.get_env(:symbiont, :wasm_agents_per_host, 32)
+    start_all(specs, Application.get_env(:symbiont, :wasm_agents_per_host, 32))
+    {:ok, specs}
+  end
 
+  @doc """
+  Starts the hosts of `plan(specs, per_host)` under `Symbiont.Hosts` and their agents
+  under `Symbiont.Agents`; what cannot start is logged.
+  """
+  @spec start_all([Symbiont.Agent.spec()], pos_integer) :: :ok
+  def start_all(specs, per_host) do
     for {host, agents} <- plan(specs, per_host) do
       start_child(Symbiont.Hosts, {Symbiont.Host, name: host}, "host #{inspect(host)}")
 
@@ -63,7 +71,7 @@ defmodule Symbiont.Manifest do
       end
     end
 
-    {:ok, specs}
+    :ok
   end
 
   defp start_child(sup, child, what) do

@@ -24,6 +24,41 @@ defmodule Symbiont.ManifestTest do
     end
   end
 
+  test "Wasm agents share hosts, each its own agent; Python agents get a host each" do
+    import Symbiont.HostHelpers
+    counter = Path.expand("../../priv/wasm/counter.wat", __DIR__)
+    [w1, w2, py] = for p <- ~w(mw1 mw2 mpy), do: unique_name(p)
+    topic = unique_name("manifest.in")
+
+    {:ok, specs} =
+      Manifest.validate([
+        [name: w1, wasm: counter, topics: [unique_name("manifest.w1")], replicas: 2],
+        [name: w2, wasm: counter, topics: [topic]],
+        [name: py, python: "test_agents:Counter"]
+      ])
+
+    # Hosts of the manifest take the application's python_path.
+    previous = Application.get_env(:symbiont, :python_path)
+    Application.put_env(:symbiont, :python_path, [fixtures()])
+    on_exit(fn -> Application.put_env(:symbiont, :python_path, previous) end)
+
+    ids = [w1, w1 <> "#2", w2, py]
+    for id <- ids, do: attach_host_events(id)
+    on_exit(fn -> for h <- ["wasm#1", "wasm#2", py], do: Symbiont.Python.stop(h) end)
+
+    :ok = Manifest.start_all(specs, 2)
+    for id <- ids, do: assert_receive({:agent_start, ^id, _}, 10_000)
+
+    assert {:ok, %{agents: [%{id: ^w1}, %{id: w1_2}]}} = Symbiont.Host.info("wasm#1")
+    assert w1_2 == w1 <> "#2"
+    assert {:ok, %{agents: [%{id: ^w2}]}} = Symbiont.Host.info("wasm#2")
+    assert {:ok, %{agent: %{id: ^py}}} = Symbiont.Host.info(py)
+
+    :ok = Symbiont.subscribe("count.out")
+    :ok = Symbiont.publish(topic, 1)
+    assert_receive %Symbiont.Event{topic: "count.out", from: ^w2}, 5_000
+  end
+
   test "the application refuses to start with a bad manifest" do
     previous = Application.get_env(:symbiont, :agents)
     Application.put_env(:symbiont, :agents, [[name: "x", python: "nocolon"]])
