@@ -414,7 +414,8 @@ defmodule Symbiont.Mesh do
 
   @doc """
   The members of `group` of `topic` on every node, or the plain subscribers of `topic` on
-  this node when `group` is `nil`.
+  this node when `group` is `nil`: those a broadcast from this node reaches now (a group
+  joined on another node counts once this node has indexed it, just after `:pg` tells).
   """
   @spec members(t, topic, String.t() | nil) :: [pid]
   def members(mesh, topic, nil) do
@@ -422,8 +423,10 @@ defmodule Symbiont.Mesh do
     for {pid, _} <- adapter.subscribers(name, topic), do: pid
   end
 
-  def members(mesh, topic, group) when is_binary(group),
-    do: :pg.get_members(meta(mesh).scope, {topic, group})
+  def members(mesh, topic, group) when is_binary(group) do
+    m = meta(mesh)
+    if group in Server.groups(m, topic), do: :pg.get_members(m.scope, {topic, group}), else: []
+  end
 
   @doc """
   Counts one `topic` event handled by `subscriber` (an agent's name) on this node, for
