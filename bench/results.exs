@@ -21,13 +21,20 @@ defmodule Bench.Results do
       [
         "# Benchmark results\n",
         machine(),
-        "" | Enum.map(Enum.sort(sections), fn {k, v} -> "## #{k}\n\n#{String.trim(v)}\n" end)
+        ""
+        | Enum.map(Enum.sort_by(sections, &order/1), fn {k, v} ->
+            "## #{k}\n\n#{String.trim(v)}\n"
+          end)
       ]
       |> Enum.join("\n")
 
     File.write!(@path, text)
     IO.puts("wrote #{Path.relative_to_cwd(@path)} (#{section})")
   end
+
+  # The benchmarks by name, then the notes, which speak of all of them.
+  defp order({"notes", _}), do: {1, ""}
+  defp order({name, _}), do: {0, name}
 
   defp command(section), do: "mix run --no-start bench/#{section}.exs"
 

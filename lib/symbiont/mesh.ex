@@ -183,7 +183,15 @@ defmodule Symbiont.Mesh do
   @spec broadcast(t, topic, message, dispatcher) :: :ok | {:error, term}
   def broadcast(mesh, topic, message, dispatcher \\ __MODULE__)
       when is_atom(mesh) and is_binary(topic) and is_atom(dispatcher) do
-    do_broadcast(meta(mesh), :none, topic, message, dispatcher)
+    # The common case, kept short: a mesh without queue groups is its adapter's broadcast
+    # (a static call for the default adapter: no export lookup on the hottest path).
+    case meta(mesh) do
+      %{any_groups: false, adapter: Symbiont.Mesh.PG, adapter_name: name} ->
+        Symbiont.Mesh.PG.broadcast(name, :none, topic, message, dispatcher)
+
+      m ->
+        do_broadcast(m, :none, topic, message, dispatcher)
+    end
   end
 
   @doc "Like `broadcast/4`, but the default dispatcher skips `from` (and so do groups)."
@@ -253,15 +261,12 @@ defmodule Symbiont.Mesh do
   (`{pid, metadata}`), except `from`.
   """
   @spec dispatch([{pid, term}], pid | :none, message) :: :ok
-  def dispatch(entries, :none, message) do
-    for {pid, _} <- entries, do: send(pid, message)
-    :ok
+  def dispatch([{pid, _} | rest], from, message) do
+    if pid != from, do: send(pid, message)
+    dispatch(rest, from, message)
   end
 
-  def dispatch(entries, from, message) do
-    for {pid, _} <- entries, pid != from, do: send(pid, message)
-    :ok
-  end
+  def dispatch([], _from, _message), do: :ok
 
   defp do_broadcast(m, from, topic, message, dispatcher) do
     with :ok <- m.adapter.broadcast(m.adapter_name, from, topic, message, dispatcher) do

@@ -70,6 +70,13 @@ defmodule Symbiont.Mesh.PG do
   end
 
   @impl Symbiont.Mesh.Adapter
+  def local_broadcast(mesh, from, topic, message, Symbiont.Mesh) do
+    # The default dispatcher through a static call, the hottest path of the mesh.
+    Registry.dispatch(mesh, topic, fn entries ->
+      Symbiont.Mesh.dispatch(entries, from, message)
+    end)
+  end
+
   def local_broadcast(mesh, from, topic, message, dispatcher) do
     Registry.dispatch(mesh, topic, {dispatcher, :dispatch, [from, message]})
   end
