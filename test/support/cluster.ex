@@ -21,7 +21,8 @@ defmodule Symbiont.Cluster do
   """
   def start_peer!(prefix) do
     ensure_distributed!()
-    name = :"#{prefix}_#{System.unique_integer([:positive])}"
+    # The OS pid too: test runs in other checkouts start peers on this machine at the same time.
+    name = :"#{prefix}_#{System.pid()}_#{System.unique_integer([:positive])}"
     # Peers come and go while the others stay connected; OTP 25's global would otherwise
     # disconnect survivors "to prevent overlapping partitions".
     args = [
