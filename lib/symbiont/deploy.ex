@@ -33,9 +33,9 @@ defmodule Symbiont.Deploy do
   `rollback/1` does it by hand: it rolls back a running canary, or returns a promoted
   agent to the version it had before.
 
-  Each step is published on `symbiont.remediation` as the map `%{"action" => "deploy" |
-  "promote" | "rollback", "agent", "from", "to", "reason", "evidence"}` and kept in
-  `history/1`.
+  Each step is published on `symbiont.remediation` (`Symbiont.Remediation`, `by:
+  "deploy"`) with the action `"deploy"`, `"promote"` or `"rollback"` and the fields
+  `"from"` and `"to"` (module paths), and kept in `history/1`.
 
   Options of `deploy/3` and their defaults: `#{inspect(@defaults)}`.
   """
@@ -45,7 +45,6 @@ defmodule Symbiont.Deploy do
 
   alias Symbiont.Agent.Server
 
-  @topic "symbiont.remediation"
   @history 100
 
   @doc false
@@ -76,7 +75,7 @@ defmodule Symbiont.Deploy do
 
   @doc "The topic deploy steps are published on."
   @spec topic() :: String.t()
-  def topic, do: @topic
+  def topic, do: Symbiont.Remediation.topic()
 
   defp validate_opts(opts) do
     Enum.reduce_while(opts, {:ok, @defaults}, fn
@@ -348,17 +347,11 @@ defmodule Symbiont.Deploy do
       "#{action} #{deploy.agent}: #{Path.relative_to_cwd(entry.from)} -> #{Path.relative_to_cwd(entry.to)}: #{reason}"
     )
 
-    payload = %{
-      "action" => Atom.to_string(action),
-      "agent" => deploy.agent,
-      "from" => entry.from,
-      "to" => entry.to,
-      "reason" => reason,
-      "evidence" => evidence
-    }
-
-    with {:ok, event} <- Symbiont.Event.new(@topic, payload, deploy.agent),
-         do: Symbiont.Mesh.publish(Symbiont.Mesh, event)
+    Symbiont.Remediation.publish(Atom.to_string(action), deploy.agent, reason,
+      by: "deploy",
+      evidence: evidence,
+      fields: %{"from" => entry.from, "to" => entry.to}
+    )
 
     %{state | history: Enum.take([entry | state.history], @history)}
   end

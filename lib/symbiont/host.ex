@@ -472,8 +472,20 @@ defmodule Symbiont.Host do
 
   defp info({:start_timeout, _}, state), do: {:noreply, state}
 
-  defp info({:restart, n}, %{crashes: n, status: :backoff} = state),
-    do: {:noreply, open(state)}
+  defp info({:restart, n}, %{crashes: n, status: :backoff} = state) do
+    crash = state.last_crash
+
+    # The agent when the host runs one (a Python agent's host), else the host alone.
+    agent = with [id] <- agent_ids(state), do: id, else: (_ -> nil)
+
+    Symbiont.Remediation.publish("restart", agent, format_crash_reason(crash.reason),
+      by: "supervisor",
+      host: state.name,
+      evidence: %{"restarts" => n, "uptime_ms" => crash.uptime_ms, "status" => crash.status}
+    )
+
+    {:noreply, open(state)}
+  end
 
   defp info({:restart, _}, state), do: {:noreply, state}
 

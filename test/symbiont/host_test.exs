@@ -81,6 +81,20 @@ defmodule Symbiont.HostTest do
     assert_untouched(bystander)
   end
 
+  test "a restart after a crash is published on symbiont.remediation, by the supervisor",
+       %{host: %{name: py, os_pid: os_pid}} do
+    :ok = Symbiont.subscribe(Symbiont.Remediation.topic())
+
+    capture_log(fn ->
+      Symbiont.Host.Reaper.kill(os_pid)
+      # Other tests' hosts crash too: the first event about this one.
+      assert %{"action" => "restart", "by" => "supervisor"} = payload = remediation_of(py)
+
+      assert payload["reason"] =~ "signal 9"
+      assert payload["evidence"]["restarts"] == 1
+    end)
+  end
+
   test "calls made while the host restarts wait for it", %{host: %{name: py, os_pid: os_pid}} do
     capture_log(fn ->
       Symbiont.Host.Reaper.kill(os_pid)
@@ -143,5 +157,14 @@ defmodule Symbiont.HostTest do
     assert Process.alive?(pid)
     assert {:ok, ^os_pid} = Python.call(name, "hostile", "os_pid", [])
     assert {:ok, %{crashes: 0}} = Symbiont.Host.info(name)
+  end
+
+  defp remediation_of(host) do
+    assert_receive %Symbiont.Event{topic: "symbiont.remediation"} = event, 5_000
+
+    case Symbiont.Event.decode!(event) do
+      %{"host" => ^host} = payload -> payload
+      _other -> remediation_of(host)
+    end
   end
 end

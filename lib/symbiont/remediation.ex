@@ -1,0 +1,88 @@
+defmodule Symbiont.Remediation do
+  @moduledoc """
+  Remediation events: every healing step the system takes, published on the topic
+  `symbiont.remediation` (DESIGN.md §2, "Conductor loop").
+
+  Each is a `Symbiont.Event` whose payload is the map
+
+      %{"action" => "restart", "agent" => "billing", "host" => "billing",
+        "reason" => "the host was killed by signal 9", "by" => "supervisor",
+        "evidence" => %{"restarts" => 1}, "node" => "a@box", "at_ms" => 1764000000000}
+
+  plus the fields of the action (`"from"`/`"to"` for a deploy, `"replicas"` for a
+  scale, ...). `by` says who acted: `"supervisor"` (a host owner restarting its process),
+  `"deploy"` (`Symbiont.Deploy`), `"conductor"` (`Symbiont.Conductor`) or `"operator"`
+  (a call from iex). `agent` and `host` are `nil` when the step is not about one.
+
+  `action` is one of #{Enum.map_join(~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter), ", ", &"`#{&1}`")}.
+
+      iex> Symbiont.subscribe("symbiont.remediation")
+      iex> Symbiont.Remediation.publish("restart", "doc-agent", "crashed", by: "operator")
+      :ok
+      iex> receive do: (%Symbiont.Event{topic: "symbiont.remediation"} = e -> Symbiont.Event.decode!(e)["action"])
+      "restart"
+  """
+
+  @topic "symbiont.remediation"
+  @actions ~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter)
+  @bys ~w(supervisor deploy conductor operator)
+
+  @doc "The topic remediation events are published on."
+  @spec topic() :: String.t()
+  def topic, do: @topic
+
+  @doc "The actions a remediation event may name."
+  @spec actions() :: [String.t()]
+  def actions, do: @actions
+
+  @doc """
+  Builds the payload of a remediation event.
+
+  Options: `:by` (#{Enum.map_join(@bys, ", ", &"`#{&1}`")}; default `"conductor"`),
+  `:host`, `:evidence` (a map), `:fields` (a map merged into the payload).
+
+      iex> p = Symbiont.Remediation.payload("scale", "billing", "queue growing", fields: %{"replicas" => 3})
+      iex> {p["action"], p["agent"], p["replicas"], p["by"]}
+      {"scale", "billing", 3, "conductor"}
+  """
+  @spec payload(String.t(), String.t() | nil, String.t(), keyword) :: map
+  def payload(action, agent, reason, opts \\ [])
+      when action in @actions and (is_binary(agent) or is_nil(agent)) and is_binary(reason) do
+    by = Keyword.get(opts, :by, "conductor")
+
+    unless by in @bys,
+      do: raise(ArgumentError, "expected :by to be one of #{inspect(@bys)}, got: #{inspect(by)}")
+
+    Map.merge(Keyword.get(opts, :fields, %{}), %{
+      "action" => action,
+      "agent" => agent,
+      "host" => Keyword.get(opts, :host),
+      "reason" => reason,
+      "by" => by,
+      "evidence" => Keyword.get(opts, :evidence, %{}),
+      "node" => Atom.to_string(node()),
+      "at_ms" => System.system_time(:millisecond)
+    })
+  end
+
+  @doc """
+  Publishes a remediation event (see `payload/4`) on every node of the mesh. An evidence
+  map that msgpack cannot encode is replaced by its `inspect/1` text rather than lost.
+  """
+  @spec publish(String.t(), String.t() | nil, String.t(), keyword) :: :ok
+  def publish(action, agent, reason, opts \\ []) do
+    payload = payload(action, agent, reason, opts)
+
+    event =
+      case Symbiont.Event.new(@topic, payload, agent) do
+        {:ok, event} ->
+          event
+
+        {:error, _} ->
+          payload = %{payload | "evidence" => %{"inspect" => inspect(payload["evidence"])}}
+          Symbiont.Event.new!(@topic, payload, agent)
+      end
+
+    Symbiont.Mesh.publish(Symbiont.Mesh, event)
+  end
+end
