@@ -21,6 +21,6 @@ defmodule Symbiont.RemediationTest do
 
     assert_receive %Symbiont.Event{from: "rem-test"} = event, 1_000
     assert %{"evidence" => %{"inspect" => text}} = Symbiont.Event.decode!(event)
-    assert text =~ "Function.identity"
+    assert text =~ "%URI{"
   end
 end
