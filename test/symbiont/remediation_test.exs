@@ -16,7 +16,7 @@ defmodule Symbiont.RemediationTest do
 
     :ok =
       Symbiont.Remediation.publish("restart", "rem-test", "why",
-        evidence: %{"f" => &Function.identity/1}
+        evidence: %{"uri" => URI.parse("http://x")}
       )
 
     assert_receive %Symbiont.Event{from: "rem-test"} = event, 1_000
