@@ -21,7 +21,7 @@ defmodule Symbiont do
       ├── Symbiont.Agents          DynamicSupervisor of Symbiont.Agent.Server, each
       │                            attached to a slot of a host
       ├── Symbiont.Deploy          canaries, promotions and rollbacks of Wasm agents
-      └── Symbiont.Manifest        validates and starts the configured agents
+      └── Symbiont.Manifest        the desired state, and the reconciler that repairs drift
 
   `:rest_for_one` because each child depends on those before it: a restart of the host
   supervisor restarts the agents and the manifest, which starts them again.
@@ -71,6 +71,59 @@ defmodule Symbiont do
       Map.merge(agent, %{os_pid: host.os_pid, crashes: host.crashes})
     end
   end
+
+  @doc """
+  Adds an agent to the manifest and starts it (see `Symbiont.Manifest.spawn_agent/2`);
+  the spec is validated like a config entry.
+
+      iex> Symbiont.spawn_agent(name: "doc agent", python: "m:A")
+      {:error, ~s(expected agent :name to be 1 to 64 letters, digits, "_", "-" or ".", got: "doc agent")}
+  """
+  @spec spawn_agent(keyword | map) :: {:ok, String.t()} | {:error, String.t()}
+  def spawn_agent(spec) do
+    with {:ok, name} <- Symbiont.Manifest.spawn_agent(spec) do
+      Symbiont.Remediation.publish("spawn", name, "spawned by hand", by: "operator")
+      {:ok, name}
+    end
+  end
+
+  @doc """
+  Runs `n` replicas of agent `name` (a queue group: each event reaches one of them),
+  starting or retiring replicas to match; retired replicas hand their waiting events to
+  the first one.
+
+      iex> Symbiont.scale("doc-nobody", 2)
+      {:error, ~s<agent "doc-nobody" is not in the manifest (its agents: [])>}
+  """
+  @spec scale(String.t(), pos_integer) :: :ok | {:error, String.t()}
+  def scale(name, n) do
+    with :ok <- Symbiont.Manifest.scale(name, n) do
+      Symbiont.Remediation.publish("scale", name, "scaled by hand",
+        by: "operator",
+        fields: %{"replicas" => n}
+      )
+    end
+  end
+
+  @doc """
+  Removes agent `name` from the manifest: its replicas stop, the events still waiting for
+  it go to the dead letters (reason `"retired"`), and a `retired` health event is
+  published.
+  """
+  @spec retire(String.t()) :: :ok | {:error, String.t()}
+  def retire(name) do
+    with :ok <- Symbiont.Manifest.retire(name) do
+      Symbiont.Remediation.publish("retire", name, "retired by hand", by: "operator")
+    end
+  end
+
+  @doc """
+  Reads `config/config.exs` again and applies what changed in its `:agents`, live (see
+  `Symbiont.Manifest.reload/2`): returns `{:ok, %{started:, retired:, rescaled:,
+  upgraded:}}`, or `{:error, message}` and changes nothing when the new config is bad.
+  """
+  @spec reload_manifest() :: {:ok, map} | {:error, String.t()}
+  def reload_manifest, do: Symbiont.Manifest.reload()
 
   @doc """
   Deploys a new version of a Wasm agent: a canary runs `wasm_path` beside the old

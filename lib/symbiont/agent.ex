@@ -35,6 +35,11 @@ defmodule Symbiont.Agent do
     * `:replicas` - how many copies of the agent run; they form the queue group named
       after it, so each event reaches one of them. The first is registered under the
       agent's name, the others as `"name#2"`, `"name#3"`... Default: 1.
+    * `:min_replicas`, `:max_replicas` - the range the conductor may scale the agent in
+      (`Symbiont.Conductor`); `Symbiont.scale/2` by hand is not bounded by them. Default:
+      1 and the larger of `:replicas` and 4.
+    * `:required` - the conductor never retires the last replica of a required agent.
+      Default: `true`.
     * `:max_queue` - how many events may wait for the agent (accepted, not yet sent to
       its process). Default: 10 000.
     * `:max_in_flight` - how many events may be sent to its process and not yet
@@ -57,7 +62,9 @@ defmodule Symbiont.Agent do
   `%{"agent", "topic", "payload" (the event's msgpack bytes), "reason", "attempts",
   "error"}`: `"reason"` is `"handler_failed"` (the last Python `"error"`), `"crashed"`
   (its host died while handling it, `max_attempts` times; the error has the exit and the
-  last output lines) or `"overloaded"` (`"attempts" => 0`, `"error" => nil`).
+  last output lines), `"overloaded"` (`"attempts" => 0`, `"error" => nil`), `"retired"`
+  (still waiting when the agent was retired for good) or `"poison"` (the conductor took
+  it out after it crashed its host, see `Symbiont.Conductor`).
   """
 
   @type spec :: %{
@@ -70,7 +77,10 @@ defmodule Symbiont.Agent do
           max_in_flight: pos_integer,
           high_water: pos_integer,
           max_attempts: pos_integer,
-          overflow: :drop_oldest | :reject
+          overflow: :drop_oldest | :reject,
+          min_replicas: pos_integer,
+          max_replicas: pos_integer,
+          required: boolean
         }
 
   @keys [
@@ -85,7 +95,10 @@ defmodule Symbiont.Agent do
     :max_in_flight,
     :high_water,
     :max_attempts,
-    :overflow
+    :overflow,
+    :min_replicas,
+    :max_replicas,
+    :required
   ]
 
   @doc """
@@ -295,10 +308,17 @@ defmodule Symbiont.Agent do
          {:ok, high_water} <- positive(spec, :high_water, max(1, div(max_queue * 4, 5)), name),
          :ok <- at_most(high_water, max_queue, name),
          {:ok, max_attempts} <- positive(spec, :max_attempts, 3, name),
-         {:ok, overflow} <- validate_overflow(Keyword.get(spec, :overflow, :drop_oldest), name) do
+         {:ok, overflow} <- validate_overflow(Keyword.get(spec, :overflow, :drop_oldest), name),
+         {:ok, min} <- positive(spec, :min_replicas, 1, name),
+         {:ok, max} <- positive(spec, :max_replicas, max(replicas, 4), name),
+         :ok <- within(replicas, min, max, name),
+         {:ok, required} <- validate_required(Keyword.get(spec, :required, true), name) do
       {:ok,
        %{
          replicas: replicas,
+         min_replicas: min,
+         max_replicas: max,
+         required: required,
          max_queue: max_queue,
          max_in_flight: max_in_flight,
          high_water: high_water,
@@ -325,6 +345,20 @@ defmodule Symbiont.Agent do
     do:
       {:error,
        "agent #{inspect(name)}: expected :high_water to be at most :max_queue (#{max_queue}), got: #{high_water}"}
+
+  defp within(replicas, min, max, _name) when min <= replicas and replicas <= max, do: :ok
+
+  defp within(replicas, min, max, name),
+    do:
+      {:error,
+       "agent #{inspect(name)}: expected :min_replicas <= :replicas <= :max_replicas, got: #{min} <= #{replicas} <= #{max}"}
+
+  defp validate_required(required, _name) when is_boolean(required), do: {:ok, required}
+
+  defp validate_required(other, name),
+    do:
+      {:error,
+       "agent #{inspect(name)}: expected :required to be true or false, got: #{inspect(other)}"}
 
   defp validate_overflow(policy, _name) when policy in [:drop_oldest, :reject], do: {:ok, policy}
 

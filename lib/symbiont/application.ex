@@ -21,7 +21,7 @@ defmodule Symbiont.Application do
           {DynamicSupervisor,
            name: Symbiont.Agents, strategy: :one_for_one, max_restarts: 100, max_seconds: 5},
           Symbiont.Deploy,
-          {Symbiont.Manifest, agents}
+          {Symbiont.Manifest, agents: agents}
         ]
 
         Supervisor.start_link(children, strategy: :rest_for_one, name: Symbiont.Supervisor)

@@ -143,6 +143,7 @@ defmodule Symbiont.Deploy do
       %{previous: %{^agent => [{spec, replaced} | older]}} ->
         with {:ok, stable} <- replicas(agent) do
           for r <- stable, do: {:ok, _} = Server.upgrade(r.pid, spec)
+          record_version(spec)
           deploy = %{agent: agent, from: replaced, to: spec}
           state = step(state, :rollback, deploy, "by hand, to the version before", %{})
           state = put_in(state.previous[agent], older)
@@ -218,10 +219,19 @@ defmodule Symbiont.Deploy do
 
   defp promote(state, deploy, evidence) do
     for pid <- deploy.stable, do: {:ok, _} = Server.upgrade(pid, deploy.to)
+    record_version(deploy.to)
     retire_canary(deploy)
     state = %{state | canaries: Map.delete(state.canaries, deploy.agent)}
     state = update_in(state.previous[deploy.agent], &[{deploy.from, deploy.to} | &1 || []])
     step(state, :promote, deploy, "healthy for #{evidence["window_ms"]} ms", evidence)
+  end
+
+  # The manifest's replicas started later (a scale out, a repair) run the version in
+  # force; an agent outside the manifest has nothing to record.
+  defp record_version(spec) do
+    Symbiont.Manifest.put_spec(spec)
+  catch
+    :exit, _ -> :error
   end
 
   defp roll_back(state, deploy, why, evidence) do

@@ -1,15 +1,49 @@
 defmodule Symbiont.Manifest do
   @moduledoc """
-  The desired state: which agents run. The `:agents` of the application environment are
-  validated before anything starts, then the hosts are started under `Symbiont.Hosts` and
-  each replica of each agent under `Symbiont.Agents` (see `plan/2`): a Python agent's
-  replica gets a host of its own; Wasm agents share hosts named `"wasm#1"`, `"wasm#2"`...
-  up to `:wasm_agents_per_host` in each (application env, default 32). The reconciler
-  that repairs drift comes with the conductor (DESIGN.md §2).
+  The desired state, and the reconciler that keeps the running system equal to it.
+
+  The desired state is the `:agents` of the application environment (validated before
+  anything starts; a bad entry stops the application with a message naming the agent,
+  the key, the value and what is allowed) plus the changes made at run time:
+  `spawn_agent/2`, `scale/3`, `retire/2` (also `Symbiont.spawn_agent/1`,
+  `Symbiont.scale/2`, `Symbiont.retire/1`, and the conductor's actions), and
+  `reload/2` (`Symbiont.reload_manifest/0`), which applies a changed config live.
+
+  ## Placement
+
+  A Python agent's replica gets a host of its own, named like the replica (`"billing"`,
+  `"billing#2"`...); Wasm agents share hosts named `"wasm#1"`, `"wasm#2"`... with up to
+  `:wasm_agents_per_host` agents in each (application env, default 32). See `plan/2`.
+
+  ## Reconciling
+
+  On every tick (`:reconcile_ms` in the application env, default 1000) and after every
+  change, the manifest compares what should run with what runs and repairs the
+  difference: a replica that is missing (its agent stopped by hand, or never started) is
+  started, with its host if that is missing too (a host stopped from outside); a replica
+  that should not run any more (scaled in, retired, removed from the config) is retired
+  without losing anything: its waiting events go to the first replica, or to the dead
+  letters (reason `"retired"`) when the whole agent goes, and a `retired` health event is
+  published. A host killed from outside is restarted by its own owner at once (see
+  `Symbiont.Host`); so drift is repaired within two ticks at most.
+
+  Only the agents of the manifest are its business: agents started by hand
+  (`Symbiont.Python.start/1`) and canaries (`Symbiont.Deploy`) are left alone.
+
+  ## Reloading
+
+  `reload/2` takes a new list of agent specs (by default re-read from the project's
+  `config/config.exs`), validates all of it first, then changes only what changed: new
+  agents start, agents gone from the config are retired, a changed `:replicas` rescales,
+  a changed module, class or config upgrades the running replicas in place (their queues
+  and state kept, see `Symbiont.Agent.Server.upgrade/3`). An agent whose config entry did
+  not change keeps its run-time changes (a scale by the conductor, say).
   """
   use GenServer
 
   require Logger
+
+  alias Symbiont.Agent.Server
 
   @doc """
   Validates a list of agent specs (see `Symbiont.Agent`): each one, then that names are
@@ -43,42 +77,129 @@ defmodule Symbiont.Manifest do
     end
   end
 
+  @doc """
+  Starts a manifest. The application starts the one named `Symbiont.Manifest` with the
+  configured agents; tests start others.
+
+  Options: `:agents` (validated specs, default `[]`), `:name` (default
+  `Symbiont.Manifest`), `:tick_ms` (default: app env `:reconcile_ms`, 1000),
+  `:per_host` (default: app env `:wasm_agents_per_host`, 32), `:wasm_hosts` (the prefix of
+  the shared Wasm hosts' names, default `"wasm"`).
+  """
+  @spec start_link(keyword | [Symbiont.Agent.spec()]) :: GenServer.on_start()
+  def start_link(opts) do
+    opts = if Keyword.keyword?(opts) and opts != [], do: opts, else: [agents: opts]
+    GenServer.start_link(__MODULE__, opts, name: Keyword.get(opts, :name, __MODULE__))
+  end
+
   @doc false
-  def start_link(specs), do: GenServer.start_link(__MODULE__, specs, name: __MODULE__)
+  def child_spec(opts),
+    do: %{
+      id: Keyword.get(List.wrap(opts), :name, __MODULE__),
+      start: {__MODULE__, :start_link, [opts]}
+    }
 
-  @doc "The agent specs in force."
-  @spec agents() :: [Symbiont.Agent.spec()]
-  def agents, do: GenServer.call(__MODULE__, :agents)
+  @doc "The agent specs in force (the desired state), sorted by name."
+  @spec agents(GenServer.server()) :: [Symbiont.Agent.spec()]
+  def agents(server \\ __MODULE__), do: GenServer.call(server, :agents)
 
-  @impl true
-  def init(specs) do
-    start_all(specs, Application.get_env(:symbiont, :wasm_agents_per_host, 32))
-    {:ok, specs}
+  @doc "The spec in force for agent `name`, or `nil`."
+  @spec agent(String.t(), GenServer.server()) :: Symbiont.Agent.spec() | nil
+  def agent(name, server \\ __MODULE__), do: GenServer.call(server, {:agent, name})
+
+  @doc """
+  Adds an agent to the desired state and starts it. `spec` is validated like a manifest
+  entry; a name already in the manifest is refused.
+
+      {:ok, "tenant-42"} = Symbiont.Manifest.spawn_agent(name: "tenant-42", python: "shop:Tenant")
+  """
+  @spec spawn_agent(keyword | map, GenServer.server()) :: {:ok, String.t()} | {:error, String.t()}
+  def spawn_agent(spec, server \\ __MODULE__) do
+    with {:ok, spec} <- Symbiont.Agent.validate_spec(spec),
+         do: GenServer.call(server, {:spawn, spec}, 30_000)
   end
 
   @doc """
+  Sets how many replicas of `name` run, then starts or retires replicas to match.
+  `n` must be a positive integer; the conductor keeps to the agent's `:min_replicas` and
+  `:max_replicas`, a call by hand does not.
+  """
+  @spec scale(String.t(), pos_integer, GenServer.server()) :: :ok | {:error, String.t()}
+  def scale(name, n, server \\ __MODULE__)
+
+  def scale(name, n, server) when is_binary(name) and is_integer(n) and n > 0,
+    do: GenServer.call(server, {:scale, name, n}, 30_000)
+
+  def scale(name, n, _server),
+    do:
+      {:error,
+       "expected an agent name and a positive number of replicas, got: #{inspect(name)}, #{inspect(n)}"}
+
+  @doc """
+  Removes agent `name` from the desired state and retires its replicas: the events still
+  waiting go to the dead letters (reason `"retired"`), a `retired` health event is
+  published.
+  """
+  @spec retire(String.t(), GenServer.server()) :: :ok | {:error, String.t()}
+  def retire(name, server \\ __MODULE__) when is_binary(name),
+    do: GenServer.call(server, {:retire, name}, 30_000)
+
+  @doc """
+  Replaces the spec of agent `name` in the desired state without touching what runs
+  (`Symbiont.Deploy` records a promoted version this way, so that a replica the
+  reconciler starts later runs it too). `:error` if `name` is not in the manifest.
+  """
+  @spec put_spec(Symbiont.Agent.spec(), GenServer.server()) :: :ok | :error
+  def put_spec(%{name: name} = spec, server \\ __MODULE__) when is_binary(name),
+    do: GenServer.call(server, {:put_spec, spec})
+
+  @doc """
+  Applies a changed config live (see "Reloading"). `agents` defaults to the `:agents`
+  of `:symbiont` in the project's `config/config.exs`, read again. Returns what changed:
+  `%{started: names, retired: names, rescaled: names, upgraded: names}`.
+  """
+  @spec reload([keyword | map] | nil, GenServer.server()) :: {:ok, map} | {:error, String.t()}
+  def reload(agents \\ nil, server \\ __MODULE__) do
+    with {:ok, agents} <- if(agents, do: {:ok, agents}, else: read_config()),
+         {:ok, specs} <- validate(agents),
+         do: GenServer.call(server, {:reload, specs}, 60_000)
+  end
+
+  @doc "Reconciles now; returns the ids it started and retired."
+  @spec reconcile(GenServer.server()) :: %{started: [String.t()], retired: [String.t()]}
+  def reconcile(server \\ __MODULE__), do: GenServer.call(server, :reconcile, 30_000)
+
+  defp read_config do
+    path = Path.expand("config/config.exs")
+
+    if File.regular?(path) do
+      env = if Code.ensure_loaded?(Mix), do: Mix.env(), else: :prod
+
+      try do
+        config = Config.Reader.read!(path, env: env)
+        {:ok, config |> Keyword.get(:symbiont, []) |> Keyword.get(:agents, [])}
+      rescue
+        e -> {:error, "could not read #{Path.relative_to_cwd(path)}: #{Exception.message(e)}"}
+      end
+    else
+      {:error, "no config/config.exs in #{File.cwd!()}; give the agents to reload/1"}
+    end
+  end
+
+  ## Plans (pure)
+
+  @doc """
   Starts the hosts of `plan(specs, per_host)` under `Symbiont.Hosts` and their agents
-  under `Symbiont.Agents`; what cannot start is logged.
+  under `Symbiont.Agents`, once, without reconciling later; what cannot start is logged.
   """
   @spec start_all([Symbiont.Agent.spec()], pos_integer) :: :ok
   def start_all(specs, per_host) do
     for {host, agents} <- plan(specs, per_host) do
-      start_child(Symbiont.Hosts, {Symbiont.Host, name: host}, "host #{inspect(host)}")
-
-      for {id, spec} <- agents do
-        child = {Symbiont.Agent.Server, id: id, host: host, spec: spec}
-        start_child(Symbiont.Agents, child, "agent #{inspect(id)} (host #{inspect(host)})")
-      end
+      start_host(host)
+      for {id, spec} <- agents, do: start_agent(id, host, spec)
     end
 
     :ok
-  end
-
-  defp start_child(sup, child, what) do
-    case DynamicSupervisor.start_child(sup, child) do
-      {:ok, _} -> :ok
-      {:error, reason} -> Logger.error("#{what} could not start: #{inspect(reason)}")
-    end
   end
 
   @doc """
@@ -116,6 +237,287 @@ defmodule Symbiont.Manifest do
   def host_names(%{name: name, replicas: n}),
     do: [name | for(i <- 2..n//1, do: "#{name}##{i}")]
 
+  @doc """
+  The agent name of a replica id: `"billing#2"` → `"billing"`.
+
+      iex> Symbiont.Manifest.agent_name("billing#2")
+      "billing"
+  """
+  @spec agent_name(String.t()) :: String.t()
+  def agent_name(id), do: id |> String.split("#", parts: 2) |> hd()
+
+  ## GenServer
+
   @impl true
-  def handle_call(:agents, _from, specs), do: {:reply, specs, specs}
+  def init(opts) do
+    specs = Keyword.get(opts, :agents, [])
+
+    state = %{
+      desired: Map.new(specs, &{&1.name, &1}),
+      loaded: Map.new(specs, &{&1.name, &1}),
+      # Names that left the desired state and may still have replicas running.
+      leaving: MapSet.new(),
+      # Wasm replica id => the host it was placed on.
+      placed: %{},
+      # Replica ids being retired by a task: id => task ref.
+      retiring: %{},
+      per_host:
+        Keyword.get_lazy(opts, :per_host, fn ->
+          Application.get_env(:symbiont, :wasm_agents_per_host, 32)
+        end),
+      tick_ms:
+        Keyword.get_lazy(opts, :tick_ms, fn ->
+          Application.get_env(:symbiont, :reconcile_ms, 1_000)
+        end),
+      wasm_hosts: Keyword.get(opts, :wasm_hosts, "wasm")
+    }
+
+    {_report, state} = do_reconcile(state)
+    schedule(state)
+    {:ok, state}
+  end
+
+  defp schedule(state), do: Process.send_after(self(), :tick, state.tick_ms)
+
+  @impl true
+  def handle_call(:agents, _from, state),
+    do: {:reply, state.desired |> Map.values() |> Enum.sort_by(& &1.name), state}
+
+  def handle_call({:agent, name}, _from, state), do: {:reply, state.desired[name], state}
+
+  def handle_call({:spawn, spec}, _from, state) do
+    if Map.has_key?(state.desired, spec.name) do
+      {:reply, {:error, "agent #{inspect(spec.name)} is already in the manifest"}, state}
+    else
+      state = %{
+        state
+        | desired: Map.put(state.desired, spec.name, spec),
+          leaving: MapSet.delete(state.leaving, spec.name)
+      }
+
+      {_report, state} = do_reconcile(state)
+      {:reply, {:ok, spec.name}, state}
+    end
+  end
+
+  def handle_call({:scale, name, n}, _from, state) do
+    case state.desired do
+      %{^name => spec} ->
+        {_report, state} = do_reconcile(put_in(state.desired[name], %{spec | replicas: n}))
+        {:reply, :ok, state}
+
+      _ ->
+        {:reply, {:error, not_in_manifest(name, state)}, state}
+    end
+  end
+
+  def handle_call({:retire, name}, _from, state) do
+    if Map.has_key?(state.desired, name) do
+      state = %{
+        state
+        | desired: Map.delete(state.desired, name),
+          leaving: MapSet.put(state.leaving, name)
+      }
+
+      {_report, state} = do_reconcile(state)
+      {:reply, :ok, state}
+    else
+      {:reply, {:error, not_in_manifest(name, state)}, state}
+    end
+  end
+
+  def handle_call({:put_spec, spec}, _from, state) do
+    if Map.has_key?(state.desired, spec.name),
+      do: {:reply, :ok, put_in(state.desired[spec.name], spec)},
+      else: {:reply, :error, state}
+  end
+
+  def handle_call({:reload, specs}, _from, state) do
+    {state, changes} = apply_reload(state, Map.new(specs, &{&1.name, &1}))
+    {report, state} = do_reconcile(state)
+    Logger.info("manifest reloaded: #{inspect(changes)}; #{inspect(report)}")
+    {:reply, {:ok, changes}, state}
+  end
+
+  def handle_call(:reconcile, _from, state) do
+    {report, state} = do_reconcile(state)
+    {:reply, report, state}
+  end
+
+  @impl true
+  def handle_info(:tick, state) do
+    {_report, state} = do_reconcile(state)
+    schedule(state)
+    {:noreply, state}
+  end
+
+  def handle_info({ref, _result}, state) when is_reference(ref) do
+    Process.demonitor(ref, [:flush])
+    {:noreply, %{state | retiring: Map.reject(state.retiring, fn {_, r} -> r == ref end)}}
+  end
+
+  def handle_info({:DOWN, ref, :process, _, _}, state),
+    do: {:noreply, %{state | retiring: Map.reject(state.retiring, fn {_, r} -> r == ref end)}}
+
+  def handle_info(_other, state), do: {:noreply, state}
+
+  defp not_in_manifest(name, state) do
+    known = state.desired |> Map.keys() |> Enum.sort()
+    "agent #{inspect(name)} is not in the manifest (its agents: #{inspect(known)})"
+  end
+
+  ## Reload
+
+  defp apply_reload(state, new) do
+    old = state.loaded
+    started = for {name, _} <- new, not Map.has_key?(state.desired, name), do: name
+    retired = for {name, _} <- old, not Map.has_key?(new, name), do: name
+
+    changed = for {name, spec} <- new, Map.has_key?(old, name), old[name] != spec, do: name
+
+    rescaled = for name <- changed, old[name].replicas != new[name].replicas, do: name
+    upgraded = for name <- changed, logic(old[name]) != logic(new[name]), do: name
+
+    # Changed entries take the new config; unchanged ones keep their run-time changes.
+    desired =
+      state.desired
+      |> Map.drop(retired)
+      |> Map.merge(Map.take(new, started ++ changed))
+
+    for name <- upgraded, id <- running_ids(name) do
+      case Server.upgrade(id, new[name]) do
+        {:ok, _} -> :ok
+        error -> Logger.error("agent #{id} could not be upgraded: #{inspect(error)}")
+      end
+    end
+
+    state = %{
+      state
+      | desired: desired,
+        loaded: new,
+        leaving: MapSet.union(state.leaving, MapSet.new(retired))
+    }
+
+    {state, %{started: started, retired: retired, rescaled: rescaled, upgraded: upgraded}}
+  end
+
+  defp logic(spec), do: Map.take(spec, [:module, :class, :wasm, :config])
+
+  ## Reconcile
+
+  defp do_reconcile(state) do
+    running = MapSet.new(Server.ids())
+    wanted = for {_, spec} <- state.desired, id <- host_names(spec), into: %{}, do: {id, spec}
+
+    {started, state} =
+      Enum.reduce(wanted, {[], state}, fn {id, spec}, {started, state} ->
+        if MapSet.member?(running, id) do
+          ensure_host(id, spec, state)
+          {started, state}
+        else
+          {[id | started], place_and_start(id, spec, state)}
+        end
+      end)
+
+    managed = MapSet.union(MapSet.new(Map.keys(state.desired)), state.leaving)
+
+    extra =
+      for id <- running,
+          not Map.has_key?(wanted, id),
+          not Map.has_key?(state.retiring, id),
+          MapSet.member?(managed, agent_name(id)),
+          not String.ends_with?(id, "#canary"),
+          do: id
+
+    state = Enum.reduce(extra, state, &retire_replica/2)
+
+    # A name has left for good once none of its replicas runs.
+    leaving =
+      MapSet.filter(state.leaving, fn name ->
+        Enum.any?(running, &(agent_name(&1) == name and &1 not in extra)) or
+          Enum.any?(Map.keys(state.retiring), &(agent_name(&1) == name))
+      end)
+
+    placed = Map.filter(state.placed, fn {id, _} -> Map.has_key?(wanted, id) end)
+    report = %{started: Enum.sort(started), retired: Enum.sort(extra)}
+
+    if started != [] or extra != [],
+      do: Logger.info("manifest reconciled: #{inspect(report)}")
+
+    {report, %{state | leaving: leaving, placed: placed}}
+  end
+
+  # A running replica whose host went away (stopped from outside) gets it back.
+  defp ensure_host(id, %{wasm: nil}, _state), do: start_host(id)
+
+  defp ensure_host(id, _spec, state) do
+    case state.placed do
+      %{^id => host} -> start_host(host)
+      _ -> :ok
+    end
+  end
+
+  defp place_and_start(id, %{wasm: nil} = spec, state) do
+    start_host(id)
+    start_agent(id, id, spec)
+    state
+  end
+
+  defp place_and_start(id, spec, state) do
+    host = wasm_host(state)
+    start_host(host)
+    start_agent(id, host, spec)
+    put_in(state.placed[id], host)
+  end
+
+  # The first shared Wasm host with room, counting the replicas placed on each.
+  defp wasm_host(state) do
+    load = Enum.frequencies(Map.values(state.placed))
+
+    Stream.iterate(1, &(&1 + 1))
+    |> Stream.map(&"#{state.wasm_hosts}##{&1}")
+    |> Enum.find(&(Map.get(load, &1, 0) < state.per_host))
+  end
+
+  defp retire_replica(id, state) do
+    name = agent_name(id)
+    heir = if id != name and Map.has_key?(state.desired, name), do: Server.whereis(name)
+    python_host? = not Map.has_key?(state.placed, id)
+
+    task =
+      Task.Supervisor.async_nolink(Symbiont.TaskSupervisor, fn ->
+        result = Server.retire(id, heir)
+        if python_host?, do: Symbiont.Host.stop(id)
+
+        reason = if heir, do: "scaled in", else: "removed from the manifest"
+        Symbiont.Health.publish("retired", name, reason, %{"id" => id})
+
+        result
+      end)
+
+    Logger.info("retiring agent #{id}#{if heir, do: " (its queue goes to #{name})", else: ""}")
+    %{state | retiring: Map.put(state.retiring, id, task.ref)}
+  end
+
+  defp running_ids(name), do: Enum.filter(Server.ids(), &(agent_name(&1) == name))
+
+  defp start_host(host) do
+    case Symbiont.Host.whereis(host) do
+      nil -> start_child(Symbiont.Hosts, {Symbiont.Host, name: host}, "host #{inspect(host)}")
+      _pid -> :ok
+    end
+  end
+
+  defp start_agent(id, host, spec) do
+    child = {Server, id: id, host: host, spec: spec}
+    start_child(Symbiont.Agents, child, "agent #{inspect(id)} (host #{inspect(host)})")
+  end
+
+  defp start_child(sup, child, what) do
+    case DynamicSupervisor.start_child(sup, child) do
+      {:ok, _} -> :ok
+      {:error, {:already_started, _}} -> :ok
+      {:error, reason} -> Logger.error("#{what} could not start: #{inspect(reason)}")
+    end
+  end
 end

@@ -123,10 +123,12 @@ defmodule Symbiont.Agent.Server do
   @doc """
   Stops the agent without losing anything: it unsubscribes, hands every event still
   waiting (and each that arrives meanwhile) to `heir` as a new event, lets the deliveries
-  in flight finish, then exits. Returns `:ok` once it is gone.
+  in flight finish, then exits. Returns `:ok` once it is gone. With `heir` `nil` (the
+  last replica of an agent retired for good) those events go to the dead letters with
+  the reason `"retired"`.
   """
-  @spec retire(String.t() | pid, pid, timeout) :: :ok | {:error, term}
-  def retire(agent, heir, timeout \\ 30_000) when is_pid(heir),
+  @spec retire(String.t() | pid, pid | nil, timeout) :: :ok | {:error, term}
+  def retire(agent, heir, timeout \\ 30_000) when is_pid(heir) or is_nil(heir),
     do: safe_call(agent, {:retire, heir}, timeout)
 
   defp safe_call(agent, request, timeout) do
@@ -464,8 +466,11 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp settle(%{retiring: {_from, heir}} = state) do
-    for {%Symbiont.Event{} = event, _attempts} <- :queue.to_list(state.queue),
-        do: send(heir, event)
+    for {%Symbiont.Event{} = event, attempts} <- :queue.to_list(state.queue) do
+      if heir,
+        do: send(heir, event),
+        else: dead_letter(state, event, "retired", attempts, nil)
+    end
 
     state = put_queue(state, :queue.new(), 0)
 
