@@ -2,5 +2,7 @@ import Config
 
 # Tests start the hosts and agents they need.
 config :symbiont, agents: [], python_path: []
+# Tests start the conductors they need, each watching its own agents.
+config :symbiont, conductor: [enabled: false]
 config :logger, level: :warning
 config :logger, :console, metadata: [:host, :agent]

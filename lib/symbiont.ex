@@ -21,7 +21,9 @@ defmodule Symbiont do
       ├── Symbiont.Agents          DynamicSupervisor of Symbiont.Agent.Server, each
       │                            attached to a slot of a host
       ├── Symbiont.Deploy          canaries, promotions and rollbacks of Wasm agents
-      └── Symbiont.Manifest        the desired state, and the reconciler that repairs drift
+      ├── Symbiont.Manifest        the desired state, and the reconciler that repairs drift
+      ├── Symbiont.Conductor.Audit the trail of remediations (outlives the conductor)
+      └── Symbiont.Conductor       observe -> decide (Python policy) -> act, every tick
 
   `:rest_for_one` because each child depends on those before it: a restart of the host
   supervisor restarts the agents and the manifest, which starts them again.
@@ -71,6 +73,18 @@ defmodule Symbiont do
       Map.merge(agent, %{os_pid: host.os_pid, crashes: host.crashes})
     end
   end
+
+  @doc """
+  The audit trail of remediations, newest first (`Symbiont.Conductor.Audit`): what was
+  done (restart, scale, quarantine, rollback...), to which agent, by whom (supervisor,
+  deploy, conductor, operator), why, and the evidence behind the decision. Actions the
+  conductor refused or failed to apply are there too, with why (`"result"`).
+
+      iex> is_list(Symbiont.remediations())
+      true
+  """
+  @spec remediations(pos_integer) :: [map]
+  def remediations(n \\ 50), do: Symbiont.Conductor.Audit.entries(n)
 
   @doc """
   Adds an agent to the manifest and starts it (see `Symbiont.Manifest.spawn_agent/2`);

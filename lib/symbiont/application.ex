@@ -10,24 +10,35 @@ defmodule Symbiont.Application do
   def start(_type, _args) do
     case Symbiont.Manifest.validate(Application.get_env(:symbiont, :agents, [])) do
       {:ok, agents} ->
-        children = [
-          Symbiont.Telemetry,
-          {Registry, keys: :unique, name: Symbiont.Host.Registry},
-          {Registry, keys: :unique, name: Symbiont.Agent.Registry},
-          {Symbiont.Mesh, name: Symbiont.Mesh},
-          {Task.Supervisor, name: Symbiont.TaskSupervisor},
-          {DynamicSupervisor,
-           name: Symbiont.Hosts, strategy: :one_for_one, max_restarts: 100, max_seconds: 5},
-          {DynamicSupervisor,
-           name: Symbiont.Agents, strategy: :one_for_one, max_restarts: 100, max_seconds: 5},
-          Symbiont.Deploy,
-          {Symbiont.Manifest, agents: agents}
-        ]
+        children =
+          [
+            Symbiont.Telemetry,
+            {Registry, keys: :unique, name: Symbiont.Host.Registry},
+            {Registry, keys: :unique, name: Symbiont.Agent.Registry},
+            {Symbiont.Mesh, name: Symbiont.Mesh},
+            {Task.Supervisor, name: Symbiont.TaskSupervisor},
+            {DynamicSupervisor,
+             name: Symbiont.Hosts, strategy: :one_for_one, max_restarts: 100, max_seconds: 5},
+            {DynamicSupervisor,
+             name: Symbiont.Agents, strategy: :one_for_one, max_restarts: 100, max_seconds: 5},
+            Symbiont.Deploy,
+            {Symbiont.Manifest, agents: agents},
+            Symbiont.Conductor.Audit
+          ] ++ conductor()
 
         Supervisor.start_link(children, strategy: :rest_for_one, name: Symbiont.Supervisor)
 
       {:error, message} ->
         {:error, {:invalid_manifest, message}}
     end
+  end
+
+  # The conductor, unless `config :symbiont, conductor: [enabled: false]`.
+  defp conductor do
+    opts = Application.get_env(:symbiont, :conductor, [])
+
+    if Keyword.get(opts, :enabled, true),
+      do: [{Symbiont.Conductor, Keyword.delete(opts, :enabled)}],
+      else: []
   end
 end

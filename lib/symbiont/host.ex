@@ -157,6 +157,17 @@ defmodule Symbiont.Host do
   @spec detach(pid, pos_integer) :: :ok
   def detach(host, slot), do: GenServer.cast(host, {:detach, slot})
 
+  @doc """
+  Restarts the host's OS process on request (the conductor's `restart`): it is killed and
+  started again like after a crash (its agents get their un-acked deliveries again), but
+  the log says why and no `restart` remediation by the supervisor is published for it.
+  `{:error, :not_running}` while no process runs.
+  """
+  @spec restart(host, String.t()) :: :ok | {:error, term}
+  def restart(host, reason) when is_binary(reason) do
+    with {:ok, pid} <- lookup(host), do: safe_call(pid, {:restart, reason}, 5_000)
+  end
+
   @doc false
   # Stops the host and the agents it runs that live under Symbiont.Agents.
   @spec stop(host) :: :ok | {:error, term}
@@ -308,7 +319,9 @@ defmodule Symbiont.Host do
       log_count: 0,
       crashes: 0,
       consecutive: 0,
-      last_crash: nil
+      last_crash: nil,
+      # Why the process was killed on request (restart/2), until it is down.
+      restart_reason: nil
     }
 
     {:ok, state, {:continue, :open}}
@@ -392,6 +405,14 @@ defmodule Symbiont.Host do
 
   defp call_msg(:info, _from, state), do: {:reply, {:ok, public_info(state)}, state}
 
+  defp call_msg({:restart, _reason}, _from, %{os_pid: nil} = state),
+    do: {:reply, {:error, :not_running}, state}
+
+  defp call_msg({:restart, reason}, _from, state) do
+    Symbiont.Host.Reaper.kill(state.os_pid)
+    {:reply, :ok, %{state | restart_reason: reason}}
+  end
+
   defp call_msg({:attach, pid, id}, _from, state) do
     slot = state.next_slot
     slots = Map.put(state.slots, slot, {pid, id, Process.monitor(pid)})
@@ -442,6 +463,11 @@ defmodule Symbiont.Host do
     end
   end
 
+  defp info({port, {:exit_status, _}}, %{port: port, restart_reason: why} = state)
+       when why != nil do
+    {:noreply, crashed(%{state | restart_reason: nil}, {:restarted, why})}
+  end
+
   defp info({port, {:exit_status, status}}, %{port: port} = state) do
     {:noreply, crashed(state, {:exit, status})}
   end
@@ -471,6 +497,12 @@ defmodule Symbiont.Host do
   end
 
   defp info({:start_timeout, _}, state), do: {:noreply, state}
+
+  defp info(
+         {:restart, n},
+         %{crashes: n, status: :backoff, last_crash: %{reason: {:restarted, _}}} = state
+       ),
+       do: {:noreply, open(state)}
 
   defp info({:restart, n}, %{crashes: n, status: :backoff} = state) do
     crash = state.last_crash
@@ -731,7 +763,8 @@ defmodule Symbiont.Host do
       at: DateTime.utc_now()
     }
 
-    Logger.error(format_crash(state, crash), meta(state))
+    level = if match?({:restarted, _}, reason), do: :warning, else: :error
+    Logger.log(level, format_crash(state, crash), meta(state))
 
     Symbiont.Telemetry.execute([:symbiont, :host, :crash], %{uptime_ms: uptime}, %{
       host: state.name,
@@ -744,7 +777,12 @@ defmodule Symbiont.Host do
     fail_pending(state, {:host_down, reason})
     down = %{message: format_crash_reason(reason), logs: crash.logs}
     for {_slot, {pid, _id, _ref}} <- state.slots, do: send(pid, {:host_down, self(), down})
-    delay = backoff(consecutive, state.config.backoff_max)
+    # A restart on request is not a failure of the process: no backoff.
+    delay =
+      if match?({:restarted, _}, reason),
+        do: 0,
+        else: backoff(consecutive, state.config.backoff_max)
+
     crashes = state.crashes + 1
     Process.send_after(self(), {:restart, crashes}, delay)
 
@@ -783,6 +821,7 @@ defmodule Symbiont.Host do
     do: "was stopped after a protocol error: #{Protocol.format_error(r)}"
 
   defp format_crash_reason({:spawn_failed, r}), do: "could not be started: #{inspect(r)}"
+  defp format_crash_reason({:restarted, why}), do: "was restarted on request: #{why}"
   defp format_crash_reason(other), do: "went down: #{inspect(other)}"
 
   defp format_crash(state, crash) do

@@ -107,4 +107,47 @@ defmodule Symbiont.HostHelpers do
   end
 
   def os_alive?(os_pid), do: Symbiont.Host.Reaper.alive?(os_pid)
+
+  @doc """
+  Starts a `Symbiont.Manifest` of the test's own (its agents only) under the test
+  supervisor, with `agents` (manifest entries) and manifest `opts`; returns its name.
+  Its agents and hosts are stopped when the test ends.
+  """
+  def start_manifest!(agents, opts \\ []) do
+    {:ok, specs} = Symbiont.Manifest.validate(agents)
+    name = :"manifest_#{System.unique_integer([:positive])}"
+    prefix = Keyword.get_lazy(opts, :wasm_hosts, fn -> unique_name("wasm") end)
+    opts = Keyword.merge([name: name, agents: specs, wasm_hosts: prefix], opts)
+    ExUnit.Callbacks.start_supervised!({Symbiont.Manifest, opts}, id: name)
+    names = Enum.map(specs, & &1.name)
+
+    ExUnit.Callbacks.on_exit(fn ->
+      for id <- Symbiont.Agent.Server.ids(), Symbiont.Manifest.agent_name(id) in names do
+        Symbiont.Python.stop(id)
+
+        with pid when is_pid(pid) <- Symbiont.Agent.Server.whereis(id),
+             do: DynamicSupervisor.terminate_child(Symbiont.Agents, pid)
+      end
+
+      for i <- 1..4, do: Symbiont.Python.stop("#{prefix}##{i}")
+    end)
+
+    name
+  end
+
+  @doc """
+  Waits (bounded) for a remediation `action` on `agent` on `symbiont.remediation` (the
+  caller must be subscribed), skipping others; returns its decoded map.
+  """
+  def await_remediation(agent, action, timeout \\ 10_000) do
+    receive do
+      %Symbiont.Event{topic: "symbiont.remediation", from: ^agent} = e ->
+        case Symbiont.Event.decode!(e) do
+          %{"action" => ^action} = payload -> payload
+          _ -> await_remediation(agent, action, timeout)
+        end
+    after
+      timeout -> flunk("no #{action} remediation of #{agent}")
+    end
+  end
 end

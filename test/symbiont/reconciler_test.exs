@@ -20,33 +20,20 @@ defmodule Symbiont.ReconcilerTest do
     {:ok, prefix: unique_name("rwasm")}
   end
 
-  defp start_manifest!(agents, prefix) do
-    {:ok, specs} = Manifest.validate(agents)
-    name = :"manifest_#{System.unique_integer([:positive])}"
-    opts = [name: name, agents: specs, tick_ms: @tick, per_host: 2, wasm_hosts: prefix]
-    start_supervised!({Manifest, opts})
-
-    on_exit(fn ->
-      for id <- Server.ids(), Manifest.agent_name(id) in Enum.map(specs, & &1.name) do
-        Symbiont.Python.stop(id)
-
-        with pid when is_pid(pid) <- Server.whereis(id),
-             do: DynamicSupervisor.terminate_child(Symbiont.Agents, pid)
-      end
-
-      for i <- 1..4, do: Symbiont.Python.stop("#{prefix}##{i}")
-    end)
-
-    name
-  end
-
   defp await_start(id), do: assert_receive({:agent_start, ^id, _}, 10_000)
 
   test "scale out and in: each Python replica gets its own host; retired ones hand over and go",
        %{prefix: prefix} do
     py = unique_name("rpy")
     for id <- [py, py <> "#2", py <> "#3"], do: attach_host_events(id)
-    m = start_manifest!([[name: py, python: "test_agents:Counter"]], prefix)
+
+    m =
+      start_manifest!([[name: py, python: "test_agents:Counter"]],
+        wasm_hosts: prefix,
+        tick_ms: @tick,
+        per_host: 2
+      )
+
     await_start(py)
 
     :ok = Manifest.scale(py, 3, m)
@@ -76,7 +63,14 @@ defmodule Symbiont.ReconcilerTest do
        %{prefix: prefix} do
     py = unique_name("rdrift")
     attach_host_events(py)
-    m = start_manifest!([[name: py, python: "test_agents:Counter"]], prefix)
+
+    m =
+      start_manifest!([[name: py, python: "test_agents:Counter"]],
+        wasm_hosts: prefix,
+        tick_ms: @tick,
+        per_host: 2
+      )
+
     await_start(py)
 
     capture_log(fn ->
@@ -96,7 +90,7 @@ defmodule Symbiont.ReconcilerTest do
     [w1, w2, w3] = for p <- ~w(rw1 rw2 rw3), do: unique_name(p)
     for id <- [w1, w2, w3], do: attach_host_events(id)
     spec = fn name -> [name: name, wasm: @counter, topics: [unique_name("rtopic")]] end
-    m = start_manifest!([spec.(w1), spec.(w2)], prefix)
+    m = start_manifest!([spec.(w1), spec.(w2)], wasm_hosts: prefix, tick_ms: @tick, per_host: 2)
     await_start(w1)
     await_start(w2)
     assert {:ok, %{agents: [_, _]}} = Symbiont.Host.info(prefix <> "#1")
@@ -121,7 +115,14 @@ defmodule Symbiont.ReconcilerTest do
     [a, b, c] = for p <- ~w(rla rlb rlc), do: unique_name(p)
     for id <- [a, a <> "#2", b, c], do: attach_host_events(id)
     wasm = fn name, extra -> [name: name, wasm: @counter, topics: ["reload.#{name}"]] ++ extra end
-    m = start_manifest!([wasm.(a, []), wasm.(b, [])], prefix)
+
+    m =
+      start_manifest!([wasm.(a, []), wasm.(b, [])],
+        wasm_hosts: prefix,
+        tick_ms: @tick,
+        per_host: 2
+      )
+
     await_start(a)
     await_start(b)
 

@@ -131,6 +131,41 @@ defmodule Symbiont.Agent.Server do
   def retire(agent, heir, timeout \\ 30_000) when is_pid(heir) or is_nil(heir),
     do: safe_call(agent, {:retire, heir}, timeout)
 
+  @doc """
+  Quarantines the agent: it leaves its host's slot (its process no longer runs it, so a
+  crash loop stops), the deliveries in flight go back to the front of its queue
+  uncharged, and events keep arriving and waiting in its bounded queue (the overflow
+  policy applies). Publishes a `quarantined` health event. `release/1` ends it.
+  """
+  @spec quarantine(String.t() | pid, String.t()) :: :ok | {:error, term}
+  def quarantine(agent, reason) when is_binary(reason),
+    do: safe_call(agent, {:quarantine, reason}, 5_000)
+
+  @doc "Ends a quarantine: the agent starts again in its host, from its last acked state."
+  @spec release(String.t() | pid) :: :ok | {:error, term}
+  def release(agent), do: safe_call(agent, :release, 5_000)
+
+  @doc """
+  Takes the suspect out of the queue: the first waiting event that has already failed
+  (a handler error, or its host died while on it) goes to the dead letters with the
+  reason `"poison"` and `why` as the error. `{:error, :no_suspect}` when none waits
+  (it may be in flight: try again later).
+  """
+  @spec drop_suspect(String.t() | pid, String.t()) :: {:ok, map} | {:error, term}
+  def drop_suspect(agent, why) when is_binary(why),
+    do: safe_call(agent, {:drop_suspect, why}, 5_000)
+
+  @doc """
+  Starts the agent again in a new slot of its host, from its last acked state, keeping
+  its queue (an upgrade to the same spec, see `upgrade/3`).
+  """
+  @spec restart(String.t() | pid, timeout) :: :ok | {:error, term}
+  def restart(agent, timeout \\ 30_000) do
+    with {:ok, info} <- info(agent),
+         {:ok, _} <- upgrade(agent, info.spec, timeout),
+         do: :ok
+  end
+
   defp safe_call(agent, request, timeout) do
     case whereis(agent) do
       nil -> {:error, {:no_agent, agent}}
@@ -181,6 +216,10 @@ defmodule Symbiont.Agent.Server do
       # {from, heir} while retiring (retire/3).
       retiring: nil,
       lingering: false,
+      # The reason, while quarantined (quarantine/2).
+      quarantined: nil,
+      # When the last event arrived or was handled (monotonic ms): idleness.
+      active_at: System.monotonic_time(:millisecond),
       # {acked_at_ms, latency_us}, newest first, at most @samples.
       samples: [],
       n_samples: 0,
@@ -215,6 +254,71 @@ defmodule Symbiont.Agent.Server do
   def handle_call({:upgrade, spec}, from, state),
     do: Out.reply({:noreply, settle(%{state | upgrading: {from, spec}})})
 
+  def handle_call({:quarantine, _reason}, _from, %{quarantined: q} = state) when q != nil,
+    do: Out.reply({:reply, :ok, state})
+
+  def handle_call({:quarantine, reason}, _from, state) do
+    back =
+      for {_seq, what, _frame, attempts, _at} <- :queue.to_list(state.inflight),
+          do: {what, attempts}
+
+    queue = :queue.join(:queue.from_list(back), state.queue)
+    state = put_queue(state, queue, state.queued + length(back))
+    if state.host_pid && state.slot, do: Symbiont.Host.detach(state.host_pid, state.slot)
+    Logger.warning("agent #{state.id} quarantined: #{reason}", meta(state))
+
+    Symbiont.Health.publish("quarantined", state.name, reason, %{
+      "id" => state.id,
+      "queue" => state.queued
+    })
+
+    state = %{
+      state
+      | quarantined: reason,
+        status: :detached,
+        slot: nil,
+        inflight: :queue.new(),
+        in_flight: 0,
+        out: Out.to(state.out, nil)
+    }
+
+    Out.reply({:reply, :ok, state})
+  end
+
+  def handle_call(:release, _from, %{quarantined: nil} = state),
+    do: Out.reply({:reply, :ok, state})
+
+  def handle_call(:release, _from, state) do
+    Logger.info("agent #{state.id} released from quarantine", meta(state))
+    state = %{state | quarantined: nil}
+
+    state =
+      case state.host_pid && Symbiont.Host.attach(state.host_pid, state.id) do
+        {:ok, slot, port} when port != nil -> start_on(%{state | slot: slot}, port)
+        {:ok, slot, nil} -> %{state | slot: slot}
+        nil -> attach(state)
+        _ -> state
+      end
+
+    Out.reply({:reply, :ok, state})
+  end
+
+  def handle_call({:drop_suspect, why}, _from, state) do
+    items = :queue.to_list(state.queue)
+
+    case Enum.split_while(items, fn {_what, attempts} -> attempts == 0 end) do
+      {_, []} ->
+        Out.reply({:reply, {:error, :no_suspect}, state})
+
+      {before, [{what, attempts} | rest]} ->
+        dead_letter(state, what, "poison", attempts, %{"message" => why})
+        state = put_queue(state, :queue.from_list(before ++ rest), state.queued - 1)
+        topic = with %Symbiont.Event{topic: t} <- what, do: t, else: (_ -> nil)
+        reply = {:ok, %{topic: topic, attempts: attempts}}
+        Out.reply({:reply, reply, %{state | failed: state.failed + 1}})
+    end
+  end
+
   def handle_call({:retire, heir}, from, state) do
     for topic <- state.topics, do: Symbiont.Mesh.unsubscribe(Symbiont.Mesh, topic)
     reply_noreply_or_stop(settle(%{state | retiring: {from, heir}}))
@@ -245,7 +349,7 @@ defmodule Symbiont.Agent.Server do
 
   defp info(%Symbiont.Event{} = event, state) do
     Symbiont.Mesh.count_received(Symbiont.Mesh, state.name, event.topic)
-    state = accept(state, event)
+    state = accept(%{state | active_at: System.monotonic_time(:millisecond)}, event)
     # A checked publish reserved room here (slot 2 of the load): it has arrived and taken
     # it (slot 1), so the reservation goes only now; released before, a publisher could
     # see the room twice and overfill the queue.
@@ -266,7 +370,7 @@ defmodule Symbiont.Agent.Server do
     state
   end
 
-  defp info(:attach, %{host_pid: nil} = state), do: attach(state)
+  defp info(:attach, %{host_pid: nil, quarantined: nil} = state), do: attach(state)
 
   defp info(:retired, %{retiring: {from, _heir}} = state) do
     GenServer.reply(from, :ok)
@@ -384,7 +488,8 @@ defmodule Symbiont.Agent.Server do
 
     drain(%{
       sample(state, acked)
-      | probation: max(0, state.probation - n),
+      | active_at: System.monotonic_time(:millisecond),
+        probation: max(0, state.probation - n),
         state_bin: state_bin,
         handled: state.handled + n
     })
@@ -722,6 +827,34 @@ defmodule Symbiont.Agent.Server do
 
   ## Introspection
 
+  # The first delivery that has failed before, in flight or waiting: %{topic, attempts}.
+  defp suspect(state) do
+    inflight =
+      for {_seq, what, _frame, attempts, _at} <- :queue.to_list(state.inflight),
+          do: {what, attempts}
+
+    Enum.find_value(inflight ++ :queue.to_list(state.queue), fn
+      {%Symbiont.Event{topic: topic}, attempts} when attempts > 0 ->
+        %{topic: topic, attempts: attempts}
+
+      {{:tick, name}, attempts} when attempts > 0 ->
+        %{topic: "$tick:" <> name, attempts: attempts}
+
+      _ ->
+        nil
+    end)
+  end
+
+  # p50 and p99 of the last 100 handling latencies.
+  defp percentiles([]), do: %{p50: nil, p99: nil, n: 0}
+
+  defp percentiles(samples) do
+    sorted = samples |> Enum.take(100) |> Enum.map(&elem(&1, 1)) |> Enum.sort() |> List.to_tuple()
+    n = tuple_size(sorted)
+    at = fn q -> elem(sorted, min(n - 1, trunc(q * n))) end
+    %{p50: at.(0.5), p99: at.(0.99), n: n}
+  end
+
   defp public_info(state) do
     %{
       name: state.name,
@@ -743,6 +876,10 @@ defmodule Symbiont.Agent.Server do
       published: state.published,
       restarts: max(state.starts - 1, 0),
       last_error: state.last_error,
+      quarantined: state.quarantined,
+      suspect: suspect(state),
+      idle_ms: System.monotonic_time(:millisecond) - state.active_at,
+      latency_us: percentiles(state.samples),
       state:
         case state.state_bin && MsgPack.decode(state.state_bin) do
           {:ok, value} -> value

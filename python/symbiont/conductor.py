@@ -1,0 +1,324 @@
+"""The conductor's policy: it looks at a snapshot of the system and decides what to do.
+
+The BEAM side (``Symbiont.Conductor``) observes and acts; a policy only decides. On every
+tick the conductor calls :func:`decide` in the policy's own host with a snapshot (a plain
+dict, see :class:`DefaultPolicy` for its keys) and applies the actions it returns, each
+a dict with ``action``, ``agent``, ``reason`` and, per action, ``replicas`` (``scale``),
+``path`` (``deploy``) or ``to`` (``reroute``); ``evidence`` (a dict) is kept in the audit
+trail. The BEAM enforces the guardrails (cooldowns, rate limits, replica bounds), so a
+policy may propose freely.
+
+A policy is any class with a ``decide(snapshot) -> list[dict]`` method, constructed with
+the keyword options of the conductor's ``:policy_options``; name it in the config as
+``"module:Class"``. One instance lives as long as its host, so it may keep history
+between ticks.
+"""
+
+from __future__ import annotations
+
+import importlib
+from itertools import pairwise
+from typing import Any, Protocol
+
+__all__ = ["ACTIONS", "DefaultPolicy", "Policy", "decide"]
+
+#: The actions a policy may return.
+ACTIONS = frozenset(
+    {
+        "restart",
+        "scale",
+        "quarantine",
+        "release",
+        "rollback",
+        "deploy",
+        "retire",
+        "spawn",
+        "reroute",
+        "dead_letter",
+    }
+)
+
+
+class Policy(Protocol):
+    """What the conductor needs of a policy."""
+
+    def decide(self, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+        """Return the actions to take for ``snapshot`` (possibly none)."""
+        ...
+
+
+_policies: dict[tuple[str, str], Policy] = {}
+
+
+def decide(policy: str, options: dict[str, Any], snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    """Entry point called by the BEAM: the actions of ``policy`` for ``snapshot``.
+
+    ``policy`` is ``"module:Class"``; the instance is built once per (policy, options)
+    and kept, so that it can remember earlier ticks.
+    """
+    key = (policy, repr(sorted(options.items())))
+    instance = _policies.get(key)
+    if instance is None:
+        module, _, name = policy.partition(":")
+        if not module or not name:
+            raise ValueError(f'expected the policy as "module:Class", got: {policy!r}')
+        cls = getattr(importlib.import_module(module), name)
+        instance = cls(**options)
+        _policies[key] = instance
+    actions = instance.decide(snapshot)
+    if not isinstance(actions, list):
+        raise TypeError(f"{policy}.decide must return a list of actions, got: {actions!r}")
+    return actions
+
+
+def _action(action: str, agent: str, reason: str, **fields: Any) -> dict[str, Any]:
+    return {"action": action, "agent": agent, "reason": reason, **fields}
+
+
+class DefaultPolicy:
+    """Recognises the usual failure patterns and answers each with one action.
+
+    Each agent in ``snapshot["agents"]`` has: ``name``, ``replicas`` (running count),
+    ``managed`` (in the manifest: can be scaled), ``min_replicas``, ``max_replicas``,
+    ``required``, ``queue``, ``high_water``, ``in_flight``, ``handled``, ``failed``,
+    ``restarts``, ``handled_delta``, ``failed_delta``, ``restarts_delta`` (since the last
+    tick), ``idle_ms``, ``p99_us``, ``quarantined``, ``suspect`` (``{"topic",
+    "attempts"}`` of a delivery that failed before, or ``None``), ``health`` (the last
+    health kind), ``deployed`` (a promoted version it can roll back to) and
+    ``promoted_ago_ms``. ``snapshot["topology"]["edges"]`` lists ``{"from", "topic",
+    "to"}``.
+
+    The patterns, in order (an agent gets at most one action a tick):
+
+    * **crash loop**: ``crash_loop`` restarts within ``window_ticks`` ticks, more than one
+      delivery accounts for -> ``rollback`` if a promoted version can be undone, else
+      ``quarantine``;
+    * **poison message**: a delivery that already failed ``poison_after`` times ->
+      ``dead_letter`` (the agent keeps going);
+    * **cascading failure**: failing agents downstream of a failing agent, or of one the
+      conductor acted on within ``settle_ms``, are symptoms: only the roots get an
+      action, a ``restart``;
+    * **regression after deploy**: errors right after a promotion -> ``rollback``;
+    * **slow consumer**: a queue over a third of its high-water mark and growing for
+      ``grow_ticks`` ticks -> ``scale`` out by one (up to ``max_replicas``); drained and
+      idle for ``drain_ticks`` ticks -> ``scale`` in by one (down to ``min_replicas``);
+    * **idle agent**: nothing for ``idle_ms`` -> ``scale`` in, and ``retire`` an agent that
+      is not required once at its minimum.
+    """
+
+    def __init__(
+        self,
+        *,
+        poison_after: int = 2,
+        crash_loop: int = 3,
+        window_ticks: int = 10,
+        grow_ticks: int = 2,
+        drain_ticks: int = 3,
+        idle_ms: int = 60_000,
+        regression_ms: int = 30_000,
+        settle_ms: int = 5_000,
+    ) -> None:
+        self.poison_after = poison_after
+        self.crash_loop = crash_loop
+        self.window_ticks = window_ticks
+        self.grow_ticks = grow_ticks
+        self.drain_ticks = drain_ticks
+        self.idle_ms = idle_ms
+        self.regression_ms = regression_ms
+        self.settle_ms = settle_ms
+        self._restarts: dict[str, list[int]] = {}
+        self._queues: dict[str, list[int]] = {}
+        self._drained: dict[str, int] = {}
+
+    def decide(self, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+        """Return the actions for this tick (see the class docstring)."""
+        agents = {a["name"]: a for a in snapshot.get("agents", [])}
+        self._remember(agents)
+        actions: list[dict[str, Any]] = []
+        acted: set[str] = set()
+
+        def add(action: dict[str, Any]) -> None:
+            if action["agent"] not in acted:
+                acted.add(action["agent"])
+                actions.append(action)
+
+        for a in agents.values():
+            if a["quarantined"]:
+                continue
+            recent = sum(self._restarts.get(a["name"], []))
+            suspect = a.get("suspect") or {}
+            attempts = suspect.get("attempts", 0)
+            # More crashes than one delivery accounts for: the agent, not a message.
+            if recent >= self.crash_loop and recent > attempts:
+                evidence = {"restarts_in_window": recent, "last_error": a.get("last_error")}
+                if a.get("deployed"):
+                    add(
+                        _action(
+                            "rollback",
+                            a["name"],
+                            f"crash loop: {recent} restarts since its last deploy",
+                            evidence=evidence,
+                        )
+                    )
+                else:
+                    add(
+                        _action(
+                            "quarantine",
+                            a["name"],
+                            f"crash loop: {recent} restarts in {self.window_ticks} ticks",
+                            evidence=evidence,
+                        )
+                    )
+            elif attempts >= self.poison_after:
+                add(
+                    _action(
+                        "dead_letter",
+                        a["name"],
+                        f"poison message on {suspect.get('topic')}: failed {attempts} times",
+                        evidence={"suspect": suspect},
+                    )
+                )
+
+        failing = {n for n, a in agents.items() if self._failing(a)}
+        if failing:
+            upstream = self._upstream(snapshot)
+            settling = self._recently_acted(snapshot)
+            for name in sorted(failing):
+                if self._failing_ancestors(name, failing | settling, upstream):
+                    continue  # a symptom: its root gets (or just got) the action
+                a = agents[name]
+                downstream = sorted(
+                    n for n in failing if name in self._failing_ancestors(n, failing, upstream)
+                )
+                if a.get("deployed") and a.get("promoted_ago_ms", 1 << 62) < self.regression_ms:
+                    add(
+                        _action(
+                            "rollback",
+                            name,
+                            "errors right after a deploy",
+                            evidence={"failed_delta": a["failed_delta"], "downstream": downstream},
+                        )
+                    )
+                else:
+                    reason = "root of a cascading failure" if downstream else "failing"
+                    add(
+                        _action(
+                            "restart",
+                            name,
+                            reason,
+                            evidence={
+                                "failed_delta": a["failed_delta"],
+                                "health": a.get("health"),
+                                "downstream": downstream,
+                            },
+                        )
+                    )
+
+        for a in agents.values():
+            if not a.get("managed") or a["quarantined"]:
+                continue
+            name = a["name"]
+            queues = self._queues.get(name, [])
+            growing = len(queues) > self.grow_ticks and all(
+                x < y for x, y in pairwise(queues[-self.grow_ticks - 1 :])
+            )
+            if growing and a["queue"] * 3 > a["high_water"] and a["replicas"] < a["max_replicas"]:
+                add(
+                    _action(
+                        "scale",
+                        name,
+                        f"queue growing: {queues[-self.grow_ticks - 1 :]}",
+                        replicas=a["replicas"] + 1,
+                        evidence={"queues": queues[-5:]},
+                    )
+                )
+            elif self._drained.get(name, 0) >= self.drain_ticks and a["replicas"] > max(
+                a["min_replicas"], a.get("desired_base", 1)
+            ):
+                add(
+                    _action(
+                        "scale",
+                        name,
+                        "queue drained",
+                        replicas=a["replicas"] - 1,
+                        evidence={"drained_ticks": self._drained[name]},
+                    )
+                )
+            elif a["idle_ms"] >= self.idle_ms:
+                if a["replicas"] > a["min_replicas"]:
+                    add(
+                        _action(
+                            "scale",
+                            name,
+                            f"idle for {a['idle_ms']} ms",
+                            replicas=a["replicas"] - 1,
+                            evidence={"idle_ms": a["idle_ms"]},
+                        )
+                    )
+                elif not a["required"]:
+                    add(
+                        _action(
+                            "retire",
+                            name,
+                            f"idle for {a['idle_ms']} ms",
+                            evidence={"idle_ms": a["idle_ms"]},
+                        )
+                    )
+        return actions
+
+    # -- history and helpers ----------------------------------------------------------
+
+    def _remember(self, agents: dict[str, dict[str, Any]]) -> None:
+        for name, a in agents.items():
+            restarts = self._restarts.setdefault(name, [])
+            restarts.append(a.get("restarts_delta", 0))
+            del restarts[: -self.window_ticks]
+            queues = self._queues.setdefault(name, [])
+            queues.append(a.get("queue", 0))
+            del queues[:-10]
+            busy = a.get("queue", 0) > 0 or a.get("in_flight", 0) > 0
+            self._drained[name] = 0 if busy else self._drained.get(name, 0) + 1
+        for gone in set(self._restarts) - set(agents):
+            self._restarts.pop(gone, None)
+            self._queues.pop(gone, None)
+            self._drained.pop(gone, None)
+
+    def _recently_acted(self, snapshot: dict[str, Any]) -> set[str]:
+        """Agents the conductor acted on within ``settle_ms``: their downstream settles."""
+        now = snapshot.get("now_ms", 0)
+        return {
+            r["agent"]
+            for r in snapshot.get("remediations", [])
+            if r.get("by") == "conductor"
+            and r.get("result") == "applied"
+            and isinstance(r.get("agent"), str)
+            and now - r.get("at_ms", 0) < self.settle_ms
+        }
+
+    @staticmethod
+    def _failing(a: dict[str, Any]) -> bool:
+        return not a["quarantined"] and (
+            a.get("failed_delta", 0) > 0
+            and a.get("handled_delta", 0) == 0
+            or a.get("health") == "failing"
+        )
+
+    @staticmethod
+    def _upstream(snapshot: dict[str, Any]) -> dict[str, set[str]]:
+        upstream: dict[str, set[str]] = {}
+        for edge in snapshot.get("topology", {}).get("edges", []):
+            if edge["from"] != edge["to"]:
+                upstream.setdefault(edge["to"], set()).add(edge["from"])
+        return upstream
+
+    @staticmethod
+    def _failing_ancestors(name: str, failing: set[str], upstream: dict[str, set[str]]) -> set[str]:
+        seen: set[str] = set()
+        stack = list(upstream.get(name, ()))
+        while stack:
+            n = stack.pop()
+            if n in seen or n == name:
+                continue
+            seen.add(n)
+            stack.extend(upstream.get(n, ()))
+        return seen & failing

@@ -1,0 +1,111 @@
+"""The default policy, unit-tested on hand-made snapshots (the scenario tests on real
+hosts are in test/symbiont/conductor_test.exs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from symbiont import conductor
+from symbiont.conductor import DefaultPolicy
+
+
+def agent(name: str, **fields: Any) -> dict[str, Any]:
+    base = {
+        "name": name,
+        "replicas": 1,
+        "managed": True,
+        "min_replicas": 1,
+        "max_replicas": 4,
+        "required": True,
+        "queue": 0,
+        "high_water": 30,
+        "in_flight": 0,
+        "handled_delta": 5,
+        "failed_delta": 0,
+        "restarts_delta": 0,
+        "idle_ms": 0,
+        "quarantined": False,
+        "suspect": None,
+        "health": None,
+        "deployed": False,
+        "promoted_ago_ms": None,
+    }
+    return base | fields
+
+
+def snapshot(*agents: dict[str, Any], edges: list[tuple[str, str]] = (), **extra: Any) -> dict:
+    return {
+        "now_ms": 10_000,
+        "agents": list(agents),
+        "topology": {"edges": [{"from": f, "topic": "t", "to": t} for f, t in edges]},
+        **extra,
+    }
+
+
+def test_a_healthy_system_needs_nothing() -> None:
+    assert DefaultPolicy().decide(snapshot(agent("a"), agent("b"))) == []
+
+
+def test_one_delivery_failing_again_and_again_is_poison_not_a_crash_loop() -> None:
+    suspect = {"id": "a", "topic": "t", "attempts": 3}
+    policy = DefaultPolicy()
+    actions = policy.decide(snapshot(agent("a", restarts_delta=3, suspect=suspect)))
+    assert [(x["action"], x["agent"]) for x in actions] == [("dead_letter", "a")]
+
+
+def test_many_crashes_are_a_crash_loop_rolled_back_when_a_deploy_can_be_undone() -> None:
+    policy = DefaultPolicy(crash_loop=3)
+    assert policy.decide(snapshot(agent("a", restarts_delta=4)))[0]["action"] == "quarantine"
+    policy = DefaultPolicy(crash_loop=3)
+    assert policy.decide(snapshot(agent("a", restarts_delta=4, deployed=True)))[0]["action"] == (
+        "rollback"
+    )
+
+
+def test_a_cascade_is_answered_at_its_root_only() -> None:
+    failing = {"failed_delta": 9, "handled_delta": 0}
+    snap = snapshot(
+        agent("a", **failing),
+        agent("b", **failing),
+        agent("c", **failing),
+        agent("d"),
+        edges=[("a", "b"), ("b", "c"), ("d", "c")],
+    )
+    actions = DefaultPolicy().decide(snap)
+    assert [(x["action"], x["agent"]) for x in actions] == [("restart", "a")]
+    assert sorted(actions[0]["evidence"]["downstream"]) == ["b", "c"]
+
+
+def test_downstream_of_a_root_just_acted_on_is_left_to_settle() -> None:
+    failing = {"failed_delta": 9, "handled_delta": 0}
+    acted = [{"by": "conductor", "result": "applied", "agent": "a", "at_ms": 9_000}]
+    snap = snapshot(agent("a"), agent("b", **failing), edges=[("a", "b")], remediations=acted)
+    assert DefaultPolicy(settle_ms=5_000).decide(snap) == []
+
+
+def test_a_growing_queue_scales_out_and_a_drained_one_scales_back_in() -> None:
+    policy = DefaultPolicy(grow_ticks=2, drain_ticks=2)
+    for q in (5, 12):
+        assert policy.decide(snapshot(agent("a", queue=q))) == []
+    [action] = policy.decide(snapshot(agent("a", queue=20)))
+    assert (action["action"], action["replicas"]) == ("scale", 2)
+    policy.decide(snapshot(agent("a", queue=0, replicas=2)))
+    [action] = policy.decide(snapshot(agent("a", queue=0, replicas=2)))
+    assert (action["action"], action["replicas"], action["reason"]) == ("scale", 1, "queue drained")
+
+
+def test_idle_agents_go_down_to_their_minimum_then_away_when_not_required() -> None:
+    policy = DefaultPolicy(idle_ms=100, drain_ticks=99)
+    [scale] = policy.decide(snapshot(agent("a", idle_ms=500, replicas=2)))
+    assert (scale["action"], scale["replicas"]) == ("scale", 1)
+    assert DefaultPolicy(idle_ms=100).decide(snapshot(agent("a", idle_ms=500))) == []
+    [retire] = DefaultPolicy(idle_ms=100).decide(snapshot(agent("b", idle_ms=500, required=False)))
+    assert retire["action"] == "retire"
+
+
+def test_decide_builds_the_named_policy_once_and_checks_its_answer() -> None:
+    assert conductor.decide("symbiont.conductor:DefaultPolicy", {}, snapshot()) == []
+    with pytest.raises(ValueError, match='expected the policy as "module:Class"'):
+        conductor.decide("nocolon", {}, snapshot())

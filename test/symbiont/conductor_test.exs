@@ -1,0 +1,341 @@
+defmodule Symbiont.ConductorTest do
+  # The conductor's scenarios on real hosts, each asserting the action taken AND that the
+  # system is healthy again afterwards; then the conductor's own failures. Each test runs
+  # a manifest and a conductor of its own, scoped to its agents.
+  use ExUnit.Case, async: false
+
+  import ExUnit.CaptureLog
+  import Symbiont.HostHelpers
+
+  alias Symbiont.Agent.Server
+  alias Symbiont.Conductor
+
+  @tick 200
+
+  setup do
+    previous = Application.get_env(:symbiont, :python_path)
+    Application.put_env(:symbiont, :python_path, [fixtures()])
+    on_exit(fn -> Application.put_env(:symbiont, :python_path, previous) end)
+    :ok = Symbiont.subscribe(Symbiont.Remediation.topic())
+    :ok = Symbiont.subscribe("symbiont.dead_letter")
+    {:ok, prefix: unique_name("cond")}
+  end
+
+  defp stage(name, config, extra \\ []),
+    do: [name: name, python: "scenario_agents:Stage", config: config] ++ extra
+
+  defp start_conductor!(prefix, manifest, opts \\ []) do
+    name = :"conductor_#{System.unique_integer([:positive])}"
+    policy_host = unique_name("policy")
+
+    opts =
+      Keyword.merge(
+        [
+          name: name,
+          tick_ms: @tick,
+          cooldown_ms: 1_000,
+          manifest: manifest,
+          policy_host: policy_host,
+          python_path: [fixtures()],
+          scope: &String.starts_with?(&1, prefix)
+        ],
+        opts
+      )
+
+    start_supervised!({Conductor, opts}, id: name)
+    on_exit(fn -> Symbiont.Python.stop(policy_host) end)
+    name
+  end
+
+  defp await_outputs(topic, values, timeout \\ 10_000) do
+    Enum.each(values, fn value ->
+      receive do
+        %Symbiont.Event{topic: ^topic} = e -> assert Symbiont.Event.decode!(e) == value
+      after
+        timeout -> flunk("no #{inspect(value)} on #{topic}")
+      end
+    end)
+  end
+
+  defp conductor_actions_on(agent) do
+    for %{"by" => "conductor", "agent" => ^agent, "result" => "applied"} = e <-
+          Symbiont.remediations(1_000),
+        do: e
+  end
+
+  test "crash loop: the agent is quarantined, its events wait, and the crashes stop",
+       %{prefix: prefix} do
+    a = "#{prefix}-crashy"
+    attach_host_events(a)
+    topic = unique_name("crash.in")
+    m = start_manifest!([stage(a, %{"in" => topic, "mode" => "crash"}, max_attempts: 1)])
+    assert_receive {:agent_start, ^a, _}, 10_000
+    start_conductor!(prefix, m)
+
+    capture_log(fn ->
+      for i <- 1..6, do: :ok = Symbiont.publish(topic, i)
+      action = await_remediation(a, "quarantine")
+      assert action["reason"] =~ "crash loop"
+      assert action["evidence"]["restarts_in_window"] >= 3
+
+      # Healthy afterwards: the host serves on and no event reaches the agent to crash it.
+      {:ok, %{restarts: restarts}} = Server.info(a)
+      :ok = Symbiont.publish(topic, "waits")
+      assert wait_until(fn -> match?({:ok, %{queue: q}} when q >= 1, Server.info(a)) end)
+      assert wait_until(fn -> match?({:ok, %{status: :ready}}, Symbiont.Host.info(a)) end, 5_000)
+      assert {:ok, %{os_pid: os_pid}} = Symbiont.Host.info(a)
+      assert os_alive?(os_pid)
+      assert {:ok, %{restarts: ^restarts, quarantined: "crash loop" <> _}} = Server.info(a)
+    end)
+  end
+
+  test "poison message: dead-lettered by the conductor, the agent keeps going",
+       %{prefix: prefix} do
+    a = "#{prefix}-picky"
+    [topic, out] = [unique_name("poison.in"), unique_name("poison.out")]
+    attach_host_events(a)
+    m = start_manifest!([stage(a, %{"in" => topic, "out" => out}, max_attempts: 50)])
+    assert_receive {:agent_start, ^a, _}, 10_000
+    :ok = Symbiont.subscribe(out)
+    :ok = Symbiont.publish(topic, "first")
+    await_outputs(out, ["first"])
+    start_conductor!(prefix, m)
+
+    capture_log(fn ->
+      :ok = Symbiont.publish(topic, "poison")
+      for v <- ~w(a b c), do: :ok = Symbiont.publish(topic, v)
+      action = await_remediation(a, "dead_letter")
+      assert action["evidence"]["suspect"]["attempts"] >= 2
+
+      assert_receive %Symbiont.Event{topic: "symbiont.dead_letter", from: ^a} = letter, 5_000
+      assert %{"reason" => "poison", "attempts" => n} = Symbiont.Event.decode!(letter)
+      assert n >= 2
+      await_outputs(out, ~w(a b c))
+    end)
+
+    assert {:ok, %{quarantined: nil, queue: 0}} = Server.info(a)
+  end
+
+  test "cascading failure: the upstream root is restarted, the symptoms downstream are left alone",
+       %{prefix: prefix} do
+    [a, b, c] = for s <- ~w(root mid leaf), do: "#{prefix}-#{s}"
+    [t1, t2, t3, out] = for t <- ~w(in ab bc out), do: unique_name("cascade.#{t}")
+    for id <- [a, b, c], do: attach_host_events(id)
+
+    m =
+      start_manifest!([
+        stage(a, %{"in" => t1, "out" => t2}, max_attempts: 1),
+        stage(b, %{"in" => t2, "out" => t3}, max_attempts: 1),
+        stage(c, %{"in" => t3, "out" => out}, max_attempts: 1)
+      ])
+
+    for id <- [a, b, c], do: assert_receive({:agent_start, ^id, _}, 10_000)
+    :ok = Symbiont.subscribe(out)
+    # The topology knows who publishes to whom once events have flowed.
+    :ok = Symbiont.publish(t1, 0)
+    await_outputs(out, [0])
+    start_conductor!(prefix, m, policy_options: %{"settle_ms" => 3_000})
+    feeder = feed(t1, 20)
+
+    capture_log(fn ->
+      :ok = Symbiont.publish(t1, "break")
+      action = await_remediation(a, "restart")
+      assert action["reason"] =~ "root of a cascading failure"
+      assert Enum.sort(action["evidence"]["downstream"]) == Enum.sort([b, c])
+
+      # Healthy again: good events go all the way through once more.
+      assert_receive {:agent_start, ^a, %{restarts: 1}}, 10_000
+      flush_topic(out)
+      assert_receive %Symbiont.Event{topic: ^out} = e, 5_000
+      assert is_integer(Symbiont.Event.decode!(e))
+    end)
+
+    stop_feed(feeder)
+    assert conductor_actions_on(b) == []
+    assert conductor_actions_on(c) == []
+  end
+
+  test "idle agents: scaled in to their minimum, and retired when not required",
+       %{prefix: prefix} do
+    [a, b] = for s <- ~w(busy spare), do: "#{prefix}-#{s}"
+    for id <- [a, a <> "#2", b], do: attach_host_events(id)
+
+    m =
+      start_manifest!([
+        stage(a, %{"in" => unique_name("idle.a")}, replicas: 2),
+        stage(b, %{"in" => unique_name("idle.b")}, required: false)
+      ])
+
+    for id <- [a, a <> "#2", b], do: assert_receive({:agent_start, ^id, _}, 10_000)
+    start_conductor!(prefix, m, policy_options: %{"idle_ms" => 300}, cooldown_ms: 300)
+
+    capture_log(fn ->
+      assert %{"replicas" => 1, "reason" => "idle for " <> _} = await_remediation(a, "scale")
+      assert %{"reason" => "idle for " <> _} = await_remediation(b, "retire")
+
+      assert wait_until(
+               fn -> Server.whereis(b) == nil and Server.whereis(a <> "#2") == nil end,
+               5_000
+             )
+    end)
+
+    # At its minimum and required, the busy one stays.
+    assert {:ok, %{status: :ready}} = Server.info(a)
+    assert Enum.map(Symbiont.Manifest.agents(m), &{&1.name, &1.replicas}) == [{a, 1}]
+  end
+
+  test "slow consumer: its group is scaled out while the queue grows, and in once drained",
+       %{prefix: prefix} do
+    a = "#{prefix}-slow"
+    topic = unique_name("slow.in")
+    attach_host_events(a <> "#2")
+    config = %{"in" => topic, "mode" => "slow", "delay" => 0.02}
+    m = start_manifest!([stage(a, config, high_water: 30, max_replicas: 3)])
+
+    start_conductor!(prefix, m, policy_options: %{"grow_ticks" => 2, "drain_ticks" => 3})
+    feeder = feed(topic, 8)
+
+    capture_log(fn ->
+      assert %{"replicas" => 2} = await_remediation(a, "scale", 15_000)
+      assert_receive {:agent_start, _, _}, 10_000
+      stop_feed(feeder)
+
+      assert %{"replicas" => n, "reason" => "queue drained"} =
+               await_remediation(a, "scale", 20_000)
+
+      assert n >= 1
+    end)
+
+    assert wait_until(fn -> match?({:ok, %{queue: 0, in_flight: 0}}, Server.info(a)) end, 10_000)
+  end
+
+  describe "never a single point of failure" do
+    test "a policy that answers garbage, or hangs, costs a tick; agents are untouched",
+         %{prefix: prefix} do
+      a = "#{prefix}-calm"
+      [topic, out] = [unique_name("calm.in"), unique_name("calm.out")]
+      m = start_manifest!([stage(a, %{"in" => topic, "out" => out})])
+      :ok = Symbiont.subscribe(out)
+
+      capture_log(fn ->
+        c = start_conductor!(prefix, m, policy: "scenario_policies:Garbage")
+
+        assert wait_until(
+                 fn ->
+                   (Conductor.info(c).last_error || "") =~ "must return a list of actions"
+                 end,
+                 5_000
+               )
+
+        hang =
+          start_conductor!(prefix, m,
+            policy: "scenario_policies:HangOnce",
+            policy_options: %{"key" => prefix},
+            decide_timeout_ms: 300
+          )
+
+        assert wait_until(fn -> Conductor.info(hang).last_error == ":timeout" end, 5_000)
+        # The hung call was cancelled in the policy host; the next tick is answered.
+        assert wait_until(
+                 fn -> match?(%{last_error: nil, ticks: t} when t >= 2, Conductor.info(hang)) end,
+                 5_000
+               )
+
+        :ok = Symbiont.publish(topic, "still here")
+        await_outputs(out, ["still here"])
+      end)
+    end
+
+    test "a killed policy host or conductor comes back and resumes from the audit trail",
+         %{prefix: prefix} do
+      a = "#{prefix}-target"
+      attach_host_events(a)
+      m = start_manifest!([stage(a, %{"in" => unique_name("target.in")})])
+      assert_receive {:agent_start, ^a, _}, 10_000
+      action = %{"action" => "restart", "agent" => a, "reason" => "told to"}
+
+      capture_log(fn ->
+        c =
+          start_conductor!(prefix, m,
+            policy: "scenario_policies:Always",
+            policy_options: %{"action" => action},
+            cooldown_ms: 60_000
+          )
+
+        assert %{"reason" => "told to"} = await_remediation(a, "restart")
+        assert_receive {:agent_start, ^a, %{restarts: 1}}, 10_000
+
+        # The policy host dies: OTP restarts it, the conductor carries on.
+        %{options: %{policy_host: host}} = Conductor.info(c)
+        {:ok, %{os_pid: os_pid}} = Symbiont.Host.info(host)
+        Symbiont.Host.Reaper.kill(os_pid)
+        ticks = Conductor.info(c).ticks
+
+        assert wait_until(
+                 fn ->
+                   match?(%{last_error: nil, ticks: t} when t > ticks + 1, Conductor.info(c))
+                 end,
+                 5_000
+               )
+
+        # The conductor dies: its supervisor restarts it, and the cooldown read back from
+        # the audit trail still holds the action back.
+        pid = Process.whereis(c)
+        ref = Process.monitor(pid)
+        Process.exit(pid, :kill)
+        assert_receive {:DOWN, ^ref, :process, _, :killed}, 5_000
+
+        assert wait_until(
+                 fn -> is_pid(Process.whereis(c)) and Process.whereis(c) != pid end,
+                 5_000
+               )
+
+        assert wait_until(fn -> Conductor.info(c).ticks >= 2 end, 5_000)
+      end)
+
+      refused =
+        for %{"agent" => ^a, "result" => "refused: cooldown" <> _} <-
+              Symbiont.remediations(1_000),
+            do: 1
+
+      assert refused != []
+      assert length(conductor_actions_on(a)) == 1
+
+      unknown =
+        for %{"action" => "pray", "result" => "refused: unknown action" <> _} <-
+              Symbiont.remediations(1_000),
+            do: 1
+
+      assert unknown != []
+      assert {:ok, %{status: :ready}} = Server.info(a)
+    end
+  end
+
+  # A process that publishes a counter on `topic` every `every_ms` until stopped: load.
+  defp feed(topic, every_ms) do
+    spawn_link(fn -> feed_loop(topic, every_ms, 1) end)
+  end
+
+  defp feed_loop(topic, every_ms, n) do
+    :ok = Symbiont.publish(topic, n)
+
+    receive do
+      {:stop, from} -> send(from, :stopped)
+    after
+      every_ms -> feed_loop(topic, every_ms, n + 1)
+    end
+  end
+
+  defp stop_feed(pid) do
+    send(pid, {:stop, self()})
+    assert_receive :stopped, 5_000
+  end
+
+  defp flush_topic(topic) do
+    receive do
+      %Symbiont.Event{topic: ^topic} -> flush_topic(topic)
+    after
+      0 -> :ok
+    end
+  end
+end
