@@ -94,15 +94,25 @@ defmodule Symbiont.HostHelpers do
   Waits (bounded) for a health event of `kind` from `agent` on `symbiont.health` (the
   caller must be subscribed), skipping others; returns its decoded map.
   """
-  def await_health(agent, kind, timeout \\ 10_000) do
+  def await_health(agent, kind, timeout \\ 10_000),
+    do: await_payload("symbiont.health", agent, {"kind", kind}, timeout)
+
+  @doc """
+  Waits (bounded) for a remediation `action` on `agent` on `symbiont.remediation` (the
+  caller must be subscribed), skipping others; returns its decoded map.
+  """
+  def await_remediation(agent, action, timeout \\ 10_000),
+    do: await_payload("symbiont.remediation", agent, {"action", action}, timeout)
+
+  defp await_payload(topic, agent, {key, value} = want, timeout) do
     receive do
-      %Symbiont.Event{topic: "symbiont.health", from: ^agent} = e ->
+      %Symbiont.Event{topic: ^topic, from: ^agent} = e ->
         case Symbiont.Event.decode!(e) do
-          %{"kind" => ^kind} = health -> health
-          _ -> await_health(agent, kind, timeout)
+          %{^key => ^value} = payload -> payload
+          _ -> await_payload(topic, agent, want, timeout)
         end
     after
-      timeout -> flunk("no #{kind} health event from #{agent}")
+      timeout -> flunk("no #{key} #{value} on #{topic} from #{agent}")
     end
   end
 
@@ -133,21 +143,5 @@ defmodule Symbiont.HostHelpers do
     end)
 
     name
-  end
-
-  @doc """
-  Waits (bounded) for a remediation `action` on `agent` on `symbiont.remediation` (the
-  caller must be subscribed), skipping others; returns its decoded map.
-  """
-  def await_remediation(agent, action, timeout \\ 10_000) do
-    receive do
-      %Symbiont.Event{topic: "symbiont.remediation", from: ^agent} = e ->
-        case Symbiont.Event.decode!(e) do
-          %{"action" => ^action} = payload -> payload
-          _ -> await_remediation(agent, action, timeout)
-        end
-    after
-      timeout -> flunk("no #{action} remediation of #{agent}")
-    end
   end
 end

@@ -20,6 +20,8 @@ defmodule Symbiont.ReconcilerTest do
     {:ok, prefix: unique_name("rwasm")}
   end
 
+  defp opts(prefix), do: [wasm_hosts: prefix, tick_ms: @tick, per_host: 2]
+
   defp await_start(id), do: assert_receive({:agent_start, ^id, _}, 10_000)
 
   test "scale out and in: each Python replica gets its own host; retired ones hand over and go",
@@ -27,12 +29,7 @@ defmodule Symbiont.ReconcilerTest do
     py = unique_name("rpy")
     for id <- [py, py <> "#2", py <> "#3"], do: attach_host_events(id)
 
-    m =
-      start_manifest!([[name: py, python: "test_agents:Counter"]],
-        wasm_hosts: prefix,
-        tick_ms: @tick,
-        per_host: 2
-      )
+    m = start_manifest!([[name: py, python: "test_agents:Counter"]], opts(prefix))
 
     await_start(py)
 
@@ -64,12 +61,7 @@ defmodule Symbiont.ReconcilerTest do
     py = unique_name("rdrift")
     attach_host_events(py)
 
-    m =
-      start_manifest!([[name: py, python: "test_agents:Counter"]],
-        wasm_hosts: prefix,
-        tick_ms: @tick,
-        per_host: 2
-      )
+    m = start_manifest!([[name: py, python: "test_agents:Counter"]], opts(prefix))
 
     await_start(py)
 
@@ -90,7 +82,7 @@ defmodule Symbiont.ReconcilerTest do
     [w1, w2, w3] = for p <- ~w(rw1 rw2 rw3), do: unique_name(p)
     for id <- [w1, w2, w3], do: attach_host_events(id)
     spec = fn name -> [name: name, wasm: @counter, topics: [unique_name("rtopic")]] end
-    m = start_manifest!([spec.(w1), spec.(w2)], wasm_hosts: prefix, tick_ms: @tick, per_host: 2)
+    m = start_manifest!([spec.(w1), spec.(w2)], opts(prefix))
     await_start(w1)
     await_start(w2)
     assert {:ok, %{agents: [_, _]}} = Symbiont.Host.info(prefix <> "#1")
@@ -116,12 +108,7 @@ defmodule Symbiont.ReconcilerTest do
     for id <- [a, a <> "#2", b, c], do: attach_host_events(id)
     wasm = fn name, extra -> [name: name, wasm: @counter, topics: ["reload.#{name}"]] ++ extra end
 
-    m =
-      start_manifest!([wasm.(a, []), wasm.(b, [])],
-        wasm_hosts: prefix,
-        tick_ms: @tick,
-        per_host: 2
-      )
+    m = start_manifest!([wasm.(a, []), wasm.(b, [])], opts(prefix))
 
     await_start(a)
     await_start(b)
