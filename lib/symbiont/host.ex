@@ -612,6 +612,9 @@ defmodule Symbiont.Host do
   defp handle_frame(frame, %{status: :starting} = state),
     do: {:error, {:before_ready, elem(frame, 0)}, state}
 
+  defp handle_frame(frame, state) when elem(frame, 0) in [:ready, :fatal],
+    do: {:error, {:after_ready, elem(frame, 0)}, state}
+
   defp handle_frame({:reply, id, value}, state), do: answer(state, id, {:ok, value})
 
   defp handle_frame({:error, id, error}, state),

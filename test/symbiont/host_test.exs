@@ -17,7 +17,9 @@ defmodule Symbiont.HostTest do
     {"garbage", :undecodable, "payload is not valid msgpack: byte 0xC1 is not a msgpack type"},
     {"truncated_payload", :undecodable, "payload is not valid msgpack: input ends inside a str"},
     {"unknown_kind", :unknown_kind, ~s(unknown frame kind "bogus")},
-    {"bad_arity", :bad_frame, ~s(bad "reply" frame: [1])}
+    {"bad_arity", :bad_frame, ~s(bad "reply" frame: [1])},
+    {"bad_error_map", :bad_frame, ~s(bad "error" frame: an error must be a map with "type")},
+    {"second_ready", :after_ready, ~s(a second "ready" frame, after "ready")}
   ]
 
   for {function, tag, text} <- @protocol_errors do
@@ -38,6 +40,53 @@ defmodule Symbiont.HostTest do
       assert {:ok, "again"} = Python.call(py, "hostile", "echo", ["again"])
       assert_untouched(bystander)
     end
+  end
+
+  @tag timeout: 60_000
+  test "2,000 mutated frames the decoder accepts are handled or dropped; the owner and its agent stay up" do
+    seed = Symbiont.MsgPackGen.seed!(5_005)
+
+    %{name: py, pid: pid, os_pid: os_pid, agent_pid: agent} =
+      start_host!(agent: [name: unique_name("fuzzed"), python: "test_agents:Counter"])
+
+    # Kinds that end the host by design (a second ready or fatal) have tests of their own.
+    payloads =
+      Stream.repeatedly(fn ->
+        Symbiont.FrameGen.valid_frame(Enum.random(Symbiont.FrameGen.kinds()))
+      end)
+      |> Stream.map(
+        &(&1
+          |> Symbiont.FrameGen.mutate_term()
+          |> Symbiont.MsgPack.encode!(iodata: false))
+      )
+      |> Stream.filter(
+        &match?(
+          {:ok, f} when elem(f, 0) not in [:ready, :fatal],
+          Symbiont.Host.Protocol.decode(&1)
+        )
+      )
+      |> Enum.take(2_000)
+      |> Enum.map(&%Symbiont.MsgPack.Bin{data: &1})
+
+    capture_log(fn ->
+      # A mutated reply may answer this very call first: any answer will do, a crash not.
+      result = Python.call(py, "hostile", "write_frames", [payloads], timeout: 30_000)
+
+      assert match?({:ok, _}, result) or match?({:error, %Python.Error{}}, result),
+             "seed #{seed}: #{inspect(result, limit: 5)}"
+
+      assert {:ok, ^os_pid} = Python.call(py, "hostile", "os_pid", [])
+
+      # The calls and casts among the frames run in tasks; their failures are logged here.
+      for task <- Task.Supervisor.children(Symbiont.TaskSupervisor) do
+        ref = Process.monitor(task)
+        assert_receive {:DOWN, ^ref, :process, _, _}, 5_000
+      end
+    end)
+
+    refute_received {:host_crash, ^py, _}, "seed #{seed}"
+    assert Process.alive?(pid) and Process.alive?(agent)
+    assert {:ok, %{crashes: 0}} = Symbiont.Host.info(py)
   end
 
   test "a crash reports the exit status and the last output lines, then restarts",

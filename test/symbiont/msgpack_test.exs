@@ -4,6 +4,7 @@ defmodule Symbiont.MsgPackTest do
 
   alias Symbiont.MsgPack
   alias Symbiont.MsgPack.{Bin, Ext, Timestamp}
+  import Symbiont.MsgPackGen, only: [gen: 1, mutate: 1, random_bytes: 1]
 
   doctest MsgPack
   doctest Bin
@@ -277,19 +278,6 @@ defmodule Symbiont.MsgPackTest do
     match?({:ok, _}, MsgPack.decode(bytes)) or match?({:error, _}, MsgPack.decode(bytes))
   end
 
-  defp random_bytes(n), do: for(_ <- 1..n, into: <<>>, do: <<:rand.uniform(256) - 1>>)
-
-  defp mutate(bin) do
-    pos = :rand.uniform(byte_size(bin)) - 1
-    <<head::binary-size(pos), _, tail::binary>> = bin
-
-    case :rand.uniform(3) do
-      1 -> head <> <<:rand.uniform(256) - 1>> <> tail
-      2 -> head <> tail
-      3 -> head <> random_bytes(:rand.uniform(5)) <> tail
-    end
-  end
-
   defp edge_values do
     {:ok, t, 0} = DateTime.from_iso8601("2026-11-24T10:00:00Z")
     ints = [0, 127, 128, 255, 256, 65_535, 65_536, 4_294_967_295, 4_294_967_296]
@@ -315,55 +303,6 @@ defmodule Symbiont.MsgPackTest do
         make_ref(),
         %Ext{type: 42, data: "12345678"}
       ]
-  end
-
-  defp gen(depth) do
-    case :rand.uniform(if depth < 3, do: 12, else: 8) do
-      1 ->
-        Enum.random([nil, true, false])
-
-      2 ->
-        :rand.uniform(1 <<< Enum.random([7, 8, 16, 32, 63])) * Enum.random([1, -1])
-
-      3 ->
-        :rand.uniform() * 1.0e6 - 5.0e5
-
-      4 ->
-        for _ <- 1..:rand.uniform(40), into: "", do: Enum.random(["a", "Z", "é", "€", "😀", " "])
-
-      5 ->
-        <<0xFF>> <> random_bytes(:rand.uniform(20))
-
-      6 ->
-        Enum.random([:ok, :error, :undefined, self(), make_ref()])
-
-      7 ->
-        DateTime.from_unix!(:rand.uniform(1 <<< 34), :second)
-
-      8 ->
-        %Ext{
-          type: 10 + :rand.uniform(100),
-          data: random_bytes(Enum.random([1, 2, 3, 4, 8, 16, 17]))
-        }
-
-      9 ->
-        for _ <- 1..:rand.uniform(18)//1, do: gen(depth + 1)
-
-      10 ->
-        List.to_tuple(for _ <- 1..:rand.uniform(3)//1, do: gen(depth + 1))
-
-      _ ->
-        Map.new(1..:rand.uniform(6)//1, fn _ -> {gen_key(), gen(depth + 1)} end)
-    end
-  end
-
-  # Keys Python can hold in a dict without collisions (True == 1 and Atom("a") == "a" there).
-  defp gen_key do
-    case :rand.uniform(3) do
-      1 -> "k#{:rand.uniform(1000)}"
-      2 -> :rand.uniform(1 <<< 40)
-      3 -> {:rand.uniform(10), "t"}
-    end
   end
 
   defp python_recode(frames, dir) do

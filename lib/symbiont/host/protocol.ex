@@ -10,6 +10,9 @@ defmodule Symbiont.Host.Protocol do
   defguardp is_id(x) when is_integer(x) and x >= 0
   defguardp is_seq(x) when is_integer(x) and x > 0
   @levels %{"debug" => :debug, "info" => :info, "warning" => :warning, "error" => :error}
+  @level_names "debug, info, warning, error"
+  @kinds ~w(reply error log call cast msg cancel ack nack publish ready fatal agent_ready
+            agent_failed)
 
   @type frame ::
           {:ready, non_neg_integer, map}
@@ -41,7 +44,10 @@ defmodule Symbiont.Host.Protocol do
   end
 
   defp validate("reply", [id, value]) when is_id(id), do: {:ok, {:reply, id, value}}
-  defp validate("error", [id, err]) when is_id(id) and is_map(err), do: {:ok, {:error, id, err}}
+
+  defp validate("error", [id, err]) when is_id(id),
+    do: with(:ok <- error_map("error", err), do: {:ok, {:error, id, err}})
+
   defp validate("log", [level, msg]) when is_binary(msg), do: log_level(level, msg)
 
   defp validate("call", [id, m, f, args])
@@ -54,41 +60,95 @@ defmodule Symbiont.Host.Protocol do
   defp validate("msg", [dest, value]), do: {:ok, {:msg, dest, value}}
   defp validate("cancel", [id]) when is_id(id), do: {:ok, {:cancel, id}}
 
-  defp validate("agent_ready", [slot, info]) when is_seq(slot) and is_map(info),
-    do: {:ok, {:agent_ready, slot, info}}
+  defp validate("agent_ready", [slot, info]) when is_seq(slot),
+    do: with(:ok <- agent_info(info), do: {:ok, {:agent_ready, slot, info}})
 
-  defp validate("agent_failed", [slot, err]) when is_seq(slot) and is_map(err),
-    do: {:ok, {:agent_failed, slot, err}}
+  defp validate("agent_failed", [slot, err]) when is_seq(slot),
+    do: with(:ok <- error_map("agent_failed", err), do: {:ok, {:agent_failed, slot, err}})
 
   defp validate("ack", [slot, seq, state])
        when is_seq(slot) and is_seq(seq) and (is_binary(state) or is_nil(state)),
        do: {:ok, {:ack, slot, seq, state}}
 
-  defp validate("nack", [slot, seq, err]) when is_seq(slot) and is_seq(seq) and is_map(err),
-    do: {:ok, {:nack, slot, seq, err}}
+  defp validate("nack", [slot, seq, err]) when is_seq(slot) and is_seq(seq),
+    do: with(:ok <- error_map("nack", err), do: {:ok, {:nack, slot, seq, err}})
 
   defp validate("publish", [slot, topic, payload])
        when is_seq(slot) and is_binary(topic) and is_binary(payload),
        do: {:ok, {:publish, slot, topic, payload}}
 
-  defp validate("ready", [v, info]) when is_integer(v) and is_map(info),
-    do: {:ok, {:ready, v, info}}
+  defp validate("ready", [v, info]) when is_integer(v),
+    do: with(:ok <- ready_info(info), do: {:ok, {:ready, v, info}})
 
-  defp validate("fatal", [err]) when is_map(err), do: {:ok, {:fatal, err}}
+  defp validate("fatal", [err]),
+    do: with(:ok <- error_map("fatal", err), do: {:ok, {:fatal, err}})
 
-  defp validate(kind, fields)
-       when kind in ~w(reply error log call cast msg cancel ack nack publish ready fatal
-                       agent_ready agent_failed),
-       do: {:error, {:bad_frame, kind, summarize(fields)}}
+  defp validate(kind, fields) when kind in @kinds,
+    do: {:error, {:bad_frame, kind, summarize(fields)}}
 
   defp validate(kind, _fields), do: {:error, {:unknown_kind, kind}}
 
   defp log_level(level, msg) do
     case @levels do
-      %{^level => l} -> {:ok, {:log, l, msg}}
-      _ -> {:error, {:bad_frame, "log", {:level, level}}}
+      %{^level => l} ->
+        {:ok, {:log, l, msg}}
+
+      _ ->
+        {:error, {:bad_frame, "log", "level #{summarize(level)} is not one of #{@level_names}"}}
     end
   end
+
+  # The maps the owner reads fields of are checked here, so that handling a frame that
+  # passed never fails on a field's type (§3, §5, §8).
+  defp error_map(_kind, %{"type" => t, "message" => m, "traceback" => tb})
+       when is_binary(t) and is_binary(m) and is_binary(tb),
+       do: :ok
+
+  defp error_map(kind, err) do
+    {:error,
+     {:bad_frame, kind,
+      "an error must be a map with \"type\", \"message\" and \"traceback\" strings (§5), got: #{summarize(err)}"}}
+  end
+
+  defp ready_info(%{"protocol" => p, "pid" => pid, "runtime" => rt, "max_frame" => max})
+       when is_integer(p) and is_integer(pid) and pid > 0 and is_binary(rt) and
+              is_integer(max) and max >= 64,
+       do: :ok
+
+  defp ready_info(info) do
+    {:error,
+     {:bad_frame, "ready",
+      "info must be a map with \"protocol\" (int), \"pid\" (positive int), \"runtime\" (str) and \"max_frame\" (int >= 64) (§3), got: #{summarize(info)}"}}
+  end
+
+  defp agent_info(%{"name" => name, "topics" => topics, "timers" => timers})
+       when is_binary(name) and is_list(topics) and is_list(timers) do
+    cond do
+      not Enum.all?(topics, &(is_binary(&1) and &1 != "")) ->
+        {:error,
+         {:bad_frame, "agent_ready",
+          "\"topics\" must be non-empty strings, got: #{summarize(topics)}"}}
+
+      not Enum.all?(timers, &timer?/1) ->
+        {:error,
+         {:bad_frame, "agent_ready",
+          "\"timers\" must be maps of \"name\" (str) and \"every_ms\" (positive int), got: #{summarize(timers)}"}}
+
+      true ->
+        :ok
+    end
+  end
+
+  defp agent_info(info) do
+    {:error,
+     {:bad_frame, "agent_ready",
+      "info must be a map with \"name\" (str), \"topics\" and \"timers\" (lists) (§8), got: #{summarize(info)}"}}
+  end
+
+  defp timer?(%{"name" => name, "every_ms" => ms}),
+    do: is_binary(name) and is_integer(ms) and ms > 0
+
+  defp timer?(_), do: false
 
   # Keeps error messages short when a hostile frame is large.
   defp summarize(term), do: inspect(term, limit: 8, printable_limit: 64)
@@ -109,7 +169,8 @@ defmodule Symbiont.Host.Protocol do
   def format_error({:oversize, size, max}),
     do: "frame of #{size} bytes exceeds the limit of #{max}"
 
-  def format_error({:before_ready, kind}), do: "#{inspect(kind)} frame before \"ready\""
+  def format_error({:before_ready, kind}), do: ~s("#{kind}" frame before "ready")
+  def format_error({:after_ready, kind}), do: ~s(a second "#{kind}" frame, after "ready")
 
   def format_error({:version, theirs}),
     do: "protocol version #{inspect(theirs)}, expected #{@version}"
