@@ -13,6 +13,7 @@ __all__ = [
     "ProtocolError",
     "error_map",
     "qualified_name",
+    "wire_text",
 ]
 
 
@@ -114,4 +115,21 @@ def error_map(exc: BaseException, *, skip_frames: int = 0) -> dict[str, str]:
         text = "".join(_traceback.format_exception(type(exc), exc, tb))
     except Exception:  # noqa: BLE001 - same as above
         text = ""
-    return {"type": qualified_name(type(exc)), "message": _safe_str(exc), "traceback": text}
+    return {
+        "type": wire_text(qualified_name(type(exc))),
+        "message": wire_text(_safe_str(exc)),
+        "traceback": wire_text(text),
+    }
+
+
+def wire_text(text: str) -> str:
+    """Return ``text`` in a form UTF-8 can carry.
+
+    Lone surrogates, which a ``str`` may hold (``os.fsdecode`` makes them), become
+    ``\\udcff`` escapes instead of failing the whole frame.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text

@@ -53,6 +53,7 @@ from ._errors import (
     ProtocolError,
     error_map,
     qualified_name,
+    wire_text,
 )
 from ._framing import DEFAULT_MAX_FRAME, HEADER, FrameReader
 from ._terms import packb
@@ -199,6 +200,20 @@ class Host:
             self._use_signal = True
         threading.Thread(target=self._watchdog, name="symbiont-watchdog", daemon=True).start()
         try:
+            self._serve_frames()
+        finally:
+            # Only reached when exit() returns or raises (a host run in-process by tests).
+            self._serving = False
+            if _current is self:
+                _current = None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _serve_frames(self) -> None:
+        """The handshake, then frames until the input ends; every way out calls ``exit``.
+
+        The dispatch path without the watchdog thread: the fuzz tests run it directly.
+        """
+        try:
             self._handshake()
             self._loop()
         except ProtocolError as exc:
@@ -214,12 +229,6 @@ class Host:
                 self.log("error", f"symbiont host {self.name!r} crashed: {text}")
             self._write_stderr(f"symbiont host {self.name!r} crashed: {text}")
             self._exit(1)
-        finally:
-            # Only reached when exit() returns or raises (a host run in-process by tests).
-            self._serving = False
-            if _current is self:
-                _current = None
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _loop(self) -> None:
         next_frame = self.reader.next_frame
@@ -250,7 +259,7 @@ class Host:
     def _fatal(self, exc: BaseException) -> NoReturn:
         error = error_map(exc)
         try:
-            self._write_frame(packb(["fatal", error]))
+            self._write_frame(self._pack_error(["fatal"], error))
         except BrokenPipeError:
             pass  # the owner closed the channel: it no longer wants to hear from this host
         except Exception:  # noqa: BLE001 - the frame could not be sent: stderr is the last resort
@@ -361,7 +370,11 @@ class Host:
         room = self.peer_max // 4 - 64
         if len(message) > room:
             message = message[: max(room, 0)] + " [truncated]"
-        self.transport.write(_frame_bytes(["log", level, message]))
+        try:
+            data = _frame_bytes(["log", level, message])
+        except UnicodeEncodeError:  # lone surrogates: str allows them, UTF-8 does not
+            data = _frame_bytes(["log", level, wire_text(message)])
+        self.transport.write(data)
 
     def _publish(self, slot: int, topic: str, payload_bin: bytes) -> None:
         self.send_async(["publish", slot, topic, payload_bin], f"publish on {topic!r}")
@@ -434,12 +447,16 @@ class Host:
         self._send_error_map(call_id, error_map(exc, skip_frames=1))
 
     def _send_error_map(self, call_id: int, error: dict[str, str]) -> None:
-        data = packb(["error", call_id, error])
+        self._write_frame(self._pack_error(["error", call_id], error))
+
+    def _pack_error(self, head: list[Any], error: dict[str, str]) -> bytes:
+        """``head + [error]`` packed, the error cut down to fit the owner's ``max_frame``."""
+        data = packb([*head, error])
         if len(data) > self.peer_max:
-            error["traceback"] = ""
-            error["message"] = error["message"][: self.peer_max // 8]
-            data = packb(["error", call_id, error])
-        self._write_frame(data)
+            message = error["message"][: self.peer_max // 8]
+            error = {**error, "traceback": "", "message": message + " [truncated]"}
+            data = packb([*head, error])
+        return data
 
     def _on_cast(self, frame: list[Any]) -> None:
         if len(frame) != 4:
@@ -681,7 +698,7 @@ class Host:
                 raise TypeError(f"agent {agent.name!r}: topics must be non-empty str: {topics!r}")
         except Exception as exc:  # noqa: BLE001 - reported to the owner, the host serves on
             _logger.debug("agent in slot %d could not start", slot, exc_info=True)
-            self._write_frame(packb(["agent_failed", slot, error_map(exc)]))
+            self._write_frame(self._pack_error(["agent_failed", slot], error_map(exc)))
             return
         self.agents[slot] = agent
         info = {
@@ -773,7 +790,8 @@ class Host:
                 getattr(agent, name)()
         except (Exception, CancelledError) as exc:  # noqa: BLE001 - reported as a nack
             self._flush_ack(slot, force=True)
-            self._write_frame(packb(["nack", slot, seq, error_map(exc, skip_frames=1)]))
+            error = error_map(exc, skip_frames=1)
+            self._write_frame(self._pack_error(["nack", slot, seq], error))
             return
         finally:
             self._stack.pop()
@@ -807,7 +825,7 @@ class Host:
         except Exception as exc:  # noqa: BLE001 - unencodable state: the delivery failed
             error = error_map(exc)
             error["message"] = f"the agent state cannot be checkpointed: {error['message']}"
-            self._write_frame(packb(["nack", slot, seq, error]))
+            self._write_frame(self._pack_error(["nack", slot, seq], error))
             return
         self._write_frame(packb(["ack", slot, seq, state_bin]))
 

@@ -389,3 +389,26 @@ def test_wasm_agent_restarted_in_a_new_slot_resumes_its_state(host: HostProcess)
     _, slot, topic, health = host.recv_kind("publish")  # the module's third message
     assert (slot, topic, unpackb(health)["kind"]) == (3, "symbiont.health", "degraded")
     assert host.recv_kind("publish")[1:] == [2, "count.out", packb(1)]
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("surrogate", "bad byte \\udcff in a file name"),
+        ("bad_str", "<agents._BadStr object at"),
+        ("huge", "x" * 100),
+    ],
+    ids=["surrogate", "bad_str", "huge"],
+)
+def test_awkward_handler_exceptions_are_nacks(
+    raw_host: HostProcess, how: str, message: str
+) -> None:
+    """Handler exceptions whose text cannot go as is: still a clear nack, the host serves on."""
+    raw_host.init_agent(agent_spec("Raiser"), max_frame=1 << 20)
+    raw_host.send(event(1, "raise", how), event(2, "raise", "fine"))
+    _, slot, seq, error = raw_host.recv_kind("nack")
+    assert (slot, seq) == (1, 1)
+    assert error["type"] in ("ValueError", "agents._BadStr")
+    assert error["message"].startswith(message)
+    assert len(packb(error)) < 1 << 20
+    assert unpackb(raw_host.recv_kind("ack")[3]) == {"ok": "fine"}
