@@ -188,6 +188,11 @@ class DirectCalls:
         """Copy ``length`` bytes at ``ptr`` out of memory; the caller checked the bounds."""
         return ctypes.string_at(self._data(ctx or self._ctx, self._mem) + ptr, length)
 
+    def read_spans(self, spans: tuple[tuple[int, int], ...], ctx: Any = None) -> list[bytes]:
+        """:meth:`read` for several ``(ptr, length)`` at once: the base is looked up once."""
+        base = self._data(ctx or self._ctx, self._mem)
+        return [ctypes.string_at(base + ptr, length) for ptr, length in spans]
+
     def write(self, ptr: int, data: bytes) -> None:
         """Copy ``data`` into memory at ``ptr``; the caller checked the bounds."""
         ctypes.memmove(self._data(self._ctx, self._mem) + ptr, data, len(data))
@@ -227,6 +232,10 @@ class PublicCalls:
         """Copy ``length`` bytes at ``ptr`` out of memory; the caller checked the bounds."""
         return bytes(self._memory.read(ctx or self._store, ptr, ptr + length))
 
+    def read_spans(self, spans: tuple[tuple[int, int], ...], ctx: Any = None) -> list[bytes]:
+        """:meth:`read` for several ``(ptr, length)`` at once."""
+        return [self.read(ptr, length, ctx) for ptr, length in spans]
+
     def write(self, ptr: int, data: bytes) -> None:
         """Copy ``data`` into memory at ``ptr``; the caller checked the bounds."""
         self._memory.write(self._store, data, ptr)
@@ -262,10 +271,19 @@ def define_import(
     readers = [ctypes.c_int64 if p == "i64" else ctypes.c_int32 for p in params]
     result = (ctypes.c_int64 if results[0] == "i64" else ctypes.c_int32) if results else None
 
+    # The arguments, each in a 16-byte wasmtime_val_raw_t: all i32 (the Symbiont imports)
+    # are read as one array, every 4th int32.
+    all_i32 = ctypes.c_int32 * (4 * len(params)) if set(params) <= {"i32"} else None
+
     def trampoline(_env: Any, caller: int, raw: int, _n: int) -> int:
         try:
             ctx = caller_context(caller)
-            args = [r.from_address(raw + o).value for r, o in zip(readers, offsets, strict=True)]
+            if all_i32 is not None:
+                args = all_i32.from_address(raw)[::4]
+            else:
+                args = [
+                    r.from_address(raw + o).value for r, o in zip(readers, offsets, strict=True)
+                ]
             out = fn(ctx, *args)
             if result is not None:
                 result.from_address(raw).value = out

@@ -390,28 +390,36 @@ _active = _Active()
 
 def _import_publish(ctx: Any, tp: int, tl: int, pp: int, pl: int) -> None:
     instance = _active.instance
-    assert instance is not None  # imports run only inside a call, see Instance._enter
-    topic = instance._text(ctx, tp, tl, "publish topic")
-    payload = instance._read(ctx, pp, pl)
+    assert instance is not None  # imports run only inside a call, see Instance.call
+    topic, payload = instance._read(ctx, (tp, tl), (pp, pl))
     _check_msgpack(payload, "publish payload")
-    instance.imports.publish(topic, payload)
+    instance.imports.publish(_utf8(topic, "publish topic"), payload)
 
 
 def _import_log(ctx: Any, level: int, p: int, n: int) -> None:
     instance = _active.instance
     assert instance is not None
-    instance.imports.log(level, instance._text(ctx, p, n, "log text"))
+    [text] = instance._read(ctx, (p, n))
+    instance.imports.log(level, _utf8(text, "log text"))
 
 
 def _import_health(ctx: Any, kp: int, kl: int, rp: int, rl: int) -> None:
     instance = _active.instance
     assert instance is not None
-    kind = instance._text(ctx, kp, kl, "health kind")
+    kind, reason = instance._read(ctx, (kp, kl), (rp, rl))
+    kind = _utf8(kind, "health kind")
     if kind not in HEALTH_KINDS:
         raise WasmError(
             "abi", f"health kind {kind!r} is not one of {', '.join(sorted(HEALTH_KINDS))}"
         )
-    instance.imports.health(kind, instance._text(ctx, rp, rl, "health reason"))
+    instance.imports.health(kind, _utf8(reason, "health reason"))
+
+
+def _utf8(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WasmError("abi", f"{what} is not UTF-8") from None
 
 
 def _import_now_ms(_ctx: Any) -> int:
@@ -661,7 +669,7 @@ class Instance:
             raise WasmError("trap", f"{self.name}.{export}: {exc}") from None
         if not result:
             return b""
-        return self._read(None, (out >> 32) & 0xFFFFFFFF, out & 0xFFFFFFFF)
+        return self._read(None, ((out >> 32) & 0xFFFFFFFF, out & 0xFFFFFFFF))[0]
 
     def _classify(self, exc: Any) -> WasmError:
         code = getattr(exc, "trap_code", None)
@@ -684,14 +692,16 @@ class Instance:
             )
         return WasmError("trap", f"{self.name} trapped: {message}")
 
-    def _read(self, ctx: Any, ptr: int, length: int) -> bytes:
-        """``length`` bytes at ``ptr``, bounds-checked (``ctx``: an import's caller)."""
+    def _read(self, ctx: Any, *spans: tuple[int, int]) -> list[bytes]:
+        """The bytes of each ``(ptr, length)``, bounds-checked (``ctx``: an import's caller)."""
         size = self._calls.size(ctx)
-        if ptr + length > size:
-            raise WasmError(
-                "abi", f"{self.name} pointed at bytes {ptr}..{ptr + length} of a {size}-byte memory"
-            )
-        return self._calls.read(ptr, length, ctx)
+        for ptr, length in spans:
+            if ptr + length > size:
+                raise WasmError(
+                    "abi",
+                    f"{self.name} pointed at bytes {ptr}..{ptr + length} of a {size}-byte memory",
+                )
+        return self._calls.read_spans(spans, ctx)
 
     def _write(self, ptr: int, data: bytes) -> None:
         size = self._calls.size()
@@ -701,12 +711,6 @@ class Instance:
                 f"symbiont_alloc gave {ptr}, but {len(data)} bytes do not fit in {size} bytes",
             )
         self._calls.write(ptr, data)
-
-    def _text(self, ctx: Any, ptr: int, length: int, what: str) -> str:
-        try:
-            return self._read(ctx, ptr, length).decode("utf-8")
-        except UnicodeDecodeError:
-            raise WasmError("abi", f"{what} is not UTF-8") from None
 
 
 def _check_msgpack(data: bytes, what: str) -> None:

@@ -352,6 +352,12 @@ def test_instances_of_one_module_share_its_code_but_nothing_else(runtime: Runtim
             bomb.call("t", packb(1))
     assert small.memory_size() <= 1 << 20 < big.memory_size() <= 4 << 20
 
+    # A refused capability names the instance that asked, not another one of its module.
+    first, second = (runtime.instantiate(WASM / "random.wat", name=n) for n in ("d1", "d2"))
+    for dice in (second, first):
+        with pytest.raises(WasmError, match=f"^capability: {dice.name} called"):
+            dice.call("t", packb(1))
+
 
 def test_an_exception_raised_by_an_import_comes_out_of_the_call(runtime: Runtime) -> None:
     class Refused(Exception):
