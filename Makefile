@@ -60,6 +60,7 @@ test-python:
 bench: setup
 	QUICK=$(QUICK) mix run --no-start bench/roundtrip.exs
 	QUICK=$(QUICK) mix run --no-start bench/mesh.exs
+	QUICK=$(QUICK) mix run --no-start bench/wasm.exs
 
 format: setup
 	mix format

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._agent import Agent
+from ._terms import packb as _packb
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import wasmtime
@@ -84,8 +85,9 @@ class Limits:
     """The sandbox of one instance.
 
     deadline_ms:
-        Wall-clock budget of one call; past it the call is interrupted (epoch
-        interruption), within a tick of the runtime (5 ms by default).
+        Wall-clock budget of one call (one message: its allocation, the handler and
+        ``symbiont_state``); past it the call is interrupted (epoch interruption), within
+        a tick of the runtime (5 ms by default).
     fuel:
         If set, the number of wasm instructions (roughly) one call may execute.
     memory_bytes:
@@ -167,10 +169,22 @@ class Runtime:
         cache off. Default: ``$SYMBIONT_WASM_CACHE``, else ``~/.cache/symbiont/wasm``.
     tick_ms:
         The epoch period: deadlines are enforced within one tick.
+    direct:
+        Call instances through wasmtime's C API (``symbiont._wasmcall``), several times
+        faster than wasmtime-py's public API, which is used when this is False or when
+        this wasmtime-py lacks what the direct path needs (:attr:`direct` says which).
     """
 
-    def __init__(self, cache_dir: str | os.PathLike[str] | None = "", tick_ms: int = 5) -> None:
+    def __init__(
+        self,
+        cache_dir: str | os.PathLike[str] | None = "",
+        tick_ms: int = 5,
+        *,
+        direct: bool = True,
+    ) -> None:
         import wasmtime  # noqa: PLC0415 - lazily, see the module docstring
+
+        from . import _wasmcall  # noqa: PLC0415 - it imports wasmtime
 
         self._wasmtime = wasmtime
         if cache_dir == "":
@@ -179,8 +193,14 @@ class Runtime:
             )
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.tick_ms = tick_ms
+        #: Whether instances are called through wasmtime's C API (symbiont._wasmcall):
+        #: asked for and supported by this wasmtime-py.
+        self.direct = bool(direct) and _wasmcall.DIRECT
         self._engines: dict[bool, wasmtime.Engine] = {}
-        self._modules: dict[tuple[str, bool], wasmtime.Module] = {}
+        # Compiled modules by the SHA-256 of their source (as read: WAT or binary) and fuel.
+        self._modules: dict[tuple[bytes, bool], wasmtime.Module] = {}
+        # One linker per module, fuel and grants, shared by all its instances.
+        self._linkers: dict[tuple[Any, bool, frozenset[str]], _Linked] = {}
         self._lock = threading.Lock()
         self._ticker: threading.Thread | None = None
         #: Counters for tests and benchmarks: compiled, loaded from cache, cache misses.
@@ -230,7 +250,11 @@ class Runtime:
         return f"wasmtime-{version('wasmtime')}-epoch-fuel{int(fuel)}"
 
     def load(self, source: str | os.PathLike[str] | bytes, fuel: bool = False) -> wasmtime.Module:
-        """Compile a module (``.wasm`` or ``.wat`` path, or bytes), through the cache."""
+        """Compile a module (``.wasm`` or ``.wat`` path, or bytes), through the cache.
+
+        A module already loaded by this runtime (the same bytes) is not compiled or read
+        from the disk cache again: thousands of agents of one module share it.
+        """
         if isinstance(source, (bytes, bytearray)):
             data, name = bytes(source), "<bytes>"
         else:
@@ -239,6 +263,10 @@ class Runtime:
                 data = Path(source).read_bytes()
             except OSError as exc:
                 raise WasmError("load", f"cannot read {name}: {exc.strerror}") from None
+        key = (hashlib.sha256(data).digest(), fuel)
+        module = self._modules.get(key)
+        if module is not None:
+            return module
         if data[:4] != b"\0asm":
             try:
                 data = self._wasmtime.wat2wasm(data.decode("utf-8"))
@@ -247,10 +275,7 @@ class Runtime:
                     "load", f"{name} is neither a Wasm binary nor WAT text: {exc}"
                 ) from None
         digest = hashlib.sha256(data).hexdigest()
-        key = (digest, fuel)
-        module = self._modules.get(key)
-        if module is None:
-            module = self._modules[key] = self._compile(data, digest, fuel, name)
+        module = self._modules[key] = self._compile(data, digest, fuel, name)
         return module
 
     def _compile(self, data: bytes, digest: str, fuel: bool, name: str) -> wasmtime.Module:
@@ -294,7 +319,169 @@ class Runtime:
         limits = limits or Limits()
         fuel = limits.fuel is not None
         module = self.load(source, fuel=fuel)
-        return Instance(self, module, limits, imports or Imports(), name, config, fuel)
+        key = (module, fuel, limits.grants)
+        linked = self._linkers.get(key)
+        if linked is None:
+            linked = self._linkers[key] = _Linked(self, module, fuel, limits.grants, name)
+        return Instance(self, linked, limits, imports or Imports(), name, config, fuel)
+
+
+# The ABI's exports and their types (docs/WASM_ABI.md §1); `_initialize` is a WASI
+# reactor's. Checked once per module: the calls are made without checking types again.
+_SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "symbiont_abi_version": ((), ("i32",)),
+    "symbiont_alloc": (("i32",), ("i32",)),
+    "symbiont_handle": (("i32", "i32"), ("i64",)),
+    "symbiont_init": (("i32", "i32"), ()),
+    "symbiont_state": ((), ("i64",)),
+    "symbiont_migrate": (("i32", "i32"), ()),
+    "_initialize": ((), ()),
+}
+
+
+def _signature(params: tuple[str, ...], results: tuple[str, ...]) -> str:
+    return f"({', '.join(params)}) -> {results[0] if results else '()'}"
+
+
+def _check_exports(module: wasmtime.Module, name: str) -> dict[str, str | None]:
+    """The module's ABI functions and the type of each one's result, once their types
+    are checked; raises an ``abi`` :class:`WasmError` naming what is wrong."""
+    import wasmtime  # noqa: PLC0415
+
+    exports = {e.name: e.type for e in module.exports}
+    missing = [e for e in _REQUIRED_EXPORTS if e not in exports]
+    if missing:
+        raise WasmError(
+            "abi",
+            f"{name} does not export {', '.join(missing)} "
+            f"(a Symbiont module exports {', '.join(_REQUIRED_EXPORTS)})",
+        )
+    if not isinstance(exports["memory"], wasmtime.MemoryType):
+        raise WasmError("abi", f"{name} exports memory, but it is not a memory")
+    results: dict[str, str | None] = {}
+    for export, (params, want) in _SIGNATURES.items():
+        ty = exports.get(export)
+        if ty is None:
+            continue
+        got = (
+            (tuple(str(p) for p in ty.params), tuple(str(r) for r in ty.results))
+            if isinstance(ty, wasmtime.FuncType)
+            else None
+        )
+        if got != (params, want):
+            shown = _signature(*got) if got else "something that is not a function"
+            raise WasmError(
+                "abi",
+                f"{name} exports {export} as {shown}; ABI {ABI_VERSION} wants "
+                f"{_signature(params, want)}",
+            )
+        results[export] = want[0] if want else None
+    return results
+
+
+class _Active(threading.local):
+    """The instance running Wasm on this thread: the one whose imports are called."""
+
+    instance: Instance | None = None
+
+
+_active = _Active()
+
+
+def _import_publish(ctx: Any, tp: int, tl: int, pp: int, pl: int) -> None:
+    instance = _active.instance
+    assert instance is not None  # imports run only inside a call, see Instance.call
+    topic, payload = instance._read(ctx, (tp, tl), (pp, pl))
+    _check_msgpack(payload, "publish payload")
+    instance.imports.publish(_utf8(topic, "publish topic"), payload)
+
+
+def _import_log(ctx: Any, level: int, p: int, n: int) -> None:
+    instance = _active.instance
+    assert instance is not None
+    [text] = instance._read(ctx, (p, n))
+    instance.imports.log(level, _utf8(text, "log text"))
+
+
+def _import_health(ctx: Any, kp: int, kl: int, rp: int, rl: int) -> None:
+    instance = _active.instance
+    assert instance is not None
+    kind, reason = instance._read(ctx, (kp, kl), (rp, rl))
+    kind = _utf8(kind, "health kind")
+    if kind not in HEALTH_KINDS:
+        raise WasmError(
+            "abi", f"health kind {kind!r} is not one of {', '.join(sorted(HEALTH_KINDS))}"
+        )
+    instance.imports.health(kind, _utf8(reason, "health reason"))
+
+
+def _utf8(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WasmError("abi", f"{what} is not UTF-8") from None
+
+
+def _import_now_ms(_ctx: Any) -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _denied(capability: str, function: str) -> Callable[..., Any]:
+    def denied(*_args: Any) -> Any:
+        name = _active.instance.name if _active.instance else "a module"
+        raise WasmError(
+            "capability",
+            f"{name} called {_WASI}.{function}, but the capability {capability!r} "
+            f"was not granted (grant it in the manifest: grants: [{capability!r}])",
+        )
+
+    return denied
+
+
+class _Linked:
+    """What the instances of one module with the same fuel and grants share: its checked
+    exports, and one linker whose imports act for the instance running on the thread
+    (each instance still has a store, a memory and limits of its own)."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        module: wasmtime.Module,
+        fuel: bool,
+        grants: frozenset[str],
+        name: str,
+    ) -> None:
+        from ._wasmcall import define_import  # noqa: PLC0415 - it imports wasmtime
+
+        w = runtime._wasmtime
+        self.module = module
+        self.results = _check_exports(module, name)
+        self.wasi = any(i.module == _WASI for i in module.imports)
+        linker = w.Linker(runtime.engine(fuel))
+        linker.allow_shadowing = True
+        self._keep: list[Any] = []  # the callbacks, alive as long as the linker
+
+        def define(module_name: str, field: str, ty: Any, fn: Callable[..., Any]) -> None:
+            define_import(
+                linker, module_name, field, ty, fn, direct=runtime.direct, keep=self._keep
+            )
+
+        i32, i64 = w.ValType.i32(), w.ValType.i64()
+        define("symbiont", "publish", w.FuncType([i32, i32, i32, i32], []), _import_publish)
+        define("symbiont", "log", w.FuncType([i32, i32, i32], []), _import_log)
+        define("symbiont", "health", w.FuncType([i32, i32, i32, i32], []), _import_health)
+        define("symbiont", "now_ms", w.FuncType([], [i64]), _import_now_ms)
+        if self.wasi:
+            linker.define_wasi()
+            # Capabilities that were not granted: the function is there (so the module
+            # loads) but calling it fails the call with a clear error.
+            for capability, functions in _CAPABILITY_FUNCTIONS.items():
+                if capability in grants:
+                    continue
+                for imp in module.imports:
+                    if imp.module == _WASI and imp.name in functions:
+                        define(_WASI, imp.name, imp.type, _denied(capability, imp.name))
+        self.linker = linker
 
 
 class Instance:
@@ -307,7 +494,7 @@ class Instance:
     def __init__(
         self,
         runtime: Runtime,
-        module: wasmtime.Module,
+        linked: _Linked,
         limits: Limits,
         imports: Imports,
         name: str,
@@ -316,13 +503,20 @@ class Instance:
     ) -> None:
         self.runtime = runtime
         self.engine = runtime.engine(fuel)
-        self.module = module
+        self.module = linked.module
         self.limits = limits
         self.imports = imports
         self.name = name
         self.config = config
         self._w = runtime._wasmtime
-        self._check_exports()
+        self._linked = linked
+        self._exports = linked.results
+        self._has_state = "symbiont_state" in linked.results
+        # The next tick may come at once: one more makes the budget at least the
+        # deadline, and at most a tick over it.
+        self._ticks = math.ceil(limits.deadline_ms / runtime.tick_ms) + 1
+        self._fuel = limits.fuel
+        self._calls: Any = None
         self._last_state: bytes | None = None
         self._broken = True
         self._rebuild()
@@ -330,198 +524,152 @@ class Instance:
     # -- public ----------------------------------------------------------------------
 
     def call(self, topic: str, payload: bytes) -> bytes:
-        """Run ``symbiont_handle`` on ``[topic, payload]``; returns its msgpack reply."""
+        """Run ``symbiont_handle`` on ``[topic, payload]``; returns its msgpack reply.
+
+        One deadline (and one fuel budget) covers the whole message: the allocation, the
+        handler and, for a module with a state, ``symbiont_state``, whose result is kept
+        as :attr:`last_state`.
+        """
         if self._broken:
             self._rebuild()
-        message = _pack_call(topic, payload)
+        message = b"\x92" + _packb(topic) + payload
+        previous, _active.instance = _active.instance, self
         try:
+            self._calls.arm(self._ticks, self._fuel)
             out = self._invoke("symbiont_handle", message, result=True)
-        except WasmError:
+            if self._has_state:
+                self._last_state = self._invoke("symbiont_state", None, result=True)
+        except BaseException:  # an import's own exception too: the instance was cut short
             self._broken = True
             raise
-        if self._has("symbiont_state"):
-            self._last_state = self.state()
+        finally:
+            _active.instance = previous
         return out
+
+    @property
+    def last_state(self) -> bytes | None:
+        """The state after the last successful message (or migration), if the module
+        exports ``symbiont_state``."""
+        return self._last_state
 
     def state(self) -> bytes | None:
         """The module's state (msgpack), if it exports ``symbiont_state``."""
-        if not self._has("symbiont_state"):
+        if not self._has_state:
             return None
-        return self._invoke("symbiont_state", None, result=True)
+        previous, _active.instance = _active.instance, self
+        try:
+            self._calls.arm(self._ticks, self._fuel)
+            return self._invoke("symbiont_state", None, result=True)
+        finally:
+            _active.instance = previous
 
     def migrate(self, state: bytes) -> None:
         """Hand an older version's state to this instance (``symbiont_migrate``)."""
-        if self._has("symbiont_migrate"):
+        if "symbiont_migrate" not in self._exports:
+            return
+        previous, _active.instance = _active.instance, self
+        try:
+            self._calls.arm(self._ticks, self._fuel)
             self._invoke("symbiont_migrate", state, result=False)
-            self._last_state = state
+        finally:
+            _active.instance = previous
+        self._last_state = state
 
     def memory_size(self) -> int:
         """The current size of the instance's linear memory, in bytes (0 before it has one)."""
-        memory = getattr(self, "_memory", None)
-        return memory.data_len(self._store) if memory is not None else 0
+        return self._calls.size() if self._calls is not None else 0
 
     # -- building --------------------------------------------------------------------
 
-    def _check_exports(self) -> None:
-        exports = {e.name for e in self.module.exports}
-        missing = [e for e in _REQUIRED_EXPORTS if e not in exports]
-        if missing:
-            raise WasmError(
-                "abi",
-                f"{self.name} does not export {', '.join(missing)} "
-                f"(a Symbiont module exports {', '.join(_REQUIRED_EXPORTS)})",
-            )
-        self._exports = exports
-
-    def _has(self, export: str) -> bool:
-        return export in self._exports
-
     def _rebuild(self) -> None:
+        from ._wasmcall import DirectCalls, PublicCalls  # noqa: PLC0415
+
         w = self._w
         store = w.Store(self.engine)
         store.set_limits(memory_size=self.limits.memory_bytes)
-        linker = w.Linker(self.engine)
-        linker.allow_shadowing = True
-        self._define_symbiont(linker)
-        if any(i.module == _WASI for i in self.module.imports):
-            self._define_wasi(linker, store)
+        if self._linked.wasi:
+            self._set_wasi(store)
         self._store = store
-        self._memory = None
-        self._arm()
+        self._calls = None
+        previous, _active.instance = _active.instance, self
         try:
-            instance = linker.instantiate(store, self.module)
-        except w.WasmtimeError as exc:
-            raise WasmError("load", f"{self.name} cannot be instantiated: {exc}") from None
-        except w.Trap as exc:
-            raise self._classify(exc) from None
-        self._instance = instance
-        exports = instance.exports(store)
-        self._memory = exports["memory"]
-        if "_initialize" in self._exports:  # WASI reactors (clang -mexec-model=reactor)
-            self._arm()
+            store.set_epoch_deadline(self._ticks)
+            if self._fuel is not None:
+                store.set_fuel(self._fuel)
             try:
-                exports["_initialize"](store)
+                instance = self._linked.linker.instantiate(store, self.module)
             except w.Trap as exc:
                 raise self._classify(exc) from None
-        self._funcs = {
-            name: exports[name]
-            for name in self._exports
-            if name.startswith("symbiont_") and isinstance(exports[name], w.Func)
-        }
-        version = self._funcs["symbiont_abi_version"](store)
+            except w.WasmtimeError as exc:
+                raise WasmError("load", f"{self.name} cannot be instantiated: {exc}") from None
+            exports = instance.exports(store)
+            funcs = {export: exports[export] for export in self._exports}
+            calls = DirectCalls if self.runtime.direct else PublicCalls
+            self._calls = calls(store, exports["memory"], funcs, self._exports)
+            if "_initialize" in funcs:  # WASI reactors (clang -mexec-model=reactor)
+                self._guarded("_initialize", lambda: self._calls.call("_initialize"))
+            version = self._guarded(
+                "symbiont_abi_version", lambda: self._calls.call("symbiont_abi_version")
+            )
+        finally:
+            _active.instance = previous
         if version != ABI_VERSION:
             raise WasmError(
                 "abi", f"{self.name} implements ABI {version}; this runtime speaks {ABI_VERSION}"
             )
         self._broken = False
-        if self._has("symbiont_init"):
-            from ._terms import packb  # noqa: PLC0415
-
-            self._invoke("symbiont_init", packb(self.config), result=False)
+        if "symbiont_init" in self._exports:
+            previous, _active.instance = _active.instance, self
+            try:
+                self._invoke("symbiont_init", _packb(self.config), result=False)
+            finally:
+                _active.instance = previous
         if self._last_state is not None:
             self.migrate(self._last_state)
 
-    def _define_symbiont(self, linker: wasmtime.Linker) -> None:
-        w = self._w
-        i32, i64 = w.ValType.i32(), w.ValType.i64()
-        read = self._read
-
-        def publish(caller: Any, tp: int, tl: int, pp: int, pl: int) -> None:
-            topic = self._text(caller, tp, tl, "publish topic")
-            payload = read(caller, pp, pl)
-            _check_msgpack(payload, "publish payload")
-            self.imports.publish(topic, payload)
-
-        def log(caller: Any, level: int, p: int, n: int) -> None:
-            self.imports.log(level, self._text(caller, p, n, "log text"))
-
-        def health(caller: Any, kp: int, kl: int, rp: int, rl: int) -> None:
-            kind = self._text(caller, kp, kl, "health kind")
-            if kind not in HEALTH_KINDS:
-                raise WasmError(
-                    "abi",
-                    f"health kind {kind!r} is not one of {', '.join(sorted(HEALTH_KINDS))}",
-                )
-            self.imports.health(kind, self._text(caller, rp, rl, "health reason"))
-
-        def now_ms() -> int:
-            return time.time_ns() // 1_000_000
-
-        linker.define_func(
-            "symbiont", "publish", w.FuncType([i32, i32, i32, i32], []), publish, True
-        )
-        linker.define_func("symbiont", "log", w.FuncType([i32, i32, i32], []), log, True)
-        linker.define_func("symbiont", "health", w.FuncType([i32, i32, i32, i32], []), health, True)
-        linker.define_func("symbiont", "now_ms", w.FuncType([], [i64]), now_ms)
-
-    def _define_wasi(self, linker: wasmtime.Linker, store: wasmtime.Store) -> None:
-        w = self._w
-        wasi = w.WasiConfig()
+    def _set_wasi(self, store: wasmtime.Store) -> None:
+        wasi = self._w.WasiConfig()
         if "stdout" in self.limits.grants:
             wasi.stdout_custom = self.imports.stdout
             wasi.stderr_custom = self.imports.stdout
         store.set_wasi(wasi)
-        linker.define_wasi()
-        # Capabilities that were not granted: the function is there (so the module loads)
-        # but calling it fails the call with a clear error.
-        for capability, functions in _CAPABILITY_FUNCTIONS.items():
-            if capability in self.limits.grants:
-                continue
-            for imp in self.module.imports:
-                if imp.module == _WASI and imp.name in functions:
-                    linker.define_func(
-                        _WASI, imp.name, imp.type, self._denied(capability, imp.name)
-                    )
-
-    def _denied(self, capability: str, function: str) -> Callable[..., Any]:
-        def denied(*_args: Any) -> Any:
-            raise WasmError(
-                "capability",
-                f"{self.name} called {_WASI}.{function}, but the capability {capability!r} "
-                f"was not granted (grant it in the manifest: grants: [{capability!r}])",
-            )
-
-        return denied
 
     # -- calling ---------------------------------------------------------------------
 
-    def _arm(self) -> None:
-        # The next tick may come at once: one more makes the budget at least the deadline,
-        # and at most a tick over it.
-        ticks = math.ceil(self.limits.deadline_ms / self.runtime.tick_ms) + 1
-        self._store.set_epoch_deadline(ticks)
-        if self.limits.fuel is not None:
-            self._store.set_fuel(self.limits.fuel)
-
-    def _invoke(self, export: str, data: bytes | None, result: bool) -> bytes:
-        w, store = self._w, self._store
-        self._arm()
+    def _guarded(self, export: str, run: Callable[[], Any]) -> Any:
+        w = self._w
         try:
-            args: list[int] = []
-            if data is not None:
-                ptr = self._funcs["symbiont_alloc"](store, len(data))
-                if not isinstance(ptr, int) or ptr <= 0:
-                    raise WasmError(
-                        "memory" if ptr == 0 else "abi",
-                        f"symbiont_alloc({len(data)}) returned {ptr!r}"
-                        + (" (out of memory?)" if ptr == 0 else ""),
-                    )
-                self._write(ptr, data)
-                args = [ptr, len(data)]
-            out = self._funcs[export](store, *args)
+            return run()
         except w.Trap as exc:
             raise self._classify(exc) from None
         except w.WasmtimeError as exc:
-            cause = exc.__cause__ or exc.__context__
-            if isinstance(cause, WasmError):  # raised by one of our imports
-                raise cause from None
+            raise WasmError("trap", f"{self.name}.{export}: {exc}") from None
+
+    def _invoke(self, export: str, data: bytes | None, result: bool) -> bytes:
+        """Call ``export`` (with ``data`` written through ``symbiont_alloc``); the caller
+        armed the deadline and made this the active instance."""
+        w, calls = self._w, self._calls
+        try:
+            if data is None:
+                out = calls.call(export)
+            else:
+                n = len(data)
+                ptr = calls.call("symbiont_alloc", n)
+                if ptr <= 0:
+                    raise WasmError(
+                        "memory" if ptr == 0 else "abi",
+                        f"symbiont_alloc({n}) returned {ptr!r}"
+                        + (" (out of memory?)" if ptr == 0 else ""),
+                    )
+                self._write(ptr, data)
+                out = calls.call(export, ptr, n)
+        except w.Trap as exc:
+            raise self._classify(exc) from None
+        except w.WasmtimeError as exc:
             raise WasmError("trap", f"{self.name}.{export}: {exc}") from None
         if not result:
             return b""
-        if not isinstance(out, int):
-            raise WasmError("abi", f"{export} must return an i64 (ptr << 32 | len), got {out!r}")
-        ptr, length = (out >> 32) & 0xFFFFFFFF, out & 0xFFFFFFFF
-        return self._read(store, ptr, length)
+        return self._read(None, ((out >> 32) & 0xFFFFFFFF, out & 0xFFFFFFFF))[0]
 
     def _classify(self, exc: Any) -> WasmError:
         code = getattr(exc, "trap_code", None)
@@ -544,35 +692,25 @@ class Instance:
             )
         return WasmError("trap", f"{self.name} trapped: {message}")
 
-    def _read(self, store: Any, ptr: int, length: int) -> bytes:
-        size = self._memory.data_len(store)
-        if ptr + length > size:
-            raise WasmError(
-                "abi", f"{self.name} pointed at bytes {ptr}..{ptr + length} of a {size}-byte memory"
-            )
-        return bytes(self._memory.read(store, ptr, ptr + length))
+    def _read(self, ctx: Any, *spans: tuple[int, int]) -> list[bytes]:
+        """The bytes of each ``(ptr, length)``, bounds-checked (``ctx``: an import's caller)."""
+        size = self._calls.size(ctx)
+        for ptr, length in spans:
+            if ptr + length > size:
+                raise WasmError(
+                    "abi",
+                    f"{self.name} pointed at bytes {ptr}..{ptr + length} of a {size}-byte memory",
+                )
+        return self._calls.read_spans(spans, ctx)
 
     def _write(self, ptr: int, data: bytes) -> None:
-        size = self._memory.data_len(self._store)
+        size = self._calls.size()
         if ptr + len(data) > size:
             raise WasmError(
                 "abi",
                 f"symbiont_alloc gave {ptr}, but {len(data)} bytes do not fit in {size} bytes",
             )
-        self._memory.write(self._store, data, ptr)
-
-    def _text(self, caller: Any, ptr: int, length: int, what: str) -> str:
-        try:
-            return self._read(caller, ptr, length).decode("utf-8")
-        except UnicodeDecodeError:
-            raise WasmError("abi", f"{what} is not UTF-8") from None
-
-
-def _pack_call(topic: str, payload: bytes) -> bytes:
-    """``[topic, payload]`` with ``payload`` spliced in as the msgpack value it already is."""
-    from ._terms import packb  # noqa: PLC0415
-
-    return b"\x92" + packb(topic) + payload
+        self._calls.write(ptr, data)
 
 
 def _check_msgpack(data: bytes, what: str) -> None:
@@ -634,9 +772,9 @@ class WasmPlugin:
     def call(self, payload: Any, topic: str | None = None) -> Any:
         """Run the module on ``payload`` (as ``[topic, payload]``, topic the plug-in's name
         unless given) and return its decoded reply. Raises :class:`WasmError`."""
-        from ._terms import packb, unpackb  # noqa: PLC0415
+        from ._terms import unpackb  # noqa: PLC0415
 
-        return unpackb(self.instance.call(topic or self.name, packb(payload)))
+        return unpackb(self.instance.call(topic or self.name, _packb(payload)))
 
 
 class WasmAgent(Agent):
@@ -695,6 +833,6 @@ class WasmAgent(Agent):
         if self._failures:
             self._failures = 0
             self.health.ok("a call succeeded again")
-        state = self.instance.state()
+        state = self.instance.last_state
         if state is not None:
             self.state = {"wasm_state": state}

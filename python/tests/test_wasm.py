@@ -10,15 +10,20 @@ from typing import Any
 
 import pytest
 
+from symbiont import _wasmcall
 from symbiont._terms import packb, unpackb
 from symbiont.wasm import ABI_VERSION, Imports, Limits, Runtime, WasmError
 
 WASM = Path(__file__).resolve().parents[2] / "priv" / "wasm"
 
 
-@pytest.fixture(scope="module")
-def runtime() -> Runtime:
-    return Runtime(cache_dir=None)
+@pytest.fixture(scope="module", params=["direct", "public"])
+def runtime(request: pytest.FixtureRequest) -> Runtime:
+    """Every behaviour through both call paths: wasmtime's C API, and wasmtime-py's
+    public API (what runs where the direct path is not supported)."""
+    runtime = Runtime(cache_dir=None, direct=request.param == "direct")
+    assert runtime.direct == (request.param == "direct")
+    return runtime
 
 
 def recording() -> tuple[Imports, list[tuple[Any, ...]]]:
@@ -155,6 +160,9 @@ def test_compiled_modules_are_cached_by_content_and_engine(tmp_path: Path) -> No
     echo = warm.instantiate(WASM / "echo.wat", name="echo")
     assert warm.stats == {"compiled": 0, "cached": 1}
     assert unpackb(echo.call("t", packb(1))) == ["t", 1]
+    # Loaded again (thousands of agents of one module): neither compiled nor read again.
+    assert warm.load(WASM / "echo.wat") is echo.module
+    assert warm.stats == {"compiled": 0, "cached": 1}
 
     # Another engine configuration (fuel) is another entry.
     warm.load(WASM / "echo.wat", fuel=True)
@@ -289,3 +297,82 @@ def test_a_python_agent_calls_a_wasm_plugin() -> None:
     bad = Agent("shop", config={"wasm": {"p": {"path": "x.wasm", "timeout": 1}}})
     with pytest.raises(ValueError, match="Wasm plug-in 'p': 'timeout' is not a Wasm limit"):
         bad.wasm("p")
+
+
+def test_the_direct_call_path_is_supported_by_this_wasmtime() -> None:
+    # Else every host silently runs the public path, several times slower (bench/wasm.exs).
+    assert _wasmcall.DIRECT
+    assert Runtime(cache_dir=None).direct
+
+
+def test_exports_of_the_wrong_type_are_refused_at_load(runtime: Runtime) -> None:
+    echo = (WASM / "echo.wat").read_text()
+    narrow = echo.replace(
+        "(param $ptr i32) (param $len i32) (result i64)", "(param $ptr i32) (result i32)"
+    ).replace(
+        """(i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32))
+            (i64.extend_i32_u (local.get $len)))""",
+        "(local.get $ptr)",
+    )
+    with pytest.raises(WasmError) as refused:
+        runtime.instantiate(narrow.encode(), name="narrow")
+    assert refused.value.kind == "abi"
+    assert str(refused.value) == (
+        "abi: narrow exports symbiont_handle as (i32) -> i32; ABI 1 wants (i32, i32) -> i64"
+    )
+    table = echo.replace(
+        '(memory (export "memory") 1)',
+        '(memory (export "mem") 1) (table (export "memory") 1 funcref)',
+    )
+    with pytest.raises(WasmError, match="table exports memory, but it is not a memory"):
+        runtime.instantiate(table.encode(), name="table")
+
+
+def test_instances_of_one_module_share_its_code_but_nothing_else(runtime: Runtime) -> None:
+    got: list[tuple[str, Any]] = []
+
+    def imports(tag: str) -> Imports:
+        return Imports(publish=lambda topic, payload: got.append((tag, unpackb(payload))))
+
+    a = runtime.instantiate(WASM / "counter.wat", imports=imports("a"), name="a")
+    b = runtime.instantiate(WASM / "counter.wat", imports=imports("b"), name="b")
+    assert a.module is b.module
+    for _ in range(3):
+        a.call("t", b"\xc0")
+    b.call("t", b"\xc0")
+    # Each import call went to the instance that made it, with its own count.
+    assert got == [("a", 1), ("a", 2), ("a", 3), ("b", 1)]
+    assert unpackb(a.last_state or b"") == 3 and unpackb(b.state() or b"") == 1
+
+    # Memory caps are per instance: a bomb with a small cap beside one with a big one.
+    small = runtime.instantiate(WASM / "bomb.wat", limits=Limits(memory_bytes=1 << 20), name="s")
+    big = runtime.instantiate(WASM / "bomb.wat", limits=Limits(memory_bytes=4 << 20), name="b")
+    for bomb in (small, big):
+        with pytest.raises(WasmError, match="memory cap"):
+            bomb.call("t", packb(1))
+    assert small.memory_size() <= 1 << 20 < big.memory_size() <= 4 << 20
+
+    # A refused capability names the instance that asked, not another one of its module.
+    first, second = (runtime.instantiate(WASM / "random.wat", name=n) for n in ("d1", "d2"))
+    for dice in (second, first):
+        with pytest.raises(WasmError, match=f"^capability: {dice.name} called"):
+            dice.call("t", packb(1))
+
+
+def test_an_exception_raised_by_an_import_comes_out_of_the_call(runtime: Runtime) -> None:
+    class Refused(Exception):
+        pass
+
+    def publish(topic: str, payload: bytes) -> None:
+        raise Refused(f"no room for {topic}")
+
+    counter = runtime.instantiate(WASM / "counter.wat", imports=Imports(publish=publish), name="c")
+    with pytest.raises(Refused, match="no room for count.out"):
+        counter.call("t", b"\xc0")
+    # Nothing of it is left behind: the next failure is its own, and the instance (rebuilt
+    # from its last good state, none here) serves again.
+    trap = runtime.instantiate(WASM / "trap.wat", name="trap")
+    with pytest.raises(WasmError, match="trap trapped"):
+        trap.call("t", packb(1))
+    counter.imports.publish = lambda topic, payload: None
+    assert unpackb(counter.call("t", b"\xc0")) == 1
