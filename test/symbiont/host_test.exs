@@ -75,6 +75,16 @@ defmodule Symbiont.HostTest do
       assert match?({:ok, _}, result) or match?({:error, %Python.Error{}}, result),
              "seed #{seed}: #{inspect(result, limit: 5)}"
 
+      # If a mutated reply answered it, write_frames is still writing, and another mutated
+      # reply may answer the next call too: wait for an echo of a token no mutation holds,
+      # which comes after every frame written before it.
+      token = "sync-#{System.unique_integer([:positive])}"
+
+      assert Enum.any?(1..50, fn _ ->
+               Python.call(py, "hostile", "echo", [token], timeout: 30_000) == {:ok, token}
+             end),
+             "seed #{seed}: no echo of #{token}"
+
       assert {:ok, ^os_pid} = Python.call(py, "hostile", "os_pid", [])
 
       # The calls and casts among the frames run in tasks; their failures are logged here.
