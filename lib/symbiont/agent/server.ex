@@ -378,6 +378,7 @@ defmodule Symbiont.Agent.Server do
 
   defp frame({:ack, _slot, seq, state_bin}, state) do
     {acked, state} = take_inflight(state, seq)
+    handled(state, acked, :ok)
     n = length(acked)
 
     drain(%{
@@ -390,6 +391,7 @@ defmodule Symbiont.Agent.Server do
 
   defp frame({:nack, slot, seq, error}, state) do
     {acked, state} = take_inflight(frame({:ack, slot, seq - 1, state.state_bin}, state), seq)
+    handled(state, acked, :error)
 
     state =
       Enum.reduce(acked, %{state | last_error: error}, fn {^seq, what, _frame, attempts, _},
@@ -496,6 +498,30 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp now_us, do: System.monotonic_time(:microsecond)
+
+  # One [:symbiont, :agent, :handle] event per delivery acked (:ok) or nacked (:error).
+  defp handled(state, items, result) do
+    now = now_us()
+
+    for {_seq, what, _frame, _attempts, sent_at} <- items do
+      {topic, timer} =
+        case what do
+          %Symbiont.Event{topic: topic} -> {topic, nil}
+          {:tick, name} -> {nil, name}
+        end
+
+      Symbiont.Telemetry.execute([:symbiont, :agent, :handle], %{latency_us: now - sent_at}, %{
+        agent: state.name,
+        id: state.id,
+        host: state.host,
+        topic: topic,
+        timer: timer,
+        result: result
+      })
+    end
+
+    :ok
+  end
 
   ## Deliveries
 
