@@ -2,5 +2,7 @@ import Config
 
 # Tests start the hosts and agents they need.
 config :symbiont, agents: [], python_path: []
+# The status page's test starts its own, on a free port.
+config :symbiont, status_page: false
 config :logger, level: :warning
 config :logger, :console, metadata: [:host, :agent]

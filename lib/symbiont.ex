@@ -21,7 +21,9 @@ defmodule Symbiont do
       ├── Symbiont.Agents          DynamicSupervisor of Symbiont.Agent.Server, each
       │                            attached to a slot of a host
       ├── Symbiont.Deploy          canaries, promotions and rollbacks of Wasm agents
-      └── Symbiont.Manifest        validates and starts the configured agents
+      ├── Symbiont.Manifest        validates and starts the configured agents
+      └── Symbiont.StatusPage      the live status page (when configured): its feed
+                                   and an :inets httpd on 127.0.0.1
 
   `:rest_for_one` because each child depends on those before it: a restart of the host
   supervisor restarts the agents and the manifest, which starts them again.

@@ -24,10 +24,21 @@ defmodule Symbiont.Application do
           {Symbiont.Manifest, agents}
         ]
 
-        Supervisor.start_link(children, strategy: :rest_for_one, name: Symbiont.Supervisor)
+        Supervisor.start_link(children ++ status_page(),
+          strategy: :rest_for_one,
+          name: Symbiont.Supervisor
+        )
 
       {:error, message} ->
         {:error, {:invalid_manifest, message}}
+    end
+  end
+
+  # Last: it only reads what the others run. `status_page: false` (or none) leaves it out.
+  defp status_page do
+    case Application.get_env(:symbiont, :status_page) do
+      opts when is_list(opts) -> [{Symbiont.StatusPage, opts}]
+      _ -> []
     end
   end
 end
