@@ -327,11 +327,13 @@ defmodule Symbiont.Mesh do
         else: do_broadcast(m, :none, topic, event, __MODULE__)
 
     with :ok <- result do
-      Symbiont.Telemetry.execute(
-        [:symbiont, :mesh, :broadcast],
-        %{bytes: byte_size(event.payload)},
-        %{mesh: mesh, topic: topic, from: event.from}
-      )
+      if Symbiont.Telemetry.attached?() do
+        Symbiont.Telemetry.execute(
+          [:symbiont, :mesh, :broadcast],
+          %{bytes: byte_size(event.payload)},
+          %{mesh: mesh, topic: topic, from: event.from}
+        )
+      end
 
       Server.count(m, {:published, event.from || "elixir", topic})
     end

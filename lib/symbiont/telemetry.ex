@@ -123,8 +123,13 @@ defmodule Symbiont.Telemetry do
     if attached?(), do: dispatch(event, measurements, metadata), else: :ok
   end
 
+  @doc """
+  Whether any handler is attached, to any event. Code on a hot path asks before it builds
+  the measurements and metadata of an event nobody would get.
+  """
+  @spec attached?() :: boolean
   # Before the application starts (or after it stops) there are no handlers.
-  defp attached? do
+  def attached? do
     case :persistent_term.get(@attached, nil) do
       nil -> false
       counter -> :counters.get(counter, 1) > 0

@@ -501,9 +501,12 @@ defmodule Symbiont.Agent.Server do
 
   # One [:symbiont, :agent, :handle] event per delivery acked (:ok) or nacked (:error).
   defp handled(state, items, result) do
-    now = now_us()
+    if Symbiont.Telemetry.attached?(), do: emit_handled(state, items, result, now_us())
+    :ok
+  end
 
-    for {_seq, what, _frame, _attempts, sent_at} <- items do
+  defp emit_handled(state, items, result, now) do
+    Enum.each(items, fn {_seq, what, _frame, _attempts, sent_at} ->
       {topic, timer} =
         case what do
           %Symbiont.Event{topic: topic} -> {topic, nil}
@@ -518,9 +521,7 @@ defmodule Symbiont.Agent.Server do
         timer: timer,
         result: result
       })
-    end
-
-    :ok
+    end)
   end
 
   ## Deliveries
