@@ -9,7 +9,7 @@ STATE := .symbiont
 COOKIE := $(STATE)/cookie
 export SYMBIONT_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup system python run test test-elixir test-phoenix test-python wasm wasm-tools shell bench lint format wasm clean
+.PHONY: setup system browser python run test test-elixir test-phoenix test-python wasm wasm-tools shell bench lint format wasm clean
 
 setup: system python
 
@@ -19,6 +19,14 @@ system:
 	  echo "==> installing Elixir and Erlang from Debian (apt)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq elixir erlang-dev erlang-eunit >/dev/null; }
+
+# Debian's Chromium, only when missing: the status page's test drives a real headless one
+# (`mix test --exclude browser` skips it). Only the tests need it, not `make run`.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "==> installing Chromium from Debian (apt) for the browser test"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 # The venv is rebuilt only when pyproject.toml changes.
 python: $(VENV)/.installed
@@ -45,7 +53,7 @@ test: setup test-elixir test-python
 
 # Multi-node tests start and stop :peer nodes; OTP 25's global would otherwise cut
 # surviving nodes off "to prevent overlapping partitions".
-test-elixir:
+test-elixir: browser
 	ELIXIR_ERL_OPTIONS="-kernel prevent_overlapping_partitions false" mix test
 
 # The mesh suite against the real Phoenix.PubSub: make test-phoenix PHOENIX_PUBSUB_PATH=...

@@ -21,7 +21,7 @@ defmodule Symbiont.MixProject do
 
   def application do
     [
-      extra_applications: [:logger],
+      extra_applications: [:logger, :inets],
       mod: {Symbiont.Application, []}
     ]
   end

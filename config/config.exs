@@ -14,4 +14,7 @@ config :symbiont,
     [name: "notifier", python: "demo_agents:Notifier"]
   ]
 
+# The live status page (Symbiont.StatusPage): http://127.0.0.1:4040/ while the node runs.
+config :symbiont, status_page: [port: 4040]
+
 import_config "#{config_env()}.exs"

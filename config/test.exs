@@ -4,5 +4,7 @@ import Config
 config :symbiont, agents: [], python_path: []
 # Tests start the conductors they need, each watching its own agents.
 config :symbiont, conductor: [enabled: false]
+# The status page's test starts its own, on a free port.
+config :symbiont, status_page: false
 config :logger, level: :warning
 config :logger, :console, metadata: [:host, :agent]

@@ -23,7 +23,9 @@ defmodule Symbiont do
       ├── Symbiont.Deploy          canaries, promotions and rollbacks of Wasm agents
       ├── Symbiont.Manifest        the desired state, and the reconciler that repairs drift
       ├── Symbiont.Conductor.Audit the trail of remediations (outlives the conductor)
-      └── Symbiont.Conductor       observe -> decide (Python policy) -> act, every tick
+      ├── Symbiont.Conductor       observe -> decide (Python policy) -> act, every tick
+      └── Symbiont.StatusPage      the live status page (when configured): its feed
+                                   and an :inets httpd on 127.0.0.1
 
   `:rest_for_one` because each child depends on those before it: a restart of the host
   supervisor restarts the agents and the manifest, which starts them again.

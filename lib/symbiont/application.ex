@@ -26,7 +26,10 @@ defmodule Symbiont.Application do
             Symbiont.Conductor.Audit
           ] ++ conductor()
 
-        Supervisor.start_link(children, strategy: :rest_for_one, name: Symbiont.Supervisor)
+        Supervisor.start_link(children ++ status_page(),
+          strategy: :rest_for_one,
+          name: Symbiont.Supervisor
+        )
 
       {:error, message} ->
         {:error, {:invalid_manifest, message}}
@@ -40,5 +43,13 @@ defmodule Symbiont.Application do
     if Keyword.get(opts, :enabled, true),
       do: [{Symbiont.Conductor, Keyword.delete(opts, :enabled)}],
       else: []
+  end
+
+  # Last: it only reads what the others run. `status_page: false` (or none) leaves it out.
+  defp status_page do
+    case Application.get_env(:symbiont, :status_page) do
+      opts when is_list(opts) -> [{Symbiont.StatusPage, opts}]
+      _ -> []
+    end
   end
 end

@@ -567,10 +567,21 @@ defmodule Symbiont.Host do
   end
 
   @impl true
-  def terminate(_reason, state) do
+  def terminate(reason, state) do
     close_port(state)
     fail_pending(state, {:host_down, :stopped})
-    :ok
+
+    uptime =
+      if state.status == :ready,
+        do: System.monotonic_time(:millisecond) - state.ready_at,
+        else: 0
+
+    Symbiont.Telemetry.execute([:symbiont, :host, :stop], %{uptime_ms: uptime}, %{
+      host: state.name,
+      agents: agent_ids(state),
+      os_pid: state.os_pid,
+      reason: reason
+    })
   end
 
   ## Frames from the host

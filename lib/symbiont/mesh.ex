@@ -305,7 +305,9 @@ defmodule Symbiont.Mesh do
 
   @doc """
   Publishes a `Symbiont.Event` on its topic, cluster-wide, like `broadcast/4`, and counts
-  it for `Symbiont.topology/0` under its publisher (`event.from`, or `"elixir"`).
+  it for `Symbiont.topology/0` under its publisher (`event.from`, or `"elixir"`). Each
+  publish is a `[:symbiont, :mesh, :broadcast]` telemetry event (`Symbiont.Telemetry`);
+  the Phoenix.PubSub-style broadcasts are not.
 
   With `checked: true`, the publish is refused with `{:error, :overloaded}`, and nothing
   is sent, when a subscriber on this node whose overflow policy is `:reject` has no room:
@@ -324,7 +326,17 @@ defmodule Symbiont.Mesh do
         do: checked_publish(m, event),
         else: do_broadcast(m, :none, topic, event, __MODULE__)
 
-    with :ok <- result, do: Server.count(m, {:published, event.from || "elixir", topic})
+    with :ok <- result do
+      if Symbiont.Telemetry.attached?() do
+        Symbiont.Telemetry.execute(
+          [:symbiont, :mesh, :broadcast],
+          %{bytes: byte_size(event.payload)},
+          %{mesh: mesh, topic: topic, from: event.from}
+        )
+      end
+
+      Server.count(m, {:published, event.from || "elixir", topic})
+    end
   end
 
   # The load counters of this node's subscribers of `topic` (plain ones given) that reject

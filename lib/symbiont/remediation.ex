@@ -66,8 +66,10 @@ defmodule Symbiont.Remediation do
   end
 
   @doc """
-  Publishes a remediation event (see `payload/4`) on every node of the mesh. An evidence
-  map that msgpack cannot encode is replaced by its `inspect/1` text rather than lost.
+  Publishes a remediation event (see `payload/4`) on every node of the mesh, and emits it
+  as the telemetry event `[:symbiont, :conductor, :action]` (`Symbiont.Telemetry`). An
+  evidence map that msgpack cannot encode is replaced by its `inspect/1` text rather than
+  lost.
   """
   @spec publish(String.t(), String.t() | nil, String.t(), keyword) :: :ok
   def publish(action, agent, reason, opts \\ []) do
@@ -83,6 +85,16 @@ defmodule Symbiont.Remediation do
           Symbiont.Event.new!(@topic, payload, agent)
       end
 
-    Symbiont.Mesh.publish(Symbiont.Mesh, event)
+    result = Symbiont.Mesh.publish(Symbiont.Mesh, event)
+
+    Symbiont.Telemetry.execute([:symbiont, :conductor, :action], %{}, %{
+      action: action,
+      agent: agent,
+      host: payload["host"],
+      reason: reason,
+      by: payload["by"]
+    })
+
+    result
   end
 end

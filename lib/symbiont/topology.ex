@@ -2,7 +2,7 @@ defmodule Symbiont.Topology do
   @moduledoc """
   Who publishes what to whom: publishers → topics → subscribers, with queue groups, nodes
   and message counts. `Symbiont.topology/0` builds one from every node of the mesh; it
-  prints as a table in iex and exports as Mermaid and Graphviz DOT.
+  prints as a table in iex and exports as Mermaid, Graphviz DOT and SVG.
 
       iex> topology =
       ...>   Symbiont.Topology.build([
@@ -41,6 +41,13 @@ defmodule Symbiont.Topology do
   """
 
   defstruct topics: []
+
+  # The SVG layout (to_svg/1), in pixels.
+  @svg_margin 24
+  @svg_column 220
+  @svg_row 64
+  @svg_box_w 160
+  @svg_box_h 40
 
   @typedoc "A publisher or a subscriber of a topic, on a node."
   @type endpoint :: %{
@@ -172,7 +179,181 @@ defmodule Symbiont.Topology do
   end
 
   @doc """
-  Writes the topology to `path`, as Mermaid (`.mmd`, `.mermaid`) or DOT (`.dot`, `.gv`).
+  The topology as a standalone SVG drawing (no scripts, no external assets): agents as
+  boxes, topics as pills, arrows labelled with message counts, laid out in columns from
+  publishers to subscribers; a dashed frame around each queue group. The status page
+  (`Symbiont.StatusPage`) shows it.
+
+      iex> svg = Symbiont.Topology.to_svg(Symbiont.Topology.build([]))
+      iex> String.starts_with?(svg, "<svg ") and svg =~ "nothing is published or subscribed yet"
+      true
+  """
+  @spec to_svg(t) :: String.t()
+  def to_svg(%__MODULE__{topics: []}) do
+    ~s(<svg xmlns="http://www.w3.org/2000/svg" class="topology" width="420" height="40" viewBox="0 0 420 40">) <>
+      ~s(<text x="10" y="25" class="empty">no topics: nothing is published or subscribed yet</text></svg>)
+  end
+
+  def to_svg(%__MODULE__{topics: topics}) do
+    {nodes, edges, groups} = graph(topics)
+    ranks = ranks(nodes, edges)
+
+    # Columns by rank; rows in the order graph/1 gives (stable from one call to the next).
+    place =
+      nodes
+      |> Enum.group_by(fn {_, id, _} -> ranks[id] end)
+      |> Enum.flat_map(fn {rank, column} ->
+        column
+        |> Enum.with_index()
+        |> Enum.map(fn {{_, id, _}, row} ->
+          {id, {@svg_margin + rank * @svg_column, @svg_margin + row * @svg_row}}
+        end)
+      end)
+      |> Map.new()
+
+    {width, height} =
+      place
+      |> Map.values()
+      |> Enum.reduce({0, 0}, fn {x, y}, {w, h} -> {max(w, x), max(h, y)} end)
+
+    {width, height} =
+      {width + @svg_box_w + 2 * @svg_margin, height + @svg_box_h + 2 * @svg_margin + 20}
+
+    frames =
+      for {_id, [label], members} <- groups do
+        {xs, ys} = members |> Enum.map(&place[&1]) |> Enum.unzip()
+        {x, y} = {Enum.min(xs) - 6, Enum.min(ys) - 16}
+        w = Enum.max(xs) - Enum.min(xs) + @svg_box_w + 12
+        h = Enum.max(ys) - Enum.min(ys) + @svg_box_h + 22
+
+        ~s(<g class="group"><rect x="#{x}" y="#{y}" width="#{w}" height="#{h}" rx="6" fill="none" stroke="#999" stroke-dasharray="4 3"/>) <>
+          ~s(<text x="#{x + 4}" y="#{y + 11}" font-size="10" fill="#666">#{xml_escape(label)}</text></g>)
+      end
+
+    arrows =
+      for {from, to, count} <- edges do
+        {x1, y1} = place[from]
+        {x2, y2} = place[to]
+        {y1, y2} = {y1 + div(@svg_box_h, 2), y2 + div(@svg_box_h, 2)}
+
+        path =
+          if x2 > x1 do
+            {sx, ex} = {x1 + @svg_box_w, x2}
+            mid = div(sx + ex, 2)
+            "M#{sx},#{y1} C#{mid},#{y1} #{mid},#{y2} #{ex},#{y2}"
+          else
+            # Back to an earlier column (a cycle): around, below the boxes.
+            {sx, ex} = {x1 + div(@svg_box_w, 2), x2 + div(@svg_box_w, 2)}
+            low = max(y1, y2) + @svg_box_h
+
+            "M#{sx},#{y1 + div(@svg_box_h, 2)} C#{sx},#{low} #{ex},#{low} #{ex},#{y2 + div(@svg_box_h, 2)}"
+          end
+
+        {lx, ly} = {div(x1 + @svg_box_w + x2, 2), div(y1 + y2, 2) - 4}
+
+        ~s|<g class="edge"><path d="#{path}" fill="none" stroke="#555" marker-end="url(#arrow)"/>| <>
+          ~s(<text x="#{lx}" y="#{ly}" font-size="10" text-anchor="middle" fill="#333">#{count}</text></g>)
+      end
+
+    boxes =
+      for {kind, id, lines} <- nodes do
+        {x, y} = place[id]
+        rx = if kind == :topic, do: div(@svg_box_h, 2), else: 4
+        fill = if kind == :topic, do: "#eef5ff", else: "#fff8e6"
+        n = length(lines)
+
+        text =
+          lines
+          |> Enum.with_index()
+          |> Enum.map_join(fn {line, i} ->
+            dy = div(@svg_box_h, 2) + 4 + (i * 2 - (n - 1)) * 7
+            size = if i == 0, do: 12, else: 9
+
+            ~s(<text x="#{x + div(@svg_box_w, 2)}" y="#{y + dy}" font-size="#{size}" text-anchor="middle">#{xml_escape(line)}</text>)
+          end)
+
+        ~s(<g class="#{kind}" data-name="#{xml_escape(hd(lines))}"><title>#{xml_escape(Enum.join(lines, " on "))}</title>) <>
+          ~s(<rect x="#{x}" y="#{y}" width="#{@svg_box_w}" height="#{@svg_box_h}" rx="#{rx}" fill="#{fill}" stroke="#444"/>#{text}</g>)
+      end
+
+    Enum.join(
+      [
+        ~s(<svg xmlns="http://www.w3.org/2000/svg" class="topology" font-family="sans-serif" width="#{width}" height="#{height}" viewBox="0 0 #{width} #{height}">),
+        ~s(<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>)
+        | frames ++ arrows ++ boxes
+      ] ++ ["</svg>"]
+    )
+  end
+
+  # The column of each node: the longest path to it from a node nothing points to, over
+  # the edges that close no cycle (a depth-first search drops those).
+  defp ranks(nodes, edges) do
+    ids = Enum.map(nodes, &elem(&1, 1))
+    out = Enum.group_by(edges, &elem(&1, 0), &elem(&1, 1))
+
+    {_, order, back} =
+      Enum.reduce(ids, {%{}, [], MapSet.new()}, fn id, acc -> dfs(id, out, acc) end)
+
+    forward = fn id -> out |> Map.get(id, []) |> Enum.reject(&MapSet.member?(back, {id, &1})) end
+
+    ranks =
+      Enum.reduce(order, Map.new(ids, &{&1, 0}), fn id, ranks ->
+        Enum.reduce(forward.(id), ranks, fn to, ranks ->
+          Map.update!(ranks, to, &max(&1, ranks[id] + 1))
+        end)
+      end)
+
+    # A node nothing points to (a topic no one publishes on yet) moves right, next to the
+    # first of its successors, rather than sending long arrows across the drawing.
+    targets =
+      for {from, to, _} <- edges, not MapSet.member?(back, {from, to}), into: MapSet.new(), do: to
+
+    Enum.reduce(ids, ranks, fn id, acc ->
+      case forward.(id) do
+        [_ | _] = next ->
+          if id in targets,
+            do: acc,
+            else: Map.put(acc, id, Enum.min(Enum.map(next, &ranks[&1])) - 1)
+
+        [] ->
+          acc
+      end
+    end)
+  end
+
+  # Visits `id` depth first; returns the nodes in topological order (of the edges kept)
+  # and the back edges. State per node: :open while on the path, :done after.
+  defp dfs(id, out, {seen, order, back} = acc) do
+    case seen[id] do
+      nil ->
+        {seen, order, back} =
+          out
+          |> Map.get(id, [])
+          |> Enum.reduce({Map.put(seen, id, :open), order, back}, fn to, {seen, order, back} ->
+            if seen[to] == :open,
+              do: {seen, order, MapSet.put(back, {id, to})},
+              else: dfs(to, out, {seen, order, back})
+          end)
+
+        {Map.put(seen, id, :done), [id | order], back}
+
+      _ ->
+        acc
+    end
+  end
+
+  defp xml_escape(text) do
+    text
+    |> to_string()
+    |> String.replace("&", "&amp;")
+    |> String.replace("<", "&lt;")
+    |> String.replace(">", "&gt;")
+    |> String.replace("\"", "&quot;")
+  end
+
+  @doc """
+  Writes the topology to `path`, as Mermaid (`.mmd`, `.mermaid`), DOT (`.dot`, `.gv`) or
+  SVG (`.svg`).
   """
   @spec write(t, Path.t()) :: :ok | {:error, String.t()}
   def write(%__MODULE__{} = topology, path) do
@@ -184,8 +365,12 @@ defmodule Symbiont.Topology do
         ext when ext in [".dot", ".gv"] ->
           to_dot(topology)
 
+        ".svg" ->
+          to_svg(topology)
+
         ext ->
-          {:error, "unsupported extension #{inspect(ext)} (allowed: .mmd, .mermaid, .dot, .gv)"}
+          {:error,
+           "unsupported extension #{inspect(ext)} (allowed: .mmd, .mermaid, .dot, .gv, .svg)"}
       end
 
     with text when is_binary(text) <- text do

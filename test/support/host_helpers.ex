@@ -50,6 +50,25 @@ defmodule Symbiont.HostHelpers do
   end
 
   @doc """
+  Starts a host running one agent named like the host (`prefix-N`), both under the
+  application's supervisors as the manifest starts them (so `Symbiont.hosts/0`,
+  `Symbiont.agents/0` and the status page list them), and waits until it serves; stopped
+  when the test ends. Returns `%{name:, os_pid:}`.
+  """
+  def start_app_agent!(prefix, agent_opts) do
+    name = unique_name(prefix)
+    attach_host_events(name)
+    host = {Symbiont.Host, name: name, python_path: [@fixtures]}
+    {:ok, _} = DynamicSupervisor.start_child(Symbiont.Hosts, host)
+    ExUnit.Callbacks.on_exit(fn -> Symbiont.Host.stop(name) end)
+    agent = {Symbiont.Agent.Server, [host: name, id: name, name: name] ++ agent_opts}
+    {:ok, _} = DynamicSupervisor.start_child(Symbiont.Agents, agent)
+    assert_receive {:host_start, ^name, %{os_pid: os_pid}}, 10_000
+    assert_receive {:agent_start, ^name, _}, 10_000
+    %{name: name, os_pid: os_pid}
+  end
+
+  @doc """
   Sends {:host_start | :host_crash | :agent_start, name, metadata} to the caller for the
   host, or the agent id, `name`.
   """

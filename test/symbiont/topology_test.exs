@@ -102,6 +102,43 @@ defmodule Symbiont.TopologyTest do
     assert mermaid =~ "n3 -- 2 --> n1"
   end
 
+  test "to_svg draws each endpoint and topic once, in columns from publishers to subscribers" do
+    svg = Topology.to_svg(Topology.build(@stats))
+    assert String.starts_with?(svg, "<svg ") and String.ends_with?(svg, "</svg>")
+    # Names are escaped; nothing is loaded from elsewhere.
+    assert svg =~ ~s(data-name="we&quot;ird\\")
+    refute svg =~ ~r/href|<script/
+
+    # The columns of a name's boxes (one per node it is on).
+    xs = fn name ->
+      for [_, x] <- Regex.scan(~r/data-name="#{Regex.escape(name)}">.*?<rect x="(\d+)"/, svg),
+          do: String.to_integer(x)
+    end
+
+    assert xs.("orders") == [24, 24]
+    assert [created] = xs.("orders.created")
+    assert Enum.max(xs.("orders")) < created
+    assert created < Enum.min(xs.("billing"))
+    # a@box and b@box each publish and deliver: 3 + 3 arrows.
+    assert length(Regex.scan(~r/<g class="edge">/, svg)) == 6
+    assert svg =~ "group billing"
+  end
+
+  test "to_svg lays out a cycle too (an agent that consumes what it publishes)" do
+    topology =
+      Topology.build([
+        %{
+          node: :a@box,
+          publishers: [%{publisher: "loop", topic: "t", count: 1}],
+          subscribers: [%{topic: "t", subscriber: "loop", group: "loop", count: 1}]
+        }
+      ])
+
+    svg = Topology.to_svg(topology)
+    assert length(Regex.scan(~r/<g class="edge">/, svg)) == 2
+    assert length(Regex.scan(~r/<g class="(endpoint|topic)"/, svg)) == 2
+  end
+
   @tag :tmp_dir
   test "write picks the format from the extension", %{tmp_dir: dir} do
     topology = Topology.build(@stats)
@@ -109,8 +146,10 @@ defmodule Symbiont.TopologyTest do
     assert File.read!(Path.join(dir, "t.mmd")) == Topology.to_mermaid(topology) <> "\n"
     assert :ok = Topology.write(topology, Path.join(dir, "t.gv"))
     assert File.read!(Path.join(dir, "t.gv")) =~ "digraph"
+    assert :ok = Topology.write(topology, Path.join(dir, "t.svg"))
+    assert File.read!(Path.join(dir, "t.svg")) == Topology.to_svg(topology) <> "\n"
 
-    assert {:error, "unsupported extension \".png\" (allowed: .mmd, .mermaid, .dot, .gv)"} =
+    assert {:error, "unsupported extension \".png\" (allowed: .mmd, .mermaid, .dot, .gv, .svg)"} =
              Topology.write(topology, Path.join(dir, "t.png"))
 
     assert {:error, "cannot write " <> _} =

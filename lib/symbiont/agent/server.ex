@@ -484,6 +484,7 @@ defmodule Symbiont.Agent.Server do
 
   defp frame({:ack, _slot, seq, state_bin}, state) do
     {acked, state} = take_inflight(state, seq)
+    handled(state, acked, :ok)
     n = length(acked)
 
     drain(%{
@@ -497,6 +498,7 @@ defmodule Symbiont.Agent.Server do
 
   defp frame({:nack, slot, seq, error}, state) do
     {acked, state} = take_inflight(frame({:ack, slot, seq - 1, state.state_bin}, state), seq)
+    handled(state, acked, :error)
 
     state =
       Enum.reduce(acked, %{state | last_error: error}, fn {^seq, what, _frame, attempts, _},
@@ -606,6 +608,31 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp now_us, do: System.monotonic_time(:microsecond)
+
+  # One [:symbiont, :agent, :handle] event per delivery acked (:ok) or nacked (:error).
+  defp handled(state, items, result) do
+    if Symbiont.Telemetry.attached?(), do: emit_handled(state, items, result, now_us())
+    :ok
+  end
+
+  defp emit_handled(state, items, result, now) do
+    Enum.each(items, fn {_seq, what, _frame, _attempts, sent_at} ->
+      {topic, timer} =
+        case what do
+          %Symbiont.Event{topic: topic} -> {topic, nil}
+          {:tick, name} -> {nil, name}
+        end
+
+      Symbiont.Telemetry.execute([:symbiont, :agent, :handle], %{latency_us: now - sent_at}, %{
+        agent: state.name,
+        id: state.id,
+        host: state.host,
+        topic: topic,
+        timer: timer,
+        result: result
+      })
+    end)
+  end
 
   ## Deliveries
 

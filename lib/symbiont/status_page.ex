@@ -1,0 +1,204 @@
+defmodule Symbiont.StatusPage do
+  @moduledoc """
+  A live status page of the node, served by OTP's own `:inets` httpd on 127.0.0.1.
+
+  The application starts it when it is configured (`make run` does, and logs the address
+  as it starts):
+
+      config :symbiont, status_page: [port: 4040]
+
+  It shows, with nothing loaded from elsewhere (it works offline):
+
+    * the topology (`Symbiont.topology/0`) drawn as SVG (`Symbiont.Topology.to_svg/1`);
+    * a table of this node's agents: host, status, health (the last health event about
+      the agent, else its status), queue, in flight, handled, failed, restarts, topics;
+    * a feed of health and remediation events (`Symbiont.Health`,
+      `Symbiont.Remediation`), pushed to the open page as they happen; a page opened
+      later shows the last ones (`:keep`).
+
+  | path | what |
+  |---|---|
+  | `/` | the page |
+  | `/events` | the feed as Server-Sent Events (`event: health` or `remediation`, `data:` JSON); a reconnecting browser resumes after its `Last-Event-ID` |
+  | `/status.json` | what the page shows, as JSON (`snapshot/0`) |
+  | `/topology.svg` | the diagram |
+
+  ## Options
+
+    * `:port` - the TCP port, 0 to 65535; 0 picks a free one (`url/0` tells which).
+      Default: 4040.
+    * `:ip` - the address to listen on, a tuple or a string. Default: `{127, 0, 0, 1}`:
+      the page has no authentication, so it is for this machine only.
+    * `:keep` - how many recent events the feed keeps for a page that opens. Default: 50.
+
+  A port already in use is logged and the node runs on without its page.
+
+  ## Supervision
+
+      Symbiont.StatusPage (rest_for_one)
+      ├── Symbiont.StatusPage.Feed     subscribed to the two topics; recent events,
+      │                                last health per agent, the open streams
+      └── Symbiont.StatusPage.Server   the httpd instance (routes: StatusPage.Handler)
+  """
+
+  use Supervisor
+
+  alias Symbiont.StatusPage.{Feed, Server}
+
+  @defaults %{port: 4040, ip: {127, 0, 0, 1}, keep: 50}
+
+  @doc """
+  Starts the status page under a supervisor. Raises `ArgumentError` for invalid options
+  (see `validate_options/1`).
+  """
+  @spec start_link(keyword) :: Supervisor.on_start()
+  def start_link(opts \\ []) when is_list(opts) do
+    case validate_options(opts) do
+      {:ok, config} -> Supervisor.start_link(__MODULE__, config, name: __MODULE__)
+      {:error, message} -> raise ArgumentError, message
+    end
+  end
+
+  @impl true
+  def init(config) do
+    root = Application.app_dir(:symbiont, "priv")
+
+    children = [
+      {Feed, keep: config.keep},
+      {Server, Map.put(config, :root, root)}
+    ]
+
+    Supervisor.init(children, strategy: :rest_for_one)
+  end
+
+  @doc """
+  Validates the options once, at the edge.
+
+      iex> Symbiont.StatusPage.validate_options(port: 0)
+      {:ok, %{port: 0, ip: {127, 0, 0, 1}, keep: 50}}
+      iex> Symbiont.StatusPage.validate_options(port: 70000)
+      {:error, "expected :port of the status page to be an integer from 0 to 65535 (0: any free port), got: 70000"}
+      iex> Symbiont.StatusPage.validate_options(ip: "localhost")
+      {:error, ~s(expected :ip of the status page to be an IPv4 address such as "127.0.0.1", got: "localhost")}
+  """
+  @spec validate_options(keyword) :: {:ok, map} | {:error, String.t()}
+  def validate_options(opts) when is_list(opts) do
+    allowed = Map.keys(@defaults)
+
+    with :ok <- known(opts, allowed),
+         config = Map.merge(@defaults, Map.new(opts)),
+         {:ok, ip} <- ip(config.ip),
+         :ok <-
+           check(
+             config.port,
+             &(is_integer(&1) and &1 in 0..65535),
+             :port,
+             "an integer from 0 to 65535 (0: any free port)"
+           ),
+         :ok <- check(config.keep, &(is_integer(&1) and &1 > 0), :keep, "a positive integer") do
+      {:ok, %{config | ip: ip}}
+    end
+  end
+
+  defp known(opts, allowed) do
+    case Enum.find(opts, fn {k, _} -> k not in allowed end) do
+      nil ->
+        :ok
+
+      {k, _} ->
+        {:error, "unknown option #{inspect(k)} of the status page, allowed: #{inspect(allowed)}"}
+    end
+  end
+
+  defp ip(ip) when is_tuple(ip) and tuple_size(ip) == 4 do
+    if :inet.is_ipv4_address(ip), do: {:ok, ip}, else: bad_ip(ip)
+  end
+
+  defp ip(ip) when is_binary(ip) do
+    case :inet.parse_ipv4strict_address(String.to_charlist(ip)) do
+      {:ok, ip} -> {:ok, ip}
+      {:error, _} -> bad_ip(ip)
+    end
+  end
+
+  defp ip(ip), do: bad_ip(ip)
+
+  defp bad_ip(ip),
+    do:
+      {:error,
+       ~s(expected :ip of the status page to be an IPv4 address such as "127.0.0.1", got: #{inspect(ip)})}
+
+  defp check(value, ok?, key, allowed) do
+    if ok?.(value),
+      do: :ok,
+      else:
+        {:error,
+         "expected #{inspect(key)} of the status page to be #{allowed}, got: #{inspect(value)}"}
+  end
+
+  @doc """
+  The page's address, such as `"http://127.0.0.1:4040/"`, or `nil` when it is not
+  running.
+
+      iex> Symbiont.StatusPage.url()
+      nil
+  """
+  @spec url() :: String.t() | nil
+  def url, do: Server.url()
+
+  @doc """
+  What the page shows, as plain maps and lists (`/status.json` is this, as JSON): `node`,
+  `url`, `hosts`, `agents` (one map each, see the moduledoc), `topology` (the topics of
+  `Symbiont.topology/0`), `events` (the feed, oldest first: `%{id, kind, at_ms, event}`,
+  `event` the decoded payload) and `keep`.
+  """
+  @spec snapshot() :: map
+  def snapshot do
+    feed = Feed.snapshot()
+    hosts = Symbiont.hosts()
+
+    %{
+      node: node(),
+      url: url(),
+      at_ms: System.system_time(:millisecond),
+      keep: feed.keep,
+      hosts: Enum.map(hosts, &host/1),
+      agents: for(h <- hosts, a <- h.agents, do: agent(a, h, feed.health)),
+      topology: %{topics: Symbiont.topology().topics},
+      events: feed.events
+    }
+  end
+
+  defp host(h) do
+    Map.take(h, [:name, :status, :os_pid, :uptime_ms, :crashes])
+    |> Map.put(:agents, Enum.map(h.agents, & &1.id))
+  end
+
+  defp agent(a, host, health) do
+    last = Map.get(health, a.name)
+
+    %{
+      id: a.id,
+      name: a.name,
+      host: a.host,
+      os_pid: host.os_pid,
+      status: a.status,
+      health: health_of(a, last),
+      health_reason: last && last["reason"],
+      logic: a.python,
+      topics: a.topics,
+      queue: a.queue,
+      max_queue: a.max_queue,
+      in_flight: a.in_flight,
+      handled: a.handled,
+      failed: a.failed,
+      restarts: a.restarts
+    }
+  end
+
+  # The last word an agent's health events had, unless the agent is not running now.
+  defp health_of(%{status: status}, _last) when status != :ready, do: to_string(status)
+  defp health_of(_agent, %{"kind" => kind}), do: kind
+  defp health_of(%{overloaded: true}, nil), do: "overloaded"
+  defp health_of(_agent, nil), do: "healthy"
+end
