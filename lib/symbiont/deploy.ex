@@ -13,7 +13,8 @@ defmodule Symbiont.Deploy do
   Health-gated roll-forward of Wasm agents, and rollback (DESIGN.md §2, "Wasm habitat").
 
   `deploy/3` loads the new module beside the old one as a **canary**: one more replica of
-  the agent (id `"name#canary"`, in the host of its first replica) that starts from the
+  the agent (id `"name#canary"`, in a host of its own, also `"name#canary"`, so that the
+  two versions' latencies are not mixed) that starts from the
   first replica's state (through `symbiont_migrate`) and joins the agent's queue group,
   so it gets its share of the events. An event the canary fails on is handed to the
   stable version instead of being tried again there: a bad version loses nothing.
@@ -249,6 +250,8 @@ defmodule Symbiont.Deploy do
     after
       5_000 -> Process.demonitor(deploy.ref, [:flush])
     end
+
+    Symbiont.Host.stop(canary_id(deploy.agent))
   end
 
   # Events handled and failed since the deploy, error rates and p99 latencies, for the
@@ -321,17 +324,28 @@ defmodule Symbiont.Deploy do
     {Enum.sum(Enum.map(stats, &elem(&1, 0))), Enum.sum(Enum.map(stats, &elem(&1, 1)))}
   end
 
+  # The canary runs in a host of its own: in the stable version's host, each would wait
+  # behind the other's calls and their latencies could not be told apart.
   defp start_canary(agent, first, spec) do
     {:ok, %{state_bin: state_bin}} = Server.metrics(first.pid)
-    opts = [id: canary_id(agent), host: first.host, spec: spec, state_bin: state_bin]
+    id = canary_id(agent)
+    opts = [id: id, host: id, spec: spec, state_bin: state_bin]
     child = Supervisor.child_spec({Server, opts ++ [fallback: first.pid]}, restart: :temporary)
 
-    case DynamicSupervisor.start_child(Symbiont.Agents, child) do
-      {:ok, pid} ->
-        {:ok, pid}
-
+    with {:ok, _host} <- start_canary_host(id),
+         {:ok, pid} <- DynamicSupervisor.start_child(Symbiont.Agents, child) do
+      {:ok, pid}
+    else
       {:error, reason} ->
+        Symbiont.Host.stop(id)
         {:error, "the canary of #{inspect(agent)} could not start: #{inspect(reason)}"}
+    end
+  end
+
+  defp start_canary_host(id) do
+    case Symbiont.Host.whereis(id) do
+      nil -> Symbiont.Python.start(name: id)
+      pid -> {:ok, pid}
     end
   end
 

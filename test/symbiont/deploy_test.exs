@@ -15,7 +15,16 @@ defmodule Symbiont.DeployTest do
     topic = unique_name("deploy.in")
     :ok = Symbiont.subscribe("count.out")
     :ok = Symbiont.subscribe(Symbiont.Deploy.topic())
-    agent = [name: name, wasm: Path.join(@wasm, "counter.wat"), topics: [topic]]
+    # slow.wat takes some 70 ms a message: a deadline of 1 s, and a small credit window so
+    # that its acks (batched by the host while it is busy) come one by one.
+    agent = [
+      name: name,
+      wasm: Path.join(@wasm, "counter.wat"),
+      topics: [topic],
+      limits: [deadline_ms: 1_000],
+      max_in_flight: 2
+    ]
+
     start_host!(name: name, agent: agent)
     %{name: name, topic: topic}
   end
@@ -81,6 +90,39 @@ defmodule Symbiont.DeployTest do
     assert Enum.sort(outs) == Enum.to_list(3..(published + 2))
     assert [n, m] = counts(ctx, 2)
     assert m == n + 1
+  end
+
+  test "a version whose p99 latency regresses is rolled back by itself, nothing lost",
+       %{name: name} = ctx do
+    assert counts(ctx, 2) == [1, 2]
+
+    {published, _log} =
+      with_log(fn ->
+        publisher = Task.async(fn -> publish_until_stopped(ctx.topic) end)
+
+        assert {:ok, _} =
+                 Symbiont.deploy(name, Path.join(@wasm, "slow.wat"),
+                   window_ms: 600,
+                   min_events: 10,
+                   min_latency_samples: 10,
+                   p99_slack_us: 1_000
+                 )
+
+        assert %{"action" => "deploy"} = await_step(name)
+        assert %{"action" => "rollback", "reason" => reason, "evidence" => e} = await_step(name)
+        assert reason =~ ~r/p99 latency \d+ µs against \d+ µs for the stable version/
+        assert e["canary"]["failed"] == 0
+        assert e["canary"]["p99_us"] > e["stable"]["p99_us"] + 1_000
+        send(publisher.pid, :stop)
+        Task.await(publisher)
+      end)
+
+    # Every event handled once, by one version or the other.
+    outs = for _ <- 1..published, do: receive_count(name)
+    refute_receive %Event{topic: "count.out", from: ^name}, 100
+    assert length(outs) == published
+    assert {:ok, %{agent: %{python: "wasm:" <> path}}} = Symbiont.Host.info(name)
+    assert Path.basename(path) == "counter.wat"
   end
 
   test "rollback by hand returns a promoted agent to the version before, state kept",
