@@ -713,11 +713,12 @@ defmodule Symbiont.Host do
       meta(state)
     )
 
-    close_port(state)
-    crashed(%{state | port: nil}, {:protocol_error, reason})
+    crashed(state, {:protocol_error, reason})
   end
 
   defp crashed(state, reason) do
+    close_port(state)
+
     uptime =
       if state.started_at,
         do: div(System.monotonic_time(:microsecond) - state.started_at, 1000),
@@ -809,13 +810,16 @@ defmodule Symbiont.Host do
     :ok
   end
 
-  defp close_port(%{port: nil}), do: :ok
-
+  # The process gets EOF, then SIGKILL after the grace period; then its process group (the
+  # children it forked or spawned) is killed too. A process that exited by itself (its
+  # port is closed already) leaves only its group to kill.
   defp close_port(%{port: port, os_pid: os_pid, config: config}) do
-    try do
-      Port.close(port)
-    rescue
-      ArgumentError -> :ok
+    if port do
+      try do
+        Port.close(port)
+      rescue
+        ArgumentError -> :ok
+      end
     end
 
     if os_pid, do: Symbiont.Host.Reaper.reap(os_pid, config.grace)

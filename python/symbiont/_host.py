@@ -850,6 +850,54 @@ def _die_with_parent() -> None:
         os._exit(1)  # the parent died before prctl took effect
 
 
+def _lead_a_process_group() -> None:
+    """Children of the host die with it (SECURITY.md): it leads a process group of its
+    own, which the owner kills once the host is gone, and which the host kills itself
+    on its way out (:func:`_exit_with_children`)."""
+    try:
+        os.setsid()  # a session of its own also keeps the terminal's Ctrl-C away from it
+    except OSError:
+        pass  # already a group leader: started by something other than an owner
+    # A forked child must not hold the protocol's pipes: the owner would not see the
+    # host's end of stream while it lives (subprocesses do not: the fds are CLOEXEC).
+    os.register_at_fork(after_in_child=_drop_protocol_fds)
+
+
+def _drop_protocol_fds() -> None:
+    for fd in (3, 4):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _group_members() -> list[int]:
+    """The other processes of this host's process group (Linux: read from /proc)."""
+    me = os.getpid()
+    if os.getpgrp() != me:
+        return []
+    members = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[2]) == me:
+                members.append(int(entry.name))
+    return members
+
+
+def _exit_with_children(status: int) -> NoReturn:
+    """``os._exit(status)``, after SIGKILL to the rest of the host's process group."""
+    for pid in _group_members():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    os._exit(status)
+
+
 def run() -> NoReturn:
     """Entry point of ``python -m symbiont.host``: serve the owner on fds 3 and 4."""
     from ._logcapture import capture_output, install_log_handler
@@ -861,8 +909,9 @@ def run() -> NoReturn:
     except OSError:
         sys.stderr.write("symbiont.host must be started by its owner with fds 3 and 4 open\n")
         raise SystemExit(2) from None
+    _lead_a_process_group()
     stderr_fd = os.dup(2)
-    host = Host(FdTransport(3, 4), stderr_fd=stderr_fd)
+    host = Host(FdTransport(3, 4), stderr_fd=stderr_fd, exit=_exit_with_children)
     capture_output(host.log)
     install_log_handler(host.log)
     host.serve()

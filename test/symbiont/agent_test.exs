@@ -160,7 +160,13 @@ defmodule Symbiont.AgentTest do
 
     send(poller.pid, :stop)
     assert Task.await(poller) > 0
-    assert {:ok, %{handled: 2_000, in_flight: 0, queue: 0}} = Symbiont.Agent.Server.info(pid)
+    # The last publish comes before the ack of its event (PROTOCOL.md §8).
+    assert wait_until(fn ->
+             match?(
+               {:ok, %{handled: 2_000, in_flight: 0, queue: 0}},
+               Symbiont.Agent.Server.info(pid)
+             )
+           end)
   end
 
   defp poll_info(pid, n \\ 0) do

@@ -2,7 +2,8 @@ defmodule Symbiont.Host.Reaper do
   @moduledoc false
   # Makes sure a host OS process is gone after its port was closed (PROTOCOL.md §6): a
   # well-behaved host exits on EOF at once; one that does not gets SIGKILL after a grace
-  # period. Runs in a process of its own so the owner never waits.
+  # period. Then what is left of its process group (a host leads one: children it forked
+  # or spawned) gets SIGKILL too. Runs in a process of its own so the owner never waits.
 
   @poll_ms 20
 
@@ -32,13 +33,23 @@ defmodule Symbiont.Host.Reaper do
     :ok
   end
 
+  @doc """
+  Sends SIGKILL to the process group led by `os_pid`, without a shell. A group that does
+  not exist (the process led none, or all of it is gone) is fine.
+  """
+  @spec kill_group(pos_integer) :: :ok
+  def kill_group(os_pid) do
+    System.cmd("kill", ["-KILL", "--", "-#{os_pid}"], stderr_to_stdout: true)
+    :ok
+  end
+
   defp wait_or_kill(os_pid, deadline) do
     cond do
       not alive?(os_pid) ->
-        :ok
+        kill_group(os_pid)
 
       System.monotonic_time(:millisecond) >= deadline ->
-        kill(os_pid)
+        kill_group(os_pid)
 
       true ->
         Process.sleep(@poll_ms)
