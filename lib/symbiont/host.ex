@@ -158,6 +158,12 @@ defmodule Symbiont.Host do
   def detach(host, slot), do: GenServer.cast(host, {:detach, slot})
 
   @doc false
+  # Restarts the process behind `port` (if it is still the current one): an agent whose
+  # handler does not stop asks for it (see :handler_timeout in Symbiont.Agent).
+  @spec restart(pid, port | nil, {:stalled, String.t(), pos_integer}) :: :ok
+  def restart(host, port, reason), do: GenServer.cast(host, {:restart_process, port, reason})
+
+  @doc false
   # Stops the host and the agents it runs that live under Symbiont.Agents.
   @spec stop(host) :: :ok | {:error, term}
   def stop(host) do
@@ -404,6 +410,11 @@ defmodule Symbiont.Host do
 
   defp cast_msg({:send, dest, value}, state),
     do: {:noreply, send_or_queue(state, ["msg", dest, value])}
+
+  defp cast_msg({:restart_process, port, reason}, %{port: port} = state) when port != nil,
+    do: {:noreply, crashed(state, reason)}
+
+  defp cast_msg({:restart_process, _old_port, _reason}, state), do: {:noreply, state}
 
   defp cast_msg({:detach, slot}, state) do
     case Map.pop(state.slots, slot) do
@@ -747,6 +758,7 @@ defmodule Symbiont.Host do
 
     fail_pending(state, {:host_down, reason})
     down = %{message: format_crash_reason(reason), logs: crash.logs}
+    down = with {:stalled, id, _} <- reason, do: Map.put(down, :stalled, id), else: (_ -> down)
     for {_slot, {pid, _id, _ref}} <- state.slots, do: send(pid, {:host_down, self(), down})
     delay = backoff(consecutive, state.config.backoff_max)
     crashes = state.crashes + 1
@@ -787,6 +799,11 @@ defmodule Symbiont.Host do
     do: "was stopped after a protocol error: #{Protocol.format_error(r)}"
 
   defp format_crash_reason({:spawn_failed, r}), do: "could not be started: #{inspect(r)}"
+
+  defp format_crash_reason({:stalled, agent, ms}),
+    do:
+      "was restarted: a handler of agent #{agent} did not stop after its handler_timeout of #{ms} ms"
+
   defp format_crash_reason(other), do: "went down: #{inspect(other)}"
 
   defp format_crash(state, crash) do

@@ -91,6 +91,80 @@ defmodule Symbiont.AgentTest do
            end)
   end
 
+  @tag :tmp_dir
+  test "a handler past its handler_timeout is cancelled and its event retried; the host stays",
+       %{tmp_dir: dir} do
+    log =
+      capture_log(fn ->
+        %{out: out, agent: agent, os_pid: os_pid} = start_stuck!(dir, stubborn: false)
+        assert_receive %Event{topic: ^out, from: ^agent}, 10_000
+
+        assert {:ok, %{last_error: %{"type" => "symbiont.CancelledError", "message" => message}}} =
+                 Symbiont.Agent.Server.info(agent)
+
+        assert message =~ "ran past its handler_timeout of 200 ms and was cancelled"
+        assert {:ok, %{os_pid: ^os_pid, crashes: 0}} = Symbiont.Host.info(agent)
+      end)
+
+    assert log =~ "ran past its handler_timeout of 200 ms and was cancelled"
+  end
+
+  @tag :tmp_dir
+  test "a handler that does not stop: its host is restarted and the event retried",
+       %{tmp_dir: dir} do
+    log =
+      capture_log(fn ->
+        %{out: out, agent: agent, os_pid: os_pid} = start_stuck!(dir, stubborn: true)
+
+        assert_receive {:host_crash, ^agent, %{reason: {:stalled, ^agent, 200}}}, 10_000
+        assert_receive {:agent_start, ^agent, %{restarts: 1}}, 10_000
+        assert_receive %Event{topic: ^out, from: ^agent}, 10_000
+        assert {:ok, %{os_pid: new_os_pid, crashes: 1}} = Symbiont.Host.info(agent)
+        assert new_os_pid != os_pid
+      end)
+
+    assert log =~ "past its handler_timeout of 200 ms: restarting host"
+    assert log =~ "did not stop after its handler_timeout of 200 ms"
+  end
+
+  @tag :tmp_dir
+  test "an event whose handler never stops is dead-lettered as a timeout", %{tmp_dir: dir} do
+    :ok = Symbiont.subscribe("symbiont.dead_letter")
+
+    capture_log(fn ->
+      %{agent: agent} = start_stuck!(dir, stubborn: true, max_attempts: 1)
+      assert_receive %Event{topic: "symbiont.dead_letter", from: ^agent} = letter, 10_000
+      assert %{"reason" => "timeout", "attempts" => 1, "error" => error} = Event.decode!(letter)
+
+      assert error["message"] =~
+               "did not stop after its handler_timeout of 200 ms while handling it"
+    end)
+  end
+
+  defp start_stuck!(dir, opts) do
+    out = unique_name("stuck.out")
+    payload = unique_name("stuck")
+    :ok = Symbiont.subscribe(out)
+
+    config = %{
+      "out" => out,
+      "payload" => payload,
+      "marker" => Path.join(dir, "tried"),
+      "stubborn" => Keyword.fetch!(opts, :stubborn)
+    }
+
+    host =
+      start_agent_host!("stuck",
+        python: "test_agents:Stuck",
+        config: config,
+        handler_timeout: 200,
+        max_attempts: Keyword.get(opts, :max_attempts, 2)
+      )
+
+    :ok = Symbiont.publish("stuck.in", payload)
+    Map.put(host, :out, out)
+  end
+
   test "timers tick" do
     :ok = Symbiont.subscribe("tick.out")
     start_agent!("test_agents:Ticker")

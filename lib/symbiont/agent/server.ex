@@ -37,6 +37,9 @@ defmodule Symbiont.Agent.Server do
   @linger_ms 100
   # How often to look for a host that is not (yet, or again) registered.
   @attach_retry_ms 20
+  # How long past its handler_timeout an agent waits for its host to cancel a handler
+  # (the host acks at least every 200 ms while it works through a batch).
+  @stall_grace_ms 1_000
 
   @doc false
   def child_spec(opts) do
@@ -185,7 +188,12 @@ defmodule Symbiont.Agent.Server do
       handled: 0,
       failed: 0,
       published: 0,
-      last_error: nil
+      last_error: nil,
+      # Monotonic ms of the last sign of progress from the host while deliveries are in
+      # flight (a delivery sent to an idle agent, an ack, a nack), and whether a
+      # :stall_check is on its way (see the handler_timeout in Symbiont.Agent).
+      progress_at: 0,
+      stall_check: false
     }
 
     {:ok, state, {:continue, :attach}}
@@ -274,6 +282,8 @@ defmodule Symbiont.Agent.Server do
   defp info({:retry_start, port, n}, %{out: %{port: port}, failures: n} = state),
     do: start_on(state, port)
 
+  defp info(:stall_check, state), do: stall_check(%{state | stall_check: false})
+
   defp info({:tick, name}, state) do
     # Ticks coalesce: while the agent is behind (events waiting) or the same tick is still
     # in flight, another one would only pile up.
@@ -324,7 +334,8 @@ defmodule Symbiont.Agent.Server do
       "module" => spec.module,
       "class" => spec.class,
       "config" => spec.config,
-      "state" => if(bin, do: %MsgPack.Raw{data: bin}, else: nil)
+      "state" => if(bin, do: %MsgPack.Raw{data: bin}, else: nil),
+      "handler_timeout_ms" => with(:infinity <- handler_timeout(spec), do: nil)
     }
   end
 
@@ -338,6 +349,7 @@ defmodule Symbiont.Agent.Server do
   defp frame({:agent_ready, _slot, info}, %{status: :starting} = state) do
     state = subscribe(state, info)
     state = %{state | status: :ready, starts: state.starts + 1, failures: 0}
+    state = %{state | progress_at: now_ms()}
 
     # Deliveries in flight go again, in order; then what waits in the queue (after a crash
     # with several in flight, they are all there: see charge_crash/2).
@@ -377,7 +389,7 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp frame({:ack, _slot, seq, state_bin}, state) do
-    {acked, state} = take_inflight(state, seq)
+    {acked, state} = take_inflight(%{state | progress_at: now_ms()}, seq)
     n = length(acked)
 
     drain(%{
@@ -571,17 +583,65 @@ defmodule Symbiont.Agent.Server do
       end
 
     frame = framed(fields)
+    progress_at = if state.in_flight == 0, do: now_ms(), else: state.progress_at
 
-    emit(
-      %{
-        state
-        | seq: seq,
-          inflight: :queue.in({seq, what, frame, attempts, now_us()}, state.inflight),
-          in_flight: state.in_flight + 1
-      },
-      frame
-    )
+    %{
+      state
+      | seq: seq,
+        inflight: :queue.in({seq, what, frame, attempts, now_us()}, state.inflight),
+        in_flight: state.in_flight + 1,
+        progress_at: progress_at
+    }
+    |> emit(frame)
+    |> arm_stall_check()
   end
+
+  ## A handler that does not stop (see :handler_timeout in Symbiont.Agent)
+
+  defp handler_timeout(spec), do: Map.get(spec, :handler_timeout, 30_000)
+
+  defp arm_stall_check(%{stall_check: false} = state) do
+    case handler_timeout(state.spec) do
+      :infinity ->
+        state
+
+      ms ->
+        Process.send_after(self(), :stall_check, ms + @stall_grace_ms)
+        %{state | stall_check: true}
+    end
+  end
+
+  defp arm_stall_check(state), do: state
+
+  # The host cancels a handler at its timeout and acks slow batches as it goes: nothing at
+  # all for the timeout plus the grace means a handler that does not stop. Only a new
+  # process frees the agent, and the delivery is charged an attempt when it goes down.
+  defp stall_check(%{status: :ready, in_flight: n} = state) when n > 0 do
+    limit = handler_timeout(state.spec) + @stall_grace_ms
+    idle = now_ms() - state.progress_at
+
+    if idle >= limit do
+      Logger.error(
+        "agent #{state.id} heard nothing from its host for #{idle} ms with #{n} deliveries in flight, past its handler_timeout of #{handler_timeout(state.spec)} ms: restarting host #{inspect(state.host)}",
+        meta(state)
+      )
+
+      Symbiont.Host.restart(
+        state.host_pid,
+        state.out.port,
+        {:stalled, state.id, handler_timeout(state.spec)}
+      )
+
+      state
+    else
+      Process.send_after(self(), :stall_check, limit - idle)
+      %{state | stall_check: true}
+    end
+  end
+
+  defp stall_check(state), do: state
+
+  defp now_ms, do: System.monotonic_time(:millisecond)
 
   defp framed(fields), do: fields |> Protocol.encode() |> Framer.frame()
 
@@ -685,7 +745,8 @@ defmodule Symbiont.Agent.Server do
       "traceback" => Enum.join(crash.logs, "\n")
     }
 
-    retry_or_give_up(%{state | last_error: error}, what, attempts + 1, "crashed", error)
+    reason = if Map.get(crash, :stalled) == state.id, do: "timeout", else: "crashed"
+    retry_or_give_up(%{state | last_error: error}, what, attempts + 1, reason, error)
   end
 
   defp charge_crash(state, _crash) do
