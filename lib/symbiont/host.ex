@@ -148,8 +148,10 @@ defmodule Symbiont.Host do
 
   @doc false
   # An agent server takes a slot in the host (see Symbiont.Agent.Server): the port comes
-  # back when the process is ready; otherwise {:host_up, host, port} follows.
-  @spec attach(pid, String.t()) :: {:ok, pos_integer, port | nil} | {:error, term}
+  # back when the process is ready, otherwise {:host_up, host, port} follows; and the
+  # largest frame the process accepts (the host's :max_frame, which it adopts, §3).
+  @spec attach(pid, String.t()) ::
+          {:ok, pos_integer, port | nil, pos_integer} | {:error, term}
   def attach(host, id), do: safe_call(host, {:attach, self(), id}, 5_000)
 
   @doc false
@@ -402,7 +404,9 @@ defmodule Symbiont.Host do
     slot = state.next_slot
     slots = Map.put(state.slots, slot, {pid, id, Process.monitor(pid)})
     port = if state.status == :ready, do: state.port
-    {:reply, {:ok, slot, port}, %{state | slots: slots, next_slot: slot + 1}}
+
+    {:reply, {:ok, slot, port, state.config.max_frame},
+     %{state | slots: slots, next_slot: slot + 1}}
   end
 
   defp cast_msg({:cast, m, f, args}, state),

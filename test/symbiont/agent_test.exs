@@ -165,6 +165,49 @@ defmodule Symbiont.AgentTest do
     Map.put(host, :out, out)
   end
 
+  test "events over the frame limit are dead-lettered both ways; the agent and its host go on" do
+    out = unique_name("bloat.out")
+    :ok = Symbiont.subscribe(out)
+    :ok = Symbiont.subscribe("symbiont.dead_letter")
+    name = unique_name("bloater")
+
+    %{os_pid: os_pid} =
+      start_host!(
+        name: name,
+        max_frame: 1_048_576,
+        agent: [
+          name: name,
+          python: "test_agents:Bloater",
+          config: %{"out" => out},
+          max_attempts: 1
+        ]
+      )
+
+    capture_log(fn ->
+      # In: the agent's host could not take it. Out: the handler's publish is refused.
+      :ok = Symbiont.publish("bloat.in", :binary.copy("x", 2_000_000))
+      assert %{"reason" => "too_large", "attempts" => 0, "error" => error} = dead_letter(name)
+
+      assert error["message"] =~
+               ~r/frame of 200\d{4} bytes, over the max_frame of host .* \(1048576 bytes\)/
+
+      :ok = Symbiont.publish("bloat.in", 2_000_000)
+      assert %{"reason" => "handler_failed", "error" => error} = dead_letter(name)
+      assert error["type"] == "symbiont.FrameTooLarge"
+      assert error["message"] =~ "over the owner's max_frame of 1048576 bytes"
+    end)
+
+    :ok = Symbiont.publish("bloat.in", 10)
+    assert_receive %Event{topic: ^out, from: ^name} = event, 5_000
+    assert Event.decode!(event) == :binary.copy("x", 10)
+    assert {:ok, %{os_pid: ^os_pid, crashes: 0}} = Symbiont.Host.info(name)
+  end
+
+  defp dead_letter(agent) do
+    assert_receive %Event{topic: "symbiont.dead_letter", from: ^agent} = letter, 10_000
+    Event.decode!(letter)
+  end
+
   test "timers tick" do
     :ok = Symbiont.subscribe("tick.out")
     start_agent!("test_agents:Ticker")

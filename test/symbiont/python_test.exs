@@ -10,6 +10,25 @@ defmodule Symbiont.PythonTest do
     {:ok, host: start_host!()}
   end
 
+  test "payloads over the frame limit are refused both ways with a clear error; the host stays" do
+    %{name: py, os_pid: os_pid} = start_host!(max_frame: 1_048_576)
+    huge = :binary.copy("x", 2_000_000)
+
+    assert {:error, {:frame_too_large, size, 1_048_576}} =
+             Python.call(py, "hostile", "echo", [huge])
+
+    assert size > 2_000_000
+
+    assert {:error, %Python.Error{type: "symbiont.FrameTooLarge", message: message}} =
+             Python.call(py, "hostile", "big", [2_000_000])
+
+    assert message =~
+             ~r"the reply of hostile.big is 200\d{4} bytes, over the owner.s max_frame of 1048576"
+
+    assert {:ok, ^os_pid} = Python.call(py, "hostile", "os_pid", [])
+    assert {:ok, %{crashes: 0}} = Symbiont.Host.info(py)
+  end
+
   test "calls any importable function", %{host: %{name: py}} do
     assert {:ok, 3.0} = Python.call(py, "math", "sqrt", [9])
     assert {:ok, "/tmp/x"} = Python.call(py, "os.path", "join", ["/tmp", "x"])

@@ -155,6 +155,8 @@ defmodule Symbiont.Agent.Server do
       host_pid: nil,
       host_ref: nil,
       slot: nil,
+      # The largest frame the host's process accepts.
+      max_frame: nil,
       # :detached (no process to run in), :starting (agent_start sent), :ready
       status: :detached,
       out: Out.new(),
@@ -309,8 +311,9 @@ defmodule Symbiont.Agent.Server do
 
       pid ->
         case Symbiont.Host.attach(pid, state.id) do
-          {:ok, slot, port} ->
-            state = %{state | host_pid: pid, host_ref: Process.monitor(pid), slot: slot}
+          {:ok, slot, port, max_frame} ->
+            ref = Process.monitor(pid)
+            state = %{state | host_pid: pid, host_ref: ref, slot: slot, max_frame: max_frame}
             if port, do: start_on(state, port), else: state
 
           {:error, _} ->
@@ -469,8 +472,8 @@ defmodule Symbiont.Agent.Server do
     state = %{state | spec: spec, upgrading: nil, status: :detached, out: Out.to(state.out, nil)}
 
     case state.host_pid && Symbiont.Host.attach(state.host_pid, state.id) do
-      {:ok, slot, port} when port != nil -> start_on(%{state | slot: slot}, port)
-      {:ok, slot, nil} -> %{state | slot: slot}
+      {:ok, slot, port, _max_frame} when port != nil -> start_on(%{state | slot: slot}, port)
+      {:ok, slot, nil, _max_frame} -> %{state | slot: slot}
       _ -> state
     end
   end
@@ -583,6 +586,25 @@ defmodule Symbiont.Agent.Server do
       end
 
     frame = framed(fields)
+
+    if IO.iodata_length(frame) - 4 > state.max_frame,
+      do: too_large(state, what, IO.iodata_length(frame) - 4),
+      else: put_in_flight(state, seq, what, frame, attempts)
+  end
+
+  # PROTOCOL.md §1.4: the host would have to refuse the frame and restart, again at each
+  # attempt. The event goes to the dead letters at once, the agent goes on.
+  defp too_large(state, what, size) do
+    message =
+      "#{describe(what)} makes a frame of #{size} bytes, over the max_frame of host #{inspect(state.host)} (#{state.max_frame} bytes)"
+
+    Logger.error("agent #{state.id}: #{message}; dead-lettered", meta(state))
+    error = %{"type" => "frame_too_large", "message" => message, "traceback" => ""}
+    dead_letter(state, what, "too_large", 0, error)
+    %{state | failed: state.failed + 1, last_error: error}
+  end
+
+  defp put_in_flight(state, seq, what, frame, attempts) do
     progress_at = if state.in_flight == 0, do: now_ms(), else: state.progress_at
 
     %{
@@ -701,6 +723,15 @@ defmodule Symbiont.Agent.Server do
       _ ->
         {:lists.reverse(acc), queue}
     end
+  end
+
+  # An agent that consumes the dead letters and fails on one would feed it back to itself
+  # for ever: a dead letter that dies again is logged, and goes no further.
+  defp dead_letter(state, %Symbiont.Event{topic: "symbiont.dead_letter"}, reason, _, error) do
+    Logger.error(
+      "agent #{state.id} gave up on a dead letter (#{reason}): #{inspect(error && error["message"])}; dropped",
+      meta(state)
+    )
   end
 
   defp dead_letter(state, what, reason, attempts, error) do
