@@ -23,7 +23,7 @@ defmodule Symbiont.PythonTest do
              Python.call(py, "hostile", "big", [2_000_000])
 
     assert message =~
-             ~r"the reply of hostile.big is 200\d{4} bytes, over the owner.s max_frame of 1048576"
+             ~r"the reply of hostile.big is 200\d{4} bytes, over the owner's max_frame of 1048576"
 
     assert {:ok, ^os_pid} = Python.call(py, "hostile", "os_pid", [])
     assert {:ok, %{crashes: 0}} = Symbiont.Host.info(py)
