@@ -25,7 +25,13 @@ defmodule Symbiont.Host do
     * `:python_path` - directories prepended to the host's `sys.path`. Default: the
       `:python_path` application env.
     * `:cd` - the working directory of the process. Default: the current directory.
-    * `:env` - extra environment variables, a list of `{name, value}` strings.
+    * `:env` - environment variables to set, a list of `{name, value}` strings.
+    * `:inherit_env` - which variables of the BEAM's environment the process inherits, by
+      name; a name ending in `*` is a prefix (`"LC_*"`), and `["*"]` inherits them all.
+      Everything else is left out (docs/SECURITY.md). Symbiont sets `PYTHONPATH`,
+      `PYTHONUNBUFFERED` and `PYTHONDONTWRITEBYTECODE` itself, and `:env` comes on top.
+      Default: the `:inherit_env` application env, else
+      `#{inspect(["PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "SYMBIONT_*"])}`.
     * `:call_timeout` - default timeout of calls, in ms. Default: 5000.
     * `:start_timeout` - how long the process may take to answer the handshake. Default: 10000.
     * `:max_frame` - the largest frame accepted from the process, in bytes. Default: 64 MiB.
@@ -52,7 +58,8 @@ defmodule Symbiont.Host do
     log_lines: 20,
     grace: 2_000
   ]
-  @allowed_keys [:name, :python, :python_path, :cd, :env | Keyword.keys(@defaults)]
+  @allowed_keys [:name, :python, :python_path, :cd, :env, :inherit_env | Keyword.keys(@defaults)]
+  @inherit_env ["PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "SYMBIONT_*"]
   # A process that stayed up this long before crashing restarts without delay.
   @stable_ms 5_000
   @agent_frames [:agent_ready, :agent_failed, :ack, :nack, :publish]
@@ -92,7 +99,8 @@ defmodule Symbiont.Host do
          {:ok, python} <- validate_python(Keyword.get(opts, :python)),
          {:ok, cd} <- validate_cd(Keyword.get(opts, :cd, File.cwd!())),
          {:ok, paths} <- validate_paths(Keyword.get(opts, :python_path), cd),
-         {:ok, env} <- validate_env(Keyword.get(opts, :env, [])) do
+         {:ok, env} <- validate_env(Keyword.get(opts, :env, [])),
+         {:ok, inherit} <- validate_inherit_env(Keyword.get(opts, :inherit_env)) do
       {:ok,
        opts
        |> Map.new()
@@ -101,7 +109,8 @@ defmodule Symbiont.Host do
          python: python,
          cd: cd,
          python_path: paths,
-         env: env
+         env: env,
+         inherit_env: inherit
        })}
     else
       {:error, message} when is_binary(message) -> {:error, ArgumentError.exception(message)}
@@ -279,13 +288,73 @@ defmodule Symbiont.Host do
     do: {:error, "expected :python_path to be a list of strings, got: #{inspect(paths)}"}
 
   defp validate_env(env) when is_list(env) do
-    if Enum.all?(env, &match?({k, v} when is_binary(k) and is_binary(v), &1)),
-      do: {:ok, env},
-      else: {:error, "expected :env to be a list of {name, value} strings, got: #{inspect(env)}"}
+    ok? = fn
+      {k, v} when is_binary(k) and is_binary(v) ->
+        k =~ ~r/\A[^=\x00]+\z/ and not String.contains?(v, <<0>>)
+
+      _ ->
+        false
+    end
+
+    case Enum.reject(env, ok?) do
+      [] ->
+        {:ok, env}
+
+      bad ->
+        {:error,
+         "expected :env to be a list of {name, value} strings (no \"=\" in a name, no NUL byte), got: #{inspect(bad)}"}
+    end
   end
 
   defp validate_env(env),
     do: {:error, "expected :env to be a list of {name, value} strings, got: #{inspect(env)}"}
+
+  defp validate_inherit_env(nil),
+    do: validate_inherit_env(Application.get_env(:symbiont, :inherit_env, @inherit_env))
+
+  defp validate_inherit_env(names) when is_list(names) do
+    case Enum.reject(names, &(is_binary(&1) and &1 =~ ~r/\A([A-Za-z_][A-Za-z0-9_]*\*?|\*)\z/)) do
+      [] ->
+        {:ok, names}
+
+      bad ->
+        {:error,
+         "expected :inherit_env to be a list of variable names (a trailing * matches a prefix), got: #{inspect(bad)} in #{inspect(names)}"}
+    end
+  end
+
+  defp validate_inherit_env(other),
+    do:
+      {:error,
+       "expected :inherit_env to be a list of variable names (a trailing * matches a prefix), got: #{inspect(other)}"}
+
+  # The process's environment: ours and :env on top of what :inherit_env lets through of
+  # the BEAM's; Port.open only adds to the BEAM's, so the rest is unset explicitly.
+  defp environment(c) do
+    ours = [
+      {"PYTHONPATH", Enum.join([Symbiont.Config.python_src() | c.python_path], ":")},
+      {"PYTHONUNBUFFERED", "1"},
+      {"PYTHONDONTWRITEBYTECODE", "1"} | c.env
+    ]
+
+    set = MapSet.new(ours, &elem(&1, 0))
+
+    unset =
+      for {name, _} <- System.get_env(),
+          not MapSet.member?(set, name) and not inherited?(name, c.inherit_env),
+          do: {String.to_charlist(name), false}
+
+    Enum.map(ours, fn {k, v} -> {String.to_charlist(k), String.to_charlist(v)} end) ++ unset
+  end
+
+  defp inherited?(name, patterns) do
+    Enum.any?(patterns, fn pattern ->
+      case String.split_at(pattern, -1) do
+        {prefix, "*"} -> String.starts_with?(name, prefix)
+        _ -> name == pattern
+      end
+    end)
+  end
 
   ## GenServer
 
@@ -326,21 +395,13 @@ defmodule Symbiont.Host do
   def handle_continue(:open, state), do: Out.reply({:noreply, open(state)})
 
   defp open(%{config: c} = state) do
-    env =
-      [
-        {"PYTHONPATH", Enum.join([Symbiont.Config.python_src() | c.python_path], ":")},
-        {"PYTHONUNBUFFERED", "1"},
-        {"PYTHONDONTWRITEBYTECODE", "1"} | c.env
-      ]
-      |> Enum.map(fn {k, v} -> {String.to_charlist(k), String.to_charlist(v)} end)
-
     port_opts = [
       :binary,
       :stream,
       :nouse_stdio,
       :exit_status,
       args: ["-m", "symbiont.host"],
-      env: env,
+      env: environment(c),
       cd: c.cd
     ]
 
