@@ -4,6 +4,7 @@ defmodule Symbiont.SecurityTest do
   # host, whatever a name or path holds.
   use ExUnit.Case, async: true
 
+  import Bitwise
   import Symbiont.HostHelpers
 
   alias Symbiont.Python
@@ -43,6 +44,20 @@ defmodule Symbiont.SecurityTest do
       assert listening(beam_pid) == [{{127, 0, 0, 1}, port}]
       assert listening(host_pid) == []
     end
+  end
+
+  @tag :tmp_dir
+  test "the cookie make run generates is random and readable by its owner only", %{tmp_dir: dir} do
+    state = Path.join(dir, "state")
+    cookie = Path.join(state, "cookie")
+    {out, 0} = System.cmd("make", ["-s", "STATE=#{state}", cookie], stderr_to_stdout: true)
+    assert out == ""
+    assert (File.stat!(state).mode &&& 0o777) == 0o700
+    assert (File.stat!(cookie).mode &&& 0o777) == 0o600
+    assert String.trim(File.read!(cookie)) =~ ~r/\A[A-Za-z0-9_-]{43}\z/
+
+    {_, 0} = System.cmd("make", ["-s", "STATE=#{state}", cookie <> ".2", "COOKIE=#{cookie}.2"])
+    refute File.read!(cookie) == File.read!(cookie <> ".2")
   end
 
   # The TCP sockets an OS process listens on, as {address, port} (Linux: /proc).
