@@ -70,10 +70,16 @@ defmodule Symbiont.HostTest do
 
     capture_log(fn ->
       # A mutated reply may answer this very call first: any answer will do, a crash not.
-      result = Python.call(py, "hostile", "write_frames", [payloads], timeout: 30_000)
+      done = {:fuzz_done, make_ref()}
+
+      result =
+        Python.call(py, "hostile", "write_frames", [payloads, self(), done], timeout: 30_000)
 
       assert match?({:ok, _}, result) or match?({:error, %Python.Error{}}, result),
              "seed #{seed}: #{inspect(result, limit: 5)}"
+
+      # Frames come in order: past this, no mutated reply can answer the next call.
+      assert_receive ^done, 10_000
 
       assert {:ok, ^os_pid} = Python.call(py, "hostile", "os_pid", [])
 
