@@ -22,6 +22,9 @@ unless the main thread is inside the host's own I/O code (a half-written frame w
 the stream); then the cancellation is raised right after that write. When the host does
 not run on the main thread (no signal handler possible) the watchdog falls back to
 ``PyThreadState_SetAsyncExc``, which cannot interrupt a blocking system call.
+
+A delivery (event or tick) that runs past its agent's ``handler_timeout_ms`` is cancelled
+the same way, by the watchdog, and nacked (PROTOCOL.md §8).
 """
 
 from __future__ import annotations
