@@ -42,12 +42,17 @@ $(COOKIE):
 	@mkdir -p $(STATE) && chmod 700 $(STATE)
 	@umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))' > $@
 
+# Distribution listens on 127.0.0.1:$(DIST_PORT) only, and needs no epmd (config/dist.args).
+# The shell connects there and listens nowhere itself.
+DIST_PORT ?= 4370
+DIST := -args_file config/dist.args -erl_epmd_port $(DIST_PORT)
+
 run: setup $(COOKIE)
-	@echo "==> starting $(NODE)@$$(hostname -s); attach with: make shell"
-	elixir --sname $(NODE) --cookie "$$(cat $(COOKIE))" -S mix run --no-halt
+	@echo "==> starting $(NODE)@localhost (distribution on 127.0.0.1:$(DIST_PORT)); attach with: make shell"
+	elixir --sname $(NODE)@localhost --cookie "$$(cat $(COOKIE))" --erl "$(DIST)" -S mix run --no-halt
 
 shell: $(COOKIE)
-	iex --sname shell_$$$$ --cookie "$$(cat $(COOKIE))" --remsh $(NODE)@$$(hostname -s)
+	iex --sname shell_$$$$@localhost --cookie "$$(cat $(COOKIE))" --erl "$(DIST) -dist_listen false" --remsh $(NODE)@localhost
 
 test: setup test-elixir test-python
 

@@ -48,9 +48,16 @@ defmodule Symbiont.Agent do
       event on `symbiont.health`; a `healthy` one follows once the queue is below half
       of it. Default: 80% of `:max_queue`.
     * `:max_attempts` - how many times an event is tried before it goes to the dead
-      letters: a handler that raises, or a host that dies while handling it, is one
-      attempt. A retried event goes first in line (after those already in flight).
-      Default: 3.
+      letters: a handler that raises, runs past its `:handler_timeout`, or whose host
+      dies while handling it, is one attempt. A retried event goes first in line (after
+      those already in flight). Default: 3.
+    * `:handler_timeout` - how long one delivery (event or tick) may run, in ms, or
+      `:infinity`. Past it, the host cancels the handler (`symbiont.CancelledError` is
+      raised in it; the event is nacked and retried). A handler that does not stop (it
+      swallows the exception, or is stuck in native code) stops its agent's progress:
+      when the agent has heard nothing from its host for the timeout plus 1 s while
+      deliveries are in flight, the host process is restarted (for a Wasm agent, with
+      the agents it shares the host with) and the event retried. Default: 30 000.
     * `:overflow` - what happens to an event that arrives when the queue is full:
       `:drop_oldest` (the oldest waiting event goes to the dead letters) or `:reject`
       (the new one does; a publisher that asked for a checked publish gets
@@ -60,11 +67,13 @@ defmodule Symbiont.Agent do
 
   An event the agent cannot handle is published on `symbiont.dead_letter` as the map
   `%{"agent", "topic", "payload" (the event's msgpack bytes), "reason", "attempts",
-  "error"}`: `"reason"` is `"handler_failed"` (the last Python `"error"`), `"crashed"`
-  (its host died while handling it, `max_attempts` times; the error has the exit and the
-  last output lines), `"overloaded"` (`"attempts" => 0`, `"error" => nil`), `"retired"`
-  (still waiting when the agent was retired for good) or `"poison"` (the conductor took
-  it out after it crashed its host, see `Symbiont.Conductor`).
+  "error"}`: `"reason"` is `"handler_failed"` (the last Python `"error"`, a cancelled
+  handler's too), `"crashed"` (its host died while handling it, `max_attempts` times; the
+  error has the exit and the last output lines), `"timeout"` (its host was restarted
+  because the handler did not stop after its `:handler_timeout`), `"overloaded"`
+  (`"attempts" => 0`, `"error" => nil`), `"retired"` (still waiting when the agent was
+  retired for good) or `"poison"` (the conductor took it out after it crashed its host,
+  see `Symbiont.Conductor`).
   """
 
   @type spec :: %{
@@ -77,6 +86,7 @@ defmodule Symbiont.Agent do
           max_in_flight: pos_integer,
           high_water: pos_integer,
           max_attempts: pos_integer,
+          handler_timeout: pos_integer | :infinity,
           overflow: :drop_oldest | :reject,
           min_replicas: pos_integer,
           max_replicas: pos_integer,
@@ -95,6 +105,7 @@ defmodule Symbiont.Agent do
     :max_in_flight,
     :high_water,
     :max_attempts,
+    :handler_timeout,
     :overflow,
     :min_replicas,
     :max_replicas,
@@ -308,6 +319,7 @@ defmodule Symbiont.Agent do
          {:ok, high_water} <- positive(spec, :high_water, max(1, div(max_queue * 4, 5)), name),
          :ok <- at_most(high_water, max_queue, name),
          {:ok, max_attempts} <- positive(spec, :max_attempts, 3, name),
+         {:ok, handler_timeout} <- validate_handler_timeout(spec, name),
          {:ok, overflow} <- validate_overflow(Keyword.get(spec, :overflow, :drop_oldest), name),
          {:ok, min} <- positive(spec, :min_replicas, 1, name),
          {:ok, max} <- positive(spec, :max_replicas, max(replicas, 4), name),
@@ -323,6 +335,7 @@ defmodule Symbiont.Agent do
          max_in_flight: max_in_flight,
          high_water: high_water,
          max_attempts: max_attempts,
+         handler_timeout: handler_timeout,
          overflow: overflow
        }}
     end
@@ -359,6 +372,20 @@ defmodule Symbiont.Agent do
     do:
       {:error,
        "agent #{inspect(name)}: expected :required to be true or false, got: #{inspect(other)}"}
+
+  defp validate_handler_timeout(spec, name) do
+    case Keyword.get(spec, :handler_timeout, 30_000) do
+      :infinity ->
+        {:ok, :infinity}
+
+      ms when is_integer(ms) and ms > 0 ->
+        {:ok, ms}
+
+      other ->
+        {:error,
+         "agent #{inspect(name)}: expected :handler_timeout to be a positive integer (milliseconds) or :infinity, got: #{inspect(other)}"}
+    end
+  end
 
   defp validate_overflow(policy, _name) when policy in [:drop_oldest, :reject], do: {:ok, policy}
 

@@ -25,7 +25,13 @@ defmodule Symbiont.Host do
     * `:python_path` - directories prepended to the host's `sys.path`. Default: the
       `:python_path` application env.
     * `:cd` - the working directory of the process. Default: the current directory.
-    * `:env` - extra environment variables, a list of `{name, value}` strings.
+    * `:env` - environment variables to set, a list of `{name, value}` strings.
+    * `:inherit_env` - which variables of the BEAM's environment the process inherits, by
+      name; a name ending in `*` is a prefix (`"LC_*"`), and `["*"]` inherits them all.
+      Everything else is left out (docs/SECURITY.md). Symbiont sets `PYTHONPATH`,
+      `PYTHONUNBUFFERED` and `PYTHONDONTWRITEBYTECODE` itself, and `:env` comes on top.
+      Default: the `:inherit_env` application env, else
+      `#{inspect(["PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "SYMBIONT_*"])}`.
     * `:call_timeout` - default timeout of calls, in ms. Default: 5000.
     * `:start_timeout` - how long the process may take to answer the handshake. Default: 10000.
     * `:max_frame` - the largest frame accepted from the process, in bytes. Default: 64 MiB.
@@ -52,7 +58,8 @@ defmodule Symbiont.Host do
     log_lines: 20,
     grace: 2_000
   ]
-  @allowed_keys [:name, :python, :python_path, :cd, :env | Keyword.keys(@defaults)]
+  @allowed_keys [:name, :python, :python_path, :cd, :env, :inherit_env | Keyword.keys(@defaults)]
+  @inherit_env ["PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "SYMBIONT_*"]
   # A process that stayed up this long before crashing restarts without delay.
   @stable_ms 5_000
   @agent_frames [:agent_ready, :agent_failed, :ack, :nack, :publish]
@@ -92,7 +99,8 @@ defmodule Symbiont.Host do
          {:ok, python} <- validate_python(Keyword.get(opts, :python)),
          {:ok, cd} <- validate_cd(Keyword.get(opts, :cd, File.cwd!())),
          {:ok, paths} <- validate_paths(Keyword.get(opts, :python_path), cd),
-         {:ok, env} <- validate_env(Keyword.get(opts, :env, [])) do
+         {:ok, env} <- validate_env(Keyword.get(opts, :env, [])),
+         {:ok, inherit} <- validate_inherit_env(Keyword.get(opts, :inherit_env)) do
       {:ok,
        opts
        |> Map.new()
@@ -101,7 +109,8 @@ defmodule Symbiont.Host do
          python: python,
          cd: cd,
          python_path: paths,
-         env: env
+         env: env,
+         inherit_env: inherit
        })}
     else
       {:error, message} when is_binary(message) -> {:error, ArgumentError.exception(message)}
@@ -148,8 +157,10 @@ defmodule Symbiont.Host do
 
   @doc false
   # An agent server takes a slot in the host (see Symbiont.Agent.Server): the port comes
-  # back when the process is ready; otherwise {:host_up, host, port} follows.
-  @spec attach(pid, String.t()) :: {:ok, pos_integer, port | nil} | {:error, term}
+  # back when the process is ready, otherwise {:host_up, host, port} follows; and the
+  # largest frame the process accepts (the host's :max_frame, which it adopts, §3).
+  @spec attach(pid, String.t()) ::
+          {:ok, pos_integer, port | nil, pos_integer} | {:error, term}
   def attach(host, id), do: safe_call(host, {:attach, self(), id}, 5_000)
 
   @doc false
@@ -167,6 +178,12 @@ defmodule Symbiont.Host do
   def restart(host, reason) when is_binary(reason) do
     with {:ok, pid} <- lookup(host), do: safe_call(pid, {:restart, reason}, 5_000)
   end
+
+  @doc false
+  # Restarts the process behind `port` (if it is still the current one): an agent whose
+  # handler does not stop asks for it (see :handler_timeout in Symbiont.Agent).
+  @spec restart(pid, port | nil, {:stalled, String.t(), pos_integer}) :: :ok
+  def restart(host, port, reason), do: GenServer.cast(host, {:restart_process, port, reason})
 
   @doc false
   # Stops the host and the agents it runs that live under Symbiont.Agents.
@@ -282,13 +299,73 @@ defmodule Symbiont.Host do
     do: {:error, "expected :python_path to be a list of strings, got: #{inspect(paths)}"}
 
   defp validate_env(env) when is_list(env) do
-    if Enum.all?(env, &match?({k, v} when is_binary(k) and is_binary(v), &1)),
-      do: {:ok, env},
-      else: {:error, "expected :env to be a list of {name, value} strings, got: #{inspect(env)}"}
+    ok? = fn
+      {k, v} when is_binary(k) and is_binary(v) ->
+        k =~ ~r/\A[^=\x00]+\z/ and not String.contains?(v, <<0>>)
+
+      _ ->
+        false
+    end
+
+    case Enum.reject(env, ok?) do
+      [] ->
+        {:ok, env}
+
+      bad ->
+        {:error,
+         "expected :env to be a list of {name, value} strings (no \"=\" in a name, no NUL byte), got: #{inspect(bad)}"}
+    end
   end
 
   defp validate_env(env),
     do: {:error, "expected :env to be a list of {name, value} strings, got: #{inspect(env)}"}
+
+  defp validate_inherit_env(nil),
+    do: validate_inherit_env(Application.get_env(:symbiont, :inherit_env, @inherit_env))
+
+  defp validate_inherit_env(names) when is_list(names) do
+    case Enum.reject(names, &(is_binary(&1) and &1 =~ ~r/\A([A-Za-z_][A-Za-z0-9_]*\*?|\*)\z/)) do
+      [] ->
+        {:ok, names}
+
+      bad ->
+        {:error,
+         "expected :inherit_env to be a list of variable names (a trailing * matches a prefix), got: #{inspect(bad)} in #{inspect(names)}"}
+    end
+  end
+
+  defp validate_inherit_env(other),
+    do:
+      {:error,
+       "expected :inherit_env to be a list of variable names (a trailing * matches a prefix), got: #{inspect(other)}"}
+
+  # The process's environment: ours and :env on top of what :inherit_env lets through of
+  # the BEAM's; Port.open only adds to the BEAM's, so the rest is unset explicitly.
+  defp environment(c) do
+    ours = [
+      {"PYTHONPATH", Enum.join([Symbiont.Config.python_src() | c.python_path], ":")},
+      {"PYTHONUNBUFFERED", "1"},
+      {"PYTHONDONTWRITEBYTECODE", "1"} | c.env
+    ]
+
+    set = MapSet.new(ours, &elem(&1, 0))
+
+    unset =
+      for {name, _} <- System.get_env(),
+          not MapSet.member?(set, name) and not inherited?(name, c.inherit_env),
+          do: {String.to_charlist(name), false}
+
+    Enum.map(ours, fn {k, v} -> {String.to_charlist(k), String.to_charlist(v)} end) ++ unset
+  end
+
+  defp inherited?(name, patterns) do
+    Enum.any?(patterns, fn pattern ->
+      case String.split_at(pattern, -1) do
+        {prefix, "*"} -> String.starts_with?(name, prefix)
+        _ -> name == pattern
+      end
+    end)
+  end
 
   ## GenServer
 
@@ -331,21 +408,13 @@ defmodule Symbiont.Host do
   def handle_continue(:open, state), do: Out.reply({:noreply, open(state)})
 
   defp open(%{config: c} = state) do
-    env =
-      [
-        {"PYTHONPATH", Enum.join([Symbiont.Config.python_src() | c.python_path], ":")},
-        {"PYTHONUNBUFFERED", "1"},
-        {"PYTHONDONTWRITEBYTECODE", "1"} | c.env
-      ]
-      |> Enum.map(fn {k, v} -> {String.to_charlist(k), String.to_charlist(v)} end)
-
     port_opts = [
       :binary,
       :stream,
       :nouse_stdio,
       :exit_status,
       args: ["-m", "symbiont.host"],
-      env: env,
+      env: environment(c),
       cd: c.cd
     ]
 
@@ -417,7 +486,9 @@ defmodule Symbiont.Host do
     slot = state.next_slot
     slots = Map.put(state.slots, slot, {pid, id, Process.monitor(pid)})
     port = if state.status == :ready, do: state.port
-    {:reply, {:ok, slot, port}, %{state | slots: slots, next_slot: slot + 1}}
+
+    {:reply, {:ok, slot, port, state.config.max_frame},
+     %{state | slots: slots, next_slot: slot + 1}}
   end
 
   defp cast_msg({:cast, m, f, args}, state),
@@ -425,6 +496,11 @@ defmodule Symbiont.Host do
 
   defp cast_msg({:send, dest, value}, state),
     do: {:noreply, send_or_queue(state, ["msg", dest, value])}
+
+  defp cast_msg({:restart_process, port, reason}, %{port: port} = state) when port != nil,
+    do: {:noreply, crashed(state, reason)}
+
+  defp cast_msg({:restart_process, _old_port, _reason}, state), do: {:noreply, state}
 
   defp cast_msg({:detach, slot}, state) do
     case Map.pop(state.slots, slot) do
@@ -756,11 +832,12 @@ defmodule Symbiont.Host do
       meta(state)
     )
 
-    close_port(state)
-    crashed(%{state | port: nil}, {:protocol_error, reason})
+    crashed(state, {:protocol_error, reason})
   end
 
   defp crashed(state, reason) do
+    close_port(state)
+
     uptime =
       if state.started_at,
         do: div(System.monotonic_time(:microsecond) - state.started_at, 1000),
@@ -790,6 +867,7 @@ defmodule Symbiont.Host do
 
     fail_pending(state, {:host_down, reason})
     down = %{message: format_crash_reason(reason), logs: crash.logs}
+    down = with {:stalled, id, _} <- reason, do: Map.put(down, :stalled, id), else: (_ -> down)
     for {_slot, {pid, _id, _ref}} <- state.slots, do: send(pid, {:host_down, self(), down})
     # A restart on request is not a failure of the process: no backoff.
     delay =
@@ -836,6 +914,11 @@ defmodule Symbiont.Host do
 
   defp format_crash_reason({:spawn_failed, r}), do: "could not be started: #{inspect(r)}"
   defp format_crash_reason({:restarted, why}), do: "was restarted on request: #{why}"
+
+  defp format_crash_reason({:stalled, agent, ms}),
+    do:
+      "was restarted: a handler of agent #{agent} did not stop after its handler_timeout of #{ms} ms"
+
   defp format_crash_reason(other), do: "went down: #{inspect(other)}"
 
   defp format_crash(state, crash) do
@@ -859,13 +942,16 @@ defmodule Symbiont.Host do
     :ok
   end
 
-  defp close_port(%{port: nil}), do: :ok
-
+  # The process gets EOF, then SIGKILL after the grace period; then its process group (the
+  # children it forked or spawned) is killed too. A process that exited by itself (its
+  # port is closed already) leaves only its group to kill.
   defp close_port(%{port: port, os_pid: os_pid, config: config}) do
-    try do
-      Port.close(port)
-    rescue
-      ArgumentError -> :ok
+    if port do
+      try do
+        Port.close(port)
+      rescue
+        ArgumentError -> :ok
+      end
     end
 
     if os_pid, do: Symbiont.Host.Reaper.reap(os_pid, config.grace)

@@ -33,8 +33,9 @@ defmodule Symbiont.Python do
 
   @doc """
   Starts a Python instance under `Symbiont.Hosts`. Takes the options of `Symbiont.Host`
-  (`:name`, `:python`, `:python_path`, `:cd`, `:env`, `:call_timeout`, ...). Returns once
-  the process is spawned; calls made before its handshake completes wait for it.
+  (`:name`, `:python`, `:python_path`, `:cd`, `:env`, `:inherit_env`, `:call_timeout`,
+  ...). Returns once the process is spawned; calls made before its handshake completes
+  wait for it.
 
   With `agent:` (an agent spec, see `Symbiont.Agent`), the instance also runs that agent:
   a `Symbiont.Agent.Server` under `Symbiont.Agents`, registered under the instance's

@@ -22,6 +22,9 @@ unless the main thread is inside the host's own I/O code (a half-written frame w
 the stream); then the cancellation is raised right after that write. When the host does
 not run on the main thread (no signal handler possible) the watchdog falls back to
 ``PyThreadState_SetAsyncExc``, which cannot interrupt a blocking system call.
+
+A delivery (event or tick) that runs past its agent's ``handler_timeout_ms`` is cancelled
+the same way, by the watchdog, and nacked (PROTOCOL.md §8).
 """
 
 from __future__ import annotations
@@ -63,6 +66,10 @@ __all__ = ["Host", "current_host", "run"]
 
 PROTOCOL_VERSION = 2
 WATCHDOG_INTERVAL = 0.01
+#: A delivery handled this long ago (seconds) is acked even while more wait in the buffer,
+#: so that the owner hears of progress while a slow agent works through a batch (its
+#: handler_timeout watch, see Symbiont.Agent).
+ACK_INTERVAL = 0.2
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
 
 _logger = logging.getLogger("symbiont.host")
@@ -159,6 +166,12 @@ class Host:
         self._ack_seq: dict[int, int] = {}
         self._delivering = False
         self._deferred: deque[tuple[int, int, str, Any]] = deque()
+        # handler_timeout_ms of each slot's agent (§8); the running delivery's deadline:
+        # (its stack token, monotonic deadline, the timeout in ms), read by the watchdog.
+        self._timeouts: dict[int, int] = {}
+        self._delivery_deadline: tuple[int, float, int] | None = None
+        self._delivery_tokens = itertools.count(-1, -1)
+        self._unacked_since = 0.0
         self._handlers: dict[str, Callable[[list[Any]], None]] = {
             "call": self._on_call,
             "reply": self._on_reply,
@@ -334,6 +347,11 @@ class Host:
                 raise TypeError(f"agent {key} must be a non-empty str, got {value!r}")
         if config is not None and type(config) is not dict:
             raise TypeError(f"agent config must be a map or nil, got {config!r}")
+        timeout = spec.get("handler_timeout_ms")
+        if timeout is not None and (type(timeout) is not int or timeout <= 0):
+            raise TypeError(
+                f"agent handler_timeout_ms must be a positive int or nil, got {timeout!r}"
+            )
         cls: Any = importlib.import_module(module)
         for part in class_name.split("."):
             cls = getattr(cls, part)
@@ -532,6 +550,25 @@ class Host:
                 ctypes.c_ulong(self._ident), ctypes.py_object(CancelledError)
             )
 
+    def _check_delivery_deadline(self) -> None:
+        deadline = self._delivery_deadline
+        if deadline is not None and time.monotonic() >= deadline[1]:
+            self._delivery_deadline = None
+            self._cancel_delivery(deadline[0])
+
+    def _cancel_delivery(self, token: int) -> None:
+        """The running delivery ``token`` is past its handler_timeout: cancel it (§8).
+
+        A handler waiting on a call of its own sees it when that wait next wakes up (see
+        :meth:`_call_inline`); one that swallows it or is stuck in native code is the
+        owner's to deal with (it restarts the host).
+        """
+        stack = self._stack
+        if token in stack:
+            self._cancelled.add(token)
+            if stack and stack[-1] == token:
+                self._interrupt(token)
+
     def _on_cancel_signal(self, signum: int, frame: FrameType | None) -> None:
         target = self._cancel_pending
         if target is None:
@@ -544,7 +581,7 @@ class Host:
                 return  # _write_frame raises it once the frame is out
             frame = frame.f_back
         self._cancel_pending = None
-        raise CancelledError(f"call {target} was cancelled by the owner")
+        raise CancelledError(_cancelled_text(target))
 
     def _raise_deferred_cancel(self) -> None:
         if threading.get_ident() != self._ident:
@@ -552,7 +589,7 @@ class Host:
         target = self._cancel_pending
         self._cancel_pending = None
         if target is not None and self._stack and self._stack[-1] == target:
-            raise CancelledError(f"call {target} was cancelled by the owner")
+            raise CancelledError(_cancelled_text(target))
 
     # -- the watchdog ---------------------------------------------------------------------
 
@@ -561,6 +598,7 @@ class Host:
         last = -1
         while self._serving:
             time.sleep(WATCHDOG_INTERVAL)
+            self._check_delivery_deadline()
             if reader.reading:
                 last = -1
                 continue
@@ -596,6 +634,7 @@ class Host:
             finally:
                 reader.lock.release()
             fill = self.transport.wait_readable(WATCHDOG_INTERVAL)
+            self._check_delivery_deadline()
 
     # -- host -> owner calls (PROTOCOL.md §4.1) -------------------------------------------
 
@@ -701,6 +740,8 @@ class Host:
             self._write_frame(self._pack_error(["agent_failed", slot], error_map(exc)))
             return
         self.agents[slot] = agent
+        if type(spec.get("handler_timeout_ms")) is int:
+            self._timeouts[slot] = spec["handler_timeout_ms"]
         info = {
             "name": agent.name,
             "topics": topics,
@@ -726,6 +767,7 @@ class Host:
     def _stop_agent(self, slot: int) -> None:
         self._flush_ack(slot, force=True)
         agent = self.agents.pop(slot, None)
+        self._timeouts.pop(slot, None)
         if agent is None:
             return  # stopped twice while waiting behind a handler (see _on_agent_stop)
         self._stack.append(None)
@@ -771,6 +813,8 @@ class Host:
                 self._run_delivery(*self._deferred.popleft())
         finally:
             self._delivering = False
+        if self._ack_seq and time.monotonic() - self._unacked_since >= ACK_INTERVAL:
+            self._flush_acks()  # more may be buffered: the owner still hears of progress
 
     def _run_delivery(self, slot: int, seq: int, kind: str, frame: list[Any]) -> None:
         if kind == "stop":
@@ -779,7 +823,13 @@ class Host:
         agent = self.agents.get(slot)
         if agent is None:
             return  # stopped while this delivery waited behind a call (see _deliver)
-        self._stack.append(None)
+        # A token of its own on the stack, so that the watchdog can cancel this delivery
+        # (and only this one) once it runs past the agent's handler_timeout.
+        token = next(self._delivery_tokens)
+        timeout_ms = self._timeouts.get(slot)
+        self._stack.append(token)
+        if timeout_ms is not None:
+            self._delivery_deadline = (token, time.monotonic() + timeout_ms / 1000, timeout_ms)
         try:
             if kind == "event":
                 agent.handle_event(frame[3], frame[4])
@@ -789,12 +839,25 @@ class Host:
                     raise LookupError(f"agent {agent.name!r} has no timer {name!r}")
                 getattr(agent, name)()
         except (Exception, CancelledError) as exc:  # noqa: BLE001 - reported as a nack
+            self._delivery_deadline = None
+            if isinstance(exc, CancelledError) and token in self._cancelled:
+                what = f"event on {frame[3]!r}" if kind == "event" else f"timer {frame[3]!r}"
+                exc.args = (
+                    f"agent {agent.name!r}: the handler of {what} (seq {seq}) ran past its "
+                    f"handler_timeout of {timeout_ms} ms and was cancelled",
+                )
             self._flush_ack(slot, force=True)
             error = error_map(exc, skip_frames=1)
             self._write_frame(self._pack_error(["nack", slot, seq], error))
             return
         finally:
+            self._delivery_deadline = None
             self._stack.pop()
+            self._cancelled.discard(token)
+            if self._cancel_pending == token:
+                self._cancel_pending = None
+        if not self._ack_seq:
+            self._unacked_since = time.monotonic()
         self._ack_seq[slot] = seq
 
     def _flush_acks(self) -> None:
@@ -830,6 +893,13 @@ class Host:
         self._write_frame(packb(["ack", slot, seq, state_bin]))
 
 
+def _cancelled_text(target: int) -> str:
+    # Owner calls have ids >= 0; deliveries negative tokens (see Host._run_delivery).
+    if target >= 0:
+        return f"call {target} was cancelled by the owner"
+    return "the delivery ran past its handler_timeout"
+
+
 def _frame_bytes(frame: list[Any]) -> bytes:
     data = packb(frame)
     return _pack_header(len(data)) + data
@@ -850,6 +920,54 @@ def _die_with_parent() -> None:
         os._exit(1)  # the parent died before prctl took effect
 
 
+def _lead_a_process_group() -> None:
+    """Children of the host die with it (SECURITY.md): it leads a process group of its
+    own, which the owner kills once the host is gone, and which the host kills itself
+    on its way out (:func:`_exit_with_children`)."""
+    try:
+        os.setsid()  # a session of its own also keeps the terminal's Ctrl-C away from it
+    except OSError:
+        pass  # already a group leader: started by something other than an owner
+    # A forked child must not hold the protocol's pipes: the owner would not see the
+    # host's end of stream while it lives (subprocesses do not: the fds are CLOEXEC).
+    os.register_at_fork(after_in_child=_drop_protocol_fds)
+
+
+def _drop_protocol_fds() -> None:
+    for fd in (3, 4):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _group_members() -> list[int]:
+    """The other processes of this host's process group (Linux: read from /proc)."""
+    me = os.getpid()
+    if os.getpgrp() != me:
+        return []
+    members = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit() or int(entry.name) == me:
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[2]) == me:
+                members.append(int(entry.name))
+    return members
+
+
+def _exit_with_children(status: int) -> NoReturn:
+    """``os._exit(status)``, after SIGKILL to the rest of the host's process group."""
+    for pid in _group_members():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    os._exit(status)
+
+
 def run() -> NoReturn:
     """Entry point of ``python -m symbiont.host``: serve the owner on fds 3 and 4."""
     from ._logcapture import capture_output, install_log_handler
@@ -861,8 +979,9 @@ def run() -> NoReturn:
     except OSError:
         sys.stderr.write("symbiont.host must be started by its owner with fds 3 and 4 open\n")
         raise SystemExit(2) from None
+    _lead_a_process_group()
     stderr_fd = os.dup(2)
-    host = Host(FdTransport(3, 4), stderr_fd=stderr_fd)
+    host = Host(FdTransport(3, 4), stderr_fd=stderr_fd, exit=_exit_with_children)
     capture_output(host.log)
     install_log_handler(host.log)
     host.serve()

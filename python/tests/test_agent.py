@@ -412,3 +412,35 @@ def test_awkward_handler_exceptions_are_nacks(
     assert error["message"].startswith(message)
     assert len(packb(error)) < 1 << 20
     assert unpackb(raw_host.recv_kind("ack")[3]) == {"ok": "fine"}
+
+
+@pytest.mark.parametrize("topic", ["sleep", "spin"])
+def test_a_handler_past_its_timeout_is_cancelled_and_nacked(
+    raw_host: HostProcess, topic: str
+) -> None:
+    raw_host.init_agent(agent_spec("Sleeper", handler_timeout_ms=100))
+    raw_host.send(event(1, topic, 30), event(2, topic, 0))
+    _, slot, seq, error = raw_host.recv_kind("nack", timeout=10)
+    assert (slot, seq) == (1, 1)
+    assert error["type"] == "symbiont.CancelledError"
+    assert error["message"] == (
+        f"agent 'counter': the handler of event on {topic!r} (seq 1) ran past its "
+        "handler_timeout of 100 ms and was cancelled"
+    )
+    assert raw_host.recv_kind("ack")[2] == 2  # the host serves on
+    assert raw_host.call("os", "getpid")[2] == raw_host.proc.pid
+
+
+def test_slow_deliveries_in_a_batch_are_acked_as_they_go(raw_host: HostProcess) -> None:
+    """The owner watches for progress (handler_timeout): a batch of slow deliveries does
+    not wait for the last one to be acked."""
+    raw_host.init_agent(agent_spec("Sleeper", handler_timeout_ms=5_000))
+    raw_host.send(*(event(seq, "sleep", 0.25) for seq in (1, 2, 3)))
+    assert raw_host.recv_kind("ack")[2] == 2  # 0.25 s after the first: past ACK_INTERVAL
+    assert raw_host.recv_kind("ack")[2] == 3
+
+
+def test_a_bad_handler_timeout_fails_the_agent(host: HostProcess) -> None:
+    failed = host.start_agent(agent_spec("Sleeper", handler_timeout_ms=0))
+    assert failed[0] == "agent_failed"
+    assert "handler_timeout_ms must be a positive int or nil, got 0" in failed[2]["message"]

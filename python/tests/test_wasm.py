@@ -148,6 +148,47 @@ def test_capabilities_are_off_unless_granted(runtime: Runtime) -> None:
     assert isinstance(first, bytes) and len(first) == 8 and first != second
 
 
+_ABI = """(memory (export "memory") 1)
+  (func (export "symbiont_abi_version") (result i32) (i32.const 1))
+  (func (export "symbiont_alloc") (param i32) (result i32) (i32.const 1024))"""
+
+
+def test_a_module_reaches_nothing_it_was_not_given(runtime: Runtime) -> None:
+    """SECURITY.md: an import outside the ABI and WASI does not link; WASI has no
+    directory to open; exiting the process only ends the call."""
+    host_function = f"""(module (import "env" "system" (func $system (param i32) (result i32)))
+      {_ABI}
+      (func (export "symbiont_handle") (param i32 i32) (result i64)
+        (drop (call $system (i32.const 0))) (i64.const 0)))"""
+    with pytest.raises(WasmError) as refused:
+        runtime.instantiate(host_function.encode(), name="sneaky")
+    assert refused.value.kind == "load"
+    assert "sneaky cannot be instantiated: unknown import: `env::system`" in str(refused.value)
+
+    # path_open("/") in the first preopened directory (fd 3): there is none. The reply is
+    # the errno, as a msgpack fixint.
+    open_root = f"""(module
+      (import "wasi_snapshot_preview1" "path_open"
+        (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+      {_ABI}
+      (func (export "symbiont_handle") (param i32 i32) (result i64)
+        (i32.store8 (i32.const 600) (i32.const 0x2f))
+        (i32.store (i32.const 512) (call $open (i32.const 3) (i32.const 0) (i32.const 600)
+          (i32.const 1) (i32.const 0) (i64.const 0x1fffffff) (i64.const 0x1fffffff) (i32.const 0)
+          (i32.const 700)))
+        (i64.or (i64.shl (i64.const 512) (i64.const 32)) (i64.const 1))))"""
+    errno = unpackb(runtime.instantiate(open_root.encode(), name="fs").call("t", packb(1)))
+    assert errno == 8  # EBADF: no such directory handle
+
+    leave = f"""(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      {_ABI}
+      (func (export "symbiont_handle") (param i32 i32) (result i64)
+        (call $exit (i32.const 7)) (i64.const 0)))"""
+    with pytest.raises(WasmError) as exited:
+        runtime.instantiate(leave.encode(), name="quitter").call("t", packb(1))
+    assert exited.value.kind == "trap" and "exit status 7" in str(exited.value)
+
+
 def test_compiled_modules_are_cached_by_content_and_engine(tmp_path: Path) -> None:
     cold = Runtime(cache_dir=tmp_path)
     cold.load(WASM / "echo.wat")

@@ -91,6 +91,123 @@ defmodule Symbiont.AgentTest do
            end)
   end
 
+  @tag :tmp_dir
+  test "a handler past its handler_timeout is cancelled and its event retried; the host stays",
+       %{tmp_dir: dir} do
+    log =
+      capture_log(fn ->
+        %{out: out, agent: agent, os_pid: os_pid} = start_stuck!(dir, stubborn: false)
+        assert_receive %Event{topic: ^out, from: ^agent}, 10_000
+
+        assert {:ok, %{last_error: %{"type" => "symbiont.CancelledError", "message" => message}}} =
+                 Symbiont.Agent.Server.info(agent)
+
+        assert message =~ "ran past its handler_timeout of 200 ms and was cancelled"
+        assert {:ok, %{os_pid: ^os_pid, crashes: 0}} = Symbiont.Host.info(agent)
+      end)
+
+    assert log =~ "ran past its handler_timeout of 200 ms and was cancelled"
+  end
+
+  @tag :tmp_dir
+  test "a handler that does not stop: its host is restarted and the event retried",
+       %{tmp_dir: dir} do
+    log =
+      capture_log(fn ->
+        %{out: out, agent: agent, os_pid: os_pid} = start_stuck!(dir, stubborn: true)
+
+        assert_receive {:host_crash, ^agent, %{reason: {:stalled, ^agent, 200}}}, 10_000
+        assert_receive {:agent_start, ^agent, %{restarts: 1}}, 10_000
+        assert_receive %Event{topic: ^out, from: ^agent}, 10_000
+        assert {:ok, %{os_pid: new_os_pid, crashes: 1}} = Symbiont.Host.info(agent)
+        assert new_os_pid != os_pid
+      end)
+
+    assert log =~ "past its handler_timeout of 200 ms: restarting host"
+    assert log =~ "did not stop after its handler_timeout of 200 ms"
+  end
+
+  @tag :tmp_dir
+  test "an event whose handler never stops is dead-lettered as a timeout", %{tmp_dir: dir} do
+    :ok = Symbiont.subscribe("symbiont.dead_letter")
+
+    capture_log(fn ->
+      %{agent: agent} = start_stuck!(dir, stubborn: true, max_attempts: 1)
+      assert_receive %Event{topic: "symbiont.dead_letter", from: ^agent} = letter, 10_000
+      assert %{"reason" => "timeout", "attempts" => 1, "error" => error} = Event.decode!(letter)
+
+      assert error["message"] =~
+               "did not stop after its handler_timeout of 200 ms while handling it"
+    end)
+  end
+
+  defp start_stuck!(dir, opts) do
+    out = unique_name("stuck.out")
+    payload = unique_name("stuck")
+    :ok = Symbiont.subscribe(out)
+
+    config = %{
+      "out" => out,
+      "payload" => payload,
+      "marker" => Path.join(dir, "tried"),
+      "stubborn" => Keyword.fetch!(opts, :stubborn)
+    }
+
+    host =
+      start_agent_host!("stuck",
+        python: "test_agents:Stuck",
+        config: config,
+        handler_timeout: 200,
+        max_attempts: Keyword.get(opts, :max_attempts, 2)
+      )
+
+    :ok = Symbiont.publish("stuck.in", payload)
+    Map.put(host, :out, out)
+  end
+
+  test "events over the frame limit are dead-lettered both ways; the agent and its host go on" do
+    out = unique_name("bloat.out")
+    :ok = Symbiont.subscribe(out)
+    :ok = Symbiont.subscribe("symbiont.dead_letter")
+    name = unique_name("bloater")
+
+    %{os_pid: os_pid} =
+      start_host!(
+        name: name,
+        max_frame: 1_048_576,
+        agent: [
+          name: name,
+          python: "test_agents:Bloater",
+          config: %{"out" => out},
+          max_attempts: 1
+        ]
+      )
+
+    capture_log(fn ->
+      # In: the agent's host could not take it. Out: the handler's publish is refused.
+      :ok = Symbiont.publish("bloat.in", :binary.copy("x", 2_000_000))
+      assert %{"reason" => "too_large", "attempts" => 0, "error" => error} = dead_letter(name)
+
+      assert error["message"] =~
+               ~r/frame of 200\d{4} bytes, over the max_frame of host .* \(1048576 bytes\)/
+
+      :ok = Symbiont.publish("bloat.in", 2_000_000)
+      assert %{"reason" => "handler_failed", "error" => error} = dead_letter(name)
+      assert error["type"] == "symbiont.FrameTooLarge"
+      assert error["message"] =~ "over the owner's max_frame of 1048576 bytes"
+    end)
+
+    :ok = Symbiont.publish("bloat.in", 10)
+    assert_receive %Event{topic: ^out, from: ^name} = event, 5_000
+    assert Event.decode!(event) == :binary.copy("x", 10)
+    assert {:ok, %{os_pid: ^os_pid, crashes: 0}} = Symbiont.Host.info(name)
+  end
+
+  defp dead_letter(agent) do
+    assert_receive %Event{topic: "symbiont.dead_letter", from: ^agent} = letter, 10_000
+    Event.decode!(letter)
+  end
+
   test "timers tick" do
     :ok = Symbiont.subscribe("tick.out")
     start_agent!("test_agents:Ticker")
@@ -160,7 +277,13 @@ defmodule Symbiont.AgentTest do
 
     send(poller.pid, :stop)
     assert Task.await(poller) > 0
-    assert {:ok, %{handled: 2_000, in_flight: 0, queue: 0}} = Symbiont.Agent.Server.info(pid)
+    # The last publish comes before the ack of its event (PROTOCOL.md §8).
+    assert wait_until(fn ->
+             match?(
+               {:ok, %{handled: 2_000, in_flight: 0, queue: 0}},
+               Symbiont.Agent.Server.info(pid)
+             )
+           end)
   end
 
   defp poll_info(pid, n \\ 0) do

@@ -14,6 +14,8 @@ defmodule Symbiont.ManifestTest do
        ~s(agent "a": expected :python to be "module:Class", got: "m.A")},
       {[[name: "a", python: "m:A", config: [1]]], ~s(agent "a": expected :config)},
       {[[name: "a", python: "m:A", colour: :red]], ~s(agent "a": unknown key :colour)},
+      {[[name: "a", python: "m:A", handler_timeout: 0]],
+       ~s|agent "a": expected :handler_timeout to be a positive integer (milliseconds) or :infinity, got: 0|},
       {[:nope], "expected an agent spec to be a keyword list or map, got: :nope"},
       {:nope, "expected :agents to be a list of agent specs, got: :nope"}
     ]

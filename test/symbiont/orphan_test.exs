@@ -2,13 +2,49 @@ defmodule Symbiont.OrphanTest do
   # No host outlives its BEAM: kill -9 a node that runs hosts (idle, blocked in a sleep,
   # stuck in native code holding the GIL) and every one of their OS processes is gone
   # within 2 s. EOF on fd 3 covers the first two; PR_SET_PDEATHSIG covers the third.
+  # And no child of a host outlives the host: each host leads a process group of its own,
+  # which its owner kills once the host is gone.
   use ExUnit.Case, async: true
 
-  # Starts a node of its own (`mix test --exclude clustered` skips it).
-  @moduletag :clustered
-
+  import ExUnit.CaptureLog
   import Symbiont.HostHelpers
 
+  test "children a handler forked or spawned die with their host: killed, or stopped" do
+    out = unique_name("parent.out")
+    :ok = Symbiont.subscribe(out)
+
+    %{name: py, pid: pid, os_pid: os_pid} =
+      start_agent_host!("parent", python: "test_agents:Parent", config: %{"out" => out})
+
+    children = breed(out)
+    assert Enum.all?(children, &os_alive?/1)
+
+    capture_log(fn ->
+      Symbiont.Host.Reaper.kill(os_pid)
+      assert_receive {:host_crash, ^py, %{status: 137}}, 5_000
+    end)
+
+    assert wait_until(fn -> not Enum.any?(children, &os_alive?/1) end, 5_000),
+           "still alive after their host was killed: #{inspect(Enum.filter(children, &os_alive?/1))}"
+
+    assert_receive {:agent_start, ^py, %{restarts: 1}}, 10_000
+    children = breed(out)
+    assert Enum.all?(children, &os_alive?/1)
+    :ok = GenServer.stop(pid)
+
+    assert wait_until(fn -> not Enum.any?(children, &os_alive?/1) end, 5_000),
+           "still alive after their host was stopped: #{inspect(Enum.filter(children, &os_alive?/1))}"
+  end
+
+  defp breed(out) do
+    :ok = Symbiont.publish("parent.in", nil)
+    assert_receive %Symbiont.Event{topic: ^out} = event, 10_000
+    %{"forked" => forked, "spawned" => spawned} = Symbiont.Event.decode!(event)
+    [forked, spawned]
+  end
+
+  # Starts a node of its own (`mix test --exclude clustered` skips it).
+  @tag :clustered
   @tag timeout: 60_000
   test "kill -9 of a BEAM node running hosts leaves no Python process behind" do
     args = Enum.flat_map(:code.get_path(), &[~c"-pa", &1])

@@ -10,6 +10,61 @@ defmodule Symbiont.PythonTest do
     {:ok, host: start_host!()}
   end
 
+  test "payloads over the frame limit are refused both ways with a clear error; the host stays" do
+    %{name: py, os_pid: os_pid} = start_host!(max_frame: 1_048_576)
+    huge = :binary.copy("x", 2_000_000)
+
+    assert {:error, {:frame_too_large, size, 1_048_576}} =
+             Python.call(py, "hostile", "echo", [huge])
+
+    assert size > 2_000_000
+
+    assert {:error, %Python.Error{type: "symbiont.FrameTooLarge", message: message}} =
+             Python.call(py, "hostile", "big", [2_000_000])
+
+    assert message =~
+             ~r"the reply of hostile.big is 200\d{4} bytes, over the owner's max_frame of 1048576"
+
+    assert {:ok, ^os_pid} = Python.call(py, "hostile", "os_pid", [])
+    assert {:ok, %{crashes: 0}} = Symbiont.Host.info(py)
+  end
+
+  test "a host gets the allowed part of the BEAM's environment, what Symbiont sets and :env" do
+    secret = "TEST_LEAK_#{System.unique_integer([:positive])}"
+    System.put_env(secret, "from the BEAM")
+    on_exit(fn -> System.delete_env(secret) end)
+
+    %{name: py} = start_host!(env: [{"EXTRA", "mine"}])
+    assert {:ok, env} = Python.call(py, "os", "environ.copy", [])
+    refute Map.has_key?(env, secret)
+    assert env["EXTRA"] == "mine"
+    assert env["PATH"] == System.get_env("PATH")
+    assert env["PYTHONUNBUFFERED"] == "1"
+
+    allowed =
+      ~w(PATH HOME LANG TZ TMPDIR EXTRA PYTHONPATH PYTHONUNBUFFERED PYTHONDONTWRITEBYTECODE)
+
+    others = Enum.reject(Map.keys(env), &(&1 in allowed or &1 =~ ~r/\A(LC|SYMBIONT)_/))
+    assert others == []
+
+    %{name: py} = start_host!(inherit_env: ["PATH", "TEST_LEAK_*"])
+    assert {:ok, "from the BEAM"} = Python.call(py, "os", "getenv", [secret])
+    assert {:ok, nil} = Python.call(py, "os", "getenv", ["HOME"])
+  end
+
+  test "bad :inherit_env and :env are refused with the value and what is allowed" do
+    assert {:error, %ArgumentError{message: message}} =
+             Symbiont.Host.validate_options(inherit_env: ["PATH", "LC_*", "A B"])
+
+    assert message ==
+             ~s|expected :inherit_env to be a list of variable names (a trailing * matches a prefix), got: ["A B"] in ["PATH", "LC_*", "A B"]|
+
+    assert {:error, %ArgumentError{message: message}} =
+             Symbiont.Host.validate_options(env: [{"A=B", "c"}])
+
+    assert message =~ ~s|no "=" in a name, no NUL byte), got: [{"A=B", "c"}]|
+  end
+
   test "calls any importable function", %{host: %{name: py}} do
     assert {:ok, 3.0} = Python.call(py, "math", "sqrt", [9])
     assert {:ok, "/tmp/x"} = Python.call(py, "os.path", "join", ["/tmp", "x"])

@@ -37,6 +37,9 @@ defmodule Symbiont.Agent.Server do
   @linger_ms 100
   # How often to look for a host that is not (yet, or again) registered.
   @attach_retry_ms 20
+  # How long past its handler_timeout an agent waits for its host to cancel a handler
+  # (the host acks at least every 200 ms while it works through a batch).
+  @stall_grace_ms 1_000
 
   @doc false
   def child_spec(opts) do
@@ -189,6 +192,8 @@ defmodule Symbiont.Agent.Server do
       host_pid: nil,
       host_ref: nil,
       slot: nil,
+      # The largest frame the host's process accepts.
+      max_frame: nil,
       # :detached (no process to run in), :starting (agent_start sent), :ready
       status: :detached,
       out: Out.new(),
@@ -226,7 +231,12 @@ defmodule Symbiont.Agent.Server do
       handled: 0,
       failed: 0,
       published: 0,
-      last_error: nil
+      last_error: nil,
+      # Monotonic ms of the last sign of progress from the host while deliveries are in
+      # flight (a delivery sent to an idle agent, an ack, a nack), and whether a
+      # :stall_check is on its way (see the handler_timeout in Symbiont.Agent).
+      progress_at: 0,
+      stall_check: false
     }
 
     {:ok, state, {:continue, :attach}}
@@ -292,13 +302,7 @@ defmodule Symbiont.Agent.Server do
     Logger.info("agent #{state.id} released from quarantine", meta(state))
     state = %{state | quarantined: nil}
 
-    state =
-      case state.host_pid && Symbiont.Host.attach(state.host_pid, state.id) do
-        {:ok, slot, port} when port != nil -> start_on(%{state | slot: slot}, port)
-        {:ok, slot, nil} -> %{state | slot: slot}
-        nil -> attach(state)
-        _ -> state
-      end
+    state = if state.host_pid, do: reattach(state), else: attach(state)
 
     Out.reply({:reply, :ok, state})
   end
@@ -380,6 +384,8 @@ defmodule Symbiont.Agent.Server do
   defp info({:retry_start, port, n}, %{out: %{port: port}, failures: n} = state),
     do: start_on(state, port)
 
+  defp info(:stall_check, state), do: stall_check(%{state | stall_check: false})
+
   defp info({:tick, name}, state) do
     # Ticks coalesce: while the agent is behind (events waiting) or the same tick is still
     # in flight, another one would only pile up.
@@ -405,14 +411,25 @@ defmodule Symbiont.Agent.Server do
 
       pid ->
         case Symbiont.Host.attach(pid, state.id) do
-          {:ok, slot, port} ->
-            state = %{state | host_pid: pid, host_ref: Process.monitor(pid), slot: slot}
+          {:ok, slot, port, max_frame} ->
+            ref = Process.monitor(pid)
+            state = %{state | host_pid: pid, host_ref: ref, slot: slot, max_frame: max_frame}
             if port, do: start_on(state, port), else: state
 
           {:error, _} ->
             Process.send_after(self(), :attach, @attach_retry_ms)
             state
         end
+    end
+  end
+
+  # A new slot in the same host (after an upgrade or a quarantine), started at once when
+  # the host's process is up.
+  defp reattach(state) do
+    case Symbiont.Host.attach(state.host_pid, state.id) do
+      {:ok, slot, port, _max_frame} when port != nil -> start_on(%{state | slot: slot}, port)
+      {:ok, slot, nil, _max_frame} -> %{state | slot: slot}
+      _ -> state
     end
   end
 
@@ -430,7 +447,8 @@ defmodule Symbiont.Agent.Server do
       "module" => spec.module,
       "class" => spec.class,
       "config" => spec.config,
-      "state" => if(bin, do: %MsgPack.Raw{data: bin}, else: nil)
+      "state" => if(bin, do: %MsgPack.Raw{data: bin}, else: nil),
+      "handler_timeout_ms" => with(:infinity <- handler_timeout(spec), do: nil)
     }
   end
 
@@ -444,6 +462,7 @@ defmodule Symbiont.Agent.Server do
   defp frame({:agent_ready, _slot, info}, %{status: :starting} = state) do
     state = subscribe(state, info)
     state = %{state | status: :ready, starts: state.starts + 1, failures: 0}
+    state = %{state | progress_at: now_ms()}
 
     # Deliveries in flight go again, in order; then what waits in the queue (after a crash
     # with several in flight, they are all there: see charge_crash/2).
@@ -483,7 +502,7 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp frame({:ack, _slot, seq, state_bin}, state) do
-    {acked, state} = take_inflight(state, seq)
+    {acked, state} = take_inflight(%{state | progress_at: now_ms()}, seq)
     handled(state, acked, :ok)
     n = length(acked)
 
@@ -565,11 +584,7 @@ defmodule Symbiont.Agent.Server do
     Logger.info("agent #{state.id} now runs #{describe_logic(spec)}", meta(state))
     state = %{state | spec: spec, upgrading: nil, status: :detached, out: Out.to(state.out, nil)}
 
-    case state.host_pid && Symbiont.Host.attach(state.host_pid, state.id) do
-      {:ok, slot, port} when port != nil -> start_on(%{state | slot: slot}, port)
-      {:ok, slot, nil} -> %{state | slot: slot}
-      _ -> state
-    end
+    if state.host_pid, do: reattach(state), else: state
   end
 
   defp settle(%{retiring: {_from, heir}} = state) do
@@ -709,16 +724,83 @@ defmodule Symbiont.Agent.Server do
 
     frame = framed(fields)
 
-    emit(
-      %{
-        state
-        | seq: seq,
-          inflight: :queue.in({seq, what, frame, attempts, now_us()}, state.inflight),
-          in_flight: state.in_flight + 1
-      },
-      frame
-    )
+    if IO.iodata_length(frame) - 4 > state.max_frame,
+      do: too_large(state, what, IO.iodata_length(frame) - 4),
+      else: put_in_flight(state, seq, what, frame, attempts)
   end
+
+  # PROTOCOL.md §1.4: the host would have to refuse the frame and restart, again at each
+  # attempt. The event goes to the dead letters at once, the agent goes on.
+  defp too_large(state, what, size) do
+    message =
+      "#{describe(what)} makes a frame of #{size} bytes, over the max_frame of host #{inspect(state.host)} (#{state.max_frame} bytes)"
+
+    Logger.error("agent #{state.id}: #{message}; dead-lettered", meta(state))
+    error = %{"type" => "frame_too_large", "message" => message, "traceback" => ""}
+    dead_letter(state, what, "too_large", 0, error)
+    %{state | failed: state.failed + 1, last_error: error}
+  end
+
+  defp put_in_flight(state, seq, what, frame, attempts) do
+    progress_at = if state.in_flight == 0, do: now_ms(), else: state.progress_at
+
+    %{
+      state
+      | seq: seq,
+        inflight: :queue.in({seq, what, frame, attempts, now_us()}, state.inflight),
+        in_flight: state.in_flight + 1,
+        progress_at: progress_at
+    }
+    |> emit(frame)
+    |> arm_stall_check()
+  end
+
+  ## A handler that does not stop (see :handler_timeout in Symbiont.Agent)
+
+  defp handler_timeout(spec), do: Map.get(spec, :handler_timeout, 30_000)
+
+  defp arm_stall_check(%{stall_check: false} = state) do
+    case handler_timeout(state.spec) do
+      :infinity ->
+        state
+
+      ms ->
+        Process.send_after(self(), :stall_check, ms + @stall_grace_ms)
+        %{state | stall_check: true}
+    end
+  end
+
+  defp arm_stall_check(state), do: state
+
+  # The host cancels a handler at its timeout and acks slow batches as it goes: nothing at
+  # all for the timeout plus the grace means a handler that does not stop. Only a new
+  # process frees the agent, and the delivery is charged an attempt when it goes down.
+  defp stall_check(%{status: :ready, in_flight: n} = state) when n > 0 do
+    limit = handler_timeout(state.spec) + @stall_grace_ms
+    idle = now_ms() - state.progress_at
+
+    if idle >= limit do
+      Logger.error(
+        "agent #{state.id} heard nothing from its host for #{idle} ms with #{n} deliveries in flight, past its handler_timeout of #{handler_timeout(state.spec)} ms: restarting host #{inspect(state.host)}",
+        meta(state)
+      )
+
+      Symbiont.Host.restart(
+        state.host_pid,
+        state.out.port,
+        {:stalled, state.id, handler_timeout(state.spec)}
+      )
+
+      state
+    else
+      Process.send_after(self(), :stall_check, limit - idle)
+      %{state | stall_check: true}
+    end
+  end
+
+  defp stall_check(state), do: state
+
+  defp now_ms, do: System.monotonic_time(:millisecond)
 
   defp framed(fields), do: fields |> Protocol.encode() |> Framer.frame()
 
@@ -780,6 +862,15 @@ defmodule Symbiont.Agent.Server do
     end
   end
 
+  # An agent that consumes the dead letters and fails on one would feed it back to itself
+  # for ever: a dead letter that dies again is logged, and goes no further.
+  defp dead_letter(state, %Symbiont.Event{topic: "symbiont.dead_letter"}, reason, _, error) do
+    Logger.error(
+      "agent #{state.id} gave up on a dead letter (#{reason}): #{inspect(error && error["message"])}; dropped",
+      meta(state)
+    )
+  end
+
   defp dead_letter(state, what, reason, attempts, error) do
     {topic, payload} =
       case what do
@@ -822,7 +913,8 @@ defmodule Symbiont.Agent.Server do
       "traceback" => Enum.join(crash.logs, "\n")
     }
 
-    retry_or_give_up(%{state | last_error: error}, what, attempts + 1, "crashed", error)
+    reason = if Map.get(crash, :stalled) == state.id, do: "timeout", else: "crashed"
+    retry_or_give_up(%{state | last_error: error}, what, attempts + 1, reason, error)
   end
 
   defp charge_crash(state, _crash) do
