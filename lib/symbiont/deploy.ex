@@ -3,6 +3,7 @@ defmodule Symbiont.Deploy do
     window_ms: 5_000,
     min_events: 20,
     max_windows: 6,
+    start_ms: 30_000,
     max_error_increase: 0.05,
     max_p99_ratio: 2.0,
     p99_slack_us: 5_000,
@@ -31,6 +32,10 @@ defmodule Symbiont.Deploy do
   same way. A canary that never gets `:min_events` within `:max_windows` windows is
   rolled back too: a version is promoted on evidence only.
 
+  The windows start once the canary serves (its host process started, its module
+  loaded), not when it was spawned: a cold start is no evidence either way. A canary
+  that does not serve within `:start_ms` is rolled back.
+
   `rollback/1` does it by hand: it rolls back a running canary, or returns a promoted
   agent to the version it had before.
 
@@ -47,6 +52,8 @@ defmodule Symbiont.Deploy do
   alias Symbiont.Agent.Server
 
   @history 100
+  # How often a new canary is asked whether it serves yet.
+  @ready_poll_ms 20
 
   @doc false
   def start_link(_opts), do: GenServer.start_link(__MODULE__, nil, name: __MODULE__)
@@ -81,7 +88,14 @@ defmodule Symbiont.Deploy do
   defp validate_opts(opts) do
     Enum.reduce_while(opts, {:ok, @defaults}, fn
       {key, value}, {:ok, acc}
-      when key in [:window_ms, :min_events, :max_windows, :p99_slack_us, :min_latency_samples] and
+      when key in [
+             :window_ms,
+             :min_events,
+             :max_windows,
+             :start_ms,
+             :p99_slack_us,
+             :min_latency_samples
+           ] and
              is_integer(value) and value > 0 ->
         {:cont, {:ok, Keyword.put(acc, key, value)}}
 
@@ -119,13 +133,14 @@ defmodule Symbiont.Deploy do
         canary: canary,
         ref: Process.monitor(canary),
         stable: Enum.map(stable, & &1.pid),
-        baseline: counts(stable),
+        # Set when the canary serves: the windows, the counts and latencies start there.
+        baseline: nil,
         t0: t0,
         windows: 0,
         opts: opts
       }
 
-      Process.send_after(self(), {:check, agent}, opts[:window_ms])
+      Process.send_after(self(), {:check, agent}, @ready_poll_ms)
       state = step(state, :deploy, deploy, "canary #{canary_id(agent)} started", %{})
 
       {:reply, {:ok, %{agent: agent, canary: canary_id(agent), to: spec.wasm}},
@@ -179,6 +194,27 @@ defmodule Symbiont.Deploy do
   end
 
   ## The decision
+
+  defp check(state, %{baseline: nil, opts: opts} = deploy) do
+    waited = System.monotonic_time(:millisecond) - deploy.t0
+
+    cond do
+      match?({:ok, %{status: :ready}}, Server.info(deploy.canary)) ->
+        {:ok, canary} = Server.metrics(deploy.canary)
+        now = System.monotonic_time(:millisecond)
+        baseline = {counts(deploy.stable), {canary.handled, canary.failed}}
+        deploy = %{deploy | baseline: baseline, t0: now}
+        Process.send_after(self(), {:check, deploy.agent}, opts[:window_ms])
+        put_in(state.canaries[deploy.agent], deploy)
+
+      waited >= opts[:start_ms] ->
+        roll_back(state, deploy, "the canary did not serve within #{opts[:start_ms]} ms", %{})
+
+      true ->
+        Process.send_after(self(), {:check, deploy.agent}, @ready_poll_ms)
+        state
+    end
+  end
 
   defp check(state, %{opts: opts} = deploy) do
     evidence = evidence(deploy)
@@ -260,11 +296,12 @@ defmodule Symbiont.Deploy do
     since = deploy.t0
     stable = for pid <- deploy.stable, {:ok, m} <- [Server.metrics(pid)], do: m
     {:ok, canary} = Server.metrics(deploy.canary)
-    {handled0, failed0} = deploy.baseline
+    {{handled0, failed0}, {canary_handled0, canary_failed0}} = deploy.baseline
 
     %{
       "window_ms" => System.monotonic_time(:millisecond) - since,
-      "canary" => summary(canary.handled, canary.failed, [canary], since),
+      "canary" =>
+        summary(canary.handled - canary_handled0, canary.failed - canary_failed0, [canary], since),
       "stable" =>
         summary(
           Enum.sum(Enum.map(stable, & &1.handled)) - handled0,
@@ -319,8 +356,8 @@ defmodule Symbiont.Deploy do
       else: {:ok, found}
   end
 
-  defp counts(replicas) do
-    stats = for r <- replicas, {:ok, m} <- [Server.metrics(r.pid)], do: {m.handled, m.failed}
+  defp counts(pids) do
+    stats = for pid <- pids, {:ok, m} <- [Server.metrics(pid)], do: {m.handled, m.failed}
     {Enum.sum(Enum.map(stats, &elem(&1, 0))), Enum.sum(Enum.map(stats, &elem(&1, 1)))}
   end
 
