@@ -113,8 +113,8 @@ defmodule Bench.Mesh do
         end
       end
 
-    sym = median(Enum.map(rounds, &elem(&1, 0)))
-    raw = median(Enum.map(rounds, &elem(&1, 1)))
+    sym = Bench.Results.median(Enum.map(rounds, &elem(&1, 0)))
+    raw = Bench.Results.median(Enum.map(rounds, &elem(&1, 1)))
     IO.puts("  local broadcast, #{n} subscriber(s): #{round(sym)} vs #{round(raw)} msgs/s")
     {n, sym, raw}
   end
@@ -178,7 +178,7 @@ defmodule Bench.Mesh do
         )
     end
 
-    wait(fn -> Enum.all?(names, &(handled(&1) == 0)) end)
+    Bench.Results.wait(fn -> Enum.all?(names, &(handled(&1) == 0)) end)
 
     base = raw_fanout(python, hosts)
 
@@ -192,7 +192,7 @@ defmodule Bench.Mesh do
             # room instead of losing events.
             for i <- 1..@fanout, do: publish_checked(i)
 
-            wait(fn ->
+            Bench.Results.wait(fn ->
               Enum.zip(names, before) |> Enum.all?(fn {n, b} -> handled(n) == b + @fanout end)
             end)
           end)
@@ -203,7 +203,7 @@ defmodule Bench.Mesh do
       end
 
     for name <- names, do: Symbiont.Python.stop(name)
-    {median(results), base}
+    {Bench.Results.median(results), base}
   end
 
   defp publish_checked(i) do
@@ -279,7 +279,7 @@ defmodule Bench.Mesh do
     {:module, _} = :erpc.call(node, :code, :load_binary, [mod, ~c"nofile", bin])
     echo = :erpc.call(node, mod, :start, [me])
 
-    wait(fn ->
+    Bench.Results.wait(fn ->
       :erpc.call(node, Symbiont.Mesh, :members, [Symbiont.Mesh, "bench.latency", nil]) != [] and
         length(:pg.get_members(Symbiont.Mesh.Adapter.PG, :forwarders)) == 2
     end)
@@ -287,7 +287,9 @@ defmodule Bench.Mesh do
     mesh = delays(fn t -> Symbiont.Mesh.broadcast(Symbiont.Mesh, "bench.latency", {:t, t}) end)
     raw = delays(fn t -> send(echo, {:t, t}) end)
     :peer.stop(peer)
-    {pct(mesh, 50), pct(mesh, 99), pct(raw, 50), pct(raw, 99)}
+
+    {Bench.Results.pct(mesh, 50), Bench.Results.pct(mesh, 99), Bench.Results.pct(raw, 50),
+     Bench.Results.pct(raw, 99)}
   end
 
   defp delays(send_one) do
@@ -299,20 +301,7 @@ defmodule Bench.Mesh do
     |> List.to_tuple()
   end
 
-  ## Helpers
-
-  defp wait(fun, deadline \\ System.monotonic_time(:millisecond) + 120_000) do
-    cond do
-      fun.() -> :ok
-      System.monotonic_time(:millisecond) > deadline -> raise "bench: timed out waiting"
-      true -> Process.sleep(5) && wait(fun, deadline)
-    end
-  end
-
-  defp pct(sorted, p),
-    do: elem(sorted, min(tuple_size(sorted) - 1, div(tuple_size(sorted) * p, 100))) / 1000
-
-  defp median(xs), do: xs |> Enum.sort() |> Enum.at(div(length(xs), 2))
+  ## The table
 
   defp report(rows) do
     table = [

@@ -3,6 +3,33 @@
 defmodule Bench.Results do
   @path Path.expand("RESULTS.md", __DIR__)
 
+  @doc "The median of a list of numbers."
+  def median(xs), do: xs |> Enum.sort() |> Enum.at(div(length(xs), 2))
+
+  @doc "Percentile `p` (0-100) of a sorted tuple of nanoseconds, in microseconds."
+  def pct(sorted, p),
+    do: elem(sorted, min(tuple_size(sorted) - 1, div(tuple_size(sorted) * p, 100))) / 1000
+
+  @doc "Waits until `fun` returns true, checking every 5 ms; raises after two minutes."
+  def wait(fun, deadline \\ System.monotonic_time(:millisecond) + 120_000) do
+    cond do
+      fun.() -> :ok
+      System.monotonic_time(:millisecond) > deadline -> raise "bench: timed out waiting"
+      true -> Process.sleep(5) && wait(fun, deadline)
+    end
+  end
+
+  @doc "The \"met\" column: \"yes\" or \"no\"."
+  def met(true), do: "yes"
+  def met(false), do: "no"
+
+  @doc "The number in a target such as \"≤ 1.5×\"."
+  def target_value(target) do
+    [_, n] = Regex.run(~r/([\d.]+)×/, target)
+    {value, ""} = Float.parse(n)
+    value
+  end
+
   @doc "A figure for a table: whole numbers from 1000 up, one decimal below."
   def number(x) when x >= 1000, do: x |> round() |> Integer.to_string()
   def number(x), do: :erlang.float_to_binary(x / 1, decimals: 1)

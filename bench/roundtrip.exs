@@ -64,18 +64,18 @@ defmodule Bench.Roundtrip do
         IO.puts("  round #{round}/#{@rounds} done")
 
         %{
-          sym_p50: pct(sym_lat, 50),
-          raw_p50: pct(raw_lat, 50),
-          sym_p99: pct(sym_lat, 99),
-          nospin_p50: pct(nospin_lat, 50),
-          nospin_p99: pct(nospin_lat, 99),
-          raw_p99: pct(raw_lat, 99),
+          sym_p50: Bench.Results.pct(sym_lat, 50),
+          raw_p50: Bench.Results.pct(raw_lat, 50),
+          sym_p99: Bench.Results.pct(sym_lat, 99),
+          nospin_p50: Bench.Results.pct(nospin_lat, 50),
+          nospin_p99: Bench.Results.pct(nospin_lat, 99),
+          raw_p99: Bench.Results.pct(raw_lat, 99),
           sym_tp: sym_tp,
           raw_tp: raw_tp
         }
       end
 
-    m = fn key -> median(Enum.map(results, & &1[key])) end
+    m = fn key -> Bench.Results.median(Enum.map(results, & &1[key])) end
 
     Port.close(raw)
     Symbiont.Python.stop("bench")
@@ -116,11 +116,6 @@ defmodule Bench.Roundtrip do
     |> List.to_tuple()
   end
 
-  defp median(xs), do: xs |> Enum.sort() |> Enum.at(div(length(xs), 2))
-
-  defp pct(sorted, p),
-    do: elem(sorted, min(tuple_size(sorted) - 1, div(tuple_size(sorted) * p, 100))) / 1000
-
   defp raw_pipelined(port, frame, n) do
     {us, :ok} =
       :timer.tc(fn ->
@@ -159,8 +154,8 @@ defmodule Bench.Roundtrip do
           met =
             cond do
               target == "(info)" -> "-"
-              better == :lower -> yes_no(ratio <= target_value(target))
-              true -> yes_no(ratio >= target_value(target))
+              better == :lower -> Bench.Results.met(ratio <= Bench.Results.target_value(target))
+              true -> Bench.Results.met(ratio >= Bench.Results.target_value(target))
             end
 
           "| #{label} | #{Bench.Results.number(sym)} | #{Bench.Results.number(raw)} | #{Float.round(ratio, 2)}× | #{target} | #{met} |"
@@ -169,15 +164,6 @@ defmodule Bench.Roundtrip do
 
     IO.puts(Enum.join(table, "\n"))
     Bench.Results.write("roundtrip", Enum.join(table, "\n"))
-  end
-
-  defp yes_no(true), do: "yes"
-  defp yes_no(false), do: "no"
-
-  defp target_value(target) do
-    [_, n] = Regex.run(~r/([\d.]+)×/, target)
-    {value, ""} = Float.parse(n)
-    value
   end
 end
 

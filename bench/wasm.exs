@@ -93,7 +93,7 @@ defmodule Bench.Wasm do
 
       {:ok, _} = Symbiont.Python.start(name: name, python_path: [__DIR__], agent: spec)
 
-      wait(fn -> handled(name) == 0 end)
+      Bench.Results.wait(fn -> handled(name) == 0 end)
     end
 
     IO.puts("end to end: #{@e2e_rounds} round(s) of #{@messages} messages to each agent")
@@ -112,7 +112,9 @@ defmodule Bench.Wasm do
       end
 
     for {_kind, spec} <- agents, do: Symbiont.Python.stop(spec[:name])
-    {median(Enum.map(rounds, & &1.wasm)), median(Enum.map(rounds, & &1.python))}
+
+    {Bench.Results.median(Enum.map(rounds, & &1.wasm)),
+     Bench.Results.median(Enum.map(rounds, & &1.python))}
   end
 
   defp per_message(name, kind, n) do
@@ -122,7 +124,7 @@ defmodule Bench.Wasm do
     {us, _} =
       :timer.tc(fn ->
         for i <- 1..n, do: publish_checked(topic, i)
-        wait(fn -> handled(name) == before + n end)
+        Bench.Results.wait(fn -> handled(name) == before + n end)
       end)
 
     us / n
@@ -192,7 +194,7 @@ defmodule Bench.Wasm do
     answered = await_answers(MapSet.new(), System.monotonic_time(:millisecond) + 120_000)
     :ok = Symbiont.unsubscribe("count.out")
 
-    wait(fn ->
+    Bench.Results.wait(fn ->
       Enum.all?(specs, fn %{name: id} ->
         match?({:ok, %{handled: 1}}, Symbiont.Agent.Server.info(id))
       end)
@@ -272,17 +274,7 @@ defmodule Bench.Wasm do
     String.to_integer(kb)
   end
 
-  ## Helpers
-
-  defp wait(fun, deadline \\ System.monotonic_time(:millisecond) + 120_000) do
-    cond do
-      fun.() -> :ok
-      System.monotonic_time(:millisecond) > deadline -> raise "bench: timed out waiting"
-      true -> Process.sleep(5) && wait(fun, deadline)
-    end
-  end
-
-  defp median(xs), do: xs |> Enum.sort() |> Enum.at(div(length(xs), 2))
+  ## The table
 
   defp report(rows) do
     table = [
@@ -293,8 +285,8 @@ defmodule Bench.Wasm do
 
           met =
             case kind do
-              :ratio -> yes_no(ratio <= target_value(target))
-              {:below, limit} -> yes_no(sym < limit)
+              :ratio -> Bench.Results.met(ratio <= Bench.Results.target_value(target))
+              {:below, limit} -> Bench.Results.met(sym < limit)
               :info -> "-"
             end
 
@@ -304,15 +296,6 @@ defmodule Bench.Wasm do
 
     IO.puts(Enum.join(table, "\n"))
     Bench.Results.write("wasm", Enum.join(table, "\n"))
-  end
-
-  defp yes_no(true), do: "yes"
-  defp yes_no(false), do: "no"
-
-  defp target_value(target) do
-    [_, n] = Regex.run(~r/([\d.]+)×/, target)
-    {value, ""} = Float.parse(n)
-    value
   end
 end
 
