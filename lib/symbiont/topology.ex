@@ -342,7 +342,10 @@ defmodule Symbiont.Topology do
     end
   end
 
-  defp xml_escape(text) do
+  @doc false
+  # The escaping of text in SVG and HTML, shared with the status page.
+  @spec xml_escape(term) :: String.t()
+  def xml_escape(text) do
     text
     |> to_string()
     |> String.replace("&", "&amp;")

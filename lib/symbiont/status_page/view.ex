@@ -24,12 +24,12 @@ defmodule Symbiont.StatusPage.View do
       <head>
       <meta charset="utf-8">
       <meta name="viewport" content="width=device-width, initial-scale=1">
-      <title>Symbiont · #{escape(snapshot.node)}</title>
+      <title>Symbiont · #{Symbiont.Topology.xml_escape(snapshot.node)}</title>
       <style>#{css()}</style>
       </head>
       <body data-live="connecting">
       <header>
-        <h1>Symbiont <small>on #{escape(snapshot.node)}</small></h1>
+        <h1>Symbiont <small>on #{Symbiont.Topology.xml_escape(snapshot.node)}</small></h1>
         <span id="live" class="badge">connecting…</span>
         <span id="summary"></span>
       </header>
@@ -55,15 +55,6 @@ defmodule Symbiont.StatusPage.View do
       </html>
       """
     ]
-  end
-
-  defp escape(text) do
-    text
-    |> to_string()
-    |> String.replace("&", "&amp;")
-    |> String.replace("<", "&lt;")
-    |> String.replace(">", "&gt;")
-    |> String.replace("\"", "&quot;")
   end
 
   defp css do
