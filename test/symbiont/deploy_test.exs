@@ -32,10 +32,8 @@ defmodule Symbiont.DeployTest do
   test "a healthy version is promoted: its state carried on, nothing lost", %{name: name} = ctx do
     assert counts(ctx, 3) == [1, 2, 3]
 
-    {published, _log} =
-      with_log(fn ->
-        publisher = Task.async(fn -> publish_until_stopped(ctx.topic) end)
-
+    published =
+      while_publishing(ctx, fn ->
         assert {:ok, %{canary: canary}} =
                  Symbiont.deploy(name, Path.join(@wasm, "counter_v2.wat"),
                    window_ms: 200,
@@ -47,8 +45,6 @@ defmodule Symbiont.DeployTest do
         assert %{"action" => "promote", "evidence" => evidence} = await_step(name)
         assert evidence["canary"]["events"] >= 5 and evidence["canary"]["failed"] == 0
         refute Process.alive?(canary_pid)
-        send(publisher.pid, :stop)
-        Task.await(publisher)
       end)
 
     # One count.out per event, whichever version handled it.
@@ -69,10 +65,8 @@ defmodule Symbiont.DeployTest do
        %{name: name} = ctx do
     assert counts(ctx, 2) == [1, 2]
 
-    {published, _log} =
-      with_log(fn ->
-        publisher = Task.async(fn -> publish_until_stopped(ctx.topic) end)
-
+    published =
+      while_publishing(ctx, fn ->
         assert {:ok, %{canary: canary}} =
                  Symbiont.deploy(name, Path.join(@wasm, "trap.wat"), window_ms: 200, min_events: 5)
 
@@ -81,8 +75,6 @@ defmodule Symbiont.DeployTest do
         assert %{"action" => "rollback", "reason" => reason} = await_step(name)
         assert reason =~ "error rate 100.0% against 0.0%"
         refute Process.alive?(canary_pid)
-        send(publisher.pid, :stop)
-        Task.await(publisher)
       end)
 
     # Every event counted once by the stable version: 3.. on from the 2 before.
@@ -96,10 +88,8 @@ defmodule Symbiont.DeployTest do
        %{name: name} = ctx do
     assert counts(ctx, 2) == [1, 2]
 
-    {published, _log} =
-      with_log(fn ->
-        publisher = Task.async(fn -> publish_until_stopped(ctx.topic) end)
-
+    published =
+      while_publishing(ctx, fn ->
         assert {:ok, _} =
                  Symbiont.deploy(name, Path.join(@wasm, "slow.wat"),
                    window_ms: 600,
@@ -113,8 +103,6 @@ defmodule Symbiont.DeployTest do
         assert reason =~ ~r/p99 latency \d+ µs against \d+ µs for the stable version/
         assert e["canary"]["failed"] == 0
         assert e["canary"]["p99_us"] > e["stable"]["p99_us"] + 1_000
-        send(publisher.pid, :stop)
-        Task.await(publisher)
       end)
 
     # Every event handled once, by one version or the other.
@@ -127,16 +115,16 @@ defmodule Symbiont.DeployTest do
 
   test "rollback by hand returns a promoted agent to the version before, state kept",
        %{name: name} = ctx do
+    published =
+      while_publishing(ctx, fn ->
+        {:ok, _} =
+          Symbiont.deploy(name, Path.join(@wasm, "counter_v2.wat"), window_ms: 100, min_events: 3)
+
+        assert %{"action" => "deploy"} = await_step(name)
+        assert %{"action" => "promote"} = await_step(name)
+      end)
+
     capture_log(fn ->
-      publisher = Task.async(fn -> publish_until_stopped(ctx.topic) end)
-
-      {:ok, _} =
-        Symbiont.deploy(name, Path.join(@wasm, "counter_v2.wat"), window_ms: 100, min_events: 3)
-
-      assert %{"action" => "deploy"} = await_step(name)
-      assert %{"action" => "promote"} = await_step(name)
-      send(publisher.pid, :stop)
-      published = Task.await(publisher)
       for _ <- 1..published, do: receive_count(name)
 
       assert {:ok, %{to: to}} = Symbiont.rollback(name)
@@ -186,6 +174,20 @@ defmodule Symbiont.DeployTest do
   end
 
   # An event every 2 ms until told to stop; returns how many it published.
+  # Runs `fun` while a publisher sends to the agent's topic every 2 ms, logs captured;
+  # returns how many events it published.
+  defp while_publishing(%{topic: topic}, fun) do
+    {published, _log} =
+      with_log(fn ->
+        publisher = Task.async(fn -> publish_until_stopped(topic) end)
+        fun.()
+        send(publisher.pid, :stop)
+        Task.await(publisher)
+      end)
+
+    published
+  end
+
   defp publish_until_stopped(topic, n \\ 0) do
     receive do
       :stop -> n
