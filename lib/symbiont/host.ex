@@ -854,8 +854,15 @@ defmodule Symbiont.Host do
       at: DateTime.utc_now()
     }
 
-    level = if match?({:restarted, _}, reason), do: :warning, else: :error
-    Logger.log(level, format_crash(state, crash), meta(state))
+    # A restart on request (restart/2) is not a failure of the process: a warning, and
+    # no backoff.
+    requested? = match?({:restarted, _}, reason)
+
+    Logger.log(
+      if(requested?, do: :warning, else: :error),
+      format_crash(state, crash),
+      meta(state)
+    )
 
     Symbiont.Telemetry.execute([:symbiont, :host, :crash], %{uptime_ms: uptime}, %{
       host: state.name,
@@ -869,11 +876,7 @@ defmodule Symbiont.Host do
     down = %{message: format_crash_reason(reason), logs: crash.logs}
     down = with {:stalled, id, _} <- reason, do: Map.put(down, :stalled, id), else: (_ -> down)
     for {_slot, {pid, _id, _ref}} <- state.slots, do: send(pid, {:host_down, self(), down})
-    # A restart on request is not a failure of the process: no backoff.
-    delay =
-      if match?({:restarted, _}, reason),
-        do: 0,
-        else: backoff(consecutive, state.config.backoff_max)
+    delay = if requested?, do: 0, else: backoff(consecutive, state.config.backoff_max)
 
     crashes = state.crashes + 1
     Process.send_after(self(), {:restart, crashes}, delay)

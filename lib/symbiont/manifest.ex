@@ -86,18 +86,13 @@ defmodule Symbiont.Manifest do
   `:per_host` (default: app env `:wasm_agents_per_host`, 32), `:wasm_hosts` (the prefix of
   the shared Wasm hosts' names, default `"wasm"`).
   """
-  @spec start_link(keyword | [Symbiont.Agent.spec()]) :: GenServer.on_start()
-  def start_link(opts) do
-    opts = if Keyword.keyword?(opts) and opts != [], do: opts, else: [agents: opts]
-    GenServer.start_link(__MODULE__, opts, name: Keyword.get(opts, :name, __MODULE__))
-  end
+  @spec start_link(keyword) :: GenServer.on_start()
+  def start_link(opts) when is_list(opts),
+    do: GenServer.start_link(__MODULE__, opts, name: Keyword.get(opts, :name, __MODULE__))
 
   @doc false
   def child_spec(opts),
-    do: %{
-      id: Keyword.get(List.wrap(opts), :name, __MODULE__),
-      start: {__MODULE__, :start_link, [opts]}
-    }
+    do: %{id: Keyword.get(opts, :name, __MODULE__), start: {__MODULE__, :start_link, [opts]}}
 
   @doc "The agent specs in force (the desired state), sorted by name."
   @spec agents(GenServer.server()) :: [Symbiont.Agent.spec()]
