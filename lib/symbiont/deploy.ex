@@ -321,15 +321,8 @@ defmodule Symbiont.Deploy do
       "failed" => failed,
       "error_rate" => if(events == 0, do: 0.0, else: failed / events),
       "samples" => length(latencies),
-      "p99_us" => p99(latencies)
+      "p99_us" => Server.percentile(latencies, 0.99)
     }
-  end
-
-  defp p99([]), do: nil
-
-  defp p99(latencies) do
-    sorted = Enum.sort(latencies)
-    Enum.at(sorted, min(length(sorted) - 1, ceil(length(sorted) * 0.99) - 1))
   end
 
   defp percent(rate), do: "#{Float.round(rate * 100, 1)}%"

@@ -6,6 +6,8 @@ defmodule Symbiont.AgentTest do
   import ExUnit.CaptureLog
   import Symbiont.HostHelpers
 
+  doctest Symbiont.Agent.Server, only: [percentile: 2]
+
   alias Symbiont.Event
 
   defp start_agent!(python, config \\ %{}),

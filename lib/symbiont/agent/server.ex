@@ -965,13 +965,26 @@ defmodule Symbiont.Agent.Server do
   end
 
   # p50 and p99 of the last 100 handling latencies.
-  defp percentiles([]), do: %{p50: nil, p99: nil, n: 0}
-
   defp percentiles(samples) do
-    sorted = samples |> Enum.take(100) |> Enum.map(&elem(&1, 1)) |> Enum.sort() |> List.to_tuple()
-    n = tuple_size(sorted)
-    at = fn q -> elem(sorted, min(n - 1, trunc(q * n))) end
-    %{p50: at.(0.5), p99: at.(0.99), n: n}
+    latencies = samples |> Enum.take(100) |> Enum.map(&elem(&1, 1))
+    %{p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), n: length(latencies)}
+  end
+
+  @doc """
+  The `q`-quantile (`0 < q <= 1`) of `values` by nearest rank, `nil` for none: what the
+  latencies of `info/1` and the comparisons of `Symbiont.Deploy` mean by p50 and p99.
+
+      iex> Symbiont.Agent.Server.percentile(Enum.to_list(1..100), 0.99)
+      99
+      iex> Symbiont.Agent.Server.percentile([], 0.5)
+      nil
+  """
+  @spec percentile([number], float) :: number | nil
+  def percentile([], _q), do: nil
+
+  def percentile(values, q) when q > 0 and q <= 1 do
+    sorted = Enum.sort(values)
+    Enum.at(sorted, min(length(sorted), ceil(length(sorted) * q)) - 1)
   end
 
   defp public_info(state) do
