@@ -434,10 +434,9 @@ defmodule Symbiont.Conductor do
         {applied ++ [a], state}
       else
         {result, why} when result in [:refused, :failed] ->
-          entry =
-            action
-            |> then(&if(is_map(&1), do: &1, else: %{"action" => inspect(&1)}))
-            |> Map.merge(%{"by" => "conductor", "result" => "#{result}: #{why}", "at_ms" => now})
+          proposed = if is_map(action), do: action, else: %{"action" => inspect(action)}
+          verdict = %{"by" => "conductor", "result" => "#{result}: #{why}", "at_ms" => now}
+          entry = Map.merge(proposed, verdict)
 
           Audit.record(entry, state.opts.audit)
           Logger.info("conductor: #{result} #{inspect(action, limit: 8)}: #{why}")

@@ -404,14 +404,20 @@ defmodule Symbiont.Manifest do
     running = MapSet.new(Server.ids())
     wanted = for {_, spec} <- state.desired, id <- host_names(spec), into: %{}, do: {id, spec}
 
+    # A running replica whose host went away (stopped from outside) gets it back; each
+    # host is looked at once, however many Wasm agents share it.
+    wanted
+    |> Enum.flat_map(fn {id, spec} ->
+      if MapSet.member?(running, id), do: List.wrap(host_of(id, spec, state)), else: []
+    end)
+    |> Enum.uniq()
+    |> Enum.each(&start_host/1)
+
     {started, state} =
       Enum.reduce(wanted, {[], state}, fn {id, spec}, {started, state} ->
-        if MapSet.member?(running, id) do
-          ensure_host(id, spec, state)
-          {started, state}
-        else
-          {[id | started], place_and_start(id, spec, state)}
-        end
+        if MapSet.member?(running, id),
+          do: {started, state},
+          else: {[id | started], place_and_start(id, spec, state)}
       end)
 
     managed = MapSet.union(MapSet.new(Map.keys(state.desired)), state.leaving)
@@ -442,15 +448,10 @@ defmodule Symbiont.Manifest do
     {report, %{state | leaving: leaving, placed: placed}}
   end
 
-  # A running replica whose host went away (stopped from outside) gets it back.
-  defp ensure_host(id, %{wasm: nil}, _state), do: start_host(id)
-
-  defp ensure_host(id, _spec, state) do
-    case state.placed do
-      %{^id => host} -> start_host(host)
-      _ -> :ok
-    end
-  end
+  # The host a replica runs in: its own for a Python agent; for a Wasm agent, the one the
+  # manifest placed it on (nil if another manifest did).
+  defp host_of(id, %{wasm: nil}, _state), do: id
+  defp host_of(id, _spec, state), do: Map.get(state.placed, id)
 
   defp place_and_start(id, %{wasm: nil} = spec, state) do
     start_host(id)
