@@ -39,6 +39,11 @@ defmodule Symbiont.Host do
     * `:log_lines` - how many of the last output lines a crash report keeps. Default: 20.
     * `:grace` - how long a stopped process may take to exit after its input is closed,
       in ms, before it is killed. Default: 2000.
+    * `:heartbeat_ms` - how often the owner pings a ready process (PROTOCOL.md §11). A
+      process that sends nothing for three intervals is unresponsive (frozen, or stuck in
+      native code that holds Python's GIL): it is killed and restarted like after a crash,
+      and its agents' un-acked deliveries are retried. Default: the `:heartbeat_ms`
+      application env, else 1000.
   """
   use GenServer, restart: :transient
 
@@ -58,7 +63,17 @@ defmodule Symbiont.Host do
     log_lines: 20,
     grace: 2_000
   ]
-  @allowed_keys [:name, :python, :python_path, :cd, :env, :inherit_env | Keyword.keys(@defaults)]
+  @allowed_keys [
+    :name,
+    :python,
+    :python_path,
+    :cd,
+    :env,
+    :inherit_env,
+    :heartbeat_ms | Keyword.keys(@defaults)
+  ]
+  # Intervals without a frame after which a process is unresponsive.
+  @missed_beats 3
   @inherit_env ["PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "SYMBIONT_*"]
   # A process that stayed up this long before crashing restarts without delay.
   @stable_ms 5_000
@@ -93,9 +108,10 @@ defmodule Symbiont.Host do
   @spec validate_options(keyword) :: {:ok, map} | {:error, ArgumentError.t()}
   def validate_options(opts) when is_list(opts) do
     with :ok <- known_keys(opts),
-         opts = Keyword.merge(@defaults, opts),
+         heartbeat = Application.get_env(:symbiont, :heartbeat_ms, 1_000),
+         opts = @defaults |> Keyword.put(:heartbeat_ms, heartbeat) |> Keyword.merge(opts),
          {:ok, name} <- validate_name(Keyword.get(opts, :name)),
-         :ok <- each_positive(opts, Keyword.keys(@defaults)),
+         :ok <- each_positive(opts, [:heartbeat_ms | Keyword.keys(@defaults)]),
          {:ok, python} <- validate_python(Keyword.get(opts, :python)),
          {:ok, cd} <- validate_cd(Keyword.get(opts, :cd, File.cwd!())),
          {:ok, paths} <- validate_paths(Keyword.get(opts, :python_path), cd),
@@ -398,7 +414,10 @@ defmodule Symbiont.Host do
       consecutive: 0,
       last_crash: nil,
       # Why the process was killed on request (restart/2), until it is down.
-      restart_reason: nil
+      restart_reason: nil,
+      # When the process last sent anything (monotonic ms), and the last ping's number.
+      heard_at: nil,
+      beat: 0
     }
 
     {:ok, state, {:continue, :open}}
@@ -533,6 +552,8 @@ defmodule Symbiont.Host do
   end
 
   defp info({port, {:data, chunk}}, %{port: port} = state) do
+    state = %{state | heard_at: System.monotonic_time(:millisecond)}
+
     case Framer.feed(state.framer, chunk) do
       {:ok, payloads, framer} -> {:noreply, handle_payloads(payloads, %{state | framer: framer})}
       {:error, reason} -> {:noreply, protocol_error(state, reason)}
@@ -573,6 +594,23 @@ defmodule Symbiont.Host do
   end
 
   defp info({:start_timeout, _}, state), do: {:noreply, state}
+
+  defp info({:heartbeat, port}, %{port: port, status: :ready} = state) do
+    every = state.config.heartbeat_ms
+    silent = System.monotonic_time(:millisecond) - state.heard_at
+
+    if silent >= @missed_beats * every do
+      # A frozen process would not read its EOF: no grace period.
+      Symbiont.Host.Reaper.kill(state.os_pid)
+      {:noreply, crashed(state, {:unresponsive, silent})}
+    else
+      Process.send_after(self(), {:heartbeat, port}, every)
+      beat = state.beat + 1
+      {:noreply, send_frame(%{state | beat: beat}, ["ping", beat])}
+    end
+  end
+
+  defp info({:heartbeat, _old_port}, state), do: {:noreply, state}
 
   defp info(
          {:restart, n},
@@ -678,6 +716,9 @@ defmodule Symbiont.Host do
   end
 
   defp handle_frame({:log, level, message}, state), do: log_line(state, level, message)
+
+  # Any frame counts as a sign of life (heard_at); a pong needs nothing more.
+  defp handle_frame({:pong, _beat}, state), do: state
 
   defp handle_frame({:ready, version, info}, %{status: :starting} = state) do
     if version == Protocol.version() do
@@ -786,7 +827,12 @@ defmodule Symbiont.Host do
 
   defp ready(state, info) do
     now = System.monotonic_time(:millisecond)
-    state = %{state | status: :ready, info: info, ready_at: now}
+    state = %{state | status: :ready, info: info, ready_at: now, heard_at: now}
+
+    # A host that announces heartbeats in `ready` gets pinged (PROTOCOL.md §11).
+    if info["heartbeat"] == true,
+      do: Process.send_after(self(), {:heartbeat, state.port}, state.config.heartbeat_ms)
+
     state = %{state | peer_max_frame: info["max_frame"] || state.config.max_frame}
 
     # Flush what waited for the process: calls and casts in order.
@@ -917,6 +963,10 @@ defmodule Symbiont.Host do
 
   defp format_crash_reason({:spawn_failed, r}), do: "could not be started: #{inspect(r)}"
   defp format_crash_reason({:restarted, why}), do: "was restarted on request: #{why}"
+
+  defp format_crash_reason({:unresponsive, ms}),
+    do:
+      "was restarted: it sent nothing for #{ms} ms (#{@missed_beats} heartbeats missed; frozen or stuck in native code)"
 
   defp format_crash_reason({:stalled, agent, ms}),
     do:

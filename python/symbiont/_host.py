@@ -183,6 +183,7 @@ class Host:
             "tick": self._on_tick,
             "agent_start": self._on_agent_start,
             "agent_stop": self._on_agent_stop,
+            "ping": self._on_ping,
         }
         write_code = getattr(type(transport).write, "__code__", None)
         self._critical_code = {
@@ -256,6 +257,12 @@ class Host:
                     handler(frame)
             except CancelledError:
                 pass  # a cancellation that landed after its call had ended
+
+    def _on_ping(self, frame: list[Any]) -> None:
+        # PROTOCOL.md §11: answered at once, by the watchdog while a dispatch runs long.
+        if len(frame) != 2 or not _is_id(frame[1]):
+            raise _bad(frame, "ping takes one non-negative int")
+        self.send_async(["pong", frame[1]], "pong")
 
     def _on_eof(self) -> None:
         # PROTOCOL.md §1.5: the owner is gone or wants us gone; don't wait for user code.
@@ -331,6 +338,7 @@ class Host:
             "pid": os.getpid(),
             "runtime": f"{platform.python_implementation()} {platform.python_version()}",
             "max_frame": max_frame,
+            "heartbeat": True,
         }
         self.reader.on_idle = self._flush_acks
         self._write_frame(packb(["ready", PROTOCOL_VERSION, info]))
@@ -627,6 +635,8 @@ class Host:
                     kind = frame[0]
                     if kind == "cancel":
                         self._on_cancel(frame)
+                    elif kind == "ping":
+                        self._on_ping(frame)
                     elif kind == "reply" or kind == "error":
                         self._on_reply(frame)
                     else:

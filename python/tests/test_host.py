@@ -24,6 +24,18 @@ def test_handshake(raw_host: HostProcess) -> None:
     assert info["runtime"] == f"CPython {platform.python_version()}"
     assert info["max_frame"] == 1 << 20
     assert "agent" not in info
+    assert info["heartbeat"] is True
+
+
+def test_ping_is_answered_also_while_a_call_runs(host: HostProcess) -> None:
+    """PROTOCOL.md §11: a pong for each ping, from the watchdog while user code runs."""
+    host.send(["ping", 1])
+    assert host.recv() == ["pong", 1]
+    host.send(["call", 1, "hostmod", "sleep", [0.5]])
+    host.assert_silent(0.05)
+    host.send(["ping", 2])
+    assert host.recv() == ["pong", 2]  # before the call's reply
+    assert host.recv() == ["reply", 1, "slept"]
 
 
 def test_echo_call_keeps_terms(host: HostProcess) -> None:
@@ -170,6 +182,8 @@ def test_protocol_errors_exit_3(host: HostProcess, payload: bytes, reason: str) 
         (["event", 1, "t", b""], "malformed 'event' frame"),
         (["agent_start", 0, {}], "malformed 'agent_start' frame"),
         (["init", 1, {}], "unknown frame kind 'init'"),
+        (["ping", -1], "malformed 'ping' frame"),
+        (["ping"], "malformed 'ping' frame"),
     ],
 )
 def test_bad_frames_exit_3(host: HostProcess, frame: list, reason: str) -> None:
