@@ -24,8 +24,10 @@ defmodule Symbiont do
       ├── Symbiont.Manifest        the desired state, and the reconciler that repairs drift
       ├── Symbiont.Conductor.Audit the trail of remediations (outlives the conductor)
       ├── Symbiont.Conductor       observe -> decide (Python policy) -> act, every tick
-      └── Symbiont.StatusPage      the live status page (when configured): its feed
-                                   and an :inets httpd on 127.0.0.1
+      ├── Symbiont.StatusPage      the live status page (when configured): its feed
+      │                            and an :inets httpd on 127.0.0.1
+      └── Symbiont.Host.Standby    warm standby host processes, so that a crashed host
+                                   serves again in milliseconds (`:standby_hosts`)
 
   `:rest_for_one` because each child depends on those before it: a restart of the host
   supervisor restarts the agents and the manifest, which starts them again.

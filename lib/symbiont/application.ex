@@ -26,7 +26,8 @@ defmodule Symbiont.Application do
             Symbiont.Conductor.Audit
           ] ++ conductor()
 
-        Supervisor.start_link(children ++ status_page(),
+        # Last: a crash of the standby pool never restarts a host (they start cold meanwhile).
+        Supervisor.start_link(children ++ status_page() ++ [Symbiont.Host.Standby],
           strategy: :rest_for_one,
           name: Symbiont.Supervisor
         )

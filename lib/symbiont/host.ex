@@ -49,7 +49,7 @@ defmodule Symbiont.Host do
 
   require Logger
 
-  alias Symbiont.Host.{Framer, Out, Protocol}
+  alias Symbiont.Host.{Framer, Out, Protocol, Standby}
   alias Symbiont.MsgPack
 
   @typedoc "A host: its pid or the name it was started with."
@@ -417,7 +417,9 @@ defmodule Symbiont.Host do
       restart_reason: nil,
       # When the process last sent anything (monotonic ms), and the last ping's number.
       heard_at: nil,
-      beat: 0
+      beat: 0,
+      # Whether the current process was a warm standby (Symbiont.Host.Standby).
+      standby: false
     }
 
     {:ok, state, {:continue, :open}}
@@ -426,23 +428,24 @@ defmodule Symbiont.Host do
   @impl true
   def handle_continue(:open, state), do: Out.reply({:noreply, open(state)})
 
+  # A warm standby process when the pool has one for this launch (Symbiont.Host.Standby),
+  # else a cold start.
   defp open(%{config: c} = state) do
-    port_opts = [
-      :binary,
-      :stream,
-      :nouse_stdio,
-      :exit_status,
-      args: ["-m", "symbiont.host"],
-      env: environment(c),
-      cd: c.cd
-    ]
+    key = {c.python, c.cd, environment(c)}
 
     try do
-      Port.open({:spawn_executable, c.python}, port_opts)
+      case Standby.take(key) do
+        {:ok, port} ->
+          Process.link(port)
+          {port, true}
+
+        :none ->
+          {Standby.open(key), false}
+      end
     rescue
       e in ErlangError -> crashed(state, {:spawn_failed, e.original})
     else
-      port ->
+      {port, standby?} ->
         os_pid = port |> Port.info(:os_pid) |> elem(1)
         Process.send_after(self(), {:start_timeout, port}, c.start_timeout)
 
@@ -452,6 +455,7 @@ defmodule Symbiont.Host do
             out: Out.to(state.out, port),
             os_pid: os_pid,
             status: :starting,
+            standby: standby?,
             framer: Framer.new(c.max_frame),
             started_at: System.monotonic_time(:microsecond)
         }
@@ -851,7 +855,7 @@ defmodule Symbiont.Host do
     Symbiont.Telemetry.execute(
       [:symbiont, :host, :start],
       %{startup_us: System.monotonic_time(:microsecond) - state.started_at},
-      %{host: state.name, os_pid: state.os_pid, restarts: state.crashes}
+      %{host: state.name, os_pid: state.os_pid, restarts: state.crashes, standby: state.standby}
     )
 
     state
