@@ -175,9 +175,11 @@ defmodule Symbiont.Host do
   # An agent server takes a slot in the host (see Symbiont.Agent.Server): the port comes
   # back when the process is ready, otherwise {:host_up, host, port} follows; and the
   # largest frame the process accepts (the host's :max_frame, which it adopts, §3).
-  @spec attach(pid, String.t()) ::
+  # `module` is the Python module the agent runs: a warm standby for this host imports
+  # it before it is needed (Symbiont.Host.Standby).
+  @spec attach(pid, String.t(), String.t() | nil) ::
           {:ok, pos_integer, port | nil, pos_integer} | {:error, term}
-  def attach(host, id), do: safe_call(host, {:attach, self(), id}, 5_000)
+  def attach(host, id, module \\ nil), do: safe_call(host, {:attach, self(), id, module}, 5_000)
 
   @doc false
   # An agent leaves `slot` (it moved to another: Symbiont.Agent.Server.upgrade/3).
@@ -418,8 +420,11 @@ defmodule Symbiont.Host do
       # When the process last sent anything (monotonic ms), and the last ping's number.
       heard_at: nil,
       beat: 0,
-      # Whether the current process was a warm standby (Symbiont.Host.Standby).
-      standby: false
+      # Whether the current process was a warm standby (Symbiont.Host.Standby), and the
+      # modules of the agents it ran, for the standby to import ahead.
+      standby: false,
+      preload: [],
+      launch_key: nil
     }
 
     {:ok, state, {:continue, :open}}
@@ -431,10 +436,10 @@ defmodule Symbiont.Host do
   # A warm standby process when the pool has one for this launch (Symbiont.Host.Standby),
   # else a cold start.
   defp open(%{config: c} = state) do
-    key = {c.python, c.cd, environment(c)}
+    key = state.launch_key || {c.python, c.cd, environment(c)}
 
     try do
-      case Standby.take(key) do
+      case Standby.take(key, state.preload) do
         {:ok, port} ->
           Process.link(port)
           {port, true}
@@ -456,6 +461,7 @@ defmodule Symbiont.Host do
             os_pid: os_pid,
             status: :starting,
             standby: standby?,
+            launch_key: key,
             framer: Framer.new(c.max_frame),
             started_at: System.monotonic_time(:microsecond)
         }
@@ -505,14 +511,27 @@ defmodule Symbiont.Host do
     {:reply, :ok, %{state | restart_reason: reason}}
   end
 
-  defp call_msg({:attach, pid, id}, _from, state) do
+  defp call_msg({:attach, pid, id, module}, _from, state) do
     slot = state.next_slot
+    state = preload(state, module)
     slots = Map.put(state.slots, slot, {pid, id, Process.monitor(pid)})
     port = if state.status == :ready, do: state.port
 
     {:reply, {:ok, slot, port, state.config.max_frame},
      %{state | slots: slots, next_slot: slot + 1}}
   end
+
+  defp preload(state, module) when is_binary(module) and length(state.preload) < 16 do
+    if module in state.preload do
+      state
+    else
+      preload = [module | state.preload]
+      if state.launch_key, do: Standby.learn(state.launch_key, preload)
+      %{state | preload: preload}
+    end
+  end
+
+  defp preload(state, _module), do: state
 
   defp cast_msg({:cast, m, f, args}, state),
     do: {:noreply, send_or_queue(state, ["cast", m, f, args])}

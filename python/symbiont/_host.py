@@ -994,4 +994,17 @@ def run() -> NoReturn:
     host = Host(FdTransport(3, 4), stderr_fd=stderr_fd, exit=_exit_with_children)
     capture_output(host.log)
     install_log_handler(host.log)
+    _preload(os.environ.get("SYMBIONT_PRELOAD", ""))
     host.serve()
+
+
+def _preload(names: str) -> None:
+    """Import, before the handshake, the modules a warm standby host's agents will likely
+    need (comma-separated; set by ``Symbiont.Host.Standby``), so that starting them after a
+    crash takes no import time. A module that fails to import here is left for its
+    ``agent_start`` to import again and report."""
+    for name in filter(None, names.split(",")):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - reported by agent_start, not here
+            sys.modules.pop(name, None)

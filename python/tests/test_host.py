@@ -340,3 +340,16 @@ def test_protocol_error_while_waiting_on_the_owner_exits_3(host: HostProcess) ->
     host.send(["call", 2, "hostmod"])  # malformed; user code must not be able to swallow it
     assert host.wait_exit() == 3
     assert "malformed 'call' frame" in host.stderr_text()
+
+
+def test_preload_imports_ahead_and_leaves_failures_for_later() -> None:
+    """A warm standby imports its agents' modules before the handshake (SYMBIONT_PRELOAD);
+    one that fails is not left half-imported, so agent_start imports and reports it."""
+    import sys
+
+    from symbiont._host import _preload
+
+    sys.modules.pop("colorsys", None)
+    _preload("colorsys,no_such_module_for_preload,")
+    assert "colorsys" in sys.modules
+    assert "no_such_module_for_preload" not in sys.modules

@@ -11,8 +11,10 @@ defmodule Symbiont.Host.Standby do
   # `ready` at once. The port is handed over with `Port.connect/2`.
   #
   # The pool learns launch keys from demand: a take that finds no standby for its key
-  # makes the pool keep `size` standbys for that key from then on (the most recent
-  # #{4} keys). A standby that exits while it waits is replaced, unless it lived less than
+  # makes the pool keep `size` standbys for that key from then on (the 4 most recent
+  # keys). Each take also names the Python modules of the taker's agents: the standbys of
+  # that key import them before their handshake (SYMBIONT_PRELOAD), since a user module's
+  # imports can cost more than the rest of a restart. A standby that exits while it waits is replaced, unless it lived less than
   # a second (a launch that fails would otherwise loop); the next take tries again.
   #
   # `config :symbiont, standby_hosts: n` sets `size` (default 1; 0 turns the pool off).
@@ -23,6 +25,7 @@ defmodule Symbiont.Host.Standby do
   require Logger
 
   @max_keys 4
+  @max_preload 32
   @min_life_ms 1_000
 
   @doc false
@@ -35,18 +38,30 @@ defmodule Symbiont.Host.Standby do
 
   @doc false
   # A standby for `key` ({executable, cd, env}), now owned (and linked) by the caller;
-  # `:none` when there is none (or no pool), and the pool starts one for next time.
-  @spec take({String.t(), String.t(), list}) :: {:ok, port} | :none
-  def take(key) do
-    GenServer.call(__MODULE__, {:take, key, self()}, 2_000)
+  # `:none` when there is none (or no pool), and the pool starts one for next time. The
+  # standbys of `key` import `modules` (the caller's agents' Python modules) ahead.
+  @spec take({String.t(), String.t(), list}, [String.t()]) :: {:ok, port} | :none
+  def take(key, modules \\ []) do
+    GenServer.call(__MODULE__, {:take, key, modules, self()}, 2_000)
   catch
     :exit, _ -> :none
   end
 
   @doc false
-  # Opens a host process for `key`, owned by the caller.
-  @spec open({String.t(), String.t(), list}) :: port
-  def open({python, cd, env}) do
+  # The standbys of `key` are to import `modules` ahead: those that do not are replaced.
+  @spec learn({String.t(), String.t(), list}, [String.t()]) :: :ok
+  def learn(key, modules), do: GenServer.cast(__MODULE__, {:learn, key, modules})
+
+  @doc false
+  # Opens a host process for `key`, owned by the caller; one that imports `preload` before
+  # its handshake (SYMBIONT_PRELOAD, see symbiont._host.run).
+  @spec open({String.t(), String.t(), list}, [String.t()]) :: port
+  def open({python, cd, env}, preload \\ []) do
+    env =
+      if preload == [],
+        do: env,
+        else: [{~c"SYMBIONT_PRELOAD", String.to_charlist(Enum.join(preload, ","))} | env]
+
     Port.open({:spawn_executable, python}, [
       :binary,
       :stream,
@@ -61,13 +76,16 @@ defmodule Symbiont.Host.Standby do
   @impl true
   def init(_opts) do
     Process.flag(:trap_exit, true)
-    # key => [{port, opened_at_ms}]; keys, most recently taken first.
-    {:ok, %{ready: %{}, keys: []}}
+    # key => [{port, opened_at_ms}]; keys, most recently taken first; key => the modules
+    # its standbys import ahead.
+    {:ok, %{ready: %{}, keys: [], preload: %{}}}
   end
 
   @impl true
-  def handle_call({:take, key, pid}, _from, state) do
-    state = %{state | keys: touch(state.keys, key)}
+  def handle_call({:take, key, modules, pid}, _from, state) do
+    preload = Map.get(state.preload, key, [])
+    preload = Enum.take(Enum.uniq(preload ++ modules), @max_preload)
+    state = %{state | keys: touch(state.keys, key), preload: Map.put(state.preload, key, preload)}
 
     {reply, state} =
       case Map.get(state.ready, key, []) do
@@ -82,6 +100,21 @@ defmodule Symbiont.Host.Standby do
 
     send(self(), :refill)
     {:reply, reply, state}
+  end
+
+  @impl true
+  def handle_cast({:learn, key, modules}, state) do
+    known = Map.get(state.preload, key, [])
+
+    if key in state.keys and modules -- known != [] do
+      preload = Enum.take(Enum.uniq(known ++ modules), @max_preload)
+      {stale, ready} = Map.pop(state.ready, key, [])
+      for {port, _} <- stale, do: close(port)
+      state = %{state | ready: ready, preload: Map.put(state.preload, key, preload)}
+      {:noreply, refill(state)}
+    else
+      {:noreply, state}
+    end
   end
 
   @impl true
@@ -122,6 +155,7 @@ defmodule Symbiont.Host.Standby do
     now = System.monotonic_time(:millisecond)
 
     {keep, gone} = Map.split(state.ready, state.keys)
+    preload = Map.take(state.preload, state.keys)
     for {_key, standbys} <- gone, {port, _} <- standbys, do: close(port)
 
     ready =
@@ -132,14 +166,16 @@ defmodule Symbiont.Host.Standby do
           if length(have) > n, do: Enum.split(have, length(have) - n), else: {[], have}
 
         for {port, _} <- extra, do: close(port)
-        {key, have ++ for(_ <- 1..(n - length(have))//1, port = safe_open(key), do: {port, now})}
+        modules = Map.get(preload, key, [])
+        new = for _ <- 1..(n - length(have))//1, port = safe_open(key, modules), do: {port, now}
+        {key, have ++ new}
       end)
 
-    %{state | ready: ready}
+    %{state | ready: ready, preload: preload}
   end
 
-  defp safe_open(key) do
-    open(key)
+  defp safe_open(key, modules) do
+    open(key, modules)
   rescue
     e in ErlangError ->
       Logger.warning("cannot start a standby host: #{inspect(e.original)}")

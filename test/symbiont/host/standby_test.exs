@@ -25,14 +25,17 @@ defmodule Symbiont.Host.StandbyTest do
     assert_receive %Event{topic: ^out}, 5_000
     assert wait_until(fn -> match?({:ok, %{handled: 1}}, Symbiont.Agent.Server.info(name)) end)
 
-    # The pool learnt this host's launch when it started; its standby is up by now.
-    assert wait_until(fn -> standby_os_pids() != [] end, 5_000)
-    [standby_os_pid | _] = standby_os_pids()
+    # The pool learnt this host's launch when it started, and its agent's module when the
+    # agent attached: its standby imports test_agents ahead.
+    assert wait_until(
+             fn -> Enum.any?(standby_os_pids(), &preloads?(&1, "test_agents")) end,
+             5_000
+           )
 
     Symbiont.Host.Reaper.kill(os_pid)
     assert_receive {:host_start, ^name, %{restarts: 1, standby: true, os_pid: new_os_pid}}, 10_000
     assert new_os_pid != os_pid
-    assert new_os_pid in [standby_os_pid | standby_os_pids()]
+    assert preloads?(new_os_pid, "test_agents")
 
     :ok = Symbiont.publish("count.in", 2)
     assert_receive %Event{topic: ^out} = event, 5_000
@@ -64,6 +67,18 @@ defmodule Symbiont.Host.StandbyTest do
         {port, _} <- standbys,
         {:os_pid, p} <- [Port.info(port, :os_pid)],
         do: p
+  end
+
+  defp preloads?(os_pid, module) do
+    case File.read("/proc/#{os_pid}/environ") do
+      {:ok, environ} ->
+        environ
+        |> String.split(<<0>>)
+        |> Enum.any?(&(&1 =~ ~r/\ASYMBIONT_PRELOAD=(.*,)?#{module}(,|\z)/))
+
+      {:error, _} ->
+        false
+    end
   end
 
   defp standby_age_ms(os_pid) do
