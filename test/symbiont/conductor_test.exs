@@ -10,6 +10,8 @@ defmodule Symbiont.ConductorTest do
   alias Symbiont.Agent.Server
   alias Symbiont.Conductor
 
+  doctest Symbiont.Conductor.Template
+
   @tick 200
 
   setup do
@@ -251,6 +253,47 @@ defmodule Symbiont.ConductorTest do
 
       assert_healthy_on_v1(a, topic, true)
       assert {:ok, %{quarantined: nil}} = Server.info(a)
+    end)
+  end
+
+  test "evolution: a new tenant's topic gets an agent of its own from a template, retired when idle",
+       %{prefix: prefix} do
+    out = unique_name("tenant.out")
+    template = :"#{prefix}-tenant"
+    tenant_topic = "#{prefix}.tenant.acme.orders"
+
+    Application.put_env(:symbiont, :templates, [
+      {template,
+       [
+         match: "#{prefix}.tenant.*.orders",
+         python: "scenario_agents:Tenant",
+         config: %{"out" => out}
+       ]}
+    ])
+
+    on_exit(fn -> Application.delete_env(:symbiont, :templates) end)
+    :ok = Symbiont.subscribe(out)
+    agent = "#{prefix}-tenant-acme"
+    m = start_manifest!([])
+    start_conductor!(prefix, m, policy_options: %{"idle_ms" => 600}, cooldown_ms: 300)
+
+    capture_log(fn ->
+      # The first events find nobody; the conductor spawns the tenant's agent.
+      publisher = Task.async(fn -> publish_numbers(tenant_topic, 0) end)
+      spawn = await_conductor(agent, "spawn")
+      assert spawn["template"] == Atom.to_string(template)
+      assert spawn["evidence"]["topic"] == tenant_topic
+      assert_receive %Symbiont.Event{topic: ^out, from: ^agent} = e, 10_000
+      assert %{"tenant" => "acme"} = Symbiont.Event.decode!(e)
+      send(publisher.pid, :stop)
+      Task.await(publisher)
+      assert %{required: false} = Symbiont.Manifest.agent(agent, m)
+
+      # Idle, not required: retired again, and the manifest no longer has it.
+      retire = await_conductor(agent, "retire")
+      assert retire["reason"] =~ "idle"
+      assert wait_until(fn -> Server.whereis(agent) == nil end, 5_000)
+      assert Symbiont.Manifest.agent(agent, m) == nil
     end)
   end
 
