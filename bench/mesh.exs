@@ -103,7 +103,8 @@ defmodule Bench.Mesh do
       Registry.start_link(
         keys: :duplicate,
         name: registry,
-        partitions: System.schedulers_online()
+        # As the mesh's own (Symbiont.Mesh.PG's default): the same Registry beneath.
+        partitions: 1
       )
 
     mesh_subs = for _ <- 1..n, do: sink(fn -> Symbiont.Mesh.subscribe(mesh, "t") end)
