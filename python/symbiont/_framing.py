@@ -3,6 +3,11 @@
 :class:`FrameReader` is shared by the host's main thread and its watchdog (see
 ``_host.py``): a lock guards the buffer, and frames the watchdog read ahead wait in
 :attr:`FrameReader.pending`, which the main thread drains first.
+
+While the frame it returns is not the last one already read, the reader has the transport
+hold the main thread's writes (:meth:`~symbiont._transport.Transport.hold_writes`): a
+burst of frames is answered with one write, not one per frame. What was held goes out
+before the reader waits for more input.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ class FrameReader:
         self._buf = bytearray()
         self._pos = 0  # where the bytes not parsed yet start in _buf
         self._need = 0
+        self._holding = False  # whether the transport holds the main thread's writes
 
     def next_frame(self, timeout: float | None = None) -> list[Any] | None:
         """The next frame, blocking for it; ``None`` if ``timeout`` seconds pass first."""
@@ -80,14 +86,21 @@ class FrameReader:
         lock.acquire()
         try:
             if self.pending:
-                return self.pending.popleft()
+                frame = self.pending.popleft()
+                self._hold(bool(self.pending) or self._pos != 0)
+                return frame
             frame = self._parse_one()
             if frame is not None:
-                return frame  # the usual case under load: it was in the buffer already
+                # The usual case under load: it was in the buffer already. While more
+                # wait there, what the host writes waits too, to go out together.
+                self._hold(self._pos != 0)
+                return frame
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
                 if self.on_idle is not None:
                     self.on_idle()
+                # Nothing more to handle: what was held goes out before the host waits.
+                self._hold(False)
                 if deadline is not None:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or not self.transport.wait_readable(remaining):
@@ -95,11 +108,17 @@ class FrameReader:
                 self._fill()
                 frame = self._parse_one()
                 if frame is not None:
+                    self._hold(self._pos != 0)
                     return frame
         finally:
             lock.release()
             self.generation += 1
             self.reading = False
+
+    def _hold(self, hold: bool) -> None:
+        if hold != self._holding:
+            self._holding = hold
+            self.transport.hold_writes(hold)
 
     def read_available(self, fill: bool) -> list[list[Any]]:
         """All complete frames in the buffer, after one read from the transport if ``fill``.
