@@ -8,7 +8,8 @@ reply's encoding. With ``--profile`` it prints where that time goes (cProfile).
     PYTHONPATH=python:bench .venv/bin/python bench/profile_host.py [--profile] [N]
 
 Workloads: ``cast`` (``bench_funcs.bump``), ``call`` (``bench_funcs.echo``, a reply
-each) and ``event`` (a Python agent, ``bench_agents.Sink``, acked in batches).
+each), ``event`` (a Python agent, ``bench_agents.Sink``, acked in batches) and ``wasm``
+(a Wasm agent, priv/wasm/counter.wat: a publish and a log line an event).
 """
 
 from __future__ import annotations
@@ -73,8 +74,16 @@ def workload(kind: str, n: int) -> bytes:
         body = frame("agent_start", 1, spec) + b"".join(
             frame("event", 1, seq, "bench.fanout", payload) for seq in range(1, n + 1)
         )
+    elif kind == "wasm":
+        wat = Path(__file__).resolve().parent.parent / "priv" / "wasm" / "counter.wat"
+        config = {"wasm": str(wat), "topics": ["bench.wasm"]}
+        spec = {"name": "counter", "module": "symbiont.wasm", "class": "WasmAgent"}
+        payload = packb(1)
+        body = frame("agent_start", 1, {**spec, "config": config}) + b"".join(
+            frame("event", 1, seq, "bench.wasm", payload) for seq in range(1, n + 1)
+        )
     else:
-        raise ValueError(f"unknown workload {kind!r}: cast, call or event")
+        raise ValueError(f"unknown workload {kind!r}: cast, call, event or wasm")
     return init + body
 
 
@@ -108,7 +117,7 @@ def main(argv: list[str]) -> None:
     profile = "--profile" in argv
     args = [a for a in argv if not a.startswith("--")]
     n = int(args[0]) if args else 100_000
-    for kind in ("cast", "call", "event"):
+    for kind in ("cast", "call", "event", "wasm"):
         run(kind, 2_000)  # warm-up: imports, caches
         best = min(run(kind, n) for _ in range(5))
         print(f"{kind}: {best:.2f} µs/frame")
