@@ -69,11 +69,11 @@ test-phoenix: setup
 test-python:
 	$(PY) -m pytest -q python/tests
 
-# QUICK=1 runs a short version of every benchmark.
+# Every benchmark of the suite (bench/results.exs), each in a BEAM of its own, then one
+# table in bench/RESULTS.md (bench/README.md). QUICK=1: the one-minute version;
+# BENCHES="mesh soak": only those (the others' last results stay in the table).
 bench: setup
-	QUICK=$(QUICK) mix run --no-start bench/roundtrip.exs
-	QUICK=$(QUICK) mix run --no-start bench/mesh.exs
-	QUICK=$(QUICK) mix run --no-start bench/wasm.exs
+	QUICK=$(QUICK) mix run --no-start bench/run.exs $(BENCHES)
 
 format: setup
 	mix format

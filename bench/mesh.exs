@@ -53,23 +53,43 @@ defmodule Bench.Mesh do
     {e2e, e2e_base} = fanout(4)
     {lat50, lat99, base50, base99} = cross_node()
 
+    row = &Bench.Results.row/5
+
     rows =
-      Enum.flat_map(local, fn {n, sym, raw} ->
+      for {n, sym, raw} <- local do
+        row.(
+          "local broadcast, #{n} subscriber(s) (msgs/s)",
+          sym,
+          "Registry.dispatch",
+          raw,
+          "≥ 0.9×"
+        )
+      end ++
         [
-          {"local broadcast, #{n} subscriber(s) (msgs/s)", sym, raw, "Registry.dispatch",
-           "≥ 0.9×", :higher}
-        ]
-      end) ++
-        [
-          {"publish → 4 Python agents → ack (deliveries/s)", e2e, e2e_base,
-           "raw Port echo, 4 ports", "≥ 100k/s", :absolute},
-          {"cross-node publish → deliver p50 (µs)", lat50, base50, "send/2 to the remote pid",
-           "(info)", :info},
-          {"cross-node publish → deliver p99 (µs)", lat99, base99, "send/2 to the remote pid",
-           "(info)", :info}
+          row.(
+            "publish → 4 Python agents → ack (deliveries/s)",
+            e2e,
+            "raw Port echo, 4 ports",
+            e2e_base,
+            "≥ 100k/s"
+          ),
+          row.(
+            "cross-node publish → deliver p50 (µs)",
+            lat50,
+            "send/2 to the remote pid",
+            base50,
+            "(info)"
+          ),
+          row.(
+            "cross-node publish → deliver p99 (µs)",
+            lat99,
+            "send/2 to the remote pid",
+            base99,
+            "(info)"
+          )
         ]
 
-    report(rows)
+    Bench.Results.record("mesh", rows)
   end
 
   ## Local broadcast vs Registry.dispatch
@@ -83,7 +103,8 @@ defmodule Bench.Mesh do
       Registry.start_link(
         keys: :duplicate,
         name: registry,
-        partitions: System.schedulers_online()
+        # As the mesh's own (Symbiont.Mesh.PG's default): the same Registry beneath.
+        partitions: 1
       )
 
     mesh_subs = for _ <- 1..n, do: sink(fn -> Symbiont.Mesh.subscribe(mesh, "t") end)
@@ -299,30 +320,6 @@ defmodule Bench.Mesh do
     end
     |> Enum.sort()
     |> List.to_tuple()
-  end
-
-  ## The table
-
-  defp report(rows) do
-    table = [
-      "| measure | Symbiont | baseline | value | ratio | target | met |",
-      "|---|---|---|---|---|---|---|"
-      | for {label, sym, base, base_label, target, kind} <- rows do
-          ratio = sym / base
-
-          met =
-            case kind do
-              :higher -> if ratio >= 0.9, do: "yes", else: "no"
-              :absolute -> if sym >= 100_000, do: "yes", else: "no"
-              :info -> "-"
-            end
-
-          "| #{label} | #{Bench.Results.number(sym)} | #{base_label} | #{Bench.Results.number(base)} | #{Float.round(ratio, 2)}× | #{target} | #{met} |"
-        end
-    ]
-
-    IO.puts(Enum.join(table, "\n"))
-    Bench.Results.write("mesh", Enum.join(table, "\n"))
   end
 end
 

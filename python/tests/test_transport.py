@@ -19,7 +19,7 @@ import pytest
 
 from symbiont._host import Host
 from symbiont._terms import packb, unpackb
-from symbiont._transport import FdTransport
+from symbiont._transport import HOLD_BYTES, FdTransport
 
 
 class Owner:
@@ -130,3 +130,55 @@ def test_spin_defaults_from_environment(monkeypatch: pytest.MonkeyPatch) -> None
     finally:
         os.close(read_fd)
         os.close(write_fd)
+
+
+def _available(read_fd: int) -> bytes:
+    os.set_blocking(read_fd, False)
+    try:
+        return os.read(read_fd, 1 << 20)
+    except BlockingIOError:
+        return b""
+    finally:
+        os.set_blocking(read_fd, True)
+
+
+def test_held_writes_go_out_together_and_in_order() -> None:
+    out_r, out_w = os.pipe()
+    transport = FdTransport(out_r, out_w, spin_us=0)  # reads unused here
+    try:
+        transport.hold_writes(True)
+        transport.write(b"a")
+        transport.write(b"b")
+        assert _available(out_r) == b""
+        transport.flush()
+        assert _available(out_r) == b"ab"
+        transport.write(b"c")
+        # A write from another thread takes what waits with it, in order.
+        other = threading.Thread(target=transport.write, args=(b"d",))
+        other.start()
+        other.join()
+        assert _available(out_r) == b"cd"
+        transport.write(b"e")
+        transport.hold_writes(False)  # goes out at once
+        assert _available(out_r) == b"e"
+        transport.write(b"f")  # not held any more
+        assert _available(out_r) == b"f"
+    finally:
+        os.close(out_r)
+        os.close(out_w)
+
+
+def test_held_writes_go_out_at_the_size_limit() -> None:
+    out_r, out_w = os.pipe()
+    transport = FdTransport(out_r, out_w, spin_us=0)
+    try:
+        transport.hold_writes(True)
+        chunk = b"x" * (HOLD_BYTES // 4)
+        for _ in range(3):
+            transport.write(chunk)
+        assert _available(out_r) == b""
+        transport.write(chunk)
+        assert len(_available(out_r)) == HOLD_BYTES
+    finally:
+        os.close(out_r)
+        os.close(out_w)

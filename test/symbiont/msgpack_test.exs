@@ -89,6 +89,32 @@ defmodule Symbiont.MsgPackTest do
       assert roundtrip(<<0xFF, 0>>) == <<0xFF, 0>>
     end
 
+    test "str or bin: the UTF-8 check agrees with String.valid?/1" do
+      Symbiont.MsgPackGen.seed!(20_251_125)
+      # Pieces near the edges of UTF-8: code points at the limits of each length,
+      # surrogates, overlong forms, stray continuation bytes, truncated sequences.
+      pieces =
+        Enum.map(
+          [0, 0x7F, 0x80, 0x7FF, 0x800, 0xD7FF, 0xE000, 0xFFFF, 0x10000, 0x10FFFF],
+          &<<&1::utf8>>
+        ) ++
+          [<<0xED, 0xA0, 0x80>>, <<0xED, 0xBF, 0xBF>>, <<0xC0, 0x80>>, <<0xC1, 0xBF>>] ++
+          [<<0xE0, 0x80, 0x80>>, <<0xF0, 0x80, 0x80, 0x80>>, <<0xF4, 0x90, 0x80, 0x80>>] ++
+          [<<0x80>>, <<0xBF>>, <<0xE2, 0x82>>, <<0xF0, 0x9F, 0x98>>, <<0xFE>>, <<0xFF>>, "a"]
+
+      for _ <- 1..20_000 do
+        b =
+          for _ <- 1..:rand.uniform(6), into: <<>> do
+            if :rand.uniform(4) == 1,
+              do: random_bytes(:rand.uniform(3)),
+              else: Enum.random(pieces)
+          end
+
+        assert MsgPack.utf8?(b) == String.valid?(b), "#{inspect(b)}"
+        assert match?(<<0xC4, _::binary>>, bin!(b)) == not String.valid?(b)
+      end
+    end
+
     test "ext and fixext sizes" do
       for {size, hdr} <- [
             {1, <<0xD4, 9>>},
