@@ -26,8 +26,11 @@ defmodule Symbiont.Application do
             Symbiont.Conductor.Audit
           ] ++ conductor()
 
-        # Last: a crash of the standby pool never restarts a host (they start cold meanwhile).
-        Supervisor.start_link(children ++ status_page() ++ [Symbiont.Host.Standby],
+        # Last, so that their crashes never restart a host: the standby pool (hosts start
+        # cold meanwhile) and the health history of the iex helpers.
+        last = [Symbiont.Host.Standby, Symbiont.Health.History]
+
+        Supervisor.start_link(children ++ status_page() ++ last,
           strategy: :rest_for_one,
           name: Symbiont.Supervisor
         )
