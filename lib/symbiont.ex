@@ -35,9 +35,27 @@ defmodule Symbiont do
 
   ## In iex
 
-      iex> Symbiont.status()
+  One convention: the helpers that show something print it, lined up, and return `:ok`
+  (or a count): `status/0`, `health/0`, `peek/2`. The others return data: `agents/0`,
+  `agent/1`, `hosts/0`, `remediations/1`, and `topology/0`, whose struct prints as a
+  table. Those that change something return `:ok`, `{:ok, _}` or `{:error, message}`, the
+  message naming what was wrong and what is allowed, and publish what they did on
+  `symbiont.remediation` as the `"operator"`.
+
+      iex> Symbiont.status()                         # one screen: nodes, hosts, agents, health, remediations
+      iex> Symbiont.agent("billing")                 # state, queue, in-flight, version, health history
+      iex> Symbiont.health()
       iex> Symbiont.topology()
+      iex> Symbiont.peek("orders.created", ms: 10_000)
       iex> Symbiont.publish("orders.created", %{"id" => 7, "amount" => 12.5})
+      iex> Symbiont.call("billing", "math.pow", [2, 10])
+      iex> Symbiont.restart("billing")
+      iex> Symbiont.scale("billing", 3)
+      iex> Symbiont.deploy("pricing", "priv/wasm/pricing_v2.wasm")
+      iex> Symbiont.rollback("pricing")
+      iex> Symbiont.spawn_agent(name: "tenant-42", python: "shop:Tenant")
+      iex> Symbiont.retire("tenant-42")
+      iex> Symbiont.remediations()
   """
 
   alias Symbiont.Host
