@@ -29,8 +29,13 @@ defmodule Symbiont.Chaos do
 
     [a, b, c] = names = for s <- ~w(a b c), do: "#{prefix}-#{s}"
     hosts = start_pipeline(a, b, c)
-    for t <- ["chaos.out", "symbiont.dead_letter"], do: :ok = Symbiont.subscribe(t)
 
+    # Outputs are counted as they come, in a fixed-size array, so that neither a mailbox
+    # nor a map grows with the run (the soak measures the node's memory).
+    capacity =
+      Keyword.get_lazy(opts, :messages, fn -> rate * (Keyword.fetch!(opts, :seconds) + 2) end)
+
+    collector = start_collector(capacity)
     killer = spawn_link(fn -> kill_loop(hosts, seed, 0) end)
     t0 = System.monotonic_time(:millisecond)
 
@@ -41,13 +46,8 @@ defmodule Symbiont.Chaos do
       end
 
     progress.("sent #{sent} messages in #{System.monotonic_time(:millisecond) - t0} ms; draining")
-
-    acc =
-      collect(
-        sent,
-        %{out: %{}, dead: %{}},
-        System.monotonic_time(:millisecond) + Keyword.get(opts, :drain_ms, 45_000)
-      )
+    deadline = System.monotonic_time(:millisecond) + Keyword.get(opts, :drain_ms, 45_000)
+    acc = await_accounted(collector, sent, deadline)
 
     send(killer, {:stop, self()})
     kills = receive do: ({:kills, n} -> n)
@@ -149,30 +149,63 @@ defmodule Symbiont.Chaos do
     end
   end
 
-  # Outputs and dead letters until every message sent is accounted for, or the deadline.
-  defp collect(sent, acc, deadline) do
-    if map_size(Map.merge(acc.out, acc.dead)) >= sent or
-         System.monotonic_time(:millisecond) > deadline do
-      acc
+  # A process that counts the outputs of each message (in an :atomics array) and keeps the
+  # dead letters' reasons, subscribed before the first message is sent.
+  defp start_collector(capacity) do
+    me = self()
+
+    pid =
+      spawn_link(fn ->
+        for t <- ["chaos.out", "symbiont.dead_letter"], do: :ok = Symbiont.subscribe(t)
+        send(me, {:collecting, self()})
+        collect(:atomics.new(capacity, signed: false), capacity, %{}, 0)
+      end)
+
+    receive do: ({:collecting, ^pid} -> pid)
+  end
+
+  defp collect(out, capacity, dead, accounted) do
+    receive do
+      %Symbiont.Event{topic: "chaos.out"} = e ->
+        %{"i" => i} = Symbiont.Event.decode!(e)
+        first? = i <= capacity and :atomics.add_get(out, i, 1) == 1
+        new? = first? and not Map.has_key?(dead, i)
+        collect(out, capacity, dead, if(new?, do: accounted + 1, else: accounted))
+
+      %Symbiont.Event{topic: "symbiont.dead_letter"} = e ->
+        letter = Symbiont.Event.decode!(e)
+
+        case Symbiont.MsgPack.decode(letter["payload"] || "") do
+          {:ok, %{"i" => i}} when i <= capacity ->
+            new? = :atomics.get(out, i) == 0 and not Map.has_key?(dead, i)
+            dead = Map.put(dead, i, letter["reason"])
+            collect(out, capacity, dead, if(new?, do: accounted + 1, else: accounted))
+
+          _ ->
+            collect(out, capacity, dead, accounted)
+        end
+
+      {:accounted, from} ->
+        send(from, {:accounted, accounted})
+        collect(out, capacity, dead, accounted)
+
+      {:result, from, sent} ->
+        counts = for i <- 1..sent//1, do: :atomics.get(out, i)
+        send(from, {:result, %{counts: counts, dead: dead}})
+    end
+  end
+
+  # Until every message sent is out or dead-lettered, or the deadline.
+  defp await_accounted(collector, sent, deadline) do
+    send(collector, {:accounted, self()})
+    accounted = receive do: ({:accounted, n} -> n)
+
+    if accounted >= sent or System.monotonic_time(:millisecond) > deadline do
+      send(collector, {:result, self(), sent})
+      receive do: ({:result, acc} -> acc)
     else
-      receive do
-        %Symbiont.Event{topic: "chaos.out"} = e ->
-          %{"i" => i} = Symbiont.Event.decode!(e)
-          collect(sent, %{acc | out: Map.update(acc.out, i, 1, &(&1 + 1))}, deadline)
-
-        %Symbiont.Event{topic: "symbiont.dead_letter"} = e ->
-          letter = Symbiont.Event.decode!(e)
-
-          acc =
-            case Symbiont.MsgPack.decode(letter["payload"] || "") do
-              {:ok, %{"i" => i}} -> %{acc | dead: Map.put(acc.dead, i, letter["reason"])}
-              _ -> acc
-            end
-
-          collect(sent, acc, deadline)
-      after
-        max(deadline - System.monotonic_time(:millisecond), 0) -> acc
-      end
+      Process.sleep(50)
+      await_accounted(collector, sent, deadline)
     end
   end
 
@@ -181,18 +214,17 @@ defmodule Symbiont.Chaos do
   # of each message; redeliveries: host restarts seen by the stages (each redelivers what
   # it had in flight).
   def report(%{sent: sent, acc: acc} = run) do
-    accounted = Map.merge(acc.out, acc.dead)
-    lost = for i <- 1..sent//1, not Map.has_key?(accounted, i), do: i
+    lost = for {0, i} <- Enum.with_index(acc.counts, 1), not Map.has_key?(acc.dead, i), do: i
 
     %{
       seed: run.seed,
       sent: sent,
-      out: map_size(acc.out),
+      out: Enum.count(acc.counts, &(&1 > 0)),
       dead_lettered: map_size(acc.dead),
       dead_reasons: acc.dead |> Map.values() |> Enum.frequencies(),
       losses: length(lost),
       lost: Enum.take(lost, 20),
-      duplicates: acc.out |> Map.values() |> Enum.map(&(&1 - 1)) |> Enum.sum(),
+      duplicates: acc.counts |> Enum.map(&max(&1 - 1, 0)) |> Enum.sum(),
       kills: run.kills,
       restarts: for({n, {:ok, info}} <- run.infos, into: %{}, do: {n, info.restarts}),
       elapsed_ms: run.elapsed_ms
