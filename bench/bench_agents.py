@@ -1,8 +1,12 @@
-"""Agents for bench/mesh.exs and bench/wasm.exs."""
+"""Agents for bench/mesh.exs, bench/wasm.exs and bench/heal.exs."""
 
+import os
+import signal
+from pathlib import Path
 from typing import Any
 
 from symbiont import Agent, on
+from symbiont._terms import unpackb
 
 
 class Sink(Agent):
@@ -24,3 +28,26 @@ class Counter(Agent):
         self.log.info("counted")
         if n == 3:
             self.health.degraded("third message")
+
+
+class Mortal(Agent):
+    """bench/heal.exs: consumes ``config["in"]``. ``{"die": path}`` kills its own host with
+    SIGKILL the first time (the file at ``path`` remembers it across the restart), ``{"ping":
+    n}`` publishes ``n`` on ``config["out"]``; with ``config["crash"]`` every event kills it."""
+
+    def subscriptions(self) -> list[str]:
+        """The topic named in the config."""
+        return [self.config["in"]]
+
+    def handle_event(self, topic: str, payload: bytes) -> None:
+        """Die, answer, or crash, as the event and the config say."""
+        value: Any = unpackb(payload)
+        if self.config.get("crash"):
+            os._exit(3)
+        if "die" in value:
+            marker = Path(value["die"])
+            if not marker.exists():
+                marker.write_text("died")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return
+        self.publish(self.config["out"], value["ping"])

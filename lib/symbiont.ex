@@ -24,31 +24,68 @@ defmodule Symbiont do
       ├── Symbiont.Manifest        the desired state, and the reconciler that repairs drift
       ├── Symbiont.Conductor.Audit the trail of remediations (outlives the conductor)
       ├── Symbiont.Conductor       observe -> decide (Python policy) -> act, every tick
-      └── Symbiont.StatusPage      the live status page (when configured): its feed
-                                   and an :inets httpd on 127.0.0.1
+      ├── Symbiont.StatusPage      the live status page (when configured): its feed
+      │                            and an :inets httpd on 127.0.0.1
+      ├── Symbiont.Host.Standby    warm standby host processes, so that a crashed host
+      │                            serves again in milliseconds (`:standby_hosts`)
+      └── Symbiont.Health.History  the recent health events, for `health/0` and `agent/1`
 
   `:rest_for_one` because each child depends on those before it: a restart of the host
   supervisor restarts the agents and the manifest, which starts them again.
 
   ## In iex
 
-      iex> Symbiont.status()
+  One convention: the helpers that show something print it, lined up, and return `:ok`
+  (or a count): `status/0`, `health/0`, `peek/2`. The others return data: `agents/0`,
+  `agent/1`, `hosts/0`, `remediations/1`, and `topology/0`, whose struct prints as a
+  table. Those that change something return `:ok`, `{:ok, _}` or `{:error, message}`, the
+  message naming what was wrong and what is allowed, and publish what they did on
+  `symbiont.remediation` as the `"operator"`.
+
+      iex> Symbiont.status()                         # one screen: nodes, hosts, agents, health, remediations
+      iex> Symbiont.agent("billing")                 # state, queue, in-flight, version, health history
+      iex> Symbiont.health()
       iex> Symbiont.topology()
+      iex> Symbiont.peek("orders.created", ms: 10_000)
       iex> Symbiont.publish("orders.created", %{"id" => 7, "amount" => 12.5})
+      iex> Symbiont.call("billing", "math.pow", [2, 10])
+      iex> Symbiont.restart("billing")
+      iex> Symbiont.scale("billing", 3)
+      iex> Symbiont.deploy("pricing", "priv/wasm/pricing_v2.wasm")
+      iex> Symbiont.rollback("pricing")
+      iex> Symbiont.spawn_agent(name: "tenant-42", python: "shop:Tenant")
+      iex> Symbiont.retire("tenant-42")
+      iex> Symbiont.remediations()
   """
 
   alias Symbiont.Host
 
   @doc """
-  Prints the running hosts and their agents (status, OS pid, uptime, restarts, in-flight
-  deliveries, handled events) and returns `:ok`.
+  Prints one screen about the running system and returns `:ok`: the nodes, then every
+  host and the agents it runs (status, health, queue, in-flight, handled, failed, host
+  restarts, p99 handling latency, version), then the last remediations.
 
       iex> Symbiont.status()
-      :ok
+      Symbiont on symbiont@localhost: 1 node(s), 3 host(s), 2 agent(s) (1 degraded, 1 healthy)
+      nodes: symbiont@localhost
+
+      AGENT    HOST     STATUS  HEALTH    QUEUE  IN-FLIGHT  HANDLED  FAILED  RESTARTS  P99    VERSION
+      billing  billing  ready   degraded  0      0          41       0       1         2.3ms  demo_agents:Billing
+      ...
   """
   @spec status() :: :ok
   def status do
-    IO.puts(format_status(hosts()))
+    remediations = Enum.take(remediations(10), 5)
+    nodes = Enum.map([node() | Node.list()], &Atom.to_string/1)
+
+    data = %{
+      nodes: nodes,
+      hosts: hosts(),
+      health: Symbiont.Health.History.latest(),
+      remediations: remediations
+    }
+
+    IO.puts(Symbiont.Console.status(data))
   end
 
   @doc "Information about every host, sorted by name."
@@ -222,64 +259,156 @@ defmodule Symbiont do
     |> Symbiont.Topology.build()
   end
 
-  @doc false
-  @spec format_status([map]) :: String.t()
-  def format_status(hosts) do
-    header = [
-      "HOST",
-      "STATUS",
-      "OS PID",
-      "UPTIME",
-      "CRASHES",
-      "AGENT",
-      "TOPICS",
-      "QUEUE",
-      "IN-FLIGHT",
-      "HANDLED"
-    ]
+  @doc """
+  One agent, by name (or replica id): its decoded state, queue, in-flight deliveries,
+  counters, version (`"module:Class"` or `"wasm:path"`), p50/p99 handling latency, its
+  host's OS pid and crashes, and its recent health events (`health_history`, newest
+  first). An unknown name is an error that lists the running agents.
 
-    rows =
-      for h <- hosts, a <- if(h.agents == [], do: [%{}], else: h.agents) do
-        [
-          h.name,
-          to_string(h.status),
-          to_string(h.os_pid || "-"),
-          format_uptime(h.uptime_ms),
-          to_string(h.crashes),
-          Map.get(a, :python, "-"),
-          a |> Map.get(:topics, []) |> Enum.join(",") |> blank("-"),
-          to_string(Map.get(a, :queue, "-")),
-          to_string(Map.get(a, :in_flight, "-")),
-          to_string(Map.get(a, :handled, "-"))
-        ]
-      end
-
-    title =
-      "Symbiont on #{node()}: #{length(hosts)} host(s), #{Enum.sum(Enum.map(hosts, &length(&1.agents)))} agent(s)"
-
-    Enum.join([title, "" | table([header | rows])], "\n")
-  end
-
-  defp table(rows) do
-    widths =
-      rows
-      |> Enum.zip_with(& &1)
-      |> Enum.map(fn col -> col |> Enum.map(&String.length/1) |> Enum.max() end)
-
-    for row <- rows do
-      row
-      |> Enum.zip(widths)
-      |> Enum.map_join("  ", fn {cell, w} -> String.pad_trailing(cell, w) end)
-      |> String.trim_trailing()
+      iex> {:error, message} = Symbiont.agent("doc-nobody")
+      iex> message =~ ~s(no agent "doc-nobody" runs on this node; agents: [)
+      true
+  """
+  @spec agent(String.t()) :: {:ok, map} | {:error, String.t()}
+  def agent(name) when is_binary(name) do
+    with {:ok, info} <- Symbiont.Agent.Server.info(name),
+         {:ok, host} <- Host.info(info.host) do
+      {:ok,
+       Map.merge(info, %{
+         version: info.python,
+         os_pid: host.os_pid,
+         crashes: host.crashes,
+         health_history: Symbiont.Health.History.of(info.name)
+       })}
+    else
+      _ ->
+        {:error, "no agent #{inspect(name)} runs on this node; agents: #{inspect(agent_ids())}"}
     end
   end
 
-  defp blank("", default), do: default
-  defp blank(s, _), do: s
+  @doc """
+  Prints the health of every agent (its last health event on `symbiont.health`, or none
+  yet) and the recent health events of the node, and returns `:ok`.
 
-  defp format_uptime(nil), do: "-"
-  defp format_uptime(ms) when ms < 1_000, do: "#{ms}ms"
-  defp format_uptime(ms) when ms < 60_000, do: "#{div(ms, 1000)}s"
-  defp format_uptime(ms) when ms < 3_600_000, do: "#{div(ms, 60_000)}m#{rem(div(ms, 1000), 60)}s"
-  defp format_uptime(ms), do: "#{div(ms, 3_600_000)}h#{rem(div(ms, 60_000), 60)}m"
+      iex> Symbiont.health()
+      :ok
+  """
+  @spec health() :: :ok
+  def health do
+    names = Enum.map(agents(), & &1.name)
+
+    IO.puts(
+      Symbiont.Console.health(
+        Symbiont.Health.History.latest(),
+        names,
+        Symbiont.Health.History.recent(10)
+      )
+    )
+  end
+
+  @doc """
+  Prints the events published on `topic` as they go by, decoded, one a line, then stops
+  by itself and unsubscribes; returns how many it printed. Options: `:ms`, how long to
+  watch (default 5000), and `:count`, stop after that many.
+
+      iex> Symbiont.peek("doc.peek.nobody", ms: 10)
+      0
+  """
+  @spec peek(String.t(), keyword) :: non_neg_integer
+  def peek(topic, opts \\ []) when is_binary(topic) and is_list(opts) do
+    ms = Keyword.get(opts, :ms, 5_000)
+    count = Keyword.get(opts, :count, :infinity)
+
+    unless is_integer(ms) and ms >= 0,
+      do:
+        raise(
+          ArgumentError,
+          "expected :ms to be a non-negative integer (milliseconds), got: #{inspect(ms)}"
+        )
+
+    unless count == :infinity or (is_integer(count) and count > 0),
+      do: raise(ArgumentError, "expected :count to be a positive integer, got: #{inspect(count)}")
+
+    :ok = subscribe(topic)
+
+    try do
+      peek_loop(topic, System.monotonic_time(:millisecond) + ms, count, 0)
+    after
+      unsubscribe(topic)
+      flush_topic(topic)
+    end
+  end
+
+  defp peek_loop(_topic, _deadline, count, n) when n == count, do: n
+
+  defp peek_loop(topic, deadline, count, n) do
+    wait = max(deadline - System.monotonic_time(:millisecond), 0)
+
+    receive do
+      %Symbiont.Event{topic: ^topic} = event ->
+        IO.puts(Symbiont.Console.event_line(event))
+        peek_loop(topic, deadline, count, n + 1)
+    after
+      wait -> n
+    end
+  end
+
+  defp flush_topic(topic) do
+    receive do
+      %Symbiont.Event{topic: ^topic} -> flush_topic(topic)
+    after
+      0 -> :ok
+    end
+  end
+
+  @doc """
+  Restarts the host process of agent `name` on request (its un-acked events are
+  delivered again to the new process) and publishes the `restart` remediation, by
+  `"operator"`.
+
+      iex> {:error, message} = Symbiont.restart("doc-nobody")
+      iex> message =~ ~s(no agent "doc-nobody" runs on this node)
+      true
+  """
+  @spec restart(String.t()) :: :ok | {:error, String.t()}
+  def restart(name) when is_binary(name) do
+    with {:ok, %{host: host, name: agent}} <- agent(name) do
+      case Host.restart(host, "restarted by hand") do
+        :ok ->
+          Symbiont.Remediation.publish("restart", agent, "restarted by hand",
+            by: "operator",
+            host: host
+          )
+
+        {:error, reason} ->
+          {:error,
+           "host #{inspect(host)} of agent #{inspect(name)} cannot be restarted now: #{inspect(reason)}"}
+      end
+    end
+  end
+
+  @doc """
+  Calls a Python function in a running host, ErlPort-style (see `Symbiont.Python.call/5`):
+  `host` is a host's name (a Python agent's host is named after the agent), `function`
+  the dotted name `"module.function"` (`"os.path.join"`), `args` its arguments. The host
+  imports the module if it has to.
+
+      iex> Symbiont.call("doc-nobody", "math.pow", [2, 10])
+      {:error, {:no_host, "doc-nobody"}}
+      iex> Symbiont.call("doc-nobody", "pow", [2, 10])
+      {:error, ~s(expected function to be "module.function", got: "pow")}
+  """
+  @spec call(String.t(), String.t(), list) :: {:ok, term} | {:error, term}
+  def call(host, function, args \\ [])
+      when is_binary(host) and is_binary(function) and is_list(args) do
+    case String.split(function, ".") do
+      [_] ->
+        {:error, "expected function to be \"module.function\", got: #{inspect(function)}"}
+
+      parts ->
+        Symbiont.Python.call(host, Enum.join(Enum.drop(parts, -1), "."), List.last(parts), args)
+    end
+  end
+
+  defp agent_ids, do: Symbiont.Agent.Server.ids() |> Enum.take(20)
 end

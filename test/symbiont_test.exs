@@ -1,11 +1,120 @@
 defmodule SymbiontTest do
+  # The iex helpers of Symbiont against a real agent in a real host.
   use ExUnit.Case, async: false
 
   import ExUnit.CaptureIO
+  import ExUnit.CaptureLog
+  import Symbiont.HostHelpers
 
   doctest Symbiont, except: [status: 0]
 
-  test "status/0 prints a table and returns :ok" do
-    assert capture_io(fn -> assert Symbiont.status() == :ok end) =~ "host"
+  setup do
+    previous = Application.get_env(:symbiont, :python_path)
+    Application.put_env(:symbiont, :python_path, [fixtures()])
+    on_exit(fn -> Application.put_env(:symbiont, :python_path, previous) end)
+    out = unique_name("iex.out")
+
+    %{name: name, os_pid: os_pid} =
+      start_app_agent!("iex", python: "test_agents:Counter", config: %{"out" => out})
+
+    %{name: name, os_pid: os_pid, out: out}
+  end
+
+  test "status/0 prints one screen: nodes, hosts with their agents, health, remediations", %{
+    name: name
+  } do
+    :ok = Symbiont.subscribe(Symbiont.Health.topic())
+    Symbiont.Health.publish("degraded", name, "slow provider", %{})
+    assert_receive %Symbiont.Event{topic: "symbiont.health", from: ^name}
+    assert wait_until(fn -> Symbiont.Health.History.latest()[name] != nil end)
+
+    screen = capture_io(fn -> assert Symbiont.status() == :ok end)
+    assert screen =~ "Symbiont on #{node()}: 1 node(s)"
+    assert screen =~ ~r/AGENT +HOST +STATUS +HEALTH +QUEUE/
+    [row] = screen |> String.split("\n") |> Enum.filter(&String.starts_with?(&1, name <> " "))
+    assert row =~ ~r/^#{name} +#{name} +ready +degraded +0 +0 +0 +0 +0 +- +test_agents:Counter$/
+    assert screen =~ "Last remediations"
+  end
+
+  test "agent/1: state, counters, version and health history; an unknown one lists the agents",
+       %{name: name, out: out} do
+    :ok = Symbiont.subscribe(out)
+    :ok = Symbiont.publish("count.in", 1)
+    assert_receive %Symbiont.Event{topic: ^out}, 5_000
+    Symbiont.Health.publish("degraded", name, "why not", %{})
+
+    assert wait_until(fn ->
+             match?({:ok, %{handled: 1, health_history: [_ | _]}}, Symbiont.agent(name))
+           end)
+
+    {:ok, agent} = Symbiont.agent(name)
+    assert %{version: "test_agents:Counter", state: %{"n" => 1}, queue: 0, in_flight: 0} = agent
+    assert [%{"kind" => "degraded", "reason" => "why not"} | _] = agent.health_history
+    assert {:error, message} = Symbiont.agent("nobody-here")
+    assert message =~ ~s(no agent "nobody-here" runs on this node; agents: [)
+    assert message =~ inspect(name)
+  end
+
+  test "health/0 prints each agent's last health and the recent events", %{name: name} do
+    :ok = Symbiont.subscribe(Symbiont.Health.topic())
+    Symbiont.Health.publish("overloaded", name, "queue at 90%", %{})
+    assert_receive %Symbiont.Event{topic: "symbiont.health", from: ^name}
+    assert wait_until(fn -> Symbiont.Health.History.latest()[name]["kind"] == "overloaded" end)
+    screen = capture_io(fn -> assert Symbiont.health() == :ok end)
+    assert screen =~ ~r/#{name} +overloaded +\d\d:\d\d:\d\d +queue at 90%/
+    assert screen =~ "Recent health events"
+  end
+
+  test "peek/2 prints the decoded events of a topic, then stops by itself" do
+    topic = unique_name("peek")
+    publisher = spawn_link(fn -> publish_every_5ms(topic, 1) end)
+
+    output = capture_io(fn -> assert Symbiont.peek(topic, ms: 5_000, count: 3) == 3 end)
+    send(publisher, :stop)
+
+    assert [first, _, _] = String.split(output, "\n", trim: true)
+    assert [_, i] = Regex.run(~r/^\d\d:\d\d:\d\d  #{topic}  -  %\{"i" => (\d+)\}$/, first)
+    assert output =~ ~s(%{"i" => #{String.to_integer(i) + 2}})
+    assert Symbiont.Mesh.members(Symbiont.Mesh, topic, nil) == []
+    assert Symbiont.peek(topic, ms: 0) == 0
+
+    assert_raise ArgumentError, ~r/expected :ms to be a non-negative integer/, fn ->
+      Symbiont.peek(topic, ms: -1)
+    end
+  end
+
+  defp publish_every_5ms(topic, i) do
+    receive do
+      :stop -> :ok
+    after
+      5 ->
+        Symbiont.publish(topic, %{"i" => i})
+        publish_every_5ms(topic, i + 1)
+    end
+  end
+
+  test "restart/1 restarts the agent's host by hand, audited as the operator's",
+       %{name: name, os_pid: os_pid} do
+    :ok = Symbiont.subscribe(Symbiont.Remediation.topic())
+
+    capture_log(fn ->
+      assert Symbiont.restart(name) == :ok
+
+      assert %{"by" => "operator", "reason" => "restarted by hand"} =
+               await_remediation(name, "restart")
+
+      assert_receive {:agent_start, ^name, %{restarts: 1}}, 10_000
+    end)
+
+    assert {:ok, %{os_pid: new}} = Symbiont.agent(name)
+    assert new != os_pid
+  end
+
+  test "call/3 calls a Python function in an agent's host", %{name: name} do
+    assert Symbiont.call(name, "math.pow", [2, 10]) == {:ok, 1024.0}
+    assert Symbiont.call(name, "os.path.join", ["/tmp", "x"]) == {:ok, "/tmp/x"}
+
+    assert {:error, %Symbiont.Python.Error{type: "ZeroDivisionError"}} =
+             Symbiont.call(name, "operator.truediv", [1, 0])
   end
 end

@@ -26,7 +26,11 @@ defmodule Symbiont.Application do
             Symbiont.Conductor.Audit
           ] ++ conductor()
 
-        Supervisor.start_link(children ++ status_page(),
+        # Last, so that their crashes never restart a host: the standby pool (hosts start
+        # cold meanwhile) and the health history of the iex helpers.
+        last = [Symbiont.Host.Standby, Symbiont.Health.History]
+
+        Supervisor.start_link(children ++ status_page() ++ last,
           strategy: :rest_for_one,
           name: Symbiont.Supervisor
         )

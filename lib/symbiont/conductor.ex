@@ -11,8 +11,8 @@ defmodule Symbiont.Conductor do
     aggregated over its replicas (queue, in flight, handled/failed/restarts and their
     change since the last tick, p99 latency, idleness, quarantine, the suspect delivery
     that failed before, the last health kind, whether a promoted version can be rolled
-    back), the topology as `from -> topic -> to` edges, the health events since the last
-    tick and the recent audit trail.
+    back), the topology as `from -> topic -> to` edges, the topics a template matches,
+    the templates, the health events since the last tick and the recent audit trail.
   * **Decide**: the snapshot goes to the policy, a Python class running in a host of its
     own (`"conductor"`): `symbiont.conductor:DefaultPolicy` unless `:policy` names
     another `"module:Class"`. It returns actions with reasons: `restart`, `scale`,
@@ -22,6 +22,24 @@ defmodule Symbiont.Conductor do
     `symbiont.remediation` (`by: "conductor"`, with its evidence) and emitted as the
     telemetry event `[:symbiont, :conductor, :action]`; one that is refused or fails is
     recorded in the audit trail with why (`Symbiont.remediations/0`).
+
+  ## Evolution: agents from templates
+
+  Templates are agent specs the policy may `spawn` from, with a topic pattern, `:match`
+  (`*` is one dot-separated segment, see `Symbiont.Conductor.Template`):
+
+      config :symbiont,
+        templates: [
+          tenant: [match: "tenant.*.orders", python: "shop:Tenant", config: %{"out" => "billed"}]
+        ]
+
+  The default policy spawns one agent per topic that the pattern matches, that was
+  published to since the last tick and that nobody serves: `"tenant-acme"` for
+  `tenant.acme.orders`, the template's spec with `required: false` and the config
+  `%{"topic" => "tenant.acme.orders", "tenant" => "acme"}` merged in (the agent subscribes
+  to its topic from its config). It joins the manifest like `Symbiont.spawn_agent/1`, and
+  the idle rule retires it again once nothing arrives for `idle_ms`. Events published
+  before it serves found no subscriber and are not delivered to it.
 
   ## Guardrails
 
@@ -247,7 +265,8 @@ defmodule Symbiont.Conductor do
       "now_ms" => now,
       "node" => Atom.to_string(node()),
       "agents" => agents,
-      "topology" => %{"edges" => edges(scope)},
+      "topology" => topology(scope),
+      "templates" => templates(),
       "health" => Enum.reverse(state.health),
       "remediations" => state.opts.audit |> safe_entries() |> Enum.take(20)
     }
@@ -347,17 +366,45 @@ defmodule Symbiont.Conductor do
     end)
   end
 
-  defp edges(scope) do
+  # The edges between agents in scope, and the topics a template's `:match` pattern
+  # matches (published to, with how many subscribers), for the policy's evolution rule.
+  defp topology(scope) do
     topology = Symbiont.topology()
+    patterns = for {_name, t} <- templates(), p = t["match"], do: p
 
-    for %{topic: topic, publishers: pubs, subscribers: subs} <- topology.topics,
-        p <- pubs,
-        s <- subs,
-        scope == nil or (scope.(p.name) and scope.(s.name)),
-        uniq: true,
-        do: %{"from" => p.name, "topic" => topic, "to" => s.name}
+    edges =
+      for %{topic: topic, publishers: pubs, subscribers: subs} <- topology.topics,
+          p <- pubs,
+          s <- subs,
+          scope == nil or (scope.(p.name) and scope.(s.name)),
+          uniq: true,
+          do: %{"from" => p.name, "topic" => topic, "to" => s.name}
+
+    topics =
+      for %{topic: topic, publishers: pubs, subscribers: subs} <- topology.topics,
+          Enum.any?(patterns, &Symbiont.Conductor.Template.match(&1, topic)),
+          do: %{
+            "topic" => topic,
+            "published" => pubs |> Enum.map(& &1.count) |> Enum.sum(),
+            "subscribers" => length(subs)
+          }
+
+    %{"edges" => edges, "topics" => topics}
   rescue
-    _ -> []
+    _ -> %{"edges" => [], "topics" => []}
+  end
+
+  # The templates the policy may spawn from, by name: `match` (a topic pattern) and the
+  # Python class or Wasm module, without the rest of the spec.
+  defp templates do
+    for {name, spec} <- Application.get_env(:symbiont, :templates, []), into: %{} do
+      {to_string(name),
+       %{
+         "match" => Keyword.get(spec, :match),
+         "python" => Keyword.get(spec, :python),
+         "wasm" => Keyword.get(spec, :wasm)
+       }}
+    end
   end
 
   ## Decide
@@ -568,6 +615,7 @@ defmodule Symbiont.Conductor do
     with {:ok, template} <- fetch_template(templates, a["template"]) do
       spec =
         template
+        |> Keyword.delete(:match)
         |> Keyword.merge(name: a["agent"], required: false)
         |> Keyword.update(
           :config,

@@ -39,12 +39,17 @@ defmodule Symbiont.Host do
     * `:log_lines` - how many of the last output lines a crash report keeps. Default: 20.
     * `:grace` - how long a stopped process may take to exit after its input is closed,
       in ms, before it is killed. Default: 2000.
+    * `:heartbeat_ms` - how often the owner pings a ready process (PROTOCOL.md §11). A
+      process that sends nothing for three intervals is unresponsive (frozen, or stuck in
+      native code that holds Python's GIL): it is killed and restarted like after a crash,
+      and its agents' un-acked deliveries are retried. Default: the `:heartbeat_ms`
+      application env, else 1000.
   """
   use GenServer, restart: :transient
 
   require Logger
 
-  alias Symbiont.Host.{Framer, Out, Protocol}
+  alias Symbiont.Host.{Framer, Out, Protocol, Standby}
   alias Symbiont.MsgPack
 
   @typedoc "A host: its pid or the name it was started with."
@@ -58,7 +63,17 @@ defmodule Symbiont.Host do
     log_lines: 20,
     grace: 2_000
   ]
-  @allowed_keys [:name, :python, :python_path, :cd, :env, :inherit_env | Keyword.keys(@defaults)]
+  @allowed_keys [
+    :name,
+    :python,
+    :python_path,
+    :cd,
+    :env,
+    :inherit_env,
+    :heartbeat_ms | Keyword.keys(@defaults)
+  ]
+  # Intervals without a frame after which a process is unresponsive.
+  @missed_beats 3
   @inherit_env ["PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "SYMBIONT_*"]
   # A process that stayed up this long before crashing restarts without delay.
   @stable_ms 5_000
@@ -93,9 +108,10 @@ defmodule Symbiont.Host do
   @spec validate_options(keyword) :: {:ok, map} | {:error, ArgumentError.t()}
   def validate_options(opts) when is_list(opts) do
     with :ok <- known_keys(opts),
-         opts = Keyword.merge(@defaults, opts),
+         heartbeat = Application.get_env(:symbiont, :heartbeat_ms, 1_000),
+         opts = @defaults |> Keyword.put(:heartbeat_ms, heartbeat) |> Keyword.merge(opts),
          {:ok, name} <- validate_name(Keyword.get(opts, :name)),
-         :ok <- each_positive(opts, Keyword.keys(@defaults)),
+         :ok <- each_positive(opts, [:heartbeat_ms | Keyword.keys(@defaults)]),
          {:ok, python} <- validate_python(Keyword.get(opts, :python)),
          {:ok, cd} <- validate_cd(Keyword.get(opts, :cd, File.cwd!())),
          {:ok, paths} <- validate_paths(Keyword.get(opts, :python_path), cd),
@@ -159,9 +175,11 @@ defmodule Symbiont.Host do
   # An agent server takes a slot in the host (see Symbiont.Agent.Server): the port comes
   # back when the process is ready, otherwise {:host_up, host, port} follows; and the
   # largest frame the process accepts (the host's :max_frame, which it adopts, §3).
-  @spec attach(pid, String.t()) ::
+  # `module` is the Python module the agent runs: a warm standby for this host imports
+  # it before it is needed (Symbiont.Host.Standby).
+  @spec attach(pid, String.t(), String.t() | nil) ::
           {:ok, pos_integer, port | nil, pos_integer} | {:error, term}
-  def attach(host, id), do: safe_call(host, {:attach, self(), id}, 5_000)
+  def attach(host, id, module \\ nil), do: safe_call(host, {:attach, self(), id, module}, 5_000)
 
   @doc false
   # An agent leaves `slot` (it moved to another: Symbiont.Agent.Server.upgrade/3).
@@ -398,7 +416,15 @@ defmodule Symbiont.Host do
       consecutive: 0,
       last_crash: nil,
       # Why the process was killed on request (restart/2), until it is down.
-      restart_reason: nil
+      restart_reason: nil,
+      # When the process last sent anything (monotonic ms), and the last ping's number.
+      heard_at: nil,
+      beat: 0,
+      # Whether the current process was a warm standby (Symbiont.Host.Standby), and the
+      # modules of the agents it ran, for the standby to import ahead.
+      standby: false,
+      preload: [],
+      launch_key: nil
     }
 
     {:ok, state, {:continue, :open}}
@@ -407,23 +433,24 @@ defmodule Symbiont.Host do
   @impl true
   def handle_continue(:open, state), do: Out.reply({:noreply, open(state)})
 
+  # A warm standby process when the pool has one for this launch (Symbiont.Host.Standby),
+  # else a cold start.
   defp open(%{config: c} = state) do
-    port_opts = [
-      :binary,
-      :stream,
-      :nouse_stdio,
-      :exit_status,
-      args: ["-m", "symbiont.host"],
-      env: environment(c),
-      cd: c.cd
-    ]
+    key = state.launch_key || {c.python, c.cd, environment(c)}
 
     try do
-      Port.open({:spawn_executable, c.python}, port_opts)
+      case Standby.take(key, state.preload) do
+        {:ok, port} ->
+          Process.link(port)
+          {port, true}
+
+        :none ->
+          {Standby.open(key), false}
+      end
     rescue
       e in ErlangError -> crashed(state, {:spawn_failed, e.original})
     else
-      port ->
+      {port, standby?} ->
         os_pid = port |> Port.info(:os_pid) |> elem(1)
         Process.send_after(self(), {:start_timeout, port}, c.start_timeout)
 
@@ -433,6 +460,8 @@ defmodule Symbiont.Host do
             out: Out.to(state.out, port),
             os_pid: os_pid,
             status: :starting,
+            standby: standby?,
+            launch_key: key,
             framer: Framer.new(c.max_frame),
             started_at: System.monotonic_time(:microsecond)
         }
@@ -482,14 +511,27 @@ defmodule Symbiont.Host do
     {:reply, :ok, %{state | restart_reason: reason}}
   end
 
-  defp call_msg({:attach, pid, id}, _from, state) do
+  defp call_msg({:attach, pid, id, module}, _from, state) do
     slot = state.next_slot
+    state = preload(state, module)
     slots = Map.put(state.slots, slot, {pid, id, Process.monitor(pid)})
     port = if state.status == :ready, do: state.port
 
     {:reply, {:ok, slot, port, state.config.max_frame},
      %{state | slots: slots, next_slot: slot + 1}}
   end
+
+  defp preload(state, module) when is_binary(module) and length(state.preload) < 16 do
+    if module in state.preload do
+      state
+    else
+      preload = [module | state.preload]
+      if state.launch_key, do: Standby.learn(state.launch_key, preload)
+      %{state | preload: preload}
+    end
+  end
+
+  defp preload(state, _module), do: state
 
   defp cast_msg({:cast, m, f, args}, state),
     do: {:noreply, send_or_queue(state, ["cast", m, f, args])}
@@ -533,6 +575,8 @@ defmodule Symbiont.Host do
   end
 
   defp info({port, {:data, chunk}}, %{port: port} = state) do
+    state = %{state | heard_at: System.monotonic_time(:millisecond)}
+
     case Framer.feed(state.framer, chunk) do
       {:ok, payloads, framer} -> {:noreply, handle_payloads(payloads, %{state | framer: framer})}
       {:error, reason} -> {:noreply, protocol_error(state, reason)}
@@ -573,6 +617,23 @@ defmodule Symbiont.Host do
   end
 
   defp info({:start_timeout, _}, state), do: {:noreply, state}
+
+  defp info({:heartbeat, port}, %{port: port, status: :ready} = state) do
+    every = state.config.heartbeat_ms
+    silent = System.monotonic_time(:millisecond) - state.heard_at
+
+    if silent >= @missed_beats * every do
+      # A frozen process would not read its EOF: no grace period.
+      Symbiont.Host.Reaper.kill(state.os_pid)
+      {:noreply, crashed(state, {:unresponsive, silent})}
+    else
+      Process.send_after(self(), {:heartbeat, port}, every)
+      beat = state.beat + 1
+      {:noreply, send_frame(%{state | beat: beat}, ["ping", beat])}
+    end
+  end
+
+  defp info({:heartbeat, _old_port}, state), do: {:noreply, state}
 
   defp info(
          {:restart, n},
@@ -678,6 +739,9 @@ defmodule Symbiont.Host do
   end
 
   defp handle_frame({:log, level, message}, state), do: log_line(state, level, message)
+
+  # Any frame counts as a sign of life (heard_at); a pong needs nothing more.
+  defp handle_frame({:pong, _beat}, state), do: state
 
   defp handle_frame({:ready, version, info}, %{status: :starting} = state) do
     if version == Protocol.version() do
@@ -786,7 +850,12 @@ defmodule Symbiont.Host do
 
   defp ready(state, info) do
     now = System.monotonic_time(:millisecond)
-    state = %{state | status: :ready, info: info, ready_at: now}
+    state = %{state | status: :ready, info: info, ready_at: now, heard_at: now}
+
+    # A host that announces heartbeats in `ready` gets pinged (PROTOCOL.md §11).
+    if info["heartbeat"] == true,
+      do: Process.send_after(self(), {:heartbeat, state.port}, state.config.heartbeat_ms)
+
     state = %{state | peer_max_frame: info["max_frame"] || state.config.max_frame}
 
     # Flush what waited for the process: calls and casts in order.
@@ -805,7 +874,7 @@ defmodule Symbiont.Host do
     Symbiont.Telemetry.execute(
       [:symbiont, :host, :start],
       %{startup_us: System.monotonic_time(:microsecond) - state.started_at},
-      %{host: state.name, os_pid: state.os_pid, restarts: state.crashes}
+      %{host: state.name, os_pid: state.os_pid, restarts: state.crashes, standby: state.standby}
     )
 
     state
@@ -917,6 +986,10 @@ defmodule Symbiont.Host do
 
   defp format_crash_reason({:spawn_failed, r}), do: "could not be started: #{inspect(r)}"
   defp format_crash_reason({:restarted, why}), do: "was restarted on request: #{why}"
+
+  defp format_crash_reason({:unresponsive, ms}),
+    do:
+      "was restarted: it sent nothing for #{ms} ms (#{@missed_beats} heartbeats missed; frozen or stuck in native code)"
 
   defp format_crash_reason({:stalled, agent, ms}),
     do:

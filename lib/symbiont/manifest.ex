@@ -267,6 +267,8 @@ defmodule Symbiont.Manifest do
       wasm_hosts: Keyword.get(opts, :wasm_hosts, "wasm")
     }
 
+    # After a restart of the manifest its Wasm replicas still run: where, their servers say.
+    state = %{state | placed: running_placements(state)}
     {_report, state} = do_reconcile(state)
     schedule(state)
     {:ok, state}
@@ -446,6 +448,19 @@ defmodule Symbiont.Manifest do
       do: Logger.info("manifest reconciled: #{inspect(report)}")
 
     {report, %{state | leaving: leaving, placed: placed}}
+  end
+
+  # The Wasm replicas of the desired state that run on a host of this manifest, by id.
+  defp running_placements(state) do
+    prefix = state.wasm_hosts <> "#"
+
+    for {_, %{wasm: wasm} = spec} <- state.desired,
+        wasm != nil,
+        id <- host_names(spec),
+        {:ok, %{host: host}} <- [Server.info(id)],
+        String.starts_with?(host, prefix),
+        into: %{},
+        do: {id, host}
   end
 
   # The host a replica runs in: its own for a Python agent; for a Wasm agent, the one the

@@ -13,7 +13,7 @@ defmodule Symbiont.Telemetry do
 
   | event | measurements | metadata |
   |---|---|---|
-  | `[:symbiont, :host, :start]` | `startup_us`: spawn to handshake | `host`, `os_pid`, `restarts` |
+  | `[:symbiont, :host, :start]` | `startup_us`: spawn (or take of a warm standby) to handshake | `host`, `os_pid`, `restarts`, `standby` |
   | `[:symbiont, :host, :stop]` | `uptime_ms` of its process (0 if none was up) | `host`, `agents` (their ids), `os_pid` (`nil` between two processes), `reason`: `:normal` or `:shutdown` when stopped on purpose (its supervisor, `Symbiont.Python.stop/1`), else why its owner failed |
   | `[:symbiont, :host, :crash]` | `uptime_ms` | `host`, `agents` (their ids), `os_pid`, `reason`, `status` |
   | `[:symbiont, :agent, :start]` | none | `agent`, `id`, `host`, `restarts` (started in a new host process) |

@@ -183,6 +183,7 @@ class Host:
             "tick": self._on_tick,
             "agent_start": self._on_agent_start,
             "agent_stop": self._on_agent_stop,
+            "ping": self._on_ping,
         }
         kind = type(transport)
         self._critical_code = {
@@ -259,6 +260,12 @@ class Host:
             except CancelledError:
                 pass  # a cancellation that landed after its call had ended
 
+    def _on_ping(self, frame: list[Any]) -> None:
+        # PROTOCOL.md §11: answered at once, by the watchdog while a dispatch runs long.
+        if len(frame) != 2 or not _is_id(frame[1]):
+            raise _bad(frame, "ping takes one non-negative int")
+        self.send_async(["pong", frame[1]], "pong")
+
     def _on_eof(self) -> None:
         # PROTOCOL.md §1.5: the owner is gone or wants us gone; don't wait for user code.
         self._exit(0)
@@ -333,6 +340,7 @@ class Host:
             "pid": os.getpid(),
             "runtime": f"{platform.python_implementation()} {platform.python_version()}",
             "max_frame": max_frame,
+            "heartbeat": True,
         }
         self.reader.on_idle = self._flush_acks
         self._write_frame(packb(["ready", PROTOCOL_VERSION, info]))
@@ -635,6 +643,8 @@ class Host:
                     kind = frame[0]
                     if kind == "cancel":
                         self._on_cancel(frame)
+                    elif kind == "ping":
+                        self._on_ping(frame)
                     elif kind == "reply" or kind == "error":
                         self._on_reply(frame)
                     else:
@@ -1000,4 +1010,17 @@ def run() -> NoReturn:
     host = Host(FdTransport(3, 4), stderr_fd=stderr_fd, exit=_exit_with_children)
     capture_output(host.log)
     install_log_handler(host.log)
+    _preload(os.environ.get("SYMBIONT_PRELOAD", ""))
     host.serve()
+
+
+def _preload(names: str) -> None:
+    """Import, before the handshake, the modules a warm standby host's agents will likely
+    need (comma-separated; set by ``Symbiont.Host.Standby``), so that starting them after a
+    crash takes no import time. A module that fails to import here is left for its
+    ``agent_start`` to import again and report."""
+    for name in filter(None, names.split(",")):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - reported by agent_start, not here
+            sys.modules.pop(name, None)

@@ -17,6 +17,7 @@ between ticks.
 from __future__ import annotations
 
 import importlib
+import re
 from itertools import pairwise
 from typing import Any, Protocol
 
@@ -71,6 +72,24 @@ def decide(policy: str, options: dict[str, Any], snapshot: dict[str, Any]) -> li
     return actions
 
 
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _wildcard(pattern: str, topic: str) -> str | None:
+    """The segments of ``topic`` that the ``*`` of ``pattern`` stand for, joined by ``-``;
+    ``None`` when it does not match (``*`` is one non-empty dot-separated segment)."""
+    want, have = pattern.split("."), topic.split(".")
+    if len(want) != len(have):
+        return None
+    parts = []
+    for w, h in zip(want, have, strict=True):
+        if w == "*" and h:
+            parts.append(h)
+        elif w != h:
+            return None
+    return "-".join(parts) if parts else None
+
+
 def _action(action: str, agent: str, reason: str, **fields: Any) -> dict[str, Any]:
     return {"action": action, "agent": agent, "reason": reason, **fields}
 
@@ -103,7 +122,16 @@ class DefaultPolicy:
       ``grow_ticks`` ticks -> ``scale`` out by one (up to ``max_replicas``); drained and
       idle for ``drain_ticks`` ticks -> ``scale`` in by one (down to ``min_replicas``);
     * **idle agent**: nothing for ``idle_ms`` -> ``scale`` in, and ``retire`` an agent that
-      is not required once at its minimum.
+      is not required once at its minimum;
+    * **evolution**: a topic that a template's ``match`` pattern matches (``*`` is one
+      dot-separated segment), published to since the last tick and served by nobody ->
+      ``spawn`` an agent ``"<template>-<segment>"`` from that template, with
+      ``{"topic", "tenant"}`` in its config (one agent per tenant). Spawned agents are not
+      required, so the idle rule retires them again.
+
+    ``snapshot["templates"]`` maps template names to ``{"match", "python", "wasm"}``, and
+    ``snapshot["topology"]["topics"]`` lists the topics a ``match`` matches as
+    ``{"topic", "published", "subscribers"}``.
     """
 
     def __init__(
@@ -129,6 +157,7 @@ class DefaultPolicy:
         self._restarts: dict[str, list[int]] = {}
         self._queues: dict[str, list[int]] = {}
         self._drained: dict[str, int] = {}
+        self._published: dict[str, int] = {}
 
     def decide(self, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
         """Return the actions for this tick (see the class docstring)."""
@@ -264,6 +293,38 @@ class DefaultPolicy:
                             evidence={"idle_ms": a["idle_ms"]},
                         )
                     )
+        for action in self._evolve(snapshot, agents):
+            add(action)
+        return actions
+
+    def _evolve(
+        self, snapshot: dict[str, Any], agents: dict[str, dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Spawn actions for topics a template matches that are new and served by nobody."""
+        topics = snapshot.get("topology", {}).get("topics", [])
+        before, self._published = self._published, {t["topic"]: t["published"] for t in topics}
+        actions = []
+        for template, spec in sorted(snapshot.get("templates", {}).items()):
+            pattern = spec.get("match")
+            for t in topics if pattern else []:
+                tenant = _wildcard(pattern, t["topic"])
+                name = f"{template}-{tenant}"
+                fresh = t["published"] > before.get(t["topic"], 0)
+                if tenant is None or t["subscribers"] or not fresh or name in agents:
+                    continue
+                if not _NAME.fullmatch(name):
+                    continue  # not a valid agent name: no agent for it
+                actions.append(
+                    _action(
+                        "spawn",
+                        name,
+                        f"{t['topic']} is published to and served by nobody: "
+                        f"one {template} agent for it",
+                        template=template,
+                        config={"topic": t["topic"], "tenant": tenant},
+                        evidence={"topic": t["topic"], "published": t["published"]},
+                    )
+                )
         return actions
 
     # -- history and helpers ----------------------------------------------------------

@@ -105,6 +105,31 @@ def test_idle_agents_go_down_to_their_minimum_then_away_when_not_required() -> N
     assert retire["action"] == "retire"
 
 
+def test_a_new_tenant_topic_gets_an_agent_from_its_template_once() -> None:
+    templates = {"tenant": {"match": "tenant.*.orders", "python": "shop:Tenant", "wasm": None}}
+
+    def tick(policy: DefaultPolicy, published: int, subscribers: int, *agents: Any) -> list:
+        topics = [
+            {"topic": "tenant.acme.orders", "published": published, "subscribers": subscribers},
+            {"topic": "tenant.acme.eu.orders", "published": 9, "subscribers": 0},
+        ]
+        snap = snapshot(*agents, templates=templates)
+        snap["topology"]["topics"] = topics
+        return policy.decide(snap)
+
+    policy = DefaultPolicy()
+    [spawn] = tick(policy, 3, 0)
+    assert spawn["action"] == "spawn" and spawn["agent"] == "tenant-acme"
+    assert spawn["template"] == "tenant"
+    assert spawn["config"] == {"topic": "tenant.acme.orders", "tenant": "acme"}
+    # Nothing new published (a retired tenant's old count), served, or already there: none.
+    assert tick(policy, 3, 0) == []
+    assert tick(policy, 5, 1) == []
+    assert tick(policy, 7, 0, agent("tenant-acme")) == []
+    assert conductor._wildcard("a.*.c.*", "a.b.c.d") == "b-d"
+    assert conductor._wildcard("a.*", "a.") is None
+
+
 def test_decide_builds_the_named_policy_once_and_checks_its_answer() -> None:
     assert conductor.decide("symbiont.conductor:DefaultPolicy", {}, snapshot()) == []
     with pytest.raises(ValueError, match='expected the policy as "module:Class"'):

@@ -24,6 +24,18 @@ def test_handshake(raw_host: HostProcess) -> None:
     assert info["runtime"] == f"CPython {platform.python_version()}"
     assert info["max_frame"] == 1 << 20
     assert "agent" not in info
+    assert info["heartbeat"] is True
+
+
+def test_ping_is_answered_also_while_a_call_runs(host: HostProcess) -> None:
+    """PROTOCOL.md §11: a pong for each ping, from the watchdog while user code runs."""
+    host.send(["ping", 1])
+    assert host.recv() == ["pong", 1]
+    host.send(["call", 1, "hostmod", "sleep", [0.5]])
+    host.assert_silent(0.05)
+    host.send(["ping", 2])
+    assert host.recv() == ["pong", 2]  # before the call's reply
+    assert host.recv() == ["reply", 1, "slept"]
 
 
 def test_echo_call_keeps_terms(host: HostProcess) -> None:
@@ -170,6 +182,8 @@ def test_protocol_errors_exit_3(host: HostProcess, payload: bytes, reason: str) 
         (["event", 1, "t", b""], "malformed 'event' frame"),
         (["agent_start", 0, {}], "malformed 'agent_start' frame"),
         (["init", 1, {}], "unknown frame kind 'init'"),
+        (["ping", -1], "malformed 'ping' frame"),
+        (["ping"], "malformed 'ping' frame"),
     ],
 )
 def test_bad_frames_exit_3(host: HostProcess, frame: list, reason: str) -> None:
@@ -326,6 +340,19 @@ def test_protocol_error_while_waiting_on_the_owner_exits_3(host: HostProcess) ->
     host.send(["call", 2, "hostmod"])  # malformed; user code must not be able to swallow it
     assert host.wait_exit() == 3
     assert "malformed 'call' frame" in host.stderr_text()
+
+
+def test_preload_imports_ahead_and_leaves_failures_for_later() -> None:
+    """A warm standby imports its agents' modules before the handshake (SYMBIONT_PRELOAD);
+    one that fails is not left half-imported, so agent_start imports and reports it."""
+    import sys
+
+    from symbiont._host import _preload
+
+    sys.modules.pop("colorsys", None)
+    _preload("colorsys,no_such_module_for_preload,")
+    assert "colorsys" in sys.modules
+    assert "no_such_module_for_preload" not in sys.modules
 
 
 def test_a_burst_of_calls_is_answered_in_order(host: HostProcess) -> None:

@@ -10,6 +10,8 @@ defmodule Symbiont.ConductorTest do
   alias Symbiont.Agent.Server
   alias Symbiont.Conductor
 
+  doctest Symbiont.Conductor.Template
+
   @tick 200
 
   setup do
@@ -207,6 +209,158 @@ defmodule Symbiont.ConductorTest do
     end)
 
     assert wait_until(fn -> match?({:ok, %{queue: 0, in_flight: 0}}, Server.info(a)) end, 10_000)
+  end
+
+  test "regression right after a deploy: rolled back by the conductor, the old version serves again",
+       %{prefix: prefix} do
+    capture_log(fn ->
+      %{name: a, topic: topic} = promote_v3!(prefix, [])
+      start_conductor!(prefix, start_manifest!([]))
+
+      # counter_v3.wat traps on nil; its canary only ever saw numbers.
+      for _ <- 1..5, do: :ok = Symbiont.publish(topic, nil)
+      action = await_conductor(a, "rollback")
+      assert action["reason"] =~ "errors right after a deploy"
+
+      assert_healthy_on_v1(a, topic, nil)
+    end)
+  end
+
+  test "crash loop after a deploy: rolled back to the last good version, not quarantined",
+       %{prefix: prefix} do
+    # counter_v3.wat loops on `true`: past its handler_timeout (the deadline is longer) the
+    # host is restarted, again for each event, so the crashes outnumber any one delivery.
+    # The promotion counts as long ago (regression_ms: 0): the crash loop rule decides, not
+    # the regression rule; its window is 10 s, as a restart takes 1.2 s here.
+    extra = [
+      limits: [deadline_ms: 60_000],
+      handler_timeout: 200,
+      max_attempts: 1,
+      max_in_flight: 1
+    ]
+
+    capture_log(fn ->
+      %{name: a, topic: topic} = promote_v3!(prefix, extra)
+
+      start_conductor!(prefix, start_manifest!([]),
+        policy_options: %{"regression_ms" => 0, "window_ticks" => 50}
+      )
+
+      for _ <- 1..6, do: :ok = Symbiont.publish(topic, true)
+      action = await_conductor(a, "rollback", 30_000)
+      assert action["reason"] =~ "crash loop"
+      assert action["evidence"]["restarts_in_window"] >= 3
+
+      assert_healthy_on_v1(a, topic, true)
+      assert {:ok, %{quarantined: nil}} = Server.info(a)
+    end)
+  end
+
+  test "evolution: a new tenant's topic gets an agent of its own from a template, retired when idle",
+       %{prefix: prefix} do
+    out = unique_name("tenant.out")
+    template = :"#{prefix}-tenant"
+    tenant_topic = "#{prefix}.tenant.acme.orders"
+
+    Application.put_env(:symbiont, :templates, [
+      {template,
+       [
+         match: "#{prefix}.tenant.*.orders",
+         python: "scenario_agents:Tenant",
+         config: %{"out" => out}
+       ]}
+    ])
+
+    on_exit(fn -> Application.delete_env(:symbiont, :templates) end)
+    :ok = Symbiont.subscribe(out)
+    agent = "#{prefix}-tenant-acme"
+    m = start_manifest!([])
+    start_conductor!(prefix, m, policy_options: %{"idle_ms" => 600}, cooldown_ms: 300)
+
+    capture_log(fn ->
+      # The first events find nobody; the conductor spawns the tenant's agent.
+      publisher = Task.async(fn -> publish_numbers(tenant_topic, 0) end)
+      spawn = await_conductor(agent, "spawn")
+      assert spawn["template"] == Atom.to_string(template)
+      assert spawn["evidence"]["topic"] == tenant_topic
+      assert_receive %Symbiont.Event{topic: ^out, from: ^agent} = e, 10_000
+      assert %{"tenant" => "acme"} = Symbiont.Event.decode!(e)
+      send(publisher.pid, :stop)
+      Task.await(publisher)
+      assert %{required: false} = Symbiont.Manifest.agent(agent, m)
+
+      # Idle, not required: retired again, and the manifest no longer has it.
+      retire = await_conductor(agent, "retire")
+      assert retire["reason"] =~ "idle"
+      assert wait_until(fn -> Server.whereis(agent) == nil end, 5_000)
+      assert Symbiont.Manifest.agent(agent, m) == nil
+    end)
+  end
+
+  # A Wasm agent on counter.wat, deployed to counter_v3.wat and promoted (on numbers).
+  defp promote_v3!(prefix, extra) do
+    a = "#{prefix}-priced"
+    topic = unique_name("priced.in")
+    wasm = Path.expand("../../priv/wasm", __DIR__)
+
+    start_host!(
+      name: a,
+      agent: [name: a, wasm: Path.join(wasm, "counter.wat"), topics: [topic]] ++ extra
+    )
+
+    publisher = Task.async(fn -> publish_numbers(topic, 0) end)
+
+    assert {:ok, _} =
+             Symbiont.deploy(a, Path.join(wasm, "counter_v3.wat"), window_ms: 200, min_events: 5)
+
+    await_remediation(a, "promote", 15_000)
+    send(publisher.pid, :stop)
+    Task.await(publisher)
+    %{name: a, topic: topic}
+  end
+
+  defp publish_numbers(topic, n) do
+    receive do
+      :stop -> n
+    after
+      5 ->
+        :ok = Symbiont.publish(topic, n)
+        publish_numbers(topic, n + 1)
+    end
+  end
+
+  # The conductor's own remediation (Deploy publishes its rollback step too).
+  defp await_conductor(agent, action, timeout \\ 10_000) do
+    case await_remediation(agent, action, timeout) do
+      %{"by" => "conductor"} = a -> a
+      _ -> await_conductor(agent, action, timeout)
+    end
+  end
+
+  # Back on counter.wat: the value v3 failed on is handled, and nothing fails any more.
+  defp assert_healthy_on_v1(a, topic, value) do
+    assert wait_until(
+             fn ->
+               match?(
+                 {:ok, %{agent: %{python: "wasm:" <> p}}}
+                 when binary_part(p, byte_size(p), -11) == "counter.wat",
+                 Symbiont.Host.info(a)
+               )
+             end,
+             10_000
+           )
+
+    assert wait_until(
+             fn -> match?({:ok, %{status: :ready, in_flight: 0, queue: 0}}, Server.info(a)) end,
+             10_000
+           )
+
+    {:ok, %{failed: failed, handled: handled}} = Server.info(a)
+    :ok = Symbiont.subscribe("count.out")
+    :ok = Symbiont.publish(topic, value)
+    assert_receive %Symbiont.Event{topic: "count.out", from: ^a}, 5_000
+    assert wait_until(fn -> match?({:ok, %{handled: h}} when h > handled, Server.info(a)) end)
+    assert {:ok, %{failed: ^failed}} = Server.info(a)
   end
 
   describe "never a single point of failure" do

@@ -56,6 +56,39 @@ defmodule Symbiont.ReconcilerTest do
     assert message =~ ~s(agent "nobody" is not in the manifest)
   end
 
+  test "a restarted manifest finds its Wasm agents where they run, and still repairs their hosts",
+       %{prefix: prefix} do
+    names = for i <- 1..3, do: "#{prefix}-w#{i}"
+    for n <- names, do: attach_host_events(n)
+    specs = for n <- names, do: [name: n, wasm: @counter, topics: [unique_name("rw.in")]]
+    m = start_manifest!(specs, opts(prefix))
+    for n <- names, do: await_start(n)
+    before = for n <- names, do: {n, elem(Server.info(n), 1).host}
+
+    capture_log(fn ->
+      ref = Process.monitor(Process.whereis(m))
+      Process.exit(Process.whereis(m), :kill)
+      assert_receive {:DOWN, ^ref, :process, _, :killed}
+      assert wait_until(fn -> is_pid(Process.whereis(m)) end)
+
+      # Nothing started twice, nothing moved.
+      assert Manifest.reconcile(m).started == []
+      assert for(n <- names, do: {n, elem(Server.info(n), 1).host}) == before
+
+      # A host stopped from outside comes back: the manifest knows it is one of its own.
+      {_, host} = hd(before)
+      host_pid = Symbiont.Host.whereis(host)
+      :ok = DynamicSupervisor.terminate_child(Symbiont.Hosts, host_pid)
+
+      assert wait_until(
+               fn -> Symbiont.Host.whereis(host) not in [nil, host_pid] end,
+               5 * @tick + 2_000
+             )
+
+      assert_receive {:agent_start, _, _}, 10_000
+    end)
+  end
+
   test "drift: an agent stopped by hand and a host stopped from outside come back within two ticks",
        %{prefix: prefix} do
     py = unique_name("rdrift")

@@ -410,7 +410,7 @@ defmodule Symbiont.Agent.Server do
         state
 
       pid ->
-        case Symbiont.Host.attach(pid, state.id) do
+        case Symbiont.Host.attach(pid, state.id, state.spec.module) do
           {:ok, slot, port, max_frame} ->
             ref = Process.monitor(pid)
             state = %{state | host_pid: pid, host_ref: ref, slot: slot, max_frame: max_frame}
@@ -426,7 +426,7 @@ defmodule Symbiont.Agent.Server do
   # A new slot in the same host (after an upgrade or a quarantine), started at once when
   # the host's process is up.
   defp reattach(state) do
-    case Symbiont.Host.attach(state.host_pid, state.id) do
+    case Symbiont.Host.attach(state.host_pid, state.id, state.spec.module) do
       {:ok, slot, port, _max_frame} when port != nil -> start_on(%{state | slot: slot}, port)
       {:ok, slot, nil, _max_frame} -> %{state | slot: slot}
       _ -> state

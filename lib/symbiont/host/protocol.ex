@@ -12,7 +12,7 @@ defmodule Symbiont.Host.Protocol do
   @levels %{"debug" => :debug, "info" => :info, "warning" => :warning, "error" => :error}
   @level_names "debug, info, warning, error"
   @kinds ~w(reply error log call cast msg cancel ack nack publish ready fatal agent_ready
-            agent_failed)
+            agent_failed pong)
 
   @type frame ::
           {:ready, non_neg_integer, map}
@@ -29,6 +29,7 @@ defmodule Symbiont.Host.Protocol do
           | {:ack, pos_integer, pos_integer, binary | nil}
           | {:nack, pos_integer, pos_integer, map}
           | {:publish, pos_integer, binary, binary}
+          | {:pong, non_neg_integer}
 
   @spec version() :: pos_integer
   def version, do: @version
@@ -59,6 +60,7 @@ defmodule Symbiont.Host.Protocol do
 
   defp validate("msg", [dest, value]), do: {:ok, {:msg, dest, value}}
   defp validate("cancel", [id]) when is_id(id), do: {:ok, {:cancel, id}}
+  defp validate("pong", [beat]) when is_id(beat), do: {:ok, {:pong, beat}}
 
   defp validate("agent_ready", [slot, info]) when is_seq(slot),
     do: with(:ok <- agent_info(info), do: {:ok, {:agent_ready, slot, info}})

@@ -1,0 +1,275 @@
+# Time from a fault to serving again, and the conductor's own cost.
+#
+#     make bench            # every benchmark; or: mix run --no-start bench/heal.exs
+#
+# - A crashed Python host (its agent kills it with SIGKILL while handling an event): from
+#   the publish of that event to the answer to the next one, which needs the host back, its
+#   agent started again from its checkpoint and the un-acked events redelivered. With a warm
+#   standby process (Symbiont.Host.Standby) and, in the same run, interleaved, with the
+#   pool turned off: a cold start of `python -m symbiont.host`. Each sample is a fresh host,
+#   so no restart backoff is in the figures.
+# - A hung host (SIGSTOP): found by heartbeats (here every 100 ms, three missed), killed and
+#   restarted; from the signal to the answer to an event published right after it.
+# - A crash loop (an agent whose every event kills its host): from the first event to the
+#   conductor's quarantine (its tick here: 200 ms).
+# - The conductor's cost per tick (observe + decide in Python + act) with 1,000 Wasm agents
+#   in scope, beside the same with 10.
+
+Application.put_env(:symbiont, :agents, [])
+Application.put_env(:symbiont, :conductor, enabled: false)
+Application.put_env(:symbiont, :status_page, false)
+Application.put_env(:symbiont, :python_path, [__DIR__])
+Logger.configure(level: :error)
+{:ok, _} = Application.ensure_all_started(:symbiont)
+Code.require_file("results.exs", __DIR__)
+
+defmodule Bench.Heal do
+  alias Symbiont.{Agent.Server, Event}
+
+  @quick Bench.Results.quick?()
+  @crash_samples if @quick, do: 6, else: 30
+  @hang_samples if @quick, do: 2, else: 5
+  @loop_samples if @quick, do: 1, else: 3
+  @tick_samples if @quick, do: 3, else: 10
+  @tick_agents if @quick, do: 200, else: 1_000
+  @beat_ms 100
+  @conductor_tick_ms 200
+  @warm_ms 300
+
+  def run do
+    dir = Path.join(System.tmp_dir!(), "symbiont-heal-#{System.unique_integer([:positive])}")
+    File.mkdir_p!(dir)
+    :ok = Symbiont.subscribe("symbiont.remediation")
+
+    IO.puts("crashed host: #{@crash_samples} samples each, warm standby and cold, interleaved")
+
+    # Sample 0 of each mode is a warm-up, left out: the pool learns this host's launch and
+    # its agent's module from it.
+    samples =
+      for i <- 0..@crash_samples,
+          mode <- [:standby, :cold],
+          sample = crash_sample(mode, i, dir),
+          i > 0 do
+        {mode, sample}
+      end
+
+    standby = for {:standby, us} <- samples, do: us
+    cold = for {:cold, us} <- samples, do: us
+    Application.put_env(:symbiont, :standby_hosts, 1)
+
+    IO.puts("hung host: #{@hang_samples} samples")
+    hung = for i <- 1..@hang_samples, do: hang_sample(i)
+
+    IO.puts("crash loop: #{@loop_samples} samples")
+    loops = for i <- 1..@loop_samples, do: loop_sample(i)
+
+    IO.puts("conductor tick: #{@tick_agents} agents, then 10")
+    {tick_many, tick_few} = {tick_cost(@tick_agents), tick_cost(10)}
+    File.rm_rf!(dir)
+
+    [s50, s99, c50, c99] = [p(standby, 50), p(standby, 99), p(cold, 50), p(cold, 99)]
+    row = &Bench.Results.row/5
+    cold_start = "cold start (no standby)"
+
+    rows = [
+      row.("crashed host → serving again p50 (ms)", s50, cold_start, c50, "< 10 ms"),
+      row.("crashed host → serving again p99 (ms)", s99, cold_start, c99, "(info)"),
+      row.(
+        "hung host (SIGSTOP) → serving again p50 (ms)",
+        p(hung, 50),
+        "3 heartbeats of #{@beat_ms} ms",
+        3 * @beat_ms,
+        "(info)"
+      ),
+      row.(
+        "crash loop → quarantined p50 (ms)",
+        p(loops, 50),
+        "conductor tick",
+        @conductor_tick_ms,
+        "(info)"
+      ),
+      row.(
+        "conductor tick, #{@tick_agents} agents p50 (ms)",
+        p(tick_many, 50),
+        "conductor tick, 10 agents",
+        p(tick_few, 50),
+        "(info)"
+      )
+    ]
+
+    Bench.Results.record("heal", rows)
+  end
+
+  ## A crashed host
+
+  defp crash_sample(mode, i, dir) do
+    Application.put_env(:symbiont, :standby_hosts, if(mode == :standby, do: 1, else: 0))
+    # The pool follows the setting now: it drops its standby, or starts one and has it
+    # ready before the fault (the first sample's host also teaches it the launch).
+    send(Symbiont.Host.Standby, :refill)
+    name = "heal-#{mode}-#{i}"
+    {topic, out} = start_agent(name, %{})
+    if mode == :standby, do: Bench.Results.wait(fn -> standby_ready?() end)
+
+    marker = Path.join(dir, name)
+    t0 = System.monotonic_time(:microsecond)
+    :ok = Symbiont.publish(topic, %{"die" => marker})
+    :ok = Symbiont.publish(topic, %{"ping" => i})
+    us = await_out(out, t0)
+    stop(name)
+    us
+  end
+
+  # A standby up for @warm_ms has done its imports and waits for its handshake, as one
+  # does that waited for a fault in real life.
+  defp standby_ready? do
+    %{ready: ready} = :sys.get_state(Symbiont.Host.Standby)
+    now = System.monotonic_time(:millisecond)
+
+    Enum.any?(ready, fn {_key, standbys} ->
+      Enum.any?(standbys, fn {_, at} -> now - at >= @warm_ms end)
+    end)
+  end
+
+  ## A hung host
+
+  defp hang_sample(i) do
+    name = "heal-hung-#{i}"
+    {topic, out} = start_agent(name, %{}, heartbeat_ms: @beat_ms)
+    Bench.Results.wait(fn -> standby_ready?() end)
+    {:ok, %{os_pid: os_pid}} = Symbiont.Host.info(name)
+    t0 = System.monotonic_time(:microsecond)
+    {_, 0} = System.cmd("kill", ["-STOP", Integer.to_string(os_pid)])
+    :ok = Symbiont.publish(topic, %{"ping" => i})
+    us = await_out(out, t0)
+    stop(name)
+    us
+  end
+
+  ## A crash loop, ended by the conductor
+
+  defp loop_sample(i) do
+    name = "heal-loop-#{i}"
+    {topic, _out} = start_agent(name, %{"crash" => true}, [], max_attempts: 1)
+    conductor = :"heal_conductor_#{i}"
+
+    {:ok, pid} =
+      Symbiont.Conductor.start_link(
+        name: conductor,
+        tick_ms: @conductor_tick_ms,
+        cooldown_ms: 1_000,
+        policy_host: "heal-policy-#{i}",
+        scope: &(&1 == name)
+      )
+
+    t0 = System.monotonic_time(:microsecond)
+    for n <- 1..6, do: :ok = Symbiont.publish(topic, %{"ping" => n})
+    us = await_remediation(name, "quarantine", t0)
+    GenServer.stop(pid)
+    Symbiont.Python.stop("heal-policy-#{i}")
+    stop(name)
+    us
+  end
+
+  ## The conductor's cost per tick
+
+  defp tick_cost(n) do
+    prefix = "tick#{n}"
+
+    specs =
+      for i <- 1..n do
+        {:ok, spec} =
+          Symbiont.Agent.validate_spec(
+            name: "#{prefix}-#{i}",
+            wasm: Path.expand("../priv/wasm/counter.wat", __DIR__),
+            topics: ["bench.heal.tick"]
+          )
+
+        spec
+      end
+
+    :ok = Symbiont.Manifest.start_all(specs, 250)
+
+    Bench.Results.wait(fn ->
+      Enum.all?(specs, &match?({:ok, %{status: :ready}}, Server.info(&1.name)))
+    end)
+
+    conductor = :"heal_tick_#{n}"
+
+    {:ok, pid} =
+      Symbiont.Conductor.start_link(
+        name: conductor,
+        tick_ms: 3_600_000,
+        policy_host: "heal-tick-policy-#{n}",
+        scope: &String.starts_with?(&1, prefix <> "-")
+      )
+
+    # The first tick starts the policy's host.
+    Symbiont.Conductor.tick(conductor)
+
+    us =
+      for _ <- 1..@tick_samples do
+        t0 = System.monotonic_time(:microsecond)
+        Symbiont.Conductor.tick(conductor)
+        System.monotonic_time(:microsecond) - t0
+      end
+
+    GenServer.stop(pid)
+    Symbiont.Python.stop("heal-tick-policy-#{n}")
+    for h <- Enum.uniq(Enum.map(Symbiont.Manifest.plan(specs, 250), &elem(&1, 0))), do: stop(h)
+    us
+  end
+
+  ## Helpers
+
+  defp start_agent(name, config, host_opts \\ [], agent_opts \\ []) do
+    topic = "bench.heal.#{name}"
+    out = "bench.heal.#{name}.out"
+    :ok = Symbiont.subscribe(out)
+    host = {Symbiont.Host, [name: name] ++ host_opts}
+    {:ok, _} = DynamicSupervisor.start_child(Symbiont.Hosts, host)
+    config = Map.merge(%{"in" => topic, "out" => out}, config)
+
+    agent =
+      {Server,
+       [host: name, id: name, name: name, python: "bench_agents:Mortal", config: config] ++
+         agent_opts}
+
+    {:ok, _} = DynamicSupervisor.start_child(Symbiont.Agents, agent)
+    Bench.Results.wait(fn -> match?({:ok, %{status: :ready}}, Server.info(name)) end)
+    {topic, out}
+  end
+
+  defp stop(name) do
+    with pid when is_pid(pid) <- Server.whereis(name),
+         do: DynamicSupervisor.terminate_child(Symbiont.Agents, pid)
+
+    Symbiont.Host.stop(name)
+  end
+
+  defp await_out(out, t0) do
+    receive do
+      %Event{topic: ^out} -> System.monotonic_time(:microsecond) - t0
+    after
+      30_000 -> raise "no answer on #{out} within 30 s"
+    end
+  end
+
+  defp await_remediation(agent, action, t0) do
+    receive do
+      %Event{topic: "symbiont.remediation"} = event ->
+        case Event.decode!(event) do
+          %{"agent" => ^agent, "action" => ^action} -> System.monotonic_time(:microsecond) - t0
+          _ -> await_remediation(agent, action, t0)
+        end
+    after
+      30_000 -> raise "no #{action} of #{agent} within 30 s"
+    end
+  end
+
+  # Percentile `q` of microsecond samples, in ms.
+  defp p(us, q),
+    do: Bench.Results.pct(List.to_tuple(Enum.sort(Enum.map(us, &(&1 * 1000)))), q) / 1000
+end
+
+Bench.Heal.run()

@@ -1,0 +1,162 @@
+defmodule Symbiont.Console do
+  @moduledoc false
+  # The text of the iex helpers of `Symbiont` (status/0, health/0, peek/2): one table
+  # renderer, one way to write a time, a duration and a value, so every screen lines up
+  # the same way.
+
+  @doc false
+  # Rows of cells (strings) as lines, each column as wide as its widest cell.
+  @spec table([[String.t()]]) :: [String.t()]
+  def table([]), do: []
+
+  def table(rows) do
+    widths =
+      rows
+      |> Enum.zip_with(& &1)
+      |> Enum.map(fn col -> col |> Enum.map(&String.length/1) |> Enum.max() end)
+
+    for row <- rows do
+      row
+      |> Enum.zip(widths)
+      |> Enum.map_join("  ", fn {cell, w} -> String.pad_trailing(cell, w) end)
+      |> String.trim_trailing()
+    end
+  end
+
+  @doc false
+  # The one screen of Symbiont.status/0.
+  @spec status(map) :: String.t()
+  def status(%{nodes: nodes, hosts: hosts, health: health, remediations: remediations}) do
+    agents = for h <- hosts, a <- h.agents, do: {h, a}
+    kinds = agents |> Enum.map(fn {_, a} -> health_kind(health, a.name) end) |> Enum.frequencies()
+
+    summary =
+      kinds
+      |> Enum.sort()
+      |> Enum.map_join(", ", fn {kind, n} -> "#{n} #{kind}" end)
+
+    title =
+      "Symbiont on #{node()}: #{length(nodes)} node(s), #{length(hosts)} host(s), " <>
+        "#{length(agents)} agent(s)" <> if(summary == "", do: "", else: " (#{summary})")
+
+    header = ~w(AGENT HOST STATUS HEALTH QUEUE IN-FLIGHT HANDLED FAILED RESTARTS P99 VERSION)
+
+    rows =
+      for h <- hosts, a <- if(h.agents == [], do: [nil], else: h.agents) do
+        if a do
+          [
+            a.id,
+            h.name,
+            to_string(h.status),
+            health_kind(health, a.name),
+            to_string(a.queue),
+            to_string(a.in_flight),
+            to_string(a.handled),
+            to_string(a.failed),
+            to_string(h.crashes),
+            duration_us(a.latency_us.p99),
+            version(a.python)
+          ]
+        else
+          [
+            "-",
+            h.name,
+            to_string(h.status),
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            to_string(h.crashes),
+            "-",
+            "-"
+          ]
+        end
+      end
+
+    lines = [title, "nodes: " <> Enum.join(nodes, ", "), "" | table([header | rows])]
+    Enum.join(lines ++ ["", "Last remediations" | remediation_lines(remediations)], "\n")
+  end
+
+  @doc false
+  # The screen of Symbiont.health/0: each agent's last health event, then the recent ones.
+  @spec health(%{String.t() => map}, [String.t()], [map]) :: String.t()
+  def health(latest, agent_names, recent) do
+    rows =
+      for name <- Enum.sort(Enum.uniq(agent_names ++ Map.keys(latest))) do
+        case latest[name] do
+          nil -> [name, "-", "-", "(no health event yet)"]
+          h -> [name, h["kind"], time(h["at_ms"]), to_string(h["reason"])]
+        end
+      end
+
+    events =
+      for h <- recent,
+          do: [
+            time(h["at_ms"]),
+            h["kind"],
+            h["agent"] || "(node #{h["node"]})",
+            to_string(h["reason"])
+          ]
+
+    Enum.join(
+      table([~w(AGENT HEALTH SINCE REASON) | rows]) ++
+        [
+          "",
+          "Recent health events"
+          | if(events == [], do: ["(none)"], else: table([~w(TIME KIND ABOUT REASON) | events]))
+        ],
+      "\n"
+    )
+  end
+
+  @doc false
+  # One line of Symbiont.peek/2.
+  @spec event_line(Symbiont.Event.t()) :: String.t()
+  def event_line(%Symbiont.Event{topic: topic, from: from} = event) do
+    value =
+      case Symbiont.Event.decode(event) do
+        {:ok, value} -> inspect(value, limit: 20, printable_limit: 200)
+        {:error, _} -> "(#{byte_size(event.payload)} bytes that are not msgpack)"
+      end
+
+    "#{time(System.system_time(:millisecond))}  #{topic}  #{from || "-"}  #{value}"
+  end
+
+  defp remediation_lines([]), do: ["(none)"]
+
+  defp remediation_lines(entries) do
+    rows =
+      for r <- entries,
+          do: [time(r["at_ms"]), r["action"], r["agent"] || "-", r["by"], to_string(r["reason"])]
+
+    table([~w(TIME ACTION AGENT BY REASON) | rows])
+  end
+
+  defp health_kind(health, name) do
+    case health[name] do
+      %{"kind" => kind} -> kind
+      nil -> "healthy"
+    end
+  end
+
+  defp version("wasm:" <> path), do: "wasm:" <> Path.basename(path)
+  defp version(python), do: python
+
+  @doc false
+  # A wall-clock time of day (UTC) for a system time in ms.
+  @spec time(integer | nil) :: String.t()
+  def time(nil), do: "-"
+
+  def time(ms) do
+    ms
+    |> DateTime.from_unix!(:millisecond)
+    |> DateTime.to_time()
+    |> Time.truncate(:second)
+    |> Time.to_string()
+  end
+
+  defp duration_us(nil), do: "-"
+  defp duration_us(us) when us < 1_000, do: "#{us}µs"
+  defp duration_us(us), do: "#{Float.round(us / 1000, 1)}ms"
+end

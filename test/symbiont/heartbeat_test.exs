@@ -1,0 +1,87 @@
+defmodule Symbiont.HeartbeatTest do
+  # PROTOCOL.md §11: a host that sends nothing for three heartbeat intervals is killed and
+  # restarted, and its agents' un-acked deliveries are retried; a host that is merely busy
+  # keeps answering from its watchdog thread.
+  use ExUnit.Case, async: true
+
+  import ExUnit.CaptureLog
+  import Symbiont.HostHelpers
+
+  alias Symbiont.Event
+
+  @beat 100
+
+  defp start!(python, config) do
+    name = unique_name("beat")
+
+    host =
+      start_host!(
+        name: name,
+        heartbeat_ms: @beat,
+        agent: [name: name, python: python, config: config]
+      )
+
+    Map.put(host, :agent, name)
+  end
+
+  test "a frozen host (SIGSTOP) is killed after three missed heartbeats; its event is handled" do
+    out = unique_name("beat.out")
+    :ok = Symbiont.subscribe(out)
+
+    log =
+      capture_log(fn ->
+        %{agent: agent, os_pid: os_pid} = start!("test_agents:Counter", %{"out" => out})
+        {_, 0} = System.cmd("kill", ["-STOP", Integer.to_string(os_pid)])
+        :ok = Symbiont.publish("count.in", 1)
+
+        assert_receive {:host_crash, ^agent, %{reason: {:unresponsive, silent}}}, 10_000
+        assert silent >= 3 * @beat
+        assert_receive {:agent_start, ^agent, %{restarts: 1}}, 10_000
+        assert_receive %Event{topic: ^out, from: ^agent} = event, 10_000
+        assert Event.decode!(event) == %{"n" => 1, "got" => 1}
+        assert wait_until(fn -> not os_alive?(os_pid) end)
+      end)
+
+    assert log =~ "3 heartbeats missed"
+  end
+
+  @tag :tmp_dir
+  test "a handler stuck in native code that holds the GIL: the host is restarted, the event retried",
+       %{tmp_dir: dir} do
+    out = unique_name("beat.out")
+    :ok = Symbiont.subscribe(out)
+    config = %{"out" => out, "payload" => "p", "marker" => Path.join(dir, "tried"), "gil" => true}
+
+    capture_log(fn ->
+      %{agent: agent} = start!("test_agents:Stuck", config)
+      :ok = Symbiont.publish("stuck.in", "p")
+      assert_receive {:host_crash, ^agent, %{reason: {:unresponsive, _}}}, 10_000
+      assert_receive %Event{topic: ^out, from: ^agent} = event, 10_000
+      assert Event.decode!(event) == "p"
+
+      assert wait_until(fn ->
+               match?({:ok, %{handled: 1, failed: 0}}, Symbiont.Agent.Server.info(agent))
+             end)
+    end)
+  end
+
+  test "a handler that runs past three intervals but leaves the interpreter running is not restarted" do
+    %{agent: agent, os_pid: os_pid} = start!("test_agents:Slow", %{"delay" => 8 * @beat / 1000})
+    :ok = Symbiont.publish("slow.in", "x")
+
+    assert wait_until(
+             fn -> match?({:ok, %{handled: 1}}, Symbiont.Agent.Server.info(agent)) end,
+             10_000
+           )
+
+    assert {:ok, %{os_pid: ^os_pid, crashes: 0}} = Symbiont.Host.info(agent)
+    refute_received {:host_crash, ^agent, _}
+  end
+
+  test ":heartbeat_ms is validated" do
+    assert {:error, %ArgumentError{message: msg}} =
+             Symbiont.Host.validate_options(heartbeat_ms: 0)
+
+    assert msg == "expected :heartbeat_ms to be a positive integer (milliseconds), got: 0"
+  end
+end
