@@ -145,8 +145,9 @@ defmodule Symbiont do
   starting or retiring replicas to match; retired replicas hand their waiting events to
   the first one.
 
-      iex> Symbiont.scale("doc-nobody", 2)
-      {:error, ~s<agent "doc-nobody" is not in the manifest (its agents: [])>}
+      iex> {:error, message} = Symbiont.scale("doc-nobody", 2)
+      iex> message =~ ~s(agent "doc-nobody" is not in the manifest (its agents: [)
+      true
   """
   @spec scale(String.t(), pos_integer) :: :ok | {:error, String.t()}
   def scale(name, n) do
@@ -162,6 +163,10 @@ defmodule Symbiont do
   Removes agent `name` from the manifest: its replicas stop, the events still waiting for
   it go to the dead letters (reason `"retired"`), and a `retired` health event is
   published.
+
+      iex> {:error, message} = Symbiont.retire("doc-nobody")
+      iex> message =~ ~s(agent "doc-nobody" is not in the manifest (its agents: [)
+      true
   """
   @spec retire(String.t()) :: :ok | {:error, String.t()}
   def retire(name) do

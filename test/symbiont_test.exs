@@ -67,7 +67,7 @@ defmodule SymbiontTest do
 
   test "peek/2 prints the decoded events of a topic, then stops by itself" do
     topic = unique_name("peek")
-    publisher = spawn_link(fn -> publish_every_5ms(topic, 1) end)
+    publisher = spawn_link(fn -> publish_until_stopped(topic, 5, &%{"i" => &1}) end)
 
     output = capture_io(fn -> assert Symbiont.peek(topic, ms: 5_000, count: 3) == 3 end)
     send(publisher, :stop)
@@ -80,16 +80,6 @@ defmodule SymbiontTest do
 
     assert_raise ArgumentError, ~r/expected :ms to be a non-negative integer/, fn ->
       Symbiont.peek(topic, ms: -1)
-    end
-  end
-
-  defp publish_every_5ms(topic, i) do
-    receive do
-      :stop -> :ok
-    after
-      5 ->
-        Symbiont.publish(topic, %{"i" => i})
-        publish_every_5ms(topic, i + 1)
     end
   end
 

@@ -7,7 +7,13 @@ defmodule Symbiont.Host do
   process printed), fails the calls that were running, and starts a new process with
   backoff (the first restart is immediate, repeated crashes wait 10 ms, 20 ms, ... up to
   5 s). Calls, casts and agent deliveries that arrive while the process is (re)starting
-  wait for it, so nothing accepted is lost across a restart.
+  wait for it, so nothing accepted is lost across a restart. A process that sends nothing
+  for three heartbeats is restarted the same way (`:heartbeat_ms`, PROTOCOL.md §11).
+
+  A (re)start takes a warm standby process when `Symbiont.Host.Standby` has one started
+  the same way (same executable, directory and environment): Python is already up and
+  has imported the modules of this host's agents, so the host serves again in
+  milliseconds. Otherwise the process starts cold.
 
   A host runs any number of agents (PROTOCOL.md §8), each a `Symbiont.Agent.Server` of
   its own that attaches to the host by name and gets a slot in its process. The owner

@@ -138,6 +138,20 @@ defmodule Symbiont.HostHelpers do
   def os_alive?(os_pid), do: Symbiont.Host.Reaper.alive?(os_pid)
 
   @doc """
+  Publishes `value.(n)` on `topic` every `every_ms` ms, n = 0, 1, ..., until sent `:stop`;
+  returns how many it published. Run it in a task or process of its own.
+  """
+  def publish_until_stopped(topic, every_ms, value \\ & &1, n \\ 0) do
+    receive do
+      :stop -> n
+    after
+      every_ms ->
+        :ok = Symbiont.publish(topic, value.(n))
+        publish_until_stopped(topic, every_ms, value, n + 1)
+    end
+  end
+
+  @doc """
   Starts a `Symbiont.Manifest` of the test's own (its agents only) under the test
   supervisor, with `agents` (manifest entries) and manifest `opts`; returns its name.
   Its agents and hosts are stopped when the test ends.

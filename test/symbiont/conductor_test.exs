@@ -279,7 +279,7 @@ defmodule Symbiont.ConductorTest do
 
     capture_log(fn ->
       # The first events find nobody; the conductor spawns the tenant's agent.
-      publisher = Task.async(fn -> publish_numbers(tenant_topic, 0) end)
+      publisher = Task.async(fn -> publish_until_stopped(tenant_topic, 5) end)
       spawn = await_conductor(agent, "spawn")
       assert spawn["template"] == Atom.to_string(template)
       assert spawn["evidence"]["topic"] == tenant_topic
@@ -308,7 +308,7 @@ defmodule Symbiont.ConductorTest do
       agent: [name: a, wasm: Path.join(wasm, "counter.wat"), topics: [topic]] ++ extra
     )
 
-    publisher = Task.async(fn -> publish_numbers(topic, 0) end)
+    publisher = Task.async(fn -> publish_until_stopped(topic, 5) end)
 
     assert {:ok, _} =
              Symbiont.deploy(a, Path.join(wasm, "counter_v3.wat"), window_ms: 200, min_events: 5)
@@ -317,16 +317,6 @@ defmodule Symbiont.ConductorTest do
     send(publisher.pid, :stop)
     Task.await(publisher)
     %{name: a, topic: topic}
-  end
-
-  defp publish_numbers(topic, n) do
-    receive do
-      :stop -> n
-    after
-      5 ->
-        :ok = Symbiont.publish(topic, n)
-        publish_numbers(topic, n + 1)
-    end
   end
 
   # The conductor's own remediation (Deploy publishes its rollback step too).

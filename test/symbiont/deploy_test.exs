@@ -179,22 +179,12 @@ defmodule Symbiont.DeployTest do
   defp while_publishing(%{topic: topic}, fun) do
     {published, _log} =
       with_log(fn ->
-        publisher = Task.async(fn -> publish_until_stopped(topic) end)
+        publisher = Task.async(fn -> publish_until_stopped(topic, 2) end)
         fun.()
         send(publisher.pid, :stop)
         Task.await(publisher)
       end)
 
     published
-  end
-
-  defp publish_until_stopped(topic, n \\ 0) do
-    receive do
-      :stop -> n
-    after
-      2 ->
-        :ok = Symbiont.publish(topic, n)
-        publish_until_stopped(topic, n + 1)
-    end
   end
 end

@@ -17,26 +17,12 @@ defmodule Symbiont.Health.History do
   @doc false
   # The last events about `agent` (decoded payloads plus "at_ms"), newest first.
   @spec of(String.t(), atom) :: [map]
-  def of(agent, table \\ __MODULE__) do
-    case :ets.lookup(table, {:agent, agent}) do
-      [{_, events}] -> events
-      [] -> []
-    end
-  rescue
-    ArgumentError -> []
-  end
+  def of(agent, table \\ __MODULE__), do: lookup(table, {:agent, agent})
 
   @doc false
   # The last events overall, newest first.
   @spec recent(non_neg_integer, atom) :: [map]
-  def recent(n \\ @overall, table \\ __MODULE__) do
-    case :ets.lookup(table, :recent) do
-      [{_, events}] -> Enum.take(events, n)
-      [] -> []
-    end
-  rescue
-    ArgumentError -> []
-  end
+  def recent(n \\ @overall, table \\ __MODULE__), do: Enum.take(lookup(table, :recent), n)
 
   @doc false
   # The last event of each agent, by agent name.
@@ -70,13 +56,16 @@ defmodule Symbiont.Health.History do
 
   def handle_info(_other, table), do: {:noreply, table}
 
-  defp push(table, key, event, max) do
-    events =
-      case :ets.lookup(table, key) do
-        [{_, events}] -> events
-        [] -> []
-      end
+  defp push(table, key, event, max),
+    do: :ets.insert(table, {key, Enum.take([event | lookup(table, key)], max)})
 
-    :ets.insert(table, {key, Enum.take([event | events], max)})
+  # No table (the history is not running) reads as no events.
+  defp lookup(table, key) do
+    case :ets.lookup(table, key) do
+      [{_, events}] -> events
+      [] -> []
+    end
+  rescue
+    ArgumentError -> []
   end
 end
