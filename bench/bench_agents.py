@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ class Counter(Agent):
 
 class Mortal(Agent):
     """bench/heal.exs: consumes ``config["in"]``. ``{"die": path}`` kills its own host with
-    SIGKILL the first time (the file at ``path`` remembers it across the restart), ``{"ping":
+    SIGKILL the first time (the file at ``path`` remembers it across the restart, and holds
+    the wall-clock time of the kill in ns), ``{"ping":
     n}`` publishes ``n`` on ``config["out"]``; with ``config["crash"]`` every event kills it."""
 
     def subscriptions(self) -> list[str]:
@@ -47,7 +49,7 @@ class Mortal(Agent):
         if "die" in value:
             marker = Path(value["die"])
             if not marker.exists():
-                marker.write_text("died")
+                marker.write_text(str(time.time_ns()))  # the moment of the fault
                 os.kill(os.getpid(), signal.SIGKILL)
             return
         self.publish(self.config["out"], value["ping"])

@@ -653,13 +653,16 @@ defmodule Symbiont.Host do
     # The agent when the host runs one (a Python agent's host), else the host alone.
     agent = with [id] <- agent_ids(state), do: id, else: (_ -> nil)
 
+    # The process first: the remediation event can wait a few microseconds.
+    state = open(state)
+
     Symbiont.Remediation.publish("restart", agent, format_crash_reason(crash.reason),
       by: "supervisor",
       host: state.name,
       evidence: %{"restarts" => n, "uptime_ms" => crash.uptime_ms, "status" => crash.status}
     )
 
-    {:noreply, open(state)}
+    {:noreply, state}
   end
 
   defp info({:restart, _}, state), do: {:noreply, state}

@@ -151,7 +151,8 @@ defmodule Symbiont.Chaos do
 
   # Outputs and dead letters until every message sent is accounted for, or the deadline.
   defp collect(sent, acc, deadline) do
-    if map_size(Map.merge(acc.out, acc.dead)) >= sent do
+    if map_size(Map.merge(acc.out, acc.dead)) >= sent or
+         System.monotonic_time(:millisecond) > deadline do
       acc
     else
       receive do
