@@ -68,8 +68,10 @@ defmodule Bench.Plot do
         sy = fn y -> @mt + ph - (:math.log10(max(y, 1.0e-9)) - e0) / (e1 - e0) * ph end
         {sy, for(e <- e0..e1, do: :math.pow(10, e))}
       else
-        y1 = nice_max(ys |> Enum.max() |> max(1.0e-9))
-        {fn y -> @mt + ph - y / y1 * ph end, for(t <- 0..4, do: y1 * t / 4)}
+        step = nice_step((ys |> Enum.max() |> max(1.0e-9)) / 4)
+        top = ceil(Enum.max(ys) / step - 1.0e-9)
+        y1 = step * max(top, 1)
+        {fn y -> @mt + ph - y / y1 * ph end, for(t <- 0..max(top, 1), do: step * t)}
       end
 
     # A tick at each measured x.
@@ -121,10 +123,10 @@ defmodule Bench.Plot do
     ]
   end
 
-  # The smallest 1, 2 or 5 times a power of ten at or above `y`.
-  defp nice_max(y) do
+  # The smallest 1, 2, 2.5 or 5 times a power of ten at or above `y`: a tick step.
+  defp nice_step(y) do
     p = :math.pow(10, floor(:math.log10(y)))
-    Enum.find([1, 2, 5, 10], &(&1 * p >= y * 0.999)) * p
+    Enum.find([1, 2, 2.5, 5, 10], &(&1 * p >= y * 0.999)) * p
   end
 
   defp label(x) when x >= 1_000_000, do: trim(x / 1_000_000) <> "M"
@@ -132,7 +134,7 @@ defmodule Bench.Plot do
   defp label(x), do: trim(x)
 
   defp trim(x) do
-    rounded = Float.round(x / 1, 1)
+    rounded = Float.round(x / 1, 2)
     if rounded == trunc(rounded), do: Integer.to_string(trunc(rounded)), else: "#{rounded}"
   end
 

@@ -12,6 +12,8 @@ Code.require_file("results.exs", __DIR__)
 defmodule Bench.Run do
   @budget_s 600
 
+  @doc "Runs the benchmarks named in `args` (the suite when none), then renders RESULTS.md."
+  @spec main([String.t()]) :: :ok
   def main(args) do
     names = if args == [], do: Bench.Results.suite(), else: args
     {present, missing} = Enum.split_with(names, &File.exists?(script(&1)))
@@ -33,6 +35,8 @@ defmodule Bench.Run do
       IO.puts("bench: failed: #{Enum.join(failed, ", ")}")
       System.halt(1)
     end
+
+    :ok
   end
 
   defp run(name) do

@@ -444,3 +444,13 @@ def test_a_bad_handler_timeout_fails_the_agent(host: HostProcess) -> None:
     failed = host.start_agent(agent_spec("Sleeper", handler_timeout_ms=0))
     assert failed[0] == "agent_failed"
     assert "handler_timeout_ms must be a positive int or nil, got 0" in failed[2]["message"]
+
+
+def test_a_python_agents_host_does_not_import_wasmtime(raw_host: HostProcess) -> None:
+    # The idle host's memory (bench/idle.exs): wasmtime is imported on first use only.
+    raw_host.init_agent(agent_spec("Counter"))
+    raw_host.send(event(1, "numbers", 5))
+    assert raw_host.recv_kind("publish")[:3] == ["publish", 1, "sums"]
+    assert raw_host.recv_kind("ack")[:3] == ["ack", 1, 1]
+    reply = raw_host.call("sys", "modules.__contains__", "wasmtime")
+    assert reply == ["reply", reply[1], False]

@@ -1,0 +1,47 @@
+%{
+  bench: "heal",
+  curves: [],
+  date: ~D[2026-11-25],
+  details: nil,
+  machine:
+    "2 cores (AMD EPYC), 23 GiB RAM; OTP 25, Elixir 1.14.0, Python 3.11.7, wasmtime 50.0.1",
+  quick: false,
+  rows: [
+    %{
+      base: 101.254,
+      baseline: "cold start (no standby)",
+      measure: "crashed host → serving again p50 (ms)",
+      target: "< 10 ms",
+      value: 8.985
+    },
+    %{
+      base: 332.804,
+      baseline: "cold start (no standby)",
+      measure: "crashed host → serving again p99 (ms)",
+      target: "(info)",
+      value: 23.761
+    },
+    %{
+      base: 300,
+      baseline: "3 heartbeats of 100 ms",
+      measure: "hung host (SIGSTOP) → serving again p50 (ms)",
+      target: "(info)",
+      value: 261.644
+    },
+    %{
+      base: 200,
+      baseline: "conductor tick",
+      measure: "crash loop → quarantined p50 (ms)",
+      target: "(info)",
+      value: 645.559
+    },
+    %{
+      base: 9.003,
+      baseline: "conductor tick, 10 agents",
+      measure: "conductor tick, 1000 agents p50 (ms)",
+      target: "(info)",
+      value: 64.928
+    }
+  ],
+  seconds: 27.716
+}

@@ -1,0 +1,48 @@
+%{
+  bench: "idle",
+  curves: [],
+  date: ~D[2026-11-25],
+  details:
+    "The Python agent's host has wasmtime loaded: no (`symbiont.wasm` imports it on first use). Memory from `/proc/PID/smaps_rollup`, the median of 5 samples taken 1000 ms after start.\n",
+  machine:
+    "2 cores (AMD EPYC), 23 GiB RAM; OTP 25, Elixir 1.14.0, Python 3.11.7, wasmtime 50.0.1",
+  quick: false,
+  rows: [
+    %{
+      base: 8.5390625,
+      baseline: "bare `python -c`, idle",
+      measure: "idle host, one Python agent: RSS (MB)",
+      target: "< 20 MB",
+      value: 15.390625
+    },
+    %{
+      base: 3.232421875,
+      baseline: "bare `python -c`, idle",
+      measure: "idle host, one Python agent: PSS (MB)",
+      target: "(info)",
+      value: 9.36328125
+    },
+    %{
+      base: 33,
+      baseline: "bare `python -c`, idle",
+      measure: "idle host, one Python agent: modules imported",
+      target: "(info)",
+      value: 105
+    },
+    %{
+      base: 8.5390625,
+      baseline: "bare `python -c`, idle",
+      measure: "idle host, one Wasm agent: RSS (MB)",
+      target: "(info)",
+      value: 32.390625
+    },
+    %{
+      base: 33,
+      baseline: "bare `python -c`, idle",
+      measure: "idle host, one Wasm agent: modules imported",
+      target: "(info)",
+      value: 204
+    }
+  ],
+  seconds: 3.933
+}
