@@ -61,6 +61,10 @@ defmodule Symbiont.Cluster do
         do: :ok = :erpc.call(node, Application, :put_env, [:symbiont, key, value])
 
     :ok = :erpc.call(node, Application, :put_env, [:logger, :level, :warning])
+    # Modules this node's tests quieted are quiet there too.
+    for {module, level} <- :logger.get_module_level(),
+        do: :ok = :erpc.call(node, :logger, :set_module_level, [module, level])
+
     {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:symbiont])
     {peer, node}
   end

@@ -16,6 +16,13 @@ defmodule Symbiont.DurableTest do
   @moduletag timeout: 60_000
 
   @n 40
+
+  setup_all do
+    # A peer stops in one of these tests; the mesh's warning about it is expected here.
+    Logger.put_module_level(Symbiont.Mesh.Server, :error)
+    :ok
+  end
+
   @pause_after 10
 
   defp gated(topic, gate, extra \\ []) do
