@@ -85,6 +85,7 @@ defmodule Symbiont.Journal do
     # Bytes written since the last compaction (or since the file was opened).
     written: 0,
     accepted: 0,
+    commits: 0,
     compactions: 0
   ]
 
@@ -321,7 +322,15 @@ defmodule Symbiont.Journal do
 
     ok!(:disk_log.log_terms(journal.log, :lists.reverse(journal.batch, done)), journal)
     ok!(:disk_log.sync(journal.log), journal)
-    %{journal | batch: [], batch_n: 0, done: [], checkpoint: :unchanged}
+
+    %{
+      journal
+      | batch: [],
+        batch_n: 0,
+        done: [],
+        checkpoint: :unchanged,
+        commits: journal.commits + 1
+    }
   end
 
   defp ok!(:ok, _journal), do: :ok
@@ -368,9 +377,9 @@ defmodule Symbiont.Journal do
 
   @doc """
   Counters for `Symbiont.Agent.Server.info/1`: `%{path, accepted, pending, bytes,
-  compactions}`: `accepted` counts the events this journal took since it was opened,
-  `pending` those accepted (now or before a restart) and not done, `bytes` the size
-  of the file.
+  commits, compactions}`: `accepted` counts the events this journal took since it was
+  opened, `pending` those accepted (now or before a restart) and not done, `bytes` the
+  size of the file, `commits` the syncs to disk since it was opened.
   """
   @spec info(t) :: map
   def info(%__MODULE__{} = journal) do
@@ -385,6 +394,7 @@ defmodule Symbiont.Journal do
       accepted: journal.accepted,
       pending: journal.live,
       bytes: bytes,
+      commits: journal.commits,
       compactions: journal.compactions
     }
   end

@@ -12,6 +12,14 @@ defmodule Symbiont.Agent.Server do
   un-acked deliveries again, in order). While no process serves it, events wait in its
   queue: nothing accepted is lost.
 
+  A durable agent (spec `durable: true`) also journals its queue and its checkpoint to
+  disk (`Symbiont.Journal`): each event as it accepts it, each ack with the new state.
+  It commits the journal (one fsync) once its mailbox is empty, after 64 records, and
+  before any batch of frames goes to its host, so an event is on disk before the host
+  sees it; when it starts, it resumes from the journal. An agent placed with `:nodes`
+  registers with `:global` before anything else and does not start (`:ignore`) when
+  another copy runs anywhere in the cluster.
+
   ## Options
 
     * `:id` - the name it is registered under (`Symbiont.Agent.whereis/1`); replicas of
@@ -116,7 +124,9 @@ defmodule Symbiont.Agent.Server do
   def ids, do: @registry |> Registry.select([{{:"$1", :_, :_}, [], [:"$1"]}]) |> Enum.sort()
 
   @doc """
-  What the agent is doing: its queue, in-flight deliveries, counters and decoded state.
+  What the agent is doing: its queue, in-flight deliveries, counters and decoded state;
+  `:journal` is a durable agent's `Symbiont.Journal.info/1` (committed first, so what it
+  counts as accepted is on disk), `nil` for one that is not durable.
   """
   @spec info(String.t() | pid) :: {:ok, map} | {:error, {:no_agent, term}}
   def info(agent) do
