@@ -564,8 +564,11 @@ defmodule Symbiont.Manifest do
   defp place_and_start(id, spec, state) do
     host = wasm_host(state)
     start_host(host)
-    start_agent(id, host, spec)
-    put_in(state.placed[id], host)
+
+    case start_agent(id, host, spec) do
+      :ignored -> state
+      _ -> put_in(state.placed[id], host)
+    end
   end
 
   # The first shared Wasm host with room, counting the replicas placed on each.
