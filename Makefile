@@ -31,11 +31,14 @@ browser:
 # The venv is rebuilt only when pyproject.toml changes.
 python: $(VENV)/.installed
 
+# A .venv that is a symlink belongs to another checkout (a git worktree sharing it): it is
+# left alone, since `pip install -e .` here would point that checkout's venv at this one.
 $(VENV)/.installed: pyproject.toml
-	@echo "==> Python venv in $(VENV) (pip install -e '.[dev]')"
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
-	@touch $@
+	@if [ -L $(VENV) ]; then echo "==> $(VENV) is a symlink to another checkout's venv: not reinstalled"; exit 0; fi; \
+	  echo "==> Python venv in $(VENV) (pip install -e '.[dev]')" && \
+	  { test -x $(PY) || $(PYTHON) -m venv $(VENV); } && \
+	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' && \
+	  touch $@
 
 # A cookie that is not a well-known default, readable only by its owner.
 $(COOKIE):
