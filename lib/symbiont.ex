@@ -62,8 +62,10 @@ defmodule Symbiont do
 
   @doc """
   Prints one screen about the running system and returns `:ok`: the nodes, then every
-  host and the agents it runs (status, health, queue, in-flight, handled, failed, host
-  restarts, p99 handling latency, version), then the last remediations.
+  agent on this node with its host (status, `quarantined` included, health, queue,
+  in-flight, handled, failed, its host's restarts, p99 handling latency, version) and
+  the hosts that run no agent, then the last remediations applied (the conductor's
+  refused proposals are in `remediations/1`).
 
       iex> Symbiont.status()
       Symbiont on symbiont@localhost: 1 node(s), 3 host(s), 2 agent(s) (1 degraded, 1 healthy)
@@ -75,14 +77,20 @@ defmodule Symbiont do
   """
   @spec status() :: :ok
   def status do
-    remediations = Enum.take(remediations(10), 5)
     nodes = Enum.map([node() | Node.list()], &Atom.to_string/1)
+
+    agents =
+      for id <- Symbiont.Agent.Server.ids(), {:ok, a} <- [Symbiont.Agent.Server.info(id)], do: a
+
+    # What was done: the conductor's refused and failed proposals stay in remediations/1.
+    done = for r <- remediations(50), Map.get(r, "result", "applied") == "applied", do: r
 
     data = %{
       nodes: nodes,
       hosts: hosts(),
+      agents: agents,
       health: Symbiont.Health.History.latest(),
-      remediations: remediations
+      remediations: Enum.take(done, 5)
     }
 
     IO.puts(Symbiont.Console.status(data))

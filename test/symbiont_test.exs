@@ -38,6 +38,31 @@ defmodule SymbiontTest do
     assert screen =~ "Last remediations"
   end
 
+  test "status/0 lists a quarantined agent, and only the remediations that were applied", %{
+    name: name
+  } do
+    :ok = Symbiont.subscribe(Symbiont.Remediation.topic())
+    capture_log(fn -> :ok = Symbiont.Agent.Server.quarantine(name, "crash loop") end)
+    Symbiont.Remediation.publish("quarantine", name, "crash loop", by: "operator")
+    await_remediation(name, "quarantine")
+    now = System.system_time(:millisecond)
+
+    Symbiont.Conductor.Audit.record(%{
+      "action" => "restart",
+      "agent" => name,
+      "reason" => "never done",
+      "by" => "conductor",
+      "result" => "refused: cooldown",
+      "at_ms" => now
+    })
+
+    assert wait_until(fn -> Symbiont.Health.History.latest()[name]["kind"] == "quarantined" end)
+    screen = capture_io(fn -> assert Symbiont.status() == :ok end)
+    assert screen =~ ~r/^#{name} +#{name} +quarantined +quarantined +0 +0 +0 +0 /m
+    assert screen =~ ~r/^\d\d:\d\d:\d\d +quarantine +#{name} +operator +crash loop$/m
+    refute screen =~ "never done"
+  end
+
   test "agent/1: state, counters, version and health history; an unknown one lists the agents",
        %{name: name, out: out} do
     :ok = Symbiont.subscribe(out)
