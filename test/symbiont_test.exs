@@ -61,6 +61,15 @@ defmodule SymbiontTest do
     assert screen =~ ~r/^#{name} +#{name} +quarantined +quarantined +0 +0 +0 +0 /m
     assert screen =~ ~r/^\d\d:\d\d:\d\d +quarantine +#{name} +operator +crash loop$/m
     refute screen =~ "never done"
+
+    # Released, it is back in its host, and healthy again.
+    :ok = Symbiont.subscribe(Symbiont.Health.topic())
+    capture_log(fn -> :ok = Symbiont.Agent.Server.release(name) end)
+    assert %{"reason" => "released from quarantine"} = await_health(name, "healthy")
+    assert wait_until(fn -> match?({:ok, %{status: :ready}}, Symbiont.agent(name)) end, 10_000)
+    assert wait_until(fn -> Symbiont.Health.History.latest()[name]["kind"] == "healthy" end)
+    screen = capture_io(fn -> assert Symbiont.status() == :ok end)
+    assert screen =~ ~r/^#{name} +#{name} +ready +healthy +0 /m
   end
 
   test "agent/1: state, counters, version and health history; an unknown one lists the agents",
