@@ -9,7 +9,7 @@ STATE := .symbiont
 COOKIE := $(STATE)/cookie
 export SYMBIONT_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup system browser python run test test-elixir test-phoenix test-python wasm wasm-tools shell bench lint format wasm clean
+.PHONY: setup system browser python run shop test test-elixir test-phoenix test-python wasm wasm-tools shell bench lint format wasm clean
 
 setup: system python
 
@@ -54,6 +54,12 @@ run: setup $(COOKIE)
 	@echo "==> starting $(NODE)@localhost (distribution on 127.0.0.1:$(DIST_PORT)); attach with: make shell"
 	elixir --sname $(NODE)@localhost --cookie "$$(cat $(COOKIE))" --erl "$(DIST)" -S mix run --no-halt
 
+# The shop (examples/shop, README.md "The shop"): the node of `make run` with the shop's
+# agents and conductor policy (config/runtime.exs applies SYMBIONT_CONFIG on top of
+# config/config.exs). Attach with `make shell` as well.
+shop: export SYMBIONT_CONFIG := examples/shop/config.exs
+shop: run
+
 shell: $(COOKIE)
 	iex --sname shell_$$$$@localhost --cookie "$$(cat $(COOKIE))" --erl "$(DIST) -dist_listen false" --remsh $(NODE)@localhost
 
@@ -92,7 +98,10 @@ lint: setup
 # The Wasm examples: WAT through wat2wasm, C through Debian's clang for wasm32-wasi. The
 # built .wasm files are committed; this rebuilds them (installing the toolchain if needed).
 WASM_SRC := $(wildcard priv/wasm/*.wat priv/wasm/*.c)
-WASM_OUT := $(addsuffix .wasm,$(basename $(WASM_SRC)))
+# The shop's pricing stage: one C source, two versions (v2 has a bug on purpose).
+SHOP_WASM := examples/shop/pricing.wasm examples/shop/pricing_v2.wasm
+WASM_OUT := $(addsuffix .wasm,$(basename $(WASM_SRC))) $(SHOP_WASM)
+WASM_CC := clang --target=wasm32-wasi -O2 -mexec-model=reactor -Wl,--strip-all
 WASM_PKGS := clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt
 
 wasm: wasm-tools $(WASM_OUT)
@@ -108,7 +117,13 @@ priv/wasm/%.wasm: priv/wasm/%.wat
 	wat2wasm $< -o $@
 
 priv/wasm/%.wasm: priv/wasm/%.c
-	clang --target=wasm32-wasi -O2 -mexec-model=reactor -Wl,--strip-all -o $@ $<
+	$(WASM_CC) -o $@ $<
+
+examples/shop/pricing.wasm: examples/shop/pricing.c
+	$(WASM_CC) -o $@ $<
+
+examples/shop/pricing_v2.wasm: examples/shop/pricing.c
+	$(WASM_CC) -DPRICING_V2 -o $@ $<
 
 clean:
 	rm -rf _build $(VENV) $(STATE)

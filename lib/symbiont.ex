@@ -62,8 +62,10 @@ defmodule Symbiont do
 
   @doc """
   Prints one screen about the running system and returns `:ok`: the nodes, then every
-  host and the agents it runs (status, health, queue, in-flight, handled, failed, host
-  restarts, p99 handling latency, version), then the last remediations.
+  agent on this node with its host (status, `quarantined` included, health, queue,
+  in-flight, handled, failed, its host's restarts, p99 handling latency, version) and
+  the hosts that run no agent, then the last remediations applied (the conductor's
+  refused proposals are in `remediations/1`).
 
       iex> Symbiont.status()
       Symbiont on symbiont@localhost: 1 node(s), 3 host(s), 2 agent(s) (1 degraded, 1 healthy)
@@ -75,14 +77,20 @@ defmodule Symbiont do
   """
   @spec status() :: :ok
   def status do
-    remediations = Enum.take(remediations(10), 5)
     nodes = Enum.map([node() | Node.list()], &Atom.to_string/1)
+
+    agents =
+      for id <- Symbiont.Agent.Server.ids(), {:ok, a} <- [Symbiont.Agent.Server.info(id)], do: a
+
+    # What was done: the conductor's refused and failed proposals stay in remediations/1.
+    done = for r <- remediations(50), Map.get(r, "result", "applied") == "applied", do: r
 
     data = %{
       nodes: nodes,
       hosts: hosts(),
+      agents: agents,
       health: Symbiont.Health.History.latest(),
-      remediations: remediations
+      remediations: Enum.take(done, 5)
     }
 
     IO.puts(Symbiont.Console.status(data))
@@ -367,9 +375,14 @@ defmodule Symbiont do
   end
 
   @doc """
-  Restarts the host process of agent `name` on request (its un-acked events are
-  delivered again to the new process) and publishes the `restart` remediation, by
-  `"operator"`.
+  Restarts agent `name` on request, every replica of it (or only the replica given by
+  its id, `"billing#2"`), and publishes the `restart` remediation, by `"operator"`.
+
+  A Python agent's host process is killed and started again (`Symbiont.Host.restart/2`),
+  and the un-acked events are delivered again to the new process. A Wasm agent shares
+  its host with other agents, which are left alone: it starts again in a new slot of its
+  host, from its last acked state, keeping its queue (`Symbiont.Agent.Server.restart/2`),
+  as the conductor's `restart` does.
 
       iex> {:error, message} = Symbiont.restart("doc-nobody")
       iex> message =~ ~s(no agent "doc-nobody" runs on this node)
@@ -377,29 +390,64 @@ defmodule Symbiont do
   """
   @spec restart(String.t()) :: :ok | {:error, String.t()}
   def restart(name) when is_binary(name) do
-    with {:ok, %{host: host, name: agent}} <- agent(name) do
-      case Host.restart(host, "restarted by hand") do
-        :ok ->
-          Symbiont.Remediation.publish("restart", agent, "restarted by hand",
-            by: "operator",
-            host: host
-          )
+    case replicas(name) do
+      [] ->
+        {:error, "no agent #{inspect(name)} runs on this node; agents: #{inspect(agent_ids())}"}
 
-        {:error, reason} ->
-          {:error,
-           "host #{inspect(host)} of agent #{inspect(name)} cannot be restarted now: #{inspect(reason)}"}
-      end
+      [first | _] = replicas ->
+        with :ok <- restart_each(replicas) do
+          hosts = replicas |> Enum.map(& &1.host) |> Enum.uniq()
+
+          Symbiont.Remediation.publish("restart", first.name, "restarted by hand",
+            by: "operator",
+            host: if(match?([_], hosts), do: hd(hosts)),
+            fields: %{"replicas" => Enum.map(replicas, & &1.id)}
+          )
+        end
     end
   end
 
-  @doc """
-  Calls a Python function in a running host, ErlPort-style (see `Symbiont.Python.call/5`):
-  `host` is a host's name (a Python agent's host is named after the agent), `function`
-  the dotted name `"module.function"` (`"os.path.join"`), `args` its arguments. The host
-  imports the module if it has to.
+  # The running replicas of agent `name`, or the one replica whose id it is.
+  defp replicas(name) do
+    for id <- Symbiont.Agent.Server.ids(),
+        id == name or
+          (Symbiont.Manifest.agent_name(id) == name and not String.ends_with?(id, "#canary")),
+        {:ok, info} <- [Symbiont.Agent.Server.info(id)],
+        do: info
+  end
 
-      iex> Symbiont.call("doc-nobody", "math.pow", [2, 10])
-      {:error, {:no_host, "doc-nobody"}}
+  defp restart_each(replicas) do
+    Enum.reduce_while(replicas, :ok, fn r, :ok ->
+      result =
+        if r.spec[:wasm],
+          do: Symbiont.Agent.Server.restart(r.id),
+          else: Host.restart(r.host, "restarted by hand")
+
+      case result do
+        :ok ->
+          {:cont, :ok}
+
+        {:error, reason} ->
+          {:halt,
+           {:error,
+            "agent #{inspect(r.id)} (host #{inspect(r.host)}) cannot be restarted now: #{inspect(reason)}"}}
+      end
+    end)
+  end
+
+  @doc """
+  Calls a Python function in a running host, ErlPort-style (see `Symbiont.Python.call/5`),
+  and returns `{:ok, result}`. `host` is a host's name or an agent's (a Python agent's
+  host is named after the agent; a Wasm agent's is the host it shares, so the call runs
+  in that Python process, beside the sandbox). `function` is the dotted name
+  `"module.function"` (`"os.path.join"`), imported by the host if it has to be, and
+  `args` its arguments. A Python exception comes back as
+  `{:error, %Symbiont.Python.Error{}}`, a call that takes over 5 s as
+  `{:error, :timeout}` (and is cancelled in Python).
+
+      iex> {:error, message} = Symbiont.call("doc-nobody", "math.pow", [2, 10])
+      iex> message =~ ~s(no host or agent named "doc-nobody" runs on this node; hosts: [)
+      true
       iex> Symbiont.call("doc-nobody", "pow", [2, 10])
       {:error, ~s(expected function to be "module.function", got: "pow")}
   """
@@ -411,7 +459,30 @@ defmodule Symbiont do
         {:error, "expected function to be \"module.function\", got: #{inspect(function)}"}
 
       parts ->
-        Symbiont.Python.call(host, Enum.join(Enum.drop(parts, -1), "."), List.last(parts), args)
+        with {:ok, host} <- host_of(host),
+             do:
+               Symbiont.Python.call(
+                 host,
+                 Enum.join(Enum.drop(parts, -1), "."),
+                 List.last(parts),
+                 args
+               )
+    end
+  end
+
+  defp host_of(name) do
+    cond do
+      Host.whereis(name) != nil ->
+        {:ok, name}
+
+      match?([_ | _], replicas(name)) ->
+        {:ok, hd(replicas(name)).host}
+
+      true ->
+        hosts = hosts() |> Enum.map(& &1.name) |> Enum.take(20)
+
+        {:error,
+         "no host or agent named #{inspect(name)} runs on this node; hosts: #{inspect(hosts)}"}
     end
   end
 

@@ -6,7 +6,9 @@ defmodule SymbiontTest do
   import ExUnit.CaptureLog
   import Symbiont.HostHelpers
 
-  doctest Symbiont, except: [status: 0]
+  # The moduledoc's tour would really act (peek for 10 s, spawn an agent); status/0 and
+  # health/0 print their screens: each has a test of its own below.
+  doctest Symbiont, except: [:moduledoc, status: 0, health: 0]
 
   setup do
     previous = Application.get_env(:symbiont, :python_path)
@@ -34,6 +36,40 @@ defmodule SymbiontTest do
     [row] = screen |> String.split("\n") |> Enum.filter(&String.starts_with?(&1, name <> " "))
     assert row =~ ~r/^#{name} +#{name} +ready +degraded +0 +0 +0 +0 +0 +- +test_agents:Counter$/
     assert screen =~ "Last remediations"
+  end
+
+  test "status/0 lists a quarantined agent, and only the remediations that were applied", %{
+    name: name
+  } do
+    :ok = Symbiont.subscribe(Symbiont.Remediation.topic())
+    capture_log(fn -> :ok = Symbiont.Agent.Server.quarantine(name, "crash loop") end)
+    Symbiont.Remediation.publish("quarantine", name, "crash loop", by: "operator")
+    await_remediation(name, "quarantine")
+    now = System.system_time(:millisecond)
+
+    Symbiont.Conductor.Audit.record(%{
+      "action" => "restart",
+      "agent" => name,
+      "reason" => "never done",
+      "by" => "conductor",
+      "result" => "refused: cooldown",
+      "at_ms" => now
+    })
+
+    assert wait_until(fn -> Symbiont.Health.History.latest()[name]["kind"] == "quarantined" end)
+    screen = capture_io(fn -> assert Symbiont.status() == :ok end)
+    assert screen =~ ~r/^#{name} +#{name} +quarantined +quarantined +0 +0 +0 +0 /m
+    assert screen =~ ~r/^\d\d:\d\d:\d\d +quarantine +#{name} +operator +crash loop$/m
+    refute screen =~ "never done"
+
+    # Released, it is back in its host, and healthy again.
+    :ok = Symbiont.subscribe(Symbiont.Health.topic())
+    capture_log(fn -> :ok = Symbiont.Agent.Server.release(name) end)
+    assert %{"reason" => "released from quarantine"} = await_health(name, "healthy")
+    assert wait_until(fn -> match?({:ok, %{status: :ready}}, Symbiont.agent(name)) end, 10_000)
+    assert wait_until(fn -> Symbiont.Health.History.latest()[name]["kind"] == "healthy" end)
+    screen = capture_io(fn -> assert Symbiont.status() == :ok end)
+    assert screen =~ ~r/^#{name} +#{name} +ready +healthy +0 /m
   end
 
   test "agent/1: state, counters, version and health history; an unknown one lists the agents",
@@ -100,11 +136,39 @@ defmodule SymbiontTest do
     assert new != os_pid
   end
 
+  test "restart/1 of a Wasm agent restarts it alone: its host and neighbours keep running" do
+    [a, b] = for _ <- 1..2, do: unique_name("iex-wasm")
+    wasm = fn n -> [name: n, wasm: "priv/wasm/counter.wat", topics: [unique_name("w.in")]] end
+    attach_host_events(a)
+    attach_host_events(b)
+    start_manifest!([wasm.(a), wasm.(b)], wasm_hosts: "#{a}-host")
+    assert_receive {:agent_start, ^a, _}, 10_000
+    assert_receive {:agent_start, ^b, _}, 10_000
+    {:ok, %{host: host, os_pid: os_pid}} = Symbiont.agent(a)
+    assert {:ok, %{host: ^host}} = Symbiont.agent(b)
+    :ok = Symbiont.subscribe(Symbiont.Remediation.topic())
+
+    assert Symbiont.restart(a) == :ok
+
+    assert %{"by" => "operator", "host" => ^host, "replicas" => [^a]} =
+             await_remediation(a, "restart")
+
+    assert_receive {:agent_start, ^a, _}, 10_000
+    refute_received {:agent_start, ^b, _}
+    assert {:ok, %{os_pid: ^os_pid, status: :ready}} = Symbiont.agent(a)
+    # call/3 takes an agent's name too: a Wasm agent's runs in the host it shares.
+    assert Symbiont.call(a, "os.getpid", []) == {:ok, os_pid}
+  end
+
   test "call/3 calls a Python function in an agent's host", %{name: name} do
     assert Symbiont.call(name, "math.pow", [2, 10]) == {:ok, 1024.0}
     assert Symbiont.call(name, "os.path.join", ["/tmp", "x"]) == {:ok, "/tmp/x"}
 
     assert {:error, %Symbiont.Python.Error{type: "ZeroDivisionError"}} =
              Symbiont.call(name, "operator.truediv", [1, 0])
+
+    assert {:error, message} = Symbiont.call("nobody-here", "math.pow", [2, 10])
+    assert message =~ ~s(no host or agent named "nobody-here" runs on this node; hosts: [)
+    assert message =~ inspect(name)
   end
 end

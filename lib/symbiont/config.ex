@@ -42,5 +42,19 @@ defmodule Symbiont.Config do
 
   def resolve_executable(other), do: {:error, {:python_not_found, other}}
 
+  @doc """
+  The config file the manifest's agents are read from again by
+  `Symbiont.Manifest.reload/2`: `$SYMBIONT_CONFIG` when it is set (`config/runtime.exs`
+  applies that file on top of `config/config.exs` at start; `make shop` sets it), else
+  `config/config.exs`, under the current directory.
+  """
+  @spec manifest_file() :: Path.t()
+  def manifest_file do
+    case System.get_env("SYMBIONT_CONFIG", "") do
+      "" -> Path.expand("config/config.exs")
+      path -> Path.expand(path)
+    end
+  end
+
   defp first_existing(paths), do: Enum.find(paths, &File.regular?/1)
 end

@@ -24,11 +24,12 @@ defmodule Symbiont.Console do
   end
 
   @doc false
-  # The one screen of Symbiont.status/0.
+  # The one screen of Symbiont.status/0: every agent, with its host (a quarantined agent
+  # has left its host's slot, so it is listed from the agents, not the hosts), then the
+  # hosts that run none.
   @spec status(map) :: String.t()
-  def status(%{nodes: nodes, hosts: hosts, health: health, remediations: remediations}) do
-    agents = for h <- hosts, a <- h.agents, do: {h, a}
-    kinds = agents |> Enum.map(fn {_, a} -> health_kind(health, a.name) end) |> Enum.frequencies()
+  def status(%{nodes: nodes, hosts: hosts, agents: agents, health: health} = data) do
+    kinds = agents |> Enum.map(&health_kind(health, &1.name)) |> Enum.frequencies()
 
     summary =
       kinds
@@ -40,39 +41,45 @@ defmodule Symbiont.Console do
         "#{length(agents)} agent(s)" <> if(summary == "", do: "", else: " (#{summary})")
 
     header = ~w(AGENT HOST STATUS HEALTH QUEUE IN-FLIGHT HANDLED FAILED RESTARTS P99 VERSION)
+    by_name = Map.new(hosts, &{&1.name, &1})
+    used = MapSet.new(agents, & &1.host)
 
-    rows =
-      for h <- hosts, a <- if(h.agents == [], do: [nil], else: h.agents) do
-        if a do
-          [
-            a.id,
-            h.name,
-            to_string(h.status),
-            health_kind(health, a.name),
-            to_string(a.queue),
-            to_string(a.in_flight),
-            to_string(a.handled),
-            to_string(a.failed),
-            to_string(h.crashes),
-            duration_us(a.latency_us.p99),
-            version(a.python)
-          ]
-        else
-          [
-            "-",
-            h.name,
-            to_string(h.status),
-            "-",
-            "-",
-            "-",
-            "-",
-            "-",
-            to_string(h.crashes),
-            "-",
-            "-"
-          ]
-        end
+    agent_rows =
+      for a <- Enum.sort_by(agents, &{&1.host, &1.id}) do
+        [
+          a.id,
+          a.host,
+          if(a.quarantined, do: "quarantined", else: to_string(a.status)),
+          health_kind(health, a.name),
+          to_string(a.queue),
+          to_string(a.in_flight),
+          to_string(a.handled),
+          to_string(a.failed),
+          by_name |> Map.get(a.host, %{}) |> Map.get(:crashes, "-") |> to_string(),
+          duration_us(a.latency_us.p99),
+          version(a.python)
+        ]
       end
+
+    host_rows =
+      for h <- hosts, not MapSet.member?(used, h.name) do
+        [
+          "-",
+          h.name,
+          to_string(h.status),
+          "-",
+          "-",
+          "-",
+          "-",
+          "-",
+          to_string(h.crashes),
+          "-",
+          "-"
+        ]
+      end
+
+    rows = agent_rows ++ host_rows
+    remediations = Map.get(data, :remediations, [])
 
     lines = [title, "nodes: " <> Enum.join(nodes, ", "), "" | table([header | rows])]
     Enum.join(lines ++ ["", "Last remediations" | remediation_lines(remediations)], "\n")

@@ -1055,7 +1055,13 @@ defmodule Symbiont.Host do
       else: %{state | logs: logs, log_count: state.log_count + 1}
   end
 
-  defp meta(state), do: [host: state.name]
+  # A host that runs one agent logs with the agent's name too (PROTOCOL.md §7).
+  defp meta(state) do
+    case agent_ids(state) do
+      [id] -> [host: state.name, agent: id]
+      _ -> [host: state.name]
+    end
+  end
 
   defp agent_ids(state), do: for({_slot, {_pid, id, _ref}} <- state.slots, do: id)
 

@@ -49,11 +49,12 @@ defmodule Symbiont.Manifest do
   ## Reloading
 
   `reload/2` takes a new list of agent specs (by default re-read from the project's
-  `config/config.exs`), validates all of it first, then changes only what changed: new
-  agents start, agents gone from the config are retired, a changed `:replicas` rescales,
-  a changed module, class or config upgrades the running replicas in place (their queues
-  and state kept, see `Symbiont.Agent.Server.upgrade/3`). An agent whose config entry did
-  not change keeps its run-time changes (a scale by the conductor, say).
+  `config/config.exs`, or the file of `$SYMBIONT_CONFIG`), validates all of it first,
+  then changes only what changed: new agents start, agents gone from the config are
+  retired, a changed `:replicas` rescales, a changed module, class or config upgrades the
+  running replicas in place (their queues and state kept, see
+  `Symbiont.Agent.Server.upgrade/3`). An agent whose config entry did not change keeps
+  its run-time changes (a scale by the conductor, say).
   """
   use GenServer
 
@@ -166,7 +167,8 @@ defmodule Symbiont.Manifest do
 
   @doc """
   Applies a changed config live (see "Reloading"). `agents` defaults to the `:agents`
-  of `:symbiont` in the project's `config/config.exs`, read again. Returns what changed:
+  of `:symbiont` in the project's `config/config.exs` (or the file of
+  `$SYMBIONT_CONFIG`, `make shop`'s), read again. Returns what changed:
   `%{started: names, retired: names, rescaled: names, upgraded: names}`.
   """
   @spec reload([keyword | map] | nil, GenServer.server()) :: {:ok, map} | {:error, String.t()}
@@ -181,7 +183,7 @@ defmodule Symbiont.Manifest do
   def reconcile(server \\ __MODULE__), do: GenServer.call(server, :reconcile, 30_000)
 
   defp read_config do
-    path = Path.expand("config/config.exs")
+    path = Symbiont.Config.manifest_file()
 
     if File.regular?(path) do
       env = if Code.ensure_loaded?(Mix), do: Mix.env(), else: :prod
@@ -193,7 +195,7 @@ defmodule Symbiont.Manifest do
         e -> {:error, "could not read #{Path.relative_to_cwd(path)}: #{Exception.message(e)}"}
       end
     else
-      {:error, "no config/config.exs in #{File.cwd!()}; give the agents to reload/1"}
+      {:error, "no config file #{path}; give the agents to reload/1"}
     end
   end
 

@@ -156,6 +156,13 @@ defmodule Symbiont.StatusPage do
   def snapshot do
     feed = Feed.snapshot()
     hosts = Symbiont.hosts()
+    by_name = Map.new(hosts, &{&1.name, &1})
+
+    # From the agents, not the hosts: a quarantined agent has left its host's slot.
+    agents =
+      for id <- Symbiont.Agent.Server.ids(),
+          {:ok, a} <- [Symbiont.Agent.Server.info(id)],
+          do: agent(a, Map.get(by_name, a.host, %{os_pid: nil}), feed.health)
 
     %{
       node: node(),
@@ -163,7 +170,7 @@ defmodule Symbiont.StatusPage do
       at_ms: System.system_time(:millisecond),
       keep: feed.keep,
       hosts: Enum.map(hosts, &host/1),
-      agents: for(h <- hosts, a <- h.agents, do: agent(a, h, feed.health)),
+      agents: Enum.sort_by(agents, &{&1.host, &1.id}),
       topology: %{topics: Symbiont.topology().topics},
       events: feed.events
     }
@@ -197,6 +204,7 @@ defmodule Symbiont.StatusPage do
   end
 
   # The last word an agent's health events had, unless the agent is not running now.
+  defp health_of(%{quarantined: why}, _last) when why != nil, do: "quarantined"
   defp health_of(%{status: status}, _last) when status != :ready, do: to_string(status)
   defp health_of(_agent, %{"kind" => kind}), do: kind
   defp health_of(%{overloaded: true}, nil), do: "overloaded"

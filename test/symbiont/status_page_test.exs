@@ -41,6 +41,14 @@ defmodule Symbiont.StatusPageTest do
 
       assert %{"health" => "degraded", "health_reason" => "slow disk"} =
                Enum.find(get_json(url)["agents"], &(&1["id"] == name))
+
+      # A quarantined agent has left its host's slot, and is still listed.
+      capture_log(fn ->
+        :ok = Symbiont.Agent.Server.quarantine(name, "crash loop")
+      end)
+
+      assert %{"health" => "quarantined", "host" => ^name} =
+               Enum.find(get_json(url)["agents"], &(&1["id"] == name))
     end
 
     test "/events streams health and remediation events as they happen; a reconnect resumes",

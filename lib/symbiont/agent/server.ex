@@ -177,7 +177,10 @@ defmodule Symbiont.Agent.Server do
   def quarantine(agent, reason) when is_binary(reason),
     do: safe_call(agent, {:quarantine, reason}, 5_000)
 
-  @doc "Ends a quarantine: the agent starts again in its host, from its last acked state."
+  @doc """
+  Ends a quarantine: the agent starts again in its host, from its last acked state, and
+  publishes a `healthy` health event ("released from quarantine").
+  """
   @spec release(String.t() | pid) :: :ok | {:error, term}
   def release(agent), do: safe_call(agent, :release, 5_000)
 
@@ -349,6 +352,12 @@ defmodule Symbiont.Agent.Server do
 
   def handle_call(:release, _from, state) do
     Logger.info("agent #{state.id} released from quarantine", meta(state))
+    # Its health was `quarantined` until now: say that it is back.
+    Symbiont.Health.publish("healthy", state.name, "released from quarantine", %{
+      "id" => state.id,
+      "queue" => state.queued
+    })
+
     state = %{state | quarantined: nil}
 
     state = if state.host_pid, do: reattach(state), else: attach(state)
