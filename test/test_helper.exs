@@ -4,4 +4,6 @@
 Symbiont.Cluster.ensure_distributed!()
 # Durable agents' journals of this run (config/test.exs).
 ExUnit.after_suite(fn _ -> File.rm_rf(Symbiont.Journal.data_dir()) end)
-ExUnit.start()
+# A message that is due arrives within a second even on a loaded machine (the default 100
+# ms made cross-node assert_receive flaky under load); refute_receive keeps its 100 ms.
+ExUnit.start(assert_receive_timeout: 1_000)
