@@ -96,8 +96,17 @@ defmodule SymbiontTest do
     Symbiont.Health.publish("overloaded", name, "queue at 90%", %{})
     assert_receive %Symbiont.Event{topic: "symbiont.health", from: ^name}
     assert wait_until(fn -> Symbiont.Health.History.latest()[name]["kind"] == "overloaded" end)
+    # A replica retired on a scale in is in the recent events, not the agent's health.
+    Symbiont.Health.publish("retired", name, "scaled in", %{"id" => name <> "#2"})
+    assert_receive %Symbiont.Event{topic: "symbiont.health", from: ^name}
+
+    assert wait_until(fn ->
+             match?([%{"kind" => "retired"} | _], Symbiont.Health.History.of(name))
+           end)
+
     screen = capture_io(fn -> assert Symbiont.health() == :ok end)
     assert screen =~ ~r/#{name} +overloaded +\d\d:\d\d:\d\d +queue at 90%/
+    assert screen =~ ~r/\d\d:\d\d:\d\d +retired +#{name} +scaled in/
     assert screen =~ "Recent health events"
   end
 

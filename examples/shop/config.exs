@@ -27,13 +27,13 @@ config :symbiont,
       python: "shop:Billing",
       config: %{"crash_rate" => 0.01, "outage_at" => 35, "outage_for" => 8}
     ],
-    # 0.2 s a receipt: 5 a second at most, less than a rush brings. The conductor
+    # 0.25 s a receipt: 4 a second at most, less than a rush brings. The conductor
     # scales it out (up to 3) when its queue grows past a third of high_water; a small
     # credit window keeps the backlog in the queue, where the conductor sees it.
     [
       name: "notifications",
       python: "shop:Notifications",
-      config: %{"delay" => 0.2},
+      config: %{"delay" => 0.25},
       max_in_flight: 4,
       high_water: 30,
       max_replicas: 3

@@ -79,13 +79,13 @@ class Billing(Agent):
 
 
 class Notifications(Agent):
-    """Sends each customer a receipt; takes ``delay`` seconds over each (default 0.2),
+    """Sends each customer a receipt; takes ``delay`` seconds over each (default 0.25),
     too slow for a rush: the conductor scales it out."""
 
     @on("billing.charged")
     def notify(self, charge: dict[str, Any]) -> None:
         """Send one receipt (a log line) and say so on ``notifications.sent``."""
-        time.sleep(self.config.get("delay", 0.2))
+        time.sleep(self.config.get("delay", 0.25))
         self.state["sent"] = self.state.get("sent", 0) + 1
         self.log.info(
             "receipt to %s: order %s, %.2f EUR",

@@ -52,6 +52,27 @@ defmodule Symbiont.Health do
     Symbiont.Event.new!(@topic, payload, agent)
   end
 
+  @doc """
+  Whether a health event (its decoded payload) tells how its agent is now, to show as
+  the agent's health. Every event does but one: `retired` about one replica of an agent
+  that runs on (a scale in: `"metrics"` names the replica's id, not the agent).
+
+      iex> Symbiont.Health.current?(%{"kind" => "retired", "agent" => "billing",
+      ...>   "reason" => "scaled in", "metrics" => %{"id" => "billing#2"}})
+      false
+      iex> Symbiont.Health.current?(%{"kind" => "retired", "agent" => "billing",
+      ...>   "reason" => "removed from the manifest", "metrics" => %{"id" => "billing"}})
+      true
+      iex> Symbiont.Health.current?(%{"kind" => "degraded", "agent" => "billing", "metrics" => %{}})
+      true
+  """
+  @spec current?(map) :: boolean
+  def current?(%{"kind" => "retired", "agent" => agent, "metrics" => %{"id" => id}})
+      when is_binary(id) and id != agent,
+      do: false
+
+  def current?(%{} = _event), do: true
+
   @doc "Publishes a health event (see `event/5`) on every node of the mesh."
   @spec publish(String.t(), String.t() | nil, String.t(), map) :: :ok
   def publish(kind, agent, reason, metrics \\ %{}) do

@@ -42,6 +42,16 @@ defmodule Symbiont.StatusPageTest do
       assert %{"health" => "degraded", "health_reason" => "slow disk"} =
                Enum.find(get_json(url)["agents"], &(&1["id"] == name))
 
+      # A replica retired on a scale in is not the agent's health.
+      :ok = Symbiont.Health.publish("retired", name, "scaled in", %{"id" => name <> "#2"})
+      :ok = Symbiont.Health.publish("retired", name <> "-other", "probe", %{})
+
+      assert wait_until(fn ->
+               get_json(url)["events"] |> List.last() |> get_in(["event", "reason"]) == "probe"
+             end)
+
+      assert %{"health" => "degraded"} = Enum.find(get_json(url)["agents"], &(&1["id"] == name))
+
       # A quarantined agent has left its host's slot, and is still listed.
       capture_log(fn ->
         :ok = Symbiont.Agent.Server.quarantine(name, "crash loop")

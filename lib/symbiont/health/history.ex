@@ -25,10 +25,15 @@ defmodule Symbiont.Health.History do
   def recent(n \\ @overall, table \\ __MODULE__), do: Enum.take(lookup(table, :recent), n)
 
   @doc false
-  # The last event of each agent, by agent name.
+  # The last event of each agent that tells how it is now (Symbiont.Health.current?/1),
+  # by agent name.
   @spec latest(atom) :: %{String.t() => map}
   def latest(table \\ __MODULE__) do
-    for {{:agent, agent}, [last | _]} <- :ets.tab2list(table), into: %{}, do: {agent, last}
+    for {{:agent, agent}, events} <- :ets.tab2list(table),
+        last = Enum.find(events, &Symbiont.Health.current?/1),
+        last != nil,
+        into: %{},
+        do: {agent, last}
   rescue
     ArgumentError -> %{}
   end

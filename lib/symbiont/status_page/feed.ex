@@ -103,8 +103,11 @@ defmodule Symbiont.StatusPage.Feed do
   end
 
   defp health(state, %{kind: "health", event: %{"agent" => agent} = event, at_ms: at})
-       when is_binary(agent),
-       do: %{state | health: Map.put(state.health, agent, Map.put(event, "at_ms", at))}
+       when is_binary(agent) do
+    if Symbiont.Health.current?(event),
+      do: %{state | health: Map.put(state.health, agent, Map.put(event, "at_ms", at))},
+      else: state
+  end
 
   defp health(state, _entry), do: state
 end
