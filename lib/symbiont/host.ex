@@ -957,7 +957,10 @@ defmodule Symbiont.Host do
     delay = if requested?, do: 0, else: backoff(consecutive, state.config.backoff_max)
 
     crashes = state.crashes + 1
-    Process.send_after(self(), {:restart, crashes}, delay)
+    # No timer for an immediate restart: a timer of 0 ms still waits for the timer wheel.
+    if delay == 0,
+      do: send(self(), {:restart, crashes}),
+      else: Process.send_after(self(), {:restart, crashes}, delay)
 
     pending = Map.filter(state.pending, fn {_id, {_from, _timer, sent?}} -> not sent? end)
 
