@@ -53,3 +53,15 @@ class Mortal(Agent):
                 os.kill(os.getpid(), signal.SIGKILL)
             return
         self.publish(self.config["out"], value["ping"])
+
+
+class Tally(Agent):
+    """bench/durable.exs: counts the events on ``config["in"]`` in its state."""
+
+    def subscriptions(self) -> list[str]:
+        """The topic named in the config."""
+        return [self.config["in"]]
+
+    def handle_event(self, topic: str, payload: bytes) -> None:
+        """Count it."""
+        self.state["n"] = self.state.get("n", 0) + 1

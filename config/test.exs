@@ -8,3 +8,6 @@ config :symbiont, conductor: [enabled: false]
 config :symbiont, status_page: false
 config :logger, level: :warning
 config :logger, :console, metadata: [:host, :agent]
+# Durable agents' journals (Symbiont.Journal): a directory of this run's own, removed when
+# the suite ends (test_helper.exs). Peer nodes get the same one, as shared storage.
+config :symbiont, data_dir: Path.join(System.tmp_dir!(), "symbiont-test-#{System.pid()}")

@@ -62,6 +62,44 @@ defmodule Symbiont.Agent do
       `:drop_oldest` (the oldest waiting event goes to the dead letters) or `:reject`
       (the new one does; a publisher that asked for a checked publish gets
       `{:error, :overloaded}` instead, see `Symbiont.publish/3`). Default: `:drop_oldest`.
+    * `:durable` - journal the agent to disk (`Symbiont.Journal`): the events it accepted
+      and has not finished, and the checkpoint of its state, so that stopping the node,
+      or a crash of the whole BEAM, loses nothing it accepted. Default: `false` (the queue
+      and the checkpoint live in the agent's BEAM process: a host crash loses nothing, a
+      node crash loses them). See "Durable agents" below.
+    * `:nodes` - the nodes the agent may run on, in order of preference (node names as
+      atoms, like `:"a@host"`). Every node of the cluster runs the same manifest; each
+      replica runs on one node, picked by `Symbiont.Manifest.pick_node/3`, and moves to a
+      survivor when that node is lost. Default: `nil`, the node whose manifest lists it
+      (each node that lists it runs its own replicas). See "Placement" below.
+
+  ## Durable agents
+
+  With `durable: true` the agent's owner journals every event as it accepts it and every
+  ack with the agent's new state, under the data directory (`config :symbiont, data_dir:
+  path`, default `.symbiont/data`). An event counts as accepted once its journal record is
+  synced to disk, which the owner does once per burst of events (when its mailbox is
+  empty, or after 64 records) and always before the event is sent to the host. When the
+  agent starts again (after its node stopped or crashed, or on another node that took it
+  over), it resumes from the last journaled checkpoint and gets the events it had not
+  finished again, in the order they were accepted: nothing accepted is lost, and the
+  state counts each acked event once. `Symbiont.Agent.Server.info/1` shows the journal
+  (`:journal`: `accepted`, `pending`, `bytes`...). Events still on their way (published,
+  not yet in the owner's mailbox) are not accepted; an event handled again after a crash
+  may publish again (at least once). The file format, the accept point and the
+  compaction rule are in `Symbiont.Journal` and `docs/DURABILITY.md`.
+
+  ## Placement
+
+  An agent with `:nodes` runs once per replica in the whole cluster, on the nodes listed.
+  Every node runs the same manifest, and the rule is deterministic, so no vote is needed:
+  a replica that runs nowhere is started by the first live node of the list (rotated by
+  the replica's number, so that replicas spread), and a running replica stays where it is
+  (it is registered cluster-wide with `:global`, which refuses a second copy). When a node
+  is lost, the survivors' manifests start its replicas at once on the next live node of
+  their lists, and a durable agent resumes there from its journal (which needs the data
+  directory on storage the nodes share). A node that comes back does not take its
+  replicas back: they stay where they run until that node is lost in turn.
 
   ## Dead letters
 
@@ -90,7 +128,9 @@ defmodule Symbiont.Agent do
           overflow: :drop_oldest | :reject,
           min_replicas: pos_integer,
           max_replicas: pos_integer,
-          required: boolean
+          required: boolean,
+          durable: boolean,
+          nodes: [node] | nil
         }
 
   @keys [
@@ -109,7 +149,9 @@ defmodule Symbiont.Agent do
     :overflow,
     :min_replicas,
     :max_replicas,
-    :required
+    :required,
+    :durable,
+    :nodes
   ]
 
   @doc """
@@ -324,7 +366,9 @@ defmodule Symbiont.Agent do
          {:ok, min} <- positive(spec, :min_replicas, 1, name),
          {:ok, max} <- positive(spec, :max_replicas, max(replicas, 4), name),
          :ok <- within(replicas, min, max, name),
-         {:ok, required} <- validate_required(Keyword.get(spec, :required, true), name) do
+         {:ok, required} <- validate_required(Keyword.get(spec, :required, true), name),
+         {:ok, durable} <- validate_durable(Keyword.get(spec, :durable, false), name),
+         {:ok, nodes} <- validate_nodes(Keyword.get(spec, :nodes), name) do
       {:ok,
        %{
          replicas: replicas,
@@ -336,7 +380,9 @@ defmodule Symbiont.Agent do
          high_water: high_water,
          max_attempts: max_attempts,
          handler_timeout: handler_timeout,
-         overflow: overflow
+         overflow: overflow,
+         durable: durable,
+         nodes: nodes
        }}
     end
   end
@@ -372,6 +418,54 @@ defmodule Symbiont.Agent do
     do:
       {:error,
        "agent #{inspect(name)}: expected :required to be true or false, got: #{inspect(other)}"}
+
+  defp validate_durable(durable, _name) when is_boolean(durable), do: {:ok, durable}
+
+  defp validate_durable(other, name),
+    do:
+      {:error,
+       "agent #{inspect(name)}: expected :durable to be true or false, got: #{inspect(other)}"}
+
+  # Node names as atoms ("name@host"); strings are taken too (a manifest read from JSON,
+  # say). The list is a preference order, so a node given twice is a mistake.
+  defp validate_nodes(nil, _name), do: {:ok, nil}
+
+  defp validate_nodes([_ | _] = nodes, name) do
+    normalized = Enum.map(nodes, &node_name/1)
+
+    cond do
+      Enum.any?(normalized, &is_nil/1) ->
+        bad = Enum.find(nodes, &is_nil(node_name(&1)))
+
+        {:error,
+         "agent #{inspect(name)}: #{inspect(bad)} in :nodes is not a node name " <>
+           "(allowed: atoms or strings of the form \"name@host\")"}
+
+      length(Enum.uniq(normalized)) != length(normalized) ->
+        {:error,
+         "agent #{inspect(name)}: expected :nodes to name each node once, got: #{inspect(nodes)}"}
+
+      true ->
+        {:ok, normalized}
+    end
+  end
+
+  defp validate_nodes(other, name),
+    do:
+      {:error,
+       "agent #{inspect(name)}: expected :nodes to be a non-empty list of node names " <>
+         "(like :\"a@host\"), got: #{inspect(other)}"}
+
+  defp node_name(node) when is_atom(node) and node not in [nil, true, false],
+    do: node_name(Atom.to_string(node))
+
+  defp node_name(node) when is_binary(node) do
+    if node =~ ~r/\A[A-Za-z0-9_\-]+@[A-Za-z0-9_.\-]+\z/,
+      do: String.to_atom(node),
+      else: nil
+  end
+
+  defp node_name(_), do: nil
 
   defp validate_handler_timeout(spec, name) do
     case Keyword.get(spec, :handler_timeout, 30_000) do

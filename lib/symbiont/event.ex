@@ -10,17 +10,20 @@ defmodule Symbiont.Event do
       iex> Symbiont.Event.decode(event)
       {:ok, %{"id" => 1}}
   """
-  defstruct [:topic, :payload, :from, reserved: []]
+  defstruct [:topic, :payload, :from, reserved: [], journal_id: nil]
 
   @typedoc """
   `from` names the publisher (an agent, or `nil`); `reserved` lists the subscribers on the
-  publisher's node that a checked publish reserved room for (`Symbiont.Mesh.publish/3`).
+  publisher's node that a checked publish reserved room for (`Symbiont.Mesh.publish/3`);
+  `journal_id` is the event's number in a durable agent's journal, set by that agent as
+  it accepts the event (`Symbiont.Journal`), `nil` elsewhere.
   """
   @type t :: %__MODULE__{
           topic: String.t(),
           payload: binary,
           from: String.t() | nil,
-          reserved: [pid]
+          reserved: [pid],
+          journal_id: pos_integer | nil
         }
 
   @doc """

@@ -15,6 +15,22 @@ defmodule Symbiont.Manifest do
   `"billing#2"`...); Wasm agents share hosts named `"wasm#1"`, `"wasm#2"`... with up to
   `:wasm_agents_per_host` agents in each (application env, default 32). See `plan/2`.
 
+  ## Placement across nodes
+
+  An agent spec with `:nodes` (see `Symbiont.Agent`, "Placement") runs once per replica in
+  the cluster. Every node runs the same manifest and starts the replicas that
+  `pick_node/3` gives it and that run nowhere yet; a replica that runs stays where it is
+  (it is registered with `:global`, which refuses a second copy anywhere in the cluster).
+  The manifest watches nodes (`:net_kernel.monitor_nodes/1`): when one is lost it
+  reconciles at once, so the lost node's replicas start on the survivors the list allows,
+  within two ticks at most (`:global` may take a moment to forget the lost copies). A
+  node that comes back leaves them where they are. Before its first reconcile, a manifest
+  with placed agents connects to the nodes of their lists and waits for `:global` to
+  agree with them (`:global.sync/0`), so that a node starting or coming back sees what
+  already runs elsewhere instead of starting a second copy. A network split that leaves
+  both sides running is not resolved by a vote: when the sides meet again `:global` keeps
+  one copy and stops the other.
+
   ## Reconciling
 
   On every tick (`:reconcile_ms` in the application env, default 1000) and after every
@@ -221,6 +237,39 @@ defmodule Symbiont.Manifest do
   end
 
   @doc """
+  The node that should start replica `id` of a placed agent (`spec.nodes`), given the
+  live nodes: the first live node of the list, the list rotated by the replica's number
+  so that replicas spread (replica 1 looks from the first node, replica 2 from the
+  second...). `nil` when no node of the list is live. The manifest asks only for a
+  replica that runs nowhere: one that runs stays where it is.
+
+      iex> spec = %{nodes: [:"a@h", :"b@h", :"c@h"]}
+      iex> Symbiont.Manifest.pick_node("billing", spec, [:"c@h", :"b@h", :"a@h"])
+      :"a@h"
+      iex> Symbiont.Manifest.pick_node("billing#2", spec, [:"c@h", :"b@h", :"a@h"])
+      :"b@h"
+      iex> Symbiont.Manifest.pick_node("billing", spec, [:"c@h", :"b@h"])
+      :"b@h"
+      iex> Symbiont.Manifest.pick_node("billing", spec, [:"x@h"])
+      nil
+  """
+  @spec pick_node(String.t(), %{nodes: [node]}, [node]) :: node | nil
+  def pick_node(id, %{nodes: [_ | _] = nodes}, live) when is_binary(id) and is_list(live) do
+    {first, rest} = Enum.split(nodes, rem(replica_number(id) - 1, length(nodes)))
+    Enum.find(rest ++ first, &(&1 in live))
+  end
+
+  # "billing" is replica 1, "billing#2" replica 2; anything else after "#" counts as 1.
+  defp replica_number(id) do
+    with [_, n] <- String.split(id, "#", parts: 2),
+         {n, ""} when n > 0 <- Integer.parse(n) do
+      n
+    else
+      _ -> 1
+    end
+  end
+
+  @doc """
   The ids of an agent's replicas (and the names of their hosts, for a Python agent): the
   agent's own name, then `"name#2"`, `"name#3"`... (`#` cannot occur in an agent name,
   so these never clash).
@@ -269,9 +318,26 @@ defmodule Symbiont.Manifest do
 
     # After a restart of the manifest its Wasm replicas still run: where, their servers say.
     state = %{state | placed: running_placements(state)}
+    :ok = :net_kernel.monitor_nodes(true)
+    join_cluster(specs)
     {_report, state} = do_reconcile(state)
     schedule(state)
     {:ok, state}
+  end
+
+  # Connects to the nodes that placed agents may run on, then waits (a few seconds at
+  # most) until :global knows what they run: see "Placement across nodes". A node that
+  # does not answer is simply not live.
+  defp join_cluster(specs) do
+    nodes = for %{nodes: [_ | _] = nodes} <- specs, n <- nodes, n != node(), uniq: true, do: n
+
+    if nodes != [] and Node.alive?() do
+      for n <- nodes, n not in Node.list(), do: :net_kernel.connect_node(n)
+      task = Task.async(fn -> :global.sync() end)
+      Task.yield(task, 5_000) || Task.shutdown(task, :brutal_kill)
+    end
+
+    :ok
   end
 
   defp schedule(state), do: Process.send_after(self(), :tick, state.tick_ms)
@@ -292,6 +358,7 @@ defmodule Symbiont.Manifest do
           leaving: MapSet.delete(state.leaving, spec.name)
       }
 
+      join_cluster([spec])
       {_report, state} = do_reconcile(state)
       {:reply, {:ok, spec.name}, state}
     end
@@ -346,6 +413,16 @@ defmodule Symbiont.Manifest do
     {_report, state} = do_reconcile(state)
     schedule(state)
     {:noreply, state}
+  end
+
+  # A node lost: its placed replicas start on the survivors now, not at the next tick.
+  def handle_info({:nodedown, _node}, state) do
+    if Enum.any?(Map.values(state.desired), &placed?/1) do
+      {_report, state} = do_reconcile(state)
+      {:noreply, state}
+    else
+      {:noreply, state}
+    end
   end
 
   def handle_info({ref, _result}, state) when is_reference(ref) do
@@ -404,7 +481,14 @@ defmodule Symbiont.Manifest do
 
   defp do_reconcile(state) do
     running = MapSet.new(Server.ids())
-    wanted = for {_, spec} <- state.desired, id <- host_names(spec), into: %{}, do: {id, spec}
+    live = [node() | Node.list()]
+
+    wanted =
+      for {_, spec} <- state.desired,
+          id <- host_names(spec),
+          runs_here?(id, spec, live),
+          into: %{},
+          do: {id, spec}
 
     # A running replica whose host went away (stopped from outside) gets it back; each
     # host is looked at once, however many Wasm agents share it.
@@ -463,6 +547,23 @@ defmodule Symbiont.Manifest do
         do: {id, host}
   end
 
+  defp placed?(spec), do: Map.get(spec, :nodes) != nil
+
+  # An agent without :nodes runs here (the manifest of this node lists it). A placed
+  # replica runs here if it already does, or if it runs nowhere (or on a node that is
+  # gone, which :global will forget in a moment) and its placement picks this node.
+  defp runs_here?(id, spec, live) do
+    if placed?(spec) do
+      case Server.locate(id) do
+        nil -> pick_node(id, spec, live) == node()
+        pid when node(pid) == node() -> true
+        pid -> node(pid) not in live and pick_node(id, spec, live) == node()
+      end
+    else
+      true
+    end
+  end
+
   # The host a replica runs in: its own for a Python agent; for a Wasm agent, the one the
   # manifest placed it on (nil if another manifest did).
   defp host_of(id, %{wasm: nil}, _state), do: id
@@ -470,15 +571,19 @@ defmodule Symbiont.Manifest do
 
   defp place_and_start(id, %{wasm: nil} = spec, state) do
     start_host(id)
-    start_agent(id, id, spec)
+    # Another node started it meanwhile (see runs_here?/3): its host is not needed here.
+    if start_agent(id, id, spec) == :ignored, do: Symbiont.Host.stop(id)
     state
   end
 
   defp place_and_start(id, spec, state) do
     host = wasm_host(state)
     start_host(host)
-    start_agent(id, host, spec)
-    put_in(state.placed[id], host)
+
+    case start_agent(id, host, spec) do
+      :ignored -> state
+      _ -> put_in(state.placed[id], host)
+    end
   end
 
   # The first shared Wasm host with room, counting the replicas placed on each.
@@ -492,7 +597,11 @@ defmodule Symbiont.Manifest do
 
   defp retire_replica(id, state) do
     name = agent_name(id)
-    heir = if id != name and Map.has_key?(state.desired, name), do: Server.whereis(name)
+    # The first replica takes the queue; a placed one may run on another node.
+    heir =
+      if id != name and Map.has_key?(state.desired, name),
+        do: Server.whereis(name) || (placed?(state.desired[name]) && Server.locate(name)) || nil
+
     python_host? = not Map.has_key?(state.placed, id)
 
     task =
@@ -527,6 +636,8 @@ defmodule Symbiont.Manifest do
   defp start_child(sup, child, what) do
     case DynamicSupervisor.start_child(sup, child) do
       {:ok, _} -> :ok
+      # A placed replica that another node runs (Symbiont.Agent.Server refused to start).
+      :ignore -> :ignored
       {:error, {:already_started, _}} -> :ok
       {:error, reason} -> Logger.error("#{what} could not start: #{inspect(reason)}")
     end

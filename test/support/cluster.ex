@@ -16,13 +16,28 @@ defmodule Symbiont.Cluster do
   end
 
   @doc """
-  Starts a peer node running Symbiont (no agents from config) and returns
-  `{peer, node}`. It is stopped when the test ends.
+  A fresh name for a peer node (what `start_peer!/2` would pick): to know a cluster's
+  node names before its nodes start, or to start a node again under its old name.
   """
-  def start_peer!(prefix) do
-    ensure_distributed!()
+  def peer_name(prefix),
     # The OS pid too: test runs in other checkouts start peers on this machine at the same time.
-    name = :"#{prefix}_#{System.pid()}_#{System.unique_integer([:positive])}"
+    do: :"#{prefix}_#{System.pid()}_#{System.unique_integer([:positive])}"
+
+  @doc "The full node name (`name@host`) a peer started as `name` gets."
+  def node_name(name) do
+    [_, host] = node() |> Atom.to_string() |> String.split("@")
+    :"#{name}@#{host}"
+  end
+
+  @doc """
+  Starts a peer node running Symbiont and returns `{peer, node}`. It is stopped when the
+  test ends. Options: `:name` (default: `peer_name(prefix)`), `:env` (the `:symbiont`
+  application env to start with, over this node's; `:agents` defaults to none).
+  """
+  def start_peer!(prefix, opts \\ []) do
+    ensure_distributed!()
+    name = Keyword.get_lazy(opts, :name, fn -> peer_name(prefix) end)
+    env = Keyword.get(opts, :env, [])
     # Peers come and go while the others stay connected; OTP 25's global would otherwise
     # disconnect survivors "to prevent overlapping partitions".
     args = [
@@ -37,12 +52,19 @@ defmodule Symbiont.Cluster do
     {:ok, peer, node} = :peer.start(%{name: name, args: args})
     ExUnit.Callbacks.on_exit(fn -> stop_peer(peer) end)
 
-    for {key, value} <- Application.get_all_env(:symbiont),
-        key != :agents,
+    env =
+      Application.get_all_env(:symbiont)
+      |> Keyword.put(:agents, [])
+      |> Keyword.merge(env)
+
+    for {key, value} <- env,
         do: :ok = :erpc.call(node, Application, :put_env, [:symbiont, key, value])
 
-    :ok = :erpc.call(node, Application, :put_env, [:symbiont, :agents, []])
     :ok = :erpc.call(node, Application, :put_env, [:logger, :level, :warning])
+    # Modules this node's tests quieted are quiet there too.
+    for {module, level} <- :logger.get_module_level(),
+        do: :ok = :erpc.call(node, :logger, :set_module_level, [module, level])
+
     {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:symbiont])
     {peer, node}
   end

@@ -16,6 +16,14 @@ defmodule Symbiont.ManifestTest do
       {[[name: "a", python: "m:A", colour: :red]], ~s(agent "a": unknown key :colour)},
       {[[name: "a", python: "m:A", handler_timeout: 0]],
        ~s|agent "a": expected :handler_timeout to be a positive integer (milliseconds) or :infinity, got: 0|},
+      {[[name: "a", python: "m:A", durable: "yes"]],
+       ~s|agent "a": expected :durable to be true or false, got: "yes"|},
+      {[[name: "a", python: "m:A", nodes: []]],
+       ~s|agent "a": expected :nodes to be a non-empty list of node names (like :"a@host"), got: []|},
+      {[[name: "a", python: "m:A", nodes: [:a@h, "nohost"]]],
+       ~s|agent "a": "nohost" in :nodes is not a node name (allowed: atoms or strings of the form "name@host")|},
+      {[[name: "a", python: "m:A", nodes: [:a@h, "a@h"]]],
+       ~s|agent "a": expected :nodes to name each node once, got: [:a@h, "a@h"]|},
       {[:nope], "expected an agent spec to be a keyword list or map, got: :nope"},
       {:nope, "expected :agents to be a list of agent specs, got: :nope"}
     ]
@@ -59,6 +67,44 @@ defmodule Symbiont.ManifestTest do
     :ok = Symbiont.subscribe("count.out")
     :ok = Symbiont.publish(topic, 1)
     assert_receive %Symbiont.Event{topic: "count.out", from: ^w2}, 5_000
+  end
+
+  test "placement: an agent runs where its :nodes pick, and nowhere else" do
+    import Symbiont.HostHelpers
+    [here, there] = for p <- ~w(placed-here placed-there), do: unique_name(p)
+    [_, host] = node() |> Atom.to_string() |> String.split("@")
+    # A node of this machine that does not run: not live, so never picked.
+    absent = :"absent_#{System.unique_integer([:positive])}@#{host}"
+
+    assert {:ok, [%{nodes: [^absent, n]}]} =
+             Manifest.validate([[name: here, python: "m:A", nodes: [to_string(absent), node()]]])
+
+    assert n == node()
+
+    previous = Application.get_env(:symbiont, :python_path)
+    Application.put_env(:symbiont, :python_path, [fixtures()])
+    on_exit(fn -> Application.put_env(:symbiont, :python_path, previous) end)
+    attach_host_events(here)
+
+    manifest =
+      start_manifest!([
+        [name: here, python: "test_agents:Counter", nodes: [absent, node()]],
+        [name: there, python: "test_agents:Counter", nodes: [absent]]
+      ])
+
+    assert_receive {:agent_start, ^here, _}, 10_000
+    assert node(Symbiont.Agent.Server.locate(here)) == node()
+    assert Symbiont.Agent.Server.locate(there) == nil
+    assert %{started: [], retired: []} = Manifest.reconcile(manifest)
+    refute there in Symbiont.Agent.Server.ids()
+    assert Symbiont.Host.whereis(there) == nil
+
+    # A second copy is refused wherever it is started: the running one is registered
+    # with :global.
+    {:ok, spec} = Symbiont.Agent.validate_spec(name: here, python: "m:A", nodes: [node()])
+
+    assert :ignore =
+             Symbiont.Agent.Server.init({here, here, spec, %{state_bin: nil, fallback: nil}})
   end
 
   test "the application refuses to start with a bad manifest" do

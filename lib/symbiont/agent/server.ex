@@ -12,6 +12,14 @@ defmodule Symbiont.Agent.Server do
   un-acked deliveries again, in order). While no process serves it, events wait in its
   queue: nothing accepted is lost.
 
+  A durable agent (spec `durable: true`) also journals its queue and its checkpoint to
+  disk (`Symbiont.Journal`): each event as it accepts it, each ack with the new state.
+  It commits the journal (one fsync) once its mailbox is empty, after 64 records, and
+  before any batch of frames goes to its host, so an event is on disk before the host
+  sees it; when it starts, it resumes from the journal. An agent placed with `:nodes`
+  registers with `:global` before anything else and does not start (`:ignore`) when
+  another copy runs anywhere in the cluster.
+
   ## Options
 
     * `:id` - the name it is registered under (`Symbiont.Agent.whereis/1`); replicas of
@@ -30,6 +38,7 @@ defmodule Symbiont.Agent.Server do
   require Logger
 
   alias Symbiont.Host.{Framer, Out, Protocol}
+  alias Symbiont.Journal
   alias Symbiont.MsgPack
 
   @registry Symbiont.Agent.Registry
@@ -40,6 +49,8 @@ defmodule Symbiont.Agent.Server do
   # How long past its handler_timeout an agent waits for its host to cancel a handler
   # (the host acks at least every 200 ms while it works through a batch).
   @stall_grace_ms 1_000
+  # A durable agent commits its journal at least every this many records.
+  @journal_batch 64
 
   @doc false
   def child_spec(opts) do
@@ -88,12 +99,34 @@ defmodule Symbiont.Agent.Server do
     end
   end
 
+  @doc """
+  Where a replica placed with `:nodes` runs in the cluster: its pid, or `nil` when it runs
+  nowhere (see "Placement" in `Symbiont.Agent`).
+  """
+  @spec locate(String.t()) :: pid | nil
+  def locate(id) when is_binary(id) do
+    case :global.whereis_name(global_name(id)) do
+      :undefined -> nil
+      pid -> pid
+    end
+  end
+
+  defp global_name(id), do: {Symbiont.Agent, id}
+
+  defp placed_here?(id, spec) do
+    if Map.get(spec, :nodes),
+      do: :global.register_name(global_name(id), self()) == :yes,
+      else: true
+  end
+
   @doc "Ids of the agents running on this node, sorted."
   @spec ids() :: [String.t()]
   def ids, do: @registry |> Registry.select([{{:"$1", :_, :_}, [], [:"$1"]}]) |> Enum.sort()
 
   @doc """
-  What the agent is doing: its queue, in-flight deliveries, counters and decoded state.
+  What the agent is doing: its queue, in-flight deliveries, counters and decoded state;
+  `:journal` is a durable agent's `Symbiont.Journal.info/1` (committed first, so what it
+  counts as accepted is on disk), `nil` for one that is not durable.
   """
   @spec info(String.t() | pid) :: {:ok, map} | {:error, {:no_agent, term}}
   def info(agent) do
@@ -216,6 +249,8 @@ defmodule Symbiont.Agent.Server do
       dropped: 0,
       state_bin: extra.state_bin,
       fallback: extra.fallback,
+      # A durable agent's Symbiont.Journal (spec :durable), or nil.
+      journal: nil,
       # {from, spec} while waiting for the deliveries in flight to finish (upgrade/3).
       upgrading: nil,
       # {from, heir} while retiring (retire/3).
@@ -239,16 +274,30 @@ defmodule Symbiont.Agent.Server do
       stall_check: false
     }
 
-    {:ok, state, {:continue, :attach}}
+    # A placed agent (spec :nodes) runs once in the cluster: :global refuses a second
+    # copy before it touches its journal (see Symbiont.Manifest, "Placement").
+    if placed_here?(id, spec) do
+      case open_journal(state) do
+        {:ok, state} -> {:ok, state, {:continue, :attach}}
+        {:error, reason} -> {:stop, reason}
+      end
+    else
+      :ignore
+    end
   end
 
   @impl true
-  def handle_continue(:attach, state), do: Out.reply({:noreply, attach(state)})
+  def handle_continue(:attach, state), do: reply({:noreply, attach(state)})
 
   @impl true
-  # Every callback ends in Out.reply/1: one that did not would cancel the timeout that
-  # flushes the frames still waiting, and they would wait for the next message.
-  def handle_call(:info, _from, state), do: Out.reply({:reply, {:ok, public_info(state)}, state})
+  # Every callback ends in reply/1 (the journal, then Out.reply/1): one that did not would
+  # cancel the timeout that flushes the frames still waiting, and they would wait for the
+  # next message.
+  # The journal is committed first, so that what info says was accepted is on disk.
+  def handle_call(:info, _from, state) do
+    state = commit(state)
+    reply({:reply, {:ok, public_info(state)}, state})
+  end
 
   def handle_call(:metrics, _from, state) do
     metrics = %{
@@ -262,10 +311,10 @@ defmodule Symbiont.Agent.Server do
   end
 
   def handle_call({:upgrade, spec}, from, state),
-    do: Out.reply({:noreply, settle(%{state | upgrading: {from, spec}})})
+    do: reply({:noreply, settle(%{state | upgrading: {from, spec}})})
 
   def handle_call({:quarantine, _reason}, _from, %{quarantined: q} = state) when q != nil,
-    do: Out.reply({:reply, :ok, state})
+    do: reply({:reply, :ok, state})
 
   def handle_call({:quarantine, reason}, _from, state) do
     back =
@@ -292,11 +341,11 @@ defmodule Symbiont.Agent.Server do
         out: Out.to(state.out, nil)
     }
 
-    Out.reply({:reply, :ok, state})
+    reply({:reply, :ok, state})
   end
 
   def handle_call(:release, _from, %{quarantined: nil} = state),
-    do: Out.reply({:reply, :ok, state})
+    do: reply({:reply, :ok, state})
 
   def handle_call(:release, _from, state) do
     Logger.info("agent #{state.id} released from quarantine", meta(state))
@@ -304,7 +353,7 @@ defmodule Symbiont.Agent.Server do
 
     state = if state.host_pid, do: reattach(state), else: attach(state)
 
-    Out.reply({:reply, :ok, state})
+    reply({:reply, :ok, state})
   end
 
   def handle_call({:drop_suspect, why}, _from, state) do
@@ -312,14 +361,15 @@ defmodule Symbiont.Agent.Server do
 
     case Enum.split_while(items, fn {_what, attempts} -> attempts == 0 end) do
       {_, []} ->
-        Out.reply({:reply, {:error, :no_suspect}, state})
+        reply({:reply, {:error, :no_suspect}, state})
 
       {before, [{what, attempts} | rest]} ->
         dead_letter(state, what, "poison", attempts, %{"message" => why})
         state = put_queue(state, :queue.from_list(before ++ rest), state.queued - 1)
+        state = state |> journal_done([what]) |> commit()
         topic = with %Symbiont.Event{topic: t} <- what, do: t, else: (_ -> nil)
         reply = {:ok, %{topic: topic, attempts: attempts}}
-        Out.reply({:reply, reply, %{state | failed: state.failed + 1}})
+        reply({:reply, reply, %{state | failed: state.failed + 1}})
     end
   end
 
@@ -329,7 +379,10 @@ defmodule Symbiont.Agent.Server do
   end
 
   @impl true
-  def handle_info(:timeout, state), do: {:noreply, %{state | out: Out.flush(state.out)}}
+  def handle_info(:timeout, state) do
+    state = commit(state)
+    {:noreply, %{state | out: Out.flush(state.out)}}
+  end
 
   def handle_info(msg, state) do
     case info(msg, state) do
@@ -339,20 +392,23 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp reply_noreply_or_stop({:stop, state}) do
+    state = commit(state)
     Out.flush(state.out)
     {:stop, :normal, state}
   end
 
-  defp reply_noreply_or_stop(state), do: Out.reply({:noreply, state})
+  defp reply_noreply_or_stop(state), do: reply({:noreply, state})
 
   @impl true
   def terminate(_reason, state) do
+    if state.journal, do: state |> commit() |> Map.fetch!(:journal) |> Journal.close()
     Out.flush(state.out)
     :ok
   end
 
   defp info(%Symbiont.Event{} = event, state) do
     Symbiont.Mesh.count_received(Symbiont.Mesh, state.name, event.topic)
+    {event, state} = journal_accept(state, event)
     state = accept(%{state | active_at: System.monotonic_time(:millisecond)}, event)
     # A checked publish reserved room here (slot 2 of the load): it has arrived and taken
     # it (slot 1), so the reservation goes only now; released before, a publisher could
@@ -377,6 +433,9 @@ defmodule Symbiont.Agent.Server do
   defp info(:attach, %{host_pid: nil, quarantined: nil} = state), do: attach(state)
 
   defp info(:retired, %{retiring: {from, _heir}} = state) do
+    # Its events all went to its heir or the dead letters: the journal has nothing left.
+    if state.journal, do: Journal.delete(state.journal)
+    state = %{state | journal: nil}
     GenServer.reply(from, :ok)
     {:stop, state}
   end
@@ -506,13 +565,15 @@ defmodule Symbiont.Agent.Server do
     handled(state, acked, :ok)
     n = length(acked)
 
-    drain(%{
+    %{
       sample(state, acked)
       | active_at: System.monotonic_time(:millisecond),
         probation: max(0, state.probation - n),
         state_bin: state_bin,
         handled: state.handled + n
-    })
+    }
+    |> journal_ack(acked)
+    |> drain()
   end
 
   defp frame({:nack, slot, seq, error}, state) do
@@ -588,13 +649,15 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp settle(%{retiring: {_from, heir}} = state) do
-    for {%Symbiont.Event{} = event, attempts} <- :queue.to_list(state.queue) do
+    items = :queue.to_list(state.queue)
+
+    for {%Symbiont.Event{} = event, attempts} <- items do
       if heir,
         do: send(heir, event),
         else: dead_letter(state, event, "retired", attempts, nil)
     end
 
-    state = put_queue(state, :queue.new(), 0)
+    state = state |> put_queue(:queue.new(), 0) |> journal_done(Enum.map(items, &elem(&1, 0)))
 
     # Once nothing is in flight it lingers a little, still handing over what arrives: a
     # publisher that picked it just before it unsubscribed may have sent one more.
@@ -693,7 +756,7 @@ defmodule Symbiont.Agent.Server do
   defp retry_or_give_up(%{fallback: heir} = state, %Symbiont.Event{} = what, _, _, _)
        when is_pid(heir) do
     send(heir, what)
-    %{state | failed: state.failed + 1}
+    journal_done(%{state | failed: state.failed + 1}, [what])
   end
 
   defp retry_or_give_up(state, what, attempts, reason, error) do
@@ -701,13 +764,13 @@ defmodule Symbiont.Agent.Server do
       put_queue(state, :queue.in_r({what, attempts}, state.queue), state.queued + 1)
     else
       dead_letter(state, what, reason, attempts, error)
-      %{state | failed: state.failed + 1}
+      journal_done(%{state | failed: state.failed + 1}, [what])
     end
   end
 
   defp overflowed(state, what) do
     dead_letter(state, what, "overloaded", 0, nil)
-    %{state | dropped: state.dropped + 1}
+    journal_done(%{state | dropped: state.dropped + 1}, [what])
   end
 
   defp send_delivery(state, what, attempts) do
@@ -738,7 +801,7 @@ defmodule Symbiont.Agent.Server do
     Logger.error("agent #{state.id}: #{message}; dead-lettered", meta(state))
     error = %{"type" => "frame_too_large", "message" => message, "traceback" => ""}
     dead_letter(state, what, "too_large", 0, error)
-    %{state | failed: state.failed + 1, last_error: error}
+    journal_done(%{state | failed: state.failed + 1, last_error: error}, [what])
   end
 
   defp put_in_flight(state, seq, what, frame, attempts) do
@@ -804,7 +867,105 @@ defmodule Symbiont.Agent.Server do
 
   defp framed(fields), do: fields |> Protocol.encode() |> Framer.frame()
 
+  # A batch of frames that this one fills is written at once: the journal goes first.
+  defp emit(%{journal: j} = state, frame) when j != nil do
+    state = if Out.flushes?(state.out, frame), do: commit(state), else: state
+    %{state | out: Out.emit(state.out, frame)}
+  end
+
   defp emit(state, frame), do: %{state | out: Out.emit(state.out, frame)}
+
+  ## The journal of a durable agent (Symbiont.Journal)
+
+  # Where a journal goes: a placed agent's is the agent's, wherever it runs.
+  defp open_journal(%{spec: spec} = state) do
+    if Map.get(spec, :durable, false) do
+      path = Journal.path(state.id, Map.get(spec, :nodes) != nil)
+
+      with {:ok, journal, restored} <- Journal.open(path) do
+        {:ok, restore(%{state | journal: journal}, restored)}
+      end
+    else
+      {:ok, state}
+    end
+  end
+
+  # The last journaled checkpoint, and the events not finished, in the order accepted.
+  defp restore(state, %{checkpoint: nil, pending: []}), do: state
+
+  defp restore(state, %{checkpoint: checkpoint, pending: pending}) do
+    state = if checkpoint, do: restore_checkpoint(state, checkpoint), else: state
+    n = length(pending)
+    state = put_queue(state, :queue.from_list(Enum.map(pending, &{&1, 0})), n)
+
+    Logger.info(
+      "agent #{state.id} resumed from its journal: #{n} events pending#{if checkpoint, do: ", state restored", else: ""}",
+      meta(state)
+    )
+
+    state
+  end
+
+  # What the journal keeps with each ack: the state the host acked with it. The memory of
+  # the event ids a `dedupe: true` agent has seen belongs here as well, so that a restored
+  # agent drops the same duplicates (put it in both functions).
+  defp checkpoint(state), do: %{state: state.state_bin}
+  defp restore_checkpoint(state, checkpoint), do: %{state | state_bin: checkpoint.state}
+
+  defp journal_accept(%{journal: nil} = state, event), do: {event, state}
+
+  defp journal_accept(state, event) do
+    {event, journal} = Journal.accept(state.journal, event)
+    {event, %{state | journal: journal}}
+  end
+
+  # Events the agent is finished with: handled, given up, or handed to another.
+  defp journal_done(%{journal: nil} = state, _whats), do: state
+  defp journal_done(state, whats), do: %{state | journal: Journal.done(state.journal, whats)}
+
+  defp journal_ack(%{journal: nil} = state, _acked), do: state
+  defp journal_ack(state, []), do: state
+
+  defp journal_ack(state, acked) do
+    journal =
+      state.journal
+      |> Journal.done(Enum.map(acked, &elem(&1, 1)))
+      |> Journal.checkpoint(checkpoint(state))
+
+    %{state | journal: journal}
+  end
+
+  # Group commit: once nothing more waits in the mailbox, after @journal_batch records,
+  # or before the frames waiting are written (Out.due?/1); always before the owner's
+  # frames reach the host, so the host never sees an event that is not on disk yet.
+  defp maybe_commit(%{journal: nil} = state), do: state
+
+  defp maybe_commit(state) do
+    cond do
+      not Journal.dirty?(state.journal) -> state
+      Journal.batched(state.journal) >= @journal_batch -> commit(state)
+      Out.due?(state.out) -> commit(state)
+      Process.info(self(), :message_queue_len) == {:message_queue_len, 0} -> commit(state)
+      true -> state
+    end
+  end
+
+  defp commit(%{journal: nil} = state), do: state
+
+  defp commit(state),
+    do: %{state | journal: Journal.commit(state.journal, fn -> journaled(state) end)}
+
+  # The events of the journal still pending, in the order accepted (for a compaction).
+  defp journaled(state) do
+    inflight = for {_seq, %Symbiont.Event{} = e, _, _, _} <- :queue.to_list(state.inflight), do: e
+    queued = for {%Symbiont.Event{} = e, _} <- :queue.to_list(state.queue), do: e
+    Enum.sort_by(inflight ++ queued, & &1.journal_id)
+  end
+
+  defp reply(result) do
+    state = maybe_commit(elem(result, tuple_size(result) - 1))
+    Out.reply(put_elem(result, tuple_size(result) - 1, state))
+  end
 
   # Sends what waits while the credit window has room.
   defp drain(%{queued: 0} = state), do: check_load(state)
@@ -1012,6 +1173,7 @@ defmodule Symbiont.Agent.Server do
       suspect: suspect(state),
       idle_ms: System.monotonic_time(:millisecond) - state.active_at,
       latency_us: percentiles(state.samples),
+      journal: state.journal && Journal.info(state.journal),
       state:
         case state.state_bin && MsgPack.decode(state.state_bin) do
           {:ok, value} -> value

@@ -33,6 +33,16 @@ defmodule Symbiont.Host.Out do
     if out.bytes >= @max_bytes, do: flush(out), else: out
   end
 
+  @doc "Whether `emit(out, iodata)` would write the batch at once."
+  @spec flushes?(t, iodata) :: boolean
+  def flushes?(%__MODULE__{port: nil}, _iodata), do: false
+  def flushes?(out, iodata), do: out.bytes + IO.iodata_length(iodata) >= @max_bytes
+
+  @doc "Whether `timeout(out)` would write the batch at once."
+  @spec due?(t) :: boolean
+  def due?(%__MODULE__{frames: []}), do: false
+  def due?(out), do: out.age + 1 >= @max_age
+
   @doc """
   Writes what waits. A port closed under us (its process died; the owner learns it from
   the exit status) drops the batch: the frames were for a dead process.

@@ -1,0 +1,136 @@
+# What a durable agent's journal costs (Symbiont.Journal, docs/DURABILITY.md).
+#
+#     nice -n 10 mix run --no-start bench/durable.exs      # QUICK=1: a short run
+#
+# Two Python agents that count events (bench_agents:Tally), each in a host of its own,
+# alike but for `durable: true`: a burst of events is published to one (checked
+# publishes, so none is lost to a full queue) and timed until all are acked; the two
+# alternate, and each figure is the median of the rounds. Also: how many events one
+# fsync covers (group commit), and what one fsync per event would cost instead,
+# measured on the same disk_log.
+
+Application.put_env(:symbiont, :agents, [])
+Application.put_env(:symbiont, :conductor, enabled: false)
+Application.put_env(:symbiont, :status_page, false)
+
+data_dir = Path.join(System.tmp_dir!(), "symbiont-bench-durable-#{System.pid()}")
+Application.put_env(:symbiont, :data_dir, data_dir)
+Logger.configure(level: :error)
+{:ok, _} = Application.ensure_all_started(:symbiont)
+
+defmodule Bench.Durable do
+  alias Symbiont.Agent.Server
+
+  @quick System.get_env("QUICK") in ["1", "true"]
+  @events if @quick, do: 5_000, else: 20_000
+  @rounds if @quick, do: 3, else: 5
+  @fsyncs if @quick, do: 500, else: 2_000
+
+  def run(data_dir) do
+    agents = for durable <- [false, true], into: %{}, do: {durable, start(durable)}
+
+    rates =
+      for _round <- 1..@rounds, durable <- [false, true] do
+        rate = burst(agents[durable])
+        IO.puts("  #{if durable, do: "durable", else: "plain  "}: #{round(rate)} events/s")
+        {durable, rate}
+      end
+
+    plain = median(for {false, r} <- rates, do: r)
+    durable = median(for {true, r} <- rates, do: r)
+    {:ok, %{journal: journal}} = Server.info(agents[true].name)
+    per_commit = journal.accepted / max(journal.commits, 1)
+    per_event_us = (1 / durable - 1 / plain) * 1_000_000
+    fsync_us = fsync_each(data_dir)
+
+    IO.puts("""
+
+    | measure | durable | not durable | ratio |
+    |---|---|---|---|
+    | Python agent, publish → ack (events/s) | #{round(durable)} | #{round(plain)} | #{Float.round(durable / plain, 2)}× |
+    | journal cost per event (µs) | #{Float.round(per_event_us, 1)} | | |
+    | events per fsync (group commit) | #{Float.round(per_commit, 1)} | | |
+    | one fsync per event instead, disk_log log + sync (µs/event) | #{Float.round(fsync_us, 1)} | | |
+
+    #{journal.accepted} events journaled in #{journal.commits} commits, #{journal.compactions} compactions; \
+    the journal ends at #{journal.bytes} bytes.
+    """)
+
+    File.rm_rf!(data_dir)
+  end
+
+  defp start(durable) do
+    name = "tally-#{if durable, do: "durable", else: "plain"}"
+    topic = "bench.durable.#{name}"
+
+    {:ok, _} =
+      Symbiont.Python.start(
+        name: name,
+        python_path: [__DIR__],
+        agent: [
+          name: name,
+          python: "bench_agents:Tally",
+          overflow: :reject,
+          durable: durable,
+          config: %{"in" => topic}
+        ]
+      )
+
+    wait(fn -> match?({:ok, %{status: :ready}}, Server.info(name)) end)
+    wait(fn -> Symbiont.Mesh.members(Symbiont.Mesh, topic, name) != [] end)
+    %{name: name, topic: topic}
+  end
+
+  defp burst(%{name: name, topic: topic}) do
+    {:ok, %{handled: before}} = Server.info(name)
+
+    {us, _} =
+      :timer.tc(fn ->
+        for i <- 1..@events, do: publish(topic, i)
+        wait(fn -> match?({:ok, %{handled: n}} when n >= before + @events, Server.info(name)) end)
+      end)
+
+    @events / us * 1_000_000
+  end
+
+  defp publish(topic, i) do
+    case Symbiont.publish(topic, i, checked: true) do
+      :ok ->
+        :ok
+
+      {:error, :overloaded} ->
+        Process.sleep(1)
+        publish(topic, i)
+    end
+  end
+
+  # A record of an event's size, logged and synced one at a time.
+  defp fsync_each(dir) do
+    path = String.to_charlist(Path.join(dir, "fsync.log"))
+    {:ok, log} = :disk_log.open(name: :bench_fsync, file: path, type: :halt, format: :internal)
+    record = {:in, 1, %{topic: "bench.durable", payload: <<1>>, from: nil}}
+
+    {us, _} =
+      :timer.tc(fn ->
+        for _ <- 1..@fsyncs do
+          :ok = :disk_log.log(log, record)
+          :ok = :disk_log.sync(log)
+        end
+      end)
+
+    :disk_log.close(log)
+    us / @fsyncs
+  end
+
+  defp median(xs), do: xs |> Enum.sort() |> Enum.at(div(length(xs), 2))
+
+  defp wait(fun, deadline \\ System.monotonic_time(:millisecond) + 120_000) do
+    cond do
+      fun.() -> :ok
+      System.monotonic_time(:millisecond) > deadline -> raise "bench: timed out waiting"
+      true -> Process.sleep(5) && wait(fun, deadline)
+    end
+  end
+end
+
+Bench.Durable.run(data_dir)
