@@ -164,6 +164,10 @@ class Host:
         self._before_ready: list[bytes] = []
         # The last handled, not yet acked, seq of each slot.
         self._ack_seq: dict[int, int] = {}
+        # The id of the next publish of each slot's agent, [seq, n] (PROTOCOL.md §8.1):
+        # the delivery being handled and n from 0, or outside a handler the last one
+        # handled and n from -1 down.
+        self._publish_ids: dict[int, list[int]] = {}
         self._delivering = False
         self._deferred: deque[tuple[int, int, str, Any]] = deque()
         # handler_timeout_ms of each slot's agent (§8); the running delivery's deadline:
@@ -362,6 +366,9 @@ class Host:
             raise TypeError(
                 f"agent handler_timeout_ms must be a positive int or nil, got {timeout!r}"
             )
+        seq = spec.get("seq", 0)
+        if type(seq) is not int or seq < 0:
+            raise TypeError(f"agent seq must be an int >= 0, got {seq!r}")
         cls: Any = importlib.import_module(module)
         for part in class_name.split("."):
             cls = getattr(cls, part)
@@ -369,7 +376,12 @@ class Host:
             raise TypeError(f"{module}.{class_name} is not a subclass of symbiont.Agent")
         agent = cls(name, config=config, state=state)
         agent._publisher = functools.partial(self._publish, slot)
-        agent.on_start()
+        self._publish_ids[slot] = [seq, -1]
+        try:
+            agent.on_start()
+        except BaseException:
+            del self._publish_ids[slot]
+            raise
         return agent
 
     # -- output ---------------------------------------------------------------------------
@@ -405,7 +417,12 @@ class Host:
         self.transport.write(data)
 
     def _publish(self, slot: int, topic: str, payload_bin: bytes) -> None:
-        self.send_async(["publish", slot, topic, payload_bin], f"publish on {topic!r}")
+        ids = self._publish_ids.get(slot)
+        if ids is None:  # the agent was stopped; the owner drops what its slot sends
+            ids = self._publish_ids[slot] = [0, -1]
+        seq, n = ids
+        ids[1] = n + 1 if n >= 0 else n - 1
+        self.send_async(["publish", slot, topic, payload_bin, seq, n], f"publish on {topic!r}")
 
     # -- owner -> host calls (PROTOCOL.md §4) ---------------------------------------------
 
@@ -796,6 +813,7 @@ class Host:
             _logger.exception("agent %r: on_stop failed", agent.name)
         finally:
             self._stack.pop()
+            self._publish_ids.pop(slot, None)
 
     def _on_event(self, frame: list[Any]) -> None:
         if (
@@ -849,6 +867,8 @@ class Host:
         self._stack.append(token)
         if timeout_ms is not None:
             self._delivery_deadline = (token, time.monotonic() + timeout_ms / 1000, timeout_ms)
+        # Publishes made now have this seq (§8.1), those after it too, with n from -1.
+        ids = self._publish_ids[slot] = [seq, 0]
         try:
             if kind == "event":
                 agent.handle_event(frame[3], frame[4])
@@ -870,6 +890,7 @@ class Host:
             self._write_frame(self._pack_error(["nack", slot, seq], error))
             return
         finally:
+            ids[0:2] = seq, -1
             self._delivery_deadline = None
             self._stack.pop()
             self._cancelled.discard(token)
