@@ -125,8 +125,9 @@ defmodule Symbiont.Agent do
   exact through its publishers' crashes. The memory is kept by its server on the BEAM,
   which outlives its host's crashes (a durable agent journals it with its checkpoint),
   and is bounded: per publisher, the highest seq seen and a window of the last 4096 seqs
-  below it (two integers per seq); an id further behind is a copy of an old event and is
-  dropped. That is enough because an agent redelivers in order: an event handled again
+  up to it (a bit per seq, 512 bytes in all, and two integers more for a seq whose
+  handler published more than once); an id further behind is a copy of an old event and
+  is dropped. That is enough because an agent redelivers in order: an event handled again
   was in flight, or retried first in line behind those in flight, so its seq trails the
   publisher's highest by at most `:max_attempts` x `:max_in_flight` of the publisher (3 x
   100 by default). At most 1024 publishers are remembered (the one heard from longest
