@@ -59,7 +59,7 @@ from ._errors import (
     wire_text,
 )
 from ._framing import DEFAULT_MAX_FRAME, HEADER, FrameReader
-from ._terms import packb
+from ._terms import packb, unpackb
 from ._transport import FdTransport, Transport
 
 __all__ = ["Host", "current_host", "run"]
@@ -164,6 +164,10 @@ class Host:
         self._before_ready: list[bytes] = []
         # The last handled, not yet acked, seq of each slot.
         self._ack_seq: dict[int, int] = {}
+        # The checkpoint of each slot's agent after its last handled delivery (msgpack,
+        # None for no state): what its next ack carries, and what the state goes back to
+        # when a delivery fails (§8).
+        self._checkpoints: dict[int, bytes | None] = {}
         # The id of the next publish of each slot's agent, [seq, n] (PROTOCOL.md §8.1):
         # the delivery being handled and n from 0, or outside a handler the last one
         # handled and n from -1 down.
@@ -771,11 +775,13 @@ class Host:
             topics = list(agent.subscriptions())
             if not all(type(topic) is str and topic for topic in topics):
                 raise TypeError(f"agent {agent.name!r}: topics must be non-empty str: {topics!r}")
+            checkpoint = self._checkpoint(agent)
         except Exception as exc:  # noqa: BLE001 - reported to the owner, the host serves on
             _logger.debug("agent in slot %d could not start", slot, exc_info=True)
             self._write_frame(self._pack_error(["agent_failed", slot], error_map(exc)))
             return
         self.agents[slot] = agent
+        self._checkpoints[slot] = checkpoint
         if type(spec.get("handler_timeout_ms")) is int:
             self._timeouts[slot] = spec["handler_timeout_ms"]
         info = {
@@ -814,6 +820,7 @@ class Host:
         finally:
             self._stack.pop()
             self._publish_ids.pop(slot, None)
+            self._checkpoints.pop(slot, None)
 
     def _on_event(self, frame: list[Any]) -> None:
         if (
@@ -885,9 +892,7 @@ class Host:
                     f"agent {agent.name!r}: the handler of {what} (seq {seq}) ran past its "
                     f"handler_timeout of {timeout_ms} ms and was cancelled",
                 )
-            self._flush_ack(slot, force=True)
-            error = error_map(exc, skip_frames=1)
-            self._write_frame(self._pack_error(["nack", slot, seq], error))
+            self._fail(slot, seq, agent, error_map(exc, skip_frames=1))
             return
         finally:
             ids[0:2] = seq, -1
@@ -896,9 +901,35 @@ class Host:
             self._cancelled.discard(token)
             if self._cancel_pending == token:
                 self._cancel_pending = None
+        try:
+            self._checkpoints[slot] = self._checkpoint(agent)
+        except Exception as exc:  # noqa: BLE001 - unencodable state: the delivery failed
+            error = error_map(exc)
+            error["message"] = f"the agent state cannot be checkpointed: {error['message']}"
+            self._fail(slot, seq, agent, error)
+            return
         if not self._ack_seq:
             self._unacked_since = time.monotonic()
         self._ack_seq[slot] = seq
+
+    def _checkpoint(self, agent: Agent) -> bytes | None:
+        """The agent's state as a checkpoint (§8); raises when it cannot be one."""
+        state = agent.state
+        if state is None:
+            return None
+        state_bin = packb(state)
+        if len(state_bin) > self.peer_max - 32:
+            raise FrameTooLarge("the agent state", len(state_bin), self.peer_max)
+        return state_bin
+
+    def _fail(self, slot: int, seq: int, agent: Agent, error: dict[str, str]) -> None:
+        """Delivery ``seq`` failed: the agent's state goes back to its last checkpoint (the
+        failed handler's changes are dropped), the deliveries before it are acked, and it
+        is nacked (§8)."""
+        checkpoint = self._checkpoints.get(slot)
+        agent.state = None if checkpoint is None else unpackb(checkpoint)
+        self._flush_ack(slot, force=True)
+        self._write_frame(self._pack_error(["nack", slot, seq], error))
 
     def _flush_acks(self) -> None:
         """Send the cumulative ack of every slot with deliveries handled but not acked."""
@@ -908,29 +939,19 @@ class Host:
             self._flush_ack(slot)
 
     def _flush_ack(self, slot: int, *, force: bool = False) -> None:
-        """Send the cumulative ack for the deliveries of ``slot`` handled so far, if any (§8).
+        """Send the cumulative ack for the deliveries of ``slot`` handled so far, if any (§8),
+        with the checkpoint taken after the last of them.
 
-        Not while a handler waits on a call of its own (unless ``force``): the state may
-        already hold part of that delivery's changes, so it would not match the acked seq.
+        Not while a handler waits on a call of its own (unless ``force``): deliveries
+        handled meanwhile are acked together once it is done.
         """
         seq = self._ack_seq.get(slot)
         if seq is None or (self._delivering and not force):
             return
         del self._ack_seq[slot]
-        agent = self.agents.get(slot)
-        if agent is None:
+        if slot not in self.agents:
             return  # stopped: nobody wants its checkpoint any more
-        state = agent.state
-        try:
-            state_bin = None if state is None else packb(state)
-            if state_bin is not None and len(state_bin) > self.peer_max - 32:
-                raise FrameTooLarge("the agent state", len(state_bin), self.peer_max)
-        except Exception as exc:  # noqa: BLE001 - unencodable state: the delivery failed
-            error = error_map(exc)
-            error["message"] = f"the agent state cannot be checkpointed: {error['message']}"
-            self._write_frame(self._pack_error(["nack", slot, seq], error))
-            return
-        self._write_frame(packb(["ack", slot, seq, state_bin]))
+        self._write_frame(packb(["ack", slot, seq, self._checkpoints.get(slot)]))
 
 
 def _exit_after_flush(transport: Transport, exit: Callable[[int], Any], status: int) -> Any:

@@ -163,6 +163,20 @@ def test_agent_start_with_a_bad_seq_fails_its_slot(host: HostProcess) -> None:
     assert slot == 2 and "agent seq must be an int >= 0, got -1" in error["message"]
 
 
+def test_a_failed_delivery_leaves_no_change_in_the_state(host: HostProcess) -> None:
+    # Handled together, so acked together: the ack of seq 1 goes out when 2 fails, and
+    # must carry the state after 1, not 2's half-way change (§8).
+    host.start_agent(agent_spec("Careless"), slot=1)
+    host.send(event(1, "numbers", 1), event(2, "half", 1000), event(3, "numbers", 2))
+    assert host.recv_kind("publish")[3] == packb(1)
+    _, _, seq, state_bin = host.recv_kind("ack")
+    assert seq == 1 and unpackb(state_bin) == {"sum": 1, "count": 1}
+    assert host.recv_kind("nack")[1:3] == [1, 2]
+    assert host.recv_kind("publish")[3] == packb(3)
+    _, _, seq, state_bin = host.recv_kind("ack")
+    assert seq == 3 and unpackb(state_bin) == {"sum": 3, "count": 2}
+
+
 def test_ticks_and_unknown_topics(raw_host: HostProcess) -> None:
     raw_host.init_agent(agent_spec("Counter"))
     raw_host.send(["tick", 1, 1, "beat"], ["tick", 1, 2, "beat"], event(3, "nobody.listens", 1))

@@ -371,6 +371,29 @@ defmodule Symbiont.AgentTest do
            end)
   end
 
+  test "a handler that changes the state, then fails: the retry counts the event once" do
+    # Found by a chaos run with failing handlers: the failed attempt's change stayed in
+    # the state, and went out with the ack of the events before it.
+    out = unique_name("half.out")
+    :ok = Symbiont.subscribe(out)
+
+    %{name: name} = start_agent!("test_agents:HalfWay", %{"out" => out, "fail_once" => [2, 5, 6]})
+
+    capture_log(fn ->
+      for i <- 1..8, do: :ok = Symbiont.publish("half.in", i)
+
+      got = for _ <- 1..8, do: assert_receive(%Event{topic: ^out} = e, 5_000) && Event.decode!(e)
+
+      # Each event counted once: the counts that went out are 1..8.
+      assert got |> Enum.map(&hd/1) |> Enum.sort() == Enum.to_list(1..8)
+      assert got |> Enum.map(&List.last/1) |> Enum.sort() == Enum.to_list(1..8)
+    end)
+
+    assert wait_until(fn ->
+             match?({:ok, %{agent: %{handled: 8, state: %{"n" => 8}}}}, Symbiont.Host.info(name))
+           end)
+  end
+
   test "a message that kills its host is dead-lettered after max_attempts; the rest go on" do
     out = unique_name("doomed.out")
     :ok = Symbiont.subscribe(out)
