@@ -8,12 +8,14 @@ defmodule Symbiont.Chaos do
   #   P.in -> A (Python, scenario_agents:Stage) -> P.ab -> B (Wasm, relay.wat, dedupe)
   #     -> P.bc -> C (Python, scenario_agents:Stage, dedupe) -> P.out
   #
-  # (P is the run's prefix.) Each stage counts what it handles in its checkpointed state
-  # (A and C: state "n"; B: its module's state). At the end every message sent is
-  # accounted for: it came out of C, or it is in the dead letters with a reason; and each
-  # stage's count is exact: the messages that reached it, less those it dead-lettered.
-  # Copies (a stage handles again what it had handled but not acked when its host died,
-  # and publishes it again with the same ids) are dropped by B and C (`dedupe: true`).
+  # (P is the run's prefix.) A's handler also fails the first attempt at every 7th
+  # message, after its work (see agent_spec/2). Each stage counts what it handles in its
+  # checkpointed state (A and C: state "n"; B: its module's state). At the end every
+  # message sent is accounted for: it came out of C, or it is in the dead letters with a
+  # reason; and each stage's count is exact: the messages that reached it, less those it
+  # dead-lettered. Copies (a stage handles again what it had handled but not acked when
+  # its host died, or what failed after publishing, and publishes it again with the same
+  # ids) are dropped by B and C (`dedupe: true`).
 
   alias Symbiont.Agent.Server
 
@@ -108,11 +110,16 @@ defmodule Symbiont.Chaos do
     ]
   end
 
+  # A's handler fails the first attempt at every 7th message, after counting it and
+  # passing it on: the retry must not count it twice (the failed attempt's change goes)
+  # nor pass it on twice (its publish has the ids of the first: B drops the copy).
   defp agent_spec(stage, %{name: name, in: input, out: out}) do
+    config = %{"in" => input, "out" => out}
+
     [
       name: name,
       python: "scenario_agents:Stage",
-      config: %{"in" => input, "out" => out},
+      config: if(stage == :a, do: Map.put(config, "fail_every", 7), else: config),
       dedupe: stage == :c,
       max_attempts: 10
     ]
