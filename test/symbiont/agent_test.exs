@@ -8,6 +8,7 @@ defmodule Symbiont.AgentTest do
 
   doctest Symbiont.Agent.Server, only: [percentile: 2]
 
+  alias Symbiont.Agent.Server
   alias Symbiont.Event
 
   defp start_agent!(python, config \\ %{}),
@@ -392,6 +393,29 @@ defmodule Symbiont.AgentTest do
     assert wait_until(fn ->
              match?({:ok, %{agent: %{handled: 8, state: %{"n" => 8}}}}, Symbiont.Host.info(name))
            end)
+  end
+
+  test "an ack of deliveries no longer in flight is dropped with its state" do
+    # A quarantine takes the deliveries in flight back to the queue; an ack of them that
+    # the host's owner forwarded before it saw the slot go arrives after. Its state must
+    # not become the checkpoint: the deliveries go again from the one before, and would
+    # count twice. The late frame is sent here as the host's owner would forward it.
+    out = unique_name("count.out")
+    :ok = Symbiont.subscribe(out)
+    %{name: name} = start_agent!("test_agents:Counter", %{"out" => out})
+    for i <- 1..3, do: :ok = Symbiont.publish("count.in", i)
+    for _ <- 1..3, do: assert_receive(%Event{topic: ^out}, 5_000)
+    assert wait_until(fn -> match?({:ok, %{handled: 3, in_flight: 0}}, Server.info(name)) end)
+
+    capture_log(fn -> assert :ok = Server.quarantine(name, "a test") end)
+    late = Symbiont.MsgPack.encode!(%{"n" => 99}, iodata: false)
+    send(Server.whereis(name), {:agent_frame, Symbiont.Host.whereis(name), {:ack, 1, 2, late}})
+    assert {:ok, %{state: %{"n" => 3}, handled: 3}} = Server.info(name)
+
+    capture_log(fn -> assert :ok = Server.release(name) end)
+    :ok = Symbiont.publish("count.in", 4)
+    assert_receive %Event{topic: ^out} = e, 10_000
+    assert Event.decode!(e) == %{"n" => 4, "got" => 4}
   end
 
   test "a message that kills its host is dead-lettered after max_attempts; the rest go on" do
