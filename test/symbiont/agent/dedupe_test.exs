@@ -94,9 +94,10 @@ defmodule Symbiont.Agent.DedupeTest do
     out = unique_name("fan.out")
     :ok = Symbiont.subscribe(out)
     :ok = Symbiont.subscribe(out <> ".start")
-    config = %{"out" => out, "marker" => Path.join(dir, "tried")}
+    input = unique_name("fan.in")
+    config = %{"in" => input, "out" => out, "marker" => Path.join(dir, "tried")}
     host = start_agent_host!("fanout", python: "test_agents:Fanout", config: config)
-    Map.put(host, :out, out)
+    Map.merge(host, %{out: out, in: input})
   end
 
   # The agent's info once it has acked `n` deliveries (its outputs go out before the ack).
@@ -123,7 +124,7 @@ defmodule Symbiont.Agent.DedupeTest do
     assert [{{_, _, 0, -1} = started, 0}] = receive_events(pub.out <> ".start", 1)
 
     # Three events out, then the handler blocks: published, not acked.
-    :ok = Symbiont.publish("fan.in", %{"k" => 3, "hold" => true})
+    :ok = Symbiont.publish(pub.in, %{"k" => 3, "hold" => true})
     first = receive_events(pub.out, 3)
     assert [{{agent, incarnation, seq, 0}, [0, 3]}, {{agent, incarnation, seq, 1}, _}, _] = first
     assert agent == pub.agent and is_integer(incarnation) and seq > 0
@@ -142,7 +143,7 @@ defmodule Symbiont.Agent.DedupeTest do
     assert receive_events(pub.out <> ".start", 1) == [{started, 0}]
     assert receive_events(pub.out, 3) == first
     # Then one more event through both, after which the tally has seen everything.
-    :ok = Symbiont.publish("fan.in", %{"k" => 1})
+    :ok = Symbiont.publish(pub.in, %{"k" => 1})
     assert [{{^agent, ^incarnation, next, 0}, [0, 1]}] = receive_events(pub.out, 1)
     assert next == seq + 1
     assert values(tally.out, 1) == [[4, [0, 1]]]
@@ -167,12 +168,12 @@ defmodule Symbiont.Agent.DedupeTest do
     plain = start_tally!(pub.out, [])
 
     capture_log(fn ->
-      :ok = Symbiont.publish("fan.in", %{"k" => 2, "fail" => true})
+      :ok = Symbiont.publish(pub.in, %{"k" => 2, "fail" => true})
       first = receive_events(pub.out, 2)
       assert receive_events(pub.out, 2) == first
     end)
 
-    :ok = Symbiont.publish("fan.in", %{"k" => 1})
+    :ok = Symbiont.publish(pub.in, %{"k" => 1})
     receive_events(pub.out, 1)
     assert [_, _, [3, [0, 1]]] = values(deduped.out, 3)
     assert [_, _, _, _, [5, [0, 1]]] = values(plain.out, 5)
