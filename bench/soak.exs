@@ -107,13 +107,14 @@ defmodule Bench.Soak do
       end)
 
     details = """
-    Seed #{seed}: #{report.sent} sent, #{report.kills} kills, #{report.out} out of the last
-    stage, #{report.dead_lettered} dead-lettered #{inspect(report.dead_reasons)}; each stage's
-    count #{inspect(report.counts)} against the messages that reached it, less those it
-    dead-lettered, #{inspect(report.expected)}. Copies published again after a crash, by the
-    stage that published them: #{inspect(report.copies)}; duplicates dropped by the dedupe
-    stages: #{inspect(report.duplicates)}; deliveries sent again: #{inspect(report.redelivered)};
-    host restarts #{inspect(report.restarts)}; out of order at the end #{report.out_of_order}.
+    Seed #{seed}: #{report.sent} sent, #{report.kills} kills, #{report.out} out of the last stage,
+    #{report.dead_lettered} dead-lettered #{inspect(report.dead_reasons)}. Each stage's count,
+    #{inspect(report.counts)}, against the messages that reached it less those it dead-lettered,
+    #{inspect(report.expected)}. Copies published again (after a crash, or by the first stage's
+    handler that fails the first attempt at every 7th message after publishing), by stage:
+    #{inspect(report.copies)}; duplicates dropped by the dedupe stages: #{inspect(report.duplicates)};
+    deliveries sent again: #{inspect(report.redelivered)}; host restarts
+    #{inspect(report.restarts)}; messages out of order at the end: #{report.out_of_order}.
 
     | s | BEAM (MB) | Python processes' RSS (MB) |
     |---|---|---|
