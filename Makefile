@@ -9,7 +9,7 @@ STATE := .symbiont
 COOKIE := $(STATE)/cookie
 export SYMBIONT_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup system browser python run shop test test-elixir test-phoenix test-python wasm wasm-tools shell bench lint format wasm clean
+.PHONY: setup system browser python run shop test test-elixir test-phoenix test-python wasm wasm-tools shell bench soak lint format wasm clean
 
 setup: system python
 
@@ -83,6 +83,12 @@ test-python:
 # BENCHES="mesh soak": only those (the others' last results stay in the table).
 bench: setup
 	QUICK=$(QUICK) mix run --no-start bench/run.exs $(BENCHES)
+
+# The soak (bench/soak.exs): the chaos test's pipeline under kill -9 for ten minutes, its
+# losses, exact counts, throughput and memory curve in bench/RESULTS.md. SOAK_S=60 (or
+# QUICK=1) shortens it, SOAK_RATE sets the load (messages a second).
+soak: setup
+	QUICK=$(QUICK) mix run --no-start bench/run.exs soak
 
 format: setup
 	mix format

@@ -1,14 +1,17 @@
 # The soak: the chaos run of test/symbiont/chaos_test.exs (Symbiont.Chaos: Python -> Wasm
-# -> Python, a random host killed every 100-300 ms) for ten minutes, reporting throughput,
-# losses, duplicates and the memory curve (the BEAM's total and the three hosts' RSS).
+# -> Python, dedupe on the last two stages, a random host killed every 100-300 ms) for ten
+# minutes, reporting losses, whether each stage's count is exact, throughput, copies and
+# duplicates dropped, redeliveries, and the memory curve (the BEAM's total and the RSS of
+# the node's Python processes).
 #
-#     make bench BENCHES=soak          # ten minutes; not part of the suite (bench/README.md)
-#     SOAK_S=60 mix run --no-start bench/soak.exs
+#     make soak                        # ten minutes (make bench BENCHES=soak: the same)
+#     SOAK_S=60 make soak              # or: SOAK_S=60 mix run --no-start bench/soak.exs
 #     QUICK=1 ...                      # one minute
 #     SOAK_RATE=1000 ...               # messages a second (default 400)
 #
-# Memory should stay flat: the owners keep only what is in flight and waiting, and the
-# hosts are restarted all along.
+# Memory should stay flat: the owners keep only what is in flight and waiting (and the
+# dedupe stages a bounded window of ids per publisher), and the hosts are restarted all
+# along. The first sample is taken after 1,000 messages, once the pipeline is warm.
 
 Application.put_env(:symbiont, :agents, [])
 Application.put_env(:symbiont, :conductor, enabled: false)
@@ -38,10 +41,10 @@ defmodule Bench.Soak do
 
     sample = fn elapsed_ms ->
       slot = div(elapsed_ms, every_ms)
+      {beam, hosts} = {beam_mb(), hosts_mb()}
 
-      if :ets.insert_new(table, {slot, elapsed_ms, beam_mb(), hosts_mb()}) do
-        IO.puts("  #{div(elapsed_ms, 1000)} s: BEAM #{beam_mb()} MB, hosts #{hosts_mb()} MB")
-      end
+      if :ets.insert_new(table, {slot, elapsed_ms, beam, hosts}),
+        do: IO.puts("  #{div(elapsed_ms, 1000)} s: BEAM #{beam} MB, Python #{hosts} MB")
     end
 
     report =
@@ -54,11 +57,16 @@ defmodule Bench.Soak do
         progress: &IO.puts/1
       )
 
+    IO.puts("soak " <> Symbiont.Chaos.format(report))
     samples = :ets.tab2list(table)
     {_, _, beam0, hosts0} = hd(samples)
     {_, _, beam1, hosts1} = List.last(samples)
+    beam_max = samples |> Enum.map(&elem(&1, 2)) |> Enum.max()
     row = &Bench.Results.row/5
     throughput = report.out / (report.elapsed_ms / 1000)
+
+    off =
+      Enum.sum(for stage <- [:a, :b, :c], do: abs(report.counts[stage] - report.expected[stage]))
 
     rows = [
       row.(
@@ -68,15 +76,29 @@ defmodule Bench.Soak do
         nil,
         "≤ 0"
       ),
+      row.("soak: stage counts off the messages they got (sum)", off, nil, nil, "≤ 0"),
       row.(
         "soak: throughput out of the last stage (msgs/s)",
         throughput,
         "offered load",
         @rate,
+        "≥ 0.9×"
+      ),
+      row.("soak: BEAM memory at the end (MB)", beam1, "at the first sample", beam0, "≤ 1.5×"),
+      row.(
+        "soak: BEAM memory, highest sample (MB)",
+        beam_max,
+        "at the first sample",
+        beam0,
         "(info)"
       ),
-      row.("soak: BEAM memory at the end (MB)", beam1, "at the start", beam0, "(info)"),
-      row.("soak: hosts' RSS at the end (MB)", hosts1, "at the start", hosts0, "(info)")
+      row.(
+        "soak: Python processes' RSS at the end (MB)",
+        hosts1,
+        "at the first sample",
+        hosts0,
+        "(info)"
+      )
     ]
 
     curve =
@@ -85,11 +107,16 @@ defmodule Bench.Soak do
       end)
 
     details = """
-    Seed #{seed}: #{report.sent} sent, #{report.kills} kills, #{report.out} out,
-    #{report.dead_lettered} dead-lettered #{inspect(report.dead_reasons)}, #{report.duplicates}
-    duplicates (no dedupe yet), restarts #{inspect(report.restarts)}.
+    Seed #{seed}: #{report.sent} sent, #{report.kills} kills, #{report.out} out of the last stage,
+    #{report.dead_lettered} dead-lettered #{inspect(report.dead_reasons)}. Each stage's count,
+    #{inspect(report.counts)}, against the messages that reached it less those it dead-lettered,
+    #{inspect(report.expected)}. Copies published again (after a crash, or by the first stage's
+    handler that fails the first attempt at every 7th message after publishing), by stage:
+    #{inspect(report.copies)}; duplicates dropped by the dedupe stages: #{inspect(report.duplicates)};
+    deliveries sent again: #{inspect(report.redelivered)}; host restarts
+    #{inspect(report.restarts)}; messages out of order at the end: #{report.out_of_order}.
 
-    | s | BEAM (MB) | hosts' RSS (MB) |
+    | s | BEAM (MB) | Python processes' RSS (MB) |
     |---|---|---|
     #{curve}
     """

@@ -220,16 +220,24 @@ defmodule Symbiont do
       nothing, when an agent on this node that rejects on overflow has a full queue (see
       `Symbiont.Mesh.publish/3`). Default: `false`.
     * `:from` - the publisher's name in `topology/0`. Default: `"elixir"`.
+    * `:id` - the event's id, `{publisher, incarnation, seq, n}` (`t:Symbiont.Event.id/0`),
+      for a publisher that may send the same event twice (an importer that resumes from
+      its last position): `dedupe: true` agents drop a second event with the same id.
+      Default: none.
 
-  Returns `{:error, {:unencodable, term}}` when `value` has no msgpack form.
+  Returns `{:error, {:unencodable, term}}` when `value` has no msgpack form, and
+  `{:error, message}` for an `:id` of the wrong shape.
 
       iex> Symbiont.publish("doc.nobody.listens", %{"hello" => "world"})
       :ok
   """
   @spec publish(String.t(), term, keyword) :: :ok | {:error, term}
   def publish(topic, value, opts \\ []) when is_binary(topic) and is_list(opts) do
-    with {:ok, event} <- Symbiont.Event.new(topic, value, Keyword.get(opts, :from)),
-         do: Symbiont.Mesh.publish(Symbiont.Mesh, event, opts)
+    id = Keyword.get(opts, :id)
+
+    with :ok <- Symbiont.Event.validate_id(id),
+         {:ok, event} <- Symbiont.Event.new(topic, value, Keyword.get(opts, :from)),
+         do: Symbiont.Mesh.publish(Symbiont.Mesh, %{event | id: id}, opts)
   end
 
   @doc """

@@ -72,6 +72,8 @@ defmodule Symbiont.Agent do
       replica runs on one node, picked by `Symbiont.Manifest.pick_node/3`, and moves to a
       survivor when that node is lost. Default: `nil`, the node whose manifest lists it
       (each node that lists it runs its own replicas). See "Placement" below.
+    * `:dedupe` - `true` drops an event whose id the agent has already accepted (see
+      "Duplicates" below). Default: `false`.
 
   ## Durable agents
 
@@ -100,6 +102,42 @@ defmodule Symbiont.Agent do
   their lists, and a durable agent resumes there from its journal (which needs the data
   directory on storage the nodes share). A node that comes back does not take its
   replicas back: they stay where they run until that node is lost in turn.
+
+  ## Duplicates
+
+  Delivery is at least once: an agent whose host dies after its handler published but
+  before the ack handles the event again, from the checkpoint before it, and publishes
+  the same events again. Each carries a deterministic id, `{agent_id, incarnation, seq,
+  n}` (`t:Symbiont.Event.id/0`, PROTOCOL.md §8.1): the seq of the delivery being handled
+  (the number the agent gave the event as it accepted it, which it keeps when it is
+  delivered again, and which a durable agent keeps in its journal with the incarnation)
+  and the index of the publish within that handling. So the copy has the id of the
+  first. A timer's handler is a delivery like an event; publishes outside a handler (in
+  `on_start`, `on_stop`, or from a thread) have the seq of the last delivery handled (on
+  start, the one the checkpoint matches) and n counting -1, -2, ... since then, so that
+  `on_start` publishing the same after a restart from the same checkpoint gives the same
+  ids. Ids are as deterministic as the agent's code: a handler that publishes other
+  things, or in another order, when it runs again gives them the ids of the first run's.
+
+  An agent with `dedupe: true` remembers the ids it has accepted into its queue and drops
+  an event whose id it has seen, counting it (`duplicates` in
+  `Symbiont.Agent.Server.info/1` and `metrics/1`), so that a counter in its state stays
+  exact through its publishers' crashes. The memory is kept by its server on the BEAM,
+  which outlives its host's crashes (a durable agent journals it with its checkpoint),
+  and is bounded: per publisher, the highest seq seen and a window of the last 4096 seqs
+  up to it (a bit per seq, 512 bytes in all, and two integers more for a seq whose
+  handler published more than once); an id further behind is a copy of an old event and
+  is dropped. That is enough because an agent redelivers in order: an event handled again
+  was in flight, or retried first in line behind those in flight, so its seq trails the
+  publisher's highest by at most `:max_attempts` x `:max_in_flight` of the publisher (3 x
+  100 by default). At most 1024 publishers are remembered (the one heard from longest
+  ago goes first), and a publisher whose server started afresh (a new incarnation) is
+  remembered afresh.
+
+  Each replica of an agent remembers what it accepted itself: with `:replicas` above 1, a
+  copy that the queue group hands to another replica than the first is not recognised.
+  Events without an id (published from Elixir without `:id`, see `Symbiont.publish/3`)
+  are never dropped.
 
   ## Dead letters
 
@@ -130,7 +168,8 @@ defmodule Symbiont.Agent do
           max_replicas: pos_integer,
           required: boolean,
           durable: boolean,
-          nodes: [node] | nil
+          nodes: [node] | nil,
+          dedupe: boolean
         }
 
   @keys [
@@ -151,7 +190,8 @@ defmodule Symbiont.Agent do
     :max_replicas,
     :required,
     :durable,
-    :nodes
+    :nodes,
+    :dedupe
   ]
 
   @doc """
@@ -366,9 +406,10 @@ defmodule Symbiont.Agent do
          {:ok, min} <- positive(spec, :min_replicas, 1, name),
          {:ok, max} <- positive(spec, :max_replicas, max(replicas, 4), name),
          :ok <- within(replicas, min, max, name),
-         {:ok, required} <- validate_required(Keyword.get(spec, :required, true), name),
-         {:ok, durable} <- validate_durable(Keyword.get(spec, :durable, false), name),
-         {:ok, nodes} <- validate_nodes(Keyword.get(spec, :nodes), name) do
+         {:ok, required} <- validate_boolean(spec, :required, true, name),
+         {:ok, durable} <- validate_boolean(spec, :durable, false, name),
+         {:ok, nodes} <- validate_nodes(Keyword.get(spec, :nodes), name),
+         {:ok, dedupe} <- validate_boolean(spec, :dedupe, false, name) do
       {:ok,
        %{
          replicas: replicas,
@@ -382,7 +423,8 @@ defmodule Symbiont.Agent do
          handler_timeout: handler_timeout,
          overflow: overflow,
          durable: durable,
-         nodes: nodes
+         nodes: nodes,
+         dedupe: dedupe
        }}
     end
   end
@@ -412,19 +454,16 @@ defmodule Symbiont.Agent do
       {:error,
        "agent #{inspect(name)}: expected :min_replicas <= :replicas <= :max_replicas, got: #{min} <= #{replicas} <= #{max}"}
 
-  defp validate_required(required, _name) when is_boolean(required), do: {:ok, required}
+  defp validate_boolean(spec, key, default, name) do
+    case Keyword.get(spec, key, default) do
+      value when is_boolean(value) ->
+        {:ok, value}
 
-  defp validate_required(other, name),
-    do:
-      {:error,
-       "agent #{inspect(name)}: expected :required to be true or false, got: #{inspect(other)}"}
-
-  defp validate_durable(durable, _name) when is_boolean(durable), do: {:ok, durable}
-
-  defp validate_durable(other, name),
-    do:
-      {:error,
-       "agent #{inspect(name)}: expected :durable to be true or false, got: #{inspect(other)}"}
+      other ->
+        {:error,
+         "agent #{inspect(name)}: expected #{inspect(key)} to be true or false, got: #{inspect(other)}"}
+    end
+  end
 
   # Node names as atoms ("name@host"); strings are taken too (a manifest read from JSON,
   # say). The list is a preference order, so a node given twice is a mistake.

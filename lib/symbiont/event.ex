@@ -10,21 +10,36 @@ defmodule Symbiont.Event do
       iex> Symbiont.Event.decode(event)
       {:ok, %{"id" => 1}}
   """
-  defstruct [:topic, :payload, :from, reserved: [], journal_id: nil]
+  defstruct [:topic, :payload, :from, id: nil, seq: nil, reserved: []]
 
   @typedoc """
-  `from` names the publisher (an agent, or `nil`); `reserved` lists the subscribers on the
-  publisher's node that a checked publish reserved room for (`Symbiont.Mesh.publish/3`);
-  `journal_id` is the event's number in a durable agent's journal, set by that agent as
-  it accepts the event (`Symbiont.Journal`), `nil` elsewhere.
+  `from` names the publisher (an agent, or `nil`); `id` identifies the event for
+  subscribers that drop duplicates (see `t:id/0`); `seq` is the number the agent that
+  accepted it gave it (the seq of its delivery, PROTOCOL.md §8, and a durable agent's
+  number for it in its journal, `Symbiont.Journal`), `nil` until an agent accepts it;
+  `reserved` lists the subscribers on the publisher's node that a checked publish
+  reserved room for (`Symbiont.Mesh.publish/3`).
   """
   @type t :: %__MODULE__{
           topic: String.t(),
           payload: binary,
           from: String.t() | nil,
-          reserved: [pid],
-          journal_id: pos_integer | nil
+          id: id | nil,
+          seq: pos_integer | nil,
+          reserved: [pid]
         }
+
+  @typedoc """
+  The deterministic id of an event an agent published: `{agent_id, incarnation, seq, n}`:
+  the publishing agent's id (a replica's own), the incarnation of its server (an integer
+  that changes when the server starts again with a fresh seq count), the seq of the
+  delivery it was handling, and the index of the publish within that handling
+  (PROTOCOL.md §8.1). The same event published again after a crash, a retry or a restart
+  from the same checkpoint has the same id, so a `dedupe: true` agent drops the copy
+  (`Symbiont.Agent`, "Duplicates"). Events published from Elixir have none (`nil`) unless
+  given one (`Symbiont.publish/3`).
+  """
+  @type id :: {String.t(), integer, non_neg_integer, integer}
 
   @doc """
   Builds an event, encoding `value` as msgpack once; `{:error, {:unencodable, term}}` when
@@ -48,6 +63,27 @@ defmodule Symbiont.Event do
         raise ArgumentError, "cannot encode as msgpack: " <> Symbiont.MsgPack.format_error(reason)
     end
   end
+
+  @doc """
+  Checks an event id given from Elixir (`t:id/0`); `nil` is no id.
+
+      iex> Symbiont.Event.validate_id({"importer", 1, 42, 0})
+      :ok
+      iex> Symbiont.Event.validate_id({"importer", 42, 0})
+      {:error, "expected :id to be nil or {publisher (string), incarnation (integer), seq (integer >= 0), n (integer)}, got: {\"importer\", 42, 0}"}
+  """
+  @spec validate_id(term) :: :ok | {:error, String.t()}
+  def validate_id(nil), do: :ok
+
+  def validate_id({publisher, incarnation, seq, n})
+      when is_binary(publisher) and is_integer(incarnation) and is_integer(seq) and seq >= 0 and
+             is_integer(n),
+      do: :ok
+
+  def validate_id(other),
+    do:
+      {:error,
+       "expected :id to be nil or {publisher (string), incarnation (integer), seq (integer >= 0), n (integer)}, got: #{inspect(other)}"}
 
   @doc "Decodes the payload."
   @spec decode(t) :: {:ok, term} | {:error, term}

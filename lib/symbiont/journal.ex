@@ -27,8 +27,10 @@ defmodule Symbiont.Journal do
   Each record is an Erlang term in `disk_log`'s internal format (each has a header and
   a checksum; a torn write at the end is cut off when the log is opened again):
 
-    * `{:in, jid, event}`: event number `jid` (1, 2, 3... for the life of the journal)
-      was accepted; `event` is the `Symbiont.Event` as a map, without `:reserved`.
+    * `{:in, jid, event}`: the event with seq `jid` was accepted; `event` is the
+      `Symbiont.Event` as a map, without `:reserved` and `:seq`. The seqs are the agent's
+      (`Symbiont.Event.seq`, the seq of the delivery: PROTOCOL.md §8), given in
+      increasing order for the life of the journal.
     * `{:done, jids, checkpoint}`: the agent is finished with those events (acked,
       dead-lettered, dropped on overflow, or handed to another replica), and
       `checkpoint` (or `nil`: unchanged) is its state after them. One record per
@@ -92,10 +94,11 @@ defmodule Symbiont.Journal do
   @type t :: %__MODULE__{}
 
   @typedoc """
-  What a journal restores: the last committed checkpoint (`nil` if none) and the
-  pending events, oldest first, each with its `journal_id`.
+  What a journal restores: the last committed checkpoint (`nil` if none), the pending
+  events, oldest first, each with its `seq`, and `next`, one more than the highest seq it
+  has seen (the agent goes on from there).
   """
-  @type restored :: %{checkpoint: map | nil, pending: [Event.t()]}
+  @type restored :: %{checkpoint: map | nil, pending: [Event.t()], next: pos_integer}
 
   @doc """
   The data directory: `config :symbiont, data_dir: path`, default `.symbiont/data` under
@@ -150,9 +153,9 @@ defmodule Symbiont.Journal do
       pending =
         replay.pending
         |> Enum.sort_by(&elem(&1, 0))
-        |> Enum.map(fn {jid, map} -> %{struct(Event, map) | journal_id: jid} end)
+        |> Enum.map(fn {jid, map} -> %{struct(Event, map) | seq: jid} end)
 
-      {:ok, journal, %{checkpoint: replay.checkpoint, pending: pending}}
+      {:ok, journal, %{checkpoint: replay.checkpoint, pending: pending, next: replay.next}}
     end
   end
 
@@ -216,12 +219,12 @@ defmodule Symbiont.Journal do
     do: %{next: next, checkpoint: checkpoint, pending: %{}, bytes: 0}
 
   @doc """
-  Records `event` as accepted (in the batch: see `commit/2`) and returns it with its
-  `journal_id`.
+  Records `event`, numbered by its agent (its `seq`, higher than any before), as accepted
+  (in the batch: see `commit/2`).
   """
   @spec accept(t, Event.t()) :: {Event.t(), t}
-  def accept(%__MODULE__{} = journal, %Event{} = event) do
-    jid = journal.next
+  def accept(%__MODULE__{} = journal, %Event{seq: jid} = event)
+      when is_integer(jid) and jid >= journal.next do
     record = {:in, jid, stored(event)}
     bytes = size(record)
 
@@ -236,19 +239,19 @@ defmodule Symbiont.Journal do
         accepted: journal.accepted + 1
     }
 
-    {%{event | journal_id: jid}, journal}
+    {event, journal}
   end
 
-  defp stored(event), do: event |> Map.from_struct() |> Map.drop([:reserved, :journal_id])
+  defp stored(event), do: event |> Map.from_struct() |> Map.drop([:reserved, :seq])
 
   @doc """
-  Records that the agent is finished with `events` (those without a `journal_id` are
-  skipped: ticks, and events of an agent that is not durable).
+  Records that the agent is finished with `events` (its ticks are skipped: they are not
+  journaled).
   """
   @spec done(t, [Event.t() | term]) :: t
   def done(%__MODULE__{} = journal, events) do
     Enum.reduce(events, journal, fn
-      %Event{journal_id: jid} = event, journal when is_integer(jid) ->
+      %Event{seq: jid} = event, journal when is_integer(jid) ->
         bytes = size({:in, jid, stored(event)})
 
         %{
@@ -352,8 +355,7 @@ defmodule Symbiont.Journal do
     {:ok, log} = open_log(new)
     reset = {:reset, @version, journal.next, journal.last_checkpoint}
 
-    records =
-      for %Event{journal_id: jid} = e <- pending, is_integer(jid), do: {:in, jid, stored(e)}
+    records = for %Event{seq: jid} = e <- pending, is_integer(jid), do: {:in, jid, stored(e)}
 
     for chunk <- Enum.chunk_every([reset | records], @reset_chunk),
         do: ok!(:disk_log.log_terms(log, chunk), journal)

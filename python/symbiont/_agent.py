@@ -155,7 +155,8 @@ class Agent:
     ``name``, ``config`` and last checkpointed ``state`` the owner gives it, calls
     :meth:`on_start`, then delivers events and ticks one at a time; :meth:`on_stop` runs
     when the owner stops it. A host may run many agents side by side, each in its own
-    slot. ``state`` is checkpointed after each delivery, so keep it msgpack-encodable.
+    slot. ``state`` is checkpointed after each delivery, so keep it msgpack-encodable; a
+    delivery whose handler raises leaves it as it was before (its changes are dropped).
 
     Attributes
     ----------

@@ -59,7 +59,7 @@ from ._errors import (
     wire_text,
 )
 from ._framing import DEFAULT_MAX_FRAME, HEADER, FrameReader
-from ._terms import packb
+from ._terms import packb, unpackb
 from ._transport import FdTransport, Transport
 
 __all__ = ["Host", "current_host", "run"]
@@ -164,6 +164,14 @@ class Host:
         self._before_ready: list[bytes] = []
         # The last handled, not yet acked, seq of each slot.
         self._ack_seq: dict[int, int] = {}
+        # The checkpoint of each slot's agent after its last handled delivery (msgpack,
+        # None for no state): what its next ack carries, and what the state goes back to
+        # when a delivery fails (§8).
+        self._checkpoints: dict[int, bytes | None] = {}
+        # The id of the next publish of each slot's agent, [seq, n] (PROTOCOL.md §8.1):
+        # the delivery being handled and n from 0, or outside a handler the last one
+        # handled and n from -1 down.
+        self._publish_ids: dict[int, list[int]] = {}
         self._delivering = False
         self._deferred: deque[tuple[int, int, str, Any]] = deque()
         # handler_timeout_ms of each slot's agent (§8); the running delivery's deadline:
@@ -362,6 +370,9 @@ class Host:
             raise TypeError(
                 f"agent handler_timeout_ms must be a positive int or nil, got {timeout!r}"
             )
+        seq = spec.get("seq", 0)
+        if type(seq) is not int or seq < 0:
+            raise TypeError(f"agent seq must be an int >= 0, got {seq!r}")
         cls: Any = importlib.import_module(module)
         for part in class_name.split("."):
             cls = getattr(cls, part)
@@ -369,7 +380,12 @@ class Host:
             raise TypeError(f"{module}.{class_name} is not a subclass of symbiont.Agent")
         agent = cls(name, config=config, state=state)
         agent._publisher = functools.partial(self._publish, slot)
-        agent.on_start()
+        self._publish_ids[slot] = [seq, -1]
+        try:
+            agent.on_start()
+        except BaseException:
+            del self._publish_ids[slot]
+            raise
         return agent
 
     # -- output ---------------------------------------------------------------------------
@@ -405,7 +421,12 @@ class Host:
         self.transport.write(data)
 
     def _publish(self, slot: int, topic: str, payload_bin: bytes) -> None:
-        self.send_async(["publish", slot, topic, payload_bin], f"publish on {topic!r}")
+        ids = self._publish_ids.get(slot)
+        if ids is None:  # the agent was stopped; the owner drops what its slot sends
+            ids = self._publish_ids[slot] = [0, -1]
+        seq, n = ids
+        ids[1] = n + 1 if n >= 0 else n - 1
+        self.send_async(["publish", slot, topic, payload_bin, seq, n], f"publish on {topic!r}")
 
     # -- owner -> host calls (PROTOCOL.md §4) ---------------------------------------------
 
@@ -754,11 +775,13 @@ class Host:
             topics = list(agent.subscriptions())
             if not all(type(topic) is str and topic for topic in topics):
                 raise TypeError(f"agent {agent.name!r}: topics must be non-empty str: {topics!r}")
+            checkpoint = self._checkpoint(agent)
         except Exception as exc:  # noqa: BLE001 - reported to the owner, the host serves on
             _logger.debug("agent in slot %d could not start", slot, exc_info=True)
             self._write_frame(self._pack_error(["agent_failed", slot], error_map(exc)))
             return
         self.agents[slot] = agent
+        self._checkpoints[slot] = checkpoint
         if type(spec.get("handler_timeout_ms")) is int:
             self._timeouts[slot] = spec["handler_timeout_ms"]
         info = {
@@ -796,6 +819,8 @@ class Host:
             _logger.exception("agent %r: on_stop failed", agent.name)
         finally:
             self._stack.pop()
+            self._publish_ids.pop(slot, None)
+            self._checkpoints.pop(slot, None)
 
     def _on_event(self, frame: list[Any]) -> None:
         if (
@@ -849,6 +874,8 @@ class Host:
         self._stack.append(token)
         if timeout_ms is not None:
             self._delivery_deadline = (token, time.monotonic() + timeout_ms / 1000, timeout_ms)
+        # Publishes made now have this seq (§8.1), those after it too, with n from -1.
+        ids = self._publish_ids[slot] = [seq, 0]
         try:
             if kind == "event":
                 agent.handle_event(frame[3], frame[4])
@@ -865,19 +892,44 @@ class Host:
                     f"agent {agent.name!r}: the handler of {what} (seq {seq}) ran past its "
                     f"handler_timeout of {timeout_ms} ms and was cancelled",
                 )
-            self._flush_ack(slot, force=True)
-            error = error_map(exc, skip_frames=1)
-            self._write_frame(self._pack_error(["nack", slot, seq], error))
+            self._fail(slot, seq, agent, error_map(exc, skip_frames=1))
             return
         finally:
+            ids[0:2] = seq, -1
             self._delivery_deadline = None
             self._stack.pop()
             self._cancelled.discard(token)
             if self._cancel_pending == token:
                 self._cancel_pending = None
+        try:
+            self._checkpoints[slot] = self._checkpoint(agent)
+        except Exception as exc:  # noqa: BLE001 - unencodable state: the delivery failed
+            error = error_map(exc)
+            error["message"] = f"the agent state cannot be checkpointed: {error['message']}"
+            self._fail(slot, seq, agent, error)
+            return
         if not self._ack_seq:
             self._unacked_since = time.monotonic()
         self._ack_seq[slot] = seq
+
+    def _checkpoint(self, agent: Agent) -> bytes | None:
+        """The agent's state as a checkpoint (§8); raises when it cannot be one."""
+        state = agent.state
+        if state is None:
+            return None
+        state_bin = packb(state)
+        if len(state_bin) > self.peer_max - 32:
+            raise FrameTooLarge("the agent state", len(state_bin), self.peer_max)
+        return state_bin
+
+    def _fail(self, slot: int, seq: int, agent: Agent, error: dict[str, str]) -> None:
+        """Delivery ``seq`` failed: the agent's state goes back to its last checkpoint (the
+        failed handler's changes are dropped), the deliveries before it are acked, and it
+        is nacked (§8)."""
+        checkpoint = self._checkpoints.get(slot)
+        agent.state = None if checkpoint is None else unpackb(checkpoint)
+        self._flush_ack(slot, force=True)
+        self._write_frame(self._pack_error(["nack", slot, seq], error))
 
     def _flush_acks(self) -> None:
         """Send the cumulative ack of every slot with deliveries handled but not acked."""
@@ -887,29 +939,19 @@ class Host:
             self._flush_ack(slot)
 
     def _flush_ack(self, slot: int, *, force: bool = False) -> None:
-        """Send the cumulative ack for the deliveries of ``slot`` handled so far, if any (§8).
+        """Send the cumulative ack for the deliveries of ``slot`` handled so far, if any (§8),
+        with the checkpoint taken after the last of them.
 
-        Not while a handler waits on a call of its own (unless ``force``): the state may
-        already hold part of that delivery's changes, so it would not match the acked seq.
+        Not while a handler waits on a call of its own (unless ``force``): deliveries
+        handled meanwhile are acked together once it is done.
         """
         seq = self._ack_seq.get(slot)
         if seq is None or (self._delivering and not force):
             return
         del self._ack_seq[slot]
-        agent = self.agents.get(slot)
-        if agent is None:
+        if slot not in self.agents:
             return  # stopped: nobody wants its checkpoint any more
-        state = agent.state
-        try:
-            state_bin = None if state is None else packb(state)
-            if state_bin is not None and len(state_bin) > self.peer_max - 32:
-                raise FrameTooLarge("the agent state", len(state_bin), self.peer_max)
-        except Exception as exc:  # noqa: BLE001 - unencodable state: the delivery failed
-            error = error_map(exc)
-            error["message"] = f"the agent state cannot be checkpointed: {error['message']}"
-            self._write_frame(self._pack_error(["nack", slot, seq], error))
-            return
-        self._write_frame(packb(["ack", slot, seq, state_bin]))
+        self._write_frame(packb(["ack", slot, seq, self._checkpoints.get(slot)]))
 
 
 def _exit_after_flush(transport: Transport, exit: Callable[[int], Any], status: int) -> Any:

@@ -79,6 +79,8 @@ class AgentHarness(Generic[_A]):
         agent = self.agent_class(self.name, config=self.config, state=state)
         agent._publisher = self._record
         agent.on_start()
+        # As in a host: the state after on_start is the checkpoint a failure goes back to.
+        self._checkpoint = packb(agent.state)
         self._stopped = False
         return agent
 
@@ -93,21 +95,28 @@ class AgentHarness(Generic[_A]):
         else:
             self.published.append((topic, value))
 
-    def _delivered(self, before: int) -> list[tuple[str, Any]]:
-        # The host checkpoints the state with each ack: it must encode.
-        self._checkpoint = packb(self.agent.state)
+    def _deliver(self, handler: Any, *args: Any) -> list[tuple[str, Any]]:
+        before = len(self.published)
+        try:
+            handler(*args)
+            # The host checkpoints the state after each delivery: it must encode.
+            checkpoint = packb(self.agent.state)
+        except BaseException:
+            # As in a host: a failed delivery leaves the state as it was before it.
+            self.agent.state = unpackb(self._checkpoint)
+            raise
+        self._checkpoint = checkpoint
         return self.published[before:]
 
     def event(self, topic: str, payload: Any) -> list[tuple[str, Any]]:
         """Deliver ``payload`` on ``topic``; returns what the agent published meanwhile.
 
-        An exception from the handler propagates (the real owner would dead-letter the
-        event), and the checkpoint stays at the last successful delivery.
+        An exception from the handler propagates (the real owner would retry the event,
+        then dead-letter it), and the state goes back to the last successful delivery's,
+        as in a host: the handler's changes are dropped.
         """
         self._check_running()
-        before = len(self.published)
-        self.agent.handle_event(topic, packb(payload))
-        return self._delivered(before)
+        return self._deliver(self.agent.handle_event, topic, packb(payload))
 
     def tick(self, timer: str) -> list[tuple[str, Any]]:
         """Run the ``@every`` method ``timer`` once; returns what it published."""
@@ -117,9 +126,7 @@ class AgentHarness(Generic[_A]):
             raise LookupError(
                 f"{self.agent_class.__name__} has no timer {timer!r} (timers: {known})"
             )
-        before = len(self.published)
-        getattr(self.agent, timer)()
-        return self._delivered(before)
+        return self._deliver(getattr(self.agent, timer))
 
     def stop(self) -> list[tuple[str, Any]]:
         """Stop the agent as its owner does: run its ``on_stop``; returns what it published.

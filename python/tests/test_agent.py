@@ -95,10 +95,11 @@ def test_ready_announces_topics_and_timers(raw_host: HostProcess) -> None:
 def test_events_in_order_publish_before_cumulative_ack(raw_host: HostProcess) -> None:
     raw_host.init_agent(agent_spec("Counter"))
     raw_host.send(event(1, "numbers", 1), event(2, "numbers", 2), event(3, "numbers", 3))
+    # Each with the seq of the delivery it was made in, and n = 0 (PROTOCOL.md §8.1).
     assert [raw_host.recv() for _ in range(3)] == [
-        ["publish", 1, "sums", packb(1)],
-        ["publish", 1, "sums", packb(3)],
-        ["publish", 1, "sums", packb(6)],
+        ["publish", 1, "sums", packb(1), 1, 0],
+        ["publish", 1, "sums", packb(3), 2, 0],
+        ["publish", 1, "sums", packb(6), 3, 0],
     ]
     kind, slot, seq, state_bin = raw_host.recv()
     assert (kind, slot, seq) == ("ack", 1, 3)  # one ack for the three: buffered together
@@ -128,6 +129,54 @@ def test_nack_after_acking_earlier_deliveries(raw_host: HostProcess) -> None:
     assert seq == 3 and unpackb(state_bin)["sum"] == 6
 
 
+def test_publish_ids_in_handlers_timers_and_outside_them(host: HostProcess) -> None:
+    # PROTOCOL.md §8.1: (seq, n) of the delivery being handled, n from 0; outside a
+    # handler the last seq handled (on start: the agent_start's), n from -1 down.
+    def ids(frames: list[list]) -> list[tuple]:
+        return [(f[2], unpackb(f[3]), f[4], f[5]) for f in frames]
+
+    host.send(["agent_start", 1, agent_spec("Fanout", config={"fail_once": [2]}, seq=40)])
+    assert ids([host.recv_kind("publish")]) == [("fan.start", 0, 40, -1)]
+    assert host.recv_kind("agent_ready")[1] == 1
+    host.send(event(41, "fan.in", 1), ["tick", 1, 42, "beat"], event(43, "fan.in", 2))
+    got = [host.recv_kind("publish") for _ in range(5)]
+    assert ids(got) == [
+        ("fan.out", [1, "a"], 41, 0),
+        ("fan.out", [1, "b"], 41, 1),
+        ("fan.beat", 1, 42, 0),
+        ("fan.out", [2, "a"], 43, 0),
+        ("fan.out", [2, "b"], 43, 1),
+    ]
+    assert host.recv_kind("ack")[1:3] == [1, 42]
+    assert host.recv_kind("nack")[1:3] == [1, 43]
+    # Sent again with its seq, it publishes the same ids again (then succeeds).
+    host.send(event(43, "fan.in", 2))
+    again = [host.recv_kind("publish") for _ in range(2)]
+    assert ids(again) == ids(got[3:])
+    assert host.recv_kind("ack")[1:3] == [1, 43]
+    host.send(["agent_stop", 1])
+    assert ids([host.recv_kind("publish")]) == [("fan.stop", 2, 43, -1)]
+
+
+def test_agent_start_with_a_bad_seq_fails_its_slot(host: HostProcess) -> None:
+    _, slot, error = host.start_agent(agent_spec("Counter", seq=-1), slot=2)
+    assert slot == 2 and "agent seq must be an int >= 0, got -1" in error["message"]
+
+
+def test_a_failed_delivery_leaves_no_change_in_the_state(host: HostProcess) -> None:
+    # Handled together, so acked together: the ack of seq 1 goes out when 2 fails, and
+    # must carry the state after 1, not 2's half-way change (§8).
+    host.start_agent(agent_spec("Careless"), slot=1)
+    host.send(event(1, "numbers", 1), event(2, "half", 1000), event(3, "numbers", 2))
+    assert host.recv_kind("publish")[3] == packb(1)
+    _, _, seq, state_bin = host.recv_kind("ack")
+    assert seq == 1 and unpackb(state_bin) == {"sum": 1, "count": 1}
+    assert host.recv_kind("nack")[1:3] == [1, 2]
+    assert host.recv_kind("publish")[3] == packb(3)
+    _, _, seq, state_bin = host.recv_kind("ack")
+    assert seq == 3 and unpackb(state_bin) == {"sum": 3, "count": 2}
+
+
 def test_ticks_and_unknown_topics(raw_host: HostProcess) -> None:
     raw_host.init_agent(agent_spec("Counter"))
     raw_host.send(["tick", 1, 1, "beat"], ["tick", 1, 2, "beat"], event(3, "nobody.listens", 1))
@@ -147,11 +196,11 @@ def test_state_restored_from_agent_start(raw_host: HostProcess) -> None:
 def test_message_to_agent_and_stateless_agent(raw_host: HostProcess) -> None:
     raw_host.init()
     raw_host.send(["agent_start", 1, agent_spec("Stateless", name="quiet")])
-    # Published in on_start, so sent before agent_ready.
-    assert raw_host.recv() == ["publish", 1, "started", packb("quiet")]
+    # Published in on_start, so sent before agent_ready; outside a handler: seq 0, n -1.
+    assert raw_host.recv() == ["publish", 1, "started", packb("quiet"), 0, -1]
     assert raw_host.recv_kind("agent_ready")[1] == 1
     raw_host.send(event(1, "ping", [1, 2]))
-    assert raw_host.recv_kind("publish") == ["publish", 1, "pong", packb([1, 2])]
+    assert raw_host.recv_kind("publish") == ["publish", 1, "pong", packb([1, 2]), 1, 0]
     assert raw_host.recv_kind("ack") == ["ack", 1, 1, None]
     raw_host.send(["msg", "quiet", "hello"])
     raw_host.wait_logs(lambda logs: any("does not handle: 'hello'" in m for _, m in logs))
@@ -194,7 +243,7 @@ def test_bad_agent_fails_its_slot_only(host: HostProcess, spec: dict, message: s
     # The host serves on: another agent starts and gets its events.
     assert host.start_agent(agent_spec("Counter"), slot=5)[0] == "agent_ready"
     host.send(["event", 5, 1, "numbers", packb(2)])
-    assert host.recv_kind("publish") == ["publish", 5, "sums", packb(2)]
+    assert host.recv_kind("publish") == ["publish", 5, "sums", packb(2), 1, 0]
     assert host.recv_kind("ack")[1:3] == [5, 1]
     host.send(["agent_stop", 4])  # the owner may stop an agent whose start failed
     assert host.call("hostmod", "echo", "still serving")[2] == "still serving"
@@ -218,9 +267,9 @@ def test_agents_in_one_host_have_their_own_slots_and_state(host: HostProcess) ->
     frames = [host.recv() for _ in range(5)]
     publishes = [f for f in frames if f[0] == "publish"]
     assert publishes == [
-        ["publish", 1, "sums", packb(1)],
-        ["publish", 2, "sums", packb(105)],
-        ["publish", 1, "sums", packb(3)],
+        ["publish", 1, "sums", packb(1), 1, 0],
+        ["publish", 2, "sums", packb(105), 1, 0],
+        ["publish", 1, "sums", packb(3), 2, 0],
     ]
     acks = {f[1]: (f[2], unpackb(f[3])) for f in frames if f[0] == "ack"}
     assert acks == {1: (2, {"sum": 3, "count": 2}), 2: (1, {"sum": 105, "count": 1})}
@@ -233,9 +282,10 @@ def test_agents_in_one_host_have_their_own_slots_and_state(host: HostProcess) ->
 def test_agent_stop_calls_on_stop_and_frees_the_slot(host: HostProcess) -> None:
     host.start_agent(agent_spec("Stoppable"), slot=3)
     host.send(["event", 3, 1, "numbers", packb(1)], ["agent_stop", 3])
-    assert host.recv_kind("publish") == ["publish", 3, "sums", packb(1)]
+    assert host.recv_kind("publish") == ["publish", 3, "sums", packb(1), 1, 0]
     assert host.recv_kind("ack")[1:3] == [3, 1]  # the pending ack goes out before the stop
-    assert host.recv_kind("publish") == ["publish", 3, "stopped", packb("counter")]
+    # on_stop publishes outside a handler: the last seq handled, n from -1.
+    assert host.recv_kind("publish") == ["publish", 3, "stopped", packb("counter"), 1, -1]
     host.send(["agent_stop", 3])  # a free slot: ignored
     host.send(["event", 3, 2, "numbers", packb(1)])
     assert host.recv() is None  # EOF: an event for a free slot is a protocol error
@@ -252,7 +302,7 @@ def test_agent_stop_waits_for_the_deliveries_before_it(host: HostProcess) -> Non
     host.send(["reply", inner[1], "n@h"])
     _, slot, seq, state_bin = host.recv_kind("ack")
     assert (slot, seq, unpackb(state_bin)) == (1, 1, {"answer": "n@h"})
-    assert host.recv_kind("publish") == ["publish", 1, "stopped", packb("n@h")]
+    assert host.recv_kind("publish") == ["publish", 1, "stopped", packb("n@h"), 1, -1]
     host.send(event(2, "ask", None))
     assert host.recv() is None
     assert host.wait_exit() == 3
@@ -270,7 +320,7 @@ def test_unencodable_state_is_a_nack_for_its_slot(host: HostProcess) -> None:
     host.start_agent(agent_spec("Unencodable", name="bad"), slot=2)
     host.send(event(1, "numbers", 1, slot=1), event(1, "bad", None, slot=2))
     frames = [host.recv() for _ in range(3)]
-    assert frames[0] == ["publish", 1, "sums", packb(1)]
+    assert frames[0] == ["publish", 1, "sums", packb(1), 1, 0]
     acks = [f for f in frames if f[0] == "ack"]
     nacks = [f for f in frames if f[0] == "nack"]
     assert [a[1:3] for a in acks] == [[1, 1]]
@@ -366,7 +416,7 @@ def test_wasm_agents_share_a_host_and_a_trap_stays_in_its_slot(host: HostProcess
             frames.append(host.recv())
         (nack,) = [f for f in frames if f[0] == "nack"]
         assert nack[1:3] == [2, seq] and "trapped" in nack[3]["message"]
-        assert ["publish", 1, "count.out", packb(seq)] in frames
+        assert ["publish", 1, "count.out", packb(seq), seq, 0] in frames
         assert frames[-1][2] == seq and isinstance(frames[-1][3], bytes)
         health = [unpackb(f[3]) for f in frames if f[:3] == ["publish", 2, "symbiont.health"]]
         assert [h["agent"] for h in health] == (["trap"] if seq == 1 else [])  # degraded
@@ -376,8 +426,8 @@ def test_wasm_agent_restarted_in_a_new_slot_resumes_its_state(host: HostProcess)
     assert host.start_agent(wasm_spec("a", "counter.wat", "c.in"), slot=1)[0] == "agent_ready"
     assert host.start_agent(wasm_spec("b", "counter.wat", "c.in"), slot=2)[0] == "agent_ready"
     host.send(["event", 1, 1, "c.in", packb(None)], ["event", 1, 2, "c.in", packb(None)])
-    assert host.recv_kind("publish")[1:] == [1, "count.out", packb(1)]
-    assert host.recv_kind("publish")[1:] == [1, "count.out", packb(2)]
+    assert host.recv_kind("publish")[1:] == [1, "count.out", packb(1), 1, 0]
+    assert host.recv_kind("publish")[1:] == [1, "count.out", packb(2), 2, 0]
     _, _, seq, state_bin = host.recv_kind("ack")
     assert seq == 2
     host.send(["agent_stop", 1])
@@ -385,10 +435,11 @@ def test_wasm_agent_restarted_in_a_new_slot_resumes_its_state(host: HostProcess)
     assert host.start_agent(spec, slot=3)[0] == "agent_ready"
     # The restarted one goes on from its checkpoint; its neighbour has its own count.
     host.send(["event", 3, 1, "c.in", packb(None)], ["event", 2, 1, "c.in", packb(None)])
-    assert host.recv_kind("publish")[1:] == [3, "count.out", packb(3)]
-    _, slot, topic, health = host.recv_kind("publish")  # the module's third message
+    assert host.recv_kind("publish")[1:] == [3, "count.out", packb(3), 1, 0]
+    _, slot, topic, health, *id_ = host.recv_kind("publish")  # the module's third message
     assert (slot, topic, unpackb(health)["kind"]) == (3, "symbiont.health", "degraded")
-    assert host.recv_kind("publish")[1:] == [2, "count.out", packb(1)]
+    assert id_ == [1, 1]  # the Wasm module's second publish while handling seq 1
+    assert host.recv_kind("publish")[1:] == [2, "count.out", packb(1), 1, 0]
 
 
 @pytest.mark.parametrize(

@@ -54,8 +54,8 @@ def test_failures_keep_the_last_checkpoint() -> None:
     agent.event("in", "ok")
     with pytest.raises(ValueError, match="boom"):
         agent.event("in", "boom")
-    # The failed delivery changed the live state, not the checkpoint.
-    assert agent.state == {"seen": 2}
+    # As in a host, the failed delivery's change is dropped: the state is the checkpoint's.
+    assert agent.state == {"seen": 1}
     assert agent.restart().state == {"seen": 1}
 
 
@@ -63,6 +63,7 @@ def test_a_state_that_cannot_be_checkpointed_fails_like_on_the_wire() -> None:
     agent = AgentHarness(Fragile)
     with pytest.raises(TypeError):
         agent.event("in", "unencodable")
+    assert agent.state == {}  # back to before it, as in a host
 
 
 def test_health_reports_are_kept_apart() -> None:

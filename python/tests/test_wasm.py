@@ -61,6 +61,21 @@ def test_imports_publish_log_and_health(runtime: Runtime) -> None:
     ]
 
 
+def test_relay_republishes_the_payload_bytes_on_its_configured_topic(runtime: Runtime) -> None:
+    imports, got = recording()
+    topic = "chaos.b.out-" + "x" * 40  # a str8 header
+    relay = runtime.instantiate(WASM / "relay.wat", imports=imports, config={"out": topic})
+    payloads = [{"i": 1}, "é" * 20, list(range(40))]
+    for n, payload in enumerate(payloads, 1):
+        assert relay.call("in" * 20, packb(payload)) == packb(None)
+        assert unpackb(relay.state() or b"") == n
+    assert got == [("publish", topic, p) for p in payloads]
+    fresh = runtime.instantiate(WASM / "relay.wat", imports=imports)  # no config
+    fresh.migrate(relay.state() or b"")
+    fresh.call("t", packb(0))
+    assert got[-1] == ("publish", "relay.out", 0) and unpackb(fresh.state() or b"") == 4
+
+
 def test_state_and_migrate(runtime: Runtime) -> None:
     old = runtime.instantiate(WASM / "counter.wat", name="v1")
     for _ in range(5):

@@ -57,7 +57,10 @@ defmodule Symbiont.FrameGen do
         ["nack", seq(), seq(), error_map()]
 
       "publish" ->
-        ["publish", seq(), text(), %Bin{data: MsgPack.encode!(gen(), iodata: false)}]
+        payload = %Bin{data: MsgPack.encode!(gen(), iodata: false)}
+        # With the seq and n of its id (§8.1), or without them.
+        id = Enum.random([[], [id(), Enum.random([id(), -seq()])]])
+        ["publish", seq(), text(), payload | id]
 
       "ready" ->
         ["ready", 2, ready_info()]

@@ -8,6 +8,7 @@ defmodule Symbiont.AgentTest do
 
   doctest Symbiont.Agent.Server, only: [percentile: 2]
 
+  alias Symbiont.Agent.Server
   alias Symbiont.Event
 
   defp start_agent!(python, config \\ %{}),
@@ -369,6 +370,52 @@ defmodule Symbiont.AgentTest do
     assert wait_until(fn ->
              match?({:ok, %{agent: %{handled: 2, failed: 0}}}, Symbiont.Host.info(name))
            end)
+  end
+
+  test "a handler that changes the state, then fails: the retry counts the event once" do
+    # Found by a chaos run with failing handlers: the failed attempt's change stayed in
+    # the state, and went out with the ack of the events before it.
+    out = unique_name("half.out")
+    :ok = Symbiont.subscribe(out)
+
+    %{name: name} = start_agent!("test_agents:HalfWay", %{"out" => out, "fail_once" => [2, 5, 6]})
+
+    capture_log(fn ->
+      for i <- 1..8, do: :ok = Symbiont.publish("half.in", i)
+
+      got = for _ <- 1..8, do: assert_receive(%Event{topic: ^out} = e, 5_000) && Event.decode!(e)
+
+      # Each event counted once: the counts that went out are 1..8.
+      assert got |> Enum.map(&hd/1) |> Enum.sort() == Enum.to_list(1..8)
+      assert got |> Enum.map(&List.last/1) |> Enum.sort() == Enum.to_list(1..8)
+    end)
+
+    assert wait_until(fn ->
+             match?({:ok, %{agent: %{handled: 8, state: %{"n" => 8}}}}, Symbiont.Host.info(name))
+           end)
+  end
+
+  test "an ack of deliveries no longer in flight is dropped with its state" do
+    # A quarantine takes the deliveries in flight back to the queue; an ack of them that
+    # the host's owner forwarded before it saw the slot go arrives after. Its state must
+    # not become the checkpoint: the deliveries go again from the one before, and would
+    # count twice. The late frame is sent here as the host's owner would forward it.
+    {input, out} = {unique_name("tally.in"), unique_name("tally.out")}
+    :ok = Symbiont.subscribe(out)
+    %{name: name} = start_agent!("test_agents:Tally", %{"in" => input, "out" => out})
+    for i <- 1..3, do: :ok = Symbiont.publish(input, i)
+    for _ <- 1..3, do: assert_receive(%Event{topic: ^out}, 5_000)
+    assert wait_until(fn -> match?({:ok, %{handled: 3, in_flight: 0}}, Server.info(name)) end)
+
+    capture_log(fn -> assert :ok = Server.quarantine(name, "a test") end)
+    late = Symbiont.MsgPack.encode!(%{"n" => 99}, iodata: false)
+    send(Server.whereis(name), {:agent_frame, Symbiont.Host.whereis(name), {:ack, 1, 2, late}})
+    assert {:ok, %{state: %{"n" => 3}, handled: 3}} = Server.info(name)
+
+    capture_log(fn -> assert :ok = Server.release(name) end)
+    :ok = Symbiont.publish(input, 4)
+    assert_receive %Event{topic: ^out} = e, 10_000
+    assert Event.decode!(e) == [4, 4]
   end
 
   test "a message that kills its host is dead-lettered after max_attempts; the rest go on" do

@@ -26,11 +26,14 @@ defmodule Symbiont.DurableTest do
   @pause_after 10
 
   defp gated(topic, gate, extra \\ []) do
+    {out, extra} = Keyword.pop(extra, :config_out)
+    config = %{"in" => topic, "gate" => gate, "pause_after" => @pause_after}
+
     [
       python: "test_agents:Gated",
       durable: true,
       max_in_flight: 1,
-      config: %{"in" => topic, "gate" => gate, "pause_after" => @pause_after}
+      config: if(out, do: Map.put(config, "out", out), else: config)
     ] ++ extra
   end
 
@@ -85,6 +88,33 @@ defmodule Symbiont.DurableTest do
     assert info.state["seen"] == Enum.to_list(1..@n)
     assert %{pending: 0, accepted: accepted} = info.journal
     assert accepted == 0
+  end
+
+  test "restored from its journal, an agent publishes with the ids it had: same incarnation, same seqs",
+       %{tmp_dir: dir} do
+    topic = topic()
+    out = unique_name("durable.out")
+    :ok = Symbiont.subscribe(out)
+    gate = Path.join(dir, "gate")
+    %{name: name} = start_app_agent!("durable-ids", gated(topic, gate, config_out: out))
+
+    for i <- 1..@n, do: :ok = Symbiont.publish(topic, i)
+    assert at_the_gate?(fn -> Server.info(name) end)
+    pid = Server.whereis(name)
+    ref = Process.monitor(pid)
+    Process.exit(pid, :kill)
+    assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
+    File.write!(gate, "open")
+
+    # Event i is the agent's seq i (PROTOCOL.md §8.1), before the kill and after it.
+    ids =
+      for _ <- 1..@n do
+        assert_receive %Symbiont.Event{topic: ^out, id: {^name, incarnation, seq, 0}} = e, 10_000
+        assert Symbiont.Event.decode!(e) == seq
+        incarnation
+      end
+
+    assert [_] = Enum.uniq(ids)
   end
 
   test "an agent that is not durable has no journal" do

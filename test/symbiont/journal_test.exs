@@ -10,7 +10,8 @@ defmodule Symbiont.JournalTest do
 
   doctest Symbiont.Journal
 
-  defp event(i), do: Event.new!("journal.in", i, "pub")
+  # The agent numbers the events it accepts (their seq); here event i is number i.
+  defp event(i), do: %{Event.new!("journal.in", i, "pub") | seq: i}
 
   defp accept_all(journal, events) do
     Enum.map_reduce(events, journal, fn e, j -> Journal.accept(j, e) end)
@@ -35,7 +36,7 @@ defmodule Symbiont.JournalTest do
   test "committed events and checkpoints come back; what was done does not", %{tmp_dir: dir} do
     {:ok, j, _} = Journal.open(Path.join(dir, "agent.log"))
     {[e1, e2, e3, e4], j} = accept_all(j, Enum.map(1..4, &event/1))
-    assert Enum.map([e1, e2, e3, e4], & &1.journal_id) == [1, 2, 3, 4]
+    assert Enum.map([e1, e2, e3, e4], & &1.seq) == [1, 2, 3, 4]
     j = j |> Journal.done([e2, e1, {:tick, "t"}]) |> Journal.checkpoint(%{state: "s2"})
     assert Journal.dirty?(j)
     j = Journal.commit(j, fn -> flunk("no compaction expected") end)
@@ -45,12 +46,12 @@ defmodule Symbiont.JournalTest do
     {j, restored} = reopen(j)
     assert restored.checkpoint == %{state: "s2"}
     assert values(restored.pending) == [3, 4]
-    assert Enum.map(restored.pending, & &1.journal_id) == [3, 4]
+    assert Enum.map(restored.pending, & &1.seq) == [3, 4]
     assert [%Event{topic: "journal.in", from: "pub", reserved: []} | _] = restored.pending
 
     # Numbers go on after the restore, and a done without a checkpoint keeps the last.
     {e5, j} = Journal.accept(j, event(5))
-    assert e5.journal_id == 5
+    assert e5.seq == 5
     j = j |> Journal.done([hd(restored.pending)]) |> Journal.commit(fn -> [] end)
     {_j, restored} = reopen(j)
     assert restored.checkpoint == %{state: "s2"}
@@ -89,7 +90,7 @@ defmodule Symbiont.JournalTest do
     assert File.stat!(crashed).size == size
     {e3, j} = Journal.accept(j, event(3))
     j = Journal.commit(j, fn -> [] end)
-    assert e3.journal_id == 3
+    assert e3.seq == 3
     {_j, restored} = reopen(j)
     assert values(restored.pending) == [1, 2, 3]
   end
@@ -126,7 +127,7 @@ defmodule Symbiont.JournalTest do
     assert values(restored.pending) == Enum.to_list(1_996..2_000)
     assert restored.checkpoint == %{state: "#{state}2000"}
     {e, _j} = Journal.accept(j, event(2_001))
-    assert e.journal_id == 2_001
+    assert e.seq == 2_001
   end
 
   test "a compaction cut short before its rename leaves the journal whole", %{tmp_dir: dir} do

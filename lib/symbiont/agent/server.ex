@@ -37,6 +37,7 @@ defmodule Symbiont.Agent.Server do
 
   require Logger
 
+  alias Symbiont.Agent.Dedupe
   alias Symbiont.Host.{Framer, Out, Protocol}
   alias Symbiont.Journal
   alias Symbiont.MsgPack
@@ -238,7 +239,20 @@ defmodule Symbiont.Agent.Server do
       subscribed: false,
       starts: 0,
       failures: 0,
+      # The seq of the last event or tick it accepted: each gets the next one, and keeps
+      # it when it is delivered again (after a crash, a nack, a quarantine, or a restart
+      # from the journal). It is the seq of the ids of what its handler publishes
+      # (PROTOCOL.md §8.1), and a durable agent's number for the event in its journal.
       seq: 0,
+      # Tells this server's seqs from those of an earlier one with the same id (a
+      # durable agent keeps its incarnation in its journal, with its seqs).
+      incarnation: System.os_time(:microsecond),
+      # The seq of the last ack (the delivery the checkpoint matches).
+      acked_seq: 0,
+      # A `dedupe: true` agent's memory of the event ids it has accepted (Dedupe), or nil.
+      dedupe: if(Map.get(spec, :dedupe), do: Dedupe.new()),
+      # Deliveries sent and not yet acked, in the order sent: {seq, event_or_tick, frame,
+      # failed_attempts_so_far, sent_at_us}.
       inflight: :queue.new(),
       in_flight: 0,
       queue: :queue.new(),
@@ -250,6 +264,8 @@ defmodule Symbiont.Agent.Server do
       # Deliveries still to be sent one at a time after a crash (see charge_crash/2).
       probation: 0,
       dropped: 0,
+      # Deliveries taken back to be sent again (after a crash, a nack, a quarantine).
+      redelivered: 0,
       state_bin: extra.state_bin,
       fallback: extra.fallback,
       # A durable agent's Symbiont.Journal (spec :durable), or nil.
@@ -306,6 +322,7 @@ defmodule Symbiont.Agent.Server do
     metrics = %{
       handled: state.handled,
       failed: state.failed,
+      duplicates: Dedupe.dropped(state.dedupe),
       samples: state.samples,
       state_bin: state.state_bin
     }
@@ -326,6 +343,7 @@ defmodule Symbiont.Agent.Server do
 
     queue = :queue.join(:queue.from_list(back), state.queue)
     state = put_queue(state, queue, state.queued + length(back))
+    state = %{state | redelivered: state.redelivered + length(back)}
     if state.host_pid && state.slot, do: Symbiont.Host.detach(state.host_pid, state.slot)
     Logger.warning("agent #{state.id} quarantined: #{reason}", meta(state))
 
@@ -417,8 +435,18 @@ defmodule Symbiont.Agent.Server do
 
   defp info(%Symbiont.Event{} = event, state) do
     Symbiont.Mesh.count_received(Symbiont.Mesh, state.name, event.topic)
-    {event, state} = journal_accept(state, event)
-    state = accept(%{state | active_at: System.monotonic_time(:millisecond)}, event)
+
+    state =
+      case dedupe(state, event) do
+        {:ok, state} ->
+          {event, state} = number(state, event)
+          {event, state} = journal_accept(state, event)
+          accept(%{state | active_at: System.monotonic_time(:millisecond)}, event)
+
+        {:duplicate, state} ->
+          state
+      end
+
     # A checked publish reserved room here (slot 2 of the load): it has arrived and taken
     # it (slot 1), so the reservation goes only now; released before, a publisher could
     # see the room twice and overfill the queue.
@@ -459,9 +487,14 @@ defmodule Symbiont.Agent.Server do
     # in flight, another one would only pile up.
     busy? =
       state.queued > 0 or
-        Enum.any?(:queue.to_list(state.inflight), &match?({_, {:tick, ^name}, _, _, _}, &1))
+        Enum.any?(:queue.to_list(state.inflight), &match?({_, {:tick, ^name, _}, _, _, _}, &1))
 
-    if busy?, do: state, else: accept(state, {:tick, name})
+    if busy? do
+      state
+    else
+      {tick, state} = number(state, {:tick, name})
+      accept(state, tick)
+    end
   end
 
   defp info(msg, state) do
@@ -508,14 +541,16 @@ defmodule Symbiont.Agent.Server do
     emit(state, framed(["agent_start", state.slot, agent_start(state)]))
   end
 
-  # The checkpoint goes back exactly as the host sent it (spliced, never re-encoded).
-  defp agent_start(%{spec: spec, state_bin: bin}) do
+  # The checkpoint goes back exactly as the host sent it (spliced, never re-encoded), with
+  # the seq it matches (the ids of what the agent publishes outside a handler, §8.1).
+  defp agent_start(%{spec: spec, state_bin: bin} = state) do
     %{
       "name" => spec.name,
       "module" => spec.module,
       "class" => spec.class,
       "config" => spec.config,
       "state" => if(bin, do: %MsgPack.Raw{data: bin}, else: nil),
+      "seq" => state.acked_seq,
       "handler_timeout_ms" => with(:infinity <- handler_timeout(spec), do: nil)
     }
   end
@@ -569,42 +604,40 @@ defmodule Symbiont.Agent.Server do
     %{state | status: :detached, failures: failures, last_error: error}
   end
 
+  # An ack of a seq that is no longer in flight (the deliveries went back to the queue, in
+  # a quarantine) is dropped with its state: they go again, from the checkpoint before.
   defp frame({:ack, _slot, seq, state_bin}, state) do
-    {acked, state} = take_inflight(%{state | progress_at: now_ms()}, seq)
-    handled(state, acked, :ok)
-    n = length(acked)
-
-    %{
-      sample(state, acked)
-      | active_at: System.monotonic_time(:millisecond),
-        probation: max(0, state.probation - n),
-        state_bin: state_bin,
-        handled: state.handled + n
-    }
-    |> journal_ack(acked)
-    |> drain()
+    case take_inflight(%{state | progress_at: now_ms()}, seq) do
+      {[], state} -> state
+      {acked, state} -> state |> acked(acked, state_bin, seq) |> drain()
+    end
   end
 
-  defp frame({:nack, slot, seq, error}, state) do
-    {acked, state} = take_inflight(frame({:ack, slot, seq - 1, state.state_bin}, state), seq)
-    handled(state, acked, :error)
+  # The deliveries before the nacked one were handled (the host acks them first).
+  defp frame({:nack, _slot, seq, error}, state) do
+    case take_inflight(%{state | progress_at: now_ms()}, seq) do
+      {[], state} ->
+        state
 
-    state =
-      Enum.reduce(acked, %{state | last_error: error}, fn {^seq, what, _frame, attempts, _},
-                                                          state ->
+      {taken, state} ->
+        {before, [{^seq, what, _frame, attempts, _} = failed]} = Enum.split(taken, -1)
+        state = if before == [], do: state, else: acked(state, before, state.state_bin, nil)
+        handled(state, [failed], :error)
+
         Logger.error(
           "agent #{state.id} failed on #{describe(what)}: #{format_remote_error(error)}",
           meta(state)
         )
 
-        retry_or_give_up(state, what, attempts + 1, "handler_failed", error)
-      end)
-
-    drain(state)
+        %{state | last_error: error}
+        |> retry_or_give_up(what, attempts + 1, "handler_failed", error)
+        |> drain()
+    end
   end
 
-  defp frame({:publish, _slot, topic, payload}, state) do
-    event = %Symbiont.Event{topic: topic, payload: payload, from: state.name}
+  defp frame({:publish, _slot, topic, payload, seq_n}, state) do
+    id = with {seq, n} <- seq_n, do: {state.id, state.incarnation, seq, n}
+    event = %Symbiont.Event{topic: topic, payload: payload, from: state.name, id: id}
     Symbiont.Mesh.publish(Symbiont.Mesh, event)
     %{state | published: state.published + 1}
   end
@@ -616,6 +649,29 @@ defmodule Symbiont.Agent.Server do
     )
 
     state
+  end
+
+  defp acked(state, acked, state_bin, seq) do
+    handled(state, acked, :ok)
+    n = length(acked)
+
+    %{
+      sample(state, acked)
+      | active_at: System.monotonic_time(:millisecond),
+        probation: max(0, state.probation - n),
+        state_bin: state_bin,
+        acked_seq: seq || state.acked_seq,
+        handled: state.handled + n
+    }
+    |> journal_ack(acked)
+  end
+
+  # A duplicate (by id) of an event a `dedupe: true` agent has accepted is dropped.
+  defp dedupe(%{dedupe: nil} = state, _event), do: {:ok, state}
+
+  defp dedupe(state, event) do
+    {result, dedupe} = Dedupe.check(state.dedupe, event.id)
+    {result, %{state | dedupe: dedupe}}
   end
 
   # Topics and timers are taken once: a restarted process runs the same class.
@@ -707,7 +763,7 @@ defmodule Symbiont.Agent.Server do
       {topic, timer} =
         case what do
           %Symbiont.Event{topic: topic} -> {topic, nil}
-          {:tick, name} -> {nil, name}
+          {:tick, name, _seq} -> {nil, name}
         end
 
       Symbiont.Telemetry.execute([:symbiont, :agent, :handle], %{latency_us: now - sent_at}, %{
@@ -744,7 +800,23 @@ defmodule Symbiont.Agent.Server do
     end
   end
 
-  # Queue items are {event_or_tick, failed_attempts_so_far}.
+  # Queue items are {event_or_tick, failed_attempts_so_far}; each event or tick carries its
+  # seq (number/2).
+
+  # The next seq, for an event (in the event: its Symbiont.Event.seq) or a tick
+  # ({:tick, name, seq}).
+  defp number(state, %Symbiont.Event{} = event) do
+    seq = state.seq + 1
+    {%{event | seq: seq}, %{state | seq: seq}}
+  end
+
+  defp number(state, {:tick, name}) do
+    seq = state.seq + 1
+    {{:tick, name, seq}, %{state | seq: seq}}
+  end
+
+  defp seq_of(%Symbiont.Event{seq: seq}), do: seq
+  defp seq_of({:tick, _name, seq}), do: seq
   # The credit window: one delivery at a time while on probation (see charge_crash/2), and
   # none while no process runs the agent.
   defp window(%{status: status}) when status != :ready, do: 0
@@ -770,6 +842,7 @@ defmodule Symbiont.Agent.Server do
 
   defp retry_or_give_up(state, what, attempts, reason, error) do
     if attempts < state.spec.max_attempts do
+      state = %{state | redelivered: state.redelivered + 1}
       put_queue(state, :queue.in_r({what, attempts}, state.queue), state.queued + 1)
     else
       dead_letter(state, what, reason, attempts, error)
@@ -783,14 +856,14 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp send_delivery(state, what, attempts) do
-    seq = state.seq + 1
+    seq = seq_of(what)
 
     fields =
       case what do
         %Symbiont.Event{topic: topic, payload: payload} ->
           ["event", state.slot, seq, topic, %MsgPack.Bin{data: payload}]
 
-        {:tick, name} ->
+        {:tick, name, _seq} ->
           ["tick", state.slot, seq, name]
       end
 
@@ -818,8 +891,7 @@ defmodule Symbiont.Agent.Server do
 
     %{
       state
-      | seq: seq,
-        inflight: :queue.in({seq, what, frame, attempts, now_us()}, state.inflight),
+      | inflight: :queue.in({seq, what, frame, attempts, now_us()}, state.inflight),
         in_flight: state.in_flight + 1,
         progress_at: progress_at
     }
@@ -899,11 +971,18 @@ defmodule Symbiont.Agent.Server do
     end
   end
 
-  # The last journaled checkpoint, and the events not finished, in the order accepted.
-  defp restore(state, %{checkpoint: nil, pending: []}), do: state
+  # The last journaled checkpoint, and the events not finished, in the order accepted,
+  # each with its seq. A new journal gets a first checkpoint at once: the incarnation
+  # that goes with the seqs it numbers.
+  defp restore(state, %{checkpoint: nil, pending: []}), do: first_checkpoint(state)
 
-  defp restore(state, %{checkpoint: checkpoint, pending: pending}) do
-    state = if checkpoint, do: restore_checkpoint(state, checkpoint), else: state
+  defp restore(state, %{checkpoint: checkpoint, pending: pending, next: next}) do
+    state =
+      if checkpoint,
+        do: restore_checkpoint(state, checkpoint),
+        else: first_checkpoint(state)
+
+    state = %{state | seq: max(state.seq, next - 1)}
     n = length(pending)
     state = put_queue(state, :queue.from_list(Enum.map(pending, &{&1, 0})), n)
 
@@ -915,11 +994,34 @@ defmodule Symbiont.Agent.Server do
     state
   end
 
-  # What the journal keeps with each ack: the state the host acked with it. The memory of
-  # the event ids a `dedupe: true` agent has seen belongs here as well, so that a restored
-  # agent drops the same duplicates (put it in both functions).
-  defp checkpoint(state), do: %{state: state.state_bin}
-  defp restore_checkpoint(state, checkpoint), do: %{state | state_bin: checkpoint.state}
+  # What the journal keeps with each ack: the state the host acked with it and the seq it
+  # matches, the incarnation of the seqs (so that a restored agent's publishes have the
+  # ids they had before: PROTOCOL.md §8.1), and a `dedupe: true` agent's memory of the
+  # event ids it has accepted (so that it drops the same duplicates).
+  defp checkpoint(state) do
+    %{
+      state: state.state_bin,
+      seq: state.acked_seq,
+      incarnation: state.incarnation,
+      dedupe: state.dedupe
+    }
+  end
+
+  defp restore_checkpoint(state, checkpoint) do
+    %{
+      state
+      | state_bin: checkpoint.state,
+        acked_seq: Map.get(checkpoint, :seq, 0),
+        seq: max(state.seq, Map.get(checkpoint, :seq, 0)),
+        incarnation: Map.get(checkpoint, :incarnation, state.incarnation),
+        dedupe: if(state.dedupe, do: Map.get(checkpoint, :dedupe) || state.dedupe)
+    }
+  end
+
+  defp first_checkpoint(state) do
+    journal = Journal.checkpoint(state.journal, checkpoint(state))
+    commit(%{state | journal: journal})
+  end
 
   defp journal_accept(%{journal: nil} = state, event), do: {event, state}
 
@@ -968,7 +1070,7 @@ defmodule Symbiont.Agent.Server do
   defp journaled(state) do
     inflight = for {_seq, %Symbiont.Event{} = e, _, _, _} <- :queue.to_list(state.inflight), do: e
     queued = for {%Symbiont.Event{} = e, _} <- :queue.to_list(state.queue), do: e
-    Enum.sort_by(inflight ++ queued, & &1.journal_id)
+    Enum.sort_by(inflight ++ queued, & &1.seq)
   end
 
   defp reply(result) do
@@ -1016,19 +1118,24 @@ defmodule Symbiont.Agent.Server do
     Symbiont.Health.publish(kind, state.name, reason, metrics)
   end
 
-  # Removes the deliveries up to and including `seq` from the in-flight queue.
+  # Removes the delivery `seq` and those sent before it from the in-flight queue: acks are
+  # cumulative in the order sent (PROTOCOL.md §8), which is the order of seqs but for a
+  # retry sent behind later ones. Nothing when `seq` is not in flight.
   defp take_inflight(state, seq) do
-    {taken, rest} = take_upto(state.inflight, seq, [])
-    {taken, %{state | inflight: rest, in_flight: state.in_flight - length(taken)}}
+    case take_through(state.inflight, seq, []) do
+      nil ->
+        {[], state}
+
+      {taken, rest} ->
+        {taken, %{state | inflight: rest, in_flight: state.in_flight - length(taken)}}
+    end
   end
 
-  defp take_upto(queue, seq, acc) do
-    case :queue.peek(queue) do
-      {:value, {s, _, _, _, _} = item} when s <= seq ->
-        take_upto(:queue.drop(queue), seq, [item | acc])
-
-      _ ->
-        {:lists.reverse(acc), queue}
+  defp take_through(queue, seq, acc) do
+    case :queue.out(queue) do
+      {{:value, {^seq, _, _, _, _} = item}, rest} -> {:lists.reverse([item | acc]), rest}
+      {{:value, item}, rest} -> take_through(rest, seq, [item | acc])
+      {:empty, _} -> nil
     end
   end
 
@@ -1045,7 +1152,7 @@ defmodule Symbiont.Agent.Server do
     {topic, payload} =
       case what do
         %Symbiont.Event{topic: t, payload: p} -> {t, %MsgPack.Bin{data: p}}
-        {:tick, name} -> {"$tick", name}
+        {:tick, name, _seq} -> {"$tick", name}
       end
 
     letter = %{
@@ -1062,7 +1169,7 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp describe(%Symbiont.Event{topic: t}), do: "an event on #{inspect(t)}"
-  defp describe({:tick, name}), do: "timer #{inspect(name)}"
+  defp describe({:tick, name, _seq}), do: "timer #{inspect(name)}"
 
   # Which delivery killed the host? Acks are batched, so with several in flight the oldest
   # unacked one may well have been handled already. So: with one delivery in flight, it is
@@ -1096,6 +1203,7 @@ defmodule Symbiont.Agent.Server do
       end)
 
     queued = state.queued + state.in_flight
+    state = %{state | redelivered: state.redelivered + state.in_flight}
     probation = max(state.probation, state.in_flight)
 
     put_queue(
@@ -1126,7 +1234,7 @@ defmodule Symbiont.Agent.Server do
       {%Symbiont.Event{topic: topic}, attempts} when attempts > 0 ->
         %{topic: topic, attempts: attempts}
 
-      {{:tick, name}, attempts} when attempts > 0 ->
+      {{:tick, name, _seq}, attempts} when attempts > 0 ->
         %{topic: "$tick:" <> name, attempts: attempts}
 
       _ ->
@@ -1173,9 +1281,11 @@ defmodule Symbiont.Agent.Server do
       max_queue: state.spec.max_queue,
       overloaded: state.overloaded,
       dropped: state.dropped,
+      redelivered: state.redelivered,
       handled: state.handled,
       failed: state.failed,
       published: state.published,
+      duplicates: Dedupe.dropped(state.dedupe),
       restarts: max(state.starts - 1, 0),
       last_error: state.last_error,
       quarantined: state.quarantined,

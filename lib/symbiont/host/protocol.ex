@@ -9,6 +9,7 @@ defmodule Symbiont.Host.Protocol do
 
   defguardp is_id(x) when is_integer(x) and x >= 0
   defguardp is_seq(x) when is_integer(x) and x > 0
+  @int64 0x8000000000000000
   @levels %{"debug" => :debug, "info" => :info, "warning" => :warning, "error" => :error}
   @level_names "debug, info, warning, error"
   @kinds ~w(reply error log call cast msg cancel ack nack publish ready fatal agent_ready
@@ -28,7 +29,7 @@ defmodule Symbiont.Host.Protocol do
           | {:agent_failed, pos_integer, map}
           | {:ack, pos_integer, pos_integer, binary | nil}
           | {:nack, pos_integer, pos_integer, map}
-          | {:publish, pos_integer, binary, binary}
+          | {:publish, pos_integer, binary, binary, {non_neg_integer, integer} | nil}
           | {:pong, non_neg_integer}
 
   @spec version() :: pos_integer
@@ -75,9 +76,15 @@ defmodule Symbiont.Host.Protocol do
   defp validate("nack", [slot, seq, err]) when is_seq(slot) and is_seq(seq),
     do: with(:ok <- error_map("nack", err), do: {:ok, {:nack, slot, seq, err}})
 
+  # §8.1: the seq and n of the publish's id; a host may leave both out (no id).
+  defp validate("publish", [slot, topic, payload, seq, n])
+       when is_seq(slot) and is_binary(topic) and is_binary(payload) and is_id(seq) and
+              is_integer(n) and n >= -@int64 and n < @int64,
+       do: {:ok, {:publish, slot, topic, payload, {seq, n}}}
+
   defp validate("publish", [slot, topic, payload])
        when is_seq(slot) and is_binary(topic) and is_binary(payload),
-       do: {:ok, {:publish, slot, topic, payload}}
+       do: {:ok, {:publish, slot, topic, payload, nil}}
 
   defp validate("ready", [v, info]) when is_integer(v),
     do: with(:ok <- ready_info(info), do: {:ok, {:ready, v, info}})

@@ -166,7 +166,11 @@ defmodule Symbiont.Host.ProtocolTest do
   defp conforms?({:agent_failed, s, e}) when seq?(s), do: error?(e)
   defp conforms?({:ack, s, q, b}) when seq?(s) and seq?(q), do: is_binary(b) or is_nil(b)
   defp conforms?({:nack, s, q, e}) when seq?(s) and seq?(q), do: error?(e)
-  defp conforms?({:publish, s, t, p}) when seq?(s), do: is_binary(t) and is_binary(p)
+  defp conforms?({:publish, s, t, p, nil}) when seq?(s), do: is_binary(t) and is_binary(p)
+
+  defp conforms?({:publish, s, t, p, {q, n}}) when seq?(s) and id?(q) and is_integer(n),
+    do: is_binary(t) and is_binary(p)
+
   defp conforms?({:fatal, e}), do: error?(e)
 
   defp conforms?({:ready, v, %{"protocol" => p, "pid" => pid, "runtime" => r, "max_frame" => m}})
