@@ -8,40 +8,40 @@
   quick: false,
   rows: [
     %{
-      base: 101.254,
+      base: 86.404,
       baseline: "cold start (no standby)",
       measure: "crashed host → serving again p50 (ms)",
       target: "< 10 ms",
-      value: 8.985
+      value: 5.01
     },
     %{
-      base: 332.804,
+      base: 125.219,
       baseline: "cold start (no standby)",
       measure: "crashed host → serving again p99 (ms)",
       target: "(info)",
-      value: 23.761
+      value: 17.684
     },
     %{
       base: 300,
       baseline: "3 heartbeats of 100 ms",
       measure: "hung host (SIGSTOP) → serving again p50 (ms)",
       target: "(info)",
-      value: 261.644
+      value: 218.009
     },
     %{
       base: 200,
       baseline: "conductor tick",
       measure: "crash loop → quarantined p50 (ms)",
       target: "(info)",
-      value: 645.559
+      value: 612.129
     },
     %{
-      base: 9.003,
+      base: 2.583,
       baseline: "conductor tick, 10 agents",
       measure: "conductor tick, 1000 agents p50 (ms)",
       target: "(info)",
-      value: 64.928
+      value: 55.006
     }
   ],
-  seconds: 27.716
+  seconds: 23.288
 }
