@@ -976,6 +976,9 @@ defmodule Symbiont.Agent.Server do
     state = %{state | seq: max(state.seq, next - 1)}
     n = length(pending)
     state = put_queue(state, :queue.from_list(Enum.map(pending, &{&1, 0})), n)
+    # Accepted after the checkpoint's dedupe memory was taken: their ids join it.
+    dedupe = state.dedupe && Enum.reduce(pending, state.dedupe, &Dedupe.remember(&2, &1.id))
+    state = %{state | dedupe: dedupe}
 
     Logger.info(
       "agent #{state.id} resumed from its journal: #{n} events pending#{if checkpoint, do: ", state restored", else: ""}",
