@@ -117,6 +117,47 @@ defmodule Symbiont.DurableTest do
     assert [_] = Enum.uniq(ids)
   end
 
+  test "a durable dedupe agent keeps the ids it accepted: copies are dropped after it restarts from its journal",
+       %{tmp_dir: dir} do
+    topic = topic()
+    gate = Path.join(dir, "gate")
+    %{name: name} = start_app_agent!("durable-dedupe", gated(topic, gate, dedupe: true))
+    publish = fn i -> :ok = Symbiont.publish(topic, i, id: {"importer", 1, i, 0}) end
+
+    for i <- 1..@n, do: publish.(i)
+    assert at_the_gate?(fn -> Server.info(name) end)
+    # Accepted after the last checkpoint (the agent waits at the gate): in the journal,
+    # not in the dedupe memory of its checkpoint.
+    for i <- (@n + 1)..(@n + 5), do: publish.(i)
+    accepted = @n + 5
+
+    assert wait_until(fn ->
+             match?({:ok, %{journal: %{accepted: ^accepted}}}, Server.info(name))
+           end)
+
+    pid = Server.whereis(name)
+    ref = Process.monitor(pid)
+    Process.exit(pid, :kill)
+    assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
+    File.write!(gate, "open")
+
+    counted? = fn n ->
+      wait_until(
+        fn ->
+          match?({:ok, %{queue: 0, in_flight: 0, state: %{"n" => ^n}}}, Server.info(name))
+        end,
+        20_000
+      )
+    end
+
+    assert counted?.(@n + 5)
+    # Copies of an event acked before the kill and of one restored from the journal.
+    for i <- [5, @n + 3, @n + 6], do: publish.(i)
+    assert counted?.(@n + 6)
+    assert {:ok, %{state: %{"seen" => seen}, duplicates: 2}} = Server.info(name)
+    assert seen == Enum.to_list(1..(@n + 6))
+  end
+
   test "an agent that is not durable has no journal" do
     %{name: name} = start_app_agent!("plain", python: "test_agents:Counter")
     assert {:ok, %{journal: nil}} = Server.info(name)

@@ -93,6 +93,13 @@ defmodule Symbiont.Agent.Dedupe do
     end
   end
 
+  @doc "Remembers `id` as accepted (an event restored from a journal), counting nothing."
+  @spec remember(t, id | nil) :: t
+  def remember(dedupe, id) do
+    {_, remembered} = check(dedupe, id)
+    %{remembered | dropped: dedupe.dropped}
+  end
+
   @doc "How many duplicates it has dropped."
   @spec dropped(t | nil) :: non_neg_integer
   def dropped(nil), do: 0

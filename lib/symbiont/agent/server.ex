@@ -10,7 +10,10 @@ defmodule Symbiont.Agent.Server do
   goes down (the deliveries in flight are charged or requeued, see `charge_crash/2`) and
   when a new one is ready (the agent starts again from its last acked state and gets the
   un-acked deliveries again, in order). While no process serves it, events wait in its
-  queue: nothing accepted is lost.
+  queue: nothing accepted is lost. Each event or tick it accepts gets a seq that it keeps
+  when it is delivered again, so that what its handler publishes again has the same ids
+  (`t:Symbiont.Event.id/0`); with `dedupe: true` it drops an event whose id it has
+  accepted (see "Duplicates" in `Symbiont.Agent`).
 
   A durable agent (spec `durable: true`) also journals its queue and its checkpoint to
   disk (`Symbiont.Journal`): each event as it accepts it, each ack with the new state.
@@ -127,7 +130,10 @@ defmodule Symbiont.Agent.Server do
   @doc """
   What the agent is doing: its queue, in-flight deliveries, counters and decoded state;
   `:journal` is a durable agent's `Symbiont.Journal.info/1` (committed first, so what it
-  counts as accepted is on disk), `nil` for one that is not durable.
+  counts as accepted is on disk), `nil` for one that is not durable. Among the counters:
+  `:duplicates`, the events a `dedupe: true` agent dropped as copies, and
+  `:redelivered`, the deliveries it took back to send again (after a crash, a nack or a
+  quarantine).
   """
   @spec info(String.t() | pid) :: {:ok, map} | {:error, {:no_agent, term}}
   def info(agent) do
@@ -985,6 +991,9 @@ defmodule Symbiont.Agent.Server do
     state = %{state | seq: max(state.seq, next - 1)}
     n = length(pending)
     state = put_queue(state, :queue.from_list(Enum.map(pending, &{&1, 0})), n)
+    # Accepted after the checkpoint's dedupe memory was taken: their ids join it.
+    dedupe = state.dedupe && Enum.reduce(pending, state.dedupe, &Dedupe.remember(&2, &1.id))
+    state = %{state | dedupe: dedupe}
 
     Logger.info(
       "agent #{state.id} resumed from its journal: #{n} events pending#{if checkpoint, do: ", state restored", else: ""}",
