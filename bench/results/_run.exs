@@ -1,7 +1,7 @@
 %{
   bench: "_run",
   date: ~D[2026-11-25],
-  names: ["roundtrip", "mesh", "wasm", "idle", "curves"],
+  names: ["roundtrip", "mesh", "wasm", "heal", "idle", "curves"],
   quick: false,
-  seconds: 241.246
+  seconds: 250.103
 }

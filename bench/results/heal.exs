@@ -8,40 +8,40 @@
   quick: false,
   rows: [
     %{
-      base: 86.404,
+      base: 118.928,
       baseline: "cold start (no standby)",
       measure: "crashed host → serving again p50 (ms)",
       target: "< 10 ms",
-      value: 5.01
+      value: 6.566
     },
     %{
-      base: 125.219,
+      base: 145.954,
       baseline: "cold start (no standby)",
       measure: "crashed host → serving again p99 (ms)",
       target: "(info)",
-      value: 17.684
+      value: 19.045
     },
     %{
       base: 300,
       baseline: "3 heartbeats of 100 ms",
       measure: "hung host (SIGSTOP) → serving again p50 (ms)",
       target: "(info)",
-      value: 218.009
+      value: 239.442
     },
     %{
       base: 200,
       baseline: "conductor tick",
       measure: "crash loop → quarantined p50 (ms)",
       target: "(info)",
-      value: 612.129
+      value: 419.106
     },
     %{
-      base: 2.583,
+      base: 3.162,
       baseline: "conductor tick, 10 agents",
       measure: "conductor tick, 1000 agents p50 (ms)",
       target: "(info)",
-      value: 55.006
+      value: 63.079
     }
   ],
-  seconds: 23.288
+  seconds: 26.586
 }

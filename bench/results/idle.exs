@@ -9,40 +9,40 @@
   quick: false,
   rows: [
     %{
-      base: 8.5390625,
+      base: 8.5078125,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Python agent: RSS (MB)",
       target: "< 20 MB",
-      value: 15.390625
+      value: 15.7578125
     },
     %{
-      base: 3.232421875,
+      base: 3.7080078125,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Python agent: PSS (MB)",
       target: "(info)",
-      value: 9.36328125
+      value: 10.3154296875
     },
     %{
       base: 33,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Python agent: modules imported",
       target: "(info)",
-      value: 105
+      value: 112
     },
     %{
-      base: 8.5390625,
+      base: 8.5078125,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Wasm agent: RSS (MB)",
       target: "(info)",
-      value: 32.390625
+      value: 32.44140625
     },
     %{
       base: 33,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Wasm agent: modules imported",
       target: "(info)",
-      value: 204
+      value: 205
     }
   ],
-  seconds: 3.933
+  seconds: 3.979
 }

@@ -8,40 +8,40 @@
   quick: false,
   rows: [
     %{
-      base: 1_203_398.397073335,
+      base: 1_066_530.1508073632,
       baseline: "Registry.dispatch",
       measure: "local broadcast, 1 subscriber(s) (msgs/s)",
       target: "≥ 0.9×",
-      value: 970_026.1907071491
+      value: 916_993.7277629022
     },
     %{
-      base: 176_357.51194822145,
+      base: 219_341.53670680616,
       baseline: "Registry.dispatch",
       measure: "local broadcast, 10 subscriber(s) (msgs/s)",
       target: "≥ 0.9×",
-      value: 184_023.11330303087
+      value: 215_283.3990665312
     },
     %{
-      base: 123_983.68250754518,
+      base: 143_573.83266398017,
       baseline: "raw Port echo, 4 ports",
       measure: "publish → 4 Python agents → ack (deliveries/s)",
       target: "≥ 100k/s",
-      value: 73267.10475510836
+      value: 96746.27756603781
     },
     %{
-      base: 20.949,
+      base: 71.856,
       baseline: "send/2 to the remote pid",
       measure: "cross-node publish → deliver p50 (µs)",
       target: "(info)",
-      value: 29.595
+      value: 82.043
     },
     %{
-      base: 92.593,
+      base: 136.302,
       baseline: "send/2 to the remote pid",
       measure: "cross-node publish → deliver p99 (µs)",
       target: "(info)",
-      value: 97.913
+      value: 156.632
     }
   ],
-  seconds: 70.234
+  seconds: 58.181
 }

@@ -8,40 +8,40 @@
   quick: false,
   rows: [
     %{
-      base: 13.956,
+      base: 75.671,
       baseline: "raw Port echo",
       measure: "call round trip p50 (µs)",
       target: "≤ 1.2×",
-      value: 44.924
+      value: 50.003
     },
     %{
-      base: 89.967,
+      base: 157.604,
       baseline: "raw Port echo",
       measure: "call round trip p99 (µs)",
       target: "≤ 2×",
-      value: 299.368
+      value: 167.422
     },
     %{
-      base: 196_577.970686293,
+      base: 268_092.2022702047,
       baseline: "raw Port echo",
       measure: "pipelined casts (msgs/s)",
       target: "≥ 0.5×",
-      value: 211_526.94959101264
+      value: 254_620.72969208716
     },
     %{
-      base: 13.956,
+      base: 75.671,
       baseline: "raw Port echo",
       measure: "call p50, host spin off (µs)",
       target: "(info)",
-      value: 46.707
+      value: 141.123
     },
     %{
-      base: 89.967,
+      base: 157.604,
       baseline: "raw Port echo",
       measure: "call p99, host spin off (µs)",
       target: "(info)",
-      value: 282.717
+      value: 229.788
     }
   ],
-  seconds: 28.719
+  seconds: 35.368
 }

@@ -8,61 +8,61 @@
   quick: false,
   rows: [
     %{
-      base: 19.3785741,
+      base: 18.24281185,
       baseline: "wasmtime-py, no-argument call",
       measure: "Wasm call path: Instance.call of echo.wat, small payload (µs)",
       target: "≤ 1.5×",
-      value: 13.5163715
+      value: 9.78667385
     },
     %{
-      base: 19.3785741,
+      base: 18.24281185,
       baseline: "wasmtime-py, no-argument call",
       measure: "the same through wasmtime-py's public API, before tuning (µs)",
       target: "(info)",
-      value: 122.0379565
+      value: 166.502621
     },
     %{
-      base: 19.3785741,
+      base: 18.24281185,
       baseline: "wasmtime-py, no-argument call",
       measure: "counter.wat: 2 imports and symbiont_state a message (µs)",
       target: "(info)",
-      value: 26.789019250000003
+      value: 25.85064125
     },
     %{
-      base: 126.12715,
+      base: 49.4495,
       baseline: "Python agent, same work",
       measure: "Wasm agent (counter.wat) publish → handle → ack (µs/message)",
       target: "(info)",
-      value: 282.8737
+      value: 109.23255
     },
     %{
-      base: 888.433705,
+      base: 816.799354,
       baseline: "cold compile",
       measure: "load a 625 KB module from the cache (ms)",
       target: "≤ 0.05× (20× faster)",
-      value: 7.086473
+      value: 6.911206
     },
     %{
-      base: 147.279255,
+      base: 132.73481,
       baseline: "wasmtime-py alone",
       measure: "instantiate counter.wat (µs)",
       target: "(info)",
-      value: 208.9680725
+      value: 222.9449825
     },
     %{
-      base: 208.9680725,
+      base: 222.9449825,
       baseline: "instantiate counter.wat",
-      measure: "start 10000 Wasm agents on 4 hosts in 9.5 s (µs/agent)",
+      measure: "start 10000 Wasm agents on 4 hosts in 5.8 s (µs/agent)",
       target: "(info)",
-      value: 954.2052
+      value: 582.6356
     },
     %{
-      base: 7.34,
+      base: 7.394,
       baseline: "bare wasmtime instance",
-      measure: "10000 Wasm agents: memory each, BEAM 11.9 + hosts 34.2 (KB)",
+      measure: "10000 Wasm agents: memory each, BEAM 12.7 + hosts 34.3 (KB)",
       target: "< 256 KB",
-      value: 46.072015625
+      value: 47.045040625
     }
   ],
-  seconds: 57.668
+  seconds: 37.395
 }
