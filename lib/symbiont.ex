@@ -96,7 +96,13 @@ defmodule Symbiont do
     IO.puts(Symbiont.Console.status(data))
   end
 
-  @doc "Information about every host, sorted by name."
+  @doc """
+  Information about every host, sorted by name: status, OS pid, uptime, crashes, the
+  last crash and its output, and the agents it runs.
+
+      iex> Enum.all?(Symbiont.hosts(), &Map.has_key?(&1, :os_pid))
+      true
+  """
   @spec hosts() :: [map]
   def hosts do
     Symbiont.Hosts
@@ -113,6 +119,9 @@ defmodule Symbiont do
   @doc """
   Information about every running agent (queue, in-flight, counters, decoded state, and
   its host's OS pid and crashes), sorted by host, then id.
+
+      iex> Enum.all?(Symbiont.agents(), &Map.has_key?(&1, :queue))
+      true
   """
   @spec agents() :: [map]
   def agents do

@@ -169,6 +169,15 @@ defmodule SymbiontTest do
     assert Symbiont.call(a, "os.getpid", []) == {:ok, os_pid}
   end
 
+  test "agents/0 and hosts/0 list the running agent and its host", %{name: name, os_pid: os_pid} do
+    assert [%{id: ^name, os_pid: ^os_pid, queue: 0, crashes: 0}] =
+             Enum.filter(Symbiont.agents(), &(&1.id == name))
+
+    assert [%{status: :ready, os_pid: ^os_pid, agents: [^name]}] =
+             Enum.filter(Symbiont.hosts(), &(&1.name == name))
+             |> Enum.map(&Map.update!(&1, :agents, fn as -> Enum.map(as, fn a -> a.id end) end))
+  end
+
   test "call/3 calls a Python function in an agent's host", %{name: name} do
     assert Symbiont.call(name, "math.pow", [2, 10]) == {:ok, 1024.0}
     assert Symbiont.call(name, "os.path.join", ["/tmp", "x"]) == {:ok, "/tmp/x"}
