@@ -21,8 +21,9 @@ defmodule Symbiont.ClusterTest do
     ensure_distributed!()
     {_, a} = start_peer!("mesh_a")
     {_, b} = start_peer!("mesh_b")
-    # The meshes learn of each other through :pg as the nodes connect.
-    assert wait_until(fn -> Enum.all?([node(), a, b], &(forwarders(&1) == 3)) end, 5_000)
+    # The meshes learn of each other through :pg as the nodes connect (slowly on a loaded
+    # machine, while other tests' peers come and go).
+    assert wait_until(fn -> Enum.all?([node(), a, b], &(forwarders(&1) == 3)) end, 20_000)
 
     {:ok, a: a, b: b, topic: "cluster:#{System.unique_integer([:positive])}"}
   end
