@@ -79,16 +79,15 @@ defmodule Symbiont do
   def status do
     nodes = Enum.map([node() | Node.list()], &Atom.to_string/1)
 
-    agents =
-      for id <- Symbiont.Agent.Server.ids(), {:ok, a} <- [Symbiont.Agent.Server.info(id)], do: a
+    hosts = hosts()
 
     # What was done: the conductor's refused and failed proposals stay in remediations/1.
     done = for r <- remediations(50), Map.get(r, "result", "applied") == "applied", do: r
 
     data = %{
       nodes: nodes,
-      hosts: hosts(),
-      agents: agents,
+      hosts: hosts,
+      agents: agents(hosts),
       health: Symbiont.Health.History.latest(),
       remediations: Enum.take(done, 5)
     }
@@ -117,17 +116,27 @@ defmodule Symbiont do
   end
 
   @doc """
-  Information about every running agent (queue, in-flight, counters, decoded state, and
-  its host's OS pid and crashes), sorted by host, then id.
+  Information about every agent on this node (queue, in-flight, counters, decoded state,
+  and its host's OS pid and crashes), a quarantined one too, sorted by host, then id.
 
       iex> Enum.all?(Symbiont.agents(), &Map.has_key?(&1, :queue))
       true
   """
   @spec agents() :: [map]
-  def agents do
-    for host <- hosts(), agent <- host.agents do
-      Map.merge(agent, %{os_pid: host.os_pid, crashes: host.crashes})
+  def agents, do: agents(hosts())
+
+  @doc false
+  # agents/0 with the hosts already at hand (hosts/0). From the agents' registry, not the
+  # hosts' slots: a quarantined agent has left its host's slot.
+  @spec agents([map]) :: [map]
+  def agents(hosts) do
+    by_name = Map.new(hosts, &{&1.name, &1})
+
+    for id <- Symbiont.Agent.Server.ids(), {:ok, a} <- [Symbiont.Agent.Server.info(id)] do
+      host = Map.get(by_name, a.host, %{os_pid: nil, crashes: nil})
+      Map.merge(a, %{os_pid: host.os_pid, crashes: host.crashes})
     end
+    |> Enum.sort_by(&{&1.host, &1.id})
   end
 
   @doc """

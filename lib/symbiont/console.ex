@@ -24,9 +24,8 @@ defmodule Symbiont.Console do
   end
 
   @doc false
-  # The one screen of Symbiont.status/0: every agent, with its host (a quarantined agent
-  # has left its host's slot, so it is listed from the agents, not the hosts), then the
-  # hosts that run none.
+  # The one screen of Symbiont.status/0: every agent (Symbiont.agents/1: sorted, with its
+  # host's crashes), then the hosts that run none.
   @spec status(map) :: String.t()
   def status(%{nodes: nodes, hosts: hosts, agents: agents, health: health} = data) do
     kinds = agents |> Enum.map(&health_kind(health, &1.name)) |> Enum.frequencies()
@@ -41,11 +40,10 @@ defmodule Symbiont.Console do
         "#{length(agents)} agent(s)" <> if(summary == "", do: "", else: " (#{summary})")
 
     header = ~w(AGENT HOST STATUS HEALTH QUEUE IN-FLIGHT HANDLED FAILED RESTARTS P99 VERSION)
-    by_name = Map.new(hosts, &{&1.name, &1})
     used = MapSet.new(agents, & &1.host)
 
     agent_rows =
-      for a <- Enum.sort_by(agents, &{&1.host, &1.id}) do
+      for a <- agents do
         [
           a.id,
           a.host,
@@ -55,7 +53,7 @@ defmodule Symbiont.Console do
           to_string(a.in_flight),
           to_string(a.handled),
           to_string(a.failed),
-          by_name |> Map.get(a.host, %{}) |> Map.get(:crashes, "-") |> to_string(),
+          to_string(a.crashes || "-"),
           duration_us(a.latency_us.p99),
           version(a.python)
         ]

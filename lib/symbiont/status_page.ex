@@ -156,13 +156,7 @@ defmodule Symbiont.StatusPage do
   def snapshot do
     feed = Feed.snapshot()
     hosts = Symbiont.hosts()
-    by_name = Map.new(hosts, &{&1.name, &1})
-
-    # From the agents, not the hosts: a quarantined agent has left its host's slot.
-    agents =
-      for id <- Symbiont.Agent.Server.ids(),
-          {:ok, a} <- [Symbiont.Agent.Server.info(id)],
-          do: agent(a, Map.get(by_name, a.host, %{os_pid: nil}), feed.health)
+    agents = for a <- Symbiont.agents(hosts), do: agent(a, feed.health)
 
     %{
       node: node(),
@@ -170,7 +164,7 @@ defmodule Symbiont.StatusPage do
       at_ms: System.system_time(:millisecond),
       keep: feed.keep,
       hosts: Enum.map(hosts, &host/1),
-      agents: Enum.sort_by(agents, &{&1.host, &1.id}),
+      agents: agents,
       topology: %{topics: Symbiont.topology().topics},
       events: feed.events
     }
@@ -181,14 +175,14 @@ defmodule Symbiont.StatusPage do
     |> Map.put(:agents, Enum.map(h.agents, & &1.id))
   end
 
-  defp agent(a, host, health) do
+  defp agent(a, health) do
     last = Map.get(health, a.name)
 
     %{
       id: a.id,
       name: a.name,
       host: a.host,
-      os_pid: host.os_pid,
+      os_pid: a.os_pid,
       status: a.status,
       health: health_of(a, last),
       health_reason: last && last["reason"],
