@@ -36,8 +36,8 @@ defmodule Symbiont.StatusPage do
   ## Supervision
 
       Symbiont.StatusPage (rest_for_one)
-      ├── Symbiont.StatusPage.Feed     subscribed to the two topics; recent events,
-      │                                last health per agent, the open streams
+      ├── Symbiont.StatusPage.Feed     subscribed to the two topics; recent events and
+      │                                the open streams
       └── Symbiont.StatusPage.Server   the httpd instance (routes: StatusPage.Handler)
   """
 
@@ -156,7 +156,8 @@ defmodule Symbiont.StatusPage do
   def snapshot do
     feed = Feed.snapshot()
     hosts = Symbiont.hosts()
-    agents = for a <- Symbiont.agents(hosts), do: agent(a, feed.health)
+    health = Symbiont.Health.History.latest()
+    agents = for a <- Symbiont.agents(hosts), do: agent(a, health)
 
     %{
       node: node(),

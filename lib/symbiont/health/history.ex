@@ -1,9 +1,10 @@
 defmodule Symbiont.Health.History do
   @moduledoc false
   # The recent health events of this node's mesh (Symbiont.Health), kept for the iex
-  # helpers (`Symbiont.health/0`, `Symbiont.agent/1`): the last 20 of each agent and
-  # the last 200 overall, newest first. Subscribed to `symbiont.health`; readers go
-  # through ETS, so a busy history never blocks them.
+  # helpers (`Symbiont.health/0`, `Symbiont.agent/1`) and the status page: the last 20
+  # of each agent and the last 200 overall, newest first, and the last event of each
+  # agent that tells how it is now. Subscribed to `symbiont.health`; readers go through
+  # ETS, so a busy history never blocks them.
 
   use GenServer
 
@@ -29,11 +30,7 @@ defmodule Symbiont.Health.History do
   # by agent name.
   @spec latest(atom) :: %{String.t() => map}
   def latest(table \\ __MODULE__) do
-    for {{:agent, agent}, events} <- :ets.tab2list(table),
-        last = Enum.find(events, &Symbiont.Health.current?/1),
-        last != nil,
-        into: %{},
-        do: {agent, last}
+    for {{:current, agent}, event} <- :ets.tab2list(table), into: %{}, do: {agent, event}
   rescue
     ArgumentError -> %{}
   end
@@ -52,8 +49,12 @@ defmodule Symbiont.Health.History do
       health = Map.put(health, "at_ms", System.system_time(:millisecond))
       push(table, :recent, health, @overall)
 
-      if is_binary(health["agent"]),
-        do: push(table, {:agent, health["agent"]}, health, @per_agent)
+      if is_binary(health["agent"]) do
+        push(table, {:agent, health["agent"]}, health, @per_agent)
+
+        if Symbiont.Health.current?(health),
+          do: :ets.insert(table, {{:current, health["agent"]}, health})
+      end
     end
 
     {:noreply, table}

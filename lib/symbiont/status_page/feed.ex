@@ -1,8 +1,9 @@
 defmodule Symbiont.StatusPage.Feed do
   @moduledoc false
   # The status page's feed: subscribed to symbiont.health and symbiont.remediation, it keeps
-  # the last events (so that a page opened now shows what just happened), the last health
-  # of each agent, and pushes every new event to the open pages' streams.
+  # the last events (so that a page opened now shows what just happened) and pushes every
+  # new event to the open pages' streams. The last health of each agent is
+  # Symbiont.Health.History's.
   #
   # Each event gets an id that grows by one, which is also its SSE id: a browser that
   # reconnects sends the last id it saw (Last-Event-ID) and gets only what came after.
@@ -18,11 +19,8 @@ defmodule Symbiont.StatusPage.Feed do
   @spec start_link(keyword) :: GenServer.on_start()
   def start_link(opts), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
 
-  @doc """
-  The events kept (oldest first), how many it keeps, and the last health event of each
-  agent.
-  """
-  @spec snapshot() :: %{events: [entry], keep: pos_integer, health: %{String.t() => map}}
+  @doc "The events kept (oldest first) and how many it keeps."
+  @spec snapshot() :: %{events: [entry], keep: pos_integer}
   def snapshot, do: GenServer.call(__MODULE__, :snapshot)
 
   @doc """
@@ -47,16 +45,13 @@ defmodule Symbiont.StatusPage.Feed do
        events: :queue.new(),
        count: 0,
        next_id: System.os_time(:microsecond),
-       health: %{},
        listeners: %{}
      }}
   end
 
   @impl true
   def handle_call(:snapshot, _from, state),
-    do:
-      {:reply, %{events: :queue.to_list(state.events), keep: state.keep, health: state.health},
-       state}
+    do: {:reply, %{events: :queue.to_list(state.events), keep: state.keep}, state}
 
   def handle_call({:listen, pid, after_id}, _from, state) do
     listeners = Map.put_new_lazy(state.listeners, pid, fn -> Process.monitor(pid) end)
@@ -80,7 +75,7 @@ defmodule Symbiont.StatusPage.Feed do
     }
 
     for pid <- Map.keys(state.listeners), do: send(pid, {__MODULE__, entry})
-    {:noreply, state |> remember(entry) |> health(entry)}
+    {:noreply, remember(state, entry)}
   end
 
   def handle_info({:DOWN, _ref, :process, pid, _reason}, state),
@@ -101,13 +96,4 @@ defmodule Symbiont.StatusPage.Feed do
       do: %{state | events: :queue.drop(events), next_id: entry.id + 1},
       else: %{state | events: events, count: state.count + 1, next_id: entry.id + 1}
   end
-
-  defp health(state, %{kind: "health", event: %{"agent" => agent} = event, at_ms: at})
-       when is_binary(agent) do
-    if Symbiont.Health.current?(event),
-      do: %{state | health: Map.put(state.health, agent, Map.put(event, "at_ms", at))},
-      else: state
-  end
-
-  defp health(state, _entry), do: state
 end
