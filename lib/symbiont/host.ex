@@ -1033,18 +1033,8 @@ defmodule Symbiont.Host do
   # The process gets EOF, then SIGKILL after the grace period; then its process group (the
   # children it forked or spawned) is killed too. A process that exited by itself (its
   # port is closed already) leaves only its group to kill.
-  defp close_port(%{port: port, os_pid: os_pid, config: config}) do
-    if port do
-      try do
-        Port.close(port)
-      rescue
-        ArgumentError -> :ok
-      end
-    end
-
-    if os_pid, do: Symbiont.Host.Reaper.reap(os_pid, config.grace)
-    :ok
-  end
+  defp close_port(%{port: port, os_pid: os_pid, config: config}),
+    do: Symbiont.Host.Reaper.close(port, os_pid, config.grace)
 
   ## Logs
 

@@ -12,6 +12,24 @@ defmodule Symbiont.Host.Reaper do
     spawn(fn -> wait_or_kill(os_pid, System.monotonic_time(:millisecond) + grace_ms) end)
   end
 
+  @doc """
+  Closes `port` (EOF on the process's input; a port that is closed already is fine) and
+  reaps its process `os_pid` as `reap/2` does. Either may be `nil`.
+  """
+  @spec close(port | nil, pos_integer | nil, non_neg_integer) :: :ok
+  def close(port, os_pid, grace_ms) do
+    if port do
+      try do
+        Port.close(port)
+      rescue
+        ArgumentError -> :ok
+      end
+    end
+
+    if os_pid, do: reap(os_pid, grace_ms)
+    :ok
+  end
+
   @doc "Whether the OS process is alive (neither gone nor a zombie). Linux only."
   @spec alive?(pos_integer) :: boolean
   def alive?(os_pid) do

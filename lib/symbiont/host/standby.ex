@@ -83,9 +83,7 @@ defmodule Symbiont.Host.Standby do
 
   @impl true
   def handle_call({:take, key, modules, pid}, _from, state) do
-    preload = Map.get(state.preload, key, [])
-    preload = Enum.take(Enum.uniq(preload ++ modules), @max_preload)
-    state = %{state | keys: touch(state.keys, key), preload: Map.put(state.preload, key, preload)}
+    state = %{learn_modules(state, key, modules) | keys: touch(state.keys, key)}
 
     {reply, state} =
       case Map.get(state.ready, key, []) do
@@ -107,11 +105,9 @@ defmodule Symbiont.Host.Standby do
     known = Map.get(state.preload, key, [])
 
     if key in state.keys and modules -- known != [] do
-      preload = Enum.take(Enum.uniq(known ++ modules), @max_preload)
       {stale, ready} = Map.pop(state.ready, key, [])
       for {port, _} <- stale, do: close(port)
-      state = %{state | ready: ready, preload: Map.put(state.preload, key, preload)}
-      {:noreply, refill(state)}
+      {:noreply, refill(learn_modules(%{state | ready: ready}, key, modules))}
     else
       {:noreply, state}
     end
@@ -146,6 +142,12 @@ defmodule Symbiont.Host.Standby do
   end
 
   defp size, do: Application.get_env(:symbiont, :standby_hosts, 1)
+
+  # The modules the standbys of `key` import ahead, `modules` added (at most @max_preload).
+  defp learn_modules(state, key, modules) do
+    preload = Enum.take(Enum.uniq(Map.get(state.preload, key, []) ++ modules), @max_preload)
+    %{state | preload: Map.put(state.preload, key, preload)}
+  end
 
   defp touch(keys, key), do: Enum.take([key | List.delete(keys, key)], @max_keys)
 
@@ -184,14 +186,7 @@ defmodule Symbiont.Host.Standby do
 
   defp close(port) do
     os_pid = with {:os_pid, p} <- Port.info(port, :os_pid), do: p
-
-    try do
-      Port.close(port)
-    rescue
-      ArgumentError -> :ok
-    end
-
-    if os_pid, do: Symbiont.Host.Reaper.reap(os_pid, 1_000)
+    Symbiont.Host.Reaper.close(port, os_pid, 1_000)
   end
 
   defp forget(state, port) do
