@@ -112,10 +112,10 @@ defmodule SymbiontTest do
 
   test "peek/2 prints the decoded events of a topic, then stops by itself" do
     topic = unique_name("peek")
-    publisher = spawn_link(fn -> publish_until_stopped(topic, 5, &%{"i" => &1}) end)
+    publisher = start_publishing(topic, 5, &%{"i" => &1})
 
     output = capture_io(fn -> assert Symbiont.peek(topic, ms: 5_000, count: 3) == 3 end)
-    send(publisher, :stop)
+    stop_publishing(publisher)
 
     assert [first, _, _] = String.split(output, "\n", trim: true)
     assert [_, i] = Regex.run(~r/^\d\d:\d\d:\d\d  #{topic}  -  %\{"i" => (\d+)\}$/, first)

@@ -138,10 +138,19 @@ defmodule Symbiont.HostHelpers do
   def os_alive?(os_pid), do: Symbiont.Host.Reaper.alive?(os_pid)
 
   @doc """
-  Publishes `value.(n)` on `topic` every `every_ms` ms, n = 0, 1, ..., until sent `:stop`;
-  returns how many it published. Run it in a task or process of its own.
+  Starts a task that publishes `value.(n)` on `topic` every `every_ms` ms, n = 0, 1, ...
+  (load for a test), until `stop_publishing/1`.
   """
-  def publish_until_stopped(topic, every_ms, value \\ & &1, n \\ 0) do
+  def start_publishing(topic, every_ms, value \\ & &1),
+    do: Task.async(fn -> publish_until_stopped(topic, every_ms, value, 0) end)
+
+  @doc "Stops a `start_publishing/3` task; returns how many events it published."
+  def stop_publishing(%Task{pid: pid} = task) do
+    send(pid, :stop)
+    Task.await(task)
+  end
+
+  defp publish_until_stopped(topic, every_ms, value, n) do
     receive do
       :stop -> n
     after

@@ -137,7 +137,7 @@ defmodule Symbiont.ConductorTest do
     :ok = Symbiont.publish(t1, 0)
     await_outputs(out, [0])
     start_conductor!(prefix, m, policy_options: %{"settle_ms" => 3_000})
-    feeder = feed(t1, 20)
+    feeder = start_publishing(t1, 20, &(&1 + 1))
 
     capture_log(fn ->
       :ok = Symbiont.publish(t1, "break")
@@ -152,7 +152,7 @@ defmodule Symbiont.ConductorTest do
       assert is_integer(Symbiont.Event.decode!(e))
     end)
 
-    stop_feed(feeder)
+    stop_publishing(feeder)
     assert conductor_actions_on(b) == []
     assert conductor_actions_on(c) == []
   end
@@ -195,12 +195,12 @@ defmodule Symbiont.ConductorTest do
     m = start_manifest!([stage(a, config, high_water: 30, max_replicas: 3)])
 
     start_conductor!(prefix, m, policy_options: %{"grow_ticks" => 2, "drain_ticks" => 3})
-    feeder = feed(topic, 8)
+    feeder = start_publishing(topic, 8, &(&1 + 1))
 
     capture_log(fn ->
       assert %{"replicas" => 2} = await_remediation(a, "scale", 15_000)
       assert_receive {:agent_start, _, _}, 10_000
-      stop_feed(feeder)
+      stop_publishing(feeder)
 
       assert %{"replicas" => n, "reason" => "queue drained"} =
                await_remediation(a, "scale", 20_000)
@@ -279,14 +279,13 @@ defmodule Symbiont.ConductorTest do
 
     capture_log(fn ->
       # The first events find nobody; the conductor spawns the tenant's agent.
-      publisher = Task.async(fn -> publish_until_stopped(tenant_topic, 5) end)
+      publisher = start_publishing(tenant_topic, 5)
       spawn = await_conductor(agent, "spawn")
       assert spawn["template"] == Atom.to_string(template)
       assert spawn["evidence"]["topic"] == tenant_topic
       assert_receive %Symbiont.Event{topic: ^out, from: ^agent} = e, 10_000
       assert %{"tenant" => "acme"} = Symbiont.Event.decode!(e)
-      send(publisher.pid, :stop)
-      Task.await(publisher)
+      stop_publishing(publisher)
       assert %{required: false} = Symbiont.Manifest.agent(agent, m)
 
       # Idle, not required: retired again, and the manifest no longer has it.
@@ -308,14 +307,13 @@ defmodule Symbiont.ConductorTest do
       agent: [name: a, wasm: Path.join(wasm, "counter.wat"), topics: [topic]] ++ extra
     )
 
-    publisher = Task.async(fn -> publish_until_stopped(topic, 5) end)
+    publisher = start_publishing(topic, 5)
 
     assert {:ok, _} =
              Symbiont.deploy(a, Path.join(wasm, "counter_v3.wat"), window_ms: 200, min_events: 5)
 
     await_remediation(a, "promote", 15_000)
-    send(publisher.pid, :stop)
-    Task.await(publisher)
+    stop_publishing(publisher)
     %{name: a, topic: topic}
   end
 
@@ -454,26 +452,6 @@ defmodule Symbiont.ConductorTest do
       assert unknown != []
       assert {:ok, %{status: :ready}} = Server.info(a)
     end
-  end
-
-  # A process that publishes a counter on `topic` every `every_ms` until stopped: load.
-  defp feed(topic, every_ms) do
-    spawn_link(fn -> feed_loop(topic, every_ms, 1) end)
-  end
-
-  defp feed_loop(topic, every_ms, n) do
-    :ok = Symbiont.publish(topic, n)
-
-    receive do
-      {:stop, from} -> send(from, :stopped)
-    after
-      every_ms -> feed_loop(topic, every_ms, n + 1)
-    end
-  end
-
-  defp stop_feed(pid) do
-    send(pid, {:stop, self()})
-    assert_receive :stopped, 5_000
   end
 
   defp flush_topic(topic) do

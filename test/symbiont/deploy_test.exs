@@ -179,10 +179,9 @@ defmodule Symbiont.DeployTest do
   defp while_publishing(%{topic: topic}, fun) do
     {published, _log} =
       with_log(fn ->
-        publisher = Task.async(fn -> publish_until_stopped(topic, 2) end)
+        publisher = start_publishing(topic, 2)
         fun.()
-        send(publisher.pid, :stop)
-        Task.await(publisher)
+        stop_publishing(publisher)
       end)
 
     published
