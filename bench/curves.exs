@@ -199,7 +199,7 @@ defmodule Bench.Curves do
 
     t1 =
       acked_after(counts, messages * n, fn ->
-        for i <- 1..messages, do: publish_checked(topic, i)
+        for i <- 1..messages, do: Bench.Results.publish_checked(topic, i)
       end)
 
     messages * n / (t1 - t0) * 1_000_000_000
@@ -214,17 +214,6 @@ defmodule Bench.Curves do
     |> Enum.sort()
     |> List.to_tuple()
     |> Bench.Results.pct(99)
-  end
-
-  defp publish_checked(topic, i) do
-    case Symbiont.publish(topic, i, checked: true) do
-      :ok ->
-        :ok
-
-      {:error, :overloaded} ->
-        Process.sleep(1)
-        publish_checked(topic, i)
-    end
   end
 
   ## Hosts: one Python agent each

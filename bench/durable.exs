@@ -17,11 +17,12 @@ data_dir = Path.join(System.tmp_dir!(), "symbiont-bench-durable-#{System.pid()}"
 Application.put_env(:symbiont, :data_dir, data_dir)
 Logger.configure(level: :error)
 {:ok, _} = Application.ensure_all_started(:symbiont)
+Code.require_file("results.exs", __DIR__)
 
 defmodule Bench.Durable do
   alias Symbiont.Agent.Server
 
-  @quick System.get_env("QUICK") in ["1", "true"]
+  @quick Bench.Results.quick?()
   @events if @quick, do: 5_000, else: 20_000
   @rounds if @quick, do: 3, else: 5
   @fsyncs if @quick, do: 500, else: 2_000
@@ -36,8 +37,8 @@ defmodule Bench.Durable do
         {durable, rate}
       end
 
-    plain = median(for {false, r} <- rates, do: r)
-    durable = median(for {true, r} <- rates, do: r)
+    plain = Bench.Results.median(for {false, r} <- rates, do: r)
+    durable = Bench.Results.median(for {true, r} <- rates, do: r)
     {:ok, %{journal: journal}} = Server.info(agents[true].name)
     per_commit = journal.accepted / max(journal.commits, 1)
     per_event_us = (1 / durable - 1 / plain) * 1_000_000
@@ -76,8 +77,8 @@ defmodule Bench.Durable do
         ]
       )
 
-    wait(fn -> match?({:ok, %{status: :ready}}, Server.info(name)) end)
-    wait(fn -> Symbiont.Mesh.members(Symbiont.Mesh, topic, name) != [] end)
+    Bench.Results.wait(fn -> match?({:ok, %{status: :ready}}, Server.info(name)) end)
+    Bench.Results.wait(fn -> Symbiont.Mesh.members(Symbiont.Mesh, topic, name) != [] end)
     %{name: name, topic: topic}
   end
 
@@ -86,22 +87,14 @@ defmodule Bench.Durable do
 
     {us, _} =
       :timer.tc(fn ->
-        for i <- 1..@events, do: publish(topic, i)
-        wait(fn -> match?({:ok, %{handled: n}} when n >= before + @events, Server.info(name)) end)
+        for i <- 1..@events, do: Bench.Results.publish_checked(topic, i)
+
+        Bench.Results.wait(fn ->
+          match?({:ok, %{handled: n}} when n >= before + @events, Server.info(name))
+        end)
       end)
 
     @events / us * 1_000_000
-  end
-
-  defp publish(topic, i) do
-    case Symbiont.publish(topic, i, checked: true) do
-      :ok ->
-        :ok
-
-      {:error, :overloaded} ->
-        Process.sleep(1)
-        publish(topic, i)
-    end
   end
 
   # A record of an event's size, logged and synced one at a time.
@@ -120,16 +113,6 @@ defmodule Bench.Durable do
 
     :disk_log.close(log)
     us / @fsyncs
-  end
-
-  defp median(xs), do: xs |> Enum.sort() |> Enum.at(div(length(xs), 2))
-
-  defp wait(fun, deadline \\ System.monotonic_time(:millisecond) + 120_000) do
-    cond do
-      fun.() -> :ok
-      System.monotonic_time(:millisecond) > deadline -> raise "bench: timed out waiting"
-      true -> Process.sleep(5) && wait(fun, deadline)
-    end
   end
 end
 

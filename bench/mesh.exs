@@ -211,7 +211,7 @@ defmodule Bench.Mesh do
           :timer.tc(fn ->
             # Checked publishes: when an agent's queue is full the publisher waits for
             # room instead of losing events.
-            for i <- 1..@fanout, do: publish_checked(i)
+            for i <- 1..@fanout, do: Bench.Results.publish_checked("bench.fanout", i)
 
             Bench.Results.wait(fn ->
               Enum.zip(names, before) |> Enum.all?(fn {n, b} -> handled(n) == b + @fanout end)
@@ -225,17 +225,6 @@ defmodule Bench.Mesh do
 
     for name <- names, do: Symbiont.Python.stop(name)
     {Bench.Results.median(results), base}
-  end
-
-  defp publish_checked(i) do
-    case Symbiont.publish("bench.fanout", i, checked: true) do
-      :ok ->
-        :ok
-
-      {:error, :overloaded} ->
-        Process.sleep(1)
-        publish_checked(i)
-    end
   end
 
   defp handled(name) do

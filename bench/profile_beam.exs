@@ -121,7 +121,7 @@ defmodule Bench.ProfileBeam do
     n = div(@n, 4)
 
     eprof(pids, fn ->
-      for i <- 1..n, do: publish_checked(i)
+      for i <- 1..n, do: Bench.Results.publish_checked("bench.fanout", i)
 
       Bench.Results.wait(fn ->
         match?({:ok, %{agent: %{handled: ^n}}}, Symbiont.Host.info("profile-sink"))
@@ -135,17 +135,6 @@ defmodule Bench.ProfileBeam do
     {:ok, _} = Symbiont.Python.start(name: "profile", python_path: [__DIR__])
     {:ok, _} = Symbiont.Python.call("profile", "bench_funcs", "echo", [1], timeout: 15_000)
     "profile"
-  end
-
-  defp publish_checked(i) do
-    case Symbiont.publish("bench.fanout", i, checked: true) do
-      :ok ->
-        :ok
-
-      {:error, :overloaded} ->
-        Process.sleep(1)
-        publish_checked(i)
-    end
   end
 
   defp eprof(pids, fun) do

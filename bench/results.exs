@@ -123,6 +123,23 @@ defmodule Bench.Results do
     end
   end
 
+  @doc """
+  Publishes `value` on `topic` as a checked publish (`Symbiont.publish/3`), trying again
+  every millisecond while a subscriber's queue is full: a burst is paced by its consumers
+  and none of it is lost to a full queue.
+  """
+  @spec publish_checked(String.t(), term) :: :ok
+  def publish_checked(topic, value) do
+    case Symbiont.publish(topic, value, checked: true) do
+      :ok ->
+        :ok
+
+      {:error, :overloaded} ->
+        Process.sleep(1)
+        publish_checked(topic, value)
+    end
+  end
+
   @doc "The \"met\" column of a boolean: \"yes\" or \"no\"."
   @spec met(boolean) :: String.t()
   def met(true), do: "yes"

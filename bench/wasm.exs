@@ -165,22 +165,11 @@ defmodule Bench.Wasm do
 
     {us, _} =
       :timer.tc(fn ->
-        for i <- 1..n, do: publish_checked(topic, i)
+        for i <- 1..n, do: Bench.Results.publish_checked(topic, i)
         Bench.Results.wait(fn -> handled(name) == before + n end)
       end)
 
     us / n
-  end
-
-  defp publish_checked(topic, i) do
-    case Symbiont.publish(topic, i, checked: true) do
-      :ok ->
-        :ok
-
-      {:error, :overloaded} ->
-        Process.sleep(1)
-        publish_checked(topic, i)
-    end
   end
 
   defp handled(name) do
