@@ -131,8 +131,11 @@ defmodule Symbiont do
   @spec agents([map]) :: [map]
   def agents(hosts) do
     by_name = Map.new(hosts, &{&1.name, &1})
+    # The hosts' info has their agents' info already: only the others are asked.
+    known = for h <- hosts, a <- h.agents, into: %{}, do: {a.id, {:ok, a}}
 
-    for id <- Symbiont.Agent.Server.ids(), {:ok, a} <- [Symbiont.Agent.Server.info(id)] do
+    for id <- Symbiont.Agent.Server.ids(),
+        {:ok, a} <- [Map.get_lazy(known, id, fn -> Symbiont.Agent.Server.info(id) end)] do
       host = Map.get(by_name, a.host, %{os_pid: nil, crashes: nil})
       Map.merge(a, %{os_pid: host.os_pid, crashes: host.crashes})
     end
