@@ -83,10 +83,7 @@ defmodule Symbiont.Mesh do
 
     * `:name` (required) - the atom naming the mesh.
     * `:adapter` - a `Symbiont.Mesh.Adapter`. Default: `Symbiont.Mesh.PG`.
-    * other options go to the adapter (`Symbiont.Mesh.PG` takes `:partitions`, the
-      number of `Registry` partitions; default: 1, as in Phoenix.PubSub. A broadcast
-      looks a topic up in every partition, so each one costs every broadcast an ETS
-      lookup; more of them only help many processes subscribing at the same moment).
+    * other options go to the adapter (`Symbiont.Mesh.PG` needs none).
   """
   @spec child_spec(keyword) :: Supervisor.child_spec()
   def child_spec(opts) when is_list(opts) do

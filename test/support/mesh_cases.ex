@@ -184,6 +184,55 @@ defmodule Symbiont.MeshCases do
         refute_receive :gone, 50
       end
 
+      test "a plain subscriber that exits is dropped from every topic", %{
+        mesh: mesh,
+        topic: topic
+      } do
+        other = topic <> ":other"
+        parent = self()
+
+        pid =
+          spawn(fn ->
+            :ok = Mesh.subscribe(mesh, topic)
+            :ok = Mesh.subscribe(mesh, other, metadata: :m)
+            send(parent, :subscribed)
+            receive(do: (:never -> :ok))
+          end)
+
+        assert_receive :subscribed
+        assert Mesh.members(mesh, topic, nil) == [pid]
+        assert {other, pid, nil, :m} in Mesh.subscriptions(mesh)
+        ref = Process.monitor(pid)
+        Process.exit(pid, :kill)
+        assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
+        # The table's owner drops the rows when it hears of the exit, just after.
+        wait = fn wait ->
+          Enum.all?(Mesh.subscriptions(mesh), &(elem(&1, 1) != pid)) or
+            (Process.sleep(5) && wait.(wait))
+        end
+
+        assert wait.(wait)
+        assert Mesh.members(mesh, topic, nil) == []
+        assert Mesh.members(mesh, other, nil) == []
+      end
+
+      test "a subscriber stays linked to the mesh only while it has subscriptions",
+           %{mesh: mesh, topic: topic} do
+        {:links, before} = Process.info(self(), :links)
+        :ok = Mesh.subscribe(mesh, topic)
+        :ok = Mesh.subscribe(mesh, topic <> ":2")
+        :ok = Mesh.unsubscribe(mesh, topic)
+        {:links, linked} = Process.info(self(), :links)
+        :ok = Mesh.unsubscribe(mesh, topic <> ":2")
+        {:links, now} = Process.info(self(), :links)
+        # One link to whatever keeps the subscriptions (so they go when the subscriber
+        # exits), whatever their number; it goes with the last unsubscribe.
+        assert length(linked) == length(before) + 1
+        assert Enum.sort(now) == Enum.sort(before)
+        :ok = Mesh.broadcast(mesh, topic, :gone)
+        refute_receive :gone, 50
+      end
+
       test "a member that exits leaves its group", %{mesh: mesh, topic: topic} do
         {_, member} = subscriber(mesh, topic, group: "g")
         ref = Process.monitor(member)

@@ -8,7 +8,7 @@ defmodule Symbiont.Mesh.Adapter do
 
   Two adapters ship with Symbiont:
 
-    * `Symbiont.Mesh.PG` (the default): a duplicate-key `Registry` on each node and one
+    * `Symbiont.Mesh.PG` (the default): a subscription table on each node and one
       forwarding process per node joined to the mesh's `:pg` scope, like
       `Phoenix.PubSub.PG2`.
     * `Symbiont.Mesh.PhoenixPubSub`: delegates to a real `Phoenix.PubSub` when it is

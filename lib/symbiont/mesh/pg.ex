@@ -1,14 +1,17 @@
 defmodule Symbiont.Mesh.PG do
   @moduledoc """
-  The default `Symbiont.Mesh.Adapter`: subscriptions in a duplicate-key `Registry` named
-  after the adapter (`MyMesh.Adapter`), and one forwarding process per node, joined to
-  the adapter's own `:pg` scope. A broadcast dispatches
+  The default `Symbiont.Mesh.Adapter`: subscriptions in a table of each node's, kept as a
+  duplicate-key `Registry` keeps them (a subscriber's rows go when it exits) and read
+  with one ETS lookup a broadcast, and one forwarding process per node, joined to the
+  adapter's own `:pg` scope. A broadcast dispatches
   locally and sends one message to each other node's forwarder, which dispatches there:
   a message crosses the network once per node, whatever the number of subscribers.
   """
   @behaviour Symbiont.Mesh.Adapter
 
   use GenServer
+
+  alias Symbiont.Mesh.Subscriptions
 
   @forwarders :forwarders
 
@@ -23,15 +26,10 @@ defmodule Symbiont.Mesh.PG do
     }
   end
 
-  defp children(name, opts) do
-    # One partition by default: with duplicate keys a lookup or a dispatch reads every
-    # partition (the keys are spread by subscriber, not by topic), so each extra one adds
-    # an ETS lookup to every broadcast (~40% of a broadcast to one subscriber with two).
-    partitions = Keyword.get(opts, :partitions, 1)
-
+  defp children(name, _opts) do
     [
       %{id: :pg, start: {:pg, :start_link, [scope_name(name)]}},
-      {Registry, keys: :duplicate, name: name, partitions: partitions},
+      {Subscriptions, name},
       %{id: :forwarder, start: {GenServer, :start_link, [__MODULE__, name]}}
     ]
   end
@@ -44,15 +42,10 @@ defmodule Symbiont.Mesh.PG do
   defp remote_forwarders(name), do: :persistent_term.get({__MODULE__, name})
 
   @impl Symbiont.Mesh.Adapter
-  def subscribe(mesh, topic, metadata) do
-    case Registry.register(mesh, topic, metadata) do
-      {:ok, _} -> :ok
-      {:error, _} = error -> error
-    end
-  end
+  def subscribe(mesh, topic, metadata), do: Subscriptions.subscribe(mesh, topic, metadata)
 
   @impl Symbiont.Mesh.Adapter
-  def unsubscribe(mesh, topic), do: Registry.unregister(mesh, topic)
+  def unsubscribe(mesh, topic), do: Subscriptions.unsubscribe(mesh, topic)
 
   @impl Symbiont.Mesh.Adapter
   def broadcast(mesh, from, topic, message, dispatcher) do
@@ -74,15 +67,26 @@ defmodule Symbiont.Mesh.PG do
 
   @impl Symbiont.Mesh.Adapter
   def local_broadcast(mesh, from, topic, message, Symbiont.Mesh) do
-    # The default dispatcher through a static call, the hottest path of the mesh.
-    Registry.dispatch(mesh, topic, fn entries ->
-      Symbiont.Mesh.dispatch(entries, from, message)
-    end)
+    # The default dispatcher, inline: the hottest path of the mesh.
+    send_rows(Subscriptions.rows(mesh, topic), from, message)
   end
 
   def local_broadcast(mesh, from, topic, message, dispatcher) do
-    Registry.dispatch(mesh, topic, {dispatcher, :dispatch, [from, message]})
+    # As Registry.dispatch/3: a dispatcher is called only when there is someone to reach.
+    case Subscriptions.lookup(mesh, topic) do
+      [] -> :ok
+      entries -> dispatcher.dispatch(entries, from, message)
+    end
+
+    :ok
   end
+
+  defp send_rows([{_topic, pid, _metadata} | rest], from, message) do
+    if pid != from, do: send(pid, message)
+    send_rows(rest, from, message)
+  end
+
+  defp send_rows([], _from, _message), do: :ok
 
   @impl Symbiont.Mesh.Adapter
   def direct_broadcast(mesh, node, topic, message, dispatcher) do
@@ -95,12 +99,10 @@ defmodule Symbiont.Mesh.PG do
   end
 
   @impl Symbiont.Mesh.Adapter
-  def subscribers(mesh, topic), do: Registry.lookup(mesh, topic)
+  def subscribers(mesh, topic), do: Subscriptions.lookup(mesh, topic)
 
   @impl Symbiont.Mesh.Adapter
-  def subscriptions(mesh) do
-    Registry.select(mesh, [{{:"$1", :"$2", :"$3"}, [], [{{:"$1", :"$2", :"$3"}}]}])
-  end
+  def subscriptions(mesh), do: Subscriptions.all(mesh)
 
   @impl Symbiont.Mesh.Adapter
   def node_name(_mesh), do: node()
