@@ -229,7 +229,7 @@ defmodule Bench.Mesh do
 
   defp handled(name) do
     case Symbiont.Host.info(name) do
-      {:ok, %{status: :ready, agent: %{handled: n}}} -> n
+      {:ok, %{status: :ready, agent: %{status: :ready, handled: n}}} -> n
       _ -> -1
     end
   end

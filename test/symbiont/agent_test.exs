@@ -43,6 +43,19 @@ defmodule Symbiont.AgentTest do
     assert Event.decode!(event) == %{"n" => 51, "got" => :after}
   end
 
+  test "the server's state stays a flat map (32 keys at most) while it runs" do
+    # Updated several times an event: a map of more than 32 keys is a hash trie, each
+    # update of which costs several times more (bench/RESULTS.md, "Profiling").
+    out = unique_name("count.out")
+    :ok = Symbiont.subscribe(out)
+    %{name: name} = start_agent!("test_agents:Counter", %{"out" => out})
+    :ok = Symbiont.publish("count.in", 1)
+    assert_receive %Event{topic: ^out}, 5_000
+    state = :sys.get_state(Server.whereis(name))
+    assert map_size(state) <= 32, "#{map_size(state)} keys: #{inspect(Map.keys(state))}"
+    assert state.rare.subscribed
+  end
+
   test "deliveries in flight when the host dies are redelivered to the new one" do
     out = unique_name("count.out")
     :ok = Symbiont.subscribe(out)

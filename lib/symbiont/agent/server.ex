@@ -227,32 +227,26 @@ defmodule Symbiont.Agent.Server do
 
   @impl true
   def init({id, host, spec, extra}) do
+    # Two maps: the fields the server reads and writes on every event, ack or delivery at
+    # the top, and those that change seldom in `rare`. A map of more than 32 keys is a
+    # hash trie, and each update of one costs several times that of a flat map (a third
+    # of the server's time per event went to that; bench/RESULTS.md, "Profiling").
+    # Keep the top level at 32 keys or fewer (a test checks).
     state = %{
       id: id,
       name: spec.name,
       spec: spec,
       host: host,
       host_pid: nil,
-      host_ref: nil,
       slot: nil,
-      # The largest frame the host's process accepts.
-      max_frame: nil,
       # :detached (no process to run in), :starting (agent_start sent), :ready
       status: :detached,
       out: Out.new(),
-      topics: [],
-      timers: [],
-      subscribed: false,
-      starts: 0,
-      failures: 0,
       # The seq of the last event or tick it accepted: each gets the next one, and keeps
       # it when it is delivered again (after a crash, a nack, a quarantine, or a restart
       # from the journal). It is the seq of the ids of what its handler publishes
       # (PROTOCOL.md §8.1), and a durable agent's number for the event in its journal.
       seq: 0,
-      # Tells this server's seqs from those of an earlier one with the same id (a
-      # durable agent keeps its incarnation in its journal, with its seqs).
-      incarnation: System.os_time(:microsecond),
       # The seq of the last ack (the delivery the checkpoint matches).
       acked_seq: 0,
       # A `dedupe: true` agent's memory of the event ids it has accepted (Dedupe), or nil.
@@ -263,24 +257,12 @@ defmodule Symbiont.Agent.Server do
       in_flight: 0,
       queue: :queue.new(),
       queued: 0,
-      # Read by checked publishes on this node: 1, the queue length; 2, room reserved by
-      # publishers for events still on their way (Symbiont.Mesh.publish/3).
-      load: :atomics.new(2, signed: true),
       overloaded: false,
       # Deliveries still to be sent one at a time after a crash (see charge_crash/2).
       probation: 0,
-      dropped: 0,
-      # Deliveries taken back to be sent again (after a crash, a nack, a quarantine).
-      redelivered: 0,
       state_bin: extra.state_bin,
-      fallback: extra.fallback,
       # A durable agent's Symbiont.Journal (spec :durable), or nil.
       journal: nil,
-      # {from, spec} while waiting for the deliveries in flight to finish (upgrade/3).
-      upgrading: nil,
-      # {from, heir} while retiring (retire/3).
-      retiring: nil,
-      lingering: false,
       # The reason, while quarantined (quarantine/2).
       quarantined: nil,
       # When the last event arrived or was handled (monotonic ms): idleness.
@@ -290,13 +272,38 @@ defmodule Symbiont.Agent.Server do
       n_samples: 0,
       handled: 0,
       failed: 0,
-      published: 0,
-      last_error: nil,
       # Monotonic ms of the last sign of progress from the host while deliveries are in
       # flight (a delivery sent to an idle agent, an ack, a nack), and whether a
       # :stall_check is on its way (see the handler_timeout in Symbiont.Agent).
       progress_at: 0,
-      stall_check: false
+      stall_check: false,
+      rare: %{
+        host_ref: nil,
+        # The largest frame the host's process accepts.
+        max_frame: nil,
+        topics: [],
+        timers: [],
+        subscribed: false,
+        starts: 0,
+        failures: 0,
+        # Tells this server's seqs from those of an earlier one with the same id (a
+        # durable agent keeps its incarnation in its journal, with its seqs).
+        incarnation: System.os_time(:microsecond),
+        # Read by checked publishes on this node: 1, the queue length; 2, room reserved
+        # by publishers for events still on their way (Symbiont.Mesh.publish/3).
+        load: :atomics.new(2, signed: true),
+        dropped: 0,
+        # Deliveries taken back to be sent again (after a crash, a nack, a quarantine).
+        redelivered: 0,
+        fallback: extra.fallback,
+        # {from, spec} while waiting for the deliveries in flight to finish (upgrade/3).
+        upgrading: nil,
+        # {from, heir} while retiring (retire/3).
+        retiring: nil,
+        lingering: false,
+        published: 0,
+        last_error: nil
+      }
     }
 
     # A placed agent (spec :nodes) runs once in the cluster: :global refuses a second
@@ -337,7 +344,7 @@ defmodule Symbiont.Agent.Server do
   end
 
   def handle_call({:upgrade, spec}, from, state),
-    do: reply({:noreply, settle(%{state | upgrading: {from, spec}})})
+    do: reply({:noreply, settle(rare(state, upgrading: {from, spec}))})
 
   def handle_call({:quarantine, _reason}, _from, %{quarantined: q} = state) when q != nil,
     do: reply({:reply, :ok, state})
@@ -349,7 +356,7 @@ defmodule Symbiont.Agent.Server do
 
     queue = :queue.join(:queue.from_list(back), state.queue)
     state = put_queue(state, queue, state.queued + length(back))
-    state = %{state | redelivered: state.redelivered + length(back)}
+    state = rare(state, redelivered: state.rare.redelivered + length(back))
     if state.host_pid && state.slot, do: Symbiont.Host.detach(state.host_pid, state.slot)
     Logger.warning("agent #{state.id} quarantined: #{reason}", meta(state))
 
@@ -407,8 +414,8 @@ defmodule Symbiont.Agent.Server do
   end
 
   def handle_call({:retire, heir}, from, state) do
-    for topic <- state.topics, do: Symbiont.Mesh.unsubscribe(Symbiont.Mesh, topic)
-    reply_noreply_or_stop(settle(%{state | retiring: {from, heir}}))
+    for topic <- state.rare.topics, do: Symbiont.Mesh.unsubscribe(Symbiont.Mesh, topic)
+    reply_noreply_or_stop(settle(rare(state, retiring: {from, heir})))
   end
 
   @impl true
@@ -456,7 +463,7 @@ defmodule Symbiont.Agent.Server do
     # A checked publish reserved room here (slot 2 of the load): it has arrived and taken
     # it (slot 1), so the reservation goes only now; released before, a publisher could
     # see the room twice and overfill the queue.
-    if event.reserved != [] and self() in event.reserved, do: :atomics.sub(state.load, 2, 1)
+    if event.reserved != [] and self() in event.reserved, do: :atomics.sub(state.rare.load, 2, 1)
     state
   end
 
@@ -466,16 +473,16 @@ defmodule Symbiont.Agent.Server do
 
   defp info({:host_down, host, crash}, %{host_pid: host} = state), do: host_down(state, crash)
 
-  defp info({:DOWN, ref, :process, _, reason}, %{host_ref: ref} = state) do
+  defp info({:DOWN, ref, :process, _, reason}, %{rare: %{host_ref: ref}} = state) do
     crash = %{message: "owner went down (#{inspect(reason)})", logs: []}
-    state = host_down(%{state | host_pid: nil, host_ref: nil, slot: nil}, crash)
+    state = host_down(rare(%{state | host_pid: nil, slot: nil}, host_ref: nil), crash)
     Process.send_after(self(), :attach, @attach_retry_ms)
     state
   end
 
   defp info(:attach, %{host_pid: nil, quarantined: nil} = state), do: attach(state)
 
-  defp info(:retired, %{retiring: {from, _heir}} = state) do
+  defp info(:retired, %{rare: %{retiring: {from, _heir}}} = state) do
     # Its events all went to its heir or the dead letters: the journal has nothing left.
     if state.journal, do: Journal.delete(state.journal)
     state = %{state | journal: nil}
@@ -483,7 +490,7 @@ defmodule Symbiont.Agent.Server do
     {:stop, state}
   end
 
-  defp info({:retry_start, port, n}, %{out: %{port: port}, failures: n} = state),
+  defp info({:retry_start, port, n}, %{out: %{port: port}, rare: %{failures: n}} = state),
     do: start_on(state, port)
 
   defp info(:stall_check, state), do: stall_check(%{state | stall_check: false})
@@ -520,7 +527,10 @@ defmodule Symbiont.Agent.Server do
         case Symbiont.Host.attach(pid, state.id, state.spec.module) do
           {:ok, slot, port, max_frame} ->
             ref = Process.monitor(pid)
-            state = %{state | host_pid: pid, host_ref: ref, slot: slot, max_frame: max_frame}
+
+            state =
+              rare(%{state | host_pid: pid, slot: slot}, host_ref: ref, max_frame: max_frame)
+
             if port, do: start_on(state, port), else: state
 
           {:error, _} ->
@@ -570,7 +580,7 @@ defmodule Symbiont.Agent.Server do
 
   defp frame({:agent_ready, _slot, info}, %{status: :starting} = state) do
     state = subscribe(state, info)
-    state = %{state | status: :ready, starts: state.starts + 1, failures: 0}
+    state = rare(%{state | status: :ready}, starts: state.rare.starts + 1, failures: 0)
     state = %{state | progress_at: now_ms()}
 
     # Deliveries in flight go again, in order; then what waits in the queue (after a crash
@@ -587,14 +597,14 @@ defmodule Symbiont.Agent.Server do
       agent: state.name,
       id: state.id,
       host: state.host,
-      restarts: state.starts - 1
+      restarts: state.rare.starts - 1
     })
 
     state
   end
 
   defp frame({:agent_failed, _slot, error}, %{status: :starting} = state) do
-    failures = state.failures + 1
+    failures = state.rare.failures + 1
     delay = Symbiont.Host.backoff(failures + 1, 5_000)
 
     Logger.error(
@@ -607,7 +617,7 @@ defmodule Symbiont.Agent.Server do
     })
 
     Process.send_after(self(), {:retry_start, state.out.port, failures}, delay)
-    %{state | status: :detached, failures: failures, last_error: error}
+    rare(%{state | status: :detached}, failures: failures, last_error: error)
   end
 
   # An ack of a seq that is no longer in flight (the deliveries went back to the queue, in
@@ -635,17 +645,17 @@ defmodule Symbiont.Agent.Server do
           meta(state)
         )
 
-        %{state | last_error: error}
+        rare(state, last_error: error)
         |> retry_or_give_up(what, attempts + 1, "handler_failed", error)
         |> drain()
     end
   end
 
   defp frame({:publish, _slot, topic, payload, seq_n}, state) do
-    id = with {seq, n} <- seq_n, do: {state.id, state.incarnation, seq, n}
+    id = with {seq, n} <- seq_n, do: {state.id, state.rare.incarnation, seq, n}
     event = %Symbiont.Event{topic: topic, payload: payload, from: state.name, id: id}
     Symbiont.Mesh.publish(Symbiont.Mesh, event)
-    %{state | published: state.published + 1}
+    rare(state, published: state.rare.published + 1)
   end
 
   defp frame(frame, state) do
@@ -681,7 +691,7 @@ defmodule Symbiont.Agent.Server do
   end
 
   # Topics and timers are taken once: a restarted process runs the same class.
-  defp subscribe(%{subscribed: true} = state, _info), do: state
+  defp subscribe(%{rare: %{subscribed: true}} = state, _info), do: state
 
   defp subscribe(state, info) do
     topics = List.wrap(info["topics"])
@@ -693,7 +703,7 @@ defmodule Symbiont.Agent.Server do
           group: state.name,
           metadata: %{
             agent: state.name,
-            load: {state.load, state.spec.max_queue, state.spec.overflow}
+            load: {state.rare.load, state.spec.max_queue, state.spec.overflow}
           }
         )
     end
@@ -702,24 +712,26 @@ defmodule Symbiont.Agent.Server do
       :timer.send_interval(ms, {:tick, name})
     end
 
-    %{state | topics: topics, timers: timers, subscribed: true}
+    rare(state, topics: topics, timers: timers, subscribed: true)
   end
 
   ## Upgrade and retirement
 
   # An upgrade goes on once nothing is in flight; a retirement hands what waits to its
   # heir and ends once nothing is in flight.
-  defp settle(%{upgrading: {from, spec}, in_flight: 0} = state) do
+  defp settle(%{rare: %{upgrading: {from, spec}}, in_flight: 0} = state) do
     old = state.spec
     if state.host_pid, do: Symbiont.Host.detach(state.host_pid, state.slot)
     GenServer.reply(from, {:ok, old})
     Logger.info("agent #{state.id} now runs #{describe_logic(spec)}", meta(state))
-    state = %{state | spec: spec, upgrading: nil, status: :detached, out: Out.to(state.out, nil)}
+
+    state =
+      rare(%{state | spec: spec, status: :detached, out: Out.to(state.out, nil)}, upgrading: nil)
 
     if state.host_pid, do: reattach(state), else: state
   end
 
-  defp settle(%{retiring: {_from, heir}} = state) do
+  defp settle(%{rare: %{retiring: {_from, heir}}} = state) do
     items = :queue.to_list(state.queue)
 
     for {%Symbiont.Event{} = event, attempts} <- items do
@@ -732,9 +744,9 @@ defmodule Symbiont.Agent.Server do
 
     # Once nothing is in flight it lingers a little, still handing over what arrives: a
     # publisher that picked it just before it unsubscribed may have sent one more.
-    if state.in_flight == 0 and not state.lingering do
+    if state.in_flight == 0 and not state.rare.lingering do
       Process.send_after(self(), :retired, @linger_ms)
-      %{state | lingering: true}
+      rare(state, lingering: true)
     else
       state
     end
@@ -826,7 +838,7 @@ defmodule Symbiont.Agent.Server do
   # The credit window: one delivery at a time while on probation (see charge_crash/2), and
   # none while no process runs the agent.
   defp window(%{status: status}) when status != :ready, do: 0
-  defp window(%{upgrading: u, retiring: r}) when u != nil or r != nil, do: 0
+  defp window(%{rare: %{upgrading: u, retiring: r}}) when u != nil or r != nil, do: 0
   defp window(%{probation: 0, spec: spec}), do: spec.max_in_flight
   defp window(_state), do: 1
 
@@ -834,13 +846,13 @@ defmodule Symbiont.Agent.Server do
 
   # The queue, its length and the load slot publishers read (slot 1) change together.
   defp put_queue(state, queue, queued) do
-    :atomics.put(state.load, 1, queued)
+    :atomics.put(state.rare.load, 1, queued)
     %{state | queue: queue, queued: queued}
   end
 
   # After a failed attempt (a nack, or the host dying while on it): again, first in line,
   # until max_attempts; then the dead letters, with the attempts and the last error.
-  defp retry_or_give_up(%{fallback: heir} = state, %Symbiont.Event{} = what, _, _, _)
+  defp retry_or_give_up(%{rare: %{fallback: heir}} = state, %Symbiont.Event{} = what, _, _, _)
        when is_pid(heir) do
     send(heir, what)
     journal_done(%{state | failed: state.failed + 1}, [what])
@@ -848,7 +860,7 @@ defmodule Symbiont.Agent.Server do
 
   defp retry_or_give_up(state, what, attempts, reason, error) do
     if attempts < state.spec.max_attempts do
-      state = %{state | redelivered: state.redelivered + 1}
+      state = rare(state, redelivered: state.rare.redelivered + 1)
       put_queue(state, :queue.in_r({what, attempts}, state.queue), state.queued + 1)
     else
       dead_letter(state, what, reason, attempts, error)
@@ -858,7 +870,7 @@ defmodule Symbiont.Agent.Server do
 
   defp overflowed(state, what) do
     dead_letter(state, what, "overloaded", 0, nil)
-    journal_done(%{state | dropped: state.dropped + 1}, [what])
+    journal_done(rare(state, dropped: state.rare.dropped + 1), [what])
   end
 
   defp send_delivery(state, what, attempts) do
@@ -875,7 +887,7 @@ defmodule Symbiont.Agent.Server do
 
     frame = framed(fields)
 
-    if IO.iodata_length(frame) - 4 > state.max_frame,
+    if IO.iodata_length(frame) - 4 > state.rare.max_frame,
       do: too_large(state, what, IO.iodata_length(frame) - 4),
       else: put_in_flight(state, seq, what, frame, attempts)
   end
@@ -884,12 +896,12 @@ defmodule Symbiont.Agent.Server do
   # attempt. The event goes to the dead letters at once, the agent goes on.
   defp too_large(state, what, size) do
     message =
-      "#{describe(what)} makes a frame of #{size} bytes, over the max_frame of host #{inspect(state.host)} (#{state.max_frame} bytes)"
+      "#{describe(what)} makes a frame of #{size} bytes, over the max_frame of host #{inspect(state.host)} (#{state.rare.max_frame} bytes)"
 
     Logger.error("agent #{state.id}: #{message}; dead-lettered", meta(state))
     error = %{"type" => "frame_too_large", "message" => message, "traceback" => ""}
     dead_letter(state, what, "too_large", 0, error)
-    journal_done(%{state | failed: state.failed + 1, last_error: error}, [what])
+    journal_done(rare(%{state | failed: state.failed + 1}, last_error: error), [what])
   end
 
   defp put_in_flight(state, seq, what, frame, attempts) do
@@ -1011,7 +1023,7 @@ defmodule Symbiont.Agent.Server do
     %{
       state: state.state_bin,
       seq: state.acked_seq,
-      incarnation: state.incarnation,
+      incarnation: state.rare.incarnation,
       dedupe: state.dedupe
     }
   end
@@ -1022,9 +1034,9 @@ defmodule Symbiont.Agent.Server do
       | state_bin: checkpoint.state,
         acked_seq: Map.get(checkpoint, :seq, 0),
         seq: max(state.seq, Map.get(checkpoint, :seq, 0)),
-        incarnation: Map.get(checkpoint, :incarnation, state.incarnation),
         dedupe: if(state.dedupe, do: Map.get(checkpoint, :dedupe) || state.dedupe)
     }
+    |> rare(incarnation: Map.get(checkpoint, :incarnation, state.rare.incarnation))
   end
 
   defp first_checkpoint(state) do
@@ -1119,7 +1131,7 @@ defmodule Symbiont.Agent.Server do
       "queue" => state.queued,
       "in_flight" => state.in_flight,
       "max_queue" => state.spec.max_queue,
-      "dropped" => state.dropped
+      "dropped" => state.rare.dropped
     }
 
     level = if kind == "healthy", do: :info, else: :warning
@@ -1200,7 +1212,7 @@ defmodule Symbiont.Agent.Server do
     }
 
     reason = if Map.get(crash, :stalled) == state.id, do: "timeout", else: "crashed"
-    retry_or_give_up(%{state | last_error: error}, what, attempts + 1, reason, error)
+    retry_or_give_up(rare(state, last_error: error), what, attempts + 1, reason, error)
   end
 
   defp charge_crash(state, _crash) do
@@ -1212,7 +1224,7 @@ defmodule Symbiont.Agent.Server do
       end)
 
     queued = state.queued + state.in_flight
-    state = %{state | redelivered: state.redelivered + state.in_flight}
+    state = rare(state, redelivered: state.rare.redelivered + state.in_flight)
     probation = max(state.probation, state.in_flight)
 
     put_queue(
@@ -1223,6 +1235,11 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp meta(state), do: [host: state.host, agent: state.id]
+
+  # Updates fields of `state.rare` (see init/1); like `%{map | k: v}`, only existing ones.
+  defp rare(state, fields) do
+    %{state | rare: Enum.reduce(fields, state.rare, fn {k, v}, rare -> %{rare | k => v} end)}
+  end
 
   defp describe_logic(%{wasm: wasm}) when is_binary(wasm),
     do: "wasm:" <> Path.relative_to_cwd(wasm)
@@ -1283,20 +1300,20 @@ defmodule Symbiont.Agent.Server do
       status: state.status,
       python: describe_logic(state.spec),
       spec: state.spec,
-      topics: state.topics,
-      timers: Enum.map(state.timers, & &1["name"]),
+      topics: state.rare.topics,
+      timers: Enum.map(state.rare.timers, & &1["name"]),
       in_flight: state.in_flight,
       queue: state.queued,
       max_queue: state.spec.max_queue,
       overloaded: state.overloaded,
-      dropped: state.dropped,
-      redelivered: state.redelivered,
+      dropped: state.rare.dropped,
+      redelivered: state.rare.redelivered,
       handled: state.handled,
       failed: state.failed,
-      published: state.published,
+      published: state.rare.published,
       duplicates: Dedupe.dropped(state.dedupe),
-      restarts: max(state.starts - 1, 0),
-      last_error: state.last_error,
+      restarts: max(state.rare.starts - 1, 0),
+      last_error: state.rare.last_error,
       quarantined: state.quarantined,
       suspect: suspect(state),
       idle_ms: System.monotonic_time(:millisecond) - state.active_at,
