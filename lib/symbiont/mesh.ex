@@ -383,6 +383,14 @@ defmodule Symbiont.Mesh do
     {:error, :overloaded}
   end
 
+  # The members of a group in the order to try them: from the next one round robin.
+  defp rotate(_m, _topic, _group, [_] = members), do: members
+
+  defp rotate(m, topic, group, members) do
+    {head, tail} = Enum.split(members, Server.next(m, topic, group, length(members)))
+    tail ++ head
+  end
+
   # One member of each group: round robin from the group's counter, skipping members
   # that reject and have no room.
   defp pick_groups(m, topic, loads, reserved) do
@@ -393,10 +401,10 @@ defmodule Symbiont.Mesh do
           {:cont, {:ok, picks, reserved}}
 
         members ->
-          start = Server.next(m, topic, group, length(members))
-          {after_, before} = Enum.split(members, start)
-
-          case Enum.find(after_ ++ before, &(not Map.has_key?(loads, &1) or reserve(loads[&1]))) do
+          case Enum.find(
+                 rotate(m, topic, group, members),
+                 &(not Map.has_key?(loads, &1) or reserve(loads[&1]))
+               ) do
             nil ->
               {:halt, give_back(reserved, loads)}
 

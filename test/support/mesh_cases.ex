@@ -314,6 +314,31 @@ defmodule Symbiont.MeshCases do
         assert_receive {^full_tag, ^full, %Symbiont.Event{}}
       end
 
+      test "a checked publish goes round robin among the members with room",
+           %{mesh: mesh, topic: topic} do
+        {tag_a, a} = subscriber(mesh, topic, group: "g", metadata: %{load: load(100, 0)})
+        {tag_b, b} = subscriber(mesh, topic, group: "g", metadata: %{load: load(100, 0)})
+        for i <- 1..6, do: assert(:ok = Mesh.publish(mesh, event(topic, i), checked: true))
+        send(a, :done)
+        send(b, :done)
+        got_a = for {^tag_a, _, %Symbiont.Event{} = e} <- wait_tagged(a), do: e
+        got_b = for {^tag_b, _, %Symbiont.Event{} = e} <- wait_tagged(b), do: e
+        assert {length(got_a), length(got_b)} == {3, 3}
+      end
+
+      # What `pid` got, with its tags, up to the :done sent to it.
+      defp wait_tagged(pid) do
+        Stream.repeatedly(fn ->
+          receive do
+            {_tag, ^pid, :done} -> :done
+            {_tag, ^pid, _msg} = got -> got
+          after
+            1_000 -> flunk("no message from #{inspect(pid)}")
+          end
+        end)
+        |> Enum.take_while(&(&1 != :done))
+      end
+
       defp wait_all(pid) do
         Stream.repeatedly(fn ->
           receive do
