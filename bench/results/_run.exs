@@ -3,5 +3,5 @@
   date: ~D[2026-11-25],
   names: ["roundtrip", "mesh", "wasm", "heal", "idle", "curves"],
   quick: false,
-  seconds: 250.103
+  seconds: 216.403
 }

@@ -8,40 +8,40 @@
   quick: false,
   rows: [
     %{
-      base: 118.928,
+      base: 89.765,
       baseline: "cold start (no standby)",
       measure: "crashed host → serving again p50 (ms)",
       target: "< 10 ms",
-      value: 6.566
+      value: 5.344
     },
     %{
-      base: 145.954,
+      base: 117.182,
       baseline: "cold start (no standby)",
       measure: "crashed host → serving again p99 (ms)",
       target: "(info)",
-      value: 19.045
+      value: 13.45
     },
     %{
       base: 300,
       baseline: "3 heartbeats of 100 ms",
       measure: "hung host (SIGSTOP) → serving again p50 (ms)",
       target: "(info)",
-      value: 239.442
+      value: 240.0
     },
     %{
       base: 200,
       baseline: "conductor tick",
       measure: "crash loop → quarantined p50 (ms)",
       target: "(info)",
-      value: 419.106
+      value: 619.121
     },
     %{
-      base: 3.162,
+      base: 2.035,
       baseline: "conductor tick, 10 agents",
       measure: "conductor tick, 1000 agents p50 (ms)",
       target: "(info)",
-      value: 63.079
+      value: 50.109
     }
   ],
-  seconds: 26.586
+  seconds: 24.095
 }

@@ -9,18 +9,18 @@
   quick: false,
   rows: [
     %{
-      base: 8.5078125,
+      base: 8.546875,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Python agent: RSS (MB)",
       target: "< 20 MB",
-      value: 15.7578125
+      value: 15.77734375
     },
     %{
-      base: 3.7080078125,
+      base: 3.6953125,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Python agent: PSS (MB)",
       target: "(info)",
-      value: 10.3154296875
+      value: 10.318359375
     },
     %{
       base: 33,
@@ -30,11 +30,11 @@
       value: 112
     },
     %{
-      base: 8.5078125,
+      base: 8.546875,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Wasm agent: RSS (MB)",
       target: "(info)",
-      value: 32.44140625
+      value: 32.5078125
     },
     %{
       base: 33,
@@ -44,5 +44,5 @@
       value: 205
     }
   ],
-  seconds: 3.979
+  seconds: 4.036
 }

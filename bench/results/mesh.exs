@@ -8,40 +8,40 @@
   quick: false,
   rows: [
     %{
-      base: 1_066_530.1508073632,
+      base: 1_406_667.6044450696,
       baseline: "Registry.dispatch",
       measure: "local broadcast, 1 subscriber(s) (msgs/s)",
       target: "≥ 0.9×",
-      value: 916_993.7277629022
+      value: 1_587_553.5799333227
     },
     %{
-      base: 219_341.53670680616,
+      base: 218_033.0799788944,
       baseline: "Registry.dispatch",
       measure: "local broadcast, 10 subscriber(s) (msgs/s)",
       target: "≥ 0.9×",
-      value: 215_283.3990665312
+      value: 228_344.91042029165
     },
     %{
-      base: 143_573.83266398017,
+      base: 151_171.808271819,
       baseline: "raw Port echo, 4 ports",
       measure: "publish → 4 Python agents → ack (deliveries/s)",
       target: "≥ 100k/s",
-      value: 96746.27756603781
+      value: 135_237.29411812438
     },
     %{
-      base: 71.856,
+      base: 58.279,
       baseline: "send/2 to the remote pid",
       measure: "cross-node publish → deliver p50 (µs)",
       target: "(info)",
-      value: 82.043
+      value: 68.333
     },
     %{
-      base: 136.302,
+      base: 115.749,
       baseline: "send/2 to the remote pid",
       measure: "cross-node publish → deliver p99 (µs)",
       target: "(info)",
-      value: 156.632
+      value: 128.386
     }
   ],
-  seconds: 58.181
+  seconds: 48.959
 }

@@ -8,40 +8,40 @@
   quick: false,
   rows: [
     %{
-      base: 75.671,
+      base: 78.637,
       baseline: "raw Port echo",
       measure: "call round trip p50 (µs)",
       target: "≤ 1.2×",
-      value: 50.003
+      value: 41.568
     },
     %{
-      base: 157.604,
+      base: 161.25,
       baseline: "raw Port echo",
       measure: "call round trip p99 (µs)",
       target: "≤ 2×",
-      value: 167.422
+      value: 149.428
     },
     %{
-      base: 268_092.2022702047,
+      base: 204_584.7441156313,
       baseline: "raw Port echo",
       measure: "pipelined casts (msgs/s)",
       target: "≥ 0.5×",
-      value: 254_620.72969208716
+      value: 275_607.3697410669
     },
     %{
-      base: 75.671,
+      base: 78.637,
       baseline: "raw Port echo",
       measure: "call p50, host spin off (µs)",
       target: "(info)",
-      value: 141.123
+      value: 137.707
     },
     %{
-      base: 157.604,
+      base: 161.25,
       baseline: "raw Port echo",
       measure: "call p99, host spin off (µs)",
       target: "(info)",
-      value: 229.788
+      value: 246.639
     }
   ],
-  seconds: 35.368
+  seconds: 35.262
 }

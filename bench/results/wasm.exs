@@ -8,61 +8,61 @@
   quick: false,
   rows: [
     %{
-      base: 18.24281185,
+      base: 14.886072749999999,
       baseline: "wasmtime-py, no-argument call",
       measure: "Wasm call path: Instance.call of echo.wat, small payload (µs)",
       target: "≤ 1.5×",
-      value: 9.78667385
+      value: 8.52658995
     },
     %{
-      base: 18.24281185,
+      base: 14.886072749999999,
       baseline: "wasmtime-py, no-argument call",
       measure: "the same through wasmtime-py's public API, before tuning (µs)",
       target: "(info)",
-      value: 166.502621
+      value: 102.4359985
     },
     %{
-      base: 18.24281185,
+      base: 14.886072749999999,
       baseline: "wasmtime-py, no-argument call",
       measure: "counter.wat: 2 imports and symbiont_state a message (µs)",
       target: "(info)",
-      value: 25.85064125
+      value: 23.4684041
     },
     %{
-      base: 49.4495,
+      base: 34.54475,
       baseline: "Python agent, same work",
       measure: "Wasm agent (counter.wat) publish → handle → ack (µs/message)",
       target: "(info)",
-      value: 109.23255
+      value: 83.3996
     },
     %{
-      base: 816.799354,
+      base: 708.552565,
       baseline: "cold compile",
       measure: "load a 625 KB module from the cache (ms)",
       target: "≤ 0.05× (20× faster)",
-      value: 6.911206
+      value: 6.165305
     },
     %{
-      base: 132.73481,
+      base: 123.7304975,
       baseline: "wasmtime-py alone",
       measure: "instantiate counter.wat (µs)",
       target: "(info)",
-      value: 222.9449825
+      value: 192.81445499999998
     },
     %{
-      base: 222.9449825,
+      base: 192.81445499999998,
       baseline: "instantiate counter.wat",
-      measure: "start 10000 Wasm agents on 4 hosts in 5.8 s (µs/agent)",
+      measure: "start 10000 Wasm agents on 4 hosts in 4.9 s (µs/agent)",
       target: "(info)",
-      value: 582.6356
+      value: 490.1525
     },
     %{
-      base: 7.394,
+      base: 7.37,
       baseline: "bare wasmtime instance",
-      measure: "10000 Wasm agents: memory each, BEAM 12.7 + hosts 34.3 (KB)",
+      measure: "10000 Wasm agents: memory each, BEAM 9.1 + hosts 34.4 (KB)",
       target: "< 256 KB",
-      value: 47.045040625
+      value: 43.471624218749994
     }
   ],
-  seconds: 37.395
+  seconds: 29.821
 }
