@@ -103,7 +103,9 @@ defmodule Bench.Mesh do
       Registry.start_link(
         keys: :duplicate,
         name: registry,
-        # As the mesh's own (Symbiont.Mesh.PG's default): the same Registry beneath.
+        # One partition, as Phoenix.PubSub's default: a dispatch reads one key table.
+        # (Symbiont.Mesh.PG keeps its subscriptions in an ETS table of its own, read with
+        # one lookup: Symbiont.Mesh.Subscriptions.)
         partitions: 1
       )
 

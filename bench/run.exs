@@ -23,7 +23,9 @@ defmodule Bench.Run do
     failed = Enum.reject(present, &(run(&1) == 0))
 
     seconds = (System.monotonic_time(:millisecond) - t0) / 1000
-    Bench.Report.record_run(present, seconds)
+    # The header of RESULTS.md speaks of the last run of the whole suite: a run of a few
+    # (`make soak`) adds their figures and dates, not a new header.
+    if args == [], do: Bench.Report.record_run(present, seconds)
     Bench.Report.render()
     minutes = :erlang.float_to_binary(seconds / 60, decimals: 1)
     IO.puts("bench: #{length(present)} benchmark(s) in #{minutes} min")
