@@ -16,7 +16,7 @@ defmodule Bench.Roundtrip do
   @calls if @quick, do: 5_000, else: 20_000
   @casts if @quick, do: 20_000, else: 100_000
   @warmup 2_000
-  @rounds if @quick, do: 1, else: 5
+  @rounds if @quick, do: 3, else: 5
 
   def run do
     {:ok, python} = Symbiont.Config.python_executable()
