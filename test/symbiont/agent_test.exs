@@ -160,9 +160,11 @@ defmodule Symbiont.AgentTest do
   defp start_stuck!(dir, opts) do
     out = unique_name("stuck.out")
     payload = unique_name("stuck")
+    topic = unique_name("stuck.in")
     :ok = Symbiont.subscribe(out)
 
     config = %{
+      "in" => topic,
       "out" => out,
       "payload" => payload,
       "marker" => Path.join(dir, "tried"),
@@ -177,7 +179,7 @@ defmodule Symbiont.AgentTest do
         max_attempts: Keyword.get(opts, :max_attempts, 2)
       )
 
-    :ok = Symbiont.publish("stuck.in", payload)
+    :ok = Symbiont.publish(topic, payload)
     Map.put(host, :out, out)
   end
 
@@ -316,13 +318,16 @@ defmodule Symbiont.AgentTest do
     out = unique_name("count.out")
     :ok = Symbiont.subscribe(out)
     agent = unique_name("counter")
-    spec = [name: agent, python: "test_agents:Counter", config: %{"out" => out}, replicas: 2]
+    # A topic of its own: any other event on count.in would reach one of them too.
+    topic = unique_name("count.in")
+    config = %{"in" => topic, "out" => out}
+    spec = [name: agent, python: "test_agents:Counter", config: config, replicas: 2]
     {:ok, validated} = Symbiont.Agent.validate_spec(spec)
 
     for host <- Symbiont.Manifest.host_names(validated),
         do: start_host!(name: host, agent: [spec: validated])
 
-    for i <- 1..20, do: :ok = Symbiont.publish("count.in", i)
+    for i <- 1..20, do: :ok = Symbiont.publish(topic, i)
 
     got =
       for _ <- 1..20,

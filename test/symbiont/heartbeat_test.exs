@@ -30,15 +30,21 @@ defmodule Symbiont.HeartbeatTest do
 
     log =
       capture_log(fn ->
-        %{agent: agent, os_pid: os_pid} = start!("test_agents:Counter", %{"out" => out})
+        # A topic of its own: count.in is where other tests' Counters count.
+        topic = unique_name("beat.count.in")
+
+        %{agent: agent, os_pid: os_pid} =
+          start!("test_agents:Counter", %{"in" => topic, "out" => out})
+
         {_, 0} = System.cmd("kill", ["-STOP", Integer.to_string(os_pid)])
-        :ok = Symbiont.publish("count.in", 1)
+        payload = unique_name("beat")
+        :ok = Symbiont.publish(topic, payload)
 
         assert_receive {:host_crash, ^agent, %{reason: {:unresponsive, silent}}}, 10_000
         assert silent >= 3 * @beat
         assert_receive {:agent_start, ^agent, %{restarts: 1}}, 10_000
         assert_receive %Event{topic: ^out, from: ^agent} = event, 10_000
-        assert Event.decode!(event) == %{"n" => 1, "got" => 1}
+        assert Event.decode!(event) == %{"n" => 1, "got" => payload}
         assert wait_until(fn -> not os_alive?(os_pid) end)
       end)
 
@@ -50,11 +56,11 @@ defmodule Symbiont.HeartbeatTest do
        %{tmp_dir: dir} do
     out = unique_name("beat.out")
     :ok = Symbiont.subscribe(out)
-    # stuck.in is shared with agent_test's Stuck agents: a payload of our own, and other
-    # events there are handled (ignored) by ours too.
     payload = unique_name("gil")
+    topic = unique_name("beat.stuck.in")
 
     config = %{
+      "in" => topic,
       "out" => out,
       "payload" => payload,
       "marker" => Path.join(dir, "tried"),
@@ -63,7 +69,7 @@ defmodule Symbiont.HeartbeatTest do
 
     capture_log(fn ->
       %{agent: agent} = start!("test_agents:Stuck", config)
-      :ok = Symbiont.publish("stuck.in", payload)
+      :ok = Symbiont.publish(topic, payload)
       assert_receive {:host_crash, ^agent, %{reason: {:unresponsive, _}}}, 10_000
       assert_receive %Event{topic: ^out, from: ^agent} = event, 10_000
       assert Event.decode!(event) == payload
