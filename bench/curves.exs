@@ -223,18 +223,14 @@ defmodule Bench.Curves do
 
     points =
       for n <- @hosts do
-        for i <- 1..n, Symbiont.Host.whereis("curve-host-#{i}") == nil do
-          name = "curve-host-#{i}"
+        for i <- 1..n,
+            Symbiont.Host.whereis("curve-host-#{i}") == nil,
+            do: Bench.Results.start_sink("curve-host-#{i}")
 
-          {:ok, _} =
-            Symbiont.Python.start(
-              name: name,
-              python_path: [__DIR__],
-              agent: [name: name, python: "bench_agents:Sink", overflow: :reject]
-            )
-        end
+        Bench.Results.wait(fn ->
+          Enum.all?(1..n, &(Bench.Results.handled("curve-host-#{&1}") >= 0))
+        end)
 
-        Bench.Results.wait(fn -> Enum.all?(1..n, &ready?("curve-host-#{&1}")) end)
         # A warm-up round: the first messages through a new host are slower.
         fan_out(counts, "bench.fanout", 500, n)
         messages = div(@host_deliveries, n)
@@ -247,10 +243,6 @@ defmodule Bench.Curves do
     for i <- 1..List.last(@hosts), do: Symbiont.Python.stop("curve-host-#{i}")
     Symbiont.Telemetry.detach({:bench_curve, "curve-host-"})
     points
-  end
-
-  defp ready?(name) do
-    match?({:ok, %{status: :ready, agent: %{status: :ready}}}, Symbiont.Host.info(name))
   end
 
   ## Wasm agents: counter.wat, 2,500 a host

@@ -192,22 +192,14 @@ defmodule Bench.Mesh do
     {:ok, python} = Symbiont.Config.python_executable()
     names = for i <- 1..hosts, do: "sink-#{i}"
 
-    for name <- names do
-      {:ok, _} =
-        Symbiont.Python.start(
-          name: name,
-          python_path: [__DIR__],
-          agent: [name: name, python: "bench_agents:Sink", overflow: :reject]
-        )
-    end
-
-    Bench.Results.wait(fn -> Enum.all?(names, &(handled(&1) == 0)) end)
+    for name <- names, do: Bench.Results.start_sink(name)
+    Bench.Results.wait(fn -> Enum.all?(names, &(Bench.Results.handled(&1) == 0)) end)
 
     base = raw_fanout(python, hosts)
 
     results =
       for round <- 1..@rounds do
-        before = Enum.map(names, &handled/1)
+        before = Enum.map(names, &Bench.Results.handled/1)
 
         {us, _} =
           :timer.tc(fn ->
@@ -216,7 +208,8 @@ defmodule Bench.Mesh do
             for i <- 1..@fanout, do: Bench.Results.publish_checked("bench.fanout", i)
 
             Bench.Results.wait(fn ->
-              Enum.zip(names, before) |> Enum.all?(fn {n, b} -> handled(n) == b + @fanout end)
+              Enum.zip(names, before)
+              |> Enum.all?(fn {n, b} -> Bench.Results.handled(n) == b + @fanout end)
             end)
           end)
 
@@ -227,13 +220,6 @@ defmodule Bench.Mesh do
 
     for name <- names, do: Symbiont.Python.stop(name)
     {Bench.Results.median(results), base}
-  end
-
-  defp handled(name) do
-    case Symbiont.Host.info(name) do
-      {:ok, %{status: :ready, agent: %{status: :ready, handled: n}}} -> n
-      _ -> -1
-    end
   end
 
   # The same number of frames through 4 raw Python echo ports, read back by this process.

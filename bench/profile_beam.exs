@@ -98,19 +98,8 @@ defmodule Bench.ProfileBeam do
   end
 
   defp profile("fanout") do
-    {:ok, _} =
-      Symbiont.Python.start(
-        name: "profile-sink",
-        python_path: [__DIR__],
-        agent: [name: "profile-sink", python: "bench_agents:Sink", overflow: :reject]
-      )
-
-    Bench.Results.wait(fn ->
-      match?(
-        {:ok, %{status: :ready, agent: %{status: :ready}}},
-        Symbiont.Host.info("profile-sink")
-      )
-    end)
+    :ok = Bench.Results.start_sink("profile-sink")
+    Bench.Results.wait(fn -> Bench.Results.handled("profile-sink") >= 0 end)
 
     pids = [
       self(),
@@ -123,9 +112,7 @@ defmodule Bench.ProfileBeam do
     eprof(pids, fn ->
       for i <- 1..n, do: Bench.Results.publish_checked("bench.fanout", i)
 
-      Bench.Results.wait(fn ->
-        match?({:ok, %{agent: %{handled: ^n}}}, Symbiont.Host.info("profile-sink"))
-      end)
+      Bench.Results.wait(fn -> Bench.Results.handled("profile-sink") == n end)
     end)
 
     Symbiont.Python.stop("profile-sink")

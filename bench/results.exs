@@ -140,6 +140,35 @@ defmodule Bench.Results do
     end
   end
 
+  @doc """
+  Starts a host named `name` running one Python agent of the same name,
+  `bench_agents:Sink` (it counts `bench.fanout`), that rejects events when its queue is
+  full (checked publishes wait for room).
+  """
+  @spec start_sink(String.t()) :: :ok
+  def start_sink(name) do
+    {:ok, _} =
+      Symbiont.Python.start(
+        name: name,
+        python_path: [__DIR__],
+        agent: [name: name, python: "bench_agents:Sink", overflow: :reject]
+      )
+
+    :ok
+  end
+
+  @doc """
+  How many events the agent of host `name` (a host of one agent) has handled; -1 until
+  the host and its agent are ready (the agent has subscribed then).
+  """
+  @spec handled(String.t()) :: integer
+  def handled(name) do
+    case Symbiont.Host.info(name) do
+      {:ok, %{status: :ready, agent: %{status: :ready, handled: n}}} -> n
+      _ -> -1
+    end
+  end
+
   @doc "The \"met\" column of a boolean: \"yes\" or \"no\"."
   @spec met(boolean) :: String.t()
   def met(true), do: "yes"

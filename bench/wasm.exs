@@ -135,7 +135,7 @@ defmodule Bench.Wasm do
 
       {:ok, _} = Symbiont.Python.start(name: name, python_path: [__DIR__], agent: spec)
 
-      Bench.Results.wait(fn -> handled(name) == 0 end)
+      Bench.Results.wait(fn -> Bench.Results.handled(name) == 0 end)
     end
 
     IO.puts("end to end: #{@e2e_rounds} round(s) of #{@messages} messages to each agent")
@@ -161,22 +161,15 @@ defmodule Bench.Wasm do
 
   defp per_message(name, kind, n) do
     topic = "bench.counter.#{kind}"
-    before = handled(name)
+    before = Bench.Results.handled(name)
 
     {us, _} =
       :timer.tc(fn ->
         for i <- 1..n, do: Bench.Results.publish_checked(topic, i)
-        Bench.Results.wait(fn -> handled(name) == before + n end)
+        Bench.Results.wait(fn -> Bench.Results.handled(name) == before + n end)
       end)
 
     us / n
-  end
-
-  defp handled(name) do
-    case Symbiont.Host.info(name) do
-      {:ok, %{status: :ready, agent: %{status: :ready, handled: n}}} -> n
-      _ -> -1
-    end
   end
 
   ## 10,000 Wasm agents at once

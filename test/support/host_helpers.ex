@@ -137,6 +137,14 @@ defmodule Symbiont.HostHelpers do
 
   def os_alive?(os_pid), do: Symbiont.Host.Reaper.alive?(os_pid)
 
+  @doc "Kills the BEAM process `pid` and waits (bounded) until it is gone."
+  def kill!(pid, timeout \\ 1_000) do
+    ref = Process.monitor(pid)
+    Process.exit(pid, :kill)
+    assert_receive {:DOWN, ^ref, :process, ^pid, :killed}, timeout
+    :ok
+  end
+
   @doc """
   Starts a task that publishes `value.(n)` on `topic` every `every_ms` ms, n = 0, 1, ...
   (load for a test), until `stop_publishing/1`.

@@ -10,6 +10,8 @@ defmodule Symbiont.MeshCases do
 
       for tag <- unquote(Keyword.get(opts, :tags, [])), do: @moduletag(tag)
 
+      import Symbiont.HostHelpers, only: [kill!: 1, wait_until: 1]
+
       alias Symbiont.Mesh
 
       @adapter unquote(Keyword.fetch!(opts, :adapter))
@@ -202,16 +204,9 @@ defmodule Symbiont.MeshCases do
         assert_receive :subscribed
         assert Mesh.members(mesh, topic, nil) == [pid]
         assert {other, pid, nil, :m} in Mesh.subscriptions(mesh)
-        ref = Process.monitor(pid)
-        Process.exit(pid, :kill)
-        assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
+        kill!(pid)
         # The table's owner drops the rows when it hears of the exit, just after.
-        wait = fn wait ->
-          Enum.all?(Mesh.subscriptions(mesh), &(elem(&1, 1) != pid)) or
-            (Process.sleep(5) && wait.(wait))
-        end
-
-        assert wait.(wait)
+        assert wait_until(fn -> Enum.all?(Mesh.subscriptions(mesh), &(elem(&1, 1) != pid)) end)
         assert Mesh.members(mesh, topic, nil) == []
         assert Mesh.members(mesh, other, nil) == []
       end
@@ -235,17 +230,11 @@ defmodule Symbiont.MeshCases do
 
       test "a member that exits leaves its group", %{mesh: mesh, topic: topic} do
         {_, member} = subscriber(mesh, topic, group: "g")
-        ref = Process.monitor(member)
         Process.unlink(member)
-        Process.exit(member, :kill)
-        assert_receive {:DOWN, ^ref, :process, ^member, :killed}
+        kill!(member)
         :ok = Mesh.subscribe(mesh, topic, group: "g")
         # :pg notices the exit asynchronously; both are members until it does.
-        wait = fn wait ->
-          Mesh.members(mesh, topic, "g") == [self()] or (Process.sleep(5) && wait.(wait))
-        end
-
-        assert wait.(wait)
+        assert wait_until(fn -> Mesh.members(mesh, topic, "g") == [self()] end)
         :ok = Mesh.broadcast(mesh, topic, :to_me)
         assert_receive :to_me
       end

@@ -424,9 +424,7 @@ defmodule Symbiont.ConductorTest do
         # The conductor dies: its supervisor restarts it, and the cooldown read back from
         # the audit trail still holds the action back.
         pid = Process.whereis(c)
-        ref = Process.monitor(pid)
-        Process.exit(pid, :kill)
-        assert_receive {:DOWN, ^ref, :process, _, :killed}, 5_000
+        kill!(pid, 5_000)
 
         assert wait_until(
                  fn -> is_pid(Process.whereis(c)) and Process.whereis(c) != pid end,

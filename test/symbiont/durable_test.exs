@@ -76,9 +76,7 @@ defmodule Symbiont.DurableTest do
 
     # Its owner dies: the queue and the checkpoint in its memory go with it.
     pid = Server.whereis(name)
-    ref = Process.monitor(pid)
-    Process.exit(pid, :kill)
-    assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
+    kill!(pid)
     File.write!(gate, "open")
 
     # The supervisor starts it again; it resumes from the journal.
@@ -101,9 +99,7 @@ defmodule Symbiont.DurableTest do
     for i <- 1..@n, do: :ok = Symbiont.publish(topic, i)
     assert at_the_gate?(fn -> Server.info(name) end)
     pid = Server.whereis(name)
-    ref = Process.monitor(pid)
-    Process.exit(pid, :kill)
-    assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
+    kill!(pid)
     File.write!(gate, "open")
 
     # Event i is the agent's seq i (PROTOCOL.md §8.1), before the kill and after it.
@@ -136,9 +132,7 @@ defmodule Symbiont.DurableTest do
            end)
 
     pid = Server.whereis(name)
-    ref = Process.monitor(pid)
-    Process.exit(pid, :kill)
-    assert_receive {:DOWN, ^ref, :process, ^pid, :killed}
+    kill!(pid)
     File.write!(gate, "open")
 
     counted? = fn n ->

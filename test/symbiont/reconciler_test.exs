@@ -66,9 +66,7 @@ defmodule Symbiont.ReconcilerTest do
     before = for n <- names, do: {n, elem(Server.info(n), 1).host}
 
     capture_log(fn ->
-      ref = Process.monitor(Process.whereis(m))
-      Process.exit(Process.whereis(m), :kill)
-      assert_receive {:DOWN, ^ref, :process, _, :killed}
+      kill!(Process.whereis(m))
       assert wait_until(fn -> is_pid(Process.whereis(m)) end)
 
       # Nothing started twice, nothing moved.
