@@ -36,11 +36,16 @@ defmodule Symbiont.StatusPageTest do
                t["topic"] == "count.in" and Enum.any?(t["subscribers"], &(&1["name"] == name))
              end)
 
-      # The health column is the last word of the agent's health events.
+      # The health column is the last word of the agent's health events. The history
+      # takes them from the mesh, so the page has it soon after the publish returns.
       :ok = Symbiont.Health.publish("degraded", name, "slow disk")
 
-      assert %{"health" => "degraded", "health_reason" => "slow disk"} =
-               Enum.find(get_json(url)["agents"], &(&1["id"] == name))
+      assert wait_until(fn ->
+               match?(
+                 %{"health" => "degraded", "health_reason" => "slow disk"},
+                 Enum.find(get_json(url)["agents"], &(&1["id"] == name))
+               )
+             end)
 
       # A replica retired on a scale in is not the agent's health.
       :ok = Symbiont.Health.publish("retired", name, "scaled in", %{"id" => name <> "#2"})
