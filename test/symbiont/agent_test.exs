@@ -370,12 +370,12 @@ defmodule Symbiont.AgentTest do
   end
 
   test "a failed attempt is retried, first in line" do
-    out = unique_name("flaky.out")
+    [topic, out] = [unique_name("flaky.in"), unique_name("flaky.out")]
     :ok = Symbiont.subscribe(out)
-    %{name: name} = start_agent!("test_agents:Flaky", %{"out" => out})
+    %{name: name} = start_agent!("test_agents:Flaky", %{"in" => topic, "out" => out})
 
     capture_log(fn ->
-      for p <- ["x", "y"], do: :ok = Symbiont.publish("flaky.in", p)
+      for p <- ["x", "y"], do: :ok = Symbiont.publish(topic, p)
       assert_receive %Event{topic: ^out} = a, 5_000
       assert_receive %Event{topic: ^out} = b, 5_000
 

@@ -69,10 +69,13 @@ defmodule Symbiont.TelemetryTest do
     end
 
     test "[:symbiont, :agent, :handle]: each delivery acked or failed, with its latency" do
-      out = unique_name("flaky.out")
+      [topic, out] = [unique_name("flaky.in"), unique_name("flaky.out")]
 
       %{agent: agent} =
-        start_agent_host!("tel", python: "test_agents:Flaky", config: %{"out" => out})
+        start_agent_host!("tel",
+          python: "test_agents:Flaky",
+          config: %{"in" => topic, "out" => out}
+        )
 
       attach!([:symbiont, :agent, :handle], &(&1.agent == agent))
       :ok = Symbiont.subscribe(out)
@@ -80,14 +83,14 @@ defmodule Symbiont.TelemetryTest do
 
       # Flaky fails the first attempt at each payload and handles the second.
       capture_log(fn ->
-        :ok = Symbiont.publish("flaky.in", payload)
+        :ok = Symbiont.publish(topic, payload)
         assert_receive %Symbiont.Event{topic: ^out}, 5_000
       end)
 
       assert_receive {_, %{latency_us: failed_us},
-                      %{agent: ^agent, id: ^agent, topic: "flaky.in", timer: nil, result: :error}}
+                      %{agent: ^agent, id: ^agent, topic: ^topic, timer: nil, result: :error}}
 
-      assert_receive {_, %{latency_us: ok_us}, %{agent: ^agent, topic: "flaky.in", result: :ok}}
+      assert_receive {_, %{latency_us: ok_us}, %{agent: ^agent, topic: ^topic, result: :ok}}
       assert failed_us > 0 and ok_us > 0
     end
 
