@@ -10,9 +10,13 @@ defmodule Symbiont.Conductor do
   * **Observe** (every `:tick_ms`, default 1000): a snapshot of every agent in scope,
     aggregated over its replicas (queue, in flight, handled/failed/restarts and their
     change since the last tick, p99 latency, idleness, quarantine, the suspect delivery
-    that failed before, the last health kind, whether a promoted version can be rolled
-    back), the topology as `from -> topic -> to` edges, the topics a template matches,
-    the templates, the health events since the last tick and the recent audit trail.
+    that failed before, the worst health its replicas reported since they started (a
+    canary's is the deploy's to judge), whether a promoted version can be rolled back,
+    how long ago the conductor last rolled it back, quarantined, released it or
+    dead-lettered for it: its crashes before that remedy are answered, and are not
+    evidence again), the topology as `from -> topic -> to` edges, the topics a template
+    matches, the templates, the health events since the last tick and the recent audit
+    trail.
   * **Decide**: the snapshot goes to the policy, a Python class running in a host of its
     own (`"conductor"`): `symbiont.conductor:DefaultPolicy` unless `:policy` names
     another `"module:Class"`. It returns actions with reasons: `restart`, `scale`,
@@ -92,6 +96,14 @@ defmodule Symbiont.Conductor do
 
   @actions ~w(restart scale quarantine release rollback deploy retire spawn reroute dead_letter)
 
+  # The actions that change what an agent runs or is given: its crashes before one of them
+  # are answered, and spent as evidence (`"remedied_ago_ms"` in the snapshot). A restart
+  # is not one: it runs the same code on the same events, so a crash loop goes on.
+  @remedies ~w(quarantine release rollback dead_letter)
+
+  # Health kinds, the worst first: an agent's health is the worst of its replicas'.
+  @health_order ~w(failing overloaded degraded healthy)
+
   @doc false
   def start_link(opts) do
     opts = Keyword.merge(@defaults, opts)
@@ -124,21 +136,24 @@ defmodule Symbiont.Conductor do
     :ok = Symbiont.Mesh.subscribe(Symbiont.Mesh, Symbiont.Health.topic())
     audit = Keyword.fetch!(opts, :audit)
 
-    # Resume from the audit trail: the cooldowns of the actions taken before a restart.
-    acted =
-      for %{"by" => "conductor", "result" => "applied", "agent" => agent, "at_ms" => at} <-
+    # Resume from the audit trail: the cooldowns of the actions taken before a restart,
+    # and the last remedy of each agent.
+    applied =
+      for %{"by" => "conductor", "result" => "applied", "agent" => agent, "at_ms" => at} = e <-
             Enum.reverse(safe_entries(audit)),
           is_binary(agent),
-          into: %{},
-          do: {agent, at}
+          do: {e["action"], agent, at}
+
+    acted = Map.new(applied, fn {_, agent, at} -> {agent, at} end)
+    remedied = for {action, agent, at} <- applied, action in @remedies, into: %{}, do: {agent, at}
 
     state = %{
       opts: Map.new(opts),
       ticks: 0,
       prev: %{},
       health: [],
-      last_health: %{},
       acted: acted,
+      remedied: remedied,
       scaled: %{},
       recent: [],
       last_tick: nil,
@@ -191,12 +206,8 @@ defmodule Symbiont.Conductor do
 
   def handle_info(%Symbiont.Event{topic: "symbiont.health"} = event, state) do
     case Symbiont.Event.decode(event) do
-      {:ok, %{"kind" => kind, "agent" => agent} = health} ->
-        state = %{state | health: Enum.take([health | state.health], 100)}
-
-        if is_binary(agent),
-          do: {:noreply, put_in(state.last_health[agent], kind)},
-          else: {:noreply, state}
+      {:ok, %{"kind" => _} = health} ->
+        {:noreply, %{state | health: Enum.take([health | state.health], 100)}}
 
       _ ->
         {:noreply, state}
@@ -322,11 +333,18 @@ defmodule Symbiont.Conductor do
       "quarantined" => Enum.any?(replicas, & &1.quarantined),
       "suspect" => suspect,
       "last_error" => last_error,
-      "health" => Map.get(state.last_health, name),
+      "health" => replicas |> Enum.map(& &1.health) |> worst_health(),
       "deployed" => deploy != nil,
-      "promoted_ago_ms" => if(deploy, do: now - deploy, else: nil)
+      "promoted_ago_ms" => if(deploy, do: now - deploy, else: nil),
+      "remedied_ago_ms" =>
+        case state.remedied do
+          %{^name => at} -> now - at
+          _ -> nil
+        end
     }
   end
+
+  defp worst_health(kinds), do: Enum.find(@health_order, &(&1 in kinds))
 
   # The manifest's specs, by name; the conductor works without a manifest too.
   defp manifest_specs(state) do
@@ -474,6 +492,11 @@ defmodule Symbiont.Conductor do
         state = %{
           state
           | acted: Map.put(state.acted, a["agent"], now),
+            remedied:
+              if(a["action"] in @remedies,
+                do: Map.put(state.remedied, a["agent"], now),
+                else: state.remedied
+              ),
             recent: [now | state.recent],
             scaled: record_scale(state.scaled, a, agents[a["agent"]], now)
         }

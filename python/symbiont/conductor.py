@@ -102,10 +102,16 @@ class DefaultPolicy:
     ``required``, ``queue``, ``high_water``, ``in_flight``, ``handled``, ``failed``,
     ``restarts``, ``handled_delta``, ``failed_delta``, ``restarts_delta`` (since the last
     tick), ``idle_ms``, ``p99_us``, ``quarantined``, ``suspect`` (``{"topic",
-    "attempts"}`` of a delivery that failed before, or ``None``), ``health`` (the last
-    health kind), ``deployed`` (a promoted version it can roll back to) and
-    ``promoted_ago_ms``. ``snapshot["topology"]["edges"]`` lists ``{"from", "topic",
-    "to"}``.
+    "attempts"}`` of a delivery that failed before, or ``None``), ``health`` (the worst
+    health kind its replicas reported since they started, or ``None``), ``deployed`` (a
+    promoted version it can roll back to), ``promoted_ago_ms`` and ``remedied_ago_ms``
+    (since the conductor last rolled it back, quarantined, released it or dead-lettered
+    for it, or ``None``; a restart runs the same code, so it is not one).
+    ``snapshot["topology"]["edges"]`` lists ``{"from", "topic", "to"}``.
+
+    Evidence is spent once answered: the restarts counted for a crash loop are those since
+    the agent's last remedy, so that the version a rollback brought back is not
+    quarantined for the crashes of the one it replaced.
 
     The patterns, in order (an agent gets at most one action a tick):
 
@@ -154,7 +160,8 @@ class DefaultPolicy:
         self.idle_ms = idle_ms
         self.regression_ms = regression_ms
         self.settle_ms = settle_ms
-        self._restarts: dict[str, list[int]] = {}
+        # Per agent, (now_ms, restarts_delta) of the last window_ticks ticks.
+        self._restarts: dict[str, list[tuple[int, int]]] = {}
         self._queues: dict[str, list[int]] = {}
         self._drained: dict[str, int] = {}
         self._published: dict[str, int] = {}
@@ -162,7 +169,8 @@ class DefaultPolicy:
     def decide(self, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
         """Return the actions for this tick (see the class docstring)."""
         agents = {a["name"]: a for a in snapshot.get("agents", [])}
-        self._remember(agents)
+        now = snapshot.get("now_ms", 0)
+        self._remember(now, agents)
         actions: list[dict[str, Any]] = []
         acted: set[str] = set()
 
@@ -174,7 +182,11 @@ class DefaultPolicy:
         for a in agents.values():
             if a["quarantined"]:
                 continue
-            recent = sum(self._restarts.get(a["name"], []))
+            remedied = a.get("remedied_ago_ms")
+            since = now - remedied if remedied is not None else None
+            recent = sum(
+                n for at, n in self._restarts.get(a["name"], []) if since is None or at > since
+            )
             suspect = a.get("suspect") or {}
             attempts = suspect.get("attempts", 0)
             # More crashes than one delivery accounts for: the agent, not a message.
@@ -329,10 +341,10 @@ class DefaultPolicy:
 
     # -- history and helpers ----------------------------------------------------------
 
-    def _remember(self, agents: dict[str, dict[str, Any]]) -> None:
+    def _remember(self, now: int, agents: dict[str, dict[str, Any]]) -> None:
         for name, a in agents.items():
             restarts = self._restarts.setdefault(name, [])
-            restarts.append(a.get("restarts_delta", 0))
+            restarts.append((now, a.get("restarts_delta", 0)))
             del restarts[: -self.window_ticks]
             queues = self._queues.setdefault(name, [])
             queues.append(a.get("queue", 0))

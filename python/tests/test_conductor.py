@@ -64,6 +64,35 @@ def test_many_crashes_are_a_crash_loop_rolled_back_when_a_deploy_can_be_undone()
     )
 
 
+def test_crashes_before_the_last_remedy_are_spent() -> None:
+    policy = DefaultPolicy(crash_loop=3, window_ticks=50)
+    crashing = agent("a", restarts_delta=3, deployed=True)
+    assert policy.decide(snapshot(crashing, now_ms=1_000))[0]["action"] == "rollback"
+    # Rolled back at 1_100; two ticks later the window still holds the 3 crashes, and the
+    # version brought back has restarted once (the upgrade, or a last crash of the old).
+    after = {"deployed": False, "remedied_ago_ms": 100, "restarts_delta": 1}
+    assert policy.decide(snapshot(agent("a", **after), now_ms=1_200)) == []
+    after = after | {"remedied_ago_ms": 300, "restarts_delta": 0}
+    assert policy.decide(snapshot(agent("a", **after), now_ms=1_400)) == []
+    # Crashes after the remedy count again.
+    after = after | {"remedied_ago_ms": 500, "restarts_delta": 2}
+    action = policy.decide(snapshot(agent("a", **after), now_ms=1_600))[0]
+    assert (action["action"], action["evidence"]["restarts_in_window"]) == ("quarantine", 3)
+
+
+def test_without_a_remedy_the_whole_window_counts() -> None:
+    policy = DefaultPolicy(crash_loop=3, window_ticks=3)
+    for now, n in [(0, 1), (200, 1)]:
+        assert policy.decide(snapshot(agent("a", restarts_delta=n), now_ms=now)) == []
+    assert policy.decide(snapshot(agent("a", restarts_delta=1), now_ms=400))[0]["action"] == (
+        "quarantine"
+    )
+    # Out of the window (3 ticks), the first crashes no longer count.
+    policy = DefaultPolicy(crash_loop=3, window_ticks=2)
+    for now, n in [(0, 1), (200, 1), (400, 1)]:
+        assert policy.decide(snapshot(agent("a", restarts_delta=n), now_ms=now)) == []
+
+
 def test_a_cascade_is_answered_at_its_root_only() -> None:
     failing = {"failed_delta": 9, "handled_delta": 0}
     snap = snapshot(

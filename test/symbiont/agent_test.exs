@@ -356,9 +356,10 @@ defmodule Symbiont.AgentTest do
     assert Event.decode!(priced) == [10.0, 12.0]
   end
 
-  test "a Python agent reports its health on symbiont.health" do
+  test "a Python agent reports its health on symbiont.health; its server keeps it until a restart" do
     :ok = Symbiont.subscribe("symbiont.health")
-    %{agent: agent} = start_agent!("test_agents:Moody")
+    %{agent: agent, os_pid: os_pid} = start_agent!("test_agents:Moody")
+    assert {:ok, %{health: nil}} = Server.info(agent)
     :ok = Symbiont.publish("moody.in", ["degraded", "payment provider slow"])
     node_name = Atom.to_string(node())
 
@@ -367,6 +368,22 @@ defmodule Symbiont.AgentTest do
              "node" => ^node_name,
              "metrics" => %{"told" => true}
            } = await_health(agent, "degraded", 5_000)
+
+    # The server published the event as it read the frame: it already knows.
+    assert {:ok, %{health: "degraded"}} = Server.info(agent)
+
+    # The last report is the one kept.
+    :ok = Symbiont.publish("moody.in", ["failing", "worse"])
+    assert %{"reason" => "worse"} = await_health(agent, "failing", 5_000)
+    assert {:ok, %{health: "failing"}} = Server.info(agent)
+
+    # The agent that runs after a restart has said nothing yet.
+    capture_log(fn ->
+      Symbiont.Host.Reaper.kill(os_pid)
+      assert_receive {:agent_start, ^agent, %{restarts: 1}}, 10_000
+    end)
+
+    assert {:ok, %{health: nil, restarts: 1}} = Server.info(agent)
   end
 
   test "a failed attempt is retried, first in line" do

@@ -45,6 +45,8 @@ defmodule Symbiont.Agent.Server do
   alias Symbiont.Journal
   alias Symbiont.MsgPack
 
+  @health_topic Symbiont.Health.topic()
+
   @registry Symbiont.Agent.Registry
   @samples 1000
   @linger_ms 100
@@ -133,7 +135,9 @@ defmodule Symbiont.Agent.Server do
   counts as accepted is on disk), `nil` for one that is not durable. Among the counters:
   `:duplicates`, the events a `dedupe: true` agent dropped as copies, and
   `:redelivered`, the deliveries it took back to send again (after a crash, a nack or a
-  quarantine).
+  quarantine). `:health` is the last health kind the agent running now reported (on
+  `symbiont.health`, or `"failing"` for a failed start, or its load), `nil` when it has said
+  nothing since it started: a restart or an upgrade starts it over.
   """
   @spec info(String.t() | pid) :: {:ok, map} | {:error, {:no_agent, term}}
   def info(agent) do
@@ -296,6 +300,10 @@ defmodule Symbiont.Agent.Server do
         # Deliveries taken back to be sent again (after a crash, a nack, a quarantine).
         redelivered: 0,
         fallback: extra.fallback,
+        # The last health kind the agent running now reported: its own events on
+        # symbiont.health, a failed start, its load. Cleared at each start, so that a
+        # restarted or upgraded agent is not judged by what the one before it said.
+        health: nil,
         # {from, spec} while waiting for the deliveries in flight to finish (upgrade/3).
         upgrading: nil,
         # {from, heir} while retiring (retire/3).
@@ -553,7 +561,7 @@ defmodule Symbiont.Agent.Server do
   # A host process is ready: start the agent in it, from the last acked state.
   defp start_on(state, port) do
     out = Out.to(state.out, port)
-    state = %{state | out: out, status: :starting}
+    state = rare(%{state | out: out, status: :starting}, health: nil)
     emit(state, framed(["agent_start", state.slot, agent_start(state)]))
   end
 
@@ -617,7 +625,7 @@ defmodule Symbiont.Agent.Server do
     })
 
     Process.send_after(self(), {:retry_start, state.out.port, failures}, delay)
-    rare(%{state | status: :detached}, failures: failures, last_error: error)
+    rare(%{state | status: :detached}, failures: failures, last_error: error, health: "failing")
   end
 
   # An ack of a seq that is no longer in flight (the deliveries went back to the queue, in
@@ -655,7 +663,8 @@ defmodule Symbiont.Agent.Server do
     id = with {seq, n} <- seq_n, do: {state.id, state.rare.incarnation, seq, n}
     event = %Symbiont.Event{topic: topic, payload: payload, from: state.name, id: id}
     Symbiont.Mesh.publish(Symbiont.Mesh, event)
-    rare(state, published: state.rare.published + 1)
+    state = rare(state, published: state.rare.published + 1)
+    if topic == @health_topic, do: reported(state, payload), else: state
   end
 
   defp frame(frame, state) do
@@ -665,6 +674,17 @@ defmodule Symbiont.Agent.Server do
     )
 
     state
+  end
+
+  # A health event the agent published about itself.
+  defp reported(state, payload) do
+    case MsgPack.decode(payload) do
+      {:ok, %{"agent" => agent, "kind" => kind}} when agent == state.name and is_binary(kind) ->
+        rare(state, health: kind)
+
+      _ ->
+        state
+    end
   end
 
   defp acked(state, acked, state_bin, seq) do
@@ -1114,14 +1134,16 @@ defmodule Symbiont.Agent.Server do
   # Health with hysteresis: `overloaded` at the high-water mark, `healthy` again below half.
   defp check_load(%{overloaded: false, queued: n, spec: %{high_water: hw}} = state)
        when n >= hw do
-    publish_load(state, "overloaded", "queue at #{n} of #{state.spec.max_queue}")
-    %{state | overloaded: true}
+    publish_load(
+      %{state | overloaded: true},
+      "overloaded",
+      "queue at #{n} of #{state.spec.max_queue}"
+    )
   end
 
   defp check_load(%{overloaded: true, queued: n, spec: %{high_water: hw}} = state)
        when n < div(hw, 2) do
-    publish_load(state, "healthy", "queue back at #{n} (high water #{hw})")
-    %{state | overloaded: false}
+    publish_load(%{state | overloaded: false}, "healthy", "queue back at #{n} (high water #{hw})")
   end
 
   defp check_load(state), do: state
@@ -1137,6 +1159,7 @@ defmodule Symbiont.Agent.Server do
     level = if kind == "healthy", do: :info, else: :warning
     Logger.log(level, "agent #{state.id} is #{kind}: #{reason}", meta(state))
     Symbiont.Health.publish(kind, state.name, reason, metrics)
+    rare(state, health: kind)
   end
 
   # Removes the delivery `seq` and those sent before it from the in-flight queue: acks are
@@ -1314,6 +1337,7 @@ defmodule Symbiont.Agent.Server do
       duplicates: Dedupe.dropped(state.dedupe),
       restarts: max(state.rare.starts - 1, 0),
       last_error: state.rare.last_error,
+      health: state.rare.health,
       quarantined: state.quarantined,
       suspect: suspect(state),
       idle_ms: System.monotonic_time(:millisecond) - state.active_at,
