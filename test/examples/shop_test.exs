@@ -83,9 +83,14 @@ defmodule Symbiont.Examples.ShopTest do
       assert wait_until(fn -> "notifications#2" in Symbiont.Agent.Server.ids() end, 5_000)
     end)
 
-    {:ok, billing} = Symbiont.Agent.Server.info("billing")
-    assert billing.state["orders"] > 0
-    {:ok, pricing} = Symbiont.Agent.Server.info("pricing")
-    assert pricing.state["priced"] >= billing.state["orders"]
+    # Every order billed was priced first. Each state is its agent's last acked checkpoint
+    # (pricing's, a Wasm agent's, is its module's bytes: msgpack here), and pricing's ack
+    # may come after billing's of the order it priced: read both again until they agree.
+    assert wait_until(fn ->
+             {:ok, %{state: %{"orders" => billed}}} = Symbiont.Agent.Server.info("billing")
+             {:ok, %{state: %{"wasm_state" => bytes}}} = Symbiont.Agent.Server.info("pricing")
+             %{"priced" => priced} = Symbiont.MsgPack.decode!(bytes)
+             billed > 0 and priced >= billed
+           end)
   end
 end
