@@ -207,9 +207,19 @@ defmodule Symbiont.MsgPackTest do
             {<<0xDF, 0xFFFFFFFF::32, 0xC0, 0xC0>>, :map},
             {<<0xC9, 0xFFFFFFFF::32, 7>>, :ext}
           ] do
-        {time, result} = :timer.tc(fn -> MsgPack.decode(bytes) end)
+        # In a process with a small heap limit: one that built what is claimed (four
+        # billion elements) would be killed long before it found the input short.
+        parent = self()
+
+        {pid, ref} =
+          :erlang.spawn_opt(fn -> send(parent, {:decoded, MsgPack.decode(bytes)}) end, [
+            :monitor,
+            max_heap_size: %{size: 100_000, kill: true, error_logger: false}
+          ])
+
+        assert_receive {:decoded, result}, 5_000
         assert result == {:error, {:truncated, what}}
-        assert time < 50_000
+        assert_receive {:DOWN, ^ref, :process, ^pid, :normal}
       end
     end
 
