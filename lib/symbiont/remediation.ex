@@ -12,14 +12,15 @@ defmodule Symbiont.Remediation do
   plus the fields of the action (`"from"`/`"to"` for a deploy, `"replicas"` for a
   scale, ...). `by` says who acted: `"supervisor"` (a host owner restarting its process),
   `"deploy"` (`Symbiont.Deploy`), `"conductor"` (`Symbiont.Conductor`) or `"operator"`
-  (a call from iex). `agent` and `host` are `nil` when the step is not about one.
+  (a call from iex). `agent` and `host` are `nil` when the step is not about one. The
+  event's `from` is the agent it is about, so a subscriber can match on it.
 
   `action` is one of #{Enum.map_join(~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter), ", ", &"`#{&1}`")}.
 
       iex> Symbiont.subscribe("symbiont.remediation")
       iex> Symbiont.Remediation.publish("restart", "doc-agent", "crashed", by: "operator")
       :ok
-      iex> receive do: (%Symbiont.Event{topic: "symbiont.remediation"} = e -> Symbiont.Event.decode!(e)["action"])
+      iex> receive do: (%Symbiont.Event{topic: "symbiont.remediation", from: "doc-agent"} = e -> Symbiont.Event.decode!(e)["action"])
       "restart"
   """
 
