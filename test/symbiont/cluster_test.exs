@@ -22,8 +22,13 @@ defmodule Symbiont.ClusterTest do
     {_, a} = start_peer!("mesh_a")
     {_, b} = start_peer!("mesh_b")
     # The meshes learn of each other through :pg as the nodes connect (slowly on a loaded
-    # machine, while other tests' peers come and go).
-    assert wait_until(fn -> Enum.all?([node(), a, b], &(forwarders(&1) == 3)) end, 20_000)
+    # machine, while other tests' peers come and go: those may be members too).
+    nodes = MapSet.new([node(), a, b])
+
+    assert wait_until(
+             fn -> Enum.all?(nodes, &MapSet.subset?(nodes, forwarder_nodes(&1))) end,
+             20_000
+           )
 
     {:ok, a: a, b: b, topic: "cluster:#{System.unique_integer([:positive])}"}
   end
@@ -153,6 +158,8 @@ defmodule Symbiont.ClusterTest do
              |> Enum.find(&match?(%{"node" => ^gone_name, "agent" => nil}, &1))
 
     assert reason =~ "is down"
+    # :pg drops the lost node's members as it sees the node down, not before the event.
+    assert wait_until(fn -> match?([_], Mesh.members(Mesh, topic, "g")) end, 5_000)
     assert [member] = Mesh.members(Mesh, topic, "g")
     assert node(member) == a
 
@@ -160,6 +167,10 @@ defmodule Symbiont.ClusterTest do
     for i <- 1..5, do: assert_receive({:got, :stays, ^a, ^i})
   end
 
-  defp forwarders(node),
-    do: node |> :erpc.call(:pg, :get_members, [Symbiont.Mesh.Adapter.PG, :forwarders]) |> length()
+  # The nodes whose meshes `node` knows through :pg.
+  defp forwarder_nodes(node) do
+    node
+    |> :erpc.call(:pg, :get_members, [Symbiont.Mesh.Adapter.PG, :forwarders])
+    |> MapSet.new(&Kernel.node/1)
+  end
 end
