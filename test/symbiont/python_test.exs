@@ -194,7 +194,7 @@ defmodule Symbiont.PythonTest do
     assert {:ok, 2.0} = Python.call(name, "math", "sqrt", [4])
     assert_receive {:host_start, ^name, %{os_pid: os_pid}}
     assert :ok = Python.stop(pid)
-    assert wait_until(fn -> not os_alive?(os_pid) end)
+    assert wait_until(fn -> not os_alive?(os_pid) end, 5_000)
     assert {:error, {:no_host, ^name}} = Python.call(name, "math", "sqrt", [4])
   end
 end
