@@ -207,10 +207,9 @@ defmodule Bench.Mesh do
             # room instead of losing events.
             for i <- 1..@fanout, do: Bench.Results.publish_checked("bench.fanout", i)
 
-            Bench.Results.wait(fn ->
-              Enum.zip(names, before)
-              |> Enum.all?(fn {n, b} -> Bench.Results.handled(n) == b + @fanout end)
-            end)
+            Bench.Results.await_handled(
+              for {n, b} <- Enum.zip(names, before), do: {n, b + @fanout}
+            )
           end)
 
         rate = hosts * @fanout / us * 1_000_000

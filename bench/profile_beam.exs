@@ -112,7 +112,7 @@ defmodule Bench.ProfileBeam do
     eprof(pids, fn ->
       for i <- 1..n, do: Bench.Results.publish_checked("bench.fanout", i)
 
-      Bench.Results.wait(fn -> Bench.Results.handled("profile-sink") == n end)
+      Bench.Results.await_handled([{"profile-sink", n}])
     end)
 
     Symbiont.Python.stop("profile-sink")

@@ -113,13 +113,51 @@ defmodule Bench.Results do
   def pct(sorted, p),
     do: elem(sorted, min(tuple_size(sorted) - 1, trunc(tuple_size(sorted) * p / 100))) / 1000
 
-  @doc "Waits until `fun` returns true, checking every 5 ms; raises after two minutes."
-  @spec wait((() -> boolean), integer) :: :ok
-  def wait(fun, deadline \\ System.monotonic_time(:millisecond) + 120_000) do
+  @doc """
+  Waits until `fun` returns true, checking every 5 ms; raises after two minutes (or at
+  `deadline`, monotonic ms), with what `explain` returns then.
+  """
+  @spec wait((() -> boolean), integer, (() -> String.t())) :: :ok
+  def wait(
+        fun,
+        deadline \\ System.monotonic_time(:millisecond) + 120_000,
+        explain \\ fn -> "" end
+      ) do
     cond do
-      fun.() -> :ok
-      System.monotonic_time(:millisecond) > deadline -> raise "bench: timed out waiting"
-      true -> Process.sleep(5) && wait(fun, deadline)
+      fun.() ->
+        :ok
+
+      System.monotonic_time(:millisecond) > deadline ->
+        raise "bench: timed out waiting" <> explain.()
+
+      true ->
+        Process.sleep(5) && wait(fun, deadline, explain)
+    end
+  end
+
+  @doc """
+  Waits until the agent of each host `name` has handled exactly `n` events (`[{name,
+  n}]`); on timeout the error gives each one's count, queue, deliveries in flight and
+  restarts.
+  """
+  @spec await_handled([{String.t(), integer}]) :: :ok
+  def await_handled(expected) do
+    wait(
+      fn -> Enum.all?(expected, fn {name, n} -> handled(name) == n end) end,
+      System.monotonic_time(:millisecond) + 120_000,
+      fn -> ": " <> Enum.map_join(expected, "; ", &describe_handled/1) end
+    )
+  end
+
+  defp describe_handled({name, n}) do
+    case Symbiont.Host.info(name) do
+      {:ok, %{status: status, crashes: crashes, agent: agent}} when is_map(agent) ->
+        "#{name} handled #{agent.handled} of #{n} (host #{status}, #{crashes} crashes; " <>
+          "agent #{agent.status}, queue #{agent.queue}, in flight #{agent.in_flight}, " <>
+          "restarts #{agent.restarts}, failed #{agent.failed}, dropped #{agent.dropped})"
+
+      other ->
+        "#{name}: #{inspect(other)}"
     end
   end
 

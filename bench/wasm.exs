@@ -166,7 +166,7 @@ defmodule Bench.Wasm do
     {us, _} =
       :timer.tc(fn ->
         for i <- 1..n, do: Bench.Results.publish_checked(topic, i)
-        Bench.Results.wait(fn -> Bench.Results.handled(name) == before + n end)
+        Bench.Results.await_handled([{name, before + n}])
       end)
 
     us / n

@@ -1,7 +1,7 @@
 %{
   bench: "_run",
-  date: ~D[2026-11-25],
+  date: ~D[2026-12-05],
   names: ["roundtrip", "mesh", "wasm", "heal", "idle", "curves"],
   quick: false,
-  seconds: 216.403
+  seconds: 133.753
 }

@@ -1,47 +1,47 @@
 %{
   bench: "heal",
   curves: [],
-  date: ~D[2026-11-25],
+  date: ~D[2026-12-05],
   details: nil,
   machine:
-    "2 cores (AMD EPYC), 23 GiB RAM; OTP 25, Elixir 1.14.0, Python 3.11.7, wasmtime 50.0.1",
+    "2 cores (AMD EPYC), 23 GiB RAM; OTP 25, Elixir 1.14.0, Python 3.11.7, wasmtime 51.0.0",
   quick: false,
   rows: [
     %{
-      base: 89.765,
+      base: 62.188,
       baseline: "cold start (no standby)",
       measure: "crashed host → serving again p50 (ms)",
       target: "< 10 ms",
-      value: 5.344
+      value: 6.228
     },
     %{
-      base: 117.182,
+      base: 95.426,
       baseline: "cold start (no standby)",
       measure: "crashed host → serving again p99 (ms)",
       target: "(info)",
-      value: 13.45
+      value: 12.006
     },
     %{
       base: 300,
       baseline: "3 heartbeats of 100 ms",
       measure: "hung host (SIGSTOP) → serving again p50 (ms)",
       target: "(info)",
-      value: 240.0
+      value: 274.334
     },
     %{
       base: 200,
       baseline: "conductor tick",
       measure: "crash loop → quarantined p50 (ms)",
       target: "(info)",
-      value: 619.121
+      value: 815.993
     },
     %{
-      base: 2.035,
+      base: 1.417,
       baseline: "conductor tick, 10 agents",
       measure: "conductor tick, 1000 agents p50 (ms)",
       target: "(info)",
-      value: 50.109
+      value: 35.047
     }
   ],
-  seconds: 24.095
+  seconds: 21.335
 }

@@ -1,26 +1,26 @@
 %{
   bench: "idle",
   curves: [],
-  date: ~D[2026-11-25],
+  date: ~D[2026-12-05],
   details:
     "The Python agent's host has wasmtime loaded: no (`symbiont.wasm` imports it on first use). Memory from `/proc/PID/smaps_rollup`, the median of 5 samples taken 1000 ms after start.\n",
   machine:
-    "2 cores (AMD EPYC), 23 GiB RAM; OTP 25, Elixir 1.14.0, Python 3.11.7, wasmtime 50.0.1",
+    "2 cores (AMD EPYC), 23 GiB RAM; OTP 25, Elixir 1.14.0, Python 3.11.7, wasmtime 51.0.0",
   quick: false,
   rows: [
     %{
-      base: 8.546875,
+      base: 8.4609375,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Python agent: RSS (MB)",
       target: "< 20 MB",
-      value: 15.77734375
+      value: 15.7578125
     },
     %{
-      base: 3.6953125,
+      base: 3.6884765625,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Python agent: PSS (MB)",
       target: "(info)",
-      value: 10.318359375
+      value: 10.34765625
     },
     %{
       base: 33,
@@ -30,11 +30,11 @@
       value: 112
     },
     %{
-      base: 8.546875,
+      base: 8.4609375,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Wasm agent: RSS (MB)",
       target: "(info)",
-      value: 32.5078125
+      value: 33.03125
     },
     %{
       base: 33,
@@ -44,5 +44,5 @@
       value: 205
     }
   ],
-  seconds: 4.036
+  seconds: 3.425
 }

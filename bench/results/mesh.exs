@@ -1,47 +1,47 @@
 %{
   bench: "mesh",
   curves: [],
-  date: ~D[2026-11-25],
+  date: ~D[2026-12-05],
   details: nil,
   machine:
-    "2 cores (AMD EPYC), 23 GiB RAM; OTP 25, Elixir 1.14.0, Python 3.11.7, wasmtime 50.0.1",
+    "2 cores (AMD EPYC), 23 GiB RAM; OTP 25, Elixir 1.14.0, Python 3.11.7, wasmtime 51.0.0",
   quick: false,
   rows: [
     %{
-      base: 1_406_667.6044450696,
+      base: 1_976_518.9548167768,
       baseline: "Registry.dispatch",
       measure: "local broadcast, 1 subscriber(s) (msgs/s)",
       target: "≥ 0.9×",
-      value: 1_587_553.5799333227
+      value: 2_519_526.3290501386
     },
     %{
-      base: 218_033.0799788944,
+      base: 320_133.1754009668,
       baseline: "Registry.dispatch",
       measure: "local broadcast, 10 subscriber(s) (msgs/s)",
       target: "≥ 0.9×",
-      value: 228_344.91042029165
+      value: 363_707.7826191325
     },
     %{
-      base: 151_171.808271819,
+      base: 234_056.78334592364,
       baseline: "raw Port echo, 4 ports",
       measure: "publish → 4 Python agents → ack (deliveries/s)",
       target: "≥ 100k/s",
-      value: 135_237.29411812438
+      value: 195_130.5179251772
     },
     %{
-      base: 58.279,
+      base: 33.434,
       baseline: "send/2 to the remote pid",
       measure: "cross-node publish → deliver p50 (µs)",
       target: "(info)",
-      value: 68.333
+      value: 32.854
     },
     %{
-      base: 115.749,
+      base: 59.344,
       baseline: "send/2 to the remote pid",
       measure: "cross-node publish → deliver p99 (µs)",
       target: "(info)",
-      value: 128.386
+      value: 64.722
     }
   ],
-  seconds: 48.959
+  seconds: 35.035
 }

@@ -1,47 +1,47 @@
 %{
   bench: "roundtrip",
   curves: [],
-  date: ~D[2026-11-25],
+  date: ~D[2026-12-05],
   details: nil,
   machine:
-    "2 cores (AMD EPYC), 23 GiB RAM; OTP 25, Elixir 1.14.0, Python 3.11.7, wasmtime 50.0.1",
+    "2 cores (AMD EPYC), 23 GiB RAM; OTP 25, Elixir 1.14.0, Python 3.11.7, wasmtime 51.0.0",
   quick: false,
   rows: [
     %{
-      base: 78.637,
+      base: 40.841,
       baseline: "raw Port echo",
       measure: "call round trip p50 (µs)",
       target: "≤ 1.2×",
-      value: 41.568
+      value: 26.219
     },
     %{
-      base: 161.25,
+      base: 76.284,
       baseline: "raw Port echo",
       measure: "call round trip p99 (µs)",
       target: "≤ 2×",
-      value: 149.428
+      value: 74.491
     },
     %{
-      base: 204_584.7441156313,
+      base: 745_100.9611802399,
       baseline: "raw Port echo",
       measure: "pipelined casts (msgs/s)",
       target: "≥ 0.5×",
-      value: 275_607.3697410669
+      value: 470_172.2711201384
     },
     %{
-      base: 78.637,
+      base: 40.841,
       baseline: "raw Port echo",
       measure: "call p50, host spin off (µs)",
       target: "(info)",
-      value: 137.707
+      value: 58.357
     },
     %{
-      base: 161.25,
+      base: 76.284,
       baseline: "raw Port echo",
       measure: "call p99, host spin off (µs)",
       target: "(info)",
-      value: 246.639
+      value: 102.503
     }
   ],
-  seconds: 35.262
+  seconds: 16.574
 }
