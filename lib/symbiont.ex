@@ -148,8 +148,10 @@ defmodule Symbiont do
   deploy, conductor, operator), why, and the evidence behind the decision. Actions the
   conductor refused or failed to apply are there too, with why (`"result"`).
 
-      iex> is_list(Symbiont.remediations())
-      true
+      iex> Symbiont.Remediation.publish("restart", "doc-audit", "by hand", by: "operator")
+      :ok
+      iex> Enum.find(Symbiont.remediations(), &(&1["agent"] == "doc-audit"))["by"]
+      "operator"
   """
   @spec remediations(pos_integer) :: [map]
   def remediations(n \\ 50), do: Symbiont.Conductor.Audit.entries(n)

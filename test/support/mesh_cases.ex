@@ -84,6 +84,10 @@ defmodule Symbiont.MeshCases do
 
         for {tag, pid} <- subs do
           for i <- 1..20, do: assert_receive({^tag, ^pid, ^i})
+          # A :nope that leaked would be in its mailbox before this: once :done is back,
+          # it would be here too.
+          send(pid, :done)
+          assert_receive {^tag, ^pid, :done}
           refute_received {^tag, ^pid, :nope}
         end
       end

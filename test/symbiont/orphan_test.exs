@@ -94,7 +94,7 @@ defmodule Symbiont.OrphanTest do
     Symbiont.Host.Reaper.kill(beam_pid)
     assert wait_until(fn -> not os_alive?(beam_pid) end, 5_000)
 
-    assert wait_until(fn -> not Enum.any?(os_pids, &os_alive?/1) end, 2_000),
-           "still alive after 2 s: #{inspect(Enum.filter(os_pids, &os_alive?/1))}"
+    assert wait_until(fn -> not Enum.any?(os_pids, &os_alive?/1) end, 5_000),
+           "still alive after 5 s: #{inspect(Enum.filter(os_pids, &os_alive?/1))}"
   end
 end

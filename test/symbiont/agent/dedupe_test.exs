@@ -126,16 +126,24 @@ defmodule Symbiont.Agent.DedupeTest do
     # Three events out, then the handler blocks: published, not acked.
     :ok = Symbiont.publish(pub.in, %{"k" => 3, "hold" => true})
     first = receive_events(pub.out, 3)
-    assert [{{agent, incarnation, seq, 0}, [0, 3]}, {{agent, incarnation, seq, 1}, _}, _] = first
+
+    assert [
+             {{agent, incarnation, seq, 0}, [0, 3]},
+             {{agent, incarnation, seq, 1}, _},
+             {{agent, incarnation, seq, 2}, _}
+           ] = first
+
     assert agent == pub.agent and is_integer(incarnation) and seq > 0
 
     assert values(tally.out, 3) == [[1, [0, 3]], [2, [1, 3]], [3, [2, 3]]]
 
     assert {:ok, %{handled: 0, in_flight: 1}} = Server.info(pub.agent)
 
+    pub_host = pub.name
+
     capture_log(fn ->
       Symbiont.Host.Reaper.kill(pub.os_pid)
-      assert_receive {:host_start, _, %{restarts: 1}}, 10_000
+      assert_receive {:host_start, ^pub_host, %{restarts: 1}}, 10_000
     end)
 
     # Handled again from the checkpoint before it: the same events, with the same ids
