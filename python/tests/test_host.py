@@ -92,7 +92,8 @@ def test_cancel_running_sleep_sends_no_reply(host: HostProcess) -> None:
     host.send(["call", 1, "hostmod", "sleep_noting_cancel", [30]], ["cancel", 1])
     host.send(["call", 2, "hostmod", "echo", ["next"]])
     assert host.recv() == ["reply", 2, "next"]
-    assert time.monotonic() - started < 2
+    # Well before the sleep's 30 s (a bound, not a speed: the machine may be loaded).
+    assert time.monotonic() - started < 15
     assert host.call("hostmod", "cancellations")[2] == ["sleep"]
 
 
@@ -112,7 +113,8 @@ def test_cancels_at_any_moment_leave_the_host_serving(host: HostProcess) -> None
 
 def test_cancel_running_python_loop(host: HostProcess) -> None:
     host.send(["call", 1, "hostmod", "spin", [30]])
-    host.assert_silent(0.05)
+    # The cancel reaches a loop that is running, not a call still queued.
+    host.wait_logs(lambda logs: any("spinning" in m for _, m in logs))
     host.send(["cancel", 1], ["call", 2, "hostmod", "echo", ["after"]])
     assert host.recv() == ["reply", 2, "after"]
 
@@ -138,10 +140,9 @@ def test_cancel_ignored_by_user_code_gives_late_reply(host: HostProcess) -> None
 def test_eof_while_sleeping_exits_fast(host: HostProcess) -> None:
     host.send(["call", 1, "hostmod", "sleep", [30]])
     host.assert_silent(0.05)
-    started = time.monotonic()
     host.close_input()
-    assert host.wait_exit(2) == 0
-    assert time.monotonic() - started < 1
+    # Well before the sleep's 30 s: the EOF interrupts it.
+    assert host.wait_exit(10) == 0
 
 
 def test_eof_while_idle_exits_zero(host: HostProcess) -> None:
@@ -366,12 +367,13 @@ def test_replies_held_in_a_burst_do_not_wait_for_a_slow_call(host: HostProcess) 
     first, slow, last = host.new_id(), host.new_id(), host.new_id()
     host.send(
         ["call", first, "hostmod", "echo", [1]],
-        ["call", slow, "hostmod", "sleep", [2.0]],
+        ["call", slow, "hostmod", "sleep", [6.0]],
         ["call", last, "hostmod", "echo", [3]],
     )
     started = time.monotonic()
     assert host.recv() == ["reply", first, 1]
-    # Out once the watchdog sees the main thread in one call for a tick, not after it.
-    assert time.monotonic() - started < 1.0
-    assert host.recv(5)[:2] == ["reply", slow]
+    # Out once the watchdog sees the main thread in one call for a tick, not after it
+    # (well before the 6 s call ends, on a loaded machine too).
+    assert time.monotonic() - started < 3.0
+    assert host.recv(10)[:2] == ["reply", slow]
     assert host.recv() == ["reply", last, 3]

@@ -53,7 +53,7 @@ def test_host_dies_with_its_parent() -> None:
         # The test still holds the write end of the host's fd 3: no EOF, only the signal.
         parent.send_signal(signal.SIGKILL)
         parent.wait(5)
-        assert wait_until(lambda: pid_gone(host_pid), timeout=2), "host outlived its parent"
+        assert wait_until(lambda: pid_gone(host_pid), timeout=5), "host outlived its parent"
     finally:
         if parent.poll() is None:
             parent.kill()
