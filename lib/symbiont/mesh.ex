@@ -339,23 +339,23 @@ defmodule Symbiont.Mesh do
   end
 
   # The load counters of this node's subscribers of `topic` (plain ones given) that reject
-  # when full: %{pid => {atomics, max}}. Slot 1 of the atomics is the subscriber's queue
-  # length, slot 2 the reservations on their way to it.
+  # when full: %{pid => {atomics, max}}. The one slot of the atomics is the subscriber's
+  # queue length plus the reservations on their way to it.
   defp rejecting(m, topic, plain) do
     grouped = for {pid, {_group, meta}} <- Registry.lookup(m.groups, topic), do: {pid, meta}
     for {pid, %{load: {ref, max, :reject}}} <- plain ++ grouped, into: %{}, do: {pid, {ref, max}}
   end
 
   defp reserve({ref, max}) do
-    if :atomics.get(ref, 1) + :atomics.add_get(ref, 2, 1) <= max do
+    if :atomics.add_get(ref, 1, 1) <= max do
       true
     else
-      :atomics.sub(ref, 2, 1)
+      :atomics.sub(ref, 1, 1)
       false
     end
   end
 
-  defp release({ref, _max}), do: :atomics.sub(ref, 2, 1)
+  defp release({ref, _max}), do: :atomics.sub(ref, 1, 1)
 
   defp checked_publish(m, %Symbiont.Event{topic: topic} = event) do
     subscribers = m.adapter.subscribers(m.adapter_name, topic)

@@ -158,6 +158,45 @@ defmodule Symbiont.BackpressureTest do
     assert final.state["seen"] == Enum.to_list(1..40)
   end
 
+  @tag :tmp_dir
+  test "checked publishes fill a rejecting queue to max_queue and not one more; none is lost",
+       %{tmp_dir: dir} do
+    gate = Path.join(dir, "gate")
+
+    host =
+      start_agent_host!("slow",
+        python: "test_agents:Slow",
+        config: %{"gate" => gate},
+        max_queue: 20,
+        max_in_flight: 1,
+        overflow: :reject
+      )
+
+    :ok = Symbiont.subscribe("symbiont.dead_letter")
+    pid = Symbiont.Agent.Server.whereis(host.agent)
+
+    # What publishers read: the queue plus their reservations on the way, in one counter.
+    [load] =
+      for {"slow.in", ^pid, _group, %{load: {ref, 20, :reject}}} <- Symbiont.Mesh.subscriptions(),
+          do: ref
+
+    # The first event waits at the gate, in flight: nothing drains while it is closed.
+    :ok = Symbiont.publish("slow.in", 0, checked: true)
+    assert wait_until(fn -> match?(%{in_flight: 1, queue: 0}, info!(host.name)) end)
+
+    results = for i <- 1..25, do: Symbiont.publish("slow.in", i, checked: true)
+    assert results == List.duplicate(:ok, 20) ++ List.duplicate({:error, :overloaded}, 5)
+    assert wait_until(fn -> info!(host.name).queue == 20 end)
+    assert :atomics.get(load, 1) == 20
+
+    File.write!(gate, "open")
+    final = settle(host.name)
+    assert final.state["seen"] == Enum.to_list(0..20)
+    assert %{dropped: 0} = final
+    assert letters(host.agent) == []
+    assert :atomics.get(load, 1) == 0
+  end
+
   test "bad limits are refused with what is allowed" do
     for {opts, message} <- [
           {[max_queue: 0], "expected :max_queue to be a positive integer, got: 0"},

@@ -293,9 +293,11 @@ defmodule Symbiont.Agent.Server do
         # Tells this server's seqs from those of an earlier one with the same id (a
         # durable agent keeps its incarnation in its journal, with its seqs).
         incarnation: System.os_time(:microsecond),
-        # Read by checked publishes on this node: 1, the queue length; 2, room reserved
-        # by publishers for events still on their way (Symbiont.Mesh.publish/3).
-        load: :atomics.new(2, signed: true),
+        # Read by checked publishes on this node (Symbiont.Mesh.publish/3): the queue
+        # length plus the room publishers reserved for events still on their way, in one
+        # counter, so that a publisher reads it whole (two counters read one after the
+        # other could miss an event moving from one to the other, and overfill the queue).
+        load: :atomics.new(1, signed: true),
         dropped: 0,
         # Deliveries taken back to be sent again (after a crash, a nack, a quarantine).
         redelivered: 0,
@@ -468,10 +470,10 @@ defmodule Symbiont.Agent.Server do
           state
       end
 
-    # A checked publish reserved room here (slot 2 of the load): it has arrived and taken
-    # it (slot 1), so the reservation goes only now; released before, a publisher could
-    # see the room twice and overfill the queue.
-    if event.reserved != [] and self() in event.reserved, do: :atomics.sub(state.rare.load, 2, 1)
+    # A checked publish reserved room here (in the load): it has arrived and is in the
+    # queue (counted there too), so the reservation goes only now; released before, a
+    # publisher could see the room twice and overfill the queue.
+    if event.reserved != [] and self() in event.reserved, do: :atomics.sub(state.rare.load, 1, 1)
     state
   end
 
@@ -864,9 +866,10 @@ defmodule Symbiont.Agent.Server do
 
   defp enqueue(state, item), do: put_queue(state, :queue.in(item, state.queue), state.queued + 1)
 
-  # The queue, its length and the load slot publishers read (slot 1) change together.
+  # The queue, its length and the load publishers read change together (the load holds
+  # their reservations too: it changes by as much as the queue).
   defp put_queue(state, queue, queued) do
-    :atomics.put(state.rare.load, 1, queued)
+    :atomics.add(state.rare.load, 1, queued - state.queued)
     %{state | queue: queue, queued: queued}
   end
 
