@@ -47,7 +47,8 @@ defmodule Symbiont.Conductor do
 
   ## Guardrails
 
-    * `:cooldown_ms` - at most one action per agent in this time. Default: 5000.
+    * `:cooldown_ms` - at most one action per agent in this time, counted from when the
+      last one was done. Default: 5000.
     * `:max_actions_per_minute` - over all agents. Default: 30.
     * a `scale` stays within the agent's `:min_replicas..:max_replicas` and applies to
       agents of the manifest only; a scale in the other direction than the agent's last
@@ -489,16 +490,20 @@ defmodule Symbiont.Conductor do
 
         Logger.warning("conductor: #{a["action"]} #{a["agent"]}: #{a["reason"]}")
 
+        # The cooldown runs from when the action was done: a rollback or an upgrade waits
+        # for the deliveries in flight, and what they did meanwhile is its doing.
+        done = System.system_time(:millisecond)
+
         state = %{
           state
-          | acted: Map.put(state.acted, a["agent"], now),
+          | acted: Map.put(state.acted, a["agent"], done),
             remedied:
               if(a["action"] in @remedies,
-                do: Map.put(state.remedied, a["agent"], now),
+                do: Map.put(state.remedied, a["agent"], done),
                 else: state.remedied
               ),
-            recent: [now | state.recent],
-            scaled: record_scale(state.scaled, a, agents[a["agent"]], now)
+            recent: [done | state.recent],
+            scaled: record_scale(state.scaled, a, agents[a["agent"]], done)
         }
 
         {applied ++ [a], state}
