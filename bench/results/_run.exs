@@ -3,5 +3,5 @@
   date: ~D[2026-12-05],
   names: ["roundtrip", "mesh", "wasm", "heal", "idle", "curves"],
   quick: false,
-  seconds: 133.753
+  seconds: 134.189
 }

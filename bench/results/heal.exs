@@ -8,40 +8,40 @@
   quick: false,
   rows: [
     %{
-      base: 62.188,
+      base: 61.024,
       baseline: "cold start (no standby)",
       measure: "crashed host → serving again p50 (ms)",
       target: "< 10 ms",
-      value: 6.228
+      value: 4.378
     },
     %{
-      base: 95.426,
+      base: 72.217,
       baseline: "cold start (no standby)",
       measure: "crashed host → serving again p99 (ms)",
       target: "(info)",
-      value: 12.006
+      value: 10.12
     },
     %{
       base: 300,
       baseline: "3 heartbeats of 100 ms",
       measure: "hung host (SIGSTOP) → serving again p50 (ms)",
       target: "(info)",
-      value: 274.334
+      value: 284.561
     },
     %{
       base: 200,
       baseline: "conductor tick",
       measure: "crash loop → quarantined p50 (ms)",
       target: "(info)",
-      value: 815.993
+      value: 609.826
     },
     %{
-      base: 1.417,
+      base: 1.249,
       baseline: "conductor tick, 10 agents",
       measure: "conductor tick, 1000 agents p50 (ms)",
       target: "(info)",
-      value: 35.047
+      value: 49.758
     }
   ],
-  seconds: 21.335
+  seconds: 21.046
 }

@@ -9,18 +9,18 @@
   quick: false,
   rows: [
     %{
-      base: 8.4609375,
+      base: 8.48828125,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Python agent: RSS (MB)",
       target: "< 20 MB",
-      value: 15.7578125
+      value: 15.73046875
     },
     %{
-      base: 3.6884765625,
+      base: 3.7021484375,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Python agent: PSS (MB)",
       target: "(info)",
-      value: 10.34765625
+      value: 10.326171875
     },
     %{
       base: 33,
@@ -30,11 +30,11 @@
       value: 112
     },
     %{
-      base: 8.4609375,
+      base: 8.48828125,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Wasm agent: RSS (MB)",
       target: "(info)",
-      value: 33.03125
+      value: 32.875
     },
     %{
       base: 33,
@@ -44,5 +44,5 @@
       value: 205
     }
   ],
-  seconds: 3.425
+  seconds: 3.537
 }

@@ -8,40 +8,40 @@
   quick: false,
   rows: [
     %{
-      base: 1_976_518.9548167768,
+      base: 1_750_393.8386136882,
       baseline: "Registry.dispatch",
       measure: "local broadcast, 1 subscriber(s) (msgs/s)",
       target: "≥ 0.9×",
-      value: 2_519_526.3290501386
+      value: 2_214_152.8651138074
     },
     %{
-      base: 320_133.1754009668,
+      base: 350_083.6699971293,
       baseline: "Registry.dispatch",
       measure: "local broadcast, 10 subscriber(s) (msgs/s)",
       target: "≥ 0.9×",
-      value: 363_707.7826191325
+      value: 369_663.90158068284
     },
     %{
-      base: 234_056.78334592364,
+      base: 262_885.8424801176,
       baseline: "raw Port echo, 4 ports",
       measure: "publish → 4 Python agents → ack (deliveries/s)",
       target: "≥ 100k/s",
-      value: 195_130.5179251772
+      value: 189_953.3664485369
     },
     %{
-      base: 33.434,
+      base: 44.105,
       baseline: "send/2 to the remote pid",
       measure: "cross-node publish → deliver p50 (µs)",
       target: "(info)",
-      value: 32.854
+      value: 41.007
     },
     %{
-      base: 59.344,
+      base: 85.171,
       baseline: "send/2 to the remote pid",
       measure: "cross-node publish → deliver p99 (µs)",
       target: "(info)",
-      value: 64.722
+      value: 86.595
     }
   ],
-  seconds: 35.035
+  seconds: 31.482
 }

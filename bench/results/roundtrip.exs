@@ -8,40 +8,40 @@
   quick: false,
   rows: [
     %{
-      base: 40.841,
+      base: 40.109,
       baseline: "raw Port echo",
       measure: "call round trip p50 (µs)",
       target: "≤ 1.2×",
-      value: 26.219
+      value: 26.439
     },
     %{
-      base: 76.284,
+      base: 69.864,
       baseline: "raw Port echo",
       measure: "call round trip p99 (µs)",
       target: "≤ 2×",
-      value: 74.491
+      value: 63.245
     },
     %{
-      base: 745_100.9611802399,
+      base: 641_782.6153925143,
       baseline: "raw Port echo",
       measure: "pipelined casts (msgs/s)",
       target: "≥ 0.5×",
-      value: 470_172.2711201384
+      value: 436_364.9057888168
     },
     %{
-      base: 40.841,
+      base: 40.109,
       baseline: "raw Port echo",
       measure: "call p50, host spin off (µs)",
       target: "(info)",
-      value: 58.357
+      value: 60.82
     },
     %{
-      base: 76.284,
+      base: 69.864,
       baseline: "raw Port echo",
       measure: "call p99, host spin off (µs)",
       target: "(info)",
-      value: 102.503
+      value: 114.891
     }
   ],
-  seconds: 16.574
+  seconds: 17.213
 }

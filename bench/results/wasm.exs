@@ -8,61 +8,61 @@
   quick: false,
   rows: [
     %{
-      base: 10.4442198,
+      base: 10.38539265,
       baseline: "wasmtime-py, no-argument call",
       measure: "Wasm call path: Instance.call of echo.wat, small payload (µs)",
       target: "≤ 1.5×",
-      value: 5.900307649999999
+      value: 5.95299515
     },
     %{
-      base: 10.4442198,
+      base: 10.38539265,
       baseline: "wasmtime-py, no-argument call",
       measure: "the same through wasmtime-py's public API, before tuning (µs)",
       target: "(info)",
-      value: 56.12241950000001
+      value: 55.746644
     },
     %{
-      base: 10.4442198,
+      base: 10.38539265,
       baseline: "wasmtime-py, no-argument call",
       measure: "counter.wat: 2 imports and symbiont_state a message (µs)",
       target: "(info)",
-      value: 15.7337301
+      value: 15.430926750000001
     },
     %{
-      base: 21.3431,
+      base: 20.19335,
       baseline: "Python agent, same work",
       measure: "Wasm agent (counter.wat) publish → handle → ack (µs/message)",
       target: "(info)",
-      value: 38.29505
+      value: 40.93645
     },
     %{
-      base: 490.132209,
+      base: 516.889696,
       baseline: "cold compile",
       measure: "load a 625 KB module from the cache (ms)",
       target: "≤ 0.05× (20× faster)",
-      value: 4.979609
+      value: 5.799491
     },
     %{
-      base: 65.80457000000001,
+      base: 69.6793925,
       baseline: "wasmtime-py alone",
       measure: "instantiate counter.wat (µs)",
       target: "(info)",
-      value: 109.05551249999999
+      value: 113.483685
     },
     %{
-      base: 109.05551249999999,
+      base: 113.483685,
       baseline: "instantiate counter.wat",
-      measure: "start 10000 Wasm agents on 4 hosts in 3.8 s (µs/agent)",
+      measure: "start 10000 Wasm agents on 4 hosts in 3.3 s (µs/agent)",
       target: "(info)",
-      value: 384.6565
+      value: 329.6499
     },
     %{
-      base: 7.386,
+      base: 7.41,
       baseline: "bare wasmtime instance",
-      measure: "10000 Wasm agents: memory each, BEAM 10.2 + hosts 34.6 (KB)",
+      measure: "10000 Wasm agents: memory each, BEAM 9.4 + hosts 34.5 (KB)",
       target: "< 256 KB",
-      value: 44.84482890625
+      value: 43.92515
     }
   ],
-  seconds: 18.083
+  seconds: 19.213
 }
