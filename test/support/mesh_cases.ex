@@ -243,11 +243,9 @@ defmodule Symbiont.MeshCases do
         assert_receive :to_me
       end
 
-      # A subscriber's load counter as an agent's host keeps it: 1, its queue length;
-      # 2, room reserved by checked publishes (released by a host when the event arrives,
-      # never here).
-      # An agent's load, as Symbiont.Agent.Server keeps it: one counter, its queue length
-      # plus the reservations on their way to it.
+      # A subscriber's load counter as Symbiont.Agent.Server keeps it: one counter, its
+      # queue length plus the room checked publishes reserved on their way to it (a server
+      # takes a reservation off as the event arrives; these subscribers never do).
       defp load(max, queued) do
         ref = :atomics.new(1, signed: true)
         :atomics.put(ref, 1, queued)
