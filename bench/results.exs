@@ -113,6 +113,9 @@ defmodule Bench.Results do
   def pct(sorted, p),
     do: elem(sorted, min(tuple_size(sorted) - 1, trunc(tuple_size(sorted) * p / 100))) / 1000
 
+  # How long wait/3 waits by default.
+  @wait_ms 120_000
+
   @doc """
   Waits until `fun` returns true, checking every 5 ms; raises after two minutes (or at
   `deadline`, monotonic ms), with what `explain` returns then.
@@ -120,7 +123,7 @@ defmodule Bench.Results do
   @spec wait((() -> boolean), integer, (() -> String.t())) :: :ok
   def wait(
         fun,
-        deadline \\ System.monotonic_time(:millisecond) + 120_000,
+        deadline \\ System.monotonic_time(:millisecond) + @wait_ms,
         explain \\ fn -> "" end
       ) do
     cond do
@@ -144,7 +147,7 @@ defmodule Bench.Results do
   def await_handled(expected) do
     wait(
       fn -> Enum.all?(expected, fn {name, n} -> handled(name) == n end) end,
-      System.monotonic_time(:millisecond) + 120_000,
+      System.monotonic_time(:millisecond) + @wait_ms,
       fn -> ": " <> Enum.map_join(expected, "; ", &describe_handled/1) end
     )
   end
