@@ -30,6 +30,12 @@ defmodule Symbiont.StatusPage do
     * `:ip` - the address to listen on, a tuple or a string. Default: `{127, 0, 0, 1}`:
       the page has no authentication, so it is for this machine only.
     * `:keep` - how many recent events the feed keeps for a page that opens. Default: 50.
+    * `:hosts` - more names the page answers to, such as `["symbiont.example"]`. It
+      answers a request only when its `Host:` header (without the port) is
+      `127.0.0.1`, `localhost`, the `:ip` it listens on, or one of these; any other gets
+      `403`. So a page on another site that resolves its own name to 127.0.0.1 (DNS
+      rebinding) cannot read the page or `/status.json` through the browser.
+      Default: `[]`.
 
   A port already in use is logged and the node runs on without its page.
 
@@ -45,7 +51,9 @@ defmodule Symbiont.StatusPage do
 
   alias Symbiont.StatusPage.{Feed, Server}
 
-  @defaults %{port: 4040, ip: {127, 0, 0, 1}, keep: 50}
+  @defaults %{port: 4040, ip: {127, 0, 0, 1}, keep: 50, hosts: []}
+
+  @host_name ~r/\A[A-Za-z0-9]([A-Za-z0-9.-]{0,252})\z/
 
   @doc """
   Starts the status page under a supervisor. Raises `ArgumentError` for invalid options
@@ -75,11 +83,13 @@ defmodule Symbiont.StatusPage do
   Validates the options once, at the edge.
 
       iex> Symbiont.StatusPage.validate_options(port: 0)
-      {:ok, %{port: 0, ip: {127, 0, 0, 1}, keep: 50}}
+      {:ok, %{port: 0, ip: {127, 0, 0, 1}, keep: 50, hosts: []}}
       iex> Symbiont.StatusPage.validate_options(port: 70000)
       {:error, "expected :port of the status page to be an integer from 0 to 65535 (0: any free port), got: 70000"}
       iex> Symbiont.StatusPage.validate_options(ip: "localhost")
       {:error, ~s(expected :ip of the status page to be an IPv4 address such as "127.0.0.1", got: "localhost")}
+      iex> Symbiont.StatusPage.validate_options(hosts: ["evil.example:80"])
+      {:error, ~S|expected :hosts of the status page to be a list of host names (letters, digits, "-" and ".", no port), got: ["evil.example:80"]|}
   """
   @spec validate_options(keyword) :: {:ok, map} | {:error, String.t()}
   def validate_options(opts) when is_list(opts) do
@@ -95,8 +105,15 @@ defmodule Symbiont.StatusPage do
              :port,
              "an integer from 0 to 65535 (0: any free port)"
            ),
-         :ok <- check(config.keep, &(is_integer(&1) and &1 > 0), :keep, "a positive integer") do
-      {:ok, %{config | ip: ip}}
+         :ok <- check(config.keep, &(is_integer(&1) and &1 > 0), :keep, "a positive integer"),
+         :ok <-
+           check(
+             config.hosts,
+             &(is_list(&1) and Enum.all?(&1, fn h -> is_binary(h) and h =~ @host_name end)),
+             :hosts,
+             ~S|a list of host names (letters, digits, "-" and ".", no port)|
+           ) do
+      {:ok, %{config | ip: ip, hosts: Enum.map(config.hosts, &String.downcase/1)}}
     end
   end
 

@@ -96,6 +96,32 @@ defmodule Symbiont.StatusPageTest do
       assert {200, "<svg " <> _} = request(:get, url <> "topology.svg")
     end
 
+    test "only requests for this machine's names are answered (no DNS rebinding)", %{url: url} do
+      %URI{port: port} = URI.parse(url)
+
+      for host <- ["127.0.0.1", "127.0.0.1:#{port}", "localhost", "LocalHost:#{port}"],
+          path <- ["/", "/status.json", "/topology.svg", "/nope"] do
+        assert {status, _} = raw_get(port, path, host)
+        assert status in [200, 404], "Host: #{host} #{path} got #{status}"
+      end
+
+      refused = [
+        "evil.example",
+        "evil.example:#{port}",
+        "127.0.0.1.evil.example",
+        "localhost.evil.example:#{port}",
+        "[::1]:#{port}",
+        "",
+        nil
+      ]
+
+      for host <- refused, path <- ["/", "/status.json", "/topology.svg", "/events"] do
+        assert {403, body} = raw_get(port, path, host), "Host: #{inspect(host)} #{path}"
+        assert body =~ "answers only requests for 127.0.0.1, localhost"
+        refute body =~ "agents"
+      end
+    end
+
     @tag :browser
     @tag :tmp_dir
     test "in Chromium: the agents are listed, and a killed host's restart is pushed to the open page",
@@ -151,6 +177,14 @@ defmodule Symbiont.StatusPageTest do
     assert StatusPage.url() == nil
   end
 
+  test "a name given in :hosts is answered too" do
+    start_supervised!({StatusPage, port: 0, hosts: ["Symbiont.Example"]})
+    %URI{port: port} = URI.parse(StatusPage.url())
+
+    assert {200, "{" <> _} = raw_get(port, "/status.json", "symbiont.example:#{port}")
+    assert {403, _} = raw_get(port, "/status.json", "other.example")
+  end
+
   test "bad options are refused upfront, naming the option" do
     assert_raise ArgumentError,
                  ~r/expected :keep of the status page to be a positive integer/,
@@ -175,6 +209,34 @@ defmodule Symbiont.StatusPageTest do
   defp request_of(:post, url), do: {String.to_charlist(url), [], ~c"text/plain", ""}
   defp request_of(_, url), do: {String.to_charlist(url), []}
 
+  # A GET with the Host header given (nil: none, over HTTP/1.0), on a plain socket.
+  defp raw_get(port, path, host) do
+    {:ok, socket} = :gen_tcp.connect(~c"127.0.0.1", port, [:binary, active: false], 5_000)
+
+    head =
+      if host,
+        do: "GET #{path} HTTP/1.1\r\nHost: #{host}\r\nConnection: close\r\n\r\n",
+        else: "GET #{path} HTTP/1.0\r\n\r\n"
+
+    :ok = :gen_tcp.send(socket, head)
+    response = read_all(socket, "")
+    :gen_tcp.close(socket)
+    [status_line | _] = String.split(response, "\r\n", parts: 2)
+    [_, status | _] = String.split(status_line, " ")
+    [_, body] = String.split(response, "\r\n\r\n", parts: 2)
+    {String.to_integer(status), body}
+  end
+
+  # Up to the end of a response that closes the connection, or its first 64 KiB of body
+  # (an event stream that was answered would never end).
+  defp read_all(socket, acc) do
+    case :gen_tcp.recv(socket, 0, 5_000) do
+      {:ok, data} when byte_size(acc) < 65_536 -> read_all(socket, acc <> data)
+      {:ok, data} -> acc <> data
+      {:error, :closed} -> acc
+    end
+  end
+
   defp get_json(url) do
     assert {200, body} = request(:get, url <> "status.json")
     JSON.decode!(body)
@@ -187,7 +249,7 @@ defmodule Symbiont.StatusPageTest do
     {:ok, socket} = :gen_tcp.connect(~c"127.0.0.1", port, [:binary, active: false], 5_000)
     on_exit(fn -> :gen_tcp.close(socket) end)
     extra = Enum.map(headers, fn {k, v} -> "#{k}: #{v}\r\n" end)
-    :ok = :gen_tcp.send(socket, ["GET /events HTTP/1.1\r\nHost: test\r\n", extra, "\r\n"])
+    :ok = :gen_tcp.send(socket, ["GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n", extra, "\r\n"])
     {head, rest} = read_until(socket, "", "\r\n\r\n")
     assert head =~ "200 OK"
     assert head =~ ~r/content-type: text\/event-stream/i

@@ -24,11 +24,40 @@ defmodule Symbiont.StatusPage.Handler do
   @doc false
   # `do` is a keyword in Elixir; httpd calls Module:do/1.
   def unquote(:do)(request) do
-    if mod(request, :data)[:response] || mod(request, :data)[:status] do
-      {:proceed, mod(request, :data)}
-    else
-      path = request |> mod(:request_uri) |> to_string() |> URI.parse()
-      route(to_string(mod(request, :method)), path.path, path.query, request)
+    cond do
+      mod(request, :data)[:response] || mod(request, :data)[:status] ->
+        {:proceed, mod(request, :data)}
+
+      not allowed_host?(request) ->
+        respond(
+          403,
+          "text/plain",
+          "this page answers only requests for 127.0.0.1, localhost or the names in " <>
+            "config :symbiont, status_page: [hosts: [...]]\n"
+        )
+
+      true ->
+        path = request |> mod(:request_uri) |> to_string() |> URI.parse()
+        route(to_string(mod(request, :method)), path.path, path.query, request)
+    end
+  end
+
+  # DNS rebinding: a page of another site whose name now resolves to 127.0.0.1 reaches us
+  # with its own name in Host. Only ours are answered (StatusPage's `:hosts`).
+  defp allowed_host?(request) do
+    case List.keyfind(mod(request, :parsed_header), ~c"host", 0) do
+      {_, value} -> value |> to_string() |> host_name() |> StatusPage.Server.allowed_host?()
+      nil -> false
+    end
+  end
+
+  # "name:port", "[v6]:port" or "name": the name, lower case.
+  defp host_name(value) do
+    value = value |> String.trim() |> String.downcase()
+
+    case Regex.run(~r/\A(\[[^\]]*\]|[^:]*)(?::\d*)?\z/, value) do
+      [_, name] -> name
+      nil -> value
     end
   end
 

@@ -14,6 +14,12 @@ defmodule Symbiont.StatusPage.Server do
   @spec start_link(map) :: GenServer.on_start()
   def start_link(config), do: GenServer.start_link(__MODULE__, config, name: __MODULE__)
 
+  @doc false
+  # The names a request's Host header may give (StatusPage's `:hosts`), read by the
+  # handler on every request, in httpd's process.
+  @spec allowed_host?(String.t()) :: boolean
+  def allowed_host?(name), do: name in :persistent_term.get({__MODULE__, :hosts}, [])
+
   @spec url() :: String.t() | nil
   def url do
     GenServer.call(__MODULE__, :url)
@@ -43,6 +49,9 @@ defmodule Symbiont.StatusPage.Server do
     for {:httpd, pid, info} <- :inets.services_info(),
         info[:server_name] == @server_name,
         do: :inets.stop(:httpd, pid)
+
+    hosts = ["127.0.0.1", "localhost", to_string(:inet.ntoa(config.ip)) | config.hosts]
+    :persistent_term.put({__MODULE__, :hosts}, Enum.uniq(hosts))
 
     case :inets.start(:httpd, httpd) do
       {:ok, pid} ->
