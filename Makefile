@@ -6,10 +6,9 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 NODE ?= symbiont
 STATE := .symbiont
-COOKIE := $(STATE)/cookie
 export SYMBIONT_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup system browser python run shop test test-elixir test-phoenix test-python wasm wasm-tools shell bench soak lint format wasm clean
+.PHONY: setup system browser python cookie run shop test test-elixir test-phoenix test-python wasm wasm-tools shell bench soak lint format wasm clean
 
 setup: system python
 
@@ -40,19 +39,34 @@ $(VENV)/.installed: pyproject.toml
 	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' && \
 	  touch $@
 
-# A cookie that is not a well-known default, readable only by its owner.
+# The distribution cookie: random, in a directory of mode 700, the file readable by its owner
+# only (400). No VM of ours gets it on its command line (--cookie, -setcookie): argv is in
+# /proc/PID/cmdline, which every local user can read (docs/SECURITY.md §4). Each VM reads it
+# as Erlang always does, from $HOME/.erlang.cookie, with HOME set to $(STATE) for that VM
+# alone; the node puts the user's HOME back as it starts (SYMBIONT_USER_HOME), for its hosts.
+COOKIE := $(STATE)/.erlang.cookie
+COOKIE_HOME := SYMBIONT_USER_HOME="$$HOME" MIX_HOME="$${MIX_HOME:-$$HOME/.mix}" HOME="$(abspath $(STATE))"
+
+# Written aside, then linked into place: ln fails if it exists, so of two makes at once
+# (run and shell), one makes it and both use that one.
 $(COOKIE):
-	@mkdir -p $(STATE) && chmod 700 $(STATE)
-	@umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))' > $@
+	@mkdir -p $(STATE) && chmod 700 $(STATE) && rm -f $(STATE)/cookie
+	@umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))' > $@.$$$$ && \
+	  chmod 400 $@.$$$$ && { ln $@.$$$$ $@ 2>/dev/null || test -e $@; }; made=$$?; rm -f $@.$$$$; exit $$made
+
+# Erlang refuses a cookie file others can read, with a crash report; this says why first.
+cookie: $(COOKIE)
+	@case "$$(stat -c %a $(COOKIE))" in 400|600) ;; \
+	  *) echo "$(COOKIE) must be readable by its owner only: chmod 400 $(COOKIE)" >&2; exit 1;; esac
 
 # Distribution listens on 127.0.0.1:$(DIST_PORT) only, and needs no epmd (config/dist.args).
 # The shell connects there and listens nowhere itself.
 DIST_PORT ?= 4370
 DIST := -args_file config/dist.args -erl_epmd_port $(DIST_PORT)
 
-run: setup $(COOKIE)
+run: setup cookie
 	@echo "==> starting $(NODE)@localhost (distribution on 127.0.0.1:$(DIST_PORT)); attach with: make shell"
-	elixir --sname $(NODE)@localhost --cookie "$$(cat $(COOKIE))" --erl "$(DIST)" -S mix run --no-halt
+	$(COOKIE_HOME) elixir --sname $(NODE)@localhost --erl "$(DIST)" -S mix run --no-halt
 
 # The shop (examples/shop, README.md "The shop"): the node of `make run` with the shop's
 # agents and conductor policy (config/runtime.exs applies SYMBIONT_CONFIG on top of
@@ -60,8 +74,8 @@ run: setup $(COOKIE)
 shop: export SYMBIONT_CONFIG := examples/shop/config.exs
 shop: run
 
-shell: $(COOKIE)
-	iex --sname shell_$$$$@localhost --cookie "$$(cat $(COOKIE))" --erl "$(DIST) -dist_listen false" --remsh $(NODE)@localhost
+shell: cookie
+	$(COOKIE_HOME) iex --sname shell_$$$$@localhost --erl "$(DIST) -dist_listen false" --remsh $(NODE)@localhost
 
 test: setup test-elixir test-python
 

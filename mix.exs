@@ -15,15 +15,43 @@ defmodule Symbiont.MixProject do
       # A build with Phoenix.PubSub compiled in lives apart, so switching back and forth
       # never leaves one build's modules in the other.
       build_path: if(phoenix_pubsub_path(), do: "_build/with_phoenix_pubsub", else: "_build"),
-      docs: [main: "Symbiont"]
+      docs: [main: "Symbiont"],
+      releases: [symbiont: [steps: [:assemble, &cookie_off_the_command_line/1]]]
     ]
   end
 
   def application do
     [
-      extra_applications: [:logger, :inets],
+      # :crypto for random secrets (the tests' cookie).
+      extra_applications: [:logger, :inets, :crypto],
       mod: {Symbiont.Application, []}
     ]
+  end
+
+  # Mix's start script passes the cookie as `--cookie "$RELEASE_COOKIE"`, so it is in the
+  # VM's argv, which every local user can read in /proc/PID/cmdline, and releases/COOKIE is
+  # world-readable. This step takes both out; rel/env.sh.eex has each VM read the cookie
+  # from $HOME/.erlang.cookie instead (docs/SECURITY.md §4).
+  defp cookie_off_the_command_line(release) do
+    script = Path.join([release.path, "bin", to_string(release.name)])
+
+    patched =
+      script
+      |> File.read!()
+      |> String.replace(~r/^RELEASE_COOKIE=.*\nexport RELEASE_COOKIE\n/m, "")
+      |> String.replace(~r/^[ \t]*--cookie "\$RELEASE_COOKIE" \\\n/m, "")
+      |> String.replace(~s(--cookie "$RELEASE_COOKIE" ), "")
+
+    if patched =~ "RELEASE_COOKIE" do
+      Mix.raise(
+        "#{script} still passes RELEASE_COOKIE: the start script of Elixir #{System.version()} " <>
+          "is not one this step knows; the cookie would be on the command line"
+      )
+    end
+
+    File.write!(script, patched)
+    File.rm!(Path.join([release.path, "releases", "COOKIE"]))
+    release
   end
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]

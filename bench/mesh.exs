@@ -11,6 +11,7 @@ Application.put_env(:symbiont, :agents, [])
 Logger.configure(level: :error)
 {:ok, _} = Application.ensure_all_started(:symbiont)
 Code.require_file("results.exs", __DIR__)
+Code.require_file("../test/support/cluster.ex", __DIR__)
 
 defmodule Bench.DelayEcho do
   # Compiled here and loaded on the peer node: a subscriber that answers each timestamped
@@ -259,12 +260,10 @@ defmodule Bench.Mesh do
     {_, 0} = System.cmd("epmd", ["-daemon"])
     {:ok, _} = Node.start(:"bench_#{System.unique_integer([:positive])}", :shortnames)
 
-    args =
-      [~c"-setcookie", Atom.to_charlist(Node.get_cookie())] ++
-        Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
-
-    {:ok, peer, node} =
-      :peer.start(%{name: :"bench_peer_#{System.unique_integer([:positive])}", args: args})
+    args = Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
+    # The cookie from a file, never on the peer's command line (docs/SECURITY.md §4).
+    name = :"bench_peer_#{System.unique_integer([:positive])}"
+    {:ok, peer, node} = :peer.start(%{name: name, args: args, env: Symbiont.Cluster.cookie_env()})
 
     :ok = :erpc.call(node, Application, :put_env, [:logger, :level, :warning])
     :ok = :erpc.call(node, Application, :put_env, [:symbiont, :agents, []])
@@ -284,6 +283,7 @@ defmodule Bench.Mesh do
     mesh = delays(fn t -> Symbiont.Mesh.broadcast(Symbiont.Mesh, "bench.latency", {:t, t}) end)
     raw = delays(fn t -> send(echo, {:t, t}) end)
     :peer.stop(peer)
+    Symbiont.Cluster.remove_cookie_home()
 
     {Bench.Results.pct(mesh, 50), Bench.Results.pct(mesh, 99), Bench.Results.pct(raw, 50),
      Bench.Results.pct(raw, 99)}

@@ -8,6 +8,8 @@ defmodule Symbiont.Application do
 
   @impl true
   def start(_type, _args) do
+    Symbiont.Config.restore_user_home()
+
     case Symbiont.Manifest.validate(Application.get_env(:symbiont, :agents, [])) do
       {:ok, agents} ->
         children =

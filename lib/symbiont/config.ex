@@ -56,5 +56,23 @@ defmodule Symbiont.Config do
     end
   end
 
+  @doc """
+  Puts the user's `HOME` back when the VM was started with `HOME` pointing at the
+  directory that holds its cookie (`$SYMBIONT_USER_HOME` says so; `make run` and the
+  release do it, docs/SECURITY.md §4): Erlang has read its cookie from there by now, and
+  hosts and everything else should see the user's own home. Does nothing otherwise.
+  """
+  @spec restore_user_home() :: :ok
+  def restore_user_home do
+    case System.get_env("SYMBIONT_USER_HOME", "") do
+      "" ->
+        :ok
+
+      home ->
+        System.put_env("HOME", home)
+        System.delete_env("SYMBIONT_USER_HOME")
+    end
+  end
+
   defp first_existing(paths), do: Enum.find(paths, &File.regular?/1)
 end

@@ -9,7 +9,8 @@ defmodule Symbiont.Cluster do
       {_, 0} = System.cmd("epmd", ["-daemon"])
       name = :"symbiont_test_#{System.pid()}"
       {:ok, _} = Node.start(name, :shortnames)
-      Node.set_cookie(:"c#{:erlang.phash2(make_ref())}#{System.unique_integer([:positive])}")
+      # As hard to guess as make run's: peers share it, while the tests run.
+      Node.set_cookie(:"c#{Base.url_encode64(:crypto.strong_rand_bytes(32), padding: false)}")
     end
 
     :ok
@@ -41,15 +42,13 @@ defmodule Symbiont.Cluster do
     # Peers come and go while the others stay connected; OTP 25's global would otherwise
     # disconnect survivors "to prevent overlapping partitions".
     args = [
-      ~c"-setcookie",
-      Atom.to_charlist(Node.get_cookie()),
       ~c"-kernel",
       ~c"prevent_overlapping_partitions",
       ~c"false"
     ]
 
     args = args ++ Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
-    {:ok, peer, node} = :peer.start(%{name: name, args: args})
+    {:ok, peer, node} = :peer.start(%{name: name, args: args, env: cookie_env()})
     ExUnit.Callbacks.on_exit(fn -> stop_peer(peer) end)
 
     env =
@@ -68,6 +67,49 @@ defmodule Symbiont.Cluster do
     {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:symbiont])
     {peer, node}
   end
+
+  @doc """
+  The OS environment (for `:peer.start/1`'s `env:`) that gives a node this node's cookie
+  with no `-setcookie` on its command line, which every local user could read: `HOME` is a
+  private directory holding `.erlang.cookie`, as `make run` does (docs/SECURITY.md §4).
+  Symbiont puts the user's `HOME` back as it starts (`SYMBIONT_USER_HOME`). The directory
+  is made once a run; `remove_cookie_home/0` removes it.
+  """
+  def cookie_env do
+    ensure_distributed!()
+
+    dir =
+      case :persistent_term.get({__MODULE__, :cookie_home}, nil) do
+        nil ->
+          # A fresh name, created by us (mkdir fails on one that exists) and closed to
+          # others before the cookie is written into it.
+          dir = Path.join(System.tmp_dir!(), "symbiont-cookie-#{System.pid()}-#{random()}")
+          :ok = File.mkdir(dir)
+          :ok = File.chmod(dir, 0o700)
+          file = Path.join(dir, ".erlang.cookie")
+          :ok = File.write(file, Atom.to_string(Node.get_cookie()))
+          :ok = File.chmod(file, 0o400)
+          :persistent_term.put({__MODULE__, :cookie_home}, dir)
+          dir
+
+        dir ->
+          dir
+      end
+
+    [{~c"HOME", to_charlist(dir)}, {~c"SYMBIONT_USER_HOME", to_charlist(System.user_home!())}]
+  end
+
+  @doc "Removes the directory `cookie_env/0` made, if any."
+  def remove_cookie_home do
+    case :persistent_term.get({__MODULE__, :cookie_home}, nil) do
+      nil -> :ok
+      dir -> File.rm_rf!(dir)
+    end
+
+    :ok
+  end
+
+  defp random, do: Base.url_encode64(:crypto.strong_rand_bytes(9))
 
   @doc "Stops a peer; one already stopped is fine."
   def stop_peer(peer) do
