@@ -377,12 +377,16 @@ class Host:
         seq = spec.get("seq", 0)
         if type(seq) is not int or seq < 0:
             raise TypeError(f"agent seq must be an int >= 0, got {seq!r}")
+        max_topics = spec.get("max_topics")
+        if max_topics is not None and (type(max_topics) is not int or max_topics <= 0):
+            raise TypeError(f"agent max_topics must be a positive int or nil, got {max_topics!r}")
         cls: Any = importlib.import_module(module)
         for part in class_name.split("."):
             cls = getattr(cls, part)
         if not (isinstance(cls, type) and issubclass(cls, Agent)):
             raise TypeError(f"{module}.{class_name} is not a subclass of symbiont.Agent")
         agent = cls(name, config=config, state=state)
+        agent._max_topics = max_topics
         agent._publisher = functools.partial(self._publish, slot)
         self._publish_ids[slot] = [seq, -1]
         try:
@@ -779,6 +783,7 @@ class Host:
             topics = list(agent.subscriptions())
             if not all(type(topic) is str and topic for topic in topics):
                 raise TypeError(f"agent {agent.name!r}: topics must be non-empty str: {topics!r}")
+            agent._check_subscriptions(topics)
             checkpoint = self._checkpoint(agent)
         except Exception as exc:  # noqa: BLE001 - reported to the owner, the host serves on
             _logger.debug("agent in slot %d could not start", slot, exc_info=True)
