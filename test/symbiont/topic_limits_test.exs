@@ -252,4 +252,20 @@ defmodule Symbiont.TopicLimitsTest do
     assert byte_size(Symbiont.Topology.to_mermaid(topology)) < 20_000
     assert byte_size(Symbiont.Topology.to_dot(topology)) < 30_000
   end
+
+  test "health events about 1,500 agents: the history keeps the 1,000 heard of last" do
+    # What an agent can publish on symbiont.health names any agent it likes.
+    prefix = unique_name("ghost")
+    for i <- 1..1_500, do: Symbiont.Health.publish("degraded", "#{prefix}-#{i}", "boo")
+    assert wait_until(fn -> Symbiont.Health.History.of("#{prefix}-1500") != [] end)
+
+    kept = :ets.match(Symbiont.Health.History, {{:agent, :"$1"}, :_})
+    assert length(kept) <= 1_000
+    assert map_size(Symbiont.Health.History.latest()) <= 1_000
+    assert Symbiont.Health.History.of("#{prefix}-1") == []
+    assert Symbiont.Health.History.latest()["#{prefix}-500"] == nil
+    assert %{"reason" => "boo"} = Symbiont.Health.History.latest()["#{prefix}-501"]
+    assert %{"reason" => "boo"} = Symbiont.Health.History.latest()["#{prefix}-1500"]
+    assert length(Symbiont.Health.History.recent()) == 200
+  end
 end
