@@ -74,6 +74,26 @@ defmodule Symbiont.Agent do
       (each node that lists it runs its own replicas). See "Placement" below.
     * `:dedupe` - `true` drops an event whose id the agent has already accepted (see
       "Duplicates" below). Default: `false`.
+    * `:max_topics` - how many distinct topics the agent may publish on, and subscribe
+      to, each time its process starts (see "Topics" below). Default: the `:max_topics`
+      application env, else 1 000.
+
+  ## Topics
+
+  What an agent publishes cannot grow the node without bound. Each replica may publish
+  on at most `:max_topics` distinct topics per start of its process (its health
+  reports on `symbiont.health` do not count), and subscribe to at most as many; a topic
+  is at most 1 024 bytes. The host checks first, where the
+  agent publishes: in Python, `self.publish` on one topic too many raises
+  `symbiont.TopicLimitError` naming the limit (a handler may catch it; uncaught, the
+  delivery fails like any exception: retried, then dead-lettered); for a Wasm module
+  the `publish` import fails the call with an `abi` error. The agent logs the first
+  refusal as an error and reports `degraded` on `symbiont.health`, once per start. A
+  `publish` frame has no answer, so the owner checks again, unchecked: a publish that
+  passed a host which does not keep to the limit is dropped and counted (`info/1`'s
+  `refused_publishes`), and the first such refusal is logged and reported the same way.
+  An agent that subscribes to more topics does not start (`agent_failed`, with the
+  limit in the error).
 
   ## Durable agents
 
@@ -169,7 +189,8 @@ defmodule Symbiont.Agent do
           required: boolean,
           durable: boolean,
           nodes: [node] | nil,
-          dedupe: boolean
+          dedupe: boolean,
+          max_topics: pos_integer
         }
 
   @keys [
@@ -191,8 +212,10 @@ defmodule Symbiont.Agent do
     :required,
     :durable,
     :nodes,
-    :dedupe
+    :dedupe,
+    :max_topics
   ]
+  @max_topics 1_000
 
   @doc """
   Validates an agent spec given as a keyword list or map; `nil` is no agent.
@@ -409,7 +432,9 @@ defmodule Symbiont.Agent do
          {:ok, required} <- validate_boolean(spec, :required, true, name),
          {:ok, durable} <- validate_boolean(spec, :durable, false, name),
          {:ok, nodes} <- validate_nodes(Keyword.get(spec, :nodes), name),
-         {:ok, dedupe} <- validate_boolean(spec, :dedupe, false, name) do
+         {:ok, dedupe} <- validate_boolean(spec, :dedupe, false, name),
+         {:ok, default_topics} <- default_max_topics(),
+         {:ok, max_topics} <- positive(spec, :max_topics, default_topics, name) do
       {:ok,
        %{
          replicas: replicas,
@@ -424,8 +449,34 @@ defmodule Symbiont.Agent do
          overflow: overflow,
          durable: durable,
          nodes: nodes,
-         dedupe: dedupe
+         dedupe: dedupe,
+         max_topics: max_topics
        }}
+    end
+  end
+
+  @doc """
+  The `:max_topics` of `spec` (see "Topics"); a spec validated before the key existed
+  gets the default.
+  """
+  @spec max_topics(map) :: pos_integer
+  def max_topics(%{max_topics: n}) when is_integer(n), do: n
+
+  def max_topics(_spec) do
+    case default_max_topics() do
+      {:ok, n} -> n
+      {:error, _} -> @max_topics
+    end
+  end
+
+  defp default_max_topics do
+    case Application.get_env(:symbiont, :max_topics, @max_topics) do
+      n when is_integer(n) and n > 0 ->
+        {:ok, n}
+
+      other ->
+        {:error,
+         "expected :max_topics in config :symbiont to be a positive integer, got: #{inspect(other)}"}
     end
   end
 

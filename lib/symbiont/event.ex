@@ -12,6 +12,18 @@ defmodule Symbiont.Event do
   """
   defstruct [:topic, :payload, :from, id: nil, seq: nil, reserved: []]
 
+  @max_topic_bytes 1_024
+
+  @doc """
+  The longest topic an agent may publish on or subscribe to, in bytes (see "Topics" in
+  `Symbiont.Agent`; Elixir code is not held to it).
+
+      iex> Symbiont.Event.max_topic_bytes()
+      1024
+  """
+  @spec max_topic_bytes() :: pos_integer
+  def max_topic_bytes, do: @max_topic_bytes
+
   @typedoc """
   `from` names the publisher (an agent, or `nil`); `id` identifies the event for
   subscribers that drop duplicates (see `t:id/0`); `seq` is the number the agent that

@@ -50,12 +50,20 @@ defmodule Symbiont.Host do
       native code that holds Python's GIL): it is killed and restarted like after a crash,
       and its agents' un-acked deliveries are retried. Default: the `:heartbeat_ms`
       application env, else 1000.
+    * `:output_limit` - how much of the process's output (stdout, stderr, Python
+      `logging`, a Wasm module's log) reaches the log: `lines_per_s` (default 100),
+      `burst_lines` (1000), `bytes_per_s` (65536), `burst_bytes` (1048576), `max_line`
+      (bytes, 16384: a longer line is cut, with a marker) and `summary_ms` (5000: what
+      was dropped is said in one line per that many ms, "dropped 123,456 lines (45.2 MiB)
+      of output in the last 5.0 s"). The host process keeps to it (PROTOCOL.md §7); the
+      owner drops what goes over twice the limit. Keys not given come from the
+      `:output_limit` application env, then the defaults.
   """
   use GenServer, restart: :transient
 
   require Logger
 
-  alias Symbiont.Host.{Framer, Out, Protocol, Standby}
+  alias Symbiont.Host.{Framer, Out, Output, Protocol, Standby}
   alias Symbiont.MsgPack
 
   @typedoc "A host: its pid or the name it was started with."
@@ -76,6 +84,7 @@ defmodule Symbiont.Host do
     :cd,
     :env,
     :inherit_env,
+    :output_limit,
     :heartbeat_ms | Keyword.keys(@defaults)
   ]
   # Intervals without a frame after which a process is unresponsive.
@@ -122,7 +131,8 @@ defmodule Symbiont.Host do
          {:ok, cd} <- validate_cd(Keyword.get(opts, :cd, File.cwd!())),
          {:ok, paths} <- validate_paths(Keyword.get(opts, :python_path), cd),
          {:ok, env} <- validate_env(Keyword.get(opts, :env, [])),
-         {:ok, inherit} <- validate_inherit_env(Keyword.get(opts, :inherit_env)) do
+         {:ok, inherit} <- validate_inherit_env(Keyword.get(opts, :inherit_env)),
+         {:ok, output} <- Output.validate(Keyword.get(opts, :output_limit, [])) do
       {:ok,
        opts
        |> Map.new()
@@ -132,7 +142,8 @@ defmodule Symbiont.Host do
          cd: cd,
          python_path: paths,
          env: env,
-         inherit_env: inherit
+         inherit_env: inherit,
+         output_limit: output
        })}
     else
       {:error, message} when is_binary(message) -> {:error, ArgumentError.exception(message)}
@@ -418,6 +429,8 @@ defmodule Symbiont.Host do
       next_slot: 1,
       logs: :queue.new(),
       log_count: 0,
+      # What its processes print, bounded (Symbiont.Host.Output): it outlives them.
+      output: Output.new(config.output_limit, 2, System.monotonic_time(:millisecond)),
       crashes: 0,
       consecutive: 0,
       last_crash: nil,
@@ -481,7 +494,8 @@ defmodule Symbiont.Host do
       "name" => c.name,
       "node" => Atom.to_string(node()),
       "max_frame" => c.max_frame,
-      "python_path" => c.python_path
+      "python_path" => c.python_path,
+      "output_limit" => Output.to_wire(c.output_limit)
     }
   end
 
@@ -705,6 +719,12 @@ defmodule Symbiont.Host do
       {slot, _} ->
         {:noreply, stop_slot(%{state | slots: Map.delete(state.slots, slot)}, slot)}
     end
+  end
+
+  defp info(:output_summary, state) do
+    {text, output} = Output.summary(state.output, System.monotonic_time(:millisecond))
+    if text, do: Logger.warning("host #{inspect(state.name)} #{text}", meta(state))
+    {:noreply, %{state | output: output}}
   end
 
   defp info(msg, state) do
@@ -1038,8 +1058,27 @@ defmodule Symbiont.Host do
 
   ## Logs
 
+  # A line is logged within the output limit (Symbiont.Host.Output), and kept, cut to
+  # its max_line, among the last lines of a crash report either way.
   defp log_line(state, level, message) do
-    Logger.log(level, message, meta(state))
+    message = Output.cut(message, state.output)
+    now = System.monotonic_time(:millisecond)
+
+    output =
+      case Output.take(state.output, byte_size(message), now) do
+        {:ok, output} ->
+          Logger.log(level, message, meta(state))
+          output
+
+        {:first_drop, output} ->
+          Process.send_after(self(), :output_summary, output.limit.summary_ms)
+          output
+
+        {:drop, output} ->
+          output
+      end
+
+    state = %{state | output: output}
     keep = state.config.log_lines
     logs = :queue.in(message, state.logs)
 

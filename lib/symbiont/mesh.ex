@@ -73,6 +73,8 @@ defmodule Symbiont.Mesh do
   @type dispatcher :: module
   @type node_name :: atom | binary
 
+  @max_edges 10_000
+
   defmodule BroadcastError do
     @moduledoc "Raised by the `!` broadcast functions."
     defexception [:message]
@@ -83,6 +85,10 @@ defmodule Symbiont.Mesh do
 
     * `:name` (required) - the atom naming the mesh.
     * `:adapter` - a `Symbiont.Mesh.Adapter`. Default: `Symbiont.Mesh.PG`.
+    * `:max_edges` - how many event counters of `Symbiont.topology/0` (one per publisher
+      and topic, one per subscriber and topic) this node keeps; past it, the least
+      recently used go, and are counted (`node_stats/1`'s `evicted`). Default: the
+      `:max_topology_edges` application env, else #{@max_edges}.
     * other options go to the adapter (`Symbiont.Mesh.PG` needs none).
   """
   @spec child_spec(keyword) :: Supervisor.child_spec()
@@ -105,6 +111,19 @@ defmodule Symbiont.Mesh do
               "got: #{inspect(adapter)}"
     end
 
+    max_edges =
+      Keyword.get_lazy(opts, :max_edges, fn ->
+        Application.get_env(:symbiont, :max_topology_edges, @max_edges)
+      end)
+
+    unless is_integer(max_edges) and max_edges > 0,
+      do:
+        raise(
+          ArgumentError,
+          "the :max_edges of a Symbiont.Mesh (config :symbiont, :max_topology_edges) must be " <>
+            "a positive integer, got: #{inspect(max_edges)}"
+        )
+
     adapter_name = Module.concat(mesh, "Adapter")
     adapter_opts = Keyword.merge(opts, name: mesh, adapter_name: adapter_name)
 
@@ -113,7 +132,7 @@ defmodule Symbiont.Mesh do
       {Registry, keys: :duplicate, name: :"#{mesh}.Groups"},
       adapter.child_spec(adapter_opts),
       # Last: it publishes the mesh's meta once everything it points to is up.
-      {Server, mesh: mesh, adapter: adapter, adapter_name: adapter_name}
+      {Server, mesh: mesh, adapter: adapter, adapter_name: adapter_name, max_edges: max_edges}
     ]
 
     %{
@@ -463,18 +482,26 @@ defmodule Symbiont.Mesh do
   @doc """
   This node's part of the topology: the events published here by publisher and topic,
   and the subscriptions here with what each has handled (`nil` where it is not counted:
-  plain subscribers get every event of their topic). See `Symbiont.Topology.build/1`.
+  plain subscribers get every event of their topic), and `evicted`: the counters the
+  node dropped to stay within its `:max_edges` (the least recently used first) and the
+  events they had counted. See `Symbiont.Topology.build/1`.
   """
-  @spec node_stats(t) :: %{node: node, publishers: [map], subscribers: [map]}
+  @spec node_stats(t) :: %{
+          node: node,
+          publishers: [map],
+          subscribers: [map],
+          evicted: %{edges: non_neg_integer, events: non_neg_integer}
+        }
   def node_stats(mesh \\ __MODULE__) do
     m = meta(mesh)
     counters = :ets.tab2list(m.stats)
 
     publishers =
-      for {{:published, publisher, topic}, n} <- counters,
+      for {{:published, publisher, topic}, n, _at} <- counters,
           do: %{publisher: publisher, topic: topic, count: n}
 
-    received = for {{:received, name, topic}, n} <- counters, into: %{}, do: {{name, topic}, n}
+    received =
+      for {{:received, name, topic}, n, _at} <- counters, into: %{}, do: {{name, topic}, n}
 
     subscribers =
       for {topic, pid, group, metadata} <- subscriptions(mesh) do
@@ -492,7 +519,12 @@ defmodule Symbiont.Mesh do
         end
       end
 
-    %{node: node(), publishers: publishers, subscribers: Enum.uniq(subscribers)}
+    %{
+      node: node(),
+      publishers: publishers,
+      subscribers: Enum.uniq(subscribers),
+      evicted: Server.evicted(m)
+    }
   end
 
   defp label(pid) do

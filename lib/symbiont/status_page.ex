@@ -23,6 +23,10 @@ defmodule Symbiont.StatusPage do
   | `/status.json` | what the page shows, as JSON (`snapshot/0`) |
   | `/topology.svg` | the diagram |
 
+  Both stay small whatever the agents publish: the diagram draws the 100 busiest
+  edges, `/status.json` lists the topics of the 1 000 busiest, and each says
+  what it left out (see "Bounds" in `Symbiont.Topology`).
+
   ## Options
 
     * `:port` - the TCP port, 0 to 65535; 0 picks a free one (`url/0` tells which).
@@ -52,6 +56,8 @@ defmodule Symbiont.StatusPage do
   alias Symbiont.StatusPage.{Feed, Server}
 
   @defaults %{port: 4040, ip: {127, 0, 0, 1}, keep: 50, hosts: []}
+  # The edges of the topology /status.json lists (the busiest; see Symbiont.Topology.busiest/2).
+  @json_edges 1_000
 
   @host_name ~r/\A[A-Za-z0-9]([A-Za-z0-9.-]{0,252})\z/
 
@@ -165,8 +171,10 @@ defmodule Symbiont.StatusPage do
 
   @doc """
   What the page shows, as plain maps and lists (`/status.json` is this, as JSON): `node`,
-  `url`, `hosts`, `agents` (one map each, see the moduledoc), `topology` (the topics of
-  `Symbiont.topology/0`), `events` (the feed, oldest first: `%{id, kind, at_ms, event}`,
+  `url`, `hosts`, `agents` (one map each, see the moduledoc), `topology` (the `topics` of
+  `Symbiont.topology/0` that have its #{@json_edges} busiest edges, with `omitted` and
+  `evicted`: the edges left out, and those the nodes' counters dropped, see
+  `Symbiont.Topology`), `events` (the feed, oldest first: `%{id, kind, at_ms, event}`,
   `event` the decoded payload) and `keep`.
   """
   @spec snapshot() :: map
@@ -175,6 +183,7 @@ defmodule Symbiont.StatusPage do
     hosts = Symbiont.hosts()
     health = Symbiont.Health.History.latest()
     agents = for a <- Symbiont.agents(hosts), do: agent(a, health)
+    topology = Symbiont.Topology.busiest(Symbiont.topology(), @json_edges)
 
     %{
       node: node(),
@@ -183,7 +192,7 @@ defmodule Symbiont.StatusPage do
       keep: feed.keep,
       hosts: Enum.map(hosts, &host/1),
       agents: agents,
-      topology: %{topics: Symbiont.topology().topics},
+      topology: Map.take(topology, [:topics, :omitted, :evicted]),
       events: feed.events
     }
   end

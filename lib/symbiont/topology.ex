@@ -35,12 +35,25 @@ defmodule Symbiont.Topology do
 
   In iex the topology prints as the table of `format/1`.
 
+  ## Bounds
+
+  What an agent publishes cannot make the topology grow without bound: each node keeps at
+  most `:max_edges` counters (`Symbiont.Mesh`, default 10 000; the least recently used
+  go first, and `evicted` counts them), and each rendering draws at most its
+  `:max_edges` edges (default 100), the busiest, with a line saying how many more
+  there are (`"+K more edges"`). Labels longer than 64 characters are cut with `…`
+  in the drawings (`to_mermaid/2`, `to_dot/2`, `to_svg/2`).
+
   A subscriber's count is what it has handled; for a plain BEAM subscriber, which gets
   every event of its topic, it is the events published on the topic (see
   `Symbiont.Mesh.node_stats/1`).
   """
 
-  defstruct topics: []
+  defstruct topics: [], evicted: %{edges: 0, events: 0}, omitted: %{edges: 0, events: 0}
+
+  # How many edges a rendering draws by default, and the longest label it draws whole.
+  @max_drawn 100
+  @max_label 64
 
   # The SVG layout (to_svg/1), in pixels.
   @svg_margin 24
@@ -57,16 +70,26 @@ defmodule Symbiont.Topology do
           count: non_neg_integer
         }
 
-  @typedoc "Topics sorted by name, each with its publishers and subscribers sorted by name."
+  @typedoc "Edges left out, and the events they counted."
+  @type left_out :: %{edges: non_neg_integer, events: non_neg_integer}
+
+  @typedoc """
+  Topics sorted by name, each with its publishers and subscribers sorted by name;
+  `evicted`: the counters the nodes dropped (least recently used) to stay within their
+  bound; `omitted`: the edges `busiest/2` left out.
+  """
   @type t :: %__MODULE__{
-          topics: [%{topic: String.t(), publishers: [endpoint], subscribers: [endpoint]}]
+          topics: [%{topic: String.t(), publishers: [endpoint], subscribers: [endpoint]}],
+          evicted: left_out,
+          omitted: left_out
         }
 
   @doc """
   Builds the topology from each node's statistics (`Symbiont.Mesh.node_stats/1`): a list
   of `%{node:, publishers: [%{publisher:, topic:, count:}], subscribers: [%{topic:,
-  subscriber:, group:, count:}]}`. A subscriber's `nil` count becomes the number of
-  events published on its topic across all nodes.
+  subscriber:, group:, count:}]}`, with an optional `evicted: %{edges:, events:}` (summed
+  over the nodes). A subscriber's `nil` count becomes the number of events published on
+  its topic across all nodes.
   """
   @spec build([map]) :: t
   def build(node_stats) when is_list(node_stats) do
@@ -102,16 +125,105 @@ defmodule Symbiont.Topology do
         }
       end)
 
-    %__MODULE__{topics: topics}
+    evicted =
+      Enum.reduce(node_stats, %{edges: 0, events: 0}, fn stats, acc ->
+        case stats do
+          %{evicted: %{edges: e, events: n}} -> %{edges: acc.edges + e, events: acc.events + n}
+          _ -> acc
+        end
+      end)
+
+    %__MODULE__{topics: topics, evicted: evicted}
+  end
+
+  @doc """
+  The topology cut to its `max` busiest edges (a publisher's edge to a topic, or a
+  topic's to a subscriber, by count; ties go by topic and name): endpoints and topics
+  left without an edge go, and `omitted` counts the edges cut and their events.
+  `:infinity` keeps everything.
+
+      iex> t = Symbiont.Topology.build([%{node: :a@box, subscribers: [], publishers: [
+      ...>   %{publisher: "p", topic: "busy", count: 9}, %{publisher: "p", topic: "quiet", count: 1}]}])
+      iex> cut = Symbiont.Topology.busiest(t, 1)
+      iex> {Enum.map(cut.topics, & &1.topic), cut.omitted}
+      {["busy"], %{edges: 1, events: 1}}
+  """
+  @spec busiest(t, pos_integer | :infinity) :: t
+  def busiest(%__MODULE__{} = topology, :infinity), do: topology
+
+  def busiest(%__MODULE__{topics: topics} = topology, max) when is_integer(max) and max > 0 do
+    edges =
+      for {t, i} <- Enum.with_index(topics),
+          {role, endpoints} <- [publishers: t.publishers, subscribers: t.subscribers],
+          e <- endpoints,
+          do: {-e.count, i, role, e}
+
+    if length(edges) <= max do
+      topology
+    else
+      {kept, cut} = edges |> Enum.sort() |> Enum.split(max)
+      keep = Enum.group_by(kept, &{elem(&1, 1), elem(&1, 2)}, &elem(&1, 3))
+
+      topics =
+        for {t, i} <- Enum.with_index(topics),
+            pubs = sort(Map.get(keep, {i, :publishers}, [])),
+            subs = sort(Map.get(keep, {i, :subscribers}, [])),
+            pubs != [] or subs != [],
+            do: %{t | publishers: pubs, subscribers: subs}
+
+      omitted = %{
+        edges: topology.omitted.edges + length(cut),
+        events: topology.omitted.events + Enum.reduce(cut, 0, &(&2 - elem(&1, 0)))
+      }
+
+      %{topology | topics: topics, omitted: omitted}
+    end
+  end
+
+  # What a drawing leaves out, in a line: nil when it is whole.
+  defp left_out(%__MODULE__{omitted: o, evicted: e}) do
+    parts =
+      if(o.edges > 0, do: ["+#{o.edges} more edges (#{o.events} events) not drawn"], else: []) ++
+        if e.edges > 0,
+          do: ["#{e.edges} least recently used counters evicted (#{e.events} events)"],
+          else: []
+
+    if parts != [], do: Enum.join(parts, "; ")
+  end
+
+  defp max_drawn(opts) do
+    case Keyword.get(opts, :max_edges, @max_drawn) do
+      :infinity ->
+        :infinity
+
+      n when is_integer(n) and n > 0 ->
+        n
+
+      other ->
+        raise ArgumentError,
+              "expected :max_edges to be a positive integer or :infinity, got: #{inspect(other)}"
+    end
   end
 
   defp sort(endpoints), do: Enum.sort_by(endpoints, &{&1.name, &1.node, &1.group || ""})
 
-  @doc "The topology as text: a block per topic, publishers and subscribers in columns."
-  @spec format(t) :: String.t()
-  def format(%__MODULE__{topics: []}), do: "no topics: nothing is published or subscribed yet"
+  @doc """
+  The topology as text: a block per topic, publishers and subscribers in columns. Option
+  `:max_edges` (default #{@max_drawn}, or `:infinity`): the edges shown, the busiest
+  (`busiest/2`); a last line says what was left out.
+  """
+  @spec format(t, keyword) :: String.t()
+  def format(topology, opts \\ [])
 
-  def format(%__MODULE__{topics: topics}) do
+  def format(%__MODULE__{topics: []}, _opts),
+    do: "no topics: nothing is published or subscribed yet"
+
+  def format(%__MODULE__{} = topology, opts) do
+    topology = busiest(topology, max_drawn(opts))
+    Enum.join([format_topics(topology.topics) | List.wrap(left_out(topology))], "\n")
+  end
+
+  defp format_topics(topics) do
     rows =
       for t <- topics,
           {role, endpoints} <- [{"published by", t.publishers}, {"delivered to", t.subscribers}],
@@ -140,10 +252,14 @@ defmodule Symbiont.Topology do
     |> Enum.join("\n")
   end
 
-  @doc "The topology as a Mermaid flowchart (publishers → topics → subscribers)."
-  @spec to_mermaid(t) :: String.t()
-  def to_mermaid(%__MODULE__{topics: topics}) do
-    {nodes, edges, groups} = graph(topics)
+  @doc """
+  The topology as a Mermaid flowchart (publishers → topics → subscribers). Option
+  `:max_edges` as for `format/2`; what is left out is a last node, `more`.
+  """
+  @spec to_mermaid(t, keyword) :: String.t()
+  def to_mermaid(%__MODULE__{} = topology, opts \\ []) do
+    topology = busiest(topology, max_drawn(opts))
+    {nodes, edges, groups} = graph(topology.topics)
 
     lines =
       Enum.map(nodes, fn
@@ -154,15 +270,20 @@ defmodule Symbiont.Topology do
         Enum.flat_map(groups, fn {id, label, members} ->
           [~s|  subgraph #{id}["#{mermaid_escape(label)}"]|] ++
             Enum.map(members, &"    #{&1}") ++ ["  end"]
-        end)
+        end) ++
+        for(more <- List.wrap(left_out(topology)), do: ~s|  more["#{mermaid_escape([more])}"]|)
 
     Enum.join(["flowchart LR" | lines], "\n")
   end
 
-  @doc "The topology as a Graphviz DOT digraph (topics as ellipses, endpoints as boxes)."
-  @spec to_dot(t) :: String.t()
-  def to_dot(%__MODULE__{topics: topics}) do
-    {nodes, edges, groups} = graph(topics)
+  @doc """
+  The topology as a Graphviz DOT digraph (topics as ellipses, endpoints as boxes). Option
+  `:max_edges` as for `format/2`; what is left out is a last node, `more`.
+  """
+  @spec to_dot(t, keyword) :: String.t()
+  def to_dot(%__MODULE__{} = topology, opts \\ []) do
+    topology = busiest(topology, max_drawn(opts))
+    {nodes, edges, groups} = graph(topology.topics)
 
     lines =
       Enum.map(nodes, fn
@@ -173,7 +294,11 @@ defmodule Symbiont.Topology do
         Enum.flat_map(groups, fn {id, label, members} ->
           [~s|  subgraph "cluster_#{id}" {|, ~s|    label="#{dot_escape(label)}";|] ++
             Enum.map(members, &~s|    "#{&1}";|) ++ ["  }"]
-        end)
+        end) ++
+        for(
+          more <- List.wrap(left_out(topology)),
+          do: ~s|  "more" [label="#{dot_escape([more])}", shape=note];|
+        )
 
     Enum.join(["digraph symbiont {", "  rankdir=LR;" | lines] ++ ["}"], "\n")
   end
@@ -182,20 +307,25 @@ defmodule Symbiont.Topology do
   The topology as a standalone SVG drawing (no scripts, no external assets): agents as
   boxes, topics as pills, arrows labelled with message counts, laid out in columns from
   publishers to subscribers; a dashed frame around each queue group. The status page
-  (`Symbiont.StatusPage`) shows it.
+  (`Symbiont.StatusPage`) shows it. Option `:max_edges` as for `format/2`: at most that
+  many arrows are drawn, so the drawing stays small whatever the mesh counts; a line at
+  the bottom says what was left out.
 
       iex> svg = Symbiont.Topology.to_svg(Symbiont.Topology.build([]))
       iex> String.starts_with?(svg, "<svg ") and svg =~ "nothing is published or subscribed yet"
       true
   """
-  @spec to_svg(t) :: String.t()
-  def to_svg(%__MODULE__{topics: []}) do
+  @spec to_svg(t, keyword) :: String.t()
+  def to_svg(topology, opts \\ [])
+
+  def to_svg(%__MODULE__{topics: []}, _opts) do
     ~s(<svg xmlns="http://www.w3.org/2000/svg" class="topology" width="420" height="40" viewBox="0 0 420 40">) <>
       ~s(<text x="10" y="25" class="empty">no topics: nothing is published or subscribed yet</text></svg>)
   end
 
-  def to_svg(%__MODULE__{topics: topics}) do
-    {nodes, edges, groups} = graph(topics)
+  def to_svg(%__MODULE__{} = topology, opts) do
+    topology = busiest(topology, max_drawn(opts))
+    {nodes, edges, groups} = graph(topology.topics)
     ranks = ranks(nodes, edges)
 
     # Columns by rank; rows in the order graph/1 gives (stable from one call to the next).
@@ -276,11 +406,16 @@ defmodule Symbiont.Topology do
           ~s(<rect x="#{x}" y="#{y}" width="#{@svg_box_w}" height="#{@svg_box_h}" rx="#{rx}" fill="#{fill}" stroke="#444"/>#{text}</g>)
       end
 
+    more =
+      for text <- List.wrap(left_out(topology)),
+          do:
+            ~s(<text class="more" x="#{@svg_margin}" y="#{height - 8}" font-size="11" fill="#666">#{xml_escape(text)}</text>)
+
     Enum.join(
       [
         ~s(<svg xmlns="http://www.w3.org/2000/svg" class="topology" font-family="sans-serif" width="#{width}" height="#{height}" viewBox="0 0 #{width} #{height}">),
         ~s(<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/></marker></defs>)
-        | frames ++ arrows ++ boxes
+        | frames ++ arrows ++ boxes ++ more
       ] ++ ["</svg>"]
     )
   end
@@ -402,7 +537,9 @@ defmodule Symbiont.Topology do
 
     nodes =
       for {kind, name, node} = key <- keys,
-          do: {kind, ids[key], if(node, do: [name, to_string(node)], else: [name])}
+          do:
+            {kind, ids[key],
+             Enum.map(if(node, do: [name, to_string(node)], else: [name]), &label/1)}
 
     edges =
       Enum.flat_map(topics, fn t ->
@@ -418,10 +555,18 @@ defmodule Symbiont.Topology do
           grouped = t.subscribers |> Enum.filter(& &1.group) |> Enum.group_by(& &1.group),
           {{group, members}, i} <- grouped |> Enum.sort() |> Enum.with_index(1),
           do:
-            {"#{ids[{:topic, t.topic, nil}]}_g#{i}", ["group #{group}"],
+            {"#{ids[{:topic, t.topic, nil}]}_g#{i}", [label("group #{group}")],
              members |> Enum.map(&ids[{:endpoint, &1.name, &1.node}]) |> Enum.uniq()}
 
     {nodes, edges, groups}
+  end
+
+  defp label(text) do
+    short = String.slice(text, 0, @max_label)
+
+    if byte_size(short) == byte_size(text),
+      do: text,
+      else: String.slice(short, 0, @max_label - 1) <> "…"
   end
 
   # Labels are lists of lines. Mermaid: in double quotes, with entities for what could

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from msgpack import unpackb as _unpackb
 
 from . import erlang
+from ._errors import TopicLimitError
 from ._terms import _ext_hook, packb
 
 if TYPE_CHECKING:  # pragma: no cover
     from .wasm import WasmPlugin
 
-__all__ = ["Agent", "Health", "every", "on"]
+__all__ = ["MAX_TOPIC_BYTES", "Agent", "Health", "every", "on"]
+
+#: The longest topic an agent may publish on or subscribe to, in UTF-8 bytes (the owner's
+#: ``Symbiont.Event.max_topic_bytes/0``).
+MAX_TOPIC_BYTES = 1024
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _TOPICS_ATTR = "__symbiont_topics__"
@@ -209,6 +215,12 @@ class Agent:
         self.log = logging.getLogger(f"symbiont.agent.{name}")
         self.health = Health(self)
         self._publisher: Callable[[str, bytes], None] | None = None
+        # "Topics" in Symbiont.Agent: at most _max_topics distinct topics to publish on
+        # (set by the host from agent_start; None: no limit), the first refusal told once.
+        self._max_topics: int | None = None
+        self._published_topics: set[str] = set()
+        self._topics_told = False
+        self._topics_lock = threading.Lock()
 
     @classmethod
     def topics(cls) -> list[str]:
@@ -243,19 +255,61 @@ class Agent:
         """Publish ``payload`` (any msgpack-encodable value) on ``topic``.
 
         The payload is encoded once, here, and sent right away; it reaches the mesh before
-        the current delivery is acknowledged.
+        the current delivery is acknowledged. Raises :class:`~symbiont.TopicLimitError`
+        for a topic over :data:`MAX_TOPIC_BYTES`, or one distinct topic more than the
+        agent's ``max_topics`` since its process started (``Symbiont.Agent``, "Topics").
         """
         if not isinstance(topic, str) or not topic:
             raise TypeError(f"publish(topic, payload) expects a non-empty str topic, got {topic!r}")
         if self._publisher is None:
             raise RuntimeError(f"agent {self.name!r} is not running inside a symbiont host")
+        if topic not in self._published_topics:
+            self._new_topic(topic)
         self._publisher(topic, packb(payload))
 
     def _publish_raw(self, topic: str, payload: bytes) -> None:
         """Publish ``payload``, already msgpack bytes (from a Wasm plug-in)."""
         if self._publisher is None:
             raise RuntimeError(f"agent {self.name!r} is not running inside a symbiont host")
+        if topic not in self._published_topics:
+            self._new_topic(topic)
         self._publisher(topic, payload)
+
+    def _new_topic(self, topic: str) -> None:
+        """Count ``topic`` among those the agent publishes on, or raise TopicLimitError.
+
+        Health reports do not count. The first refusal is logged as an error and reported
+        as ``degraded`` health, once.
+        """
+        if topic == Health.TOPIC:
+            return
+        _check_topic_size(self.name, topic, "publish on")
+        with self._topics_lock:
+            limit = self._max_topics
+            if limit is None or len(self._published_topics) < limit:
+                self._published_topics.add(topic)
+                return
+            first, self._topics_told = not self._topics_told, True
+        message = (
+            f"agent {self.name!r} may publish on at most {limit} distinct topics (its "
+            f"max_topics) since it started; {topic[:100]!r} would be one more"
+        )
+        if first:
+            self.log.error("%s (publishes on new topics are refused)", message)
+            self.health.degraded(message, max_topics=limit)
+        raise TopicLimitError(message)
+
+    def _check_subscriptions(self, topics: list[str]) -> None:
+        """Raise TopicLimitError when ``topics`` (from :meth:`subscriptions`) are more than
+        ``max_topics``, or one is over :data:`MAX_TOPIC_BYTES`."""
+        for topic in topics:
+            _check_topic_size(self.name, topic, "subscribe to")
+        limit = self._max_topics
+        if limit is not None and len(set(topics)) > limit:
+            raise TopicLimitError(
+                f"agent {self.name!r} subscribes to {len(set(topics))} topics; it may "
+                f"subscribe to at most {limit} (its max_topics)"
+            )
 
     def wasm(self, name: str) -> WasmPlugin:
         """The sandboxed Wasm plug-in ``name``, declared in ``self.config["wasm"]``.
@@ -306,6 +360,17 @@ class Agent:
     def on_message(self, value: Any) -> None:
         """Called with each value sent to this agent by name. The default logs a warning."""
         self.log.warning("agent %s got a message it does not handle: %r", self.name, value)
+
+
+def _check_topic_size(name: str, topic: str, what: str) -> None:
+    if len(topic) * 4 <= MAX_TOPIC_BYTES:
+        return  # surely short enough: no UTF-8 char is longer than 4 bytes
+    size = len(topic.encode("utf-8", "surrogatepass"))
+    if size > MAX_TOPIC_BYTES:
+        raise TopicLimitError(
+            f"agent {name!r} cannot {what} a topic of {size} bytes: topics are at most "
+            f"{MAX_TOPIC_BYTES} bytes ({topic[:64]!r}...)"
+        )
 
 
 def _ordered_names(cls: type) -> list[str]:

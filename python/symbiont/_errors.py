@@ -11,6 +11,7 @@ __all__ = [
     "ErlangError",
     "FrameTooLarge",
     "ProtocolError",
+    "TopicLimitError",
     "error_map",
     "qualified_name",
     "wire_text",
@@ -77,8 +78,17 @@ class FrameTooLarge(ValueError):
         self.limit = limit
 
 
+class TopicLimitError(ValueError):
+    """A publish or subscription over the agent's topic limits (``Symbiont.Agent``, "Topics").
+
+    Raised by :meth:`symbiont.Agent.publish` for a topic over ``MAX_TOPIC_BYTES`` bytes,
+    or for one distinct topic more than the agent's ``max_topics`` (per start of its
+    process). The message names the limit.
+    """
+
+
 # Their names on the wire are those of the public package, where they are re-exported.
-for _cls in (CancelledError, ErlangError, CallTimeout, FrameTooLarge):
+for _cls in (CancelledError, ErlangError, CallTimeout, FrameTooLarge, TopicLimitError):
     _cls.__module__ = "symbiont"
 
 

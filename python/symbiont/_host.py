@@ -59,6 +59,7 @@ from ._errors import (
     wire_text,
 )
 from ._framing import DEFAULT_MAX_FRAME, HEADER, FrameReader
+from ._logcapture import OutputLimiter
 from ._terms import packb, thread_packer, unpackb
 from ._transport import FdTransport, Transport
 
@@ -145,6 +146,9 @@ class Host:
         # The agents it runs, by slot (PROTOCOL.md §8).
         self.agents: dict[int, Agent] = {}
         self.message_handler: Callable[[Any], Any] | None = None
+        # The output limit that run() puts fds 1 and 2 and logging through; init's
+        # output_limit configures it (PROTOCOL.md §3, §7).
+        self.output: OutputLimiter | None = None
         self.ready = False
         self._serving = False
         self._stderr_fd = stderr_fd
@@ -336,6 +340,16 @@ class Host:
             raise _bad(frame, "max_frame must be an int >= 64")
         if type(python_path) is not list or not all(type(p) is str for p in python_path):
             raise _bad(frame, "python_path must be a list of str")
+        output_limit = options.get("output_limit")
+        if output_limit is not None:
+            if type(output_limit) is not dict:
+                raise _bad(frame, "output_limit must be a map")
+            try:
+                (self.output or OutputLimiter(lambda level, text: None)).configure(output_limit)
+            except ValueError as exc:
+                raise _bad(frame, str(exc)) from None
+        if self.output is not None:
+            self.output.name = name
         if options.get("agent") is not None:
             self._fatal(
                 ValueError(
@@ -377,12 +391,16 @@ class Host:
         seq = spec.get("seq", 0)
         if type(seq) is not int or seq < 0:
             raise TypeError(f"agent seq must be an int >= 0, got {seq!r}")
+        max_topics = spec.get("max_topics")
+        if max_topics is not None and (type(max_topics) is not int or max_topics <= 0):
+            raise TypeError(f"agent max_topics must be a positive int or nil, got {max_topics!r}")
         cls: Any = importlib.import_module(module)
         for part in class_name.split("."):
             cls = getattr(cls, part)
         if not (isinstance(cls, type) and issubclass(cls, Agent)):
             raise TypeError(f"{module}.{class_name} is not a subclass of symbiont.Agent")
         agent = cls(name, config=config, state=state)
+        agent._max_topics = max_topics
         agent._publisher = functools.partial(self._publish, slot)
         self._publish_ids[slot] = [seq, -1]
         try:
@@ -779,6 +797,7 @@ class Host:
             topics = list(agent.subscriptions())
             if not all(type(topic) is str and topic for topic in topics):
                 raise TypeError(f"agent {agent.name!r}: topics must be non-empty str: {topics!r}")
+            agent._check_subscriptions(topics)
             checkpoint = self._checkpoint(agent)
         except Exception as exc:  # noqa: BLE001 - reported to the owner, the host serves on
             _logger.debug("agent in slot %d could not start", slot, exc_info=True)
@@ -1062,8 +1081,9 @@ def run() -> NoReturn:
     _lead_a_process_group()
     stderr_fd = os.dup(2)
     host = Host(FdTransport(3, 4), stderr_fd=stderr_fd, exit=_exit_with_children)
-    capture_output(host.log)
-    install_log_handler(host.log)
+    host.output = OutputLimiter(host.log)
+    capture_output(host.output)
+    install_log_handler(host.output.send)
     _preload(os.environ.get("SYMBIONT_PRELOAD", ""))
     host.serve()
 

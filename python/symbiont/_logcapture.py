@@ -2,6 +2,10 @@
 
 Output of user and native code must neither corrupt the protocol stream nor get lost, so
 fds 1 and 2 become pipes read by daemon threads that send one log frame per line.
+
+All of it goes through one :class:`OutputLimiter`, the host's share of the output limit
+(``output_limit`` in ``init``, PROTOCOL.md §3): an agent that prints without end costs a
+few lines a second on the wire and in the owner's log, and a summary of what was dropped.
 """
 
 from __future__ import annotations
@@ -12,12 +16,165 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
-__all__ = ["LogFrameHandler", "capture_output", "install_log_handler", "level_name"]
+__all__ = [
+    "LogFrameHandler",
+    "OutputLimiter",
+    "capture_output",
+    "install_log_handler",
+    "level_name",
+]
 
 SendLog = Callable[[str, str], None]
-_MAX_LINE = 64 * 1024
+
+#: The limit before the owner's ``init`` gives its own (the owner's defaults, see
+#: ``Symbiont.Host``, ``:output_limit``).
+DEFAULT_LIMIT: dict[str, int] = {
+    "lines_per_s": 100,
+    "burst_lines": 1_000,
+    "bytes_per_s": 65_536,
+    "burst_bytes": 1_048_576,
+    "max_line": 16_384,
+    "summary_ms": 5_000,
+}
+
+
+def _count(n: int) -> str:
+    return f"{n:,}"
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+class OutputLimiter:
+    """The output limit of a host: a token bucket of lines and one of bytes, lines cut at
+    ``max_line`` bytes, and one summary line per ``summary_ms`` for what was dropped.
+
+    :meth:`send` is the :data:`SendLog` the output pumps and the ``logging`` handler use;
+    it is safe from any thread. ``send_log`` gets what passes, and the summaries.
+    ``clock`` (seconds, monotonic) and ``timer`` (a ``threading.Timer``-like factory that
+    calls a function after a delay) are there for tests.
+    """
+
+    def __init__(
+        self,
+        send_log: SendLog,
+        limit: Mapping[str, Any] | None = None,
+        *,
+        name: str = "python",
+        clock: Callable[[], float] = time.monotonic,
+        timer: Callable[[float, Callable[[], None]], Any] | None = None,
+    ) -> None:
+        self._send_log = send_log
+        self._clock = clock
+        self._timer = timer or _daemon_timer
+        self._lock = threading.Lock()
+        self.name = name
+        self._pending: Any = None
+        self.configure(limit or DEFAULT_LIMIT)
+
+    def configure(self, limit: Mapping[str, Any]) -> None:
+        """Take a new limit (the ``output_limit`` of ``init``); the buckets start full.
+
+        Raises ``ValueError`` naming the key when a value is not a positive int, a key is
+        unknown, or ``max_line`` is over ``burst_bytes``.
+        """
+        merged = dict(DEFAULT_LIMIT)
+        for key, value in limit.items():
+            if key not in DEFAULT_LIMIT:
+                raise ValueError(
+                    f"unknown key {key!r} in output_limit, allowed: {', '.join(DEFAULT_LIMIT)}"
+                )
+            if type(value) is not int or value <= 0:
+                raise ValueError(f"output_limit {key} must be a positive int, got {value!r}")
+            merged[key] = value
+        if merged["max_line"] > merged["burst_bytes"]:
+            raise ValueError(
+                f"output_limit max_line ({merged['max_line']}) must be at most its "
+                f"burst_bytes ({merged['burst_bytes']})"
+            )
+        with self._lock:
+            self.limit = merged
+            self.max_line = merged["max_line"]
+            self._lines = float(merged["burst_lines"])
+            self._bytes = float(merged["burst_bytes"])
+            self._at = self._clock()
+            self._dropped_lines = 0
+            self._dropped_bytes = 0
+            self._since: float | None = None
+
+    def cut(self, message: str, truncated: int = 0) -> str:
+        """``message`` cut to ``max_line`` UTF-8 bytes (at a character), with a marker of
+        the bytes cut (``truncated`` more were cut before, by the caller)."""
+        limit = self.max_line
+        if not truncated and len(message) * 4 <= limit:
+            return message  # surely short enough: no character takes more than 4 bytes
+        data = message.encode("utf-8", "surrogatepass")
+        if len(data) > limit:
+            truncated += len(data) - limit
+            message = data[:limit].decode("utf-8", "ignore")
+        return f"{message} [truncated {_count(truncated)} bytes]" if truncated else message
+
+    def send(self, level: str, message: str, truncated: int = 0) -> None:
+        """Send one line (``message`` cut to ``max_line``, see :meth:`cut`), unless over
+        the limit."""
+        message = self.cut(message, truncated)
+        size = len(message.encode("utf-8", "surrogatepass"))
+        with self._lock:
+            now = self._clock()
+            limit = self.limit
+            elapsed = max(now - self._at, 0.0)
+            self._at = now
+            self._lines = min(self._lines + elapsed * limit["lines_per_s"], limit["burst_lines"])
+            self._bytes = min(self._bytes + elapsed * limit["bytes_per_s"], limit["burst_bytes"])
+            if self._lines >= 1 and self._bytes >= size:
+                self._lines -= 1
+                self._bytes -= size
+                admitted = True
+            else:
+                admitted = False
+                self._dropped_lines += 1
+                self._dropped_bytes += size
+                first = self._since is None
+                if first:
+                    self._since = now
+        if admitted:
+            self._send_log(level, message)
+        elif first:
+            self._pending = self._timer(limit["summary_ms"] / 1000, self.flush)
+
+    def flush(self) -> None:
+        """Send the summary of what was dropped since the first drop, if anything was."""
+        with self._lock:
+            if self._since is None:
+                return
+            lines, size = self._dropped_lines, self._dropped_bytes
+            seconds = max(self._clock() - self._since, 0.001)
+            self._dropped_lines = self._dropped_bytes = 0
+            self._since = None
+            limit = self.limit
+        self._send_log(
+            "warning",
+            f"symbiont host {self.name!r} dropped {_count(lines)} lines ({_size(size)}) of "
+            f"output in the last {seconds:.1f} s: over its output_limit of "
+            f"{_count(limit['lines_per_s'])} lines/s or {_size(limit['bytes_per_s'])}/s",
+        )
+
+
+def _daemon_timer(delay: float, fn: Callable[[], None]) -> threading.Timer:
+    timer = threading.Timer(delay, fn)
+    timer.daemon = True
+    timer.name = "symbiont-output-summary"
+    timer.start()
+    return timer
 
 
 def level_name(levelno: int) -> str:
@@ -57,8 +214,10 @@ def install_log_handler(send: SendLog) -> LogFrameHandler:
     return handler
 
 
-def _pump(read_fd: int, level: str, send: SendLog) -> None:
+def _pump(read_fd: int, level: str, out: OutputLimiter) -> None:
     pending = b""
+    # Bytes of a line cut at max_line, still to skip until its end.
+    skipped = 0
     while True:
         try:
             data = os.read(read_fd, 65536)
@@ -66,25 +225,33 @@ def _pump(read_fd: int, level: str, send: SendLog) -> None:
             continue
         if not data:
             break
+        if skipped:
+            end = data.find(b"\n")
+            if end < 0:
+                skipped += len(data)
+                continue
+            _send_quietly(out, level, pending, skipped + end)
+            pending, skipped, data = b"", 0, data[end + 1 :]
         pending += data
         *lines, pending = pending.split(b"\n")
-        while len(pending) > _MAX_LINE:
-            lines.append(pending[:_MAX_LINE])
-            pending = pending[_MAX_LINE:]
         for line in lines:
-            _send_quietly(send, level, line)
-    if pending:
-        _send_quietly(send, level, pending)
+            _send_quietly(out, level, line)
+        if len(pending) > out.max_line:
+            # A line without end yet, already too long: its head now, the rest skipped.
+            pending, skipped = pending[: out.max_line], len(pending) - out.max_line
+    if pending or skipped:
+        _send_quietly(out, level, pending, skipped)
 
 
-def _send_quietly(send: SendLog, level: str, line: bytes) -> None:
+def _send_quietly(out: OutputLimiter, level: str, line: bytes, skipped: int = 0) -> None:
     # Keep draining the pipe whatever happens, so that writers never block.
     with contextlib.suppress(Exception):
-        send(level, line.rstrip(b"\r").decode("utf-8", "replace"))
+        out.send(level, line.rstrip(b"\r").decode("utf-8", "replace"), skipped)
 
 
-def capture_output(send: SendLog) -> None:
-    """Redirect fds 1 and 2 into log frames (``info`` and ``warning``), line by line."""
+def capture_output(out: OutputLimiter) -> None:
+    """Redirect fds 1 and 2 into log frames (``info`` and ``warning``), line by line, within
+    ``out``'s limit."""
     for stream in (sys.stdout, sys.stderr):
         if stream is not None:
             try:
@@ -96,7 +263,7 @@ def capture_output(send: SendLog) -> None:
         os.dup2(write_fd, fd)
         os.close(write_fd)
         threading.Thread(
-            target=_pump, args=(read_fd, level, send), name=f"symbiont-{label}", daemon=True
+            target=_pump, args=(read_fd, level, out), name=f"symbiont-{label}", daemon=True
         ).start()
     sys.stdout = _line_buffered(sys.stdout, 1)
     sys.stderr = _line_buffered(sys.stderr, 2)

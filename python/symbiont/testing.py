@@ -43,6 +43,10 @@ class AgentHarness(Generic[_A]):
         The :class:`~symbiont.Agent` subclass under test.
     name, config, state:
         What the manifest and the last checkpoint would give it.
+    max_topics:
+        Its ``max_topics`` (``Symbiont.Agent``, "Topics"): how many distinct topics it may
+        publish on before :class:`~symbiont.TopicLimitError`; ``None`` (the default): no
+        limit.
 
     Attributes
     ----------
@@ -62,12 +66,14 @@ class AgentHarness(Generic[_A]):
         name: str = "agent",
         config: Mapping[str, Any] | None = None,
         state: Any = None,
+        max_topics: int | None = None,
     ) -> None:
         if not (isinstance(agent_class, type) and issubclass(agent_class, Agent)):
             raise TypeError(f"AgentHarness expects an Agent subclass, got {agent_class!r}")
         self.agent_class = agent_class
         self.name = name
         self.config = dict(config or {})
+        self.max_topics = max_topics
         self.published: list[tuple[str, Any]] = []
         self.health: list[dict[str, Any]] = []
         self._checkpoint = packb(state)
@@ -78,6 +84,7 @@ class AgentHarness(Generic[_A]):
         state = unpackb(self._checkpoint)
         agent = self.agent_class(self.name, config=self.config, state=state)
         agent._publisher = self._record
+        agent._max_topics = self.max_topics
         agent.on_start()
         # As in a host: the state after on_start is the checkpoint a failure goes back to.
         self._checkpoint = packb(agent.state)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._agent import Agent
+from ._errors import TopicLimitError
 from ._terms import packb as _packb
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -393,7 +394,10 @@ def _import_publish(ctx: Any, tp: int, tl: int, pp: int, pl: int) -> None:
     assert instance is not None  # imports run only inside a call, see Instance.call
     topic, payload = instance._read(ctx, (tp, tl), (pp, pl))
     _check_msgpack(payload, "publish payload")
-    instance.imports.publish(_utf8(topic, "publish topic"), payload)
+    try:
+        instance.imports.publish(_utf8(topic, "publish topic"), payload)
+    except TopicLimitError as exc:  # over the agent's max_topics: an ABI error like the others
+        raise WasmError("abi", str(exc)) from None
 
 
 def _import_log(ctx: Any, level: int, p: int, n: int) -> None:

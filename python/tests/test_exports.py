@@ -21,6 +21,7 @@ EXPECTED = {
     "OpaqueTerm",
     "Pid",
     "Ref",
+    "TopicLimitError",
     "erlang",
     "every",
     "on",

@@ -272,6 +272,45 @@ defmodule Symbiont.MeshCases do
         assert [%{topic: ^topic, group: nil, count: nil}] = subscribers
       end
 
+      test "the counters stay within :max_edges: the least recently used go, and are counted" do
+        mesh = :"mesh_#{System.unique_integer([:positive])}"
+        start_supervised!({Mesh, name: mesh, adapter: @adapter, max_edges: 10}, id: mesh)
+        %{stats: stats, server: server} = Mesh.meta(mesh)
+        publish = fn i -> :ok = Mesh.publish(mesh, %{event("lru.#{i}", i) | from: "p"}) end
+        counted = fn -> for %{topic: t} <- Mesh.node_stats(mesh).publishers, do: t end
+
+        for i <- 1..10, do: publish.(i)
+        # Used again: 6 and 7 are now the least recently used.
+        for i <- [1, 2, 3, 4, 5, 8, 9, 10], do: publish.(i)
+        publish.(11)
+
+        # Down to 90% of the bound, in the server, soon after the 11th.
+        assert wait_until(fn -> :ets.info(stats, :size) == 9 end)
+
+        assert Enum.sort(counted.()) ==
+                 Enum.sort(for i <- [1, 2, 3, 4, 5, 8, 9, 10, 11], do: "lru.#{i}")
+
+        assert %{evicted: %{edges: 2, events: 2}} = Mesh.node_stats(mesh)
+
+        # A server that cannot keep up: past twice the bound a new counter goes at once.
+        :sys.suspend(server)
+        for i <- 12..40, do: publish.(i)
+        assert :ets.info(stats, :size) == 20
+        # Then the server's pass keeps the 9 most recently used.
+        :sys.resume(server)
+        assert wait_until(fn -> :ets.info(stats, :size) == 9 end)
+        assert Enum.sort(counted.()) == Enum.sort(for i <- 14..22, do: "lru.#{i}")
+        # 2, then 23..40 at once, then 11 in the server's pass.
+        # Events: 1 each, but 1..5 and 8..10, used twice.
+        assert %{evicted: %{edges: 31, events: 39}} = Mesh.node_stats(mesh)
+      end
+
+      test "a bad :max_edges is refused, naming it" do
+        assert_raise ArgumentError, ~r/the :max_edges of a Symbiont.Mesh .* got: 0/, fn ->
+          Mesh.child_spec(name: :bad_mesh, adapter: @adapter, max_edges: 0)
+        end
+      end
+
       test "a checked publish is refused when a rejecting subscriber is full",
            %{mesh: mesh, topic: topic} do
         {_, full} = subscriber(mesh, topic, metadata: %{agent: "full", load: load(2, 2)})

@@ -139,6 +139,89 @@ defmodule Symbiont.TopologyTest do
     assert length(Regex.scan(~r/<g class="(endpoint|topic)"/, svg)) == 2
   end
 
+  # One publisher on `n` topics, the i-th published i times, and a subscriber of each.
+  defp wide(n, extra \\ %{}) do
+    Map.merge(
+      %{
+        node: :a@box,
+        publishers: for(i <- 1..n, do: %{publisher: "spray", topic: "t.#{i}", count: i}),
+        subscribers:
+          for(i <- 1..n, do: %{topic: "t.#{i}", subscriber: "sink", group: "sink", count: i})
+      },
+      extra
+    )
+  end
+
+  test "busiest/2 keeps the busiest edges and counts what it cut" do
+    topology = Topology.build([wide(10)])
+    cut = Topology.busiest(topology, 5)
+    # Ties go by topic: t.10 and t.9 keep both edges, t.8 its publisher's.
+    assert Enum.map(cut.topics, & &1.topic) == ["t.10", "t.8", "t.9"]
+    assert [%{publishers: [_], subscribers: []}] = Enum.filter(cut.topics, &(&1.topic == "t.8"))
+    assert cut.omitted == %{edges: 15, events: 2 * Enum.sum(1..7) + 8}
+    assert Topology.busiest(topology, 20) == topology
+    assert Topology.busiest(topology, :infinity) == topology
+  end
+
+  test "5,000 topics: every rendering draws 100 edges at most, and says how many more" do
+    topology = Topology.build([wide(5_000, %{evicted: %{edges: 7, events: 70}})])
+    assert topology.evicted == %{edges: 7, events: 70}
+    note = "+9900 more edges"
+
+    svg = Topology.to_svg(topology)
+    assert length(Regex.scan(~r/<g class="edge">/, svg)) == 100
+
+    assert svg =~
+             ~r/<text class="more"[^>]*>\+9900 more edges \(\d+ events\) not drawn; 7 least recently used counters evicted \(70 events\)<\/text>/
+
+    assert byte_size(svg) < 100_000
+
+    mermaid = Topology.to_mermaid(topology)
+    assert mermaid =~ ~s(  more["#{note})
+    assert length(Regex.scan(~r/ --> /, mermaid)) == 100
+    assert byte_size(mermaid) < 20_000
+
+    dot = Topology.to_dot(topology)
+    assert dot =~ ~s(  "more" [label="#{note})
+    assert length(Regex.scan(~r/ -> /, dot)) == 100
+    assert byte_size(dot) < 30_000
+
+    text = Topology.format(topology)
+    assert String.ends_with?(text, "7 least recently used counters evicted (70 events)")
+    assert text =~ note
+    assert byte_size(text) < 20_000
+
+    # All of it, when asked.
+    assert length(Regex.scan(~r/ --> /, Topology.to_mermaid(topology, max_edges: :infinity))) ==
+             10_000
+
+    assert_raise ArgumentError,
+                 ~r/expected :max_edges to be a positive integer or :infinity, got: 0/,
+                 fn ->
+                   Topology.to_svg(topology, max_edges: 0)
+                 end
+  end
+
+  test "the drawings cut long names with …" do
+    long = String.duplicate("é", 1_000)
+
+    topology =
+      Topology.build([
+        %{node: :a@box, publishers: [%{publisher: long, topic: long, count: 1}], subscribers: []}
+      ])
+
+    cut = String.duplicate("é", 63) <> "…"
+
+    for drawing <- [
+          Topology.to_svg(topology),
+          Topology.to_mermaid(topology),
+          Topology.to_dot(topology)
+        ] do
+      assert drawing =~ cut
+      refute drawing =~ String.duplicate("é", 64)
+    end
+  end
+
   @tag :tmp_dir
   test "write picks the format from the extension", %{tmp_dir: dir} do
     topology = Topology.build(@stats)

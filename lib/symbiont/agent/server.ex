@@ -312,6 +312,12 @@ defmodule Symbiont.Agent.Server do
         retiring: nil,
         lingering: false,
         published: 0,
+        # The topics the agent published on since its process started, each a copy of
+        # its own (topic => the same binary; see own_topic/2), and its publishes refused
+        # for :max_topics (whether that was told since the start, and how many in all).
+        pub_topics: %{},
+        topics_told: false,
+        refused_publishes: 0,
         last_error: nil
       }
     }
@@ -563,7 +569,14 @@ defmodule Symbiont.Agent.Server do
   # A host process is ready: start the agent in it, from the last acked state.
   defp start_on(state, port) do
     out = Out.to(state.out, port)
-    state = rare(%{state | out: out, status: :starting}, health: nil)
+
+    state =
+      rare(%{state | out: out, status: :starting},
+        health: nil,
+        pub_topics: %{},
+        topics_told: false
+      )
+
     emit(state, framed(["agent_start", state.slot, agent_start(state)]))
   end
 
@@ -577,7 +590,8 @@ defmodule Symbiont.Agent.Server do
       "config" => spec.config,
       "state" => if(bin, do: %MsgPack.Raw{data: bin}, else: nil),
       "seq" => state.acked_seq,
-      "handler_timeout_ms" => with(:infinity <- handler_timeout(spec), do: nil)
+      "handler_timeout_ms" => with(:infinity <- handler_timeout(spec), do: nil),
+      "max_topics" => Symbiont.Agent.max_topics(spec)
     }
   end
 
@@ -662,11 +676,17 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp frame({:publish, _slot, topic, payload, seq_n}, state) do
-    id = with {seq, n} <- seq_n, do: {state.id, state.rare.incarnation, seq, n}
-    event = %Symbiont.Event{topic: topic, payload: payload, from: state.name, id: id}
-    Symbiont.Mesh.publish(Symbiont.Mesh, event)
-    state = rare(state, published: state.rare.published + 1)
-    if topic == @health_topic, do: reported(state, payload), else: state
+    case own_topic(state, topic) do
+      {:ok, topic, state} ->
+        id = with {seq, n} <- seq_n, do: {state.id, state.rare.incarnation, seq, n}
+        event = %Symbiont.Event{topic: topic, payload: payload, from: state.name, id: id}
+        Symbiont.Mesh.publish(Symbiont.Mesh, event)
+        state = rare(state, published: state.rare.published + 1)
+        if topic == @health_topic, do: reported(state, payload), else: state
+
+      {:refused, state} ->
+        state
+    end
   end
 
   defp frame(frame, state) do
@@ -676,6 +696,57 @@ defmodule Symbiont.Agent.Server do
     )
 
     state
+  end
+
+  # The :max_topics of "Topics" in Symbiont.Agent, for a host that does not keep to it
+  # (the Python host refuses first). The topic an event goes out with is the agent's own
+  # copy: the one in the frame is part of the frame's binary, which the topology's row
+  # (and every queue it reaches) would otherwise keep alive whole.
+  defp own_topic(%{rare: %{pub_topics: topics}} = state, topic) do
+    case topics do
+      %{^topic => own} -> {:ok, own, state}
+      _ when topic == @health_topic -> {:ok, @health_topic, state}
+      _ -> new_topic(state, topic, topics)
+    end
+  end
+
+  defp new_topic(state, topic, topics) do
+    max = Symbiont.Agent.max_topics(state.spec)
+    max_bytes = Symbiont.Event.max_topic_bytes()
+
+    cond do
+      byte_size(topic) > max_bytes ->
+        refuse(state, "published on a topic of #{byte_size(topic)} bytes (at most #{max_bytes})")
+
+      map_size(topics) >= max ->
+        refuse(
+          state,
+          "published on more than #{max} distinct topics (its :max_topics) since it started; " <>
+            "publishes on new topics are refused (the first: #{inspect(topic, printable_limit: 100)})"
+        )
+
+      true ->
+        own = :binary.copy(topic)
+        {:ok, own, rare(state, pub_topics: Map.put(topics, own, own))}
+    end
+  end
+
+  defp refuse(state, reason) do
+    state = rare(state, refused_publishes: state.rare.refused_publishes + 1)
+
+    if state.rare.topics_told do
+      {:refused, state}
+    else
+      Logger.error("agent #{state.id} #{reason}", meta(state))
+
+      Symbiont.Health.publish("degraded", state.name, reason, %{
+        "id" => state.id,
+        "max_topics" => Symbiont.Agent.max_topics(state.spec),
+        "refused" => state.rare.refused_publishes
+      })
+
+      {:refused, rare(state, topics_told: true, health: "degraded")}
+    end
   end
 
   # A health event the agent published about itself.
@@ -716,7 +787,7 @@ defmodule Symbiont.Agent.Server do
   defp subscribe(%{rare: %{subscribed: true}} = state, _info), do: state
 
   defp subscribe(state, info) do
-    topics = List.wrap(info["topics"])
+    topics = subscribable(state, List.wrap(info["topics"]))
     timers = List.wrap(info["timers"])
     # Replicas of an agent form a queue group named after it: one of them gets each event.
     for topic <- topics do
@@ -735,6 +806,26 @@ defmodule Symbiont.Agent.Server do
     end
 
     rare(state, topics: topics, timers: timers, subscribed: true)
+  end
+
+  # At most :max_topics topics of at most max_topic_bytes each ("Topics" in
+  # Symbiont.Agent): the Python host fails the start of an agent with more; from a host
+  # that does not, the first that fit are taken, and the rest is logged.
+  defp subscribable(state, topics) do
+    max = Symbiont.Agent.max_topics(state.spec)
+    max_bytes = Symbiont.Event.max_topic_bytes()
+    {short, long} = topics |> Enum.uniq() |> Enum.split_with(&(byte_size(&1) <= max_bytes))
+    {kept, over} = Enum.split(short, max)
+
+    if long != [] or over != [] do
+      Logger.error(
+        "agent #{state.id} asked for #{length(topics)} topics; subscribed to #{length(kept)} " <>
+          "(at most #{max}, its :max_topics, of at most #{max_bytes} bytes each)",
+        meta(state)
+      )
+    end
+
+    Enum.map(kept, &:binary.copy/1)
   end
 
   ## Upgrade and retirement
@@ -1337,6 +1428,7 @@ defmodule Symbiont.Agent.Server do
       handled: state.handled,
       failed: state.failed,
       published: state.rare.published,
+      refused_publishes: state.rare.refused_publishes,
       duplicates: Dedupe.dropped(state.dedupe),
       restarts: max(state.rare.starts - 1, 0),
       last_error: state.rare.last_error,

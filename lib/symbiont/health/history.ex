@@ -5,11 +5,16 @@ defmodule Symbiont.Health.History do
   # of each agent and the last 200 overall, newest first, and the last event of each
   # agent that tells how it is now. Subscribed to `symbiont.health`; readers go through
   # ETS, so a busy history never blocks them.
+  #
+  # The agent an event is about is a name in its payload, which an agent writes: at most
+  # 1000 agents are kept, and the one heard of longest ago goes first, so that events
+  # about ever new names cannot grow the table.
 
   use GenServer
 
   @per_agent 20
   @overall 200
+  @max_agents 1_000
 
   @doc false
   def start_link(opts \\ []),
@@ -40,27 +45,58 @@ defmodule Symbiont.Health.History do
     table = Keyword.get(opts, :name, __MODULE__)
     :ets.new(table, [:named_table, :protected, read_concurrency: true])
     :ok = Symbiont.subscribe(Symbiont.Health.topic())
-    {:ok, table}
+    # The agents kept, with when each was last heard of (a count), and the other way round.
+    {:ok, %{table: table, heard: %{}, order: :gb_trees.empty(), n: 0}}
   end
 
   @impl true
-  def handle_info(%Symbiont.Event{} = event, table) do
-    with {:ok, %{} = health} <- Symbiont.Event.decode(event) do
-      health = Map.put(health, "at_ms", System.system_time(:millisecond))
-      push(table, :recent, health, @overall)
+  def handle_info(%Symbiont.Event{} = event, %{table: table} = state) do
+    case Symbiont.Event.decode(event) do
+      {:ok, %{} = health} ->
+        health = Map.put(health, "at_ms", System.system_time(:millisecond))
+        push(table, :recent, health, @overall)
 
-      if is_binary(health["agent"]) do
-        push(table, {:agent, health["agent"]}, health, @per_agent)
+        if is_binary(health["agent"]) do
+          push(table, {:agent, health["agent"]}, health, @per_agent)
 
-        if Symbiont.Health.current?(health),
-          do: :ets.insert(table, {{:current, health["agent"]}, health})
-      end
+          if Symbiont.Health.current?(health),
+            do: :ets.insert(table, {{:current, health["agent"]}, health})
+
+          {:noreply, heard(state, health["agent"])}
+        else
+          {:noreply, state}
+        end
+
+      _ ->
+        {:noreply, state}
     end
-
-    {:noreply, table}
   end
 
-  def handle_info(_other, table), do: {:noreply, table}
+  def handle_info(_other, state), do: {:noreply, state}
+
+  defp heard(%{heard: heard, order: order, n: n} = state, agent) do
+    order =
+      case heard do
+        %{^agent => last} -> :gb_trees.delete(last, order)
+        _ -> order
+      end
+
+    state = %{
+      state
+      | heard: Map.put(heard, agent, n),
+        order: :gb_trees.insert(n, agent, order),
+        n: n + 1
+    }
+
+    if map_size(state.heard) > @max_agents, do: forget_oldest(state), else: state
+  end
+
+  defp forget_oldest(%{table: table} = state) do
+    {_n, agent, order} = :gb_trees.take_smallest(state.order)
+    :ets.delete(table, {:agent, agent})
+    :ets.delete(table, {:current, agent})
+    %{state | heard: Map.delete(state.heard, agent), order: order}
+  end
 
   defp push(table, key, event, max),
     do: :ets.insert(table, {key, Enum.take([event | lookup(table, key)], max)})

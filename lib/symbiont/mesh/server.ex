@@ -6,12 +6,15 @@ defmodule Symbiont.Mesh.Server do
   #     the cluster, fed by :pg.monitor_scope/1 (joins and leaves on every node), so that
   #     a broadcast finds the groups of a topic with one ETS lookup;
   #   * the round-robin counters of the groups;
-  #   * the event counters behind Symbiont.topology/0;
+  #   * the event counters behind Symbiont.topology/0, at most `max_edges` of them: past
+  #     that, the least recently counted go (see count/2);
   #   * the mesh's meta in :persistent_term (read on every call, written once).
   #
   # It also watches nodes: a node that goes away is reported on `symbiont.health`.
 
   use GenServer
+
+  import Bitwise, only: [<<<: 2]
 
   require Logger
 
@@ -50,10 +53,92 @@ defmodule Symbiont.Mesh.Server do
     rem(:ets.update_counter(rr, key, {2, 1, 1_000_000_000, 0}, {key, -1}), n)
   end
 
-  @doc "Adds one to the counter `key` (see `Symbiont.Mesh.counters/1`)."
+  # The slots of the mesh's `sizes` atomics: the rows of the stats table, whether an
+  # eviction is on its way to the server, and what evictions took away (rows, and the
+  # events they counted).
+  @rows 1
+  @evicting 2
+  @evicted_edges 3
+  @evicted_events 4
+  # Above every time of use: see count/2.
+  @never 1 <<< 60
+
+  @doc """
+  Adds one to the counter `key` (see `Symbiont.Mesh.node_stats/1`) and marks it as used
+  now. A new counter past the mesh's `max_edges` asks the server to evict the least
+  recently used ones (down to 90% of `max_edges`); past twice `max_edges` (the server
+  has not caught up yet) the new counter goes again at once, so that the table never
+  holds more than that.
+  """
   @spec count(map, term) :: :ok
-  def count(%{stats: stats}, key) do
-    :ets.update_counter(stats, key, 1, {key, 0})
+  def count(%{stats: stats} = meta, key) do
+    # The order of use: strictly increasing, so that two uses never tie.
+    now = :erlang.unique_integer([:monotonic])
+
+    # One write: the count, and the time of use (any value minus one is below @never,
+    # so the third element becomes `now`).
+    case :ets.update_counter(stats, key, [{2, 1}, {3, -1, @never, now}], {key, 0, now}) do
+      [1, _] -> added(meta, key)
+      _ -> :ok
+    end
+  end
+
+  defp added(%{sizes: sizes, max_edges: max} = meta, key) do
+    rows = :atomics.add_get(sizes, @rows, 1)
+
+    cond do
+      rows <= max ->
+        :ok
+
+      rows > 2 * max ->
+        evict(meta, key)
+        :ok
+
+      :atomics.compare_exchange(sizes, @evicting, 0, 1) == :ok ->
+        send(meta.server, :evict)
+        :ok
+
+      true ->
+        :ok
+    end
+  end
+
+  @doc "How many counters evictions took away, and the events they had counted."
+  @spec evicted(map) :: %{edges: non_neg_integer, events: non_neg_integer}
+  def evicted(%{sizes: sizes}),
+    do: %{
+      edges: :atomics.get(sizes, @evicted_edges),
+      events: :atomics.get(sizes, @evicted_events)
+    }
+
+  defp evict(%{stats: stats, sizes: sizes}, key) do
+    case :ets.take(stats, key) do
+      [{_key, count, _at}] ->
+        :atomics.sub(sizes, @rows, 1)
+        :atomics.add(sizes, @evicted_edges, 1)
+        :atomics.add(sizes, @evicted_events, count)
+
+      [] ->
+        :ok
+    end
+  end
+
+  # The least recently used counters go, down to 90% of max_edges.
+  defp evict_lru(%{stats: stats, sizes: sizes, max_edges: max} = meta) do
+    rows = :ets.select(stats, [{{:"$1", :_, :"$2"}, [], [{{:"$2", :"$1"}}]}])
+    excess = length(rows) - (max - div(max, 10))
+
+    if excess > 0 do
+      rows |> Enum.sort() |> Enum.take(excess) |> Enum.each(fn {_at, key} -> evict(meta, key) end)
+    end
+
+    :atomics.put(sizes, @evicting, 0)
+
+    # Publishers that added rows meanwhile saw the flag up and left it to this pass.
+    if :atomics.get(sizes, @rows) > max and
+         :atomics.compare_exchange(sizes, @evicting, 0, 1) == :ok,
+       do: send(self(), :evict)
+
     :ok
   end
 
@@ -61,6 +146,7 @@ defmodule Symbiont.Mesh.Server do
   def init(opts) do
     Process.flag(:trap_exit, true)
     mesh = Keyword.fetch!(opts, :mesh)
+    max_edges = Keyword.fetch!(opts, :max_edges)
     scope = Symbiont.Mesh.scope(mesh)
 
     meta = %{
@@ -71,7 +157,11 @@ defmodule Symbiont.Mesh.Server do
       groups: :"#{mesh}.Groups",
       index: :ets.new(:symbiont_mesh_index, [:bag, :public, read_concurrency: true]),
       rr: :ets.new(:symbiont_mesh_rr, [:set, :public, write_concurrency: true]),
+      # {key, count, when last used}: see count/2.
       stats: :ets.new(:symbiont_mesh_stats, [:set, :public, write_concurrency: true]),
+      sizes: :atomics.new(4, signed: true),
+      max_edges: max_edges,
+      server: self(),
       any_groups: false
     }
 
@@ -102,6 +192,11 @@ defmodule Symbiont.Mesh.Server do
       :ets.delete(state.meta.rr, key)
     end
 
+    {:noreply, state}
+  end
+
+  def handle_info(:evict, state) do
+    evict_lru(state.meta)
     {:noreply, state}
   end
 
