@@ -21,7 +21,7 @@ defmodule Symbiont.MixProject do
 
   def application do
     [
-      extra_applications: [:logger, :inets],
+      extra_applications: [:logger, :inets, :crypto],
       mod: {Symbiont.Application, []}
     ]
   end

@@ -1107,8 +1107,14 @@ defmodule Symbiont.Agent.Server do
 
   defp commit(%{journal: nil} = state), do: state
 
-  defp commit(state),
-    do: %{state | journal: Journal.commit(state.journal, fn -> journaled(state) end)}
+  # A disk that refuses: the agent must not go on accepting what it cannot keep (its
+  # supervisor restarts it from the journal).
+  defp commit(state) do
+    case Journal.commit(state.journal, fn -> journaled(state) end) do
+      {:ok, journal} -> %{state | journal: journal}
+      {:error, reason, _journal} -> raise Journal.format_error(reason)
+    end
+  end
 
   # The events of the journal still pending, in the order accepted (for a compaction).
   defp journaled(state) do
