@@ -22,7 +22,7 @@ defmodule Symbiont.MixProject do
 
   def application do
     [
-      # :crypto for random secrets (the tests' cookie).
+      # :crypto: random secrets (the tests' cookie, a journal's mark).
       extra_applications: [:logger, :inets, :crypto],
       mod: {Symbiont.Application, []}
     ]

@@ -7,7 +7,7 @@
 # publishes, so none is lost to a full queue) and timed until all are acked; the two
 # alternate, and each figure is the median of the rounds. Also: how many events one
 # fsync covers (group commit), and what one fsync per event would cost instead,
-# measured on the same disk_log.
+# measured on the same journal (one commit per event).
 
 Application.put_env(:symbiont, :agents, [])
 Application.put_env(:symbiont, :conductor, enabled: false)
@@ -51,7 +51,7 @@ defmodule Bench.Durable do
     | Python agent, publish → ack (events/s) | #{round(durable)} | #{round(plain)} | #{Float.round(durable / plain, 2)}× |
     | journal cost per event (µs) | #{Float.round(per_event_us, 1)} | | |
     | events per fsync (group commit) | #{Float.round(per_commit, 1)} | | |
-    | one fsync per event instead, disk_log log + sync (µs/event) | #{Float.round(fsync_us, 1)} | | |
+    | one fsync per event instead, a journal commit per event (µs/event) | #{Float.round(fsync_us, 1)} | | |
 
     #{journal.accepted} events journaled in #{journal.commits} commits, #{journal.compactions} compactions; \
     the journal ends at #{journal.bytes} bytes.
@@ -97,21 +97,21 @@ defmodule Bench.Durable do
     @events / us * 1_000_000
   end
 
-  # A record of an event's size, logged and synced one at a time.
+  # An event accepted and committed (written and synced) one at a time.
   defp fsync_each(dir) do
-    path = String.to_charlist(Path.join(dir, "fsync.log"))
-    {:ok, log} = :disk_log.open(name: :bench_fsync, file: path, type: :halt, format: :internal)
-    record = {:in, 1, %{topic: "bench.durable", payload: <<1>>, from: nil}}
+    {:ok, journal, _} = Symbiont.Journal.open(Path.join(dir, "fsync.log"))
+    event = Symbiont.Event.new!("bench.durable", 1)
 
-    {us, _} =
+    {us, journal} =
       :timer.tc(fn ->
-        for _ <- 1..@fsyncs do
-          :ok = :disk_log.log(log, record)
-          :ok = :disk_log.sync(log)
-        end
+        Enum.reduce(1..@fsyncs, journal, fn i, journal ->
+          {_event, journal} = Symbiont.Journal.accept(journal, %{event | seq: i})
+          {:ok, journal} = Symbiont.Journal.commit(journal, fn -> [] end)
+          journal
+        end)
       end)
 
-    :disk_log.close(log)
+    Symbiont.Journal.close(journal)
     us / @fsyncs
   end
 end

@@ -239,9 +239,11 @@ defmodule Symbiont do
 
   Options:
 
-    * `:checked` - `true` refuses the publish with `{:error, :overloaded}`, sending
-      nothing, when an agent on this node that rejects on overflow has a full queue (see
-      `Symbiont.Mesh.publish/3`). Default: `false`.
+    * `:checked` - `true` refuses the publish, sending nothing, with
+      `{:error, :overloaded}` when an agent on this node that rejects on overflow has a
+      full queue, and with `{:error, :journal_unavailable}` when a durable agent on this
+      node cannot write its journal (a full disk): see `Symbiont.Mesh.publish/3`.
+      Default: `false`.
     * `:from` - the publisher's name in `topology/0`. Default: `"elixir"`.
     * `:id` - the event's id, `{publisher, incarnation, seq, n}` (`t:Symbiont.Event.id/0`),
       for a publisher that may send the same event twice (an importer that resumes from

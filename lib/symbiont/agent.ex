@@ -111,6 +111,15 @@ defmodule Symbiont.Agent do
   may publish again (at least once). The file format, the accept point and the
   compaction rule are in `Symbiont.Journal` and `docs/DURABILITY.md`.
 
+  When the journal cannot be written (a full disk, an I/O error, the file removed), the
+  agent does not crash: it accepts nothing until it can (checked publishes on its node get
+  `{:error, :journal_unavailable}`; other events go to the dead letters with the reason
+  `"journal_unavailable"`), publishes a `failing` health event whose reason names the
+  file and the error, keeps handling the events it had accepted, tries again after 1 s,
+  2 s, 4 s and then every 5 s, and accepts again once the journal is written (`healthy`).
+  A journal that cannot be opened (corrupt in its middle, unreadable) keeps the agent out
+  of its host, `failing` with the file and the offset, until it can be opened.
+
   ## Placement
 
   An agent with `:nodes` runs once per replica in the whole cluster, on the nodes listed.
@@ -168,8 +177,9 @@ defmodule Symbiont.Agent do
   error has the exit and the last output lines), `"timeout"` (its host was restarted
   because the handler did not stop after its `:handler_timeout`), `"overloaded"`
   (`"attempts" => 0`, `"error" => nil`), `"retired"` (still waiting when the agent was
-  retired for good) or `"poison"` (the conductor took it out after it crashed its host,
-  see `Symbiont.Conductor`).
+  retired for good), `"poison"` (the conductor took it out after it crashed its host,
+  see `Symbiont.Conductor`) or `"journal_unavailable"` (a durable agent refused it: its
+  journal could not be written; `"attempts" => 0`, the error names the file).
   """
 
   @type spec :: %{

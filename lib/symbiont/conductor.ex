@@ -307,6 +307,10 @@ defmodule Symbiont.Conductor do
         _ -> nil
       end)
 
+    # A durable replica whose journal cannot be written (a full disk): restarting it
+    # would not bring the disk back.
+    journal_error = Enum.find_value(replicas, &(&1.journal && &1.journal.error))
+
     %{
       "name" => name,
       "ids" => Enum.map(replicas, & &1.id),
@@ -334,6 +338,7 @@ defmodule Symbiont.Conductor do
       "quarantined" => Enum.any?(replicas, & &1.quarantined),
       "suspect" => suspect,
       "last_error" => last_error,
+      "journal_error" => journal_error,
       "health" => replicas |> Enum.map(& &1.health) |> worst_health(),
       "deployed" => deploy != nil,
       "promoted_ago_ms" => if(deploy, do: now - deploy, else: nil),

@@ -29,8 +29,8 @@ defmodule Symbiont.Event do
   subscribers that drop duplicates (see `t:id/0`); `seq` is the number the agent that
   accepted it gave it (the seq of its delivery, PROTOCOL.md §8, and a durable agent's
   number for it in its journal, `Symbiont.Journal`), `nil` until an agent accepts it;
-  `reserved` lists the subscribers on the publisher's node that a checked publish
-  reserved room for (`Symbiont.Mesh.publish/3`).
+  `reserved` lists the agents on the publisher's node that a checked publish admitted
+  and reserved room in (`Symbiont.Mesh.publish/3`).
   """
   @type t :: %__MODULE__{
           topic: String.t(),

@@ -1,14 +1,13 @@
 defmodule Symbiont.Journal do
   @moduledoc """
   A durable agent's journal: the events it accepted and has not finished with, and the
-  checkpoint of its state, kept on disk with OTP's `disk_log` so that they outlive the
-  node.
+  checkpoint of its state, kept in a file that outlives the node.
 
   An agent with `durable: true` (see `Symbiont.Agent`) opens its journal as it starts,
   restores from it, and from then on records each event as it accepts it and each ack
   with the state that goes with it. Its owner (`Symbiont.Agent.Server`) holds the
-  journal as a value in its state; the only process involved is the `disk_log` that
-  writes the file. Design notes: `docs/DURABILITY.md`.
+  journal as a value in its state, with the file's descriptor (a raw file: no process
+  of its own). Design notes: `docs/DURABILITY.md`.
 
   ## Where
 
@@ -22,10 +21,25 @@ defmodule Symbiont.Journal do
       cluster, and the node that takes it over after a node is lost opens the same file.
       Across machines, that needs the data directory on shared storage.
 
-  ## Records
+  ## The file
 
-  Each record is an Erlang term in `disk_log`'s internal format (each has a header and
-  a checksum; a torn write at the end is cut off when the log is opened again):
+  A 16-byte header: `"SYMJ"`, the format (`<<0, 0, 0, 2>>`), a mark of 4 random bytes
+  drawn when the file is created, and the CRC-32 of those 12 bytes. Then records, each
+
+      <<mark::binary-4, length::32, crc32::32, term::binary-size(length)>>
+
+  with `term` an Erlang term in the external format and `crc32` the checksum of the mark,
+  the length and the term. A record is whole or it is not there: `open/2` reads the
+  records up to the first one that is not whole, and if no whole record follows it, that
+  is a **torn tail** (a write cut short by a crash or a full disk, never committed) and
+  the file is cut back to the last good record, with a warning naming the file and the
+  bytes dropped. A bad record *followed* by a whole one is corruption in the middle of the
+  file: `open/2` refuses it with `{:journal_corrupt, path, offset, why}` rather than
+  guess. The mark is the file's own, so the bytes of an event's payload cannot pass for a
+  record of the journal that holds it. A file from the first format (OTP's `disk_log`) is
+  read back as far as it is whole and rewritten in this one.
+
+  The terms:
 
     * `{:in, jid, event}`: the event with seq `jid` was accepted; `event` is the
       `Symbiont.Event` as a map, without `:reserved` and `:seq`. The seqs are the agent's
@@ -35,7 +49,7 @@ defmodule Symbiont.Journal do
       dead-lettered, dropped on overflow, or handed to another replica), and
       `checkpoint` (or `nil`: unchanged) is its state after them. One record per
       commit: events and state change together.
-    * `{:reset, 1, next_jid, checkpoint}`: the first record of a compacted journal,
+    * `{:reset, 1, next_jid, checkpoint}`: the first record of a rewritten journal,
       followed by the `{:in, ...}` records of the events still pending.
 
   Replaying the records in order gives the last checkpoint and the pending events
@@ -44,11 +58,21 @@ defmodule Symbiont.Journal do
   ## Commits and the accept point
 
   `accept/2`, `done/2` and `checkpoint/2` only add to a batch in memory; `commit/2`
-  writes the batch with one `disk_log:log_terms/2` and syncs it (`fsync`). The owner
-  commits once its mailbox is empty, after 64 records, and always before a frame of
-  its own goes to the host, so a host never sees an event that is not on disk yet. An
-  event counts as **accepted** once its record is committed: from then on it survives
-  the node. One fsync covers a whole burst of events (group commit).
+  writes the batch with one write and syncs it (`fdatasync`). The owner commits once its
+  mailbox is empty, after 64 records, and always before a frame of its own goes to the
+  host, so a host never sees an event that is not on disk yet. An event counts as
+  **accepted** once its record is committed: from then on it survives the node. One sync
+  covers a whole burst of events (group commit).
+
+  ## When the disk refuses
+
+  A write or a sync that fails (a full disk, a quota, an I/O error, a file system gone
+  read-only, the file removed under it) makes `commit/2` return `{:error, reason,
+  journal}`: what was written of the batch is cut off again (as far as the disk lets it),
+  and the journal is **unavailable** (`available?/1` is false) until `recover/3` rewrites
+  it whole from what the owner holds in memory. Nothing committed before is touched, so
+  the file on disk stays what the last good commit left; the events of the failed batch
+  are not accepted (`durable?/2` tells them apart).
 
   ## Compaction
 
@@ -58,7 +82,9 @@ defmodule Symbiont.Journal do
   into `<file>.new`, synced, and renamed over the file (an atomic step: a crash before
   it leaves the old file whole, and `open/2` removes a stale `.new`). So a journal
   stays within about three times its live data plus `:compact_min_bytes` (1 MiB),
-  and each compaction writes at most half as much as the agent wrote since the last.
+  and each compaction writes at most half as much as the agent wrote since the last. A
+  compaction the disk refuses is dropped (the journal goes on in its file) and tried
+  again once as much has been written again.
   """
 
   require Logger
@@ -66,14 +92,34 @@ defmodule Symbiont.Journal do
   alias Symbiont.Event
 
   @version 1
+  @format <<"SYMJ", 0, 0, 0, 2>>
+  @header 16
+  # Record framing: mark, length, crc32.
+  @frame 12
   @default_min_bytes 1_048_576
   @reset_chunk 1_000
+  # The first bytes of a disk_log file (the first format of the journal).
+  @disk_log <<1, 2, 3, 4>>
 
   defstruct [
-    :log,
     :path,
     :min_bytes,
+    # The raw file, or nil while the journal is unavailable.
+    :fd,
+    # The file's mark (see "The file").
+    :mark,
+    # {device, minor device, inode} of the file: one removed or replaced under the
+    # journal is noticed.
+    :file_id,
+    # Whether open/2 read it (unopened/2: not yet).
+    opened: false,
+    # nil, or why the journal cannot be written (see "When the disk refuses").
+    error: nil,
+    # The end of the last whole record on disk.
+    offset: 0,
     next: 1,
+    # The highest seq whose :in record is on disk.
+    durable: 0,
     # Records not written yet, newest first; the events finished meanwhile and the
     # latest checkpoint go into one :done record at the commit.
     batch: [],
@@ -86,12 +132,31 @@ defmodule Symbiont.Journal do
     live_bytes: 0,
     # Bytes written since the last compaction (or since the file was opened).
     written: 0,
+    # No compaction before this much is written (after one the disk refused).
+    compact_floor: 0,
     accepted: 0,
     commits: 0,
     compactions: 0
   ]
 
   @type t :: %__MODULE__{}
+
+  @typedoc """
+  Why a journal cannot be opened or written (`format_error/1` says it in words):
+
+    * `{:journal_open, path, posix}`: the file or its directory cannot be opened, read or
+      created;
+    * `{:journal_write, path, posix | :removed}`: a write or a sync failed, or the file was
+      removed or replaced under the journal;
+    * `{:journal_corrupt, path, offset, why}`: a bad record at `offset` with whole
+      records after it (not a torn tail);
+    * `{:journal_format, path, why}`: not a journal file.
+  """
+  @type error ::
+          {:journal_open, Path.t(), atom}
+          | {:journal_write, Path.t(), atom}
+          | {:journal_corrupt, Path.t(), non_neg_integer, String.t()}
+          | {:journal_format, Path.t(), String.t()}
 
   @typedoc """
   What a journal restores: the last committed checkpoint (`nil` if none), the pending
@@ -127,27 +192,34 @@ defmodule Symbiont.Journal do
   Opens (or creates) the journal at `path` and replays it. Options:
   `:compact_min_bytes` (default 1 MiB, see "Compaction").
 
-  The `disk_log` is linked to the caller, its owner: it closes when the owner exits.
-  Returns the journal and what it restored; `{:error, reason}` when the file cannot be
-  opened or read.
+  A torn tail is cut off (see "The file"). Creating a journal writes nothing but an
+  empty file, so a full disk does not keep one from opening: its first commit fails
+  instead. Returns the journal and what it restored; `{:error, reason}` (see
+  `t:error/0`) when the file cannot be opened or read, or is corrupt.
   """
-  @spec open(Path.t(), keyword) :: {:ok, t, restored} | {:error, term}
+  @spec open(Path.t(), keyword) :: {:ok, t, restored} | {:error, error}
   def open(path, opts \\ []) when is_binary(path) do
-    File.mkdir_p!(Path.dirname(path))
-    # A compaction cut short before its rename: the journal itself is whole.
-    _ = File.rm(path <> ".new")
+    journal = %__MODULE__{
+      path: path,
+      min_bytes: Keyword.get(opts, :compact_min_bytes, @default_min_bytes)
+    }
 
-    with {:ok, log} <- open_log(path),
-         {:ok, replay} <- replay(log) do
-      journal = %__MODULE__{
-        log: log,
-        path: path,
-        min_bytes: Keyword.get(opts, :compact_min_bytes, @default_min_bytes),
-        next: replay.next,
-        last_checkpoint: replay.checkpoint,
-        live: map_size(replay.pending),
-        live_bytes: Enum.reduce(replay.pending, size(replay.checkpoint), &(size(&1) + &2)),
-        written: replay.bytes
+    with :ok <- mkdir(path),
+         # A compaction cut short before its rename: the journal itself is whole.
+         _ = File.rm(path <> ".new"),
+         {:ok, bin} <- read(path),
+         {:ok, records, mark, good} <- parse(bin, path),
+         {:ok, journal} <- reopen(%{journal | mark: mark}, good) do
+      replay = replay(records)
+
+      journal = %{
+        journal
+        | next: replay.next,
+          durable: replay.next - 1,
+          last_checkpoint: replay.checkpoint,
+          live: map_size(replay.pending),
+          live_bytes: Enum.reduce(replay.pending, size(replay.checkpoint), &(size(&1) + &2)),
+          written: replay.bytes
       }
 
       pending =
@@ -159,44 +231,215 @@ defmodule Symbiont.Journal do
     end
   end
 
-  defp open_log(path) do
-    case :disk_log.open(
-           name: {__MODULE__, path},
-           file: String.to_charlist(path),
-           type: :halt,
-           format: :internal,
-           repair: true,
-           quiet: true
-         ) do
-      {:ok, log} ->
-        {:ok, log}
+  @doc """
+  A journal at `path` that could not be opened (`reason`, from `open/2`): unavailable,
+  holding nothing, until it is opened.
+  """
+  @spec unopened(Path.t(), error) :: t
+  def unopened(path, reason) when is_binary(path), do: %__MODULE__{path: path, error: reason}
 
-      # A log its node did not close: a record torn by the crash is cut off (it was never
-      # committed, so never accepted).
-      {:repaired, log, _recovered, {:badbytes, 0}} ->
-        {:ok, log}
+  @doc "Whether the journal was opened and restored (see `unopened/2`)."
+  @spec opened?(t) :: boolean
+  def opened?(%__MODULE__{opened: opened}), do: opened
 
-      {:repaired, log, _recovered, {:badbytes, bad}} ->
-        Logger.warning("journal #{path}: #{bad} bytes of a torn record cut off")
-        {:ok, log}
+  defp mkdir(path) do
+    case File.mkdir_p(Path.dirname(path)) do
+      :ok -> :ok
+      {:error, reason} -> {:error, {:journal_open, path, reason}}
+    end
+  end
+
+  defp read(path) do
+    case File.read(path) do
+      {:ok, bin} -> {:ok, bin}
+      {:error, :enoent} -> {:ok, <<>>}
+      {:error, reason} -> {:error, {:journal_open, path, reason}}
+    end
+  end
+
+  # The whole records of `bin`, the file's mark, and the end of the last whole record.
+  defp parse(<<@disk_log, _::binary>>, path), do: from_disk_log(path)
+
+  defp parse(bin, path) when byte_size(bin) < @header do
+    if binary_part(@format, 0, min(byte_size(bin), 8)) ==
+         binary_part(bin, 0, min(byte_size(bin), 8)),
+       # A header torn as the file was first written: nothing was ever committed there.
+       do: {:ok, [], new_mark(), 0},
+       else: {:error, {:journal_format, path, "it does not start with a journal header"}}
+  end
+
+  defp parse(<<@format, mark::binary-4, crc::32, rest::binary>>, path) do
+    if :erlang.crc32([@format, mark]) == crc,
+      do: records(rest, mark, @header, [], path),
+      else: {:error, {:journal_corrupt, path, 0, "the header's checksum does not match"}}
+  end
+
+  defp parse(_bin, path),
+    do: {:error, {:journal_format, path, "it does not start with a journal header"}}
+
+  defp new_mark, do: :crypto.strong_rand_bytes(4)
+
+  defp records(<<>>, mark, offset, acc, _path), do: {:ok, :lists.reverse(acc), mark, offset}
+
+  defp records(bin, mark, offset, acc, path) do
+    case record(bin, mark) do
+      {:ok, term, rest} ->
+        records(rest, mark, offset + byte_size(bin) - byte_size(rest), [term | acc], path)
+
+      {:error, why} ->
+        # A bad record: the tail torn by a crash or a full disk when no whole record
+        # follows, corruption otherwise.
+        case whole_record_after(bin, mark) do
+          nil ->
+            {:ok, :lists.reverse(acc), mark, offset}
+
+          at ->
+            why = "#{why}, and a whole record follows at byte #{offset + at}"
+            {:error, {:journal_corrupt, path, offset, why}}
+        end
+    end
+  end
+
+  defp record(<<mark::binary-4, len::32, crc::32, term::binary-size(len), rest::binary>>, mark) do
+    with true <-
+           :erlang.crc32([mark, <<len::32>>, term]) == crc ||
+             {:error, "a record whose checksum does not match"},
+         {:ok, term} <- decode(term) do
+      {:ok, term, rest}
+    end
+  end
+
+  defp record(<<mark::binary-4, len::32, _crc::32, rest::binary>>, mark),
+    do: {:error, "a record of #{len} bytes with #{byte_size(rest)} left in the file"}
+
+  defp record(bin, _mark) when byte_size(bin) < @frame,
+    do: {:error, "#{byte_size(bin)} bytes, less than a record's header"}
+
+  defp record(_bin, _mark), do: {:error, "no record starts there"}
+
+  defp decode(bin) do
+    case :erlang.binary_to_term(bin, [:safe]) do
+      {:in, jid, event} = term when is_integer(jid) and is_map(event) ->
+        {:ok, term}
+
+      {:done, jids, cp} = term when is_list(jids) and (is_map(cp) or cp == nil) ->
+        {:ok, term}
+
+      {:reset, @version, next, cp} = t when is_integer(next) and (is_map(cp) or cp == nil) ->
+        {:ok, t}
+
+      _ ->
+        {:error, "a record that is not one of the journal's"}
+    end
+  rescue
+    ArgumentError -> {:error, "a record that does not decode"}
+  end
+
+  # Where the first whole record after the start of `bin` begins, or nil.
+  defp whole_record_after(bin, _mark) when byte_size(bin) <= @frame, do: nil
+
+  defp whole_record_after(bin, mark) do
+    bin
+    |> :binary.matches(mark, scope: {1, byte_size(bin) - 1})
+    |> Enum.find_value(fn {at, _} ->
+      match?({:ok, _, _}, record(binary_part(bin, at, byte_size(bin) - at), mark)) && at
+    end)
+  end
+
+  # A journal of the first format, a disk_log: read as far as it is whole (a record torn
+  # at its end, which that format could not cut off once the log was closed, is
+  # skipped), rewritten in this format, and read again.
+  defp from_disk_log(path) do
+    name = {__MODULE__, :migrate, path}
+
+    opened =
+      :disk_log.open(
+        name: name,
+        file: String.to_charlist(path),
+        type: :halt,
+        format: :internal,
+        mode: :read_only,
+        quiet: true
+      )
+
+    with {:ok, log} <- opened,
+         {terms, bad} <- read_disk_log(log, :start, [], 0),
+         :ok <- :disk_log.close(log) do
+      if bad > 0,
+        do: Logger.warning("journal #{path}: #{bad} bytes of torn records skipped (disk_log)")
+
+      replay = replay(terms)
+      pending = for {jid, map} <- Enum.sort(replay.pending), do: {:in, jid, map}
+
+      case write_file(path, new_mark(), [
+             {:reset, @version, replay.next, replay.checkpoint} | pending
+           ]) do
+        {:ok, fd, _file_id, _offset} ->
+          :file.close(fd)
+          Logger.warning("journal #{path}: rewritten from the disk_log format")
+          with {:ok, bin} <- read(path), do: parse(bin, path)
+
+        {:error, reason} ->
+          {:error, {:journal_open, path, reason}}
+      end
+    else
+      {:error, reason} ->
+        {:error, {:journal_format, path, "a disk_log that cannot be read: #{inspect(reason)}"}}
+    end
+  end
+
+  defp read_disk_log(log, cont, acc, bad) do
+    case :disk_log.chunk(log, cont) do
+      :eof -> {:lists.append(:lists.reverse(acc)), bad}
+      {:error, reason} -> {:error, reason}
+      {cont, terms} -> read_disk_log(log, cont, [terms | acc], bad)
+      {cont, terms, more} -> read_disk_log(log, cont, [terms | acc], bad + more)
+    end
+  end
+
+  # Opens the file for writing, cut back to `good` (the end of the last whole record).
+  defp reopen(journal, good) do
+    path = journal.path
+
+    with {:ok, fd} <- :file.open(path, [:raw, :binary, :read, :write]),
+         {:ok, size} <- :file.position(fd, :eof),
+         :ok <- cut(fd, good, size, path),
+         {:ok, file_id} <- file_id(path) do
+      {:ok, %{journal | fd: fd, offset: good, file_id: file_id, opened: true}}
+    else
+      {:error, reason} -> {:error, {:journal_open, path, reason}}
+    end
+  end
+
+  defp cut(_fd, size, size, _path), do: :ok
+
+  defp cut(fd, good, size, path) do
+    Logger.warning(
+      "journal #{path}: a torn record at its end (a write cut short by a crash or a full disk): " <>
+        "#{size - good} bytes dropped, from offset #{good} (the records before it are whole)"
+    )
+
+    with {:ok, _} <- :file.position(fd, good),
+         :ok <- :file.truncate(fd),
+         do: :file.datasync(fd)
+  end
+
+  defp file_id(path) do
+    case :file.read_file_info(path, [:raw]) do
+      {:ok, info} ->
+        %File.Stat{major_device: device, minor_device: minor, inode: inode} =
+          File.Stat.from_record(info)
+
+        {:ok, {device, minor, inode}}
 
       {:error, reason} ->
-        {:error, {:journal_open, path, reason}}
+        {:error, reason}
     end
   end
 
-  defp replay(log) do
+  defp replay(records) do
     acc = %{next: 1, checkpoint: nil, pending: %{}, bytes: 0}
-    replay(log, :start, acc)
-  end
-
-  defp replay(log, cont, acc) do
-    case :disk_log.chunk(log, cont) do
-      :eof -> {:ok, acc}
-      {:error, reason} -> {:error, {:journal_read, reason}}
-      {cont, terms} -> replay(log, cont, Enum.reduce(terms, acc, &apply_record/2))
-      {cont, terms, _bad_bytes} -> replay(log, cont, Enum.reduce(terms, acc, &apply_record/2))
-    end
+    Enum.reduce(records, acc, &apply_record/2)
   end
 
   defp apply_record({:in, jid, event} = record, acc),
@@ -284,104 +527,263 @@ defmodule Symbiont.Journal do
   @spec batched(t) :: non_neg_integer
   def batched(%__MODULE__{batch_n: n, done: done}), do: n + length(done)
 
+  @doc "Whether the journal can be written (see \"When the disk refuses\")."
+  @spec available?(t) :: boolean
+  def available?(%__MODULE__{error: error}), do: error == nil
+
+  @doc "Why the journal cannot be written, or `nil`."
+  @spec error(t) :: error | nil
+  def error(%__MODULE__{error: error}), do: error
+
+  @doc "Whether the event numbered `jid` is on disk (its `:in` record was committed)."
+  @spec durable?(t, integer) :: boolean
+  def durable?(%__MODULE__{durable: durable}, jid), do: jid <= durable
+
   @doc """
   Writes the batch and syncs it to disk; then compacts the journal if it is due (see
   "Compaction"), writing `pending.()` (the pending events, in the order accepted) as its
-  new content. Raises if the disk refuses: an agent must not go on accepting what it
-  cannot keep (its supervisor restarts it from the journal).
+  new content. `{:error, reason, journal}` when the disk refuses (see "When the disk
+  refuses"), and at once for a journal that is unavailable.
   """
-  @spec commit(t, (() -> [Event.t()])) :: t
+  @spec commit(t, (() -> [Event.t()])) :: {:ok, t} | {:error, error, t}
+  def commit(%__MODULE__{error: error} = journal, _pending) when error != nil,
+    do: {:error, error, journal}
+
   def commit(%__MODULE__{} = journal, pending) when is_function(pending, 0) do
     if dirty?(journal) do
-      journal |> write() |> maybe_compact(pending)
+      with {:ok, journal} <- write(journal), do: {:ok, maybe_compact(journal, pending)}
     else
-      journal
+      {:ok, journal}
     end
   end
 
   defp write(journal) do
-    {done, journal} =
+    {done, checkpoint} =
       case {journal.done, journal.checkpoint} do
-        {[], :unchanged} ->
-          {[], journal}
-
-        {jids, checkpoint} ->
-          checkpoint = if checkpoint == :unchanged, do: nil, else: checkpoint
-          record = {:done, :lists.reverse(jids), checkpoint}
-
-          live_bytes =
-            if checkpoint,
-              do: journal.live_bytes - size(journal.last_checkpoint) + size(checkpoint),
-              else: journal.live_bytes
-
-          {[record],
-           %{
-             journal
-             | written: journal.written + size(record),
-               live_bytes: live_bytes,
-               last_checkpoint: checkpoint || journal.last_checkpoint
-           }}
+        {[], :unchanged} -> {[], nil}
+        {jids, :unchanged} -> {[{:done, :lists.reverse(jids), nil}], nil}
+        {jids, cp} -> {[{:done, :lists.reverse(jids), cp}], cp}
       end
 
-    ok!(:disk_log.log_terms(journal.log, :lists.reverse(journal.batch, done)), journal)
-    ok!(:disk_log.sync(journal.log), journal)
+    {data, bytes} = encode(:lists.reverse(journal.batch, done), journal.mark)
+    # A new file gets its header with its first records.
+    {data, bytes} =
+      if journal.offset == 0,
+        do: {[header(journal.mark) | data], bytes + @header},
+        else: {data, bytes}
 
-    %{
-      journal
-      | batch: [],
-        batch_n: 0,
-        done: [],
-        checkpoint: :unchanged,
-        commits: journal.commits + 1
-    }
+    with :ok <- :file.pwrite(journal.fd, journal.offset, data),
+         :ok <- :file.datasync(journal.fd),
+         :ok <- same_file(journal) do
+      live_bytes =
+        if checkpoint,
+          do: journal.live_bytes - size(journal.last_checkpoint) + size(checkpoint),
+          else: journal.live_bytes
+
+      {:ok,
+       %{
+         journal
+         | offset: journal.offset + bytes,
+           durable: journal.next - 1,
+           written: journal.written + Enum.reduce(done, 0, &(size(&1) + &2)),
+           live_bytes: live_bytes,
+           last_checkpoint: checkpoint || journal.last_checkpoint,
+           batch: [],
+           batch_n: 0,
+           done: [],
+           checkpoint: :unchanged,
+           commits: journal.commits + 1
+       }}
+    else
+      {:error, reason} -> failed(journal, reason)
+    end
   end
 
-  defp ok!(:ok, _journal), do: :ok
+  # The file written is still the one at the path: one removed (or replaced) under the
+  # journal takes what is written to it along when its descriptor closes.
+  defp same_file(%{file_id: id, path: path}) do
+    case file_id(path) do
+      {:ok, ^id} -> :ok
+      _ -> {:error, :removed}
+    end
+  end
 
-  defp ok!({:error, reason}, journal),
-    do: raise("the journal #{journal.path} could not be written: #{inspect(reason)}")
+  # What a failed write left of the batch is cut off again (a disk may refuse that too:
+  # `open/2` cuts it then), and the file closed: `recover/3` starts afresh.
+  defp failed(journal, reason) do
+    _ =
+      with({:ok, _} <- :file.position(journal.fd, journal.offset), do: :file.truncate(journal.fd))
+
+    _ = :file.close(journal.fd)
+    error = {:journal_write, journal.path, reason}
+    {:error, error, %{journal | fd: nil, error: error}}
+  end
+
+  defp header(mark), do: [@format, mark, <<:erlang.crc32([@format, mark])::32>>]
+
+  defp encode(records, mark) do
+    Enum.map_reduce(records, 0, fn record, bytes ->
+      bin = :erlang.term_to_binary(record)
+      len = byte_size(bin)
+      crc = :erlang.crc32([mark, <<len::32>>, bin])
+      {[mark, <<len::32, crc::32>>, bin], bytes + @frame + len}
+    end)
+  end
 
   defp maybe_compact(journal, pending) do
-    if journal.written >= max(journal.min_bytes, 2 * journal.live_bytes),
-      do: compact(journal, pending.()),
-      else: journal
+    if journal.written >= max(journal.min_bytes, 2 * journal.live_bytes) and
+         journal.written >= journal.compact_floor,
+       do: compact(journal, pending.()),
+       else: journal
   end
 
   # The new content goes to <path>.new, synced and closed before the rename: until the
   # rename the old file is the journal, whole; after it, the new one.
   defp compact(journal, pending) do
-    new = journal.path <> ".new"
-    _ = File.rm(new)
-    {:ok, log} = open_log(new)
-    reset = {:reset, @version, journal.next, journal.last_checkpoint}
+    case rewrite(journal, journal.last_checkpoint, pending) do
+      {:ok, journal} ->
+        %{journal | compactions: journal.compactions + 1}
 
+      {:error, reason} ->
+        Logger.warning(
+          "journal #{journal.path}: compaction refused (#{format_posix(reason)}); it goes on in its file"
+        )
+
+        %{journal | compact_floor: journal.written + journal.min_bytes}
+    end
+  end
+
+  # Writes the journal anew: a :reset record with `checkpoint`, then the `pending` events.
+  defp rewrite(journal, checkpoint, pending) do
+    reset = {:reset, @version, journal.next, checkpoint}
     records = for %Event{seq: jid} = e <- pending, is_integer(jid), do: {:in, jid, stored(e)}
 
-    for chunk <- Enum.chunk_every([reset | records], @reset_chunk),
-        do: ok!(:disk_log.log_terms(log, chunk), journal)
+    mark = new_mark()
 
-    ok!(:disk_log.sync(log), journal)
-    :ok = :disk_log.close(log)
-    :ok = :disk_log.close(journal.log)
-    File.rename!(new, journal.path)
-    {:ok, reopened} = open_log(journal.path)
-    live_bytes = Enum.reduce(records, size(journal.last_checkpoint), &(size(&1) + &2))
+    with {:ok, fd, file_id, offset} <- write_file(journal.path, mark, [reset | records]) do
+      if journal.fd, do: :file.close(journal.fd)
+      live_bytes = Enum.reduce(records, size(checkpoint), &(size(&1) + &2))
 
-    %{
-      journal
-      | log: reopened,
-        live: length(records),
-        live_bytes: live_bytes,
-        written: live_bytes,
-        compactions: journal.compactions + 1
-    }
+      {:ok,
+       %{
+         journal
+         | fd: fd,
+           mark: mark,
+           file_id: file_id,
+           offset: offset,
+           durable: journal.next - 1,
+           last_checkpoint: checkpoint,
+           live: length(records),
+           live_bytes: live_bytes,
+           written: live_bytes,
+           compact_floor: 0
+       }}
+    end
+  end
+
+  # A new file with `records`, synced, renamed over `path`, and opened for writing.
+  defp write_file(path, mark, records) do
+    new = path <> ".new"
+
+    with :ok <- File.mkdir_p(Path.dirname(path)),
+         {:ok, fd} <- :file.open(new, [:raw, :binary, :write]) do
+      written =
+        records
+        |> Enum.chunk_every(@reset_chunk)
+        |> Enum.reduce_while({:ok, 0}, fn chunk, {:ok, offset} ->
+          {data, bytes} = encode(chunk, mark)
+
+          {data, bytes} =
+            if offset == 0, do: {[header(mark) | data], bytes + @header}, else: {data, bytes}
+
+          case :file.pwrite(fd, offset, data) do
+            :ok -> {:cont, {:ok, offset + bytes}}
+            error -> {:halt, error}
+          end
+        end)
+
+      with {:ok, offset} <- written,
+           :ok <- :file.datasync(fd),
+           :ok <- :file.close(fd),
+           :ok <- :file.rename(new, path),
+           {:ok, fd} <- :file.open(path, [:raw, :binary, :read, :write]),
+           {:ok, file_id} <- file_id(path) do
+        {:ok, fd, file_id, offset}
+      else
+        {:error, reason} ->
+          :file.close(fd)
+          _ = File.rm(new)
+          {:error, reason}
+      end
+    end
   end
 
   @doc """
+  Makes an unavailable journal available again: writes it anew (as a compaction does)
+  from `checkpoint`, the agent's state now, and `pending`, every event it holds
+  (accepted, not done; in the order accepted, those whose commit failed included), then
+  drops the batch. `{:error, reason, journal}`, still unavailable, while the disk
+  refuses. An available journal is returned as it is.
+  """
+  @spec recover(t, map, [Event.t()]) :: {:ok, t} | {:error, error, t}
+  def recover(%__MODULE__{error: nil} = journal, _checkpoint, _pending), do: {:ok, journal}
+
+  def recover(%__MODULE__{} = journal, checkpoint, pending) when is_map(checkpoint) do
+    case rewrite(journal, checkpoint, pending) do
+      {:ok, journal} ->
+        {:ok,
+         %{
+           journal
+           | error: nil,
+             batch: [],
+             batch_n: 0,
+             done: [],
+             checkpoint: :unchanged,
+             commits: journal.commits + 1
+         }}
+
+      {:error, reason} ->
+        error = {:journal_write, journal.path, reason}
+        {:error, error, %{journal | error: error}}
+    end
+  end
+
+  @doc """
+  Says what went wrong, in words: the file, and the offset of a corrupt record.
+
+      iex> Symbiont.Journal.format_error({:journal_write, "/data/a.log", :enospc})
+      "the journal /data/a.log cannot be written: no space left on device (enospc)"
+  """
+  @spec format_error(error) :: String.t()
+  def format_error({:journal_write, path, :removed}),
+    do: "the journal #{path} was removed or replaced while it was open"
+
+  def format_error({:journal_write, path, reason}),
+    do: "the journal #{path} cannot be written: #{format_posix(reason)}"
+
+  def format_error({:journal_open, path, reason}),
+    do: "the journal #{path} cannot be opened: #{format_posix(reason)}"
+
+  def format_error({:journal_corrupt, path, offset, why}),
+    do:
+      "the journal #{path} is corrupt at byte #{offset} (#{why}): not a torn tail, so it is not cut; " <>
+        "move the file away to start the agent afresh, or cut it there to keep the records before it " <>
+        "(truncate -s #{offset} #{path})"
+
+  def format_error({:journal_format, path, why}), do: "#{path} is not a journal: #{why}"
+  def format_error(other), do: inspect(other)
+
+  defp format_posix(reason) when is_atom(reason),
+    do: "#{:file.format_error(reason)} (#{reason})"
+
+  defp format_posix(reason), do: inspect(reason)
+
+  @doc """
   Counters for `Symbiont.Agent.Server.info/1`: `%{path, accepted, pending, bytes,
-  commits, compactions}`: `accepted` counts the events this journal took since it was
-  opened, `pending` those accepted (now or before a restart) and not done, `bytes` the
-  size of the file, `commits` the syncs to disk since it was opened.
+  commits, compactions, error}`: `accepted` counts the events this journal took since it
+  was opened, `pending` those accepted (now or before a restart) and not done, `bytes` the
+  size of the file, `commits` the syncs to disk since it was opened, `error` why it
+  cannot be written (`format_error/1`), `nil` while it can.
   """
   @spec info(t) :: map
   def info(%__MODULE__{} = journal) do
@@ -397,14 +799,17 @@ defmodule Symbiont.Journal do
       pending: journal.live,
       bytes: bytes,
       commits: journal.commits,
-      compactions: journal.compactions
+      compactions: journal.compactions,
+      error: journal.error && format_error(journal.error)
     }
   end
 
   @doc "Closes the journal, keeping its file (what is not committed is dropped)."
   @spec close(t) :: :ok
-  def close(%__MODULE__{log: log}) do
-    _ = :disk_log.close(log)
+  def close(%__MODULE__{fd: nil}), do: :ok
+
+  def close(%__MODULE__{fd: fd}) do
+    _ = :file.close(fd)
     :ok
   end
 
@@ -421,5 +826,5 @@ defmodule Symbiont.Journal do
 
   defp size(nil), do: 0
   defp size({_jid, map}) when is_map(map), do: size({:in, 0, map})
-  defp size(term), do: :erlang.external_size(term)
+  defp size(term), do: :erlang.external_size(term) + @frame
 end

@@ -327,15 +327,31 @@ defmodule Symbiont.Mesh do
   publish is a `[:symbiont, :mesh, :broadcast]` telemetry event (`Symbiont.Telemetry`);
   the Phoenix.PubSub-style broadcasts are not.
 
-  With `checked: true`, the publish is refused with `{:error, :overloaded}`, and nothing
-  is sent, when a subscriber on this node whose overflow policy is `:reject` has no room:
-  a plain subscriber, or every member of a queue group. Room is reserved as the publish
-  is accepted (a slot in the subscriber's load counter, released when the event
-  arrives), so publishers racing each other cannot overfill a queue. Among a group's
-  members, one with room is picked, round robin. Subscribers on other nodes apply their
-  own policy when the event arrives (see `Symbiont.Agent`).
+  With `checked: true`, the publish is refused, and nothing is sent, when a subscriber on
+  this node cannot take it (a plain subscriber, or every member of a queue group):
+
+    * `{:error, :journal_unavailable}`: a durable agent whose journal cannot be written
+      (a full disk, see "When the disk refuses" in `Symbiont.Journal`) accepts nothing
+      until it can;
+    * `{:error, :overloaded}`: an agent whose overflow policy is `:reject` has no room.
+      Room is reserved as the publish is accepted (a slot in the subscriber's load
+      counter, released when the event arrives), so publishers racing each other cannot
+      overfill a queue.
+
+  An agent on this node that a checked publish admitted (`reserved` in the event) takes
+  the event even if its journal failed while the event was on its way: it holds it in
+  memory and journals it once the disk takes writes again (see "When the disk refuses"
+  in `Symbiont.Journal`).
+
+  Among a group's members, one that can take it is picked, round robin; when none can,
+  the error is `:journal_unavailable` if that is why every one of them refused, else
+  `:overloaded`. Subscribers on other nodes apply their own policy when the event
+  arrives (see `Symbiont.Agent`): a durable agent there whose journal cannot be written
+  sends the event to the dead letters with the reason `"journal_unavailable"`, as it
+  does with an event published without `checked: true`.
   """
-  @spec publish(t, Symbiont.Event.t(), keyword) :: :ok | {:error, :overloaded | term}
+  @spec publish(t, Symbiont.Event.t(), keyword) ::
+          :ok | {:error, :overloaded | :journal_unavailable | term}
   def publish(mesh, %Symbiont.Event{topic: topic} = event, opts \\ []) when is_atom(mesh) do
     m = meta(mesh)
 
@@ -357,28 +373,41 @@ defmodule Symbiont.Mesh do
     end
   end
 
-  # The load counters of this node's subscribers of `topic` (plain ones given) that reject
-  # when full: %{pid => {atomics, max}}. The one slot of the atomics is the subscriber's
-  # queue length plus the reservations on their way to it.
-  defp rejecting(m, topic, plain) do
+  # The load counters of this node's subscribers of `topic` (plain ones given) that may
+  # refuse it: %{pid => {atomics, max, overflow}}. Slot 1 of the atomics is the
+  # subscriber's queue length plus the reservations on their way to it; slot 2 is 1 while
+  # it accepts nothing (a durable agent whose journal cannot be written).
+  defp loads(m, topic, plain) do
     grouped = for {pid, {_group, meta}} <- Registry.lookup(m.groups, topic), do: {pid, meta}
-    for {pid, %{load: {ref, max, :reject}}} <- plain ++ grouped, into: %{}, do: {pid, {ref, max}}
+
+    for {pid, %{load: {_ref, _max, _overflow} = load}} <- plain ++ grouped,
+        into: %{},
+        do: {pid, load}
   end
 
-  defp reserve({ref, max}) do
-    if :atomics.add_get(ref, 1, 1) <= max do
-      true
-    else
-      :atomics.sub(ref, 1, 1)
-      false
+  # Admits the event to a subscriber with a load counter, taking a slot in it (a
+  # reservation: the subscriber gives it back when the event arrives, and knows by it
+  # that the publisher was told :ok), or says why not: its journal cannot be written, or
+  # it rejects when full and has no room.
+  defp reserve({ref, max, overflow}) do
+    cond do
+      :atomics.get(ref, 2) != 0 ->
+        :journal_unavailable
+
+      :atomics.add_get(ref, 1, 1) <= max or overflow != :reject ->
+        :ok
+
+      true ->
+        :atomics.sub(ref, 1, 1)
+        :overloaded
     end
   end
 
-  defp release({ref, _max}), do: :atomics.sub(ref, 1, 1)
+  defp release(loads, pid), do: :atomics.sub(elem(loads[pid], 0), 1, 1)
 
   defp checked_publish(m, %Symbiont.Event{topic: topic} = event) do
     subscribers = m.adapter.subscribers(m.adapter_name, topic)
-    loads = rejecting(m, topic, subscribers)
+    loads = loads(m, topic, subscribers)
     plain = for {pid, _} <- subscribers, Map.has_key?(loads, pid), do: pid
 
     with {:ok, reserved} <- reserve_all(plain, loads, []),
@@ -392,14 +421,15 @@ defmodule Symbiont.Mesh do
   defp reserve_all([], _loads, reserved), do: {:ok, reserved}
 
   defp reserve_all([pid | rest], loads, reserved) do
-    if reserve(loads[pid]),
-      do: reserve_all(rest, loads, [pid | reserved]),
-      else: give_back(reserved, loads)
+    case reserve(loads[pid]) do
+      :ok -> reserve_all(rest, loads, [pid | reserved])
+      why -> give_back(reserved, loads, why)
+    end
   end
 
-  defp give_back(reserved, loads) do
-    Enum.each(reserved, &release(loads[&1]))
-    {:error, :overloaded}
+  defp give_back(reserved, loads, why) do
+    Enum.each(reserved, &release(loads, &1))
+    {:error, why}
   end
 
   # The members of a group in the order to try them: from the next one round robin.
@@ -411,7 +441,7 @@ defmodule Symbiont.Mesh do
   end
 
   # One member of each group: round robin from the group's counter, skipping members
-  # that reject and have no room.
+  # that cannot take the event (see reserve/1).
   defp pick_groups(m, topic, loads, reserved) do
     Enum.reduce_while(Server.groups(m, topic), {:ok, [], reserved}, fn group,
                                                                        {:ok, picks, reserved} ->
@@ -420,20 +450,34 @@ defmodule Symbiont.Mesh do
           {:cont, {:ok, picks, reserved}}
 
         members ->
-          case Enum.find(
-                 rotate(m, topic, group, members),
-                 &(not Map.has_key?(loads, &1) or reserve(loads[&1]))
-               ) do
-            nil ->
-              {:halt, give_back(reserved, loads)}
+          case pick(rotate(m, topic, group, members), loads, []) do
+            {:ok, pid} ->
+              reserved = if Map.has_key?(loads, pid), do: [pid | reserved], else: reserved
+              {:cont, {:ok, [pid | picks], reserved}}
 
-            pid ->
-              {:cont,
-               {:ok, [pid | picks],
-                if(Map.has_key?(loads, pid), do: [pid | reserved], else: reserved)}}
+            {:error, why} ->
+              {:halt, give_back(reserved, loads, why)}
           end
       end
     end)
+  end
+
+  # The first member that can take the event; or why none can: :journal_unavailable when
+  # every one refused for that, :overloaded otherwise.
+  defp pick([], _loads, whys),
+    do:
+      {:error,
+       if(Enum.all?(whys, &(&1 == :journal_unavailable)),
+         do: :journal_unavailable,
+         else: :overloaded
+       )}
+
+  defp pick([pid | rest], loads, whys) do
+    case Map.has_key?(loads, pid) and reserve(loads[pid]) do
+      false -> {:ok, pid}
+      :ok -> {:ok, pid}
+      why -> pick(rest, loads, [why | whys])
+    end
   end
 
   ## Introspection

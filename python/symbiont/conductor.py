@@ -106,7 +106,9 @@ class DefaultPolicy:
     health kind its replicas reported since they started, or ``None``), ``deployed`` (a
     promoted version it can roll back to), ``promoted_ago_ms`` and ``remedied_ago_ms``
     (since the conductor last rolled it back, quarantined, released it or dead-lettered
-    for it, or ``None``; a restart runs the same code, so it is not one).
+    for it, or ``None``; a restart runs the same code, so it is not one), and
+    ``journal_error`` (why a durable agent's journal cannot be written, a full disk for
+    one, or ``None``).
     ``snapshot["topology"]["edges"]`` lists ``{"from", "topic", "to"}``.
 
     Evidence is spent once answered: the restarts counted for a crash loop are those since
@@ -122,7 +124,9 @@ class DefaultPolicy:
       ``dead_letter`` (the agent keeps going);
     * **cascading failure**: failing agents downstream of a failing agent, or of one the
       conductor acted on within ``settle_ms``, are symptoms: only the roots get an
-      action, a ``restart``;
+      action, a ``restart``; but not a root failing because its journal cannot be written
+      (``journal_error``): a restart would not free the disk, and would only charge its
+      deliveries in flight an attempt. It recovers by itself once the disk takes writes;
     * **regression after deploy**: errors right after a promotion -> ``rollback``;
     * **slow consumer**: a queue over a third of its high-water mark and growing for
       ``grow_ticks`` ticks -> ``scale`` out by one (up to ``max_replicas``); drained and
@@ -228,6 +232,8 @@ class DefaultPolicy:
                 if self._failing_ancestors(name, failing | settling, upstream):
                     continue  # a symptom: its root gets (or just got) the action
                 a = agents[name]
+                if a.get("journal_error"):
+                    continue  # its disk, not its code: it recovers when the disk does
                 downstream = sorted(
                     n for n in failing if name in self._failing_ancestors(n, failing, upstream)
                 )

@@ -301,9 +301,15 @@ class Runtime:
             with contextlib.suppress(OSError):  # a cache that cannot be written is no cache
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-                with os.fdopen(fd, "wb") as out:
-                    out.write(module.serialize())
-                os.replace(tmp, path)
+                try:
+                    with os.fdopen(fd, "wb") as out:
+                        out.write(module.serialize())
+                    os.replace(tmp, path)
+                except OSError:
+                    # A full disk: what was written goes, not to fill it further each time.
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                    raise
         return module
 
     # -- instances -------------------------------------------------------------------

@@ -107,6 +107,16 @@ def test_a_cascade_is_answered_at_its_root_only() -> None:
     assert sorted(actions[0]["evidence"]["downstream"]) == ["b", "c"]
 
 
+def test_an_agent_failing_on_its_journal_is_not_restarted_nor_are_its_symptoms() -> None:
+    journal = "the journal /data/a.log cannot be written: no space left on device (enospc)"
+    snap = snapshot(
+        agent("a", health="failing", journal_error=journal),
+        agent("b", failed_delta=9, handled_delta=0),
+        edges=[("a", "b")],
+    )
+    assert DefaultPolicy().decide(snap) == []
+
+
 def test_downstream_of_a_root_just_acted_on_is_left_to_settle() -> None:
     failing = {"failed_delta": 9, "handled_delta": 0}
     acted = [{"by": "conductor", "result": "applied", "agent": "a", "at_ms": 9_000}]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -233,6 +234,30 @@ def test_compiled_modules_are_cached_by_content_and_engine(tmp_path: Path) -> No
     again.load(WASM / "echo.wat")
     assert again.stats == {"compiled": 1, "cached": 0}
     assert Runtime(cache_dir=tmp_path).load(WASM / "echo.wat") is not None
+
+
+def test_a_cache_on_a_full_disk_is_no_cache_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    # A real full disk: a tiny tmpfs (root only), filled up.
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)]
+    if subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs is not permitted here (run as root to include this test)")
+    try:
+        with open(disk / "filler", "wb", buffering=0) as filler, contextlib.suppress(OSError):
+            while True:
+                filler.write(b"\0" * 4096)
+        runtime = Runtime(cache_dir=disk / "cache")
+        echo = runtime.instantiate(WASM / "echo.wat", name="echo")
+        assert unpackb(echo.call("t", packb(1))) == ["t", 1]
+        assert runtime.stats == {"compiled": 1, "cached": 0}
+        assert list((disk / "cache").iterdir()) == []
+        # Space back: the cache works again.
+        (disk / "filler").unlink()
+        Runtime(cache_dir=disk / "cache").load(WASM / "echo.wat")
+        assert [p.suffix for p in (disk / "cache").iterdir()] == [".cwasm"]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 @pytest.mark.parametrize(

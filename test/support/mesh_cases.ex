@@ -243,13 +243,19 @@ defmodule Symbiont.MeshCases do
         assert_receive :to_me
       end
 
-      # A subscriber's load counter as Symbiont.Agent.Server keeps it: one counter, its
-      # queue length plus the room checked publishes reserved on their way to it (a server
-      # takes a reservation off as the event arrives; these subscribers never do).
-      defp load(max, queued) do
-        ref = :atomics.new(1, signed: true)
+      # A subscriber's load counter as Symbiont.Agent.Server keeps it: slot 1, its queue
+      # length plus the room checked publishes reserved on their way to it (a server takes
+      # a reservation off as the event arrives; these subscribers never do); slot 2, 1
+      # while its journal cannot be written.
+      defp load(max, queued, overflow \\ :reject) do
+        ref = :atomics.new(2, signed: true)
         :atomics.put(ref, 1, queued)
-        {ref, max, :reject}
+        {ref, max, overflow}
+      end
+
+      defp journal_down({ref, _, _} = load) do
+        :atomics.put(ref, 2, 1)
+        load
       end
 
       defp event(topic, value), do: Symbiont.Event.new!(topic, value)
@@ -344,6 +350,50 @@ defmodule Symbiont.MeshCases do
         :atomics.put(ref, 1, 0)
         assert :ok = Mesh.publish(mesh, event(topic, 8), checked: true)
         assert_receive {^full_tag, ^full, %Symbiont.Event{}}
+      end
+
+      test "a checked publish is refused while a subscriber's journal cannot be written, whatever its overflow policy",
+           %{mesh: mesh, topic: topic} do
+        roomy = load(10, 0)
+        {tag, ok} = subscriber(mesh, topic, metadata: %{load: roomy})
+        down = journal_down(load(10, 0, :drop_oldest))
+        {_, refusing} = subscriber(mesh, topic, metadata: %{load: down})
+
+        assert {:error, :journal_unavailable} = Mesh.publish(mesh, event(topic, 1), checked: true)
+
+        # Nothing was sent, and the room taken in the other subscriber was given back.
+        {roomy_ref, _, _} = roomy
+        assert :atomics.get(roomy_ref, 1) == 0
+        send(refusing, :done)
+        assert wait_all(refusing) == [:done]
+
+        refute_received {^tag, ^ok, _}
+        {down_ref, _, _} = down
+        :atomics.put(down_ref, 2, 0)
+        assert :ok = Mesh.publish(mesh, event(topic, 2), checked: true)
+        assert_receive {^tag, ^ok, %Symbiont.Event{}}
+      end
+
+      test "a checked publish skips a group member whose journal cannot be written; all of them down is :journal_unavailable",
+           %{mesh: mesh, topic: topic} do
+        {tag, up} = subscriber(mesh, topic, group: "g", metadata: %{load: load(10, 0)})
+        down = journal_down(load(10, 0))
+        {_, _down} = subscriber(mesh, topic, group: "g", metadata: %{load: down})
+
+        for i <- 1..4, do: assert(:ok = Mesh.publish(mesh, event(topic, i), checked: true))
+        for _ <- 1..4, do: assert_receive({^tag, ^up, %Symbiont.Event{}})
+
+        # The one that can take events is full: not the journal's fault alone.
+        up_meta = Mesh.subscriptions(mesh) |> Enum.find(&(elem(&1, 1) == up)) |> elem(3)
+        {up_ref, _, _} = up_meta.load
+        :atomics.put(up_ref, 1, 10)
+        assert {:error, :overloaded} = Mesh.publish(mesh, event(topic, 5), checked: true)
+
+        # Both journals down.
+        :atomics.put(up_ref, 1, 0)
+        :atomics.put(up_ref, 2, 1)
+        assert {:error, :journal_unavailable} = Mesh.publish(mesh, event(topic, 6), checked: true)
+        assert :atomics.get(up_ref, 1) == 0
       end
 
       test "a checked publish goes round robin among the members with room",

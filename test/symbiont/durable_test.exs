@@ -152,6 +152,109 @@ defmodule Symbiont.DurableTest do
     assert seen == Enum.to_list(1..(@n + 6))
   end
 
+  @tag :capture_log
+  test "a journal removed under a running agent is written anew from memory: nothing accepted is lost",
+       %{tmp_dir: dir} do
+    topic = topic()
+    gate = Path.join(dir, "gate")
+    :ok = Symbiont.subscribe("symbiont.health")
+    %{name: name} = start_app_agent!("durable-rm", gated(topic, gate))
+    {:ok, %{journal: %{path: path}, pid: pid}} = Server.info(name)
+
+    for i <- 1..@n, do: :ok = Symbiont.publish(topic, i)
+    assert at_the_gate?(fn -> Server.info(name) end)
+
+    # Its next commit (the next ack) finds the file gone: the agent says so, and writes
+    # the journal anew from what it holds.
+    File.rm!(path)
+    File.write!(gate, "open")
+    failing = await_health(name, "failing")
+    assert failing["reason"] == "the journal #{path} was removed or replaced while it was open"
+    await_health(name, "healthy")
+    assert all_counted?(fn -> Server.info(name) end)
+    assert {:ok, %{pid: ^pid, journal: %{error: nil}}} = Server.info(name)
+
+    # The journal on disk is whole: a restart from it finds the state and nothing pending.
+    kill!(pid)
+
+    assert wait_until(fn ->
+             match?({:ok, %{pid: p, status: :ready}} when p != pid, Server.info(name))
+           end)
+
+    {:ok, info} = Server.info(name)
+    assert info.state["seen"] == Enum.to_list(1..@n)
+    assert info.journal.pending == 0
+  end
+
+  # A journal of three events for agent `name`, with a byte of its first record's term
+  # flipped (the file's header is 16 bytes, a record's 12), and the agent started on it.
+  defp start_on_corrupt_journal!(name, topic, dir) do
+    path = Journal.path(name, false)
+    {:ok, j, _} = Journal.open(path)
+
+    j =
+      Enum.reduce(1..3, j, fn i, j ->
+        {_e, j} = Journal.accept(j, %{Symbiont.Event.new!(topic, i) | seq: i})
+        {:ok, j} = Journal.commit(j, fn -> [] end)
+        j
+      end)
+
+    :ok = Journal.close(j)
+    <<head::binary-size(40), byte, rest::binary>> = File.read!(path)
+    File.write!(path, <<head::binary, Bitwise.bxor(byte, 0xFF), rest::binary>>)
+
+    attach_host_events(name)
+    host = {Symbiont.Host, name: name, python_path: [fixtures()]}
+    {:ok, _} = DynamicSupervisor.start_child(Symbiont.Hosts, host)
+    on_exit(fn -> Symbiont.Host.stop(name) end)
+    spec = [host: name, id: name, name: name] ++ gated(topic, Path.join(dir, "gate"))
+    {:ok, pid} = DynamicSupervisor.start_child(Symbiont.Agents, {Server, spec})
+    {pid, path}
+  end
+
+  @tag :capture_log
+  test "a journal corrupt in its middle: the agent stays up without its state, says where, refuses events, and starts once the file is moved away",
+       %{tmp_dir: dir} do
+    topic = topic()
+    name = unique_name("durable-corrupt")
+    :ok = Symbiont.subscribe("symbiont.health")
+    :ok = Symbiont.subscribe("symbiont.dead_letter")
+    {pid, path} = start_on_corrupt_journal!(name, topic, dir)
+
+    failing = await_health(name, "failing")
+    assert failing["reason"] =~ "the journal #{path} is corrupt at byte 16"
+    assert {:ok, %{status: :detached, journal: %{error: error}}} = Server.info(name)
+    assert error == failing["reason"]
+    refute_received {:agent_start, ^name, _}
+
+    # What reaches it meanwhile goes to the dead letters.
+    send(pid, Symbiont.Event.new!(topic, "meanwhile"))
+    assert_receive %Symbiont.Event{topic: "symbiont.dead_letter", from: ^name} = e
+
+    assert %{"reason" => "journal_unavailable", "error" => %{"message" => ^error}} =
+             Symbiont.Event.decode!(e)
+
+    # Moved away, the journal starts afresh at the next try: the same server, attached.
+    File.rename!(path, path <> ".corrupt")
+    assert_receive {:agent_start, ^name, _}, 10_000
+    await_health(name, "healthy")
+    assert {:ok, %{pid: ^pid, restarts: 0}} = Server.info(name)
+    :ok = Symbiont.publish(topic, 1)
+    assert wait_until(fn -> match?({:ok, %{state: %{"n" => 1}}}, Server.info(name)) end)
+  end
+
+  @tag :capture_log
+  test "an agent retired while it cannot open its journal leaves the file for whoever looks into it",
+       %{tmp_dir: dir} do
+    :ok = Symbiont.subscribe("symbiont.health")
+    name = unique_name("durable-corrupt")
+    {_pid, path} = start_on_corrupt_journal!(name, topic(), dir)
+    await_health(name, "failing")
+    corrupt = File.read!(path)
+    assert :ok = Server.retire(name, nil)
+    assert File.read!(path) == corrupt
+  end
+
   test "an agent that is not durable has no journal" do
     %{name: name} = start_app_agent!("plain", python: "test_agents:Counter")
     assert {:ok, %{journal: nil}} = Server.info(name)

@@ -19,7 +19,9 @@ defmodule Symbiont.Agent.Server do
   disk (`Symbiont.Journal`): each event as it accepts it, each ack with the new state.
   It commits the journal (one fsync) once its mailbox is empty, after 64 records, and
   before any batch of frames goes to its host, so an event is on disk before the host
-  sees it; when it starts, it resumes from the journal. An agent placed with `:nodes`
+  sees it; when it starts, it resumes from the journal. A journal the disk refuses (or
+  that cannot be opened) makes it refuse events, report `failing` and try again, without
+  crashing (see "Durable agents" in `Symbiont.Agent`, and `docs/DURABILITY.md` §6). An agent placed with `:nodes`
   registers with `:global` before anything else and does not start (`:ignore`) when
   another copy runs anywhere in the cluster.
 
@@ -57,6 +59,9 @@ defmodule Symbiont.Agent.Server do
   @stall_grace_ms 1_000
   # A durable agent commits its journal at least every this many records.
   @journal_batch 64
+  # A journal the disk refused is tried again after 1 s, then 2 s, 4 s, and every 5 s.
+  @journal_retry_ms 1_000
+  @journal_retry_max_ms 5_000
 
   @doc false
   def child_spec(opts) do
@@ -132,7 +137,9 @@ defmodule Symbiont.Agent.Server do
   @doc """
   What the agent is doing: its queue, in-flight deliveries, counters and decoded state;
   `:journal` is a durable agent's `Symbiont.Journal.info/1` (committed first, so what it
-  counts as accepted is on disk), `nil` for one that is not durable. Among the counters:
+  counts as accepted is on disk) plus `:held` (events whose journal record a failed
+  commit did not write, waiting in memory for the journal to work again) and `:refused`
+  (events dead-lettered meanwhile), `nil` for one that is not durable. Among the counters:
   `:duplicates`, the events a `dedupe: true` agent dropped as copies, and
   `:redelivered`, the deliveries it took back to send again (after a crash, a nack or a
   quarantine). `:health` is the last health kind the agent running now reported (on
@@ -293,11 +300,13 @@ defmodule Symbiont.Agent.Server do
         # Tells this server's seqs from those of an earlier one with the same id (a
         # durable agent keeps its incarnation in its journal, with its seqs).
         incarnation: System.os_time(:microsecond),
-        # Read by checked publishes on this node (Symbiont.Mesh.publish/3): the queue
-        # length plus the room publishers reserved for events still on their way, in one
-        # counter, so that a publisher reads it whole (two counters read one after the
-        # other could miss an event moving from one to the other, and overfill the queue).
-        load: :atomics.new(1, signed: true),
+        # Read by checked publishes on this node (Symbiont.Mesh.publish/3). Slot 1: the
+        # queue length plus the room publishers reserved for events still on their way,
+        # in one counter, so that a publisher reads it whole (two counters read one after
+        # the other could miss an event moving from one to the other, and overfill the
+        # queue). Slot 2: 1 while a durable agent's journal cannot be written (it refuses
+        # events), 0 otherwise.
+        load: :atomics.new(2, signed: true),
         dropped: 0,
         # Deliveries taken back to be sent again (after a crash, a nack, a quarantine).
         redelivered: 0,
@@ -318,16 +327,27 @@ defmodule Symbiont.Agent.Server do
         pub_topics: %{},
         topics_told: false,
         refused_publishes: 0,
-        last_error: nil
+        last_error: nil,
+        # While a durable agent's journal cannot be written: the events it had taken
+        # whose journal record did not reach the disk, {event, attempts} in the order
+        # accepted. They wait here, never sent to the host, until the journal is written
+        # again (see journal_failed/2).
+        held: [],
+        # Events refused because the journal could not be written.
+        refused: 0,
+        # The number of the journal retry that is due (a :journal_retry timer).
+        journal_retry: 0
       }
     }
 
     # A placed agent (spec :nodes) runs once in the cluster: :global refuses a second
     # copy before it touches its journal (see Symbiont.Manifest, "Placement").
+    # A journal that cannot be opened keeps it from attaching (it has no state to start
+    # from) but not from running: it says why, and tries again (see retry_journal/1).
     if placed_here?(id, spec) do
       case open_journal(state) do
         {:ok, state} -> {:ok, state, {:continue, :attach}}
-        {:error, reason} -> {:stop, reason}
+        {:error, reason, state} -> {:ok, journal_failed(state, reason), {:continue, :attach}}
       end
     else
       :ignore
@@ -464,22 +484,20 @@ defmodule Symbiont.Agent.Server do
 
   defp info(%Symbiont.Event{} = event, state) do
     Symbiont.Mesh.count_received(Symbiont.Mesh, state.name, event.topic)
+    # Admitted by a checked publish on this node, which reserved room here (in the load).
+    admitted? = event.reserved != [] and self() in event.reserved
 
     state =
-      case dedupe(state, event) do
-        {:ok, state} ->
-          {event, state} = number(state, event)
-          {event, state} = journal_accept(state, event)
-          accept(%{state | active_at: System.monotonic_time(:millisecond)}, event)
-
-        {:duplicate, state} ->
-          state
+      cond do
+        journal_up?(state) -> take(state, event, &accept/2)
+        admitted? and Journal.opened?(state.journal) -> take(state, event, &hold/2)
+        true -> refuse(state, event)
       end
 
-    # A checked publish reserved room here (in the load): it has arrived and is in the
-    # queue (counted there too), so the reservation goes only now; released before, a
-    # publisher could see the room twice and overfill the queue.
-    if event.reserved != [] and self() in event.reserved, do: :atomics.sub(state.rare.load, 1, 1)
+    # The event has arrived and is in the queue (counted there too), so the reservation
+    # goes only now; released before, a publisher could see the room twice and overfill
+    # the queue.
+    if admitted?, do: :atomics.sub(state.rare.load, 1, 1)
     state
   end
 
@@ -500,7 +518,15 @@ defmodule Symbiont.Agent.Server do
 
   defp info(:retired, %{rare: %{retiring: {from, _heir}}} = state) do
     # Its events all went to its heir or the dead letters: the journal has nothing left.
-    if state.journal, do: Journal.delete(state.journal)
+    # One it could not open is kept, for whoever looks into it.
+    case state.journal do
+      nil ->
+        :ok
+
+      journal ->
+        if Journal.opened?(journal), do: Journal.delete(journal), else: Journal.close(journal)
+    end
+
     state = %{state | journal: nil}
     GenServer.reply(from, :ok)
     {:stop, state}
@@ -510,6 +536,8 @@ defmodule Symbiont.Agent.Server do
     do: start_on(state, port)
 
   defp info(:stall_check, state), do: stall_check(%{state | stall_check: false})
+
+  defp info({:journal_retry, n}, %{rare: %{journal_retry: n}} = state), do: retry_journal(state)
 
   defp info({:tick, name}, state) do
     # Ticks coalesce: while the agent is behind (events waiting) or the same tick is still
@@ -532,6 +560,9 @@ defmodule Symbiont.Agent.Server do
   end
 
   ## The host
+
+  # A durable agent whose journal could not be opened has no state to start from yet.
+  defp attach(%{journal: %Journal{opened: false}} = state), do: state
 
   defp attach(state) do
     case Symbiont.Host.whereis(state.host) do
@@ -610,9 +641,9 @@ defmodule Symbiont.Agent.Server do
     # Deliveries in flight go again, in order; then what waits in the queue (after a crash
     # with several in flight, they are all there: see charge_crash/2).
     state =
-      for {_seq, _what, frame, _attempts, _at} <- :queue.to_list(state.inflight),
+      for {seq, what, frame, _attempts, _at} <- :queue.to_list(state.inflight),
           reduce: state,
-          do: (state -> emit(state, frame))
+          do: (state -> emit(state, frame, journaled_seq(seq, what)))
 
     state = drain(state)
 
@@ -716,10 +747,10 @@ defmodule Symbiont.Agent.Server do
 
     cond do
       byte_size(topic) > max_bytes ->
-        refuse(state, "published on a topic of #{byte_size(topic)} bytes (at most #{max_bytes})")
+        refuse_topic(state, "published on a topic of #{byte_size(topic)} bytes (at most #{max_bytes})")
 
       map_size(topics) >= max ->
-        refuse(
+        refuse_topic(
           state,
           "published on more than #{max} distinct topics (its :max_topics) since it started; " <>
             "publishes on new topics are refused (the first: #{inspect(topic, printable_limit: 100)})"
@@ -731,7 +762,7 @@ defmodule Symbiont.Agent.Server do
     end
   end
 
-  defp refuse(state, reason) do
+  defp refuse_topic(state, reason) do
     state = rare(state, refused_publishes: state.rare.refused_publishes + 1)
 
     if state.rare.topics_told do
@@ -845,7 +876,8 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp settle(%{rare: %{retiring: {_from, heir}}} = state) do
-    items = :queue.to_list(state.queue)
+    items = :queue.to_list(state.queue) ++ state.rare.held
+    state = rare(state, held: [])
 
     for {%Symbiont.Event{} = event, attempts} <- items do
       if heir,
@@ -930,6 +962,39 @@ defmodule Symbiont.Agent.Server do
         overflowed(state, what)
     end
   end
+
+  # An event the agent takes (`then`: accept/2, or hold/2 while its journal cannot be
+  # written), unless it is a copy a `dedupe: true` agent has seen.
+  defp take(state, event, then) do
+    case dedupe(state, event) do
+      {:ok, state} ->
+        {event, state} = number(state, event)
+        {event, state} = journal_accept(state, event)
+        then.(%{state | active_at: System.monotonic_time(:millisecond)}, event)
+
+      {:duplicate, state} ->
+        state
+    end
+  end
+
+  # While its journal cannot be written, a durable agent refuses events (to the dead
+  # letters)...
+  defp refuse(state, event) do
+    dead_letter(state, event, "journal_unavailable", 0, %{
+      "type" => "journal_unavailable",
+      "message" => Journal.format_error(Journal.error(state.journal)),
+      "traceback" => ""
+    })
+
+    rare(state, refused: state.rare.refused + 1)
+  end
+
+  # ... but one that a checked publish admitted before it failed (its publisher was told
+  # :ok) is held, to be journaled with the others once the disk takes writes again.
+  defp hold(state, event), do: rare(state, held: state.rare.held ++ [{event, 0}])
+
+  defp journal_up?(%{journal: nil}), do: true
+  defp journal_up?(%{journal: journal}), do: Journal.available?(journal)
 
   # Queue items are {event_or_tick, failed_attempts_so_far}; each event or tick carries its
   # seq (number/2).
@@ -1027,7 +1092,7 @@ defmodule Symbiont.Agent.Server do
         in_flight: state.in_flight + 1,
         progress_at: progress_at
     }
-    |> emit(frame)
+    |> emit(frame, journaled_seq(seq, what))
     |> arm_stall_check()
   end
 
@@ -1080,23 +1145,41 @@ defmodule Symbiont.Agent.Server do
 
   defp framed(fields), do: fields |> Protocol.encode() |> Framer.frame()
 
-  # A batch of frames that this one fills is written at once: the journal goes first.
-  defp emit(%{journal: j} = state, frame) when j != nil do
+  # A batch of frames that this one fills is written at once: the journal goes first. A
+  # delivery of event `jid` whose journal record that commit failed to write is not
+  # emitted: the event was moved to the held ones (journal_failed/2).
+  defp emit(state, frame, jid \\ nil)
+
+  defp emit(%{journal: j} = state, frame, jid) when j != nil do
     state = if Out.flushes?(state.out, frame), do: commit(state), else: state
-    %{state | out: Out.emit(state.out, frame)}
+
+    if jid != nil and not Journal.available?(state.journal) and
+         not Journal.durable?(state.journal, jid),
+       do: state,
+       else: %{state | out: Out.emit(state.out, frame)}
   end
 
-  defp emit(state, frame), do: %{state | out: Out.emit(state.out, frame)}
+  defp emit(state, frame, _jid), do: %{state | out: Out.emit(state.out, frame)}
+
+  # The journal's number of a delivery: events have one, ticks are not journaled.
+  defp journaled_seq(seq, %Symbiont.Event{}), do: seq
+  defp journaled_seq(_seq, _tick), do: nil
 
   ## The journal of a durable agent (Symbiont.Journal)
 
-  # Where a journal goes: a placed agent's is the agent's, wherever it runs.
+  # Where a journal goes: a placed agent's is the agent's, wherever it runs. One that
+  # cannot be opened (unreadable, corrupt) leaves the agent running without a state, not
+  # attached to its host, refusing events, trying again (retry_journal/1).
   defp open_journal(%{spec: spec} = state) do
     if Map.get(spec, :durable, false) do
       path = Journal.path(state.id, Map.get(spec, :nodes) != nil)
 
-      with {:ok, journal, restored} <- Journal.open(path) do
-        {:ok, restore(%{state | journal: journal}, restored)}
+      case Journal.open(path) do
+        {:ok, journal, restored} ->
+          {:ok, restore(%{state | journal: journal}, restored)}
+
+        {:error, reason} ->
+          {:error, reason, %{state | journal: Journal.unopened(path, reason)}}
       end
     else
       {:ok, state}
@@ -1197,15 +1280,140 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp commit(%{journal: nil} = state), do: state
+  # Unavailable: the retry timer writes it again (retry_journal/1).
+  defp commit(%{journal: %Journal{error: error}} = state) when error != nil, do: state
 
-  defp commit(state),
-    do: %{state | journal: Journal.commit(state.journal, fn -> journaled(state) end)}
+  defp commit(state) do
+    case Journal.commit(state.journal, fn -> journaled(state) end) do
+      {:ok, journal} -> %{state | journal: journal}
+      {:error, reason, journal} -> journal_failed(%{state | journal: journal}, reason)
+    end
+  end
 
-  # The events of the journal still pending, in the order accepted (for a compaction).
+  # The events of the journal still pending, in the order accepted (for a compaction, or
+  # to write the journal anew): in flight, waiting, and held.
   defp journaled(state) do
     inflight = for {_seq, %Symbiont.Event{} = e, _, _, _} <- :queue.to_list(state.inflight), do: e
     queued = for {%Symbiont.Event{} = e, _} <- :queue.to_list(state.queue), do: e
-    Enum.sort_by(inflight ++ queued, & &1.seq)
+    held = for {%Symbiont.Event{} = e, _} <- state.rare.held, do: e
+    Enum.sort_by(inflight ++ queued ++ held, & &1.seq)
+  end
+
+  ## A journal the disk refuses (see "When the disk refuses" in Symbiont.Journal)
+
+  # The journal could not be written (or opened): the agent stops accepting events
+  # (checked publishes on this node are refused, the others dead-lettered), says so on
+  # symbiont.health, and tries again later. The events whose journal record did not
+  # reach the disk are held back: not accepted, never shown to the host, and written
+  # with the rest when the journal is written again. What was on disk already is served
+  # as before (its acks wait in memory for the journal).
+  defp journal_failed(state, reason) do
+    :atomics.put(state.rare.load, 2, 1)
+
+    state
+    |> hold_undurable()
+    |> report_journal(reason)
+    |> rare(journal_retry: 0)
+    |> schedule_journal_retry()
+  end
+
+  defp report_journal(state, reason) do
+    message = Journal.format_error(reason)
+
+    Logger.error(
+      "agent #{state.id}: #{message}; it accepts no events until its journal works again",
+      meta(state)
+    )
+
+    Symbiont.Health.publish("failing", state.name, message, %{
+      "id" => state.id,
+      "queue" => state.queued,
+      "held" => length(state.rare.held)
+    })
+
+    rare(state, health: "failing")
+  end
+
+  # The deliveries and waiting events whose journal record is not on disk move to the
+  # held ones; their frames, not yet written to the host (the journal is committed before
+  # every write), are taken out of the batch.
+  defp hold_undurable(state) do
+    journal = state.journal
+    undurable? = &match?(%Symbiont.Event{seq: jid} when jid > journal.durable, &1)
+    {gone, inflight} = Enum.split_with(:queue.to_list(state.inflight), &undurable?.(elem(&1, 1)))
+    {waiting, queue} = Enum.split_with(:queue.to_list(state.queue), &undurable?.(elem(&1, 0)))
+    frames = MapSet.new(gone, &elem(&1, 2))
+    gone = for {_seq, what, _frame, attempts, _at} <- gone, do: {what, attempts}
+    held = Enum.sort_by(state.rare.held ++ gone ++ waiting, &elem(&1, 0).seq)
+
+    %{
+      state
+      | inflight: :queue.from_list(inflight),
+        in_flight: length(inflight),
+        out: Out.drop(state.out, frames)
+    }
+    |> put_queue(:queue.from_list(queue), length(queue))
+    |> rare(held: held)
+  end
+
+  defp schedule_journal_retry(state) do
+    n = state.rare.journal_retry + 1
+    delay = min(@journal_retry_max_ms, @journal_retry_ms * Integer.pow(2, min(n - 1, 10)))
+    Process.send_after(self(), {:journal_retry, n}, delay)
+    rare(state, journal_retry: n)
+  end
+
+  # Opens the journal that could not be opened, or writes anew (from memory: the state
+  # now, and every event it holds) the one that could not be written. A new reason is
+  # reported; the same one again is not.
+  defp retry_journal(%{journal: old} = state) do
+    if Journal.opened?(old) do
+      case Journal.recover(old, checkpoint(state), journaled(state)) do
+        {:ok, journal} -> journal_back(%{state | journal: journal})
+        {:error, reason, journal} -> retry_later(%{state | journal: journal}, reason, old)
+      end
+    else
+      case open_journal(state) do
+        # Opened, and its first write (a new journal's checkpoint) done or already
+        # reported (journal_failed/2).
+        {:ok, state} ->
+          state = if Journal.available?(state.journal), do: journal_back(state), else: state
+          attach(state)
+
+        {:error, reason, state} ->
+          retry_later(state, reason, old)
+      end
+    end
+  end
+
+  defp retry_later(state, reason, old) do
+    state = if reason != Journal.error(old), do: report_journal(state, reason), else: state
+    schedule_journal_retry(state)
+  end
+
+  # Written again: the held events are accepted now (they were written with the rest) and
+  # go back to the queue, after those that waited there; events are accepted again.
+  defp journal_back(state) do
+    :atomics.put(state.rare.load, 2, 0)
+    held = state.rare.held
+    message = "the journal #{state.journal.path} works again"
+
+    Logger.warning(
+      "agent #{state.id}: #{message}; it accepts events again (#{length(held)} held meanwhile)",
+      meta(state)
+    )
+
+    Symbiont.Health.publish("healthy", state.name, message, %{
+      "id" => state.id,
+      "queue" => state.queued + length(held)
+    })
+
+    queue = :queue.join(state.queue, :queue.from_list(held))
+
+    %{state | overloaded: false}
+    |> put_queue(queue, state.queued + length(held))
+    |> rare(held: [], health: "healthy", journal_retry: 0)
+    |> drain()
   end
 
   defp reply(result) do
@@ -1437,7 +1645,12 @@ defmodule Symbiont.Agent.Server do
       suspect: suspect(state),
       idle_ms: System.monotonic_time(:millisecond) - state.active_at,
       latency_us: percentiles(state.samples),
-      journal: state.journal && Journal.info(state.journal),
+      journal:
+        state.journal &&
+          Map.merge(Journal.info(state.journal), %{
+            held: length(state.rare.held),
+            refused: state.rare.refused
+          }),
       state:
         case state.state_bin && MsgPack.decode(state.state_bin) do
           {:ok, value} -> value

@@ -33,6 +33,17 @@ defmodule Symbiont.Host.Out do
     if out.bytes >= @max_bytes, do: flush(out), else: out
   end
 
+  @doc "Takes the frames in `frames` (a set of frames as they were emitted) out of the batch."
+  @spec drop(t, MapSet.t()) :: t
+  def drop(out, frames) do
+    if MapSet.size(frames) == 0 do
+      out
+    else
+      kept = Enum.reject(out.frames, &MapSet.member?(frames, &1))
+      %{out | frames: kept, bytes: Enum.reduce(kept, 0, &(IO.iodata_length(&1) + &2))}
+    end
+  end
+
   @doc "Whether `emit(out, iodata)` would write the batch at once."
   @spec flushes?(t, iodata) :: boolean
   def flushes?(%__MODULE__{port: nil}, _iodata), do: false
