@@ -747,7 +747,10 @@ defmodule Symbiont.Agent.Server do
 
     cond do
       byte_size(topic) > max_bytes ->
-        refuse_topic(state, "published on a topic of #{byte_size(topic)} bytes (at most #{max_bytes})")
+        refuse_topic(
+          state,
+          "published on a topic of #{byte_size(topic)} bytes (at most #{max_bytes})"
+        )
 
       map_size(topics) >= max ->
         refuse_topic(
