@@ -27,9 +27,11 @@ defmodule Symbiont.Agent do
     * `:wasm` (instead of `:python`) - the path of a Wasm module (`.wasm` or `.wat`)
       implementing docs/WASM_ABI.md; it runs in a Python host, sandboxed.
     * `:topics` (Wasm agents, required) - the topics it consumes.
-    * `:limits` (Wasm agents) - its sandbox: `deadline_ms` (default 100), `fuel`,
-      `memory_bytes` (default 64 MiB), `grants` (any of `clock`, `random`, `stdout`;
-      none by default).
+    * `:limits` (Wasm agents) - its sandbox (docs/WASM_ABI.md §5), positive integers:
+      `deadline_ms` (default 100), `fuel` (none by default), `memory_bytes` (default
+      64 MiB), `table_elements` (10_000), `instances` (1), `tables` (1), `memories` (1),
+      `publishes` (events per call, 1_000), `publish_bytes` (16 MiB per call); and
+      `grants`, any of `clock`, `random`, `stdout` (none by default).
     * `:config` - a map handed to the agent as `self.config` (a Wasm module gets it in
       `symbiont_init`). Default: `%{}`.
     * `:replicas` - how many copies of the agent run; they form the queue group named
@@ -374,11 +376,26 @@ defmodule Symbiont.Agent do
        "agent #{inspect(name)}: a Wasm agent needs :topics, a non-empty list of topic strings, got: #{inspect(topics)}"}
 
   @grants ~w(clock random stdout)
+  # The integer limits of symbiont.wasm.Limits, in the order of docs/WASM_ABI.md §5.
+  @int_limits [
+    :deadline_ms,
+    :fuel,
+    :memory_bytes,
+    :table_elements,
+    :instances,
+    :tables,
+    :memories,
+    :publishes,
+    :publish_bytes
+  ]
+
+  # wasmtime takes the limits as signed 64-bit integers.
+  @max_limit 9_223_372_036_854_775_807
 
   defp validate_wasm_limits(limits, name) when is_list(limits) or is_map(limits) do
     Enum.reduce_while(limits, {:ok, %{}}, fn
       {key, value}, {:ok, acc}
-      when key in [:deadline_ms, :fuel, :memory_bytes] and is_integer(value) and value > 0 ->
+      when key in @int_limits and is_integer(value) and value > 0 and value <= @max_limit ->
         {:cont, {:ok, Map.put(acc, Atom.to_string(key), value)}}
 
       {:grants, grants}, {:ok, acc} when is_list(grants) ->
@@ -398,7 +415,7 @@ defmodule Symbiont.Agent do
         {:halt,
          {:error,
           "agent #{inspect(name)}: Wasm limit #{inspect(key)} = #{inspect(value)} is not allowed " <>
-            "(allowed: deadline_ms, fuel, memory_bytes as positive integers; grants as a list of #{Enum.join(@grants, ", ")})"}}
+            "(allowed: #{Enum.join(@int_limits, ", ")} as positive integers up to 2**63 - 1; grants as a list of #{Enum.join(@grants, ", ")})"}}
     end)
   end
 

@@ -271,9 +271,14 @@ class Agent:
         """Publish ``payload``, already msgpack bytes (from a Wasm plug-in)."""
         if self._publisher is None:
             raise RuntimeError(f"agent {self.name!r} is not running inside a symbiont host")
+        self._claim_topic(topic)
+        self._publisher(topic, payload)
+
+    def _claim_topic(self, topic: str) -> None:
+        """Count ``topic`` among those the agent publishes on, unless it is already: a Wasm
+        call claims its topics as it publishes, its events go out when it succeeds."""
         if topic not in self._published_topics:
             self._new_topic(topic)
-        self._publisher(topic, payload)
 
     def _new_topic(self, topic: str) -> None:
         """Count ``topic`` among those the agent publishes on, or raise TopicLimitError.

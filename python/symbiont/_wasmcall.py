@@ -18,6 +18,12 @@ not, :class:`PublicCalls` does the same through the public API, slower but equiv
 
 Everything here raises what wasmtime-py raises (``wasmtime.Trap``, ``WasmtimeError``) and
 re-raises an exception that an import raised, so the caller classifies failures once.
+
+Every read and write of linear memory, on both paths, checks its span here, against the
+memory's size at that moment (a call may grow it): a pointer and a length are Wasm i32s,
+read as the unsigned 32-bit numbers they are (``-64`` is 4294967232), and the span must end
+within the memory. A span that does not raises :class:`OutOfBounds` before any byte is
+touched, so a module's bad pointer is an error for that call, never a native read.
 """
 
 from __future__ import annotations
@@ -29,13 +35,33 @@ from typing import Any
 
 import wasmtime
 
-__all__ = ["DIRECT", "DirectCalls", "PublicCalls", "define_import"]
+__all__ = ["DIRECT", "DirectCalls", "OutOfBounds", "PublicCalls", "define_import", "span"]
 
 # An import: called with the caller's context (for reading its memory) and its integer
 # arguments; returns None, or an int for an import with a result.
 ImportFn = Callable[..., Any]
 
 _U64 = 0xFFFFFFFFFFFFFFFF
+_U32 = 0xFFFFFFFF
+
+
+class OutOfBounds(Exception):
+    """A span of linear memory that does not fit in it (see the module docstring)."""
+
+    def __init__(self, ptr: int, length: int, size: int) -> None:
+        super().__init__(f"bytes {ptr}..{ptr + length} of a {size}-byte memory")
+        self.ptr, self.length, self.size = ptr, length, size
+
+
+def span(ptr: int, length: int, size: int) -> tuple[int, int]:
+    """``(ptr, length)`` as unsigned 32-bit numbers, checked to lie within the first
+    ``size`` bytes; raises :class:`OutOfBounds`. Python's integers do not overflow, so
+    ``ptr + length`` is the true end (a span that wraps around 2**32 is out of bounds)."""
+    ptr &= _U32
+    length &= _U32
+    if ptr + length > size:
+        raise OutOfBounds(ptr, length, size)
+    return ptr, length
 
 
 class _Pending(threading.local):
@@ -184,18 +210,32 @@ class DirectCalls:
         """The memory's size in bytes (``ctx``: an import's caller, else the store)."""
         return self._data_size(ctx or self._ctx, self._mem)
 
-    def read(self, ptr: int, length: int, ctx: Any = None) -> bytes:
-        """Copy ``length`` bytes at ``ptr`` out of memory; the caller checked the bounds."""
-        return ctypes.string_at(self._data(ctx or self._ctx, self._mem) + ptr, length)
+    def read_spans(
+        self, spans: tuple[tuple[int, int], ...], ctx: Any = None, most: int = _U32
+    ) -> list[bytes]:
+        """Copy each ``(ptr, length)`` out of memory, or its first ``most`` bytes (``ctx``:
+        an import's caller, else the store); raises :class:`OutOfBounds` before reading
+        anything if one does not fit."""
+        ctx = ctx or self._ctx
+        # The size and the base now: memory may have grown (and moved) since the last look.
+        size = self._data_size(ctx, self._mem)
+        checked = []
+        for ptr, length in spans:  # span(), inlined: this is every import's path
+            ptr &= _U32
+            length &= _U32
+            if ptr + length > size:
+                raise OutOfBounds(ptr, length, size)
+            checked.append((ptr, length if length <= most else most))
+        base = self._data(ctx, self._mem)
+        return [ctypes.string_at(base + ptr, n) if n else b"" for ptr, n in checked]
 
-    def read_spans(self, spans: tuple[tuple[int, int], ...], ctx: Any = None) -> list[bytes]:
-        """:meth:`read` for several ``(ptr, length)`` at once: the base is looked up once."""
-        base = self._data(ctx or self._ctx, self._mem)
-        return [ctypes.string_at(base + ptr, length) for ptr, length in spans]
-
-    def write(self, ptr: int, data: bytes) -> None:
-        """Copy ``data`` into memory at ``ptr``; the caller checked the bounds."""
-        ctypes.memmove(self._data(self._ctx, self._mem) + ptr, data, len(data))
+    def write(self, ptr: int, data: bytes, ctx: Any = None) -> None:
+        """Copy ``data`` into memory at ``ptr`` (``ctx``: an import's caller, else the
+        store); raises :class:`OutOfBounds` if it does not fit."""
+        ctx = ctx or self._ctx
+        ptr, length = span(ptr, len(data), self._data_size(ctx, self._mem))
+        if length:
+            ctypes.memmove(self._data(ctx, self._mem) + ptr, data, length)
 
 
 class PublicCalls:
@@ -228,17 +268,26 @@ class PublicCalls:
         """The memory's size in bytes (``ctx``: an import's caller, else the store)."""
         return self._memory.data_len(ctx or self._store)
 
-    def read(self, ptr: int, length: int, ctx: Any = None) -> bytes:
-        """Copy ``length`` bytes at ``ptr`` out of memory; the caller checked the bounds."""
-        return bytes(self._memory.read(ctx or self._store, ptr, ptr + length))
+    def read_spans(
+        self, spans: tuple[tuple[int, int], ...], ctx: Any = None, most: int = _U32
+    ) -> list[bytes]:
+        """Copy each ``(ptr, length)`` out of memory, or its first ``most`` bytes; raises
+        :class:`OutOfBounds` before reading anything if one does not fit. (``Memory.read``
+        alone takes a negative start as Python's slices do, from the end: the check comes
+        first.)"""
+        store = ctx or self._store
+        size = self._memory.data_len(store)
+        checked = [span(ptr, length, size) for ptr, length in spans]
+        return [
+            bytes(self._memory.read(store, ptr, ptr + min(length, most))) for ptr, length in checked
+        ]
 
-    def read_spans(self, spans: tuple[tuple[int, int], ...], ctx: Any = None) -> list[bytes]:
-        """:meth:`read` for several ``(ptr, length)`` at once."""
-        return [self.read(ptr, length, ctx) for ptr, length in spans]
-
-    def write(self, ptr: int, data: bytes) -> None:
-        """Copy ``data`` into memory at ``ptr``; the caller checked the bounds."""
-        self._memory.write(self._store, data, ptr)
+    def write(self, ptr: int, data: bytes, ctx: Any = None) -> None:
+        """Copy ``data`` into memory at ``ptr``; raises :class:`OutOfBounds` if it does not fit."""
+        store = ctx or self._store
+        ptr, length = span(ptr, len(data), self._memory.data_len(store))
+        if length:
+            self._memory.write(store, data, ptr)
 
 
 def define_import(
@@ -252,9 +301,11 @@ def define_import(
     keep: list[Any],
 ) -> None:
     """Define import ``module.name`` of type ``ty`` (i32 and i64 parameters, at most one
-    result) as ``fn(ctx, *args)``; ``ctx`` is what :meth:`DirectCalls.read` (or
-    :meth:`PublicCalls.read`) takes to read the calling instance's memory. What must stay
-    alive as long as the linker is appended to ``keep``."""
+    result) as ``fn(ctx, *args)``; ``ctx`` is what :meth:`DirectCalls.read_spans` (or
+    :meth:`PublicCalls.read_spans`) takes to read the calling instance's memory. The
+    arguments come as Wasm has them, an i32 as a signed int (:func:`span` makes pointers
+    and lengths unsigned). What must stay alive as long as the linker is appended to
+    ``keep``."""
     params = [str(p) for p in ty.params]
     results = [str(r) for r in ty.results]
     if not direct:

@@ -6,7 +6,8 @@ ticker that enforces call deadlines; a host has one. :meth:`Runtime.instantiate`
 grants. Everything that can go wrong inside a call (a trap, a deadline, running out of
 fuel, hitting the memory cap, breaking the ABI, using a capability that was not granted)
 comes out as a :class:`WasmError` with a ``kind``; the instance is then rebuilt before its
-next call, so one bad message never poisons the next.
+next call, so one bad message never poisons the next. What a call publishes goes out only
+when it succeeds: a failed call leaves no partial output.
 
 wasmtime is imported on first use: a host that runs no Wasm never loads it.
 """
@@ -14,15 +15,17 @@ wasmtime is imported on first use: a host that runs no Wasm never loads it.
 from __future__ import annotations
 
 import atexit
+import codecs
 import contextlib
 import hashlib
 import logging
 import math
 import os
+import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +66,19 @@ _CAPABILITY_FUNCTIONS = {
     "clock": ("clock_time_get", "clock_res_get"),
     "random": ("random_get",),
 }
+# WASI functions no grant allows: they wait (poll_oneoff is sleep()), and a host function
+# is not interrupted at the deadline.
+_WAITING_FUNCTIONS = ("poll_oneoff",)
+# fd_write is the host's own (_import_fd_write): stdout and stderr are the `stdout` grant.
+_FD_WRITE = "fd_write"
+_EBADF, _EINVAL = 8, 28  # WASI's errnos: a file descriptor that is not open, a bad argument
+_IOV_MAX = 1024  # the most iovecs one fd_write takes, as POSIX's IOV_MAX
+# Log lines (the log import, and stdout when granted) one call may write; the rest are
+# counted and dropped, and one warning says how many. A line is cut at LOG_LINE_BYTES; an
+# fd_write takes at most that many bytes (a partial write: it says how many it took).
+LOG_LINES_PER_CALL = 1000
+LOG_LINE_BYTES = 8192
+_U32 = 0xFFFFFFFF
 _REQUIRED_EXPORTS = ("memory", "symbiont_abi_version", "symbiont_alloc", "symbiont_handle")
 
 
@@ -70,7 +86,7 @@ class WasmError(Exception):
     """A call into a Wasm module failed; the host keeps serving.
 
     ``kind`` is one of ``"load"``, ``"abi"``, ``"trap"``, ``"deadline"``, ``"fuel"``,
-    ``"memory"`` or ``"capability"``.
+    ``"memory"``, ``"limit"`` or ``"capability"``.
     """
 
     def __init__(self, kind: str, message: str) -> None:
@@ -92,19 +108,40 @@ class Limits:
     fuel:
         If set, the number of wasm instructions (roughly) one call may execute.
     memory_bytes:
-        The most linear memory the instance may have.
+        The most bytes one linear memory of the instance may have.
+    table_elements:
+        The most elements one table of the instance may have (8 bytes each in the host).
+    instances, tables, memories:
+        The most module instances, tables and linear memories the instance's store may
+        create. A Symbiont module is one instance with one memory, and at most one table
+        (C, Rust: the indirect-call table); multi-memory modules need ``memories`` raised.
+    publishes:
+        The most events (``publish`` and ``health`` imports) one call may make.
+    publish_bytes:
+        The most bytes (topics and payloads, kinds and reasons) those events may carry.
     grants:
         WASI capabilities: any of :data:`GRANTS`.
+
+    A refused ``memory.grow`` or ``table.grow`` returns -1 to the module, as Wasm says; the
+    caps keep any one grow small enough to end well within a deadline (a single
+    instruction is not interrupted).
     """
 
     deadline_ms: int = 100
     fuel: int | None = None
     memory_bytes: int = 64 * 1024 * 1024
+    table_elements: int = 10_000
+    instances: int = 1
+    tables: int = 1
+    memories: int = 1
+    publishes: int = 1_000
+    publish_bytes: int = 16 * 1024 * 1024
     grants: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
-        _positive_int("deadline_ms", self.deadline_ms)
-        _positive_int("memory_bytes", self.memory_bytes)
+        for name in _INT_LIMITS:
+            if name != "fuel":
+                _positive_int(name, getattr(self, name))
         if self.fuel is not None:
             _positive_int("fuel", self.fuel)
         grants = frozenset(self.grants)
@@ -120,11 +157,10 @@ class Limits:
     def from_config(cls, config: dict[str, Any] | None) -> Limits:
         """Limits from a manifest map (keys as the fields; ``grants`` a list)."""
         config = dict(config or {})
-        unknown = sorted(set(config) - {"deadline_ms", "fuel", "memory_bytes", "grants"})
+        unknown = sorted(set(config) - {*_INT_LIMITS, "grants"})
         if unknown:
             raise ValueError(
-                f"{unknown[0]!r} is not a Wasm limit "
-                "(allowed: deadline_ms, fuel, memory_bytes, grants)"
+                f"{unknown[0]!r} is not a Wasm limit (allowed: {', '.join(_INT_LIMITS)}, grants)"
             )
         if "grants" in config:
             grants = config["grants"]
@@ -134,9 +170,26 @@ class Limits:
         return cls(**config)
 
 
+# The integer limits, in the order the docs list them (all but fuel have a default).
+_INT_LIMITS = (
+    "deadline_ms",
+    "fuel",
+    "memory_bytes",
+    "table_elements",
+    "instances",
+    "tables",
+    "memories",
+    "publishes",
+    "publish_bytes",
+)
+
+
+_MAX_LIMIT = 2**63 - 1  # wasmtime takes the limits as signed 64-bit integers
+
+
 def _positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_LIMIT:
+        raise ValueError(f"{name}: expected a positive integer up to 2**63 - 1, got {value!r}")
 
 
 @dataclass
@@ -147,6 +200,10 @@ class Imports:
     log: Callable[[int, str], None] = lambda level, text: None
     health: Callable[[str, str], None] = lambda kind, reason: None
     stdout: Callable[[bytes], None] = lambda data: None
+    # Raises TopicLimitError for a topic the agent may not publish on (Symbiont.Agent,
+    # "Topics"): checked when the module publishes, though the event goes out only when
+    # its call succeeds.
+    check_topic: Callable[[str], None] = lambda topic: None
 
     @classmethod
     def for_agent(cls, agent: Any, health: Callable[[str, str], None]) -> Imports:
@@ -155,6 +212,7 @@ class Imports:
         levels = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR)
         return cls(
             publish=agent._publish_raw,
+            check_topic=agent._claim_topic,
             log=lambda level, text: agent.log.log(levels[min(max(level, 0), 3)], "%s", text),
             health=health,
             stdout=lambda data: agent.log.info("%s", data.decode("utf-8", "replace").rstrip()),
@@ -363,8 +421,15 @@ def _check_exports(module: wasmtime.Module, name: str) -> dict[str, str | None]:
             f"{name} does not export {', '.join(missing)} "
             f"(a Symbiont module exports {', '.join(_REQUIRED_EXPORTS)})",
         )
-    if not isinstance(exports["memory"], wasmtime.MemoryType):
+    memory = exports["memory"]
+    if not isinstance(memory, wasmtime.MemoryType):
         raise WasmError("abi", f"{name} exports memory, but it is not a memory")
+    if memory.is_64 or memory.is_shared:
+        raise WasmError(
+            "abi",
+            f"{name} exports memory as a {'64-bit' if memory.is_64 else 'shared'} memory; "
+            f"ABI {ABI_VERSION} wants a 32-bit memory that is not shared",
+        )
     results: dict[str, str | None] = {}
     for export, (params, want) in _SIGNATURES.items():
         ty = exports.get(export)
@@ -397,36 +462,46 @@ _active = _Active()
 
 def _import_publish(ctx: Any, tp: int, tl: int, pp: int, pl: int) -> None:
     instance = _active.instance
-    assert instance is not None  # imports run only inside a call, see Instance.call
+    assert instance is not None  # imports run only inside a call, see Instance._entered
     topic, payload = instance._read(ctx, (tp, tl), (pp, pl))
+    instance._outbox.count(len(topic) + len(payload))
     _check_msgpack(payload, "publish payload")
-    try:
-        instance.imports.publish(_utf8(topic, "publish topic"), payload)
-    except TopicLimitError as exc:  # over the agent's max_topics: an ABI error like the others
+    topic_text = _utf8(topic, "publish topic")
+    try:  # over the agent's max_topics: an ABI error like the others, at the publish
+        instance.imports.check_topic(topic_text)
+    except TopicLimitError as exc:
         raise WasmError("abi", str(exc)) from None
+    instance._outbox.hold(instance.imports.publish, topic_text, payload)
 
 
 def _import_log(ctx: Any, level: int, p: int, n: int) -> None:
     instance = _active.instance
     assert instance is not None
-    [text] = instance._read(ctx, (p, n))
-    instance.imports.log(level, _utf8(text, "log text"))
+    [data] = instance._read(ctx, (p, n), most=LOG_LINE_BYTES)
+    text = _utf8(data, "log text", cut=len(data) < n & _U32)
+    if instance._outbox.log_line():
+        instance.imports.log(level, text + " [truncated]" if len(data) < n & _U32 else text)
 
 
 def _import_health(ctx: Any, kp: int, kl: int, rp: int, rl: int) -> None:
     instance = _active.instance
     assert instance is not None
     kind, reason = instance._read(ctx, (kp, kl), (rp, rl))
+    instance._outbox.count(len(kind) + len(reason))
     kind = _utf8(kind, "health kind")
     if kind not in HEALTH_KINDS:
         raise WasmError(
             "abi", f"health kind {kind!r} is not one of {', '.join(sorted(HEALTH_KINDS))}"
         )
-    instance.imports.health(kind, _utf8(reason, "health reason"))
+    instance._outbox.hold(instance.imports.health, kind, _utf8(reason, "health reason"))
 
 
-def _utf8(data: bytes, what: str) -> str:
+def _utf8(data: bytes, what: str, cut: bool = False) -> str:
+    """``data`` decoded, or an ``abi`` error; ``cut``: the end of a longer text, where a
+    character may be cut short."""
     try:
+        if cut:
+            return codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise WasmError("abi", f"{what} is not UTF-8") from None
@@ -438,14 +513,114 @@ def _import_now_ms(_ctx: Any) -> int:
 
 def _denied(capability: str, function: str) -> Callable[..., Any]:
     def denied(*_args: Any) -> Any:
+        raise _not_granted(capability, function)
+
+    return denied
+
+
+def _waits(function: str) -> Callable[..., Any]:
+    def waits(*_args: Any) -> Any:
         name = _active.instance.name if _active.instance else "a module"
         raise WasmError(
             "capability",
-            f"{name} called {_WASI}.{function}, but the capability {capability!r} "
-            f"was not granted (grant it in the manifest: grants: [{capability!r}])",
+            f"{name} called {_WASI}.{function}, which no grant allows: it waits (sleep, "
+            "poll), and a call may not wait past its deadline",
         )
 
-    return denied
+    return waits
+
+
+def _not_granted(capability: str, function: str) -> WasmError:
+    name = _active.instance.name if _active.instance else "a module"
+    return WasmError(
+        "capability",
+        f"{name} called {_WASI}.{function}, but the capability {capability!r} "
+        f"was not granted (grant it in the manifest: grants: [{capability!r}])",
+    )
+
+
+def _import_fd_write(ctx: Any, fd: int, iovs: int, iovs_len: int, nwritten: int) -> int:
+    """WASI's ``fd_write``, the host's own: fds 1 and 2 (stdout, stderr) write log lines of
+    the agent when ``stdout`` is granted, and fail the call as any ungranted capability
+    does when it is not; no other fd is open (EBADF). Its memory is read and written with
+    the checks of every import, and the bytes go out on the calling thread, in order."""
+    instance = _active.instance
+    assert instance is not None
+    if fd not in (1, 2):
+        return _EBADF
+    if "stdout" not in instance.limits.grants:
+        stream = ("stdout", "stderr")[fd - 1]
+        raise _not_granted("stdout", f"{_FD_WRITE} on fd {fd} ({stream})")
+    count = iovs_len & _U32
+    if count > _IOV_MAX:
+        return _EINVAL
+    # An iovec is (buf: u32, buf_len: u32): at most LOG_LINE_BYTES of them are taken.
+    [table] = instance._read(ctx, (iovs, count * 8))
+    chunks, room = [], LOG_LINE_BYTES
+    for buf, buf_len in struct.iter_unpack("<II", table):
+        [chunk] = instance._read(ctx, (buf, buf_len), most=room)
+        chunks.append(chunk)
+        room -= len(chunk)
+        if not room:
+            break
+    data = b"".join(chunks)
+    instance._write(nwritten, struct.pack("<I", len(data)), ctx)
+    if data and instance._outbox.log_line():
+        instance.imports.stdout(data)
+    return 0
+
+
+class _Outbox:
+    """What one call into a module makes that is held until it succeeds: its events
+    (``publish`` and ``health``), counted against the limits ``publishes`` and
+    ``publish_bytes``; and the count of its log lines (:data:`LOG_LINES_PER_CALL`)."""
+
+    def __init__(self, instance: Instance) -> None:
+        self._instance = instance
+        self._events: list[tuple[Callable[[str, Any], None], str, Any]] = []
+        self._bytes = 0
+        self._lines = 0
+
+    def count(self, size: int) -> None:
+        """Count one more event of ``size`` bytes; a ``limit`` error past the limits."""
+        limits, name = self._instance.limits, self._instance.name
+        self._bytes += size
+        if len(self._events) >= limits.publishes:
+            raise WasmError(
+                "limit",
+                f"{name} made more than {limits.publishes} publishes in one call "
+                "(limit: publishes)",
+            )
+        if self._bytes > limits.publish_bytes:
+            raise WasmError(
+                "limit",
+                f"{name} published more than {limits.publish_bytes} bytes in one call "
+                "(limit: publish_bytes)",
+            )
+
+    def hold(self, send: Callable[[str, Any], None], a: str, b: Any) -> None:
+        """Keep ``send(a, b)`` for :meth:`send` (the caller counted it first)."""
+        self._events.append((send, a, b))
+
+    def log_line(self) -> bool:
+        """Whether one more log line may go out in this call."""
+        self._lines += 1
+        return self._lines <= LOG_LINES_PER_CALL
+
+    def close(self) -> None:
+        """The call is over: say how many log lines were dropped, if any."""
+        if self._lines > LOG_LINES_PER_CALL:
+            self._instance.imports.log(
+                2,
+                f"{self._instance.name}: {self._lines - LOG_LINES_PER_CALL} more log lines "
+                f"dropped (at most {LOG_LINES_PER_CALL} per call)",
+            )
+
+    def send(self) -> None:
+        """The call succeeded: send its events in the order they were made."""
+        events, self._events = self._events, []
+        for send, a, b in events:
+            send(a, b)
 
 
 class _Linked:
@@ -491,6 +666,11 @@ class _Linked:
                 for imp in module.imports:
                     if imp.module == _WASI and imp.name in functions:
                         define(_WASI, imp.name, imp.type, _denied(capability, imp.name))
+            for imp in module.imports:
+                if imp.module == _WASI and imp.name in _WAITING_FUNCTIONS:
+                    define(_WASI, imp.name, imp.type, _waits(imp.name))
+            fd_write = w.FuncType([i32, i32, i32, i32], [i32])
+            define(_WASI, _FD_WRITE, fd_write, _import_fd_write)
         self.linker = linker
 
 
@@ -527,9 +707,15 @@ class Instance:
         self._ticks = math.ceil(limits.deadline_ms / runtime.tick_ms) + 1
         self._fuel = limits.fuel
         self._calls: Any = None
+        from ._wasmcall import OutOfBounds  # noqa: PLC0415 - it imports wasmtime
+
+        self._OutOfBounds = OutOfBounds
         self._last_state: bytes | None = None
         self._broken = True
-        self._rebuild()
+        self._outbox: _Outbox = _Outbox(self)  # that of the running call (see _entered)
+        with self._entered() as outbox:
+            self._rebuild()
+        self._send(outbox)
 
     # -- public ----------------------------------------------------------------------
 
@@ -538,22 +724,29 @@ class Instance:
 
         One deadline (and one fuel budget) covers the whole message: the allocation, the
         handler and, for a module with a state, ``symbiont_state``, whose result is kept
-        as :attr:`last_state`.
+        as :attr:`last_state`. What the module publishes goes out when the call succeeds;
+        a failed call (a :class:`WasmError`, or an import's own exception) sends none of it.
         """
-        if self._broken:
-            self._rebuild()
         message = b"\x92" + _packb(topic) + payload
+        # _entered, spelled out: this is the path of every message.
         previous, _active.instance = _active.instance, self
+        self._outbox = outbox = _Outbox(self)
         try:
+            if self._broken:
+                self._rebuild()
             self._calls.arm(self._ticks, self._fuel)
             out = self._invoke("symbiont_handle", message, result=True)
+            state = self._last_state
             if self._has_state:
-                self._last_state = self._invoke("symbiont_state", None, result=True)
+                state = self._invoke("symbiont_state", None, result=True)
         except BaseException:  # an import's own exception too: the instance was cut short
             self._broken = True
             raise
         finally:
             _active.instance = previous
+            outbox.close()
+        self._send(outbox)
+        self._last_state = state
         return out
 
     @property
@@ -566,23 +759,24 @@ class Instance:
         """The module's state (msgpack), if it exports ``symbiont_state``."""
         if not self._has_state:
             return None
-        previous, _active.instance = _active.instance, self
-        try:
+        with self._entered() as outbox:
+            if self._broken:
+                self._rebuild()
             self._calls.arm(self._ticks, self._fuel)
-            return self._invoke("symbiont_state", None, result=True)
-        finally:
-            _active.instance = previous
+            state = self._invoke("symbiont_state", None, result=True)
+        self._send(outbox)
+        return state
 
     def migrate(self, state: bytes) -> None:
         """Hand an older version's state to this instance (``symbiont_migrate``)."""
         if "symbiont_migrate" not in self._exports:
             return
-        previous, _active.instance = _active.instance, self
-        try:
+        with self._entered() as outbox:
+            if self._broken:
+                self._rebuild()
             self._calls.arm(self._ticks, self._fuel)
             self._invoke("symbiont_migrate", state, result=False)
-        finally:
-            _active.instance = previous
+        self._send(outbox)
         self._last_state = state
 
     def memory_size(self) -> int:
@@ -592,59 +786,98 @@ class Instance:
     # -- building --------------------------------------------------------------------
 
     def _rebuild(self) -> None:
+        """A new store and instance; the caller is in :meth:`_entered`."""
         from ._wasmcall import DirectCalls, PublicCalls  # noqa: PLC0415
 
-        w = self._w
+        w, limits = self._w, self.limits
         store = w.Store(self.engine)
-        store.set_limits(memory_size=self.limits.memory_bytes)
+        store.set_limits(
+            memory_size=limits.memory_bytes,
+            table_elements=limits.table_elements,
+            instances=limits.instances,
+            tables=limits.tables,
+            memories=limits.memories,
+        )
         if self._linked.wasi:
             self._set_wasi(store)
         self._store = store
         self._calls = None
-        previous, _active.instance = _active.instance, self
+        self._broken = True
+        store.set_epoch_deadline(self._ticks)
+        if self._fuel is not None:
+            store.set_fuel(self._fuel)
         try:
-            store.set_epoch_deadline(self._ticks)
-            if self._fuel is not None:
-                store.set_fuel(self._fuel)
-            try:
-                instance = self._linked.linker.instantiate(store, self.module)
-            except w.Trap as exc:
-                raise self._classify(exc) from None
-            except w.WasmtimeError as exc:
-                raise WasmError("load", f"{self.name} cannot be instantiated: {exc}") from None
-            exports = instance.exports(store)
-            funcs = {export: exports[export] for export in self._exports}
-            calls = DirectCalls if self.runtime.direct else PublicCalls
-            self._calls = calls(store, exports["memory"], funcs, self._exports)
-            if "_initialize" in funcs:  # WASI reactors (clang -mexec-model=reactor)
-                self._guarded("_initialize", lambda: self._calls.call("_initialize"))
-            version = self._guarded(
-                "symbiont_abi_version", lambda: self._calls.call("symbiont_abi_version")
-            )
-        finally:
-            _active.instance = previous
+            instance = self._linked.linker.instantiate(store, self.module)
+        except w.Trap as exc:
+            raise self._classify(exc) from None
+        except w.WasmtimeError as exc:
+            raise WasmError(
+                "load",
+                f"{self.name} cannot be instantiated: {_last_line(exc)} (its limits: "
+                f"memory_bytes {limits.memory_bytes}, table_elements {limits.table_elements}, "
+                f"instances {limits.instances}, tables {limits.tables}, "
+                f"memories {limits.memories})",
+            ) from None
+        exports = instance.exports(store)
+        funcs = {export: exports[export] for export in self._exports}
+        calls = DirectCalls if self.runtime.direct else PublicCalls
+        self._calls = calls(store, exports["memory"], funcs, self._exports)
+        if "_initialize" in funcs:  # WASI reactors (clang -mexec-model=reactor)
+            self._guarded("_initialize", lambda: self._calls.call("_initialize"))
+        version = self._guarded(
+            "symbiont_abi_version", lambda: self._calls.call("symbiont_abi_version")
+        )
         if version != ABI_VERSION:
             raise WasmError(
                 "abi", f"{self.name} implements ABI {version}; this runtime speaks {ABI_VERSION}"
             )
         self._broken = False
         if "symbiont_init" in self._exports:
-            previous, _active.instance = _active.instance, self
-            try:
-                self._invoke("symbiont_init", _packb(self.config), result=False)
-            finally:
-                _active.instance = previous
+            self._invoke("symbiont_init", _packb(self.config), result=False)
         if self._last_state is not None:
             self.migrate(self._last_state)
 
     def _set_wasi(self, store: wasmtime.Store) -> None:
-        wasi = self._w.WasiConfig()
-        if "stdout" in self.limits.grants:
-            wasi.stdout_custom = self.imports.stdout
-            wasi.stderr_custom = self.imports.stdout
-        store.set_wasi(wasi)
+        # Nothing preopened or inherited; stdout and stderr are _import_fd_write's. (Not
+        # WasiConfig.stdout_custom: wasmtime-py calls it later, on a thread of wasmtime's,
+        # which aborts the process if it still runs when the interpreter exits.)
+        store.set_wasi(self._w.WasiConfig())
 
     # -- calling ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _entered(self) -> Iterator[_Outbox]:
+        """Run Wasm as this instance: its imports act for it (:data:`_active`), under a
+        new deadline and fuel (armed by the caller), and what it publishes is held in the
+        outbox given, for :meth:`_send` once the block is over. Any failure marks the
+        instance broken, to be rebuilt before its next call; the outbox is then dropped.
+        Inside a call (a rebuild, a migration), the call's own outbox is used. (:meth:`call`
+        does the same, spelled out.)"""
+        if _active.instance is self:
+            yield self._outbox
+            return
+        previous, _active.instance = _active.instance, self
+        self._outbox = outbox = _Outbox(self)
+        try:
+            yield outbox
+        except BaseException:  # an import's own exception too: the instance was cut short
+            self._broken = True
+            raise
+        finally:
+            _active.instance = previous
+            outbox.close()
+
+    def _send(self, outbox: _Outbox) -> None:
+        """Send what a call that succeeded published (unless it is a part of a call, which
+        sends it when it is over); if sending fails (an import's own exception), the call
+        failed after all."""
+        if _active.instance is self:
+            return
+        try:
+            outbox.send()
+        except BaseException:
+            self._broken = True
+            raise
 
     def _guarded(self, export: str, run: Callable[[], Any]) -> Any:
         w = self._w
@@ -664,14 +897,23 @@ class Instance:
                 out = calls.call(export)
             else:
                 n = len(data)
-                ptr = calls.call("symbiont_alloc", n)
-                if ptr <= 0:
+                if n > min(self.limits.memory_bytes, _U32):
                     raise WasmError(
-                        "memory" if ptr == 0 else "abi",
-                        f"symbiont_alloc({n}) returned {ptr!r}"
-                        + (" (out of memory?)" if ptr == 0 else ""),
+                        "memory",
+                        f"{self.name}.{export}: {n} bytes of input cannot fit in its memory "
+                        f"cap of {self.limits.memory_bytes} bytes",
                     )
-                self._write(ptr, data)
+                ptr = calls.call("symbiont_alloc", n) & _U32
+                if ptr == 0:
+                    raise WasmError("memory", f"symbiont_alloc({n}) returned 0 (out of memory?)")
+                try:
+                    calls.write(ptr, data)
+                except self._OutOfBounds as exc:
+                    raise WasmError(
+                        "abi",
+                        f"symbiont_alloc({n}) gave {ptr}, but {n} bytes do not fit in "
+                        f"{exc.size} bytes",
+                    ) from None
                 out = calls.call(export, ptr, n)
         except w.Trap as exc:
             raise self._classify(exc) from None
@@ -679,15 +921,15 @@ class Instance:
             raise WasmError("trap", f"{self.name}.{export}: {exc}") from None
         if not result:
             return b""
-        return self._read(None, ((out >> 32) & 0xFFFFFFFF, out & 0xFFFFFFFF))[0]
+        try:
+            return calls.read_spans((((out >> 32) & _U32, out & _U32),))[0]
+        except self._OutOfBounds as exc:
+            raise WasmError("abi", f"{self.name} pointed at {exc}") from None
 
     def _classify(self, exc: Any) -> WasmError:
         code = getattr(exc, "trap_code", None)
         codes = self._w.TrapCode
-        # wasmtime's text: a backtrace, then "Caused by:" and the reason on its last line.
-        lines = [line.strip() for line in str(getattr(exc, "message", exc)).splitlines()]
-        message = next((line for line in reversed(lines) if line), "trap")
-        message = message.removeprefix("wasm trap: ")
+        message = _last_line(exc).removeprefix("wasm trap: ")
         if code == codes.INTERRUPT:
             return WasmError(
                 "deadline", f"{self.name} ran past its {self.limits.deadline_ms} ms deadline"
@@ -702,34 +944,56 @@ class Instance:
             )
         return WasmError("trap", f"{self.name} trapped: {message}")
 
-    def _read(self, ctx: Any, *spans: tuple[int, int]) -> list[bytes]:
-        """The bytes of each ``(ptr, length)``, bounds-checked (``ctx``: an import's caller)."""
-        size = self._calls.size(ctx)
-        for ptr, length in spans:
-            if ptr + length > size:
-                raise WasmError(
-                    "abi",
-                    f"{self.name} pointed at bytes {ptr}..{ptr + length} of a {size}-byte memory",
-                )
-        return self._calls.read_spans(spans, ctx)
+    def _read(self, ctx: Any, *spans: tuple[int, int], most: int = _U32) -> list[bytes]:
+        """The bytes of each ``(ptr, length)`` (i32s, read as unsigned), or its first
+        ``most``, bounds-checked against the memory's current size (``ctx``: an import's
+        caller)."""
+        try:
+            return self._calls.read_spans(spans, ctx, most)
+        except self._OutOfBounds as exc:
+            raise WasmError("abi", f"{self.name} pointed at {exc}") from None
 
-    def _write(self, ptr: int, data: bytes) -> None:
-        size = self._calls.size()
-        if ptr + len(data) > size:
-            raise WasmError(
-                "abi",
-                f"symbiont_alloc gave {ptr}, but {len(data)} bytes do not fit in {size} bytes",
-            )
-        self._calls.write(ptr, data)
+    def _write(self, ptr: int, data: bytes, ctx: Any = None) -> None:
+        """Write ``data`` at ``ptr`` (an i32, read as unsigned), bounds-checked against the
+        memory's current size (``ctx``: an import's caller)."""
+        try:
+            self._calls.write(ptr, data, ctx)
+        except self._OutOfBounds as exc:
+            raise WasmError("abi", f"{self.name} pointed at {exc}") from None
+
+
+def _last_line(exc: BaseException) -> str:
+    """wasmtime's text: a backtrace or context, then the reason on its last line."""
+    lines = [line.strip() for line in str(getattr(exc, "message", exc)).splitlines()]
+    return next((line for line in reversed(lines) if line), type(exc).__name__)
 
 
 def _check_msgpack(data: bytes, what: str) -> None:
+    """An ``abi`` error unless ``data`` is one well-formed msgpack value (the bytes of a str
+    are not decoded). A big one is walked without being built (``Unpacker.skip``):
+    decoded, 16 MB of empty maps would take over a gigabyte and seconds of the host's,
+    past any deadline; a small one is decoded (raw: the same check), which is faster."""
     import msgpack  # noqa: PLC0415
 
     try:
-        msgpack.unpackb(data, raw=False, strict_map_key=False)
+        if len(data) <= _DECODED_BYTES:
+            msgpack.unpackb(data, raw=True, strict_map_key=False)
+            return
+        unpacker = msgpack.Unpacker(max_buffer_size=len(data))
+        unpacker.feed(data)
+        unpacker.skip()
+        extra = len(data) - unpacker.tell()
+    except msgpack.ExtraData as exc:
+        extra = len(exc.extra)
     except Exception as exc:  # noqa: BLE001 - any decoding failure is the module's fault
-        raise WasmError("abi", f"{what} is not one msgpack value: {exc}") from None
+        reason = str(exc) or type(exc).__name__
+        raise WasmError("abi", f"{what} is not one msgpack value: {reason}") from None
+    if extra:
+        raise WasmError("abi", f"{what} is not one msgpack value: {extra} bytes after it")
+
+
+# Payloads up to this size are decoded to check them (at most a few hundred KB in objects).
+_DECODED_BYTES = 4096
 
 
 _default: Runtime | None = None
@@ -751,8 +1015,9 @@ class WasmPlugin:
     Declared in the agent's config under ``"wasm"``: ``{"pricing": "priv/wasm/pricing.wasm"}``
     or, with limits, ``{"pricing": {"path": ..., "deadline_ms": 50, "fuel": 10_000_000,
     "memory_bytes": 16_777_216, "grants": ["clock"], "config": 1.2}}``. Relative paths are
-    relative to the host's working directory. What the module publishes goes out as the
-    agent's events; its log lines and stdout go to the agent's log.
+    relative to the host's working directory (the other limits of :class:`Limits` may be
+    given too). What the module publishes goes out as the agent's events when the call
+    succeeds; its log lines and stdout go to the agent's log.
     """
 
     def __init__(self, agent: Any, name: str, spec: Any) -> None:
@@ -793,13 +1058,15 @@ class WasmAgent(Agent):
     Its config, built by the owner from the manifest: ``"wasm"`` the module's path,
     ``"topics"`` the topics it consumes, ``"limits"`` its sandbox (:class:`Limits`) and
     ``"config"`` what ``symbiont_init`` receives. Each event's payload bytes go to the
-    module as they were published; what it publishes goes out as this agent's events.
+    module as they were published; what it publishes goes out as this agent's events, once
+    the call has succeeded.
     Its state (when it exports ``symbiont_state``) is checkpointed with each ack, so a
     restarted host resumes it through ``symbiont_migrate``.
 
-    A failed call (trap, deadline, fuel, memory cap, capability) fails that event (it goes
-    to the dead letters) and reports health on ``symbiont.health``: ``degraded`` at the
-    first failure, ``failing`` at the third in a row, ``healthy`` at the next success.
+    A failed call (trap, deadline, fuel, memory cap, limit, capability) fails that event (it
+    goes to the dead letters, and nothing it published goes out) and reports health on
+    ``symbiont.health``: ``degraded`` at the first failure, ``failing`` at the third in a
+    row, ``healthy`` at the next success.
     """
 
     FAILING_AFTER = 3

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,15 @@ import pytest
 
 from symbiont import _wasmcall
 from symbiont._terms import packb, unpackb
-from symbiont.wasm import ABI_VERSION, Imports, Limits, Runtime, WasmError
+from symbiont.wasm import (
+    ABI_VERSION,
+    GRANTS,
+    LOG_LINE_BYTES,
+    Imports,
+    Limits,
+    Runtime,
+    WasmError,
+)
 
 WASM = Path(__file__).resolve().parents[2] / "priv" / "wasm"
 
@@ -51,13 +61,15 @@ def test_imports_publish_log_and_health(runtime: Runtime) -> None:
     imports, got = recording()
     counter = runtime.instantiate(WASM / "counter.wat", imports=imports, name="counter")
     assert [unpackb(counter.call("tick", packb(None))) for _ in range(3)] == [1, 2, 3]
+    # Log lines go out as they are written; publishes and health reports (events) when
+    # the call has succeeded, in the order they were made.
     assert got == [
+        ("log", 1, "counted"),
         ("publish", "count.out", 1),
         ("log", 1, "counted"),
         ("publish", "count.out", 2),
         ("log", 1, "counted"),
         ("publish", "count.out", 3),
-        ("log", 1, "counted"),
         ("health", "degraded", "third message"),
     ]
 
@@ -263,16 +275,19 @@ def test_a_cache_on_a_full_disk_is_no_cache_and_leaves_nothing_behind(tmp_path: 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"deadline_ms": 0}, "deadline_ms: expected a positive integer, got 0"),
-        ({"fuel": -5}, "fuel: expected a positive integer, got -5"),
-        ({"memory_bytes": "1MB"}, "memory_bytes: expected a positive integer, got '1MB'"),
+        ({"deadline_ms": 0}, "deadline_ms: expected a positive integer up to 2**63 - 1, got 0"),
+        ({"fuel": -5}, "fuel: expected a positive integer up to 2**63 - 1, got -5"),
+        (
+            {"memory_bytes": "1MB"},
+            "memory_bytes: expected a positive integer up to 2**63 - 1, got '1MB'",
+        ),
         ({"grants": frozenset({"network"})}, "'network' is not a capability"),
     ],
 )
 def test_bad_limits_name_the_field_and_what_is_allowed(
     kwargs: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         Limits(**kwargs)
 
 
@@ -459,3 +474,348 @@ def test_an_exception_raised_by_an_import_comes_out_of_the_call(runtime: Runtime
         trap.call("t", packb(1))
     counter.imports.publish = lambda topic, payload: None
     assert unpackb(counter.call("t", b"\xc0")) == 1
+
+
+# -- step 8: the sandbox's resources and outputs ------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parents[2] / "test" / "fixtures" / "wasm"
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def test_a_negative_pointer_is_out_of_bounds_not_a_native_read(runtime: Runtime) -> None:
+    """log(1, -64, 64): the pointer is 2**32 - 64, far past the memory; as a signed
+    number it used to pass the check and make the host read before linear memory."""
+    wat = f"""(module (import "symbiont" "log" (func $log (param i32 i32 i32)))
+      {_ABI}
+      (func (export "symbiont_handle") (param i32 i32) (result i64)
+        (call $log (i32.const 1) (i32.const -64) (i32.const 64)) (i64.const 0)))"""
+    imports, got = recording()
+    sneaky = runtime.instantiate(wat.encode(), imports=imports, name="sneaky")
+    with pytest.raises(WasmError) as refused:
+        sneaky.call("t", packb(1))
+    assert str(refused.value) == (
+        "abi: sneaky pointed at bytes 4294967232..4294967296 of a 65536-byte memory"
+    )
+    assert got == []
+
+
+def test_tables_have_a_cap_and_a_refused_grow_fails_the_call_at_once(runtime: Runtime) -> None:
+    """table_bomb.wat grows its table by the payload and traps when refused."""
+    bomb = runtime.instantiate(FIXTURES / "table_bomb.wat", name="tables")
+    assert unpackb(bomb.call("t", packb(5_000))) == 1  # 5,001 elements
+    with pytest.raises(WasmError) as refused:  # 10,001 > table_elements (10,000)
+        bomb.call("t", packb(5_000))
+    assert str(refused.value) == "trap: tables trapped: wasm `unreachable` instruction executed"
+    assert unpackb(bomb.call("t", packb(9_999))) == 1  # rebuilt: 10,000 is allowed
+    # One grow of 100M elements (800 MB) is refused at once: a trap, not a deadline.
+    with pytest.raises(WasmError) as huge:
+        bomb.call("t", packb(100_000_000))
+    assert huge.value.kind == "trap"
+    # The cap is the instance's limit.
+    roomy = runtime.instantiate(
+        FIXTURES / "table_bomb.wat", limits=Limits(table_elements=20_000), name="roomy"
+    )
+    assert unpackb(roomy.call("t", packb(15_000))) == 1
+
+
+def test_a_table_bomb_does_not_grow_the_host(runtime: Runtime) -> None:
+    """5M elements (40 MB) an event: the host's memory stays where it was. (Uncapped,
+    each event kept its table and the host grew by 40 MB an event.)"""
+    bomb = runtime.instantiate(FIXTURES / "table_bomb.wat", name="bomb")
+    with pytest.raises(WasmError):
+        bomb.call("t", packb(5_000_000))
+    before = _rss_bytes()
+    for _ in range(10):
+        with pytest.raises(WasmError, match="unreachable"):
+            bomb.call("t", packb(5_000_000))
+    assert _rss_bytes() - before < 64 * 1024 * 1024
+
+
+def test_the_store_limits_count_tables_memories_and_their_sizes(runtime: Runtime) -> None:
+    two_tables = f"""(module (table 1 funcref) (table 1 externref) {_ABI}
+      (func (export "symbiont_handle") (param i32 i32) (result i64) (i64.const 0)))"""
+    with pytest.raises(WasmError) as refused:
+        runtime.instantiate(two_tables.encode(), name="t2")
+    assert refused.value.kind == "load"
+    assert "t2 cannot be instantiated: resource limit exceeded: table count too high" in str(
+        refused.value
+    )
+    assert "tables 1" in str(refused.value)
+    runtime.instantiate(two_tables.encode(), limits=Limits(tables=2), name="t2")
+
+    two_memories = f"""(module (memory 1) {_ABI}
+      (func (export "symbiont_handle") (param i32 i32) (result i64) (i64.const 0)))"""
+    with pytest.raises(WasmError, match="memory count too high at 2 .*memories 1"):
+        runtime.instantiate(two_memories.encode(), name="m2")
+    runtime.instantiate(two_memories.encode(), limits=Limits(memories=2), name="m2")
+
+    big_table = f"""(module (table 20000 funcref) {_ABI}
+      (func (export "symbiont_handle") (param i32 i32) (result i64) (i64.const 0)))"""
+    with pytest.raises(WasmError, match="table minimum size of 20000 elements exceeds"):
+        runtime.instantiate(big_table.encode(), name="big")
+
+
+@pytest.mark.parametrize(
+    ("memory", "message"),
+    [
+        ("i64 1", "exports memory as a 64-bit memory"),
+        ("1 1 shared", "exports memory as a shared memory"),
+    ],
+)
+def test_only_a_32_bit_unshared_memory_is_accepted(
+    runtime: Runtime, memory: str, message: str
+) -> None:
+    wat = _ABI.replace('(memory (export "memory") 1)', f'(memory (export "memory") {memory})')
+    with pytest.raises(WasmError) as refused:
+        runtime.instantiate(
+            f"""(module {wat} (func (export "symbiont_handle") (param i32 i32) (result i64)
+              (i64.const 0)))""".encode(),
+            name="odd",
+        )
+    assert refused.value.kind == "abi"
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("mode", "limits", "kind"),
+    [
+        (1, Limits(deadline_ms=30), "deadline"),
+        (1, Limits(fuel=100_000), "fuel"),
+        (2, Limits(), "trap"),
+    ],
+)
+def test_a_failed_call_sends_nothing_it_published(
+    runtime: Runtime, mode: int, limits: Limits, kind: str
+) -> None:
+    """publisher.wat publishes and reports its health, then fails: neither goes out."""
+    imports, got = recording()
+    publisher = runtime.instantiate(
+        FIXTURES / "publisher.wat", limits=limits, imports=imports, name="p"
+    )
+    for _ in range(2):
+        with pytest.raises(WasmError) as failed:
+            publisher.call("t", packb(mode))
+        assert failed.value.kind == kind
+    assert got == []
+    # A call that succeeds sends them, in order, once it has returned.
+    assert unpackb(publisher.call("t", packb(0))) is None
+    assert got == [("publish", "publisher.out", None), ("health", "degraded", "about to fail")]
+
+
+# A deadline far enough away for a loaded machine: these tests are about other limits.
+_ROOMY = 60_000
+
+
+def test_publishes_per_call_are_bounded(runtime: Runtime) -> None:
+    imports, got = recording()
+    flood = runtime.instantiate(
+        FIXTURES / "publisher.wat",
+        limits=Limits(publishes=50, deadline_ms=_ROOMY),
+        imports=imports,
+        name="flood",
+    )
+    with pytest.raises(WasmError) as limited:
+        flood.call("t", packb(3))  # publishes until refused
+    assert str(limited.value) == (
+        "limit: flood made more than 50 publishes in one call (limit: publishes)"
+    )
+    assert got == []
+    with pytest.raises(WasmError) as default:
+        runtime.instantiate(
+            FIXTURES / "publisher.wat", limits=Limits(deadline_ms=_ROOMY), name="flood"
+        ).call("t", packb(3))
+    assert "more than 1000 publishes" in str(default.value)
+
+    small = runtime.instantiate(
+        FIXTURES / "publisher.wat", limits=Limits(publish_bytes=20), imports=imports, name="s"
+    )
+    with pytest.raises(WasmError) as too_big:  # 14 bytes of publish, then 21 of health
+        small.call("t", packb(0))
+    assert str(too_big.value) == (
+        "limit: s published more than 20 bytes in one call (limit: publish_bytes)"
+    )
+    assert got == []
+
+
+def test_log_lines_per_call_are_bounded(runtime: Runtime) -> None:
+    imports, got = recording()
+    chatty = runtime.instantiate(
+        FIXTURES / "publisher.wat",
+        limits=Limits(deadline_ms=_ROOMY),
+        imports=imports,
+        name="chatty",
+    )
+    chatty.call("t", packb(4))  # 5,000 log lines
+    assert got[:-1] == [("log", 1, "about to fail")] * 1000
+    assert got[-1] == (
+        "log",
+        2,
+        "chatty: 4000 more log lines dropped (at most 1000 per call)",
+    )
+
+
+def test_stdout_without_the_grant_fails_the_call(runtime: Runtime) -> None:
+    """fd_write to stdout or stderr without the stdout grant is a capability error, as any
+    ungranted capability; it used to report 5 bytes written to nowhere."""
+    denied = runtime.instantiate(FIXTURES / "stdout.wat", name="quiet")
+    for fd, stream in ((1, "stdout"), (2, "stderr")):
+        with pytest.raises(WasmError) as refused:
+            denied.call("t", packb(fd))
+        assert str(refused.value) == (
+            f"capability: quiet called wasi_snapshot_preview1.fd_write on fd {fd} ({stream}), "
+            "but the capability 'stdout' was not granted "
+            "(grant it in the manifest: grants: ['stdout'])"
+        )
+    assert unpackb(denied.call("t", packb(3))) == 8  # EBADF: no other fd is open
+
+    imports, got = recording()
+    granted = runtime.instantiate(
+        FIXTURES / "stdout.wat",
+        limits=Limits(grants=frozenset({"stdout"})),
+        imports=imports,
+        name="loud",
+    )
+    assert unpackb(granted.call("t", packb(1))) == 0  # errno 0: written
+    assert unpackb(granted.call("t", packb(2))) == 0
+    assert unpackb(granted.call("t", packb(3))) == 8
+    assert got == [("stdout", b"hello"), ("stdout", b"hello")]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"table_elements": 0}, "table_elements: expected a positive integer"),
+        ({"instances": -1}, "instances: expected a positive integer"),
+        ({"tables": 1.5}, "tables: expected a positive integer"),
+        ({"memories": True}, "memories: expected a positive integer"),
+        ({"publishes": None}, "publishes: expected a positive integer"),
+        ({"publish_bytes": 2**63}, "publish_bytes: expected a positive integer up to 2\\*\\*63"),
+    ],
+)
+def test_the_new_limits_are_checked(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Limits(**kwargs)
+    assert Limits.from_config({"table_elements": 5, "publishes": 2}) == Limits(
+        table_elements=5, publishes=2
+    )
+
+
+def test_one_log_line_or_stdout_write_is_bounded(runtime: Runtime) -> None:
+    """A log line is cut at LOG_LINE_BYTES; an fd_write takes at most as many bytes (a
+    partial write, as POSIX allows) and at most IOV_MAX (1024) iovecs."""
+    wat = f"""(module
+      (import "symbiont" "log" (func $log (param i32 i32 i32)))
+      (import "wasi_snapshot_preview1" "fd_write"
+        (func $fd_write (param i32 i32 i32 i32) (result i32)))
+      {_ABI}
+      (func (export "symbiont_handle") (param i32 i32) (result i64)
+        ;; 60,000 zeros from 2048, as a log line and as one iovec (at 0) of fd_write;
+        ;; the count written goes to 516, the errno to 520
+        (call $log (i32.const 1) (i32.const 2048) (i32.const 60000))
+        (i32.store (i32.const 0) (i32.const 2048))
+        (i32.store (i32.const 4) (i32.const 60000))
+        (i32.store (i32.const 520) (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1)
+          (i32.const 516)))
+        (i32.store (i32.const 524) (call $fd_write (i32.const 1) (i32.const 0)
+          (i32.const 1025) (i32.const 528)))
+        ;; the reply: a fixarray of 3: [written, errno, errno of 1025 iovecs] as uint32s
+        (i32.store8 (i32.const 600) (i32.const 0x93))
+        (i32.store8 (i32.const 601) (i32.const 0xce))
+        (i32.store (i32.const 602) (call $bswap (i32.load (i32.const 516))))
+        (i32.store8 (i32.const 606) (i32.const 0xce))
+        (i32.store (i32.const 607) (call $bswap (i32.load (i32.const 520))))
+        (i32.store8 (i32.const 611) (i32.const 0xce))
+        (i32.store (i32.const 612) (call $bswap (i32.load (i32.const 524))))
+        (i64.or (i64.shl (i64.const 600) (i64.const 32)) (i64.const 16)))
+      (func $bswap (param $x i32) (result i32)
+        (i32.or
+          (i32.or (i32.shl (local.get $x) (i32.const 24))
+                  (i32.shl (i32.and (local.get $x) (i32.const 0xff00)) (i32.const 8)))
+          (i32.or (i32.and (i32.shr_u (local.get $x) (i32.const 8)) (i32.const 0xff00))
+                  (i32.shr_u (local.get $x) (i32.const 24))))))"""
+    imports, got = recording()
+    loud = runtime.instantiate(
+        wat.encode(), limits=Limits(grants=frozenset({"stdout"})), imports=imports, name="l"
+    )
+    written, errno, too_many = unpackb(loud.call("t", packb(None)))
+    assert (written, errno, too_many) == (LOG_LINE_BYTES, 0, 28)  # EINVAL
+    [log, stdout] = got
+    assert log[:2] == ("log", 1) and log[2] == "\0" * LOG_LINE_BYTES + " [truncated]"
+    assert stdout[0] == "stdout" and len(stdout[1]) == LOG_LINE_BYTES
+
+
+def _peak_rss_since(run: Callable[[], object]) -> int:
+    """The most memory (RSS) the process had while ``run`` ran, over what it had before."""
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # resets VmHWM, the peak
+    before = _rss_bytes()
+    run()
+    with open("/proc/self/status") as status:
+        [peak] = [int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:")]
+    return peak - before
+
+
+def test_a_published_payload_is_checked_without_being_built(runtime: Runtime) -> None:
+    """8 MB of empty maps: decoded to check it, it took the host ~600 MB and a second or
+    more, past any deadline. Its structure is walked instead; the bytes go out as they are."""
+    wat = """(module (import "symbiont" "publish" (func $publish (param i32 i32 i32 i32)))
+      (memory (export "memory") 1)
+      (data (i32.const 0) "big")
+      (func (export "symbiont_abi_version") (result i32) (i32.const 1))
+      (func (export "symbiont_alloc") (param $n i32) (result i32)
+        (local $pages i32)
+        (local.set $pages (i32.shr_u (i32.add (local.get $n) (i32.const 66559)) (i32.const 16)))
+        (if (i32.gt_u (local.get $pages) (memory.size))
+          (then (if (i32.eq (memory.grow (i32.sub (local.get $pages) (memory.size)))
+                            (i32.const -1))
+                  (then (return (i32.const 0))))))
+        (i32.const 1024))
+      ;; publishes the payload of [topic, payload], topic "t" (2 bytes)
+      (func (export "symbiont_handle") (param $ptr i32) (param $len i32) (result i64)
+        (call $publish (i32.const 0) (i32.const 3) (i32.add (local.get $ptr) (i32.const 3))
+          (i32.sub (local.get $len) (i32.const 3)))
+        (i64.const 0)))"""
+    got: list[int] = []
+    relay = runtime.instantiate(
+        wat.encode(),
+        limits=Limits(deadline_ms=_ROOMY),
+        imports=Imports(publish=lambda topic, payload: got.append(len(payload))),
+        name="relay",
+    )
+    n = 8 * 1024 * 1024
+    payload = b"\xdd" + n.to_bytes(4, "big") + b"\x80" * n
+    assert _peak_rss_since(lambda: relay.call("t", payload)) < 100 * 1024 * 1024
+    assert got == [len(payload)]
+    with pytest.raises(WasmError, match="publish payload is not one msgpack value: 1 bytes after"):
+        relay.call("t", b"\xc0\xc0")
+
+
+def test_a_module_cannot_sleep_past_its_deadline(runtime: Runtime) -> None:
+    """WASI's poll_oneoff (C's sleep()) blocks in the host, where the deadline does not
+    reach: a 3 s sleep ran 3 s past a 100 ms deadline. No grant allows it."""
+    wat = f"""(module
+      (import "wasi_snapshot_preview1" "poll_oneoff"
+        (func $poll (param i32 i32 i32 i32) (result i32)))
+      {_ABI}
+      (func (export "symbiont_handle") (param i32 i32) (result i64)
+        ;; one subscription at 0: a relative timeout of 3 s on the monotonic clock
+        (i32.store8 (i32.const 8) (i32.const 0))
+        (i32.store (i32.const 16) (i32.const 1))
+        (i64.store (i32.const 24) (i64.const 3000000000))
+        (drop (call $poll (i32.const 0) (i32.const 256) (i32.const 1) (i32.const 512)))
+        (i64.const 0)))"""
+    for grants in (frozenset(), GRANTS):
+        sleepy = runtime.instantiate(wat.encode(), limits=Limits(grants=grants), name="sleepy")
+        with pytest.raises(WasmError) as refused:
+            sleepy.call("t", packb(None))
+        assert str(refused.value) == (
+            "capability: sleepy called wasi_snapshot_preview1.poll_oneoff, which no grant "
+            "allows: it waits (sleep, poll), and a call may not wait past its deadline"
+        )

@@ -7,6 +7,8 @@ defmodule Symbiont.WasmAgentTest do
   import Symbiont.HostHelpers
 
   @wasm Path.expand("../../priv/wasm", __DIR__)
+  # Hostile modules, for the sandbox's limits.
+  @hostile Path.expand("../fixtures/wasm", __DIR__)
 
   defp start_wasm!(module, topic, opts \\ []),
     do: start_agent_host!("wasm", [wasm: Path.join(@wasm, module), topics: [topic]] ++ opts)
@@ -174,6 +176,15 @@ defmodule Symbiont.WasmAgentTest do
            ~s|["network"] in :grants is not a capability (allowed: clock, random, stdout)|},
           {[wasm: wasm, topics: ["t"], limits: [timeout: 5]],
            "Wasm limit :timeout = 5 is not allowed"},
+          {[wasm: wasm, topics: ["t"], limits: [table_elements: 0]],
+           "Wasm limit :table_elements = 0 is not allowed (allowed: deadline_ms, fuel, " <>
+             "memory_bytes, table_elements, instances, tables, memories, publishes, " <>
+             "publish_bytes as positive integers up to 2**63 - 1; grants as a list of clock, " <>
+             "random, stdout)"},
+          {[wasm: wasm, topics: ["t"], limits: [publishes: 2 ** 63]],
+           "Wasm limit :publishes = 9223372036854775808 is not allowed"},
+          {[wasm: wasm, topics: ["t"], limits: [memories: "2"]],
+           ~s|Wasm limit :memories = "2" is not allowed|},
           {[python: "m:C", topics: ["t"]], ":topics is for Wasm agents"},
           {[], ~s|expected :python ("module:Class") or :wasm|}
         ] do
@@ -181,5 +192,136 @@ defmodule Symbiont.WasmAgentTest do
       assert error =~ ~s(agent "w": )
       assert error =~ message
     end
+  end
+
+  defp rss_bytes(os_pid) do
+    [_, kb] = Regex.run(~r/VmRSS:\s+(\d+) kB/, File.read!("/proc/#{os_pid}/status"))
+    String.to_integer(kb) * 1024
+  end
+
+  defp hostile!(module, topic, opts \\ []),
+    do:
+      start_agent_host!(
+        "wasm",
+        [wasm: Path.join(@hostile, module), topics: [topic], max_attempts: 1] ++ opts
+      )
+
+  # The first health report of `agent`'s module (publisher.wat: "about to fail"), skipping
+  # the agent's reports of its own failures.
+  defp module_report(agent) do
+    receive do
+      %Symbiont.Event{topic: "symbiont.health", from: ^agent} = e ->
+        if Symbiont.Event.decode!(e)["reason"] == "about to fail",
+          do: e,
+          else: module_report(agent)
+    after
+      5_000 -> flunk("no health report from #{agent}'s module")
+    end
+  end
+
+  defp await_dead_letter(agent) do
+    assert_receive %Symbiont.Event{topic: "symbiont.dead_letter", from: ^agent} = e, 5_000
+    Symbiont.Event.decode!(e)["error"]["message"]
+  end
+
+  test "a table bomb is capped: the host does not grow, and a huge grow is refused at once" do
+    # table_bomb.wat grows its table by the payload, and traps when refused. Uncapped, 5M
+    # elements an event grew the host by 40 MB an event, and one grow of 100M ran seconds
+    # past the deadline.
+    topic = unique_name("wasm.tables.in")
+    %{agent: agent, os_pid: os_pid, name: name} = hostile!("table_bomb.wat", topic)
+
+    capture_log(fn ->
+      :ok = Symbiont.publish(topic, 5_000_000)
+      assert await_dead_letter(agent) =~ "trapped: wasm `unreachable`"
+      before = rss_bytes(os_pid)
+
+      for _ <- 1..10 do
+        :ok = Symbiont.publish(topic, 5_000_000)
+        assert await_dead_letter(agent) =~ "trapped: wasm `unreachable`"
+      end
+
+      assert rss_bytes(os_pid) - before < 64 * 1024 * 1024
+
+      :ok = Symbiont.publish(topic, 100_000_000)
+      assert await_dead_letter(agent) =~ "#{agent} trapped: wasm `unreachable`"
+    end)
+
+    assert {:ok, %{os_pid: ^os_pid, crashes: 0}} = Symbiont.Host.info(name)
+  end
+
+  test "the manifest's limits reach the sandbox" do
+    # 15,000 elements: over the default table_elements (10,000), under the manifest's.
+    topic = unique_name("wasm.tables.in")
+    %{agent: agent} = hostile!("table_bomb.wat", topic)
+
+    capture_log(fn ->
+      :ok = Symbiont.publish(topic, 15_000)
+      assert await_dead_letter(agent) =~ "unreachable"
+    end)
+
+    roomy = unique_name("wasm.tables.in")
+    %{name: name} = hostile!("table_bomb.wat", roomy, limits: [table_elements: 20_000])
+    :ok = Symbiont.publish(roomy, 15_000)
+    assert wait_until(fn -> match?({:ok, %{agent: %{handled: 1}}}, Symbiont.Host.info(name)) end)
+  end
+
+  test "what a failed call published is never delivered" do
+    # publisher.wat publishes on publisher.out and reports health, then (payload 1) loops
+    # past its deadline, or (2) traps, or (0) returns.
+    :ok = Symbiont.subscribe("publisher.out")
+    topic = unique_name("wasm.publisher.in")
+    %{agent: agent} = hostile!("publisher.wat", topic, limits: [deadline_ms: 50])
+
+    capture_log(fn ->
+      :ok = Symbiont.publish(topic, 1)
+      assert await_dead_letter(agent) =~ "ran past its 50 ms deadline"
+      :ok = Symbiont.publish(topic, 2)
+      assert await_dead_letter(agent) =~ "trapped: wasm `unreachable`"
+    end)
+
+    # The first publish and the first report of the module's that come are those of the
+    # third delivery (seq 3), the one that succeeded: each event's id says which delivery
+    # published it (PROTOCOL.md §8.1).
+    :ok = Symbiont.publish(topic, 0)
+    assert_receive %Symbiont.Event{topic: "publisher.out", from: ^agent, id: id}, 5_000
+    assert {^agent, _incarnation, 3, 0} = id
+    assert {^agent, _incarnation, 3, 1} = module_report(agent).id
+
+    # A call may publish at most `publishes` events.
+    flood = unique_name("wasm.publisher.in")
+    %{agent: flooder} = hostile!("publisher.wat", flood, limits: [publishes: 5])
+
+    capture_log(fn ->
+      :ok = Symbiont.publish(flood, 3)
+
+      assert await_dead_letter(flooder) ==
+               "limit: #{flooder} made more than 5 publishes in one call (limit: publishes)"
+    end)
+
+    refute_received %Symbiont.Event{topic: "publisher.out", from: ^flooder}
+  end
+
+  test "stdout without the grant fails the event; granted, it is the agent's log" do
+    topic = unique_name("wasm.stdout.in")
+    %{agent: quiet} = hostile!("stdout.wat", topic)
+
+    capture_log(fn ->
+      :ok = Symbiont.publish(topic, 1)
+
+      assert await_dead_letter(quiet) =~
+               "called wasi_snapshot_preview1.fd_write on fd 1 (stdout), " <>
+                 "but the capability 'stdout' was not granted"
+    end)
+
+    loud = unique_name("wasm.stdout.in")
+    %{name: name} = hostile!("stdout.wat", loud, limits: [grants: [:stdout]])
+
+    :ok = Symbiont.publish(loud, 1)
+
+    assert wait_until(fn ->
+             {:ok, %{agent: %{handled: handled}, recent_logs: logs}} = Symbiont.Host.info(name)
+             handled == 1 and Enum.any?(logs, &(&1 =~ "hello"))
+           end)
   end
 end
