@@ -157,6 +157,7 @@ defmodule Symbiont.Journal do
           | {:journal_write, Path.t(), atom}
           | {:journal_corrupt, Path.t(), non_neg_integer, String.t()}
           | {:journal_format, Path.t(), String.t()}
+          | {:journal_unsafe, Path.t(), String.t()}
 
   @typedoc """
   What a journal restores: the last committed checkpoint (`nil` if none), the pending
@@ -168,6 +169,12 @@ defmodule Symbiont.Journal do
   @doc """
   The data directory: `config :symbiont, data_dir: path`, default `.symbiont/data` under
   the current directory, expanded.
+
+  The node makes it, and the directory of its journals in it, for its user alone (mode
+  700). A journal's directory that is a link, belongs to another user or that other users
+  can write to is refused (`{:journal_unsafe, dir, why}`), and so is a data directory
+  that others can write to unless it is sticky (as `/tmp` is): someone else could put a
+  link there named like a journal, and the node would write through it.
   """
   @spec data_dir() :: Path.t()
   def data_dir,
@@ -242,10 +249,82 @@ defmodule Symbiont.Journal do
   @spec opened?(t) :: boolean
   def opened?(%__MODULE__{opened: opened}), do: opened
 
+  # A journal lives in <data_dir>/<node or placed>/, a directory made for the node's user
+  # alone (mode 700). One another user could write to is refused: they could plant a link
+  # there named like a journal, and the node would write through it (docs/SECURITY.md,
+  # "The disk"). The data directory itself may be shared if it is sticky, as /tmp is: no
+  # one else can then replace what the node made in it.
   defp mkdir(path) do
-    case File.mkdir_p(Path.dirname(path)) do
-      :ok -> :ok
+    sub = Path.dirname(path)
+    root = Path.dirname(sub)
+
+    with :ok <- mkdir_root(root),
+         :ok <- check_dir(root, :root),
+         :ok <- mkdir_private(sub),
+         :ok <- check_dir(sub, :own) do
+      :ok
+    else
+      {:unsafe, dir, why} -> {:error, {:journal_unsafe, dir, why}}
       {:error, reason} -> {:error, {:journal_open, path, reason}}
+    end
+  end
+
+  # Made by the node: for its user alone. Made by someone else: as they made it.
+  defp mkdir_root(dir) do
+    if File.dir?(dir), do: :ok, else: with(:ok <- File.mkdir_p(dir), do: File.chmod(dir, 0o700))
+  end
+
+  defp mkdir_private(dir) do
+    case File.mkdir(dir) do
+      :ok -> File.chmod(dir, 0o700)
+      {:error, :eexist} -> :ok
+      error -> error
+    end
+  end
+
+  @sticky 0o1000
+
+  defp check_dir(dir, which) do
+    # lstat: a link in place of the node's own directory is someone else's doing.
+    stat = if which == :own, do: File.lstat(dir), else: File.stat(dir)
+
+    case stat do
+      {:ok, %File.Stat{type: :directory, mode: mode, uid: uid}} ->
+        cond do
+          which == :own and not owned?(uid) ->
+            {:unsafe, dir, "it belongs to user #{uid}, not to the node's user"}
+
+          Bitwise.band(mode, 0o022) != 0 and (which == :own or Bitwise.band(mode, @sticky) == 0) ->
+            {:unsafe, dir,
+             "other users can write to it (mode #{Integer.to_string(Bitwise.band(mode, 0o7777), 8)}): " <>
+               "chmod go-w #{dir}"}
+
+          true ->
+            :ok
+        end
+
+      {:ok, %File.Stat{type: type}} ->
+        {:unsafe, dir, "it is a #{type}, not a directory"}
+
+      {:error, reason} ->
+        {:error, reason}
+    end
+  end
+
+  # The node's own user id, from /proc (Linux); elsewhere ownership is not checked.
+  defp owned?(uid) do
+    case own_uid() do
+      nil -> true
+      own -> own == uid
+    end
+  end
+
+  defp own_uid do
+    with {:ok, status} <- File.read("/proc/self/status"),
+         [_, uid] <- Regex.run(~r/^Uid:\s+(\d+)/m, status) do
+      String.to_integer(uid)
+    else
+      _ -> nil
     end
   end
 
@@ -771,6 +850,10 @@ defmodule Symbiont.Journal do
         "(truncate -s #{offset} #{path})"
 
   def format_error({:journal_format, path, why}), do: "#{path} is not a journal: #{why}"
+
+  def format_error({:journal_unsafe, dir, why}),
+    do: "the journal's directory #{dir} is refused: #{why}"
+
   def format_error(other), do: inspect(other)
 
   defp format_posix(reason) when is_atom(reason),

@@ -4,6 +4,7 @@ defmodule Symbiont.JournalTest do
   # way a restarted agent does.
   use ExUnit.Case, async: true
 
+  import Bitwise
   import ExUnit.CaptureLog
   import Symbiont.Disk
 
@@ -35,6 +36,62 @@ defmodule Symbiont.JournalTest do
   end
 
   defp size(path), do: File.stat!(path).size
+
+  describe "the directory a journal lives in" do
+    # Data dir <dir>/data, the node's own directory <dir>/data/node (Journal.path/3).
+    setup %{tmp_dir: dir} do
+      data = Path.join(dir, "data")
+      %{data: data, sub: Path.join(data, "node"), path: Path.join([data, "node", "a.log"])}
+    end
+
+    test "is made for the node's user alone", %{data: data, sub: sub, path: path} do
+      assert {:ok, journal, _} = Journal.open(path)
+      :ok = Journal.close(journal)
+      assert mode(data) == 0o700
+      assert mode(sub) == 0o700
+    end
+
+    test "a link in place of the node's own directory is refused, and nothing is written where it points",
+         %{data: data, sub: sub, path: path, tmp_dir: dir} do
+      target = Path.join(dir, "elsewhere")
+      File.mkdir_p!(target)
+      File.mkdir_p!(data)
+      File.ln_s!(target, sub)
+
+      assert {:error, {:journal_unsafe, ^sub, why} = error} = Journal.open(path)
+      assert why =~ "it is a symlink, not a directory"
+      assert Journal.format_error(error) =~ "the journal's directory #{sub} is refused"
+      assert File.ls!(target) == []
+    end
+
+    test "a directory other users can write to is refused, naming the mode and the fix",
+         %{data: data, sub: sub, path: path} do
+      File.mkdir_p!(sub)
+      File.chmod!(sub, 0o775)
+      assert {:error, {:journal_unsafe, ^sub, why}} = Journal.open(path)
+      assert why == "other users can write to it (mode 775): chmod go-w #{sub}"
+
+      # The data directory may be shared when it is sticky (as /tmp is), not otherwise.
+      File.chmod!(sub, 0o700)
+      File.chmod!(data, 0o777)
+      assert {:error, {:journal_unsafe, ^data, _}} = Journal.open(path)
+      # (File.chmod/2 leaves the sticky bit out.)
+      {_, 0} = System.cmd("chmod", ["1777", data])
+      assert {:ok, journal, _} = Journal.open(path)
+      :ok = Journal.close(journal)
+    end
+
+    @tag :root
+    test "a directory that belongs to another user is refused", %{sub: sub, path: path} do
+      File.mkdir_p!(sub)
+      File.chmod!(sub, 0o755)
+      {_, 0} = System.cmd("chown", ["nobody", sub])
+      assert {:error, {:journal_unsafe, ^sub, why}} = Journal.open(path)
+      assert why =~ "not to the node's user"
+    end
+  end
+
+  defp mode(path), do: File.lstat!(path).mode &&& 0o7777
 
   test "a new journal restores nothing, and is an empty file until its first commit",
        %{tmp_dir: dir} do
@@ -351,7 +408,7 @@ defmodule Symbiont.JournalTest do
 
     test "a commit the disk refuses leaves the file as the last commit left it; recover/3 writes it all once space is back",
          %{disk: disk} do
-      path = Path.join(disk, "agent.log")
+      path = Path.join([disk, "node", "agent.log"])
       {:ok, j, _} = Journal.open(path)
       {[e1, _e2], j} = accept_all(j, [event(1), event(2)])
       j = j |> commit!() |> Journal.done([e1]) |> Journal.checkpoint(%{state: "s1"})
@@ -392,7 +449,7 @@ defmodule Symbiont.JournalTest do
     @tag :capture_log
     test "a compaction the disk refuses is dropped: the journal goes on in its file",
          %{disk: disk} do
-      path = Path.join(disk, "agent.log")
+      path = Path.join([disk, "node", "agent.log"])
       {:ok, j, _} = Journal.open(path, compact_min_bytes: 1)
       # All done: the journal compacts to its checkpoint.
       {events, j} = accept_all(j, Enum.map(1..3, &event/1))
