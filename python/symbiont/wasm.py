@@ -21,6 +21,7 @@ import hashlib
 import logging
 import math
 import os
+import stat
 import struct
 import tempfile
 import threading
@@ -226,6 +227,10 @@ class Runtime:
         Where compiled modules are kept (``Module.serialize``), keyed by the module's
         SHA-256, the wasmtime version and the engine configuration; ``None`` turns the
         cache off. Default: ``$SYMBIONT_WASM_CACHE``, else ``~/.cache/symbiont/wasm``.
+        A compiled module is native code: the cache is used only while the directory is
+        the user's alone (made with mode 700; owned by the user, no one else may write to
+        it) and each file in it too, else modules are compiled and the reason is logged
+        once (:attr:`cache_refused`).
     tick_ms:
         The epoch period: deadlines are enforced within one tick.
     direct:
@@ -264,6 +269,8 @@ class Runtime:
         self._ticker: threading.Thread | None = None
         #: Counters for tests and benchmarks: compiled, loaded from cache, cache misses.
         self.stats = {"compiled": 0, "cached": 0}
+        #: Why the cache directory is not used, if it is not (see ``cache_dir``).
+        self.cache_refused: str | None = None
 
     # -- engines and modules ---------------------------------------------------------
 
@@ -339,17 +346,16 @@ class Runtime:
 
     def _compile(self, data: bytes, digest: str, fuel: bool, name: str) -> wasmtime.Module:
         engine = self.engine(fuel)
-        path = None
-        if self.cache_dir is not None:
-            path = self.cache_dir / f"{digest}-{self.fingerprint(fuel)}.cwasm"
+        path = self._cache_file(digest, fuel)
+        if path is not None:
             # Read into memory rather than deserialize_file: that maps the file, and a
             # file changed in place under a mapping kills the process with SIGBUS.
             try:
-                module = self._wasmtime.Module.deserialize(engine, path.read_bytes())
+                module = self._wasmtime.Module.deserialize(engine, _read_private(path))
                 self.stats["cached"] += 1
                 return module
             except (OSError, self._wasmtime.WasmtimeError):
-                pass  # missing, unreadable, stale or corrupt: compile and (over)write it
+                pass  # missing, unreadable, stale, corrupt or not ours: compile, (over)write
         try:
             module = self._wasmtime.Module(engine, data)
         except self._wasmtime.WasmtimeError as exc:
@@ -357,7 +363,6 @@ class Runtime:
         self.stats["compiled"] += 1
         if path is not None:
             with contextlib.suppress(OSError):  # a cache that cannot be written is no cache
-                path.parent.mkdir(parents=True, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
                 try:
                     with os.fdopen(fd, "wb") as out:
@@ -369,6 +374,24 @@ class Runtime:
                         os.unlink(tmp)
                     raise
         return module
+
+    def _cache_file(self, digest: str, fuel: bool) -> Path | None:
+        """The cache file of a module, or None: no cache, or a directory that is not the
+        user's alone (Module.deserialize runs what it reads: a file someone else could
+        write is code they could run here)."""
+        if self.cache_dir is None or self.cache_refused is not None:
+            return None
+        with contextlib.suppress(OSError):  # not made: os.stat says why below
+            self.cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            why = _not_private(os.stat(self.cache_dir))
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+        if why is not None:
+            self.cache_refused = why
+            _log.warning("the Wasm module cache %s is not used: %s", self.cache_dir, why)
+            return None
+        return self.cache_dir / f"{digest}-{self.fingerprint(fuel)}.cwasm"
 
     # -- instances -------------------------------------------------------------------
 
@@ -995,6 +1018,27 @@ def _check_msgpack(data: bytes, what: str) -> None:
 # Payloads up to this size are decoded to check them (at most a few hundred KB in objects).
 _DECODED_BYTES = 4096
 
+
+def _not_private(st: os.stat_result) -> str | None:
+    """Why a file or directory with this stat is not the user's alone, or None."""
+    if st.st_uid != os.getuid():
+        return f"it belongs to user {st.st_uid}, not to this process's ({os.getuid()})"
+    if st.st_mode & 0o022:
+        return f"other users can write to it (mode {st.st_mode & 0o7777:o})"
+    return None
+
+
+def _read_private(path: Path) -> bytes:
+    """The bytes of ``path``, a regular file that is the user's alone (else OSError)."""
+    with open(path, "rb") as file:
+        st = os.fstat(file.fileno())
+        why = "it is not a regular file" if not stat.S_ISREG(st.st_mode) else _not_private(st)
+        if why is not None:
+            raise PermissionError(f"{path} is not used: {why}")
+        return file.read()
+
+
+_log = logging.getLogger("symbiont.wasm")
 
 _default: Runtime | None = None
 _default_lock = threading.Lock()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import re
 import subprocess
 import sys
@@ -246,6 +248,57 @@ def test_compiled_modules_are_cached_by_content_and_engine(tmp_path: Path) -> No
     again.load(WASM / "echo.wat")
     assert again.stats == {"compiled": 1, "cached": 0}
     assert Runtime(cache_dir=tmp_path).load(WASM / "echo.wat") is not None
+
+
+def test_the_cache_is_used_only_while_it_is_the_users_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A compiled module is native code that Module.deserialize runs: a cache entry
+    # someone else could write is code they could run in the host.
+    made = tmp_path / "made" / "cache"
+    Runtime(cache_dir=made).load(WASM / "echo.wat")
+    assert made.stat().st_mode & 0o777 == 0o700
+
+    # A directory others can write to: not used, said once, modules compiled.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    Runtime(cache_dir=shared).load(WASM / "echo.wat")  # filled while it was private
+    shared.chmod(0o777)
+    runtime = Runtime(cache_dir=shared)
+    with caplog.at_level(logging.WARNING, logger="symbiont.wasm"):
+        runtime.load(WASM / "echo.wat")
+        runtime.load(WASM / "echo.wat", fuel=True)
+    assert runtime.stats == {"compiled": 2, "cached": 0}
+    assert runtime.cache_refused == "other users can write to it (mode 777)"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the Wasm module cache {shared} is not used: other users can write to it (mode 777)"
+    ]
+
+    # An entry others can write to, in a private directory: compiled, and replaced by
+    # one of the user's own.
+    shared.chmod(0o700)
+    [entry] = shared.iterdir()
+    entry.chmod(0o666)
+    runtime = Runtime(cache_dir=shared)
+    runtime.load(WASM / "echo.wat")
+    assert runtime.stats == {"compiled": 1, "cached": 0}
+    assert entry.stat().st_mode & 0o022 == 0
+    assert Runtime(cache_dir=shared).load(WASM / "echo.wat") is not None
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="chown to another user needs root")
+def test_a_cache_entry_of_another_user_is_not_run(tmp_path: Path) -> None:
+    warm = Runtime(cache_dir=tmp_path)
+    warm.load(WASM / "echo.wat")
+    [entry] = tmp_path.iterdir()
+    os.chown(entry, 65534, 65534)  # nobody
+    runtime = Runtime(cache_dir=tmp_path)
+    runtime.load(WASM / "echo.wat")
+    assert runtime.stats == {"compiled": 1, "cached": 0}
+    os.chown(tmp_path, 65534, 65534)
+    refused = Runtime(cache_dir=tmp_path)
+    refused.load(WASM / "echo.wat")
+    assert refused.cache_refused is not None and "belongs to user 65534" in refused.cache_refused
 
 
 def test_a_cache_on_a_full_disk_is_no_cache_and_leaves_nothing_behind(tmp_path: Path) -> None:
