@@ -132,7 +132,10 @@ defmodule Symbiont.Agent do
   publisher's highest by at most `:max_attempts` x `:max_in_flight` of the publisher (3 x
   100 by default). At most 1024 publishers are remembered (the one heard from longest
   ago goes first), and a publisher whose server started afresh (a new incarnation) is
-  remembered afresh.
+  remembered afresh. A seq a window or more above the highest starts the window afresh
+  there, whatever its size (a seq from Elixir's `:id` may be any integer). A Python
+  agent cannot move it so: its server drops a publish whose seq is above every seq it
+  delivered (PROTOCOL.md §8.1).
 
   Each replica of an agent remembers what it accepted itself: with `:replicas` above 1, a
   copy that the queue group hands to another replica than the first is not recognised.

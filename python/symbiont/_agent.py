@@ -51,6 +51,9 @@ def on(topic: str) -> Callable[[_F], _F]:
     return decorate
 
 
+_MAX_EVERY_S = ((1 << 32) - 1) / 1000
+
+
 def every(seconds: float) -> Callable[[_F], _F]:
     """Mark an :class:`Agent` method as a timer run every ``seconds`` (at least 0.001).
 
@@ -66,8 +69,11 @@ def every(seconds: float) -> Callable[[_F], _F]:
         raise TypeError(
             f"@every(seconds) expects seconds to be a number, got {type(seconds).__name__}"
         )
-    if not math.isfinite(seconds) or seconds < 0.001:
-        raise ValueError(f"@every(seconds) expects a finite number >= 0.001, got {seconds!r}")
+    # The owner's timers take at most 2^32-1 ms (PROTOCOL.md §9), 49.7 days.
+    if not math.isfinite(seconds) or not 0.001 <= seconds <= _MAX_EVERY_S:
+        raise ValueError(
+            f"@every(seconds) expects a finite number in 0.001..{_MAX_EVERY_S}, got {seconds!r}"
+        )
     every_ms = int(seconds * 1000)
 
     def decorate(fn: _F) -> _F:

@@ -90,12 +90,18 @@ def current_host() -> Host:
     return host
 
 
+#: PROTOCOL.md §9: ids, seqs, slots and counts fit in 63 bits; a frame size or a period in
+#: milliseconds in 32.
+MAX_INT = (1 << 63) - 1
+MAX_U32 = (1 << 32) - 1
+
+
 def _is_id(value: Any) -> bool:
-    return type(value) is int and value >= 0
+    return type(value) is int and 0 <= value <= MAX_INT
 
 
 def _is_seq(value: Any) -> bool:
-    return type(value) is int and value > 0
+    return type(value) is int and 0 < value <= MAX_INT
 
 
 def _bad(frame: list[Any], rule: str) -> ProtocolError:
@@ -275,7 +281,7 @@ class Host:
     def _on_ping(self, frame: list[Any]) -> None:
         # PROTOCOL.md §11: answered at once, by the watchdog while a dispatch runs long.
         if len(frame) != 2 or not _is_id(frame[1]):
-            raise _bad(frame, "ping takes one non-negative int")
+            raise _bad(frame, "ping takes one int n in 0..2^63-1")
         self.send_async(["pong", frame[1]], "pong")
 
     def _on_eof(self) -> None:
@@ -332,8 +338,8 @@ class Host:
         python_path = options.get("python_path") or []
         if type(name) is not str:
             raise _bad(frame, "name must be a str")
-        if type(max_frame) is not int or max_frame < 64:
-            raise _bad(frame, "max_frame must be an int >= 64")
+        if type(max_frame) is not int or not 64 <= max_frame <= MAX_U32:
+            raise _bad(frame, "max_frame must be an int in 64..2^32-1")
         if type(python_path) is not list or not all(type(p) is str for p in python_path):
             raise _bad(frame, "python_path must be a list of str")
         if options.get("agent") is not None:
@@ -370,13 +376,13 @@ class Host:
         if config is not None and type(config) is not dict:
             raise TypeError(f"agent config must be a map or nil, got {config!r}")
         timeout = spec.get("handler_timeout_ms")
-        if timeout is not None and (type(timeout) is not int or timeout <= 0):
+        if timeout is not None and (type(timeout) is not int or not 0 < timeout <= MAX_U32):
             raise TypeError(
-                f"agent handler_timeout_ms must be a positive int or nil, got {timeout!r}"
+                f"agent handler_timeout_ms must be nil or an int in 1..2^32-1, got {timeout!r}"
             )
         seq = spec.get("seq", 0)
-        if type(seq) is not int or seq < 0:
-            raise TypeError(f"agent seq must be an int >= 0, got {seq!r}")
+        if not _is_id(seq):
+            raise TypeError(f"agent seq must be an int in 0..2^63-1, got {seq!r}")
         cls: Any = importlib.import_module(module)
         for part in class_name.split("."):
             cls = getattr(cls, part)
@@ -448,13 +454,12 @@ class Host:
             raise _bad(frame, "expected 5 elements")
         _, call_id, module, function, args = frame
         if (
-            type(call_id) is not int
-            or call_id < 0
+            not _is_id(call_id)
             or type(module) is not str
             or type(function) is not str
             or type(args) is not list
         ):
-            raise _bad(frame, 'expected ["call", id, module, function, args]')
+            raise _bad(frame, 'expected ["call", id, module, function, args], id in 0..2^63-1')
         stack = self._stack
         stack.append(call_id)
         try:
@@ -555,7 +560,7 @@ class Host:
 
     def _on_cancel(self, frame: list[Any]) -> None:
         if len(frame) != 2 or not _is_id(frame[1]):
-            raise _bad(frame, 'expected ["cancel", id]')
+            raise _bad(frame, 'expected ["cancel", id], id in 0..2^63-1')
         self._cancel(frame[1])
 
     def _cancel(self, call_id: int) -> None:
@@ -753,7 +758,7 @@ class Host:
 
     def _on_reply(self, frame: list[Any]) -> None:
         if len(frame) != 3 or not _is_id(frame[1]):
-            raise _bad(frame, "expected [kind, id, value]")
+            raise _bad(frame, "expected [kind, id, value], id in 0..2^63-1")
         kind, call_id, value = frame
         ok = kind == "reply"
         if not ok and type(value) is not dict:
@@ -770,7 +775,7 @@ class Host:
 
     def _on_agent_start(self, frame: list[Any]) -> None:
         if len(frame) != 3 or not _is_seq(frame[1]) or type(frame[2]) is not dict:
-            raise _bad(frame, 'expected ["agent_start", slot, spec]')
+            raise _bad(frame, 'expected ["agent_start", slot, spec], slot in 1..2^63-1')
         _, slot, spec = frame
         if slot in self.agents:
             raise _bad(frame, f"slot {slot} already runs agent {self.agents[slot].name!r}")
@@ -800,7 +805,7 @@ class Host:
 
     def _on_agent_stop(self, frame: list[Any]) -> None:
         if len(frame) != 2 or not _is_seq(frame[1]):
-            raise _bad(frame, 'expected ["agent_stop", slot]')
+            raise _bad(frame, 'expected ["agent_stop", slot], slot in 1..2^63-1')
         slot = frame[1]
         if slot not in self.agents:
             _logger.debug("agent_stop for free slot %d", slot)
@@ -831,13 +836,16 @@ class Host:
         if (
             len(frame) != 5
             or type(slot := frame[1]) is not int
-            or slot <= 0
+            or not 0 < slot <= MAX_INT
             or type(seq := frame[2]) is not int
-            or seq <= 0
+            or not 0 < seq <= MAX_INT
             or type(frame[3]) is not str
             or type(frame[4]) is not bytes
         ):
-            raise _bad(frame, 'expected ["event", slot, seq, topic, payload_bin]')
+            raise _bad(
+                frame,
+                'expected ["event", slot, seq, topic, payload_bin], slot and seq in 1..2^63-1',
+            )
         self._deliver(slot, seq, "event", frame)
 
     def _on_tick(self, frame: list[Any]) -> None:
@@ -847,7 +855,7 @@ class Host:
             or not _is_seq(frame[2])
             or type(frame[3]) is not str
         ):
-            raise _bad(frame, 'expected ["tick", slot, seq, timer_name]')
+            raise _bad(frame, 'expected ["tick", slot, seq, timer_name], slot and seq in 1..2^63-1')
         self._deliver(frame[1], frame[2], "tick", frame)
 
     def _deliver(self, slot: int, seq: int, kind: str, frame: list[Any]) -> None:

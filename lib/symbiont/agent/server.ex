@@ -661,6 +661,19 @@ defmodule Symbiont.Agent.Server do
     end
   end
 
+  # §8.1: the seq of a publish is that of a delivery the agent was given (or of the
+  # checkpoint it started from). One above them all is a lie that would poison the memory
+  # of `dedupe: true` subscribers (their window would move past every real id): dropped.
+  defp frame({:publish, _slot, topic, _payload, {seq, _n}}, %{seq: highest} = state)
+       when seq > highest do
+    Logger.error(
+      "agent #{state.id}: publish on #{inspect(topic)} with seq #{seq}, above the highest seq delivered (#{highest}), dropped (PROTOCOL.md §8.1)",
+      meta(state)
+    )
+
+    state
+  end
+
   defp frame({:publish, _slot, topic, payload, seq_n}, state) do
     id = with {seq, n} <- seq_n, do: {state.id, state.rare.incarnation, seq, n}
     event = %Symbiont.Event{topic: topic, payload: payload, from: state.name, id: id}
