@@ -46,9 +46,10 @@ defmodule Symbiont.Host do
     * `:grace` - how long a stopped process may take to exit after its input is closed,
       in ms, before it is killed. Default: 2000.
     * `:heartbeat_ms` - how often the owner pings a ready process (PROTOCOL.md §11). A
-      process that sends nothing for three intervals is unresponsive (frozen, or stuck in
-      native code that holds Python's GIL): it is killed and restarted like after a crash,
-      and its agents' un-acked deliveries are retried. Default: the `:heartbeat_ms`
+      process that sends no complete frame for three intervals is unresponsive (frozen,
+      stuck in native code that holds Python's GIL, or stuck after the start of a frame):
+      it is killed and restarted like after a crash, and its agents' un-acked deliveries
+      are retried. Default: the `:heartbeat_ms`
       application env, else 1000.
   """
   use GenServer, restart: :transient
@@ -580,12 +581,19 @@ defmodule Symbiont.Host do
     end
   end
 
+  # A sign of life is a complete frame (PROTOCOL.md §11), not a byte: a process stuck
+  # after the start of one would otherwise seem alive for as long as bytes trickle in.
   defp info({port, {:data, chunk}}, %{port: port} = state) do
-    state = %{state | heard_at: System.monotonic_time(:millisecond)}
-
     case Framer.feed(state.framer, chunk) do
-      {:ok, payloads, framer} -> {:noreply, handle_payloads(payloads, %{state | framer: framer})}
-      {:error, reason} -> {:noreply, protocol_error(state, reason)}
+      {:ok, [], framer} ->
+        {:noreply, %{state | framer: framer}}
+
+      {:ok, payloads, framer} ->
+        state = %{state | framer: framer, heard_at: System.monotonic_time(:millisecond)}
+        {:noreply, handle_payloads(payloads, state)}
+
+      {:error, reason} ->
+        {:noreply, protocol_error(state, reason)}
     end
   end
 
@@ -749,7 +757,7 @@ defmodule Symbiont.Host do
 
   defp handle_frame({:log, level, message}, state), do: log_line(state, level, message)
 
-  # Any frame counts as a sign of life (heard_at); a pong needs nothing more.
+  # Any complete frame counts as a sign of life (heard_at); a pong needs nothing more.
   defp handle_frame({:pong, _beat}, state), do: state
 
   defp handle_frame({:ready, version, info}, %{status: :starting} = state) do
