@@ -43,7 +43,10 @@ defmodule Symbiont.Agent do
     * `:max_queue` - how many events may wait for the agent (accepted, not yet sent to
       its process). Default: 10 000.
     * `:max_in_flight` - how many events may be sent to its process and not yet
-      acknowledged (the credit window). Default: 100.
+      acknowledged (the credit window). Default: 100. (The other way, what the agent
+      publishes has a window too, PROTOCOL.md §8.2: its host waits while 1,024 publishes
+      or 4 MiB are not taken in yet, or while an agent on this node that subscribes to
+      them has thousands of events waiting in its mailbox.)
     * `:high_water` - at this queue length the agent publishes an `overloaded` health
       event on `symbiont.health`; a `healthy` one follows once the queue is below half
       of it. Default: 80% of `:max_queue`.

@@ -56,7 +56,7 @@ defmodule Symbiont.Host do
 
   require Logger
 
-  alias Symbiont.Host.{Framer, Out, Protocol, Standby}
+  alias Symbiont.Host.{Credit, Framer, Out, Protocol, Standby}
   alias Symbiont.MsgPack
 
   @typedoc "A host: its pid or the name it was started with."
@@ -85,6 +85,9 @@ defmodule Symbiont.Host do
   # A process that stayed up this long before crashing restarts without delay.
   @stable_ms 5_000
   @agent_frames [:agent_ready, :agent_failed, :ack, :nack, :publish]
+  # Calls from the process to the node running at once (PROTOCOL.md §4.1): each waits in
+  # a thread of the process, so only a runaway one gets near.
+  @max_calls 10_000
 
   ## Public API (internal to Symbiont: users go through Symbiont.Python and Symbiont)
 
@@ -427,6 +430,11 @@ defmodule Symbiont.Host do
       # When the process last sent anything (monotonic ms), and the last ping's number.
       heard_at: nil,
       beat: 0,
+      # Flow control (PROTOCOL.md §8.2, Symbiont.Host.Credit), for a process that announced
+      # it: what it sent of each window and was not given back yet (nil: no windows);
+      # and the casts and messages handled but not given back yet.
+      credit: nil,
+      own: {0, 0},
       # Whether the current process was a warm standby (Symbiont.Host.Standby), and the
       # modules of the agents it ran, for the standby to import ahead.
       standby: false,
@@ -482,7 +490,8 @@ defmodule Symbiont.Host do
       "name" => c.name,
       "node" => Atom.to_string(node()),
       "max_frame" => c.max_frame,
-      "python_path" => c.python_path
+      "python_path" => c.python_path,
+      "window" => Credit.window()
     }
   end
 
@@ -561,6 +570,13 @@ defmodule Symbiont.Host do
         {:noreply, stop_slot(%{state | slots: slots}, slot)}
     end
   end
+
+  # An agent server has handled publishes of its slot in this process (§8.2).
+  defp cast_msg({:credit, port, slot, frames, bytes}, %{port: port, credit: %{} = c} = state)
+       when is_map_key(c, slot),
+       do: {:noreply, give_back(state, slot, frames, bytes)}
+
+  defp cast_msg({:credit, _port, _slot, _frames, _bytes}, state), do: {:noreply, state}
 
   defp send_or_queue(state, frame) do
     case encode_frame(state, frame) do
@@ -704,6 +720,12 @@ defmodule Symbiont.Host do
 
   defp info({:erlang_result, _old_port, _id, _result}, state), do: {:noreply, state}
 
+  # A cast of this process has run (§8.2).
+  defp info({:cast_done, port, size}, %{port: port, credit: %{}} = state),
+    do: {:noreply, handled_own(state, 1, size)}
+
+  defp info({:cast_done, _old_port, _size}, state), do: {:noreply, state}
+
   # An agent went away: its slot in the process is freed (never reused).
   defp info({:DOWN, _ref, :process, pid, _reason}, state) do
     case Enum.find(state.slots, fn {_slot, {p, _id, _ref}} -> p == pid end) do
@@ -743,17 +765,78 @@ defmodule Symbiont.Host do
   defp handle_payloads([], state), do: state
 
   defp handle_payloads([payload | rest], state) do
-    case Protocol.decode(payload) do
-      {:ok, frame} ->
-        case handle_frame(frame, state) do
-          {:error, reason, state} -> protocol_error(state, reason)
-          state -> handle_payloads(rest, state)
-        end
-
-      {:error, reason} ->
-        protocol_error(state, reason)
+    with {:ok, frame} <- Protocol.decode(payload),
+         {:ok, state} <- charge(state, frame, byte_size(payload)) do
+      case handle_frame(frame, byte_size(payload), state) do
+        {:error, reason, state} -> protocol_error(state, reason)
+        state -> handle_payloads(rest, settle(state, frame, byte_size(payload)))
+      end
+    else
+      {:error, reason} -> protocol_error(state, reason)
     end
   end
+
+  # PROTOCOL.md §8.2: what a process sends of a window is counted as it arrives (a
+  # process past its window is a protocol error); publishes of a slot no agent runs any
+  # more are dropped uncounted.
+  defp charge(%{credit: nil} = state, _frame, _size), do: {:ok, state}
+
+  defp charge(state, {:publish, slot, topic, payload, _id}, _size) do
+    if Map.has_key?(state.slots, slot),
+      do: charge_slot(state, slot, Credit.publish_cost(topic, payload)),
+      else: {:ok, state}
+  end
+
+  defp charge(state, frame, size) when elem(frame, 0) in [:cast, :msg],
+    do: charge_slot(state, 0, size)
+
+  defp charge(state, _frame, _size), do: {:ok, state}
+
+  defp charge_slot(state, slot, cost) do
+    with {:ok, credit} <- Credit.charge(state.credit, slot, cost),
+         do: {:ok, %{state | credit: credit}}
+  end
+
+  # A message is handled once sent; a cast once it has run (its task says so).
+  defp settle(%{credit: %{}} = state, {:msg, _, _}, size), do: handled_own(state, 1, size)
+  defp settle(state, _frame, _size), do: state
+
+  # Casts and messages handled: given back a quarter window at a time.
+  defp handled_own(state, n, size) do
+    {frames, bytes} = state.own
+    frames = frames + n
+    bytes = bytes + size
+
+    if Credit.due?(frames, bytes),
+      do: give_back(%{state | own: {0, 0}}, 0, frames, bytes),
+      else: %{state | own: {frames, bytes}}
+  end
+
+  # Written at once: a host may be waiting for it.
+  defp give_back(state, slot, frames, bytes) do
+    state = %{state | credit: Credit.give_back(state.credit, slot, frames, bytes)}
+    state = send_frame(state, ["credit", slot, frames, bytes])
+    %{state | out: Out.flush(state.out)}
+  end
+
+  # A cast's share of the window (its frame's size) goes back once it has run (§8.2).
+  defp handle_frame({:cast, m, f, args}, size, %{status: :ready} = state) do
+    name = state.name
+    host = self()
+    done = if state.credit, do: {:cast_done, state.port, size}
+
+    Task.Supervisor.start_child(Symbiont.TaskSupervisor, fn ->
+      with {:error, error} <- Symbiont.Host.Erlang.apply(m, f, args) do
+        Logger.warning("cast from host #{inspect(name)} to #{m}.#{f} failed: #{error["message"]}")
+      end
+
+      if done, do: send(host, done)
+    end)
+
+    state
+  end
+
+  defp handle_frame(frame, _size, state), do: handle_frame(frame, state)
 
   defp handle_frame({:log, level, message}, state), do: log_line(state, level, message)
 
@@ -788,6 +871,9 @@ defmodule Symbiont.Host do
   defp handle_frame({:error, id, error}, state),
     do: answer(state, id, {:error, Symbiont.Python.Error.from_wire(error)})
 
+  defp handle_frame({:call, _id, _m, _f, _args}, state) when map_size(state.tasks) >= @max_calls,
+    do: {:error, {:too_many_calls, @max_calls}, state}
+
   defp handle_frame({:call, id, m, f, args}, state) do
     host = self()
     port = state.port
@@ -798,18 +884,6 @@ defmodule Symbiont.Host do
       end)
 
     %{state | tasks: Map.put(state.tasks, id, pid)}
-  end
-
-  defp handle_frame({:cast, m, f, args}, state) do
-    name = state.name
-
-    Task.Supervisor.start_child(Symbiont.TaskSupervisor, fn ->
-      with {:error, error} <- Symbiont.Host.Erlang.apply(m, f, args) do
-        Logger.warning("cast from host #{inspect(name)} to #{m}.#{f} failed: #{error["message"]}")
-      end
-    end)
-
-    state
   end
 
   defp handle_frame({:msg, dest, value}, state) do
@@ -849,8 +923,16 @@ defmodule Symbiont.Host do
     state
   end
 
-  defp stop_slot(%{status: :ready} = state, slot), do: send_frame(state, ["agent_stop", slot])
-  defp stop_slot(state, _slot), do: state
+  # Its window goes with it (§8.2): publishes for it are dropped uncounted.
+  defp stop_slot(%{credit: %{} = credit} = state, slot),
+    do: stop_slot_frame(%{state | credit: Map.delete(credit, slot)}, slot)
+
+  defp stop_slot(state, slot), do: stop_slot_frame(state, slot)
+
+  defp stop_slot_frame(%{status: :ready} = state, slot),
+    do: send_frame(state, ["agent_stop", slot])
+
+  defp stop_slot_frame(state, _slot), do: state
 
   defp answer(state, id, result) do
     case Map.pop(state.pending, id) do
@@ -874,6 +956,8 @@ defmodule Symbiont.Host do
       do: Process.send_after(self(), {:heartbeat, state.port}, state.config.heartbeat_ms)
 
     state = %{state | peer_max_frame: info["max_frame"] || state.config.max_frame}
+    # A process that keeps to the windows of §8.2 is held to them, and given credit.
+    state = %{state | credit: if(info["credit"] == true, do: %{}), own: {0, 0}}
 
     # Flush what waited for the process: calls and casts in order.
     state =
@@ -982,6 +1066,8 @@ defmodule Symbiont.Host do
         last_crash: crash,
         pending: pending,
         tasks: %{},
+        credit: nil,
+        own: {0, 0},
         # Frames not yet written were for the dead process.
         out: Out.to(state.out, nil)
     }

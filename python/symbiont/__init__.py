@@ -14,6 +14,7 @@ from ._errors import CallTimeout as CallTimeout
 from ._errors import CancelledError as CancelledError
 from ._errors import ErlangError as ErlangError
 from ._errors import FrameTooLarge as FrameTooLarge
+from ._errors import OverloadedError as OverloadedError
 from ._terms import Atom as Atom
 from ._terms import OpaqueTerm as OpaqueTerm
 from ._terms import Pid as Pid
@@ -30,6 +31,7 @@ __all__ = [
     "FrameTooLarge",
     "Health",
     "OpaqueTerm",
+    "OverloadedError",
     "Pid",
     "Ref",
     "erlang",

@@ -249,7 +249,11 @@ class Agent:
         """Publish ``payload`` (any msgpack-encodable value) on ``topic``.
 
         The payload is encoded once, here, and sent right away; it reaches the mesh before
-        the current delivery is acknowledged.
+        the current delivery is acknowledged. An agent has a window of publishes the node
+        has not taken in yet (PROTOCOL.md §8.2): while it is full, because the node or the
+        agents that subscribe are behind, this waits. After a minute without room it
+        raises :class:`symbiont.OverloadedError`; in a handler, its ``handler_timeout``
+        usually ends the wait first.
         """
         if not isinstance(topic, str) or not topic:
             raise TypeError(f"publish(topic, payload) expects a non-empty str topic, got {topic!r}")

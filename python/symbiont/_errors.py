@@ -10,6 +10,7 @@ __all__ = [
     "CancelledError",
     "ErlangError",
     "FrameTooLarge",
+    "OverloadedError",
     "ProtocolError",
     "error_map",
     "qualified_name",
@@ -77,8 +78,13 @@ class FrameTooLarge(ValueError):
         self.limit = limit
 
 
+class OverloadedError(TimeoutError):
+    """A publish, cast or message waited too long for room in its window (PROTOCOL.md
+    §8.2): the node takes in less than this host sends, for a minute."""
+
+
 # Their names on the wire are those of the public package, where they are re-exported.
-for _cls in (CancelledError, ErlangError, CallTimeout, FrameTooLarge):
+for _cls in (CancelledError, ErlangError, CallTimeout, FrameTooLarge, OverloadedError):
     _cls.__module__ = "symbiont"
 
 

@@ -76,21 +76,24 @@ def call(
 def cast(module: str, function: str, args: Iterable[Any] = ()) -> None:
     """Run ``apply(module, function, args)`` on the owner's node without waiting.
 
-    Failures are logged on the owner's side.
+    Failures are logged on the owner's side. A host has a window of casts and messages
+    the owner has not run or sent yet (PROTOCOL.md §8.2); when it is full, this waits for
+    room, and raises :class:`symbiont.OverloadedError` after a minute without any.
     """
     arg_list = _check_mfa(module, function, args)
-    _host().send_async(["cast", module, function, arg_list], f"cast to {module}")
+    _host().send_counted(["cast", module, function, arg_list], f"cast to {module}")
 
 
 def send(dest: Pid | str, value: Any) -> None:
     """Send ``value`` to a process: a :class:`symbiont.Pid`, or a registered name.
 
     A registered name is a :class:`symbiont.Atom` or a ``str``. A name nobody registered is
-    logged and dropped by the owner.
+    logged and dropped by the owner. Like :func:`cast`, it waits while the host's window
+    of casts and messages is full.
     """
     if not isinstance(dest, (Pid, str)):
         raise TypeError(f"dest must be a Pid, an Atom or a str name, got {type(dest).__name__}")
-    _host().send_async(["msg", dest, value], "message")
+    _host().send_counted(["msg", dest, value], "message")
 
 
 def set_message_handler(handler: Callable[[Any], Any] | None) -> None:

@@ -38,6 +38,7 @@ OWNER_BOUND = frozenset(
 )
 KINDS = (
     "ping",
+    "credit",
     "call",
     "reply",
     "error",
@@ -244,6 +245,8 @@ def valid_frame(kind: str, rng: random.Random) -> list[Any]:
     value = gen_term(rng, 1)
     if kind == "ping":
         return ["ping", gen_id(rng)]
+    if kind == "credit":
+        return ["credit", rng.choice((0, 1, 2)), gen_id(rng), gen_id(rng)]
     if kind == "call":
         return ["call", gen_id(rng), "hostmod", "echo", [value]]
     if kind in ("reply", "error"):
@@ -382,6 +385,9 @@ def test_integer_edges(run_case: Callable[[bytes, random.Random], Outcome]) -> N
         (lambda x: ["call", x, "hostmod", "echo", [1]], 0, MAX_INT, "reply"),
         (lambda x: ["cancel", x], 0, MAX_INT, ""),
         (lambda x: ["reply", x, 1], 0, MAX_INT, ""),
+        (lambda x: ["credit", x, 1, 1], 0, MAX_INT, ""),
+        (lambda x: ["credit", 1, x, 1], 0, MAX_INT, ""),
+        (lambda x: ["credit", 1, 1, x], 0, MAX_INT, ""),
         (lambda x: ["event", 1, x, ev, packb(1)], 1, MAX_INT, "ack"),
         (lambda x: ["tick", 1, x, "beat"], 1, MAX_INT, "ack"),
         (lambda x: ["agent_stop", x], 1, MAX_INT, ""),

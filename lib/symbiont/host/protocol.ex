@@ -217,6 +217,12 @@ defmodule Symbiont.Host.Protocol do
   def format_error({:oversize, size, max}),
     do: "frame of #{size} bytes exceeds the limit of #{max}"
 
+  def format_error({:window, _slot, _frames, _bytes} = r),
+    do: Symbiont.Host.Credit.format_error(r)
+
+  def format_error({:too_many_calls, max}),
+    do: "more than #{max} calls to the node at once (PROTOCOL.md §4.1)"
+
   def format_error({:before_ready, kind}), do: ~s("#{kind}" frame before "ready")
   def format_error({:after_ready, kind}), do: ~s(a second "#{kind}" frame, after "ready")
 
