@@ -517,8 +517,12 @@ defmodule Symbiont.Agent do
       :infinity ->
         {:ok, :infinity}
 
-      ms when is_integer(ms) and ms > 0 ->
+      # Its host takes at most 2^32-1 ms (PROTOCOL.md §9), the agent's own watch 1 s more.
+      ms when is_integer(ms) and ms > 0 and ms <= 0xFFFFFFFF - 5_000 ->
         {:ok, ms}
+
+      ms when is_integer(ms) and ms > 0 ->
+        {:error, "agent #{inspect(name)}: " <> Symbiont.Host.too_long(:handler_timeout, ms)}
 
       other ->
         {:error,

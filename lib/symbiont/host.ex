@@ -267,11 +267,23 @@ defmodule Symbiont.Host do
   defp validate_name(name),
     do: {:error, "expected :name to be a string of 1 to 128 bytes, got: #{inspect(name)}"}
 
+  @doc false
+  # The longest time in ms a caller may give: a BEAM timer takes 2^32-1, and the wait for
+  # the owner's answer is 5 s longer than a call's timeout (safe_call/3).
+  @spec max_ms() :: pos_integer
+  def max_ms, do: 0xFFFFFFFF - 5_000
+
   defp each_positive(opts, keys) do
     Enum.reduce_while(keys, :ok, fn key, :ok ->
       case Keyword.fetch!(opts, key) do
-        v when is_integer(v) and v > 0 ->
+        v when is_integer(v) and v > 0 and key in [:max_frame, :log_lines] ->
           {:cont, :ok}
+
+        v when is_integer(v) and v > 0 and v <= 0xFFFFFFFF - 5_000 ->
+          {:cont, :ok}
+
+        v when is_integer(v) and v > 0 ->
+          {:halt, {:error, too_long(key, v)}}
 
         v ->
           {:halt,
@@ -284,6 +296,13 @@ defmodule Symbiont.Host do
   defp unit(key) when key in [:max_frame], do: " (bytes)"
   defp unit(key) when key in [:log_lines], do: ""
   defp unit(_), do: " (milliseconds)"
+
+  @doc false
+  # The error for a time option past max_ms/0.
+  @spec too_long(atom, integer) :: String.t()
+  def too_long(key, ms),
+    do:
+      "expected #{inspect(key)} to be at most #{max_ms()} milliseconds (what a timer takes), got: #{ms}"
 
   defp validate_python(nil) do
     case Symbiont.Config.python_executable() do

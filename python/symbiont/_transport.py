@@ -19,6 +19,7 @@ DEFAULT_SPIN_US = 100
 HOT_WINDOW_S = 0.002
 #: Held writes go out once they reach this many bytes (see :meth:`Transport.hold_writes`).
 HOLD_BYTES = 64 * 1024
+_MAX_POLL_MS = (1 << 31) - 1
 
 
 class Transport:
@@ -121,7 +122,8 @@ class FdTransport(Transport):
         if poll is None:
             poll = self._polls.poll = select.poll()
             poll.register(self.read_fd, self._events)
-        return bool(poll.poll(max(0, int(timeout * 1000))))
+        # poll takes a C int of ms (24.8 days); a longer wait is that long, then again.
+        return bool(poll.poll(min(max(0, int(timeout * 1000)), _MAX_POLL_MS)))
 
     def write(self, data: bytes) -> None:
         """See :meth:`Transport.write`. Loops on partial writes."""

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -67,9 +68,13 @@ def call(
     """
     arg_list = _check_mfa(module, function, args)
     if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 0 <= timeout <= threading.TIMEOUT_MAX
     ):
-        raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
+        raise ValueError(
+            f"timeout must be None or a number in 0..{threading.TIMEOUT_MAX:g}, got {timeout!r}"
+        )
     return _host().call(module, function, arg_list, timeout)
 
 

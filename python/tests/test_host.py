@@ -325,6 +325,20 @@ def test_host_call_timeout_cancels(host: HostProcess) -> None:
     assert host.call("hostmod", "echo", 1)[2] == 1
 
 
+def test_host_call_timeouts_a_wait_cannot_take_are_refused(host: HostProcess) -> None:
+    """A timeout past what a wait takes (threading.TIMEOUT_MAX) is a clear ValueError; a
+    long one (past the 24.8 days a poll takes at once) waits, and the reply comes."""
+    error = host.call("hostmod", "ask", "erlang", "node", [], 1e300)[2]
+    assert (
+        error["type"] == "ValueError"
+        and "timeout must be None or a number in 0.." in (error["message"])
+    )
+    host.send(["call", 1, "hostmod", "ask", ["erlang", "node", [], 3e6]])
+    inner = host.recv_kind("call")
+    host.send(["reply", inner[1], "node@here"])
+    assert host.recv() == ["reply", 1, "node@here"]
+
+
 def test_call_from_another_thread(host: HostProcess) -> None:
     host.send(["call", 1, "hostmod", "ask_from_thread", ["erlang", "node", []]])
     inner = host.recv_kind("call")
