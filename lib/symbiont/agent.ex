@@ -45,7 +45,10 @@ defmodule Symbiont.Agent do
     * `:max_queue` - how many events may wait for the agent (accepted, not yet sent to
       its process). Default: 10 000.
     * `:max_in_flight` - how many events may be sent to its process and not yet
-      acknowledged (the credit window). Default: 100.
+      acknowledged (the credit window). Default: 100. (The other way, what the agent
+      publishes has a window too, PROTOCOL.md §8.2: its host waits while 1,024 publishes
+      or 4 MiB are not taken in yet, or while an agent on this node that subscribes to
+      them has thousands of events waiting in its mailbox.)
     * `:high_water` - at this queue length the agent publishes an `overloaded` health
       event on `symbiont.health`; a `healthy` one follows once the queue is below half
       of it. Default: 80% of `:max_queue`.
@@ -163,7 +166,10 @@ defmodule Symbiont.Agent do
   publisher's highest by at most `:max_attempts` x `:max_in_flight` of the publisher (3 x
   100 by default). At most 1024 publishers are remembered (the one heard from longest
   ago goes first), and a publisher whose server started afresh (a new incarnation) is
-  remembered afresh.
+  remembered afresh. A seq a window or more above the highest starts the window afresh
+  there, whatever its size (a seq from Elixir's `:id` may be any integer). A Python
+  agent cannot move it so: its server drops a publish whose seq is above every seq it
+  delivered (PROTOCOL.md §8.1).
 
   Each replica of an agent remembers what it accepted itself: with `:replicas` above 1, a
   copy that the queue group hands to another replica than the first is not recognised.
@@ -589,8 +595,12 @@ defmodule Symbiont.Agent do
       :infinity ->
         {:ok, :infinity}
 
-      ms when is_integer(ms) and ms > 0 ->
+      # Its host takes at most 2^32-1 ms (PROTOCOL.md §9), the agent's own watch 1 s more.
+      ms when is_integer(ms) and ms > 0 and ms <= 0xFFFFFFFF - 5_000 ->
         {:ok, ms}
+
+      ms when is_integer(ms) and ms > 0 ->
+        {:error, "agent #{inspect(name)}: " <> Symbiont.Host.too_long(:handler_timeout, ms)}
 
       other ->
         {:error,

@@ -46,9 +46,10 @@ defmodule Symbiont.Host do
     * `:grace` - how long a stopped process may take to exit after its input is closed,
       in ms, before it is killed. Default: 2000.
     * `:heartbeat_ms` - how often the owner pings a ready process (PROTOCOL.md §11). A
-      process that sends nothing for three intervals is unresponsive (frozen, or stuck in
-      native code that holds Python's GIL): it is killed and restarted like after a crash,
-      and its agents' un-acked deliveries are retried. Default: the `:heartbeat_ms`
+      process that sends no complete frame for three intervals is unresponsive (frozen,
+      stuck in native code that holds Python's GIL, or stuck after the start of a frame):
+      it is killed and restarted like after a crash, and its agents' un-acked deliveries
+      are retried. Default: the `:heartbeat_ms`
       application env, else 1000.
     * `:output_limit` - how much of the process's output (stdout, stderr, Python
       `logging`, a Wasm module's log) reaches the log: `lines_per_s` (default 100),
@@ -63,7 +64,7 @@ defmodule Symbiont.Host do
 
   require Logger
 
-  alias Symbiont.Host.{Framer, Out, Output, Protocol, Standby}
+  alias Symbiont.Host.{Credit, Framer, Out, Output, Protocol, Standby}
   alias Symbiont.MsgPack
 
   @typedoc "A host: its pid or the name it was started with."
@@ -93,6 +94,9 @@ defmodule Symbiont.Host do
   # A process that stayed up this long before crashing restarts without delay.
   @stable_ms 5_000
   @agent_frames [:agent_ready, :agent_failed, :ack, :nack, :publish]
+  # Calls from the process to the node running at once (PROTOCOL.md §4.1): each waits in
+  # a thread of the process, so only a runaway one gets near.
+  @max_calls 10_000
 
   ## Public API (internal to Symbiont: users go through Symbiont.Python and Symbiont)
 
@@ -274,11 +278,23 @@ defmodule Symbiont.Host do
   defp validate_name(name),
     do: {:error, "expected :name to be a string of 1 to 128 bytes, got: #{inspect(name)}"}
 
+  @doc false
+  # The longest time in ms a caller may give: a BEAM timer takes 2^32-1, and the wait for
+  # the owner's answer is 5 s longer than a call's timeout (safe_call/3).
+  @spec max_ms() :: pos_integer
+  def max_ms, do: 0xFFFFFFFF - 5_000
+
   defp each_positive(opts, keys) do
     Enum.reduce_while(keys, :ok, fn key, :ok ->
       case Keyword.fetch!(opts, key) do
-        v when is_integer(v) and v > 0 ->
+        v when is_integer(v) and v > 0 and key in [:max_frame, :log_lines] ->
           {:cont, :ok}
+
+        v when is_integer(v) and v > 0 and v <= 0xFFFFFFFF - 5_000 ->
+          {:cont, :ok}
+
+        v when is_integer(v) and v > 0 ->
+          {:halt, {:error, too_long(key, v)}}
 
         v ->
           {:halt,
@@ -291,6 +307,13 @@ defmodule Symbiont.Host do
   defp unit(key) when key in [:max_frame], do: " (bytes)"
   defp unit(key) when key in [:log_lines], do: ""
   defp unit(_), do: " (milliseconds)"
+
+  @doc false
+  # The error for a time option past max_ms/0.
+  @spec too_long(atom, integer) :: String.t()
+  def too_long(key, ms),
+    do:
+      "expected #{inspect(key)} to be at most #{max_ms()} milliseconds (what a timer takes), got: #{ms}"
 
   defp validate_python(nil) do
     case Symbiont.Config.python_executable() do
@@ -439,6 +462,11 @@ defmodule Symbiont.Host do
       # When the process last sent anything (monotonic ms), and the last ping's number.
       heard_at: nil,
       beat: 0,
+      # Flow control (PROTOCOL.md §8.2, Symbiont.Host.Credit), for a process that announced
+      # it: what it sent of each window and was not given back yet (nil: no windows);
+      # and the casts and messages handled but not given back yet.
+      credit: nil,
+      own: {0, 0},
       # Whether the current process was a warm standby (Symbiont.Host.Standby), and the
       # modules of the agents it ran, for the standby to import ahead.
       standby: false,
@@ -495,7 +523,8 @@ defmodule Symbiont.Host do
       "node" => Atom.to_string(node()),
       "max_frame" => c.max_frame,
       "python_path" => c.python_path,
-      "output_limit" => Output.to_wire(c.output_limit)
+      "output_limit" => Output.to_wire(c.output_limit),
+      "window" => Credit.window()
     }
   end
 
@@ -575,6 +604,13 @@ defmodule Symbiont.Host do
     end
   end
 
+  # An agent server has handled publishes of its slot in this process (§8.2).
+  defp cast_msg({:credit, port, slot, frames, bytes}, %{port: port, credit: %{} = c} = state)
+       when is_map_key(c, slot),
+       do: {:noreply, give_back(state, slot, frames, bytes)}
+
+  defp cast_msg({:credit, _port, _slot, _frames, _bytes}, state), do: {:noreply, state}
+
   defp send_or_queue(state, frame) do
     case encode_frame(state, frame) do
       {:ok, iodata} ->
@@ -594,12 +630,19 @@ defmodule Symbiont.Host do
     end
   end
 
+  # A sign of life is a complete frame (PROTOCOL.md §11), not a byte: a process stuck
+  # after the start of one would otherwise seem alive for as long as bytes trickle in.
   defp info({port, {:data, chunk}}, %{port: port} = state) do
-    state = %{state | heard_at: System.monotonic_time(:millisecond)}
-
     case Framer.feed(state.framer, chunk) do
-      {:ok, payloads, framer} -> {:noreply, handle_payloads(payloads, %{state | framer: framer})}
-      {:error, reason} -> {:noreply, protocol_error(state, reason)}
+      {:ok, [], framer} ->
+        {:noreply, %{state | framer: framer}}
+
+      {:ok, payloads, framer} ->
+        state = %{state | framer: framer, heard_at: System.monotonic_time(:millisecond)}
+        {:noreply, handle_payloads(payloads, state)}
+
+      {:error, reason} ->
+        {:noreply, protocol_error(state, reason)}
     end
   end
 
@@ -710,6 +753,12 @@ defmodule Symbiont.Host do
 
   defp info({:erlang_result, _old_port, _id, _result}, state), do: {:noreply, state}
 
+  # A cast of this process has run (§8.2).
+  defp info({:cast_done, port, size}, %{port: port, credit: %{}} = state),
+    do: {:noreply, handled_own(state, 1, size)}
+
+  defp info({:cast_done, _old_port, _size}, state), do: {:noreply, state}
+
   # An agent went away: its slot in the process is freed (never reused).
   defp info({:DOWN, _ref, :process, pid, _reason}, state) do
     case Enum.find(state.slots, fn {_slot, {p, _id, _ref}} -> p == pid end) do
@@ -755,21 +804,82 @@ defmodule Symbiont.Host do
   defp handle_payloads([], state), do: state
 
   defp handle_payloads([payload | rest], state) do
-    case Protocol.decode(payload) do
-      {:ok, frame} ->
-        case handle_frame(frame, state) do
-          {:error, reason, state} -> protocol_error(state, reason)
-          state -> handle_payloads(rest, state)
-        end
-
-      {:error, reason} ->
-        protocol_error(state, reason)
+    with {:ok, frame} <- Protocol.decode(payload),
+         {:ok, state} <- charge(state, frame, byte_size(payload)) do
+      case handle_frame(frame, byte_size(payload), state) do
+        {:error, reason, state} -> protocol_error(state, reason)
+        state -> handle_payloads(rest, settle(state, frame, byte_size(payload)))
+      end
+    else
+      {:error, reason} -> protocol_error(state, reason)
     end
   end
 
+  # PROTOCOL.md §8.2: what a process sends of a window is counted as it arrives (a
+  # process past its window is a protocol error); publishes of a slot no agent runs any
+  # more are dropped uncounted.
+  defp charge(%{credit: nil} = state, _frame, _size), do: {:ok, state}
+
+  defp charge(state, {:publish, slot, topic, payload, _id}, _size) do
+    if Map.has_key?(state.slots, slot),
+      do: charge_slot(state, slot, Credit.publish_cost(topic, payload)),
+      else: {:ok, state}
+  end
+
+  defp charge(state, frame, size) when elem(frame, 0) in [:cast, :msg],
+    do: charge_slot(state, 0, size)
+
+  defp charge(state, _frame, _size), do: {:ok, state}
+
+  defp charge_slot(state, slot, cost) do
+    with {:ok, credit} <- Credit.charge(state.credit, slot, cost),
+         do: {:ok, %{state | credit: credit}}
+  end
+
+  # A message is handled once sent; a cast once it has run (its task says so).
+  defp settle(%{credit: %{}} = state, {:msg, _, _}, size), do: handled_own(state, 1, size)
+  defp settle(state, _frame, _size), do: state
+
+  # Casts and messages handled: given back a quarter window at a time.
+  defp handled_own(state, n, size) do
+    {frames, bytes} = state.own
+    frames = frames + n
+    bytes = bytes + size
+
+    if Credit.due?(frames, bytes),
+      do: give_back(%{state | own: {0, 0}}, 0, frames, bytes),
+      else: %{state | own: {frames, bytes}}
+  end
+
+  # Written at once: a host may be waiting for it.
+  defp give_back(state, slot, frames, bytes) do
+    state = %{state | credit: Credit.give_back(state.credit, slot, frames, bytes)}
+    state = send_frame(state, ["credit", slot, frames, bytes])
+    %{state | out: Out.flush(state.out)}
+  end
+
+  # A cast's share of the window (its frame's size) goes back once it has run (§8.2).
+  defp handle_frame({:cast, m, f, args}, size, %{status: :ready} = state) do
+    name = state.name
+    host = self()
+    done = if state.credit, do: {:cast_done, state.port, size}
+
+    Task.Supervisor.start_child(Symbiont.TaskSupervisor, fn ->
+      with {:error, error} <- Symbiont.Host.Erlang.apply(m, f, args) do
+        Logger.warning("cast from host #{inspect(name)} to #{m}.#{f} failed: #{error["message"]}")
+      end
+
+      if done, do: send(host, done)
+    end)
+
+    state
+  end
+
+  defp handle_frame(frame, _size, state), do: handle_frame(frame, state)
+
   defp handle_frame({:log, level, message}, state), do: log_line(state, level, message)
 
-  # Any frame counts as a sign of life (heard_at); a pong needs nothing more.
+  # Any complete frame counts as a sign of life (heard_at); a pong needs nothing more.
   defp handle_frame({:pong, _beat}, state), do: state
 
   defp handle_frame({:ready, version, info}, %{status: :starting} = state) do
@@ -800,6 +910,9 @@ defmodule Symbiont.Host do
   defp handle_frame({:error, id, error}, state),
     do: answer(state, id, {:error, Symbiont.Python.Error.from_wire(error)})
 
+  defp handle_frame({:call, _id, _m, _f, _args}, state) when map_size(state.tasks) >= @max_calls,
+    do: {:error, {:too_many_calls, @max_calls}, state}
+
   defp handle_frame({:call, id, m, f, args}, state) do
     host = self()
     port = state.port
@@ -810,18 +923,6 @@ defmodule Symbiont.Host do
       end)
 
     %{state | tasks: Map.put(state.tasks, id, pid)}
-  end
-
-  defp handle_frame({:cast, m, f, args}, state) do
-    name = state.name
-
-    Task.Supervisor.start_child(Symbiont.TaskSupervisor, fn ->
-      with {:error, error} <- Symbiont.Host.Erlang.apply(m, f, args) do
-        Logger.warning("cast from host #{inspect(name)} to #{m}.#{f} failed: #{error["message"]}")
-      end
-    end)
-
-    state
   end
 
   defp handle_frame({:msg, dest, value}, state) do
@@ -861,8 +962,16 @@ defmodule Symbiont.Host do
     state
   end
 
-  defp stop_slot(%{status: :ready} = state, slot), do: send_frame(state, ["agent_stop", slot])
-  defp stop_slot(state, _slot), do: state
+  # Its window goes with it (§8.2): publishes for it are dropped uncounted.
+  defp stop_slot(%{credit: %{} = credit} = state, slot),
+    do: stop_slot_frame(%{state | credit: Map.delete(credit, slot)}, slot)
+
+  defp stop_slot(state, slot), do: stop_slot_frame(state, slot)
+
+  defp stop_slot_frame(%{status: :ready} = state, slot),
+    do: send_frame(state, ["agent_stop", slot])
+
+  defp stop_slot_frame(state, _slot), do: state
 
   defp answer(state, id, result) do
     case Map.pop(state.pending, id) do
@@ -886,6 +995,8 @@ defmodule Symbiont.Host do
       do: Process.send_after(self(), {:heartbeat, state.port}, state.config.heartbeat_ms)
 
     state = %{state | peer_max_frame: info["max_frame"] || state.config.max_frame}
+    # A process that keeps to the windows of §8.2 is held to them, and given credit.
+    state = %{state | credit: if(info["credit"] == true, do: %{}), own: {0, 0}}
 
     # Flush what waited for the process: calls and casts in order.
     state =
@@ -994,6 +1105,8 @@ defmodule Symbiont.Host do
         last_crash: crash,
         pending: pending,
         tasks: %{},
+        credit: nil,
+        own: {0, 0},
         # Frames not yet written were for the dead process.
         out: Out.to(state.out, nil)
     }

@@ -480,6 +480,15 @@ defmodule Symbiont.Mesh do
     end
   end
 
+  @doc false
+  # The agents (Symbiont.Agent.Server: group members with a load counter) on this node
+  # that subscribe to `topic`: the subscribers a publishing agent waits for when they are
+  # backlogged (PROTOCOL.md §8.2).
+  @spec local_agents(t, topic) :: [pid]
+  def local_agents(mesh, topic) when is_atom(mesh) and is_binary(topic) do
+    for {pid, {_group, %{load: _}}} <- Registry.lookup(meta(mesh).groups, topic), do: pid
+  end
+
   ## Introspection
 
   @doc """

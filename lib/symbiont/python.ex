@@ -31,6 +31,8 @@ defmodule Symbiont.Python do
 
   @type instance :: Host.host()
 
+  @max_timeout Host.max_ms()
+
   @doc """
   Starts a Python instance under `Symbiont.Hosts`. Takes the options of `Symbiont.Host`
   (`:name`, `:python`, `:python_path`, `:cd`, `:env`, `:inherit_env`, `:call_timeout`,
@@ -101,7 +103,24 @@ defmodule Symbiont.Python do
   def call(instance, module, function, args \\ [], opts \\ [])
       when (is_binary(module) or is_atom(module)) and (is_binary(function) or is_atom(function)) and
              is_list(args) do
-    Host.call(instance, to_string(module), to_string(function), args, Keyword.get(opts, :timeout))
+    timeout = Keyword.get(opts, :timeout)
+
+    # A timer takes at most 2^32-1 ms, and the owner's own wait is 5 s longer (a bad
+    # value would crash the owner, with every call it runs; it may come from Python,
+    # through symbiont.erlang.call).
+    cond do
+      timeout == nil or (is_integer(timeout) and timeout > 0 and timeout <= @max_timeout) ->
+        :ok
+
+      is_integer(timeout) and timeout > 0 ->
+        raise ArgumentError, Host.too_long(:timeout, timeout)
+
+      true ->
+        raise ArgumentError,
+              "expected :timeout to be a positive integer (milliseconds), got: #{inspect(timeout)}"
+    end
+
+    Host.call(instance, to_string(module), to_string(function), args, timeout)
   end
 
   @doc """

@@ -14,6 +14,7 @@ from ._errors import CallTimeout as CallTimeout
 from ._errors import CancelledError as CancelledError
 from ._errors import ErlangError as ErlangError
 from ._errors import FrameTooLarge as FrameTooLarge
+from ._errors import OverloadedError as OverloadedError
 from ._errors import TopicLimitError as TopicLimitError
 from ._terms import Atom as Atom
 from ._terms import OpaqueTerm as OpaqueTerm
@@ -31,6 +32,7 @@ __all__ = [
     "FrameTooLarge",
     "Health",
     "OpaqueTerm",
+    "OverloadedError",
     "Pid",
     "Ref",
     "TopicLimitError",

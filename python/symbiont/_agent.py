@@ -57,6 +57,9 @@ def on(topic: str) -> Callable[[_F], _F]:
     return decorate
 
 
+_MAX_EVERY_S = ((1 << 32) - 1) / 1000
+
+
 def every(seconds: float) -> Callable[[_F], _F]:
     """Mark an :class:`Agent` method as a timer run every ``seconds`` (at least 0.001).
 
@@ -72,8 +75,11 @@ def every(seconds: float) -> Callable[[_F], _F]:
         raise TypeError(
             f"@every(seconds) expects seconds to be a number, got {type(seconds).__name__}"
         )
-    if not math.isfinite(seconds) or seconds < 0.001:
-        raise ValueError(f"@every(seconds) expects a finite number >= 0.001, got {seconds!r}")
+    # The owner's timers take at most 2^32-1 ms (PROTOCOL.md §9), 49.7 days.
+    if not math.isfinite(seconds) or not 0.001 <= seconds <= _MAX_EVERY_S:
+        raise ValueError(
+            f"@every(seconds) expects a finite number in 0.001..{_MAX_EVERY_S}, got {seconds!r}"
+        )
     every_ms = int(seconds * 1000)
 
     def decorate(fn: _F) -> _F:
@@ -258,6 +264,11 @@ class Agent:
         the current delivery is acknowledged. Raises :class:`~symbiont.TopicLimitError`
         for a topic over :data:`MAX_TOPIC_BYTES`, or one distinct topic more than the
         agent's ``max_topics`` since its process started (``Symbiont.Agent``, "Topics").
+
+        An agent has a window of publishes the node has not taken in yet (PROTOCOL.md
+        §8.2): while it is full, because the node or the agents that subscribe are behind,
+        this waits. After a minute without room it raises :class:`symbiont.OverloadedError`;
+        in a handler, its ``handler_timeout`` usually ends the wait first.
         """
         if not isinstance(topic, str) or not topic:
             raise TypeError(f"publish(topic, payload) expects a non-empty str topic, got {topic!r}")

@@ -10,6 +10,7 @@ __all__ = [
     "CancelledError",
     "ErlangError",
     "FrameTooLarge",
+    "OverloadedError",
     "ProtocolError",
     "TopicLimitError",
     "error_map",
@@ -87,8 +88,20 @@ class TopicLimitError(ValueError):
     """
 
 
+class OverloadedError(TimeoutError):
+    """A publish, cast or message waited too long for room in its window (PROTOCOL.md
+    §8.2): the node takes in less than this host sends, for a minute."""
+
+
 # Their names on the wire are those of the public package, where they are re-exported.
-for _cls in (CancelledError, ErlangError, CallTimeout, FrameTooLarge, TopicLimitError):
+for _cls in (
+    CancelledError,
+    ErlangError,
+    CallTimeout,
+    FrameTooLarge,
+    TopicLimitError,
+    OverloadedError,
+):
     _cls.__module__ = "symbiont"
 
 

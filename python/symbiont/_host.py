@@ -53,6 +53,7 @@ from ._errors import (
     CancelledError,
     ErlangError,
     FrameTooLarge,
+    OverloadedError,
     ProtocolError,
     error_map,
     qualified_name,
@@ -71,6 +72,9 @@ WATCHDOG_INTERVAL = 0.01
 #: so that the owner hears of progress while a slow agent works through a batch (its
 #: handler_timeout watch, see Symbiont.Agent).
 ACK_INTERVAL = 0.2
+#: How long a publish, cast or message waits for the owner's credit (PROTOCOL.md §8.2)
+#: before it raises :class:`~symbiont.OverloadedError`, in seconds.
+CREDIT_WAIT = 60.0
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
 
 _logger = logging.getLogger("symbiont.host")
@@ -91,12 +95,18 @@ def current_host() -> Host:
     return host
 
 
+#: PROTOCOL.md §9: ids, seqs, slots and counts fit in 63 bits; a frame size or a period in
+#: milliseconds in 32.
+MAX_INT = (1 << 63) - 1
+MAX_U32 = (1 << 32) - 1
+
+
 def _is_id(value: Any) -> bool:
-    return type(value) is int and value >= 0
+    return type(value) is int and 0 <= value <= MAX_INT
 
 
 def _is_seq(value: Any) -> bool:
-    return type(value) is int and value > 0
+    return type(value) is int and 0 < value <= MAX_INT
 
 
 def _bad(frame: list[Any], rule: str) -> ProtocolError:
@@ -186,6 +196,14 @@ class Host:
         self._unacked_since = 0.0
         # When the last delivery started (monotonic): how old the oldest unsent ack is.
         self._started_at = 0.0
+        # Flow control (PROTOCOL.md §8.2), per window: each slot's publishes, and the
+        # host's own casts and messages (slot 0). [frames, bytes] sent and not given back
+        # yet, then [frames, bytes] of the window, as the owner gave it. No entry: no
+        # limit (no window given, or the slot's agent_stop has been read: the owner drops
+        # what it sends, uncounted, and a wait for its credit ends).
+        self._credits: dict[int, list[int]] = {}
+        self._credit_lock = threading.Lock()
+        self._credit = threading.Condition(self._credit_lock)
         # This thread's msgpack packer (the dispatch thread's: checkpoints are taken here).
         self._pack = thread_packer()
         self._handlers: dict[str, Callable[[list[Any]], None]] = {
@@ -200,6 +218,7 @@ class Host:
             "agent_start": self._on_agent_start,
             "agent_stop": self._on_agent_stop,
             "ping": self._on_ping,
+            "credit": self._on_credit,
         }
         kind = type(transport)
         self._critical_code = {
@@ -209,6 +228,11 @@ class Host:
                 getattr(kind.flush, "__code__", None),
                 getattr(kind.hold_writes, "__code__", None),
                 Host._write_frame.__code__,
+                # A cancellation waits for a publish's frame and its count to be one.
+                Host._publish.__code__,
+                Host.send_counted.__code__,
+                Host._await_credit.__code__,
+                Host._read_for_credit.__code__,
                 FrameReader.next_frame.__code__,
                 FrameReader.read_available.__code__,
                 FrameReader._fill.__code__,
@@ -279,7 +303,7 @@ class Host:
     def _on_ping(self, frame: list[Any]) -> None:
         # PROTOCOL.md §11: answered at once, by the watchdog while a dispatch runs long.
         if len(frame) != 2 or not _is_id(frame[1]):
-            raise _bad(frame, "ping takes one non-negative int")
+            raise _bad(frame, "ping takes one int n in 0..2^63-1")
         self.send_async(["pong", frame[1]], "pong")
 
     def _on_eof(self) -> None:
@@ -336,8 +360,8 @@ class Host:
         python_path = options.get("python_path") or []
         if type(name) is not str:
             raise _bad(frame, "name must be a str")
-        if type(max_frame) is not int or max_frame < 64:
-            raise _bad(frame, "max_frame must be an int >= 64")
+        if type(max_frame) is not int or not 64 <= max_frame <= MAX_U32:
+            raise _bad(frame, "max_frame must be an int in 64..2^32-1")
         if type(python_path) is not list or not all(type(p) is str for p in python_path):
             raise _bad(frame, "python_path must be a list of str")
         output_limit = options.get("output_limit")
@@ -350,6 +374,9 @@ class Host:
                 raise _bad(frame, str(exc)) from None
         if self.output is not None:
             self.output.name = name
+        window = options.get("window")
+        if window is not None and _window(window) is None:
+            raise _bad(frame, 'window must be {"frames": int, "bytes": int}, each in 1..2^63-1')
         if options.get("agent") is not None:
             self._fatal(
                 ValueError(
@@ -360,6 +387,8 @@ class Host:
         self.name = name
         self.peer_max = max_frame
         self.reader.limit = max_frame
+        if window is not None:
+            self._credits[0] = [0, 0, *_window(window)]  # type: ignore[misc]
         sys.path[0:0] = [p for p in python_path if p not in sys.path]
         info: dict[str, Any] = {
             "protocol": PROTOCOL_VERSION,
@@ -367,6 +396,7 @@ class Host:
             "runtime": f"{platform.python_implementation()} {platform.python_version()}",
             "max_frame": max_frame,
             "heartbeat": True,
+            "credit": True,
         }
         self.reader.on_idle = self._flush_acks
         self._write_frame(packb(["ready", PROTOCOL_VERSION, info]))
@@ -384,16 +414,22 @@ class Host:
         if config is not None and type(config) is not dict:
             raise TypeError(f"agent config must be a map or nil, got {config!r}")
         timeout = spec.get("handler_timeout_ms")
-        if timeout is not None and (type(timeout) is not int or timeout <= 0):
+        if timeout is not None and (type(timeout) is not int or not 0 < timeout <= MAX_U32):
             raise TypeError(
-                f"agent handler_timeout_ms must be a positive int or nil, got {timeout!r}"
+                f"agent handler_timeout_ms must be nil or an int in 1..2^32-1, got {timeout!r}"
             )
         seq = spec.get("seq", 0)
-        if type(seq) is not int or seq < 0:
-            raise TypeError(f"agent seq must be an int >= 0, got {seq!r}")
+        if not _is_id(seq):
+            raise TypeError(f"agent seq must be an int in 0..2^63-1, got {seq!r}")
         max_topics = spec.get("max_topics")
         if max_topics is not None and (type(max_topics) is not int or max_topics <= 0):
             raise TypeError(f"agent max_topics must be a positive int or nil, got {max_topics!r}")
+        window = spec.get("window")
+        if window is not None and _window(window) is None:
+            raise TypeError(
+                'agent window must be nil or {"frames": int, "bytes": int}, each in '
+                f"1..2^63-1, got {window!r}"
+            )
         cls: Any = importlib.import_module(module)
         for part in class_name.split("."):
             cls = getattr(cls, part)
@@ -403,10 +439,13 @@ class Host:
         agent._max_topics = max_topics
         agent._publisher = functools.partial(self._publish, slot)
         self._publish_ids[slot] = [seq, -1]
+        if window is not None:
+            self._credits[slot] = [0, 0, *_window(window)]  # type: ignore[misc]
         try:
             agent.on_start()
         except BaseException:
             del self._publish_ids[slot]
+            self._forget_window(slot)
             raise
         return agent
 
@@ -443,12 +482,153 @@ class Host:
         self.transport.write(data)
 
     def _publish(self, slot: int, topic: str, payload_bin: bytes) -> None:
-        ids = self._publish_ids.get(slot)
-        if ids is None:  # the agent was stopped; the owner drops what its slot sends
-            ids = self._publish_ids[slot] = [0, -1]
-        seq, n = ids
-        ids[1] = n + 1 if n >= 0 else n - 1
-        self.send_async(["publish", slot, topic, payload_bin, seq, n], f"publish on {topic!r}")
+        credit = self._credits.get(slot)
+        if credit is None:  # no window (§8.2)
+            ids = self._publish_ids.get(slot)
+            if ids is None:
+                return  # the agent was stopped; the owner would drop it (§8)
+            seq, n = ids
+            ids[1] = n + 1 if n >= 0 else n - 1
+            self.send_async(["publish", slot, topic, payload_bin, seq, n], f"publish on {topic!r}")
+            return
+        # §8.2: its cost, the bytes of its topic and payload; it waits for room in the
+        # slot's window. Its id is taken once it has room, with the lock held to its
+        # write: ids go out in the order they are given.
+        cost = (len(topic) if topic.isascii() else len(topic.encode())) + len(payload_bin)
+        with self._credit_lock:  # self._credit's (the Condition's __enter__ is slower)
+            if not (credit[0] < credit[2] and credit[1] < credit[3] or self._await_credit(slot)):
+                return  # stopped meanwhile: the owner drops what its slot sends
+            ids = self._publish_ids.get(slot)
+            if ids is None:
+                return
+            seq, n = ids
+            ids[1] = n + 1 if n >= 0 else n - 1
+            data = self._encode(["publish", slot, topic, payload_bin, seq, n], "a publish")
+            credit[0] += 1
+            credit[1] += cost
+            self._write_frame(data)
+
+    def send_counted(self, frame: list[Any], what: str) -> None:
+        """Send a ``cast`` or ``msg`` frame within the host's own window (§8.2): it waits
+        for the owner's credit when the window is full."""
+        credit = self._credits.get(0)
+        if not self.ready or credit is None:
+            self.send_async(frame, what)
+            return
+        data = self._encode(frame, what)
+        with self._credit_lock:
+            if not (credit[0] < credit[2] and credit[1] < credit[3] or self._await_credit(0)):
+                return
+            credit[0] += 1
+            credit[1] += len(data)
+            self._write_frame(data)
+
+    # -- flow control (PROTOCOL.md §8.2) ------------------------------------------------
+
+    def _await_credit(self, slot: int) -> bool:
+        """Wait, holding ``self._credit`` (released meanwhile), until the window of ``slot``
+        has room: True; False when its agent stops. A host has room while what it was not
+        given back is under its window, in frames and in bytes (§8.2).
+
+        The dispatch thread reads the owner's frames itself meanwhile (nobody else does
+        while it is in a dispatch, until the watchdog takes over): ``credit``, ``ping``,
+        ``cancel``, ``reply`` and ``error`` are handled, the rest waits in the reader's
+        queue for after the dispatch. Another thread waits for the reader to wake it.
+        Raises :class:`~symbiont.OverloadedError` after :data:`CREDIT_WAIT` seconds,
+        :class:`~symbiont.CancelledError` when the dispatch it runs in is cancelled.
+        """
+        credit = self._credit
+        deadline = time.monotonic() + CREDIT_WAIT
+        dispatch = threading.get_ident() == self._ident
+        while True:
+            c = self._credits.get(slot)
+            if c is None:
+                return False
+            if c[0] < c[2] and c[1] < c[3]:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                what = "publishes of its slot" if slot else "casts and messages"
+                raise OverloadedError(
+                    f"the owner gave back none of the {c[0]} {what} sent ({c[1]} bytes, "
+                    f"a window of {c[2]} frames and {c[3]} bytes) within {CREDIT_WAIT:g} s: "
+                    "the node takes in less than this host sends"
+                )
+            if not dispatch:
+                credit.wait(min(remaining, 1.0))
+                continue
+            credit.release()
+            try:
+                self._raise_if_cancelled()
+                self._read_for_credit(remaining)
+            finally:
+                credit.acquire()
+
+    def _raise_if_cancelled(self) -> None:
+        """The dispatch thread's running call or delivery was cancelled: raise it here."""
+        stack = self._stack
+        if stack and stack[-1] in self._cancelled:
+            self._cancel_pending = None
+            raise CancelledError(_cancelled_text(stack[-1]))
+        if self._cancel_pending is not None:
+            self._raise_deferred_cancel()
+
+    def _read_for_credit(self, remaining: float) -> None:
+        """One read of the owner's frames for a dispatch that waits for credit."""
+        self.transport.flush()  # what it holds goes out: the owner gives back what it gets
+        reader = self.reader
+        if not reader.lock.acquire(timeout=WATCHDOG_INTERVAL):
+            return  # the watchdog reads meanwhile
+        try:
+            frames = reader.read_available(False)
+            if not frames and self.transport.wait_readable(min(remaining, WATCHDOG_INTERVAL)):
+                frames = reader.read_available(True)
+        except ProtocolError as exc:
+            self._protocol_error(str(exc))  # here: user code up the stack could swallow it
+        finally:
+            reader.lock.release()
+        queue = deque(frames)
+        try:
+            while queue:
+                self._on_waiting(queue.popleft())
+        except ProtocolError as exc:
+            self._protocol_error(str(exc))
+        finally:
+            reader.pending.extend(queue)  # the rest of them, if one raised
+
+    def _on_waiting(self, frame: list[Any]) -> None:
+        """A frame read while the dispatch waits (for credit, or the watchdog for it)."""
+        kind = frame[0]
+        if kind == "credit":
+            self._on_credit(frame)
+        elif kind == "ping":
+            self._on_ping(frame)
+        elif kind == "cancel":
+            self._on_cancel(frame)
+        elif kind == "reply" or kind == "error":
+            self._on_reply(frame)
+        else:
+            if kind == "agent_stop" and len(frame) == 2 and _is_seq(frame[1]):
+                self._forget_window(frame[1])  # a wait for its credit ends (§8.2)
+            self.reader.pending.append(frame)
+
+    def _on_credit(self, frame: list[Any]) -> None:
+        if len(frame) != 4 or not (_is_id(frame[1]) and _is_id(frame[2]) and _is_id(frame[3])):
+            raise _bad(frame, 'expected ["credit", slot, frames, bytes], each in 0..2^63-1')
+        _, slot, frames, size = frame
+        with self._credit:
+            c = self._credits.get(slot)
+            if c is not None:  # else: a slot stopped since
+                c[0] = max(0, c[0] - frames)
+                c[1] = max(0, c[1] - size)
+                self._credit.notify_all()
+
+    def _forget_window(self, slot: int) -> None:
+        """What the slot sends from now on is not counted (the owner drops it uncounted),
+        and a wait for its credit ends."""
+        with self._credit:
+            if self._credits.pop(slot, None) is not None:
+                self._credit.notify_all()
 
     # -- owner -> host calls (PROTOCOL.md §4) ---------------------------------------------
 
@@ -466,13 +646,12 @@ class Host:
             raise _bad(frame, "expected 5 elements")
         _, call_id, module, function, args = frame
         if (
-            type(call_id) is not int
-            or call_id < 0
+            not _is_id(call_id)
             or type(module) is not str
             or type(function) is not str
             or type(args) is not list
         ):
-            raise _bad(frame, 'expected ["call", id, module, function, args]')
+            raise _bad(frame, 'expected ["call", id, module, function, args], id in 0..2^63-1')
         stack = self._stack
         stack.append(call_id)
         try:
@@ -573,7 +752,7 @@ class Host:
 
     def _on_cancel(self, frame: list[Any]) -> None:
         if len(frame) != 2 or not _is_id(frame[1]):
-            raise _bad(frame, 'expected ["cancel", id]')
+            raise _bad(frame, 'expected ["cancel", id], id in 0..2^63-1')
         self._cancel(frame[1])
 
     def _cancel(self, call_id: int) -> None:
@@ -683,15 +862,7 @@ class Host:
                 if reader.reading or reader.generation != generation:
                     return
                 for frame in reader.read_available(fill):
-                    kind = frame[0]
-                    if kind == "cancel":
-                        self._on_cancel(frame)
-                    elif kind == "ping":
-                        self._on_ping(frame)
-                    elif kind == "reply" or kind == "error":
-                        self._on_reply(frame)
-                    else:
-                        reader.pending.append(frame)
+                    self._on_waiting(frame)
             finally:
                 reader.lock.release()
             fill = self.transport.wait_readable(WATCHDOG_INTERVAL)
@@ -771,7 +942,7 @@ class Host:
 
     def _on_reply(self, frame: list[Any]) -> None:
         if len(frame) != 3 or not _is_id(frame[1]):
-            raise _bad(frame, "expected [kind, id, value]")
+            raise _bad(frame, "expected [kind, id, value], id in 0..2^63-1")
         kind, call_id, value = frame
         ok = kind == "reply"
         if not ok and type(value) is not dict:
@@ -788,7 +959,7 @@ class Host:
 
     def _on_agent_start(self, frame: list[Any]) -> None:
         if len(frame) != 3 or not _is_seq(frame[1]) or type(frame[2]) is not dict:
-            raise _bad(frame, 'expected ["agent_start", slot, spec]')
+            raise _bad(frame, 'expected ["agent_start", slot, spec], slot in 1..2^63-1')
         _, slot, spec = frame
         if slot in self.agents:
             raise _bad(frame, f"slot {slot} already runs agent {self.agents[slot].name!r}")
@@ -819,10 +990,11 @@ class Host:
 
     def _on_agent_stop(self, frame: list[Any]) -> None:
         if len(frame) != 2 or not _is_seq(frame[1]):
-            raise _bad(frame, 'expected ["agent_stop", slot]')
+            raise _bad(frame, 'expected ["agent_stop", slot], slot in 1..2^63-1')
         slot = frame[1]
         if slot not in self.agents:
             _logger.debug("agent_stop for free slot %d", slot)
+            self._forget_window(slot)
         elif self._delivering:
             # A handler waits on a call: stop after the deliveries that came first (§8).
             self._deferred.append((slot, 0, "stop", frame))
@@ -836,6 +1008,7 @@ class Host:
         if agent is None:
             return  # stopped twice while waiting behind a handler (see _on_agent_stop)
         self._stack.append(None)
+        self._forget_window(slot)  # on_stop's publishes are not counted (§8.2)
         try:
             agent.on_stop()
         except Exception:
@@ -850,13 +1023,16 @@ class Host:
         if (
             len(frame) != 5
             or type(slot := frame[1]) is not int
-            or slot <= 0
+            or not 0 < slot <= MAX_INT
             or type(seq := frame[2]) is not int
-            or seq <= 0
+            or not 0 < seq <= MAX_INT
             or type(frame[3]) is not str
             or type(frame[4]) is not bytes
         ):
-            raise _bad(frame, 'expected ["event", slot, seq, topic, payload_bin]')
+            raise _bad(
+                frame,
+                'expected ["event", slot, seq, topic, payload_bin], slot and seq in 1..2^63-1',
+            )
         self._deliver(slot, seq, "event", frame)
 
     def _on_tick(self, frame: list[Any]) -> None:
@@ -866,7 +1042,7 @@ class Host:
             or not _is_seq(frame[2])
             or type(frame[3]) is not str
         ):
-            raise _bad(frame, 'expected ["tick", slot, seq, timer_name]')
+            raise _bad(frame, 'expected ["tick", slot, seq, timer_name], slot and seq in 1..2^63-1')
         self._deliver(frame[1], frame[2], "tick", frame)
 
     def _deliver(self, slot: int, seq: int, kind: str, frame: list[Any]) -> None:
@@ -990,6 +1166,16 @@ def _exit_after_flush(transport: Transport, exit: Callable[[int], Any], status: 
     with contextlib.suppress(OSError):
         transport.flush()
     return exit(status)
+
+
+def _window(value: Any) -> tuple[int, int] | None:
+    """A window of PROTOCOL.md §8.2 as (frames, bytes), or None when it is not one."""
+    if type(value) is not dict:
+        return None
+    frames, size = value.get("frames"), value.get("bytes")
+    if not (_is_seq(frames) and _is_seq(size)):
+        return None
+    return frames, size
 
 
 def _cancelled_text(target: int) -> str:

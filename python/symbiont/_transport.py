@@ -19,6 +19,7 @@ DEFAULT_SPIN_US = 100
 HOT_WINDOW_S = 0.002
 #: Held writes go out once they reach this many bytes (see :meth:`Transport.hold_writes`).
 HOLD_BYTES = 64 * 1024
+_MAX_POLL_MS = (1 << 31) - 1
 
 
 class Transport:
@@ -85,8 +86,10 @@ class FdTransport(Transport):
         self._last_data = 0.0
         self._write_lock = threading.Lock()
         events = select.POLLIN | select.POLLHUP | select.POLLERR
-        self._poll = select.poll()  # wait_readable: the watchdog thread
-        self._poll.register(read_fd, events)
+        self._events = events
+        # wait_readable: a poll object per thread (one refuses concurrent use, and the
+        # watchdog waits while the dispatch thread may wait too, for credit or a reply).
+        self._polls = threading.local()
         # read's spin: a poll object of its own, since a poll object refuses concurrent
         # use and wait_readable runs on another thread than read (reads are serialized).
         self._spin_poll = select.poll()
@@ -114,8 +117,13 @@ class FdTransport(Transport):
         return data
 
     def wait_readable(self, timeout: float) -> bool:
-        """See :meth:`Transport.wait_readable`."""
-        return bool(self._poll.poll(max(0, int(timeout * 1000))))
+        """See :meth:`Transport.wait_readable`. Any thread may call it, several at once."""
+        poll = getattr(self._polls, "poll", None)
+        if poll is None:
+            poll = self._polls.poll = select.poll()
+            poll.register(self.read_fd, self._events)
+        # poll takes a C int of ms (24.8 days); a longer wait is that long, then again.
+        return bool(poll.poll(min(max(0, int(timeout * 1000)), _MAX_POLL_MS)))
 
     def write(self, data: bytes) -> None:
         """See :meth:`Transport.write`. Loops on partial writes."""

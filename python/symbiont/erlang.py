@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -67,30 +68,37 @@ def call(
     """
     arg_list = _check_mfa(module, function, args)
     if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 0 <= timeout <= threading.TIMEOUT_MAX
     ):
-        raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
+        raise ValueError(
+            f"timeout must be None or a number in 0..{threading.TIMEOUT_MAX:g}, got {timeout!r}"
+        )
     return _host().call(module, function, arg_list, timeout)
 
 
 def cast(module: str, function: str, args: Iterable[Any] = ()) -> None:
     """Run ``apply(module, function, args)`` on the owner's node without waiting.
 
-    Failures are logged on the owner's side.
+    Failures are logged on the owner's side. A host has a window of casts and messages
+    the owner has not run or sent yet (PROTOCOL.md §8.2); when it is full, this waits for
+    room, and raises :class:`symbiont.OverloadedError` after a minute without any.
     """
     arg_list = _check_mfa(module, function, args)
-    _host().send_async(["cast", module, function, arg_list], f"cast to {module}")
+    _host().send_counted(["cast", module, function, arg_list], f"cast to {module}")
 
 
 def send(dest: Pid | str, value: Any) -> None:
     """Send ``value`` to a process: a :class:`symbiont.Pid`, or a registered name.
 
     A registered name is a :class:`symbiont.Atom` or a ``str``. A name nobody registered is
-    logged and dropped by the owner.
+    logged and dropped by the owner. Like :func:`cast`, it waits while the host's window
+    of casts and messages is full.
     """
     if not isinstance(dest, (Pid, str)):
         raise TypeError(f"dest must be a Pid, an Atom or a str name, got {type(dest).__name__}")
-    _host().send_async(["msg", dest, value], "message")
+    _host().send_counted(["msg", dest, value], "message")
 
 
 def set_message_handler(handler: Callable[[Any], Any] | None) -> None:

@@ -50,8 +50,10 @@ def test_decorators_collect_topics_and_timers() -> None:
         (on, "", ValueError, "non-empty topic"),
         (every, "1", TypeError, "seconds to be a number"),
         (every, True, TypeError, "seconds to be a number"),
-        (every, 0, ValueError, ">= 0.001"),
+        (every, 0, ValueError, r"in 0\.001\.\.4294967\.295"),
         (every, float("inf"), ValueError, "finite"),
+        # Past what the owner's timers take (PROTOCOL.md §9): 2^32-1 ms.
+        (every, 4294967.296, ValueError, r"in 0\.001\.\.4294967\.295"),
     ],
 )
 def test_decorators_reject_bad_arguments(decorator, arg, error, rule) -> None:  # type: ignore[no-untyped-def]
@@ -160,7 +162,9 @@ def test_publish_ids_in_handlers_timers_and_outside_them(host: HostProcess) -> N
 
 def test_agent_start_with_a_bad_seq_fails_its_slot(host: HostProcess) -> None:
     _, slot, error = host.start_agent(agent_spec("Counter", seq=-1), slot=2)
-    assert slot == 2 and "agent seq must be an int >= 0, got -1" in error["message"]
+    assert slot == 2 and "agent seq must be an int in 0..2^63-1, got -1" in error["message"]
+    _, slot, error = host.start_agent(agent_spec("Counter", seq=1 << 63), slot=3)
+    assert slot == 3 and f"got {1 << 63}" in error["message"]
 
 
 def test_a_failed_delivery_leaves_no_change_in_the_state(host: HostProcess) -> None:
@@ -494,7 +498,11 @@ def test_slow_deliveries_in_a_batch_are_acked_as_they_go(raw_host: HostProcess) 
 def test_a_bad_handler_timeout_fails_the_agent(host: HostProcess) -> None:
     failed = host.start_agent(agent_spec("Sleeper", handler_timeout_ms=0))
     assert failed[0] == "agent_failed"
-    assert "handler_timeout_ms must be a positive int or nil, got 0" in failed[2]["message"]
+    message = "handler_timeout_ms must be nil or an int in 1..2^32-1, got 0"
+    assert message in failed[2]["message"]
+    # Past what a timer of the owner takes (PROTOCOL.md §9).
+    failed = host.start_agent(agent_spec("Sleeper", handler_timeout_ms=1 << 32), slot=2)
+    assert f"1..2^32-1, got {1 << 32}" in failed[2]["message"]
 
 
 def test_a_python_agents_host_does_not_import_wasmtime(raw_host: HostProcess) -> None:

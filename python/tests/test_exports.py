@@ -19,6 +19,7 @@ EXPECTED = {
     "FrameTooLarge",
     "Health",
     "OpaqueTerm",
+    "OverloadedError",
     "Pid",
     "Ref",
     "TopicLimitError",

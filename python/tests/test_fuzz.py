@@ -34,9 +34,11 @@ FIXTURES = str(Path(__file__).resolve().parent / "fixtures")
 MAX_FRAME = 1 << 20
 OWNER_BOUND = frozenset(
     {"ready", "fatal", "reply", "error", "call", "cast", "msg", "cancel", "log"}
-    | {"agent_ready", "agent_failed", "ack", "nack", "publish"}
+    | {"agent_ready", "agent_failed", "ack", "nack", "publish", "pong"}
 )
 KINDS = (
+    "ping",
+    "credit",
     "call",
     "reply",
     "error",
@@ -222,17 +224,36 @@ def gen_term(rng: random.Random, depth: int = 0) -> Any:
     }
 
 
+MAX_INT = (1 << 63) - 1
+#: Integers at the edges of msgpack's range (-2^63..2^64-1) and of the fields' (§9).
+EDGES = (-(1 << 63), -1, 0, 1, (1 << 32) - 1, 1 << 32, MAX_INT, 1 << 63, (1 << 64) - 1)
+
+
+def any_int(rng: random.Random) -> int:
+    """An integer from anywhere in msgpack's range, often at an edge."""
+    return rng.choice(EDGES) if rng.random() < 0.5 else rng.randrange(-(1 << 63), 1 << 64)
+
+
+def gen_id(rng: random.Random) -> int:
+    """An id in its range (0..2^63-1), often at an edge."""
+    return rng.choice((0, MAX_INT, rng.randrange(1 << 16)))
+
+
 def valid_frame(kind: str, rng: random.Random) -> list[Any]:
     """A frame the owner may send (PROTOCOL.md §4, §8), for the host set up by PREFIX."""
-    seq = rng.randrange(1, 50)
+    seq = rng.choice((1, MAX_INT, rng.randrange(1, 50)))
     value = gen_term(rng, 1)
+    if kind == "ping":
+        return ["ping", gen_id(rng)]
+    if kind == "credit":
+        return ["credit", rng.choice((0, 1, 2)), gen_id(rng), gen_id(rng)]
     if kind == "call":
-        return ["call", rng.randrange(1 << 16), "hostmod", "echo", [value]]
+        return ["call", gen_id(rng), "hostmod", "echo", [value]]
     if kind in ("reply", "error"):
         body = {"type": "error", "message": "m", "traceback": ""} if kind == "error" else value
-        return [kind, rng.randrange(1 << 16), body]
+        return [kind, gen_id(rng), body]
     if kind == "cancel":
-        return ["cancel", rng.randrange(1 << 16)]
+        return ["cancel", gen_id(rng)]
     if kind == "cast":
         return ["cast", "hostmod", "echo", [value]]
     if kind == "msg":
@@ -265,10 +286,19 @@ def mutate_bytes(data: bytes, rng: random.Random) -> bytes:
 
 
 def mutate_frame(fields: list[Any], rng: random.Random) -> list[Any]:
-    """A field replaced by a random term, dropped, or one added; or a map value changed."""
+    """A field replaced by a random term, dropped, or one added; or a map value changed; or
+    an integer field (or a map's) replaced by an integer from anywhere in msgpack's range."""
     fields = list(fields)
-    how = rng.randrange(4)
-    if how == 0 and len(fields) > 1:
+    how = rng.randrange(5)
+    if how == 4:
+        for i in rng.sample(range(1, len(fields)), len(fields) - 1):
+            if type(fields[i]) is int:
+                fields[i] = any_int(rng)
+                break
+            if type(fields[i]) is dict:
+                fields[i] = {**fields[i], rng.choice(["seq", "handler_timeout_ms"]): any_int(rng)}
+                break
+    elif how == 0 and len(fields) > 1:
         fields[rng.randrange(1, len(fields))] = gen_term(rng)
     elif how == 1 and len(fields) > 1:
         del fields[rng.randrange(1, len(fields))]
@@ -342,3 +372,54 @@ def test_valid_frames_are_served(run_case: Callable[[bytes, random.Random], Outc
         judge(outcome, seed, n, data, handshake=False)
         assert outcome.status == 0, outcome.stderr
         assert outcome.frames[0][0] == "ready" and outcome.frames[1][0] == "agent_ready"
+
+
+def test_integer_edges(run_case: Callable[[bytes, random.Random], Outcome]) -> None:
+    """Every integer the owner sends is bounded (§9): the edges of its range are served,
+    one past them (up to msgpack's own edges) is a protocol error naming the range."""
+    rng = random.Random(6_004)
+    ev = "numbers"
+    # (frame with the field at x, its range, what the host answers when it is in range)
+    fields: list[tuple[Callable[[int], list[Any]], int, int, str]] = [
+        (lambda x: ["ping", x], 0, MAX_INT, "pong"),
+        (lambda x: ["call", x, "hostmod", "echo", [1]], 0, MAX_INT, "reply"),
+        (lambda x: ["cancel", x], 0, MAX_INT, ""),
+        (lambda x: ["reply", x, 1], 0, MAX_INT, ""),
+        (lambda x: ["credit", x, 1, 1], 0, MAX_INT, ""),
+        (lambda x: ["credit", 1, x, 1], 0, MAX_INT, ""),
+        (lambda x: ["credit", 1, 1, x], 0, MAX_INT, ""),
+        (lambda x: ["event", 1, x, ev, packb(1)], 1, MAX_INT, "ack"),
+        (lambda x: ["tick", 1, x, "beat"], 1, MAX_INT, "ack"),
+        (lambda x: ["agent_stop", x], 1, MAX_INT, ""),
+        (lambda x: ["agent_start", x, AGENT], 1, MAX_INT, "agent_ready"),
+        (lambda x: ["agent_start", 9, {**AGENT, "seq": x}], 0, MAX_INT, "agent_ready"),
+    ]
+    for make, low, high, answer in fields:
+        # agent_start in slot x: a host without slot 1 taken.
+        alone = make(0)[:2] == ["agent_start", 0]
+        prefix, answers_from = (frame(*INIT), 1) if alone else (PREFIX, 2)
+        for x in (low, high):
+            data = prefix + frame(*make(x))
+            outcome = run_case(data, rng)
+            assert outcome.status == 0, f"{make(x)!r:.120}: {outcome.stderr}"
+            if answer:
+                got = [f[0] for f in outcome.frames[answers_from:]]
+                assert answer in got, f"{make(x)!r:.120}"
+        for x in (low - 1, high + 1, -(1 << 63), (1 << 64) - 1):
+            if low <= x <= high:
+                continue
+            data = prefix + frame(*make(x))
+            outcome = run_case(data, rng)
+            if make(0)[0] == "agent_start" and make(0)[1] == 9:
+                # A bad spec is the agent's failure, not the host's (§8).
+                assert outcome.status == 0, outcome.stderr
+                (failed,) = [f for f in outcome.frames if f[0] == "agent_failed"]
+                assert "0..2^63-1" in failed[2]["message"]
+                continue
+            assert outcome.status == 3, f"{make(x)!r:.120} was served"
+            assert "2^63-1" in outcome.stderr, outcome.stderr
+    # The handshake's max_frame: 64..2^32-1.
+    for max_frame, status in ((64, 0), ((1 << 32) - 1, 0), (63, 3), (1 << 32, 3)):
+        init = [*INIT[:2], {**INIT[2], "max_frame": max_frame}]
+        outcome = run_case(frame(*init), rng)
+        assert outcome.status == status, (max_frame, outcome.stderr)

@@ -38,6 +38,48 @@ def test_ping_is_answered_also_while_a_call_runs(host: HostProcess) -> None:
     assert host.recv() == ["reply", 1, "slept"]
 
 
+def _framed(frame: list) -> bytes:  # type: ignore[type-arg]
+    payload = packb(frame)
+    return struct.pack(">I", len(payload)) + payload
+
+
+def test_a_partial_frame_blocks_neither_heartbeats_nor_the_watchdog(host: HostProcess) -> None:
+    """The owner's frames may arrive in pieces: while one is incomplete the host keeps
+    its watchdog (pongs, handler deadlines) going, and serves it once the rest is in."""
+    # Idle: the main thread reads; a ping split after its 3rd byte, then the rest.
+    ping = _framed(["ping", 1])
+    host.send_raw(ping[:3])
+    host.assert_silent(0.05)
+    host.send_raw(ping[3:] + _framed(["ping", 2]))
+    assert host.recv() == ["pong", 1]
+    assert host.recv() == ["pong", 2]
+    # Busy: the watchdog reads for a call that sleeps; the piece it reads is kept, and the
+    # pongs come before the call's reply.
+    host.send(["call", 1, "hostmod", "sleep", [1.0]])
+    host.assert_silent(0.05)
+    ping = _framed(["ping", 3])
+    host.send_raw(ping[:5])
+    host.assert_silent(0.05)
+    host.send_raw(ping[5:] + _framed(["ping", 4]))
+    assert host.recv() == ["pong", 3]
+    assert host.recv() == ["pong", 4]
+    assert host.recv() == ["reply", 1, "slept"]
+
+
+def test_a_handler_deadline_fires_while_a_frame_is_incomplete(raw_host: HostProcess) -> None:
+    """PROTOCOL.md §8: the watchdog cancels a handler past its handler_timeout_ms even
+    while the frame after it has not fully arrived; EOF in the middle of a frame ends the
+    host as any EOF does (§1.5)."""
+    spec = {"name": "s", "module": "agents", "class": "Sleeper", "config": {}, "state": None}
+    raw_host.init_agent({**spec, "handler_timeout_ms": 100})
+    raw_host.send(["event", 1, 1, "sleep", packb(30)])
+    raw_host.send_raw(_framed(["ping", 1])[:6])
+    nack = raw_host.recv_kind("nack", timeout=10)
+    assert nack[1:3] == [1, 1] and "handler_timeout of 100 ms" in nack[3]["message"]
+    raw_host.close_input()
+    assert raw_host.wait_exit(5) == 0
+
+
 def test_echo_call_keeps_terms(host: HostProcess) -> None:
     value = {"a": [1, 2.5, None, True], (1, Atom("ok")): b"\xff\x00", "pid": Pid(b"\x83x")}
     assert host.call("hostmod", "echo", value) == ["reply", 1001, value]
@@ -281,6 +323,20 @@ def test_host_call_timeout_cancels(host: HostProcess) -> None:
     assert (kind, error["type"]) == ("error", "symbiont.CallTimeout")
     host.send(["reply", inner[1], "too late"])  # a late reply is dropped
     assert host.call("hostmod", "echo", 1)[2] == 1
+
+
+def test_host_call_timeouts_a_wait_cannot_take_are_refused(host: HostProcess) -> None:
+    """A timeout past what a wait takes (threading.TIMEOUT_MAX) is a clear ValueError; a
+    long one (past the 24.8 days a poll takes at once) waits, and the reply comes."""
+    error = host.call("hostmod", "ask", "erlang", "node", [], 1e300)[2]
+    assert (
+        error["type"] == "ValueError"
+        and "timeout must be None or a number in 0.." in (error["message"])
+    )
+    host.send(["call", 1, "hostmod", "ask", ["erlang", "node", [], 3e6]])
+    inner = host.recv_kind("call")
+    host.send(["reply", inner[1], "node@here"])
+    assert host.recv() == ["reply", 1, "node@here"]
 
 
 def test_call_from_another_thread(host: HostProcess) -> None:

@@ -10,7 +10,7 @@ defmodule Symbiont.FrameGen do
   alias Symbiont.MsgPack.Bin
 
   @kinds ~w(reply error log call cast msg cancel agent_ready agent_failed ack nack publish
-            ready fatal)
+            ready fatal pong)
 
   @doc "Every kind a host may send."
   def kinds, do: @kinds
@@ -59,7 +59,7 @@ defmodule Symbiont.FrameGen do
       "publish" ->
         payload = %Bin{data: MsgPack.encode!(gen(), iodata: false)}
         # With the seq and n of its id (§8.1), or without them.
-        id = Enum.random([[], [id(), Enum.random([id(), -seq()])]])
+        id = Enum.random([[], [id(), n()]])
         ["publish", seq(), text(), payload | id]
 
       "ready" ->
@@ -67,12 +67,22 @@ defmodule Symbiont.FrameGen do
 
       "fatal" ->
         ["fatal", error_map()]
+
+      "pong" ->
+        ["pong", id()]
     end
   end
 
-  @doc "A field replaced by a random term, dropped, or one added; or a map value replaced."
+  @doc """
+  A field replaced by a random term, dropped, or one added; or a map value replaced; or
+  an integer field (or one of a map) replaced by an integer from the edges of the whole
+  msgpack range, in or out of the field's range (PROTOCOL.md §9).
+  """
   def mutate_term([kind | fields]) do
-    case :rand.uniform(4) do
+    case :rand.uniform(5) do
+      5 ->
+        [kind | mutate_int(fields)]
+
       1 when fields != [] ->
         [kind | List.replace_at(fields, :rand.uniform(length(fields)) - 1, gen())]
 
@@ -94,8 +104,63 @@ defmodule Symbiont.FrameGen do
 
   defp mutate_map(other), do: other
 
-  defp id, do: :rand.uniform(1 <<< Enum.random([4, 16, 40])) - 1
-  defp seq, do: :rand.uniform(1 <<< Enum.random([4, 16, 40]))
+  # Integers at the edges of msgpack's range (-2^63..2^64-1) and of the fields' ranges.
+  @edges [
+    -(1 <<< 63),
+    -(1 <<< 63) + 1,
+    -1,
+    0,
+    1,
+    63,
+    64,
+    (1 <<< 32) - 1,
+    1 <<< 32,
+    (1 <<< 63) - 1,
+    1 <<< 63,
+    (1 <<< 64) - 1
+  ]
+
+  @doc "An integer from anywhere in msgpack's range, often at an edge."
+  def any_int do
+    if :rand.uniform(2) == 1,
+      do: Enum.random(@edges),
+      else: :rand.uniform((1 <<< 63) + (1 <<< 64)) - 1 - (1 <<< 63)
+  end
+
+  # One integer field, or one integer in a map field, replaced by any_int/0.
+  defp mutate_int(fields) do
+    case for({x, i} <- Enum.with_index(fields), is_integer(x) or is_map(x), do: i) do
+      [] ->
+        fields
+
+      places ->
+        i = Enum.random(places)
+        List.update_at(fields, i, &replace_int/1)
+    end
+  end
+
+  defp replace_int(x) when is_integer(x), do: any_int()
+
+  defp replace_int(%{} = map) when not is_struct(map) do
+    case for({k, v} <- map, is_integer(v), do: k) do
+      [] -> Map.new(map, fn {k, v} -> {k, with_timers_int(v)} end)
+      keys -> Map.put(map, Enum.random(keys), any_int())
+    end
+  end
+
+  defp replace_int(other), do: other
+
+  # agent_ready's timers: the every_ms of one.
+  defp with_timers_int([%{"every_ms" => _} = timer | rest]),
+    do: [%{timer | "every_ms" => any_int()} | rest]
+
+  defp with_timers_int(other), do: other
+
+  # In range (§9), the edges included: ids and seqs up to 2^63-1.
+  defp id, do: seq() - 1
+  defp seq, do: Enum.random([1, (1 <<< 63) - 1, :rand.uniform((1 <<< bits()) - 1)])
+  defp bits, do: Enum.random([4, 16, 40, 63])
+  defp n, do: Enum.random([-(1 <<< 63), (1 <<< 63) - 1, -seq(), id()])
   defp text, do: Enum.random(["Elixir.Enum", "sum", "fuzz.topic", "é€", "", "x y"])
   defp args, do: for(_ <- 1..:rand.uniform(3)//1, do: gen(1))
 
@@ -104,14 +169,23 @@ defmodule Symbiont.FrameGen do
   end
 
   defp ready_info do
-    %{"protocol" => 2, "pid" => 4242, "runtime" => "CPython 3.11", "max_frame" => 1 <<< 26}
+    %{
+      "protocol" => 2,
+      "pid" => Enum.random([1, 4242, (1 <<< 63) - 1]),
+      "runtime" => "CPython 3.11",
+      "max_frame" => Enum.random([64, 1 <<< 26, (1 <<< 32) - 1])
+    }
   end
 
   defp agent_info do
     %{
       "name" => "agent",
       "topics" => Enum.take(["a", "b.c"], :rand.uniform(3) - 1),
-      "timers" => Enum.take([%{"name" => "tick", "every_ms" => 100}], :rand.uniform(2) - 1)
+      "timers" =>
+        Enum.take(
+          [%{"name" => "tick", "every_ms" => Enum.random([1, 100, (1 <<< 32) - 1])}],
+          :rand.uniform(2) - 1
+        )
     }
   end
 end

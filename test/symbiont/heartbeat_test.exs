@@ -1,7 +1,7 @@
 defmodule Symbiont.HeartbeatTest do
-  # PROTOCOL.md §11: a host that sends nothing for three heartbeat intervals is killed and
-  # restarted, and its agents' un-acked deliveries are retried; a host that is merely busy
-  # keeps answering from its watchdog thread.
+  # PROTOCOL.md §11: a host that sends no complete frame for three heartbeat intervals is
+  # killed and restarted, and its agents' un-acked deliveries are retried; a host that is
+  # merely busy keeps answering from its watchdog thread.
   use ExUnit.Case, async: true
 
   import ExUnit.CaptureLog
@@ -83,6 +83,33 @@ defmodule Symbiont.HeartbeatTest do
                )
              end)
     end)
+  end
+
+  @tag :tmp_dir
+  test "a torn frame (a length of 4096, 3 bytes of it) is no sign of life: the host is restarted at its liveness window, the event retried",
+       %{tmp_dir: dir} do
+    out = unique_name("beat.out")
+    :ok = Symbiont.subscribe(out)
+    topic = unique_name("beat.torn.in")
+    config = %{"in" => topic, "out" => out, "marker" => Path.join(dir, "torn")}
+
+    log =
+      capture_log(fn ->
+        %{agent: agent, os_pid: os_pid} = start!("hostile:Torn", config)
+        payload = unique_name("torn")
+        :ok = Symbiont.publish(topic, payload)
+
+        # Its watchdog's pongs go on arriving, into the frame that never ends: bytes, not
+        # frames. (They would fill it after some 400 heartbeats.)
+        assert_receive {:host_crash, ^agent, %{reason: {:unresponsive, silent}}}, 10_000
+        assert silent >= 3 * @beat
+        assert_receive {:agent_start, ^agent, %{restarts: 1}}, 10_000
+        assert_receive %Event{topic: ^out, from: ^agent} = event, 10_000
+        assert Event.decode!(event) == payload
+        assert wait_until(fn -> not os_alive?(os_pid) end, 5_000)
+      end)
+
+    assert log =~ "3 heartbeats missed"
   end
 
   test "a handler that runs past three intervals but leaves the interpreter running is not restarted" do

@@ -2,6 +2,7 @@ defmodule Symbiont.PythonTest do
   # Real Python hosts over real ports: the ErlPort-style API end to end.
   use ExUnit.Case, async: true
 
+  import Bitwise
   import Symbiont.HostHelpers
 
   alias Symbiont.Python
@@ -185,6 +186,38 @@ defmodule Symbiont.PythonTest do
 
     assert {:error, %ArgumentError{message: msg}} = Python.start(python: "/no/such/python")
     assert msg =~ ~s(expected :python to be an existing executable, got: "/no/such/python")
+  end
+
+  test "a :timeout no timer takes is refused, from Elixir and from Python; the owner stays up (it crashed)",
+       %{host: %{name: py, pid: owner}} do
+    for {timeout, message} <- [
+          {-5, "expected :timeout to be a positive integer (milliseconds), got: -5"},
+          {1 <<< 40,
+           "expected :timeout to be at most 4294962295 milliseconds (what a timer takes), got: #{1 <<< 40}"}
+        ] do
+      assert_raise ArgumentError, message, fn ->
+        Python.call(py, "os", "getpid", [], timeout: timeout)
+      end
+
+      # symbiont.erlang.call("Symbiont.Python", "call", ...) from Python: an error reply.
+      args = ["Elixir.Symbiont.Python", "call", [py, "os", "getpid", [], [timeout: timeout]]]
+
+      assert {:error, %Python.Error{message: text}} =
+               Python.call(py, "hostile", "erlang_call", args)
+
+      assert text == "error: ** (ArgumentError) " <> message
+    end
+
+    assert Symbiont.Host.whereis(py) == owner
+    assert {:ok, %{crashes: 0}} = Symbiont.Host.info(py)
+
+    assert {:error, %ArgumentError{message: msg}} = Python.start(call_timeout: 1 <<< 32)
+    assert msg =~ "expected :call_timeout to be at most 4294962295 milliseconds"
+
+    assert {:error, msg} =
+             Symbiont.Agent.validate_spec(name: "a", python: "m:C", handler_timeout: 1 <<< 32)
+
+    assert msg =~ ~s(agent "a": expected :handler_timeout to be at most 4294962295 milliseconds)
   end
 
   test "start/1 and stop/1 under Symbiont.Hosts" do

@@ -110,18 +110,26 @@ defmodule Symbiont.Agent.Dedupe do
   def more_size(%__MODULE__{} = dedupe, publisher),
     do: map_size(dedupe.publishers[publisher].more)
 
-  # A seq above the highest seen: the bitmap moves up to it.
-  defp advance(%{high: high} = entry, seq) when seq > high,
-    do: %{entry | high: seq, first: entry.first <<< (seq - high) &&& @mask}
+  # A seq above the highest seen: the bitmap moves up to it. One a window or more above
+  # leaves nothing of the old window: the memory starts afresh at it, without shifting
+  # the bitmap by that distance (a seq comes from a host: the shift would be as large as
+  # the seq, 2^63 bits for one frame).
+  defp advance(%{high: high} = entry, seq) when seq > high do
+    if seq - high >= @window,
+      do: %{entry | high: seq, first: 0, more: %{}},
+      else: %{entry | high: seq, first: entry.first <<< (seq - high) &&& @mask}
+  end
 
   defp advance(entry, _seq), do: entry
 
+  # (seq, 0) is its bit, also for a seq with an entry in `more`: that entry may have come
+  # first, from a publish outside a handler (n < 0).
   defp taken?(entry, seq, k, n) do
     case Map.get(entry.more, seq) do
       nil when n == 0 -> (entry.first >>> k &&& 1) == 1
-      nil when n > 0 -> false
       nil -> false
-      {next, _neg} when n >= 0 -> n < next
+      {_next, _neg} when n == 0 -> (entry.first >>> k &&& 1) == 1
+      {next, _neg} when n > 0 -> n < next
       {_next, neg} -> -n <= neg
     end
   end

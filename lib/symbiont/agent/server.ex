@@ -43,7 +43,7 @@ defmodule Symbiont.Agent.Server do
   require Logger
 
   alias Symbiont.Agent.Dedupe
-  alias Symbiont.Host.{Framer, Out, Protocol}
+  alias Symbiont.Host.{Credit, Framer, Out, Protocol}
   alias Symbiont.Journal
   alias Symbiont.MsgPack
 
@@ -62,6 +62,11 @@ defmodule Symbiont.Agent.Server do
   # A journal the disk refused is tried again after 1 s, then 2 s, 4 s, and every 5 s.
   @journal_retry_ms 1_000
   @journal_retry_max_ms 5_000
+  # Publishes are given back to the host (PROTOCOL.md §8.2) only while no agent on this
+  # node that subscribes to their topics has more than this many messages waiting; else
+  # again after @backlog_retry_ms.
+  @backlog 4096
+  @backlog_retry_ms 2
 
   @doc false
   def child_spec(opts) do
@@ -288,6 +293,10 @@ defmodule Symbiont.Agent.Server do
       # :stall_check is on its way (see the handler_timeout in Symbiont.Agent).
       progress_at: 0,
       stall_check: false,
+      # Publishes of its slot handled and not yet given back to the host (PROTOCOL.md
+      # §8.2): {port, slot, frames, bytes, topics (at most 8) where they went, retry},
+      # retry true while a :give_back is on its way (a subscriber was backlogged).
+      credit: {nil, nil, 0, 0, [], false},
       rare: %{
         host_ref: nil,
         # The largest frame the host's process accepts.
@@ -539,6 +548,11 @@ defmodule Symbiont.Agent.Server do
 
   defp info({:journal_retry, n}, %{rare: %{journal_retry: n}} = state), do: retry_journal(state)
 
+  defp info(:give_back, %{credit: {port, slot, frames, bytes, topics, true}} = state),
+    do: give_back(%{state | credit: {port, slot, frames, bytes, topics, false}}, :checked)
+
+  defp info(:give_back, state), do: state
+
   defp info({:tick, name}, state) do
     # Ticks coalesce: while the agent is behind (events waiting) or the same tick is still
     # in flight, another one would only pile up.
@@ -622,7 +636,8 @@ defmodule Symbiont.Agent.Server do
       "state" => if(bin, do: %MsgPack.Raw{data: bin}, else: nil),
       "seq" => state.acked_seq,
       "handler_timeout_ms" => with(:infinity <- handler_timeout(spec), do: nil),
-      "max_topics" => Symbiont.Agent.max_topics(spec)
+      "max_topics" => Symbiont.Agent.max_topics(spec),
+      "window" => Credit.window()
     }
   end
 
@@ -706,17 +721,32 @@ defmodule Symbiont.Agent.Server do
     end
   end
 
-  defp frame({:publish, _slot, topic, payload, seq_n}, state) do
+  # §8.1: the seq of a publish is that of a delivery the agent was given (or of the
+  # checkpoint it started from). One above them all is a lie that would poison the memory
+  # of `dedupe: true` subscribers (their window would move past every real id): dropped.
+  defp frame({:publish, slot, topic, payload, {seq, _n}}, %{seq: highest} = state)
+       when seq > highest do
+    Logger.error(
+      "agent #{state.id}: publish on #{inspect(topic)} with seq #{seq}, above the highest seq delivered (#{highest}), dropped (PROTOCOL.md §8.1)",
+      meta(state)
+    )
+
+    handled_publish(state, slot, topic, payload)
+  end
+
+  defp frame({:publish, slot, topic, payload, seq_n}, state) do
+    # A refused publish (over :max_topics) still frees its share of the window.
     case own_topic(state, topic) do
       {:ok, topic, state} ->
         id = with {seq, n} <- seq_n, do: {state.id, state.rare.incarnation, seq, n}
         event = %Symbiont.Event{topic: topic, payload: payload, from: state.name, id: id}
         Symbiont.Mesh.publish(Symbiont.Mesh, event)
         state = rare(state, published: state.rare.published + 1)
-        if topic == @health_topic, do: reported(state, payload), else: state
+        state = if topic == @health_topic, do: reported(state, payload), else: state
+        handled_publish(state, slot, topic, payload)
 
       {:refused, state} ->
-        state
+        handled_publish(state, slot, topic, payload)
     end
   end
 
@@ -781,6 +811,60 @@ defmodule Symbiont.Agent.Server do
 
       {:refused, rare(state, topics_told: true, health: "degraded")}
     end
+  end
+
+  ## Flow control of publishes (PROTOCOL.md §8.2, Symbiont.Host.Credit)
+
+  # A publish handled: its share of the window goes back to the host a quarter window at
+  # a time. A batch is of one process and slot: a publish of another gives the batch
+  # back first (the owner drops what is for a process or slot that is gone).
+  defp handled_publish(state, slot, topic, payload) do
+    port = state.out.port
+
+    state =
+      case state.credit do
+        {^port, ^slot, _, _, _, _} ->
+          state
+
+        {_, _, _, _, _, retry} ->
+          %{give_back(state, :now) | credit: {port, slot, 0, 0, [], retry}}
+      end
+
+    {_, _, frames, bytes, topics, retry} = state.credit
+    frames = frames + 1
+    bytes = bytes + Credit.publish_cost(topic, payload)
+    topics = if topic in topics or length(topics) >= 8, do: topics, else: [topic | topics]
+    state = %{state | credit: {port, slot, frames, bytes, topics, retry}}
+
+    if not retry and Credit.due?(frames, bytes),
+      do: give_back(state, :checked),
+      else: state
+  end
+
+  # The publishes go back to the host, unless (:checked) an agent on this node that
+  # subscribes to where they went is backlogged: then again after a while, so that a
+  # host publishing faster than its subscribers take events in waits for them.
+  defp give_back(%{credit: {_, _, 0, _, _, _}} = state, _how), do: state
+
+  defp give_back(%{credit: {port, slot, frames, bytes, topics, retry}} = state, how) do
+    if how == :checked and backlogged?(topics) do
+      unless retry, do: Process.send_after(self(), :give_back, @backlog_retry_ms)
+      %{state | credit: {port, slot, frames, bytes, topics, true}}
+    else
+      if port && state.host_pid,
+        do: GenServer.cast(state.host_pid, {:credit, port, slot, frames, bytes})
+
+      %{state | credit: {port, slot, 0, 0, [], retry}}
+    end
+  end
+
+  defp backlogged?(topics) do
+    Enum.any?(topics, fn topic ->
+      Symbiont.Mesh.local_agents(Symbiont.Mesh, topic)
+      |> Enum.any?(
+        &match?({:message_queue_len, n} when n > @backlog, Process.info(&1, :message_queue_len))
+      )
+    end)
   end
 
   # A health event the agent published about itself.

@@ -7,9 +7,14 @@ defmodule Symbiont.Host.Protocol do
 
   @version 2
 
-  defguardp is_id(x) when is_integer(x) and x >= 0
-  defguardp is_seq(x) when is_integer(x) and x > 0
+  # PROTOCOL.md §9: every integer a host sends is bounded. Ids, seqs, slots and counts
+  # fit in 63 bits (0..2^63-1), `n` of a publish in 64 (-2^63..2^63-1), a frame size in
+  # the 32 bits of a length prefix, a timer period in what a BEAM timer takes.
   @int64 0x8000000000000000
+  @max_int @int64 - 1
+  @max_u32 0xFFFFFFFF
+  defguardp is_id(x) when is_integer(x) and x >= 0 and x <= @max_int
+  defguardp is_seq(x) when is_integer(x) and x > 0 and x <= @max_int
   @levels %{"debug" => :debug, "info" => :info, "warning" => :warning, "error" => :error}
   @level_names "debug, info, warning, error"
   @kinds ~w(reply error log call cast msg cancel ack nack publish ready fatal agent_ready
@@ -86,16 +91,49 @@ defmodule Symbiont.Host.Protocol do
        when is_seq(slot) and is_binary(topic) and is_binary(payload),
        do: {:ok, {:publish, slot, topic, payload, nil}}
 
-  defp validate("ready", [v, info]) when is_integer(v),
+  defp validate("ready", [v, info]) when is_id(v),
     do: with(:ok <- ready_info(info), do: {:ok, {:ready, v, info}})
 
   defp validate("fatal", [err]),
     do: with(:ok <- error_map("fatal", err), do: {:ok, {:fatal, err}})
 
   defp validate(kind, fields) when kind in @kinds,
-    do: {:error, {:bad_frame, kind, summarize(fields)}}
+    do: {:error, {:bad_frame, kind, out_of_range(kind, fields) || summarize(fields)}}
 
   defp validate(kind, _fields), do: {:error, {:unknown_kind, kind}}
+
+  # The integer fields of each kind, by position, with their range: a frame refused by
+  # the guards above for an integer out of its range says which one.
+  @int_fields %{
+    "reply" => [{0, "id", 0, @max_int}],
+    "error" => [{0, "id", 0, @max_int}],
+    "call" => [{0, "id", 0, @max_int}],
+    "cancel" => [{0, "id", 0, @max_int}],
+    "pong" => [{0, "n", 0, @max_int}],
+    "agent_ready" => [{0, "slot", 1, @max_int}],
+    "agent_failed" => [{0, "slot", 1, @max_int}],
+    "ack" => [{0, "slot", 1, @max_int}, {1, "seq", 1, @max_int}],
+    "nack" => [{0, "slot", 1, @max_int}, {1, "seq", 1, @max_int}],
+    "publish" => [{0, "slot", 1, @max_int}, {3, "seq", 0, @max_int}, {4, "n", -@int64, @max_int}],
+    "ready" => [{0, "version", 0, @max_int}]
+  }
+
+  defp out_of_range(kind, fields) do
+    Enum.find_value(Map.get(@int_fields, kind, []), fn {at, name, min, max} ->
+      case Enum.at(fields, at) do
+        x when is_integer(x) and (x < min or x > max) -> range_error(name, x, min, max)
+        _ -> nil
+      end
+    end)
+  end
+
+  defp range_error(name, x, min, max),
+    do: "#{name} #{x} is out of range: expected an integer in #{bound(min)}..#{bound(max)} (§9)"
+
+  defp bound(@max_int), do: "2^63-1"
+  defp bound(-@int64), do: "-2^63"
+  defp bound(@max_u32), do: "2^32-1"
+  defp bound(n), do: Integer.to_string(n)
 
   defp log_level(level, msg) do
     case @levels do
@@ -120,14 +158,14 @@ defmodule Symbiont.Host.Protocol do
   end
 
   defp ready_info(%{"protocol" => p, "pid" => pid, "runtime" => rt, "max_frame" => max})
-       when is_integer(p) and is_integer(pid) and pid > 0 and is_binary(rt) and
-              is_integer(max) and max >= 64,
+       when is_id(p) and is_seq(pid) and is_binary(rt) and is_integer(max) and max >= 64 and
+              max <= @max_u32,
        do: :ok
 
   defp ready_info(info) do
     {:error,
      {:bad_frame, "ready",
-      "info must be a map with \"protocol\" (int), \"pid\" (positive int), \"runtime\" (str) and \"max_frame\" (int >= 64) (§3), got: #{summarize(info)}"}}
+      "info must be a map with \"protocol\" (int in 0..2^63-1), \"pid\" (int in 1..2^63-1), \"runtime\" (str) and \"max_frame\" (int in 64..2^32-1) (§3, §9), got: #{summarize(info)}"}}
   end
 
   defp agent_info(%{"name" => name, "topics" => topics, "timers" => timers})
@@ -141,7 +179,7 @@ defmodule Symbiont.Host.Protocol do
       not Enum.all?(timers, &timer?/1) ->
         {:error,
          {:bad_frame, "agent_ready",
-          "\"timers\" must be maps of \"name\" (str) and \"every_ms\" (positive int), got: #{summarize(timers)}"}}
+          "\"timers\" must be maps of \"name\" (str) and \"every_ms\" (int in 1..2^32-1), got: #{summarize(timers)}"}}
 
       true ->
         :ok
@@ -154,8 +192,9 @@ defmodule Symbiont.Host.Protocol do
       "info must be a map with \"name\" (str), \"topics\" and \"timers\" (lists) (§8), got: #{summarize(info)}"}}
   end
 
+  # A BEAM timer takes at most 2^32-1 ms (49.7 days).
   defp timer?(%{"name" => name, "every_ms" => ms}),
-    do: is_binary(name) and is_integer(ms) and ms > 0
+    do: is_binary(name) and is_integer(ms) and ms > 0 and ms <= @max_u32
 
   defp timer?(_), do: false
 
@@ -177,6 +216,12 @@ defmodule Symbiont.Host.Protocol do
 
   def format_error({:oversize, size, max}),
     do: "frame of #{size} bytes exceeds the limit of #{max}"
+
+  def format_error({:window, _slot, _frames, _bytes} = r),
+    do: Symbiont.Host.Credit.format_error(r)
+
+  def format_error({:too_many_calls, max}),
+    do: "more than #{max} calls to the node at once (PROTOCOL.md §4.1)"
 
   def format_error({:before_ready, kind}), do: ~s("#{kind}" frame before "ready")
   def format_error({:after_ready, kind}), do: ~s(a second "#{kind}" frame, after "ready")

@@ -3,6 +3,7 @@ defmodule Symbiont.Agent.DedupeTest do
   # memory alone, then publishers and subscribers on real hosts, Python and Wasm.
   use ExUnit.Case, async: true
 
+  import Bitwise
   import ExUnit.CaptureLog
   import Symbiont.HostHelpers
 
@@ -66,6 +67,127 @@ defmodule Symbiont.Agent.DedupeTest do
       # The one heard from longest ago was forgotten.
       refute Map.has_key?(d.publishers, "p0")
       assert {:duplicate, _} = Dedupe.check(d, {"p#{max}", 1, 1, 0})
+    end
+  end
+
+  describe "the memory against a model" do
+    # Streams of ids whose seqs are drawn from the whole range 0..2^64 (the extremes, any
+    # value, and runs of neighbours so that copies, the window's edge and jumps past it
+    # all come up), checked id by id against a plain model of the moduledoc's rules:
+    # never a raise, always the model's answer. Seeded: SYMBIONT_FUZZ_SEED=N replays.
+    @streams 2_000
+
+    test "#{@streams} random streams of ids from the whole seq range: the model's answers, never a raise" do
+      seed = Symbiont.MsgPackGen.seed!(5_101)
+      w = Dedupe.window()
+
+      for case_n <- 1..@streams do
+        ids = for _ <- 1..:rand.uniform(40), do: random_id(w)
+
+        Enum.reduce(ids, {Dedupe.new(), %{}}, fn id, {d, model} ->
+          {got, d} =
+            try do
+              Dedupe.check(d, id)
+            rescue
+              e ->
+                flunk(
+                  "dedupe, seed #{seed} (SYMBIONT_FUZZ_SEED=#{seed}), stream #{case_n}: #{inspect(id)} raised #{Exception.message(e)}\nstream: #{inspect(ids)}"
+                )
+            end
+
+          {want, model} = model_check(model, id, w)
+
+          assert got == want,
+                 "dedupe, seed #{seed} (SYMBIONT_FUZZ_SEED=#{seed}), stream #{case_n}: #{inspect(id)} was #{got}, the model says #{want}\nstream: #{inspect(ids)}"
+
+          {d, model}
+        end)
+      end
+    end
+
+    test "found by the model: (seq, 0) after a publish outside a handler with that seq is remembered" do
+      {results, _} = run([{"a", 1, 5, -1}, {"a", 1, 5, 0}, {"a", 1, 5, 0}, {"a", 1, 5, -1}])
+      assert results == [:ok, :ok, :duplicate, :duplicate]
+    end
+
+    test "a seq at the top of the range, then small ones again: no raise, the memory stays small" do
+      top = (1 <<< 63) - 1
+
+      {results, d} =
+        run([
+          {"a", 1, 1, 0},
+          {"a", 1, top, 0},
+          {"a", 1, top, 0},
+          {"a", 1, 2, 0},
+          {"a", 1, top + 1, 3}
+        ])
+
+      assert results == [:ok, :ok, :duplicate, :duplicate, :ok]
+      assert :erts_debug.size(d) < 1_000
+    end
+
+    # Seqs: an extreme of 0..2^64, any value of it, or one near the last (or a few seqs
+    # back, or a window or two ahead); publishers "a" and "b", two incarnations; n mostly
+    # small, sometimes an extreme of 64 bits.
+    defp random_id(w) do
+      last = Process.get(:dedupe_last_seq, 0)
+
+      seq =
+        case :rand.uniform(6) do
+          1 ->
+            Enum.random([
+              0,
+              1,
+              (1 <<< 63) - 1,
+              1 <<< 63,
+              (1 <<< 64) - 1,
+              1 <<< 64
+            ])
+
+          2 ->
+            :rand.uniform((1 <<< 64) + 1) - 1
+
+          3 ->
+            max(0, last + Enum.random([w - 1, w, w + 1, 2 * w]))
+
+          _ ->
+            max(0, last + :rand.uniform(9) - 6)
+        end
+
+      Process.put(:dedupe_last_seq, seq)
+
+      n =
+        case :rand.uniform(8) do
+          1 -> Enum.random([-(1 <<< 63), (1 <<< 63) - 1])
+          _ -> :rand.uniform(7) - 4
+        end
+
+      {Enum.random(["a", "b"]), Enum.random([1, 1, 1, 2]), seq, n}
+    end
+
+    # The rules: per publisher, its incarnation (another one starts afresh), the highest
+    # seq seen, and per seq the ids taken: every n in 0..next-1 and -1..-neg, where next
+    # and neg are one past the furthest n accepted either way. An id a window or more
+    # behind the highest seq is an old copy.
+    defp model_check(model, {pub, inc, seq, n}, w) do
+      p =
+        case model do
+          %{^pub => %{inc: ^inc} = p} -> p
+          _ -> %{inc: inc, high: seq, seqs: %{}}
+        end
+
+      p = %{p | high: max(p.high, seq)}
+      {next, neg} = Map.get(p.seqs, seq, {0, 0})
+      taken? = if n >= 0, do: n < next, else: -n <= neg
+
+      cond do
+        p.high - seq >= w or taken? ->
+          {:duplicate, model}
+
+        true ->
+          mark = if n >= 0, do: {max(next, n + 1), neg}, else: {max(next, 0), max(neg, -n)}
+          {:ok, Map.put(model, pub, %{p | seqs: Map.put(p.seqs, seq, mark)})}
+      end
     end
   end
 
@@ -207,6 +329,69 @@ defmodule Symbiont.Agent.DedupeTest do
     assert s2 == s1 + 1 and s3 == s2 + 1
     assert {:ok, %{state: %{"wasm_state" => state}}} = info_after(agent, 3)
     assert Symbiont.MsgPack.decode!(state) == 3
+  end
+
+  @tag :tmp_dir
+  test "ids at the top of the seq range, from a lying host and from Elixir: a dedupe: true subscriber keeps its queue and state",
+       %{tmp_dir: dir} do
+    top = (1 <<< 63) - 1
+    input = unique_name("gated.in")
+    gate = Path.join(dir, "gate")
+
+    # The subscriber handles one event, then waits at the gate with the second: the rest
+    # queue up.
+    sub =
+      start_agent_host!("gated",
+        python: "test_agents:Gated",
+        config: %{"in" => input, "pause_after" => 1, "gate" => gate},
+        dedupe: true,
+        max_in_flight: 1
+      )
+
+    sub_pid = Server.whereis(sub.agent)
+    for i <- 1..6, do: :ok = Symbiont.publish(input, i)
+
+    assert wait_until(fn ->
+             match?({:ok, %{handled: 1, queue: 4, in_flight: 1}}, Server.info(sub.agent))
+           end)
+
+    liar_in = unique_name("liar.in")
+
+    liar =
+      start_agent_host!("liar", python: "hostile:Liar", config: %{"in" => liar_in, "out" => input})
+
+    log =
+      capture_log(fn ->
+        # Honest: the seq of its delivery (1). Then a lie: 2^63-1, never delivered to it.
+        :ok = Symbiont.publish(liar_in, %{"seq" => nil, "value" => "honest"})
+        :ok = Symbiont.publish(liar_in, %{"seq" => top, "value" => "lie"})
+        assert wait_until(fn -> match?({:ok, %{handled: 2}}, Server.info(liar.agent)) end)
+
+        # From Elixir, any seq goes: 1, then the top of the range, then 1 again.
+        for {seq, value} <- [{1, "e1"}, {top, "etop"}, {1, "e1 again"}, {top, "etop again"}] do
+          :ok = Symbiont.publish(input, value, id: {"importer", 1, seq, 0})
+        end
+
+        # Out of range (§9): a protocol error for the liar's host; nothing reaches the mesh.
+        :ok = Symbiont.publish(liar_in, %{"seq" => top + 1, "value" => "out of range"})
+        liar_host = liar.name
+        assert_receive {:host_crash, ^liar_host, %{reason: {:protocol_error, _}}}, 10_000
+      end)
+
+    assert log =~
+             "publish on #{inspect(input)} with seq #{top}, above the highest seq delivered (2), dropped"
+
+    assert log =~ "seq #{top + 1} is out of range: expected an integer in 0..2^63-1"
+
+    # The subscriber is the same process, with its queue: the honest event and the new ids
+    # from Elixir joined it, the copies and the lie did not.
+    assert Server.whereis(sub.agent) == sub_pid
+    assert {:ok, %{queue: 7, in_flight: 1, duplicates: 2}} = Server.info(sub.agent)
+
+    File.write!(gate, "open")
+    assert {:ok, %{state: state}} = info_after(sub.agent, 9)
+    assert state["seen"] == [1, 2, 3, 4, 5, 6, "honest", "e1", "etop"]
+    assert Server.whereis(sub.agent) == sub_pid
   end
 
   test "events published from Elixir: no id unless given one; a dedupe agent drops a repeated id" do

@@ -93,7 +93,7 @@ defmodule Symbiont.Host.ProtocolTest do
            ~s("topics" must be non-empty strings, got: [1])},
           {["agent_ready", 1, %{"name" => "a", "topics" => [], "timers" => [%{"name" => 1}]}],
            ~s("timers" must be maps)},
-          {["ready", 2, %{"max_frame" => "big"}], ~s|"max_frame" (int >= 64)|},
+          {["ready", 2, %{"max_frame" => "big"}], ~s|"max_frame" (int in 64..2^32-1)|},
           {["log", "loud", "x"], ~s(level "loud" is not one of debug, info, warning, error)}
         ] do
       assert {:error, reason} = Protocol.decode(MsgPack.encode!(frame, iodata: false))
@@ -103,6 +103,73 @@ defmodule Symbiont.Host.ProtocolTest do
     assert {:ok, {:nack, 1, 2, ^error}} =
              Protocol.decode(MsgPack.encode!(["nack", 1, 2, error], iodata: false))
   end
+
+  test "every integer a host sends is bounded (§9): the edges pass, one past is refused with the field, the value and the range" do
+    top = (1 <<< 63) - 1
+    error = %{"type" => "E", "message" => "m", "traceback" => ""}
+    info = %{"protocol" => 2, "pid" => 1, "runtime" => "C", "max_frame" => 64}
+    agent = %{"name" => "a", "topics" => [], "timers" => []}
+
+    # {frame with the field at `x`, the field's name, its range}
+    fields = [
+      {&["reply", &1, nil], "id", 0..top},
+      {&["error", &1, error], "id", 0..top},
+      {&["call", &1, "m", "f", []], "id", 0..top},
+      {&["cancel", &1], "id", 0..top},
+      {&["pong", &1], "n", 0..top},
+      {&["agent_ready", &1, agent], "slot", 1..top},
+      {&["agent_failed", &1, error], "slot", 1..top},
+      {&["ack", &1, 1, nil], "slot", 1..top},
+      {&["ack", 1, &1, nil], "seq", 1..top},
+      {&["nack", &1, 1, error], "slot", 1..top},
+      {&["nack", 1, &1, error], "seq", 1..top},
+      {&["publish", &1, "t", <<0xC0>>], "slot", 1..top},
+      {&["publish", &1, "t", <<0xC0>>, 1, 0], "slot", 1..top},
+      {&["publish", 1, "t", <<0xC0>>, &1, 0], "seq", 0..top},
+      {&["publish", 1, "t", <<0xC0>>, 0, &1], "n", -(1 <<< 63)..top},
+      {&["ready", &1, info], "version", 0..top}
+    ]
+
+    for {frame, name, min..max} <- fields do
+      for x <- [min, max] do
+        assert {:ok, _} = decode(frame.(x)), "#{inspect(frame.(x))} was refused"
+      end
+
+      # msgpack holds -2^63..2^64-1: n's own edges are msgpack's.
+      for x <- [min - 1, max + 1, -(1 <<< 63), (1 <<< 64) - 1],
+          x not in min..max and x >= -(1 <<< 63) do
+        assert {:error, {:bad_frame, _, text} = reason} = decode(frame.(x))
+
+        assert text =~ "#{name} #{x} is out of range: expected an integer in ",
+               "#{inspect(frame.(x))}: #{text}"
+
+        assert Protocol.format_error(reason) =~ "(§9)"
+      end
+    end
+
+    # In the maps the owner reads: ready's info, agent_ready's timers.
+    for {key, bad} <- [{"protocol", -1}, {"pid", 0}, {"pid", 1 <<< 63}, {"max_frame", 1 <<< 32}] do
+      assert {:error, {:bad_frame, "ready", text}} = decode(["ready", 2, Map.put(info, key, bad)])
+
+      assert text =~ ~s|"max_frame" (int in 64..2^32-1)|
+    end
+
+    assert {:ok, _} = decode(["ready", 2, %{info | "max_frame" => (1 <<< 32) - 1}])
+
+    for ms <- [0, 1 <<< 32, 1 <<< 63] do
+      timers = [%{"name" => "t", "every_ms" => ms}]
+
+      assert {:error, {:bad_frame, "agent_ready", text}} =
+               decode(["agent_ready", 1, %{agent | "timers" => timers}])
+
+      assert text =~ ~s|"every_ms" (int in 1..2^32-1)|
+    end
+
+    timers = [%{"name" => "t", "every_ms" => (1 <<< 32) - 1}]
+    assert {:ok, _} = decode(["agent_ready", 1, %{agent | "timers" => timers}])
+  end
+
+  defp decode(frame), do: Protocol.decode(MsgPack.encode!(frame, iodata: false))
 
   ## The oracle: what decode may return (PROTOCOL.md §3-§9)
 
@@ -150,8 +217,11 @@ defmodule Symbiont.Host.ProtocolTest do
   defp documented?({:bad_frame, kind, text}), do: kind in @kinds and is_binary(text)
   defp documented?(_), do: false
 
-  defguardp id?(x) when is_integer(x) and x >= 0
-  defguardp seq?(x) when is_integer(x) and x > 0
+  # §9: ids and seqs 0..2^63-1 (slots and seqs from 1), n of a publish -2^63..2^63-1.
+  @max_int (1 <<< 63) - 1
+  defguardp id?(x) when is_integer(x) and x >= 0 and x <= @max_int
+  defguardp seq?(x) when is_integer(x) and x > 0 and x <= @max_int
+  defguardp n?(x) when is_integer(x) and x >= -(1 <<< 63) and x <= @max_int
 
   defp conforms?({:reply, id, _}) when id?(id), do: true
   defp conforms?({:error, id, e}) when id?(id), do: error?(e)
@@ -168,23 +238,25 @@ defmodule Symbiont.Host.ProtocolTest do
   defp conforms?({:nack, s, q, e}) when seq?(s) and seq?(q), do: error?(e)
   defp conforms?({:publish, s, t, p, nil}) when seq?(s), do: is_binary(t) and is_binary(p)
 
-  defp conforms?({:publish, s, t, p, {q, n}}) when seq?(s) and id?(q) and is_integer(n),
+  defp conforms?({:publish, s, t, p, {q, n}}) when seq?(s) and id?(q) and n?(n),
     do: is_binary(t) and is_binary(p)
 
   defp conforms?({:fatal, e}), do: error?(e)
+  defp conforms?({:pong, n}), do: id?(n)
 
   defp conforms?({:ready, v, %{"protocol" => p, "pid" => pid, "runtime" => r, "max_frame" => m}})
-       when is_integer(v),
-       do:
-         is_integer(p) and is_integer(pid) and pid > 0 and is_binary(r) and is_integer(m) and
-           m >= 64
+       when id?(v),
+       do: id?(p) and seq?(pid) and is_binary(r) and is_integer(m) and m in 64..((1 <<< 32) - 1)
 
   defp conforms?({:agent_ready, s, %{"name" => n, "topics" => ts, "timers" => tms}})
        when seq?(s) and is_binary(n) and is_list(ts) and is_list(tms) do
     Enum.all?(ts, &(is_binary(&1) and &1 != "")) and
       Enum.all?(tms, fn
-        %{"name" => name, "every_ms" => ms} -> is_binary(name) and is_integer(ms) and ms > 0
-        _ -> false
+        %{"name" => name, "every_ms" => ms} ->
+          is_binary(name) and is_integer(ms) and ms in 1..((1 <<< 32) - 1)
+
+        _ ->
+          false
       end)
   end
 
