@@ -41,7 +41,7 @@ $(VENV)/.installed: pyproject.toml
 
 # The distribution cookie: random, in a directory of mode 700, the file readable by its owner
 # only (400). No VM of ours gets it on its command line (--cookie, -setcookie): argv is in
-# /proc/PID/cmdline, which every local user can read (docs/SECURITY.md §4). Each VM reads it
+# /proc/PID/cmdline, which every local user can read (docs/SECURITY.md §3). Each VM reads it
 # as Erlang always does, from $HOME/.erlang.cookie, with HOME set to $(STATE) for that VM
 # alone; the node puts the user's HOME back as it starts (SYMBIONT_USER_HOME), for its hosts.
 COOKIE := $(STATE)/.erlang.cookie

@@ -31,7 +31,7 @@ defmodule Symbiont.MixProject do
   # Mix's start script passes the cookie as `--cookie "$RELEASE_COOKIE"`, so it is in the
   # VM's argv, which every local user can read in /proc/PID/cmdline, and releases/COOKIE is
   # world-readable. This step takes both out; rel/env.sh.eex has each VM read the cookie
-  # from $HOME/.erlang.cookie instead (docs/SECURITY.md §4).
+  # from $HOME/.erlang.cookie instead (docs/SECURITY.md §3).
   defp cookie_off_the_command_line(release) do
     script = Path.join([release.path, "bin", to_string(release.name)])
 

@@ -261,7 +261,7 @@ defmodule Bench.Mesh do
     {:ok, _} = Node.start(:"bench_#{System.unique_integer([:positive])}", :shortnames)
 
     args = Enum.flat_map(:code.get_path(), &[~c"-pa", &1])
-    # The cookie from a file, never on the peer's command line (docs/SECURITY.md §4).
+    # The cookie from a file, never on the peer's command line (docs/SECURITY.md §3).
     name = :"bench_peer_#{System.unique_integer([:positive])}"
     {:ok, peer, node} = :peer.start(%{name: name, args: args, env: Symbiont.Cluster.cookie_env()})
 

@@ -59,7 +59,7 @@ defmodule Symbiont.Config do
   @doc """
   Puts the user's `HOME` back when the VM was started with `HOME` pointing at the
   directory that holds its cookie (`$SYMBIONT_USER_HOME` says so; `make run` and the
-  release do it, docs/SECURITY.md §4): Erlang has read its cookie from there by now, and
+  release do it, docs/SECURITY.md §3): Erlang has read its cookie from there by now, and
   hosts and everything else should see the user's own home. Does nothing otherwise.
   """
   @spec restore_user_home() :: :ok

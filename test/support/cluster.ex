@@ -71,7 +71,7 @@ defmodule Symbiont.Cluster do
   @doc """
   The OS environment (for `:peer.start/1`'s `env:`) that gives a node this node's cookie
   with no `-setcookie` on its command line, which every local user could read: `HOME` is a
-  private directory holding `.erlang.cookie`, as `make run` does (docs/SECURITY.md §4).
+  private directory holding `.erlang.cookie`, as `make run` does (docs/SECURITY.md §3).
   Symbiont puts the user's `HOME` back as it starts (`SYMBIONT_USER_HOME`). The directory
   is made once a run; `remove_cookie_home/0` removes it.
   """

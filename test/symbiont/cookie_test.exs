@@ -2,7 +2,7 @@ defmodule Symbiont.CookieTest do
   # The distribution cookie is a password to the node: whoever has it runs code there as
   # the node's user. It is never on a command line, where every local user reads it
   # (/proc/PID/cmdline, ps): each VM reads it from $HOME/.erlang.cookie, with HOME set to a
-  # private directory for that VM (docs/SECURITY.md §4). Checked on the real thing: the
+  # private directory for that VM (docs/SECURITY.md §3). Checked on the real thing: the
   # node of `make run`, `make shell` attached to it, and a release built and started from
   # `/`; every process on the machine is searched for the cookie while they run.
   use ExUnit.Case, async: true
