@@ -12,7 +12,10 @@ defmodule Symbiont do
       Symbiont.Supervisor (rest_for_one)
       ├── Symbiont.Telemetry       owner of the telemetry handler table
       ├── Symbiont.Host.Registry   unique names of hosts
-      ├── Symbiont.Agent.Registry  unique ids of agents
+      ├── Symbiont.Agent.Registry  unique ids of agents, with their name and role
+      ├── Symbiont.Observation     what each agent is and how it is doing: the one
+      │                            view every screen and the conductor read; and the
+      │                            operator's pins (Symbiont.Pins)
       ├── Symbiont.Mesh            the mesh: a :pg scope, the group registry, the
       │                            adapter (Registry + :pg forwarder) and its server
       ├── Symbiont.TaskSupervisor  calls from Python into the BEAM
@@ -50,7 +53,10 @@ defmodule Symbiont do
       iex> Symbiont.publish("orders.created", %{"id" => 7, "amount" => 12.5})
       iex> Symbiont.call("billing", "math.pow", [2, 10])
       iex> Symbiont.restart("billing")
-      iex> Symbiont.scale("billing", 3)
+      iex> Symbiont.scale("billing", 3)              # pinned: the conductor leaves it at 3
+      iex> Symbiont.unpin("billing")
+      iex> Symbiont.quarantine("billing", "looking into it")
+      iex> Symbiont.release("billing")
       iex> Symbiont.deploy("pricing", "priv/wasm/pricing_v2.wasm")
       iex> Symbiont.rollback("pricing")
       iex> Symbiont.spawn_agent(name: "tenant-42", python: "shop:Tenant")
@@ -58,21 +64,25 @@ defmodule Symbiont do
       iex> Symbiont.remediations()
   """
 
-  alias Symbiont.Host
+  alias Symbiont.{Host, Observation, Pins}
+
+  ## What an agent is and how it is doing: every helper here reads Symbiont.Observation.
 
   @doc """
   Prints one screen about the running system and returns `:ok`: the nodes, then every
-  agent on this node with its host (status, `quarantined` included, health, queue,
-  in-flight, handled, failed, its host's restarts, p99 handling latency, version) and
-  the hosts that run no agent, then the last remediations applied (the conductor's
-  refused proposals are in `remediations/1`).
+  replica of every agent on this node (`Symbiont.Observation`: its role, host, status,
+  health, queue, in-flight, handled, failed, crashes, restarts, p99 handling latency,
+  version) and the hosts that run no agent, the pins of the operator (`Symbiont.Pins`),
+  then the last remediations applied (the conductor's refused proposals are in
+  `remediations/1`). Health, crashes and restarts mean what `Symbiont.Observation`
+  says: the status page and the conductor read the same.
 
       iex> Symbiont.status()
       Symbiont on symbiont@localhost: 1 node(s), 3 host(s), 2 agent(s) (1 degraded, 1 healthy)
       nodes: symbiont@localhost
 
-      AGENT    HOST     STATUS  HEALTH    QUEUE  IN-FLIGHT  HANDLED  FAILED  RESTARTS  P99    VERSION
-      billing  billing  ready   degraded  0      0          41       0       1         2.3ms  demo_agents:Billing
+      AGENT    ROLE    HOST     STATUS  HEALTH    QUEUE  IN-FLIGHT  HANDLED  FAILED  CRASHES  RESTARTS  P99    VERSION
+      billing  stable  billing  ready   degraded  0      0          41       3       0        1         2.3ms  demo_agents:Billing
       ...
   """
   @spec status() :: :ok
@@ -88,7 +98,7 @@ defmodule Symbiont do
       nodes: nodes,
       hosts: hosts,
       agents: agents(hosts),
-      health: Symbiont.Health.History.latest(),
+      pins: Pins.all(),
       remediations: Enum.take(done, 5)
     }
 
@@ -96,19 +106,22 @@ defmodule Symbiont do
   end
 
   @doc """
-  Information about every host, sorted by name: status, OS pid, uptime, crashes, the
-  last crash and its output, and the agents it runs.
+  Information about every host, sorted by name: status, OS pid, uptime, crashes (its
+  process's: every time it died, whoever it was charged to), the last crash and its
+  output, and the agents it runs (their `Symbiont.Observation` view).
 
       iex> Enum.all?(Symbiont.hosts(), &Map.has_key?(&1, :os_pid))
       true
   """
   @spec hosts() :: [map]
   def hosts do
+    views = Map.new(Observation.replicas(), &{&1.id, &1})
+
     Symbiont.Hosts
     |> DynamicSupervisor.which_children()
     |> Enum.flat_map(fn {_, pid, _, _} ->
-      case is_pid(pid) && Host.info(pid) do
-        {:ok, info} -> [info]
+      case is_pid(pid) && Host.own_info(pid) do
+        {:ok, info} -> [%{info | agents: for(id <- info.agents, v = views[id], do: v)}]
         _ -> []
       end
     end)
@@ -116,8 +129,10 @@ defmodule Symbiont do
   end
 
   @doc """
-  Information about every agent on this node (queue, in-flight, counters, decoded state,
-  and its host's OS pid and crashes), a quarantined one too, sorted by host, then id.
+  Every replica of every agent on this node, a quarantined one too, sorted by host, then
+  id: its `Symbiont.Observation` view (role, status, health, queue, in-flight, handled,
+  failed, crashes, restarts, failure rate, version...) and its host's OS pid
+  (`:os_pid`). Its decoded state is `agent/1`'s.
 
       iex> Enum.all?(Symbiont.agents(), &Map.has_key?(&1, :queue))
       true
@@ -126,19 +141,14 @@ defmodule Symbiont do
   def agents, do: agents(hosts())
 
   @doc false
-  # agents/0 with the hosts already at hand (hosts/0). From the agents' registry, not the
+  # agents/0 with the hosts already at hand (hosts/0). From the observation, not the
   # hosts' slots: a quarantined agent has left its host's slot.
   @spec agents([map]) :: [map]
   def agents(hosts) do
-    by_name = Map.new(hosts, &{&1.name, &1})
-    # The hosts' info has their agents' info already: only the others are asked.
-    known = for h <- hosts, a <- h.agents, into: %{}, do: {a.id, {:ok, a}}
+    os_pids = Map.new(hosts, &{&1.name, &1.os_pid})
 
-    for id <- Symbiont.Agent.Server.ids(),
-        {:ok, a} <- [Map.get_lazy(known, id, fn -> Symbiont.Agent.Server.info(id) end)] do
-      host = Map.get(by_name, a.host, %{os_pid: nil, crashes: nil})
-      Map.merge(a, %{os_pid: host.os_pid, crashes: host.crashes})
-    end
+    Observation.replicas()
+    |> Enum.map(&Map.put(&1, :os_pid, Map.get(os_pids, &1.host)))
     |> Enum.sort_by(&{&1.host, &1.id})
   end
 
@@ -174,19 +184,121 @@ defmodule Symbiont do
   @doc """
   Runs `n` replicas of agent `name` (a queue group: each event reaches one of them),
   starting or retiring replicas to match; retired replicas hand their waiting events to
-  the first one.
+  the first one. Audited as the `"operator"`'s `scale`.
+
+  The count is **pinned** (`Symbiont.Pins`): the conductor scales or retires the agent
+  no more, whatever its queue or idleness, until `unpin/1` or the hold expires (option
+  `:hold_ms`, default `pin_hold_ms` of `config :symbiont, conductor: [...]`, ten
+  minutes; `:infinity` holds until `unpin/1`). Once it may act again, what it counts as
+  evidence starts from then, not from before the scale.
 
       iex> {:error, message} = Symbiont.scale("doc-nobody", 2)
       iex> message =~ ~s(agent "doc-nobody" is not in the manifest (its agents: [)
       true
   """
-  @spec scale(String.t(), pos_integer) :: :ok | {:error, String.t()}
-  def scale(name, n) do
-    with :ok <- Symbiont.Manifest.scale(name, n) do
+  @spec scale(String.t(), pos_integer, keyword) :: :ok | {:error, String.t()}
+  def scale(name, n, opts \\ []) do
+    with {:ok, hold} <- hold(opts),
+         :ok <- Symbiont.Manifest.scale(name, n) do
+      {:ok, pin} = Pins.pin(name, "replicas", n, hold_ms: hold, reason: "scaled by hand")
+
       Symbiont.Remediation.publish("scale", name, "scaled by hand",
         by: "operator",
-        fields: %{"replicas" => n}
+        fields: %{"replicas" => n, "pinned_until_ms" => pin.until_ms}
       )
+    end
+  end
+
+  @doc """
+  Quarantines agent `name` (every stable replica, or the one replica whose id it is):
+  it leaves its host, its events wait in its queue (`Symbiont.Agent.Server.quarantine/2`).
+  Audited as the `"operator"`'s, and **pinned**: the conductor does not release it (nor
+  quarantine it again) until `unpin/1` or the hold expires (option `:hold_ms`, as for
+  `scale/3`).
+
+      iex> {:error, message} = Symbiont.quarantine("doc-nobody", "why")
+      iex> message =~ ~s(no agent "doc-nobody" runs on this node)
+      true
+  """
+  @spec quarantine(String.t(), String.t(), keyword) :: :ok | {:error, String.t()}
+  def quarantine(name, reason \\ "quarantined by hand", opts \\ [])
+      when is_binary(name) and is_binary(reason) do
+    by_hand(name, "quarantine", reason, true, opts, &Symbiont.Agent.Server.quarantine(&1, reason))
+  end
+
+  @doc """
+  Releases agent `name` from its quarantine (every stable replica, or the one whose id it
+  is): it starts again in its host, from its last acked state. Audited as the
+  `"operator"`'s, and **pinned**: the conductor does not quarantine it again until
+  `unpin/1` or the hold expires (option `:hold_ms`, as for `scale/3`).
+
+      iex> {:error, message} = Symbiont.release("doc-nobody")
+      iex> message =~ ~s(no agent "doc-nobody" runs on this node)
+      true
+  """
+  @spec release(String.t(), keyword) :: :ok | {:error, String.t()}
+  def release(name, opts \\ []) when is_binary(name) do
+    by_hand(name, "release", "released by hand", false, opts, &Symbiont.Agent.Server.release/1)
+  end
+
+  defp by_hand(name, action, reason, quarantined, opts, fun) do
+    with {:ok, hold} <- hold(opts),
+         [first | _] = replicas <- replicas(name) do
+      result =
+        Enum.reduce_while(replicas, :ok, fn r, :ok ->
+          case fun.(r.id) do
+            :ok ->
+              {:cont, :ok}
+
+            {:error, why} ->
+              {:halt, {:error, "agent #{inspect(r.id)} cannot #{action} now: #{inspect(why)}"}}
+          end
+        end)
+
+      with :ok <- result do
+        {:ok, pin} =
+          Pins.pin(first.name, "quarantine", quarantined, hold_ms: hold, reason: reason)
+
+        Symbiont.Remediation.publish(action, first.name, reason,
+          by: "operator",
+          fields: %{"replicas" => Enum.map(replicas, & &1.id), "pinned_until_ms" => pin.until_ms}
+        )
+      end
+    else
+      {:error, message} -> {:error, message}
+      [] -> {:error, no_agent(name)}
+    end
+  end
+
+  @doc """
+  Lifts the pins of agent `name` (`Symbiont.Pins`: what `scale/3`, `quarantine/3`,
+  `release/2` and `rollback/1` set by hand): the conductor may act on it again, on
+  evidence counted from now. Audited as the `"operator"`'s `unpin`. Returns the fields
+  that were pinned.
+
+      iex> Symbiont.unpin("doc-nobody")
+      {:error, ~s(agent "doc-nobody" has no pin)}
+  """
+  @spec unpin(String.t()) :: {:ok, [String.t()]} | {:error, String.t()}
+  def unpin(name) when is_binary(name) do
+    case Pins.unpin(name) do
+      [] ->
+        {:error, "agent #{inspect(name)} has no pin"}
+
+      fields ->
+        Symbiont.Remediation.publish("unpin", name, "pins lifted by hand",
+          by: "operator",
+          fields: %{"fields" => fields}
+        )
+
+        {:ok, fields}
+    end
+  end
+
+  defp hold(opts) do
+    case Keyword.fetch(opts, :hold_ms) do
+      {:ok, ms} -> Pins.validate_hold(ms)
+      :error -> {:ok, Pins.hold_ms()}
     end
   end
 
@@ -225,13 +337,22 @@ defmodule Symbiont do
   def deploy(agent, wasm_path, opts \\ []), do: Symbiont.Deploy.deploy(agent, wasm_path, opts)
 
   @doc """
-  Rolls a Wasm agent back: its running canary, or else its last promotion.
+  Rolls a Wasm agent back: its running canary, or else its last promotion. Audited as
+  the `"operator"`'s `rollback`, and the version it returns to is **pinned**: the
+  conductor neither rolls it back further nor deploys it until `unpin/1` or the hold
+  expires (option `:hold_ms`, as for `scale/3`).
 
       iex> Symbiont.rollback("doc-nobody")
       {:error, ~s(agent "doc-nobody" has no deploy to roll back)}
   """
-  @spec rollback(String.t()) :: {:ok, map} | {:error, String.t()}
-  def rollback(agent), do: Symbiont.Deploy.rollback(agent)
+  @spec rollback(String.t(), keyword) :: {:ok, map} | {:error, String.t()}
+  def rollback(agent, opts \\ []) do
+    with {:ok, hold} <- hold(opts),
+         {:ok, %{to: to}} = ok <- Symbiont.Deploy.rollback(agent, by: "operator") do
+      {:ok, _pin} = Pins.pin(agent, "version", to, hold_ms: hold, reason: "rolled back by hand")
+      ok
+    end
+  end
 
   @doc """
   Publishes `value` on `topic`: it is encoded once as msgpack and delivered to every
@@ -306,10 +427,14 @@ defmodule Symbiont do
   end
 
   @doc """
-  One agent, by name (or replica id): its decoded state, queue, in-flight deliveries,
-  counters, version (`"module:Class"` or `"wasm:path"`), p50/p99 handling latency, its
-  host's OS pid and crashes, and its recent health events (`health_history`, newest
-  first). An unknown name is an error that lists the running agents.
+  One agent, by name (or one replica, by id: `"billing#2"`, `"pricing#canary"`): its
+  `Symbiont.Observation` view (health and its reason, crashes, restarts, failure rate,
+  queue, in-flight, handled, failed: over its stable replicas; `replicas`, each one's
+  view; `canary`; `pins`), its first replica's decoded state (a Wasm agent's too) and
+  details (`Symbiont.Agent.Server.info/1`), version (`"module:Class"` or
+  `"wasm:path"`), p50/p99 handling latency, its host's OS pid, and its recent health
+  events (`health_history`, newest first). An unknown name is an error that lists the
+  running agents.
 
       iex> {:error, message} = Symbiont.agent("doc-nobody")
       iex> message =~ ~s(no agent "doc-nobody" runs on this node; agents: [)
@@ -317,39 +442,53 @@ defmodule Symbiont do
   """
   @spec agent(String.t()) :: {:ok, map} | {:error, String.t()}
   def agent(name) when is_binary(name) do
-    with {:ok, info} <- Symbiont.Agent.Server.info(name),
-         {:ok, host} <- Host.info(info.host) do
+    {view, id} =
+      case Observation.agent(name) do
+        %{ids: [first | _]} = agent -> {agent, first}
+        nil -> {nil, name}
+      end
+
+    with {:ok, info} <- Symbiont.Agent.Server.info(id),
+         %{} = replica <- Observation.replica(id) do
+      os_pid =
+        case Host.own_info(info.host) do
+          {:ok, host} -> host.os_pid
+          _ -> nil
+        end
+
+      # Asked by name: the agent's view over its replicas; by replica id: that replica's.
+      view =
+        view ||
+          Map.merge(replica, %{
+            ids: [replica.id],
+            replicas: [replica],
+            canary: nil,
+            pins: Pins.of(replica.name)
+          })
+
       {:ok,
-       Map.merge(info, %{
-         version: info.python,
-         os_pid: host.os_pid,
-         crashes: host.crashes,
+       info
+       |> Map.merge(replica)
+       |> Map.merge(view)
+       |> Map.merge(%{
+         os_pid: os_pid,
          health_history: Symbiont.Health.History.of(info.name)
        })}
     else
-      _ ->
-        {:error, "no agent #{inspect(name)} runs on this node; agents: #{inspect(agent_ids())}"}
+      _ -> {:error, no_agent(name)}
     end
   end
 
   @doc """
-  Prints the health of every agent (its last health event on `symbiont.health`, or none
-  yet) and the recent health events of the node, and returns `:ok`.
+  Prints the health of every replica of every agent (`Symbiont.Observation`: its health,
+  since when, and why) and the recent health events of the node, and returns `:ok`.
 
       iex> Symbiont.health()
       :ok
   """
   @spec health() :: :ok
   def health do
-    names = Enum.map(agents(), & &1.name)
-
-    IO.puts(
-      Symbiont.Console.health(
-        Symbiont.Health.History.latest(),
-        names,
-        Symbiont.Health.History.recent(10)
-      )
-    )
+    IO.puts(Symbiont.Console.health(Observation.replicas(), Symbiont.Health.History.recent(10)))
   end
 
   @doc """
@@ -425,7 +564,7 @@ defmodule Symbiont do
   def restart(name) when is_binary(name) do
     case replicas(name) do
       [] ->
-        {:error, "no agent #{inspect(name)} runs on this node; agents: #{inspect(agent_ids())}"}
+        {:error, no_agent(name)}
 
       [first | _] = replicas ->
         with :ok <- restart_each(replicas) do
@@ -440,13 +579,16 @@ defmodule Symbiont do
     end
   end
 
-  # The running replicas of agent `name`, or the one replica whose id it is.
+  # The stable replicas of agent `name` (the registry of roles), or else the one replica
+  # whose id it is.
   defp replicas(name) do
-    for id <- Symbiont.Agent.Server.ids(),
-        id == name or
-          (Symbiont.Manifest.agent_name(id) == name and not String.ends_with?(id, "#canary")),
-        {:ok, info} <- [Symbiont.Agent.Server.info(id)],
-        do: info
+    ids =
+      case Observation.ids(name, :stable) do
+        [] -> if Observation.role(name), do: [name], else: []
+        ids -> ids
+      end
+
+    for id <- ids, {:ok, info} <- [Symbiont.Agent.Server.info(id)], do: info
   end
 
   defp restart_each(replicas) do
@@ -520,4 +662,7 @@ defmodule Symbiont do
   end
 
   defp agent_ids, do: Symbiont.Agent.Server.ids() |> Enum.take(20)
+
+  defp no_agent(name),
+    do: "no agent #{inspect(name)} runs on this node; agents: #{inspect(agent_ids())}"
 end

@@ -32,7 +32,12 @@ class ShopPolicy(DefaultPolicy):
         actions = super().decide(snapshot)
         now = snapshot["now_ms"]
         acted = {a["agent"] for a in actions}
-        quarantined = {a["name"] for a in snapshot["agents"] if a["quarantined"]}
+        # An agent the operator quarantined (or released) by hand is theirs: it is pinned.
+        quarantined = {
+            a["name"]
+            for a in snapshot["agents"]
+            if a["quarantined"] and "quarantine" not in (a.get("pins") or {})
+        }
         for name in set(self._quarantined_at) - quarantined:
             del self._quarantined_at[name]
         for name in sorted(quarantined - acted):

@@ -10,35 +10,38 @@ defmodule Symbiont.Application do
   def start(_type, _args) do
     Symbiont.Config.restore_user_home()
 
-    case Symbiont.Manifest.validate(Application.get_env(:symbiont, :agents, [])) do
-      {:ok, agents} ->
-        children =
-          [
-            Symbiont.Telemetry,
-            {Registry, keys: :unique, name: Symbiont.Host.Registry},
-            {Registry, keys: :unique, name: Symbiont.Agent.Registry},
-            {Symbiont.Mesh, name: Symbiont.Mesh},
-            {Task.Supervisor, name: Symbiont.TaskSupervisor},
-            {DynamicSupervisor,
-             name: Symbiont.Hosts, strategy: :one_for_one, max_restarts: 100, max_seconds: 5},
-            {DynamicSupervisor,
-             name: Symbiont.Agents, strategy: :one_for_one, max_restarts: 100, max_seconds: 5},
-            Symbiont.Deploy,
-            {Symbiont.Manifest, agents: agents},
-            Symbiont.Conductor.Audit
-          ] ++ conductor()
+    with {:manifest, {:ok, agents}} <-
+           {:manifest, Symbiont.Manifest.validate(Application.get_env(:symbiont, :agents, []))},
+         {:conductor, {:ok, _hold}} <-
+           {:conductor, Symbiont.Pins.validate_hold(Symbiont.Pins.configured_hold())} do
+      children =
+        [
+          Symbiont.Telemetry,
+          {Registry, keys: :unique, name: Symbiont.Host.Registry},
+          {Registry, keys: :unique, name: Symbiont.Agent.Registry},
+          Symbiont.Observation,
+          {Symbiont.Mesh, name: Symbiont.Mesh},
+          {Task.Supervisor, name: Symbiont.TaskSupervisor},
+          {DynamicSupervisor,
+           name: Symbiont.Hosts, strategy: :one_for_one, max_restarts: 100, max_seconds: 5},
+          {DynamicSupervisor,
+           name: Symbiont.Agents, strategy: :one_for_one, max_restarts: 100, max_seconds: 5},
+          Symbiont.Deploy,
+          {Symbiont.Manifest, agents: agents},
+          Symbiont.Conductor.Audit
+        ] ++ conductor()
 
-        # Last, so that their crashes never restart a host: the standby pool (hosts start
-        # cold meanwhile) and the health history of the iex helpers.
-        last = [Symbiont.Host.Standby, Symbiont.Health.History]
+      # Last, so that their crashes never restart a host: the standby pool (hosts start
+      # cold meanwhile) and the health history of the iex helpers.
+      last = [Symbiont.Host.Standby, Symbiont.Health.History]
 
-        Supervisor.start_link(children ++ status_page() ++ last,
-          strategy: :rest_for_one,
-          name: Symbiont.Supervisor
-        )
-
-      {:error, message} ->
-        {:error, {:invalid_manifest, message}}
+      Supervisor.start_link(children ++ status_page() ++ last,
+        strategy: :rest_for_one,
+        name: Symbiont.Supervisor
+      )
+    else
+      {:manifest, {:error, message}} -> {:error, {:invalid_manifest, message}}
+      {:conductor, {:error, message}} -> {:error, {:invalid_conductor, message}}
     end
   end
 

@@ -8,15 +8,19 @@ defmodule Symbiont.Conductor do
   ## The loop
 
   * **Observe** (every `:tick_ms`, default 1000): a snapshot of every agent in scope,
-    aggregated over its replicas (queue, in flight, handled/failed/restarts and their
-    change since the last tick, p99 latency, idleness, quarantine, the suspect delivery
-    that failed before, the worst health its replicas reported since they started (a
-    canary's is the deploy's to judge), whether a promoted version can be rolled back,
-    how long ago the conductor last rolled it back, quarantined, released it or
-    dead-lettered for it: its crashes before that remedy are answered, and are not
-    evidence again), the topology as `from -> topic -> to` edges, the topics a template
-    matches, the templates, the health events since the last tick and the recent audit
-    trail.
+    read from `Symbiont.Observation` (the view `Symbiont.status/0` and the status page
+    read too; no call to any agent), over its stable replicas: queue, in flight,
+    handled, failed, crashes and restarts (a crash is what the agent's host died of; an
+    upgrade or a restart on purpose is a restart, never a crash) and their change since
+    the last tick, its failure rate, p99 latency, idleness, quarantine, the suspect
+    delivery that failed before, its health and why (the worst of its stable replicas';
+    a canary's is its own, under `"canary"`, and the deploy's to judge), the operator's
+    pins (`Symbiont.Pins`: `"pins"`, by field), whether a promoted version can be
+    rolled back, how long ago it was last remedied (rolled back, quarantined, released,
+    dead-lettered for, by the conductor or by the operator: its crashes before that
+    remedy are answered, and are not evidence again), the topology as
+    `from -> topic -> to` edges, the topics a template matches, the templates, the
+    health events since the last tick and the recent audit trail.
   * **Decide**: the snapshot goes to the policy, a Python class running in a host of its
     own (`"conductor"`): `symbiont.conductor:DefaultPolicy` unless `:policy` names
     another `"module:Class"`. It returns actions with reasons: `restart`, `scale`,
@@ -25,7 +29,8 @@ defmodule Symbiont.Conductor do
   * **Act**: each action is checked against the guardrails, applied, published on
     `symbiont.remediation` (`by: "conductor"`, with its evidence) and emitted as the
     telemetry event `[:symbiont, :conductor, :action]`; one that is refused or fails is
-    recorded in the audit trail with why (`Symbiont.remediations/0`).
+    recorded in the audit trail with why (`Symbiont.remediations/0`) and logged: once,
+    not again each tick while the same action is refused for the same reason.
 
   ## Evolution: agents from templates
 
@@ -53,7 +58,10 @@ defmodule Symbiont.Conductor do
     * a `scale` stays within the agent's `:min_replicas..:max_replicas` and applies to
       agents of the manifest only; a scale in the other direction than the agent's last
       one waits twice the cooldown (hysteresis against flapping);
-    * the last replica of a `required` agent is never retired.
+    * the last replica of a `required` agent is never retired;
+    * what the operator pinned holds (`Symbiont.Pins`): no `scale` or `retire` of an
+      agent whose replica count is pinned, no `quarantine` or `release` of one whose
+      quarantine is, no `rollback` or `deploy` of one whose version is.
 
   ## Never a single point of failure
 
@@ -73,7 +81,8 @@ defmodule Symbiont.Conductor do
   (default `Symbiont.Manifest`), `:audit` (default `Symbiont.Conductor.Audit`),
   `:cooldown_ms`, `:max_actions_per_minute`, `:decide_timeout_ms`. The application
   starts one with the options of `config :symbiont, conductor: [...]`
-  (`enabled: false` to go without).
+  (`enabled: false` to go without), where `pin_hold_ms` also sets how long the
+  operator's pins hold (`Symbiont.Pins`; validated as the application starts).
   """
   use GenServer
 
@@ -102,8 +111,18 @@ defmodule Symbiont.Conductor do
   # is not one: it runs the same code on the same events, so a crash loop goes on.
   @remedies ~w(quarantine release rollback dead_letter)
 
-  # Health kinds, the worst first: an agent's health is the worst of its replicas'.
-  @health_order ~w(failing overloaded degraded healthy)
+  # What each action would change that the operator may have pinned (Symbiont.Pins).
+  @pinned_by %{
+    "scale" => "replicas",
+    "retire" => "replicas",
+    "quarantine" => "quarantine",
+    "release" => "quarantine",
+    "rollback" => "version",
+    "deploy" => "version"
+  }
+
+  # How many refusals are remembered, so that each is logged and recorded once (act/3).
+  @max_refusals 1_000
 
   @doc false
   def start_link(opts) do
@@ -156,6 +175,7 @@ defmodule Symbiont.Conductor do
       acted: acted,
       remedied: remedied,
       scaled: %{},
+      refused: %{},
       recent: [],
       last_tick: nil,
       last_actions: [],
@@ -250,34 +270,21 @@ defmodule Symbiont.Conductor do
   defp observe(state) do
     scope = state.opts.scope
     now = System.system_time(:millisecond)
-
-    infos =
-      for id <- Server.ids(),
-          not String.ends_with?(id, "#canary"),
-          name = Symbiont.Manifest.agent_name(id),
-          scope == nil or scope.(name),
-          {:ok, info} <- [Server.info(id)],
-          do: info
-
+    views = Symbiont.Observation.agents(scope: scope)
     manifest = manifest_specs(state)
     deploys = deploys()
+    agents = Enum.map(views, &summarize(&1, manifest, deploys[&1.name], state, now))
 
-    agents =
-      infos
-      |> Enum.group_by(& &1.name)
-      |> Enum.sort()
-      |> Enum.map(fn {name, replicas} ->
-        summarize(name, replicas, manifest, deploys[name], state, now)
-      end)
-
-    prev = Map.new(agents, &{&1["name"], Map.take(&1, ~w(handled failed restarts))})
+    # Each replica's counters, by pid: the next tick's deltas are counted per replica,
+    # so that a replica retired or started meanwhile makes no negative or false change.
+    prev = Map.new(views, fn v -> {v.name, Map.new(v.replicas, &{&1.pid, counters(&1)})} end)
 
     snapshot = %{
       "tick" => state.ticks + 1,
       "now_ms" => now,
       "node" => Atom.to_string(node()),
       "agents" => agents,
-      "topology" => topology(scope),
+      "topology" => topology(views),
       "templates" => templates(),
       "health" => Enum.reverse(state.health),
       "remediations" => state.opts.audit |> safe_entries() |> Enum.take(20)
@@ -286,71 +293,104 @@ defmodule Symbiont.Conductor do
     {snapshot, prev}
   end
 
-  defp summarize(name, replicas, manifest, deploy, state, now) do
-    spec = manifest[name] || hd(replicas).spec
-    sum = fn key -> replicas |> Enum.map(&Map.fetch!(&1, key)) |> Enum.sum() end
-    prev = Map.get(state.prev, name, %{})
-    handled = sum.(:handled)
-    failed = sum.(:failed)
-    restarts = sum.(:restarts)
+  defp counters(r), do: {r.handled, r.failed, r.crashes, r.restarts}
 
-    suspect =
-      Enum.find_value(replicas, fn
-        %{suspect: %{} = s, id: id} -> %{"id" => id, "topic" => s.topic, "attempts" => s.attempts}
-        _ -> nil
-      end)
+  defp summarize(view, manifest, deploy, state, now) do
+    name = view.name
+    spec = Map.get(manifest, name, %{})
+    first = hd(view.replicas)
+    {handled, failed, crashes, restarts} = deltas(view.replicas, Map.get(state.prev, name))
 
-    last_error =
-      Enum.find_value(replicas, fn
-        %{last_error: %{"message" => m}} -> m
-        %{last_error: e} when e != nil -> inspect(e)
-        _ -> nil
-      end)
+    # A remedy by the operator (what pinned it: a quarantine, a release, a rollback, a
+    # scale by hand) answers the evidence before it, as one of the conductor's does.
+    remedied =
+      view.pins
+      |> Map.values()
+      |> Enum.map(& &1.at_ms)
+      |> Enum.concat(List.wrap(state.remedied[name]))
+      |> Enum.max(fn -> nil end)
 
-    # A durable replica whose journal cannot be written (a full disk): restarting it
-    # would not bring the disk back.
-    journal_error = Enum.find_value(replicas, &(&1.journal && &1.journal.error))
-
+    # 32 keys at most: a flat map, built ten times faster than a larger one (10,000 a
+    # tick; bench/heal.exs).
     %{
       "name" => name,
-      "ids" => Enum.map(replicas, & &1.id),
-      "replicas" => length(replicas),
+      "replicas" => length(view.replicas),
       "managed" => Map.has_key?(manifest, name),
       "min_replicas" => Map.get(spec, :min_replicas, 1),
       "max_replicas" => Map.get(spec, :max_replicas, 1),
       "required" => Map.get(spec, :required, true),
-      "version" => spec[:wasm] || "#{spec.module}:#{spec.class}",
-      "queue" => sum.(:queue),
-      "high_water" => spec.high_water,
-      "in_flight" => sum.(:in_flight),
-      "handled" => handled,
-      "failed" => failed,
-      "restarts" => restarts,
-      "handled_delta" => handled - Map.get(prev, "handled", handled),
-      "failed_delta" => failed - Map.get(prev, "failed", failed),
-      "restarts_delta" => restarts - Map.get(prev, "restarts", restarts),
-      "idle_ms" => replicas |> Enum.map(& &1.idle_ms) |> Enum.min(),
-      "p99_us" =>
-        replicas
-        |> Enum.map(& &1.latency_us.p99)
-        |> Enum.reject(&is_nil/1)
-        |> Enum.max(fn -> nil end),
-      "quarantined" => Enum.any?(replicas, & &1.quarantined),
-      "suspect" => suspect,
-      "last_error" => last_error,
-      "journal_error" => journal_error,
-      "health" => replicas |> Enum.map(& &1.health) |> worst_health(),
+      "version" => view.version,
+      "queue" => view.queue,
+      "high_water" => first.high_water,
+      "in_flight" => view.in_flight,
+      "handled" => view.handled,
+      "failed" => view.failed,
+      "crashes" => view.crashes,
+      "restarts" => view.restarts,
+      "handled_delta" => handled,
+      "failed_delta" => failed,
+      "crashes_delta" => crashes,
+      "restarts_delta" => restarts,
+      "failure_rate" => view.failure_rate,
+      "idle_ms" => view.idle_ms,
+      "p99_us" => view.p99_us,
+      "quarantined" => view.quarantined != nil,
+      "suspect" => suspect(view.suspect),
+      "last_error" => view.last_error,
+      "journal_error" => view.journal_error,
+      "health" => view.health,
+      "health_reason" => view.health_reason,
+      "canary" => canary(view.canary),
+      "pins" => pins(view.pins),
       "deployed" => deploy != nil,
       "promoted_ago_ms" => if(deploy, do: now - deploy, else: nil),
-      "remedied_ago_ms" =>
-        case state.remedied do
-          %{^name => at} -> now - at
-          _ -> nil
-        end
+      "remedied_ago_ms" => if(remedied, do: now - remedied, else: nil)
     }
   end
 
-  defp worst_health(kinds), do: Enum.find(@health_order, &(&1 in kinds))
+  # The change of each replica's counters since the last tick: none at the first tick
+  # that sees the agent (its past is not news); a replica new since then brings all of
+  # its own.
+  defp deltas(_replicas, nil), do: {0, 0, 0, 0}
+
+  defp deltas(replicas, prev) do
+    Enum.reduce(replicas, {0, 0, 0, 0}, fn r, {h, f, c, s} ->
+      {h0, f0, c0, s0} = Map.get(prev, r.pid, {0, 0, 0, 0})
+      {h + r.handled - h0, f + r.failed - f0, c + r.crashes - c0, s + r.restarts - s0}
+    end)
+  end
+
+  defp suspect(nil), do: nil
+  defp suspect(s), do: %{"id" => s.id, "topic" => s.topic, "attempts" => s.attempts}
+
+  defp canary(nil), do: nil
+
+  defp canary(c) do
+    %{
+      "id" => c.id,
+      "version" => c.version,
+      "health" => c.health,
+      "health_reason" => c.health_reason,
+      "handled" => c.handled,
+      "failed" => c.failed,
+      "crashes" => c.crashes,
+      "restarts" => c.restarts,
+      "failure_rate" => c.failure_rate
+    }
+  end
+
+  defp pins(pins) when map_size(pins) == 0, do: %{}
+  defp pins(pins), do: Map.new(pins, fn {field, pin} -> {field, pin_map(pin)} end)
+
+  defp pin_map(pin) do
+    %{
+      "value" => pin.value,
+      "by" => pin.by,
+      "reason" => pin.reason,
+      "at_ms" => pin.at_ms,
+      "until_ms" => pin.until_ms
+    }
+  end
 
   # The manifest's specs, by name; the conductor works without a manifest too.
   defp manifest_specs(state) do
@@ -390,32 +430,51 @@ defmodule Symbiont.Conductor do
     end)
   end
 
-  # The edges between agents in scope, and the topics a template's `:match` pattern
-  # matches (published to, with how many subscribers), for the policy's evolution rule.
-  defp topology(scope) do
-    topology = Symbiont.topology()
-    patterns = for {_name, t} <- templates(), p = t["match"], do: p
+  # The edges between the agents observed (`views`): who published on a topic another
+  # one subscribes to, from this node's counters and the agents' topics (no walk over
+  # every subscription of the mesh: 10,000 agents cost nothing here); and, when there are
+  # templates, the topics their `:match` patterns match (published to, with how many
+  # subscribers, over the whole topology), for the policy's evolution rule.
+  defp topology(views) do
+    names = MapSet.new(views, & &1.name)
+
+    published =
+      for {p, topic, _n} <- Symbiont.Mesh.published(Symbiont.Mesh),
+          MapSet.member?(names, p),
+          do: {topic, p}
 
     edges =
-      for %{topic: topic, publishers: pubs, subscribers: subs} <- topology.topics,
-          p <- pubs,
-          s <- subs,
-          scope == nil or (scope.(p.name) and scope.(s.name)),
-          uniq: true,
-          do: %{"from" => p.name, "topic" => topic, "to" => s.name}
+      if published == [] do
+        []
+      else
+        by_topic = Enum.group_by(published, &elem(&1, 0), &elem(&1, 1))
 
-    topics =
-      for %{topic: topic, publishers: pubs, subscribers: subs} <- topology.topics,
-          Enum.any?(patterns, &Symbiont.Conductor.Template.match(&1, topic)),
-          do: %{
-            "topic" => topic,
-            "published" => pubs |> Enum.map(& &1.count) |> Enum.sum(),
-            "subscribers" => length(subs)
-          }
+        for %{name: to, replicas: [first | _]} <- views,
+            topic <- first.topics,
+            from <- Map.get(by_topic, topic, []),
+            uniq: true,
+            do: %{"from" => from, "topic" => topic, "to" => to}
+      end
 
-    %{"edges" => edges, "topics" => topics}
+    %{"edges" => edges, "topics" => template_topics()}
   rescue
     _ -> %{"edges" => [], "topics" => []}
+  end
+
+  defp template_topics do
+    case for {_name, t} <- templates(), p = t["match"], do: p do
+      [] ->
+        []
+
+      patterns ->
+        for %{topic: topic, publishers: pubs, subscribers: subs} <- Symbiont.topology().topics,
+            Enum.any?(patterns, &Symbiont.Conductor.Template.match(&1, topic)),
+            do: %{
+              "topic" => topic,
+              "published" => pubs |> Enum.map(& &1.count) |> Enum.sum(),
+              "subscribers" => length(subs)
+            }
+    end
   end
 
   # The templates the policy may spawn from, by name: `match` (a topic pattern) and the
@@ -508,21 +567,39 @@ defmodule Symbiont.Conductor do
                 else: state.remedied
               ),
             recent: [done | state.recent],
-            scaled: record_scale(state.scaled, a, agents[a["agent"]], done)
+            scaled: record_scale(state.scaled, a, agents[a["agent"]], done),
+            refused: Map.reject(state.refused, fn {{agent, _}, _} -> agent == a["agent"] end)
         }
 
         {applied ++ [a], state}
       else
         {result, why} when result in [:refused, :failed] ->
-          proposed = if is_map(action), do: action, else: %{"action" => inspect(action)}
-          verdict = %{"by" => "conductor", "result" => "#{result}: #{why}", "at_ms" => now}
-          entry = Map.merge(proposed, verdict)
-
-          Audit.record(entry, state.opts.audit)
-          Logger.info("conductor: #{result} #{inspect(action, limit: 8)}: #{why}")
-          {applied, state}
+          {applied, not_done(state, action, result, why, now)}
       end
     end)
+  end
+
+  # An action refused or failed is recorded in the audit trail and logged once: the same
+  # action refused again for the same reason (the policy proposes it each tick while its
+  # evidence lasts) is not, until something on that agent was done.
+  defp not_done(state, action, result, why, now) do
+    key =
+      case action do
+        %{"agent" => agent, "action" => name} -> {agent, name}
+        other -> {nil, inspect(other, limit: 8)}
+      end
+
+    if result == :refused and Map.get(state.refused, key) == why do
+      state
+    else
+      proposed = if is_map(action), do: action, else: %{"action" => inspect(action)}
+      verdict = %{"by" => "conductor", "result" => "#{result}: #{why}", "at_ms" => now}
+      Audit.record(Map.merge(proposed, verdict), state.opts.audit)
+      Logger.info("conductor: #{result} #{inspect(action, limit: 8)}: #{why}")
+
+      refused = if map_size(state.refused) >= @max_refusals, do: %{}, else: state.refused
+      %{state | refused: if(result == :refused, do: Map.put(refused, key, why), else: refused)}
+    end
   end
 
   defp validate(%{"action" => action, "agent" => agent, "reason" => reason} = a)
@@ -545,6 +622,12 @@ defmodule Symbiont.Conductor do
     cond do
       agent == nil and a["action"] != "spawn" ->
         {:refused, "no agent #{inspect(a["agent"])} in the conductor's scope"}
+
+      pinned = pinned(a) ->
+        {field, pin} = pinned
+
+        {:refused,
+         "#{field} of #{a["agent"]} pinned by the operator (#{Symbiont.Pins.describe(field, pin)}; Symbiont.unpin/1 lifts it)"}
 
       now - Map.get(state.acted, a["agent"], -1_000_000_000) < state.opts.cooldown_ms ->
         {:refused, "cooldown: acted on #{a["agent"]} less than #{state.opts.cooldown_ms} ms ago"}
@@ -587,6 +670,15 @@ defmodule Symbiont.Conductor do
   end
 
   defp guard_action(_state, _a, _agent, _now), do: :ok
+
+  # The operator's pin on what the action would change, read now (not from the
+  # snapshot: a pin set while the policy decided holds too).
+  defp pinned(%{"action" => action, "agent" => agent}) do
+    with field when is_binary(field) <- @pinned_by[action],
+         %{^field => pin} <- Symbiont.Pins.of(agent),
+         do: {field, pin},
+         else: (_ -> nil)
+  end
 
   defp flapping?(state, a, agent, now) do
     direction = if a["replicas"] > agent["replicas"], do: :out, else: :in
@@ -695,8 +787,9 @@ defmodule Symbiont.Conductor do
   defp fetch_template(_templates, other),
     do: {:error, "spawn needs template, a name, got: #{inspect(other)}"}
 
+  # Each of the agent's stable replicas, as they run now (the registry of roles).
   defp each_replica(agent, fun) do
-    Enum.reduce_while(agent["ids"], :ok, fn id, :ok ->
+    Enum.reduce_while(Symbiont.Observation.ids(agent["name"]), :ok, fn id, :ok ->
       case fun.(id) do
         :ok -> {:cont, :ok}
         {:ok, _} -> {:cont, :ok}

@@ -24,11 +24,12 @@ defmodule Symbiont.Console do
   end
 
   @doc false
-  # The one screen of Symbiont.status/0: every agent (Symbiont.agents/1: sorted, with its
-  # host's crashes), then the hosts that run none.
+  # The one screen of Symbiont.status/0: every replica (Symbiont.agents/1: sorted, their
+  # Symbiont.Observation view), then the hosts that run none, the operator's pins
+  # (Symbiont.Pins.all/0) and the last remediations.
   @spec status(map) :: String.t()
-  def status(%{nodes: nodes, hosts: hosts, agents: agents, health: health} = data) do
-    kinds = agents |> Enum.map(&health_kind(health, &1.name)) |> Enum.frequencies()
+  def status(%{nodes: nodes, hosts: hosts, agents: agents} = data) do
+    kinds = agents |> Enum.map(& &1.health) |> Enum.frequencies()
 
     summary =
       kinds
@@ -39,60 +40,72 @@ defmodule Symbiont.Console do
       "Symbiont on #{node()}: #{length(nodes)} node(s), #{length(hosts)} host(s), " <>
         "#{length(agents)} agent(s)" <> if(summary == "", do: "", else: " (#{summary})")
 
-    header = ~w(AGENT HOST STATUS HEALTH QUEUE IN-FLIGHT HANDLED FAILED RESTARTS P99 VERSION)
+    header =
+      ~w(AGENT ROLE HOST STATUS HEALTH QUEUE IN-FLIGHT HANDLED FAILED CRASHES RESTARTS P99 VERSION)
+
     used = MapSet.new(agents, & &1.host)
 
     agent_rows =
       for a <- agents do
         [
           a.id,
+          to_string(a.role),
           a.host,
           if(a.quarantined, do: "quarantined", else: to_string(a.status)),
-          health_kind(health, a.name),
+          a.health,
           to_string(a.queue),
           to_string(a.in_flight),
           to_string(a.handled),
           to_string(a.failed),
-          to_string(a.crashes || "-"),
-          duration_us(a.latency_us.p99),
-          version(a.python)
+          to_string(a.crashes),
+          to_string(a.restarts),
+          duration_us(a.p99_us),
+          version(a.version)
         ]
       end
 
     host_rows =
       for h <- hosts, not MapSet.member?(used, h.name) do
-        [
-          "-",
-          h.name,
-          to_string(h.status),
-          "-",
-          "-",
-          "-",
-          "-",
-          "-",
-          to_string(h.crashes),
-          "-",
-          "-"
-        ]
+        ["-", "-", h.name, to_string(h.status)] ++ List.duplicate("-", 9)
       end
 
     rows = agent_rows ++ host_rows
     remediations = Map.get(data, :remediations, [])
 
     lines = [title, "nodes: " <> Enum.join(nodes, ", "), "" | table([header | rows])]
-    Enum.join(lines ++ ["", "Last remediations" | remediation_lines(remediations)], "\n")
+
+    Enum.join(
+      lines ++
+        pin_lines(Map.get(data, :pins, %{})) ++
+        ["", "Last remediations" | remediation_lines(remediations)],
+      "\n"
+    )
+  end
+
+  defp pin_lines(pins) when map_size(pins) == 0, do: []
+
+  defp pin_lines(pins) do
+    rows =
+      for {name, fields} <- Enum.sort(pins), {field, pin} <- Enum.sort(fields) do
+        until = if pin.until_ms, do: time(pin.until_ms), else: "unpin/1"
+        [name, field, inspect(pin.value), until, pin.reason]
+      end
+
+    [
+      "",
+      "Pinned by the operator (the conductor leaves these alone)"
+      | table([~w(AGENT PINNED VALUE UNTIL REASON) | rows])
+    ]
   end
 
   @doc false
-  # The screen of Symbiont.health/0: each agent's last health event, then the recent ones.
-  @spec health(%{String.t() => map}, [String.t()], [map]) :: String.t()
-  def health(latest, agent_names, recent) do
+  # The screen of Symbiont.health/0: each replica's health (Symbiont.Observation), since
+  # when and why, then the recent health events.
+  @spec health([map], [map]) :: String.t()
+  def health(replicas, recent) do
     rows =
-      for name <- Enum.sort(Enum.uniq(agent_names ++ Map.keys(latest))) do
-        case latest[name] do
-          nil -> [name, "-", "-", "(no health event yet)"]
-          h -> [name, h["kind"], time(h["at_ms"]), to_string(h["reason"])]
-        end
+      for r <- replicas do
+        [r.id, r.health, time(r.health_at_ms), to_string(r.health_reason || "-")]
       end
 
     events =
@@ -136,13 +149,6 @@ defmodule Symbiont.Console do
           do: [time(r["at_ms"]), r["action"], r["agent"] || "-", r["by"], to_string(r["reason"])]
 
     table([~w(TIME ACTION AGENT BY REASON) | rows])
-  end
-
-  defp health_kind(health, name) do
-    case health[name] do
-      %{"kind" => kind} -> kind
-      nil -> "healthy"
-    end
   end
 
   defp version("wasm:" <> path), do: "wasm:" <> Path.basename(path)

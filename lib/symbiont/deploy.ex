@@ -14,7 +14,8 @@ defmodule Symbiont.Deploy do
   Health-gated roll-forward of Wasm agents, and rollback (DESIGN.md §2, "Wasm habitat").
 
   `deploy/3` loads the new module beside the old one as a **canary**: one more replica of
-  the agent (id `"name#canary"`, in a host of its own, also `"name#canary"`, so that the
+  the agent, registered with the role `:canary` (`Symbiont.Observation`; its id is
+  `"name#canary"`, in a host of its own, also `"name#canary"`, so that the
   two versions' latencies are not mixed) that starts from the
   first replica's state (through `symbiont_migrate`) and joins the agent's queue group,
   so it gets its share of the events. An event the canary fails on is handed to the
@@ -36,7 +37,7 @@ defmodule Symbiont.Deploy do
   loaded), not when it was spawned: a cold start is no evidence either way. A canary
   that does not serve within `:start_ms` is rolled back.
 
-  `rollback/1` does it by hand: it rolls back a running canary, or returns a promoted
+  `rollback/2` does it by hand: it rolls back a running canary, or returns a promoted
   agent to the version it had before.
 
   Each step is published on `symbiont.remediation` (`Symbiont.Remediation`, `by:
@@ -71,11 +72,13 @@ defmodule Symbiont.Deploy do
   end
 
   @doc """
-  Rolls `agent` back: its running canary, or else the last promotion.
+  Rolls `agent` back: its running canary, or else the last promotion. Option `:by`, who
+  does it, as the `"rollback"` step says (`"deploy"`, `"operator"`, `"conductor"`;
+  default `"deploy"`).
   """
-  @spec rollback(String.t()) :: {:ok, map} | {:error, String.t()}
-  def rollback(agent) when is_binary(agent),
-    do: GenServer.call(__MODULE__, {:rollback, agent}, 60_000)
+  @spec rollback(String.t(), keyword) :: {:ok, map} | {:error, String.t()}
+  def rollback(agent, opts \\ []) when is_binary(agent),
+    do: GenServer.call(__MODULE__, {:rollback, agent, Keyword.get(opts, :by, "deploy")}, 60_000)
 
   @doc "The deploy steps of `agent` (of every agent with `nil`), newest first."
   @spec history(String.t() | nil) :: [map]
@@ -150,10 +153,10 @@ defmodule Symbiont.Deploy do
     end
   end
 
-  def handle_call({:rollback, agent}, _from, state) do
+  def handle_call({:rollback, agent, by}, _from, state) do
     case state do
       %{canaries: %{^agent => deploy}} ->
-        state = roll_back(state, deploy, "by hand", %{})
+        state = roll_back(state, deploy, "by hand", %{}, by)
         {:reply, {:ok, %{agent: agent, to: deploy.from.wasm}}, state}
 
       %{previous: %{^agent => [{spec, replaced} | older]}} ->
@@ -161,7 +164,7 @@ defmodule Symbiont.Deploy do
           for r <- stable, do: {:ok, _} = Server.upgrade(r.pid, spec)
           record_version(spec)
           deploy = %{agent: agent, from: replaced, to: spec}
-          state = step(state, :rollback, deploy, "by hand, to the version before", %{})
+          state = step(state, :rollback, deploy, "by hand, to the version before", %{}, by)
           state = put_in(state.previous[agent], older)
           {:reply, {:ok, %{agent: agent, to: spec.wasm}}, state}
         else
@@ -271,10 +274,10 @@ defmodule Symbiont.Deploy do
     :exit, _ -> :error
   end
 
-  defp roll_back(state, deploy, why, evidence) do
+  defp roll_back(state, deploy, why, evidence, by \\ "deploy") do
     retire_canary(deploy)
     state = %{state | canaries: Map.delete(state.canaries, deploy.agent)}
-    step(state, :rollback, deploy, why, evidence)
+    step(state, :rollback, deploy, why, evidence, by)
   end
 
   # Returns once the canary is gone, so that a step published after it finds it gone.
@@ -335,13 +338,11 @@ defmodule Symbiont.Deploy do
       else: :ok
   end
 
+  # The agent's stable replicas (the registry of roles, Symbiont.Observation).
   defp replicas(agent) do
-    canary = canary_id(agent)
-
     found =
-      for id <- Server.ids(),
-          id != canary,
-          {:ok, %{name: ^agent} = info} <- [Server.info(id)],
+      for id <- Symbiont.Observation.ids(agent, :stable),
+          {:ok, info} <- [Server.info(id)],
           do: info
 
     if found == [],
@@ -359,7 +360,7 @@ defmodule Symbiont.Deploy do
   defp start_canary(agent, first, spec) do
     {:ok, %{state_bin: state_bin}} = Server.metrics(first.pid)
     id = canary_id(agent)
-    opts = [id: id, host: id, spec: spec, state_bin: state_bin]
+    opts = [id: id, host: id, spec: spec, state_bin: state_bin, role: :canary]
     child = Supervisor.child_spec({Server, opts ++ [fallback: first.pid]}, restart: :temporary)
 
     with {:ok, _host} <- start_canary_host(id),
@@ -383,7 +384,7 @@ defmodule Symbiont.Deploy do
 
   ## The record
 
-  defp step(state, action, deploy, reason, evidence) do
+  defp step(state, action, deploy, reason, evidence, by \\ "deploy") do
     entry = %{
       action: action,
       agent: deploy.agent,
@@ -402,7 +403,7 @@ defmodule Symbiont.Deploy do
     )
 
     Symbiont.Remediation.publish(Atom.to_string(action), deploy.agent, reason,
-      by: "deploy",
+      by: by,
       evidence: evidence,
       fields: %{"from" => entry.from, "to" => entry.to}
     )

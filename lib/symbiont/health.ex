@@ -7,10 +7,14 @@ defmodule Symbiont.Health do
       %{"kind" => "overloaded", "agent" => "billing", "node" => "a@box",
         "reason" => "queue at 8000 of 10000", "metrics" => %{"queue" => 8000, ...}}
 
-  They come from an agent's owner (its queue: `overloaded`, `healthy`), from the agent
-  itself (`self.health.degraded("why")` in Python, the `health` import in Wasm; a Wasm
-  agent also reports its failed calls) and from the mesh (a lost node: `failing`, with
-  `agent` `nil`).
+  They come from an agent's owner (`Symbiont.Agent.Server`), when the agent's health
+  changes (see "How it is doing" in `Symbiont.Observation`: its failure rate, its queue,
+  a start that failed, its journal, a quarantine; `"metrics"` has the replica's `"id"`,
+  and `"role"` for a canary), from the agent itself (`self.health.degraded("why")` in
+  Python, the `health` import in Wasm; a Wasm agent also reports its failed calls) and
+  from the mesh (a lost node: `failing`, with `agent` `nil`). What an agent's health is
+  comes from `Symbiont.Observation`, not from these events: they tell it, they do not
+  make it.
 
   `kind` is one of #{Enum.map_join(~w(healthy degraded overloaded failing quarantined retired), ", ", &"`#{&1}`")};
   `agent` is `nil` for an event about a node.

@@ -186,10 +186,18 @@ defmodule Symbiont.Host do
   # runs exactly one, that one as `agent` (else nil).
   @spec info(host) :: {:ok, map} | {:error, term}
   def info(host) do
-    with {:ok, pid} <- lookup(host), {:ok, info} <- safe_call(pid, :info, 5_000) do
+    with {:ok, info} <- own_info(host) do
       agents = for id <- info.agents, {:ok, a} <- [Symbiont.Agent.Server.info(id)], do: a
       {:ok, Map.merge(info, %{agents: agents, agent: if(match?([_], agents), do: hd(agents))})}
     end
+  end
+
+  @doc false
+  # The host's own state, its agents by id only (Symbiont.hosts/0 adds their view from
+  # Symbiont.Observation, without asking them).
+  @spec own_info(host) :: {:ok, map} | {:error, term}
+  def own_info(host) do
+    with {:ok, pid} <- lookup(host), do: safe_call(pid, :info, 5_000)
   end
 
   @doc false
@@ -1082,7 +1090,9 @@ defmodule Symbiont.Host do
     })
 
     fail_pending(state, {:host_down, reason})
-    down = %{message: format_crash_reason(reason), logs: crash.logs}
+    # What its agents are told: a restart on request is no one's crash, a stalled handler
+    # is its agent's (see charged?/2 in Symbiont.Agent.Server).
+    down = %{message: format_crash_reason(reason), logs: crash.logs, requested: requested?}
     down = with {:stalled, id, _} <- reason, do: Map.put(down, :stalled, id), else: (_ -> down)
     for {_slot, {pid, _id, _ref}} <- state.slots, do: send(pid, {:host_down, self(), down})
     delay = if requested?, do: 0, else: backoff(consecutive, state.config.backoff_max)

@@ -482,7 +482,10 @@ defmodule Symbiont.Manifest do
   ## Reconcile
 
   defp do_reconcile(state) do
-    running = MapSet.new(Server.ids())
+    # Each running replica's agent name and role (the registry of roles): the manifest's
+    # replicas are the stable ones; a canary is Symbiont.Deploy's.
+    registered = Symbiont.Observation.registered()
+    running = MapSet.new(Map.keys(registered))
     live = [node() | Node.list()]
 
     wanted =
@@ -511,11 +514,10 @@ defmodule Symbiont.Manifest do
     managed = MapSet.union(MapSet.new(Map.keys(state.desired)), state.leaving)
 
     extra =
-      for id <- running,
+      for {id, {name, :stable}} <- registered,
           not Map.has_key?(wanted, id),
           not Map.has_key?(state.retiring, id),
-          MapSet.member?(managed, agent_name(id)),
-          not String.ends_with?(id, "#canary"),
+          MapSet.member?(managed, name),
           do: id
 
     state = Enum.reduce(extra, state, &retire_replica/2)
@@ -523,7 +525,7 @@ defmodule Symbiont.Manifest do
     # A name has left for good once none of its replicas runs.
     leaving =
       MapSet.filter(state.leaving, fn name ->
-        Enum.any?(running, &(agent_name(&1) == name and &1 not in extra)) or
+        Enum.any?(registered, fn {id, {n, _role}} -> n == name and id not in extra end) or
           Enum.any?(Map.keys(state.retiring), &(agent_name(&1) == name))
       end)
 
@@ -621,7 +623,7 @@ defmodule Symbiont.Manifest do
     %{state | retiring: Map.put(state.retiring, id, task.ref)}
   end
 
-  defp running_ids(name), do: Enum.filter(Server.ids(), &(agent_name(&1) == name))
+  defp running_ids(name), do: Symbiont.Observation.ids(name, :stable)
 
   defp start_host(host) do
     case Symbiont.Host.whereis(host) do

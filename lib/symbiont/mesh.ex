@@ -533,6 +533,18 @@ defmodule Symbiont.Mesh do
     do: Server.count(meta(mesh), {:received, subscriber, topic})
 
   @doc """
+  The events published on this node, by publisher and topic: `{publisher, topic, count}`
+  (the counters of `node_stats/1`, without the subscriptions: cheap whatever their
+  number).
+  """
+  @spec published(t) :: [{String.t(), topic, non_neg_integer}]
+  def published(mesh \\ __MODULE__) do
+    :ets.select(meta(mesh).stats, [
+      {{{:published, :"$1", :"$2"}, :"$3", :_}, [], [{{:"$1", :"$2", :"$3"}}]}
+    ])
+  end
+
+  @doc """
   This node's part of the topology: the events published here by publisher and topic,
   and the subscriptions here with what each has handled (`nil` where it is not counted:
   plain subscribers get every event of their topic), and `evicted`: the counters the

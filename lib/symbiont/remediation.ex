@@ -15,7 +15,7 @@ defmodule Symbiont.Remediation do
   (a call from iex). `agent` and `host` are `nil` when the step is not about one. The
   event's `from` is the agent it is about, so a subscriber can match on it.
 
-  `action` is one of #{Enum.map_join(~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter), ", ", &"`#{&1}`")}.
+  `action` is one of #{Enum.map_join(~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter unpin), ", ", &"`#{&1}`")}.
 
       iex> Symbiont.subscribe("symbiont.remediation")
       iex> Symbiont.Remediation.publish("restart", "doc-agent", "crashed", by: "operator")
@@ -25,7 +25,7 @@ defmodule Symbiont.Remediation do
   """
 
   @topic "symbiont.remediation"
-  @actions ~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter)
+  @actions ~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter unpin)
   @bys ~w(supervisor deploy conductor operator)
 
   @doc "The topic remediation events are published on."

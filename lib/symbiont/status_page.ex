@@ -10,8 +10,10 @@ defmodule Symbiont.StatusPage do
   It shows, with nothing loaded from elsewhere (it works offline):
 
     * the topology (`Symbiont.topology/0`) drawn as SVG (`Symbiont.Topology.to_svg/1`);
-    * a table of this node's agents: host, status, health (the last health event about
-      the agent, else its status), queue, in flight, handled, failed, restarts, topics;
+    * a table of this node's agents, one row per replica, from `Symbiont.Observation`
+      (what `Symbiont.status/0` and the conductor read too): role, host, status, health
+      (and why, as the row's title), queue, in flight, handled, failed, crashes,
+      restarts, failure rate, the operator's pins, topics;
     * a feed of health and remediation events (`Symbiont.Health`,
       `Symbiont.Remediation`), pushed to the open page as they happen; a page opened
       later shows the last ones (`:keep`).
@@ -181,8 +183,8 @@ defmodule Symbiont.StatusPage do
   def snapshot do
     feed = Feed.snapshot()
     hosts = Symbiont.hosts()
-    health = Symbiont.Health.History.latest()
-    agents = for a <- Symbiont.agents(hosts), do: agent(a, health)
+    pins = Symbiont.Pins.all()
+    agents = for a <- Symbiont.agents(hosts), do: agent(a, Map.get(pins, a.name, %{}))
     topology = Symbiont.Topology.busiest(Symbiont.topology(), @json_edges)
 
     %{
@@ -202,32 +204,33 @@ defmodule Symbiont.StatusPage do
     |> Map.put(:agents, Enum.map(h.agents, & &1.id))
   end
 
-  defp agent(a, health) do
-    last = Map.get(health, a.name)
-
+  # One replica's row: its Symbiont.Observation view, and the pins of its agent.
+  defp agent(a, pins) do
     %{
       id: a.id,
       name: a.name,
+      role: a.role,
       host: a.host,
       os_pid: a.os_pid,
       status: a.status,
-      health: health_of(a, last),
-      health_reason: last && last["reason"],
-      logic: a.python,
+      quarantined: a.quarantined,
+      health: a.health,
+      health_reason: a.health_reason,
+      logic: a.version,
       topics: a.topics,
       queue: a.queue,
       max_queue: a.max_queue,
       in_flight: a.in_flight,
       handled: a.handled,
       failed: a.failed,
-      restarts: a.restarts
+      crashes: a.crashes,
+      restarts: a.restarts,
+      failure_rate: a.failure_rate,
+      p99_us: a.p99_us,
+      pins:
+        Map.new(pins, fn {field, pin} ->
+          {field, %{value: pin.value, until_ms: pin.until_ms, reason: pin.reason}}
+        end)
     }
   end
-
-  # The last word an agent's health events had, unless the agent is not running now.
-  defp health_of(%{quarantined: why}, _last) when why != nil, do: "quarantined"
-  defp health_of(%{status: status}, _last) when status != :ready, do: to_string(status)
-  defp health_of(_agent, %{"kind" => kind}), do: kind
-  defp health_of(%{overloaded: true}, nil), do: "overloaded"
-  defp health_of(_agent, nil), do: "healthy"
 end

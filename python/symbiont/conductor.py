@@ -5,8 +5,9 @@ tick the conductor calls :func:`decide` in the policy's own host with a snapshot
 dict, see :class:`DefaultPolicy` for its keys) and applies the actions it returns, each
 a dict with ``action``, ``agent``, ``reason`` and, per action, ``replicas`` (``scale``),
 ``path`` (``deploy``) or ``to`` (``reroute``); ``evidence`` (a dict) is kept in the audit
-trail. The BEAM enforces the guardrails (cooldowns, rate limits, replica bounds), so a
-policy may propose freely.
+trail. The BEAM enforces the guardrails (cooldowns, rate limits, replica bounds, the
+operator's pins), so a policy may propose freely; the default policy proposes nothing
+on what the operator pinned.
 
 A policy is any class with a ``decide(snapshot) -> list[dict]`` method, constructed with
 the keyword options of the conductor's ``:policy_options``; name it in the config as
@@ -97,27 +98,40 @@ def _action(action: str, agent: str, reason: str, **fields: Any) -> dict[str, An
 class DefaultPolicy:
     """Recognises the usual failure patterns and answers each with one action.
 
-    Each agent in ``snapshot["agents"]`` has: ``name``, ``replicas`` (running count),
-    ``managed`` (in the manifest: can be scaled), ``min_replicas``, ``max_replicas``,
-    ``required``, ``queue``, ``high_water``, ``in_flight``, ``handled``, ``failed``,
-    ``restarts``, ``handled_delta``, ``failed_delta``, ``restarts_delta`` (since the last
-    tick), ``idle_ms``, ``p99_us``, ``quarantined``, ``suspect`` (``{"topic",
-    "attempts"}`` of a delivery that failed before, or ``None``), ``health`` (the worst
-    health kind its replicas reported since they started, or ``None``), ``deployed`` (a
-    promoted version it can roll back to), ``promoted_ago_ms`` and ``remedied_ago_ms``
-    (since the conductor last rolled it back, quarantined, released it or dead-lettered
-    for it, or ``None``; a restart runs the same code, so it is not one), and
-    ``journal_error`` (why a durable agent's journal cannot be written, a full disk for
-    one, or ``None``).
+    Each agent in ``snapshot["agents"]`` (over its stable replicas; see
+    ``Symbiont.Observation`` for what the words mean) has: ``name``,
+    ``replicas`` (running count), ``managed`` (in the manifest: can be scaled),
+    ``min_replicas``, ``max_replicas``, ``required``, ``version``, ``queue``,
+    ``high_water``, ``in_flight``, ``handled``, ``failed``, ``crashes`` (its host died
+    because of it), ``restarts`` (it started again, for any reason: an upgrade or a
+    restart by hand is a restart, not a crash), ``handled_delta``, ``failed_delta``,
+    ``crashes_delta``, ``restarts_delta`` (since the last tick), ``failure_rate`` (over
+    its last deliveries, or ``None``), ``idle_ms``, ``p99_us``, ``quarantined``,
+    ``suspect`` (``{"id", "topic", "attempts"}`` of a delivery that failed before, or
+    ``None``), ``health`` and ``health_reason`` (``healthy``, ``degraded``,
+    ``overloaded``, ``failing`` or ``quarantined``: the worst of its replicas', its
+    failure rate included), ``canary`` (the version on trial beside it: its own
+    ``health``, ``failed``, ``crashes``...; the deploy judges it, or ``None``), ``pins``
+    (what the operator set by hand, by field: ``replicas``, ``quarantine``,
+    ``version``, each ``{"value", "by", "reason", "at_ms", "until_ms"}``; the conductor
+    refuses an action on a pinned field),
+    ``deployed`` (a promoted version it can roll back to), ``promoted_ago_ms`` and
+    ``remedied_ago_ms`` (since it was last rolled back, quarantined, released or
+    dead-lettered for, by the conductor or the operator, or ``None``; a restart runs the
+    same code, so it is not one), ``last_error``, and ``journal_error`` (why a durable
+    agent's journal cannot be written, a full disk for one, or ``None``).
     ``snapshot["topology"]["edges"]`` lists ``{"from", "topic", "to"}``.
 
-    Evidence is spent once answered: the restarts counted for a crash loop are those since
+    Evidence is spent once answered: the crashes counted for a crash loop are those since
     the agent's last remedy, so that the version a rollback brought back is not
-    quarantined for the crashes of the one it replaced.
+    quarantined for the crashes of the one it replaced; the ticks counted for a drained or
+    growing queue start again when its replica count changes or while it is pinned, so
+    that a scale is judged on what followed it.
 
-    The patterns, in order (an agent gets at most one action a tick):
+    The patterns, in order (an agent gets at most one action a tick, and none on a field
+    the operator pinned):
 
-    * **crash loop**: ``crash_loop`` restarts within ``window_ticks`` ticks, more than one
+    * **crash loop**: ``crash_loop`` crashes within ``window_ticks`` ticks, more than one
       delivery accounts for -> ``rollback`` if a promoted version can be undone, else
       ``quarantine``;
     * **poison message**: a delivery that already failed ``poison_after`` times ->
@@ -164,8 +178,10 @@ class DefaultPolicy:
         self.idle_ms = idle_ms
         self.regression_ms = regression_ms
         self.settle_ms = settle_ms
-        # Per agent, (now_ms, restarts_delta) of the last window_ticks ticks.
-        self._restarts: dict[str, list[tuple[int, int]]] = {}
+        # Per agent, (now_ms, crashes_delta) of the last window_ticks ticks.
+        self._crashes: dict[str, list[tuple[int, int]]] = {}
+        # Per agent, its replica count at the last tick.
+        self._replicas: dict[str, int] = {}
         self._queues: dict[str, list[int]] = {}
         self._drained: dict[str, int] = {}
         self._published: dict[str, int] = {}
@@ -186,31 +202,32 @@ class DefaultPolicy:
         for a in agents.values():
             if a["quarantined"]:
                 continue
+            pinned = set(a.get("pins") or {})
             remedied = a.get("remedied_ago_ms")
             since = now - remedied if remedied is not None else None
             recent = sum(
-                n for at, n in self._restarts.get(a["name"], []) if since is None or at > since
+                n for at, n in self._crashes.get(a["name"], []) if since is None or at > since
             )
             suspect = a.get("suspect") or {}
             attempts = suspect.get("attempts", 0)
             # More crashes than one delivery accounts for: the agent, not a message.
             if recent >= self.crash_loop and recent > attempts:
-                evidence = {"restarts_in_window": recent, "last_error": a.get("last_error")}
-                if a.get("deployed"):
+                evidence = {"crashes_in_window": recent, "last_error": a.get("last_error")}
+                if a.get("deployed") and "version" not in pinned:
                     add(
                         _action(
                             "rollback",
                             a["name"],
-                            f"crash loop: {recent} restarts since its last deploy",
+                            f"crash loop: {recent} crashes since its last deploy",
                             evidence=evidence,
                         )
                     )
-                else:
+                elif "quarantine" not in pinned:
                     add(
                         _action(
                             "quarantine",
                             a["name"],
-                            f"crash loop: {recent} restarts in {self.window_ticks} ticks",
+                            f"crash loop: {recent} crashes in {self.window_ticks} ticks",
                             evidence=evidence,
                         )
                     )
@@ -237,7 +254,11 @@ class DefaultPolicy:
                 downstream = sorted(
                     n for n in failing if name in self._failing_ancestors(n, failing, upstream)
                 )
-                if a.get("deployed") and a.get("promoted_ago_ms", 1 << 62) < self.regression_ms:
+                if (
+                    a.get("deployed")
+                    and a.get("promoted_ago_ms", 1 << 62) < self.regression_ms
+                    and "version" not in (a.get("pins") or {})
+                ):
                     add(
                         _action(
                             "rollback",
@@ -262,7 +283,7 @@ class DefaultPolicy:
                     )
 
         for a in agents.values():
-            if not a.get("managed") or a["quarantined"]:
+            if not a.get("managed") or a["quarantined"] or "replicas" in (a.get("pins") or {}):
                 continue
             name = a["name"]
             queues = self._queues.get(name, [])
@@ -349,16 +370,27 @@ class DefaultPolicy:
 
     def _remember(self, now: int, agents: dict[str, dict[str, Any]]) -> None:
         for name, a in agents.items():
-            restarts = self._restarts.setdefault(name, [])
-            restarts.append((now, a.get("restarts_delta", 0)))
-            del restarts[: -self.window_ticks]
+            crashes = self._crashes.setdefault(name, [])
+            crashes.append((now, a.get("crashes_delta", 0)))
+            del crashes[: -self.window_ticks]
+            # A scale (by hand, or by the conductor) or a pin on the count: the queue's
+            # history is what follows, once the conductor may act on it again.
+            replicas = a.get("replicas", 0)
+            changed = self._replicas.get(name, replicas) != replicas
+            self._replicas[name] = replicas
+            if changed or "replicas" in (a.get("pins") or {}):
+                self._queues.pop(name, None)
+                self._drained.pop(name, None)
+                if not changed:
+                    continue
             queues = self._queues.setdefault(name, [])
             queues.append(a.get("queue", 0))
             del queues[:-10]
             busy = a.get("queue", 0) > 0 or a.get("in_flight", 0) > 0
             self._drained[name] = 0 if busy else self._drained.get(name, 0) + 1
-        for gone in set(self._restarts) - set(agents):
-            self._restarts.pop(gone, None)
+        for gone in set(self._crashes) - set(agents):
+            self._crashes.pop(gone, None)
+            self._replicas.pop(gone, None)
             self._queues.pop(gone, None)
             self._drained.pop(gone, None)
 

@@ -24,7 +24,9 @@ def agent(name: str, **fields: Any) -> dict[str, Any]:
         "in_flight": 0,
         "handled_delta": 5,
         "failed_delta": 0,
+        "crashes_delta": 0,
         "restarts_delta": 0,
+        "pins": {},
         "idle_ms": 0,
         "quarantined": False,
         "suspect": None,
@@ -33,6 +35,12 @@ def agent(name: str, **fields: Any) -> dict[str, Any]:
         "promoted_ago_ms": None,
     }
     return base | fields
+
+
+def pin(*fields: str) -> dict[str, Any]:
+    """Pins on ``fields``, as the snapshot has them."""
+    pin = {"value": 1, "by": "operator", "reason": "by hand", "until_ms": None}
+    return dict.fromkeys(fields, pin)
 
 
 def snapshot(*agents: dict[str, Any], edges: list[tuple[str, str]] = (), **extra: Any) -> dict:
@@ -51,46 +59,53 @@ def test_a_healthy_system_needs_nothing() -> None:
 def test_one_delivery_failing_again_and_again_is_poison_not_a_crash_loop() -> None:
     suspect = {"id": "a", "topic": "t", "attempts": 3}
     policy = DefaultPolicy()
-    actions = policy.decide(snapshot(agent("a", restarts_delta=3, suspect=suspect)))
+    actions = policy.decide(snapshot(agent("a", crashes_delta=3, suspect=suspect)))
     assert [(x["action"], x["agent"]) for x in actions] == [("dead_letter", "a")]
 
 
 def test_many_crashes_are_a_crash_loop_rolled_back_when_a_deploy_can_be_undone() -> None:
     policy = DefaultPolicy(crash_loop=3)
-    assert policy.decide(snapshot(agent("a", restarts_delta=4)))[0]["action"] == "quarantine"
+    assert policy.decide(snapshot(agent("a", crashes_delta=4)))[0]["action"] == "quarantine"
     policy = DefaultPolicy(crash_loop=3)
-    assert policy.decide(snapshot(agent("a", restarts_delta=4, deployed=True)))[0]["action"] == (
+    assert policy.decide(snapshot(agent("a", crashes_delta=4, deployed=True)))[0]["action"] == (
         "rollback"
     )
 
 
 def test_crashes_before_the_last_remedy_are_spent() -> None:
     policy = DefaultPolicy(crash_loop=3, window_ticks=50)
-    crashing = agent("a", restarts_delta=3, deployed=True)
+    crashing = agent("a", crashes_delta=3, deployed=True)
     assert policy.decide(snapshot(crashing, now_ms=1_000))[0]["action"] == "rollback"
     # Rolled back at 1_100; two ticks later the window still holds the 3 crashes, and the
-    # version brought back has restarted once (the upgrade, or a last crash of the old).
-    after = {"deployed": False, "remedied_ago_ms": 100, "restarts_delta": 1}
+    # version brought back has crashed once more (a last crash of the old).
+    after = {"deployed": False, "remedied_ago_ms": 100, "crashes_delta": 1}
     assert policy.decide(snapshot(agent("a", **after), now_ms=1_200)) == []
-    after = after | {"remedied_ago_ms": 300, "restarts_delta": 0}
+    after = after | {"remedied_ago_ms": 300, "crashes_delta": 0}
     assert policy.decide(snapshot(agent("a", **after), now_ms=1_400)) == []
     # Crashes after the remedy count again.
-    after = after | {"remedied_ago_ms": 500, "restarts_delta": 2}
+    after = after | {"remedied_ago_ms": 500, "crashes_delta": 2}
     action = policy.decide(snapshot(agent("a", **after), now_ms=1_600))[0]
-    assert (action["action"], action["evidence"]["restarts_in_window"]) == ("quarantine", 3)
+    assert (action["action"], action["evidence"]["crashes_in_window"]) == ("quarantine", 3)
+
+
+def test_restarts_that_are_no_crashes_are_no_crash_loop() -> None:
+    # Upgrades, promotions, restarts by hand: restarts, not crashes.
+    policy = DefaultPolicy(crash_loop=3)
+    for now in (0, 200, 400):
+        assert policy.decide(snapshot(agent("a", restarts_delta=4), now_ms=now)) == []
 
 
 def test_without_a_remedy_the_whole_window_counts() -> None:
     policy = DefaultPolicy(crash_loop=3, window_ticks=3)
     for now, n in [(0, 1), (200, 1)]:
-        assert policy.decide(snapshot(agent("a", restarts_delta=n), now_ms=now)) == []
-    assert policy.decide(snapshot(agent("a", restarts_delta=1), now_ms=400))[0]["action"] == (
+        assert policy.decide(snapshot(agent("a", crashes_delta=n), now_ms=now)) == []
+    assert policy.decide(snapshot(agent("a", crashes_delta=1), now_ms=400))[0]["action"] == (
         "quarantine"
     )
     # Out of the window (3 ticks), the first crashes no longer count.
     policy = DefaultPolicy(crash_loop=3, window_ticks=2)
     for now, n in [(0, 1), (200, 1), (400, 1)]:
-        assert policy.decide(snapshot(agent("a", restarts_delta=n), now_ms=now)) == []
+        assert policy.decide(snapshot(agent("a", crashes_delta=n), now_ms=now)) == []
 
 
 def test_a_cascade_is_answered_at_its_root_only() -> None:
@@ -173,3 +188,50 @@ def test_decide_builds_the_named_policy_once_and_checks_its_answer() -> None:
     assert conductor.decide("symbiont.conductor:DefaultPolicy", {}, snapshot()) == []
     with pytest.raises(ValueError, match='expected the policy as "module:Class"'):
         conductor.decide("nocolon", {}, snapshot())
+
+
+def test_a_pinned_replica_count_is_left_alone_and_evidence_counts_from_the_unpin() -> None:
+    # Drained for ages at 1 replica; the operator scales to 3 (pinned).
+    policy = DefaultPolicy(drain_ticks=3)
+    for now in range(0, 62 * 200, 200):
+        policy.decide(snapshot(agent("a", queue=0), now_ms=now))
+    pinned = {"replicas": 3, "pins": pin("replicas")}
+    for now in range(20_000, 30_000, 200):
+        assert policy.decide(snapshot(agent("a", queue=0, **pinned), now_ms=now)) == []
+    # The pin lifted: drained ticks are counted from now, not from before the scale.
+    for now in (30_000, 30_200):
+        assert policy.decide(snapshot(agent("a", queue=0, replicas=3), now_ms=now)) == []
+    [action] = policy.decide(snapshot(agent("a", queue=0, replicas=3), now_ms=30_400))
+    assert (action["action"], action["replicas"], action["evidence"]) == (
+        "scale",
+        2,
+        {"drained_ticks": 3},
+    )
+
+
+def test_a_scale_restarts_the_count_of_drained_ticks() -> None:
+    policy = DefaultPolicy(drain_ticks=3)
+    for now in range(0, 2_000, 200):
+        policy.decide(snapshot(agent("a", queue=0), now_ms=now))
+    # Scaled to 3 (no pin: the hold expired, or the conductor did it).
+    for now in (2_000, 2_200):
+        assert policy.decide(snapshot(agent("a", queue=0, replicas=3), now_ms=now)) == []
+    assert policy.decide(snapshot(agent("a", queue=0, replicas=3), now_ms=2_400))
+
+
+def test_pinned_quarantine_and_version_are_left_alone() -> None:
+    crashing = {"crashes_delta": 5}
+    # Released by hand: the crash loop rule does not quarantine it again.
+    policy = DefaultPolicy(crash_loop=3)
+    assert policy.decide(snapshot(agent("a", **crashing, pins=pin("quarantine")))) == []
+    # Rolled back by hand: no rollback, a quarantine instead.
+    policy = DefaultPolicy(crash_loop=3)
+    [action] = policy.decide(snapshot(agent("a", **crashing, deployed=True, pins=pin("version"))))
+    assert action["action"] == "quarantine"
+    # Errors right after a deploy whose version is pinned: a restart, not a rollback.
+    failing = {"failed_delta": 9, "handled_delta": 0, "deployed": True, "promoted_ago_ms": 10}
+    [action] = DefaultPolicy().decide(snapshot(agent("a", **failing, pins=pin("version"))))
+    assert action["action"] == "restart"
+    # Idle, its count pinned: neither scaled in nor retired.
+    idle = {"idle_ms": 10**9, "replicas": 2, "required": False, "pins": pin("replicas")}
+    assert DefaultPolicy(idle_ms=100).decide(snapshot(agent("a", **idle))) == []

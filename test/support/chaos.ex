@@ -371,7 +371,8 @@ defmodule Symbiont.Chaos do
     }
   end
 
-  defp count(:b, %{"wasm_state" => bin}), do: Symbiont.MsgPack.decode!(bin)
+  # Stage b is a Wasm agent: its state is what its module wrote, decoded (a count).
+  defp count(:b, n) when is_integer(n), do: n
   defp count(:b, _), do: 0
   defp count(_stage, %{"n" => n}), do: n
   defp count(_stage, _), do: 0

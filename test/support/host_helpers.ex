@@ -60,9 +60,16 @@ defmodule Symbiont.HostHelpers do
     attach_host_events(name)
     host = {Symbiont.Host, name: name, python_path: [@fixtures]}
     {:ok, _} = DynamicSupervisor.start_child(Symbiont.Hosts, host)
-    ExUnit.Callbacks.on_exit(fn -> Symbiont.Host.stop(name) end)
     agent = {Symbiont.Agent.Server, [host: name, id: name, name: name] ++ agent_opts}
-    {:ok, _} = DynamicSupervisor.start_child(Symbiont.Agents, agent)
+    {:ok, agent_pid} = DynamicSupervisor.start_child(Symbiont.Agents, agent)
+
+    # The agent too: a quarantined one has left its host's slot, and Host.stop/1 stops
+    # only the agents in its slots.
+    ExUnit.Callbacks.on_exit(fn ->
+      Symbiont.Host.stop(name)
+      DynamicSupervisor.terminate_child(Symbiont.Agents, agent_pid)
+    end)
+
     assert_receive {:host_start, ^name, %{os_pid: os_pid}}, 10_000
     assert_receive {:agent_start, ^name, _}, 10_000
     %{name: name, os_pid: os_pid}

@@ -249,12 +249,21 @@ defmodule Symbiont.AgentTest do
         spec = [id: name, host: host, name: name, python: "no_such_module:Agent"]
         start_supervised!({Symbiont.Agent.Server, spec}, id: name)
 
-        for n <- 1..2 do
-          assert %{"reason" => "could not start: No module named 'no_such_module'"} =
-                   health = await_health(name, "failing")
+        assert %{"reason" => "could not start: No module named 'no_such_module'"} =
+                 health = await_health(name, "failing")
 
-          assert health["metrics"] == %{"failures" => n}
-        end
+        assert health["metrics"] == %{"failures" => 1, "id" => name}
+
+        # Tried again, with backoff; still failing, which is no news: no second event.
+        assert wait_until(
+                 fn -> match?({:ok, %{start_failures: n}} when n >= 2, Server.info(name)) end,
+                 5_000
+               )
+
+        refute_received %Event{topic: "symbiont.health", from: ^name}
+
+        assert {:ok, %{health: "failing", health_reason: "could not start: " <> _}} =
+                 Server.info(name)
       end)
 
     assert log =~
@@ -361,7 +370,7 @@ defmodule Symbiont.AgentTest do
   test "a Python agent reports its health on symbiont.health; its server keeps it until a restart" do
     :ok = Symbiont.subscribe("symbiont.health")
     %{agent: agent, os_pid: os_pid} = start_agent!("test_agents:Moody")
-    assert {:ok, %{health: nil}} = Server.info(agent)
+    assert {:ok, %{health: "healthy"}} = Server.info(agent)
     :ok = Symbiont.publish("moody.in", ["degraded", "payment provider slow"])
     node_name = Atom.to_string(node())
 
@@ -379,13 +388,14 @@ defmodule Symbiont.AgentTest do
     assert %{"reason" => "worse"} = await_health(agent, "failing", 5_000)
     assert {:ok, %{health: "failing"}} = Server.info(agent)
 
-    # The agent that runs after a restart has said nothing yet.
+    # The agent that runs after a restart has said nothing yet: it is healthy (its kill
+    # is a crash, with nothing in flight: no failed delivery).
     capture_log(fn ->
       Symbiont.Host.Reaper.kill(os_pid)
       assert_receive {:agent_start, ^agent, %{restarts: 1}}, 10_000
     end)
 
-    assert {:ok, %{health: nil, restarts: 1}} = Server.info(agent)
+    assert {:ok, %{health: "healthy", restarts: 1, crashes: 1}} = Server.info(agent)
   end
 
   test "a failed attempt is retried, first in line" do

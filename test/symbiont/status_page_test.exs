@@ -23,22 +23,36 @@ defmodule Symbiont.StatusPageTest do
     test "/status.json has the agents with their health, the hosts and the topology", %{
       url: url
     } do
-      %{name: name} = start_app_agent!("page-json", python: "test_agents:Counter")
+      topic = unique_name("moody.in")
+
+      %{name: name} =
+        start_app_agent!("page-json", python: "test_agents:Moody", config: %{"in" => topic})
 
       assert %{"agents" => agents, "hosts" => hosts, "topology" => topology} = get_json(url)
 
-      assert %{"status" => "ready", "health" => "healthy", "topics" => ["count.in"]} =
-               Enum.find(agents, &(&1["id"] == name))
+      assert %{
+               "status" => "ready",
+               "role" => "stable",
+               "health" => "healthy",
+               "crashes" => 0,
+               "restarts" => 0,
+               "topics" => [^topic]
+             } = Enum.find(agents, &(&1["id"] == name))
 
       assert Enum.any?(hosts, &(&1["name"] == name and &1["agents"] == [name]))
 
       assert Enum.any?(topology["topics"], fn t ->
-               t["topic"] == "count.in" and Enum.any?(t["subscribers"], &(&1["name"] == name))
+               t["topic"] == topic and Enum.any?(t["subscribers"], &(&1["name"] == name))
              end)
 
-      # The health column is the last word of the agent's health events. The history
-      # takes them from the mesh, so the page has it soon after the publish returns.
+      # The health column is the agent's health (Symbiont.Observation): a health event
+      # about it that it did not say is not.
       :ok = Symbiont.Health.publish("degraded", name, "slow disk")
+      assert wait_until(fn -> Symbiont.Health.History.latest()[name]["reason"] == "slow disk" end)
+      assert %{"health" => "healthy"} = Enum.find(get_json(url)["agents"], &(&1["id"] == name))
+
+      # What the agent says itself is.
+      :ok = Symbiont.publish(topic, ["degraded", "slow disk"])
 
       assert wait_until(fn ->
                match?(
@@ -153,8 +167,12 @@ defmodule Symbiont.StatusPageTest do
 
       assert restart =~ "restart #{victim.name} by supervisor"
       assert restart =~ "signal 9"
-      # The table follows: the agent was restarted once.
-      Chromium.wait_for!(tab, ~s(#agents tr[data-agent="#{victim.name}"][data-restarts="1"]))
+      # The table follows: the agent crashed once, and was restarted once.
+      Chromium.wait_for!(
+        tab,
+        ~s(#agents tr[data-agent="#{victim.name}"][data-crashes="1"][data-restarts="1"])
+      )
+
       assert Chromium.eval!(tab, "window.symbiontTestMark") == 42
 
       path = Chromium.screenshot!(tab, Path.join(dir, "status_page.png"))

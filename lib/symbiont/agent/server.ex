@@ -35,6 +35,8 @@ defmodule Symbiont.Agent.Server do
     * `:fallback` - a pid that gets, as a new event, each event this agent fails on
       instead of trying it again here (a canary hands its failures to the stable
       version; see `Symbiont.Deploy`). Default: none.
+    * `:role` - `:stable` or `:canary` (see `Symbiont.Observation`), registered with its
+      id. Default: `:stable`.
     * everything else is the agent spec (see `Symbiont.Agent`), or `:spec` with one
       already validated.
   """
@@ -43,9 +45,11 @@ defmodule Symbiont.Agent.Server do
   require Logger
 
   alias Symbiont.Agent.Dedupe
+  alias Symbiont.Health.Window
   alias Symbiont.Host.{Credit, Framer, Out, Protocol}
   alias Symbiont.Journal
   alias Symbiont.MsgPack
+  alias Symbiont.Observation
 
   @health_topic Symbiont.Health.topic()
 
@@ -67,6 +71,13 @@ defmodule Symbiont.Agent.Server do
   # again after @backlog_retry_ms.
   @backlog 4096
   @backlog_retry_ms 2
+  # The p99 of its row (Symbiont.Observation) is written again at most this often.
+  @observe_ms 1_000
+  # How far into its queue a suspect is looked for (a delivery that failed goes back to
+  # the front).
+  @suspect_scan 100
+  # Health kinds, the worst first (Symbiont.Observation.worst/1).
+  @health_rank %{"failing" => 0, "overloaded" => 1, "degraded" => 2, "healthy" => 3}
 
   @doc false
   def child_spec(opts) do
@@ -88,6 +99,7 @@ defmodule Symbiont.Agent.Server do
     {spec, opts} = Keyword.pop(opts, :spec)
     {state_bin, opts} = Keyword.pop(opts, :state_bin)
     {fallback, opts} = Keyword.pop(opts, :fallback)
+    {role, opts} = Keyword.pop(opts, :role, :stable)
 
     spec =
       case spec || Symbiont.Agent.validate_spec(opts) do
@@ -99,9 +111,17 @@ defmodule Symbiont.Agent.Server do
     unless is_binary(host) and host != "",
       do: raise(ArgumentError, "expected :host to be the name of a host, got: #{inspect(host)}")
 
+    unless role in Observation.roles(),
+      do:
+        raise(
+          ArgumentError,
+          "expected :role to be one of #{inspect(Observation.roles())}, got: #{inspect(role)}"
+        )
+
     id = to_string(id || spec.name)
-    extra = %{state_bin: state_bin, fallback: fallback}
-    GenServer.start_link(__MODULE__, {id, host, spec, extra}, name: via(id))
+    extra = %{state_bin: state_bin, fallback: fallback, role: role}
+    # The registry of roles (Symbiont.Observation): each replica's name and role, with its id.
+    GenServer.start_link(__MODULE__, {id, host, spec, extra}, name: via(id, {spec.name, role}))
   end
 
   @doc "The pid of the agent registered as `id`, or `nil`."
@@ -140,16 +160,19 @@ defmodule Symbiont.Agent.Server do
   def ids, do: @registry |> Registry.select([{{:"$1", :_, :_}, [], [:"$1"]}]) |> Enum.sort()
 
   @doc """
-  What the agent is doing: its queue, in-flight deliveries, counters and decoded state;
+  What the agent is doing: its queue, in-flight deliveries, counters and decoded state
+  (a Wasm agent's too: the value its module's `symbiont_state` wrote);
   `:journal` is a durable agent's `Symbiont.Journal.info/1` (committed first, so what it
   counts as accepted is on disk) plus `:held` (events whose journal record a failed
   commit did not write, waiting in memory for the journal to work again) and `:refused`
   (events dead-lettered meanwhile), `nil` for one that is not durable. Among the counters:
   `:duplicates`, the events a `dedupe: true` agent dropped as copies, and
   `:redelivered`, the deliveries it took back to send again (after a crash, a nack or a
-  quarantine). `:health` is the last health kind the agent running now reported (on
-  `symbiont.health`, or `"failing"` for a failed start, or its load), `nil` when it has said
-  nothing since it started: a restart or an upgrade starts it over.
+  quarantine), and `:start_failures`, its starts that failed in a row (0 once one
+  succeeds). `:health` and `:health_reason`, `:crashes`, `:restarts`, `:role` and
+  `:window` (its failure window) are those of `Symbiont.Observation` (see "How it is
+  doing" there): this call is for one agent on request; what reads every agent reads the
+  observation instead.
   """
   @spec info(String.t() | pid) :: {:ok, map} | {:error, {:no_agent, term}}
   def info(agent) do
@@ -237,7 +260,7 @@ defmodule Symbiont.Agent.Server do
     :exit, reason -> {:error, {:no_agent, agent, reason}}
   end
 
-  defp via(id), do: {:via, Registry, {@registry, id}}
+  defp via(id, value), do: {:via, Registry, {@registry, id, value}}
 
   ## GenServer
 
@@ -297,6 +320,10 @@ defmodule Symbiont.Agent.Server do
       # §8.2): {port, slot, frames, bytes, topics (at most 8) where they went, retry},
       # retry true while a :give_back is on its way (a subscriber was backlogged).
       credit: {nil, nil, 0, 0, [], false},
+      # The outcomes of its last deliveries (Symbiont.Health.Window): its failure rate.
+      window: Window.new(),
+      # Its counters in Symbiont.Observation (written after every message: reply/1).
+      obs: nil,
       rare: %{
         host_ref: nil,
         # The largest frame the host's process accepts.
@@ -320,10 +347,20 @@ defmodule Symbiont.Agent.Server do
         # Deliveries taken back to be sent again (after a crash, a nack, a quarantine).
         redelivered: 0,
         fallback: extra.fallback,
-        # The last health kind the agent running now reported: its own events on
-        # symbiont.health, a failed start, its load. Cleared at each start, so that a
-        # restarted or upgraded agent is not judged by what the one before it said.
-        health: nil,
+        # Its health (Symbiont.Observation): the worst of its signals, each
+        # {kind, reason, metrics} by source (see set_signal/3), or "quarantined" while it
+        # is; the reason; when it last changed (system ms).
+        signals: %{},
+        health: "healthy",
+        health_reason: nil,
+        health_at: System.system_time(:millisecond),
+        # Its role (:stable, :canary), and the crashes charged to it (charge_crash/2).
+        role: Map.get(extra, :role, :stable),
+        crashes: 0,
+        # When its row was last written (monotonic ms), and whether a :window_check is on
+        # its way (the failures of its window expire).
+        observed_at: 0,
+        window_check: false,
         # {from, spec} while waiting for the deliveries in flight to finish (upgrade/3).
         upgrading: nil,
         # {from, heir} while retiring (retire/3).
@@ -354,6 +391,8 @@ defmodule Symbiont.Agent.Server do
     # A journal that cannot be opened keeps it from attaching (it has no state to start
     # from) but not from running: it says why, and tries again (see retry_journal/1).
     if placed_here?(id, spec) do
+      state = %{state | obs: Observation.open(id, observable(state))}
+
       case open_journal(state) do
         {:ok, state} -> {:ok, state, {:continue, :attach}}
         {:error, reason, state} -> {:ok, journal_failed(state, reason), {:continue, :attach}}
@@ -395,32 +434,20 @@ defmodule Symbiont.Agent.Server do
     do: reply({:reply, :ok, state})
 
   def handle_call({:quarantine, reason}, _from, state) do
-    back =
-      for {_seq, what, _frame, attempts, _at} <- :queue.to_list(state.inflight),
-          do: {what, attempts}
-
-    queue = :queue.join(:queue.from_list(back), state.queue)
-    state = put_queue(state, queue, state.queued + length(back))
-    state = rare(state, redelivered: state.rare.redelivered + length(back))
+    state = requeue_in_flight(state)
     if state.host_pid && state.slot, do: Symbiont.Host.detach(state.host_pid, state.slot)
     Logger.warning("agent #{state.id} quarantined: #{reason}", meta(state))
-
-    Symbiont.Health.publish("quarantined", state.name, reason, %{
-      "id" => state.id,
-      "queue" => state.queued
-    })
 
     state = %{
       state
       | quarantined: reason,
         status: :detached,
         slot: nil,
-        inflight: :queue.new(),
-        in_flight: 0,
         out: Out.to(state.out, nil)
     }
 
-    reply({:reply, :ok, state})
+    # Its health is `quarantined` now (a health event says so).
+    reply({:reply, :ok, refresh_health(state)})
   end
 
   def handle_call(:release, _from, %{quarantined: nil} = state),
@@ -428,13 +455,10 @@ defmodule Symbiont.Agent.Server do
 
   def handle_call(:release, _from, state) do
     Logger.info("agent #{state.id} released from quarantine", meta(state))
-    # Its health was `quarantined` until now: say that it is back.
-    Symbiont.Health.publish("healthy", state.name, "released from quarantine", %{
-      "id" => state.id,
-      "queue" => state.queued
-    })
-
-    state = %{state | quarantined: nil}
+    # Its health was `quarantined` until now: a health event says what it is now. A
+    # release is a restart on purpose: what failed before it is not held against it.
+    why = "released from quarantine"
+    state = %{fresh_start(state, why) | quarantined: nil} |> refresh_health(why)
 
     state = if state.host_pid, do: reattach(state), else: attach(state)
 
@@ -454,7 +478,7 @@ defmodule Symbiont.Agent.Server do
         state = state |> journal_done([what]) |> commit()
         topic = with %Symbiont.Event{topic: t} <- what, do: t, else: (_ -> nil)
         reply = {:ok, %{topic: topic, attempts: attempts}}
-        reply({:reply, reply, %{state | failed: state.failed + 1}})
+        reply({:reply, reply, observe(%{state | failed: state.failed + 1})})
     end
   end
 
@@ -479,6 +503,7 @@ defmodule Symbiont.Agent.Server do
   defp reply_noreply_or_stop({:stop, state}) do
     state = commit(state)
     Out.flush(state.out)
+    count(state)
     {:stop, :normal, state}
   end
 
@@ -488,6 +513,7 @@ defmodule Symbiont.Agent.Server do
   def terminate(_reason, state) do
     if state.journal, do: state |> commit() |> Map.fetch!(:journal) |> Journal.close()
     Out.flush(state.out)
+    Observation.close(state.id, state.name, state.rare.role)
     :ok
   end
 
@@ -517,7 +543,7 @@ defmodule Symbiont.Agent.Server do
   defp info({:host_down, host, crash}, %{host_pid: host} = state), do: host_down(state, crash)
 
   defp info({:DOWN, ref, :process, _, reason}, %{rare: %{host_ref: ref}} = state) do
-    crash = %{message: "owner went down (#{inspect(reason)})", logs: []}
+    crash = %{message: "owner went down (#{inspect(reason)})", logs: [], owner: true}
     state = host_down(rare(%{state | host_pid: nil, slot: nil}, host_ref: nil), crash)
     Process.send_after(self(), :attach, @attach_retry_ms)
     state
@@ -545,6 +571,13 @@ defmodule Symbiont.Agent.Server do
     do: start_on(state, port)
 
   defp info(:stall_check, state), do: stall_check(%{state | stall_check: false})
+
+  defp info(:window_check, state) do
+    state = rare(state, window_check: false)
+    window = Window.expire(state.window, now_ms())
+    why = if window == state.window, do: nil, else: "its failures are over a minute old"
+    rate_signal(%{state | window: window}, why)
+  end
 
   defp info({:journal_retry, n}, %{rare: %{journal_retry: n}} = state), do: retry_journal(state)
 
@@ -617,10 +650,16 @@ defmodule Symbiont.Agent.Server do
 
     state =
       rare(%{state | out: out, status: :starting},
-        health: nil,
         pub_topics: %{},
         topics_told: false
       )
+
+    # What the agent said itself, and its publishes refused, were the process before's.
+    state =
+      state
+      |> set_signal(:reported, nil, "started again")
+      |> set_signal(:topics, nil, "started again")
+      |> observe()
 
     emit(state, framed(["agent_start", state.slot, agent_start(state)]))
   end
@@ -641,9 +680,28 @@ defmodule Symbiont.Agent.Server do
     }
   end
 
+  # Its host's process went down: the one place that decides whether that is this agent's
+  # crash (charge_crash/2) or only a restart (spare_crash/2), see charged?/2.
   defp host_down(state, crash) do
-    state = charge_crash(state, crash)
-    %{state | status: :detached, out: Out.to(state.out, nil)}
+    state =
+      if charged?(state, crash),
+        do: charge_crash(state, crash),
+        else: spare_crash(state, crash)
+
+    observe(%{state | status: :detached, out: Out.to(state.out, nil)})
+  end
+
+  # A host's death is the crash of the agents it ran, but: a restart on request (by hand,
+  # the conductor: `requested`) is no one's crash, nor is an owner that went down
+  # (`owner`); a host restarted because a handler did not stop (`stalled`, its agent's
+  # id) is the crash of that agent only.
+  defp charged?(state, crash) do
+    cond do
+      Map.get(crash, :requested, false) -> false
+      Map.get(crash, :owner, false) -> false
+      Map.get(crash, :stalled) != nil -> crash.stalled == state.id
+      true -> true
+    end
   end
 
   ## Frames of our slot (PROTOCOL.md §8)
@@ -652,6 +710,7 @@ defmodule Symbiont.Agent.Server do
     state = subscribe(state, info)
     state = rare(%{state | status: :ready}, starts: state.rare.starts + 1, failures: 0)
     state = %{state | progress_at: now_ms()}
+    state = state |> set_signal(:start, nil, "started") |> observe()
 
     # Deliveries in flight go again, in order; then what waits in the queue (after a crash
     # with several in flight, they are all there: see charge_crash/2).
@@ -682,12 +741,14 @@ defmodule Symbiont.Agent.Server do
       meta(state)
     )
 
-    Symbiont.Health.publish("failing", state.name, "could not start: #{error["message"]}", %{
-      "failures" => failures
-    })
-
     Process.send_after(self(), {:retry_start, state.out.port, failures}, delay)
-    rare(%{state | status: :detached}, failures: failures, last_error: error, health: "failing")
+
+    rare(%{state | status: :detached}, failures: failures, last_error: error)
+    |> set_signal(
+      :start,
+      {"failing", "could not start: #{error["message"]}", %{"failures" => failures}}
+    )
+    |> observe()
   end
 
   # An ack of a seq that is no longer in flight (the deliveries went back to the queue, in
@@ -717,6 +778,8 @@ defmodule Symbiont.Agent.Server do
 
         rare(state, last_error: error)
         |> retry_or_give_up(what, attempts + 1, "handler_failed", error)
+        |> window_failed()
+        |> observe()
         |> drain()
     end
   end
@@ -803,13 +866,13 @@ defmodule Symbiont.Agent.Server do
     else
       Logger.error("agent #{state.id} #{reason}", meta(state))
 
-      Symbiont.Health.publish("degraded", state.name, reason, %{
-        "id" => state.id,
+      metrics = %{
         "max_topics" => Symbiont.Agent.max_topics(state.spec),
         "refused" => state.rare.refused_publishes
-      })
+      }
 
-      {:refused, rare(state, topics_told: true, health: "degraded")}
+      {:refused,
+       state |> rare(topics_told: true) |> set_signal(:topics, {"degraded", reason, metrics})}
     end
   end
 
@@ -867,11 +930,18 @@ defmodule Symbiont.Agent.Server do
     end)
   end
 
-  # A health event the agent published about itself.
+  # A health event the agent published about itself: what it says is one of its signals
+  # (its own event is on symbiont.health already).
   defp reported(state, payload) do
     case MsgPack.decode(payload) do
-      {:ok, %{"agent" => agent, "kind" => kind}} when agent == state.name and is_binary(kind) ->
-        rare(state, health: kind)
+      {:ok, %{"agent" => agent, "kind" => kind} = event}
+      when agent == state.name and kind in ~w(degraded overloaded failing) ->
+        reason = if is_binary(event["reason"]), do: event["reason"], else: kind
+        metrics = if is_map(event["metrics"]), do: event["metrics"], else: %{}
+        set_signal(state, :reported, {kind, reason, metrics})
+
+      {:ok, %{"agent" => agent, "kind" => "healthy"}} when agent == state.name ->
+        set_signal(state, :reported, nil, "it says so")
 
       _ ->
         state
@@ -881,16 +951,29 @@ defmodule Symbiont.Agent.Server do
   defp acked(state, acked, state_bin, seq) do
     handled(state, acked, :ok)
     n = length(acked)
+    now = System.monotonic_time(:millisecond)
 
     %{
       sample(state, acked)
-      | active_at: System.monotonic_time(:millisecond),
+      | active_at: now,
         probation: max(0, state.probation - n),
         state_bin: state_bin,
         acked_seq: seq || state.acked_seq,
-        handled: state.handled + n
+        handled: state.handled + n,
+        window: Window.ok(state.window, n)
     }
     |> journal_ack(acked)
+    |> observe_acked(acked, elem(state.window, 2), now)
+  end
+
+  # After an ack: a window that had failures may give another health now; a suspect
+  # acked is no longer one; the p99 of its row is written again at most every second.
+  defp observe_acked(state, acked, failures_before, now) do
+    state = if failures_before > 0, do: rate_signal(state), else: state
+
+    if now - state.rare.observed_at >= @observe_ms or Enum.any?(acked, &(elem(&1, 3) > 0)),
+      do: observe(state),
+      else: state
   end
 
   # A duplicate (by id) of an event a `dedupe: true` agent has accepted is dropped.
@@ -959,7 +1042,10 @@ defmodule Symbiont.Agent.Server do
     state =
       rare(%{state | spec: spec, status: :detached, out: Out.to(state.out, nil)}, upgrading: nil)
 
-    if state.host_pid, do: reattach(state), else: state
+    # A restart on purpose (a new version, or the same one started again): it is judged
+    # from now on. A quarantined agent stays out of its host.
+    state = state |> fresh_start("now runs #{describe_logic(spec)}") |> observe()
+    if state.host_pid && state.quarantined == nil, do: reattach(state), else: state
   end
 
   defp settle(%{rare: %{retiring: {_from, heir}}} = state) do
@@ -1412,13 +1498,8 @@ defmodule Symbiont.Agent.Server do
       meta(state)
     )
 
-    Symbiont.Health.publish("failing", state.name, message, %{
-      "id" => state.id,
-      "queue" => state.queued,
-      "held" => length(state.rare.held)
-    })
-
-    rare(state, health: "failing")
+    metrics = %{"queue" => state.queued, "held" => length(state.rare.held)}
+    state |> set_signal(:journal, {"failing", message, metrics}) |> observe()
   end
 
   # The deliveries and waiting events whose journal record is not on disk move to the
@@ -1490,21 +1571,20 @@ defmodule Symbiont.Agent.Server do
       meta(state)
     )
 
-    Symbiont.Health.publish("healthy", state.name, message, %{
-      "id" => state.id,
-      "queue" => state.queued + length(held)
-    })
-
     queue = :queue.join(state.queue, :queue.from_list(held))
 
     %{state | overloaded: false}
     |> put_queue(queue, state.queued + length(held))
-    |> rare(held: [], health: "healthy", journal_retry: 0)
+    |> rare(held: [], journal_retry: 0)
+    |> set_signal(:load, nil, message)
+    |> set_signal(:journal, nil, message)
+    |> observe()
     |> drain()
   end
 
   defp reply(result) do
     state = maybe_commit(elem(result, tuple_size(result) - 1))
+    count(state)
     Out.reply(put_elem(result, tuple_size(result) - 1, state))
   end
 
@@ -1547,8 +1627,10 @@ defmodule Symbiont.Agent.Server do
 
     level = if kind == "healthy", do: :info, else: :warning
     Logger.log(level, "agent #{state.id} is #{kind}: #{reason}", meta(state))
-    Symbiont.Health.publish(kind, state.name, reason, metrics)
-    rare(state, health: kind)
+
+    if kind == "healthy",
+      do: set_signal(state, :load, nil, reason),
+      else: set_signal(state, :load, {kind, reason, metrics})
   end
 
   # Removes the delivery `seq` and those sent before it from the in-flight queue: acks are
@@ -1604,15 +1686,24 @@ defmodule Symbiont.Agent.Server do
   defp describe(%Symbiont.Event{topic: t}), do: "an event on #{inspect(t)}"
   defp describe({:tick, name, _seq}), do: "timer #{inspect(name)}"
 
+  ## Crashes and restarts (see "How it is doing" in Symbiont.Observation)
+
+  # The death of its host's process is charged to this agent (host_down/2 decides, with
+  # charged?/2): one crash more, one failure in its window when it was handling
+  # something, and its deliveries in flight charged.
+  #
   # Which delivery killed the host? Acks are batched, so with several in flight the oldest
   # unacked one may well have been handled already. So: with one delivery in flight, it is
   # the culprit and is charged an attempt (after max_attempts, the dead letters: a poison
   # message does not crash-loop its agent). With several, they all go back to the front of
   # the queue uncharged, and the agent is on probation: they go one at a time until each
   # has been acked, so that a crash meanwhile has exactly one suspect.
-  defp charge_crash(%{in_flight: 0} = state, _crash), do: state
+  defp charge_crash(state, crash) do
+    state = rare(state, crashes: state.rare.crashes + 1)
+    if state.in_flight == 0, do: state, else: window_failed(charge_deliveries(state, crash))
+  end
 
-  defp charge_crash(%{in_flight: 1} = state, crash) do
+  defp charge_deliveries(%{in_flight: 1} = state, crash) do
     {{:value, {_seq, what, _frame, attempts, _at}}, rest} = :queue.out(state.inflight)
     # Requeued or given up, the rest of the suspects still go one at a time.
     state = %{state | inflight: rest, in_flight: 0, probation: max(state.probation, 1)}
@@ -1627,7 +1718,27 @@ defmodule Symbiont.Agent.Server do
     retry_or_give_up(rare(state, last_error: error), what, attempts + 1, reason, error)
   end
 
-  defp charge_crash(state, _crash) do
+  defp charge_deliveries(state, _crash) do
+    probation = max(state.probation, state.in_flight)
+    requeue_in_flight(%{state | probation: probation})
+  end
+
+  # Its host's process went down, and that is not this agent's crash (charged?/2): it is
+  # only restarted. Its deliveries in flight go back to the front of its queue uncharged;
+  # a restart on request (by hand, by the conductor) starts its failure window over.
+  defp spare_crash(state, crash) do
+    state = requeue_in_flight(state)
+
+    if Map.get(crash, :requested, false),
+      do: fresh_start(state, "restarted on request"),
+      else: state
+  end
+
+  # The deliveries in flight go back to the front of the queue, as they were (their
+  # attempts uncharged), to be sent again.
+  defp requeue_in_flight(%{in_flight: 0} = state), do: state
+
+  defp requeue_in_flight(state) do
     queue =
       state.inflight
       |> :queue.to_list()
@@ -1637,13 +1748,184 @@ defmodule Symbiont.Agent.Server do
 
     queued = state.queued + state.in_flight
     state = rare(state, redelivered: state.rare.redelivered + state.in_flight)
-    probation = max(state.probation, state.in_flight)
+    put_queue(%{state | inflight: :queue.new(), in_flight: 0}, queue, queued)
+  end
 
-    put_queue(
-      %{state | inflight: :queue.new(), in_flight: 0, probation: probation},
-      queue,
-      queued
+  # A restart on purpose (an upgrade, a promotion or rollback, a release, a restart by
+  # hand or by the conductor): its failure window starts over, so that what it is judged
+  # by is what it does from now on. (Every start after the first counts as a restart,
+  # in agent_ready; only charge_crash/2 counts a crash.)
+  defp fresh_start(state, why), do: rate_signal(%{state | window: Window.new()}, why)
+
+  ## Health (see "How it is doing" in Symbiont.Observation)
+
+  # One signal of its health, by source: :rate (its failure window), :load (its queue),
+  # :start (a start that failed), :journal (a journal the disk refuses), :topics
+  # (publishes refused over :max_topics), :reported (what the agent said itself since it
+  # started). `signal` is {kind, reason, metrics}, or nil when the source has nothing
+  # against it; `why` is the reason given when that makes it healthy again.
+  defp set_signal(state, source, signal, why \\ nil) do
+    signals =
+      if signal,
+        do: Map.put(state.rare.signals, source, signal),
+        else: Map.delete(state.rare.signals, source)
+
+    if signals == state.rare.signals,
+      do: state,
+      else: state |> rare(signals: signals) |> refresh_health(why, source)
+  end
+
+  # Its health now: `quarantined` while it is, else the worst of its signals.
+  defp health(%{quarantined: why} = state) when why != nil,
+    do: {"quarantined", why, %{"queue" => state.queued}}
+
+  defp health(state) do
+    Enum.reduce(state.rare.signals, {"healthy", nil, %{}}, fn {_source, signal}, worst ->
+      if @health_rank[elem(signal, 0)] < @health_rank[elem(worst, 0)], do: signal, else: worst
+    end)
+  end
+
+  # A health event is published when its health changes kind (not when only the reason
+  # does): on transitions, not once per failure. What the agent said itself is on
+  # symbiont.health already, as its own event: it is not said twice.
+  defp refresh_health(state, why \\ nil, source \\ nil) do
+    {kind, reason, metrics} = health(state)
+    reason = if kind == "healthy", do: why || reason || "healthy", else: reason
+
+    cond do
+      kind != state.rare.health ->
+        own? = source == :reported and match?(%{reported: {^kind, _, _}}, state.rare.signals)
+        unless own?, do: announce(state, kind, reason, metrics)
+        at = System.system_time(:millisecond)
+        state |> rare(health: kind, health_reason: reason, health_at: at) |> observe()
+
+      kind != "healthy" and reason != state.rare.health_reason ->
+        state |> rare(health_reason: reason) |> observe()
+
+      true ->
+        state
+    end
+  end
+
+  defp announce(state, kind, reason, metrics) do
+    metrics = Map.put(metrics, "id", state.id)
+
+    metrics =
+      if state.rare.role == :stable,
+        do: metrics,
+        else: Map.put(metrics, "role", "#{state.rare.role}")
+
+    Symbiont.Health.publish(kind, state.name, reason, metrics)
+  end
+
+  # A delivery failed (a nack, or its host died while on it): the failure window says
+  # whether that makes it degraded or failing.
+  defp window_failed(state),
+    do: rate_signal(%{state | window: Window.failed(state.window, now_ms())})
+
+  # The health its failure window gives (Symbiont.Health.Window); while that is not
+  # healthy, a :window_check forgets the failures once they are old. `why` says why it is
+  # healthy again, when that is not because its deliveries succeed again.
+  defp rate_signal(state, why \\ nil) do
+    prev = with %{rate: {kind, _, _}} <- state.rare.signals, do: kind, else: (_ -> "healthy")
+    kind = Window.kind(state.window, prev)
+    {n, failed} = Window.counts(state.window)
+
+    state =
+      if kind == "healthy" do
+        why = why || "its deliveries succeed again (#{Window.reason(state.window)})"
+        set_signal(state, :rate, nil, why)
+      else
+        if kind != prev do
+          Logger.warning(
+            "agent #{state.id} is #{kind}: #{Window.reason(state.window)}",
+            meta(state)
+          )
+        end
+
+        metrics = %{"deliveries" => n, "failed" => failed}
+        set_signal(state, :rate, {kind, Window.reason(state.window), metrics})
+      end
+
+    case Window.expires_in(state.window, now_ms()) do
+      ms when is_integer(ms) and kind != "healthy" and not state.rare.window_check ->
+        Process.send_after(self(), :window_check, ms)
+        rare(state, window_check: true)
+
+      _ ->
+        state
+    end
+  end
+
+  ## Its row in Symbiont.Observation
+
+  # Its slow fields, written when one of them changes.
+  defp observe(%{obs: nil} = state), do: state
+
+  defp observe(state) do
+    Observation.put(state.id, observable(state))
+    rare(state, observed_at: now_ms())
+  end
+
+  # Its counters, after every message it handled (reply/1).
+  defp count(%{obs: nil}), do: :ok
+
+  defp count(state) do
+    Observation.put_counters(
+      state.obs,
+      state.queued,
+      state.in_flight,
+      state.handled,
+      state.failed,
+      state.active_at
     )
+  end
+
+  defp observable(state) do
+    %{deliveries: n, failed: failed} = window = window_view(state.window)
+    %{p50: p50, p99: p99} = percentiles(state.samples)
+
+    %{
+      name: state.name,
+      role: state.rare.role,
+      host: state.host,
+      status: state.status,
+      quarantined: state.quarantined,
+      health: state.rare.health,
+      health_reason: state.rare.health_reason,
+      health_at_ms: state.rare.health_at,
+      version: describe_logic(state.spec),
+      max_queue: state.spec.max_queue,
+      high_water: state.spec.high_water,
+      topics: state.rare.topics,
+      crashes: state.rare.crashes,
+      restarts: max(state.rare.starts - 1, 0),
+      window: window,
+      failure_rate: Observation.rate(failed, n),
+      suspect: suspect(state),
+      last_error: error_message(state.rare.last_error),
+      journal_error: journal_error(state.journal),
+      p50_us: p50,
+      p99_us: p99
+    }
+  end
+
+  defp window_view(window) do
+    {n, failed} = Window.counts(window)
+    %{deliveries: n, failed: failed}
+  end
+
+  defp error_message(%{"message" => message}), do: message
+  defp error_message(nil), do: nil
+  defp error_message(other), do: inspect(other)
+
+  defp journal_error(nil), do: nil
+
+  defp journal_error(journal) do
+    case Journal.error(journal) do
+      nil -> nil
+      error -> Journal.format_error(error)
+    end
   end
 
   defp meta(state), do: [host: state.host, agent: state.id]
@@ -1663,12 +1945,16 @@ defmodule Symbiont.Agent.Server do
   ## Introspection
 
   # The first delivery that has failed before, in flight or waiting: %{topic, attempts}.
+  # One that failed goes back to the front of the queue: only the front is looked at.
   defp suspect(state) do
     inflight =
       for {_seq, what, _frame, attempts, _at} <- :queue.to_list(state.inflight),
           do: {what, attempts}
 
-    Enum.find_value(inflight ++ :queue.to_list(state.queue), fn
+    {front, _rest} = :queue.split(min(@suspect_scan, state.queued), state.queue)
+    waiting = :queue.to_list(front)
+
+    Enum.find_value(inflight ++ waiting, fn
       {%Symbiont.Event{topic: topic}, attempts} when attempts > 0 ->
         %{topic: topic, attempts: attempts}
 
@@ -1726,8 +2012,13 @@ defmodule Symbiont.Agent.Server do
       refused_publishes: state.rare.refused_publishes,
       duplicates: Dedupe.dropped(state.dedupe),
       restarts: max(state.rare.starts - 1, 0),
+      crashes: state.rare.crashes,
+      start_failures: state.rare.failures,
+      role: state.rare.role,
+      window: window_view(state.window),
       last_error: state.rare.last_error,
       health: state.rare.health,
+      health_reason: state.rare.health_reason,
       quarantined: state.quarantined,
       suspect: suspect(state),
       idle_ms: System.monotonic_time(:millisecond) - state.active_at,
@@ -1738,11 +2029,31 @@ defmodule Symbiont.Agent.Server do
             held: length(state.rare.held),
             refused: state.rare.refused
           }),
-      state:
-        case state.state_bin && MsgPack.decode(state.state_bin) do
-          {:ok, value} -> value
-          _ -> nil
-        end
+      state: decode_state(state.state_bin, state.spec)
     }
+  end
+
+  # The checkpoint, decoded: a Wasm agent's is `{"wasm_state" => bytes}` (the msgpack its
+  # module's symbiont_state wrote, WASM_ABI.md §4), whose value is its state.
+  defp decode_state(nil, _spec), do: nil
+
+  defp decode_state(bin, spec) do
+    case MsgPack.decode(bin) do
+      {:ok, %{"wasm_state" => inner} = outer} when is_binary(inner) ->
+        if Map.get(spec, :wasm) do
+          case MsgPack.decode(inner) do
+            {:ok, value} -> value
+            {:error, _} -> outer
+          end
+        else
+          outer
+        end
+
+      {:ok, value} ->
+        value
+
+      {:error, _} ->
+        nil
+    end
   end
 end

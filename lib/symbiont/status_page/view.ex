@@ -8,7 +8,9 @@ defmodule Symbiont.StatusPage.View do
   #
   # Elements the tests (and anyone scripting the page) can rely on:
   #   body[data-live]                 "open" while the event stream is connected
-  #   #agents tr[data-agent=ID]       one row per agent, with data-health, data-restarts
+  #   #agents tr[data-agent=ID]       one row per replica, with data-role, data-health,
+  #                                   data-crashes, data-restarts, data-failed and
+  #                                   data-pinned (the pinned fields, comma-separated)
   #   #feed li[data-id]               one item per event, newest first, with data-type
   #                                   (health | remediation), data-agent, data-host and
   #                                   data-action (a remediation) or data-health (a health event)
@@ -37,8 +39,9 @@ defmodule Symbiont.StatusPage.View do
       <section id="topology"><h2>Topology</h2><div id="diagram">#{svg}</div></section>
       <section><h2>Agents</h2>
       <table id="agents">
-        <thead><tr><th>agent</th><th>host</th><th>status</th><th>health</th><th>queue</th>
-        <th>in flight</th><th>handled</th><th>failed</th><th>restarts</th><th>topics</th></tr></thead>
+        <thead><tr><th>agent</th><th>role</th><th>host</th><th>status</th><th>health</th><th>queue</th>
+        <th>in flight</th><th>handled</th><th>failed</th><th>failure rate</th><th>crashes</th>
+        <th>restarts</th><th>pinned</th><th>topics</th></tr></thead>
         <tbody id="agents-body"></tbody>
       </table>
       <noscript>The table and the feed need JavaScript; <a href="/status.json">/status.json</a> has the same data.</noscript>
@@ -97,21 +100,30 @@ defmodule Symbiont.StatusPage.View do
         body.id = "agents-body";
         for (const a of s.agents) {
           const tr = document.createElement("tr");
+          const pinned = Object.keys(a.pins).sort();
           tr.dataset.agent = a.id;
+          tr.dataset.role = a.role;
           tr.dataset.health = a.health;
+          tr.dataset.crashes = a.crashes;
           tr.dataset.restarts = a.restarts;
+          tr.dataset.failed = a.failed;
+          tr.dataset.pinned = pinned.join(",");
           if (a.health_reason) tr.title = a.health_reason;
-          cell(tr, a.id); cell(tr, a.host); cell(tr, a.status);
+          cell(tr, a.id); cell(tr, a.role); cell(tr, a.host);
+          cell(tr, a.quarantined ? "quarantined" : a.status);
           cell(tr, a.health, "h-" + a.health);
           cell(tr, a.queue + " / " + a.max_queue, "num"); cell(tr, a.in_flight, "num");
-          cell(tr, a.handled, "num"); cell(tr, a.failed, "num"); cell(tr, a.restarts, "num");
+          cell(tr, a.handled, "num"); cell(tr, a.failed, "num");
+          cell(tr, a.failure_rate === null ? "-" : Math.round(a.failure_rate * 100) + "%", "num");
+          cell(tr, a.crashes, "num"); cell(tr, a.restarts, "num");
+          cell(tr, pinned.map((f) => f + " " + JSON.stringify(a.pins[f].value)).join(", ") || "-");
           cell(tr, a.topics.join(", ") || "-");
           body.appendChild(tr);
         }
         if (!s.agents.length) {
           const tr = document.createElement("tr");
           cell(tr, "no agents run on this node");
-          tr.firstChild.colSpan = 10;
+          tr.firstChild.colSpan = 14;
           body.appendChild(tr);
         }
         $("agents-body").replaceWith(body);

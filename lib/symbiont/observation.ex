@@ -1,0 +1,474 @@
+defmodule Symbiont.Observation do
+  @moduledoc """
+  What an agent is and how it is doing: the one view that `Symbiont.status/0`,
+  `Symbiont.agents/0`, `Symbiont.agent/1`, `Symbiont.health/0`, the status page and its
+  `/status.json`, and the conductor's snapshot all read, so that they cannot disagree.
+
+  ## What an agent is
+
+  An agent is a name; it runs as one or more **replicas**, each an
+  `Symbiont.Agent.Server` with an id of its own (`"billing"`, `"billing#2"`...). Each
+  replica has a **role**, given when it starts and registered with its id in
+  `Symbiont.Agent.Registry` (the registry of roles: nothing reads a role from an id):
+
+    * `:stable` - the agent's replicas (the manifest's, or started by hand);
+    * `:canary` - a new version on trial beside them (`Symbiont.Deploy`). Its health,
+      crashes and failures are its own: they are never the agent's, and the deploy
+      judges them.
+
+  ## How it is doing
+
+  Each replica's server publishes what it is doing as it changes, for nothing: its
+  counters (queue, in flight, handled, failed, last activity) in an `:atomics` array it
+  writes after every message it handles, and the rest (status, health, crashes,
+  restarts, failure window, version, p99...) in its row of an ETS table, written when
+  one of them changes. Reading the view costs no call to an agent and no journal
+  commit: the conductor reads it every tick (bench/heal.exs measures it for 10 and
+  10,000 agents).
+
+    * **health** - one of `healthy`, `degraded`, `overloaded`, `failing`, `quarantined`:
+      the worst of what the replica's server sees, each kept apart until it changes:
+      its **failure rate** (below), its load (`overloaded` at its high-water mark,
+      `healthy` again below half), a start that failed, a journal that cannot be
+      written, publishes refused over `:max_topics`, and what the agent said itself
+      (`self.health` in Python, the `health` import in Wasm) since it started; and
+      `quarantined` while it is. An agent's health is the worst of its stable replicas';
+      a canary's is its own. A health event on `symbiont.health` is published when it
+      changes, not once per failure.
+    * **failure rate** - over the replica's last deliveries (a delivery failed when its
+      handler raised or was cancelled, a nack or a timeout, or when its host died while
+      handling it), with thresholds and hysteresis: see `Symbiont.Health.Window`. A
+      restart on purpose (by hand, by the conductor, an upgrade, a promotion or
+      rollback, a release) starts the window over: evidence is counted from the remedy
+      on. A crash does not.
+    * **crashes** - how many times the replica's host process died because of it (a
+      crash charged to it: see `Symbiont.Agent.Server`). An upgrade, a promotion, a
+      rollback, a release, a scale, a restart by hand or by the conductor, or a host
+      that died because of another agent is a restart, never a crash.
+    * **restarts** - how many times the replica started again after its first start,
+      for any reason (its crashes included).
+    * **pins** - what the operator set by hand and the conductor leaves alone
+      (`Symbiont.Pins`).
+  """
+  use GenServer
+
+  @table __MODULE__
+  @registry Symbiont.Agent.Registry
+  @roles [:stable, :canary]
+
+  # The counters a server writes after every message (see put_counters/6), by slot.
+  @queue 1
+  @in_flight 2
+  @handled 3
+  @failed 4
+  @active_at 5
+  @slots 5
+
+  @health_order ~w(quarantined failing overloaded degraded healthy)
+
+  # A row's slow fields, in the order its tuple keeps them (a tuple: half the words of a
+  # map, copied out of the table for every reader).
+  @fields [
+    :name,
+    :role,
+    :host,
+    :status,
+    :quarantined,
+    :health,
+    :health_reason,
+    :health_at_ms,
+    :version,
+    :max_queue,
+    :high_water,
+    :topics,
+    :crashes,
+    :restarts,
+    :window,
+    :failure_rate,
+    :suspect,
+    :last_error,
+    :journal_error,
+    :p50_us,
+    :p99_us
+  ]
+
+  @typedoc "A replica's role (see the moduledoc)."
+  @type role :: :stable | :canary
+
+  @typedoc """
+  One replica: `id`, `name`, `role`, `pid`, `host`, `status` (`:detached`, `:starting`,
+  `:ready`), `quarantined` (the reason, or `nil`), `health`, `health_reason`,
+  `health_at_ms` (system time of its last change), `version` (`"module:Class"` or
+  `"wasm:path"`), `max_queue`, `high_water`, `topics`, `queue`, `in_flight`, `handled`,
+  `failed` (deliveries given up: dead-lettered, or handed back by a canary), `crashes`,
+  `restarts`, `failure_rate` (0.0 to 1.0 over `window`, `nil` before any delivery),
+  `window` (`%{deliveries: n, failed: n}`), `p50_us`, `p99_us` (of its last 100
+  deliveries, `nil` before any), `idle_ms`, `suspect` (`%{topic, attempts}` of a
+  delivery that failed before and waits to be tried again, or `nil`), `last_error` (its
+  message), `journal_error` (why a durable replica's journal cannot be written, or `nil`).
+  """
+  @type replica :: %{atom => term}
+
+  @typedoc """
+  One agent: its `name`, `version`, `replicas` (its stable replicas, see `t:replica/0`),
+  `ids` (theirs), `canary` (the replica on trial, or `nil`), `pins`
+  (`Symbiont.Pins.of/1`), and over its stable replicas: `health` and `health_reason`
+  (the worst replica's), `crashes`, `restarts`, `queue`, `in_flight`, `handled`, `failed`
+  (summed), `failure_rate` and `window` (over all their windows), `p99_us` (the
+  highest), `idle_ms` (the least), `quarantined` (a reason if one of them is),
+  `suspect`, `last_error` and `journal_error` (the first replica's that has one).
+  """
+  @type agent :: %{atom => term}
+
+  @doc false
+  def start_link(opts \\ []), do: GenServer.start_link(__MODULE__, opts, name: __MODULE__)
+
+  @doc "The roles a replica may have."
+  @spec roles() :: [role]
+  def roles, do: @roles
+
+  ## Written by each agent server, about itself
+
+  # The table is an ordered set keyed {name, rank of the role, id}: read whole, it comes
+  # out in the order every view lists it (by agent, stable replicas first), with no sort;
+  # one agent's replicas are a range of it.
+  defp key(id, %{name: name, role: role}), do: key(id, name, role)
+  defp key(id, name, :stable), do: {name, 0, id}
+  defp key(id, name, role), do: {name, 1 + Enum.find_index(@roles, &(&1 == role)), id}
+
+  @doc false
+  # A replica's row, created as its server starts (`info`: a map of the fields of
+  # t:replica/0 that are not counters): returns the counters it writes (put_counters/6).
+  # The row goes when the server does (close/3, or this process sees it go down).
+  @spec open(String.t(), map) :: :atomics.atomics_ref()
+  def open(id, info) when is_binary(id) and is_map(info) do
+    counters = :atomics.new(@slots, signed: true)
+    :atomics.put(counters, @active_at, System.monotonic_time(:millisecond))
+    key = key(id, info)
+
+    try do
+      :ets.insert(@table, {key, self(), counters, row(info)})
+      GenServer.cast(__MODULE__, {:watch, self(), key})
+    rescue
+      # No table (Symbiont.Observation is not running): the replica is not listed.
+      ArgumentError -> :ok
+    end
+
+    counters
+  end
+
+  @doc false
+  # The replica's slow fields, changed (its status, health, crashes...): as for open/2.
+  @spec put(String.t(), map) :: boolean
+  def put(id, info) do
+    :ets.update_element(@table, key(id, info), {4, row(info)})
+  rescue
+    ArgumentError -> false
+  end
+
+  defp row(info), do: @fields |> Enum.map(&Map.fetch!(info, &1)) |> List.to_tuple()
+
+  @doc false
+  # The replica's counters, after each message its server handled: a few atomic writes.
+  @spec put_counters(
+          :atomics.atomics_ref(),
+          integer,
+          integer,
+          integer,
+          integer,
+          integer
+        ) :: :ok
+  def put_counters(counters, queue, in_flight, handled, failed, active_at) do
+    :atomics.put(counters, @queue, queue)
+    :atomics.put(counters, @in_flight, in_flight)
+    :atomics.put(counters, @handled, handled)
+    :atomics.put(counters, @failed, failed)
+    :atomics.put(counters, @active_at, active_at)
+  end
+
+  @doc false
+  # The replica's row goes (its server stops).
+  @spec close(String.t(), String.t(), role) :: :ok
+  def close(id, name, role) do
+    :ets.match_delete(@table, {key(id, name, role), self(), :_, :_})
+    :ok
+  rescue
+    ArgumentError -> :ok
+  end
+
+  ## The registry of roles
+
+  @doc """
+  The ids of the replicas of agent `name` that have `role` (`:stable` by default, `:all`
+  for every role), sorted, from the registry of roles.
+
+      iex> Symbiont.Observation.ids("doc-nobody")
+      []
+  """
+  @spec ids(String.t(), role | :all) :: [String.t()]
+  def ids(name, role \\ :stable) when is_binary(name) do
+    role_guard = if role == :all, do: [], else: [{:==, :"$2", role}]
+
+    @registry
+    |> Registry.select([{{:"$1", :_, {name, :"$2"}}, role_guard, [:"$1"]}])
+    |> Enum.sort()
+  end
+
+  @doc """
+  Every replica registered on this node: `%{id => {name, role}}` (the registry of roles).
+  """
+  @spec registered() :: %{String.t() => {String.t(), role}}
+  def registered do
+    @registry
+    |> Registry.select([{{:"$1", :_, :"$2"}, [], [{{:"$1", :"$2"}}]}])
+    |> Map.new()
+  end
+
+  @doc """
+  The role of replica `id` (from the registry of roles), or `nil` when no replica `id`
+  runs on this node.
+  """
+  @spec role(String.t()) :: role | nil
+  def role(id) when is_binary(id) do
+    case Registry.lookup(@registry, id) do
+      [{_pid, {_name, role}}] -> role
+      _ -> nil
+    end
+  end
+
+  ## Reading
+
+  @doc """
+  Every replica on this node (`t:replica/0`), sorted by name, then the stable replicas
+  before the canary, then id. Option `:scope`: a function from agent name to boolean,
+  the agents to list (default: all).
+  """
+  @spec replicas(keyword) :: [replica]
+  def replicas(opts \\ []) do
+    scope = Keyword.get(opts, :scope)
+    now = System.monotonic_time(:millisecond)
+
+    rows =
+      try do
+        :ets.tab2list(@table)
+      rescue
+        ArgumentError -> []
+      end
+
+    for {{name, _rank, id}, pid, counters, row} <- rows,
+        scope == nil or scope.(name),
+        do: view(id, pid, counters, row, now)
+  end
+
+  @doc "Replica `id` (`t:replica/0`), or `nil` when it does not run on this node."
+  @spec replica(String.t()) :: replica | nil
+  def replica(id) when is_binary(id) do
+    with [{_pid, {name, role}}] <- Registry.lookup(@registry, id),
+         [{_key, pid, counters, row}] <- safe_lookup(key(id, name, role)) do
+      view(id, pid, counters, row, System.monotonic_time(:millisecond))
+    else
+      _ -> nil
+    end
+  end
+
+  @doc """
+  Every agent on this node (`t:agent/0`), sorted by name; an agent none of whose stable
+  replicas runs here is left out. Option `:scope` as in `replicas/1`.
+  """
+  @spec agents(keyword) :: [agent]
+  def agents(opts \\ []) do
+    pins = Symbiont.Pins.all()
+
+    opts
+    |> replicas()
+    |> Enum.chunk_by(& &1.name)
+    |> Enum.flat_map(fn [%{name: name} | _] = replicas ->
+      case aggregate(name, replicas, Map.get(pins, name, %{})) do
+        nil -> []
+        agent -> [agent]
+      end
+    end)
+  end
+
+  @doc "Agent `name` (`t:agent/0`), or `nil` when none of its stable replicas runs here."
+  @spec agent(String.t()) :: agent | nil
+  def agent(name) when is_binary(name) do
+    now = System.monotonic_time(:millisecond)
+
+    rows =
+      try do
+        :ets.select(@table, [{{{name, :_, :_}, :_, :_, :_}, [], [:"$_"]}])
+      rescue
+        ArgumentError -> []
+      end
+
+    case for {{_, _, id}, pid, counters, row} <- rows, do: view(id, pid, counters, row, now) do
+      [] -> nil
+      replicas -> aggregate(name, replicas, Symbiont.Pins.of(name))
+    end
+  end
+
+  defp safe_lookup(key) do
+    :ets.lookup(@table, key)
+  rescue
+    ArgumentError -> []
+  end
+
+  @doc """
+  The worst of health kinds (`quarantined`, `failing`, `overloaded`, `degraded`,
+  `healthy`, the worst first); `"healthy"` for none.
+
+      iex> Symbiont.Observation.worst(["healthy", "failing", "degraded"])
+      "failing"
+      iex> Symbiont.Observation.worst([])
+      "healthy"
+  """
+  @spec worst([String.t()]) :: String.t()
+  def worst(kinds), do: Enum.find(@health_order, "healthy", &(&1 in kinds))
+
+  # The row and the counters, as one flat map (32 keys at most, built from a literal: the
+  # conductor builds 10,000 of them a tick, and a map of more keys costs ten times more).
+  defp view(id, pid, counters, row, now) do
+    {name, role, host, status, quarantined, health, health_reason, health_at_ms, version,
+     max_queue, high_water, topics, crashes, restarts, window, failure_rate, suspect, last_error,
+     journal_error, p50_us, p99_us} = row
+
+    %{
+      id: id,
+      pid: pid,
+      name: name,
+      role: role,
+      host: host,
+      status: status,
+      quarantined: quarantined,
+      health: health,
+      health_reason: health_reason,
+      health_at_ms: health_at_ms,
+      version: version,
+      max_queue: max_queue,
+      high_water: high_water,
+      topics: topics,
+      crashes: crashes,
+      restarts: restarts,
+      window: window,
+      failure_rate: failure_rate,
+      suspect: suspect,
+      last_error: last_error,
+      journal_error: journal_error,
+      p50_us: p50_us,
+      p99_us: p99_us,
+      queue: :atomics.get(counters, @queue),
+      in_flight: :atomics.get(counters, @in_flight),
+      handled: :atomics.get(counters, @handled),
+      failed: :atomics.get(counters, @failed),
+      idle_ms: now - :atomics.get(counters, @active_at)
+    }
+  end
+
+  # One agent from its replicas (the stable ones first). Most agents run one replica:
+  # that one's fields are the agent's as they are.
+  defp aggregate(_name, [%{role: role} | _], _pins) when role != :stable, do: nil
+
+  defp aggregate(name, [r], pins) do
+    agent(name, r, [r], nil, pins, r.window, r.failure_rate, {
+      r.crashes,
+      r.restarts,
+      r.queue,
+      r.in_flight,
+      r.handled,
+      r.failed,
+      r.p99_us,
+      r.idle_ms
+    })
+  end
+
+  defp aggregate(name, replicas, pins) do
+    {stable, others} = Enum.split_with(replicas, &(&1.role == :stable))
+    worst = Enum.min_by(stable, &health_rank(&1.health))
+    deliveries = Enum.reduce(stable, 0, &(&1.window.deliveries + &2))
+    failures = Enum.reduce(stable, 0, &(&1.window.failed + &2))
+
+    totals =
+      Enum.reduce(stable, {0, 0, 0, 0, 0, 0, nil, nil}, fn r, {c, s, q, i, h, f, p99, idle} ->
+        {c + r.crashes, s + r.restarts, q + r.queue, i + r.in_flight, h + r.handled, f + r.failed,
+         max_p99(p99, r.p99_us), min(idle || r.idle_ms, r.idle_ms)}
+      end)
+
+    window = %{deliveries: deliveries, failed: failures}
+    canary = Enum.find(others, &(&1.role == :canary))
+    agent(name, worst, stable, canary, pins, window, rate(failures, deliveries), totals)
+  end
+
+  defp agent(name, worst, [first | _] = stable, canary, pins, window, failure_rate, totals) do
+    {crashes, restarts, queue, in_flight, handled, failed, p99_us, idle_ms} = totals
+
+    %{
+      name: name,
+      version: first.version,
+      replicas: stable,
+      ids: Enum.map(stable, & &1.id),
+      canary: canary,
+      pins: pins,
+      health: worst.health,
+      health_reason: worst.health_reason,
+      crashes: crashes,
+      restarts: restarts,
+      queue: queue,
+      in_flight: in_flight,
+      handled: handled,
+      failed: failed,
+      window: window,
+      failure_rate: failure_rate,
+      p99_us: p99_us,
+      idle_ms: idle_ms,
+      quarantined: Enum.find_value(stable, & &1.quarantined),
+      suspect: Enum.find_value(stable, &(&1.suspect && Map.put(&1.suspect, :id, &1.id))),
+      last_error: Enum.find_value(stable, & &1.last_error),
+      journal_error: Enum.find_value(stable, & &1.journal_error)
+    }
+  end
+
+  defp max_p99(nil, p99), do: p99
+  defp max_p99(p99, nil), do: p99
+  defp max_p99(a, b), do: max(a, b)
+
+  defp health_rank(kind),
+    do: Enum.find_index(@health_order, &(&1 == kind)) || length(@health_order)
+
+  @doc false
+  @spec rate(non_neg_integer, non_neg_integer) :: float | nil
+  def rate(_failed, 0), do: nil
+  def rate(failed, deliveries), do: failed / deliveries
+
+  ## The table's owner
+
+  @impl true
+  def init(_opts) do
+    :ets.new(@table, [:named_table, :public, :ordered_set, read_concurrency: true])
+
+    Symbiont.Pins.new_table()
+    {:ok, %{}}
+  end
+
+  @impl true
+  # A server's row goes with it, even when it is killed (its own close/1 runs when it
+  # stops in order); a row another server with the same id wrote since is kept.
+  def handle_cast({:watch, pid, key}, state) do
+    ref = Process.monitor(pid)
+    {:noreply, Map.put(state, ref, {pid, key})}
+  end
+
+  @impl true
+  def handle_info({:DOWN, ref, :process, _, _}, state) do
+    case Map.pop(state, ref) do
+      {{pid, key}, state} ->
+        :ets.match_delete(@table, {key, pid, :_, :_})
+        {:noreply, state}
+
+      {nil, state} ->
+        {:noreply, state}
+    end
+  end
+
+  def handle_info(_other, state), do: {:noreply, state}
+end
