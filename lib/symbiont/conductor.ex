@@ -277,7 +277,7 @@ defmodule Symbiont.Conductor do
 
     # Each replica's counters, by pid: the next tick's deltas are counted per replica,
     # so that a replica retired or started meanwhile makes no negative or false change.
-    prev = Map.new(views, fn v -> {v.name, Map.new(v.replicas, &{&1.pid, counters(&1)})} end)
+    prev = Map.new(views, &{&1.name, previous(&1.replicas)})
 
     snapshot = %{
       "tick" => state.ticks + 1,
@@ -295,6 +295,10 @@ defmodule Symbiont.Conductor do
 
   defp counters(r), do: {r.handled, r.failed, r.crashes, r.restarts}
 
+  # Most agents run one replica: its pid and counters, without a map of one.
+  defp previous([r]), do: %{pid: r.pid, counters: counters(r)}
+  defp previous(replicas), do: Map.new(replicas, &{&1.pid, counters(&1)})
+
   defp summarize(view, manifest, deploy, state, now) do
     name = view.name
     spec = Map.get(manifest, name, %{})
@@ -303,12 +307,7 @@ defmodule Symbiont.Conductor do
 
     # A remedy by the operator (what pinned it: a quarantine, a release, a rollback, a
     # scale by hand) answers the evidence before it, as one of the conductor's does.
-    remedied =
-      view.pins
-      |> Map.values()
-      |> Enum.map(& &1.at_ms)
-      |> Enum.concat(List.wrap(state.remedied[name]))
-      |> Enum.max(fn -> nil end)
+    remedied = remedied(view.pins, Map.get(state.remedied, name))
 
     # 32 keys at most: a flat map, built ten times faster than a larger one (10,000 a
     # tick; bench/heal.exs).
@@ -348,10 +347,21 @@ defmodule Symbiont.Conductor do
     }
   end
 
+  defp remedied(pins, at) when map_size(pins) == 0, do: at
+
+  defp remedied(pins, at),
+    do: pins |> Map.values() |> Enum.map(& &1.at_ms) |> Enum.concat(List.wrap(at)) |> Enum.max()
+
   # The change of each replica's counters since the last tick: none at the first tick
   # that sees the agent (its past is not news); a replica new since then brings all of
   # its own.
   defp deltas(_replicas, nil), do: {0, 0, 0, 0}
+
+  defp deltas([%{pid: pid} = r], %{pid: pid, counters: {h0, f0, c0, s0}}),
+    do: {r.handled - h0, r.failed - f0, r.crashes - c0, r.restarts - s0}
+
+  defp deltas(replicas, %{pid: pid, counters: counters}),
+    do: deltas(replicas, %{pid => counters})
 
   defp deltas(replicas, prev) do
     Enum.reduce(replicas, {0, 0, 0, 0}, fn r, {h, f, c, s} ->

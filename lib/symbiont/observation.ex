@@ -277,17 +277,29 @@ defmodule Symbiont.Observation do
   """
   @spec agents(keyword) :: [agent]
   def agents(opts \\ []) do
-    pins = Symbiont.Pins.all()
+    opts |> replicas() |> group([], Symbiont.Pins.all())
+  end
 
-    opts
-    |> replicas()
-    |> Enum.chunk_by(& &1.name)
-    |> Enum.flat_map(fn [%{name: name} | _] = replicas ->
-      case aggregate(name, replicas, Map.get(pins, name, %{})) do
-        nil -> []
-        agent -> [agent]
-      end
-    end)
+  # The replicas come by agent (the table's order): each run of one name is an agent.
+  defp group([], [], _pins), do: []
+  defp group([], run, pins), do: add(run, [], pins)
+
+  defp group([%{name: name} = r | rest], [%{name: name} | _] = run, pins),
+    do: group(rest, [r | run], pins)
+
+  defp group([r | rest], [], pins), do: group(rest, [r], pins)
+  defp group(replicas, run, pins), do: add(run, group(replicas, [], pins), pins)
+
+  defp add([%{name: name}] = run, agents, pins), do: add(name, run, agents, pins)
+
+  defp add([%{name: name} | _] = run, agents, pins),
+    do: add(name, Enum.reverse(run), agents, pins)
+
+  defp add(name, replicas, agents, pins) do
+    case aggregate(name, replicas, Map.get(pins, name, %{})) do
+      nil -> agents
+      agent -> [agent | agents]
+    end
   end
 
   @doc "Agent `name` (`t:agent/0`), or `nil` when none of its stable replicas runs here."
@@ -370,16 +382,30 @@ defmodule Symbiont.Observation do
   defp aggregate(_name, [%{role: role} | _], _pins) when role != :stable, do: nil
 
   defp aggregate(name, [r], pins) do
-    agent(name, r, [r], nil, pins, r.window, r.failure_rate, {
-      r.crashes,
-      r.restarts,
-      r.queue,
-      r.in_flight,
-      r.handled,
-      r.failed,
-      r.p99_us,
-      r.idle_ms
-    })
+    %{
+      name: name,
+      version: r.version,
+      replicas: [r],
+      ids: [r.id],
+      canary: nil,
+      pins: pins,
+      health: r.health,
+      health_reason: r.health_reason,
+      crashes: r.crashes,
+      restarts: r.restarts,
+      queue: r.queue,
+      in_flight: r.in_flight,
+      handled: r.handled,
+      failed: r.failed,
+      window: r.window,
+      failure_rate: r.failure_rate,
+      p99_us: r.p99_us,
+      idle_ms: r.idle_ms,
+      quarantined: r.quarantined,
+      suspect: r.suspect && Map.put(r.suspect, :id, r.id),
+      last_error: r.last_error,
+      journal_error: r.journal_error
+    }
   end
 
   defp aggregate(name, replicas, pins) do

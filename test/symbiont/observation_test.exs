@@ -169,17 +169,24 @@ defmodule Symbiont.ObservationTest do
         assert Path.basename(version) == "counter.wat"
         assert_views_agree(url, c, [w, p])
 
-        # A scale by hand: a second replica.
+        # A scale by hand: a second replica. The conductor counts changes per replica: the
+        # new one brings none it did not make.
+        Conductor.tick(c)
         assert :ok = Symbiont.scale(p, 2)
         assert %{"by" => "operator", "replicas" => 2} = await_remediation(p, "scale")
         assert wait_until(fn -> ready?(p <> "#2") end, 10_000)
+        assert %{"handled_delta" => 0, "crashes_delta" => 0, "replicas" => 2} = snapshot_of(c, p)
         assert_views_agree(url, c, [w, p])
 
-        # A kill -9 of the first replica's host: its crash, and only its.
+        # A kill -9 of the first replica's host: its crash, and only its; the conductor
+        # counts it once, as a change since its last tick, over both replicas.
+        Conductor.tick(c)
         {:ok, %{os_pid: os_pid}} = Symbiont.Host.info(p)
         Symbiont.Host.Reaper.kill(os_pid)
         assert_receive {:agent_start, ^p, %{restarts: 1}}, 10_000
         assert wait_until(fn -> ready?(p) end, 10_000)
+
+        assert %{"crashes_delta" => 1, "restarts_delta" => 1, "replicas" => 2} = snapshot_of(c, p)
       end)
 
       assert %{crashes: 1, restarts: 1} = Observation.replica(p)
