@@ -14,6 +14,14 @@
 #   conductor's quarantine (its tick here: 200 ms).
 # - The conductor's cost per tick (observe + decide in Python + act) with 1,000 Wasm agents
 #   in scope, beside the same with 10.
+# - The conductor's observation alone (`Symbiont.Conductor.snapshot/1`: what the policy
+#   gets, read from Symbiont.Observation, the topology and the audit trail included) with
+#   10,000 real Wasm agents in scope (started on 4 hosts, each serving), beside the same
+#   with 10; and, for reference, what observing them cost before step 9: one
+#   `Symbiont.Agent.Server.info/1` call per agent (a state decode and, for a durable
+#   agent, a journal commit each). Wall-clock time of `snapshot/1`, which also copies the
+#   snapshot to the caller (a tick does not); and the BEAM's CPU time meanwhile
+#   (`:erlang.statistics(:runtime)`, ms), which a loaded machine does not inflate.
 
 Application.put_env(:symbiont, :agents, [])
 Application.put_env(:symbiont, :conductor, enabled: false)
@@ -32,6 +40,8 @@ defmodule Bench.Heal do
   @loop_samples if @quick, do: 1, else: 3
   @tick_samples if @quick, do: 3, else: 10
   @tick_agents if @quick, do: 200, else: 1_000
+  @snapshot_agents 10_000
+  @snapshot_samples if @quick, do: 5, else: 20
   @beat_ms 100
   @conductor_tick_ms 200
   @warm_ms 300
@@ -65,6 +75,10 @@ defmodule Bench.Heal do
 
     IO.puts("conductor tick: #{@tick_agents} agents, then 10")
     {tick_many, tick_few} = {tick_cost(@tick_agents), tick_cost(10)}
+
+    IO.puts("conductor snapshot: #{@snapshot_agents} agents, then 10")
+    {snap_many, cpu_many, info_many} = snapshot_cost(@snapshot_agents)
+    {snap_few, cpu_few, _} = snapshot_cost(10)
     File.rm_rf!(dir)
 
     [s50, s99, c50, c99] = [p(standby, 50), p(standby, 99), p(cold, 50), p(cold, 99)]
@@ -93,6 +107,27 @@ defmodule Bench.Heal do
         p(tick_many, 50),
         "conductor tick, 10 agents",
         p(tick_few, 50),
+        "(info)"
+      ),
+      row.(
+        "conductor snapshot, #{@snapshot_agents} agents p50 (ms)",
+        p(snap_many, 50),
+        "conductor snapshot, 10 agents",
+        p(snap_few, 50),
+        "≤ 50 ms"
+      ),
+      row.(
+        "conductor snapshot, #{@snapshot_agents} agents: BEAM CPU time p50 (ms)",
+        p(cpu_many, 50),
+        "the same, 10 agents",
+        p(cpu_few, 50),
+        "(info)"
+      ),
+      row.(
+        "observing #{@snapshot_agents} agents as before step 9: an info call each p50 (ms)",
+        p(info_many, 50),
+        "conductor snapshot, #{@snapshot_agents} agents",
+        p(snap_many, 50),
         "(info)"
       )
     ]
@@ -221,6 +256,73 @@ defmodule Bench.Heal do
     Symbiont.Python.stop("heal-tick-policy-#{n}")
     for h <- Enum.uniq(Enum.map(Symbiont.Manifest.plan(specs, 250), &elem(&1, 0))), do: stop(h)
     us
+  end
+
+  ## The conductor's observation
+
+  # Snapshot samples (µs) with n real Wasm agents serving, and as many rounds of one
+  # info call per agent (the observation before Symbiont.Observation).
+  defp snapshot_cost(n) do
+    prefix = "snap#{n}"
+    per_host = max(div(n, 4), 1)
+
+    specs =
+      for i <- 1..n do
+        {:ok, spec} =
+          Symbiont.Agent.validate_spec(
+            name: "#{prefix}-#{i}",
+            wasm: Path.expand("../priv/wasm/counter.wat", __DIR__),
+            topics: ["bench.heal.snapshot"]
+          )
+
+        spec
+      end
+
+    :ok = Symbiont.Manifest.start_all(specs, per_host)
+    scope = &String.starts_with?(&1, prefix <> "-")
+
+    Bench.Results.wait(fn ->
+      ready = for %{status: :ready} <- Symbiont.Observation.replicas(scope: scope), do: 1
+      length(ready) == n
+    end)
+
+    conductor = :"heal_snapshot_#{n}"
+
+    {:ok, pid} =
+      Symbiont.Conductor.start_link(
+        name: conductor,
+        tick_ms: 3_600_000,
+        policy_host: "heal-snapshot-policy-#{n}",
+        scope: scope
+      )
+
+    %{"agents" => agents} = Symbiont.Conductor.snapshot(conductor)
+    ^n = length(agents)
+
+    samples =
+      for _ <- 1..@snapshot_samples do
+        {cpu0, _} = :erlang.statistics(:runtime)
+        t0 = System.monotonic_time(:microsecond)
+        Symbiont.Conductor.snapshot(conductor)
+        wall = System.monotonic_time(:microsecond) - t0
+        {cpu1, _} = :erlang.statistics(:runtime)
+        {wall, (cpu1 - cpu0) * 1000}
+      end
+
+    infos =
+      for _ <- 1..min(@snapshot_samples, 5) do
+        t0 = System.monotonic_time(:microsecond)
+        for spec <- specs, do: {:ok, _} = Server.info(spec.name)
+        System.monotonic_time(:microsecond) - t0
+      end
+
+    GenServer.stop(pid)
+    Symbiont.Python.stop("heal-snapshot-policy-#{n}")
+
+    for h <- Enum.uniq(Enum.map(Symbiont.Manifest.plan(specs, per_host), &elem(&1, 0))),
+        do: stop(h)
+
+    {Enum.map(samples, &elem(&1, 0)), Enum.map(samples, &elem(&1, 1)), infos}
   end
 
   ## Helpers
