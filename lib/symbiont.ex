@@ -304,8 +304,8 @@ defmodule Symbiont do
 
   @doc """
   Removes agent `name` from the manifest: its replicas stop, the events still waiting for
-  it go to the dead letters (reason `"retired"`), and a `retired` health event is
-  published.
+  it go to the dead letters (reason `"retired"`), a `retired` health event is published,
+  and its pins (`Symbiont.Pins`) are lifted.
 
       iex> {:error, message} = Symbiont.retire("doc-nobody")
       iex> message =~ ~s(agent "doc-nobody" is not in the manifest (its agents: [)
@@ -314,6 +314,8 @@ defmodule Symbiont do
   @spec retire(String.t()) :: :ok | {:error, String.t()}
   def retire(name) do
     with :ok <- Symbiont.Manifest.retire(name) do
+      # Gone for good: its pins with it.
+      Pins.unpin(name)
       Symbiont.Remediation.publish("retire", name, "retired by hand", by: "operator")
     end
   end

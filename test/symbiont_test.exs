@@ -39,7 +39,10 @@ defmodule SymbiontTest do
     :ok = Symbiont.subscribe(Symbiont.Health.topic())
     :ok = Symbiont.publish(topic, ["degraded", "slow provider"])
     await_health(moody, "degraded")
-    assert wait_until(fn -> match?({:ok, %{health: "degraded"}}, Symbiont.agent(moody)) end)
+    # Said during its handler: the ack of the event follows.
+    assert wait_until(fn ->
+             match?({:ok, %{health: "degraded", handled: 1}}, Symbiont.agent(moody))
+           end)
 
     # A health event about an agent that the agent did not say is not its health.
     Symbiont.Health.publish("failing", name, "said by someone else", %{})
