@@ -141,6 +141,8 @@ class DefaultPolicy:
       action, a ``restart``; but not a root failing because its journal cannot be written
       (``journal_error``): a restart would not free the disk, and would only charge its
       deliveries in flight an attempt. It recovers by itself once the disk takes writes;
+      nor one that crashed within ``window_ticks``: its crashes restart it already, and
+      the crash loop rule answers them;
     * **regression after deploy**: errors right after a promotion -> ``rollback``;
     * **slow consumer**: a queue over a third of its high-water mark and growing for
       ``grow_ticks`` ticks -> ``scale`` out by one (up to ``max_replicas``); drained and
@@ -193,6 +195,8 @@ class DefaultPolicy:
         self._remember(now, agents)
         actions: list[dict[str, Any]] = []
         acted: set[str] = set()
+        # Agents that crashed within the window: their host restarts them by itself.
+        crashing: set[str] = set()
 
         def add(action: dict[str, Any]) -> None:
             if action["agent"] not in acted:
@@ -208,6 +212,8 @@ class DefaultPolicy:
             recent = sum(
                 n for at, n in self._crashes.get(a["name"], []) if since is None or at > since
             )
+            if recent:
+                crashing.add(a["name"])
             suspect = a.get("suspect") or {}
             attempts = suspect.get("attempts", 0)
             # More crashes than one delivery accounts for: the agent, not a message.
@@ -267,6 +273,8 @@ class DefaultPolicy:
                             evidence={"failed_delta": a["failed_delta"], "downstream": downstream},
                         )
                     )
+                elif name in crashing:
+                    continue  # restarted by its crashes already: the crash loop rule answers
                 else:
                     reason = "root of a cascading failure" if downstream else "failing"
                     add(

@@ -235,3 +235,13 @@ def test_pinned_quarantine_and_version_are_left_alone() -> None:
     # Idle, its count pinned: neither scaled in nor retired.
     idle = {"idle_ms": 10**9, "replicas": 2, "required": False, "pins": pin("replicas")}
     assert DefaultPolicy(idle_ms=100).decide(snapshot(agent("a", **idle))) == []
+
+
+def test_a_failing_agent_that_crashes_is_not_restarted_on_top() -> None:
+    # Failing because its host dies under its deliveries: it restarts by itself.
+    failing = {"health": "failing", "failed_delta": 2, "handled_delta": 0}
+    policy = DefaultPolicy(crash_loop=3)
+    assert policy.decide(snapshot(agent("a", crashes_delta=2, **failing))) == []
+    # Without crashes, a failing root is restarted.
+    [action] = DefaultPolicy().decide(snapshot(agent("a", **failing)))
+    assert (action["action"], action["reason"]) == ("restart", "failing")
