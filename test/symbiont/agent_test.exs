@@ -388,6 +388,16 @@ defmodule Symbiont.AgentTest do
     assert %{"reason" => "worse"} = await_health(agent, "failing", 5_000)
     assert {:ok, %{health: "failing"}} = Server.info(agent)
 
+    # What it says is its own event on symbiont.health: its server does not say it again.
+    :ok = Symbiont.publish("moody.in", ["healthy", "better"])
+    assert %{"reason" => "better"} = await_health(agent, "healthy", 5_000)
+
+    assert wait_until(fn ->
+             match?({:ok, %{health: "healthy", handled: 3}}, Server.info(agent))
+           end)
+
+    refute_received %Event{topic: "symbiont.health", from: ^agent}
+
     # The agent that runs after a restart has said nothing yet: it is healthy (its kill
     # is a crash, with nothing in flight: no failed delivery).
     capture_log(fn ->

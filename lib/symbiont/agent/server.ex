@@ -938,10 +938,11 @@ defmodule Symbiont.Agent.Server do
       when agent == state.name and kind in ~w(degraded overloaded failing) ->
         reason = if is_binary(event["reason"]), do: event["reason"], else: kind
         metrics = if is_map(event["metrics"]), do: event["metrics"], else: %{}
-        set_signal(state, :reported, {kind, reason, metrics})
+        set_signal(state, :reported, {kind, reason, metrics}, nil, kind)
 
-      {:ok, %{"agent" => agent, "kind" => "healthy"}} when agent == state.name ->
-        set_signal(state, :reported, nil, "it says so")
+      {:ok, %{"agent" => agent, "kind" => "healthy"} = event} when agent == state.name ->
+        reason = if is_binary(event["reason"]), do: event["reason"], else: "it says so"
+        set_signal(state, :reported, nil, reason, "healthy")
 
       _ ->
         state
@@ -963,17 +964,22 @@ defmodule Symbiont.Agent.Server do
         window: Window.ok(state.window, n)
     }
     |> journal_ack(acked)
-    |> observe_acked(acked, elem(state.window, 2), now)
+    |> observe_acked(acked, Window.counts(state.window), now)
   end
 
-  # After an ack: a window that had failures may give another health now; a suspect
-  # acked is no longer one; the p99 of its row is written again at most every second.
-  defp observe_acked(state, acked, failures_before, now) do
-    state = if failures_before > 0, do: rate_signal(state), else: state
+  # After an ack: a window that had failures may give another health now; the row shows
+  # the window as it is while it holds failures or fills (its first 20 deliveries), and a
+  # suspect acked is no longer one; otherwise the row (its p99) is written again at most
+  # every second.
+  defp observe_acked(state, acked, {n, failures}, now) do
+    state = if failures > 0, do: rate_signal(state), else: state
 
-    if now - state.rare.observed_at >= @observe_ms or Enum.any?(acked, &(elem(&1, 3) > 0)),
-      do: observe(state),
-      else: state
+    cond do
+      failures > 0 or n < Window.size() -> observe(state)
+      now - state.rare.observed_at >= @observe_ms -> observe(state)
+      Enum.any?(acked, &(elem(&1, 3) > 0)) -> observe(state)
+      true -> state
+    end
   end
 
   # A duplicate (by id) of an event a `dedupe: true` agent has accepted is dropped.
@@ -1764,7 +1770,10 @@ defmodule Symbiont.Agent.Server do
   # (publishes refused over :max_topics), :reported (what the agent said itself since it
   # started). `signal` is {kind, reason, metrics}, or nil when the source has nothing
   # against it; `why` is the reason given when that makes it healthy again.
-  defp set_signal(state, source, signal, why \\ nil) do
+  #
+  # `said` is the kind the agent itself just said (its own event is on symbiont.health
+  # already): a health it makes is not said twice.
+  defp set_signal(state, source, signal, why \\ nil, said \\ nil) do
     signals =
       if signal,
         do: Map.put(state.rare.signals, source, signal),
@@ -1772,7 +1781,7 @@ defmodule Symbiont.Agent.Server do
 
     if signals == state.rare.signals,
       do: state,
-      else: state |> rare(signals: signals) |> refresh_health(why, source)
+      else: state |> rare(signals: signals) |> refresh_health(why, said)
   end
 
   # Its health now: `quarantined` while it is, else the worst of its signals.
@@ -1786,16 +1795,15 @@ defmodule Symbiont.Agent.Server do
   end
 
   # A health event is published when its health changes kind (not when only the reason
-  # does): on transitions, not once per failure. What the agent said itself is on
-  # symbiont.health already, as its own event: it is not said twice.
-  defp refresh_health(state, why \\ nil, source \\ nil) do
+  # does): on transitions, not once per failure. What the agent said itself (`said`) is
+  # on symbiont.health already, as its own event: it is not said twice.
+  defp refresh_health(state, why \\ nil, said \\ nil) do
     {kind, reason, metrics} = health(state)
     reason = if kind == "healthy", do: why || reason || "healthy", else: reason
 
     cond do
       kind != state.rare.health ->
-        own? = source == :reported and match?(%{reported: {^kind, _, _}}, state.rare.signals)
-        unless own?, do: announce(state, kind, reason, metrics)
+        unless kind == said, do: announce(state, kind, reason, metrics)
         at = System.system_time(:millisecond)
         state |> rare(health: kind, health_reason: reason, health_at: at) |> observe()
 
