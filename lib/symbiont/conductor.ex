@@ -12,7 +12,7 @@ defmodule Symbiont.Conductor do
     read too; no call to any agent), over its stable replicas: queue, in flight,
     handled, failed, crashes and restarts (a crash is what the agent's host died of; an
     upgrade or a restart on purpose is a restart, never a crash) and their change since
-    the last tick, its failure rate, p99 latency, idleness, quarantine, the suspect
+    the last tick (since the conductor started, at its first tick), its failure rate, p99 latency, idleness, quarantine, the suspect
     delivery that failed before, its health and why (the worst of its stable replicas';
     a canary's is its own, under `"canary"`, and the deploy's to judge), the operator's
     pins (`Symbiont.Pins`: `"pins"`, by field), whether a promoted version can be
@@ -170,7 +170,9 @@ defmodule Symbiont.Conductor do
     state = %{
       opts: Map.new(opts),
       ticks: 0,
-      prev: %{},
+      # What the agents had counted when the conductor started: their past is not news,
+      # what they do from now on is (the first tick's deltas count from here).
+      prev: baseline(opts[:scope]),
       health: [],
       acted: acted,
       remedied: remedied,
@@ -295,6 +297,10 @@ defmodule Symbiont.Conductor do
 
   defp counters(r), do: {r.handled, r.failed, r.crashes, r.restarts}
 
+  defp baseline(scope) do
+    Map.new(Symbiont.Observation.agents(scope: scope), &{&1.name, previous(&1.replicas)})
+  end
+
   # Most agents run one replica: its pid and counters, without a map of one.
   defp previous([r]), do: %{pid: r.pid, counters: counters(r)}
   defp previous(replicas), do: Map.new(replicas, &{&1.pid, counters(&1)})
@@ -352,10 +358,9 @@ defmodule Symbiont.Conductor do
   defp remedied(pins, at),
     do: pins |> Map.values() |> Enum.map(& &1.at_ms) |> Enum.concat(List.wrap(at)) |> Enum.max()
 
-  # The change of each replica's counters since the last tick: none at the first tick
-  # that sees the agent (its past is not news); a replica new since then brings all of
-  # its own.
-  defp deltas(_replicas, nil), do: {0, 0, 0, 0}
+  # The change of each replica's counters since the last tick (or since the conductor
+  # started: baseline/1): a replica, or an agent, new since then brings all of its own.
+  defp deltas(replicas, nil), do: deltas(replicas, %{})
 
   defp deltas([%{pid: pid} = r], %{pid: pid, counters: {h0, f0, c0, s0}}),
     do: {r.handled - h0, r.failed - f0, r.crashes - c0, r.restarts - s0}

@@ -99,27 +99,26 @@ class DefaultPolicy:
     """Recognises the usual failure patterns and answers each with one action.
 
     Each agent in ``snapshot["agents"]`` (over its stable replicas; see
-    ``Symbiont.Observation`` for what the words mean) has: ``name``,
-    ``replicas`` (running count), ``managed`` (in the manifest: can be scaled),
-    ``min_replicas``, ``max_replicas``, ``required``, ``version``, ``queue``,
-    ``high_water``, ``in_flight``, ``handled``, ``failed``, ``crashes`` (its host died
-    because of it), ``restarts`` (it started again, for any reason: an upgrade or a
-    restart by hand is a restart, not a crash), ``handled_delta``, ``failed_delta``,
-    ``crashes_delta``, ``restarts_delta`` (since the last tick), ``failure_rate`` (over
-    its last deliveries, or ``None``), ``idle_ms``, ``p99_us``, ``quarantined``,
-    ``suspect`` (``{"id", "topic", "attempts"}`` of a delivery that failed before, or
-    ``None``), ``health`` and ``health_reason`` (``healthy``, ``degraded``,
-    ``overloaded``, ``failing`` or ``quarantined``: the worst of its replicas', its
-    failure rate included), ``canary`` (the version on trial beside it: its own
-    ``health``, ``failed``, ``crashes``...; the deploy judges it, or ``None``), ``pins``
-    (what the operator set by hand, by field: ``replicas``, ``quarantine``,
-    ``version``, each ``{"value", "by", "reason", "at_ms", "until_ms"}``; the conductor
-    refuses an action on a pinned field),
-    ``deployed`` (a promoted version it can roll back to), ``promoted_ago_ms`` and
-    ``remedied_ago_ms`` (since it was last rolled back, quarantined, released or
-    dead-lettered for, by the conductor or the operator, or ``None``; a restart runs the
-    same code, so it is not one), ``last_error``, and ``journal_error`` (why a durable
-    agent's journal cannot be written, a full disk for one, or ``None``).
+    ``Symbiont.Observation`` for what the words mean) has: ``name``, ``replicas`` (running
+    count), ``managed`` (in the manifest: can be scaled), ``min_replicas``,
+    ``max_replicas``, ``required``, ``version``, ``queue``, ``high_water``, ``in_flight``,
+    ``handled``, ``failed``, ``crashes`` (its host died because of it), ``restarts`` (it
+    started again, for any reason: an upgrade or a restart by hand is a restart, not a
+    crash), ``handled_delta``, ``failed_delta``, ``crashes_delta``, ``restarts_delta``
+    (since the last tick, or since the conductor started), ``failure_rate`` (over its last
+    deliveries, or ``None``), ``idle_ms``, ``p99_us``, ``quarantined``, ``suspect``
+    (``{"id", "topic", "attempts"}`` of a delivery that failed before, or ``None``),
+    ``health`` and ``health_reason`` (``healthy``, ``degraded``, ``overloaded``, ``failing``
+    or ``quarantined``: the worst of its replicas', its failure rate included), ``canary``
+    (the version on trial beside it: its own ``health``, ``failed``, ``crashes``...; the
+    deploy judges it, or ``None``), ``pins`` (what the operator set by hand, by field:
+    ``replicas``, ``quarantine``, ``version``, each ``{"value", "by", "reason", "at_ms",
+    "until_ms"}``; the conductor refuses an action on a pinned field), ``deployed`` (a
+    promoted version it can roll back to), ``promoted_ago_ms`` and ``remedied_ago_ms``
+    (since it was last rolled back, quarantined, released or dead-lettered for, by the
+    conductor or the operator, or ``None``; a restart runs the same code, so it is not one),
+    ``last_error``, and ``journal_error`` (why a durable agent's journal cannot be written,
+    a full disk for one, or ``None``).
     ``snapshot["topology"]["edges"]`` lists ``{"from", "topic", "to"}``.
 
     Evidence is spent once answered: the crashes counted for a crash loop are those since
@@ -216,8 +215,10 @@ class DefaultPolicy:
                 crashing.add(a["name"])
             suspect = a.get("suspect") or {}
             attempts = suspect.get("attempts", 0)
-            # More crashes than one delivery accounts for: the agent, not a message.
-            if recent >= self.crash_loop and recent > attempts:
+            # More crashes than one delivery accounts for: the agent, not a message. A
+            # suspect accounts for one crash more than its attempts: the first, when
+            # several deliveries were in flight and none was charged.
+            if recent >= self.crash_loop and recent > attempts + (1 if attempts else 0):
                 evidence = {"crashes_in_window": recent, "last_error": a.get("last_error")}
                 if a.get("deployed") and "version" not in pinned:
                     add(

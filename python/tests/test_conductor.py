@@ -63,6 +63,13 @@ def test_one_delivery_failing_again_and_again_is_poison_not_a_crash_loop() -> No
     assert [(x["action"], x["agent"]) for x in actions] == [("dead_letter", "a")]
 
 
+def test_a_poison_message_with_one_crash_uncharged_is_still_poison() -> None:
+    # Its first crash came with several deliveries in flight: none was charged.
+    suspect = {"id": "a", "topic": "t", "attempts": 2}
+    actions = DefaultPolicy().decide(snapshot(agent("a", crashes_delta=3, suspect=suspect)))
+    assert [(x["action"], x["agent"]) for x in actions] == [("dead_letter", "a")]
+
+
 def test_many_crashes_are_a_crash_loop_rolled_back_when_a_deploy_can_be_undone() -> None:
     policy = DefaultPolicy(crash_loop=3)
     assert policy.decide(snapshot(agent("a", crashes_delta=4)))[0]["action"] == "quarantine"

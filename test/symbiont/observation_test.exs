@@ -316,6 +316,15 @@ defmodule Symbiont.ObservationTest do
         assert %{"quarantine" => %{value: false}} = Symbiont.Pins.of(p)
       end)
 
+      # A host that tells a quarantined agent of a new process (it sent that before it
+      # took the agent's leave) does not start it: no agent_start without a slot.
+      capture_log(fn -> assert :ok = Symbiont.quarantine(p, "again") end)
+      host = Symbiont.Host.whereis(p)
+      send(Observation.replica(p).pid, {:host_up, host, :sys.get_state(host).port})
+      # (A call to the agent returns once it has read that message.)
+      assert {:ok, %{status: :detached, quarantined: "again"}} = Symbiont.Agent.Server.info(p)
+      capture_log(fn -> assert :ok = Symbiont.release(p) end)
+
       assert {:error, message} = Symbiont.scale(p, 2, hold_ms: 0)
       assert message =~ "expected :pin_hold_ms of the conductor to be a positive integer"
     end

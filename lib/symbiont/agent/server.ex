@@ -644,7 +644,12 @@ defmodule Symbiont.Agent.Server do
     end
   end
 
-  # A host process is ready: start the agent in it, from the last acked state.
+  # A host process is ready: start the agent in it, from the last acked state. Not while
+  # it has no slot there: quarantined, its host may still tell it of a new process (the
+  # host_up sent before it took the agent's leave), and an agent_start without a slot is
+  # a protocol error that would kill that process and its co-tenants.
+  defp start_on(%{slot: nil} = state, _port), do: state
+
   defp start_on(state, port) do
     out = Out.to(state.out, port)
 
