@@ -8,61 +8,61 @@
   quick: false,
   rows: [
     %{
-      base: 398.409,
+      base: 71.928,
       baseline: "cold start (no standby)",
       measure: "crashed host → serving again p50 (ms)",
       target: "< 10 ms",
-      value: 25.453
+      value: 5.495
     },
     %{
-      base: 601.283,
+      base: 95.914,
       baseline: "cold start (no standby)",
       measure: "crashed host → serving again p99 (ms)",
       target: "(info)",
-      value: 228.527
+      value: 34.412
     },
     %{
       base: 300,
       baseline: "3 heartbeats of 100 ms",
       measure: "hung host (SIGSTOP) → serving again p50 (ms)",
       target: "(info)",
-      value: 306.017
+      value: 287.823
     },
     %{
       base: 200,
       baseline: "conductor tick",
       measure: "crash loop → quarantined p50 (ms)",
       target: "(info)",
-      value: 635.569
+      value: 205.186
     },
     %{
-      base: 0.589,
+      base: 0.535,
       baseline: "conductor tick, 10 agents",
       measure: "conductor tick, 1000 agents p50 (ms)",
       target: "(info)",
-      value: 28.579
+      value: 23.204
     },
     %{
-      base: 0.172,
+      base: 0.094,
       baseline: "conductor snapshot, 10 agents",
       measure: "conductor snapshot, 10000 agents p50 (ms)",
       target: "≤ 50 ms",
-      value: 48.239
+      value: 45.016
     },
     %{
       base: 0.0,
       baseline: "the same, 10 agents",
       measure: "conductor snapshot, 10000 agents: BEAM CPU time p50 (ms)",
       target: "(info)",
-      value: 40.0
+      value: 39.0
     },
     %{
-      base: 48.239,
+      base: 45.016,
       baseline: "conductor snapshot, 10000 agents",
       measure: "observing 10000 agents as before step 9: an info call each p50 (ms)",
       target: "(info)",
-      value: 387.709
+      value: 235.298
     }
   ],
-  seconds: 66.101
+  seconds: 29.596
 }

@@ -275,7 +275,7 @@ defmodule Symbiont.Conductor do
     views = Symbiont.Observation.agents(scope: scope)
     manifest = manifest_specs(state)
     deploys = deploys()
-    agents = Enum.map(views, &summarize(&1, manifest, deploys[&1.name], state, now))
+    agents = Enum.map(views, &summarize(&1, manifest, Map.get(deploys, &1.name), state, now))
 
     # Each replica's counters, by pid: the next tick's deltas are counted per replica,
     # so that a replica retired or started meanwhile makes no negative or false change.
@@ -451,29 +451,32 @@ defmodule Symbiont.Conductor do
   # templates, the topics their `:match` patterns match (published to, with how many
   # subscribers, over the whole topology), for the policy's evolution rule.
   defp topology(views) do
-    names = MapSet.new(views, & &1.name)
-
-    published =
-      for {p, topic, _n} <- Symbiont.Mesh.published(Symbiont.Mesh),
-          MapSet.member?(names, p),
-          do: {topic, p}
-
     edges =
-      if published == [] do
-        []
-      else
-        by_topic = Enum.group_by(published, &elem(&1, 0), &elem(&1, 1))
-
-        for %{name: to, replicas: [first | _]} <- views,
-            topic <- first.topics,
-            from <- Map.get(by_topic, topic, []),
-            uniq: true,
-            do: %{"from" => from, "topic" => topic, "to" => to}
+      case Symbiont.Mesh.published(Symbiont.Mesh) do
+        [] -> []
+        published -> edges(views, published)
       end
 
     %{"edges" => edges, "topics" => template_topics()}
   rescue
     _ -> %{"edges" => [], "topics" => []}
+  end
+
+  defp edges(views, published) do
+    names = MapSet.new(views, & &1.name)
+    published = for {p, topic, _n} <- published, MapSet.member?(names, p), do: {topic, p}
+
+    if published == [] do
+      []
+    else
+      by_topic = Enum.group_by(published, &elem(&1, 0), &elem(&1, 1))
+
+      for %{name: to, replicas: [first | _]} <- views,
+          topic <- first.topics,
+          from <- Map.get(by_topic, topic, []),
+          uniq: true,
+          do: %{"from" => from, "topic" => topic, "to" => to}
+    end
   end
 
   defp template_topics do
