@@ -62,8 +62,8 @@ defmodule Symbiont do
 
   @doc """
   Prints one screen about the running system and returns `:ok`: the nodes, then every
-  agent on this node with its host (status, `quarantined` included, health, queue,
-  in-flight, handled, failed, its host's restarts, p99 handling latency, version) and
+  agent on this node with its host (status, `quarantined` included, health, queue (and
+  its payload bytes when it holds any), in-flight, handled, failed, its host's restarts, p99 handling latency, version) and
   the hosts that run no agent, then the last remediations applied (the conductor's
   refused proposals are in `remediations/1`).
 
@@ -241,8 +241,10 @@ defmodule Symbiont do
 
     * `:checked` - `true` refuses the publish, sending nothing, with
       `{:error, :overloaded}` when an agent on this node that rejects on overflow has a
-      full queue, and with `{:error, :journal_unavailable}` when a durable agent on this
-      node cannot write its journal (a full disk): see `Symbiont.Mesh.publish/3`.
+      full queue (in events or in bytes), with `{:error, :too_large}` when the payload is
+      larger than an agent's `:max_queue_bytes`, and with
+      `{:error, :journal_unavailable}` when a durable agent on this node cannot write its
+      journal (a full disk): see `Symbiont.Mesh.publish/3`.
       Default: `false`.
     * `:from` - the publisher's name in `topology/0`. Default: `"elixir"`.
     * `:id` - the event's id, `{publisher, incarnation, seq, n}` (`t:Symbiont.Event.id/0`),

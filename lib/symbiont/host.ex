@@ -59,6 +59,16 @@ defmodule Symbiont.Host do
       of output in the last 5.0 s"). The host process keeps to it (PROTOCOL.md §7); the
       owner drops what goes over twice the limit. Keys not given come from the
       `:output_limit` application env, then the defaults.
+    * `:max_mailbox` - how many messages of the process's port may wait in the owner's
+      mailbox. A port has no input flow control: a process that writes frames it needs
+      no credit for (pongs nobody asked for, replies to calls that timed out, acks of
+      old deliveries, log frames past its output limit) faster than the owner decodes
+      them would grow the owner's mailbox without bound. Past this many, the process is
+      stopped as a protocol error ("flooding", PROTOCOL.md §9) and restarted like after
+      a crash. Each message holds at most 64 KiB (what a port reads at once), so the
+      default bounds them to some 640 MiB; an honest host, which keeps to its windows
+      (§8.2), stays far below (a few hundred in the flood tests and benchmarks).
+      Default: the `:max_mailbox` application env, else 10_000.
   """
   use GenServer, restart: :transient
 
@@ -86,7 +96,8 @@ defmodule Symbiont.Host do
     :env,
     :inherit_env,
     :output_limit,
-    :heartbeat_ms | Keyword.keys(@defaults)
+    :heartbeat_ms,
+    :max_mailbox | Keyword.keys(@defaults)
   ]
   # Intervals without a frame after which a process is unresponsive.
   @missed_beats 3
@@ -97,6 +108,10 @@ defmodule Symbiont.Host do
   # Calls from the process to the node running at once (PROTOCOL.md §4.1): each waits in
   # a thread of the process, so only a runaway one gets near.
   @max_calls 10_000
+  # Messages of its port that may wait in the owner's mailbox (:max_mailbox), and how many
+  # port messages go by between two counts of them while the mailbox is longer than that.
+  @max_mailbox 10_000
+  @recount_every 64
 
   ## Public API (internal to Symbiont: users go through Symbiont.Python and Symbiont)
 
@@ -128,9 +143,13 @@ defmodule Symbiont.Host do
   def validate_options(opts) when is_list(opts) do
     with :ok <- known_keys(opts),
          heartbeat = Application.get_env(:symbiont, :heartbeat_ms, 1_000),
-         opts = @defaults |> Keyword.put(:heartbeat_ms, heartbeat) |> Keyword.merge(opts),
+         mailbox = Application.get_env(:symbiont, :max_mailbox, @max_mailbox),
+         opts =
+           @defaults
+           |> Keyword.merge(heartbeat_ms: heartbeat, max_mailbox: mailbox)
+           |> Keyword.merge(opts),
          {:ok, name} <- validate_name(Keyword.get(opts, :name)),
-         :ok <- each_positive(opts, [:heartbeat_ms | Keyword.keys(@defaults)]),
+         :ok <- each_positive(opts, [:heartbeat_ms, :max_mailbox | Keyword.keys(@defaults)]),
          {:ok, python} <- validate_python(Keyword.get(opts, :python)),
          {:ok, cd} <- validate_cd(Keyword.get(opts, :cd, File.cwd!())),
          {:ok, paths} <- validate_paths(Keyword.get(opts, :python_path), cd),
@@ -287,7 +306,7 @@ defmodule Symbiont.Host do
   defp each_positive(opts, keys) do
     Enum.reduce_while(keys, :ok, fn key, :ok ->
       case Keyword.fetch!(opts, key) do
-        v when is_integer(v) and v > 0 and key in [:max_frame, :log_lines] ->
+        v when is_integer(v) and v > 0 and key in [:max_frame, :log_lines, :max_mailbox] ->
           {:cont, :ok}
 
         v when is_integer(v) and v > 0 and v <= 0xFFFFFFFF - 5_000 ->
@@ -306,6 +325,7 @@ defmodule Symbiont.Host do
 
   defp unit(key) when key in [:max_frame], do: " (bytes)"
   defp unit(key) when key in [:log_lines], do: ""
+  defp unit(key) when key in [:max_mailbox], do: " (messages)"
   defp unit(_), do: " (milliseconds)"
 
   @doc false
@@ -462,6 +482,9 @@ defmodule Symbiont.Host do
       # When the process last sent anything (monotonic ms), and the last ping's number.
       heard_at: nil,
       beat: 0,
+      # Port messages since the owner last counted those waiting in its mailbox (see
+      # flooding/1).
+      since_count: @recount_every,
       # Flow control (PROTOCOL.md §8.2, Symbiont.Host.Credit), for a process that announced
       # it: what it sent of each window and was not given back yet (nil: no windows);
       # and the casts and messages handled but not given back yet.
@@ -633,16 +656,18 @@ defmodule Symbiont.Host do
   # A sign of life is a complete frame (PROTOCOL.md §11), not a byte: a process stuck
   # after the start of one would otherwise seem alive for as long as bytes trickle in.
   defp info({port, {:data, chunk}}, %{port: port} = state) do
-    case Framer.feed(state.framer, chunk) do
-      {:ok, [], framer} ->
-        {:noreply, %{state | framer: framer}}
+    with {:ok, state} <- flooding(state),
+         {:ok, payloads, framer} <- Framer.feed(state.framer, chunk) do
+      case payloads do
+        [] ->
+          {:noreply, %{state | framer: framer}}
 
-      {:ok, payloads, framer} ->
-        state = %{state | framer: framer, heard_at: System.monotonic_time(:millisecond)}
-        {:noreply, handle_payloads(payloads, state)}
-
-      {:error, reason} ->
-        {:noreply, protocol_error(state, reason)}
+        payloads ->
+          state = %{state | framer: framer, heard_at: System.monotonic_time(:millisecond)}
+          {:noreply, handle_payloads(payloads, state)}
+      end
+    else
+      {:error, reason} -> {:noreply, protocol_error(state, reason)}
     end
   end
 
@@ -1032,6 +1057,32 @@ defmodule Symbiont.Host do
   def handle_call(msg, from, state), do: Out.reply(call_msg(msg, from, state))
 
   defp emit(state, iodata), do: %{state | out: Out.emit(state.out, iodata)}
+
+  # The last line of defence of the owner's memory (`:max_mailbox`): a port has no input
+  # flow control, and frames that need no credit (pongs, late replies, acks of old seqs,
+  # logs past the output limit) cost the owner more to decode than the process to write.
+  # The length of the mailbox is cheap to read, at each port message; only when it is
+  # over the bound are the port's own messages among it counted (a copy of the mailbox,
+  # at most once every @recount_every port messages), so that a burst of calls from the
+  # node's own processes is never taken for a flood.
+  defp flooding(%{since_count: n} = state) when n < @recount_every,
+    do: {:ok, %{state | since_count: n + 1}}
+
+  defp flooding(%{config: %{max_mailbox: max}} = state) do
+    case Process.info(self(), :message_queue_len) do
+      {:message_queue_len, n} when n > max ->
+        {:messages, messages} = Process.info(self(), :messages)
+        port = state.port
+        waiting = Enum.count(messages, &match?({^port, {:data, _}}, &1))
+
+        if waiting > max,
+          do: {:error, {:flooding, waiting, max}},
+          else: {:ok, %{state | since_count: 0}}
+
+      _ ->
+        {:ok, state}
+    end
+  end
 
   ## Crashes and restarts
 

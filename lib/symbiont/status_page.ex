@@ -217,6 +217,8 @@ defmodule Symbiont.StatusPage do
       topics: a.topics,
       queue: a.queue,
       max_queue: a.max_queue,
+      queue_bytes: a.queue_bytes,
+      max_queue_bytes: a.max_queue_bytes,
       in_flight: a.in_flight,
       handled: a.handled,
       failed: a.failed,

@@ -43,7 +43,7 @@ defmodule Symbiont.Agent.Server do
   require Logger
 
   alias Symbiont.Agent.Dedupe
-  alias Symbiont.Host.{Credit, Framer, Out, Protocol}
+  alias Symbiont.Host.{Credit, Framer, Out, Output, Protocol}
   alias Symbiont.Journal
   alias Symbiont.MsgPack
 
@@ -90,10 +90,9 @@ defmodule Symbiont.Agent.Server do
     {fallback, opts} = Keyword.pop(opts, :fallback)
 
     spec =
-      case spec || Symbiont.Agent.validate_spec(opts) do
+      case Symbiont.Agent.validate_spec(spec || opts) do
         {:ok, spec} -> spec
         {:error, message} -> raise ArgumentError, message
-        %{} = spec -> spec
       end
 
     unless is_binary(host) and host != "",
@@ -140,7 +139,9 @@ defmodule Symbiont.Agent.Server do
   def ids, do: @registry |> Registry.select([{{:"$1", :_, :_}, [], [:"$1"]}]) |> Enum.sort()
 
   @doc """
-  What the agent is doing: its queue, in-flight deliveries, counters and decoded state;
+  What the agent is doing: its queue (`:queue` events of `:queue_bytes` payload bytes, of
+  at most `:max_queue` and `:max_queue_bytes`), in-flight deliveries (`:in_flight`, and
+  their payload bytes, `:in_flight_bytes`), counters and decoded state;
   `:journal` is a durable agent's `Symbiont.Journal.info/1` (committed first, so what it
   counts as accepted is on disk) plus `:held` (events whose journal record a failed
   commit did not write, waiting in memory for the journal to work again) and `:refused`
@@ -271,8 +272,12 @@ defmodule Symbiont.Agent.Server do
       # failed_attempts_so_far, sent_at_us}.
       inflight: :queue.new(),
       in_flight: 0,
+      # The payload bytes of the deliveries in flight (:max_in_flight_bytes).
+      inflight_bytes: 0,
       queue: :queue.new(),
       queued: 0,
+      # The payload bytes of the events in the queue (:max_queue_bytes).
+      queued_bytes: 0,
       overloaded: false,
       # Deliveries still to be sent one at a time after a crash (see charge_crash/2).
       probation: 0,
@@ -313,9 +318,10 @@ defmodule Symbiont.Agent.Server do
         # queue length plus the room publishers reserved for events still on their way,
         # in one counter, so that a publisher reads it whole (two counters read one after
         # the other could miss an event moving from one to the other, and overfill the
-        # queue). Slot 2: 1 while a durable agent's journal cannot be written (it refuses
-        # events), 0 otherwise.
-        load: :atomics.new(2, signed: true),
+        # queue). Slot 3: the same for payload bytes (the queue's plus those reserved).
+        # Slot 2: 1 while a durable agent's journal cannot be written (it refuses
+        # events), 0 otherwise. See reserve/2 in Symbiont.Mesh for why this is exact.
+        load: :atomics.new(3, signed: true),
         dropped: 0,
         # Deliveries taken back to be sent again (after a crash, a nack, a quarantine).
         redelivered: 0,
@@ -388,8 +394,12 @@ defmodule Symbiont.Agent.Server do
     {:reply, {:ok, metrics}, state}
   end
 
-  def handle_call({:upgrade, spec}, from, state),
-    do: reply({:noreply, settle(rare(state, upgrading: {from, spec}))})
+  def handle_call({:upgrade, spec}, from, state) do
+    case Symbiont.Agent.validate_spec(spec) do
+      {:ok, spec} -> reply({:noreply, settle(rare(state, upgrading: {from, spec}))})
+      {:error, message} -> reply({:reply, {:error, message}, state})
+    end
+  end
 
   def handle_call({:quarantine, _reason}, _from, %{quarantined: q} = state) when q != nil,
     do: reply({:reply, :ok, state})
@@ -400,7 +410,8 @@ defmodule Symbiont.Agent.Server do
           do: {what, attempts}
 
     queue = :queue.join(:queue.from_list(back), state.queue)
-    state = put_queue(state, queue, state.queued + length(back))
+    bytes = state.queued_bytes + state.inflight_bytes
+    state = put_queue(state, queue, state.queued + length(back), bytes)
     state = rare(state, redelivered: state.rare.redelivered + length(back))
     if state.host_pid && state.slot, do: Symbiont.Host.detach(state.host_pid, state.slot)
     Logger.warning("agent #{state.id} quarantined: #{reason}", meta(state))
@@ -417,6 +428,7 @@ defmodule Symbiont.Agent.Server do
         slot: nil,
         inflight: :queue.new(),
         in_flight: 0,
+        inflight_bytes: 0,
         out: Out.to(state.out, nil)
     }
 
@@ -450,7 +462,8 @@ defmodule Symbiont.Agent.Server do
 
       {before, [{what, attempts} | rest]} ->
         dead_letter(state, what, "poison", attempts, %{"message" => why})
-        state = put_queue(state, :queue.from_list(before ++ rest), state.queued - 1)
+        queue = :queue.from_list(before ++ rest)
+        state = put_queue(state, queue, state.queued - 1, state.queued_bytes - size_of(what))
         state = state |> journal_done([what]) |> commit()
         topic = with %Symbiont.Event{topic: t} <- what, do: t, else: (_ -> nil)
         reply = {:ok, %{topic: topic, attempts: attempts}}
@@ -496,18 +509,18 @@ defmodule Symbiont.Agent.Server do
     # Admitted by a checked publish on this node, which reserved room here (in the load).
     admitted? = event.reserved != [] and self() in event.reserved
 
-    state =
-      cond do
-        journal_up?(state) -> take(state, event, &accept/2)
-        admitted? and Journal.opened?(state.journal) -> take(state, event, &hold/2)
-        true -> refuse(state, event)
-      end
+    # Its reservation becomes its place in the queue (accept/3), or goes back as soon as
+    # it is known not to be queued (release/3): see reserve/2 in Symbiont.Mesh.
+    cond do
+      journal_up?(state) ->
+        take(state, event, admitted?, &accept(&1, &2, admitted?))
 
-    # The event has arrived and is in the queue (counted there too), so the reservation
-    # goes only now; released before, a publisher could see the room twice and overfill
-    # the queue.
-    if admitted?, do: :atomics.sub(state.rare.load, 1, 1)
-    state
+      admitted? and Journal.opened?(state.journal) ->
+        take(state, event, admitted?, &(&1 |> release(true, &2) |> hold(&2)))
+
+      true ->
+        state |> release(admitted?, event) |> refuse(event)
+    end
   end
 
   defp info({:agent_frame, host, frame}, %{host_pid: host} = state), do: frame(frame, state)
@@ -914,7 +927,9 @@ defmodule Symbiont.Agent.Server do
           group: state.name,
           metadata: %{
             agent: state.name,
-            load: {state.rare.load, state.spec.max_queue, state.spec.overflow}
+            load:
+              {state.rare.load, state.spec.max_queue, state.spec.max_queue_bytes,
+               state.spec.overflow}
           }
         )
     end
@@ -972,7 +987,7 @@ defmodule Symbiont.Agent.Server do
         else: dead_letter(state, event, "retired", attempts, nil)
     end
 
-    state = state |> put_queue(:queue.new(), 0) |> journal_done(Enum.map(items, &elem(&1, 0)))
+    state = state |> put_queue(:queue.new(), 0, 0) |> journal_done(Enum.map(items, &elem(&1, 0)))
 
     # Once nothing is in flight it lingers a little, still handing over what arrives: a
     # publisher that picked it just before it unsubscribed may have sent one more.
@@ -1030,29 +1045,78 @@ defmodule Symbiont.Agent.Server do
   ## Deliveries
 
   # An event or tick: sent at once while the credit window has room and nothing waits
-  # before it, queued otherwise; a full queue applies the overflow policy.
-  defp accept(state, what) do
-    %{max_queue: max, overflow: overflow} = state.spec
+  # before it, queued otherwise; a queue full in events or in bytes applies the overflow
+  # policy. One larger than the queue may hold in bytes goes to the dead letters.
+  # `admitted?`: a checked publish reserved room for it in the load (Symbiont.Mesh): a
+  # :reject queue takes it whatever it holds now (more than its bounds only while failed
+  # deliveries wait to be tried again: they go back to the queue as they fail), and the
+  # reservation becomes its place in the queue, or goes back if it is not queued.
+  defp accept(state, what, admitted? \\ false) do
+    %{max_queue_bytes: max_bytes, overflow: overflow} = state.spec
+    size = size_of(what)
 
     cond do
-      state.queued == 0 and state.in_flight < window(state) ->
-        send_delivery(state, what, 0)
+      size > max_bytes ->
+        state |> release(admitted?, what) |> too_large_to_queue(what, size)
 
-      state.queued < max ->
-        state |> enqueue({what, 0}) |> check_load()
+      state.queued == 0 and sendable?(state, size) ->
+        state |> release(admitted?, what) |> send_delivery(what, 0)
+
+      (admitted? and overflow == :reject) or room?(state, size, overflow) ->
+        state |> enqueue({what, 0}, size, admitted?) |> check_load()
 
       overflow == :drop_oldest ->
-        {{:value, {oldest, _attempts}}, queue} = :queue.out(state.queue)
-        state |> put_queue(queue, state.queued - 1) |> overflowed(oldest) |> enqueue({what, 0})
+        state |> make_room(size) |> enqueue({what, 0}, size, admitted?) |> check_load()
 
       true ->
-        overflowed(state, what)
+        state |> release(admitted?, what) |> overflowed(what)
     end
   end
 
-  # An event the agent takes (`then`: accept/2, or hold/2 while its journal cannot be
+  # Room for an event of `size` bytes that no publisher reserved room for. In a :reject
+  # queue, beside the reservations on their way (the load's slots count the queue and
+  # them), so that it never takes the room of an event a publisher was told :ok for; in
+  # a :drop_oldest one (which promises no publisher anything), in the queue itself.
+  defp room?(%{spec: spec} = state, size, :reject) do
+    load = state.rare.load
+
+    :atomics.get(load, 1) < spec.max_queue and
+      :atomics.get(load, 3) + size <= spec.max_queue_bytes
+  end
+
+  defp room?(%{spec: spec} = state, size, _overflow),
+    do: state.queued < spec.max_queue and state.queued_bytes + size <= spec.max_queue_bytes
+
+  # :drop_oldest: the oldest waiting events go to the dead letters until one of `size`
+  # bytes fits (it does in an empty queue: it is no larger than :max_queue_bytes).
+  defp make_room(state, size) do
+    if state.queued > 0 and not room?(state, size, :drop_oldest) do
+      {{:value, {oldest, _attempts}}, queue} = :queue.out(state.queue)
+
+      state
+      |> put_queue(queue, state.queued - 1, state.queued_bytes - size_of(oldest))
+      |> overflowed(oldest)
+      |> make_room(size)
+    else
+      state
+    end
+  end
+
+  # An event its queue could never hold (a checked publish is refused it, as :too_large).
+  defp too_large_to_queue(state, what, size) do
+    message =
+      "#{describe(what)} has a payload of #{size} bytes, over the max_queue_bytes of agent " <>
+        "#{inspect(state.id)} (#{state.spec.max_queue_bytes} bytes)"
+
+    Logger.error("agent #{state.id}: #{message}; dead-lettered", meta(state))
+    error = %{"type" => "queue_too_large", "message" => message, "traceback" => ""}
+    dead_letter(state, what, "too_large", 0, error)
+    journal_done(rare(state, dropped: state.rare.dropped + 1), [what])
+  end
+
+  # An event the agent takes (`then`: accept/3, or hold/2 while its journal cannot be
   # written), unless it is a copy a `dedupe: true` agent has seen.
-  defp take(state, event, then) do
+  defp take(state, event, admitted?, then) do
     case dedupe(state, event) do
       {:ok, state} ->
         {event, state} = number(state, event)
@@ -1060,8 +1124,17 @@ defmodule Symbiont.Agent.Server do
         then.(%{state | active_at: System.monotonic_time(:millisecond)}, event)
 
       {:duplicate, state} ->
-        state
+        release(state, admitted?, event)
     end
+  end
+
+  # The room a checked publish reserved for an event that will not be queued goes back.
+  defp release(state, false, _what), do: state
+
+  defp release(state, true, what) do
+    :atomics.sub(state.rare.load, 1, 1)
+    :atomics.sub(state.rare.load, 3, size_of(what))
+    state
   end
 
   # While its journal cannot be written, a durable agent refuses events (to the dead
@@ -1107,14 +1180,43 @@ defmodule Symbiont.Agent.Server do
   defp window(%{probation: 0, spec: spec}), do: spec.max_in_flight
   defp window(_state), do: 1
 
-  defp enqueue(state, item), do: put_queue(state, :queue.in(item, state.queue), state.queued + 1)
-
-  # The queue, its length and the load publishers read change together (the load holds
-  # their reservations too: it changes by as much as the queue).
-  defp put_queue(state, queue, queued) do
-    :atomics.add(state.rare.load, 1, queued - state.queued)
-    %{state | queue: queue, queued: queued}
+  # The credit window has room for a delivery of `size` payload bytes: fewer deliveries
+  # in flight than the window, and their bytes within :max_in_flight_bytes with it,
+  # unless none is in flight (so that an event of any size the host takes goes).
+  defp sendable?(state, size) do
+    state.in_flight < window(state) and
+      (state.in_flight == 0 or state.inflight_bytes + size <= state.spec.max_in_flight_bytes)
   end
+
+  # An item of `size` bytes goes to the back of the queue; `reserved?`: the load counts it
+  # already (a checked publish reserved its room), and the reservation is now its place.
+  defp enqueue(state, item, size, reserved?) do
+    queue = :queue.in(item, state.queue)
+    queued = state.queued + 1
+    bytes = state.queued_bytes + size
+
+    if reserved?,
+      do: %{state | queue: queue, queued: queued, queued_bytes: bytes},
+      else: put_queue(state, queue, queued, bytes)
+  end
+
+  # The queue, its length, its payload bytes and the load publishers read change
+  # together (the load holds their reservations too: it changes by as much as the queue,
+  # never set).
+  defp put_queue(state, queue, queued, bytes) do
+    load = state.rare.load
+    :atomics.add(load, 1, queued - state.queued)
+    :atomics.add(load, 3, bytes - state.queued_bytes)
+    %{state | queue: queue, queued: queued, queued_bytes: bytes}
+  end
+
+  # The payload bytes of an event (a tick has none), of queue items ({what, attempts})
+  # and of deliveries in flight ({seq, what, frame, attempts, sent_at}).
+  defp size_of(%Symbiont.Event{payload: payload}), do: byte_size(payload)
+  defp size_of(_tick), do: 0
+
+  defp queued_bytes(items), do: Enum.reduce(items, 0, &(size_of(elem(&1, 0)) + &2))
+  defp inflight_bytes(items), do: Enum.reduce(items, 0, &(size_of(elem(&1, 1)) + &2))
 
   # After a failed attempt (a nack, or the host dying while on it): again, first in line,
   # until max_attempts; then the dead letters, with the attempts and the last error.
@@ -1127,7 +1229,8 @@ defmodule Symbiont.Agent.Server do
   defp retry_or_give_up(state, what, attempts, reason, error) do
     if attempts < state.spec.max_attempts do
       state = rare(state, redelivered: state.rare.redelivered + 1)
-      put_queue(state, :queue.in_r({what, attempts}, state.queue), state.queued + 1)
+      queue = :queue.in_r({what, attempts}, state.queue)
+      put_queue(state, queue, state.queued + 1, state.queued_bytes + size_of(what))
     else
       dead_letter(state, what, reason, attempts, error)
       journal_done(%{state | failed: state.failed + 1}, [what])
@@ -1177,6 +1280,7 @@ defmodule Symbiont.Agent.Server do
       state
       | inflight: :queue.in({seq, what, frame, attempts, now_us()}, state.inflight),
         in_flight: state.in_flight + 1,
+        inflight_bytes: state.inflight_bytes + size_of(what),
         progress_at: progress_at
     }
     |> emit(frame, journaled_seq(seq, what))
@@ -1286,7 +1390,8 @@ defmodule Symbiont.Agent.Server do
 
     state = %{state | seq: max(state.seq, next - 1)}
     n = length(pending)
-    state = put_queue(state, :queue.from_list(Enum.map(pending, &{&1, 0})), n)
+    items = Enum.map(pending, &{&1, 0})
+    state = put_queue(state, :queue.from_list(items), n, queued_bytes(items))
     # Accepted after the checkpoint's dedupe memory was taken: their ids join it.
     dedupe = state.dedupe && Enum.reduce(pending, state.dedupe, &Dedupe.remember(&2, &1.id))
     state = %{state | dedupe: dedupe}
@@ -1437,9 +1542,10 @@ defmodule Symbiont.Agent.Server do
       state
       | inflight: :queue.from_list(inflight),
         in_flight: length(inflight),
+        inflight_bytes: inflight_bytes(inflight),
         out: Out.drop(state.out, frames)
     }
-    |> put_queue(:queue.from_list(queue), length(queue))
+    |> put_queue(:queue.from_list(queue), length(queue), queued_bytes(queue))
     |> rare(held: held)
   end
 
@@ -1498,7 +1604,7 @@ defmodule Symbiont.Agent.Server do
     queue = :queue.join(state.queue, :queue.from_list(held))
 
     %{state | overloaded: false}
-    |> put_queue(queue, state.queued + length(held))
+    |> put_queue(queue, state.queued + length(held), state.queued_bytes + queued_bytes(held))
     |> rare(held: [], health: "healthy", journal_retry: 0)
     |> drain()
   end
@@ -1512,36 +1618,58 @@ defmodule Symbiont.Agent.Server do
   defp drain(%{queued: 0} = state), do: check_load(state)
 
   defp drain(state) do
-    if state.in_flight < window(state) do
-      {{:value, {what, attempts}}, queue} = :queue.out(state.queue)
-      state |> put_queue(queue, state.queued - 1) |> send_delivery(what, attempts) |> drain()
+    {:value, {what, attempts}} = :queue.peek(state.queue)
+    size = size_of(what)
+
+    if sendable?(state, size) do
+      state
+      |> put_queue(:queue.drop(state.queue), state.queued - 1, state.queued_bytes - size)
+      |> send_delivery(what, attempts)
+      |> drain()
     else
       check_load(state)
     end
   end
 
-  # Health with hysteresis: `overloaded` at the high-water mark, `healthy` again below half.
-  defp check_load(%{overloaded: false, queued: n, spec: %{high_water: hw}} = state)
-       when n >= hw do
-    publish_load(
-      %{state | overloaded: true},
-      "overloaded",
-      "queue at #{n} of #{state.spec.max_queue}"
-    )
+  # Health with hysteresis: `overloaded` when the queue's length or its bytes reach their
+  # high-water mark (:high_water, and 80% of :max_queue_bytes), `healthy` again once both
+  # are below half of theirs.
+  defp check_load(%{overloaded: false, queued: n, queued_bytes: b, spec: spec} = state) do
+    if n >= spec.high_water or b >= high_water_bytes(spec) do
+      publish_load(
+        %{state | overloaded: true},
+        "overloaded",
+        "queue at #{n} of #{spec.max_queue}, #{Output.size(b)} of #{Output.size(spec.max_queue_bytes)}"
+      )
+    else
+      state
+    end
   end
 
-  defp check_load(%{overloaded: true, queued: n, spec: %{high_water: hw}} = state)
-       when n < div(hw, 2) do
-    publish_load(%{state | overloaded: false}, "healthy", "queue back at #{n} (high water #{hw})")
+  defp check_load(%{queued: n, queued_bytes: b, spec: spec} = state) do
+    hw = spec.high_water
+    hwb = high_water_bytes(spec)
+
+    if n < div(hw, 2) and b < div(hwb, 2) do
+      publish_load(
+        %{state | overloaded: false},
+        "healthy",
+        "queue back at #{n}, #{Output.size(b)} (high water #{hw}, #{Output.size(hwb)})"
+      )
+    else
+      state
+    end
   end
 
-  defp check_load(state), do: state
+  defp high_water_bytes(spec), do: max(1, div(spec.max_queue_bytes * 4, 5))
 
   defp publish_load(state, kind, reason) do
     metrics = %{
       "queue" => state.queued,
+      "queue_bytes" => state.queued_bytes,
       "in_flight" => state.in_flight,
       "max_queue" => state.spec.max_queue,
+      "max_queue_bytes" => state.spec.max_queue_bytes,
       "dropped" => state.rare.dropped
     }
 
@@ -1560,7 +1688,13 @@ defmodule Symbiont.Agent.Server do
         {[], state}
 
       {taken, rest} ->
-        {taken, %{state | inflight: rest, in_flight: state.in_flight - length(taken)}}
+        {taken,
+         %{
+           state
+           | inflight: rest,
+             in_flight: state.in_flight - length(taken),
+             inflight_bytes: state.inflight_bytes - inflight_bytes(taken)
+         }}
     end
   end
 
@@ -1615,7 +1749,13 @@ defmodule Symbiont.Agent.Server do
   defp charge_crash(%{in_flight: 1} = state, crash) do
     {{:value, {_seq, what, _frame, attempts, _at}}, rest} = :queue.out(state.inflight)
     # Requeued or given up, the rest of the suspects still go one at a time.
-    state = %{state | inflight: rest, in_flight: 0, probation: max(state.probation, 1)}
+    state = %{
+      state
+      | inflight: rest,
+        in_flight: 0,
+        inflight_bytes: 0,
+        probation: max(state.probation, 1)
+    }
 
     error = %{
       "type" => "crash",
@@ -1640,9 +1780,10 @@ defmodule Symbiont.Agent.Server do
     probation = max(state.probation, state.in_flight)
 
     put_queue(
-      %{state | inflight: :queue.new(), in_flight: 0, probation: probation},
+      %{state | inflight: :queue.new(), in_flight: 0, inflight_bytes: 0, probation: probation},
       queue,
-      queued
+      queued,
+      state.queued_bytes + state.inflight_bytes
     )
   end
 
@@ -1715,8 +1856,11 @@ defmodule Symbiont.Agent.Server do
       topics: state.rare.topics,
       timers: Enum.map(state.rare.timers, & &1["name"]),
       in_flight: state.in_flight,
+      in_flight_bytes: state.inflight_bytes,
       queue: state.queued,
       max_queue: state.spec.max_queue,
+      queue_bytes: state.queued_bytes,
+      max_queue_bytes: state.spec.max_queue_bytes,
       overloaded: state.overloaded,
       dropped: state.rare.dropped,
       redelivered: state.rare.redelivered,

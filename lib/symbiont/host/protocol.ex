@@ -220,6 +220,11 @@ defmodule Symbiont.Host.Protocol do
   def format_error({:window, _slot, _frames, _bytes} = r),
     do: Symbiont.Host.Credit.format_error(r)
 
+  def format_error({:flooding, waiting, max}),
+    do:
+      "flooding: #{waiting} messages of its port waiting in the owner's mailbox " <>
+        "(at most #{max}, its :max_mailbox)"
+
   def format_error({:too_many_calls, max}),
     do: "more than #{max} calls to the node at once (PROTOCOL.md §4.1)"
 

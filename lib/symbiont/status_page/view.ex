@@ -92,6 +92,12 @@ defmodule Symbiont.StatusPage.View do
         tr.appendChild(td);
       }
 
+      function size(bytes) {
+        if (bytes < 1024) return bytes + " B";
+        if (bytes < 1048576) return (bytes / 1024).toFixed(1) + " KiB";
+        return (bytes / 1048576).toFixed(1) + " MiB";
+      }
+
       function renderAgents(s) {
         const body = document.createElement("tbody");
         body.id = "agents-body";
@@ -103,7 +109,8 @@ defmodule Symbiont.StatusPage.View do
           if (a.health_reason) tr.title = a.health_reason;
           cell(tr, a.id); cell(tr, a.host); cell(tr, a.status);
           cell(tr, a.health, "h-" + a.health);
-          cell(tr, a.queue + " / " + a.max_queue, "num"); cell(tr, a.in_flight, "num");
+          cell(tr, a.queue + " / " + a.max_queue + " (" + size(a.queue_bytes) + ")", "num");
+          cell(tr, a.in_flight, "num");
           cell(tr, a.handled, "num"); cell(tr, a.failed, "num"); cell(tr, a.restarts, "num");
           cell(tr, a.topics.join(", ") || "-");
           body.appendChild(tr);
