@@ -4,7 +4,6 @@ defmodule Symbiont.SecurityTest do
   # host, whatever a name or path holds.
   use ExUnit.Case, async: true
 
-  import Bitwise
   import Symbiont.HostHelpers
 
   alias Symbiont.Python
