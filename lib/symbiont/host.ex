@@ -1191,6 +1191,12 @@ defmodule Symbiont.Host do
     do:
       "was restarted: a handler of agent #{agent} did not stop after its handler_timeout of #{ms} ms"
 
+  # A write to a host that has just died fails before its exit status arrives, and the
+  # port then closes without one (erts sends no exit_status after epipe): how it died is
+  # not known, only that it is gone.
+  defp format_crash_reason({:port_closed, :epipe}),
+    do: "died (a write found its pipe closed, before its exit status could be read)"
+
   defp format_crash_reason(other), do: "went down: #{inspect(other)}"
 
   defp format_crash(state, crash) do

@@ -8,6 +8,13 @@ defmodule Symbiont.HostHelpers do
 
   def fixtures, do: @fixtures
 
+  @doc """
+  What a host killed with SIGKILL is said to have died of: the signal; or, when a frame
+  written to it found its pipe closed before its exit status came (the port then closes
+  without one), that (see `Symbiont.Host`'s crash reasons).
+  """
+  def killed, do: ~r/signal 9|a write found its pipe closed/
+
   def unique_name(prefix \\ "test"), do: "#{prefix}-#{System.unique_integer([:positive])}"
 
   @doc """
