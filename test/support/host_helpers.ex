@@ -15,6 +15,14 @@ defmodule Symbiont.HostHelpers do
   """
   def killed, do: ~r/signal 9|a write found its pipe closed/
 
+  @doc "A TCP port on 127.0.0.1 that was free a moment ago."
+  def free_port do
+    {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
+    {:ok, port} = :inet.port(socket)
+    :gen_tcp.close(socket)
+    port
+  end
+
   def unique_name(prefix \\ "test"), do: "#{prefix}-#{System.unique_integer([:positive])}"
 
   @doc """

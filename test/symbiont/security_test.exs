@@ -90,13 +90,6 @@ defmodule Symbiont.SecurityTest do
     {address, String.to_integer(port, 16)}
   end
 
-  defp free_port do
-    {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
-    {:ok, port} = :inet.port(socket)
-    :gen_tcp.close(socket)
-    port
-  end
-
   describe "no shell" do
     @describetag :tmp_dir
 
