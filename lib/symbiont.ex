@@ -253,18 +253,30 @@ defmodule Symbiont do
       Default: none.
 
   Returns `{:error, {:unencodable, term}}` when `value` has no msgpack form, and
-  `{:error, message}` for an `:id` of the wrong shape.
+  `{:error, message}` for an `:id` of the wrong shape, or for a topic that starts with
+  `symbiont.`: those are Symbiont's own, published only by `Symbiont.Health.publish/5`,
+  `Symbiont.Remediation.publish/4` and agents' dead letters (`Symbiont.ControlPlane`).
 
       iex> Symbiont.publish("doc.nobody.listens", %{"hello" => "world"})
       :ok
+      iex> {:error, message} = Symbiont.publish("symbiont.health", %{"kind" => "failing"})
+      iex> message =~ ~s(topic "symbiont.health" is reserved)
+      true
   """
   @spec publish(String.t(), term, keyword) :: :ok | {:error, term}
   def publish(topic, value, opts \\ []) when is_binary(topic) and is_list(opts) do
     id = Keyword.get(opts, :id)
 
-    with :ok <- Symbiont.Event.validate_id(id),
+    with :ok <- unreserved(topic),
+         :ok <- Symbiont.Event.validate_id(id),
          {:ok, event} <- Symbiont.Event.new(topic, value, Keyword.get(opts, :from)),
          do: Symbiont.Mesh.publish(Symbiont.Mesh, %{event | id: id}, opts)
+  end
+
+  defp unreserved(topic) do
+    if Symbiont.ControlPlane.reserved?(topic),
+      do: {:error, Symbiont.ControlPlane.refusal(topic)},
+      else: :ok
   end
 
   @doc """

@@ -103,7 +103,7 @@ defmodule Symbiont.Agent do
 
   What an agent publishes cannot grow the node without bound. Each replica may publish
   on at most `:max_topics` distinct topics per start of its process (its health
-  reports on `symbiont.health` do not count), and subscribe to at most as many; a topic
+  reports are not publishes, and do not count), and subscribe to at most as many; a topic
   is at most 1 024 bytes. The host checks first, where the
   agent publishes: in Python, `self.publish` on one topic too many raises
   `symbiont.TopicLimitError` naming the limit (a handler may catch it; uncaught, the
@@ -115,6 +115,13 @@ defmodule Symbiont.Agent do
   `refused_publishes`), and the first such refusal is logged and reported the same way.
   An agent that subscribes to more topics does not start (`agent_failed`, with the
   limit in the error).
+
+  Topics that start with `symbiont.` are the node's own (`Symbiont.ControlPlane`): an
+  agent may subscribe to them, not publish there. `self.publish` raises
+  `symbiont.ReservedTopicError`, a Wasm module's `publish` fails its call with an `abi`
+  error, and the owner drops (and counts in `refused_publishes`, and logs once) what a
+  host sends there anyway. An agent reports its health with `self.health` (the Wasm
+  `health` import); its owner publishes the report, naming the agent that sent it.
 
   ## Durable agents
 

@@ -138,12 +138,16 @@ defmodule Symbiont.Conductor do
     audit = Keyword.fetch!(opts, :audit)
 
     # Resume from the audit trail: the cooldowns of the actions taken before a restart,
-    # and the last remedy of each agent.
+    # and the last remedy of each agent. The trail holds only what Symbiont recorded, at
+    # the times it recorded it (Symbiont.Conductor.Audit); a time ahead of now (a clock
+    # set back since) counts as now, so that no entry holds an agent back for ever.
+    now = System.system_time(:millisecond)
+
     applied =
       for %{"by" => "conductor", "result" => "applied", "agent" => agent, "at_ms" => at} = e <-
             Enum.reverse(safe_entries(audit)),
-          is_binary(agent),
-          do: {e["action"], agent, at}
+          is_binary(agent) and is_integer(at),
+          do: {e["action"], agent, min(at, now)}
 
     acted = Map.new(applied, fn {_, agent, at} -> {agent, at} end)
     remedied = for {action, agent, at} <- applied, action in @remedies, into: %{}, do: {agent, at}
@@ -206,7 +210,7 @@ defmodule Symbiont.Conductor do
   end
 
   def handle_info(%Symbiont.Event{topic: "symbiont.health"} = event, state) do
-    case Symbiont.Event.decode(event) do
+    case Symbiont.ControlPlane.decode(event) do
       {:ok, %{"kind" => _} = health} ->
         {:noreply, %{state | health: Enum.take([health | state.health], 100)}}
 

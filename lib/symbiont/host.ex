@@ -104,7 +104,7 @@ defmodule Symbiont.Host do
   @inherit_env ["PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "SYMBIONT_*"]
   # A process that stayed up this long before crashing restarts without delay.
   @stable_ms 5_000
-  @agent_frames [:agent_ready, :agent_failed, :ack, :nack, :publish]
+  @agent_frames [:agent_ready, :agent_failed, :ack, :nack, :publish, :health]
   # Calls from the process to the node running at once (PROTOCOL.md §4.1): each waits in
   # a thread of the process, so only a runaway one gets near.
   @max_calls 10_000
@@ -547,7 +547,9 @@ defmodule Symbiont.Host do
       "max_frame" => c.max_frame,
       "python_path" => c.python_path,
       "output_limit" => Output.to_wire(c.output_limit),
-      "window" => Credit.window()
+      "window" => Credit.window(),
+      # Agents' health reports come in health frames (PROTOCOL.md §8.3).
+      "health" => true
     }
   end
 
@@ -851,6 +853,13 @@ defmodule Symbiont.Host do
       else: {:ok, state}
   end
 
+  # An agent's health report (§8.3) costs the size of its frame.
+  defp charge(state, {:health, slot, _kind, _reason, _metrics}, size) do
+    if Map.has_key?(state.slots, slot),
+      do: charge_slot(state, slot, size),
+      else: {:ok, state}
+  end
+
   defp charge(state, frame, size) when elem(frame, 0) in [:cast, :msg],
     do: charge_slot(state, 0, size)
 
@@ -899,6 +908,10 @@ defmodule Symbiont.Host do
 
     state
   end
+
+  # Its agent server gives the report's share of the window back: it needs its size.
+  defp handle_frame({:health, slot, kind, reason, metrics}, size, state),
+    do: handle_frame({:health, slot, kind, reason, metrics, size}, state)
 
   defp handle_frame(frame, _size, state), do: handle_frame(frame, state)
 
@@ -976,7 +989,7 @@ defmodule Symbiont.Host do
     end
   end
 
-  # agent_ready, agent_failed, ack, nack, publish: for the agent in that slot. One that
+  # agent_ready, agent_failed, ack, nack, publish, health: for the agent in that slot. One that
   # has just gone away leaves a few behind; they are dropped.
   defp handle_frame(frame, state) when elem(frame, 0) in @agent_frames do
     case Map.fetch(state.slots, elem(frame, 1)) do

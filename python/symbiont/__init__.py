@@ -15,6 +15,7 @@ from ._errors import CancelledError as CancelledError
 from ._errors import ErlangError as ErlangError
 from ._errors import FrameTooLarge as FrameTooLarge
 from ._errors import OverloadedError as OverloadedError
+from ._errors import ReservedTopicError as ReservedTopicError
 from ._errors import TopicLimitError as TopicLimitError
 from ._terms import Atom as Atom
 from ._terms import OpaqueTerm as OpaqueTerm
@@ -35,6 +36,7 @@ __all__ = [
     "OverloadedError",
     "Pid",
     "Ref",
+    "ReservedTopicError",
     "TopicLimitError",
     "erlang",
     "every",

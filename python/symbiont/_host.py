@@ -176,6 +176,8 @@ class Host:
         self._results: dict[int, tuple[bool, Any]] = {}
         self._waiters: dict[int, _Waiter] = {}
         self._before_ready: list[bytes] = []
+        self._owner_reports = False
+        self._reports_told = False
         # The last handled, not yet acked, seq of each slot.
         self._ack_seq: dict[int, int] = {}
         # The checkpoint of each slot's agent after its last handled delivery (msgpack,
@@ -230,6 +232,7 @@ class Host:
                 Host._write_frame.__code__,
                 # A cancellation waits for a publish's frame and its count to be one.
                 Host._publish.__code__,
+                Host._report_health.__code__,
                 Host.send_counted.__code__,
                 Host._await_credit.__code__,
                 Host._read_for_credit.__code__,
@@ -387,6 +390,9 @@ class Host:
         self.name = name
         self.peer_max = max_frame
         self.reader.limit = max_frame
+        # Whether the owner takes health frames (§8.3); an owner that does not would take
+        # one for a protocol error, so agents' reports are dropped then.
+        self._owner_reports = options.get("health") is True
         if window is not None:
             self._credits[0] = [0, 0, *_window(window)]  # type: ignore[misc]
         sys.path[0:0] = [p for p in python_path if p not in sys.path]
@@ -438,6 +444,7 @@ class Host:
         agent = cls(name, config=config, state=state)
         agent._max_topics = max_topics
         agent._publisher = functools.partial(self._publish, slot)
+        agent._reporter = functools.partial(self._report_health, slot)
         self._publish_ids[slot] = [seq, -1]
         if window is not None:
             self._credits[slot] = [0, 0, *_window(window)]  # type: ignore[misc]
@@ -506,6 +513,33 @@ class Host:
             data = self._encode(["publish", slot, topic, payload_bin, seq, n], "a publish")
             credit[0] += 1
             credit[1] += cost
+            self._write_frame(data)
+
+    def _report_health(self, slot: int, kind: str, reason: str, metrics: dict[str, Any]) -> None:
+        """Send the agent's health report, ``["health", slot, kind, reason, metrics]``
+        (PROTOCOL.md §8.3), within the slot's window (§8.2: it costs its frame's size)."""
+        if not self._owner_reports:
+            if not self._reports_told:
+                self._reports_told = True
+                _logger.warning(
+                    "the owner does not take health reports (PROTOCOL.md §8.3): "
+                    "agent health reports are dropped"
+                )
+            return
+        frame = ["health", slot, kind, reason, metrics]
+        credit = self._credits.get(slot)
+        if credit is None:  # no window (§8.2)
+            if slot in self._publish_ids:  # else: stopped, the owner would drop it (§8)
+                self.send_async(frame, "a health report")
+            return
+        data = self._encode(frame, "a health report")
+        with self._credit_lock:
+            if not (credit[0] < credit[2] and credit[1] < credit[3] or self._await_credit(slot)):
+                return
+            if slot not in self._publish_ids:
+                return
+            credit[0] += 1
+            credit[1] += len(data)
             self._write_frame(data)
 
     def send_counted(self, frame: list[Any], what: str) -> None:

@@ -22,6 +22,7 @@ EXPECTED = {
     "OverloadedError",
     "Pid",
     "Ref",
+    "ReservedTopicError",
     "TopicLimitError",
     "erlang",
     "every",

@@ -6,7 +6,7 @@ defmodule Symbiont.Agent.Server do
 
   The server outlives its host's process. It writes its deliveries straight to the
   host's port (batched, see `Symbiont.Host.Out`); the host's owner hands it the frames
-  of its slot (`agent_ready`, `ack`, `nack`, `publish`) and tells it when the process
+  of its slot (`agent_ready`, `ack`, `nack`, `publish`, `health`) and tells it when the process
   goes down (the deliveries in flight are charged or requeued, see `charge_crash/2`) and
   when a new one is ready (the agent starts again from its last acked state and gets the
   un-acked deliveries again, in order). While no process serves it, events wait in its
@@ -148,9 +148,11 @@ defmodule Symbiont.Agent.Server do
   (events dead-lettered meanwhile), `nil` for one that is not durable. Among the counters:
   `:duplicates`, the events a `dedupe: true` agent dropped as copies, and
   `:redelivered`, the deliveries it took back to send again (after a crash, a nack or a
-  quarantine). `:health` is the last health kind the agent running now reported (on
-  `symbiont.health`, or `"failing"` for a failed start, or its load), `nil` when it has said
-  nothing since it started: a restart or an upgrade starts it over.
+  quarantine), and `:refused_publishes`, its publishes dropped for its `:max_topics` or
+  for a topic of the BEAM's (`Symbiont.ControlPlane`). `:health` is the last health kind
+  the agent running now reported (in its `health` frames, PROTOCOL.md §8.3, or
+  `"failing"` for a failed start, or its load), `nil` when it has said nothing since it
+  started: a restart or an upgrade starts it over.
   """
   @spec info(String.t() | pid) :: {:ok, map} | {:error, {:no_agent, term}}
   def info(agent) do
@@ -341,6 +343,8 @@ defmodule Symbiont.Agent.Server do
         # for :max_topics (whether that was told since the start, and how many in all).
         pub_topics: %{},
         topics_told: false,
+        # Whether a publish on a topic of the BEAM's was logged since the start.
+        reserved_told: false,
         refused_publishes: 0,
         last_error: nil,
         # While a durable agent's journal cannot be written: the events it had taken
@@ -632,7 +636,8 @@ defmodule Symbiont.Agent.Server do
       rare(%{state | out: out, status: :starting},
         health: nil,
         pub_topics: %{},
-        topics_told: false
+        topics_told: false,
+        reserved_told: false
       )
 
     emit(state, framed(["agent_start", state.slot, agent_start(state)]))
@@ -748,19 +753,33 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp frame({:publish, slot, topic, payload, seq_n}, state) do
-    # A refused publish (over :max_topics) still frees its share of the window.
+    # A refused publish (over :max_topics, or on a topic of the BEAM's) still frees its
+    # share of the window.
     case own_topic(state, topic) do
       {:ok, topic, state} ->
         id = with {seq, n} <- seq_n, do: {state.id, state.rare.incarnation, seq, n}
         event = %Symbiont.Event{topic: topic, payload: payload, from: state.name, id: id}
         Symbiont.Mesh.publish(Symbiont.Mesh, event)
         state = rare(state, published: state.rare.published + 1)
-        state = if topic == @health_topic, do: reported(state, payload), else: state
         handled_publish(state, slot, topic, payload)
 
       {:refused, state} ->
         handled_publish(state, slot, topic, payload)
     end
+  end
+
+  # §8.3: the agent's report about itself, published by this server, stamped with the
+  # agent in this slot (its name, replica and version): the frame names nobody.
+  defp frame({:health, slot, kind, reason, metrics, size}, state) do
+    Symbiont.Health.publish(kind, state.name, reason, metrics,
+      by: "agent",
+      id: state.id,
+      version: describe_logic(state.spec)
+    )
+
+    state
+    |> rare(health: kind)
+    |> handled_window(slot, @health_topic, size)
   end
 
   defp frame(frame, state) do
@@ -772,14 +791,14 @@ defmodule Symbiont.Agent.Server do
     state
   end
 
-  # The :max_topics of "Topics" in Symbiont.Agent, for a host that does not keep to it
-  # (the Python host refuses first). The topic an event goes out with is the agent's own
-  # copy: the one in the frame is part of the frame's binary, which the topology's row
-  # (and every queue it reaches) would otherwise keep alive whole.
+  # The :max_topics of "Topics" in Symbiont.Agent, and the BEAM's own topics
+  # (Symbiont.ControlPlane), for a host that does not keep to them (the Python host
+  # refuses first). The topic an event goes out with is the agent's own copy: the one in
+  # the frame is part of the frame's binary, which the topology's row (and every queue it
+  # reaches) would otherwise keep alive whole.
   defp own_topic(%{rare: %{pub_topics: topics}} = state, topic) do
     case topics do
       %{^topic => own} -> {:ok, own, state}
-      _ when topic == @health_topic -> {:ok, @health_topic, state}
       _ -> new_topic(state, topic, topics)
     end
   end
@@ -789,6 +808,9 @@ defmodule Symbiont.Agent.Server do
     max_bytes = Symbiont.Event.max_topic_bytes()
 
     cond do
+      Symbiont.ControlPlane.reserved?(topic) ->
+        refuse_reserved(state, topic)
+
       byte_size(topic) > max_bytes ->
         refuse_topic(
           state,
@@ -826,12 +848,36 @@ defmodule Symbiont.Agent.Server do
     end
   end
 
+  # A host that went around its own refusal (PROTOCOL.md §8): dropped, counted, and
+  # logged once per start of the agent.
+  defp refuse_reserved(state, topic) do
+    state = rare(state, refused_publishes: state.rare.refused_publishes + 1)
+
+    if state.rare.reserved_told do
+      {:refused, state}
+    else
+      Logger.error(
+        "agent #{state.id} published on a topic of the BEAM's, dropped: " <>
+          "#{Symbiont.ControlPlane.refusal(topic)} (its host did not refuse it; the next " <>
+          "ones are dropped without a word)",
+        meta(state)
+      )
+
+      {:refused, rare(state, reserved_told: true)}
+    end
+  end
+
   ## Flow control of publishes (PROTOCOL.md §8.2, Symbiont.Host.Credit)
 
   # A publish handled: its share of the window goes back to the host a quarter window at
   # a time. A batch is of one process and slot: a publish of another gives the batch
   # back first (the owner drops what is for a process or slot that is gone).
-  defp handled_publish(state, slot, topic, payload) do
+  defp handled_publish(state, slot, topic, payload),
+    do: handled_window(state, slot, topic, Credit.publish_cost(topic, payload))
+
+  # A frame of the slot's window that costs `cost` bytes (a publish; a health report, its
+  # frame's size) handled.
+  defp handled_window(state, slot, topic, cost) do
     port = state.out.port
 
     state =
@@ -845,7 +891,7 @@ defmodule Symbiont.Agent.Server do
 
     {_, _, frames, bytes, topics, retry} = state.credit
     frames = frames + 1
-    bytes = bytes + Credit.publish_cost(topic, payload)
+    bytes = bytes + cost
     topics = if topic in topics or length(topics) >= 8, do: topics, else: [topic | topics]
     state = %{state | credit: {port, slot, frames, bytes, topics, retry}}
 
@@ -878,17 +924,6 @@ defmodule Symbiont.Agent.Server do
         &match?({:message_queue_len, n} when n > @backlog, Process.info(&1, :message_queue_len))
       )
     end)
-  end
-
-  # A health event the agent published about itself.
-  defp reported(state, payload) do
-    case MsgPack.decode(payload) do
-      {:ok, %{"agent" => agent, "kind" => kind}} when agent == state.name and is_binary(kind) ->
-        rare(state, health: kind)
-
-      _ ->
-        state
-    end
   end
 
   defp acked(state, acked, state_bin, seq) do
