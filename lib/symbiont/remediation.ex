@@ -15,7 +15,9 @@ defmodule Symbiont.Remediation do
   (a call from iex). `agent` and `host` are `nil` when the step is not about one. The
   event's `from` is the agent it is about, so a subscriber can match on it.
 
-  `action` is one of #{Enum.map_join(~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter), ", ", &"`#{&1}`")}.
+  `action` is one of #{Enum.map_join(~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter isolate), ", ", &"`#{&1}`")}
+  (`isolate`: a Wasm agent moved out of the host it shared after crashing it, see "Blame"
+  in `Symbiont.Manifest`).
 
       iex> Symbiont.subscribe("symbiont.remediation")
       iex> Symbiont.Remediation.publish("restart", "doc-agent", "crashed", by: "operator")
@@ -25,7 +27,7 @@ defmodule Symbiont.Remediation do
   """
 
   @topic "symbiont.remediation"
-  @actions ~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter)
+  @actions ~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter isolate)
   @bys ~w(supervisor deploy conductor operator)
 
   @doc "The topic remediation events are published on."
