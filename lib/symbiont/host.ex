@@ -748,7 +748,13 @@ defmodule Symbiont.Host do
     Symbiont.Remediation.publish("restart", agent, format_crash_reason(crash.reason),
       by: "supervisor",
       host: state.name,
-      evidence: %{"restarts" => n, "uptime_ms" => crash.uptime_ms, "status" => crash.status}
+      evidence: %{
+        "restarts" => n,
+        "uptime_ms" => crash.uptime_ms,
+        "status" => crash.status,
+        # The agent charged with the crash (Symbiont.Host.Blame), or nil.
+        "suspect" => crash.suspect
+      }
     )
 
     {:noreply, state}

@@ -105,8 +105,8 @@ class DefaultPolicy:
     restart by hand is a restart, not a crash), ``handled_delta``, ``failed_delta``,
     ``restarts_delta``, ``crashes_delta`` (since the last tick), ``idle_ms``, ``p99_us``,
     ``quarantined``, ``suspect`` (``{"topic", "attempts"}`` of a delivery that failed
-    before, or ``None``), ``health`` (the worst
-    health kind its replicas reported since they started, or ``None``), ``deployed`` (a
+    before, or ``None``), ``health`` (the worst health kind its replicas reported since
+    they started, or ``None``), ``deployed`` (a
     promoted version it can roll back to), ``promoted_ago_ms`` and ``remedied_ago_ms``
     (since the conductor last rolled it back, quarantined, released it or dead-lettered
     for it, or ``None``; a restart runs the same code, so it is not one), and
@@ -128,8 +128,8 @@ class DefaultPolicy:
     * **cascading failure**: failing agents downstream of a failing agent, or of one the
       conductor acted on within ``settle_ms``, are symptoms: only the roots get an
       action, a ``restart``; but not a root failing because its journal cannot be written
-      (``journal_error``): a restart would not free the disk, and would only charge its
-      deliveries in flight an attempt. It recovers by itself once the disk takes writes;
+      (``journal_error``): a restart would not free the disk, only send its deliveries in
+      flight again. It recovers by itself once the disk takes writes;
     * **regression after deploy**: errors right after a promotion -> ``rollback``;
     * **slow consumer**: a queue over a third of its high-water mark and growing for
       ``grow_ticks`` ticks -> ``scale`` out by one (up to ``max_replicas``); drained and

@@ -45,8 +45,12 @@ defmodule Symbiont.Host.Blame do
       {:charged, 2, 41}
       iex> Symbiont.Host.Blame.verdict({:exit, 137}, :idle, [1, 2, 3], true)
       :nobody
+      iex> Symbiont.Host.Blame.verdict({:exit, 139}, {:start, 3}, [1, 3], true)
+      {:charged, 3, :none}
       iex> Symbiont.Host.Blame.verdict({:exit, 137}, :idle, [1], true)
       {:charged, 1, :none}
+      iex> Symbiont.Host.Blame.verdict({:exit, 137}, :unknown, [1, 2], true)
+      :unknown
       iex> Symbiont.Host.Blame.verdict({:restarted, "by hand"}, {:delivery, 2, 41}, [1, 2], true)
       :nobody
   """
