@@ -8,8 +8,9 @@ defmodule Symbiont.Conductor do
   ## The loop
 
   * **Observe** (every `:tick_ms`, default 1000): a snapshot of every agent in scope,
-    aggregated over its replicas (queue, in flight, handled/failed/restarts and their
-    change since the last tick, p99 latency, idleness, quarantine, the suspect delivery
+    aggregated over its replicas (queue, in flight, handled/failed/restarts/crashes and
+    their change since the last tick: `crashes` are the deaths of a host charged to the
+    agent, its code running, see "Blame" in `Symbiont.Manifest`, p99 latency, idleness, quarantine, the suspect delivery
     that failed before, the worst health its replicas reported since they started (a
     canary's is the deploy's to judge), whether a promoted version can be rolled back,
     how long ago the conductor last rolled it back, quarantined, released it or
@@ -274,7 +275,7 @@ defmodule Symbiont.Conductor do
         summarize(name, replicas, manifest, deploys[name], state, now)
       end)
 
-    prev = Map.new(agents, &{&1["name"], Map.take(&1, ~w(handled failed restarts))})
+    prev = Map.new(agents, &{&1["name"], Map.take(&1, ~w(handled failed restarts crashes))})
 
     snapshot = %{
       "tick" => state.ticks + 1,
@@ -297,6 +298,7 @@ defmodule Symbiont.Conductor do
     handled = sum.(:handled)
     failed = sum.(:failed)
     restarts = sum.(:restarts)
+    crashes = sum.(:crashes)
 
     suspect =
       Enum.find_value(replicas, fn
@@ -333,6 +335,8 @@ defmodule Symbiont.Conductor do
       "handled_delta" => handled - Map.get(prev, "handled", handled),
       "failed_delta" => failed - Map.get(prev, "failed", failed),
       "restarts_delta" => restarts - Map.get(prev, "restarts", restarts),
+      "crashes" => crashes,
+      "crashes_delta" => crashes - Map.get(prev, "crashes", crashes),
       "idle_ms" => replicas |> Enum.map(& &1.idle_ms) |> Enum.min(),
       "p99_us" =>
         replicas

@@ -4,7 +4,9 @@ defmodule Symbiont.Host do
 
   It speaks `docs/PROTOCOL.md` with the process and outlives it: when the process exits,
   crashes or breaks the protocol, the owner logs why (exit status and the last lines the
-  process printed), fails the calls that were running, and starts a new process with
+  process printed), and who is charged with it (the agent whose code was running, read
+  from the process's flight recorder, PROTOCOL.md §11.1: see "Blame" in
+  `Symbiont.Manifest`), fails the calls that were running, and starts a new process with
   backoff (the first restart is immediate, repeated crashes wait 10 ms, 20 ms, ... up to
   5 s). Calls, casts and agent deliveries that arrive while the process is (re)starting
   wait for it, so nothing accepted is lost across a restart. A process that sends nothing
@@ -17,8 +19,9 @@ defmodule Symbiont.Host do
 
   A host runs any number of agents (PROTOCOL.md §8), each a `Symbiont.Agent.Server` of
   its own that attaches to the host by name and gets a slot in its process. The owner
-  hands each agent the frames of its slot and tells it when the process goes down and
-  when a new one is ready; the agents write their deliveries to the port themselves.
+  hands each agent the frames of its slot and tells it when the process goes down (and
+  whether it is charged with that, or moved to a host of its own) and when a new one is
+  ready; the agents write their deliveries to the port themselves.
 
   Most code uses it through `Symbiont.Python` (ErlPort-style calls) or the agents of the
   manifest; `start_link/1` is the child spec entry point under `Symbiont.Hosts`.
@@ -51,6 +54,11 @@ defmodule Symbiont.Host do
       it is killed and restarted like after a crash, and its agents' un-acked deliveries
       are retried. Default: the `:heartbeat_ms`
       application env, else 1000.
+    * `:isolate_after`, `:isolate_window_ms` - an agent of this host charged with that
+      many of its crashes within that many ms, while it shared the host with others, is
+      moved to a host of its own, started with these options (see "Blame" in
+      `Symbiont.Manifest`). Default: the application env of the same names, else 2 and
+      60 000.
     * `:output_limit` - how much of the process's output (stdout, stderr, Python
       `logging`, a Wasm module's log) reaches the log: `lines_per_s` (default 100),
       `burst_lines` (1000), `bytes_per_s` (65536), `burst_bytes` (1048576), `max_line`
@@ -74,7 +82,7 @@ defmodule Symbiont.Host do
 
   require Logger
 
-  alias Symbiont.Host.{Credit, Framer, Out, Output, Protocol, Standby}
+  alias Symbiont.Host.{Blackbox, Blame, Credit, Framer, Out, Output, Protocol, Standby}
   alias Symbiont.MsgPack
 
   @typedoc "A host: its pid or the name it was started with."
@@ -97,7 +105,9 @@ defmodule Symbiont.Host do
     :inherit_env,
     :output_limit,
     :heartbeat_ms,
-    :max_mailbox | Keyword.keys(@defaults)
+    :max_mailbox,
+    :isolate_after,
+    :isolate_window_ms | Keyword.keys(@defaults)
   ]
   # Intervals without a frame after which a process is unresponsive.
   @missed_beats 3
@@ -142,14 +152,9 @@ defmodule Symbiont.Host do
   @spec validate_options(keyword) :: {:ok, map} | {:error, ArgumentError.t()}
   def validate_options(opts) when is_list(opts) do
     with :ok <- known_keys(opts),
-         heartbeat = Application.get_env(:symbiont, :heartbeat_ms, 1_000),
-         mailbox = Application.get_env(:symbiont, :max_mailbox, @max_mailbox),
-         opts =
-           @defaults
-           |> Keyword.merge(heartbeat_ms: heartbeat, max_mailbox: mailbox)
-           |> Keyword.merge(opts),
+         opts = Keyword.merge(@defaults ++ env_defaults(), opts),
          {:ok, name} <- validate_name(Keyword.get(opts, :name)),
-         :ok <- each_positive(opts, [:heartbeat_ms, :max_mailbox | Keyword.keys(@defaults)]),
+         :ok <- each_positive(opts, Keyword.keys(@defaults ++ env_defaults())),
          {:ok, python} <- validate_python(Keyword.get(opts, :python)),
          {:ok, cd} <- validate_cd(Keyword.get(opts, :cd, File.cwd!())),
          {:ok, paths} <- validate_paths(Keyword.get(opts, :python_path), cd),
@@ -160,6 +165,9 @@ defmodule Symbiont.Host do
        opts
        |> Map.new()
        |> Map.merge(%{
+         # As given (and validated): a host of its own for an agent isolated from this one
+         # starts with the same (Symbiont.Host.Blame).
+         opts: Keyword.put(opts, :name, name),
          name: name,
          python: python,
          cd: cd,
@@ -171,6 +179,16 @@ defmodule Symbiont.Host do
     else
       {:error, message} when is_binary(message) -> {:error, ArgumentError.exception(message)}
     end
+  end
+
+  # The defaults the application environment may change.
+  defp env_defaults do
+    [
+      heartbeat_ms: Application.get_env(:symbiont, :heartbeat_ms, 1_000),
+      max_mailbox: Application.get_env(:symbiont, :max_mailbox, @max_mailbox),
+      isolate_after: Application.get_env(:symbiont, :isolate_after, 2),
+      isolate_window_ms: Application.get_env(:symbiont, :isolate_window_ms, 60_000)
+    ]
   end
 
   @doc "The pid of a host given by pid or name, or `nil`."
@@ -306,7 +324,9 @@ defmodule Symbiont.Host do
   defp each_positive(opts, keys) do
     Enum.reduce_while(keys, :ok, fn key, :ok ->
       case Keyword.fetch!(opts, key) do
-        v when is_integer(v) and v > 0 and key in [:max_frame, :log_lines, :max_mailbox] ->
+        v
+        when is_integer(v) and v > 0 and
+               key in [:max_frame, :log_lines, :max_mailbox, :isolate_after] ->
           {:cont, :ok}
 
         v when is_integer(v) and v > 0 and v <= 0xFFFFFFFF - 5_000 ->
@@ -326,6 +346,7 @@ defmodule Symbiont.Host do
   defp unit(key) when key in [:max_frame], do: " (bytes)"
   defp unit(key) when key in [:log_lines], do: ""
   defp unit(key) when key in [:max_mailbox], do: " (messages)"
+  defp unit(key) when key in [:isolate_after], do: " (crashes)"
   defp unit(_), do: " (milliseconds)"
 
   @doc false
@@ -477,6 +498,10 @@ defmodule Symbiont.Host do
       crashes: 0,
       consecutive: 0,
       last_crash: nil,
+      # The current process's flight recorder (Symbiont.Host.Blackbox), and who was
+      # charged with the crashes of this host (Symbiont.Host.Blame).
+      box: nil,
+      blame: Blame.new(config.isolate_after, config.isolate_window_ms),
       # Why the process was killed on request (restart/2), until it is down.
       restart_reason: nil,
       # When the process last sent anything (monotonic ms), and the last ping's number.
@@ -529,6 +554,7 @@ defmodule Symbiont.Host do
           | port: port,
             out: Out.to(state.out, port),
             os_pid: os_pid,
+            box: Blackbox.name(),
             status: :starting,
             standby: standby?,
             launch_key: key,
@@ -540,8 +566,8 @@ defmodule Symbiont.Host do
     end
   end
 
-  defp init_options(%{config: c}) do
-    %{
+  defp init_options(%{config: c} = state) do
+    options = %{
       "name" => c.name,
       "node" => Atom.to_string(node()),
       "max_frame" => c.max_frame,
@@ -551,6 +577,11 @@ defmodule Symbiont.Host do
       # Agents' health reports come in health frames (PROTOCOL.md §8.3).
       "health" => true
     }
+
+    case Blackbox.path(state.box) do
+      nil -> options
+      path -> Map.put(options, "blackbox", path)
+    end
   end
 
   defp call_msg({:call, m, f, args, timeout}, from, state) do
@@ -743,7 +774,13 @@ defmodule Symbiont.Host do
     Symbiont.Remediation.publish("restart", agent, format_crash_reason(crash.reason),
       by: "supervisor",
       host: state.name,
-      evidence: %{"restarts" => n, "uptime_ms" => crash.uptime_ms, "status" => crash.status}
+      evidence: %{
+        "restarts" => n,
+        "uptime_ms" => crash.uptime_ms,
+        "status" => crash.status,
+        # The agent charged with the crash (Symbiont.Host.Blame), or nil.
+        "suspect" => crash.suspect
+      }
     )
 
     {:noreply, state}
@@ -811,6 +848,7 @@ defmodule Symbiont.Host do
   @impl true
   def terminate(reason, state) do
     close_port(state)
+    Blackbox.close(state.box)
     fail_pending(state, {:host_down, :stopped})
 
     uptime =
@@ -1033,6 +1071,7 @@ defmodule Symbiont.Host do
       do: Process.send_after(self(), {:heartbeat, state.port}, state.config.heartbeat_ms)
 
     state = %{state | peer_max_frame: info["max_frame"] || state.config.max_frame}
+    state = %{state | box: Blackbox.open(state.box, info["blackbox"] == true)}
     # A process that keeps to the windows of §8.2 is held to them, and given credit.
     state = %{state | credit: if(info["credit"] == true, do: %{}), own: {0, 0}}
 
@@ -1109,6 +1148,9 @@ defmodule Symbiont.Host do
   end
 
   defp crashed(state, reason) do
+    # Whose code was running, read before anything else can touch the process.
+    slots = state.slots
+    {verdict, moved, state} = blame(state, reason)
     close_port(state)
 
     uptime =
@@ -1124,7 +1166,8 @@ defmodule Symbiont.Host do
       os_pid: state.os_pid,
       logs: :queue.to_list(state.logs),
       uptime_ms: uptime,
-      at: DateTime.utc_now()
+      at: DateTime.utc_now(),
+      suspect: suspect_id(verdict, slots)
     }
 
     # A restart on request (restart/2) is not a failure of the process: a warning, and
@@ -1133,22 +1176,31 @@ defmodule Symbiont.Host do
 
     Logger.log(
       if(requested?, do: :warning, else: :error),
-      format_crash(state, crash),
+      format_crash(%{state | slots: slots}, crash) <> format_blame(verdict, slots, reason),
       meta(state)
     )
 
     Symbiont.Telemetry.execute([:symbiont, :host, :crash], %{uptime_ms: uptime}, %{
       host: state.name,
-      agents: agent_ids(state),
+      agents: for({_slot, {_pid, id, _ref}} <- slots, do: id),
       os_pid: state.os_pid,
       reason: reason,
-      status: crash.status
+      status: crash.status,
+      suspect: crash.suspect
     })
 
     fail_pending(state, {:host_down, reason})
     down = %{message: format_crash_reason(reason), logs: crash.logs}
     down = with {:stalled, id, _} <- reason, do: Map.put(down, :stalled, id), else: (_ -> down)
-    for {_slot, {pid, _id, _ref}} <- state.slots, do: send(pid, {:host_down, self(), down})
+
+    # Each agent is told whether it is charged (Symbiont.Host.Blame), and the one moved to
+    # a host of its own where it goes.
+    for {slot, {pid, _id, _ref}} <- slots do
+      notice = Blame.notice(verdict, slot)
+      move_to = with {^slot, host} <- moved, do: host, else: (_ -> nil)
+      send(pid, {:host_down, self(), down |> Map.merge(notice) |> Map.put(:move_to, move_to)})
+    end
+
     delay = if requested?, do: 0, else: backoff(consecutive, state.config.backoff_max)
 
     crashes = state.crashes + 1
@@ -1169,12 +1221,101 @@ defmodule Symbiont.Host do
         last_crash: crash,
         pending: pending,
         tasks: %{},
+        box: Blackbox.close(state.box),
         credit: nil,
         own: {0, 0},
         # Frames not yet written were for the dead process.
         out: Out.to(state.out, nil)
     }
   end
+
+  # Who is charged with the crash (Symbiont.Host.Blame): the verdict, and {slot, host}
+  # when the agent in that slot was charged with crashing this shared host once too
+  # often, and moved to a host of its own (its slot here is gone).
+  defp blame(state, reason) do
+    reading = Blackbox.read(state.box, state.os_pid)
+    ready? = state.status == :ready
+    verdict = Blame.verdict(reason, reading, Map.keys(state.slots), ready?)
+
+    case verdict do
+      {:charged, slot, _running} when map_size(state.slots) > 1 ->
+        {_pid, id, _ref} = state.slots[slot]
+        ids = agent_ids(state)
+        now = System.monotonic_time(:millisecond)
+
+        case Blame.strike(state.blame, id, now, ids) do
+          {:stay, _n, blame} -> {verdict, nil, %{state | blame: blame}}
+          {:isolate, n, blame} -> isolate(%{state | blame: blame}, verdict, slot, n)
+        end
+
+      _ ->
+        {verdict, nil, state}
+    end
+  end
+
+  # The suspect goes to a host of its own, started like this one and named after it (or,
+  # when a host has that name, after it and a number): its slot here is freed, so that
+  # the new process does not start it, and it attaches to its new host when it is told
+  # (Symbiont.Agent.Server). Published as an `isolate` remediation by the supervisor.
+  defp isolate(state, verdict, slot, n) do
+    {_pid, id, ref} = state.slots[slot]
+    name = if whereis(id) == nil, do: id, else: "#{id}~#{System.unique_integer([:positive])}"
+    opts = Keyword.put(state.config.opts, :name, name)
+    window = state.config.isolate_window_ms
+
+    case DynamicSupervisor.start_child(Symbiont.Hosts, {__MODULE__, opts}) do
+      {:ok, _pid} ->
+        Process.demonitor(ref, [:flush])
+
+        reason =
+          "crashed the host #{inspect(state.name)} it shared with #{map_size(state.slots) - 1} " <>
+            "other agents #{n} times within #{window} ms: moved to a host of its own, #{inspect(name)}"
+
+        Logger.warning("agent #{id} #{reason}", host: state.name, agent: id)
+
+        Symbiont.Remediation.publish("isolate", id, reason,
+          by: "supervisor",
+          host: name,
+          evidence: %{"crashes" => n, "window_ms" => window, "from" => state.name}
+        )
+
+        {verdict, {slot, name}, %{state | slots: Map.delete(state.slots, slot)}}
+
+      {:error, error} ->
+        Logger.error(
+          "agent #{id} crashed the shared host #{inspect(state.name)} #{n} times, but no host of its own could be started: #{inspect(error)}",
+          host: state.name,
+          agent: id
+        )
+
+        {verdict, nil, state}
+    end
+  end
+
+  defp suspect_id({:charged, slot, _running}, slots), do: elem(slots[slot], 1)
+  defp suspect_id(_verdict, _slots), do: nil
+
+  # For a host of several agents, who the crash is charged to.
+  defp format_blame(:nobody, slots, {:restarted, _}) when map_size(slots) > 1,
+    do: "\n  charged to no agent: a restart on request"
+
+  defp format_blame(verdict, slots, _reason) when map_size(slots) > 1 do
+    case verdict do
+      {:charged, slot, seq} when is_integer(seq) ->
+        "\n  charged to agent #{elem(slots[slot], 1)}: its delivery (seq #{seq}) was running; the other agents are restarted, not charged"
+
+      {:charged, slot, _} ->
+        "\n  charged to agent #{elem(slots[slot], 1)}: its code was running; the other agents are restarted, not charged"
+
+      :nobody ->
+        "\n  charged to no agent: none of their code was running"
+
+      :unknown ->
+        "\n  whose code was running is not known (the host keeps no flight recorder)"
+    end
+  end
+
+  defp format_blame(_verdict, _slots, _reason), do: ""
 
   @doc false
   # Milliseconds before restart number `n` of a row (the first is immediate).

@@ -15,6 +15,29 @@ defmodule Symbiont.Manifest do
   `"billing#2"`...); Wasm agents share hosts named `"wasm#1"`, `"wasm#2"`... with up to
   `:wasm_agents_per_host` agents in each (application env, default 32). See `plan/2`.
 
+  ## Blame
+
+  When a host dies (a segfault, the OOM killer, a `kill -9`) or is found frozen by its
+  heartbeat, the crash is charged to the agent whose code was running, and only to it:
+  the host keeps a flight recorder of whose delivery, start or stop it runs
+  (PROTOCOL.md §11.1), which its owner reads after the death. That agent's `crashes`
+  (`Symbiont.Agent.Server.info/1`, and the conductor's crash-loop evidence) counts it, and
+  the delivery that was running is charged an attempt (`max_attempts`, then the dead
+  letters). The other agents of a shared host are restarted in the new process with
+  nothing charged: a restart, not a crash; their deliveries go again, uncharged, and
+  nothing they accepted is lost. A host that ran no agent's code when it died charges
+  none of its agents, unless it runs only one (its process is that agent's alone); a
+  restart asked for (`Symbiont.Host.restart/2`) charges nobody.
+
+  A Wasm replica charged with crashing its shared host twice within a minute (the host
+  options `:isolate_after` and `:isolate_window_ms`, or the application env of the same
+  names) is moved to a host of its own, named like the replica (like a Python replica's),
+  started with the shared host's options: its queue and state go with it, its neighbours
+  are rid of it, and the move is published as an `isolate` remediation by the
+  `"supervisor"` (audited). There its crashes are its own: a crash loop is the conductor's
+  to answer, with a quarantine of that agent alone. The manifest keeps it there (it is
+  the replica's placement from then on) and stops that host when the replica is retired.
+
   ## Placement across nodes
 
   An agent spec with `:nodes` (see `Symbiont.Agent`, "Placement") runs once per replica in
@@ -482,8 +505,14 @@ defmodule Symbiont.Manifest do
   ## Reconcile
 
   defp do_reconcile(state) do
-    running = MapSet.new(Server.ids())
+    hosts = Server.hosts()
+    running = MapSet.new(Map.keys(hosts))
     live = [node() | Node.list()]
+    # A replica moved to a host of its own (see "Blame") is where its server says.
+    state = %{
+      state
+      | placed: Map.new(state.placed, fn {id, h} -> {id, Map.get(hosts, id, h)} end)
+    }
 
     wanted =
       for {_, spec} <- state.desired,
@@ -536,18 +565,20 @@ defmodule Symbiont.Manifest do
     {report, %{state | leaving: leaving, placed: placed}}
   end
 
-  # The Wasm replicas of the desired state that run on a host of this manifest, by id.
+  # The Wasm replicas of the desired state that run, by id: where their servers say (a
+  # shared host, or one of its own: see "Blame").
   defp running_placements(state) do
-    prefix = state.wasm_hosts <> "#"
+    hosts = Server.hosts()
 
     for {_, %{wasm: wasm} = spec} <- state.desired,
         wasm != nil,
         id <- host_names(spec),
-        {:ok, %{host: host}} <- [Server.info(id)],
-        String.starts_with?(host, prefix),
+        {:ok, host} <- [Map.fetch(hosts, id)],
         into: %{},
         do: {id, host}
   end
+
+  defp shared_host?(host, state), do: String.starts_with?(host, state.wasm_hosts <> "#")
 
   defp placed?(spec), do: Map.get(spec, :nodes) != nil
 
@@ -604,12 +635,18 @@ defmodule Symbiont.Manifest do
       if id != name and Map.has_key?(state.desired, name),
         do: Server.whereis(name) || (placed?(state.desired[name]) && Server.locate(name)) || nil
 
-    python_host? = not Map.has_key?(state.placed, id)
+    # A Python replica's host is its own, and so is that of a Wasm replica moved out of a
+    # shared host (see "Blame"): it goes with it.
+    own_host =
+      case Map.fetch(state.placed, id) do
+        :error -> id
+        {:ok, host} -> if shared_host?(host, state), do: nil, else: host
+      end
 
     task =
       Task.Supervisor.async_nolink(Symbiont.TaskSupervisor, fn ->
         result = Server.retire(id, heir)
-        if python_host?, do: Symbiont.Host.stop(id)
+        if own_host, do: Symbiont.Host.stop(own_host)
 
         reason = if heir, do: "scaled in", else: "removed from the manifest"
         Symbiont.Health.publish("retired", name, reason, %{"id" => id})

@@ -23,7 +23,9 @@ defmodule Symbiont.Remediation do
   would take it past #{Symbiont.ControlPlane.max_bytes()} bytes are replaced by their
   text, cut.
 
-  `action` is one of #{Enum.map_join(~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter), ", ", &"`#{&1}`")}.
+  `action` is one of #{Enum.map_join(~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter isolate), ", ", &"`#{&1}`")}
+  (`isolate`: a Wasm agent moved out of the host it shared after crashing it, see "Blame"
+  in `Symbiont.Manifest`).
 
       iex> Symbiont.subscribe("symbiont.remediation")
       iex> Symbiont.Remediation.publish("restart", "doc-agent", "crashed", by: "operator")
@@ -35,7 +37,7 @@ defmodule Symbiont.Remediation do
   alias Symbiont.ControlPlane
 
   @topic "symbiont.remediation"
-  @actions ~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter)
+  @actions ~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter isolate)
   @bys ~w(supervisor deploy conductor operator)
   @max_reason 1024
   # Evidence and fields, each: with the rest, well within ControlPlane.max_bytes().

@@ -35,6 +35,7 @@ import functools
 import importlib
 import itertools
 import logging
+import mmap
 import os
 import platform
 import signal
@@ -47,7 +48,9 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, NoReturn
 
+from . import _blackbox
 from ._agent import Agent
+from ._blackbox import DELIVERY, ENTRY, SIZE, START, STOP
 from ._errors import (
     CallTimeout,
     CancelledError,
@@ -208,6 +211,12 @@ class Host:
         self._credit = threading.Condition(self._credit_lock)
         # This thread's msgpack packer (the dispatch thread's: checkpoints are taken here).
         self._pack = thread_packer()
+        # The flight recorder init asked for (PROTOCOL.md §11.1), or None; and the entry a
+        # delivery leaves in it when it is done: idle, or the agent start (or stop) that
+        # the delivery ran inside while that waited on the owner.
+        self._box: mmap.mmap | None = None
+        self._box_path: str | None = None
+        self._box_after = _blackbox.IDLE_ENTRY
         self._handlers: dict[str, Callable[[list[Any]], None]] = {
             "call": self._on_call,
             "reply": self._on_reply,
@@ -240,6 +249,9 @@ class Host:
                 FrameReader.read_available.__code__,
                 FrameReader._fill.__code__,
                 FrameReader._parse_one.__code__,
+                # The flight recorder is never left half restored (§11.1).
+                Host._box_enter.__code__,
+                Host._box_leave.__code__,
             )
             if code is not None
         }
@@ -311,6 +323,10 @@ class Host:
 
     def _on_eof(self) -> None:
         # PROTOCOL.md §1.5: the owner is gone or wants us gone; don't wait for user code.
+        # An owner gone before it took the flight recorder leaves its name to us (§11.1).
+        if self._box_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._box_path)
         self._exit(0)
 
     def _protocol_error(self, reason: str) -> NoReturn:
@@ -380,6 +396,9 @@ class Host:
         window = options.get("window")
         if window is not None and _window(window) is None:
             raise _bad(frame, 'window must be {"frames": int, "bytes": int}, each in 1..2^63-1')
+        box_path = options.get("blackbox")
+        if box_path is not None and (type(box_path) is not str or not box_path):
+            raise _bad(frame, "blackbox must be a non-empty str (a path)")
         if options.get("agent") is not None:
             self._fatal(
                 ValueError(
@@ -404,6 +423,13 @@ class Host:
             "heartbeat": True,
             "credit": True,
         }
+        if box_path is not None:
+            try:
+                self._box = _blackbox.create(box_path)
+                self._box_path = box_path
+                info["blackbox"] = True
+            except OSError as exc:  # the owner charges crashes without it (§11.1)
+                _logger.warning("no flight recorder at %s: %s", box_path, exc)
         self.reader.on_idle = self._flush_acks
         self._write_frame(packb(["ready", PROTOCOL_VERSION, info]))
         self.ready = True
@@ -997,6 +1023,7 @@ class Host:
         _, slot, spec = frame
         if slot in self.agents:
             raise _bad(frame, f"slot {slot} already runs agent {self.agents[slot].name!r}")
+        recorded = self._box_enter(START, slot)
         try:
             agent = self._load_agent(slot, spec)
             topics = list(agent.subscriptions())
@@ -1008,6 +1035,8 @@ class Host:
             _logger.debug("agent in slot %d could not start", slot, exc_info=True)
             self._write_frame(self._pack_error(["agent_failed", slot], error_map(exc)))
             return
+        finally:
+            self._box_leave(recorded)
         self.agents[slot] = agent
         self._checkpoints[slot] = checkpoint
         if type(spec.get("handler_timeout_ms")) is int:
@@ -1043,11 +1072,13 @@ class Host:
             return  # stopped twice while waiting behind a handler (see _on_agent_stop)
         self._stack.append(None)
         self._forget_window(slot)  # on_stop's publishes are not counted (§8.2)
+        recorded = self._box_enter(STOP, slot)
         try:
             agent.on_stop()
         except Exception:
             _logger.exception("agent %r: on_stop failed", agent.name)
         finally:
+            self._box_leave(recorded)
             self._stack.pop()
             self._publish_ids.pop(slot, None)
             self._checkpoints.pop(slot, None)
@@ -1116,6 +1147,10 @@ class Host:
         # A new list (one store): a thread of the agent's that publishes meanwhile sees the
         # old pair or the new one, never half of each.
         ids = self._publish_ids[slot] = [seq, 0]
+        # The flight recorder (§11.1): a crash from here on is this delivery's.
+        box = self._box
+        if box is not None:
+            _blackbox.record(box, ENTRY, slot, seq, DELIVERY)
         try:
             if kind == "event":
                 agent.handle_event(frame[3], frame[4])
@@ -1138,6 +1173,8 @@ class Host:
             ids[0:2] = seq, -1
             self._delivery_deadline = None
             self._stack.pop()
+            if box is not None:  # after the pop: no late cancellation lands in between
+                box[ENTRY:SIZE] = self._box_after
             if self._cancelled:
                 self._cancelled.discard(token)
             if self._cancel_pending == token:
@@ -1152,6 +1189,21 @@ class Host:
         if not self._ack_seq:
             self._unacked_since = now
         self._ack_seq[slot] = seq
+
+    def _box_enter(self, kind: int, slot: int) -> tuple[bytes, bytes] | None:
+        """Record that ``slot``'s agent starts or stops (§11.1); returns what to put back."""
+        box = self._box
+        if box is None:
+            return None
+        recorded = (box[ENTRY:SIZE], self._box_after)
+        self._box_after = _blackbox.entry(kind, slot)
+        box[ENTRY:SIZE] = self._box_after
+        return recorded
+
+    def _box_leave(self, recorded: tuple[bytes, bytes] | None) -> None:
+        """Back to what ran before the start or stop (idle, or a delivery it ran inside)."""
+        if recorded is not None:
+            self._box[ENTRY:SIZE], self._box_after = recorded
 
     def _checkpoint(self, agent: Agent) -> bytes | None:
         """The agent's state as a checkpoint (§8); raises when it cannot be one."""

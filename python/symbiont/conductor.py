@@ -100,10 +100,13 @@ class DefaultPolicy:
     Each agent in ``snapshot["agents"]`` has: ``name``, ``replicas`` (running count),
     ``managed`` (in the manifest: can be scaled), ``min_replicas``, ``max_replicas``,
     ``required``, ``queue``, ``high_water``, ``in_flight``, ``handled``, ``failed``,
-    ``restarts``, ``handled_delta``, ``failed_delta``, ``restarts_delta`` (since the last
-    tick), ``idle_ms``, ``p99_us``, ``quarantined``, ``suspect`` (``{"topic",
-    "attempts"}`` of a delivery that failed before, or ``None``), ``health`` (the worst
-    health kind its replicas reported since they started, or ``None``), ``deployed`` (a
+    ``restarts``, ``crashes`` (the deaths of a host charged to the agent: its code was
+    running; being restarted because a neighbour crashed a shared host, an upgrade or a
+    restart by hand is a restart, not a crash), ``handled_delta``, ``failed_delta``,
+    ``restarts_delta``, ``crashes_delta`` (since the last tick), ``idle_ms``, ``p99_us``,
+    ``quarantined``, ``suspect`` (``{"topic", "attempts"}`` of a delivery that failed
+    before, or ``None``), ``health`` (the worst health kind its replicas reported since
+    they started, or ``None``), ``deployed`` (a
     promoted version it can roll back to), ``promoted_ago_ms`` and ``remedied_ago_ms``
     (since the conductor last rolled it back, quarantined, released it or dead-lettered
     for it, or ``None``; a restart runs the same code, so it is not one), and
@@ -111,13 +114,13 @@ class DefaultPolicy:
     one, or ``None``).
     ``snapshot["topology"]["edges"]`` lists ``{"from", "topic", "to"}``.
 
-    Evidence is spent once answered: the restarts counted for a crash loop are those since
+    Evidence is spent once answered: the crashes counted for a crash loop are those since
     the agent's last remedy, so that the version a rollback brought back is not
     quarantined for the crashes of the one it replaced.
 
     The patterns, in order (an agent gets at most one action a tick):
 
-    * **crash loop**: ``crash_loop`` restarts within ``window_ticks`` ticks, more than one
+    * **crash loop**: ``crash_loop`` crashes within ``window_ticks`` ticks, more than one
       delivery accounts for -> ``rollback`` if a promoted version can be undone, else
       ``quarantine``;
     * **poison message**: a delivery that already failed ``poison_after`` times ->
@@ -125,8 +128,8 @@ class DefaultPolicy:
     * **cascading failure**: failing agents downstream of a failing agent, or of one the
       conductor acted on within ``settle_ms``, are symptoms: only the roots get an
       action, a ``restart``; but not a root failing because its journal cannot be written
-      (``journal_error``): a restart would not free the disk, and would only charge its
-      deliveries in flight an attempt. It recovers by itself once the disk takes writes;
+      (``journal_error``): a restart would not free the disk, only send its deliveries in
+      flight again. It recovers by itself once the disk takes writes;
     * **regression after deploy**: errors right after a promotion -> ``rollback``;
     * **slow consumer**: a queue over a third of its high-water mark and growing for
       ``grow_ticks`` ticks -> ``scale`` out by one (up to ``max_replicas``); drained and
@@ -164,8 +167,8 @@ class DefaultPolicy:
         self.idle_ms = idle_ms
         self.regression_ms = regression_ms
         self.settle_ms = settle_ms
-        # Per agent, (now_ms, restarts_delta) of the last window_ticks ticks.
-        self._restarts: dict[str, list[tuple[int, int]]] = {}
+        # Per agent, (now_ms, crashes_delta) of the last window_ticks ticks.
+        self._crashes: dict[str, list[tuple[int, int]]] = {}
         self._queues: dict[str, list[int]] = {}
         self._drained: dict[str, int] = {}
         self._published: dict[str, int] = {}
@@ -189,19 +192,19 @@ class DefaultPolicy:
             remedied = a.get("remedied_ago_ms")
             since = now - remedied if remedied is not None else None
             recent = sum(
-                n for at, n in self._restarts.get(a["name"], []) if since is None or at > since
+                n for at, n in self._crashes.get(a["name"], []) if since is None or at > since
             )
             suspect = a.get("suspect") or {}
             attempts = suspect.get("attempts", 0)
             # More crashes than one delivery accounts for: the agent, not a message.
             if recent >= self.crash_loop and recent > attempts:
-                evidence = {"restarts_in_window": recent, "last_error": a.get("last_error")}
+                evidence = {"crashes_in_window": recent, "last_error": a.get("last_error")}
                 if a.get("deployed"):
                     add(
                         _action(
                             "rollback",
                             a["name"],
-                            f"crash loop: {recent} restarts since its last deploy",
+                            f"crash loop: {recent} crashes since its last deploy",
                             evidence=evidence,
                         )
                     )
@@ -210,7 +213,7 @@ class DefaultPolicy:
                         _action(
                             "quarantine",
                             a["name"],
-                            f"crash loop: {recent} restarts in {self.window_ticks} ticks",
+                            f"crash loop: {recent} crashes in {self.window_ticks} ticks",
                             evidence=evidence,
                         )
                     )
@@ -349,16 +352,16 @@ class DefaultPolicy:
 
     def _remember(self, now: int, agents: dict[str, dict[str, Any]]) -> None:
         for name, a in agents.items():
-            restarts = self._restarts.setdefault(name, [])
-            restarts.append((now, a.get("restarts_delta", 0)))
-            del restarts[: -self.window_ticks]
+            crashes = self._crashes.setdefault(name, [])
+            crashes.append((now, a.get("crashes_delta", 0)))
+            del crashes[: -self.window_ticks]
             queues = self._queues.setdefault(name, [])
             queues.append(a.get("queue", 0))
             del queues[:-10]
             busy = a.get("queue", 0) > 0 or a.get("in_flight", 0) > 0
             self._drained[name] = 0 if busy else self._drained.get(name, 0) + 1
-        for gone in set(self._restarts) - set(agents):
-            self._restarts.pop(gone, None)
+        for gone in set(self._crashes) - set(agents):
+            self._crashes.pop(gone, None)
             self._queues.pop(gone, None)
             self._drained.pop(gone, None)
 

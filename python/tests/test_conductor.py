@@ -25,6 +25,7 @@ def agent(name: str, **fields: Any) -> dict[str, Any]:
         "handled_delta": 5,
         "failed_delta": 0,
         "restarts_delta": 0,
+        "crashes_delta": 0,
         "idle_ms": 0,
         "quarantined": False,
         "suspect": None,
@@ -51,46 +52,55 @@ def test_a_healthy_system_needs_nothing() -> None:
 def test_one_delivery_failing_again_and_again_is_poison_not_a_crash_loop() -> None:
     suspect = {"id": "a", "topic": "t", "attempts": 3}
     policy = DefaultPolicy()
-    actions = policy.decide(snapshot(agent("a", restarts_delta=3, suspect=suspect)))
+    actions = policy.decide(snapshot(agent("a", crashes_delta=3, suspect=suspect)))
     assert [(x["action"], x["agent"]) for x in actions] == [("dead_letter", "a")]
 
 
 def test_many_crashes_are_a_crash_loop_rolled_back_when_a_deploy_can_be_undone() -> None:
     policy = DefaultPolicy(crash_loop=3)
-    assert policy.decide(snapshot(agent("a", restarts_delta=4)))[0]["action"] == "quarantine"
+    assert policy.decide(snapshot(agent("a", crashes_delta=4)))[0]["action"] == "quarantine"
     policy = DefaultPolicy(crash_loop=3)
-    assert policy.decide(snapshot(agent("a", restarts_delta=4, deployed=True)))[0]["action"] == (
+    assert policy.decide(snapshot(agent("a", crashes_delta=4, deployed=True)))[0]["action"] == (
         "rollback"
     )
 
 
 def test_crashes_before_the_last_remedy_are_spent() -> None:
     policy = DefaultPolicy(crash_loop=3, window_ticks=50)
-    crashing = agent("a", restarts_delta=3, deployed=True)
+    crashing = agent("a", crashes_delta=3, deployed=True)
     assert policy.decide(snapshot(crashing, now_ms=1_000))[0]["action"] == "rollback"
     # Rolled back at 1_100; two ticks later the window still holds the 3 crashes, and the
     # version brought back has restarted once (the upgrade, or a last crash of the old).
-    after = {"deployed": False, "remedied_ago_ms": 100, "restarts_delta": 1}
+    after = {"deployed": False, "remedied_ago_ms": 100, "crashes_delta": 1}
     assert policy.decide(snapshot(agent("a", **after), now_ms=1_200)) == []
-    after = after | {"remedied_ago_ms": 300, "restarts_delta": 0}
+    after = after | {"remedied_ago_ms": 300, "crashes_delta": 0}
     assert policy.decide(snapshot(agent("a", **after), now_ms=1_400)) == []
     # Crashes after the remedy count again.
-    after = after | {"remedied_ago_ms": 500, "restarts_delta": 2}
+    after = after | {"remedied_ago_ms": 500, "crashes_delta": 2}
     action = policy.decide(snapshot(agent("a", **after), now_ms=1_600))[0]
-    assert (action["action"], action["evidence"]["restarts_in_window"]) == ("quarantine", 3)
+    assert (action["action"], action["evidence"]["crashes_in_window"]) == ("quarantine", 3)
+
+
+def test_restarts_are_not_crashes() -> None:
+    """Restarted because a neighbour crashed the host it shares, upgraded or restarted by
+    hand: restarts, never crash-loop evidence (only crashes charged to the agent are)."""
+    policy = DefaultPolicy(crash_loop=2, window_ticks=50)
+    for now in range(0, 2_000, 200):
+        restarted = agent("bystander", restarts_delta=3, crashes_delta=0)
+        assert policy.decide(snapshot(restarted, now_ms=now)) == []
 
 
 def test_without_a_remedy_the_whole_window_counts() -> None:
     policy = DefaultPolicy(crash_loop=3, window_ticks=3)
     for now, n in [(0, 1), (200, 1)]:
-        assert policy.decide(snapshot(agent("a", restarts_delta=n), now_ms=now)) == []
-    assert policy.decide(snapshot(agent("a", restarts_delta=1), now_ms=400))[0]["action"] == (
+        assert policy.decide(snapshot(agent("a", crashes_delta=n), now_ms=now)) == []
+    assert policy.decide(snapshot(agent("a", crashes_delta=1), now_ms=400))[0]["action"] == (
         "quarantine"
     )
     # Out of the window (3 ticks), the first crashes no longer count.
     policy = DefaultPolicy(crash_loop=3, window_ticks=2)
     for now, n in [(0, 1), (200, 1), (400, 1)]:
-        assert policy.decide(snapshot(agent("a", restarts_delta=n), now_ms=now)) == []
+        assert policy.decide(snapshot(agent("a", crashes_delta=n), now_ms=now)) == []
 
 
 def test_a_cascade_is_answered_at_its_root_only() -> None:

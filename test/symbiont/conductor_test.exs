@@ -79,7 +79,7 @@ defmodule Symbiont.ConductorTest do
       for i <- 1..6, do: :ok = Symbiont.publish(topic, i)
       action = await_remediation(a, "quarantine")
       assert action["reason"] =~ "crash loop"
-      assert %{"restarts_in_window" => restarts} = action["evidence"]
+      assert %{"crashes_in_window" => restarts} = action["evidence"]
       assert is_integer(restarts) and restarts >= 3
 
       # Healthy afterwards: no event reaches the agent to crash it, and the host serves on
@@ -271,7 +271,7 @@ defmodule Symbiont.ConductorTest do
       for _ <- 1..6, do: :ok = Symbiont.publish(topic, true)
       action = await_conductor(a, "rollback", 30_000)
       assert action["reason"] =~ "crash loop"
-      assert %{"restarts_in_window" => restarts} = action["evidence"]
+      assert %{"crashes_in_window" => restarts} = action["evidence"]
       assert is_integer(restarts) and restarts >= 3
 
       assert_healthy_on_v1(c, a, topic, true)

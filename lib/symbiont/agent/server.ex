@@ -7,7 +7,8 @@ defmodule Symbiont.Agent.Server do
   The server outlives its host's process. It writes its deliveries straight to the
   host's port (batched, see `Symbiont.Host.Out`); the host's owner hands it the frames
   of its slot (`agent_ready`, `ack`, `nack`, `publish`, `health`) and tells it when the process
-  goes down (the deliveries in flight are charged or requeued, see `charge_crash/2`) and
+  goes down (the delivery that was running is charged when the crash is charged to this
+  agent, the others requeued, see `host_down/2`; it may be moved to a host of its own) and
   when a new one is ready (the agent starts again from its last acked state and gets the
   un-acked deliveries again, in order). While no process serves it, events wait in its
   queue: nothing accepted is lost. Each event or tick it accepts gets a seq that it keeps
@@ -100,7 +101,7 @@ defmodule Symbiont.Agent.Server do
 
     id = to_string(id || spec.name)
     extra = %{state_bin: state_bin, fallback: fallback}
-    GenServer.start_link(__MODULE__, {id, host, spec, extra}, name: via(id))
+    GenServer.start_link(__MODULE__, {id, host, spec, extra}, name: via(id, host))
   end
 
   @doc "The pid of the agent registered as `id`, or `nil`."
@@ -139,6 +140,14 @@ defmodule Symbiont.Agent.Server do
   def ids, do: @registry |> Registry.select([{{:"$1", :_, :_}, [], [:"$1"]}]) |> Enum.sort()
 
   @doc """
+  The name of the host each agent running on this node is in, by id: where it was
+  started, or the host of its own it was moved to (see "Blame" in `Symbiont.Manifest`).
+  """
+  @spec hosts() :: %{String.t() => String.t()}
+  def hosts,
+    do: @registry |> Registry.select([{{:"$1", :_, :"$2"}, [], [{{:"$1", :"$2"}}]}]) |> Map.new()
+
+  @doc """
   What the agent is doing: its queue (`:queue` events of `:queue_bytes` payload bytes, of
   at most `:max_queue` and `:max_queue_bytes`), in-flight deliveries (`:in_flight`, and
   their payload bytes, `:in_flight_bytes`), counters and decoded state;
@@ -148,11 +157,14 @@ defmodule Symbiont.Agent.Server do
   (events dead-lettered meanwhile), `nil` for one that is not durable. Among the counters:
   `:duplicates`, the events a `dedupe: true` agent dropped as copies, and
   `:redelivered`, the deliveries it took back to send again (after a crash, a nack or a
-  quarantine), and `:refused_publishes`, its publishes dropped for its `:max_topics` or
-  for a topic of the BEAM's (`Symbiont.ControlPlane`). `:health` is the last health kind
-  the agent running now reported (in its `health` frames, PROTOCOL.md §8.3, or
-  `"failing"` for a failed start, or its load), `nil` when it has said nothing since it
-  started: a restart or an upgrade starts it over.
+  quarantine), `:refused_publishes`, its publishes dropped for its `:max_topics` or
+  for a topic of the BEAM's (`Symbiont.ControlPlane`), `:restarts`, the times it started
+  again (after any death of its host, an upgrade, a release), and `:crashes`, the deaths
+  of its host charged to it because its code was running (see "Blame" in
+  `Symbiont.Manifest`). `:health` is the last health kind the agent running now reported
+  (in its `health` frames, PROTOCOL.md §8.3, or `"failing"` for a failed start, or its
+  load), `nil` when it has said nothing since it started: a restart or an upgrade starts
+  it over.
   """
   @spec info(String.t() | pid) :: {:ok, map} | {:error, {:no_agent, term}}
   def info(agent) do
@@ -240,7 +252,8 @@ defmodule Symbiont.Agent.Server do
     :exit, reason -> {:error, {:no_agent, agent, reason}}
   end
 
-  defp via(id), do: {:via, Registry, {@registry, id}}
+  # Registered with the name of its host, which the manifest reads (hosts/0).
+  defp via(id, host), do: {:via, Registry, {@registry, id, host}}
 
   ## GenServer
 
@@ -327,6 +340,9 @@ defmodule Symbiont.Agent.Server do
         dropped: 0,
         # Deliveries taken back to be sent again (after a crash, a nack, a quarantine).
         redelivered: 0,
+        # Deaths of its host charged to it (Symbiont.Host.Blame): its code was running. A
+        # host that died while another agent's code ran restarts it without a crash.
+        crashes: 0,
         fallback: extra.fallback,
         # The last health kind the agent running now reported: its own events on
         # symbiont.health, a failed start, its load. Cleared at each start, so that a
@@ -409,14 +425,7 @@ defmodule Symbiont.Agent.Server do
     do: reply({:reply, :ok, state})
 
   def handle_call({:quarantine, reason}, _from, state) do
-    back =
-      for {_seq, what, _frame, attempts, _at} <- :queue.to_list(state.inflight),
-          do: {what, attempts}
-
-    queue = :queue.join(:queue.from_list(back), state.queue)
-    bytes = state.queued_bytes + state.inflight_bytes
-    state = put_queue(state, queue, state.queued + length(back), bytes)
-    state = rare(state, redelivered: state.rare.redelivered + length(back))
+    state = requeue_inflight(state)
     if state.host_pid && state.slot, do: Symbiont.Host.detach(state.host_pid, state.slot)
     Logger.warning("agent #{state.id} quarantined: #{reason}", meta(state))
 
@@ -430,9 +439,6 @@ defmodule Symbiont.Agent.Server do
       | quarantined: reason,
         status: :detached,
         slot: nil,
-        inflight: :queue.new(),
-        in_flight: 0,
-        inflight_bytes: 0,
         out: Out.to(state.out, nil)
     }
 
@@ -659,9 +665,35 @@ defmodule Symbiont.Agent.Server do
     }
   end
 
+  # The host's process went down. Its owner says who is charged (Symbiont.Host.Blame):
+  # `suspect` true, this agent (a crash, and the delivery that was running, `running`, an
+  # attempt); false, another agent or none (a restart, not a crash: its deliveries go
+  # again uncharged); nil, not known (no flight recorder: the rule of charge_crash/3).
+  # With `move_to`, the agent goes on in that host, one of its own.
   defp host_down(state, crash) do
-    state = charge_crash(state, crash)
+    state =
+      case Map.get(crash, :suspect) do
+        true ->
+          state = rare(state, crashes: state.rare.crashes + 1)
+          charge_crash(state, crash, Map.get(crash, :running))
+
+        false ->
+          requeue_inflight(state)
+
+        nil ->
+          charge_crash(state, crash, nil)
+      end
+
     %{state | status: :detached, out: Out.to(state.out, nil)}
+    |> move(Map.get(crash, :move_to))
+  end
+
+  defp move(state, nil), do: state
+
+  defp move(state, host) do
+    Process.demonitor(state.rare.host_ref, [:flush])
+    {_new, _old} = Registry.update_value(@registry, state.id, fn _ -> host end)
+    attach(rare(%{state | host: host, host_pid: nil, slot: nil}, host_ref: nil))
   end
 
   ## Frames of our slot (PROTOCOL.md §8)
@@ -672,7 +704,7 @@ defmodule Symbiont.Agent.Server do
     state = %{state | progress_at: now_ms()}
 
     # Deliveries in flight go again, in order; then what waits in the queue (after a crash
-    # with several in flight, they are all there: see charge_crash/2).
+    # with several in flight, they are all there: see charge_crash/3).
     state =
       for {seq, what, frame, _attempts, _at} <- :queue.to_list(state.inflight),
           reduce: state,
@@ -1208,7 +1240,7 @@ defmodule Symbiont.Agent.Server do
 
   defp seq_of(%Symbiont.Event{seq: seq}), do: seq
   defp seq_of({:tick, _name, seq}), do: seq
-  # The credit window: one delivery at a time while on probation (see charge_crash/2), and
+  # The credit window: one delivery at a time while on probation (see charge_crash/3), and
   # none while no process runs the agent.
   defp window(%{status: status}) when status != :ready, do: 0
   defp window(%{rare: %{upgrading: u, retiring: r}}) when u != nil or r != nil, do: 0
@@ -1773,16 +1805,35 @@ defmodule Symbiont.Agent.Server do
   defp describe(%Symbiont.Event{topic: t}), do: "an event on #{inspect(t)}"
   defp describe({:tick, name, _seq}), do: "timer #{inspect(name)}"
 
-  # Which delivery killed the host? Acks are batched, so with several in flight the oldest
-  # unacked one may well have been handled already. So: with one delivery in flight, it is
-  # the culprit and is charged an attempt (after max_attempts, the dead letters: a poison
-  # message does not crash-loop its agent). With several, they all go back to the front of
-  # the queue uncharged, and the agent is on probation: they go one at a time until each
-  # has been acked, so that a crash meanwhile has exactly one suspect.
-  defp charge_crash(%{in_flight: 0} = state, _crash), do: state
+  # Which delivery killed the host? The host's flight recorder says which was running
+  # (`running`, its seq; PROTOCOL.md §11.1): that one is charged an attempt (after
+  # max_attempts, the dead letters: a poison message does not crash-loop its agent), and
+  # the others go again uncharged, in order. `:none`: none was running. Without a
+  # recorder (`nil`): acks are batched, so with several in flight the oldest unacked one
+  # may well have been handled already. So: with one delivery in flight, it is the
+  # culprit and is charged; with several, they all go back to the front of the queue
+  # uncharged, and the agent is on probation: they go one at a time until each has been
+  # acked, so that a crash meanwhile has exactly one suspect.
+  defp charge_crash(%{in_flight: 0} = state, _crash, _running), do: state
+  defp charge_crash(state, _crash, :none), do: requeue_inflight(state)
 
-  defp charge_crash(%{in_flight: 1} = state, crash) do
-    {{:value, {_seq, what, _frame, attempts, _at}}, rest} = :queue.out(state.inflight)
+  defp charge_crash(state, crash, seq) when is_integer(seq) do
+    case Enum.split_while(:queue.to_list(state.inflight), &(elem(&1, 0) != seq)) do
+      {before, [running | later]} ->
+        state
+        |> keep_inflight(later)
+        |> requeue_inflight()
+        |> charge_running(running, crash)
+        |> keep_inflight(before)
+        |> requeue_inflight()
+
+      {_, []} ->
+        requeue_inflight(state)
+    end
+  end
+
+  defp charge_crash(%{in_flight: 1} = state, crash, nil) do
+    {{:value, running}, rest} = :queue.out(state.inflight)
     # Requeued or given up, the rest of the suspects still go one at a time.
     state = %{
       state
@@ -1792,6 +1843,16 @@ defmodule Symbiont.Agent.Server do
         probation: max(state.probation, 1)
     }
 
+    charge_running(state, running, crash)
+  end
+
+  defp charge_crash(state, _crash, nil) do
+    probation = max(state.probation, state.in_flight)
+    requeue_inflight(%{state | probation: probation})
+  end
+
+  # The delivery that was running when the host died: an attempt.
+  defp charge_running(state, {_seq, what, _frame, attempts, _at}, crash) do
     error = %{
       "type" => "crash",
       "message" => "the host #{crash.message} while handling it",
@@ -1802,24 +1863,30 @@ defmodule Symbiont.Agent.Server do
     retry_or_give_up(rare(state, last_error: error), what, attempts + 1, reason, error)
   end
 
-  defp charge_crash(state, _crash) do
+  # Only `items` of what was in flight remain so (the others dealt with apart).
+  defp keep_inflight(state, items),
+    do: %{
+      state
+      | inflight: :queue.from_list(items),
+        in_flight: length(items),
+        inflight_bytes: inflight_bytes(items)
+    }
+
+  # The deliveries in flight go back to the front of the queue, in order, uncharged.
+  defp requeue_inflight(%{in_flight: 0} = state),
+    do: %{state | inflight: :queue.new(), inflight_bytes: 0}
+
+  defp requeue_inflight(state) do
+    n = state.in_flight
+
     queue =
-      state.inflight
-      |> :queue.to_list()
-      |> List.foldr(state.queue, fn {_seq, what, _frame, attempts, _at}, q ->
+      List.foldr(:queue.to_list(state.inflight), state.queue, fn {_, what, _, attempts, _}, q ->
         :queue.in_r({what, attempts}, q)
       end)
 
-    queued = state.queued + state.in_flight
-    state = rare(state, redelivered: state.rare.redelivered + state.in_flight)
-    probation = max(state.probation, state.in_flight)
-
-    put_queue(
-      %{state | inflight: :queue.new(), in_flight: 0, inflight_bytes: 0, probation: probation},
-      queue,
-      queued,
-      state.queued_bytes + state.inflight_bytes
-    )
+    %{state | inflight: :queue.new(), in_flight: 0, inflight_bytes: 0}
+    |> put_queue(queue, state.queued + n, state.queued_bytes + state.inflight_bytes)
+    |> rare(redelivered: state.rare.redelivered + n)
   end
 
   defp meta(state), do: [host: state.host, agent: state.id]
@@ -1905,6 +1972,7 @@ defmodule Symbiont.Agent.Server do
       refused_publishes: state.rare.refused_publishes,
       duplicates: Dedupe.dropped(state.dedupe),
       restarts: max(state.rare.starts - 1, 0),
+      crashes: state.rare.crashes,
       last_error: state.rare.last_error,
       health: state.rare.health,
       quarantined: state.quarantined,
