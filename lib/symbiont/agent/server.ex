@@ -35,6 +35,9 @@ defmodule Symbiont.Agent.Server do
     * `:fallback` - a pid that gets, as a new event, each event this agent fails on
       instead of trying it again here (a canary hands its failures to the stable
       version; see `Symbiont.Deploy`). Default: none.
+    * `:quarantined` - a reason: the agent starts quarantined (see `quarantine/2`), not
+      attached to its host until `release/1` (the manifest starts so an agent that its
+      check at node start found unable to start). Default: none.
     * everything else is the agent spec (see `Symbiont.Agent`), or `:spec` with one
       already validated.
   """
@@ -42,7 +45,7 @@ defmodule Symbiont.Agent.Server do
 
   require Logger
 
-  alias Symbiont.Agent.Dedupe
+  alias Symbiont.Agent.{Dedupe, StartFailures}
   alias Symbiont.Host.{Credit, Framer, Out, Protocol}
   alias Symbiont.Journal
   alias Symbiont.MsgPack
@@ -88,6 +91,7 @@ defmodule Symbiont.Agent.Server do
     {spec, opts} = Keyword.pop(opts, :spec)
     {state_bin, opts} = Keyword.pop(opts, :state_bin)
     {fallback, opts} = Keyword.pop(opts, :fallback)
+    {quarantined, opts} = Keyword.pop(opts, :quarantined)
 
     spec =
       case spec || Symbiont.Agent.validate_spec(opts) do
@@ -100,7 +104,7 @@ defmodule Symbiont.Agent.Server do
       do: raise(ArgumentError, "expected :host to be the name of a host, got: #{inspect(host)}")
 
     id = to_string(id || spec.name)
-    extra = %{state_bin: state_bin, fallback: fallback}
+    extra = %{state_bin: state_bin, fallback: fallback, quarantined: quarantined}
     GenServer.start_link(__MODULE__, {id, host, spec, extra}, name: via(id))
   end
 
@@ -147,9 +151,11 @@ defmodule Symbiont.Agent.Server do
   (events dead-lettered meanwhile), `nil` for one that is not durable. Among the counters:
   `:duplicates`, the events a `dedupe: true` agent dropped as copies, and
   `:redelivered`, the deliveries it took back to send again (after a crash, a nack or a
-  quarantine). `:health` is the last health kind the agent running now reported (on
-  `symbiont.health`, or `"failing"` for a failed start, or its load), `nil` when it has said
-  nothing since it started: a restart or an upgrade starts it over.
+  quarantine), and `:start_failures`, its failed starts in a row (0 once it starts; see
+  "Agents that cannot start" in `Symbiont.Agent`). `:health` is the last health kind the
+  agent running now reported (on `symbiont.health`, or `"failing"` for a failed start, or
+  its load), `nil` when it has said nothing since it started: a restart or an upgrade
+  starts it over.
   """
   @spec info(String.t() | pid) :: {:ok, map} | {:error, {:no_agent, term}}
   def info(agent) do
@@ -202,7 +208,9 @@ defmodule Symbiont.Agent.Server do
 
   @doc """
   Ends a quarantine: the agent starts again in its host, from its last acked state, and
-  publishes a `healthy` health event ("released from quarantine").
+  publishes a `healthy` health event ("released from quarantine"). One quarantined for
+  failed starts gets `:max_start_failures` tries afresh (see "Agents that cannot start"
+  in `Symbiont.Agent`).
   """
   @spec release(String.t() | pid) :: :ok | {:error, term}
   def release(agent), do: safe_call(agent, :release, 5_000)
@@ -280,7 +288,7 @@ defmodule Symbiont.Agent.Server do
       # A durable agent's Symbiont.Journal (spec :durable), or nil.
       journal: nil,
       # The reason, while quarantined (quarantine/2).
-      quarantined: nil,
+      quarantined: Map.get(extra, :quarantined),
       # When the last event arrived or was handled (monotonic ms): idleness.
       active_at: System.monotonic_time(:millisecond),
       # {acked_at_ms, latency_us}, newest first, at most @samples.
@@ -364,7 +372,12 @@ defmodule Symbiont.Agent.Server do
   end
 
   @impl true
-  def handle_continue(:attach, state), do: reply({:noreply, attach(state)})
+  def handle_continue(:attach, %{quarantined: nil} = state), do: reply({:noreply, attach(state)})
+
+  def handle_continue(:attach, state) do
+    Symbiont.Health.publish("quarantined", state.name, state.quarantined, %{"id" => state.id})
+    reply({:noreply, state})
+  end
 
   @impl true
   # Every callback ends in reply/1 (the journal, then Out.reply/1): one that did not would
@@ -395,32 +408,8 @@ defmodule Symbiont.Agent.Server do
     do: reply({:reply, :ok, state})
 
   def handle_call({:quarantine, reason}, _from, state) do
-    back =
-      for {_seq, what, _frame, attempts, _at} <- :queue.to_list(state.inflight),
-          do: {what, attempts}
-
-    queue = :queue.join(:queue.from_list(back), state.queue)
-    state = put_queue(state, queue, state.queued + length(back))
-    state = rare(state, redelivered: state.rare.redelivered + length(back))
-    if state.host_pid && state.slot, do: Symbiont.Host.detach(state.host_pid, state.slot)
     Logger.warning("agent #{state.id} quarantined: #{reason}", meta(state))
-
-    Symbiont.Health.publish("quarantined", state.name, reason, %{
-      "id" => state.id,
-      "queue" => state.queued
-    })
-
-    state = %{
-      state
-      | quarantined: reason,
-        status: :detached,
-        slot: nil,
-        inflight: :queue.new(),
-        in_flight: 0,
-        out: Out.to(state.out, nil)
-    }
-
-    reply({:reply, :ok, state})
+    reply({:reply, :ok, quarantine_now(state, reason)})
   end
 
   def handle_call(:release, _from, %{quarantined: nil} = state),
@@ -434,7 +423,8 @@ defmodule Symbiont.Agent.Server do
       "queue" => state.queued
     })
 
-    state = %{state | quarantined: nil}
+    # Its starts are counted afresh (see "Agents that cannot start" in Symbiont.Agent).
+    state = rare(%{state | quarantined: nil}, failures: 0)
 
     state = if state.host_pid, do: reattach(state), else: attach(state)
 
@@ -511,6 +501,9 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp info({:agent_frame, host, frame}, %{host_pid: host} = state), do: frame(frame, state)
+
+  # A quarantined agent left its slot; the host may not have heard it before it restarted.
+  defp info({:host_up, _host, _port}, %{quarantined: q} = state) when q != nil, do: state
 
   defp info({:host_up, host, port}, %{host_pid: host} = state), do: start_on(state, port)
 
@@ -641,9 +634,95 @@ defmodule Symbiont.Agent.Server do
     }
   end
 
+  # A Python agent's host process that dies while the agent starts (its import exits, or
+  # crashes the interpreter) is a failed start of it; a Wasm agent shares its host with
+  # others, and the crash is not charged to its start.
+  defp host_down(%{status: :starting, spec: %{wasm: nil}} = state, crash) do
+    state = charge_crash(state, crash)
+    state = %{state | status: :detached, out: Out.to(state.out, nil)}
+    start_failed(state, StartFailures.host_down(crash), :host)
+  end
+
   defp host_down(state, crash) do
     state = charge_crash(state, crash)
     %{state | status: :detached, out: Out.to(state.out, nil)}
+  end
+
+  # A failed start (Symbiont.Agent.StartFailures): `failing` each time, and again after a
+  # backoff (or when its host's process is back: `:host`), the first error of a row (or a
+  # new one) said; after the spec's :max_start_failures in a row, a quarantine, said once
+  # with the traceback.
+  defp start_failed(state, error, retry) do
+    failures = state.rare.failures + 1
+    max = Symbiont.Agent.max_start_failures(state.spec)
+    next = StartFailures.next(failures, max, state.rare.last_error, error)
+
+    Symbiont.Health.publish("failing", state.name, "could not start: #{error["message"]}", %{
+      "failures" => failures
+    })
+
+    state =
+      rare(%{state | status: :detached}, failures: failures, last_error: error, health: "failing")
+
+    case next do
+      :quarantine ->
+        reason = StartFailures.reason(failures, error)
+
+        Logger.error(
+          "agent #{state.id} quarantined: #{reason} (host #{inspect(state.host)}, " <>
+            "#{describe_logic(state.spec)}); no more tries until " <>
+            "Symbiont.Agent.Server.release(#{inspect(state.id)})" <>
+            StartFailures.traceback(error),
+          meta(state)
+        )
+
+        quarantine_now(state, reason)
+
+      {:retry, delay, tell?} ->
+        again = if retry == :host, do: "when its host is back", else: "in #{delay} ms"
+
+        if tell?,
+          do:
+            Logger.error(
+              "agent #{state.id} could not start in host #{inspect(state.host)}: " <>
+                "#{StartFailures.describe(error)}; again #{again} (quarantined after #{max} failed starts in a row)",
+              meta(state)
+            )
+
+        if retry == :backoff,
+          do: Process.send_after(self(), {:retry_start, state.out.port, failures}, delay)
+
+        state
+    end
+  end
+
+  # Leaves the host's slot (its process no longer runs it, so a crash loop stops); the
+  # deliveries in flight go back to the front of the queue, uncharged. Events keep
+  # arriving and waiting in the bounded queue. release/1 ends it.
+  defp quarantine_now(state, reason) do
+    back =
+      for {_seq, what, _frame, attempts, _at} <- :queue.to_list(state.inflight),
+          do: {what, attempts}
+
+    queue = :queue.join(:queue.from_list(back), state.queue)
+    state = put_queue(state, queue, state.queued + length(back))
+    state = rare(state, redelivered: state.rare.redelivered + length(back))
+    if state.host_pid && state.slot, do: Symbiont.Host.detach(state.host_pid, state.slot)
+
+    Symbiont.Health.publish("quarantined", state.name, reason, %{
+      "id" => state.id,
+      "queue" => state.queued
+    })
+
+    %{
+      state
+      | quarantined: reason,
+        status: :detached,
+        slot: nil,
+        inflight: :queue.new(),
+        in_flight: 0,
+        out: Out.to(state.out, nil)
+    }
   end
 
   ## Frames of our slot (PROTOCOL.md §8)
@@ -673,22 +752,8 @@ defmodule Symbiont.Agent.Server do
     state
   end
 
-  defp frame({:agent_failed, _slot, error}, %{status: :starting} = state) do
-    failures = state.rare.failures + 1
-    delay = Symbiont.Host.backoff(failures + 1, 5_000)
-
-    Logger.error(
-      "agent #{state.id} could not start in host #{inspect(state.host)}: #{format_remote_error(error)}; again in #{delay} ms",
-      meta(state)
-    )
-
-    Symbiont.Health.publish("failing", state.name, "could not start: #{error["message"]}", %{
-      "failures" => failures
-    })
-
-    Process.send_after(self(), {:retry_start, state.out.port, failures}, delay)
-    rare(%{state | status: :detached}, failures: failures, last_error: error, health: "failing")
-  end
+  defp frame({:agent_failed, _slot, error}, %{status: :starting} = state),
+    do: start_failed(state, error, :backoff)
 
   # An ack of a seq that is no longer in flight (the deliveries went back to the queue, in
   # a quarantine) is dropped with its state: they go again, from the checkpoint before.
@@ -1726,6 +1791,7 @@ defmodule Symbiont.Agent.Server do
       refused_publishes: state.rare.refused_publishes,
       duplicates: Dedupe.dropped(state.dedupe),
       restarts: max(state.rare.starts - 1, 0),
+      start_failures: state.rare.failures,
       last_error: state.rare.last_error,
       health: state.rare.health,
       quarantined: state.quarantined,
