@@ -127,6 +127,46 @@ defmodule Symbiont.StartFailureTest do
     end
   end
 
+  test "a check is bounded: an import that hangs or kills its process fails, the others are checked",
+       %{dir: dir} do
+    Application.put_env(:symbiont, :python_path, [fixtures(), dir])
+    previous = Application.get_env(:symbiont, :probe_timeout_ms)
+    Application.put_env(:symbiont, :probe_timeout_ms, 2_000)
+
+    on_exit(fn ->
+      if previous,
+        do: Application.put_env(:symbiont, :probe_timeout_ms, previous),
+        else: Application.delete_env(:symbiont, :probe_timeout_ms)
+    end)
+
+    {hangs, _} = write_module!(dir, "import time\ntime.sleep(3600)")
+    {exits, _} = write_module!(dir, "os._exit(7)")
+
+    {:ok, specs} =
+      Manifest.validate([
+        [name: "hangs", python: "#{hangs}:Counted"],
+        [name: "exits", python: "#{exits}:Counted"],
+        [name: "fine", python: "test_agents:Counter"]
+      ])
+
+    # The probe's own process crashed and was restarted: its host says so, as any host.
+    log = capture_log(fn -> send(self(), Symbiont.Agent.Probe.check_all(specs)) end)
+    assert log =~ ~s(host "probe:)
+    assert_received %{"hangs" => {:error, hung}, "exits" => {:error, exited}, "fine" => :ok}
+
+    assert hung.message ==
+             ~s(agent "hangs": #{hangs}:Counted cannot start: its check did not finish within 2000 ms ) <>
+               "(:probe_timeout_ms): its module's import or its class's __init__ did not return"
+
+    assert exited.message ==
+             ~s(agent "exits": #{exits}:Counted cannot start: it killed the Python process that checked it: exited with status 7)
+
+    Application.put_env(:symbiont, :probe_timeout_ms, 0)
+
+    assert {:error, message} = Symbiont.Agent.Probe.check(hd(specs))
+    assert message =~ "expected :probe_timeout_ms in config :symbiont to be a positive integer"
+  end
+
   test "deploy of a module that cannot start is refused, and no canary starts", %{dir: dir} do
     name = unique_name("dep")
     topic = unique_name("dep.in")

@@ -22,9 +22,9 @@ defmodule Symbiont.Agent.Probe do
       sandbox with imports that go nowhere.
 
   Each check is bounded by `:probe_timeout_ms` (application env, default
-  #{30_000} ms): one that takes longer (an import that never returns) fails, and the
-  process is restarted for the others. One that kills the process fails with its exit
-  and last output.
+  #{30_000} ms): one that takes longer (an import that never returns) fails, and so does
+  one that kills the process (with its exit and last output); the agents after it are
+  checked in a fresh process.
 
   Where it is used: at node start (`Symbiont.Manifest`, "Checked before it serves"),
   `Symbiont.spawn_agent/1`, `Symbiont.reload_manifest/0` (new and changed agents),
@@ -124,24 +124,40 @@ defmodule Symbiont.Agent.Probe do
     end
   end
 
+  # One process for all; after a check that timed out or killed it, a fresh one for the
+  # rest (the old one may be stuck, or half-way through an import).
+  defp probe([], _host_opts, _timeout), do: %{}
+
   defp probe(wires, host_opts, timeout) do
     opts = [name: "probe:#{System.unique_integer([:positive])}"] ++ host_opts
 
-    case Host.validate_options(opts) do
-      {:error, error} ->
-        Map.new(
-          wires,
-          &{&1, {:error, "it could not be checked: #{Exception.message(error)}", ""}}
-        )
-
-      {:ok, _config} ->
-        {:ok, host} = Host.start_link(opts)
-
+    with {:ok, _config} <- Host.validate_options(opts),
+         {:ok, host} <- Host.start_link(opts) do
+      {done, rest} =
         try do
-          Map.new(wires, &{&1, check_in(host, &1, timeout)})
+          check_each(host, wires, timeout, %{})
         after
           stop(host)
         end
+
+      Map.merge(done, probe(rest, host_opts, timeout))
+    else
+      {:error, %ArgumentError{} = error} ->
+        why = "it could not be checked: #{Exception.message(error)}"
+        Map.new(wires, &{&1, {:error, why, ""}})
+
+      {:error, reason} ->
+        why = "it could not be checked: #{inspect(reason, limit: 5)}"
+        Map.new(wires, &{&1, {:error, why, ""}})
+    end
+  end
+
+  defp check_each(_host, [], _timeout, done), do: {done, []}
+
+  defp check_each(host, [wire | rest], timeout, done) do
+    case check_in(host, wire, timeout) do
+      {:stuck, verdict} -> {Map.put(done, wire, verdict), rest}
+      verdict -> check_each(host, rest, timeout, Map.put(done, wire, verdict))
     end
   end
 
@@ -154,16 +170,16 @@ defmodule Symbiont.Agent.Probe do
         {:error, describe(type, message, error["where"]), error["traceback"] || ""}
 
       {:error, :timeout} ->
-        # A fresh process for the next agents: this one may be stuck.
-        Host.restart(host, "a check took over #{timeout} ms")
-
-        {:error,
-         "its check did not finish within #{timeout} ms (:probe_timeout_ms): its module's " <>
-           "import or its class's __init__ did not return", ""}
+        {:stuck,
+         {:error,
+          "its check did not finish within #{timeout} ms (:probe_timeout_ms): its module's " <>
+            "import or its class's __init__ did not return", ""}}
 
       {:error, {:host_down, reason}} ->
-        {:error, "it killed the Python process that checked it: #{crash(host, reason)}",
-         crash_output(host)}
+        {:stuck,
+         {:error,
+          "it killed the Python process that checked it: #{Host.format_crash_reason(reason)}",
+          crash_output(host)}}
 
       {:error, %Symbiont.Python.Error{type: type, message: message, traceback: tb}} ->
         {:error, "#{type}: #{message}", tb || ""}
@@ -182,8 +198,6 @@ defmodule Symbiont.Agent.Probe do
   defp describe("symbiont.wasm.WasmError", message, _where), do: message
   defp describe(type, message, where) when where in [nil, ""], do: "#{type}: #{message}"
   defp describe(type, message, where), do: "#{type}: #{message} (at #{where})"
-
-  defp crash(_host, reason), do: Host.format_crash_reason(reason)
 
   defp crash_output(host) do
     case Host.info(host) do
