@@ -14,10 +14,10 @@ defmodule Symbiont.Conductor do
     canary's is the deploy's to judge), whether a promoted version can be rolled back,
     how long ago the conductor last rolled it back, quarantined, released it or
     dead-lettered for it: its crashes before that remedy are answered, and are not
-    evidence again; its failed starts in a row, which its own start-failure rule answers,
-    see "Agents that cannot start" in `Symbiont.Agent`), the topology as `from -> topic -> to` edges, the topics a template
-    matches, the templates, the health events since the last tick and the recent audit
-    trail.
+    evidence again; its failed starts in a row, which its own start-failure rule
+    answers, see "Agents that cannot start" in `Symbiont.Agent`), the topology as
+    `from -> topic -> to` edges, the topics a template matches, the templates, the
+    health events since the last tick and the recent audit trail.
   * **Decide**: the snapshot goes to the policy, a Python class running in a host of its
     own (`"conductor"`): `symbiont.conductor:DefaultPolicy` unless `:policy` names
     another `"module:Class"`. It returns actions with reasons: `restart`, `scale`,
@@ -164,7 +164,8 @@ defmodule Symbiont.Conductor do
       remedied: remedied,
       scaled: %{},
       recent: [],
-      # Refusals and failures logged: {agent, verdict} => when last seen (system ms).
+      # Refusals and failures logged: {agent, action, {result, why}} => when last seen
+      # (system ms).
       told: %{},
       last_tick: nil,
       last_actions: [],
@@ -530,17 +531,16 @@ defmodule Symbiont.Conductor do
           entry = Map.merge(proposed, verdict)
 
           Audit.record(entry, state.opts.audit)
-          {applied, tell(state, action, proposed, "#{result}: #{why}", now)}
+          {applied, tell(state, action, proposed, {result, why}, now)}
       end
     end)
   end
 
   # Logs a refused or failed proposal unless the same one was seen within @quiet_ms: a
   # proposal refused tick after tick (a cooldown) is one line, not one a tick.
-  defp tell(state, action, proposed, verdict, now) do
+  defp tell(state, action, proposed, {result, why} = verdict, now) do
     told = Map.filter(state.told, fn {_, at} -> now - at < @quiet_ms end)
     key = {proposed["agent"], proposed["action"], verdict}
-    [result, why] = String.split(verdict, ": ", parts: 2)
 
     unless Map.has_key?(told, key),
       do: Logger.info("conductor: #{result} #{inspect(action, limit: 8)}: #{why}")

@@ -106,6 +106,30 @@ defmodule Symbiont.StartFailureTest do
     assert_receive {:agent_start, ^name, _}, 10_000
   end
 
+  test "Python.start with agent: checks it with the instance's own options", %{dir: dir} do
+    # Not on the application's python_path: only on the instance's.
+    Application.put_env(:symbiont, :python_path, [])
+    {module, _path} = write_module!(dir)
+    broken = unique_name("py-broken")
+
+    assert {:error, message} =
+             Symbiont.Python.start(
+               name: broken,
+               python_path: [fixtures()],
+               agent: [name: broken, python: "test_agents:BrokenInit"]
+             )
+
+    assert message =~ ~s(agent "#{broken}": test_agents:BrokenInit cannot start: RuntimeError)
+    assert Symbiont.Host.whereis(broken) == nil and Server.whereis(broken) == nil
+
+    fine = unique_name("py-fine")
+    attach_host_events(fine)
+    agent = [name: fine, python: "#{module}:Counted", config: %{"in" => unique_name("in")}]
+    assert {:ok, _} = Symbiont.Python.start(name: fine, python_path: [dir], agent: agent)
+    on_exit(fn -> Symbiont.Python.stop(fine) end)
+    assert_receive {:agent_start, ^fine, _}, 10_000
+  end
+
   test "spawn_agent refuses a Wasm module that does not load or does not fit the ABI", %{
     dir: dir
   } do

@@ -38,7 +38,7 @@ defmodule Symbiont.Agent.Probe do
 
   @default_timeout 30_000
 
-  @typedoc "Why an agent cannot start: a one-line `message`, and the Python `traceback`."
+  @typedoc "Why an agent cannot start: the `message` of `check/2`, and the Python `traceback`."
   @type failure :: %{message: String.t(), traceback: String.t()}
 
   # The options of Symbiont.Host that make a launch: the rest is the host's own.
@@ -64,7 +64,7 @@ defmodule Symbiont.Agent.Probe do
 
   @doc """
   Checks `specs` together, in one Python process: for each agent's name, `:ok` or
-  `{:error, failure}` (a message as `check/1` gives it, and the traceback).
+  `{:error, failure}` (a message as `check/2` gives it, and the traceback).
   """
   @spec check_all([Symbiont.Agent.spec()], keyword) :: %{String.t() => :ok | {:error, failure}}
   def check_all(specs, host_opts \\ [])
@@ -83,15 +83,14 @@ defmodule Symbiont.Agent.Probe do
   end
 
   defp timeout do
-    case Application.get_env(:symbiont, :probe_timeout_ms, @default_timeout) do
-      ms when is_integer(ms) and ms > 0 and ms <= 0xFFFFFFFF - 5_000 ->
-        {:ok, ms}
+    ms = Application.get_env(:symbiont, :probe_timeout_ms, @default_timeout)
 
-      other ->
+    if is_integer(ms) and ms > 0 and ms <= Host.max_ms(),
+      do: {:ok, ms},
+      else:
         {:error,
          "expected :probe_timeout_ms in config :symbiont to be a positive integer " <>
-           "(milliseconds, at most #{Host.max_ms()}), got: #{inspect(other)}"}
-    end
+           "(milliseconds, at most #{Host.max_ms()}), got: #{inspect(ms)}"}
   end
 
   # What symbiont._probe.check_agent takes: the agent_start spec, without a state.
