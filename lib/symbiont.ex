@@ -158,10 +158,15 @@ defmodule Symbiont do
 
   @doc """
   Adds an agent to the manifest and starts it (see `Symbiont.Manifest.spawn_agent/2`);
-  the spec is validated like a config entry.
+  the spec is validated like a config entry, and the agent is checked before it runs
+  (`Symbiont.Agent.Probe`: its module imported and class constructed, or its Wasm module
+  instantiated, in a Python process of their own): one that cannot start is refused at
+  once, with why, and nothing starts.
 
       iex> Symbiont.spawn_agent(name: "doc agent", python: "m:A")
       {:error, ~s(expected agent :name to be 1 to 64 letters, digits, "_", "-" or ".", got: "doc agent")}
+      iex> Symbiont.spawn_agent(name: "doc-ghost", python: "nosuch:Thing")
+      {:error, ~s(agent "doc-ghost": nosuch:Thing cannot start: ModuleNotFoundError: No module named 'nosuch')}
   """
   @spec spawn_agent(keyword | map) :: {:ok, String.t()} | {:error, String.t()}
   def spawn_agent(spec) do
@@ -209,7 +214,8 @@ defmodule Symbiont do
   @doc """
   Reads `config/config.exs` again and applies what changed in its `:agents`, live (see
   `Symbiont.Manifest.reload/2`): returns `{:ok, %{started:, retired:, rescaled:,
-  upgraded:}}`, or `{:error, message}` and changes nothing when the new config is bad.
+  upgraded:}}`, or `{:error, message}` and changes nothing when the new config is bad or
+  a new or changed agent cannot start.
   """
   @spec reload_manifest() :: {:ok, map} | {:error, String.t()}
   def reload_manifest, do: Symbiont.Manifest.reload()
@@ -217,7 +223,9 @@ defmodule Symbiont do
   @doc """
   Deploys a new version of a Wasm agent: a canary runs `wasm_path` beside the old
   version and is promoted, or rolled back, by itself (see `Symbiont.Deploy` for the
-  rules and the options). Each step is an event on `symbiont.remediation`.
+  rules and the options). Each step is an event on `symbiont.remediation`. A module that
+  cannot start (not Wasm, exports that do not fit the ABI, a trap in `symbiont_init`) is
+  `{:error, message}` at once, and no canary starts.
 
       {:ok, %{canary: "pricing#canary"}} = Symbiont.deploy("pricing", "priv/wasm/pricing_v2.wasm")
   """

@@ -98,6 +98,36 @@ defmodule Symbiont.Agent do
     * `:max_topics` - how many distinct topics the agent may publish on, and subscribe
       to, each time its process starts (see "Topics" below). Default: the `:max_topics`
       application env, else 1 000.
+    * `:max_start_failures` - after this many failed starts in a row the agent is
+      quarantined (see "Agents that cannot start" below). Default: the
+      `:max_start_failures` application env, else 5.
+
+  ## Agents that cannot start
+
+  An agent is checked before it runs (`Symbiont.Agent.Probe`): its module imported and
+  its class constructed (a Wasm module compiled and instantiated), in a Python process of
+  its own, never in the BEAM; the module's top-level code and the class's `__init__` run
+  there (agents are trusted code), `on_start` does not. `Symbiont.spawn_agent/1`,
+  `Symbiont.deploy/3`, `Symbiont.reload_manifest/0` and `Symbiont.Python.start/1` with
+  `agent:` answer `{:error, message}` at once for one that cannot start, naming the
+  agent, its module and class and the exception (or the Wasm error), and start nothing.
+  At node start the manifest's agents are checked before the node serves (see "Checked
+  before it serves" in `Symbiont.Manifest`): a `:required` agent that cannot start stops
+  the node from starting, any other one is quarantined at once; either way its traceback
+  is logged, once.
+
+  An agent can still fail to start later: its module changed or removed after the check,
+  `on_start` raising, an import that kills its host process. Each failed start is
+  reported as a `failing` health event and tried again after 100 ms, 200 ms, 400 ms...
+  (at most 5 s); the first failure of a row is logged, and so is a different one, not
+  each retry. After `:max_start_failures` failed starts in a row the agent is
+  quarantined: it stops trying, logs why with the traceback, once, and publishes a
+  `quarantined` health event; events keep waiting in its bounded queue, and the conductor
+  leaves it alone. `Symbiont.Agent.Server.release/1` (or the conductor's `release`) tries
+  again, with `:max_start_failures` tries afresh. An agent that starts once is counted
+  from zero again. A host process that dies while a Python agent in it is starting counts
+  as a failed start of that agent (a Wasm agent shares its host: there the crash is not
+  charged to its start).
 
   ## Topics
 
@@ -235,7 +265,8 @@ defmodule Symbiont.Agent do
           durable: boolean,
           nodes: [node] | nil,
           dedupe: boolean,
-          max_topics: pos_integer
+          max_topics: pos_integer,
+          max_start_failures: pos_integer
         }
 
   @keys [
@@ -260,7 +291,8 @@ defmodule Symbiont.Agent do
     :durable,
     :nodes,
     :dedupe,
-    :max_topics
+    :max_topics,
+    :max_start_failures
   ]
   @max_topics 1_000
   # The defaults of the byte bounds, when the application env has none; and the largest
@@ -268,6 +300,7 @@ defmodule Symbiont.Agent do
   # integers, with room above the bound for one more event).
   @byte_defaults %{max_queue_bytes: 256 * 1024 * 1024, max_in_flight_bytes: 64 * 1024 * 1024}
   @max_bytes Integer.pow(2, 62)
+  @max_start_failures 5
 
   @doc """
   Validates an agent spec given as a keyword list or map; `nil` is no agent.
@@ -514,7 +547,10 @@ defmodule Symbiont.Agent do
          {:ok, nodes} <- validate_nodes(Keyword.get(spec, :nodes), name),
          {:ok, dedupe} <- validate_boolean(spec, :dedupe, false, name),
          {:ok, default_topics} <- default_max_topics(),
-         {:ok, max_topics} <- positive(spec, :max_topics, default_topics, name) do
+         {:ok, max_topics} <- positive(spec, :max_topics, default_topics, name),
+         {:ok, default_failures} <- default_max_start_failures(),
+         {:ok, max_start_failures} <-
+           positive(spec, :max_start_failures, default_failures, name) do
       {:ok,
        %{
          replicas: replicas,
@@ -532,7 +568,8 @@ defmodule Symbiont.Agent do
          durable: durable,
          nodes: nodes,
          dedupe: dedupe,
-         max_topics: max_topics
+         max_topics: max_topics,
+         max_start_failures: max_start_failures
        }}
     end
   end
@@ -586,6 +623,31 @@ defmodule Symbiont.Agent do
         {:error,
          "expected #{inspect(key)} in config :symbiont to be a positive integer of bytes, " <>
            "at most 2**62, got: #{inspect(other)}"}
+    end
+  end
+
+  @doc """
+  The `:max_start_failures` of `spec` (see "Agents that cannot start"); a spec validated
+  before the key existed gets the default.
+  """
+  @spec max_start_failures(map) :: pos_integer
+  def max_start_failures(%{max_start_failures: n}) when is_integer(n), do: n
+
+  def max_start_failures(_spec) do
+    case default_max_start_failures() do
+      {:ok, n} -> n
+      {:error, _} -> @max_start_failures
+    end
+  end
+
+  defp default_max_start_failures do
+    case Application.get_env(:symbiont, :max_start_failures, @max_start_failures) do
+      n when is_integer(n) and n > 0 ->
+        {:ok, n}
+
+      other ->
+        {:error,
+         "expected :max_start_failures in config :symbiont to be a positive integer, got: #{inspect(other)}"}
     end
   end
 

@@ -15,9 +15,10 @@ defmodule Symbiont.Conductor do
     canary's is the deploy's to judge), whether a promoted version can be rolled back,
     how long ago the conductor last rolled it back, quarantined, released it or
     dead-lettered for it: its crashes before that remedy are answered, and are not
-    evidence again), the topology as `from -> topic -> to` edges, the topics a template
-    matches, the templates, the health events since the last tick and the recent audit
-    trail.
+    evidence again; its failed starts in a row, which its own start-failure rule
+    answers, see "Agents that cannot start" in `Symbiont.Agent`), the topology as
+    `from -> topic -> to` edges, the topics a template matches, the templates, the
+    health events since the last tick and the recent audit trail.
   * **Decide**: the snapshot goes to the policy, a Python class running in a host of its
     own (`"conductor"`): `symbiont.conductor:DefaultPolicy` unless `:policy` names
     another `"module:Class"`. It returns actions with reasons: `restart`, `scale`,
@@ -26,7 +27,9 @@ defmodule Symbiont.Conductor do
   * **Act**: each action is checked against the guardrails, applied, published on
     `symbiont.remediation` (`by: "conductor"`, with its evidence) and emitted as the
     telemetry event `[:symbiont, :conductor, :action]`; one that is refused or fails is
-    recorded in the audit trail with why (`Symbiont.remediations/0`).
+    recorded in the audit trail with why (`Symbiont.remediations/0`), and logged once: the
+    same refusal again (a cooldown, tick after tick) is not logged again until it has not
+    recurred for a minute.
 
   ## Evolution: agents from templates
 
@@ -103,6 +106,10 @@ defmodule Symbiont.Conductor do
   # is not one: it runs the same code on the same events, so a crash loop goes on.
   @remedies ~w(quarantine release rollback dead_letter)
 
+  # A refused or failed proposal is logged once, not again while it repeats with less than
+  # this between two of its occurrences (the audit trail keeps every one).
+  @quiet_ms 60_000
+
   # Health kinds, the worst first: an agent's health is the worst of its replicas'.
   @health_order ~w(failing overloaded degraded healthy)
 
@@ -162,6 +169,9 @@ defmodule Symbiont.Conductor do
       remedied: remedied,
       scaled: %{},
       recent: [],
+      # Refusals and failures logged: {agent, action, {result, why}} => when last seen
+      # (system ms).
+      told: %{},
       last_tick: nil,
       last_actions: [],
       last_error: nil
@@ -337,6 +347,8 @@ defmodule Symbiont.Conductor do
       "restarts_delta" => restarts - Map.get(prev, "restarts", restarts),
       "crashes" => crashes,
       "crashes_delta" => crashes - Map.get(prev, "crashes", crashes),
+      # Failed starts in a row (its own start-failure rule retries, then quarantines it).
+      "start_failures" => replicas |> Enum.map(&Map.get(&1, :start_failures, 0)) |> Enum.max(),
       "idle_ms" => replicas |> Enum.map(& &1.idle_ms) |> Enum.min(),
       "p99_us" =>
         replicas
@@ -527,10 +539,21 @@ defmodule Symbiont.Conductor do
           entry = Map.merge(proposed, verdict)
 
           Audit.record(entry, state.opts.audit)
-          Logger.info("conductor: #{result} #{inspect(action, limit: 8)}: #{why}")
-          {applied, state}
+          {applied, tell(state, action, proposed, {result, why}, now)}
       end
     end)
+  end
+
+  # Logs a refused or failed proposal unless the same one was seen within @quiet_ms: a
+  # proposal refused tick after tick (a cooldown) is one line, not one a tick.
+  defp tell(state, action, proposed, {result, why} = verdict, now) do
+    told = Map.filter(state.told, fn {_, at} -> now - at < @quiet_ms end)
+    key = {proposed["agent"], proposed["action"], verdict}
+
+    unless Map.has_key?(told, key),
+      do: Logger.info("conductor: #{result} #{inspect(action, limit: 8)}: #{why}")
+
+    %{state | told: Map.put(told, key, now)}
   end
 
   defp validate(%{"action" => action, "agent" => agent, "reason" => reason} = a)

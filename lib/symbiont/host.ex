@@ -1326,32 +1326,37 @@ defmodule Symbiont.Host do
   defp exit_status({:exit, status}), do: status
   defp exit_status(_), do: nil
 
-  defp format_crash_reason({:exit, status}) when status > 128,
+  @doc false
+  # What a crash reason (`{:host_down, reason}` of a failed call) means, in words.
+  @spec format_crash_reason(term) :: String.t()
+  def format_crash_reason(reason)
+
+  def format_crash_reason({:exit, status}) when status > 128,
     do: "exited with status #{status} (signal #{status - 128})"
 
-  defp format_crash_reason({:exit, status}), do: "exited with status #{status}"
+  def format_crash_reason({:exit, status}), do: "exited with status #{status}"
 
-  defp format_crash_reason({:protocol_error, r}),
+  def format_crash_reason({:protocol_error, r}),
     do: "was stopped after a protocol error: #{Protocol.format_error(r)}"
 
-  defp format_crash_reason({:spawn_failed, r}), do: "could not be started: #{inspect(r)}"
-  defp format_crash_reason({:restarted, why}), do: "was restarted on request: #{why}"
+  def format_crash_reason({:spawn_failed, r}), do: "could not be started: #{inspect(r)}"
+  def format_crash_reason({:restarted, why}), do: "was restarted on request: #{why}"
 
-  defp format_crash_reason({:unresponsive, ms}),
+  def format_crash_reason({:unresponsive, ms}),
     do:
       "was restarted: it sent nothing for #{ms} ms (#{@missed_beats} heartbeats missed; frozen or stuck in native code)"
 
-  defp format_crash_reason({:stalled, agent, ms}),
+  def format_crash_reason({:stalled, agent, ms}),
     do:
       "was restarted: a handler of agent #{agent} did not stop after its handler_timeout of #{ms} ms"
 
   # A write to a host that has just died fails before its exit status arrives, and the
   # port then closes without one (erts sends no exit_status after epipe): how it died is
   # not known, only that it is gone.
-  defp format_crash_reason({:port_closed, :epipe}),
+  def format_crash_reason({:port_closed, :epipe}),
     do: "died (a write found its pipe closed, before its exit status could be read)"
 
-  defp format_crash_reason(other), do: "went down: #{inspect(other)}"
+  def format_crash_reason(other), do: "went down: #{inspect(other)}"
 
   defp format_crash(state, crash) do
     why = format_crash_reason(crash.reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import threading
@@ -439,6 +440,22 @@ class Agent:
     def on_message(self, value: Any) -> None:
         """Called with each value sent to this agent by name. The default logs a warning."""
         self.log.warning("agent %s got a message it does not handle: %r", self.name, value)
+
+
+def agent_class(module: str, class_name: str) -> type[Agent]:
+    """The :class:`Agent` subclass ``class_name`` (dots for a nested class) of ``module``,
+    which is imported (its top-level code runs, once per process) if it was not yet.
+
+    Raises what the import raises (``ModuleNotFoundError``, ``SyntaxError``...),
+    ``AttributeError`` for a class the module does not have, ``TypeError`` for one that
+    is not an Agent. The host starts agents with it, and ``symbiont._probe`` checks them.
+    """
+    cls: Any = importlib.import_module(module)
+    for part in class_name.split("."):
+        cls = getattr(cls, part)
+    if not (isinstance(cls, type) and issubclass(cls, Agent)):
+        raise TypeError(f"{module}.{class_name} is not a subclass of symbiont.Agent")
+    return cls
 
 
 def _check_topic_size(name: str, topic: str, what: str) -> None:

@@ -49,7 +49,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from . import _blackbox
-from ._agent import Agent
+from ._agent import Agent, agent_class
 from ._blackbox import DELIVERY, ENTRY, SIZE, START, STOP
 from ._errors import (
     CallTimeout,
@@ -462,12 +462,7 @@ class Host:
                 'agent window must be nil or {"frames": int, "bytes": int}, each in '
                 f"1..2^63-1, got {window!r}"
             )
-        cls: Any = importlib.import_module(module)
-        for part in class_name.split("."):
-            cls = getattr(cls, part)
-        if not (isinstance(cls, type) and issubclass(cls, Agent)):
-            raise TypeError(f"{module}.{class_name} is not a subclass of symbiont.Agent")
-        agent = cls(name, config=config, state=state)
+        agent = agent_class(module, class_name)(name, config=config, state=state)
         agent._max_topics = max_topics
         agent._publisher = functools.partial(self._publish, slot)
         agent._reporter = functools.partial(self._report_health, slot)

@@ -111,7 +111,8 @@ class DefaultPolicy:
     (since the conductor last rolled it back, quarantined, released it or dead-lettered
     for it, or ``None``; a restart runs the same code, so it is not one), and
     ``journal_error`` (why a durable agent's journal cannot be written, a full disk for
-    one, or ``None``).
+    one, or ``None``), and ``start_failures`` (its failed starts in a row: ``0`` once it
+    started).
     ``snapshot["topology"]["edges"]`` lists ``{"from", "topic", "to"}``.
 
     Evidence is spent once answered: the crashes counted for a crash loop are those since
@@ -129,7 +130,9 @@ class DefaultPolicy:
       conductor acted on within ``settle_ms``, are symptoms: only the roots get an
       action, a ``restart``; but not a root failing because its journal cannot be written
       (``journal_error``): a restart would not free the disk, only send its deliveries in
-      flight again. It recovers by itself once the disk takes writes;
+      flight again. It recovers by itself once the disk takes writes. Nor one that fails
+      to start (``start_failures``): a restart would run the same code again, and the
+      agent tries again by itself, then quarantines itself;
     * **regression after deploy**: errors right after a promotion -> ``rollback``;
     * **slow consumer**: a queue over a third of its high-water mark and growing for
       ``grow_ticks`` ticks -> ``scale`` out by one (up to ``max_replicas``); drained and
@@ -237,6 +240,8 @@ class DefaultPolicy:
                 a = agents[name]
                 if a.get("journal_error"):
                     continue  # its disk, not its code: it recovers when the disk does
+                if a.get("start_failures"):
+                    continue  # it retries its start itself, then quarantines itself
                 downstream = sorted(
                     n for n in failing if name in self._failing_ancestors(n, failing, upstream)
                 )

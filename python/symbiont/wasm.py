@@ -1133,21 +1133,33 @@ class WasmAgent(Agent):
 
     def on_start(self) -> None:
         """Load the module, then hand it the checkpointed state, if any."""
+        self.instance = self._instantiate(Imports.for_agent(self, self.health.report))
+        saved = self.state.get("wasm_state") if isinstance(self.state, dict) else None
+        if isinstance(saved, bytes):
+            self.instance.migrate(saved)
+        self._failures = 0
+
+    def probe(self) -> None:
+        """Check that the module can start, without starting the agent: compile it (through
+        the cache), check its exports against the ABI, instantiate it within its limits
+        and run its ``_initialize`` and ``symbiont_init``, as :meth:`on_start` does, with
+        imports that go nowhere (what it publishes, logs or reports is dropped), then drop
+        the instance. Raises what :meth:`on_start` would: :class:`WasmError`, or
+        ``ValueError`` for bad limits. ``symbiont._probe`` calls it before the agent runs.
+        """
+        self._instantiate(Imports())
+
+    def _instantiate(self, imports: Imports) -> Instance:
         spec = self.config
         if not isinstance(spec.get("wasm"), str):
             raise ValueError(f"Wasm agent {self.name!r} needs its module path in config['wasm']")
-        imports = Imports.for_agent(self, self.health.report)
-        self.instance = default_runtime().instantiate(
+        return default_runtime().instantiate(
             spec["wasm"],
             limits=Limits.from_config(spec.get("limits")),
             imports=imports,
             name=self.name,
             config=spec.get("config"),
         )
-        saved = self.state.get("wasm_state") if isinstance(self.state, dict) else None
-        if isinstance(saved, bytes):
-            self.instance.migrate(saved)
-        self._failures = 0
 
     def subscriptions(self) -> list[str]:
         """The topics of the manifest (a Wasm module does not declare its own)."""

@@ -127,6 +127,18 @@ def test_an_agent_failing_on_its_journal_is_not_restarted_nor_are_its_symptoms()
     assert DefaultPolicy().decide(snap) == []
 
 
+def test_an_agent_failing_to_start_is_left_to_its_own_rule_nor_are_its_symptoms() -> None:
+    snap = snapshot(
+        agent("a", health="failing", start_failures=2, handled_delta=0),
+        agent("b", failed_delta=9, handled_delta=0),
+        edges=[("a", "b")],
+    )
+    assert DefaultPolicy().decide(snap) == []
+    # Once it started, a failing agent is a root again.
+    snap["agents"][0]["start_failures"] = 0
+    assert [(x["action"], x["agent"]) for x in DefaultPolicy().decide(snap)] == [("restart", "a")]
+
+
 def test_downstream_of_a_root_just_acted_on_is_left_to_settle() -> None:
     failing = {"failed_delta": 9, "handled_delta": 0}
     acted = [{"by": "conductor", "result": "applied", "agent": "a", "at_ms": 9_000}]

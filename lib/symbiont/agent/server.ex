@@ -36,6 +36,9 @@ defmodule Symbiont.Agent.Server do
     * `:fallback` - a pid that gets, as a new event, each event this agent fails on
       instead of trying it again here (a canary hands its failures to the stable
       version; see `Symbiont.Deploy`). Default: none.
+    * `:quarantined` - a reason: the agent starts quarantined (see `quarantine/2`), not
+      attached to its host until `release/1` (the manifest starts so an agent that its
+      check at node start found unable to start). Default: none.
     * everything else is the agent spec (see `Symbiont.Agent`), or `:spec` with one
       already validated.
   """
@@ -43,7 +46,7 @@ defmodule Symbiont.Agent.Server do
 
   require Logger
 
-  alias Symbiont.Agent.Dedupe
+  alias Symbiont.Agent.{Dedupe, StartFailures}
   alias Symbiont.Host.{Credit, Framer, Out, Output, Protocol}
   alias Symbiont.Journal
   alias Symbiont.MsgPack
@@ -89,6 +92,7 @@ defmodule Symbiont.Agent.Server do
     {spec, opts} = Keyword.pop(opts, :spec)
     {state_bin, opts} = Keyword.pop(opts, :state_bin)
     {fallback, opts} = Keyword.pop(opts, :fallback)
+    {quarantined, opts} = Keyword.pop(opts, :quarantined)
 
     spec =
       case Symbiont.Agent.validate_spec(spec || opts) do
@@ -100,7 +104,7 @@ defmodule Symbiont.Agent.Server do
       do: raise(ArgumentError, "expected :host to be the name of a host, got: #{inspect(host)}")
 
     id = to_string(id || spec.name)
-    extra = %{state_bin: state_bin, fallback: fallback}
+    extra = %{state_bin: state_bin, fallback: fallback, quarantined: quarantined}
     GenServer.start_link(__MODULE__, {id, host, spec, extra}, name: via(id, host))
   end
 
@@ -159,12 +163,13 @@ defmodule Symbiont.Agent.Server do
   `:redelivered`, the deliveries it took back to send again (after a crash, a nack or a
   quarantine), `:refused_publishes`, its publishes dropped for its `:max_topics` or
   for a topic of the BEAM's (`Symbiont.ControlPlane`), `:restarts`, the times it started
-  again (after any death of its host, an upgrade, a release), and `:crashes`, the deaths
-  of its host charged to it because its code was running (see "Blame" in
-  `Symbiont.Manifest`). `:health` is the last health kind the agent running now reported
-  (in its `health` frames, PROTOCOL.md §8.3, or `"failing"` for a failed start, or its
-  load), `nil` when it has said nothing since it started: a restart or an upgrade starts
-  it over.
+  again (after any death of its host, an upgrade, a release), `:crashes`, the deaths of
+  its host charged to it because its code was running (see "Blame" in
+  `Symbiont.Manifest`), and `:start_failures`, its failed starts in a row (0 once it
+  starts; see "Agents that cannot start" in `Symbiont.Agent`). `:health` is the last
+  health kind the agent running now reported (in its `health` frames, PROTOCOL.md §8.3,
+  or `"failing"` for a failed start, or its load), `nil` when it has said nothing since
+  it started: a restart or an upgrade starts it over.
   """
   @spec info(String.t() | pid) :: {:ok, map} | {:error, {:no_agent, term}}
   def info(agent) do
@@ -217,7 +222,9 @@ defmodule Symbiont.Agent.Server do
 
   @doc """
   Ends a quarantine: the agent starts again in its host, from its last acked state, and
-  publishes a `healthy` health event ("released from quarantine").
+  publishes a `healthy` health event ("released from quarantine"). One quarantined for
+  failed starts gets `:max_start_failures` tries afresh (see "Agents that cannot start"
+  in `Symbiont.Agent`).
   """
   @spec release(String.t() | pid) :: :ok | {:error, term}
   def release(agent), do: safe_call(agent, :release, 5_000)
@@ -300,7 +307,7 @@ defmodule Symbiont.Agent.Server do
       # A durable agent's Symbiont.Journal (spec :durable), or nil.
       journal: nil,
       # The reason, while quarantined (quarantine/2).
-      quarantined: nil,
+      quarantined: Map.get(extra, :quarantined),
       # When the last event arrived or was handled (monotonic ms): idleness.
       active_at: System.monotonic_time(:millisecond),
       # {acked_at_ms, latency_us}, newest first, at most @samples.
@@ -390,7 +397,12 @@ defmodule Symbiont.Agent.Server do
   end
 
   @impl true
-  def handle_continue(:attach, state), do: reply({:noreply, attach(state)})
+  def handle_continue(:attach, %{quarantined: nil} = state), do: reply({:noreply, attach(state)})
+
+  def handle_continue(:attach, state) do
+    Symbiont.Health.publish("quarantined", state.name, state.quarantined, %{"id" => state.id})
+    reply({:noreply, state})
+  end
 
   @impl true
   # Every callback ends in reply/1 (the journal, then Out.reply/1): one that did not would
@@ -425,24 +437,8 @@ defmodule Symbiont.Agent.Server do
     do: reply({:reply, :ok, state})
 
   def handle_call({:quarantine, reason}, _from, state) do
-    state = requeue_inflight(state)
-    if state.host_pid && state.slot, do: Symbiont.Host.detach(state.host_pid, state.slot)
     Logger.warning("agent #{state.id} quarantined: #{reason}", meta(state))
-
-    Symbiont.Health.publish("quarantined", state.name, reason, %{
-      "id" => state.id,
-      "queue" => state.queued
-    })
-
-    state = %{
-      state
-      | quarantined: reason,
-        status: :detached,
-        slot: nil,
-        out: Out.to(state.out, nil)
-    }
-
-    reply({:reply, :ok, state})
+    reply({:reply, :ok, quarantine_now(state, reason)})
   end
 
   def handle_call(:release, _from, %{quarantined: nil} = state),
@@ -456,7 +452,8 @@ defmodule Symbiont.Agent.Server do
       "queue" => state.queued
     })
 
-    state = %{state | quarantined: nil}
+    # Its starts are counted afresh (see "Agents that cannot start" in Symbiont.Agent).
+    state = rare(%{state | quarantined: nil}, failures: 0)
 
     state = if state.host_pid, do: reattach(state), else: attach(state)
 
@@ -534,6 +531,9 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp info({:agent_frame, host, frame}, %{host_pid: host} = state), do: frame(frame, state)
+
+  # A quarantined agent left its slot; the host may not have heard it before it restarted.
+  defp info({:host_up, _host, _port}, %{quarantined: q} = state) when q != nil, do: state
 
   defp info({:host_up, host, port}, %{host_pid: host} = state), do: start_on(state, port)
 
@@ -670,6 +670,15 @@ defmodule Symbiont.Agent.Server do
   # attempt); false, another agent or none (a restart, not a crash: its deliveries go
   # again uncharged); nil, not known (no flight recorder: the rule of charge_crash/3).
   # With `move_to`, the agent goes on in that host, one of its own.
+  # A Python agent's host process that dies while the agent starts (its import exits, or
+  # crashes the interpreter) is a failed start of it; a Wasm agent shares its host with
+  # others, and the crash is not charged to its start.
+  defp host_down(%{status: :starting, spec: %{wasm: nil}} = state, crash) do
+    state = charge_crash(state, crash, nil)
+    state = %{state | status: :detached, out: Out.to(state.out, nil)}
+    start_failed(state, StartFailures.host_down(crash), :host)
+  end
+
   defp host_down(state, crash) do
     state =
       case Map.get(crash, :suspect) do
@@ -694,6 +703,69 @@ defmodule Symbiont.Agent.Server do
     Process.demonitor(state.rare.host_ref, [:flush])
     {_new, _old} = Registry.update_value(@registry, state.id, fn _ -> host end)
     attach(rare(%{state | host: host, host_pid: nil, slot: nil}, host_ref: nil))
+  end
+
+  # A failed start (Symbiont.Agent.StartFailures): `failing` each time, and again after a
+  # backoff (or when its host's process is back: `:host`), the first error of a row (or a
+  # new one) said; after the spec's :max_start_failures in a row, a quarantine, said once
+  # with the traceback.
+  defp start_failed(state, error, retry) do
+    failures = state.rare.failures + 1
+    max = Symbiont.Agent.max_start_failures(state.spec)
+    next = StartFailures.next(failures, max, state.rare.last_error, error)
+
+    Symbiont.Health.publish("failing", state.name, "could not start: #{error["message"]}", %{
+      "failures" => failures
+    })
+
+    state =
+      rare(%{state | status: :detached}, failures: failures, last_error: error, health: "failing")
+
+    case next do
+      :quarantine ->
+        reason = StartFailures.reason(failures, error)
+
+        Logger.error(
+          "agent #{state.id} quarantined: #{reason} (host #{inspect(state.host)}, " <>
+            "#{describe_logic(state.spec)}); no more tries until " <>
+            "Symbiont.Agent.Server.release(#{inspect(state.id)})" <>
+            StartFailures.traceback(error),
+          meta(state)
+        )
+
+        quarantine_now(state, reason)
+
+      {:retry, delay, tell?} ->
+        again = if retry == :host, do: "when its host is back", else: "in #{delay} ms"
+
+        if tell?,
+          do:
+            Logger.error(
+              "agent #{state.id} could not start in host #{inspect(state.host)}: " <>
+                "#{StartFailures.describe(error)}; again #{again} (quarantined after #{max} failed starts in a row)",
+              meta(state)
+            )
+
+        if retry == :backoff,
+          do: Process.send_after(self(), {:retry_start, state.out.port, failures}, delay)
+
+        state
+    end
+  end
+
+  # Leaves the host's slot (its process no longer runs it, so a crash loop stops); the
+  # deliveries in flight go back to the front of the queue, uncharged. Events keep
+  # arriving and waiting in the bounded queue. release/1 ends it.
+  defp quarantine_now(state, reason) do
+    state = requeue_inflight(state)
+    if state.host_pid && state.slot, do: Symbiont.Host.detach(state.host_pid, state.slot)
+
+    Symbiont.Health.publish("quarantined", state.name, reason, %{
+      "id" => state.id,
+      "queue" => state.queued
+    })
+
+    %{state | quarantined: reason, status: :detached, slot: nil, out: Out.to(state.out, nil)}
   end
 
   ## Frames of our slot (PROTOCOL.md §8)
@@ -723,22 +795,8 @@ defmodule Symbiont.Agent.Server do
     state
   end
 
-  defp frame({:agent_failed, _slot, error}, %{status: :starting} = state) do
-    failures = state.rare.failures + 1
-    delay = Symbiont.Host.backoff(failures + 1, 5_000)
-
-    Logger.error(
-      "agent #{state.id} could not start in host #{inspect(state.host)}: #{format_remote_error(error)}; again in #{delay} ms",
-      meta(state)
-    )
-
-    Symbiont.Health.publish("failing", state.name, "could not start: #{error["message"]}", %{
-      "failures" => failures
-    })
-
-    Process.send_after(self(), {:retry_start, state.out.port, failures}, delay)
-    rare(%{state | status: :detached}, failures: failures, last_error: error, health: "failing")
-  end
+  defp frame({:agent_failed, _slot, error}, %{status: :starting} = state),
+    do: start_failed(state, error, :backoff)
 
   # An ack of a seq that is no longer in flight (the deliveries went back to the queue, in
   # a quarantine) is dropped with its state: they go again, from the checkpoint before.
@@ -1973,6 +2031,7 @@ defmodule Symbiont.Agent.Server do
       duplicates: Dedupe.dropped(state.dedupe),
       restarts: max(state.rare.starts - 1, 0),
       crashes: state.rare.crashes,
+      start_failures: state.rare.failures,
       last_error: state.rare.last_error,
       health: state.rare.health,
       quarantined: state.quarantined,
