@@ -27,12 +27,12 @@ browser:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
-# The venv is rebuilt only when pyproject.toml changes.
+# The venv is rebuilt only when pyproject.toml or VERSION (the package's version) changes.
 python: $(VENV)/.installed
 
 # A .venv that is a symlink belongs to another checkout (a git worktree sharing it): it is
 # left alone, since `pip install -e .` here would point that checkout's venv at this one.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml VERSION
 	@if [ -L $(VENV) ]; then echo "==> $(VENV) is a symlink to another checkout's venv: not reinstalled"; exit 0; fi; \
 	  echo "==> Python venv in $(VENV) (pip install -e '.[dev]')" && \
 	  { test -x $(PY) || $(PYTHON) -m venv $(VENV); } && \

@@ -7,7 +7,8 @@ defmodule Symbiont.MixProject do
   def project do
     [
       app: :symbiont,
-      version: "0.1.0",
+      # One version for both languages (pyproject.toml and symbiont.__version__ read it too).
+      version: __DIR__ |> Path.join("VERSION") |> File.read!() |> String.trim(),
       elixir: "~> 1.14",
       start_permanent: Mix.env() == :prod,
       elixirc_paths: elixirc_paths(Mix.env()),

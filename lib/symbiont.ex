@@ -71,11 +71,12 @@ defmodule Symbiont do
   @doc """
   Prints one screen about the running system and returns `:ok`: the nodes, then every
   replica of every agent on this node (`Symbiont.Observation`: its role, host, status,
-  health, queue, in-flight, handled, failed, crashes, restarts, p99 handling latency,
-  version) and the hosts that run no agent, the pins of the operator (`Symbiont.Pins`),
-  then the last remediations applied (the conductor's refused proposals are in
-  `remediations/1`). Health, crashes and restarts mean what `Symbiont.Observation`
-  says: the status page and the conductor read the same.
+  health, queue (and its payload bytes when it holds any), in-flight, handled, failed,
+  crashes, restarts, p99 handling latency, version) and the hosts that run no agent, the
+  pins of the operator (`Symbiont.Pins`), then the last remediations applied (the
+  conductor's refused proposals are in `remediations/1`). Health, crashes and restarts
+  mean what `Symbiont.Observation` says: the status page and the conductor read the
+  same.
 
       iex> Symbiont.status()
       Symbiont on symbiont@localhost: 1 node(s), 3 host(s), 2 agent(s) (1 degraded, 1 healthy)
@@ -168,10 +169,15 @@ defmodule Symbiont do
 
   @doc """
   Adds an agent to the manifest and starts it (see `Symbiont.Manifest.spawn_agent/2`);
-  the spec is validated like a config entry.
+  the spec is validated like a config entry, and the agent is checked before it runs
+  (`Symbiont.Agent.Probe`: its module imported and class constructed, or its Wasm module
+  instantiated, in a Python process of their own): one that cannot start is refused at
+  once, with why, and nothing starts.
 
       iex> Symbiont.spawn_agent(name: "doc agent", python: "m:A")
       {:error, ~s(expected agent :name to be 1 to 64 letters, digits, "_", "-" or ".", got: "doc agent")}
+      iex> Symbiont.spawn_agent(name: "doc-ghost", python: "nosuch:Thing")
+      {:error, ~s(agent "doc-ghost": nosuch:Thing cannot start: ModuleNotFoundError: No module named 'nosuch')}
   """
   @spec spawn_agent(keyword | map) :: {:ok, String.t()} | {:error, String.t()}
   def spawn_agent(spec) do
@@ -323,7 +329,8 @@ defmodule Symbiont do
   @doc """
   Reads `config/config.exs` again and applies what changed in its `:agents`, live (see
   `Symbiont.Manifest.reload/2`): returns `{:ok, %{started:, retired:, rescaled:,
-  upgraded:}}`, or `{:error, message}` and changes nothing when the new config is bad.
+  upgraded:}}`, or `{:error, message}` and changes nothing when the new config is bad or
+  a new or changed agent cannot start.
   """
   @spec reload_manifest() :: {:ok, map} | {:error, String.t()}
   def reload_manifest, do: Symbiont.Manifest.reload()
@@ -331,7 +338,9 @@ defmodule Symbiont do
   @doc """
   Deploys a new version of a Wasm agent: a canary runs `wasm_path` beside the old
   version and is promoted, or rolled back, by itself (see `Symbiont.Deploy` for the
-  rules and the options). Each step is an event on `symbiont.remediation`.
+  rules and the options). Each step is an event on `symbiont.remediation`. A module that
+  cannot start (not Wasm, exports that do not fit the ABI, a trap in `symbiont_init`) is
+  `{:error, message}` at once, and no canary starts.
 
       {:ok, %{canary: "pricing#canary"}} = Symbiont.deploy("pricing", "priv/wasm/pricing_v2.wasm")
   """
@@ -364,8 +373,10 @@ defmodule Symbiont do
 
     * `:checked` - `true` refuses the publish, sending nothing, with
       `{:error, :overloaded}` when an agent on this node that rejects on overflow has a
-      full queue, and with `{:error, :journal_unavailable}` when a durable agent on this
-      node cannot write its journal (a full disk): see `Symbiont.Mesh.publish/3`.
+      full queue (in events or in bytes), with `{:error, :too_large}` when the payload is
+      larger than an agent's `:max_queue_bytes`, and with
+      `{:error, :journal_unavailable}` when a durable agent on this node cannot write its
+      journal (a full disk): see `Symbiont.Mesh.publish/3`.
       Default: `false`.
     * `:from` - the publisher's name in `topology/0`. Default: `"elixir"`.
     * `:id` - the event's id, `{publisher, incarnation, seq, n}` (`t:Symbiont.Event.id/0`),
@@ -374,18 +385,30 @@ defmodule Symbiont do
       Default: none.
 
   Returns `{:error, {:unencodable, term}}` when `value` has no msgpack form, and
-  `{:error, message}` for an `:id` of the wrong shape.
+  `{:error, message}` for an `:id` of the wrong shape, or for a topic that starts with
+  `symbiont.`: those are Symbiont's own, published only by `Symbiont.Health.publish/5`,
+  `Symbiont.Remediation.publish/4` and agents' dead letters (`Symbiont.ControlPlane`).
 
       iex> Symbiont.publish("doc.nobody.listens", %{"hello" => "world"})
       :ok
+      iex> {:error, message} = Symbiont.publish("symbiont.health", %{"kind" => "failing"})
+      iex> message =~ ~s(topic "symbiont.health" is reserved)
+      true
   """
   @spec publish(String.t(), term, keyword) :: :ok | {:error, term}
   def publish(topic, value, opts \\ []) when is_binary(topic) and is_list(opts) do
     id = Keyword.get(opts, :id)
 
-    with :ok <- Symbiont.Event.validate_id(id),
+    with :ok <- unreserved(topic),
+         :ok <- Symbiont.Event.validate_id(id),
          {:ok, event} <- Symbiont.Event.new(topic, value, Keyword.get(opts, :from)),
          do: Symbiont.Mesh.publish(Symbiont.Mesh, %{event | id: id}, opts)
+  end
+
+  defp unreserved(topic) do
+    if Symbiont.ControlPlane.reserved?(topic),
+      do: {:error, Symbiont.ControlPlane.refusal(topic)},
+      else: :ok
   end
 
   @doc """

@@ -44,14 +44,28 @@ defmodule Symbiont.Agent do
       Default: `true`.
     * `:max_queue` - how many events may wait for the agent (accepted, not yet sent to
       its process). Default: 10 000.
+    * `:max_queue_bytes` - how many bytes of payload the events waiting for the agent
+      may hold in all. The overflow policy applies to bytes as to events: a queue is full
+      when either bound is reached. An event larger than this on its own is never
+      queued: it goes to the dead letters (`"too_large"`), and a checked publish gets
+      `{:error, :too_large}`. Default: the `:max_queue_bytes` application env, else
+      256 MiB.
     * `:max_in_flight` - how many events may be sent to its process and not yet
       acknowledged (the credit window). Default: 100. (The other way, what the agent
       publishes has a window too, PROTOCOL.md §8.2: its host waits while 1,024 publishes
       or 4 MiB are not taken in yet, or while an agent on this node that subscribes to
       them has thousands of events waiting in its mailbox.)
+    * `:max_in_flight_bytes` - how many bytes of payload the events sent to its process
+      and not yet acknowledged may hold in all: the next event waits while it would take
+      them past this, unless nothing is in flight (so an event up to the host's
+      `:max_frame` always goes). Its server keeps each of them until it is acked (to send
+      it again after a crash), and its host holds them too. Default: the
+      `:max_in_flight_bytes` application env, else 64 MiB.
     * `:high_water` - at this queue length the agent publishes an `overloaded` health
       event on `symbiont.health`; a `healthy` one follows once the queue is below half
-      of it. Default: 80% of `:max_queue`.
+      of it. The same goes for bytes, at 80% of `:max_queue_bytes`: `overloaded` when
+      either crosses its mark, `healthy` once both are below half of theirs. Default:
+      80% of `:max_queue`.
     * `:max_attempts` - how many times an event is tried before it goes to the dead
       letters: a handler that raises, runs past its `:handler_timeout`, or whose host
       dies while handling it, is one attempt. A retried event goes first in line (after
@@ -63,10 +77,12 @@ defmodule Symbiont.Agent do
       when the agent has heard nothing from its host for the timeout plus 1 s while
       deliveries are in flight, the host process is restarted (for a Wasm agent, with
       the agents it shares the host with) and the event retried. Default: 30 000.
-    * `:overflow` - what happens to an event that arrives when the queue is full:
-      `:drop_oldest` (the oldest waiting event goes to the dead letters) or `:reject`
-      (the new one does; a publisher that asked for a checked publish gets
-      `{:error, :overloaded}` instead, see `Symbiont.publish/3`). Default: `:drop_oldest`.
+    * `:overflow` - what happens to an event that arrives when the queue is full (in
+      events or in bytes): `:drop_oldest` (the oldest waiting events go to the dead
+      letters, as many as it takes to make room) or `:reject` (the new one does; a
+      publisher that asked for a checked publish gets `{:error, :overloaded}` instead,
+      see `Symbiont.publish/3`, and one told `:ok` never sees its event dropped for
+      room). Default: `:drop_oldest`.
     * `:durable` - journal the agent to disk (`Symbiont.Journal`): the events it accepted
       and has not finished, and the checkpoint of its state, so that stopping the node,
       or a crash of the whole BEAM, loses nothing it accepted. Default: `false` (the queue
@@ -82,12 +98,43 @@ defmodule Symbiont.Agent do
     * `:max_topics` - how many distinct topics the agent may publish on, and subscribe
       to, each time its process starts (see "Topics" below). Default: the `:max_topics`
       application env, else 1 000.
+    * `:max_start_failures` - after this many failed starts in a row the agent is
+      quarantined (see "Agents that cannot start" below). Default: the
+      `:max_start_failures` application env, else 5.
+
+  ## Agents that cannot start
+
+  An agent is checked before it runs (`Symbiont.Agent.Probe`): its module imported and
+  its class constructed (a Wasm module compiled and instantiated), in a Python process of
+  its own, never in the BEAM; the module's top-level code and the class's `__init__` run
+  there (agents are trusted code), `on_start` does not. `Symbiont.spawn_agent/1`,
+  `Symbiont.deploy/3`, `Symbiont.reload_manifest/0` and `Symbiont.Python.start/1` with
+  `agent:` answer `{:error, message}` at once for one that cannot start, naming the
+  agent, its module and class and the exception (or the Wasm error), and start nothing.
+  At node start the manifest's agents are checked before the node serves (see "Checked
+  before it serves" in `Symbiont.Manifest`): a `:required` agent that cannot start stops
+  the node from starting, any other one is quarantined at once; either way its traceback
+  is logged, once.
+
+  An agent can still fail to start later: its module changed or removed after the check,
+  `on_start` raising, an import that kills its host process. A failed start makes it
+  `failing` (a health event the first time, not one a retry: see "How it is doing" in
+  `Symbiont.Observation`), counted in `start_failures`, and it is tried again after
+  100 ms, 200 ms, 400 ms... (at most 5 s); the first failure of a row is logged, and so
+  is a different one, not each retry. After `:max_start_failures` failed starts in a row the agent is
+  quarantined: it stops trying, logs why with the traceback, once, and publishes a
+  `quarantined` health event; events keep waiting in its bounded queue, and the conductor
+  leaves it alone. `Symbiont.Agent.Server.release/1` (or the conductor's `release`) tries
+  again, with `:max_start_failures` tries afresh. An agent that starts once is counted
+  from zero again. A host process that dies while a Python agent in it is starting counts
+  as a failed start of that agent, not as a crash (a Wasm agent shares its host: there
+  the crash is not charged to its start, see "Blame" in `Symbiont.Manifest`).
 
   ## Topics
 
   What an agent publishes cannot grow the node without bound. Each replica may publish
   on at most `:max_topics` distinct topics per start of its process (its health
-  reports on `symbiont.health` do not count), and subscribe to at most as many; a topic
+  reports are not publishes, and do not count), and subscribe to at most as many; a topic
   is at most 1 024 bytes. The host checks first, where the
   agent publishes: in Python, `self.publish` on one topic too many raises
   `symbiont.TopicLimitError` naming the limit (a handler may catch it; uncaught, the
@@ -99,6 +146,13 @@ defmodule Symbiont.Agent do
   `refused_publishes`), and the first such refusal is logged and reported the same way.
   An agent that subscribes to more topics does not start (`agent_failed`, with the
   limit in the error).
+
+  Topics that start with `symbiont.` are the node's own (`Symbiont.ControlPlane`): an
+  agent may subscribe to them, not publish there. `self.publish` raises
+  `symbiont.ReservedTopicError`, a Wasm module's `publish` fails its call with an `abi`
+  error, and the owner drops (and counts in `refused_publishes`, and logs once) what a
+  host sends there anyway. An agent reports its health with `self.health` (the Wasm
+  `health` import); its owner publishes the report, naming the agent that sent it.
 
   ## Durable agents
 
@@ -184,7 +238,9 @@ defmodule Symbiont.Agent do
   handler's too), `"crashed"` (its host died while handling it, `max_attempts` times; the
   error has the exit and the last output lines), `"timeout"` (its host was restarted
   because the handler did not stop after its `:handler_timeout`), `"overloaded"`
-  (`"attempts" => 0`, `"error" => nil`), `"retired"` (still waiting when the agent was
+  (`"attempts" => 0`, `"error" => nil`), `"too_large"` (`"attempts" => 0`: the event is
+  larger than the agent's `:max_queue_bytes`, or its delivery than its host's
+  `:max_frame`; the error says which), `"retired"` (still waiting when the agent was
   retired for good), `"poison"` (the conductor took it out after it crashed its host,
   see `Symbiont.Conductor`) or `"journal_unavailable"` (a durable agent refused it: its
   journal could not be written; `"attempts" => 0`, the error names the file).
@@ -197,7 +253,9 @@ defmodule Symbiont.Agent do
           config: map,
           replicas: pos_integer,
           max_queue: pos_integer,
+          max_queue_bytes: pos_integer,
           max_in_flight: pos_integer,
+          max_in_flight_bytes: pos_integer,
           high_water: pos_integer,
           max_attempts: pos_integer,
           handler_timeout: pos_integer | :infinity,
@@ -208,7 +266,8 @@ defmodule Symbiont.Agent do
           durable: boolean,
           nodes: [node] | nil,
           dedupe: boolean,
-          max_topics: pos_integer
+          max_topics: pos_integer,
+          max_start_failures: pos_integer
         }
 
   @keys [
@@ -220,7 +279,9 @@ defmodule Symbiont.Agent do
     :config,
     :replicas,
     :max_queue,
+    :max_queue_bytes,
     :max_in_flight,
+    :max_in_flight_bytes,
     :high_water,
     :max_attempts,
     :handler_timeout,
@@ -231,9 +292,16 @@ defmodule Symbiont.Agent do
     :durable,
     :nodes,
     :dedupe,
-    :max_topics
+    :max_topics,
+    :max_start_failures
   ]
   @max_topics 1_000
+  # The defaults of the byte bounds, when the application env has none; and the largest
+  # value taken (the load counters publishers reserve room in are signed 64-bit
+  # integers, with room above the bound for one more event).
+  @byte_defaults %{max_queue_bytes: 256 * 1024 * 1024, max_in_flight_bytes: 64 * 1024 * 1024}
+  @max_bytes Integer.pow(2, 62)
+  @max_start_failures 5
 
   @doc """
   Validates an agent spec given as a keyword list or map; `nil` is no agent.
@@ -248,8 +316,19 @@ defmodule Symbiont.Agent do
   @spec validate_spec(nil | keyword | map) :: {:ok, spec | nil} | {:error, String.t()}
   def validate_spec(nil), do: {:ok, nil}
 
-  def validate_spec(%{module: _, class: _, name: _, config: _, max_queue: _, wasm: _} = spec),
-    do: {:ok, spec}
+  def validate_spec(%{module: _, class: _, name: _, config: _, max_queue: _, wasm: _} = spec) do
+    # Validated already; one validated before the byte bounds existed gets their defaults.
+    Enum.reduce_while(@byte_defaults, {:ok, spec}, fn {key, _}, {:ok, spec} ->
+      if Map.has_key?(spec, key) do
+        {:cont, {:ok, spec}}
+      else
+        case default_bytes(key) do
+          {:ok, n} -> {:cont, {:ok, Map.put(spec, key, n)}}
+          error -> {:halt, error}
+        end
+      end
+    end)
+  end
 
   def validate_spec(spec) when is_map(spec), do: validate_spec(Map.to_list(spec))
 
@@ -454,6 +533,8 @@ defmodule Symbiont.Agent do
     with {:ok, replicas} <- positive(spec, :replicas, 1, name),
          {:ok, max_queue} <- positive(spec, :max_queue, 10_000, name),
          {:ok, max_in_flight} <- positive(spec, :max_in_flight, 100, name),
+         {:ok, max_queue_bytes} <- bytes(spec, :max_queue_bytes, name),
+         {:ok, max_in_flight_bytes} <- bytes(spec, :max_in_flight_bytes, name),
          {:ok, high_water} <- positive(spec, :high_water, max(1, div(max_queue * 4, 5)), name),
          :ok <- at_most(high_water, max_queue, name),
          {:ok, max_attempts} <- positive(spec, :max_attempts, 3, name),
@@ -467,7 +548,10 @@ defmodule Symbiont.Agent do
          {:ok, nodes} <- validate_nodes(Keyword.get(spec, :nodes), name),
          {:ok, dedupe} <- validate_boolean(spec, :dedupe, false, name),
          {:ok, default_topics} <- default_max_topics(),
-         {:ok, max_topics} <- positive(spec, :max_topics, default_topics, name) do
+         {:ok, max_topics} <- positive(spec, :max_topics, default_topics, name),
+         {:ok, default_failures} <- default_max_start_failures(),
+         {:ok, max_start_failures} <-
+           positive(spec, :max_start_failures, default_failures, name) do
       {:ok,
        %{
          replicas: replicas,
@@ -475,7 +559,9 @@ defmodule Symbiont.Agent do
          max_replicas: max,
          required: required,
          max_queue: max_queue,
+         max_queue_bytes: max_queue_bytes,
          max_in_flight: max_in_flight,
+         max_in_flight_bytes: max_in_flight_bytes,
          high_water: high_water,
          max_attempts: max_attempts,
          handler_timeout: handler_timeout,
@@ -483,7 +569,8 @@ defmodule Symbiont.Agent do
          durable: durable,
          nodes: nodes,
          dedupe: dedupe,
-         max_topics: max_topics
+         max_topics: max_topics,
+         max_start_failures: max_start_failures
        }}
     end
   end
@@ -510,6 +597,58 @@ defmodule Symbiont.Agent do
       other ->
         {:error,
          "expected :max_topics in config :symbiont to be a positive integer, got: #{inspect(other)}"}
+    end
+  end
+
+  # A byte bound of the spec, else of the application env, else its default.
+  defp bytes(spec, key, name) do
+    with {:ok, default} <- default_bytes(key) do
+      case Keyword.get(spec, key, default) do
+        n when is_integer(n) and n > 0 and n <= @max_bytes ->
+          {:ok, n}
+
+        other ->
+          {:error,
+           "agent #{inspect(name)}: expected #{inspect(key)} to be a positive integer of bytes, " <>
+             "at most 2**62, got: #{inspect(other)}"}
+      end
+    end
+  end
+
+  defp default_bytes(key) do
+    case Application.get_env(:symbiont, key, @byte_defaults[key]) do
+      n when is_integer(n) and n > 0 and n <= @max_bytes ->
+        {:ok, n}
+
+      other ->
+        {:error,
+         "expected #{inspect(key)} in config :symbiont to be a positive integer of bytes, " <>
+           "at most 2**62, got: #{inspect(other)}"}
+    end
+  end
+
+  @doc """
+  The `:max_start_failures` of `spec` (see "Agents that cannot start"); a spec validated
+  before the key existed gets the default.
+  """
+  @spec max_start_failures(map) :: pos_integer
+  def max_start_failures(%{max_start_failures: n}) when is_integer(n), do: n
+
+  def max_start_failures(_spec) do
+    case default_max_start_failures() do
+      {:ok, n} -> n
+      {:error, _} -> @max_start_failures
+    end
+  end
+
+  defp default_max_start_failures do
+    case Application.get_env(:symbiont, :max_start_failures, @max_start_failures) do
+      n when is_integer(n) and n > 0 ->
+        {:ok, n}
+
+      other ->
+        {:error,
+         "expected :max_start_failures in config :symbiont to be a positive integer, got: #{inspect(other)}"}
     end
   end
 

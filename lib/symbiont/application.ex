@@ -27,7 +27,9 @@ defmodule Symbiont.Application do
           {DynamicSupervisor,
            name: Symbiont.Agents, strategy: :one_for_one, max_restarts: 100, max_seconds: 5},
           Symbiont.Deploy,
-          {Symbiont.Manifest, agents: agents},
+          # Its agents are checked before any starts: Symbiont.Manifest, "Checked
+          # before it serves".
+          {Symbiont.Manifest, agents: agents, check: true},
           Symbiont.Conductor.Audit
         ] ++ conductor()
 
@@ -35,10 +37,18 @@ defmodule Symbiont.Application do
       # cold meanwhile) and the health history of the iex helpers.
       last = [Symbiont.Host.Standby, Symbiont.Health.History]
 
-      Supervisor.start_link(children ++ status_page() ++ last,
-        strategy: :rest_for_one,
-        name: Symbiont.Supervisor
-      )
+      case Supervisor.start_link(children ++ status_page() ++ last,
+             strategy: :rest_for_one,
+             name: Symbiont.Supervisor
+           ) do
+        # A required agent that cannot start (logged with its traceback already).
+        {:error,
+         {:shutdown, {:failed_to_start_child, Symbiont.Manifest, {:agent_cannot_start, _} = why}}} ->
+          {:error, why}
+
+        other ->
+          other
+      end
     else
       {:manifest, {:error, message}} -> {:error, {:invalid_manifest, message}}
       {:conductor, {:error, message}} -> {:error, {:invalid_conductor, message}}

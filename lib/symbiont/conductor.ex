@@ -10,17 +10,23 @@ defmodule Symbiont.Conductor do
   * **Observe** (every `:tick_ms`, default 1000): a snapshot of every agent in scope,
     read from `Symbiont.Observation` (the view `Symbiont.status/0` and the status page
     read too; no call to any agent), over its stable replicas: queue, in flight,
-    handled, failed, crashes and restarts (a crash is what the agent's host died of; an
-    upgrade or a restart on purpose is a restart, never a crash) and their change since
-    the last tick (since the conductor started, at its first tick), its failure rate, p99 latency, idleness, quarantine, the suspect
-    delivery that failed before, its health and why (the worst of its stable replicas';
-    a canary's is its own, under `"canary"`, and the deploy's to judge), the operator's
-    pins (`Symbiont.Pins`: `"pins"`, by field), whether a promoted version can be
-    rolled back, how long ago it was last remedied (rolled back, quarantined, released,
-    dead-lettered for, by the conductor or by the operator: its crashes before that
-    remedy are answered, and are not evidence again), the topology as
-    `from -> topic -> to` edges, the topics a template matches, the templates, the
-    health events since the last tick and the recent audit trail.
+    handled, failed, crashes and restarts (a crash is a death of the agent's host
+    charged to it, its code running: see "Blame" in `Symbiont.Manifest`; an upgrade, a
+    restart on purpose or a neighbour's crash is a restart, never a crash) and their
+    change since the last tick (since the conductor started, at its first tick), its
+    failure rate, p99 latency, idleness, quarantine, the suspect delivery that failed
+    before, its health and why (the worst of its stable replicas'; a canary's is its
+    own, under `"canary"`, and the deploy's to judge), its failed starts in a row
+    (`"start_failures"`, which its own start-failure rule answers, see "Agents that
+    cannot start" in `Symbiont.Agent`), the operator's pins (`Symbiont.Pins`: `"pins"`,
+    by field), how long ago a promoted version it can roll back to was promoted, how
+    long ago it was last remedied (rolled back, quarantined, released, dead-lettered
+    for, by the conductor or by the operator: its crashes before that remedy are
+    answered, and are not evidence again), the topology as `from -> topic -> to` edges,
+    the topics a template matches, the templates, the health events since the last tick
+    and the recent audit trail. Each agent's map has at most 32 keys (a larger map costs
+    ten times as much to build, 10,000 a tick): what a policy can derive (`"deployed"`)
+    is added on the Python side (`symbiont.conductor.decide`).
   * **Decide**: the snapshot goes to the policy, a Python class running in a host of its
     own (`"conductor"`): `symbiont.conductor:DefaultPolicy` unless `:policy` names
     another `"module:Class"`. It returns actions with reasons: `restart`, `scale`,
@@ -29,8 +35,10 @@ defmodule Symbiont.Conductor do
   * **Act**: each action is checked against the guardrails, applied, published on
     `symbiont.remediation` (`by: "conductor"`, with its evidence) and emitted as the
     telemetry event `[:symbiont, :conductor, :action]`; one that is refused or fails is
-    recorded in the audit trail with why (`Symbiont.remediations/0`) and logged: once,
-    not again each tick while the same action is refused for the same reason.
+    recorded in the audit trail with why (`Symbiont.remediations/0`) and logged, once:
+    the same action refused again for the same reason (a cooldown, a pin, tick after
+    tick) is neither recorded nor logged again while it recurs (less than a minute
+    apart) and nothing was done on that agent.
 
   ## Evolution: agents from templates
 
@@ -121,7 +129,10 @@ defmodule Symbiont.Conductor do
     "deploy" => "version"
   }
 
-  # How many refusals are remembered, so that each is logged and recorded once (act/3).
+  # A refused proposal is recorded and logged once (act/3), not again while it recurs
+  # with less than this between two of its occurrences; at most @max_refusals are
+  # remembered.
+  @quiet_ms 60_000
   @max_refusals 1_000
 
   @doc false
@@ -157,12 +168,16 @@ defmodule Symbiont.Conductor do
     audit = Keyword.fetch!(opts, :audit)
 
     # Resume from the audit trail: the cooldowns of the actions taken before a restart,
-    # and the last remedy of each agent.
+    # and the last remedy of each agent. The trail holds only what Symbiont recorded, at
+    # the times it recorded it (Symbiont.Conductor.Audit); a time ahead of now (a clock
+    # set back since) counts as now, so that no entry holds an agent back for ever.
+    now = System.system_time(:millisecond)
+
     applied =
       for %{"by" => "conductor", "result" => "applied", "agent" => agent, "at_ms" => at} = e <-
             Enum.reverse(safe_entries(audit)),
-          is_binary(agent),
-          do: {e["action"], agent, at}
+          is_binary(agent) and is_integer(at),
+          do: {e["action"], agent, min(at, now)}
 
     acted = Map.new(applied, fn {_, agent, at} -> {agent, at} end)
     remedied = for {action, agent, at} <- applied, action in @remedies, into: %{}, do: {agent, at}
@@ -177,6 +192,8 @@ defmodule Symbiont.Conductor do
       acted: acted,
       remedied: remedied,
       scaled: %{},
+      # Refusals and failures recorded and logged: {agent, action} => {result, why, when
+      # last seen (system ms)} (not_done/5).
       refused: %{},
       recent: [],
       last_tick: nil,
@@ -228,7 +245,7 @@ defmodule Symbiont.Conductor do
   end
 
   def handle_info(%Symbiont.Event{topic: "symbiont.health"} = event, state) do
-    case Symbiont.Event.decode(event) do
+    case Symbiont.ControlPlane.decode(event) do
       {:ok, %{"kind" => _} = health} ->
         {:noreply, %{state | health: Enum.take([health | state.health], 100)}}
 
@@ -343,11 +360,14 @@ defmodule Symbiont.Conductor do
       "suspect" => suspect(view.suspect),
       "last_error" => view.last_error,
       "journal_error" => view.journal_error,
+      # Failed starts in a row (its own start-failure rule retries, then quarantines it).
+      "start_failures" => view.start_failures,
       "health" => view.health,
       "health_reason" => view.health_reason,
       "canary" => canary(view.canary),
       "pins" => pins(view.pins),
-      "deployed" => deploy != nil,
+      # A promoted version it can roll back to, promoted this long ago, or nil (the
+      # Python side adds "deployed", whether there is one: see the moduledoc).
       "promoted_ago_ms" => if(deploy, do: now - deploy, else: nil),
       "remedied_ago_ms" => if(remedied, do: now - remedied, else: nil)
     }
@@ -598,8 +618,9 @@ defmodule Symbiont.Conductor do
   end
 
   # An action refused or failed is recorded in the audit trail and logged once: the same
-  # action refused again for the same reason (the policy proposes it each tick while its
-  # evidence lasts) is not, until something on that agent was done.
+  # action refused (or failed) again for the same reason (the policy proposes it each
+  # tick while its evidence lasts) is neither while it recurs less than @quiet_ms apart,
+  # until something on that agent was done (act/3 forgets its refusals then).
   defp not_done(state, action, result, why, now) do
     key =
       case action do
@@ -607,17 +628,25 @@ defmodule Symbiont.Conductor do
         other -> {nil, inspect(other, limit: 8)}
       end
 
-    if result == :refused and Map.get(state.refused, key) == why do
-      state
-    else
-      proposed = if is_map(action), do: action, else: %{"action" => inspect(action)}
-      verdict = %{"by" => "conductor", "result" => "#{result}: #{why}", "at_ms" => now}
-      Audit.record(Map.merge(proposed, verdict), state.opts.audit)
-      Logger.info("conductor: #{result} #{inspect(action, limit: 8)}: #{why}")
+    case Map.get(state.refused, key) do
+      {^result, ^why, at} when now - at < @quiet_ms ->
+        %{state | refused: Map.put(state.refused, key, {result, why, now})}
 
-      refused = if map_size(state.refused) >= @max_refusals, do: %{}, else: state.refused
-      %{state | refused: if(result == :refused, do: Map.put(refused, key, why), else: refused)}
+      _ ->
+        proposed = if is_map(action), do: action, else: %{"action" => inspect(action)}
+        verdict = %{"by" => "conductor", "result" => "#{result}: #{why}", "at_ms" => now}
+        Audit.record(Map.merge(proposed, verdict), state.opts.audit)
+        Logger.info("conductor: #{result} #{inspect(action, limit: 8)}: #{why}")
+        %{state | refused: Map.put(recent_refusals(state.refused, now), key, {result, why, now})}
     end
+  end
+
+  # The refusals still quiet, when there are too many to remember.
+  defp recent_refusals(refused, _now) when map_size(refused) < @max_refusals, do: refused
+
+  defp recent_refusals(refused, now) do
+    recent = Map.filter(refused, fn {_key, {_, _, at}} -> now - at < @quiet_ms end)
+    if map_size(recent) < @max_refusals, do: recent, else: %{}
   end
 
   defp validate(%{"action" => action, "agent" => agent, "reason" => reason} = a)

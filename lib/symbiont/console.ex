@@ -53,7 +53,7 @@ defmodule Symbiont.Console do
           a.host,
           if(a.quarantined, do: "quarantined", else: to_string(a.status)),
           a.health,
-          to_string(a.queue),
+          queue(a),
           to_string(a.in_flight),
           to_string(a.handled),
           to_string(a.failed),
@@ -150,6 +150,12 @@ defmodule Symbiont.Console do
 
     table([~w(TIME ACTION AGENT BY REASON) | rows])
   end
+
+  # The queue's length, and its payload bytes when it holds any: "12 (3.1 MiB)".
+  defp queue(%{queue: n, queue_bytes: bytes}) when bytes > 0,
+    do: "#{n} (#{Symbiont.Host.Output.size(bytes)})"
+
+  defp queue(%{queue: n}), do: to_string(n)
 
   defp version("wasm:" <> path), do: "wasm:" <> Path.basename(path)
   defp version(python), do: python

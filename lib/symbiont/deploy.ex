@@ -13,9 +13,13 @@ defmodule Symbiont.Deploy do
   @moduledoc """
   Health-gated roll-forward of Wasm agents, and rollback (DESIGN.md §2, "Wasm habitat").
 
-  `deploy/3` loads the new module beside the old one as a **canary**: one more replica of
-  the agent, registered with the role `:canary` (`Symbiont.Observation`; its id is
-  `"name#canary"`, in a host of its own, also `"name#canary"`, so that the
+  `deploy/3` first checks that the new module can start (`Symbiont.Agent.Probe`: it is
+  compiled, its exports checked against the ABI, and instantiated within the agent's
+  limits, in a Python process of its own): one that cannot (not Wasm at all, a broken
+  ABI, a trap in `symbiont_init`) is refused with `{:error, message}` and no canary
+  starts. Then it loads the new module beside the old one as a **canary**: one more
+  replica of the agent, registered with the role `:canary` (`Symbiont.Observation`; its
+  id is `"name#canary"`, in a host of its own, also `"name#canary"`, so that the
   two versions' latencies are not mixed) that starts from the
   first replica's state (through `symbiont_migrate`) and joins the agent's queue group,
   so it gets its share of the events. An event the canary fails on is handed to the
@@ -61,7 +65,9 @@ defmodule Symbiont.Deploy do
 
   @doc """
   Starts a canary of `agent` running the Wasm module at `path`; promotion or rollback
-  follow by themselves (see the moduledoc). Returns at once.
+  follow by themselves (see the moduledoc). Returns once the canary is started, or
+  `{:error, message}` when the module cannot start (what is wrong with it, from its
+  check), with no canary.
 
       {:ok, %{canary: "pricing#canary"}} = Symbiont.Deploy.deploy("pricing", "priv/wasm/pricing_v2.wasm")
   """
@@ -126,6 +132,7 @@ defmodule Symbiont.Deploy do
     with :ok <- not_deploying(state, agent),
          {:ok, [first | _] = stable} <- replicas(agent),
          {:ok, spec} <- Symbiont.Agent.with_wasm(first.spec, path),
+         :ok <- Symbiont.Agent.Probe.check(spec),
          {:ok, canary} <- start_canary(agent, first, spec) do
       t0 = System.monotonic_time(:millisecond)
 

@@ -5,30 +5,61 @@ defmodule Symbiont.Health do
   Each is a `Symbiont.Event` whose payload is the map
 
       %{"kind" => "overloaded", "agent" => "billing", "node" => "a@box",
-        "reason" => "queue at 8000 of 10000", "metrics" => %{"queue" => 8000, ...}}
-
-  They come from an agent's owner (`Symbiont.Agent.Server`), when the agent's health
-  changes (see "How it is doing" in `Symbiont.Observation`: its failure rate, its queue,
-  a start that failed, its journal, a quarantine; `"metrics"` has the replica's `"id"`,
-  and `"role"` for a canary), from the agent itself (`self.health.degraded("why")` in
-  Python, the `health` import in Wasm; a Wasm agent also reports its failed calls) and
-  from the mesh (a lost node: `failing`, with `agent` `nil`). What an agent's health is
-  comes from `Symbiont.Observation`, not from these events: they tell it, they do not
-  make it.
+        "reason" => "queue at 8000 of 10000", "metrics" => %{"queue" => 8000, ...},
+        "by" => "symbiont", "id" => nil, "version" => nil}
 
   `kind` is one of #{Enum.map_join(~w(healthy degraded overloaded failing quarantined retired), ", ", &"`#{&1}`")};
-  `agent` is `nil` for an event about a node.
+  `agent` is `nil` for an event about a node. The event's `from` is `agent`.
+
+  ## Who says it
+
+  Only the BEAM publishes on `symbiont.health` (`Symbiont.ControlPlane`), and `by` says
+  who it is that speaks:
+
+    * `"symbiont"`: the node saw it: an agent's owner (`Symbiont.Agent.Server`), when
+      the agent's health changes (see "How it is doing" in `Symbiont.Observation`: its
+      failure rate, its queue, a journal that cannot be written, a quarantine; and each
+      failed start, with its count), stamped with the replica's `id` and `version`
+      (`"metrics"` has its `"id"` too, and `"role"` for a canary); the mesh (a lost
+      node: `failing`, with `agent` `nil`), the manifest (`retired`);
+    * `"agent"`: the agent said so about itself (`self.health.degraded("why")` in
+      Python, the `health` import in Wasm; a Wasm agent also reports its failed calls).
+      Its report reaches its owner in a `health` frame of its own (PROTOCOL.md §8.3),
+      which holds a kind, a reason and metrics, and no name: the owner publishes it with
+      `agent` the name of the agent in that slot, `id` its replica (`"pricing#canary"`)
+      and `version` what it runs (`"wasm:priv/wasm/pricing_v2.wasm"`,
+      `"module:Class"`). An agent cannot speak for another.
+
+  What an agent's health is comes from `Symbiont.Observation`, not from these events:
+  they tell it, they do not make it (an agent's own report is one of the signals its
+  owner weighs, until it says otherwise or starts again).
+
+  An agent may report #{Enum.map_join(~w(healthy degraded overloaded failing), ", ", &"`#{&1}`")}, a reason of at
+  most #{1024} bytes and at most #{16} metrics (names of at most #{64} bytes; values nil,
+  booleans, numbers or strings of at most #{256} bytes). Every event is kept within the
+  control plane's sizes: a reason is cut at #{1024} bytes, metrics at #{4096}.
 
       iex> Symbiont.subscribe("symbiont.health")
       iex> Symbiont.Health.publish("degraded", "doc-agent", "payment provider slow", %{"p99_ms" => 900})
       :ok
       iex> receive do: (%Symbiont.Event{topic: "symbiont.health", from: "doc-agent"} = e -> Symbiont.Event.decode(e))
       {:ok, %{"kind" => "degraded", "agent" => "doc-agent", "node" => Atom.to_string(node()),
-              "reason" => "payment provider slow", "metrics" => %{"p99_ms" => 900}}}
+              "reason" => "payment provider slow", "metrics" => %{"p99_ms" => 900},
+              "by" => "symbiont", "id" => nil, "version" => nil}}
   """
+
+  alias Symbiont.ControlPlane
 
   @topic "symbiont.health"
   @kinds ~w(healthy degraded overloaded failing quarantined retired)
+  @agent_kinds ~w(healthy degraded overloaded failing)
+  @bys ~w(symbiont agent)
+  # What an agent's report may hold (PROTOCOL.md §8.3), and what any event keeps.
+  @max_reason 1024
+  @max_metrics 16
+  @max_metric_name 64
+  @max_metric_text 256
+  @max_metrics_bytes 4096
 
   @doc "The topic health events are published on."
   @spec topic() :: String.t()
@@ -38,23 +69,84 @@ defmodule Symbiont.Health do
   @spec kinds() :: [String.t()]
   def kinds, do: @kinds
 
+  @doc "The kinds an agent may report about itself."
+  @spec agent_kinds() :: [String.t()]
+  def agent_kinds, do: @agent_kinds
+
   @doc """
   Builds a health event about `agent` (or about a node when `agent` is `nil`; `node`
-  defaults to this one).
+  defaults to this one). `stamp`: `:by` (#{Enum.map_join(@bys, " or ", &"`#{&1}`")},
+  default `"symbiont"`), `:id` (the replica) and `:version`. The reason is cut at
+  #{@max_reason} bytes and metrics that encode in more than #{@max_metrics_bytes} bytes
+  are replaced by their text, cut (`Symbiont.ControlPlane.bound/3`).
   """
-  @spec event(String.t(), String.t() | nil, String.t(), map, node) :: Symbiont.Event.t()
-  def event(kind, agent, reason, metrics \\ %{}, node \\ node())
-      when kind in @kinds and is_binary(reason) and is_map(metrics) do
+  @spec event(String.t(), String.t() | nil, String.t(), map, node, keyword) ::
+          Symbiont.Event.t()
+  def event(kind, agent, reason, metrics \\ %{}, node \\ node(), stamp \\ [])
+      when kind in @kinds and is_binary(reason) and is_map(metrics) and is_list(stamp) do
+    by = Keyword.get(stamp, :by, "symbiont")
+
+    unless by in @bys,
+      do: raise(ArgumentError, "expected :by to be one of #{inspect(@bys)}, got: #{inspect(by)}")
+
     payload = %{
       "kind" => kind,
       "agent" => agent,
       "node" => Atom.to_string(node),
-      "reason" => reason,
-      "metrics" => metrics
+      "reason" => ControlPlane.text(reason, @max_reason),
+      "metrics" => ControlPlane.bound(metrics, @max_metrics_bytes),
+      "by" => by,
+      "id" => Keyword.get(stamp, :id),
+      "version" => Keyword.get(stamp, :version)
     }
 
     Symbiont.Event.new!(@topic, payload, agent)
   end
+
+  @doc """
+  Checks what an agent reports about itself (the fields of a `health` frame,
+  PROTOCOL.md §8.3): `:ok`, or `{:error, why}` naming the field, the value and what is
+  allowed.
+
+      iex> Symbiont.Health.check_report("degraded", "slow", %{"p99_ms" => 900})
+      :ok
+      iex> Symbiont.Health.check_report("quarantined", "", %{})
+      {:error, ~s(kind "quarantined" is not one of healthy, degraded, overloaded, failing)}
+  """
+  @spec check_report(term, term, term) :: :ok | {:error, String.t()}
+  def check_report(kind, reason, metrics) do
+    cond do
+      kind not in @agent_kinds ->
+        {:error, "kind #{short(kind)} is not one of #{Enum.join(@agent_kinds, ", ")}"}
+
+      not (is_binary(reason) and byte_size(reason) <= @max_reason) ->
+        {:error, "reason must be a string of at most #{@max_reason} bytes, got: #{short(reason)}"}
+
+      not (is_map(metrics) and not is_struct(metrics) and map_size(metrics) <= @max_metrics) ->
+        {:error,
+         "metrics must be a map of at most #{@max_metrics} entries, got: #{short(metrics)}"}
+
+      bad = Enum.find(metrics, &(not metric?(&1))) ->
+        {name, value} = bad
+
+        {:error,
+         "metric #{short(name)} = #{short(value)} is not allowed: names are strings of at most " <>
+           "#{@max_metric_name} bytes, values nil, booleans, numbers or strings of at most " <>
+           "#{@max_metric_text} bytes"}
+
+      true ->
+        :ok
+    end
+  end
+
+  defp metric?({name, value}) when is_binary(name) and byte_size(name) <= @max_metric_name,
+    do:
+      is_nil(value) or is_boolean(value) or is_number(value) or
+        (is_binary(value) and byte_size(value) <= @max_metric_text)
+
+  defp metric?(_), do: false
+
+  defp short(term), do: inspect(term, limit: 8, printable_limit: 64)
 
   @doc """
   Whether a health event (its decoded payload) tells how its agent is now, to show as
@@ -77,9 +169,12 @@ defmodule Symbiont.Health do
 
   def current?(%{} = _event), do: true
 
-  @doc "Publishes a health event (see `event/5`) on every node of the mesh."
-  @spec publish(String.t(), String.t() | nil, String.t(), map) :: :ok
-  def publish(kind, agent, reason, metrics \\ %{}) do
-    :ok = Symbiont.Mesh.publish(Symbiont.Mesh, event(kind, agent, reason, metrics))
+  @doc """
+  Publishes a health event (see `event/6`) on every node of the mesh. `stamp` as in
+  `event/6`: `by: "agent"` is for an agent's owner publishing the agent's own report.
+  """
+  @spec publish(String.t(), String.t() | nil, String.t(), map, keyword) :: :ok
+  def publish(kind, agent, reason, metrics \\ %{}, stamp \\ []) do
+    :ok = Symbiont.Mesh.publish(Symbiont.Mesh, event(kind, agent, reason, metrics, node(), stamp))
   end
 end

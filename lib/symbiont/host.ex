@@ -4,7 +4,9 @@ defmodule Symbiont.Host do
 
   It speaks `docs/PROTOCOL.md` with the process and outlives it: when the process exits,
   crashes or breaks the protocol, the owner logs why (exit status and the last lines the
-  process printed), fails the calls that were running, and starts a new process with
+  process printed), and who is charged with it (the agent whose code was running, read
+  from the process's flight recorder, PROTOCOL.md §11.1: see "Blame" in
+  `Symbiont.Manifest`), fails the calls that were running, and starts a new process with
   backoff (the first restart is immediate, repeated crashes wait 10 ms, 20 ms, ... up to
   5 s). Calls, casts and agent deliveries that arrive while the process is (re)starting
   wait for it, so nothing accepted is lost across a restart. A process that sends nothing
@@ -17,8 +19,9 @@ defmodule Symbiont.Host do
 
   A host runs any number of agents (PROTOCOL.md §8), each a `Symbiont.Agent.Server` of
   its own that attaches to the host by name and gets a slot in its process. The owner
-  hands each agent the frames of its slot and tells it when the process goes down and
-  when a new one is ready; the agents write their deliveries to the port themselves.
+  hands each agent the frames of its slot and tells it when the process goes down (and
+  whether it is charged with that, or moved to a host of its own) and when a new one is
+  ready; the agents write their deliveries to the port themselves.
 
   Most code uses it through `Symbiont.Python` (ErlPort-style calls) or the agents of the
   manifest; `start_link/1` is the child spec entry point under `Symbiont.Hosts`.
@@ -51,6 +54,11 @@ defmodule Symbiont.Host do
       it is killed and restarted like after a crash, and its agents' un-acked deliveries
       are retried. Default: the `:heartbeat_ms`
       application env, else 1000.
+    * `:isolate_after`, `:isolate_window_ms` - an agent of this host charged with that
+      many of its crashes within that many ms, while it shared the host with others, is
+      moved to a host of its own, started with these options (see "Blame" in
+      `Symbiont.Manifest`). Default: the application env of the same names, else 2 and
+      60 000.
     * `:output_limit` - how much of the process's output (stdout, stderr, Python
       `logging`, a Wasm module's log) reaches the log: `lines_per_s` (default 100),
       `burst_lines` (1000), `bytes_per_s` (65536), `burst_bytes` (1048576), `max_line`
@@ -59,12 +67,22 @@ defmodule Symbiont.Host do
       of output in the last 5.0 s"). The host process keeps to it (PROTOCOL.md §7); the
       owner drops what goes over twice the limit. Keys not given come from the
       `:output_limit` application env, then the defaults.
+    * `:max_mailbox` - how many messages of the process's port may wait in the owner's
+      mailbox. A port has no input flow control: a process that writes frames it needs
+      no credit for (pongs nobody asked for, replies to calls that timed out, acks of
+      old deliveries, log frames past its output limit) faster than the owner decodes
+      them would grow the owner's mailbox without bound. Past this many, the process is
+      stopped as a protocol error ("flooding", PROTOCOL.md §9) and restarted like after
+      a crash. Each message holds at most 64 KiB (what a port reads at once), so the
+      default bounds them to some 640 MiB; an honest host, which keeps to its windows
+      (§8.2), stays far below (a few hundred in the flood tests and benchmarks).
+      Default: the `:max_mailbox` application env, else 10_000.
   """
   use GenServer, restart: :transient
 
   require Logger
 
-  alias Symbiont.Host.{Credit, Framer, Out, Output, Protocol, Standby}
+  alias Symbiont.Host.{Blackbox, Blame, Credit, Framer, Out, Output, Protocol, Standby}
   alias Symbiont.MsgPack
 
   @typedoc "A host: its pid or the name it was started with."
@@ -86,17 +104,24 @@ defmodule Symbiont.Host do
     :env,
     :inherit_env,
     :output_limit,
-    :heartbeat_ms | Keyword.keys(@defaults)
+    :heartbeat_ms,
+    :max_mailbox,
+    :isolate_after,
+    :isolate_window_ms | Keyword.keys(@defaults)
   ]
   # Intervals without a frame after which a process is unresponsive.
   @missed_beats 3
   @inherit_env ["PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "SYMBIONT_*"]
   # A process that stayed up this long before crashing restarts without delay.
   @stable_ms 5_000
-  @agent_frames [:agent_ready, :agent_failed, :ack, :nack, :publish]
+  @agent_frames [:agent_ready, :agent_failed, :ack, :nack, :publish, :health]
   # Calls from the process to the node running at once (PROTOCOL.md §4.1): each waits in
   # a thread of the process, so only a runaway one gets near.
   @max_calls 10_000
+  # Messages of its port that may wait in the owner's mailbox (:max_mailbox), and how many
+  # port messages go by between two counts of them while the mailbox is longer than that.
+  @max_mailbox 10_000
+  @recount_every 64
 
   ## Public API (internal to Symbiont: users go through Symbiont.Python and Symbiont)
 
@@ -127,10 +152,9 @@ defmodule Symbiont.Host do
   @spec validate_options(keyword) :: {:ok, map} | {:error, ArgumentError.t()}
   def validate_options(opts) when is_list(opts) do
     with :ok <- known_keys(opts),
-         heartbeat = Application.get_env(:symbiont, :heartbeat_ms, 1_000),
-         opts = @defaults |> Keyword.put(:heartbeat_ms, heartbeat) |> Keyword.merge(opts),
+         opts = Keyword.merge(@defaults ++ env_defaults(), opts),
          {:ok, name} <- validate_name(Keyword.get(opts, :name)),
-         :ok <- each_positive(opts, [:heartbeat_ms | Keyword.keys(@defaults)]),
+         :ok <- each_positive(opts, Keyword.keys(@defaults ++ env_defaults())),
          {:ok, python} <- validate_python(Keyword.get(opts, :python)),
          {:ok, cd} <- validate_cd(Keyword.get(opts, :cd, File.cwd!())),
          {:ok, paths} <- validate_paths(Keyword.get(opts, :python_path), cd),
@@ -141,6 +165,9 @@ defmodule Symbiont.Host do
        opts
        |> Map.new()
        |> Map.merge(%{
+         # As given (and validated): a host of its own for an agent isolated from this one
+         # starts with the same (Symbiont.Host.Blame).
+         opts: Keyword.put(opts, :name, name),
          name: name,
          python: python,
          cd: cd,
@@ -152,6 +179,16 @@ defmodule Symbiont.Host do
     else
       {:error, message} when is_binary(message) -> {:error, ArgumentError.exception(message)}
     end
+  end
+
+  # The defaults the application environment may change.
+  defp env_defaults do
+    [
+      heartbeat_ms: Application.get_env(:symbiont, :heartbeat_ms, 1_000),
+      max_mailbox: Application.get_env(:symbiont, :max_mailbox, @max_mailbox),
+      isolate_after: Application.get_env(:symbiont, :isolate_after, 2),
+      isolate_window_ms: Application.get_env(:symbiont, :isolate_window_ms, 60_000)
+    ]
   end
 
   @doc "The pid of a host given by pid or name, or `nil`."
@@ -295,7 +332,9 @@ defmodule Symbiont.Host do
   defp each_positive(opts, keys) do
     Enum.reduce_while(keys, :ok, fn key, :ok ->
       case Keyword.fetch!(opts, key) do
-        v when is_integer(v) and v > 0 and key in [:max_frame, :log_lines] ->
+        v
+        when is_integer(v) and v > 0 and
+               key in [:max_frame, :log_lines, :max_mailbox, :isolate_after] ->
           {:cont, :ok}
 
         v when is_integer(v) and v > 0 and v <= 0xFFFFFFFF - 5_000 ->
@@ -314,6 +353,8 @@ defmodule Symbiont.Host do
 
   defp unit(key) when key in [:max_frame], do: " (bytes)"
   defp unit(key) when key in [:log_lines], do: ""
+  defp unit(key) when key in [:max_mailbox], do: " (messages)"
+  defp unit(key) when key in [:isolate_after], do: " (crashes)"
   defp unit(_), do: " (milliseconds)"
 
   @doc false
@@ -465,11 +506,18 @@ defmodule Symbiont.Host do
       crashes: 0,
       consecutive: 0,
       last_crash: nil,
+      # The current process's flight recorder (Symbiont.Host.Blackbox), and who was
+      # charged with the crashes of this host (Symbiont.Host.Blame).
+      box: nil,
+      blame: Blame.new(config.isolate_after, config.isolate_window_ms),
       # Why the process was killed on request (restart/2), until it is down.
       restart_reason: nil,
       # When the process last sent anything (monotonic ms), and the last ping's number.
       heard_at: nil,
       beat: 0,
+      # Port messages since the owner last counted those waiting in its mailbox (see
+      # flooding/1).
+      since_count: @recount_every,
       # Flow control (PROTOCOL.md §8.2, Symbiont.Host.Credit), for a process that announced
       # it: what it sent of each window and was not given back yet (nil: no windows);
       # and the casts and messages handled but not given back yet.
@@ -514,6 +562,7 @@ defmodule Symbiont.Host do
           | port: port,
             out: Out.to(state.out, port),
             os_pid: os_pid,
+            box: Blackbox.name(),
             status: :starting,
             standby: standby?,
             launch_key: key,
@@ -525,15 +574,22 @@ defmodule Symbiont.Host do
     end
   end
 
-  defp init_options(%{config: c}) do
-    %{
+  defp init_options(%{config: c} = state) do
+    options = %{
       "name" => c.name,
       "node" => Atom.to_string(node()),
       "max_frame" => c.max_frame,
       "python_path" => c.python_path,
       "output_limit" => Output.to_wire(c.output_limit),
-      "window" => Credit.window()
+      "window" => Credit.window(),
+      # Agents' health reports come in health frames (PROTOCOL.md §8.3).
+      "health" => true
     }
+
+    case Blackbox.path(state.box) do
+      nil -> options
+      path -> Map.put(options, "blackbox", path)
+    end
   end
 
   defp call_msg({:call, m, f, args, timeout}, from, state) do
@@ -641,16 +697,18 @@ defmodule Symbiont.Host do
   # A sign of life is a complete frame (PROTOCOL.md §11), not a byte: a process stuck
   # after the start of one would otherwise seem alive for as long as bytes trickle in.
   defp info({port, {:data, chunk}}, %{port: port} = state) do
-    case Framer.feed(state.framer, chunk) do
-      {:ok, [], framer} ->
-        {:noreply, %{state | framer: framer}}
+    with {:ok, state} <- flooding(state),
+         {:ok, payloads, framer} <- Framer.feed(state.framer, chunk) do
+      case payloads do
+        [] ->
+          {:noreply, %{state | framer: framer}}
 
-      {:ok, payloads, framer} ->
-        state = %{state | framer: framer, heard_at: System.monotonic_time(:millisecond)}
-        {:noreply, handle_payloads(payloads, state)}
-
-      {:error, reason} ->
-        {:noreply, protocol_error(state, reason)}
+        payloads ->
+          state = %{state | framer: framer, heard_at: System.monotonic_time(:millisecond)}
+          {:noreply, handle_payloads(payloads, state)}
+      end
+    else
+      {:error, reason} -> {:noreply, protocol_error(state, reason)}
     end
   end
 
@@ -724,7 +782,13 @@ defmodule Symbiont.Host do
     Symbiont.Remediation.publish("restart", agent, format_crash_reason(crash.reason),
       by: "supervisor",
       host: state.name,
-      evidence: %{"restarts" => n, "uptime_ms" => crash.uptime_ms, "status" => crash.status}
+      evidence: %{
+        "restarts" => n,
+        "uptime_ms" => crash.uptime_ms,
+        "status" => crash.status,
+        # The agent charged with the crash (Symbiont.Host.Blame), or nil.
+        "suspect" => crash.suspect
+      }
     )
 
     {:noreply, state}
@@ -792,6 +856,7 @@ defmodule Symbiont.Host do
   @impl true
   def terminate(reason, state) do
     close_port(state)
+    Blackbox.close(state.box)
     fail_pending(state, {:host_down, :stopped})
 
     uptime =
@@ -831,6 +896,13 @@ defmodule Symbiont.Host do
   defp charge(state, {:publish, slot, topic, payload, _id}, _size) do
     if Map.has_key?(state.slots, slot),
       do: charge_slot(state, slot, Credit.publish_cost(topic, payload)),
+      else: {:ok, state}
+  end
+
+  # An agent's health report (§8.3) costs the size of its frame.
+  defp charge(state, {:health, slot, _kind, _reason, _metrics}, size) do
+    if Map.has_key?(state.slots, slot),
+      do: charge_slot(state, slot, size),
       else: {:ok, state}
   end
 
@@ -882,6 +954,10 @@ defmodule Symbiont.Host do
 
     state
   end
+
+  # Its agent server gives the report's share of the window back: it needs its size.
+  defp handle_frame({:health, slot, kind, reason, metrics}, size, state),
+    do: handle_frame({:health, slot, kind, reason, metrics, size}, state)
 
   defp handle_frame(frame, _size, state), do: handle_frame(frame, state)
 
@@ -959,7 +1035,7 @@ defmodule Symbiont.Host do
     end
   end
 
-  # agent_ready, agent_failed, ack, nack, publish: for the agent in that slot. One that
+  # agent_ready, agent_failed, ack, nack, publish, health: for the agent in that slot. One that
   # has just gone away leaves a few behind; they are dropped.
   defp handle_frame(frame, state) when elem(frame, 0) in @agent_frames do
     case Map.fetch(state.slots, elem(frame, 1)) do
@@ -1003,6 +1079,7 @@ defmodule Symbiont.Host do
       do: Process.send_after(self(), {:heartbeat, state.port}, state.config.heartbeat_ms)
 
     state = %{state | peer_max_frame: info["max_frame"] || state.config.max_frame}
+    state = %{state | box: Blackbox.open(state.box, info["blackbox"] == true)}
     # A process that keeps to the windows of §8.2 is held to them, and given credit.
     state = %{state | credit: if(info["credit"] == true, do: %{}), own: {0, 0}}
 
@@ -1041,6 +1118,32 @@ defmodule Symbiont.Host do
 
   defp emit(state, iodata), do: %{state | out: Out.emit(state.out, iodata)}
 
+  # The last line of defence of the owner's memory (`:max_mailbox`): a port has no input
+  # flow control, and frames that need no credit (pongs, late replies, acks of old seqs,
+  # logs past the output limit) cost the owner more to decode than the process to write.
+  # The length of the mailbox is cheap to read, at each port message; only when it is
+  # over the bound are the port's own messages among it counted (a copy of the mailbox,
+  # at most once every @recount_every port messages), so that a burst of calls from the
+  # node's own processes is never taken for a flood.
+  defp flooding(%{since_count: n} = state) when n < @recount_every,
+    do: {:ok, %{state | since_count: n + 1}}
+
+  defp flooding(%{config: %{max_mailbox: max}} = state) do
+    case Process.info(self(), :message_queue_len) do
+      {:message_queue_len, n} when n > max ->
+        {:messages, messages} = Process.info(self(), :messages)
+        port = state.port
+        waiting = Enum.count(messages, &match?({^port, {:data, _}}, &1))
+
+        if waiting > max,
+          do: {:error, {:flooding, waiting, max}},
+          else: {:ok, %{state | since_count: 0}}
+
+      _ ->
+        {:ok, state}
+    end
+  end
+
   ## Crashes and restarts
 
   defp protocol_error(state, reason) do
@@ -1053,6 +1156,9 @@ defmodule Symbiont.Host do
   end
 
   defp crashed(state, reason) do
+    # Whose code was running, read before anything else can touch the process.
+    slots = state.slots
+    {verdict, moved, state} = blame(state, reason)
     close_port(state)
 
     uptime =
@@ -1068,7 +1174,8 @@ defmodule Symbiont.Host do
       os_pid: state.os_pid,
       logs: :queue.to_list(state.logs),
       uptime_ms: uptime,
-      at: DateTime.utc_now()
+      at: DateTime.utc_now(),
+      suspect: suspect_id(verdict, slots)
     }
 
     # A restart on request (restart/2) is not a failure of the process: a warning, and
@@ -1077,16 +1184,17 @@ defmodule Symbiont.Host do
 
     Logger.log(
       if(requested?, do: :warning, else: :error),
-      format_crash(state, crash),
+      format_crash(%{state | slots: slots}, crash) <> format_blame(verdict, slots, reason),
       meta(state)
     )
 
     Symbiont.Telemetry.execute([:symbiont, :host, :crash], %{uptime_ms: uptime}, %{
       host: state.name,
-      agents: agent_ids(state),
+      agents: for({_slot, {_pid, id, _ref}} <- slots, do: id),
       os_pid: state.os_pid,
       reason: reason,
-      status: crash.status
+      status: crash.status,
+      suspect: crash.suspect
     })
 
     fail_pending(state, {:host_down, reason})
@@ -1094,7 +1202,15 @@ defmodule Symbiont.Host do
     # is its agent's (see charged?/2 in Symbiont.Agent.Server).
     down = %{message: format_crash_reason(reason), logs: crash.logs, requested: requested?}
     down = with {:stalled, id, _} <- reason, do: Map.put(down, :stalled, id), else: (_ -> down)
-    for {_slot, {pid, _id, _ref}} <- state.slots, do: send(pid, {:host_down, self(), down})
+
+    # Each agent is told whether it is charged (Symbiont.Host.Blame), and the one moved to
+    # a host of its own where it goes.
+    for {slot, {pid, _id, _ref}} <- slots do
+      notice = Blame.notice(verdict, slot)
+      move_to = with {^slot, host} <- moved, do: host, else: (_ -> nil)
+      send(pid, {:host_down, self(), down |> Map.merge(notice) |> Map.put(:move_to, move_to)})
+    end
+
     delay = if requested?, do: 0, else: backoff(consecutive, state.config.backoff_max)
 
     crashes = state.crashes + 1
@@ -1115,12 +1231,101 @@ defmodule Symbiont.Host do
         last_crash: crash,
         pending: pending,
         tasks: %{},
+        box: Blackbox.close(state.box),
         credit: nil,
         own: {0, 0},
         # Frames not yet written were for the dead process.
         out: Out.to(state.out, nil)
     }
   end
+
+  # Who is charged with the crash (Symbiont.Host.Blame): the verdict, and {slot, host}
+  # when the agent in that slot was charged with crashing this shared host once too
+  # often, and moved to a host of its own (its slot here is gone).
+  defp blame(state, reason) do
+    reading = Blackbox.read(state.box, state.os_pid)
+    ready? = state.status == :ready
+    verdict = Blame.verdict(reason, reading, Map.keys(state.slots), ready?)
+
+    case verdict do
+      {:charged, slot, _running} when map_size(state.slots) > 1 ->
+        {_pid, id, _ref} = state.slots[slot]
+        ids = agent_ids(state)
+        now = System.monotonic_time(:millisecond)
+
+        case Blame.strike(state.blame, id, now, ids) do
+          {:stay, _n, blame} -> {verdict, nil, %{state | blame: blame}}
+          {:isolate, n, blame} -> isolate(%{state | blame: blame}, verdict, slot, n)
+        end
+
+      _ ->
+        {verdict, nil, state}
+    end
+  end
+
+  # The suspect goes to a host of its own, started like this one and named after it (or,
+  # when a host has that name, after it and a number): its slot here is freed, so that
+  # the new process does not start it, and it attaches to its new host when it is told
+  # (Symbiont.Agent.Server). Published as an `isolate` remediation by the supervisor.
+  defp isolate(state, verdict, slot, n) do
+    {_pid, id, ref} = state.slots[slot]
+    name = if whereis(id) == nil, do: id, else: "#{id}~#{System.unique_integer([:positive])}"
+    opts = Keyword.put(state.config.opts, :name, name)
+    window = state.config.isolate_window_ms
+
+    case DynamicSupervisor.start_child(Symbiont.Hosts, {__MODULE__, opts}) do
+      {:ok, _pid} ->
+        Process.demonitor(ref, [:flush])
+
+        reason =
+          "crashed the host #{inspect(state.name)} it shared with #{map_size(state.slots) - 1} " <>
+            "other agents #{n} times within #{window} ms: moved to a host of its own, #{inspect(name)}"
+
+        Logger.warning("agent #{id} #{reason}", host: state.name, agent: id)
+
+        Symbiont.Remediation.publish("isolate", id, reason,
+          by: "supervisor",
+          host: name,
+          evidence: %{"crashes" => n, "window_ms" => window, "from" => state.name}
+        )
+
+        {verdict, {slot, name}, %{state | slots: Map.delete(state.slots, slot)}}
+
+      {:error, error} ->
+        Logger.error(
+          "agent #{id} crashed the shared host #{inspect(state.name)} #{n} times, but no host of its own could be started: #{inspect(error)}",
+          host: state.name,
+          agent: id
+        )
+
+        {verdict, nil, state}
+    end
+  end
+
+  defp suspect_id({:charged, slot, _running}, slots), do: elem(slots[slot], 1)
+  defp suspect_id(_verdict, _slots), do: nil
+
+  # For a host of several agents, who the crash is charged to.
+  defp format_blame(:nobody, slots, {:restarted, _}) when map_size(slots) > 1,
+    do: "\n  charged to no agent: a restart on request"
+
+  defp format_blame(verdict, slots, _reason) when map_size(slots) > 1 do
+    case verdict do
+      {:charged, slot, seq} when is_integer(seq) ->
+        "\n  charged to agent #{elem(slots[slot], 1)}: its delivery (seq #{seq}) was running; the other agents are restarted, not charged"
+
+      {:charged, slot, _} ->
+        "\n  charged to agent #{elem(slots[slot], 1)}: its code was running; the other agents are restarted, not charged"
+
+      :nobody ->
+        "\n  charged to no agent: none of their code was running"
+
+      :unknown ->
+        "\n  whose code was running is not known (the host keeps no flight recorder)"
+    end
+  end
+
+  defp format_blame(_verdict, _slots, _reason), do: ""
 
   @doc false
   # Milliseconds before restart number `n` of a row (the first is immediate).
@@ -1131,26 +1336,37 @@ defmodule Symbiont.Host do
   defp exit_status({:exit, status}), do: status
   defp exit_status(_), do: nil
 
-  defp format_crash_reason({:exit, status}) when status > 128,
+  @doc false
+  # What a crash reason (`{:host_down, reason}` of a failed call) means, in words.
+  @spec format_crash_reason(term) :: String.t()
+  def format_crash_reason(reason)
+
+  def format_crash_reason({:exit, status}) when status > 128,
     do: "exited with status #{status} (signal #{status - 128})"
 
-  defp format_crash_reason({:exit, status}), do: "exited with status #{status}"
+  def format_crash_reason({:exit, status}), do: "exited with status #{status}"
 
-  defp format_crash_reason({:protocol_error, r}),
+  def format_crash_reason({:protocol_error, r}),
     do: "was stopped after a protocol error: #{Protocol.format_error(r)}"
 
-  defp format_crash_reason({:spawn_failed, r}), do: "could not be started: #{inspect(r)}"
-  defp format_crash_reason({:restarted, why}), do: "was restarted on request: #{why}"
+  def format_crash_reason({:spawn_failed, r}), do: "could not be started: #{inspect(r)}"
+  def format_crash_reason({:restarted, why}), do: "was restarted on request: #{why}"
 
-  defp format_crash_reason({:unresponsive, ms}),
+  def format_crash_reason({:unresponsive, ms}),
     do:
       "was restarted: it sent nothing for #{ms} ms (#{@missed_beats} heartbeats missed; frozen or stuck in native code)"
 
-  defp format_crash_reason({:stalled, agent, ms}),
+  def format_crash_reason({:stalled, agent, ms}),
     do:
       "was restarted: a handler of agent #{agent} did not stop after its handler_timeout of #{ms} ms"
 
-  defp format_crash_reason(other), do: "went down: #{inspect(other)}"
+  # A write to a host that has just died fails before its exit status arrives, and the
+  # port then closes without one (erts sends no exit_status after epipe): how it died is
+  # not known, only that it is gone.
+  def format_crash_reason({:port_closed, :epipe}),
+    do: "died (a write found its pipe closed, before its exit status could be read)"
+
+  def format_crash_reason(other), do: "went down: #{inspect(other)}"
 
   defp format_crash(state, crash) do
     why = format_crash_reason(crash.reason)

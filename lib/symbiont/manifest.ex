@@ -15,6 +15,29 @@ defmodule Symbiont.Manifest do
   `"billing#2"`...); Wasm agents share hosts named `"wasm#1"`, `"wasm#2"`... with up to
   `:wasm_agents_per_host` agents in each (application env, default 32). See `plan/2`.
 
+  ## Blame
+
+  When a host dies (a segfault, the OOM killer, a `kill -9`) or is found frozen by its
+  heartbeat, the crash is charged to the agent whose code was running, and only to it:
+  the host keeps a flight recorder of whose delivery, start or stop it runs
+  (PROTOCOL.md §11.1), which its owner reads after the death. That agent's `crashes`
+  (`Symbiont.Agent.Server.info/1`, and the conductor's crash-loop evidence) counts it, and
+  the delivery that was running is charged an attempt (`max_attempts`, then the dead
+  letters). The other agents of a shared host are restarted in the new process with
+  nothing charged: a restart, not a crash; their deliveries go again, uncharged, and
+  nothing they accepted is lost. A host that ran no agent's code when it died charges
+  none of its agents, unless it runs only one (its process is that agent's alone); a
+  restart asked for (`Symbiont.Host.restart/2`) charges nobody.
+
+  A Wasm replica charged with crashing its shared host twice within a minute (the host
+  options `:isolate_after` and `:isolate_window_ms`, or the application env of the same
+  names) is moved to a host of its own, named like the replica (like a Python replica's),
+  started with the shared host's options: its queue and state go with it, its neighbours
+  are rid of it, and the move is published as an `isolate` remediation by the
+  `"supervisor"` (audited). There its crashes are its own: a crash loop is the conductor's
+  to answer, with a quarantine of that agent alone. The manifest keeps it there (it is
+  the replica's placement from then on) and stops that host when the replica is retired.
+
   ## Placement across nodes
 
   An agent spec with `:nodes` (see `Symbiont.Agent`, "Placement") runs once per replica in
@@ -45,6 +68,36 @@ defmodule Symbiont.Manifest do
 
   Only the agents of the manifest are its business: agents started by hand
   (`Symbiont.Python.start/1`) and canaries (`Symbiont.Deploy`) are left alone.
+
+  ## Checked before it serves
+
+  An agent that cannot start is caught before it runs (`Symbiont.Agent.Probe`: its
+  module imported and its class constructed, or its Wasm module compiled and
+  instantiated, in a Python process of its own; module top-level code and `__init__`
+  run there). `spawn_agent/2` and `reload/2` (its new and changed agents) check first and
+  answer `{:error, message}`, changing nothing, for one that cannot start.
+
+  The application's manifest (started with `check: true`) checks all its agents, in one
+  Python process, before it starts any, so before the node serves. Each one that cannot
+  start is logged once, as an error with its traceback. Then:
+
+    * a `:required` agent (the default) that cannot start **stops the node from
+      starting**: `Application.start(:symbiont)` returns
+      `{:error, {:agent_cannot_start, message}}`. A required agent is one the system is
+      not meant to run without, so the node does not pretend to serve without it: the
+      mistake (a typo in `:python`, a missing dependency) is seen at deploy time, not as
+      events piling up later;
+    * an agent with `required: false` is quarantined at once (`Symbiont.Agent.Server`,
+      `quarantined` on `symbiont.health` and in `Symbiont.status/0`), and everything
+      else starts. `Symbiont.Agent.Server.release/1` starts it once it is fixed.
+
+  That is at the node's start only: a manifest restarted by its supervisor quarantines a
+  required agent that cannot start too, rather than take the node down with it, and one
+  that the check passed can still fail to start later (see "Agents that cannot start" in
+  `Symbiont.Agent`). The check costs one cold Python process start plus each agent's
+  import and construction (and, for Wasm agents, wasmtime's import and each module's
+  compilation, which the module cache then saves the hosts): 0.1-0.2 s for a few agents
+  on a 2-core machine.
 
   ## Reloading
 
@@ -101,7 +154,9 @@ defmodule Symbiont.Manifest do
   Options: `:agents` (validated specs, default `[]`), `:name` (default
   `Symbiont.Manifest`), `:tick_ms` (default: app env `:reconcile_ms`, 1000),
   `:per_host` (default: app env `:wasm_agents_per_host`, 32), `:wasm_hosts` (the prefix of
-  the shared Wasm hosts' names, default `"wasm"`).
+  the shared Wasm hosts' names, default `"wasm"`), `:check` (check the agents before
+  starting them, see "Checked before it serves"; default `false`, the application's
+  manifest `true`).
   """
   @spec start_link(keyword) :: GenServer.on_start()
   def start_link(opts) when is_list(opts),
@@ -128,7 +183,15 @@ defmodule Symbiont.Manifest do
   @spec spawn_agent(keyword | map, GenServer.server()) :: {:ok, String.t()} | {:error, String.t()}
   def spawn_agent(spec, server \\ __MODULE__) do
     with {:ok, spec} <- Symbiont.Agent.validate_spec(spec),
+         :ok <- not_declared(spec.name, server),
+         :ok <- Symbiont.Agent.Probe.check(spec),
          do: GenServer.call(server, {:spawn, spec}, 30_000)
+  end
+
+  defp not_declared(name, server) do
+    if agent(name, server),
+      do: {:error, "agent #{inspect(name)} is already in the manifest"},
+      else: :ok
   end
 
   @doc """
@@ -169,13 +232,27 @@ defmodule Symbiont.Manifest do
   Applies a changed config live (see "Reloading"). `agents` defaults to the `:agents`
   of `:symbiont` in the project's `config/config.exs` (or the file of
   `$SYMBIONT_CONFIG`, `make shop`'s), read again. Returns what changed:
-  `%{started: names, retired: names, rescaled: names, upgraded: names}`.
+  `%{started: names, retired: names, rescaled: names, upgraded: names}`. The new agents,
+  and those whose module, class, Wasm module or config changed, are checked first
+  (`Symbiont.Agent.Probe`): if one cannot start, nothing changes and the error says why.
   """
   @spec reload([keyword | map] | nil, GenServer.server()) :: {:ok, map} | {:error, String.t()}
   def reload(agents \\ nil, server \\ __MODULE__) do
     with {:ok, agents} <- if(agents, do: {:ok, agents}, else: read_config()),
          {:ok, specs} <- validate(agents),
+         :ok <- check_changed(specs, server),
          do: GenServer.call(server, {:reload, specs}, 60_000)
+  end
+
+  # The specs whose logic is not what runs now (new ones too) can start, or nothing does.
+  defp check_changed(specs, server) do
+    now = Map.new(agents(server), &{&1.name, logic(&1)})
+    changed = Enum.reject(specs, &(Map.get(now, &1.name) == logic(&1)))
+
+    case for {_name, {:error, %{message: m}}} <- Symbiont.Agent.Probe.check_all(changed), do: m do
+      [] -> :ok
+      messages -> {:error, Enum.join(Enum.sort(messages), "; ") <> "; nothing was changed"}
+    end
   end
 
   @doc "Reconciles now; returns the ids it started and retired."
@@ -298,6 +375,48 @@ defmodule Symbiont.Manifest do
   def init(opts) do
     specs = Keyword.get(opts, :agents, [])
 
+    case if(Keyword.get(opts, :check, false), do: check_agents(specs, opts), else: {:ok, %{}}) do
+      {:ok, quarantine} -> start(specs, quarantine, opts)
+      {:error, message} -> {:stop, {:agent_cannot_start, message}}
+    end
+  end
+
+  # "Checked before it serves": each agent that cannot start is logged with its traceback;
+  # a required one stops the first start of this manifest, any other is quarantined.
+  defp check_agents(specs, opts) do
+    first? = first_start?(Keyword.get(opts, :name, __MODULE__))
+    by_name = Map.new(specs, &{&1.name, &1})
+    failures = for {name, {:error, f}} <- Symbiont.Agent.Probe.check_all(specs), do: {name, f}
+    refused = for {name, f} <- failures, first? and by_name[name].required, do: f.message
+
+    for {name, f} <- Enum.sort(failures) do
+      then =
+        if first? and by_name[name].required,
+          do:
+            "it is :required, so the node does not start (required: false would start it without this agent, quarantined)",
+          else:
+            "it is quarantined; Symbiont.Agent.Server.release(#{inspect(name)}) starts it once fixed"
+
+      tb = if f.traceback == "", do: "", else: "\n" <> String.trim_trailing(f.traceback)
+      Logger.error("#{f.message}; #{then}#{tb}")
+    end
+
+    if refused == [],
+      do: {:ok, Map.new(failures, fn {name, f} -> {name, f.message} end)},
+      else: {:error, Enum.join(Enum.sort(refused), "; ")}
+  end
+
+  # Whether this is the first start of manifest `name` under its supervisor (a restart
+  # has the same parent).
+  defp first_start?(name) do
+    parent = with {:parent, p} <- Process.info(self(), :parent), do: p
+    key = {__MODULE__, :started, name}
+    first? = :persistent_term.get(key, nil) != parent
+    if first?, do: :persistent_term.put(key, parent)
+    first?
+  end
+
+  defp start(specs, quarantine, opts) do
     state = %{
       desired: Map.new(specs, &{&1.name, &1}),
       loaded: Map.new(specs, &{&1.name, &1}),
@@ -315,7 +434,9 @@ defmodule Symbiont.Manifest do
         Keyword.get_lazy(opts, :tick_ms, fn ->
           Application.get_env(:symbiont, :reconcile_ms, 1_000)
         end),
-      wasm_hosts: Keyword.get(opts, :wasm_hosts, "wasm")
+      wasm_hosts: Keyword.get(opts, :wasm_hosts, "wasm"),
+      # Agents that start quarantined, name => why: those the check at start refused.
+      quarantine: quarantine
     }
 
     :ok = :net_kernel.monitor_nodes(true)
@@ -324,7 +445,7 @@ defmodule Symbiont.Manifest do
     state = %{state | placed: running_placements(state)}
     {_report, state} = do_reconcile(state)
     schedule(state)
-    {:ok, state}
+    {:ok, %{state | quarantine: %{}}}
   end
 
   # Connects to the nodes that placed agents may run on, then waits (a few seconds at
@@ -486,7 +607,13 @@ defmodule Symbiont.Manifest do
     # replicas are the stable ones; a canary is Symbiont.Deploy's.
     registered = Symbiont.Observation.registered()
     running = MapSet.new(Map.keys(registered))
+    hosts = Server.hosts()
     live = [node() | Node.list()]
+    # A replica moved to a host of its own (see "Blame") is where its server says.
+    state = %{
+      state
+      | placed: Map.new(state.placed, fn {id, h} -> {id, Map.get(hosts, id, h)} end)
+    }
 
     wanted =
       for {_, spec} <- state.desired,
@@ -538,18 +665,20 @@ defmodule Symbiont.Manifest do
     {report, %{state | leaving: leaving, placed: placed}}
   end
 
-  # The Wasm replicas of the desired state that run on a host of this manifest, by id.
+  # The Wasm replicas of the desired state that run, by id: where their servers say (a
+  # shared host, or one of its own: see "Blame").
   defp running_placements(state) do
-    prefix = state.wasm_hosts <> "#"
+    hosts = Server.hosts()
 
     for {_, %{wasm: wasm} = spec} <- state.desired,
         wasm != nil,
         id <- host_names(spec),
-        {:ok, %{host: host}} <- [Server.info(id)],
-        String.starts_with?(host, prefix),
+        {:ok, host} <- [Map.fetch(hosts, id)],
         into: %{},
         do: {id, host}
   end
+
+  defp shared_host?(host, state), do: String.starts_with?(host, state.wasm_hosts <> "#")
 
   defp placed?(spec), do: Map.get(spec, :nodes) != nil
 
@@ -576,7 +705,9 @@ defmodule Symbiont.Manifest do
   defp place_and_start(id, %{wasm: nil} = spec, state) do
     start_host(id)
     # Another node started it meanwhile (see runs_here?/3): its host is not needed here.
-    if start_agent(id, id, spec) == :ignored, do: Symbiont.Host.stop(id)
+    if start_agent(id, id, spec, state.quarantine[spec.name]) == :ignored,
+      do: Symbiont.Host.stop(id)
+
     state
   end
 
@@ -584,7 +715,7 @@ defmodule Symbiont.Manifest do
     host = wasm_host(state)
     start_host(host)
 
-    case start_agent(id, host, spec) do
+    case start_agent(id, host, spec, state.quarantine[spec.name]) do
       :ignored -> state
       _ -> put_in(state.placed[id], host)
     end
@@ -606,12 +737,18 @@ defmodule Symbiont.Manifest do
       if id != name and Map.has_key?(state.desired, name),
         do: Server.whereis(name) || (placed?(state.desired[name]) && Server.locate(name)) || nil
 
-    python_host? = not Map.has_key?(state.placed, id)
+    # A Python replica's host is its own, and so is that of a Wasm replica moved out of a
+    # shared host (see "Blame"): it goes with it.
+    own_host =
+      case Map.fetch(state.placed, id) do
+        :error -> id
+        {:ok, host} -> if shared_host?(host, state), do: nil, else: host
+      end
 
     task =
       Task.Supervisor.async_nolink(Symbiont.TaskSupervisor, fn ->
         result = Server.retire(id, heir)
-        if python_host?, do: Symbiont.Host.stop(id)
+        if own_host, do: Symbiont.Host.stop(own_host)
 
         reason = if heir, do: "scaled in", else: "removed from the manifest"
         Symbiont.Health.publish("retired", name, reason, %{"id" => id})
@@ -632,8 +769,8 @@ defmodule Symbiont.Manifest do
     end
   end
 
-  defp start_agent(id, host, spec) do
-    child = {Server, id: id, host: host, spec: spec}
+  defp start_agent(id, host, spec, quarantined \\ nil) do
+    child = {Server, id: id, host: host, spec: spec, quarantined: quarantined}
     start_child(Symbiont.Agents, child, "agent #{inspect(id)} (host #{inspect(host)})")
   end
 

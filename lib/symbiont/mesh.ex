@@ -333,10 +333,15 @@ defmodule Symbiont.Mesh do
     * `{:error, :journal_unavailable}`: a durable agent whose journal cannot be written
       (a full disk, see "When the disk refuses" in `Symbiont.Journal`) accepts nothing
       until it can;
-    * `{:error, :overloaded}`: an agent whose overflow policy is `:reject` has no room.
-      Room is reserved as the publish is accepted (a slot in the subscriber's load
-      counter, released when the event arrives), so publishers racing each other cannot
-      overfill a queue.
+    * `{:error, :too_large}`: the event's payload is larger than an agent's
+      `:max_queue_bytes`, whatever its overflow policy: it could never wait in its queue;
+    * `{:error, :overloaded}`: an agent whose overflow policy is `:reject` has no room,
+      in events (`:max_queue`) or in bytes (`:max_queue_bytes`). Room is reserved as the
+      publish is accepted (one event and the payload's bytes in the subscriber's load
+      counters, which become the event's place in its queue when it arrives), so
+      publishers racing each other cannot overfill a queue, exactly as many are told
+      `:ok` as there is room for, and an event a publisher was told `:ok` for is never
+      dropped for room.
 
   An agent on this node that a checked publish admitted (`reserved` in the event) takes
   the event even if its journal failed while the event was on its way: it holds it in
@@ -344,8 +349,8 @@ defmodule Symbiont.Mesh do
   in `Symbiont.Journal`).
 
   Among a group's members, one that can take it is picked, round robin; when none can,
-  the error is `:journal_unavailable` if that is why every one of them refused, else
-  `:overloaded`. Subscribers on other nodes apply their own policy when the event
+  the error is `:journal_unavailable` or `:too_large` if that is why every one of them
+  refused, else `:overloaded`. Subscribers on other nodes apply their own policy when the event
   arrives (see `Symbiont.Agent`): a durable agent there whose journal cannot be written
   sends the event to the dead letters with the reason `"journal_unavailable"`, as it
   does with an event published without `checked: true`.
@@ -374,61 +379,100 @@ defmodule Symbiont.Mesh do
   end
 
   # The load counters of this node's subscribers of `topic` (plain ones given) that may
-  # refuse it: %{pid => {atomics, max, overflow}}. Slot 1 of the atomics is the
-  # subscriber's queue length plus the reservations on their way to it; slot 2 is 1 while
-  # it accepts nothing (a durable agent whose journal cannot be written).
+  # refuse it: %{pid => {atomics, max, max_bytes, overflow}}. Slot 1 of the atomics is
+  # the subscriber's queue length plus the events reserved on their way to it; slot 3
+  # the payload bytes of its queue plus those reserved; slot 2 is 1 while it accepts
+  # nothing (a durable agent whose journal cannot be written).
   defp loads(m, topic, plain) do
     grouped = for {pid, {_group, meta}} <- Registry.lookup(m.groups, topic), do: {pid, meta}
 
-    for {pid, %{load: {_ref, _max, _overflow} = load}} <- plain ++ grouped,
+    for {pid, %{load: {_ref, _max, _max_bytes, _overflow} = load}} <- plain ++ grouped,
         into: %{},
         do: {pid, load}
   end
 
-  # Admits the event to a subscriber with a load counter, taking a slot in it (a
-  # reservation: the subscriber gives it back when the event arrives, and knows by it
-  # that the publisher was told :ok), or says why not: its journal cannot be written, or
-  # it rejects when full and has no room.
-  defp reserve({ref, max, overflow}) do
+  # Admits an event of `size` payload bytes to a subscriber with a load counter, taking
+  # room in it (a reservation of one event and `size` bytes: the subscriber gives it back
+  # when the event arrives, and knows by it that the publisher was told :ok), or says why
+  # not: its journal cannot be written, the event is larger than its queue may hold, or it
+  # rejects when full and has no room.
+  #
+  # Why a :reject queue is never overfilled, in events or bytes, and an event admitted
+  # is never dropped for room, nor refused while there is room for it: each slot is the
+  # subscriber's queue plus the reservations made and not yet given back. Its server
+  # moves a slot by as much as its queue changes (never puts it), and turns a
+  # reservation into the event's place in the queue in the same add (an admitted event
+  # that is queued moves nothing: it was counted already), or gives it back once it
+  # knows the event will not be queued (sent at once, a duplicate...). So an event is
+  # counted once, as reserved or as queued, at every instant: never neither (two
+  # publishers could then take the same room), never both (a publisher would be refused
+  # room there is). A reservation is one add_get per slot: it returns the sum with every
+  # other reservation and the queue of that instant, so two publishers racing for the
+  # last room cannot both see it free (whichever adds second reads the first's share).
+  # Count first, then bytes: one that gets the count and not the bytes takes its count
+  # back; meanwhile another may read one event too many and be refused while the room
+  # is being given back (a refusal too many, never an admission too many; with payloads
+  # of one size, never). An event that comes the unchecked way is queued only if it fits
+  # beside the reservations (the server reads the same slots), so it never takes room
+  # reserved for one on its way.
+  defp reserve({ref, max, max_bytes, overflow}, size) do
     cond do
       :atomics.get(ref, 2) != 0 ->
         :journal_unavailable
 
-      :atomics.add_get(ref, 1, 1) <= max or overflow != :reject ->
+      size > max_bytes ->
+        :too_large
+
+      overflow != :reject ->
+        :atomics.add(ref, 1, 1)
+        :atomics.add(ref, 3, size)
         :ok
 
-      true ->
+      :atomics.add_get(ref, 1, 1) > max ->
         :atomics.sub(ref, 1, 1)
         :overloaded
+
+      :atomics.add_get(ref, 3, size) > max_bytes ->
+        :atomics.sub(ref, 3, size)
+        :atomics.sub(ref, 1, 1)
+        :overloaded
+
+      true ->
+        :ok
     end
   end
 
-  defp release(loads, pid), do: :atomics.sub(elem(loads[pid], 0), 1, 1)
+  defp release(loads, pid, size) do
+    ref = elem(loads[pid], 0)
+    :atomics.sub(ref, 1, 1)
+    :atomics.sub(ref, 3, size)
+  end
 
   defp checked_publish(m, %Symbiont.Event{topic: topic} = event) do
     subscribers = m.adapter.subscribers(m.adapter_name, topic)
     loads = loads(m, topic, subscribers)
     plain = for {pid, _} <- subscribers, Map.has_key?(loads, pid), do: pid
+    size = byte_size(event.payload)
 
-    with {:ok, reserved} <- reserve_all(plain, loads, []),
-         {:ok, picks, reserved} <- pick_groups(m, topic, loads, reserved) do
+    with {:ok, reserved} <- reserve_all(plain, loads, size, []),
+         {:ok, picks, reserved} <- pick_groups(m, topic, loads, size, reserved) do
       event = %{event | reserved: reserved}
       :ok = m.adapter.broadcast(m.adapter_name, :none, topic, event, __MODULE__)
       Enum.each(picks, &send(&1, event))
     end
   end
 
-  defp reserve_all([], _loads, reserved), do: {:ok, reserved}
+  defp reserve_all([], _loads, _size, reserved), do: {:ok, reserved}
 
-  defp reserve_all([pid | rest], loads, reserved) do
-    case reserve(loads[pid]) do
-      :ok -> reserve_all(rest, loads, [pid | reserved])
-      why -> give_back(reserved, loads, why)
+  defp reserve_all([pid | rest], loads, size, reserved) do
+    case reserve(loads[pid], size) do
+      :ok -> reserve_all(rest, loads, size, [pid | reserved])
+      why -> give_back(reserved, loads, size, why)
     end
   end
 
-  defp give_back(reserved, loads, why) do
-    Enum.each(reserved, &release(loads, &1))
+  defp give_back(reserved, loads, size, why) do
+    Enum.each(reserved, &release(loads, &1, size))
     {:error, why}
   end
 
@@ -442,7 +486,7 @@ defmodule Symbiont.Mesh do
 
   # One member of each group: round robin from the group's counter, skipping members
   # that cannot take the event (see reserve/1).
-  defp pick_groups(m, topic, loads, reserved) do
+  defp pick_groups(m, topic, loads, size, reserved) do
     Enum.reduce_while(Server.groups(m, topic), {:ok, [], reserved}, fn group,
                                                                        {:ok, picks, reserved} ->
       case :pg.get_members(m.scope, {topic, group}) do
@@ -450,33 +494,28 @@ defmodule Symbiont.Mesh do
           {:cont, {:ok, picks, reserved}}
 
         members ->
-          case pick(rotate(m, topic, group, members), loads, []) do
+          case pick(rotate(m, topic, group, members), loads, size, []) do
             {:ok, pid} ->
               reserved = if Map.has_key?(loads, pid), do: [pid | reserved], else: reserved
               {:cont, {:ok, [pid | picks], reserved}}
 
             {:error, why} ->
-              {:halt, give_back(reserved, loads, why)}
+              {:halt, give_back(reserved, loads, size, why)}
           end
       end
     end)
   end
 
-  # The first member that can take the event; or why none can: :journal_unavailable when
-  # every one refused for that, :overloaded otherwise.
-  defp pick([], _loads, whys),
-    do:
-      {:error,
-       if(Enum.all?(whys, &(&1 == :journal_unavailable)),
-         do: :journal_unavailable,
-         else: :overloaded
-       )}
+  # The first member that can take the event; or why none can: :journal_unavailable or
+  # :too_large when every one refused for that, :overloaded otherwise.
+  defp pick([], _loads, _size, [why | whys]),
+    do: {:error, if(Enum.all?(whys, &(&1 == why)), do: why, else: :overloaded)}
 
-  defp pick([pid | rest], loads, whys) do
-    case Map.has_key?(loads, pid) and reserve(loads[pid]) do
+  defp pick([pid | rest], loads, size, whys) do
+    case Map.has_key?(loads, pid) and reserve(loads[pid], size) do
       false -> {:ok, pid}
       :ok -> {:ok, pid}
-      why -> pick(rest, loads, [why | whys])
+      why -> pick(rest, loads, size, [why | whys])
     end
   end
 

@@ -42,6 +42,8 @@ defmodule Symbiont.MsgPack do
   and `[:safe]`, compressed terms are refused, and the type must match the ext.
   """
 
+  import Bitwise, only: [<<<: 2]
+
   alias Symbiont.MsgPack.{Bin, Ext, Raw, Timestamp}
 
   @max_depth 1024
@@ -65,6 +67,8 @@ defmodule Symbiont.MsgPack do
           | {:trailing_bytes, pos_integer}
           | {:too_deep, pos_integer}
           | {:invalid_ext, integer, String.t()}
+          | {:over_limit, :bytes, pos_integer, non_neg_integer}
+          | {:over_limit, :values, non_neg_integer}
           | :not_a_binary
 
   ## Encoding
@@ -282,6 +286,48 @@ defmodule Symbiont.MsgPack do
   def decode(_), do: {:error, :not_a_binary}
 
   @doc """
+  Like `decode/1`, within limits checked **before** anything is built, for bytes whose
+  decoded form must stay small (`Symbiont.ControlPlane`):
+
+    * `:max_bytes` - the most bytes `binary` may have: `{:error, {:over_limit, :bytes,
+      size, max}}` past it, without a look at them;
+    * `:max_values` - the most msgpack values it may hold, counting every value (scalars,
+      arrays, maps, map keys, and what an ext tuple holds): `{:error, {:over_limit,
+      :values, max}}` past it. They are counted by walking the headers, without building
+      anything, and the walk stops at the first value over the limit.
+
+  Without either, it is `decode/1`.
+
+      iex> Symbiont.MsgPack.decode(<<0x93, 1, 2, 3>>, max_values: 4)
+      {:ok, [1, 2, 3]}
+
+      iex> Symbiont.MsgPack.decode(<<0x93, 1, 2, 3>>, max_values: 3)
+      {:error, {:over_limit, :values, 3}}
+
+      iex> Symbiont.MsgPack.decode(<<0x93, 1, 2, 3>>, max_bytes: 3)
+      {:error, {:over_limit, :bytes, 4, 3}}
+  """
+  @spec decode(binary, max_bytes: non_neg_integer, max_values: non_neg_integer) ::
+          {:ok, term} | {:error, decode_error}
+  def decode(binary, opts) when is_binary(binary) and is_list(opts) do
+    max_bytes = Keyword.get(opts, :max_bytes)
+    max_values = Keyword.get(opts, :max_values)
+
+    cond do
+      max_bytes != nil and byte_size(binary) > max_bytes ->
+        {:error, {:over_limit, :bytes, byte_size(binary), max_bytes}}
+
+      max_values != nil and count_values(binary, 1, max_values) == :over ->
+        {:error, {:over_limit, :values, max_values}}
+
+      true ->
+        decode(binary)
+    end
+  end
+
+  def decode(_binary, opts) when is_list(opts), do: {:error, :not_a_binary}
+
+  @doc """
   Like `decode/1` but raises `ArgumentError` on invalid input.
 
       iex> Symbiont.MsgPack.decode!(<<0xA2, "hi">>)
@@ -314,9 +360,72 @@ defmodule Symbiont.MsgPack do
   def format_error({:too_deep, d}), do: "nesting deeper than #{d} levels"
   def format_error({:invalid_ext, t, why}), do: "invalid ext #{t}: #{why}"
   def format_error(:not_a_binary), do: "input is not a binary"
+
+  def format_error({:over_limit, :bytes, size, max}),
+    do: "#{size} bytes, over the limit of #{max}"
+
+  def format_error({:over_limit, :values, max}),
+    do: "more than #{max} values (elements, keys and scalars), the limit"
+
   def format_error(other), do: inspect(other)
 
   defp fail(reason), do: throw({__MODULE__, reason})
+
+  # The values of `pending` msgpack values at the start of `bin`, counted against `left`
+  # without building them: :over once one more than `left` starts, :ok otherwise. Bytes
+  # that do not parse end the count (:ok): decode/1 then says what is wrong with them.
+  defp count_values(_bin, 0, _left), do: :ok
+  defp count_values(_bin, _pending, 0), do: :over
+
+  defp count_values(bin, pending, left) do
+    case value_head(bin) do
+      {:skip, n, rest} ->
+        case rest do
+          <<_::binary-size(n), rest::binary>> -> count_values(rest, pending - 1, left - 1)
+          _ -> :ok
+        end
+
+      {:nest, n, rest} ->
+        count_values(rest, pending - 1 + n, left - 1)
+
+      :end ->
+        :ok
+    end
+  end
+
+  # A value's header: {:skip, bytes of its body, rest}, or {:nest, values it holds, rest}
+  # for an array, a map (keys and values) or an ext tuple (the array it holds: its bytes
+  # follow), or :end for bytes that are not a header.
+  defp value_head(<<n, rest::binary>>) when n < 0x80 or n >= 0xE0, do: {:skip, 0, rest}
+  defp value_head(<<0b1000::4, n::4, rest::binary>>), do: {:nest, 2 * n, rest}
+  defp value_head(<<0b1001::4, n::4, rest::binary>>), do: {:nest, n, rest}
+  defp value_head(<<0b101::3, n::5, rest::binary>>), do: {:skip, n, rest}
+  defp value_head(<<b, rest::binary>>) when b in [0xC0, 0xC2, 0xC3], do: {:skip, 0, rest}
+  defp value_head(<<0xC4, n, rest::binary>>), do: {:skip, n, rest}
+  defp value_head(<<0xC5, n::16, rest::binary>>), do: {:skip, n, rest}
+  defp value_head(<<0xC6, n::32, rest::binary>>), do: {:skip, n, rest}
+  defp value_head(<<0xC7, n, t::signed-8, rest::binary>>), do: ext_head(t, n, rest)
+  defp value_head(<<0xC8, n::16, t::signed-8, rest::binary>>), do: ext_head(t, n, rest)
+  defp value_head(<<0xC9, n::32, t::signed-8, rest::binary>>), do: ext_head(t, n, rest)
+  defp value_head(<<0xCA, rest::binary>>), do: {:skip, 4, rest}
+  defp value_head(<<0xCB, rest::binary>>), do: {:skip, 8, rest}
+  defp value_head(<<b, rest::binary>>) when b in 0xCC..0xCF, do: {:skip, 1 <<< (b - 0xCC), rest}
+  defp value_head(<<b, rest::binary>>) when b in 0xD0..0xD3, do: {:skip, 1 <<< (b - 0xD0), rest}
+
+  defp value_head(<<b, t::signed-8, rest::binary>>) when b in 0xD4..0xD8,
+    do: ext_head(t, 1 <<< (b - 0xD4), rest)
+
+  defp value_head(<<0xD9, n, rest::binary>>), do: {:skip, n, rest}
+  defp value_head(<<0xDA, n::16, rest::binary>>), do: {:skip, n, rest}
+  defp value_head(<<0xDB, n::32, rest::binary>>), do: {:skip, n, rest}
+  defp value_head(<<0xDC, n::16, rest::binary>>), do: {:nest, n, rest}
+  defp value_head(<<0xDD, n::32, rest::binary>>), do: {:nest, n, rest}
+  defp value_head(<<0xDE, n::16, rest::binary>>), do: {:nest, 2 * n, rest}
+  defp value_head(<<0xDF, n::32, rest::binary>>), do: {:nest, 2 * n, rest}
+  defp value_head(_bin), do: :end
+
+  defp ext_head(@ext_tuple, _n, rest), do: {:nest, 1, rest}
+  defp ext_head(_type, n, rest), do: {:skip, n, rest}
 
   # Positive fixint, fixmap, fixarray, fixstr, nil, booleans, negative fixint.
   defp dec(<<n, rest::binary>>, _d) when n < 0x80, do: {n, rest}

@@ -31,20 +31,27 @@ defmodule Symbiont.Observation do
       its **failure rate** (below), its load (`overloaded` at its high-water mark,
       `healthy` again below half), a start that failed, a journal that cannot be
       written, publishes refused over `:max_topics`, and what the agent said itself
-      (`self.health` in Python, the `health` import in Wasm) since it started; and
-      `quarantined` while it is. An agent's health is the worst of its stable replicas';
-      a canary's is its own. A health event on `symbiont.health` is published when it
-      changes, not once per failure.
+      (`self.health` in Python, the `health` import in Wasm: a `health` frame,
+      PROTOCOL.md §8.3) since it started; and `quarantined` while it is. An agent's
+      health is the worst of its stable replicas'; a canary's is its own. The node
+      publishes a health event on `symbiont.health` (`"by": "symbiont"`, stamped with
+      the replica's id) when it changes kind, not once per failure (a failed start is
+      told each time, with its count); an agent's own report is published as it comes,
+      `"by": "agent"`, and not told again by the node.
     * **failure rate** - over the replica's last deliveries (a delivery failed when its
       handler raised or was cancelled, a nack or a timeout, or when its host died while
       handling it), with thresholds and hysteresis: see `Symbiont.Health.Window`. A
       restart on purpose (by hand, by the conductor, an upgrade, a promotion or
       rollback, a release) starts the window over: evidence is counted from the remedy
       on. A crash does not.
-    * **crashes** - how many times the replica's host process died because of it (a
-      crash charged to it: see `Symbiont.Agent.Server`). An upgrade, a promotion, a
-      rollback, a release, a scale, a restart by hand or by the conductor, or a host
-      that died because of another agent is a restart, never a crash.
+    * **crashes** - how many times the replica's host process died because of it: its
+      code was running (the host's flight recorder says so, see "Blame" in
+      `Symbiont.Manifest`), or, where that is not known, the host died on its own or
+      its handler stalled. An upgrade, a promotion, a rollback, a release, a scale, a
+      restart by hand or by the conductor, or a host that died because of another agent
+      is a restart, never a crash; a process that died as a Python agent started is a
+      failed start (**start failures**, see "Agents that cannot start" in
+      `Symbiont.Agent`).
     * **restarts** - how many times the replica started again after its first start,
       for any reason (its crashes included).
     * **pins** - what the operator set by hand and the conductor leaves alone
@@ -56,13 +63,14 @@ defmodule Symbiont.Observation do
   @registry Symbiont.Agent.Registry
   @roles [:stable, :canary]
 
-  # The counters a server writes after every message (see put_counters/6), by slot.
+  # The counters a server writes after every message (see put_counters/7), by slot.
   @queue 1
-  @in_flight 2
-  @handled 3
-  @failed 4
-  @active_at 5
-  @slots 5
+  @queue_bytes 2
+  @in_flight 3
+  @handled 4
+  @failed 5
+  @active_at 6
+  @slots 6
 
   @health_order ~w(quarantined failing overloaded degraded healthy)
 
@@ -79,10 +87,12 @@ defmodule Symbiont.Observation do
     :health_at_ms,
     :version,
     :max_queue,
+    :max_queue_bytes,
     :high_water,
     :topics,
     :crashes,
     :restarts,
+    :start_failures,
     :window,
     :failure_rate,
     :suspect,
@@ -99,9 +109,12 @@ defmodule Symbiont.Observation do
   One replica: `id`, `name`, `role`, `pid`, `host`, `status` (`:detached`, `:starting`,
   `:ready`), `quarantined` (the reason, or `nil`), `health`, `health_reason`,
   `health_at_ms` (system time of its last change), `version` (`"module:Class"` or
-  `"wasm:path"`), `max_queue`, `high_water`, `topics`, `queue`, `in_flight`, `handled`,
-  `failed` (deliveries given up: dead-lettered, or handed back by a canary), `crashes`,
-  `restarts`, `failure_rate` (0.0 to 1.0 over `window`, `nil` before any delivery),
+  `"wasm:path"`), `max_queue`, `max_queue_bytes`, `high_water`, `topics`, `queue`,
+  `queue_bytes` (the payload bytes of its queue), `in_flight`, `handled`, `failed`
+  (deliveries given up: dead-lettered, or handed back by a canary), `crashes`,
+  `restarts`, `start_failures` (its failed starts in a row, 0 once it starts: see
+  "Agents that cannot start" in `Symbiont.Agent`), `failure_rate` (0.0 to 1.0 over
+  `window`, `nil` before any delivery),
   `window` (`%{deliveries: n, failed: n}`), `p50_us`, `p99_us` (of its last 100
   deliveries, `nil` before any), `idle_ms`, `suspect` (`%{topic, attempts}` of a
   delivery that failed before and waits to be tried again, or `nil`), `last_error` (its
@@ -113,8 +126,8 @@ defmodule Symbiont.Observation do
   One agent: its `name`, `version`, `replicas` (its stable replicas, see `t:replica/0`),
   `ids` (theirs), `canary` (the replica on trial, or `nil`), `pins`
   (`Symbiont.Pins.of/1`), and over its stable replicas: `health` and `health_reason`
-  (the worst replica's), `crashes`, `restarts`, `queue`, `in_flight`, `handled`, `failed`
-  (summed), `failure_rate` and `window` (over all their windows), `p99_us` (the
+  (the worst replica's), `crashes`, `restarts`, `queue`, `queue_bytes`, `in_flight`,
+  `handled`, `failed` (summed), `start_failures` (the most), `failure_rate` and `window` (over all their windows), `p99_us` (the
   highest), `idle_ms` (the least), `quarantined` (a reason if one of them is),
   `suspect`, `last_error` and `journal_error` (the first replica's that has one).
   """
@@ -138,7 +151,7 @@ defmodule Symbiont.Observation do
 
   @doc false
   # A replica's row, created as its server starts (`info`: a map of the fields of
-  # t:replica/0 that are not counters): returns the counters it writes (put_counters/6).
+  # t:replica/0 that are not counters): returns the counters it writes (put_counters/7).
   # The row goes when the server does (close/3, or this process sees it go down).
   @spec open(String.t(), map) :: :atomics.atomics_ref()
   def open(id, info) when is_binary(id) and is_map(info) do
@@ -176,10 +189,12 @@ defmodule Symbiont.Observation do
           integer,
           integer,
           integer,
+          integer,
           integer
         ) :: :ok
-  def put_counters(counters, queue, in_flight, handled, failed, active_at) do
+  def put_counters(counters, queue, queue_bytes, in_flight, handled, failed, active_at) do
     :atomics.put(counters, @queue, queue)
+    :atomics.put(counters, @queue_bytes, queue_bytes)
     :atomics.put(counters, @in_flight, in_flight)
     :atomics.put(counters, @handled, handled)
     :atomics.put(counters, @failed, failed)
@@ -210,7 +225,7 @@ defmodule Symbiont.Observation do
     role_guard = if role == :all, do: [], else: [{:==, :"$2", role}]
 
     @registry
-    |> Registry.select([{{:"$1", :_, {name, :"$2"}}, role_guard, [:"$1"]}])
+    |> Registry.select([{{:"$1", :_, {name, :"$2", :_}}, role_guard, [:"$1"]}])
     |> Enum.sort()
   end
 
@@ -220,7 +235,7 @@ defmodule Symbiont.Observation do
   @spec registered() :: %{String.t() => {String.t(), role}}
   def registered do
     @registry
-    |> Registry.select([{{:"$1", :_, :"$2"}, [], [{{:"$1", :"$2"}}]}])
+    |> Registry.select([{{:"$1", :_, {:"$2", :"$3", :_}}, [], [{{:"$1", {{:"$2", :"$3"}}}}]}])
     |> Map.new()
   end
 
@@ -231,7 +246,7 @@ defmodule Symbiont.Observation do
   @spec role(String.t()) :: role | nil
   def role(id) when is_binary(id) do
     case Registry.lookup(@registry, id) do
-      [{_pid, {_name, role}}] -> role
+      [{_pid, {_name, role, _host}}] -> role
       _ -> nil
     end
   end
@@ -263,7 +278,7 @@ defmodule Symbiont.Observation do
   @doc "Replica `id` (`t:replica/0`), or `nil` when it does not run on this node."
   @spec replica(String.t()) :: replica | nil
   def replica(id) when is_binary(id) do
-    with [{_pid, {name, role}}] <- Registry.lookup(@registry, id),
+    with [{_pid, {name, role, _host}}] <- Registry.lookup(@registry, id),
          [{_key, pid, counters, row}] <- safe_lookup(key(id, name, role)) do
       view(id, pid, counters, row, System.monotonic_time(:millisecond))
     else
@@ -342,8 +357,8 @@ defmodule Symbiont.Observation do
   # conductor builds 10,000 of them a tick, and a map of more keys costs ten times more).
   defp view(id, pid, counters, row, now) do
     {name, role, host, status, quarantined, health, health_reason, health_at_ms, version,
-     max_queue, high_water, topics, crashes, restarts, window, failure_rate, suspect, last_error,
-     journal_error, p50_us, p99_us} = row
+     max_queue, max_queue_bytes, high_water, topics, crashes, restarts, start_failures, window,
+     failure_rate, suspect, last_error, journal_error, p50_us, p99_us} = row
 
     %{
       id: id,
@@ -358,10 +373,12 @@ defmodule Symbiont.Observation do
       health_at_ms: health_at_ms,
       version: version,
       max_queue: max_queue,
+      max_queue_bytes: max_queue_bytes,
       high_water: high_water,
       topics: topics,
       crashes: crashes,
       restarts: restarts,
+      start_failures: start_failures,
       window: window,
       failure_rate: failure_rate,
       suspect: suspect,
@@ -370,6 +387,7 @@ defmodule Symbiont.Observation do
       p50_us: p50_us,
       p99_us: p99_us,
       queue: :atomics.get(counters, @queue),
+      queue_bytes: :atomics.get(counters, @queue_bytes),
       in_flight: :atomics.get(counters, @in_flight),
       handled: :atomics.get(counters, @handled),
       failed: :atomics.get(counters, @failed),
@@ -393,7 +411,9 @@ defmodule Symbiont.Observation do
       health_reason: r.health_reason,
       crashes: r.crashes,
       restarts: r.restarts,
+      start_failures: r.start_failures,
       queue: r.queue,
+      queue_bytes: r.queue_bytes,
       in_flight: r.in_flight,
       handled: r.handled,
       failed: r.failed,
@@ -415,9 +435,12 @@ defmodule Symbiont.Observation do
     failures = Enum.reduce(stable, 0, &(&1.window.failed + &2))
 
     totals =
-      Enum.reduce(stable, {0, 0, 0, 0, 0, 0, nil, nil}, fn r, {c, s, q, i, h, f, p99, idle} ->
-        {c + r.crashes, s + r.restarts, q + r.queue, i + r.in_flight, h + r.handled, f + r.failed,
-         max_p99(p99, r.p99_us), min(idle || r.idle_ms, r.idle_ms)}
+      Enum.reduce(stable, {0, 0, 0, 0, 0, 0, 0, 0, nil, nil}, fn r,
+                                                                 {c, s, sf, q, qb, i, h, f, p99,
+                                                                  idle} ->
+        {c + r.crashes, s + r.restarts, max(sf, r.start_failures), q + r.queue,
+         qb + r.queue_bytes, i + r.in_flight, h + r.handled, f + r.failed, max_p99(p99, r.p99_us),
+         min(idle || r.idle_ms, r.idle_ms)}
       end)
 
     window = %{deliveries: deliveries, failed: failures}
@@ -426,7 +449,8 @@ defmodule Symbiont.Observation do
   end
 
   defp agent(name, worst, [first | _] = stable, canary, pins, window, failure_rate, totals) do
-    {crashes, restarts, queue, in_flight, handled, failed, p99_us, idle_ms} = totals
+    {crashes, restarts, start_failures, queue, queue_bytes, in_flight, handled, failed, p99_us,
+     idle_ms} = totals
 
     %{
       name: name,
@@ -439,7 +463,9 @@ defmodule Symbiont.Observation do
       health_reason: worst.health_reason,
       crashes: crashes,
       restarts: restarts,
+      start_failures: start_failures,
       queue: queue,
+      queue_bytes: queue_bytes,
       in_flight: in_flight,
       handled: handled,
       failed: failed,

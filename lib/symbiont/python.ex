@@ -41,7 +41,9 @@ defmodule Symbiont.Python do
 
   With `agent:` (an agent spec, see `Symbiont.Agent`), the instance also runs that agent:
   a `Symbiont.Agent.Server` under `Symbiont.Agents`, registered under the instance's
-  name; `stop/1` stops it too.
+  name; `stop/1` stops it too. The agent is checked first, with this instance's options
+  (`Symbiont.Agent.Probe`): one that cannot start is `{:error, message}`, and nothing
+  starts.
 
       {:ok, py} = Symbiont.Python.start(name: "numbers", python_path: ["lib/py"])
   """
@@ -51,6 +53,7 @@ defmodule Symbiont.Python do
 
     with {:ok, config} <- Host.validate_options(opts),
          {:ok, spec} <- validate_agent(agent),
+         :ok <- if(spec, do: Symbiont.Agent.Probe.check(spec, opts), else: :ok),
          opts = Keyword.put(opts, :name, config.name),
          {:ok, pid} <- DynamicSupervisor.start_child(Symbiont.Hosts, {Host, opts}) do
       start_agent(pid, config.name, spec)

@@ -15,7 +15,17 @@ defmodule Symbiont.Remediation do
   (a call from iex). `agent` and `host` are `nil` when the step is not about one. The
   event's `from` is the agent it is about, so a subscriber can match on it.
 
-  `action` is one of #{Enum.map_join(~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter unpin), ", ", &"`#{&1}`")}.
+  Only the BEAM publishes on `symbiont.remediation` (`Symbiont.ControlPlane`), and only
+  through `publish/4`, which also records the step in the audit trail
+  (`Symbiont.Conductor.Audit`, on every node): the trail is what this module recorded,
+  timed by the BEAM's clock, never what arrives on the topic. A payload keeps within the
+  control plane's sizes: the reason is cut at #{1024} bytes, and evidence or fields that
+  would take it past #{Symbiont.ControlPlane.max_bytes()} bytes are replaced by their
+  text, cut.
+
+  `action` is one of #{Enum.map_join(~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter isolate unpin), ", ", &"`#{&1}`")}
+  (`isolate`: a Wasm agent moved out of the host it shared after crashing it, see "Blame"
+  in `Symbiont.Manifest`; `unpin`: the operator lifted a pin, see `Symbiont.Pins`).
 
       iex> Symbiont.subscribe("symbiont.remediation")
       iex> Symbiont.Remediation.publish("restart", "doc-agent", "crashed", by: "operator")
@@ -24,9 +34,15 @@ defmodule Symbiont.Remediation do
       "restart"
   """
 
+  alias Symbiont.ControlPlane
+
   @topic "symbiont.remediation"
-  @actions ~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter unpin)
+  @actions ~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter isolate unpin)
   @bys ~w(supervisor deploy conductor operator)
+  @max_reason 1024
+  # Evidence and fields, each: with the rest, well within ControlPlane.max_bytes().
+  @max_part 16_384
+  @core ~w(action agent host reason by evidence node at_ms)
 
   @doc "The topic remediation events are published on."
   @spec topic() :: String.t()
@@ -54,38 +70,38 @@ defmodule Symbiont.Remediation do
     unless by in @bys,
       do: raise(ArgumentError, "expected :by to be one of #{inspect(@bys)}, got: #{inspect(by)}")
 
-    Map.merge(Keyword.get(opts, :fields, %{}), %{
+    fields = Map.drop(Keyword.get(opts, :fields, %{}), @core)
+
+    fields =
+      case ControlPlane.bound(fields, @max_part) do
+        ^fields -> fields
+        %{"inspect" => text} -> %{"fields" => text}
+      end
+
+    Map.merge(fields, %{
       "action" => action,
       "agent" => agent,
       "host" => Keyword.get(opts, :host),
-      "reason" => reason,
+      "reason" => ControlPlane.text(reason, @max_reason),
       "by" => by,
-      "evidence" => Keyword.get(opts, :evidence, %{}),
+      "evidence" => ControlPlane.bound(Keyword.get(opts, :evidence, %{}), @max_part),
       "node" => Atom.to_string(node()),
       "at_ms" => System.system_time(:millisecond)
     })
   end
 
   @doc """
-  Publishes a remediation event (see `payload/4`) on every node of the mesh, and emits it
-  as the telemetry event `[:symbiont, :conductor, :action]` (`Symbiont.Telemetry`). An
-  evidence map that msgpack cannot encode is replaced by its `inspect/1` text rather than
-  lost.
+  Publishes a remediation event (see `payload/4`) on every node of the mesh, records it in
+  the audit trail of every node (`Symbiont.Conductor.Audit`), and emits it as the
+  telemetry event `[:symbiont, :conductor, :action]` (`Symbiont.Telemetry`). Evidence or
+  fields that msgpack cannot encode, or that are too big, are replaced by their text
+  (`Symbiont.ControlPlane.bound/3`) rather than lost.
   """
   @spec publish(String.t(), String.t() | nil, String.t(), keyword) :: :ok
   def publish(action, agent, reason, opts \\ []) do
     payload = payload(action, agent, reason, opts)
-
-    event =
-      case Symbiont.Event.new(@topic, payload, agent) do
-        {:ok, event} ->
-          event
-
-        {:error, _} ->
-          payload = %{payload | "evidence" => %{"inspect" => inspect(payload["evidence"])}}
-          Symbiont.Event.new!(@topic, payload, agent)
-      end
-
+    event = Symbiont.Event.new!(@topic, payload, agent)
+    :ok = Symbiont.Conductor.Audit.applied(payload)
     result = Symbiont.Mesh.publish(Symbiont.Mesh, event)
 
     Symbiont.Telemetry.execute([:symbiont, :conductor, :action], %{}, %{

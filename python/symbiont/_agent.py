@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import threading
@@ -11,17 +12,28 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from msgpack import unpackb as _unpackb
 
 from . import erlang
-from ._errors import TopicLimitError
+from ._errors import ReservedTopicError, TopicLimitError, wire_text
 from ._terms import _ext_hook, packb
 
 if TYPE_CHECKING:  # pragma: no cover
     from .wasm import WasmPlugin
 
-__all__ = ["MAX_TOPIC_BYTES", "Agent", "Health", "every", "on"]
+__all__ = ["MAX_TOPIC_BYTES", "RESERVED_PREFIX", "Agent", "Health", "every", "on"]
 
 #: The longest topic an agent may publish on or subscribe to, in UTF-8 bytes (the owner's
 #: ``Symbiont.Event.max_topic_bytes/0``).
 MAX_TOPIC_BYTES = 1024
+#: Topics that start with this are the node's own (``Symbiont.ControlPlane``): an agent
+#: may subscribe to them, but not publish there (:class:`~symbiont.ReservedTopicError`).
+RESERVED_PREFIX = "symbiont."
+#: What a health report may hold (PROTOCOL.md §8.3, ``Symbiont.Health``): a reason of at
+#: most this many UTF-8 bytes (a longer one is cut), at most this many metrics, whose
+#: names are at most this many bytes and whose str values at most this many.
+HEALTH_REASON_BYTES = 1024
+HEALTH_METRICS = 16
+HEALTH_METRIC_NAME_BYTES = 64
+HEALTH_METRIC_TEXT_BYTES = 256
+_HEALTH_KINDS = ("healthy", "degraded", "overloaded", "failing")
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _TOPICS_ATTR = "__symbiont_topics__"
@@ -104,13 +116,22 @@ _UNSET: Any = _Unset()
 
 
 class Health:
-    """An agent's health reports, published on ``symbiont.health`` (``self.health``).
+    """An agent's health reports (``self.health``), which its owner publishes on
+    ``symbiont.health``.
 
-    Each is the map ``{"kind", "agent", "node", "reason", "metrics"}`` that the BEAM's own
-    health events use, published as this agent's event. Example::
+    A report goes to the owner in a frame of its own (PROTOCOL.md §8.3): a kind, a reason
+    and metrics. The owner publishes it as the map ``{"kind", "agent", "node", "reason",
+    "metrics", "by": "agent", "id", "version"}``, naming the agent that sent it: an agent
+    speaks only for itself. Example::
 
         self.health.degraded("payment provider slow", p99_ms=900)
         self.health.ok()
+
+    A reason longer than :data:`HEALTH_REASON_BYTES` is cut (it then ends with
+    ``" [truncated]"``); metrics are at most :data:`HEALTH_METRICS`, named by at most
+    :data:`HEALTH_METRIC_NAME_BYTES` bytes, each ``None``, a bool, a finite number or a
+    str of at most :data:`HEALTH_METRIC_TEXT_BYTES` bytes (else ``ValueError`` or
+    ``TypeError`` naming it).
     """
 
     TOPIC = "symbiont.health"
@@ -119,21 +140,19 @@ class Health:
         self._agent = agent
 
     def report(self, kind: str, reason: str = "", **metrics: Any) -> None:
-        """Publish a health event of ``kind``: healthy, degraded, overloaded or failing."""
-        if kind not in ("healthy", "degraded", "overloaded", "failing"):
+        """Report health of ``kind``: healthy, degraded, overloaded or failing."""
+        if kind not in _HEALTH_KINDS:
             raise ValueError(
                 f"health kind must be healthy, degraded, overloaded or failing, got {kind!r}"
             )
         if not isinstance(reason, str):
             raise TypeError(f"health reason must be a str, got {type(reason).__name__}")
-        event = {
-            "kind": kind,
-            "agent": self._agent.name,
-            "node": _node_name(),
-            "reason": reason,
-            "metrics": metrics,
+        # Lone surrogates (a str may hold them, UTF-8 cannot) become escapes, not a failure.
+        metrics = {
+            wire_text(k): wire_text(v) if isinstance(v, str) else v for k, v in metrics.items()
         }
-        self._agent._publish_raw(self.TOPIC, packb(event))
+        _check_metrics(metrics)
+        self._agent._report_health(kind, _cut(wire_text(reason), HEALTH_REASON_BYTES), metrics)
 
     def ok(self, reason: str = "", **metrics: Any) -> None:
         """Report that the agent is healthy (again)."""
@@ -152,13 +171,43 @@ class Health:
         self.report("failing", reason, **metrics)
 
 
-def _node_name() -> str | None:
-    from ._host import current_host  # noqa: PLC0415 - the host imports this module
+def _cut(text: str, most: int) -> str:
+    """``text`` within ``most`` UTF-8 bytes, cut at a character and marked when cut."""
+    data = text.encode("utf-8")
+    if len(data) <= most:
+        return text
+    suffix = " [truncated]"
+    return data[: most - len(suffix)].decode("utf-8", "ignore") + suffix
 
-    try:
-        return current_host().node
-    except RuntimeError:  # not in a host (an agent driven in-process by a test)
-        return None
+
+def _check_metrics(metrics: dict[str, Any]) -> None:
+    if len(metrics) > HEALTH_METRICS:
+        raise ValueError(
+            f"a health report has at most {HEALTH_METRICS} metrics, got {len(metrics)}"
+        )
+    for name, value in metrics.items():
+        if len(name.encode()) > HEALTH_METRIC_NAME_BYTES:
+            raise ValueError(
+                f"health metric name {name[:32]!r}... is over {HEALTH_METRIC_NAME_BYTES} bytes"
+            )
+        if value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            if not -(1 << 63) <= value < 1 << 64:
+                raise ValueError(f"health metric {name!r} = {value} is out of -2^63..2^64-1")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError(f"health metric {name!r} = {value!r} is not a finite number")
+        elif isinstance(value, str):
+            if len(value.encode()) > HEALTH_METRIC_TEXT_BYTES:
+                raise ValueError(
+                    f"health metric {name!r} is a str of over {HEALTH_METRIC_TEXT_BYTES} bytes"
+                )
+        else:
+            raise TypeError(
+                f"health metric {name!r} must be None, a bool, a number or a str, "
+                f"got {type(value).__name__}"
+            )
 
 
 class Agent:
@@ -221,6 +270,8 @@ class Agent:
         self.log = logging.getLogger(f"symbiont.agent.{name}")
         self.health = Health(self)
         self._publisher: Callable[[str, bytes], None] | None = None
+        # Sends a health report (kind, reason, metrics) to the owner (PROTOCOL.md §8.3).
+        self._reporter: Callable[[str, str, dict[str, Any]], None] | None = None
         # "Topics" in Symbiont.Agent: at most _max_topics distinct topics to publish on
         # (set by the host from agent_start; None: no limit), the first refusal told once.
         self._max_topics: int | None = None
@@ -263,7 +314,9 @@ class Agent:
         The payload is encoded once, here, and sent right away; it reaches the mesh before
         the current delivery is acknowledged. Raises :class:`~symbiont.TopicLimitError`
         for a topic over :data:`MAX_TOPIC_BYTES`, or one distinct topic more than the
-        agent's ``max_topics`` since its process started (``Symbiont.Agent``, "Topics").
+        agent's ``max_topics`` since its process started (``Symbiont.Agent``, "Topics"),
+        and :class:`~symbiont.ReservedTopicError` for a topic that starts with
+        :data:`RESERVED_PREFIX` (the node's own: report health with :attr:`health`).
 
         An agent has a window of publishes the node has not taken in yet (PROTOCOL.md
         §8.2): while it is full, because the node or the agents that subscribe are behind,
@@ -285,6 +338,12 @@ class Agent:
         self._claim_topic(topic)
         self._publisher(topic, payload)
 
+    def _report_health(self, kind: str, reason: str, metrics: dict[str, Any]) -> None:
+        """Send a checked health report to the owner (see :class:`Health`)."""
+        if self._reporter is None:
+            raise RuntimeError(f"agent {self.name!r} is not running inside a symbiont host")
+        self._reporter(kind, reason, metrics)
+
     def _claim_topic(self, topic: str) -> None:
         """Count ``topic`` among those the agent publishes on, unless it is already: a Wasm
         call claims its topics as it publishes, its events go out when it succeeds."""
@@ -292,13 +351,18 @@ class Agent:
             self._new_topic(topic)
 
     def _new_topic(self, topic: str) -> None:
-        """Count ``topic`` among those the agent publishes on, or raise TopicLimitError.
+        """Count ``topic`` among those the agent publishes on, or raise TopicLimitError
+        (ReservedTopicError for one of the node's own, which is never counted).
 
-        Health reports do not count. The first refusal is logged as an error and reported
-        as ``degraded`` health, once.
+        Health reports are not publishes. The first refusal for the limit is logged as an
+        error and reported as ``degraded`` health, once.
         """
-        if topic == Health.TOPIC:
-            return
+        if topic.startswith(RESERVED_PREFIX):
+            raise ReservedTopicError(
+                f"agent {self.name!r} cannot publish on {topic[:100]!r}: topics starting "
+                f"with {RESERVED_PREFIX!r} are published by Symbiont itself, not by agents "
+                "(report health with self.health or the Wasm health import)"
+            )
         _check_topic_size(self.name, topic, "publish on")
         with self._topics_lock:
             limit = self._max_topics
@@ -376,6 +440,22 @@ class Agent:
     def on_message(self, value: Any) -> None:
         """Called with each value sent to this agent by name. The default logs a warning."""
         self.log.warning("agent %s got a message it does not handle: %r", self.name, value)
+
+
+def agent_class(module: str, class_name: str) -> type[Agent]:
+    """The :class:`Agent` subclass ``class_name`` (dots for a nested class) of ``module``,
+    which is imported (its top-level code runs, once per process) if it was not yet.
+
+    Raises what the import raises (``ModuleNotFoundError``, ``SyntaxError``...),
+    ``AttributeError`` for a class the module does not have, ``TypeError`` for one that
+    is not an Agent. The host starts agents with it, and ``symbiont._probe`` checks them.
+    """
+    cls: Any = importlib.import_module(module)
+    for part in class_name.split("."):
+        cls = getattr(cls, part)
+    if not (isinstance(cls, type) and issubclass(cls, Agent)):
+        raise TypeError(f"{module}.{class_name} is not a subclass of symbiont.Agent")
+    return cls
 
 
 def _check_topic_size(name: str, topic: str, what: str) -> None:

@@ -12,6 +12,7 @@ __all__ = [
     "FrameTooLarge",
     "OverloadedError",
     "ProtocolError",
+    "ReservedTopicError",
     "TopicLimitError",
     "error_map",
     "qualified_name",
@@ -88,6 +89,16 @@ class TopicLimitError(ValueError):
     """
 
 
+class ReservedTopicError(ValueError):
+    """A publish on a topic that starts with ``symbiont.``: those are the node's own
+    (``Symbiont.ControlPlane``), and an agent may not publish there.
+
+    Raised by :meth:`symbiont.Agent.publish` (a Wasm module's ``publish`` import fails its
+    call with an ``abi`` error instead). An agent reports its health with
+    ``self.health`` (the Wasm ``health`` import), which its owner publishes for it.
+    """
+
+
 class OverloadedError(TimeoutError):
     """A publish, cast or message waited too long for room in its window (PROTOCOL.md
     §8.2): the node takes in less than this host sends, for a minute."""
@@ -100,6 +111,7 @@ for _cls in (
     CallTimeout,
     FrameTooLarge,
     TopicLimitError,
+    ReservedTopicError,
     OverloadedError,
 ):
     _cls.__module__ = "symbiont"

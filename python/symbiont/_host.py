@@ -35,6 +35,7 @@ import functools
 import importlib
 import itertools
 import logging
+import mmap
 import os
 import platform
 import signal
@@ -47,7 +48,9 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, NoReturn
 
-from ._agent import Agent
+from . import _blackbox
+from ._agent import Agent, agent_class
+from ._blackbox import DELIVERY, ENTRY, SIZE, START, STOP
 from ._errors import (
     CallTimeout,
     CancelledError,
@@ -176,6 +179,8 @@ class Host:
         self._results: dict[int, tuple[bool, Any]] = {}
         self._waiters: dict[int, _Waiter] = {}
         self._before_ready: list[bytes] = []
+        self._owner_reports = False
+        self._reports_told = False
         # The last handled, not yet acked, seq of each slot.
         self._ack_seq: dict[int, int] = {}
         # The checkpoint of each slot's agent after its last handled delivery (msgpack,
@@ -206,6 +211,12 @@ class Host:
         self._credit = threading.Condition(self._credit_lock)
         # This thread's msgpack packer (the dispatch thread's: checkpoints are taken here).
         self._pack = thread_packer()
+        # The flight recorder init asked for (PROTOCOL.md §11.1), or None; and the entry a
+        # delivery leaves in it when it is done: idle, or the agent start (or stop) that
+        # the delivery ran inside while that waited on the owner.
+        self._box: mmap.mmap | None = None
+        self._box_path: str | None = None
+        self._box_after = _blackbox.IDLE_ENTRY
         self._handlers: dict[str, Callable[[list[Any]], None]] = {
             "call": self._on_call,
             "reply": self._on_reply,
@@ -230,6 +241,7 @@ class Host:
                 Host._write_frame.__code__,
                 # A cancellation waits for a publish's frame and its count to be one.
                 Host._publish.__code__,
+                Host._report_health.__code__,
                 Host.send_counted.__code__,
                 Host._await_credit.__code__,
                 Host._read_for_credit.__code__,
@@ -237,6 +249,9 @@ class Host:
                 FrameReader.read_available.__code__,
                 FrameReader._fill.__code__,
                 FrameReader._parse_one.__code__,
+                # The flight recorder is never left half restored (§11.1).
+                Host._box_enter.__code__,
+                Host._box_leave.__code__,
             )
             if code is not None
         }
@@ -308,6 +323,10 @@ class Host:
 
     def _on_eof(self) -> None:
         # PROTOCOL.md §1.5: the owner is gone or wants us gone; don't wait for user code.
+        # An owner gone before it took the flight recorder leaves its name to us (§11.1).
+        if self._box_path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._box_path)
         self._exit(0)
 
     def _protocol_error(self, reason: str) -> NoReturn:
@@ -377,6 +396,9 @@ class Host:
         window = options.get("window")
         if window is not None and _window(window) is None:
             raise _bad(frame, 'window must be {"frames": int, "bytes": int}, each in 1..2^63-1')
+        box_path = options.get("blackbox")
+        if box_path is not None and (type(box_path) is not str or not box_path):
+            raise _bad(frame, "blackbox must be a non-empty str (a path)")
         if options.get("agent") is not None:
             self._fatal(
                 ValueError(
@@ -387,6 +409,9 @@ class Host:
         self.name = name
         self.peer_max = max_frame
         self.reader.limit = max_frame
+        # Whether the owner takes health frames (§8.3); an owner that does not would take
+        # one for a protocol error, so agents' reports are dropped then.
+        self._owner_reports = options.get("health") is True
         if window is not None:
             self._credits[0] = [0, 0, *_window(window)]  # type: ignore[misc]
         sys.path[0:0] = [p for p in python_path if p not in sys.path]
@@ -398,6 +423,13 @@ class Host:
             "heartbeat": True,
             "credit": True,
         }
+        if box_path is not None:
+            try:
+                self._box = _blackbox.create(box_path)
+                self._box_path = box_path
+                info["blackbox"] = True
+            except OSError as exc:  # the owner charges crashes without it (§11.1)
+                _logger.warning("no flight recorder at %s: %s", box_path, exc)
         self.reader.on_idle = self._flush_acks
         self._write_frame(packb(["ready", PROTOCOL_VERSION, info]))
         self.ready = True
@@ -430,14 +462,10 @@ class Host:
                 'agent window must be nil or {"frames": int, "bytes": int}, each in '
                 f"1..2^63-1, got {window!r}"
             )
-        cls: Any = importlib.import_module(module)
-        for part in class_name.split("."):
-            cls = getattr(cls, part)
-        if not (isinstance(cls, type) and issubclass(cls, Agent)):
-            raise TypeError(f"{module}.{class_name} is not a subclass of symbiont.Agent")
-        agent = cls(name, config=config, state=state)
+        agent = agent_class(module, class_name)(name, config=config, state=state)
         agent._max_topics = max_topics
         agent._publisher = functools.partial(self._publish, slot)
+        agent._reporter = functools.partial(self._report_health, slot)
         self._publish_ids[slot] = [seq, -1]
         if window is not None:
             self._credits[slot] = [0, 0, *_window(window)]  # type: ignore[misc]
@@ -506,6 +534,33 @@ class Host:
             data = self._encode(["publish", slot, topic, payload_bin, seq, n], "a publish")
             credit[0] += 1
             credit[1] += cost
+            self._write_frame(data)
+
+    def _report_health(self, slot: int, kind: str, reason: str, metrics: dict[str, Any]) -> None:
+        """Send the agent's health report, ``["health", slot, kind, reason, metrics]``
+        (PROTOCOL.md §8.3), within the slot's window (§8.2: it costs its frame's size)."""
+        if not self._owner_reports:
+            if not self._reports_told:
+                self._reports_told = True
+                _logger.warning(
+                    "the owner does not take health reports (PROTOCOL.md §8.3): "
+                    "agent health reports are dropped"
+                )
+            return
+        frame = ["health", slot, kind, reason, metrics]
+        credit = self._credits.get(slot)
+        if credit is None:  # no window (§8.2)
+            if slot in self._publish_ids:  # else: stopped, the owner would drop it (§8)
+                self.send_async(frame, "a health report")
+            return
+        data = self._encode(frame, "a health report")
+        with self._credit_lock:
+            if not (credit[0] < credit[2] and credit[1] < credit[3] or self._await_credit(slot)):
+                return
+            if slot not in self._publish_ids:
+                return
+            credit[0] += 1
+            credit[1] += len(data)
             self._write_frame(data)
 
     def send_counted(self, frame: list[Any], what: str) -> None:
@@ -963,6 +1018,7 @@ class Host:
         _, slot, spec = frame
         if slot in self.agents:
             raise _bad(frame, f"slot {slot} already runs agent {self.agents[slot].name!r}")
+        recorded = self._box_enter(START, slot)
         try:
             agent = self._load_agent(slot, spec)
             topics = list(agent.subscriptions())
@@ -974,6 +1030,8 @@ class Host:
             _logger.debug("agent in slot %d could not start", slot, exc_info=True)
             self._write_frame(self._pack_error(["agent_failed", slot], error_map(exc)))
             return
+        finally:
+            self._box_leave(recorded)
         self.agents[slot] = agent
         self._checkpoints[slot] = checkpoint
         if type(spec.get("handler_timeout_ms")) is int:
@@ -1009,11 +1067,13 @@ class Host:
             return  # stopped twice while waiting behind a handler (see _on_agent_stop)
         self._stack.append(None)
         self._forget_window(slot)  # on_stop's publishes are not counted (§8.2)
+        recorded = self._box_enter(STOP, slot)
         try:
             agent.on_stop()
         except Exception:
             _logger.exception("agent %r: on_stop failed", agent.name)
         finally:
+            self._box_leave(recorded)
             self._stack.pop()
             self._publish_ids.pop(slot, None)
             self._checkpoints.pop(slot, None)
@@ -1082,6 +1142,10 @@ class Host:
         # A new list (one store): a thread of the agent's that publishes meanwhile sees the
         # old pair or the new one, never half of each.
         ids = self._publish_ids[slot] = [seq, 0]
+        # The flight recorder (§11.1): a crash from here on is this delivery's.
+        box = self._box
+        if box is not None:
+            _blackbox.record(box, ENTRY, slot, seq, DELIVERY)
         try:
             if kind == "event":
                 agent.handle_event(frame[3], frame[4])
@@ -1104,6 +1168,8 @@ class Host:
             ids[0:2] = seq, -1
             self._delivery_deadline = None
             self._stack.pop()
+            if box is not None:  # after the pop: no late cancellation lands in between
+                box[ENTRY:SIZE] = self._box_after
             if self._cancelled:
                 self._cancelled.discard(token)
             if self._cancel_pending == token:
@@ -1118,6 +1184,21 @@ class Host:
         if not self._ack_seq:
             self._unacked_since = now
         self._ack_seq[slot] = seq
+
+    def _box_enter(self, kind: int, slot: int) -> tuple[bytes, bytes] | None:
+        """Record that ``slot``'s agent starts or stops (§11.1); returns what to put back."""
+        box = self._box
+        if box is None:
+            return None
+        recorded = (box[ENTRY:SIZE], self._box_after)
+        self._box_after = _blackbox.entry(kind, slot)
+        box[ENTRY:SIZE] = self._box_after
+        return recorded
+
+    def _box_leave(self, recorded: tuple[bytes, bytes] | None) -> None:
+        """Back to what ran before the start or stop (idle, or a delivery it ran inside)."""
+        if recorded is not None:
+            self._box[ENTRY:SIZE], self._box_after = recorded
 
     def _checkpoint(self, agent: Agent) -> bytes | None:
         """The agent's state as a checkpoint (§8); raises when it cannot be one."""

@@ -58,6 +58,11 @@ def decide(policy: str, options: dict[str, Any], snapshot: dict[str, Any]) -> li
     ``policy`` is ``"module:Class"``; the instance is built once per (policy, options)
     and kept, so that it can remember earlier ticks.
     """
+    # What a policy can derive is left out of each agent's map on the BEAM (at most 32
+    # keys there: a larger map costs ten times as much to build, 10,000 a tick), and
+    # added here.
+    for agent in snapshot.get("agents", []):
+        agent.setdefault("deployed", agent.get("promoted_ago_ms") is not None)
     key = (policy, repr(sorted(options.items())))
     instance = _policies.get(key)
     if instance is None:
@@ -102,9 +107,10 @@ class DefaultPolicy:
     ``Symbiont.Observation`` for what the words mean) has: ``name``, ``replicas`` (running
     count), ``managed`` (in the manifest: can be scaled), ``min_replicas``,
     ``max_replicas``, ``required``, ``version``, ``queue``, ``high_water``, ``in_flight``,
-    ``handled``, ``failed``, ``crashes`` (its host died because of it), ``restarts`` (it
-    started again, for any reason: an upgrade or a restart by hand is a restart, not a
-    crash), ``handled_delta``, ``failed_delta``, ``crashes_delta``, ``restarts_delta``
+    ``handled``, ``failed``, ``crashes`` (the deaths of its host charged to it: its code
+    was running; being restarted because a neighbour crashed a shared host, an upgrade or
+    a restart by hand is a restart, not a crash), ``restarts`` (it started again, for any
+    reason), ``handled_delta``, ``failed_delta``, ``crashes_delta``, ``restarts_delta``
     (since the last tick, or since the conductor started), ``failure_rate`` (over its last
     deliveries, or ``None``), ``idle_ms``, ``p99_us``, ``quarantined``, ``suspect``
     (``{"id", "topic", "attempts"}`` of a delivery that failed before, or ``None``),
@@ -117,8 +123,9 @@ class DefaultPolicy:
     promoted version it can roll back to), ``promoted_ago_ms`` and ``remedied_ago_ms``
     (since it was last rolled back, quarantined, released or dead-lettered for, by the
     conductor or the operator, or ``None``; a restart runs the same code, so it is not one),
-    ``last_error``, and ``journal_error`` (why a durable agent's journal cannot be written,
-    a full disk for one, or ``None``).
+    ``last_error``, ``journal_error`` (why a durable agent's journal cannot be written,
+    a full disk for one, or ``None``), and ``start_failures`` (its failed starts in a row:
+    ``0`` once it started).
     ``snapshot["topology"]["edges"]`` lists ``{"from", "topic", "to"}``.
 
     Evidence is spent once answered: the crashes counted for a crash loop are those since
@@ -138,10 +145,12 @@ class DefaultPolicy:
     * **cascading failure**: failing agents downstream of a failing agent, or of one the
       conductor acted on within ``settle_ms``, are symptoms: only the roots get an
       action, a ``restart``; but not a root failing because its journal cannot be written
-      (``journal_error``): a restart would not free the disk, and would only charge its
-      deliveries in flight an attempt. It recovers by itself once the disk takes writes;
-      nor one that crashed within ``window_ticks``: its crashes restart it already, and
-      the crash loop rule answers them;
+      (``journal_error``): a restart would not free the disk, only send its deliveries in
+      flight again. It recovers by itself once the disk takes writes. Nor one that fails
+      to start (``start_failures``): a restart would run the same code again, and the
+      agent tries again by itself, then quarantines itself; nor one that crashed within
+      ``window_ticks``: its crashes restart it already, and the crash loop rule answers
+      them;
     * **regression after deploy**: errors right after a promotion -> ``rollback``;
     * **slow consumer**: a queue over a third of its high-water mark and growing for
       ``grow_ticks`` ticks -> ``scale`` out by one (up to ``max_replicas``); drained and
@@ -258,6 +267,8 @@ class DefaultPolicy:
                 a = agents[name]
                 if a.get("journal_error"):
                     continue  # its disk, not its code: it recovers when the disk does
+                if a.get("start_failures"):
+                    continue  # it retries its start itself, then quarantines itself
                 downstream = sorted(
                     n for n in failing if name in self._failing_ancestors(n, failing, upstream)
                 )

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
-from ._agent import Agent, Health
+from ._agent import Agent
 from ._terms import packb, unpackb
 
 __all__ = ["AgentHarness"]
@@ -53,10 +53,11 @@ class AgentHarness(Generic[_A]):
     agent:
         The running instance (a new one after :meth:`restart`).
     published:
-        Every ``(topic, value)`` the agent has published, decoded, in order; health
-        reports (topic ``symbiont.health``) are in :attr:`health` instead.
+        Every ``(topic, value)`` the agent has published, decoded, in order.
     health:
-        Its health reports, decoded.
+        Its health reports (``self.health``), as its owner publishes them on
+        ``symbiont.health``: ``{"kind", "agent", "node", "reason", "metrics"}``, ``node``
+        ``None`` here.
     """
 
     def __init__(
@@ -84,6 +85,7 @@ class AgentHarness(Generic[_A]):
         state = unpackb(self._checkpoint)
         agent = self.agent_class(self.name, config=self.config, state=state)
         agent._publisher = self._record
+        agent._reporter = self._record_health
         agent._max_topics = self.max_topics
         agent.on_start()
         # As in a host: the state after on_start is the checkpoint a failure goes back to.
@@ -96,11 +98,13 @@ class AgentHarness(Generic[_A]):
             raise RuntimeError(f"agent {self.name!r} was stopped; restart() it first")
 
     def _record(self, topic: str, payload: bytes) -> None:
-        value = unpackb(payload)
-        if topic == Health.TOPIC:
-            self.health.append(value)
-        else:
-            self.published.append((topic, value))
+        self.published.append((topic, unpackb(payload)))
+
+    def _record_health(self, kind: str, reason: str, metrics: dict[str, Any]) -> None:
+        # What the owner publishes for it (less the stamp of a real owner's agent): the
+        # report goes through msgpack, as on the wire.
+        report = {"kind": kind, "agent": self.name, "node": None, "reason": reason}
+        self.health.append(unpackb(packb(report | {"metrics": metrics})))
 
     def _deliver(self, handler: Any, *args: Any) -> list[tuple[str, Any]]:
         before = len(self.published)

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._agent import Agent
-from ._errors import TopicLimitError
+from ._agent import HEALTH_REASON_BYTES, RESERVED_PREFIX, Agent
+from ._errors import ReservedTopicError, TopicLimitError
 from ._terms import packb as _packb
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -80,6 +80,7 @@ _IOV_MAX = 1024  # the most iovecs one fd_write takes, as POSIX's IOV_MAX
 LOG_LINES_PER_CALL = 1000
 LOG_LINE_BYTES = 8192
 _U32 = 0xFFFFFFFF
+_TRUNCATED = " [truncated]"
 _REQUIRED_EXPORTS = ("memory", "symbiont_abi_version", "symbiont_alloc", "symbiont_handle")
 
 
@@ -487,13 +488,22 @@ def _import_publish(ctx: Any, tp: int, tl: int, pp: int, pl: int) -> None:
     instance = _active.instance
     assert instance is not None  # imports run only inside a call, see Instance._entered
     topic, payload = instance._read(ctx, (tp, tl), (pp, pl))
+    topic_text = _utf8(topic, "publish topic")
+    # The topic first (one of the node's own, or over the agent's max_topics: an ABI
+    # error like the others, at the publish): a refused publish is not walked or counted.
+    if topic_text.startswith(RESERVED_PREFIX):
+        raise WasmError(
+            "abi",
+            f"{instance.name} cannot publish on {topic_text[:100]!r}: topics starting with "
+            f"{RESERVED_PREFIX!r} are published by Symbiont itself, not by modules (report "
+            "health with the health import)",
+        )
+    try:
+        instance.imports.check_topic(topic_text)
+    except (TopicLimitError, ReservedTopicError) as exc:
+        raise WasmError("abi", str(exc)) from None
     instance._outbox.count(len(topic) + len(payload))
     _check_msgpack(payload, "publish payload")
-    topic_text = _utf8(topic, "publish topic")
-    try:  # over the agent's max_topics: an ABI error like the others, at the publish
-        instance.imports.check_topic(topic_text)
-    except TopicLimitError as exc:
-        raise WasmError("abi", str(exc)) from None
     instance._outbox.hold(instance.imports.publish, topic_text, payload)
 
 
@@ -509,14 +519,20 @@ def _import_log(ctx: Any, level: int, p: int, n: int) -> None:
 def _import_health(ctx: Any, kp: int, kl: int, rp: int, rl: int) -> None:
     instance = _active.instance
     assert instance is not None
-    kind, reason = instance._read(ctx, (kp, kl), (rp, rl))
+    # A reason is cut at HEALTH_REASON_BYTES (what a report holds, PROTOCOL.md §8.3): no
+    # more is read. Both spans are checked whole first.
+    kind, reason = instance._read(ctx, (kp, kl), (rp, rl), most=HEALTH_REASON_BYTES)
     instance._outbox.count(len(kind) + len(reason))
     kind = _utf8(kind, "health kind")
     if kind not in HEALTH_KINDS:
         raise WasmError(
-            "abi", f"health kind {kind!r} is not one of {', '.join(sorted(HEALTH_KINDS))}"
+            "abi", f"health kind {kind[:32]!r} is not one of {', '.join(sorted(HEALTH_KINDS))}"
         )
-    instance._outbox.hold(instance.imports.health, kind, _utf8(reason, "health reason"))
+    cut = len(reason) < rl & _U32
+    if cut:  # what is left, and the mark, within HEALTH_REASON_BYTES
+        reason = reason[: HEALTH_REASON_BYTES - len(_TRUNCATED)]
+    text = _utf8(reason, "health reason", cut=cut)
+    instance._outbox.hold(instance.imports.health, kind, text + _TRUNCATED if cut else text)
 
 
 def _utf8(data: bytes, what: str, cut: bool = False) -> str:
@@ -1117,21 +1133,33 @@ class WasmAgent(Agent):
 
     def on_start(self) -> None:
         """Load the module, then hand it the checkpointed state, if any."""
+        self.instance = self._instantiate(Imports.for_agent(self, self.health.report))
+        saved = self.state.get("wasm_state") if isinstance(self.state, dict) else None
+        if isinstance(saved, bytes):
+            self.instance.migrate(saved)
+        self._failures = 0
+
+    def probe(self) -> None:
+        """Check that the module can start, without starting the agent: compile it (through
+        the cache), check its exports against the ABI, instantiate it within its limits
+        and run its ``_initialize`` and ``symbiont_init``, as :meth:`on_start` does, with
+        imports that go nowhere (what it publishes, logs or reports is dropped), then drop
+        the instance. Raises what :meth:`on_start` would: :class:`WasmError`, or
+        ``ValueError`` for bad limits. ``symbiont._probe`` calls it before the agent runs.
+        """
+        self._instantiate(Imports())
+
+    def _instantiate(self, imports: Imports) -> Instance:
         spec = self.config
         if not isinstance(spec.get("wasm"), str):
             raise ValueError(f"Wasm agent {self.name!r} needs its module path in config['wasm']")
-        imports = Imports.for_agent(self, self.health.report)
-        self.instance = default_runtime().instantiate(
+        return default_runtime().instantiate(
             spec["wasm"],
             limits=Limits.from_config(spec.get("limits")),
             imports=imports,
             name=self.name,
             config=spec.get("config"),
         )
-        saved = self.state.get("wasm_state") if isinstance(self.state, dict) else None
-        if isinstance(saved, bytes):
-            self.instance.migrate(saved)
-        self._failures = 0
 
     def subscriptions(self) -> list[str]:
         """The topics of the manifest (a Wasm module does not declare its own)."""

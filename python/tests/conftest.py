@@ -146,7 +146,12 @@ class HostProcess:
     # -- protocol helpers ---------------------------------------------------------------
 
     def init(self, **options: Any) -> list[Any]:
-        opts: dict[str, Any] = {"name": "test", "max_frame": MAX_FRAME, "python_path": []}
+        opts: dict[str, Any] = {
+            "name": "test",
+            "max_frame": MAX_FRAME,
+            "python_path": [],
+            "health": True,
+        }
         opts.update(options)
         self.send(["init", PROTOCOL_VERSION, opts])
         return self.recv_kind("ready")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import DEMO, HostProcess
 
@@ -373,35 +375,101 @@ def test_demo_orders_timer(raw_host: HostProcess) -> None:
     raw_host.wait_logs(lambda logs: any(m.startswith("order 1 created") for _, m in logs))
 
 
-def test_health_reports_are_published_as_the_agents_events() -> None:
+def test_health_reports_go_to_the_owner_as_reports_not_publishes() -> None:
     from symbiont import Agent
-    from symbiont._terms import unpackb
 
-    sent: list[tuple[str, object]] = []
+    reports: list[tuple[str, str, dict]] = []
+    published: list[str] = []
     agent = Agent("payments")
-    agent._publisher = lambda topic, payload: sent.append((topic, unpackb(payload)))
+    agent._publisher = lambda topic, payload: published.append(topic)
+    agent._reporter = lambda kind, reason, metrics: reports.append((kind, reason, metrics))
     agent.health.degraded("provider slow", p99_ms=900)
     agent.health.ok()
-    assert sent == [
-        (
-            "symbiont.health",
-            {
-                "kind": "degraded",
-                "agent": "payments",
-                "node": None,
-                "reason": "provider slow",
-                "metrics": {"p99_ms": 900},
-            },
-        ),
-        (
-            "symbiont.health",
-            {"kind": "healthy", "agent": "payments", "node": None, "reason": "", "metrics": {}},
-        ),
-    ]
+    # A report names nobody: the owner stamps it with the agent in its slot (§8.3).
+    assert reports == [("degraded", "provider slow", {"p99_ms": 900}), ("healthy", "", {})]
+    assert published == []
     with pytest.raises(ValueError, match="health kind must be healthy, degraded"):
         agent.health.report("sad", "why")
     with pytest.raises(TypeError, match="health reason must be a str"):
         agent.health.degraded(42)  # type: ignore[arg-type]
+
+
+def test_health_reports_are_bounded_where_they_are_made() -> None:
+    from symbiont import Agent
+    from symbiont._agent import HEALTH_REASON_BYTES
+
+    reports: list[tuple[str, str, dict]] = []
+    agent = Agent("payments")
+    agent._reporter = lambda kind, reason, metrics: reports.append((kind, reason, metrics))
+    agent.health.failing("é" * 10_000_000)
+    [(_, reason, _)] = reports
+    assert len(reason.encode()) <= HEALTH_REASON_BYTES and reason.endswith(" [truncated]")
+    for metrics, error, message in [
+        ({f"m{i}": i for i in range(17)}, ValueError, "at most 16 metrics, got 17"),
+        ({"x" * 65: 1}, ValueError, "is over 64 bytes"),
+        ({"blob": "z" * 257}, ValueError, "'blob' is a str of over 256 bytes"),
+        ({"nested": {"a": 1}}, TypeError, "'nested' must be None, a bool, a number or a str"),
+        ({"nan": float("nan")}, ValueError, "'nan' = nan is not a finite number"),
+        ({"big": 1 << 64}, ValueError, "out of -2^63..2^64-1"),
+    ]:
+        with pytest.raises(error, match=re.escape(message)):
+            agent.health.degraded("why", **metrics)
+    assert len(reports) == 1
+
+
+def test_publishing_on_the_nodes_own_topics_is_refused_where_it_is_made() -> None:
+    from symbiont import Agent, ReservedTopicError
+
+    published: list[str] = []
+    agent = Agent("forger")
+    agent._publisher = lambda topic, payload: published.append(topic)
+    for topic in ("symbiont.health", "symbiont.remediation", "symbiont.dead_letter", "symbiont.x"):
+        with pytest.raises(ReservedTopicError) as refused:
+            agent.publish(topic, {"kind": "failing", "agent": "someone-else"})
+        assert str(refused.value) == (
+            f"agent 'forger' cannot publish on {topic!r}: topics starting with 'symbiont.' "
+            "are published by Symbiont itself, not by agents (report health with "
+            "self.health or the Wasm health import)"
+        )
+        assert isinstance(refused.value, ValueError)
+    agent.publish("symbiontic.ok", 1)
+    assert published == ["symbiontic.ok"]
+
+
+def test_a_health_report_is_a_frame_of_its_own_within_the_slot_window(host: HostProcess) -> None:
+    window = {"frames": 1, "bytes": 1 << 20}
+    assert host.start_agent(agent_spec("Reporter", window=window))[0] == "agent_ready"
+    host.send(event(1, "report", ["degraded", "slow"]), event(2, "report", ["healthy", ""]))
+    first = host.recv_kind("health")
+    assert first == ["health", 1, "degraded", "slow", {"seq": 0}]
+    # The window is full: the second waits for the owner's credit (§8.2), the frame's size.
+    host.assert_silent(0.2)
+    host.send(["credit", 1, 1, len(packb(first))])
+    assert host.recv_kind("health") == ["health", 1, "healthy", "", {"seq": 1}]
+    assert host.recv_kind("ack")[2] == 2
+
+
+def test_health_reports_are_dropped_for_an_owner_that_does_not_take_them(
+    raw_host: HostProcess,
+) -> None:
+    raw_host.init(health=None)  # an owner before PROTOCOL.md §8.3 would refuse the frame
+    assert raw_host.start_agent(agent_spec("Reporter"))[0] == "agent_ready"
+    raw_host.send(event(1, "report", ["degraded", "slow"]))
+    assert raw_host.recv_kind("ack")[1:3] == [1, 1]
+    raw_host.wait_logs(lambda logs: any("does not take health reports" in m for _, m in logs))
+
+
+def test_a_publish_on_the_nodes_own_topics_raises_in_the_agent_and_sends_nothing(
+    host: HostProcess,
+) -> None:
+    assert host.start_agent(agent_spec("Reporter"))[0] == "agent_ready"
+    host.send(event(1, "forge", "symbiont.health"))
+    ack = host.recv_kind("ack")  # no publish frame before it
+    assert unpackb(ack[3])["refused"] == (
+        "ReservedTopicError: agent 'counter' cannot publish on 'symbiont.health': topics "
+        "starting with 'symbiont.' are published by Symbiont itself, not by agents (report "
+        "health with self.health or the Wasm health import)"
+    )
 
 
 def wasm_spec(name: str, module: str, topic: str) -> dict:
@@ -422,8 +490,10 @@ def test_wasm_agents_share_a_host_and_a_trap_stays_in_its_slot(host: HostProcess
         assert nack[1:3] == [2, seq] and "trapped" in nack[3]["message"]
         assert ["publish", 1, "count.out", packb(seq), seq, 0] in frames
         assert frames[-1][2] == seq and isinstance(frames[-1][3], bytes)
-        health = [unpackb(f[3]) for f in frames if f[:3] == ["publish", 2, "symbiont.health"]]
-        assert [h["agent"] for h in health] == (["trap"] if seq == 1 else [])  # degraded
+        # Its failure is reported in a health frame of its slot (§8.3), the first only.
+        health = [f[2] for f in frames if f[:2] == ["health", 2]]
+        assert health == (["degraded"] if seq == 1 else [])
+        assert not [f for f in frames if f[0] == "publish" and f[2].startswith("symbiont.")]
 
 
 def test_wasm_agent_restarted_in_a_new_slot_resumes_its_state(host: HostProcess) -> None:
@@ -440,9 +510,8 @@ def test_wasm_agent_restarted_in_a_new_slot_resumes_its_state(host: HostProcess)
     # The restarted one goes on from its checkpoint; its neighbour has its own count.
     host.send(["event", 3, 1, "c.in", packb(None)], ["event", 2, 1, "c.in", packb(None)])
     assert host.recv_kind("publish")[1:] == [3, "count.out", packb(3), 1, 0]
-    _, slot, topic, health, *id_ = host.recv_kind("publish")  # the module's third message
-    assert (slot, topic, unpackb(health)["kind"]) == (3, "symbiont.health", "degraded")
-    assert id_ == [1, 1]  # the Wasm module's second publish while handling seq 1
+    # The module's third message: a health report, in a frame of its own (§8.3).
+    assert host.recv_kind("health") == ["health", 3, "degraded", "third message", {}]
     assert host.recv_kind("publish")[1:] == [2, "count.out", packb(1), 1, 0]
 
 

@@ -102,6 +102,15 @@ def test_restarts_that_are_no_crashes_are_no_crash_loop() -> None:
         assert policy.decide(snapshot(agent("a", restarts_delta=4), now_ms=now)) == []
 
 
+def test_restarts_are_not_crashes() -> None:
+    """Restarted because a neighbour crashed the host it shares, upgraded or restarted by
+    hand: restarts, never crash-loop evidence (only crashes charged to the agent are)."""
+    policy = DefaultPolicy(crash_loop=2, window_ticks=50)
+    for now in range(0, 2_000, 200):
+        restarted = agent("bystander", restarts_delta=3, crashes_delta=0)
+        assert policy.decide(snapshot(restarted, now_ms=now)) == []
+
+
 def test_without_a_remedy_the_whole_window_counts() -> None:
     policy = DefaultPolicy(crash_loop=3, window_ticks=3)
     for now, n in [(0, 1), (200, 1)]:
@@ -137,6 +146,18 @@ def test_an_agent_failing_on_its_journal_is_not_restarted_nor_are_its_symptoms()
         edges=[("a", "b")],
     )
     assert DefaultPolicy().decide(snap) == []
+
+
+def test_an_agent_failing_to_start_is_left_to_its_own_rule_nor_are_its_symptoms() -> None:
+    snap = snapshot(
+        agent("a", health="failing", start_failures=2, handled_delta=0),
+        agent("b", failed_delta=9, handled_delta=0),
+        edges=[("a", "b")],
+    )
+    assert DefaultPolicy().decide(snap) == []
+    # Once it started, a failing agent is a root again.
+    snap["agents"][0]["start_failures"] = 0
+    assert [(x["action"], x["agent"]) for x in DefaultPolicy().decide(snap)] == [("restart", "a")]
 
 
 def test_downstream_of_a_root_just_acted_on_is_left_to_settle() -> None:
@@ -195,6 +216,19 @@ def test_decide_builds_the_named_policy_once_and_checks_its_answer() -> None:
     assert conductor.decide("symbiont.conductor:DefaultPolicy", {}, snapshot()) == []
     with pytest.raises(ValueError, match='expected the policy as "module:Class"'):
         conductor.decide("nocolon", {}, snapshot())
+
+
+def test_decide_adds_deployed_which_the_beam_leaves_out() -> None:
+    # The BEAM's map of an agent has no "deployed" (32 keys at most): it is whether a
+    # promoted version can be rolled back, promoted_ago_ms not None.
+    crashing = {k: v for k, v in agent("a", crashes_delta=4).items() if k != "deployed"}
+    promoted = crashing | {"promoted_ago_ms": 5_000}
+    options = {"crash_loop": 3}
+    answer = conductor.decide("symbiont.conductor:DefaultPolicy", options, snapshot(promoted))
+    assert [(x["action"], x["agent"]) for x in answer] == [("rollback", "a")]
+    options = {"crash_loop": 3, "window_ticks": 9}
+    answer = conductor.decide("symbiont.conductor:DefaultPolicy", options, snapshot(crashing))
+    assert [(x["action"], x["agent"]) for x in answer] == [("quarantine", "a")]
 
 
 def test_a_pinned_replica_count_is_left_alone_and_evidence_counts_from_the_unpin() -> None:

@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import symbiont
 from symbiont import erlang
@@ -22,6 +23,7 @@ EXPECTED = {
     "OverloadedError",
     "Pid",
     "Ref",
+    "ReservedTopicError",
     "TopicLimitError",
     "erlang",
     "every",
@@ -35,7 +37,18 @@ def test_all_names_exist_and_are_documented() -> None:
         obj = getattr(symbiont, name)
         assert inspect.getdoc(obj), f"symbiont.{name} has no docstring"
         assert "TODO" not in (inspect.getdoc(obj) or "")
-    assert symbiont.__version__ == "0.1.0"
+
+
+def test_one_version_for_both_languages() -> None:
+    # mix.exs, pyproject.toml (the installed distribution) and symbiont.__version__ all
+    # read the VERSION file.
+    from importlib.metadata import version  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[2]
+    expected = (root / "VERSION").read_text().strip()
+    assert symbiont.__version__ == expected
+    assert version("symbiont") == expected
+    assert '"VERSION"' in (root / "mix.exs").read_text()
 
 
 def test_public_functions_and_methods_are_documented() -> None:

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import re
+import struct
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from symbiont import _wasmcall
+from symbiont._agent import HEALTH_REASON_BYTES
 from symbiont._terms import packb, unpackb
 from symbiont.wasm import (
     ABI_VERSION,
@@ -664,6 +666,44 @@ def test_a_failed_call_sends_nothing_it_published(
 
 # A deadline far enough away for a loaded machine: these tests are about other limits.
 _ROOMY = 60_000
+
+
+def forged(mode: int, a: bytes, b: bytes) -> bytes:
+    """forger.wat's message: it publishes ``b`` on ``a`` (mode 0), or reports kind ``a``,
+    reason ``b`` (mode 1)."""
+    return packb(a + b + struct.pack("<III", mode, len(a), len(b)))
+
+
+def test_a_publish_on_the_nodes_own_topics_fails_the_call(runtime: Runtime) -> None:
+    imports, got = recording()
+    forger = runtime.instantiate(
+        FIXTURES / "forger.wat", limits=Limits(deadline_ms=_ROOMY), imports=imports, name="f"
+    )
+    lie = packb({"kind": "failing", "agent": "someone-else"})
+    for topic in ("symbiont.health", "symbiont.remediation", "symbiont.dead_letter", "symbiont."):
+        with pytest.raises(WasmError) as refused:
+            forger.call("t", forged(0, topic.encode(), lie))
+        assert str(refused.value) == (
+            f"abi: f cannot publish on {topic!r}: topics starting with 'symbiont.' are "
+            "published by Symbiont itself, not by modules (report health with the health "
+            "import)"
+        )
+    assert got == []
+    forger.call("t", forged(0, b"symbiontic.out", packb(1)))
+    assert got == [("publish", "symbiontic.out", 1)]
+
+
+def test_a_health_reason_is_cut_at_what_a_report_holds(runtime: Runtime) -> None:
+    imports, got = recording()
+    forger = runtime.instantiate(
+        FIXTURES / "forger.wat", limits=Limits(deadline_ms=_ROOMY), imports=imports, name="f"
+    )
+    forger.call("t", forged(1, b"degraded", "é".encode() * 5_000_000))  # 10 MB
+    forger.call("t", forged(1, b"healthy", b"fine"))
+    [(_, kind, reason), short] = got
+    assert kind == "degraded" and reason.endswith(" [truncated]")
+    assert len(reason.encode()) <= HEALTH_REASON_BYTES and set(reason[:-12]) == {"é"}
+    assert short == ("health", "healthy", "fine")
 
 
 def test_publishes_per_call_are_bounded(runtime: Runtime) -> None:

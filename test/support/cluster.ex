@@ -33,7 +33,8 @@ defmodule Symbiont.Cluster do
   @doc """
   Starts a peer node running Symbiont and returns `{peer, node}`. It is stopped when the
   test ends. Options: `:name` (default: `peer_name(prefix)`), `:env` (the `:symbiont`
-  application env to start with, over this node's; `:agents` defaults to none).
+  application env to start with, over this node's; `:agents` defaults to none), `:start`
+  (`false`: leave Symbiont for the test to start; default `true`).
   """
   def start_peer!(prefix, opts \\ []) do
     ensure_distributed!()
@@ -64,7 +65,9 @@ defmodule Symbiont.Cluster do
     for {module, level} <- :logger.get_module_level(),
         do: :ok = :erpc.call(node, :logger, :set_module_level, [module, level])
 
-    {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:symbiont])
+    if Keyword.get(opts, :start, true),
+      do: {:ok, _} = :erpc.call(node, Application, :ensure_all_started, [:symbiont])
+
     {peer, node}
   end
 

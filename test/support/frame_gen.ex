@@ -10,7 +10,7 @@ defmodule Symbiont.FrameGen do
   alias Symbiont.MsgPack.Bin
 
   @kinds ~w(reply error log call cast msg cancel agent_ready agent_failed ack nack publish
-            ready fatal pong)
+            health ready fatal pong)
 
   @doc "Every kind a host may send."
   def kinds, do: @kinds
@@ -61,6 +61,14 @@ defmodule Symbiont.FrameGen do
         # With the seq and n of its id (§8.1), or without them.
         id = Enum.random([[], [id(), n()]])
         ["publish", seq(), text(), payload | id]
+
+      "health" ->
+        metrics =
+          for i <- 1..:rand.uniform(4)//1,
+              into: %{},
+              do: {"m#{i}", Enum.random([nil, true, -3, 2.5, "slow", text()])}
+
+        ["health", seq(), Enum.random(~w(healthy degraded overloaded failing)), text(), metrics]
 
       "ready" ->
         ["ready", 2, ready_info()]

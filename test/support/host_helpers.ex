@@ -8,6 +8,21 @@ defmodule Symbiont.HostHelpers do
 
   def fixtures, do: @fixtures
 
+  @doc """
+  What a host killed with SIGKILL is said to have died of: the signal; or, when a frame
+  written to it found its pipe closed before its exit status came (the port then closes
+  without one), that (see `Symbiont.Host`'s crash reasons).
+  """
+  def killed, do: ~r/signal 9|a write found its pipe closed/
+
+  @doc "A TCP port on 127.0.0.1 that was free a moment ago."
+  def free_port do
+    {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
+    {:ok, port} = :inet.port(socket)
+    :gen_tcp.close(socket)
+    port
+  end
+
   def unique_name(prefix \\ "test"), do: "#{prefix}-#{System.unique_integer([:positive])}"
 
   @doc """

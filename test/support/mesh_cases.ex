@@ -247,13 +247,16 @@ defmodule Symbiont.MeshCases do
       # length plus the room checked publishes reserved on their way to it (a server takes
       # a reservation off as the event arrives; these subscribers never do); slot 2, 1
       # while its journal cannot be written.
-      defp load(max, queued, overflow \\ :reject) do
-        ref = :atomics.new(2, signed: true)
+      # An agent's load counters (Symbiont.Agent.Server): `queued` events of `bytes`
+      # bytes in all, in a queue of `max` events and `max_bytes` bytes.
+      defp load(max, queued, overflow \\ :reject, max_bytes \\ 1_000_000, bytes \\ 0) do
+        ref = :atomics.new(3, signed: true)
         :atomics.put(ref, 1, queued)
-        {ref, max, overflow}
+        :atomics.put(ref, 3, bytes)
+        {ref, max, max_bytes, overflow}
       end
 
-      defp journal_down({ref, _, _} = load) do
+      defp journal_down({ref, _, _, _} = load) do
         :atomics.put(ref, 2, 1)
         load
       end
@@ -327,6 +330,62 @@ defmodule Symbiont.MeshCases do
         assert [%Symbiont.Event{}, :done] = wait_all(full)
       end
 
+      # An event whose payload is `n` bytes.
+      defp sized(topic, n), do: %{event(topic, 0) | payload: :binary.copy(<<0>>, n)}
+
+      test "a checked publish is refused when a rejecting subscriber is full in bytes; what it reserved is given back",
+           %{mesh: mesh, topic: topic} do
+        # 95 of 100 bytes taken, room for many events: 10 bytes do not fit, 5 do.
+        {ref, _, _, _} = load = load(1_000, 3, :reject, 100, 95)
+        {tag, sub} = subscriber(mesh, topic, metadata: %{load: load})
+        assert {:error, :overloaded} = Mesh.publish(mesh, sized(topic, 10), checked: true)
+        assert {:atomics.get(ref, 1), :atomics.get(ref, 3)} == {3, 95}
+        assert :ok = Mesh.publish(mesh, sized(topic, 5), checked: true)
+        # Reserved until the subscriber takes it (an agent's server gives it back then).
+        assert {:atomics.get(ref, 1), :atomics.get(ref, 3)} == {4, 100}
+        assert_receive {^tag, ^sub, %Symbiont.Event{payload: <<0, 0, 0, 0, 0>>}}
+        refute_received {^tag, ^sub, _}
+      end
+
+      test "publishers racing for the last bytes of a rejecting queue: exactly as many as fit are told :ok",
+           %{mesh: mesh, topic: topic} do
+        # Room for 1,000 events but 10 of these in bytes; 50 publishers at once.
+        {ref, _, _, _} = load = load(1_000, 0, :reject, 1_000, 0)
+        {_, _sub} = subscriber(mesh, topic, metadata: %{load: load})
+
+        results =
+          1..50
+          |> Task.async_stream(fn _ -> Mesh.publish(mesh, sized(topic, 100), checked: true) end,
+            max_concurrency: 50
+          )
+          |> Enum.map(fn {:ok, result} -> result end)
+
+        assert Enum.count(results, &(&1 == :ok)) == 10
+        assert Enum.count(results, &(&1 == {:error, :overloaded})) == 40
+        assert {:atomics.get(ref, 1), :atomics.get(ref, 3)} == {10, 1_000}
+      end
+
+      test "a checked publish larger than a subscriber's queue may hold in bytes is :too_large, whatever its policy",
+           %{mesh: mesh, topic: topic} do
+        {_, _plain} = subscriber(mesh, topic, metadata: %{load: load(10, 0, :drop_oldest, 100)})
+        assert {:error, :too_large} = Mesh.publish(mesh, sized(topic, 101), checked: true)
+        assert :ok = Mesh.publish(mesh, sized(topic, 100), checked: true)
+
+        # A group: too large for every member is :too_large; for one, another takes it.
+        group = topic <> ":g"
+
+        {_, _small} =
+          subscriber(mesh, group, group: "g", metadata: %{load: load(10, 0, :reject, 100)})
+
+        assert {:error, :too_large} = Mesh.publish(mesh, sized(group, 101), checked: true)
+
+        {tag, big} =
+          subscriber(mesh, group, group: "g", metadata: %{load: load(10, 0, :reject, 1_000)})
+
+        assert :ok = Mesh.publish(mesh, sized(group, 101), checked: true)
+        assert_receive {^tag, ^big, %Symbiont.Event{}}
+      end
+
       test "a checked publish picks a group member with room, and is refused when none has",
            %{mesh: mesh, topic: topic} do
         {tag, roomy} = subscriber(mesh, topic, group: "g", metadata: %{load: load(10, 0)})
@@ -339,9 +398,9 @@ defmodule Symbiont.MeshCases do
         assert wait_all(full) == [:done]
 
         # Now both are full.
-        {ref, _, _} = full_load
+        {ref, _, _, _} = full_load
         roomy_meta = Mesh.subscriptions(mesh) |> Enum.find(&(elem(&1, 1) == roomy)) |> elem(3)
-        {roomy_ref, _, _} = roomy_meta.load
+        {roomy_ref, _, _, _} = roomy_meta.load
         # 6 reservations (these subscribers never take them) + 4 queued: no room left.
         assert :atomics.add_get(roomy_ref, 1, 4) == 10
         assert {:error, :overloaded} = Mesh.publish(mesh, event(topic, 7), checked: true)
@@ -362,13 +421,13 @@ defmodule Symbiont.MeshCases do
         assert {:error, :journal_unavailable} = Mesh.publish(mesh, event(topic, 1), checked: true)
 
         # Nothing was sent, and the room taken in the other subscriber was given back.
-        {roomy_ref, _, _} = roomy
+        {roomy_ref, _, _, _} = roomy
         assert :atomics.get(roomy_ref, 1) == 0
         send(refusing, :done)
         assert wait_all(refusing) == [:done]
 
         refute_received {^tag, ^ok, _}
-        {down_ref, _, _} = down
+        {down_ref, _, _, _} = down
         :atomics.put(down_ref, 2, 0)
         assert :ok = Mesh.publish(mesh, event(topic, 2), checked: true)
         assert_receive {^tag, ^ok, %Symbiont.Event{}}
@@ -385,7 +444,7 @@ defmodule Symbiont.MeshCases do
 
         # The one that can take events is full: not the journal's fault alone.
         up_meta = Mesh.subscriptions(mesh) |> Enum.find(&(elem(&1, 1) == up)) |> elem(3)
-        {up_ref, _, _} = up_meta.load
+        {up_ref, _, _, _} = up_meta.load
         :atomics.put(up_ref, 1, 10)
         assert {:error, :overloaded} = Mesh.publish(mesh, event(topic, 5), checked: true)
 

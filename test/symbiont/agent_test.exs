@@ -239,7 +239,7 @@ defmodule Symbiont.AgentTest do
     assert beats == Enum.sort(beats) and length(Enum.uniq(beats)) == 3
   end
 
-  test "an agent whose module does not import: a clear error, failing, retried with backoff" do
+  test "an agent whose module does not import: a clear error, failing, retried with backoff, then quarantined" do
     :ok = Symbiont.subscribe("symbiont.health")
     %{name: host, os_pid: os_pid} = start_host!()
     name = unique_name("broken")
@@ -247,31 +247,37 @@ defmodule Symbiont.AgentTest do
     log =
       capture_log(fn ->
         spec = [id: name, host: host, name: name, python: "no_such_module:Agent"]
-        start_supervised!({Symbiont.Agent.Server, spec}, id: name)
+        start_supervised!({Symbiont.Agent.Server, spec ++ [max_start_failures: 3]}, id: name)
 
         assert %{"reason" => "could not start: No module named 'no_such_module'"} =
                  health = await_health(name, "failing")
 
         assert health["metrics"] == %{"failures" => 1, "id" => name}
 
-        # Tried again, with backoff; still failing, which is no news: no second event.
-        assert wait_until(
-                 fn -> match?({:ok, %{start_failures: n}} when n >= 2, Server.info(name)) end,
-                 5_000
-               )
+        # Tried again, with backoff, failing again: no news, no event, until it is
+        # quarantined after its third failed start in a row.
+        assert_receive %Event{topic: "symbiont.health", from: ^name} = next, 10_000
+        assert %{"kind" => "quarantined", "reason" => reason} = Event.decode!(next)
 
-        refute_received %Event{topic: "symbiont.health", from: ^name}
+        assert reason ==
+                 "could not start 3 times in a row: ModuleNotFoundError: No module named 'no_such_module'"
 
-        assert {:ok, %{health: "failing", health_reason: "could not start: " <> _}} =
+        assert {:ok, %{health: "quarantined", start_failures: 3, health_reason: ^reason}} =
                  Server.info(name)
       end)
 
+    # The first failure is said (not each retry), then the quarantine, with the traceback.
     assert log =~
-             ~s(agent #{name} could not start in host "#{host}": ModuleNotFoundError: No module named 'no_such_module'; again in)
+             ~s[agent #{name} could not start in host "#{host}": ModuleNotFoundError: No module named 'no_such_module'; again in 100 ms (quarantined after 3 failed starts in a row)]
+
+    assert log =~ ~s(agent #{name} quarantined: could not start 3 times in a row)
+    assert log =~ "Traceback (most recent call last)"
 
     # The host itself is fine and serves on.
-    assert {:ok, %{os_pid: ^os_pid, crashes: 0, agents: [agent]}} = Symbiont.Host.info(host)
-    assert %{id: ^name, handled: 0, last_error: %{"type" => "ModuleNotFoundError"}} = agent
+    assert {:ok, %{os_pid: ^os_pid, crashes: 0}} = Symbiont.Host.info(host)
+
+    assert {:ok, %{handled: 0, start_failures: 3, last_error: %{"type" => "ModuleNotFoundError"}}} =
+             Server.info(name)
   end
 
   test "a payload published from Python is routed as the bytes Python encoded" do

@@ -382,6 +382,67 @@ defmodule Symbiont.ConductorTest do
     assert {:ok, %{quarantined: nil, status: :ready}} = Server.info(a)
   end
 
+  test "an agent that cannot start is left to its own start-failure rule: no restart",
+       %{prefix: prefix} do
+    a = "#{prefix}-nostart"
+    :ok = Symbiont.subscribe(Symbiont.Health.topic())
+    # Many tries allowed: it is still failing to start while the conductor looks.
+    m = start_manifest!([[name: a, python: "nosuch_module:Agent", max_start_failures: 100]])
+    c = start_conductor!(prefix, m, tick_ms: 60_000)
+
+    capture_log(fn ->
+      assert %{"metrics" => %{"failures" => 1}} = await_health(a, "failing")
+
+      assert [%{"name" => ^a, "health" => "failing", "start_failures" => n}] =
+               Conductor.snapshot(c)["agents"]
+
+      assert n >= 1
+      # Restarting it would only run the same import again.
+      assert Conductor.tick(c) == []
+    end)
+
+    assert conductor_actions_on(a) == []
+  end
+
+  test "a refusal repeated tick after tick is logged once, not once a tick", %{prefix: prefix} do
+    a = "#{prefix}-refused"
+    attach_host_events(a)
+    m = start_manifest!([stage(a, %{"in" => unique_name("refused.in")})])
+    assert_receive {:agent_start, ^a, _}, 10_000
+    action = %{"action" => "restart", "agent" => a, "reason" => "told to"}
+    level = Logger.get_module_level(Conductor)
+    Logger.put_module_level(Conductor, :info)
+    on_exit(fn -> Logger.put_module_level(Conductor, level[Conductor] || :all) end)
+
+    log =
+      capture_log([level: :info], fn ->
+        c =
+          start_conductor!(prefix, m,
+            tick_ms: 60_000,
+            policy: "scenario_policies:Always",
+            policy_options: %{"action" => action},
+            cooldown_ms: 60_000
+          )
+
+        for _ <- 1..6, do: Conductor.tick(c)
+      end)
+
+    count = fn text -> log |> String.split("\n") |> Enum.count(&String.contains?(&1, text)) end
+    # Applied once, then refused (cooldown) five times: one line; the unknown action the
+    # policy adds each tick, refused six times: one line.
+    assert count.("conductor: restart #{a}: told to") == 1
+    assert count.("conductor: refused") == 2
+    assert count.("cooldown: acted on #{a}") == 1
+    assert count.("unknown action \"pray\"") == 1
+    # The audit trail has it once too (the same refusal again is not news: a trail of
+    # 1,000 entries would otherwise fill with one refusal a tick).
+    refused =
+      for %{"agent" => ^a, "result" => "refused: cooldown" <> _} <- Symbiont.remediations(1_000),
+          do: 1
+
+    assert length(refused) == 1
+  end
+
   describe "never a single point of failure" do
     test "a policy that answers garbage, or hangs, costs a tick; agents are untouched",
          %{prefix: prefix} do

@@ -56,4 +56,50 @@ defmodule Symbiont.ConfigTest do
     System.put_env("SYMBIONT_CONFIG", Path.join(dir, "missing.exs"))
     assert {:error, "no config file " <> _} = Manifest.reload(nil, m)
   end
+
+  test "the byte bounds of agents default to config :symbiont; a bad one is refused, naming it" do
+    spec = [name: "x", python: "m:C"]
+
+    for key <- [:max_queue_bytes, :max_in_flight_bytes] do
+      previous = Application.fetch_env(:symbiont, key)
+
+      try do
+        Application.put_env(:symbiont, key, 4_096)
+        assert {:ok, %{^key => 4_096}} = Symbiont.Agent.validate_spec(spec)
+        # The spec's own wins.
+        assert {:ok, %{^key => 8_192}} = Symbiont.Agent.validate_spec([{key, 8_192} | spec])
+
+        Application.put_env(:symbiont, key, :lots)
+
+        assert Symbiont.Agent.validate_spec(spec) ==
+                 {:error,
+                  "expected #{inspect(key)} in config :symbiont to be a positive integer of " <>
+                    "bytes, at most 2**62, got: :lots"}
+      after
+        case previous do
+          {:ok, value} -> Application.put_env(:symbiont, key, value)
+          :error -> Application.delete_env(:symbiont, key)
+        end
+      end
+    end
+
+    assert {:ok, %{max_queue_bytes: 268_435_456, max_in_flight_bytes: 67_108_864}} =
+             Symbiont.Agent.validate_spec(spec)
+  end
+
+  test "a host's :max_mailbox defaults to config :symbiont" do
+    previous = Application.fetch_env(:symbiont, :max_mailbox)
+
+    try do
+      assert {:ok, %{max_mailbox: 10_000}} = Symbiont.Host.validate_options([])
+      Application.put_env(:symbiont, :max_mailbox, 500)
+      assert {:ok, %{max_mailbox: 500}} = Symbiont.Host.validate_options([])
+      assert {:ok, %{max_mailbox: 7}} = Symbiont.Host.validate_options(max_mailbox: 7)
+    after
+      case previous do
+        {:ok, value} -> Application.put_env(:symbiont, :max_mailbox, value)
+        :error -> Application.delete_env(:symbiont, :max_mailbox)
+      end
+    end
+  end
 end

@@ -8,6 +8,7 @@ defmodule Symbiont.CookieTest do
   use ExUnit.Case, async: true
 
   import Bitwise
+  import Symbiont.HostHelpers, only: [free_port: 0]
 
   # Each starts a node of its own (`mix test --exclude clustered` skips them).
   @moduletag :clustered
@@ -224,12 +225,5 @@ defmodule Symbiont.CookieTest do
         argv |> String.replace(<<0>>, " ") |> String.contains?(pattern),
         argv =~ "beam",
         do: System.cmd("kill", ["-9", pid])
-  end
-
-  defp free_port do
-    {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
-    {:ok, port} = :inet.port(socket)
-    :gen_tcp.close(socket)
-    port
   end
 end

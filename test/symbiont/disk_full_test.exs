@@ -25,6 +25,28 @@ defmodule Symbiont.DiskFullTest do
 
   setup %{tmp_dir: tmp}, do: %{disk: mount_tmpfs!(Path.join(tmp, "disk"), "1m")}
 
+  # A peer with the data directory on `disk`, running a durable agent that stops at a
+  # gate after 10 events. One in flight at a time: the host acks each event before it
+  # gets the next, so what the agent has handled is exact at the gate.
+  defp start_gated!(disk, tmp) do
+    topic = "disk.#{System.unique_integer([:positive])}"
+    agent = unique_name("disk")
+    gate = Path.join(tmp, "gate")
+
+    spec = [
+      name: agent,
+      python: "test_agents:Gated",
+      durable: true,
+      max_in_flight: 1,
+      config: %{"in" => topic, "gate" => gate, "pause_after" => 10}
+    ]
+
+    env = [agents: [spec], python_path: [fixtures()], data_dir: disk]
+    name = peer_name("disk")
+    {peer, node} = start_node!(name, env)
+    %{topic: topic, agent: agent, gate: gate, env: env, name: name, peer: peer, node: node}
+  end
+
   # A peer running Symbiont on the disk; the errors and warnings it logs about its journal
   # are the expected ones here.
   defp start_node!(name, env) do
@@ -36,23 +58,8 @@ defmodule Symbiont.DiskFullTest do
 
   test "a full disk: the agent refuses what it cannot journal, serves what it has, recovers when space comes back, and a restart handles every accepted event once",
        %{disk: disk, tmp_dir: tmp} do
-    topic = "disk.#{System.unique_integer([:positive])}"
-    agent = unique_name("disk")
-    gate = Path.join(tmp, "gate")
-    config = %{"in" => topic, "gate" => gate, "pause_after" => 10}
-    # One in flight at a time: the host acks each event before it gets the next, so what
-    # the agent has handled is exact at the gate.
-    spec = [
-      name: agent,
-      python: "test_agents:Gated",
-      durable: true,
-      max_in_flight: 1,
-      config: config
-    ]
-
-    env = [agents: [spec], python_path: [fixtures()], data_dir: disk]
-    name = peer_name("disk")
-    {peer, node} = start_node!(name, env)
+    %{topic: topic, agent: agent, gate: gate, env: env, name: name, peer: peer, node: node} =
+      start_gated!(disk, tmp)
 
     :ok = Symbiont.subscribe("symbiont.dead_letter")
     :ok = Symbiont.subscribe("symbiont.health")
@@ -145,22 +152,9 @@ defmodule Symbiont.DiskFullTest do
 
   test "a node halted while its disk is full starts again on the full disk: nothing on disk is lost, nothing counted twice",
        %{disk: disk, tmp_dir: tmp} do
-    topic = "disk.#{System.unique_integer([:positive])}"
-    agent = unique_name("disk")
-    gate = Path.join(tmp, "gate")
-    config = %{"in" => topic, "gate" => gate, "pause_after" => 10}
+    %{topic: topic, agent: agent, gate: gate, env: env, name: name, peer: peer, node: node} =
+      start_gated!(disk, tmp)
 
-    spec = [
-      name: agent,
-      python: "test_agents:Gated",
-      durable: true,
-      max_in_flight: 1,
-      config: config
-    ]
-
-    env = [agents: [spec], python_path: [fixtures()], data_dir: disk]
-    name = peer_name("disk")
-    {peer, node} = start_node!(name, env)
     info = fn -> :erpc.call(node, Server, :info, [agent]) end
     publish = fn i -> :erpc.call(node, Symbiont, :publish, [topic, i, [checked: true]]) end
     assert wait_until(fn -> match?({:ok, %{status: :ready}}, info.()) end, 10_000)

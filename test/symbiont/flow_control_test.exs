@@ -157,6 +157,67 @@ defmodule Symbiont.FlowControlTest do
     Enum.each(tasks_of(owner), &Task.Supervisor.terminate_child(Symbiont.TaskSupervisor, &1))
   end
 
+  # PROTOCOL.md §9, flooding: what a host may send without credit (here pongs nobody
+  # asked for) a port takes in as fast as the host writes it, with no flow control.
+  @tag :tmp_dir
+  test "a host flooding its owner with frames that need no credit is stopped (a protocol error): the owner's mailbox stays bounded, the delivery goes again",
+       %{tmp_dir: dir} do
+    name = unique_name("flooder")
+    input = unique_name("flooder.in")
+    flood = 256 * 1024 * 1024
+
+    host =
+      start_host!(
+        name: name,
+        max_mailbox: 100,
+        agent: [
+          name: name,
+          python: "hostile:Flooder",
+          config: %{"in" => input, "marker" => Path.join(dir, "flooded"), "bytes" => flood}
+        ]
+      )
+
+    :erlang.garbage_collect()
+    base = :erlang.memory(:total)
+    sampler = Task.async(fn -> sample([host.pid], {0, 0, 0}) end)
+
+    log =
+      capture_log(fn ->
+        :ok = Symbiont.publish(input, 1)
+
+        assert_receive {:host_crash, ^name,
+                        %{reason: {:protocol_error, {:flooding, waiting, 100}}}},
+                       20_000
+
+        assert waiting > 100
+        assert_receive {:host_start, ^name, %{restarts: 1}}, 10_000
+        # The delivery it was flooding on goes again, to the new process, like after
+        # any protocol error.
+        assert wait_until(
+                 fn -> match?({:ok, %{state: %{"seen" => [1]}}}, Server.info(name)) end,
+                 10_000
+               )
+      end)
+
+    send(sampler.pid, :stop)
+    {max_queue, _max_memory, max_total} = Task.await(sampler)
+
+    assert log =~
+             ~r/flooding: \d+ messages of its port waiting in the owner's mailbox \(at most 100, its :max_mailbox\)/
+
+    # Without the bound, the owner held some 4,000 messages of 64 KiB (all 256 MiB of the
+    # flood) and took seconds to decode them.
+    assert max_queue < 2_000, "the owner's mailbox reached #{max_queue}"
+    assert max_total - base < 128_000_000, "the node grew by #{max_total - base} bytes"
+  end
+
+  test "a bad :max_mailbox is refused, naming it" do
+    assert {:error, %ArgumentError{message: message}} =
+             Symbiont.Host.validate_options(max_mailbox: 0)
+
+    assert message == "expected :max_mailbox to be a positive integer (messages), got: 0"
+  end
+
   test "the window's arithmetic: full in frames or in bytes, given back a quarter at a time" do
     frames = Credit.window()["frames"]
     bytes = Credit.window()["bytes"]

@@ -277,6 +277,70 @@ defmodule Symbiont.MsgPackTest do
     end
   end
 
+  describe "decoding within limits (decode/2)" do
+    # Every value counts: scalars, arrays, maps, each key, an ext tuple and its array.
+    defp values(list) when is_list(list), do: 1 + Enum.sum(Enum.map(list, &values/1))
+
+    defp values(map) when is_map(map) and not is_struct(map),
+      do: 1 + Enum.sum(Enum.map(map, fn {k, v} -> values(k) + values(v) end))
+
+    defp values(tuple) when is_tuple(tuple), do: 1 + values(Tuple.to_list(tuple))
+    defp values(_scalar), do: 1
+
+    test "2,000 random values: decoded at exactly their count of values, refused one below (seeded)" do
+      :rand.seed(:exsss, {9, 9, 9})
+
+      for _ <- 1..2_000 do
+        value = gen(0)
+        bin = bin!(value)
+        n = values(value)
+
+        assert MsgPack.decode(bin, max_values: n, max_bytes: byte_size(bin)) ==
+                 MsgPack.decode(bin)
+
+        assert MsgPack.decode(bin, max_values: n - 1) == {:error, {:over_limit, :values, n - 1}},
+               "#{inspect(value)} counted otherwise than #{n}"
+
+        if byte_size(bin) > 0,
+          do:
+            assert(
+              MsgPack.decode(bin, max_bytes: byte_size(bin) - 1) ==
+                {:error, {:over_limit, :bytes, byte_size(bin), byte_size(bin) - 1}}
+            )
+      end
+    end
+
+    test "10 MB of values is refused before anything is built" do
+      # 10 million nils in an array: decode/1 builds a list of 160 MB of it.
+      n = 10_000_000
+      bin = <<0xDD, n::32>> <> :binary.copy(<<0xC0>>, n)
+      {:total_heap_size, before} = Process.info(self(), :total_heap_size)
+
+      assert MsgPack.decode(bin, max_values: 4096) == {:error, {:over_limit, :values, 4096}}
+
+      assert MsgPack.decode(bin, max_bytes: 65_536) ==
+               {:error, {:over_limit, :bytes, n + 5, 65_536}}
+
+      {:total_heap_size, later} = Process.info(self(), :total_heap_size)
+      assert later - before < 100_000, "the heap grew by #{later - before} words"
+      assert MsgPack.format_error({:over_limit, :values, 4096}) =~ "more than 4096 values"
+    end
+
+    test "10,000 random and mutated inputs never raise, whatever the limits (seeded)" do
+      :rand.seed(:exsss, {7, 1, 3})
+      valid = bin!([%{"a" => [1, 2.5, "x"], "b" => {:ok, -7}}, <<0xFF, 1>>, make_ref(), nil])
+
+      for _ <- 1..10_000, input <- [random_bytes(:rand.uniform(40)), mutate(valid)] do
+        limit = :rand.uniform(20) - 1
+
+        case MsgPack.decode(input, max_values: limit, max_bytes: 64) do
+          {:ok, _} -> :ok
+          {:error, reason} -> assert is_binary(MsgPack.format_error(reason))
+        end
+      end
+    end
+  end
+
   describe "cross-checked against Python's msgpack" do
     @describetag :python
     @tag :tmp_dir

@@ -514,8 +514,8 @@ defmodule Symbiont.ObservationTest do
       assert snap["crashes"] == Enum.sum(Enum.map(stable, &elem(&1, 1).crashes))
       assert snap["restarts"] == Enum.sum(Enum.map(stable, &elem(&1, 1).restarts))
 
-      assert {agent.health, agent.crashes, agent.restarts} ==
-               {snap["health"], snap["crashes"], snap["restarts"]}
+      assert {agent.health, agent.crashes, agent.restarts, agent.start_failures} ==
+               {snap["health"], snap["crashes"], snap["restarts"], snap["start_failures"]}
 
       canary =
         Enum.find(from_agents, fn {id, r} ->
@@ -530,6 +530,16 @@ defmodule Symbiont.ObservationTest do
           assert %{"id" => ^id, "health" => health} = snap["canary"]
           assert health == r.health
       end
+    end
+
+    # Each is a flat map (32 keys at most): the conductor builds one per agent and reads
+    # one per replica every tick, and a larger map costs ten times as much (bench/heal).
+    maps =
+      [{"snapshot", snapshot}, {"replica", Observation.replicas()}] ++
+        [{"agent", Observation.agents()}]
+
+    for {what, list} <- maps, m <- list do
+      assert map_size(m) <= 32, "a #{what} of #{map_size(m)} keys: #{inspect(Map.keys(m))}"
     end
   end
 end

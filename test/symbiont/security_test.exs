@@ -4,7 +4,6 @@ defmodule Symbiont.SecurityTest do
   # host, whatever a name or path holds.
   use ExUnit.Case, async: true
 
-  import Bitwise
   import Symbiont.HostHelpers
 
   alias Symbiont.Python
@@ -89,13 +88,6 @@ defmodule Symbiont.SecurityTest do
       end
 
     {address, String.to_integer(port, 16)}
-  end
-
-  defp free_port do
-    {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
-    {:ok, port} = :inet.port(socket)
-    :gen_tcp.close(socket)
-    port
   end
 
   describe "no shell" do

@@ -123,7 +123,7 @@ defmodule Symbiont.TelemetryTest do
       assert_received {_, %{},
                        %{action: "restart", by: "supervisor", host: ^name, reason: reason}}
 
-      assert reason =~ "signal 9"
+      assert reason =~ killed()
     end
 
     # Sends {event, measurements, metadata} to the test for the events `mine?` accepts

@@ -256,7 +256,7 @@ defmodule Symbiont.TopicLimitsTest do
   end
 
   test "health events about 1,500 agents: the history keeps the 1,000 heard of last" do
-    # What an agent can publish on symbiont.health names any agent it likes.
+    # Only the BEAM names agents on symbiont.health now; the bound holds all the same.
     prefix = unique_name("ghost")
     for i <- 1..1_500, do: Symbiont.Health.publish("degraded", "#{prefix}-#{i}", "boo")
     assert wait_until(fn -> Symbiont.Health.History.of("#{prefix}-1500") != [] end)

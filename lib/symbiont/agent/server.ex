@@ -6,8 +6,9 @@ defmodule Symbiont.Agent.Server do
 
   The server outlives its host's process. It writes its deliveries straight to the
   host's port (batched, see `Symbiont.Host.Out`); the host's owner hands it the frames
-  of its slot (`agent_ready`, `ack`, `nack`, `publish`) and tells it when the process
-  goes down (the deliveries in flight are charged or requeued, see `charge_crash/2`) and
+  of its slot (`agent_ready`, `ack`, `nack`, `publish`, `health`) and tells it when the process
+  goes down (the delivery that was running is charged when the crash is charged to this
+  agent, the others requeued, see `host_down/2`; it may be moved to a host of its own) and
   when a new one is ready (the agent starts again from its last acked state and gets the
   un-acked deliveries again, in order). While no process serves it, events wait in its
   queue: nothing accepted is lost. Each event or tick it accepts gets a seq that it keeps
@@ -37,6 +38,9 @@ defmodule Symbiont.Agent.Server do
       version; see `Symbiont.Deploy`). Default: none.
     * `:role` - `:stable` or `:canary` (see `Symbiont.Observation`), registered with its
       id. Default: `:stable`.
+    * `:quarantined` - a reason: the agent starts quarantined (see `quarantine/2`), not
+      attached to its host until `release/1` (the manifest starts so an agent that its
+      check at node start found unable to start). Default: none.
     * everything else is the agent spec (see `Symbiont.Agent`), or `:spec` with one
       already validated.
   """
@@ -44,9 +48,9 @@ defmodule Symbiont.Agent.Server do
 
   require Logger
 
-  alias Symbiont.Agent.Dedupe
+  alias Symbiont.Agent.{Dedupe, StartFailures}
   alias Symbiont.Health.Window
-  alias Symbiont.Host.{Credit, Framer, Out, Protocol}
+  alias Symbiont.Host.{Credit, Framer, Out, Output, Protocol}
   alias Symbiont.Journal
   alias Symbiont.MsgPack
   alias Symbiont.Observation
@@ -100,12 +104,12 @@ defmodule Symbiont.Agent.Server do
     {state_bin, opts} = Keyword.pop(opts, :state_bin)
     {fallback, opts} = Keyword.pop(opts, :fallback)
     {role, opts} = Keyword.pop(opts, :role, :stable)
+    {quarantined, opts} = Keyword.pop(opts, :quarantined)
 
     spec =
-      case spec || Symbiont.Agent.validate_spec(opts) do
+      case Symbiont.Agent.validate_spec(spec || opts) do
         {:ok, spec} -> spec
         {:error, message} -> raise ArgumentError, message
-        %{} = spec -> spec
       end
 
     unless is_binary(host) and host != "",
@@ -119,9 +123,12 @@ defmodule Symbiont.Agent.Server do
         )
 
     id = to_string(id || spec.name)
-    extra = %{state_bin: state_bin, fallback: fallback, role: role}
-    # The registry of roles (Symbiont.Observation): each replica's name and role, with its id.
-    GenServer.start_link(__MODULE__, {id, host, spec, extra}, name: via(id, {spec.name, role}))
+    extra = %{state_bin: state_bin, fallback: fallback, role: role, quarantined: quarantined}
+    # Registered with its name and role (the registry of roles, Symbiont.Observation) and
+    # the name of its host, which the manifest reads (hosts/0).
+    GenServer.start_link(__MODULE__, {id, host, spec, extra},
+      name: via(id, {spec.name, role, host})
+    )
   end
 
   @doc "The pid of the agent registered as `id`, or `nil`."
@@ -160,18 +167,34 @@ defmodule Symbiont.Agent.Server do
   def ids, do: @registry |> Registry.select([{{:"$1", :_, :_}, [], [:"$1"]}]) |> Enum.sort()
 
   @doc """
-  What the agent is doing: its queue, in-flight deliveries, counters and decoded state
-  (a Wasm agent's too: the value its module's `symbiont_state` wrote);
+  The name of the host each agent running on this node is in, by id: where it was
+  started, or the host of its own it was moved to (see "Blame" in `Symbiont.Manifest`).
+  """
+  @spec hosts() :: %{String.t() => String.t()}
+  def hosts,
+    do:
+      @registry
+      |> Registry.select([{{:"$1", :_, {:_, :_, :"$2"}}, [], [{{:"$1", :"$2"}}]}])
+      |> Map.new()
+
+  @doc """
+  What the agent is doing: its queue (`:queue` events of `:queue_bytes` payload bytes, of
+  at most `:max_queue` and `:max_queue_bytes`), in-flight deliveries (`:in_flight`, and
+  their payload bytes, `:in_flight_bytes`), counters and decoded state (a Wasm agent's
+  too: the value its module's `symbiont_state` wrote);
   `:journal` is a durable agent's `Symbiont.Journal.info/1` (committed first, so what it
   counts as accepted is on disk) plus `:held` (events whose journal record a failed
   commit did not write, waiting in memory for the journal to work again) and `:refused`
   (events dead-lettered meanwhile), `nil` for one that is not durable. Among the counters:
   `:duplicates`, the events a `dedupe: true` agent dropped as copies, and
   `:redelivered`, the deliveries it took back to send again (after a crash, a nack or a
-  quarantine), and `:start_failures`, its starts that failed in a row (0 once one
-  succeeds). `:health` and `:health_reason`, `:crashes`, `:restarts`, `:role` and
-  `:window` (its failure window) are those of `Symbiont.Observation` (see "How it is
-  doing" there): this call is for one agent on request; what reads every agent reads the
+  quarantine), `:refused_publishes`, its publishes dropped for its `:max_topics` or
+  for a topic of the BEAM's (`Symbiont.ControlPlane`), and `:start_failures`, its failed
+  starts in a row (0 once it starts; see "Agents that cannot start" in
+  `Symbiont.Agent`). `:health` and `:health_reason`, `:crashes` (the deaths of its host
+  charged to it, see "Blame" in `Symbiont.Manifest`), `:restarts`, `:role` and `:window`
+  (its failure window) are those of `Symbiont.Observation` (see "How it is doing"
+  there): this call is for one agent on request; what reads every agent reads the
   observation instead.
   """
   @spec info(String.t() | pid) :: {:ok, map} | {:error, {:no_agent, term}}
@@ -225,7 +248,9 @@ defmodule Symbiont.Agent.Server do
 
   @doc """
   Ends a quarantine: the agent starts again in its host, from its last acked state, and
-  publishes a `healthy` health event ("released from quarantine").
+  publishes a `healthy` health event ("released from quarantine"). One quarantined for
+  failed starts gets `:max_start_failures` tries afresh (see "Agents that cannot start"
+  in `Symbiont.Agent`).
   """
   @spec release(String.t() | pid) :: :ok | {:error, term}
   def release(agent), do: safe_call(agent, :release, 5_000)
@@ -260,6 +285,8 @@ defmodule Symbiont.Agent.Server do
     :exit, reason -> {:error, {:no_agent, agent, reason}}
   end
 
+  # Registered with {name, role, host}: the registry of roles (Symbiont.Observation), and
+  # the name of its host, which the manifest reads (hosts/0).
   defp via(id, value), do: {:via, Registry, {@registry, id, value}}
 
   ## GenServer
@@ -294,16 +321,20 @@ defmodule Symbiont.Agent.Server do
       # failed_attempts_so_far, sent_at_us}.
       inflight: :queue.new(),
       in_flight: 0,
+      # The payload bytes of the deliveries in flight (:max_in_flight_bytes).
+      inflight_bytes: 0,
       queue: :queue.new(),
       queued: 0,
+      # The payload bytes of the events in the queue (:max_queue_bytes).
+      queued_bytes: 0,
       overloaded: false,
-      # Deliveries still to be sent one at a time after a crash (see charge_crash/2).
+      # Deliveries still to be sent one at a time after a crash (see charge_crash/3).
       probation: 0,
       state_bin: extra.state_bin,
       # A durable agent's Symbiont.Journal (spec :durable), or nil.
       journal: nil,
       # The reason, while quarantined (quarantine/2).
-      quarantined: nil,
+      quarantined: Map.get(extra, :quarantined),
       # When the last event arrived or was handled (monotonic ms): idleness.
       active_at: System.monotonic_time(:millisecond),
       # {acked_at_ms, latency_us}, newest first, at most @samples.
@@ -322,9 +353,10 @@ defmodule Symbiont.Agent.Server do
       credit: {nil, nil, 0, 0, [], false},
       # The outcomes of its last deliveries (Symbiont.Health.Window): its failure rate.
       window: Window.new(),
-      # Its counters in Symbiont.Observation (written after every message: reply/1).
-      obs: nil,
       rare: %{
+        # Its counters in Symbiont.Observation (written after every message: reply/1),
+        # nil until its row is open.
+        obs: nil,
         host_ref: nil,
         # The largest frame the host's process accepts.
         max_frame: nil,
@@ -340,12 +372,17 @@ defmodule Symbiont.Agent.Server do
         # queue length plus the room publishers reserved for events still on their way,
         # in one counter, so that a publisher reads it whole (two counters read one after
         # the other could miss an event moving from one to the other, and overfill the
-        # queue). Slot 2: 1 while a durable agent's journal cannot be written (it refuses
-        # events), 0 otherwise.
-        load: :atomics.new(2, signed: true),
+        # queue). Slot 3: the same for payload bytes (the queue's plus those reserved).
+        # Slot 2: 1 while a durable agent's journal cannot be written (it refuses
+        # events), 0 otherwise. See reserve/2 in Symbiont.Mesh for why this is exact.
+        load: :atomics.new(3, signed: true),
         dropped: 0,
         # Deliveries taken back to be sent again (after a crash, a nack, a quarantine).
         redelivered: 0,
+        # Deaths of its host charged to it (host_down/2: Symbiont.Host.Blame, else
+        # charged?/2). A host that died while another agent's code ran, or restarted on
+        # purpose, restarts it without a crash.
+        crashes: 0,
         fallback: extra.fallback,
         # Its health (Symbiont.Observation): the worst of its signals, each
         # {kind, reason, metrics} by source (see set_signal/3), or "quarantined" while it
@@ -354,9 +391,8 @@ defmodule Symbiont.Agent.Server do
         health: "healthy",
         health_reason: nil,
         health_at: System.system_time(:millisecond),
-        # Its role (:stable, :canary), and the crashes charged to it (charge_crash/2).
+        # Its role (:stable, :canary).
         role: Map.get(extra, :role, :stable),
-        crashes: 0,
         # When its row was last written (monotonic ms), and whether a :window_check is on
         # its way (the failures of its window expire).
         observed_at: 0,
@@ -372,6 +408,8 @@ defmodule Symbiont.Agent.Server do
         # for :max_topics (whether that was told since the start, and how many in all).
         pub_topics: %{},
         topics_told: false,
+        # Whether a publish on a topic of the BEAM's was logged since the start.
+        reserved_told: false,
         refused_publishes: 0,
         last_error: nil,
         # While a durable agent's journal cannot be written: the events it had taken
@@ -391,7 +429,7 @@ defmodule Symbiont.Agent.Server do
     # A journal that cannot be opened keeps it from attaching (it has no state to start
     # from) but not from running: it says why, and tries again (see retry_journal/1).
     if placed_here?(id, spec) do
-      state = %{state | obs: Observation.open(id, observable(state))}
+      state = rare(state, obs: Observation.open(id, observable(state)))
 
       case open_journal(state) do
         {:ok, state} -> {:ok, state, {:continue, :attach}}
@@ -403,7 +441,10 @@ defmodule Symbiont.Agent.Server do
   end
 
   @impl true
-  def handle_continue(:attach, state), do: reply({:noreply, attach(state)})
+  def handle_continue(:attach, %{quarantined: nil} = state), do: reply({:noreply, attach(state)})
+
+  # Started quarantined (the manifest's check at node start): its health says so.
+  def handle_continue(:attach, state), do: reply({:noreply, refresh_health(state)})
 
   @impl true
   # Every callback ends in reply/1 (the journal, then Out.reply/1): one that did not would
@@ -427,27 +468,19 @@ defmodule Symbiont.Agent.Server do
     {:reply, {:ok, metrics}, state}
   end
 
-  def handle_call({:upgrade, spec}, from, state),
-    do: reply({:noreply, settle(rare(state, upgrading: {from, spec}))})
+  def handle_call({:upgrade, spec}, from, state) do
+    case Symbiont.Agent.validate_spec(spec) do
+      {:ok, spec} -> reply({:noreply, settle(rare(state, upgrading: {from, spec}))})
+      {:error, message} -> reply({:reply, {:error, message}, state})
+    end
+  end
 
   def handle_call({:quarantine, _reason}, _from, %{quarantined: q} = state) when q != nil,
     do: reply({:reply, :ok, state})
 
   def handle_call({:quarantine, reason}, _from, state) do
-    state = requeue_in_flight(state)
-    if state.host_pid && state.slot, do: Symbiont.Host.detach(state.host_pid, state.slot)
     Logger.warning("agent #{state.id} quarantined: #{reason}", meta(state))
-
-    state = %{
-      state
-      | quarantined: reason,
-        status: :detached,
-        slot: nil,
-        out: Out.to(state.out, nil)
-    }
-
-    # Its health is `quarantined` now (a health event says so).
-    reply({:reply, :ok, refresh_health(state)})
+    reply({:reply, :ok, quarantine_now(state, reason)})
   end
 
   def handle_call(:release, _from, %{quarantined: nil} = state),
@@ -456,9 +489,15 @@ defmodule Symbiont.Agent.Server do
   def handle_call(:release, _from, state) do
     Logger.info("agent #{state.id} released from quarantine", meta(state))
     # Its health was `quarantined` until now: a health event says what it is now. A
-    # release is a restart on purpose: what failed before it is not held against it.
+    # release is a restart on purpose: what failed before it is not held against it, and
+    # its starts are counted afresh (see "Agents that cannot start" in Symbiont.Agent).
     why = "released from quarantine"
-    state = %{fresh_start(state, why) | quarantined: nil} |> refresh_health(why)
+
+    state =
+      %{fresh_start(state, why) | quarantined: nil}
+      |> rare(failures: 0)
+      |> set_signal(:start, nil, why)
+      |> refresh_health(why)
 
     state = if state.host_pid, do: reattach(state), else: attach(state)
 
@@ -474,7 +513,8 @@ defmodule Symbiont.Agent.Server do
 
       {before, [{what, attempts} | rest]} ->
         dead_letter(state, what, "poison", attempts, %{"message" => why})
-        state = put_queue(state, :queue.from_list(before ++ rest), state.queued - 1)
+        queue = :queue.from_list(before ++ rest)
+        state = put_queue(state, queue, state.queued - 1, state.queued_bytes - size_of(what))
         state = state |> journal_done([what]) |> commit()
         topic = with %Symbiont.Event{topic: t} <- what, do: t, else: (_ -> nil)
         reply = {:ok, %{topic: topic, attempts: attempts}}
@@ -522,21 +562,24 @@ defmodule Symbiont.Agent.Server do
     # Admitted by a checked publish on this node, which reserved room here (in the load).
     admitted? = event.reserved != [] and self() in event.reserved
 
-    state =
-      cond do
-        journal_up?(state) -> take(state, event, &accept/2)
-        admitted? and Journal.opened?(state.journal) -> take(state, event, &hold/2)
-        true -> refuse(state, event)
-      end
+    # Its reservation becomes its place in the queue (accept/3), or goes back as soon as
+    # it is known not to be queued (release/3): see reserve/2 in Symbiont.Mesh.
+    cond do
+      journal_up?(state) ->
+        take(state, event, admitted?, &accept(&1, &2, admitted?))
 
-    # The event has arrived and is in the queue (counted there too), so the reservation
-    # goes only now; released before, a publisher could see the room twice and overfill
-    # the queue.
-    if admitted?, do: :atomics.sub(state.rare.load, 1, 1)
-    state
+      admitted? and Journal.opened?(state.journal) ->
+        take(state, event, admitted?, &(&1 |> release(true, &2) |> hold(&2)))
+
+      true ->
+        state |> release(admitted?, event) |> refuse(event)
+    end
   end
 
   defp info({:agent_frame, host, frame}, %{host_pid: host} = state), do: frame(frame, state)
+
+  # A quarantined agent left its slot; the host may not have heard it before it restarted.
+  defp info({:host_up, _host, _port}, %{quarantined: q} = state) when q != nil, do: state
 
   defp info({:host_up, host, port}, %{host_pid: host} = state), do: start_on(state, port)
 
@@ -656,7 +699,8 @@ defmodule Symbiont.Agent.Server do
     state =
       rare(%{state | out: out, status: :starting},
         pub_topics: %{},
-        topics_told: false
+        topics_told: false,
+        reserved_told: false
       )
 
     # What the agent said itself, and its publishes refused, were the process before's.
@@ -686,27 +730,147 @@ defmodule Symbiont.Agent.Server do
   end
 
   # Its host's process went down: the one place that decides whether that is this agent's
-  # crash (charge_crash/2) or only a restart (spare_crash/2), see charged?/2.
+  # crash (charged?/2: one crash more, and the delivery that was running charged an
+  # attempt, see charge_crash/3) or only a restart (spare_crash/2: its deliveries go
+  # again uncharged). With `move_to`, the agent goes on in that host, one of its own (see
+  # "Blame" in Symbiont.Manifest).
+  #
+  # A Python agent's host process that dies, charged to it, while the agent starts (its
+  # import exits, or crashes the interpreter) is a failed start of it, not a crash
+  # (Symbiont.Agent.StartFailures); a Wasm agent shares its host with others, and the
+  # crash is not charged to its start.
   defp host_down(state, crash) do
-    state =
-      if charged?(state, crash),
-        do: charge_crash(state, crash),
-        else: spare_crash(state, crash)
+    charged? = charged?(state, crash)
 
-    observe(%{state | status: :detached, out: Out.to(state.out, nil)})
+    state =
+      cond do
+        charged? and state.status == :starting and state.spec.wasm == nil ->
+          state
+          |> requeue_inflight()
+          |> detached()
+          |> start_failed(StartFailures.host_down(crash), :host)
+
+        charged? ->
+          # A failure in its window when a delivery of its was running (or, with no
+          # flight recorder, was in flight): not for its start or stop.
+          handling? = state.in_flight > 0 and Map.get(crash, :running) != :none
+          state = rare(state, crashes: state.rare.crashes + 1)
+          state = charge_crash(state, crash, Map.get(crash, :running))
+          detached(if handling?, do: window_failed(state), else: state)
+
+        true ->
+          state |> spare_crash(crash) |> detached()
+      end
+
+    state |> move(Map.get(crash, :move_to)) |> observe()
   end
 
-  # A host's death is the crash of the agents it ran, but: a restart on request (by hand,
-  # the conductor: `requested`) is no one's crash, nor is an owner that went down
-  # (`owner`); a host restarted because a handler did not stop (`stalled`, its agent's
-  # id) is the crash of that agent only.
+  defp detached(state), do: %{state | status: :detached, out: Out.to(state.out, nil)}
+
+  # Whether a host's death is this agent's crash. Its owner says when it knows
+  # (`suspect`, from the host's flight recorder: Symbiont.Host.Blame; a restart on
+  # request is no one's). When it does not (`suspect` nil: no recorder, several agents),
+  # it is the crash of the agents it ran, but: a restart on request (by hand, the
+  # conductor: `requested`) is no one's crash, nor is an owner that went down (`owner`);
+  # a host restarted because a handler did not stop (`stalled`, its agent's id) is the
+  # crash of that agent only.
   defp charged?(state, crash) do
-    cond do
-      Map.get(crash, :requested, false) -> false
-      Map.get(crash, :owner, false) -> false
-      Map.get(crash, :stalled) != nil -> crash.stalled == state.id
-      true -> true
+    case Map.get(crash, :suspect) do
+      suspect when is_boolean(suspect) ->
+        suspect
+
+      nil ->
+        cond do
+          Map.get(crash, :requested, false) -> false
+          Map.get(crash, :owner, false) -> false
+          Map.get(crash, :stalled) != nil -> crash.stalled == state.id
+          true -> true
+        end
     end
+  end
+
+  # Its host's process went down, and that is not this agent's crash (charged?/2): it is
+  # only restarted. Its deliveries in flight go back to the front of its queue uncharged;
+  # a restart on request (by hand, by the conductor) starts its failure window over.
+  defp spare_crash(state, crash) do
+    state = requeue_inflight(state)
+
+    if Map.get(crash, :requested, false),
+      do: fresh_start(state, "restarted on request"),
+      else: state
+  end
+
+  # Moved to a host of its own (Symbiont.Host.Blame): its registry value and its row say
+  # where it runs now.
+  defp move(state, nil), do: state
+
+  defp move(state, host) do
+    Process.demonitor(state.rare.host_ref, [:flush])
+
+    {_new, _old} =
+      Registry.update_value(@registry, state.id, fn {name, role, _host} -> {name, role, host} end)
+
+    attach(rare(%{state | host: host, host_pid: nil, slot: nil}, host_ref: nil))
+  end
+
+  # A failed start (Symbiont.Agent.StartFailures): its :start signal says `failing` (a
+  # health event the first time, with the count of failures; the retries that fail too
+  # are no news), and it tries again after a backoff (or when its host's process is back:
+  # `:host`), the first error of a row (or a new one) logged; after the spec's
+  # :max_start_failures in a row, a quarantine, logged once with the traceback.
+  defp start_failed(state, error, retry) do
+    failures = state.rare.failures + 1
+    max = Symbiont.Agent.max_start_failures(state.spec)
+    next = StartFailures.next(failures, max, state.rare.last_error, error)
+    signal = {"failing", "could not start: #{error["message"]}", %{"failures" => failures}}
+
+    state =
+      rare(%{state | status: :detached}, failures: failures, last_error: error)
+      |> set_signal(:start, signal)
+      |> observe()
+
+    case next do
+      :quarantine ->
+        reason = StartFailures.reason(failures, error)
+
+        Logger.error(
+          "agent #{state.id} quarantined: #{reason} (host #{inspect(state.host)}, " <>
+            "#{describe_logic(state.spec)}); no more tries until " <>
+            "Symbiont.Agent.Server.release(#{inspect(state.id)})" <>
+            StartFailures.traceback(error),
+          meta(state)
+        )
+
+        quarantine_now(state, reason)
+
+      {:retry, delay, tell?} ->
+        again = if retry == :host, do: "when its host is back", else: "in #{delay} ms"
+
+        if tell?,
+          do:
+            Logger.error(
+              "agent #{state.id} could not start in host #{inspect(state.host)}: " <>
+                "#{StartFailures.describe(error)}; again #{again} (quarantined after #{max} failed starts in a row)",
+              meta(state)
+            )
+
+        if retry == :backoff,
+          do: Process.send_after(self(), {:retry_start, state.out.port, failures}, delay)
+
+        state
+    end
+  end
+
+  # Leaves the host's slot (its process no longer runs it, so a crash loop stops); the
+  # deliveries in flight go back to the front of the queue, uncharged. Events keep
+  # arriving and waiting in the bounded queue. release/1 ends it. Its health is
+  # `quarantined` now (a health event says so).
+  defp quarantine_now(state, reason) do
+    state = requeue_inflight(state)
+    if state.host_pid && state.slot, do: Symbiont.Host.detach(state.host_pid, state.slot)
+
+    %{state | quarantined: reason, status: :detached, slot: nil, out: Out.to(state.out, nil)}
+    |> refresh_health()
   end
 
   ## Frames of our slot (PROTOCOL.md §8)
@@ -718,7 +882,7 @@ defmodule Symbiont.Agent.Server do
     state = state |> set_signal(:start, nil, "started") |> observe()
 
     # Deliveries in flight go again, in order; then what waits in the queue (after a crash
-    # with several in flight, they are all there: see charge_crash/2).
+    # with several in flight, they are all there: see charge_crash/3).
     state =
       for {seq, what, frame, _attempts, _at} <- :queue.to_list(state.inflight),
           reduce: state,
@@ -737,24 +901,8 @@ defmodule Symbiont.Agent.Server do
     state
   end
 
-  defp frame({:agent_failed, _slot, error}, %{status: :starting} = state) do
-    failures = state.rare.failures + 1
-    delay = Symbiont.Host.backoff(failures + 1, 5_000)
-
-    Logger.error(
-      "agent #{state.id} could not start in host #{inspect(state.host)}: #{format_remote_error(error)}; again in #{delay} ms",
-      meta(state)
-    )
-
-    Process.send_after(self(), {:retry_start, state.out.port, failures}, delay)
-
-    rare(%{state | status: :detached}, failures: failures, last_error: error)
-    |> set_signal(
-      :start,
-      {"failing", "could not start: #{error["message"]}", %{"failures" => failures}}
-    )
-    |> observe()
-  end
+  defp frame({:agent_failed, _slot, error}, %{status: :starting} = state),
+    do: start_failed(state, error, :backoff)
 
   # An ack of a seq that is no longer in flight (the deliveries went back to the queue, in
   # a quarantine) is dropped with its state: they go again, from the checkpoint before.
@@ -803,19 +951,45 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp frame({:publish, slot, topic, payload, seq_n}, state) do
-    # A refused publish (over :max_topics) still frees its share of the window.
+    # A refused publish (over :max_topics, or on a topic of the BEAM's) still frees its
+    # share of the window.
     case own_topic(state, topic) do
       {:ok, topic, state} ->
         id = with {seq, n} <- seq_n, do: {state.id, state.rare.incarnation, seq, n}
         event = %Symbiont.Event{topic: topic, payload: payload, from: state.name, id: id}
         Symbiont.Mesh.publish(Symbiont.Mesh, event)
         state = rare(state, published: state.rare.published + 1)
-        state = if topic == @health_topic, do: reported(state, payload), else: state
         handled_publish(state, slot, topic, payload)
 
       {:refused, state} ->
         handled_publish(state, slot, topic, payload)
     end
+  end
+
+  # §8.3: the agent's report about itself, published by this server, stamped with the
+  # agent in this slot (its name, replica and version): the frame names nobody.
+  defp frame({:health, slot, kind, reason, metrics, size}, state) do
+    Symbiont.Health.publish(kind, state.name, reason, metrics,
+      by: "agent",
+      id: state.id,
+      version: describe_logic(state.spec)
+    )
+
+    # What it says is one of its signals (see set_signal/5), until it says otherwise or
+    # starts again; its own event is on symbiont.health already: not said twice.
+    state =
+      if kind == "healthy",
+        do:
+          set_signal(
+            state,
+            :reported,
+            nil,
+            if(reason == "", do: "it says so", else: reason),
+            kind
+          ),
+        else: set_signal(state, :reported, {kind, reason, metrics}, nil, kind)
+
+    handled_window(state, slot, @health_topic, size)
   end
 
   defp frame(frame, state) do
@@ -827,14 +1001,14 @@ defmodule Symbiont.Agent.Server do
     state
   end
 
-  # The :max_topics of "Topics" in Symbiont.Agent, for a host that does not keep to it
-  # (the Python host refuses first). The topic an event goes out with is the agent's own
-  # copy: the one in the frame is part of the frame's binary, which the topology's row
-  # (and every queue it reaches) would otherwise keep alive whole.
+  # The :max_topics of "Topics" in Symbiont.Agent, and the BEAM's own topics
+  # (Symbiont.ControlPlane), for a host that does not keep to them (the Python host
+  # refuses first). The topic an event goes out with is the agent's own copy: the one in
+  # the frame is part of the frame's binary, which the topology's row (and every queue it
+  # reaches) would otherwise keep alive whole.
   defp own_topic(%{rare: %{pub_topics: topics}} = state, topic) do
     case topics do
       %{^topic => own} -> {:ok, own, state}
-      _ when topic == @health_topic -> {:ok, @health_topic, state}
       _ -> new_topic(state, topic, topics)
     end
   end
@@ -844,6 +1018,9 @@ defmodule Symbiont.Agent.Server do
     max_bytes = Symbiont.Event.max_topic_bytes()
 
     cond do
+      Symbiont.ControlPlane.reserved?(topic) ->
+        refuse_reserved(state, topic)
+
       byte_size(topic) > max_bytes ->
         refuse_topic(
           state,
@@ -881,12 +1058,36 @@ defmodule Symbiont.Agent.Server do
     end
   end
 
+  # A host that went around its own refusal (PROTOCOL.md §8): dropped, counted, and
+  # logged once per start of the agent.
+  defp refuse_reserved(state, topic) do
+    state = rare(state, refused_publishes: state.rare.refused_publishes + 1)
+
+    if state.rare.reserved_told do
+      {:refused, state}
+    else
+      Logger.error(
+        "agent #{state.id} published on a topic of the BEAM's, dropped: " <>
+          "#{Symbiont.ControlPlane.refusal(topic)} (its host did not refuse it; the next " <>
+          "ones are dropped without a word)",
+        meta(state)
+      )
+
+      {:refused, rare(state, reserved_told: true)}
+    end
+  end
+
   ## Flow control of publishes (PROTOCOL.md §8.2, Symbiont.Host.Credit)
 
   # A publish handled: its share of the window goes back to the host a quarter window at
   # a time. A batch is of one process and slot: a publish of another gives the batch
   # back first (the owner drops what is for a process or slot that is gone).
-  defp handled_publish(state, slot, topic, payload) do
+  defp handled_publish(state, slot, topic, payload),
+    do: handled_window(state, slot, topic, Credit.publish_cost(topic, payload))
+
+  # A frame of the slot's window that costs `cost` bytes (a publish; a health report, its
+  # frame's size) handled.
+  defp handled_window(state, slot, topic, cost) do
     port = state.out.port
 
     state =
@@ -900,7 +1101,7 @@ defmodule Symbiont.Agent.Server do
 
     {_, _, frames, bytes, topics, retry} = state.credit
     frames = frames + 1
-    bytes = bytes + Credit.publish_cost(topic, payload)
+    bytes = bytes + cost
     topics = if topic in topics or length(topics) >= 8, do: topics, else: [topic | topics]
     state = %{state | credit: {port, slot, frames, bytes, topics, retry}}
 
@@ -933,25 +1134,6 @@ defmodule Symbiont.Agent.Server do
         &match?({:message_queue_len, n} when n > @backlog, Process.info(&1, :message_queue_len))
       )
     end)
-  end
-
-  # A health event the agent published about itself: what it says is one of its signals
-  # (its own event is on symbiont.health already).
-  defp reported(state, payload) do
-    case MsgPack.decode(payload) do
-      {:ok, %{"agent" => agent, "kind" => kind} = event}
-      when agent == state.name and kind in ~w(degraded overloaded failing) ->
-        reason = if is_binary(event["reason"]), do: event["reason"], else: kind
-        metrics = if is_map(event["metrics"]), do: event["metrics"], else: %{}
-        set_signal(state, :reported, {kind, reason, metrics}, nil, kind)
-
-      {:ok, %{"agent" => agent, "kind" => "healthy"} = event} when agent == state.name ->
-        reason = if is_binary(event["reason"]), do: event["reason"], else: "it says so"
-        set_signal(state, :reported, nil, reason, "healthy")
-
-      _ ->
-        state
-    end
   end
 
   defp acked(state, acked, state_bin, seq) do
@@ -1008,7 +1190,9 @@ defmodule Symbiont.Agent.Server do
           group: state.name,
           metadata: %{
             agent: state.name,
-            load: {state.rare.load, state.spec.max_queue, state.spec.overflow}
+            load:
+              {state.rare.load, state.spec.max_queue, state.spec.max_queue_bytes,
+               state.spec.overflow}
           }
         )
     end
@@ -1069,7 +1253,7 @@ defmodule Symbiont.Agent.Server do
         else: dead_letter(state, event, "retired", attempts, nil)
     end
 
-    state = state |> put_queue(:queue.new(), 0) |> journal_done(Enum.map(items, &elem(&1, 0)))
+    state = state |> put_queue(:queue.new(), 0, 0) |> journal_done(Enum.map(items, &elem(&1, 0)))
 
     # Once nothing is in flight it lingers a little, still handing over what arrives: a
     # publisher that picked it just before it unsubscribed may have sent one more.
@@ -1127,29 +1311,78 @@ defmodule Symbiont.Agent.Server do
   ## Deliveries
 
   # An event or tick: sent at once while the credit window has room and nothing waits
-  # before it, queued otherwise; a full queue applies the overflow policy.
-  defp accept(state, what) do
-    %{max_queue: max, overflow: overflow} = state.spec
+  # before it, queued otherwise; a queue full in events or in bytes applies the overflow
+  # policy. One larger than the queue may hold in bytes goes to the dead letters.
+  # `admitted?`: a checked publish reserved room for it in the load (Symbiont.Mesh): a
+  # :reject queue takes it whatever it holds now (more than its bounds only while failed
+  # deliveries wait to be tried again: they go back to the queue as they fail), and the
+  # reservation becomes its place in the queue, or goes back if it is not queued.
+  defp accept(state, what, admitted? \\ false) do
+    %{max_queue_bytes: max_bytes, overflow: overflow} = state.spec
+    size = size_of(what)
 
     cond do
-      state.queued == 0 and state.in_flight < window(state) ->
-        send_delivery(state, what, 0)
+      size > max_bytes ->
+        state |> release(admitted?, what) |> too_large_to_queue(what, size)
 
-      state.queued < max ->
-        state |> enqueue({what, 0}) |> check_load()
+      state.queued == 0 and sendable?(state, size) ->
+        state |> release(admitted?, what) |> send_delivery(what, 0)
+
+      (admitted? and overflow == :reject) or room?(state, size, overflow) ->
+        state |> enqueue({what, 0}, size, admitted?) |> check_load()
 
       overflow == :drop_oldest ->
-        {{:value, {oldest, _attempts}}, queue} = :queue.out(state.queue)
-        state |> put_queue(queue, state.queued - 1) |> overflowed(oldest) |> enqueue({what, 0})
+        state |> make_room(size) |> enqueue({what, 0}, size, admitted?) |> check_load()
 
       true ->
-        overflowed(state, what)
+        state |> release(admitted?, what) |> overflowed(what)
     end
   end
 
-  # An event the agent takes (`then`: accept/2, or hold/2 while its journal cannot be
+  # Room for an event of `size` bytes that no publisher reserved room for. In a :reject
+  # queue, beside the reservations on their way (the load's slots count the queue and
+  # them), so that it never takes the room of an event a publisher was told :ok for; in
+  # a :drop_oldest one (which promises no publisher anything), in the queue itself.
+  defp room?(%{spec: spec} = state, size, :reject) do
+    load = state.rare.load
+
+    :atomics.get(load, 1) < spec.max_queue and
+      :atomics.get(load, 3) + size <= spec.max_queue_bytes
+  end
+
+  defp room?(%{spec: spec} = state, size, _overflow),
+    do: state.queued < spec.max_queue and state.queued_bytes + size <= spec.max_queue_bytes
+
+  # :drop_oldest: the oldest waiting events go to the dead letters until one of `size`
+  # bytes fits (it does in an empty queue: it is no larger than :max_queue_bytes).
+  defp make_room(state, size) do
+    if state.queued > 0 and not room?(state, size, :drop_oldest) do
+      {{:value, {oldest, _attempts}}, queue} = :queue.out(state.queue)
+
+      state
+      |> put_queue(queue, state.queued - 1, state.queued_bytes - size_of(oldest))
+      |> overflowed(oldest)
+      |> make_room(size)
+    else
+      state
+    end
+  end
+
+  # An event its queue could never hold (a checked publish is refused it, as :too_large).
+  defp too_large_to_queue(state, what, size) do
+    message =
+      "#{describe(what)} has a payload of #{size} bytes, over the max_queue_bytes of agent " <>
+        "#{inspect(state.id)} (#{state.spec.max_queue_bytes} bytes)"
+
+    Logger.error("agent #{state.id}: #{message}; dead-lettered", meta(state))
+    error = %{"type" => "queue_too_large", "message" => message, "traceback" => ""}
+    dead_letter(state, what, "too_large", 0, error)
+    journal_done(rare(state, dropped: state.rare.dropped + 1), [what])
+  end
+
+  # An event the agent takes (`then`: accept/3, or hold/2 while its journal cannot be
   # written), unless it is a copy a `dedupe: true` agent has seen.
-  defp take(state, event, then) do
+  defp take(state, event, admitted?, then) do
     case dedupe(state, event) do
       {:ok, state} ->
         {event, state} = number(state, event)
@@ -1157,8 +1390,17 @@ defmodule Symbiont.Agent.Server do
         then.(%{state | active_at: System.monotonic_time(:millisecond)}, event)
 
       {:duplicate, state} ->
-        state
+        release(state, admitted?, event)
     end
+  end
+
+  # The room a checked publish reserved for an event that will not be queued goes back.
+  defp release(state, false, _what), do: state
+
+  defp release(state, true, what) do
+    :atomics.sub(state.rare.load, 1, 1)
+    :atomics.sub(state.rare.load, 3, size_of(what))
+    state
   end
 
   # While its journal cannot be written, a durable agent refuses events (to the dead
@@ -1197,21 +1439,50 @@ defmodule Symbiont.Agent.Server do
 
   defp seq_of(%Symbiont.Event{seq: seq}), do: seq
   defp seq_of({:tick, _name, seq}), do: seq
-  # The credit window: one delivery at a time while on probation (see charge_crash/2), and
+  # The credit window: one delivery at a time while on probation (see charge_crash/3), and
   # none while no process runs the agent.
   defp window(%{status: status}) when status != :ready, do: 0
   defp window(%{rare: %{upgrading: u, retiring: r}}) when u != nil or r != nil, do: 0
   defp window(%{probation: 0, spec: spec}), do: spec.max_in_flight
   defp window(_state), do: 1
 
-  defp enqueue(state, item), do: put_queue(state, :queue.in(item, state.queue), state.queued + 1)
-
-  # The queue, its length and the load publishers read change together (the load holds
-  # their reservations too: it changes by as much as the queue).
-  defp put_queue(state, queue, queued) do
-    :atomics.add(state.rare.load, 1, queued - state.queued)
-    %{state | queue: queue, queued: queued}
+  # The credit window has room for a delivery of `size` payload bytes: fewer deliveries
+  # in flight than the window, and their bytes within :max_in_flight_bytes with it,
+  # unless none is in flight (so that an event of any size the host takes goes).
+  defp sendable?(state, size) do
+    state.in_flight < window(state) and
+      (state.in_flight == 0 or state.inflight_bytes + size <= state.spec.max_in_flight_bytes)
   end
+
+  # An item of `size` bytes goes to the back of the queue; `reserved?`: the load counts it
+  # already (a checked publish reserved its room), and the reservation is now its place.
+  defp enqueue(state, item, size, reserved?) do
+    queue = :queue.in(item, state.queue)
+    queued = state.queued + 1
+    bytes = state.queued_bytes + size
+
+    if reserved?,
+      do: %{state | queue: queue, queued: queued, queued_bytes: bytes},
+      else: put_queue(state, queue, queued, bytes)
+  end
+
+  # The queue, its length, its payload bytes and the load publishers read change
+  # together (the load holds their reservations too: it changes by as much as the queue,
+  # never set).
+  defp put_queue(state, queue, queued, bytes) do
+    load = state.rare.load
+    :atomics.add(load, 1, queued - state.queued)
+    :atomics.add(load, 3, bytes - state.queued_bytes)
+    %{state | queue: queue, queued: queued, queued_bytes: bytes}
+  end
+
+  # The payload bytes of an event (a tick has none), of queue items ({what, attempts})
+  # and of deliveries in flight ({seq, what, frame, attempts, sent_at}).
+  defp size_of(%Symbiont.Event{payload: payload}), do: byte_size(payload)
+  defp size_of(_tick), do: 0
+
+  defp queued_bytes(items), do: Enum.reduce(items, 0, &(size_of(elem(&1, 0)) + &2))
+  defp inflight_bytes(items), do: Enum.reduce(items, 0, &(size_of(elem(&1, 1)) + &2))
 
   # After a failed attempt (a nack, or the host dying while on it): again, first in line,
   # until max_attempts; then the dead letters, with the attempts and the last error.
@@ -1224,7 +1495,8 @@ defmodule Symbiont.Agent.Server do
   defp retry_or_give_up(state, what, attempts, reason, error) do
     if attempts < state.spec.max_attempts do
       state = rare(state, redelivered: state.rare.redelivered + 1)
-      put_queue(state, :queue.in_r({what, attempts}, state.queue), state.queued + 1)
+      queue = :queue.in_r({what, attempts}, state.queue)
+      put_queue(state, queue, state.queued + 1, state.queued_bytes + size_of(what))
     else
       dead_letter(state, what, reason, attempts, error)
       journal_done(%{state | failed: state.failed + 1}, [what])
@@ -1274,6 +1546,7 @@ defmodule Symbiont.Agent.Server do
       state
       | inflight: :queue.in({seq, what, frame, attempts, now_us()}, state.inflight),
         in_flight: state.in_flight + 1,
+        inflight_bytes: state.inflight_bytes + size_of(what),
         progress_at: progress_at
     }
     |> emit(frame, journaled_seq(seq, what))
@@ -1383,7 +1656,8 @@ defmodule Symbiont.Agent.Server do
 
     state = %{state | seq: max(state.seq, next - 1)}
     n = length(pending)
-    state = put_queue(state, :queue.from_list(Enum.map(pending, &{&1, 0})), n)
+    items = Enum.map(pending, &{&1, 0})
+    state = put_queue(state, :queue.from_list(items), n, queued_bytes(items))
     # Accepted after the checkpoint's dedupe memory was taken: their ids join it.
     dedupe = state.dedupe && Enum.reduce(pending, state.dedupe, &Dedupe.remember(&2, &1.id))
     state = %{state | dedupe: dedupe}
@@ -1529,9 +1803,10 @@ defmodule Symbiont.Agent.Server do
       state
       | inflight: :queue.from_list(inflight),
         in_flight: length(inflight),
+        inflight_bytes: inflight_bytes(inflight),
         out: Out.drop(state.out, frames)
     }
-    |> put_queue(:queue.from_list(queue), length(queue))
+    |> put_queue(:queue.from_list(queue), length(queue), queued_bytes(queue))
     |> rare(held: held)
   end
 
@@ -1585,7 +1860,7 @@ defmodule Symbiont.Agent.Server do
     queue = :queue.join(state.queue, :queue.from_list(held))
 
     %{state | overloaded: false}
-    |> put_queue(queue, state.queued + length(held))
+    |> put_queue(queue, state.queued + length(held), state.queued_bytes + queued_bytes(held))
     |> rare(held: [], journal_retry: 0)
     |> set_signal(:load, nil, message)
     |> set_signal(:journal, nil, message)
@@ -1603,36 +1878,58 @@ defmodule Symbiont.Agent.Server do
   defp drain(%{queued: 0} = state), do: check_load(state)
 
   defp drain(state) do
-    if state.in_flight < window(state) do
-      {{:value, {what, attempts}}, queue} = :queue.out(state.queue)
-      state |> put_queue(queue, state.queued - 1) |> send_delivery(what, attempts) |> drain()
+    {:value, {what, attempts}} = :queue.peek(state.queue)
+    size = size_of(what)
+
+    if sendable?(state, size) do
+      state
+      |> put_queue(:queue.drop(state.queue), state.queued - 1, state.queued_bytes - size)
+      |> send_delivery(what, attempts)
+      |> drain()
     else
       check_load(state)
     end
   end
 
-  # Health with hysteresis: `overloaded` at the high-water mark, `healthy` again below half.
-  defp check_load(%{overloaded: false, queued: n, spec: %{high_water: hw}} = state)
-       when n >= hw do
-    publish_load(
-      %{state | overloaded: true},
-      "overloaded",
-      "queue at #{n} of #{state.spec.max_queue}"
-    )
+  # Health with hysteresis: `overloaded` when the queue's length or its bytes reach their
+  # high-water mark (:high_water, and 80% of :max_queue_bytes), `healthy` again once both
+  # are below half of theirs.
+  defp check_load(%{overloaded: false, queued: n, queued_bytes: b, spec: spec} = state) do
+    if n >= spec.high_water or b >= high_water_bytes(spec) do
+      publish_load(
+        %{state | overloaded: true},
+        "overloaded",
+        "queue at #{n} of #{spec.max_queue}, #{Output.size(b)} of #{Output.size(spec.max_queue_bytes)}"
+      )
+    else
+      state
+    end
   end
 
-  defp check_load(%{overloaded: true, queued: n, spec: %{high_water: hw}} = state)
-       when n < div(hw, 2) do
-    publish_load(%{state | overloaded: false}, "healthy", "queue back at #{n} (high water #{hw})")
+  defp check_load(%{queued: n, queued_bytes: b, spec: spec} = state) do
+    hw = spec.high_water
+    hwb = high_water_bytes(spec)
+
+    if n < div(hw, 2) and b < div(hwb, 2) do
+      publish_load(
+        %{state | overloaded: false},
+        "healthy",
+        "queue back at #{n}, #{Output.size(b)} (high water #{hw}, #{Output.size(hwb)})"
+      )
+    else
+      state
+    end
   end
 
-  defp check_load(state), do: state
+  defp high_water_bytes(spec), do: max(1, div(spec.max_queue_bytes * 4, 5))
 
   defp publish_load(state, kind, reason) do
     metrics = %{
       "queue" => state.queued,
+      "queue_bytes" => state.queued_bytes,
       "in_flight" => state.in_flight,
       "max_queue" => state.spec.max_queue,
+      "max_queue_bytes" => state.spec.max_queue_bytes,
       "dropped" => state.rare.dropped
     }
 
@@ -1653,7 +1950,13 @@ defmodule Symbiont.Agent.Server do
         {[], state}
 
       {taken, rest} ->
-        {taken, %{state | inflight: rest, in_flight: state.in_flight - length(taken)}}
+        {taken,
+         %{
+           state
+           | inflight: rest,
+             in_flight: state.in_flight - length(taken),
+             inflight_bytes: state.inflight_bytes - inflight_bytes(taken)
+         }}
     end
   end
 
@@ -1700,25 +2003,57 @@ defmodule Symbiont.Agent.Server do
   ## Crashes and restarts (see "How it is doing" in Symbiont.Observation)
 
   # The death of its host's process is charged to this agent (host_down/2 decides, with
-  # charged?/2): one crash more, one failure in its window when it was handling
-  # something, and its deliveries in flight charged.
+  # charged?/2): one crash more, one failure in its window when a delivery of its was
+  # running, and that delivery charged.
   #
-  # Which delivery killed the host? Acks are batched, so with several in flight the oldest
-  # unacked one may well have been handled already. So: with one delivery in flight, it is
-  # the culprit and is charged an attempt (after max_attempts, the dead letters: a poison
-  # message does not crash-loop its agent). With several, they all go back to the front of
-  # the queue uncharged, and the agent is on probation: they go one at a time until each
-  # has been acked, so that a crash meanwhile has exactly one suspect.
-  defp charge_crash(state, crash) do
-    state = rare(state, crashes: state.rare.crashes + 1)
-    if state.in_flight == 0, do: state, else: window_failed(charge_deliveries(state, crash))
+  # Which delivery killed the host? The host's flight recorder says which was running
+  # (`running`, its seq; PROTOCOL.md §11.1): that one is charged an attempt (after
+  # max_attempts, the dead letters: a poison message does not crash-loop its agent), and
+  # the others go again uncharged, in order. `:none`: none was running. Without a
+  # recorder (`nil`): acks are batched, so with several in flight the oldest unacked one
+  # may well have been handled already. So: with one delivery in flight, it is the
+  # culprit and is charged; with several, they all go back to the front of the queue
+  # uncharged, and the agent is on probation: they go one at a time until each has been
+  # acked, so that a crash meanwhile has exactly one suspect.
+  defp charge_crash(%{in_flight: 0} = state, _crash, _running), do: state
+  defp charge_crash(state, _crash, :none), do: requeue_inflight(state)
+
+  defp charge_crash(state, crash, seq) when is_integer(seq) do
+    case Enum.split_while(:queue.to_list(state.inflight), &(elem(&1, 0) != seq)) do
+      {before, [running | later]} ->
+        state
+        |> keep_inflight(later)
+        |> requeue_inflight()
+        |> charge_running(running, crash)
+        |> keep_inflight(before)
+        |> requeue_inflight()
+
+      {_, []} ->
+        requeue_inflight(state)
+    end
   end
 
-  defp charge_deliveries(%{in_flight: 1} = state, crash) do
-    {{:value, {_seq, what, _frame, attempts, _at}}, rest} = :queue.out(state.inflight)
+  defp charge_crash(%{in_flight: 1} = state, crash, nil) do
+    {{:value, running}, rest} = :queue.out(state.inflight)
     # Requeued or given up, the rest of the suspects still go one at a time.
-    state = %{state | inflight: rest, in_flight: 0, probation: max(state.probation, 1)}
+    state = %{
+      state
+      | inflight: rest,
+        in_flight: 0,
+        inflight_bytes: 0,
+        probation: max(state.probation, 1)
+    }
 
+    charge_running(state, running, crash)
+  end
+
+  defp charge_crash(state, _crash, nil) do
+    probation = max(state.probation, state.in_flight)
+    requeue_inflight(%{state | probation: probation})
+  end
+
+  # The delivery that was running when the host died: an attempt.
+  defp charge_running(state, {_seq, what, _frame, attempts, _at}, crash) do
     error = %{
       "type" => "crash",
       "message" => "the host #{crash.message} while handling it",
@@ -1729,43 +2064,37 @@ defmodule Symbiont.Agent.Server do
     retry_or_give_up(rare(state, last_error: error), what, attempts + 1, reason, error)
   end
 
-  defp charge_deliveries(state, _crash) do
-    probation = max(state.probation, state.in_flight)
-    requeue_in_flight(%{state | probation: probation})
-  end
+  # Only `items` of what was in flight remain so (the others dealt with apart).
+  defp keep_inflight(state, items),
+    do: %{
+      state
+      | inflight: :queue.from_list(items),
+        in_flight: length(items),
+        inflight_bytes: inflight_bytes(items)
+    }
 
-  # Its host's process went down, and that is not this agent's crash (charged?/2): it is
-  # only restarted. Its deliveries in flight go back to the front of its queue uncharged;
-  # a restart on request (by hand, by the conductor) starts its failure window over.
-  defp spare_crash(state, crash) do
-    state = requeue_in_flight(state)
+  # The deliveries in flight go back to the front of the queue, in order, uncharged
+  # (their bytes with them).
+  defp requeue_inflight(%{in_flight: 0} = state),
+    do: %{state | inflight: :queue.new(), inflight_bytes: 0}
 
-    if Map.get(crash, :requested, false),
-      do: fresh_start(state, "restarted on request"),
-      else: state
-  end
+  defp requeue_inflight(state) do
+    n = state.in_flight
 
-  # The deliveries in flight go back to the front of the queue, as they were (their
-  # attempts uncharged), to be sent again.
-  defp requeue_in_flight(%{in_flight: 0} = state), do: state
-
-  defp requeue_in_flight(state) do
     queue =
-      state.inflight
-      |> :queue.to_list()
-      |> List.foldr(state.queue, fn {_seq, what, _frame, attempts, _at}, q ->
+      List.foldr(:queue.to_list(state.inflight), state.queue, fn {_, what, _, attempts, _}, q ->
         :queue.in_r({what, attempts}, q)
       end)
 
-    queued = state.queued + state.in_flight
-    state = rare(state, redelivered: state.rare.redelivered + state.in_flight)
-    put_queue(%{state | inflight: :queue.new(), in_flight: 0}, queue, queued)
+    %{state | inflight: :queue.new(), in_flight: 0, inflight_bytes: 0}
+    |> put_queue(queue, state.queued + n, state.queued_bytes + state.inflight_bytes)
+    |> rare(redelivered: state.rare.redelivered + n)
   end
 
   # A restart on purpose (an upgrade, a promotion or rollback, a release, a restart by
   # hand or by the conductor): its failure window starts over, so that what it is judged
   # by is what it does from now on. (Every start after the first counts as a restart,
-  # in agent_ready; only charge_crash/2 counts a crash.)
+  # in agent_ready; only host_down/2 counts a crash.)
   defp fresh_start(state, why), do: rate_signal(%{state | window: Window.new()}, why)
 
   ## Health (see "How it is doing" in Symbiont.Observation)
@@ -1820,6 +2149,8 @@ defmodule Symbiont.Agent.Server do
     end
   end
 
+  # A health event of the node's about this replica (`"by": "symbiont"`), stamped with
+  # its id and version; its metrics have its `"id"`, and its `"role"` for a canary.
   defp announce(state, kind, reason, metrics) do
     metrics = Map.put(metrics, "id", state.id)
 
@@ -1828,7 +2159,10 @@ defmodule Symbiont.Agent.Server do
         do: metrics,
         else: Map.put(metrics, "role", "#{state.rare.role}")
 
-    Symbiont.Health.publish(kind, state.name, reason, metrics)
+    Symbiont.Health.publish(kind, state.name, reason, metrics,
+      id: state.id,
+      version: describe_logic(state.spec)
+    )
   end
 
   # A delivery failed (a nack, or its host died while on it): the failure window says
@@ -1873,7 +2207,7 @@ defmodule Symbiont.Agent.Server do
   ## Its row in Symbiont.Observation
 
   # Its slow fields, written when one of them changes.
-  defp observe(%{obs: nil} = state), do: state
+  defp observe(%{rare: %{obs: nil}} = state), do: state
 
   defp observe(state) do
     Observation.put(state.id, observable(state))
@@ -1881,12 +2215,13 @@ defmodule Symbiont.Agent.Server do
   end
 
   # Its counters, after every message it handled (reply/1).
-  defp count(%{obs: nil}), do: :ok
+  defp count(%{rare: %{obs: nil}}), do: :ok
 
   defp count(state) do
     Observation.put_counters(
-      state.obs,
+      state.rare.obs,
       state.queued,
+      state.queued_bytes,
       state.in_flight,
       state.handled,
       state.failed,
@@ -1909,10 +2244,12 @@ defmodule Symbiont.Agent.Server do
       health_at_ms: state.rare.health_at,
       version: describe_logic(state.spec),
       max_queue: state.spec.max_queue,
+      max_queue_bytes: state.spec.max_queue_bytes,
       high_water: state.spec.high_water,
       topics: state.rare.topics,
       crashes: state.rare.crashes,
       restarts: max(state.rare.starts - 1, 0),
+      start_failures: state.rare.failures,
       window: window,
       failure_rate: Observation.rate(failed, n),
       suspect: suspect(state),
@@ -2014,8 +2351,11 @@ defmodule Symbiont.Agent.Server do
       topics: state.rare.topics,
       timers: Enum.map(state.rare.timers, & &1["name"]),
       in_flight: state.in_flight,
+      in_flight_bytes: state.inflight_bytes,
       queue: state.queued,
       max_queue: state.spec.max_queue,
+      queue_bytes: state.queued_bytes,
+      max_queue_bytes: state.spec.max_queue_bytes,
       overloaded: state.overloaded,
       dropped: state.rare.dropped,
       redelivered: state.rare.redelivered,

@@ -6,9 +6,11 @@ defmodule Symbiont.Health.History do
   # agent that tells how it is now. Subscribed to `symbiont.health`; readers go through
   # ETS, so a busy history never blocks them.
   #
-  # The agent an event is about is a name in its payload, which an agent writes: at most
-  # 1000 agents are kept, and the one heard of longest ago goes first, so that events
-  # about ever new names cannot grow the table.
+  # Only the BEAM publishes there, naming the agent an event is about (an agent's own
+  # report is stamped by its owner: Symbiont.ControlPlane); still, at most 1000 agents are
+  # kept, and the one heard of longest ago goes first, so that events about ever new
+  # names cannot grow the table, and an event is decoded only within the control plane's
+  # sizes.
 
   use GenServer
 
@@ -51,7 +53,7 @@ defmodule Symbiont.Health.History do
 
   @impl true
   def handle_info(%Symbiont.Event{} = event, %{table: table} = state) do
-    case Symbiont.Event.decode(event) do
+    case Symbiont.ControlPlane.decode(event) do
       {:ok, %{} = health} ->
         health = Map.put(health, "at_ms", System.system_time(:millisecond))
         push(table, :recent, health, @overall)

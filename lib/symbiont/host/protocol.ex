@@ -17,8 +17,8 @@ defmodule Symbiont.Host.Protocol do
   defguardp is_seq(x) when is_integer(x) and x > 0 and x <= @max_int
   @levels %{"debug" => :debug, "info" => :info, "warning" => :warning, "error" => :error}
   @level_names "debug, info, warning, error"
-  @kinds ~w(reply error log call cast msg cancel ack nack publish ready fatal agent_ready
-            agent_failed pong)
+  @kinds ~w(reply error log call cast msg cancel ack nack publish health ready fatal
+            agent_ready agent_failed pong)
 
   @type frame ::
           {:ready, non_neg_integer, map}
@@ -35,6 +35,7 @@ defmodule Symbiont.Host.Protocol do
           | {:ack, pos_integer, pos_integer, binary | nil}
           | {:nack, pos_integer, pos_integer, map}
           | {:publish, pos_integer, binary, binary, {non_neg_integer, integer} | nil}
+          | {:health, pos_integer, binary, binary, map}
           | {:pong, non_neg_integer}
 
   @spec version() :: pos_integer
@@ -91,6 +92,14 @@ defmodule Symbiont.Host.Protocol do
        when is_seq(slot) and is_binary(topic) and is_binary(payload),
        do: {:ok, {:publish, slot, topic, payload, nil}}
 
+  # §8.3: an agent's report about itself, within Symbiont.Health's bounds.
+  defp validate("health", [slot, kind, reason, metrics]) when is_seq(slot) do
+    case Symbiont.Health.check_report(kind, reason, metrics) do
+      :ok -> {:ok, {:health, slot, kind, reason, metrics}}
+      {:error, why} -> {:error, {:bad_frame, "health", why <> " (§8.3)"}}
+    end
+  end
+
   defp validate("ready", [v, info]) when is_id(v),
     do: with(:ok <- ready_info(info), do: {:ok, {:ready, v, info}})
 
@@ -115,6 +124,7 @@ defmodule Symbiont.Host.Protocol do
     "ack" => [{0, "slot", 1, @max_int}, {1, "seq", 1, @max_int}],
     "nack" => [{0, "slot", 1, @max_int}, {1, "seq", 1, @max_int}],
     "publish" => [{0, "slot", 1, @max_int}, {3, "seq", 0, @max_int}, {4, "n", -@int64, @max_int}],
+    "health" => [{0, "slot", 1, @max_int}],
     "ready" => [{0, "version", 0, @max_int}]
   }
 
@@ -219,6 +229,11 @@ defmodule Symbiont.Host.Protocol do
 
   def format_error({:window, _slot, _frames, _bytes} = r),
     do: Symbiont.Host.Credit.format_error(r)
+
+  def format_error({:flooding, waiting, max}),
+    do:
+      "flooding: #{waiting} messages of its port waiting in the owner's mailbox " <>
+        "(at most #{max}, its :max_mailbox)"
 
   def format_error({:too_many_calls, max}),
     do: "more than #{max} calls to the node at once (PROTOCOL.md §4.1)"

@@ -66,25 +66,35 @@ defmodule Symbiont.StatusPage.Feed do
   end
 
   @impl true
+  # Within the control plane's sizes only (Symbiont.ControlPlane): an event over them is
+  # not decoded, and not shown.
   def handle_info(%Symbiont.Event{topic: topic} = event, state) do
-    entry = %{
-      id: state.next_id,
-      kind: Map.fetch!(@topics, topic),
-      at_ms: System.system_time(:millisecond),
-      event: decode(event)
-    }
+    case decode(event) do
+      :over_limit ->
+        {:noreply, state}
 
-    for pid <- Map.keys(state.listeners), do: send(pid, {__MODULE__, entry})
-    {:noreply, remember(state, entry)}
+      payload ->
+        entry = %{
+          id: state.next_id,
+          kind: Map.fetch!(@topics, topic),
+          at_ms: System.system_time(:millisecond),
+          event: payload
+        }
+
+        for pid <- Map.keys(state.listeners), do: send(pid, {__MODULE__, entry})
+        {:noreply, remember(state, entry)}
+    end
   end
 
   def handle_info({:DOWN, _ref, :process, pid, _reason}, state),
     do: {:noreply, %{state | listeners: Map.delete(state.listeners, pid)}}
 
   defp decode(event) do
-    case Symbiont.Event.decode(event) do
+    case Symbiont.ControlPlane.decode(event) do
       {:ok, %{} = payload} -> payload
       {:ok, other} -> %{"value" => other}
+      {:error, {:over_limit, _, _}} -> :over_limit
+      {:error, {:over_limit, _, _, _}} -> :over_limit
       {:error, reason} -> %{"error" => "undecodable payload: #{inspect(reason)}"}
     end
   end

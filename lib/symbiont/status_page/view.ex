@@ -95,6 +95,12 @@ defmodule Symbiont.StatusPage.View do
         tr.appendChild(td);
       }
 
+      function size(bytes) {
+        if (bytes < 1024) return bytes + " B";
+        if (bytes < 1048576) return (bytes / 1024).toFixed(1) + " KiB";
+        return (bytes / 1048576).toFixed(1) + " MiB";
+      }
+
       function renderAgents(s) {
         const body = document.createElement("tbody");
         body.id = "agents-body";
@@ -112,7 +118,8 @@ defmodule Symbiont.StatusPage.View do
           cell(tr, a.id); cell(tr, a.role); cell(tr, a.host);
           cell(tr, a.quarantined ? "quarantined" : a.status);
           cell(tr, a.health, "h-" + a.health);
-          cell(tr, a.queue + " / " + a.max_queue, "num"); cell(tr, a.in_flight, "num");
+          cell(tr, a.queue + " / " + a.max_queue + " (" + size(a.queue_bytes) + ")", "num");
+          cell(tr, a.in_flight, "num");
           cell(tr, a.handled, "num"); cell(tr, a.failed, "num");
           cell(tr, a.failure_rate === null ? "-" : Math.round(a.failure_rate * 100) + "%", "num");
           cell(tr, a.crashes, "num"); cell(tr, a.restarts, "num");

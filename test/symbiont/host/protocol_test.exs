@@ -94,7 +94,17 @@ defmodule Symbiont.Host.ProtocolTest do
           {["agent_ready", 1, %{"name" => "a", "topics" => [], "timers" => [%{"name" => 1}]}],
            ~s("timers" must be maps)},
           {["ready", 2, %{"max_frame" => "big"}], ~s|"max_frame" (int in 64..2^32-1)|},
-          {["log", "loud", "x"], ~s(level "loud" is not one of debug, info, warning, error)}
+          {["log", "loud", "x"], ~s(level "loud" is not one of debug, info, warning, error)},
+          {["health", 1, "quarantined", "", %{}],
+           ~s|bad "health" frame: kind "quarantined" is not one of healthy, degraded, overloaded, failing (§8.3)|},
+          {["health", 1, "failing", String.duplicate("z", 1025), %{}],
+           "reason must be a string of at most 1024 bytes"},
+          {["health", 1, "failing", "", Map.new(1..17, &{"m#{&1}", &1})],
+           "metrics must be a map of at most 16 entries"},
+          {["health", 1, "failing", "", %{"m" => [1]}],
+           ~s(metric "m" = [1] is not allowed: names are strings of at most 64 bytes, values nil)},
+          {["health", 1, "failing", "", %{"m" => String.duplicate("z", 257)}],
+           ~s(metric "m" = "zzz)}
         ] do
       assert {:error, reason} = Protocol.decode(MsgPack.encode!(frame, iodata: false))
       assert Protocol.format_error(reason) =~ text
@@ -127,6 +137,7 @@ defmodule Symbiont.Host.ProtocolTest do
       {&["publish", &1, "t", <<0xC0>>, 1, 0], "slot", 1..top},
       {&["publish", 1, "t", <<0xC0>>, &1, 0], "seq", 0..top},
       {&["publish", 1, "t", <<0xC0>>, 0, &1], "n", -(1 <<< 63)..top},
+      {&["health", &1, "healthy", "", %{}], "slot", 1..top},
       {&["ready", &1, info], "version", 0..top}
     ]
 
@@ -240,6 +251,16 @@ defmodule Symbiont.Host.ProtocolTest do
 
   defp conforms?({:publish, s, t, p, {q, n}}) when seq?(s) and id?(q) and n?(n),
     do: is_binary(t) and is_binary(p)
+
+  # §8.3: a report's kind, reason and metrics, within their bounds.
+  defp conforms?({:health, s, k, r, m}) when seq?(s) do
+    k in ~w(healthy degraded overloaded failing) and is_binary(r) and byte_size(r) <= 1024 and
+      is_map(m) and map_size(m) <= 16 and
+      Enum.all?(m, fn {name, v} ->
+        is_binary(name) and byte_size(name) <= 64 and
+          (is_nil(v) or is_boolean(v) or is_number(v) or (is_binary(v) and byte_size(v) <= 256))
+      end)
+  end
 
   defp conforms?({:fatal, e}), do: error?(e)
   defp conforms?({:pong, n}), do: id?(n)
