@@ -17,9 +17,9 @@ defmodule Symbiont.Health do
   who it is that speaks:
 
     * `"symbiont"`: the node saw it: an agent's owner (`Symbiont.Agent.Server`), when
-      the agent's health changes (see "How it is doing" in `Symbiont.Observation`: its
-      failure rate, its queue, a journal that cannot be written, a quarantine; and each
-      failed start, with its count), stamped with the replica's `id` and `version`
+      the agent's health changes kind (see "How it is doing" in `Symbiont.Observation`:
+      its failure rate, its queue, a failed start, a journal that cannot be written, a
+      quarantine), not once per failure, stamped with the replica's `id` and `version`
       (`"metrics"` has its `"id"` too, and `"role"` for a canary); the mesh (a lost
       node: `failing`, with `agent` `nil`), the manifest (`retired`);
     * `"agent"`: the agent said so about itself (`self.health.degraded("why")` in

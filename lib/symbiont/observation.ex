@@ -35,9 +35,9 @@ defmodule Symbiont.Observation do
       PROTOCOL.md §8.3) since it started; and `quarantined` while it is. An agent's
       health is the worst of its stable replicas'; a canary's is its own. The node
       publishes a health event on `symbiont.health` (`"by": "symbiont"`, stamped with
-      the replica's id) when it changes kind, not once per failure (a failed start is
-      told each time, with its count); an agent's own report is published as it comes,
-      `"by": "agent"`, and not told again by the node.
+      the replica's id) when it changes kind, not once per failure (nor once per failed
+      start); an agent's own report is published as it comes, `"by": "agent"`, and not
+      told again by the node.
     * **failure rate** - over the replica's last deliveries (a delivery failed when its
       handler raised or was cancelled, a nack or a timeout, or when its host died while
       handling it), with thresholds and hysteresis: see `Symbiont.Health.Window`. A

@@ -12,6 +12,7 @@ defmodule Symbiont.BlameTest do
 
   alias Symbiont.Agent.Server
   alias Symbiont.Host.Reaper
+  alias Symbiont.Observation
 
   doctest Symbiont.Host.Blame
 
@@ -163,8 +164,16 @@ defmodule Symbiont.BlameTest do
       refute_received %Symbiont.Event{topic: "symbiont.dead_letter", from: ^id}
     end
 
-    # The suspect: its three crashes, each hanging event given up on.
+    # The suspect: its three crashes, each hanging event given up on, each a failure in
+    # its window (failing, from its failure rate), in its own host now. The co-tenants'
+    # windows hold no failure.
     assert {:ok, %{crashes: 3, failed: 3}} = Server.info(suspect)
+
+    assert %{crashes: 3, window: %{failed: 3}, health: "failing", host: ^suspect} =
+             Observation.replica(suspect)
+
+    for id <- [a, b],
+        do: assert(%{crashes: 0, window: %{failed: 0}, host: ^shared} = Observation.replica(id))
 
     for _ <- 1..3 do
       assert_receive %Symbiont.Event{topic: "symbiont.dead_letter", from: ^suspect} = e

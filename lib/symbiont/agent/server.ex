@@ -248,7 +248,9 @@ defmodule Symbiont.Agent.Server do
 
   @doc """
   Ends a quarantine: the agent starts again in its host, from its last acked state, and
-  publishes a `healthy` health event ("released from quarantine"). One quarantined for
+  a health event says what it is now: `healthy` ("released from quarantine"), unless a
+  signal the release does not answer holds (a journal the disk refuses, its queue). A
+  release is a restart on purpose: its failure window starts over. One quarantined for
   failed starts gets `:max_start_failures` tries afresh (see "Agents that cannot start"
   in `Symbiont.Agent`).
   """
@@ -385,7 +387,7 @@ defmodule Symbiont.Agent.Server do
         crashes: 0,
         fallback: extra.fallback,
         # Its health (Symbiont.Observation): the worst of its signals, each
-        # {kind, reason, metrics} by source (see set_signal/3), or "quarantined" while it
+        # {kind, reason, metrics} by source (see set_signal/5), or "quarantined" while it
         # is; the reason; when it last changed (system ms).
         signals: %{},
         health: "healthy",
