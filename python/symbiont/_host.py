@@ -555,15 +555,21 @@ class Host:
         else:
             self._before_ready.append(data)
 
-    def log(self, level: str, message: str) -> None:
-        """Send ``["log", level, message]`` (PROTOCOL.md §7), shortened to fit a frame."""
+    def log(self, level: str, message: str, fields: dict[str, Any] | None = None) -> None:
+        """Send ``["log", level, message]`` (PROTOCOL.md §7), shortened to fit a frame, or
+        ``["log", level, message, fields]`` with a record's fields (bounded by
+        ``_logcapture.record_fields``)."""
         room = self.peer_max // 4 - 64
         if len(message) > room:
             message = message[: max(room, 0)] + " [truncated]"
+        frame: list[Any] = (
+            ["log", level, message] if fields is None else ["log", level, message, fields]
+        )
         try:
-            data = _frame_bytes(["log", level, message])
+            data = _frame_bytes(frame)
         except UnicodeEncodeError:  # lone surrogates: str allows them, UTF-8 does not
-            data = _frame_bytes(["log", level, wire_text(message)])
+            frame[2] = wire_text(message)  # (record_fields escapes them in the fields)
+            data = _frame_bytes(frame)
         self.transport.write(data)
 
     def _publish(self, slot: int, topic: str, payload_bin: bytes, wait: bool = True) -> bool:
