@@ -575,7 +575,9 @@ defmodule Symbiont.Host do
       "output_limit" => Output.to_wire(c.output_limit),
       "window" => Credit.window(),
       # Agents' health reports come in health frames (PROTOCOL.md §8.3).
-      "health" => true
+      "health" => true,
+      # Log frames may carry a record's fields (§7).
+      "log_fields" => true
     }
 
     case Blackbox.path(state.box) do

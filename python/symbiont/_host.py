@@ -228,6 +228,7 @@ class Host:
         self._credit_futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = []
         self._before_ready: list[bytes] = []
         self._owner_reports = False
+        self._log_fields = False
         self._reports_told = False
         # The last handled, not yet acked, seq of each slot.
         self._ack_seq: dict[int, int] = {}
@@ -460,6 +461,9 @@ class Host:
         # Whether the owner takes health frames (§8.3); an owner that does not would take
         # one for a protocol error, so agents' reports are dropped then.
         self._owner_reports = options.get("health") is True
+        # Whether it takes log frames with a record's fields (§7); an older owner would
+        # take their fourth element for a protocol error, so they go without then.
+        self._log_fields = options.get("log_fields") is True
         if window is not None:
             self._credits[0] = [0, 0, *_window(window)]  # type: ignore[misc]
         sys.path[0:0] = [p for p in python_path if p not in sys.path]
@@ -562,9 +566,9 @@ class Host:
         room = self.peer_max // 4 - 64
         if len(message) > room:
             message = message[: max(room, 0)] + " [truncated]"
-        frame: list[Any] = (
-            ["log", level, message] if fields is None else ["log", level, message, fields]
-        )
+        frame: list[Any] = ["log", level, message]
+        if fields is not None and self._log_fields:
+            frame.append(fields)
         try:
             data = _frame_bytes(frame)
         except UnicodeEncodeError:  # lone surrogates: str allows them, UTF-8 does not

@@ -6,10 +6,12 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from conftest import HostProcess
 
 from symbiont._logcapture import (
     DEFAULT_LIMIT,
@@ -191,6 +193,22 @@ def test_a_records_fields_go_with_it_bounded() -> None:
     assert fields_cost(fields) == sum(
         len(k.encode()) + (len(v.encode()) if isinstance(v, str) else 8) for k, v in got.items()
     ) + len("symbiont.agent.orders") + len("CRITICAL")
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_a_host_sends_fields_to_an_owner_that_takes_them(
+    raw_host: HostProcess, announced: bool
+) -> None:
+    """§7: fields only to an owner that announced log_fields in init (an older one would
+    take the fourth element for a protocol error)."""
+    raw_host.init(log_fields=announced)
+    raw_host.send(["call", 1, "hostmod", "log_extra", [7]])
+    frames = []
+    while (frame := raw_host._read_frame(time.monotonic() + 5))[0] != "reply":
+        frames.append(frame)
+    (record,) = [f for f in frames if f[0] == "log" and f[2] == "charged order 7"]
+    fields = {"logger": "hostmod", "level": "WARNING", "extra": {"order_id": 7}}
+    assert record == ["log", "warning", "charged order 7", *([fields] if announced else [])]
 
 
 def test_the_pump_cuts_a_line_without_end_and_skips_its_rest() -> None:
