@@ -834,9 +834,12 @@ class Host:
             try:
                 fn = self._callables.get((module, function)) or self._resolve(module, function)
                 result = fn(*args)
+                if result is not None and hasattr(type(result), "__await__"):
+                    # An async def function: awaited on the loop, cancelled like a task.
+                    result = self._await(_runnable(fn, result, f"{module}.{function}"), call_id)
             finally:
                 stack.pop()
-        except CancelledError as exc:
+        except (CancelledError, asyncio.CancelledError) as exc:
             if call_id in self._cancelled:
                 self._cancelled.discard(call_id)
                 if self._cancel_pending == call_id:
@@ -894,7 +897,9 @@ class Host:
         self._stack.append(None)
         try:
             fn = self._callables.get((module, function)) or self._resolve(module, function)
-            fn(*args)
+            result = fn(*args)
+            if result is not None and hasattr(type(result), "__await__"):
+                self._await(_runnable(fn, result, f"{module}.{function}"))
         except Exception:
             _logger.exception("cast %s.%s failed", module, function)
         finally:
@@ -943,7 +948,10 @@ class Host:
         stack = self._stack
         if call_id in stack:
             self._cancelled.add(call_id)
-            if stack and stack[-1] == call_id and threading.get_ident() != self._ident:
+            job = self._jobs.get(call_id)
+            if job is not None:
+                self._cancel_job(job, call_id)
+            elif stack and stack[-1] == call_id and threading.get_ident() != self._ident:
                 self._interrupt(call_id)
             # Otherwise it waits on a call of its own; that wait raises (see _call_inline).
             return
@@ -1518,6 +1526,14 @@ def _window(value: Any) -> tuple[int, int] | None:
     if not (_is_seq(frames) and _is_seq(size)):
         return None
     return frames, size
+
+
+def _runnable(fn: Callable[..., Any], result: Any, what: str) -> Any:
+    """``result``, an awaitable that ``fn`` returned, if ``fn`` is an ``async def``; a
+    ``TypeError`` otherwise (:func:`symbiont._aio.not_runnable`)."""
+    if inspect.iscoroutinefunction(fn):
+        return result
+    raise not_runnable(what, result)
 
 
 def _overloaded(slot: int, c: list[int]) -> OverloadedError:
