@@ -214,17 +214,17 @@ class Host:
         self._results: dict[int, tuple[bool, Any]] = {}
         self._waiters: dict[int, _Waiter | _LoopWaiter] = {}
         # The event loop of async def agents (symbiont._aio), made on first use; the
-        # awaitables it runs for the dispatch thread by the token of their delivery; what
-        # wakes the dispatch thread while it waits for one (it is done, or it awaits a
-        # call: ids in _loop_calls); whether the one running was cancelled (the loop
-        # thread's blocking waits raise then); and the futures of coroutines that wait
-        # for credit (§8.2), woken by the next credit.
+        # awaitables it runs for the dispatch thread by the token of their delivery (or
+        # the id of their call); what wakes the dispatch thread while it waits for one (it
+        # is done, or it awaits a call: ids in _loop_calls); why the one running was
+        # cancelled, if it was (the loop thread's blocking waits raise it then); and the
+        # futures of coroutines that wait for credit (§8.2), woken by the next credit.
         self._aio: LoopThread | None = None
         self._loop_ident = 0
         self._jobs: dict[int, Job] = {}
         self._wake = threading.Event()
         self._loop_calls: set[int] = set()
-        self._loop_cancelled = False
+        self._loop_cancelled: str | None = None
         self._credit_futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = []
         self._before_ready: list[bytes] = []
         self._owner_reports = False
@@ -723,10 +723,11 @@ class Host:
             if remaining <= 0:
                 raise _overloaded(slot, c)
             if not dispatch:
-                if self._loop_cancelled and threading.get_ident() == self._loop_ident:
+                cancelled = self._loop_cancelled
+                if cancelled is not None and threading.get_ident() == self._loop_ident:
                     # A coroutine that blocks the event loop here: its cancellation
                     # could not reach it, so the wait raises it (see _cancel_job).
-                    raise CancelledError(_cancelled_text(-1))
+                    raise CancelledError(cancelled)
                 credit.wait(min(remaining, 1.0))
                 continue
             credit.release()
@@ -1000,8 +1001,8 @@ class Host:
         """Cancel the task of an async delivery (``asyncio.CancelledError`` at its
         ``await``). A coroutine that blocks the loop in a wait of the host's own (a full
         window, a plain ``erlang.call``) gets :class:`~symbiont.CancelledError` there."""
-        self._loop_cancelled = True
-        job.cancel(_cancelled_text(token))
+        self._loop_cancelled = text = _cancelled_text(token)
+        job.cancel(text)
         with self._credit:
             self._credit.notify_all()
 
@@ -1156,8 +1157,9 @@ class Host:
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
-            if self._loop_cancelled:
-                raise CancelledError(_cancelled_text(-1))
+            cancelled = self._loop_cancelled
+            if cancelled is not None:
+                raise CancelledError(cancelled)
 
     # -- the event loop of async def agents (symbiont._aio) ------------------------------
 
@@ -1176,7 +1178,7 @@ class Host:
             aio = self._aio = LoopThread()
             self._loop_ident = aio.ident
         wake = self._wake
-        self._loop_cancelled = False
+        self._loop_cancelled = None
         job = aio.submit(awaitable, wake.set)
         if token is not None:
             self._jobs[token] = job
@@ -1188,6 +1190,7 @@ class Host:
                     wake.wait()
                     wake.clear()
         finally:
+            self._loop_cancelled = None  # the loop's other tasks wait on as they please
             if token is not None:
                 self._jobs.pop(token, None)
         return job.result()
