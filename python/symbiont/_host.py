@@ -224,7 +224,7 @@ class Host:
         self._jobs: dict[int, Job] = {}
         self._wake = threading.Event()
         self._loop_calls: set[int] = set()
-        self._loop_cancelled: str | None = None
+        self._loop_cancelled: tuple[Job, str] | None = None
         self._credit_futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = []
         self._before_ready: list[bytes] = []
         self._owner_reports = False
@@ -723,11 +723,8 @@ class Host:
             if remaining <= 0:
                 raise _overloaded(slot, c)
             if not dispatch:
-                cancelled = self._loop_cancelled
-                if cancelled is not None and threading.get_ident() == self._loop_ident:
-                    # A coroutine that blocks the event loop here: its cancellation
-                    # could not reach it, so the wait raises it (see _cancel_job).
-                    raise CancelledError(cancelled)
+                if self._loop_cancelled is not None:
+                    self._raise_if_task_cancelled()
                 credit.wait(min(remaining, 1.0))
                 continue
             credit.release()
@@ -1001,10 +998,23 @@ class Host:
         """Cancel the task of an async delivery (``asyncio.CancelledError`` at its
         ``await``). A coroutine that blocks the loop in a wait of the host's own (a full
         window, a plain ``erlang.call``) gets :class:`~symbiont.CancelledError` there."""
-        self._loop_cancelled = text = _cancelled_text(token)
+        text = _cancelled_text(token)
+        self._loop_cancelled = (job, text)
         job.cancel(text)
         with self._credit:
             self._credit.notify_all()
+
+    def _raise_if_task_cancelled(self) -> None:
+        """On the event loop's thread, in the task of the async dispatch that was
+        cancelled (:meth:`_cancel_job`), blocked in a wait of the host's: raise its
+        cancellation there. Other tasks of the loop wait on."""
+        cancelled = self._loop_cancelled
+        if cancelled is None or threading.get_ident() != self._loop_ident:
+            return
+        job, text = cancelled
+        with contextlib.suppress(RuntimeError):  # no task runs: not the cancelled one
+            if job.task is not None and asyncio.current_task() is job.task:
+                raise CancelledError(text)
 
     def _on_cancel_signal(self, signum: int, frame: FrameType | None) -> None:
         target = self._cancel_pending
@@ -1157,9 +1167,8 @@ class Host:
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 return False
-            cancelled = self._loop_cancelled
-            if cancelled is not None:
-                raise CancelledError(cancelled)
+            if self._loop_cancelled is not None:
+                self._raise_if_task_cancelled()
 
     # -- the event loop of async def agents (symbiont._aio) ------------------------------
 

@@ -169,6 +169,26 @@ def test_a_plain_publish_that_blocks_the_loop_is_still_cancelled(raw_host: HostP
     assert raw_host.recv_kind("ack")[1:3] == [1, 2]
 
 
+def test_only_the_cancelled_task_is_cancelled_in_a_blocking_wait(raw_host: HostProcess) -> None:
+    raw_host.init()
+    window = {"frames": 1, "bytes": BIG}
+    raw_host.start_agent(spec("AsyncLeftover", window=window, handler_timeout_ms=100))
+    raw_host.send(event(1, "spawn_then_nap", None))
+    frames = [raw_host.recv(5)]
+    while frames[-1][0] != "publish":
+        frames.append(raw_host.recv(5))
+    assert frames[-1][2:4] == ["later", packb(0)]
+    # The task of its own waits for credit (holding the loop), though the handler's task
+    # was cancelled meanwhile: given credit, it publishes on; then the nack is seen.
+    raw_host.send(["credit", 1, 1, 0])
+    while not ({"nack", "publish"} <= {f[0] for f in frames[1:]}):
+        frames.append(raw_host.recv(5))
+    (later,) = [f for f in frames[1:] if f[0] == "publish"]
+    assert later[2:4] == ["later", packb(1)]
+    (nack,) = [f for f in frames if f[0] == "nack"]
+    assert nack[2] == 1 and "handler_timeout of 100 ms" in nack[3]["message"]
+
+
 def test_acast_waits_for_the_hosts_own_credit(raw_host: HostProcess) -> None:
     raw_host.init(window={"frames": 2, "bytes": BIG})
     raw_host.start_agent(spec("AsyncFlooder"))
