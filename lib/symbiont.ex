@@ -13,6 +13,8 @@ defmodule Symbiont do
       ├── Symbiont.Telemetry       owner of the telemetry handler table
       ├── Symbiont.Host.Registry   unique names of hosts
       ├── Symbiont.Agent.Registry  unique ids of agents, with their name and role
+      ├── Symbiont.Instances       which Symbiont.Instance runs which agent name (the
+      │                            instances themselves are in your application's tree)
       ├── Symbiont.Observation     what each agent is and how it is doing: the one
       │                            view every screen and the conductor read; and the
       │                            operator's pins (Symbiont.Pins)
@@ -64,7 +66,15 @@ defmodule Symbiont do
       iex> Symbiont.remediations()
   """
 
-  alias Symbiont.{Host, Observation, Pins}
+  alias Symbiont.{Host, Instance, Observation, Pins}
+
+  @doc """
+  Symbiont as a child of your application's supervision tree:
+  `{Symbiont, name: MyApp.Symbiont, agents: [...], conductor: [...], status_page: false}`.
+  See `Symbiont.Instance`.
+  """
+  @spec child_spec(keyword) :: Supervisor.child_spec()
+  defdelegate child_spec(opts), to: Instance
 
   ## What an agent is and how it is doing: every helper here reads Symbiont.Observation.
 
@@ -172,16 +182,23 @@ defmodule Symbiont do
   the spec is validated like a config entry, and the agent is checked before it runs
   (`Symbiont.Agent.Probe`: its module imported and class constructed, or its Wasm module
   instantiated, in a Python process of their own): one that cannot start is refused at
-  once, with why, and nothing starts.
+  once, with why, and nothing starts. Option `in: MyApp.Symbiont` adds it to that
+  `Symbiont.Instance` (the node's own manifest otherwise).
 
       iex> Symbiont.spawn_agent(name: "doc agent", python: "m:A")
       {:error, ~s(expected agent :name to be 1 to 64 letters, digits, "_", "-" or ".", got: "doc agent")}
       iex> Symbiont.spawn_agent(name: "doc-ghost", python: "nosuch:Thing")
       {:error, ~s(agent "doc-ghost": nosuch:Thing cannot start: ModuleNotFoundError: No module named 'nosuch')}
   """
-  @spec spawn_agent(keyword | map) :: {:ok, String.t()} | {:error, String.t()}
-  def spawn_agent(spec) do
-    with {:ok, name} <- Symbiont.Manifest.spawn_agent(spec) do
+  @spec spawn_agent(keyword | map, keyword) :: {:ok, String.t()} | {:error, String.t()}
+  def spawn_agent(spec, opts \\ []) do
+    manifest =
+      case Keyword.fetch(opts, :in) do
+        {:ok, instance} -> Instance.manifest(instance)
+        :error -> Symbiont.Manifest
+      end
+
+    with {:ok, name} <- Symbiont.Manifest.spawn_agent(spec, manifest) do
       Symbiont.Remediation.publish("spawn", name, "spawned by hand", by: "operator")
       {:ok, name}
     end
@@ -205,7 +222,7 @@ defmodule Symbiont do
   @spec scale(String.t(), pos_integer, keyword) :: :ok | {:error, String.t()}
   def scale(name, n, opts \\ []) do
     with {:ok, hold} <- hold(opts),
-         :ok <- Symbiont.Manifest.scale(name, n) do
+         :ok <- Symbiont.Manifest.scale(name, n, Instance.manifest_of(name)) do
       {:ok, pin} = Pins.pin(name, "replicas", n, hold_ms: hold, reason: "scaled by hand")
 
       Symbiont.Remediation.publish("scale", name, "scaled by hand",
@@ -319,7 +336,7 @@ defmodule Symbiont do
   """
   @spec retire(String.t()) :: :ok | {:error, String.t()}
   def retire(name) do
-    with :ok <- Symbiont.Manifest.retire(name) do
+    with :ok <- Symbiont.Manifest.retire(name, Instance.manifest_of(name)) do
       # Gone for good: its pins with it.
       Pins.unpin(name)
       Symbiont.Remediation.publish("retire", name, "retired by hand", by: "operator")

@@ -19,6 +19,8 @@ defmodule Symbiont.Application do
           Symbiont.Telemetry,
           {Registry, keys: :unique, name: Symbiont.Host.Registry},
           {Registry, keys: :unique, name: Symbiont.Agent.Registry},
+          # Which Symbiont.Instance runs which agent name.
+          {Registry, keys: :unique, name: Symbiont.Instance.registry()},
           Symbiont.Observation,
           {Symbiont.Mesh, name: Symbiont.Mesh},
           {Task.Supervisor, name: Symbiont.TaskSupervisor},
@@ -29,7 +31,7 @@ defmodule Symbiont.Application do
           Symbiont.Deploy,
           # Its agents are checked before any starts: Symbiont.Manifest, "Checked
           # before it serves".
-          {Symbiont.Manifest, agents: agents, check: true},
+          {Symbiont.Manifest, agents: agents, check: true, instance: Symbiont},
           Symbiont.Conductor.Audit
         ] ++ conductor()
 
@@ -55,12 +57,16 @@ defmodule Symbiont.Application do
     end
   end
 
-  # The conductor, unless `config :symbiont, conductor: [enabled: false]`.
+  # The conductor, unless `config :symbiont, conductor: [enabled: false]`. It heals the
+  # node's own agents: those of a Symbiont.Instance have the instance's conductor.
   defp conductor do
     opts = Application.get_env(:symbiont, :conductor, [])
 
     if Keyword.get(opts, :enabled, true),
-      do: [{Symbiont.Conductor, Keyword.delete(opts, :enabled)}],
+      do: [
+        {Symbiont.Conductor,
+         Keyword.merge([scope: &Symbiont.Instance.unowned?/1], Keyword.delete(opts, :enabled))}
+      ],
       else: []
   end
 

@@ -276,7 +276,7 @@ defmodule Symbiont.Deploy do
   # The manifest's replicas started later (a scale out, a repair) run the version in
   # force; an agent outside the manifest has nothing to record.
   defp record_version(spec) do
-    Symbiont.Manifest.put_spec(spec)
+    Symbiont.Manifest.put_spec(spec, Symbiont.Instance.manifest_of(spec.name))
   catch
     :exit, _ -> :error
   end

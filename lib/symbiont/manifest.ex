@@ -156,7 +156,9 @@ defmodule Symbiont.Manifest do
   `:per_host` (default: app env `:wasm_agents_per_host`, 32), `:wasm_hosts` (the prefix of
   the shared Wasm hosts' names, default `"wasm"`), `:check` (check the agents before
   starting them, see "Checked before it serves"; default `false`, the application's
-  manifest `true`).
+  manifest `true`), `:instance` (the `Symbiont.Instance` it belongs to: its agent names
+  are its own on the node, and one another instance runs is refused; default `nil`,
+  no claim).
   """
   @spec start_link(keyword) :: GenServer.on_start()
   def start_link(opts) when is_list(opts),
@@ -375,9 +377,19 @@ defmodule Symbiont.Manifest do
   def init(opts) do
     specs = Keyword.get(opts, :agents, [])
 
-    case if(Keyword.get(opts, :check, false), do: check_agents(specs, opts), else: {:ok, %{}}) do
-      {:ok, quarantine} -> start(specs, quarantine, opts)
-      {:error, message} -> {:stop, {:agent_cannot_start, message}}
+    # An instance's manifest (Symbiont.Instance) runs names no other one runs.
+    with {:claim, :ok} <-
+           {:claim, Symbiont.Instance.claim(opts[:instance], Enum.map(specs, & &1.name))},
+         {:ok, quarantine} <-
+           if(Keyword.get(opts, :check, false), do: check_agents(specs, opts), else: {:ok, %{}}) do
+      start(specs, quarantine, opts)
+    else
+      {:claim, {:error, message}} ->
+        {:stop, {:agent_claimed, message}}
+
+      {:error, message} ->
+        Symbiont.Instance.unclaim(opts[:instance], Enum.map(specs, & &1.name))
+        {:stop, {:agent_cannot_start, message}}
     end
   end
 
@@ -435,10 +447,14 @@ defmodule Symbiont.Manifest do
           Application.get_env(:symbiont, :reconcile_ms, 1_000)
         end),
       wasm_hosts: Keyword.get(opts, :wasm_hosts, "wasm"),
+      # The Symbiont.Instance this manifest belongs to (nil: it claims no names).
+      instance: Keyword.get(opts, :instance),
       # Agents that start quarantined, name => why: those the check at start refused.
       quarantine: quarantine
     }
 
+    # An instance's agents go with it (terminate/2).
+    if owns_agents?(state), do: Process.flag(:trap_exit, true)
     :ok = :net_kernel.monitor_nodes(true)
     join_cluster(specs)
     # After a restart of the manifest its Wasm replicas still run: where, their servers say.
@@ -472,9 +488,8 @@ defmodule Symbiont.Manifest do
   def handle_call({:agent, name}, _from, state), do: {:reply, state.desired[name], state}
 
   def handle_call({:spawn, spec}, _from, state) do
-    if Map.has_key?(state.desired, spec.name) do
-      {:reply, {:error, "agent #{inspect(spec.name)} is already in the manifest"}, state}
-    else
+    with false <- Map.has_key?(state.desired, spec.name),
+         :ok <- Symbiont.Instance.claim(state.instance, [spec.name]) do
       state = %{
         state
         | desired: Map.put(state.desired, spec.name, spec),
@@ -484,6 +499,9 @@ defmodule Symbiont.Manifest do
       join_cluster([spec])
       {_report, state} = do_reconcile(state)
       {:reply, {:ok, spec.name}, state}
+    else
+      true -> {:reply, {:error, "agent #{inspect(spec.name)} is already in the manifest"}, state}
+      {:error, message} -> {:reply, {:error, message}, state}
     end
   end
 
@@ -506,6 +524,7 @@ defmodule Symbiont.Manifest do
           leaving: MapSet.put(state.leaving, name)
       }
 
+      Symbiont.Instance.unclaim(state.instance, [name])
       {_report, state} = do_reconcile(state)
       {:reply, :ok, state}
     else
@@ -520,10 +539,19 @@ defmodule Symbiont.Manifest do
   end
 
   def handle_call({:reload, specs}, _from, state) do
-    {state, changes} = apply_reload(state, Map.new(specs, &{&1.name, &1}))
-    {report, state} = do_reconcile(state)
-    Logger.info("manifest reloaded: #{inspect(changes)}; #{inspect(report)}")
-    {:reply, {:ok, changes}, state}
+    new = for %{name: name} <- specs, not Map.has_key?(state.desired, name), do: name
+
+    case Symbiont.Instance.claim(state.instance, new) do
+      :ok ->
+        {state, changes} = apply_reload(state, Map.new(specs, &{&1.name, &1}))
+        Symbiont.Instance.unclaim(state.instance, changes.retired)
+        {report, state} = do_reconcile(state)
+        Logger.info("manifest reloaded: #{inspect(changes)}; #{inspect(report)}")
+        {:reply, {:ok, changes}, state}
+
+      {:error, message} ->
+        {:reply, {:error, message <> "; nothing was changed"}, state}
+    end
   end
 
   def handle_call(:reconcile, _from, state) do
@@ -761,6 +789,31 @@ defmodule Symbiont.Manifest do
   end
 
   defp running_ids(name), do: Symbiont.Observation.ids(name, :stable)
+
+  # When a Symbiont.Instance stops (its parent's shutdown, not a crash of this manifest,
+  # whose restart finds its agents running), its agents stop, with their hosts: as the
+  # node's would at the node's stop.
+  @impl true
+  def terminate(reason, state) do
+    if owns_agents?(state) and shutdown?(reason) do
+      hosts = Server.hosts()
+      names = MapSet.union(MapSet.new(Map.keys(state.desired)), state.leaving)
+      ids = for name <- names, id <- Symbiont.Observation.ids(name, :all), do: id
+
+      for id <- ids,
+          pid = Server.whereis(id),
+          hosts[id] == nil,
+          do: DynamicSupervisor.terminate_child(Symbiont.Agents, pid)
+
+      for host <- Enum.uniq(for id <- ids, h = hosts[id], do: h), do: Symbiont.Host.stop(host)
+    end
+
+    :ok
+  end
+
+  defp owns_agents?(state), do: state.instance not in [nil, Symbiont]
+
+  defp shutdown?(reason), do: reason == :shutdown or match?({:shutdown, _}, reason)
 
   defp start_host(host) do
     case Symbiont.Host.whereis(host) do
