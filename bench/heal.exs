@@ -27,10 +27,15 @@
 #   each, for a run of fixed length; with the conductor (its tick 200 ms, the default
 #   policy) and, interleaved in the same run, without it (plain OTP supervision: nothing
 #   is wrong for a supervisor, so nothing happens). Time to detect: from the first event to
-#   the conductor's `reroute`. Time to recover: from the first event to the send time of
-#   the fast co-tenants' first delivery after which every one of theirs (to the end of the
-#   run) took under 50 ms, the run's length when that never happens. And the co-tenants'
-#   p99 over the last third of the run, beside the same without the conductor.
+#   the conductor's `reroute` (its audit entry, published once the move is done: the
+#   deliveries in flight finished in the shared host, the agent serving in its own).
+#   Time to recover: from the first event to the send time of the fast co-tenants' first
+#   delivery after which every one of theirs (to the end of the run) took under 50 ms, the
+#   run's length when that never happens (it can come before the audit entry: the
+#   co-tenants no longer wait once the noisy agent's last deliveries there finish). And
+#   the co-tenants' p99 over the last third of the run, beside the same without the
+#   conductor. The load average of the machine at the start and the end of the run is
+#   noted under the table (other work on the machine inflates every figure here).
 
 Application.put_env(:symbiont, :agents, [])
 Application.put_env(:symbiont, :conductor, enabled: false)
@@ -59,6 +64,7 @@ defmodule Bench.Heal do
     dir = Path.join(System.tmp_dir!(), "symbiont-heal-#{System.unique_integer([:positive])}")
     File.mkdir_p!(dir)
     :ok = Symbiont.subscribe("symbiont.remediation")
+    load0 = loadavg()
 
     IO.puts("crashed host: #{@crash_samples} samples each, warm standby and cold, interleaved")
 
@@ -143,7 +149,10 @@ defmodule Bench.Heal do
       )
     ]
 
-    Bench.Results.record("heal", rows ++ noisy_rows(noisy))
+    Bench.Results.record("heal", rows ++ noisy_rows(noisy),
+      details:
+        "Load average (1 min) of the machine during this run: #{load0} at the start, #{loadavg()} at the end (2 cores)."
+    )
   end
 
   ## A crashed host
@@ -531,6 +540,14 @@ defmodule Bench.Heal do
         end
     after
       30_000 -> raise "no #{action} of #{agent} within 30 s"
+    end
+  end
+
+  # The machine's load average over the last minute, as /proc/loadavg says ("?" elsewhere).
+  defp loadavg do
+    case File.read("/proc/loadavg") do
+      {:ok, text} -> hd(String.split(text))
+      _ -> "?"
     end
   end
 

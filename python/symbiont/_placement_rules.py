@@ -36,9 +36,12 @@ class NoisyNeighbour:
 
     It does not bounce: once rerouted, the replica is alone in its host, and a host of
     one agent is never looked at (the manifest keeps it there, and places no other
-    replica with it). It leaves alone a canary (the deploy's), a quarantined agent, a
-    Python agent (its host is its own) and one the operator pinned (the conductor refuses
-    it too), and takes evidence afresh after each of its proposals.
+    replica with it). A reroute that did not happen (refused or failed: the replica is
+    still in the shared host) is not proposed again for that replica before
+    ``settle_ms`` (of the snapshot's ``now_ms``) have passed, so a remedy that cannot be
+    applied is not retried tick after tick. It leaves alone a canary (the deploy's), a
+    quarantined agent, a Python agent (its host is its own) and one the operator pinned
+    (the conductor refuses it too), and takes evidence afresh after each of its proposals.
     """
 
     def __init__(
@@ -48,6 +51,7 @@ class NoisyNeighbour:
         utilisation: float = 0.7,
         co_tenant_p99_ms: float = 50.0,
         ticks: int = 2,
+        settle_ms: int = 30_000,
     ) -> None:
         for name, value, low, high in (
             ("share", share, 0.0, 1.0),
@@ -61,16 +65,23 @@ class NoisyNeighbour:
             )
         if not isinstance(ticks, int) or ticks < 1:
             raise ValueError(f"noisy_neighbour ticks must be an int >= 1, got: {ticks!r}")
+        if not isinstance(settle_ms, int) or settle_ms < 0:
+            raise ValueError(f"noisy_neighbour settle_ms must be an int >= 0, got: {settle_ms!r}")
         self.share = share
         self.utilisation = utilisation
         self.co_tenant_p99_ms = co_tenant_p99_ms
         self.ticks = ticks
+        self.settle_ms = settle_ms
         # (host, replica id) -> ticks in a row it was noisy.
         self._streaks: dict[tuple[str, str], int] = {}
+        # replica id -> now_ms of the last reroute proposed for it.
+        self._proposed: dict[str, int] = {}
 
     def decide(self, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
         """The ``reroute`` actions for this tick's snapshot (see the class docstring)."""
         agents = {a["name"]: a for a in snapshot.get("agents", [])}
+        now = snapshot.get("now_ms", 0)
+        self._proposed = {i: at for i, at in self._proposed.items() if now - at < self.settle_ms}
         streaks: dict[tuple[str, str], int] = {}
         actions: list[dict[str, Any]] = []
         for host in snapshot.get("hosts", []):
@@ -81,6 +92,8 @@ class NoisyNeighbour:
                 a = agents.get(noisy["name"])
                 if noisy["share"] <= self.share or not self._movable(noisy, a):
                     continue
+                if noisy["id"] in self._proposed:  # proposed less than settle_ms ago
+                    continue
                 waiting = self._waiting(noisy["name"], shares, agents)
                 if not waiting:
                     continue
@@ -89,6 +102,7 @@ class NoisyNeighbour:
                 if n < self.ticks:
                     continue
                 streaks.pop(key)  # evidence afresh after a proposal
+                self._proposed[noisy["id"]] = now
                 slowest = max(waiting.values())
                 actions.append(
                     {

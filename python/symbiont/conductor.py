@@ -154,10 +154,14 @@ class DefaultPolicy:
       ``window_ticks``: its crashes restart it already, and the crash loop rule answers
       them;
     * **regression after deploy**: errors right after a promotion -> ``rollback``;
-    * **noisy neighbour**: a Wasm agent that takes more than half of a busy host's time
-      while its co-tenants wait -> ``reroute`` it to a host of its own
-      (:class:`~symbiont._placement_rules.NoisyNeighbour`, its thresholds in
-      ``noisy_neighbour``; ``snapshot["hosts"]`` says how each shared host's time goes);
+    * **noisy neighbour**: a Wasm replica that takes more than half (``share``) of the
+      time of a host busy over 70% (``utilisation``) while a co-tenant's p99 is over
+      50 ms (``co_tenant_p99_ms``), ``ticks`` (2) ticks in a row -> ``reroute`` it to a
+      host of its own; once moved it is alone there and never looked at again, and a
+      reroute that did not happen is not proposed again for ``settle_ms`` (30 s)
+      (:class:`~symbiont._placement_rules.NoisyNeighbour`, its thresholds in the
+      ``noisy_neighbour`` option; ``snapshot["hosts"]`` says how each shared host's time
+      goes);
     * **slow consumer**: a queue over a third of its high-water mark and growing for
       ``grow_ticks`` ticks -> ``scale`` out by one (up to ``max_replicas``); drained and
       idle for ``drain_ticks`` ticks -> ``scale`` in by one (down to ``min_replicas``);

@@ -76,6 +76,19 @@ def test_a_noisy_neighbour_is_rerouted_after_ticks_in_a_row_with_its_evidence() 
     assert rule.decide(scene()) == []
 
 
+def test_a_reroute_that_did_not_happen_is_not_proposed_again_before_settle_ms() -> None:
+    # Refused or failed: the replica is still noisy in its shared host, tick after tick.
+    rule = NoisyNeighbour(ticks=1, settle_ms=5_000)
+    assert len(rule.decide(scene(now_ms=10_000))) == 1
+    for now in range(10_200, 15_000, 200):
+        assert rule.decide(scene(now_ms=now)) == [], now
+    assert len(rule.decide(scene(now_ms=15_000))) == 1
+    # Another noisy replica is not held back by it.
+    hosts = [host("wasm#2", 0.97, 2, other=0.95, fast=0.05)]
+    agents = [agent("other", p99_ms=70), agent("fast", p99_ms=2_000)]
+    assert rule.decide(scene(now_ms=15_200, hosts=hosts, agents=agents))[0]["id"] == "other"
+
+
 def test_a_tick_without_the_evidence_starts_the_count_again() -> None:
     rule = NoisyNeighbour(ticks=2)
     calm = scene(agents=[agent("slow", p99_ms=70), agent("fast", p99_ms=2)])
@@ -125,7 +138,13 @@ def test_thresholds_are_parameters_checked_at_construction() -> None:
     hosts = [host("wasm#1", 0.6, 2, slow=0.4, fast=0.6)]
     assert rule.decide(scene(hosts=hosts))[0]["agent"] == "slow"
     assert rule.decide(scene(hosts=hosts, agents=[agent("slow"), agent("fast", p99_ms=999)])) == []
-    for bad in ({"share": 1.5}, {"utilisation": "high"}, {"co_tenant_p99_ms": -1}, {"ticks": 0}):
+    for bad in (
+        {"share": 1.5},
+        {"utilisation": "high"},
+        {"co_tenant_p99_ms": -1},
+        {"ticks": 0},
+        {"settle_ms": -1},
+    ):
         with pytest.raises(ValueError, match="noisy_neighbour"):
             NoisyNeighbour(**bad)
 

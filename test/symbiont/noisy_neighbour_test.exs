@@ -229,6 +229,61 @@ defmodule Symbiont.NoisyNeighbourTest do
     Enum.each(load, &stop_publishing/1)
   end
 
+  test "a reroute that cannot be done is refused or fails with why, and moves nothing",
+       %{prefix: prefix, names: n, topics: t} do
+    # Alone in its shared host; then pinned; then a replica it does not have. A policy
+    # that proposes the reroute every tick (the guardrails and the act step must hold).
+    m = start_manifest!([fast_spec(n["fast-a"], t["fast-a"])], wasm_hosts: prefix)
+    shared = prefix <> "#1"
+    assert wait_until(fn -> hosts()[n["fast-a"]] == shared end, 10_000)
+    assert {:error, "no replica \"nope\" runs on this node"} = Symbiont.Placement.reroute("nope")
+
+    verdict = fn action ->
+      policy_host = unique_name("policy")
+      on_exit(fn -> Symbiont.Python.stop(policy_host) end)
+      name = :"noisy_refusals_#{System.unique_integer([:positive])}"
+
+      c =
+        start_supervised!(
+          {Conductor,
+           name: name,
+           tick_ms: 60_000,
+           manifest: m,
+           policy_host: policy_host,
+           python_path: [fixtures()],
+           policy: "scenario_policies:Always",
+           policy_options: %{"action" => action},
+           scope: &String.starts_with?(&1, prefix)},
+          id: name
+        )
+
+      capture_log(fn -> Conductor.tick(c) end)
+      stop_supervised!(name)
+
+      for %{"agent" => agent, "action" => "reroute", "result" => r} <-
+            Symbiont.remediations(100),
+          agent == action["agent"],
+          do: r
+    end
+
+    a = n["fast-a"]
+    reroute = %{"action" => "reroute", "agent" => a, "reason" => "told to"}
+    assert ["failed: " <> why | _] = verdict.(reroute)
+    assert why == "#{a} is alone in its host #{inspect(shared)} already"
+
+    assert ["failed: " <> why | _] = verdict.(Map.put(reroute, "id", a <> "#2"))
+    assert why =~ "is not a replica of #{a}"
+
+    {:ok, _} = Symbiont.Pins.pin(a, "replicas", 1, hold_ms: 60_000)
+    on_exit(fn -> Symbiont.Pins.unpin(a) end)
+    assert ["refused: " <> why | _] = verdict.(reroute)
+    assert why =~ "pinned by the operator (replicas): a pinned agent is not rerouted"
+
+    # Nothing moved, nothing was started for it.
+    assert hosts()[a] == shared
+    assert Symbiont.Host.own_info(a) |> elem(0) == :error
+  end
+
   # The latencies (µs) of `id`'s deliveries sent after `ms` (monotonic), from its samples.
   defp sent_after(id, ms) do
     {:ok, %{samples: samples}} = Server.metrics(id)
