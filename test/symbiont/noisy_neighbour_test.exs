@@ -199,6 +199,12 @@ defmodule Symbiont.NoisyNeighbourTest do
       assert wait_until(fn -> match?({:ok, %{status: :ready}}, Server.info(own)) end, 10_000)
       before = handled(own)
       assert wait_until(fn -> handled(own) > before end, 10_000)
+      # With the state it had: slow.wat adds 10 to its count each message, and its
+      # checkpoint (at its last ack) counts those it handled in the shared host too.
+      # (A Wasm agent's checkpoint holds its symbiont_state bytes, msgpack of the count.)
+      {:ok, %{handled: done, state_bin: bin}} = Server.metrics(own)
+      assert {:ok, %{"wasm_state" => wasm_state}} = Symbiont.MsgPack.decode(bin)
+      assert Symbiont.MsgPack.decode(wasm_state) == {:ok, 10 * done}
       assert {:ok, %{agents: agents}} = Symbiont.Host.own_info(shared)
       assert Enum.sort(agents) == Enum.sort([n["fast-a"], n["fast-b"]])
 
