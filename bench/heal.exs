@@ -22,6 +22,20 @@
 #   agent, a journal commit each). Wall-clock time of `snapshot/1`, which also copies the
 #   snapshot to the caller (a tick does not); and the BEAM's CPU time meanwhile
 #   (`:erlang.statistics(:runtime)`, ms), which a loaded machine does not inflate.
+# - A noisy neighbour (step 10): a slow Wasm agent (priv/wasm/slow.wat, some 60-70 ms a
+#   message) and two fast ones (counter.wat) in one shared host, an event every 40 ms to
+#   each, for a run of fixed length; with the conductor (its tick 200 ms, the default
+#   policy) and, interleaved in the same run, without it (plain OTP supervision: nothing
+#   is wrong for a supervisor, so nothing happens). Time to detect: from the first event to
+#   the conductor's `reroute` (its audit entry, published once the move is done: the
+#   deliveries in flight finished in the shared host, the agent serving in its own).
+#   Time to recover: from the first event to the send time of the fast co-tenants' first
+#   delivery after which every one of theirs (to the end of the run) took under 50 ms, the
+#   run's length when that never happens (it can come before the audit entry: the
+#   co-tenants no longer wait once the noisy agent's last deliveries there finish). And
+#   the co-tenants' p99 over the last third of the run, beside the same without the
+#   conductor. The load average of the machine at the start and the end of the run is
+#   noted under the table (other work on the machine inflates every figure here).
 
 Application.put_env(:symbiont, :agents, [])
 Application.put_env(:symbiont, :conductor, enabled: false)
@@ -50,6 +64,7 @@ defmodule Bench.Heal do
     dir = Path.join(System.tmp_dir!(), "symbiont-heal-#{System.unique_integer([:positive])}")
     File.mkdir_p!(dir)
     :ok = Symbiont.subscribe("symbiont.remediation")
+    load0 = loadavg()
 
     IO.puts("crashed host: #{@crash_samples} samples each, warm standby and cold, interleaved")
 
@@ -80,6 +95,8 @@ defmodule Bench.Heal do
     {snap_many, cpu_many, info_many} = snapshot_cost(@snapshot_agents)
     {snap_few, cpu_few, _} = snapshot_cost(10)
     File.rm_rf!(dir)
+
+    noisy = noisy_neighbour()
 
     [s50, s99, c50, c99] = [p(standby, 50), p(standby, 99), p(cold, 50), p(cold, 99)]
     row = &Bench.Results.row/5
@@ -132,7 +149,10 @@ defmodule Bench.Heal do
       )
     ]
 
-    Bench.Results.record("heal", rows)
+    Bench.Results.record("heal", rows ++ noisy_rows(noisy),
+      details:
+        "Load average (1 min) of the machine during this run: #{load0} at the start, #{loadavg()} at the end (2 cores)."
+    )
   end
 
   ## A crashed host
@@ -325,6 +345,157 @@ defmodule Bench.Heal do
     {Enum.map(samples, &elem(&1, 0)), Enum.map(samples, &elem(&1, 1)), infos}
   end
 
+  ## A noisy neighbour (step 10)
+
+  @noisy_samples if @quick, do: 1, else: 3
+  @noisy_run_ms if @quick, do: 8_000, else: 12_000
+  @noisy_every_ms 40
+  @recovered_us 50_000
+
+  defp noisy_neighbour do
+    IO.puts(
+      "noisy neighbour: #{@noisy_samples} runs of #{@noisy_run_ms} ms each, with and without the conductor, interleaved"
+    )
+
+    runs = for i <- 1..@noisy_samples, mode <- [:conductor, :off], do: {mode, noisy_run(mode, i)}
+    Map.new([:conductor, :off], fn mode -> {mode, for({^mode, r} <- runs, do: r)} end)
+  end
+
+  defp noisy_rows(%{conductor: on, off: off}) do
+    row = &Bench.Results.row/5
+    med = fn runs, key -> p(Enum.map(runs, &(&1[key] * 1_000)), 50) end
+    off_label = "conductor off (OTP supervision alone)"
+
+    [
+      row.(
+        "noisy neighbour → rerouted (detected) p50 (ms)",
+        med.(on, :detect_ms),
+        "#{off_label}: never, in #{@noisy_run_ms} ms",
+        med.(off, :detect_ms),
+        "(info)"
+      ),
+      row.(
+        "noisy neighbour → co-tenants under 50 ms again (recovered) p50 (ms)",
+        med.(on, :recover_ms),
+        off_label,
+        med.(off, :recover_ms),
+        "(info)"
+      ),
+      row.(
+        "noisy neighbour: co-tenants' p99, last third of the run (ms)",
+        med.(on, :p99_ms),
+        off_label,
+        med.(off, :p99_ms),
+        "≤ 0.2×"
+      )
+    ]
+  end
+
+  # One run: the slow agent and two fast ones placed in one shared host by a manifest of
+  # their own, the load from t0 for @noisy_run_ms, with or without a conductor.
+  defp noisy_run(mode, i) do
+    prefix = "heal-noisy-#{mode}-#{i}"
+    [slow, fast_a, fast_b] = ids = for n <- ~w(slow fast-a fast-b), do: "#{prefix}-#{n}"
+    topic = &"bench.heal.noisy.#{&1}"
+    wasm = &Path.expand("../priv/wasm/#{&1}", __DIR__)
+
+    specs = [
+      [
+        name: slow,
+        wasm: wasm.("slow.wat"),
+        topics: [topic.(slow)],
+        max_in_flight: 8,
+        limits: [deadline_ms: 10_000]
+      ],
+      [name: fast_a, wasm: wasm.("counter.wat"), topics: [topic.(fast_a)]],
+      [name: fast_b, wasm: wasm.("counter.wat"), topics: [topic.(fast_b)]]
+    ]
+
+    {:ok, specs} = Symbiont.Manifest.validate(specs)
+    manifest = :"heal_noisy_manifest_#{mode}_#{i}"
+    {:ok, m} = Symbiont.Manifest.start_link(name: manifest, agents: specs, wasm_hosts: prefix)
+    Bench.Results.wait(fn -> Enum.all?(ids, &(Server.hosts()[&1] == prefix <> "#1")) end)
+
+    Bench.Results.wait(fn ->
+      Enum.all?(ids, &match?({:ok, %{status: :ready}}, Server.info(&1)))
+    end)
+
+    conductor =
+      if mode == :conductor do
+        {:ok, pid} =
+          Symbiont.Conductor.start_link(
+            name: :"heal_noisy_conductor_#{i}",
+            tick_ms: @conductor_tick_ms,
+            cooldown_ms: 1_000,
+            manifest: manifest,
+            policy_host: "#{prefix}-policy",
+            scope: &String.starts_with?(&1, prefix)
+          )
+
+        pid
+      end
+
+    t0 = System.monotonic_time(:millisecond)
+    t0_system = System.system_time(:millisecond)
+    load = for id <- ids, do: Task.async(fn -> noisy_load(topic.(id), t0 + @noisy_run_ms) end)
+    Enum.each(load, &Task.await(&1, @noisy_run_ms + 10_000))
+    rerouted = noisy_rerouted(slow)
+
+    # The co-tenants' deliveries sent during the run: {sent_at_ms, latency_us}, in order.
+    sent =
+      [fast_a, fast_b]
+      |> Enum.flat_map(fn id ->
+        {:ok, %{samples: samples}} = Server.metrics(id)
+        for {acked, us} <- samples, (at = acked - div(us, 1_000)) >= t0, do: {at, us}
+      end)
+      |> Enum.sort()
+
+    last_third = for {at, us} <- sent, at >= t0 + div(2 * @noisy_run_ms, 3), do: us
+
+    # The first delivery after which all of them were quick.
+    recovered =
+      sent
+      |> Enum.reverse()
+      |> Enum.reduce_while(nil, fn {at, us}, first ->
+        if us < @recovered_us, do: {:cont, at}, else: {:halt, first}
+      end)
+
+    if conductor, do: GenServer.stop(conductor)
+    if conductor, do: Symbiont.Python.stop("#{prefix}-policy")
+    GenServer.stop(m)
+    for id <- ids, do: stop(id)
+    stop(prefix <> "#1")
+
+    %{
+      detect_ms: if(rerouted, do: rerouted - t0_system, else: @noisy_run_ms),
+      recover_ms: if(recovered, do: recovered - t0, else: @noisy_run_ms),
+      p99_ms: p(last_third, 99)
+    }
+  end
+
+  defp noisy_load(topic, until) do
+    if System.monotonic_time(:millisecond) < until do
+      :ok = Symbiont.publish(topic, 1)
+      Process.sleep(@noisy_every_ms)
+      noisy_load(topic, until)
+    else
+      :ok
+    end
+  end
+
+  # When the conductor rerouted `agent` (system ms, as the remediation says), or nil.
+  defp noisy_rerouted(agent) do
+    receive do
+      %Event{topic: "symbiont.remediation", from: ^agent} = event ->
+        case Event.decode!(event) do
+          %{"action" => "reroute", "at_ms" => at} -> at
+          _ -> noisy_rerouted(agent)
+        end
+    after
+      0 -> nil
+    end
+  end
+
   ## Helpers
 
   defp start_agent(name, config, host_opts \\ [], agent_opts \\ []) do
@@ -369,6 +540,14 @@ defmodule Bench.Heal do
         end
     after
       30_000 -> raise "no #{action} of #{agent} within 30 s"
+    end
+  end
+
+  # The machine's load average over the last minute, as /proc/loadavg says ("?" elsewhere).
+  defp loadavg do
+    case File.read("/proc/loadavg") do
+      {:ok, text} -> hd(String.split(text))
+      _ -> "?"
     end
   end
 

@@ -119,7 +119,9 @@ defmodule Symbiont do
   @doc """
   Information about every host, sorted by name: status, OS pid, uptime, crashes (its
   process's: every time it died, whoever it was charged to), the last crash and its
-  output, and the agents it runs (their `Symbiont.Observation` view).
+  output, its `:utilisation` (the share of its last heartbeats its agents' handlers
+  took, `nil` before one: `Symbiont.Host.Usage`), and the agents it runs (their
+  `Symbiont.Observation` view).
 
       iex> Enum.all?(Symbiont.hosts(), &Map.has_key?(&1, :os_pid))
       true

@@ -23,8 +23,10 @@ defmodule Symbiont.Conductor do
     long ago it was last remedied (rolled back, quarantined, released, dead-lettered
     for, by the conductor or by the operator: its crashes before that remedy are
     answered, and are not evidence again), the topology as `from -> topic -> to` edges,
-    the topics a template matches, the templates, the health events since the last tick
-    and the recent audit trail. Each agent's map has at most 32 keys (a larger map costs
+    the topics a template matches, the templates, the shared hosts with their
+    utilisation and each agent's share of their time (`"hosts"`, see
+    `Symbiont.Host.Usage.snapshot/1`), the health events since the last tick and the
+    recent audit trail. Each agent's map has at most 32 keys (a larger map costs
     ten times as much to build, 10,000 a tick): what a policy can derive (`"deployed"`)
     is added on the Python side (`symbiont.conductor.decide`).
   * **Decide**: the snapshot goes to the policy, a Python class running in a host of its
@@ -69,7 +71,12 @@ defmodule Symbiont.Conductor do
     * the last replica of a `required` agent is never retired;
     * what the operator pinned holds (`Symbiont.Pins`): no `scale` or `retire` of an
       agent whose replica count is pinned, no `quarantine` or `release` of one whose
-      quarantine is, no `rollback` or `deploy` of one whose version is.
+      quarantine is, no `rollback` or `deploy` of one whose version is, and no `reroute`
+      of an agent with any pin;
+    * a `reroute` (`"id"`: the replica, optional for an agent of one) moves a stable,
+      unquarantined Wasm replica that shares its host to a host of its own
+      (`Symbiont.Placement.reroute/2`; where from and where to are audited with it, as
+      `"from"` and `"to"`); anything else is refused with why.
 
   ## Never a single point of failure
 
@@ -304,6 +311,8 @@ defmodule Symbiont.Conductor do
       "node" => Atom.to_string(node()),
       "agents" => agents,
       "topology" => topology(views),
+      # The shared hosts and their agents' shares of their time (Symbiont.Host.Usage).
+      "hosts" => Symbiont.Host.Usage.snapshot(scope),
       "templates" => templates(),
       "health" => Enum.reverse(state.health),
       "remediations" => state.opts.audit |> safe_entries() |> Enum.take(20)
@@ -580,9 +589,9 @@ defmodule Symbiont.Conductor do
 
       with {:ok, a} <- validate(action),
            :ok <- guard(state, a, agents[a["agent"]], now),
-           :ok <- execute(state, a, agents[a["agent"]]) do
+           {:ok, done} <- execute(state, a, agents[a["agent"]]) do
         evidence = Map.get(a, "evidence", %{})
-        fields = Map.drop(a, ~w(action agent reason evidence))
+        fields = a |> Map.drop(~w(action agent reason evidence)) |> Map.merge(done)
 
         Symbiont.Remediation.publish(a["action"], a["agent"], a["reason"],
           by: "conductor",
@@ -716,6 +725,19 @@ defmodule Symbiont.Conductor do
       else: :ok
   end
 
+  # A pinned agent is the operator's to place: whatever is pinned, it is not moved (the
+  # pins read now, as pinned/1 does).
+  defp guard_action(_state, %{"action" => "reroute"} = a, _agent, _now) do
+    case Symbiont.Pins.of(a["agent"]) do
+      pins when map_size(pins) > 0 ->
+        {:refused,
+         "#{a["agent"]} is pinned by the operator (#{Enum.join(Enum.sort(Map.keys(pins)), ", ")}): a pinned agent is not rerouted"}
+
+      _ ->
+        :ok
+    end
+  end
+
   defp guard_action(_state, _a, _agent, _now), do: :ok
 
   # The operator's pin on what the action would change, read now (not from the
@@ -743,8 +765,10 @@ defmodule Symbiont.Conductor do
 
   defp execute(state, %{"action" => action} = a, agent) do
     case apply_action(action, a, agent, state) do
-      :ok -> :ok
-      {:ok, _} -> :ok
+      :ok -> {:ok, %{}}
+      {:ok, _} -> {:ok, %{}}
+      # Where a reroute took the replica from and to: audited with the action.
+      {:placed, fields} -> {:ok, fields}
       {:error, why} when is_binary(why) -> {:failed, why}
       {:error, why} -> {:failed, inspect(why)}
     end
@@ -799,19 +823,22 @@ defmodule Symbiont.Conductor do
     end
   end
 
-  # The waiting events of the agent's other replicas go to replica `to`; the reconciler
-  # starts the retired replicas again, empty.
-  defp apply_action("reroute", %{"to" => to}, agent, _state) when is_binary(to) do
-    case Server.whereis(to) do
-      nil ->
-        {:error, "no agent #{inspect(to)} to reroute to"}
+  # Replica `id` (the agent's only one, when not given) goes to a host of its own
+  # (Symbiont.Placement.reroute/2); where from and where to are audited with it.
+  defp apply_action("reroute", a, agent, _state) do
+    ids = Symbiont.Observation.ids(agent["name"])
 
-      heir ->
-        each_replica(agent, fn id -> if id != to, do: Server.retire(id, heir), else: :ok end)
+    case Map.get(a, "id", with([one] <- ids, do: one, else: (_ -> nil))) do
+      id when is_binary(id) ->
+        if id in ids,
+          do: with({:ok, moved} <- Symbiont.Placement.reroute(id), do: {:placed, moved}),
+          else: {:error, "#{inspect(id)} is not a replica of #{agent["name"]} (#{inspect(ids)})"}
+
+      other ->
+        {:error,
+         "reroute needs id, the replica to move (#{agent["name"]} runs #{inspect(ids)}), got: #{inspect(other)}"}
     end
   end
-
-  defp apply_action("reroute", _a, _agent, _state), do: {:error, "reroute needs to, an agent id"}
 
   defp apply_action("dead_letter", a, agent, _state) do
     case agent["suspect"] do

@@ -82,7 +82,7 @@ defmodule Symbiont.Host do
 
   require Logger
 
-  alias Symbiont.Host.{Blackbox, Blame, Credit, Framer, Out, Output, Protocol, Standby}
+  alias Symbiont.Host.{Blackbox, Blame, Credit, Framer, Out, Output, Protocol, Standby, Usage}
   alias Symbiont.MsgPack
 
   @typedoc "A host: its pid or the name it was started with."
@@ -235,6 +235,31 @@ defmodule Symbiont.Host do
   @spec own_info(host) :: {:ok, map} | {:error, term}
   def own_info(host) do
     with {:ok, pid} <- lookup(host), do: safe_call(pid, :info, 5_000)
+  end
+
+  @doc false
+  # A host of its own for agent `id`, started under Symbiont.Hosts with the options of the
+  # host `like` (its name or pid: the shared host it leaves), named like the replica, or
+  # after it and a number when a host has that name. Where an agent isolated after
+  # crashing its shared host goes (see "Blame" in Symbiont.Manifest), and one rerouted
+  # away from its co-tenants (Symbiont.Placement.reroute/2).
+  @spec start_own(host | keyword, String.t()) :: {:ok, String.t()} | {:error, term}
+  def start_own(like, id) when is_list(like) do
+    name = if whereis(id) == nil, do: id, else: "#{id}~#{System.unique_integer([:positive])}"
+
+    case DynamicSupervisor.start_child(
+           Symbiont.Hosts,
+           {__MODULE__, Keyword.put(like, :name, name)}
+         ) do
+      {:ok, _pid} -> {:ok, name}
+      {:error, _} = error -> error
+    end
+  end
+
+  def start_own(like, id) do
+    with {:ok, pid} <- lookup(like),
+         {:ok, opts} <- safe_call(pid, :options, 5_000),
+         do: start_own(opts, id)
   end
 
   @doc false
@@ -510,6 +535,8 @@ defmodule Symbiont.Host do
       # charged with the crashes of this host (Symbiont.Host.Blame).
       box: nil,
       blame: Blame.new(config.isolate_after, config.isolate_window_ms),
+      # How its process's time goes to its agents (Symbiont.Host.Usage, PROTOCOL.md §11.2).
+      usage: Usage.new(config.heartbeat_ms),
       # Why the process was killed on request (restart/2), until it is down.
       restart_reason: nil,
       # When the process last sent anything (monotonic ms), and the last ping's number.
@@ -584,6 +611,8 @@ defmodule Symbiont.Host do
       "window" => Credit.window(),
       # Agents' health reports come in health frames (PROTOCOL.md §8.3).
       "health" => true,
+      # Each slot's busy time comes with the pongs (PROTOCOL.md §11.2).
+      "busy" => true,
       # Log frames may carry a record's fields (§7).
       "log_fields" => true
     }
@@ -617,6 +646,7 @@ defmodule Symbiont.Host do
   end
 
   defp call_msg(:info, _from, state), do: {:reply, {:ok, public_info(state)}, state}
+  defp call_msg(:options, _from, state), do: {:reply, {:ok, state.config.opts}, state}
 
   defp call_msg({:restart, _reason}, _from, %{os_pid: nil} = state),
     do: {:reply, {:error, :not_running}, state}
@@ -664,9 +694,9 @@ defmodule Symbiont.Host do
       {nil, _} ->
         {:noreply, state}
 
-      {{_pid, _id, ref}, slots} ->
+      {{_pid, id, ref}, slots} ->
         Process.demonitor(ref, [:flush])
-        {:noreply, stop_slot(%{state | slots: slots}, slot)}
+        {:noreply, stop_slot(%{state | slots: slots}, slot, id)}
     end
   end
 
@@ -839,8 +869,8 @@ defmodule Symbiont.Host do
       nil ->
         {:noreply, state}
 
-      {slot, _} ->
-        {:noreply, stop_slot(%{state | slots: Map.delete(state.slots, slot)}, slot)}
+      {slot, {_pid, id, _ref}} ->
+        {:noreply, stop_slot(%{state | slots: Map.delete(state.slots, slot)}, slot, id)}
     end
   end
 
@@ -859,6 +889,7 @@ defmodule Symbiont.Host do
   def terminate(reason, state) do
     close_port(state)
     Blackbox.close(state.box)
+    Usage.forget(state.name)
     fail_pending(state, {:host_down, :stopped})
 
     uptime =
@@ -968,8 +999,15 @@ defmodule Symbiont.Host do
   defp handle_frame({:log, level, message, fields}, state),
     do: log_line(state, level, message, fields)
 
-  # Any complete frame counts as a sign of life (heard_at); a pong needs nothing more.
+  # Any complete frame counts as a sign of life (heard_at); a pong needs nothing more,
+  # unless it says how the process's time went (§11.2): Symbiont.Host.Usage.
   defp handle_frame({:pong, _beat}, state), do: state
+
+  defp handle_frame({:pong, _beat, busy}, state) do
+    ids = Map.new(state.slots, fn {slot, {_pid, id, _ref}} -> {slot, id} end)
+    now = System.monotonic_time(:microsecond)
+    put_usage(%{state | usage: Usage.add(state.usage, now, busy, ids)})
+  end
 
   defp handle_frame({:ready, version, info}, %{status: :starting} = state) do
     if version == Protocol.version() do
@@ -1051,11 +1089,23 @@ defmodule Symbiont.Host do
     state
   end
 
-  # Its window goes with it (§8.2): publishes for it are dropped uncounted.
-  defp stop_slot(%{credit: %{} = credit} = state, slot),
-    do: stop_slot_frame(%{state | credit: Map.delete(credit, slot)}, slot)
+  # Its window goes with it (§8.2): publishes for it are dropped uncounted. Its share of
+  # the host's time, if it took any, goes at once (a policy must not find it here after
+  # it moved).
+  defp stop_slot(state, slot, id) do
+    if Usage.took?(state.usage, id), do: put_usage(state)
 
-  defp stop_slot(state, slot), do: stop_slot_frame(state, slot)
+    case state.credit do
+      %{} = credit -> stop_slot_frame(%{state | credit: Map.delete(credit, slot)}, slot)
+      nil -> stop_slot_frame(state, slot)
+    end
+  end
+
+  # The host's usage row (Symbiont.Host.Usage), for the agents it runs now.
+  defp put_usage(state) do
+    Usage.put(state.name, state.usage, agent_ids(state))
+    state
+  end
 
   defp stop_slot_frame(%{status: :ready} = state, slot),
     do: send_frame(state, ["agent_stop", slot])
@@ -1077,7 +1127,8 @@ defmodule Symbiont.Host do
 
   defp ready(state, info) do
     now = System.monotonic_time(:millisecond)
-    state = %{state | status: :ready, info: info, ready_at: now, heard_at: now}
+    usage = Usage.start(state.usage, System.monotonic_time(:microsecond))
+    state = %{state | status: :ready, info: info, ready_at: now, heard_at: now, usage: usage}
 
     # A host that announces heartbeats in `ready` gets pinged (PROTOCOL.md §11).
     if info["heartbeat"] == true,
@@ -1203,6 +1254,8 @@ defmodule Symbiont.Host do
     })
 
     fail_pending(state, {:host_down, reason})
+    # Its time is measured afresh in the new process.
+    Usage.forget(state.name)
     # What its agents are told: a restart on request is no one's crash, a stalled handler
     # is its agent's (see charged?/2 in Symbiont.Agent.Server).
     down = %{message: format_crash_reason(reason), logs: crash.logs, requested: requested?}
@@ -1274,12 +1327,10 @@ defmodule Symbiont.Host do
   # (Symbiont.Agent.Server). Published as an `isolate` remediation by the supervisor.
   defp isolate(state, verdict, slot, n) do
     {_pid, id, ref} = state.slots[slot]
-    name = if whereis(id) == nil, do: id, else: "#{id}~#{System.unique_integer([:positive])}"
-    opts = Keyword.put(state.config.opts, :name, name)
     window = state.config.isolate_window_ms
 
-    case DynamicSupervisor.start_child(Symbiont.Hosts, {__MODULE__, opts}) do
-      {:ok, _pid} ->
+    case start_own(state.config.opts, id) do
+      {:ok, name} ->
         Process.demonitor(ref, [:flush])
 
         reason =
@@ -1507,6 +1558,8 @@ defmodule Symbiont.Host do
       crashes: state.crashes,
       last_crash: state.last_crash,
       pending_calls: map_size(state.pending),
+      # Busy time over wall-clock time of its last heartbeats (Symbiont.Host.Usage), or nil.
+      utilisation: Usage.summary(state.usage, agent_ids(state)).utilisation,
       recent_logs: :queue.to_list(state.logs),
       agents: state.slots |> Enum.sort() |> Enum.map(fn {_slot, {_pid, id, _ref}} -> id end)
     }

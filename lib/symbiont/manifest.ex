@@ -13,7 +13,26 @@ defmodule Symbiont.Manifest do
 
   A Python agent's replica gets a host of its own, named like the replica (`"billing"`,
   `"billing#2"`...); Wasm agents share hosts named `"wasm#1"`, `"wasm#2"`... with up to
-  `:wasm_agents_per_host` agents in each (application env, default 32). See `plan/2`.
+  `:wasm_agents_per_host` agents in each (application env, default 32).
+
+  A shared host runs its agents' deliveries one at a time, on one thread: its agents share
+  its time, and a replica placed with another replica of its agent relieves nothing. So
+  each Wasm replica the manifest starts (at start, on a scale by hand or by the
+  conductor, on a reload) goes to the first shared host with room that runs **no other
+  replica of its agent** and is **not busy** (its utilisation over its last heartbeats
+  above `:busy_host_utilisation`, default 0.7: see `Symbiont.Host.Usage`); else to a new
+  host, while there are fewer than `:max_wasm_hosts` (default 8); else, with a warning, to
+  the least busy host with room. Hosts are opened for room whatever `:max_wasm_hosts`
+  says. The rules are `Symbiont.Placement.pick/3`; both options are also application
+  env keys. (`plan/2` and `start_all/2` lay agents out once, packed, without these rules:
+  a bulk start for benchmarks.)
+
+  A Wasm replica that takes most of a busy host's time while its co-tenants wait is a
+  noisy neighbour: the conductor moves it to a host of its own (`reroute`,
+  `Symbiont.Placement.reroute/2`, audited), named like the replica, as an agent isolated
+  after crashing its host is (see "Blame"). Like that one, the manifest keeps it there
+  (it is the replica's placement from then on; nothing moves it back) and stops that
+  host when the replica is retired.
 
   ## Blame
 
@@ -154,7 +173,9 @@ defmodule Symbiont.Manifest do
   Options: `:agents` (validated specs, default `[]`), `:name` (default
   `Symbiont.Manifest`), `:tick_ms` (default: app env `:reconcile_ms`, 1000),
   `:per_host` (default: app env `:wasm_agents_per_host`, 32), `:wasm_hosts` (the prefix of
-  the shared Wasm hosts' names, default `"wasm"`), `:check` (check the agents before
+  the shared Wasm hosts' names, default `"wasm"`), `:busy_host_utilisation` and
+  `:max_wasm_hosts` (see "Placement"; default: the app env of the same names, else 0.7
+  and 8), `:check` (check the agents before
   starting them, see "Checked before it serves"; default `false`, the application's
   manifest `true`), `:instance` (the `Symbiont.Instance` it belongs to: its agent names
   are its own on the node, and one another instance runs is refused; default `nil`,
@@ -449,6 +470,8 @@ defmodule Symbiont.Manifest do
       wasm_hosts: Keyword.get(opts, :wasm_hosts, "wasm"),
       # The Symbiont.Instance this manifest belongs to (nil: it claims no names).
       instance: Keyword.get(opts, :instance),
+      # Symbiont.Placement's options (busy_host_utilisation, max_wasm_hosts), validated.
+      placement: Symbiont.Placement.options!(opts),
       # Agents that start quarantined, name => why: those the check at start refused.
       quarantine: quarantine
     }
@@ -740,7 +763,7 @@ defmodule Symbiont.Manifest do
   end
 
   defp place_and_start(id, spec, state) do
-    host = wasm_host(state)
+    host = wasm_host(id, state)
     start_host(host)
 
     case start_agent(id, host, spec, state.quarantine[spec.name]) do
@@ -749,13 +772,24 @@ defmodule Symbiont.Manifest do
     end
   end
 
-  # The first shared Wasm host with room, counting the replicas placed on each.
-  defp wasm_host(state) do
-    load = Enum.frequencies(Map.values(state.placed))
+  # A shared Wasm host with room, off its siblings' hosts and off busy ones (see
+  # "Placement"; Symbiont.Placement.pick/3).
+  defp wasm_host(id, state) do
+    name = agent_name(id)
+    opts = [prefix: state.wasm_hosts, per_host: state.per_host] ++ state.placement
 
-    Stream.iterate(1, &(&1 + 1))
-    |> Stream.map(&"#{state.wasm_hosts}##{&1}")
-    |> Enum.find(&(Map.get(load, &1, 0) < state.per_host))
+    case Symbiont.Placement.pick(name, state.placed, opts) do
+      {:ok, host} ->
+        host
+
+      {:crowded, host} ->
+        Logger.warning(
+          "agent #{id} placed on host #{inspect(host)}: every shared Wasm host is busy or runs " <>
+            "a replica of #{name}, and there are :max_wasm_hosts (#{state.placement[:max_wasm_hosts]}) of them"
+        )
+
+        host
+    end
   end
 
   defp retire_replica(id, state) do

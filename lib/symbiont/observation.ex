@@ -499,6 +499,7 @@ defmodule Symbiont.Observation do
     :ets.new(@table, [:named_table, :public, :ordered_set, read_concurrency: true])
 
     Symbiont.Pins.new_table()
+    Symbiont.Host.Usage.new_table()
     {:ok, %{}}
   end
 

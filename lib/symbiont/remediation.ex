@@ -25,7 +25,9 @@ defmodule Symbiont.Remediation do
 
   `action` is one of #{Enum.map_join(~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter isolate unpin), ", ", &"`#{&1}`")}
   (`isolate`: a Wasm agent moved out of the host it shared after crashing it, see "Blame"
-  in `Symbiont.Manifest`; `unpin`: the operator lifted a pin, see `Symbiont.Pins`).
+  in `Symbiont.Manifest`; `reroute`: a Wasm replica moved to a host of its own away from
+  the co-tenants it made wait, see "Placement" there; `unpin`: the operator lifted a pin,
+  see `Symbiont.Pins`).
 
       iex> Symbiont.subscribe("symbiont.remediation")
       iex> Symbiont.Remediation.publish("restart", "doc-agent", "crashed", by: "operator")

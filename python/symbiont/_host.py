@@ -250,6 +250,13 @@ class Host:
         self._unacked_since = 0.0
         # When the last delivery started (monotonic): how old the oldest unsent ack is.
         self._started_at = 0.0
+        # Busy time (PROTOCOL.md §11.2), when init asked for it: the seconds each slot's
+        # deliveries have run in all, and (slot, monotonic start) of the one running.
+        # The dispatch thread writes them; a pong (perhaps the watchdog's) reads them.
+        self._busy: dict[int, float] | None = None
+        self._running: tuple[int, float] | None = None
+        # What the pongs said of each slot so far, in µs.
+        self._busy_told: dict[int, int] = {}
         # Flow control (PROTOCOL.md §8.2), per window: each slot's publishes, and the
         # host's own casts and messages (slot 0). [frames, bytes] sent and not given back
         # yet, then [frames, bytes] of the window, as the owner gave it. No entry: no
@@ -368,7 +375,37 @@ class Host:
         # PROTOCOL.md §11: answered at once, by the watchdog while a dispatch runs long.
         if len(frame) != 2 or not _is_id(frame[1]):
             raise _bad(frame, "ping takes one int n in 0..2^63-1")
-        self.send_async(["pong", frame[1]], "pong")
+        if self._busy is None:
+            self.send_async(["pong", frame[1]], "pong")
+        else:
+            self.send_async(["pong", frame[1], self._busy_us()], "pong")
+
+    def _busy_us(self) -> dict[int, int]:
+        """PROTOCOL.md §11.2: the microseconds each running agent's deliveries took since
+        the last call, by slot, the running one's so far included; slots that took none
+        are left out.
+
+        Safe from any thread (pings are answered by the dispatch thread or, while a
+        dispatch runs long, the watchdog; never both at once): the dispatch thread clears
+        ``_running`` before it adds the delivery to ``_busy``, and this reads ``_busy``
+        first, so a delivery that ends meanwhile is counted once (perhaps in the next
+        pong only).
+        """
+        busy = dict(self._busy or {})
+        running = self._running
+        if running is not None:
+            slot, since = running
+            busy[slot] = busy.get(slot, 0.0) + max(0.0, time.monotonic() - since)
+        agents, told = self.agents, self._busy_told
+        out: dict[int, int] = {}
+        for slot, seconds in busy.items():
+            total = int(seconds * 1_000_000)
+            if slot in agents and total > told.get(slot, 0):
+                out[slot] = min(total - told.get(slot, 0), MAX_INT)
+                told[slot] = total
+        for slot in [s for s in told if s not in agents]:
+            del told[slot]
+        return out
 
     def _on_eof(self) -> None:
         # PROTOCOL.md §1.5: the owner is gone or wants us gone; don't wait for user code.
@@ -464,6 +501,9 @@ class Host:
         # Whether it takes log frames with a record's fields (§7); an older owner would
         # take their fourth element for a protocol error, so they go without then.
         self._log_fields = options.get("log_fields") is True
+        # Whether the owner wants each slot's busy time with its pongs (§11.2).
+        if options.get("busy") is True:
+            self._busy = {}
         if window is not None:
             self._credits[0] = [0, 0, *_window(window)]  # type: ignore[misc]
         sys.path[0:0] = [p for p in python_path if p not in sys.path]
@@ -1332,6 +1372,8 @@ class Host:
         self._flush_ack(slot, force=True)
         agent = self.agents.pop(slot, None)
         self._timeouts.pop(slot, None)
+        if self._busy is not None:
+            self._busy.pop(slot, None)
         if agent is None:
             return  # stopped twice while waiting behind a handler (see _on_agent_stop)
         self._stack.append(None)
@@ -1417,6 +1459,9 @@ class Host:
         box = self._box
         if box is not None:
             _blackbox.record(box, ENTRY, slot, seq, DELIVERY)
+        busy = self._busy
+        if busy is not None:
+            self._running = (slot, now)
         try:
             if kind == "event":
                 result = agent.handle_event(frame[3], frame[4])
@@ -1446,6 +1491,9 @@ class Host:
             ids[0:2] = seq, -1
             self._delivery_deadline = None
             self._stack.pop()
+            if busy is not None:  # _running first: see _busy_us()
+                self._running = None
+                busy[slot] = busy.get(slot, 0.0) + (time.monotonic() - now)
             if box is not None:  # after the pop: no late cancellation lands in between
                 box[ENTRY:SIZE] = self._box_after
             if self._cancelled:

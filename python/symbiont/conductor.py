@@ -4,10 +4,10 @@ The BEAM side (``Symbiont.Conductor``) observes and acts; a policy only decides.
 tick the conductor calls :func:`decide` in the policy's own host with a snapshot (a plain
 dict, see :class:`DefaultPolicy` for its keys) and applies the actions it returns, each
 a dict with ``action``, ``agent``, ``reason`` and, per action, ``replicas`` (``scale``),
-``path`` (``deploy``) or ``to`` (``reroute``); ``evidence`` (a dict) is kept in the audit
-trail. The BEAM enforces the guardrails (cooldowns, rate limits, replica bounds, the
-operator's pins), so a policy may propose freely; the default policy proposes nothing
-on what the operator pinned.
+``path`` (``deploy``) or ``id`` (``reroute``: the replica to move to a host of its own);
+``evidence`` (a dict) is kept in the audit trail. The BEAM enforces the guardrails
+(cooldowns, rate limits, replica bounds, the operator's pins), so a policy may propose
+freely; the default policy proposes nothing on what the operator pinned.
 
 A policy is any class with a ``decide(snapshot) -> list[dict]`` method, constructed with
 the keyword options of the conductor's ``:policy_options``; name it in the config as
@@ -21,6 +21,8 @@ import importlib
 import re
 from itertools import pairwise
 from typing import Any, Protocol
+
+from ._placement_rules import NoisyNeighbour
 
 __all__ = ["ACTIONS", "DefaultPolicy", "Policy", "decide"]
 
@@ -152,6 +154,14 @@ class DefaultPolicy:
       ``window_ticks``: its crashes restart it already, and the crash loop rule answers
       them;
     * **regression after deploy**: errors right after a promotion -> ``rollback``;
+    * **noisy neighbour**: a Wasm replica that takes more than half (``share``) of the
+      time of a host busy over 70% (``utilisation``) while a co-tenant's p99 is over
+      50 ms (``co_tenant_p99_ms``), ``ticks`` (2) ticks in a row -> ``reroute`` it to a
+      host of its own; once moved it is alone there and never looked at again, and a
+      reroute that did not happen is not proposed again for ``settle_ms`` (30 s)
+      (:class:`~symbiont._placement_rules.NoisyNeighbour`, its thresholds in the
+      ``noisy_neighbour`` option; ``snapshot["hosts"]`` says how each shared host's time
+      goes);
     * **slow consumer**: a queue over a third of its high-water mark and growing for
       ``grow_ticks`` ticks -> ``scale`` out by one (up to ``max_replicas``); drained and
       idle for ``drain_ticks`` ticks -> ``scale`` in by one (down to ``min_replicas``);
@@ -179,6 +189,7 @@ class DefaultPolicy:
         idle_ms: int = 60_000,
         regression_ms: int = 30_000,
         settle_ms: int = 5_000,
+        noisy_neighbour: dict[str, Any] | None = None,
     ) -> None:
         self.poison_after = poison_after
         self.crash_loop = crash_loop
@@ -188,6 +199,7 @@ class DefaultPolicy:
         self.idle_ms = idle_ms
         self.regression_ms = regression_ms
         self.settle_ms = settle_ms
+        self.noisy_neighbour = NoisyNeighbour(**(noisy_neighbour or {}))
         # Per agent, (now_ms, crashes_delta) of the last window_ticks ticks.
         self._crashes: dict[str, list[tuple[int, int]]] = {}
         # Per agent, its replica count at the last tick.
@@ -301,6 +313,9 @@ class DefaultPolicy:
                             },
                         )
                     )
+
+        for action in self.noisy_neighbour.decide(snapshot):
+            add(action)
 
         for a in agents.values():
             if not a.get("managed") or a["quarantined"] or "replicas" in (a.get("pins") or {}):

@@ -38,6 +38,40 @@ def test_ping_is_answered_also_while_a_call_runs(host: HostProcess) -> None:
     assert host.recv() == ["reply", 1, "slept"]
 
 
+def test_pongs_carry_each_slots_busy_time_when_init_asks(raw_host: HostProcess) -> None:
+    """PROTOCOL.md §11.2: with ``busy: true`` in init, each pong carries the microseconds
+    each agent's deliveries took since the last pong, by slot, the running one's so far
+    included (the watchdog answers while it runs); slots that took none are left out."""
+    spec = {"name": "s", "module": "agents", "class": "Sleeper", "config": {}, "state": None}
+    raw_host.init_agent(spec, busy=True)
+    assert raw_host.start_agent({**spec, "name": "t"}, slot=2)[0] == "agent_ready"
+    raw_host.send(["ping", 1])
+    assert raw_host.recv_kind("pong") == ["pong", 1, {}]
+    raw_host.send(["event", 1, 1, "sleep", packb(0.2)])
+    assert raw_host.recv_kind("ack")[1:3] == [1, 1]
+    raw_host.send(["ping", 2])
+    _, _, busy = raw_host.recv_kind("pong")
+    assert list(busy) == [1] and 200_000 <= busy[1] < 5_000_000
+    # While slot 2's delivery runs: its time so far, then the rest of it.
+    raw_host.send(["event", 2, 1, "sleep", packb(1.0)])
+    raw_host.assert_silent(0.3)
+    raw_host.send(["ping", 3])
+    _, _, running = raw_host.recv_kind("pong")
+    assert list(running) == [2] and 250_000 <= running[2] < 1_000_000
+    assert raw_host.recv_kind("ack")[1:3] == [2, 1]
+    raw_host.send(["ping", 4])
+    _, _, rest = raw_host.recv_kind("pong")
+    assert list(rest) == [2] and 1_000_000 <= running[2] + rest[2] < 5_000_000
+    raw_host.send(["ping", 5])
+    assert raw_host.recv_kind("pong") == ["pong", 5, {}]
+
+
+def test_pongs_carry_nothing_more_unless_init_asks(host: HostProcess) -> None:
+    """An owner that did not ask for busy times gets the pong of §11 as it was."""
+    host.send(["ping", 7])
+    assert host.recv() == ["pong", 7]
+
+
 def _framed(frame: list) -> bytes:  # type: ignore[type-arg]
     payload = packb(frame)
     return struct.pack(">I", len(payload)) + payload

@@ -85,7 +85,11 @@ defmodule Symbiont.FrameGen do
         ["fatal", error_map()]
 
       "pong" ->
-        ["pong", id()]
+        # §11.2: with each slot's busy time, for an owner that asked.
+        Enum.random([
+          ["pong", id()],
+          ["pong", id(), Map.new(1..:rand.uniform(3)//1, fn _ -> {seq(), id()} end)]
+        ])
     end
   end
 

@@ -226,6 +226,21 @@ defmodule Symbiont.Agent.Server do
   def upgrade(agent, spec, timeout \\ 30_000), do: safe_call(agent, {:upgrade, spec}, timeout)
 
   @doc """
+  Moves the agent to host `host` (a host that runs, by name), keeping its name, queue and
+  state: sending pauses, the deliveries in flight finish where they are, the agent leaves
+  its slot and starts in a new slot of `host` from its last acked state (a Wasm module gets
+  it in `symbiont_migrate`), and the events that waited go there. Its registry entry and
+  its row in `Symbiont.Observation` say where it runs from then on (the manifest keeps it
+  there: see "Placement" in `Symbiont.Manifest`). Nothing is charged and its failure
+  window goes on: a move is not a restart of its code. `Symbiont.Placement.reroute/2`
+  moves a Wasm replica to a host of its own this way. `{:error, message}` for a
+  quarantined agent, or one upgrading, moving or retiring.
+  """
+  @spec move(String.t() | pid, String.t(), timeout) :: :ok | {:error, term}
+  def move(agent, host, timeout \\ 30_000) when is_binary(host),
+    do: safe_call(agent, {:move, host}, timeout)
+
+  @doc """
   Stops the agent without losing anything: it unsubscribes, hands every event still
   waiting (and each that arrives meanwhile) to `heir` as a new event, lets the deliveries
   in flight finish, then exits. Returns `:ok` once it is gone. With `heir` `nil` (the
@@ -401,6 +416,8 @@ defmodule Symbiont.Agent.Server do
         window_check: false,
         # {from, spec} while waiting for the deliveries in flight to finish (upgrade/3).
         upgrading: nil,
+        # {from, host} while waiting for the deliveries in flight to finish (move/3).
+        moving: nil,
         # {from, heir} while retiring (retire/3).
         retiring: nil,
         lingering: false,
@@ -475,6 +492,25 @@ defmodule Symbiont.Agent.Server do
       {:ok, spec} -> reply({:noreply, settle(rare(state, upgrading: {from, spec}))})
       {:error, message} -> reply({:reply, {:error, message}, state})
     end
+  end
+
+  def handle_call({:move, host}, _from, %{host: host} = state), do: reply({:reply, :ok, state})
+
+  def handle_call({:move, host}, from, state) do
+    busy =
+      Enum.find_value(
+        [
+          quarantined: state.quarantined,
+          upgrading: state.rare.upgrading,
+          moving: state.rare.moving,
+          retiring: state.rare.retiring
+        ],
+        fn {what, v} -> v != nil and what end
+      )
+
+    if busy,
+      do: reply({:reply, {:error, "agent #{state.id} is #{busy}: it cannot move now"}, state}),
+      else: reply({:noreply, settle(rare(state, moving: {from, host}))})
   end
 
   def handle_call({:quarantine, _reason}, _from, %{quarantined: q} = state) when q != nil,
@@ -764,7 +800,7 @@ defmodule Symbiont.Agent.Server do
           state |> spare_crash(crash) |> detached()
       end
 
-    state |> move(Map.get(crash, :move_to)) |> observe()
+    state |> move_to(Map.get(crash, :move_to)) |> observe()
   end
 
   defp detached(state), do: %{state | status: :detached, out: Out.to(state.out, nil)}
@@ -802,12 +838,12 @@ defmodule Symbiont.Agent.Server do
       else: state
   end
 
-  # Moved to a host of its own (Symbiont.Host.Blame): its registry value and its row say
-  # where it runs now.
-  defp move(state, nil), do: state
+  # Moved to a host of its own (Symbiont.Host.Blame, or move/3): its registry value and its
+  # row say where it runs now.
+  defp move_to(state, nil), do: state
 
-  defp move(state, host) do
-    Process.demonitor(state.rare.host_ref, [:flush])
+  defp move_to(state, host) do
+    if state.rare.host_ref, do: Process.demonitor(state.rare.host_ref, [:flush])
 
     {_new, _old} =
       Registry.update_value(@registry, state.id, fn {name, role, _host} -> {name, role, host} end)
@@ -1245,6 +1281,20 @@ defmodule Symbiont.Agent.Server do
     if state.host_pid && state.quarantined == nil, do: reattach(state), else: state
   end
 
+  # A move goes on once nothing is in flight: out of its slot, into one of the new host.
+  defp settle(%{rare: %{moving: {from, host}}, in_flight: 0} = state) do
+    if state.host_pid && state.slot, do: Symbiont.Host.detach(state.host_pid, state.slot)
+
+    Logger.info(
+      "agent #{state.id} moves from host #{inspect(state.host)} to #{inspect(host)}",
+      meta(state)
+    )
+
+    GenServer.reply(from, :ok)
+    state = rare(%{state | status: :detached, out: Out.to(state.out, nil)}, moving: nil)
+    state |> move_to(host) |> observe()
+  end
+
   defp settle(%{rare: %{retiring: {_from, heir}}} = state) do
     items = :queue.to_list(state.queue) ++ state.rare.held
     state = rare(state, held: [])
@@ -1444,7 +1494,11 @@ defmodule Symbiont.Agent.Server do
   # The credit window: one delivery at a time while on probation (see charge_crash/3), and
   # none while no process runs the agent.
   defp window(%{status: status}) when status != :ready, do: 0
-  defp window(%{rare: %{upgrading: u, retiring: r}}) when u != nil or r != nil, do: 0
+
+  defp window(%{rare: %{upgrading: u, retiring: r, moving: m}})
+       when u != nil or r != nil or m != nil,
+       do: 0
+
   defp window(%{probation: 0, spec: spec}), do: spec.max_in_flight
   defp window(_state), do: 1
 

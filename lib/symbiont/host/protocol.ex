@@ -38,6 +38,7 @@ defmodule Symbiont.Host.Protocol do
           | {:publish, pos_integer, binary, binary, {non_neg_integer, integer} | nil}
           | {:health, pos_integer, binary, binary, map}
           | {:pong, non_neg_integer}
+          | {:pong, non_neg_integer, %{pos_integer => non_neg_integer}}
 
   @spec version() :: pos_integer
   def version, do: @version
@@ -76,6 +77,19 @@ defmodule Symbiont.Host.Protocol do
   defp validate("msg", [dest, value]), do: {:ok, {:msg, dest, value}}
   defp validate("cancel", [id]) when is_id(id), do: {:ok, {:cancel, id}}
   defp validate("pong", [beat]) when is_id(beat), do: {:ok, {:pong, beat}}
+
+  # §11.2: the busy time of each slot since the last pong, for an owner that asked.
+  defp validate("pong", [beat, busy]) when is_id(beat) and is_map(busy) and not is_struct(busy) do
+    case Enum.find(busy, fn {slot, us} -> not (is_seq(slot) and is_id(us)) end) do
+      nil ->
+        {:ok, {:pong, beat, busy}}
+
+      {slot, us} ->
+        {:error,
+         {:bad_frame, "pong",
+          "busy must map slots (int in 1..2^63-1) to microseconds (int in 0..2^63-1) (§11.2), got: #{summarize(slot)} => #{summarize(us)}"}}
+    end
+  end
 
   defp validate("agent_ready", [slot, info]) when is_seq(slot),
     do: with(:ok <- agent_info(info), do: {:ok, {:agent_ready, slot, info}})

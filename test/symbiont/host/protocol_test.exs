@@ -189,6 +189,23 @@ defmodule Symbiont.Host.ProtocolTest do
 
     timers = [%{"name" => "t", "every_ms" => (1 <<< 32) - 1}]
     assert {:ok, _} = decode(["agent_ready", 1, %{agent | "timers" => timers}])
+
+    # §11.2: a pong's busy times, slot => µs.
+    assert {:ok, {:pong, 1, %{1 => 0, ^top => ^top}}} = decode(["pong", 1, %{1 => 0, top => top}])
+
+    for busy <- [
+          %{0 => 1},
+          %{1 => -1},
+          %{(1 <<< 63) => 1},
+          %{1 => 1 <<< 63},
+          %{"1" => 1},
+          %{1 => 1.5}
+        ] do
+      assert {:error, {:bad_frame, "pong", text}} = decode(["pong", 1, busy])
+      assert text =~ "busy must map slots (int in 1..2^63-1) to microseconds (int in 0..2^63-1)"
+    end
+
+    assert {:error, {:bad_frame, "pong", _}} = decode(["pong", 1, [1, 2]])
   end
 
   defp decode(frame), do: Protocol.decode(MsgPack.encode!(frame, iodata: false))
@@ -287,6 +304,9 @@ defmodule Symbiont.Host.ProtocolTest do
 
   defp conforms?({:fatal, e}), do: error?(e)
   defp conforms?({:pong, n}), do: id?(n)
+
+  defp conforms?({:pong, n, busy}) when id?(n) and is_map(busy) and not is_struct(busy),
+    do: Enum.all?(busy, fn {slot, us} -> seq?(slot) and id?(us) end)
 
   defp conforms?({:ready, v, %{"protocol" => p, "pid" => pid, "runtime" => r, "max_frame" => m}})
        when id?(v),
