@@ -8,7 +8,7 @@ NODE ?= symbiont
 STATE := .symbiont
 export SYMBIONT_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup system browser python cookie run shop test test-elixir test-phoenix test-python wasm wasm-tools shell bench soak lint format wasm clean
+.PHONY: setup system browser python cookie run shop test test-elixir test-phoenix test-python wasm wasm-tools shell bench soak lint dialyzer-tools format wasm clean
 
 setup: system python
 
@@ -110,10 +110,26 @@ format: setup
 
 PY_SOURCES := python test/fixtures/python bench examples
 
-lint: setup
+# Dialyzer from Debian (no Hex): the PLT of OTP and Elixir is built once and cached under
+# _build (a few minutes the first time), then each run analyses Symbiont's ebin only.
+PLT := _build/symbiont.plt
+ELIXIR_LIB := $(shell elixir -e 'IO.puts(:code.lib_dir(:elixir) |> Path.dirname())' 2>/dev/null)
+PLT_APPS := erts kernel stdlib crypto inets compiler runtime_tools $(ELIXIR_LIB)/elixir/ebin $(ELIXIR_LIB)/logger/ebin $(ELIXIR_LIB)/eex/ebin
+
+lint: setup dialyzer-tools
+	mix compile --force --warnings-as-errors
 	mix format --check-formatted
 	$(VENV)/bin/ruff check $(PY_SOURCES)
 	$(VENV)/bin/ruff format --check $(PY_SOURCES)
+	@test -f $(PLT) || { echo "==> building the Dialyzer PLT in $(PLT) (once)"; \
+	  dialyzer -pa $(ELIXIR_LIB)/elixir/ebin --build_plt --output_plt $(PLT) --apps $(PLT_APPS) >/dev/null || test -f $(PLT); }
+	dialyzer -pa $(ELIXIR_LIB)/elixir/ebin --plt $(PLT) --no_check_plt _build/$${MIX_ENV:-dev}/lib/symbiont/ebin
+
+dialyzer-tools:
+	@command -v dialyzer >/dev/null 2>&1 || { \
+	  echo "==> installing Dialyzer from Debian (apt)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq erlang-dialyzer >/dev/null; }
 
 # The Wasm examples: WAT through wat2wasm, C through Debian's clang for wasm32-wasi. The
 # built .wasm files are committed; this rebuilds them (installing the toolchain if needed).

@@ -17,4 +17,8 @@ config :symbiont,
 # The live status page (Symbiont.StatusPage): http://127.0.0.1:4040/ while the node runs.
 config :symbiont, status_page: [port: 4040]
 
+# The environment the config was read in: Symbiont.Manifest.reload/2 reads the file again
+# in the same one (a release has no Mix).
+config :symbiont, config_env: config_env()
+
 import_config "#{config_env()}.exs"

@@ -250,6 +250,7 @@ defmodule Symbiont.Agent do
           name: String.t(),
           module: String.t(),
           class: String.t(),
+          wasm: String.t() | nil,
           config: map,
           replicas: pos_integer,
           max_queue: pos_integer,

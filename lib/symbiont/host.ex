@@ -149,7 +149,7 @@ defmodule Symbiont.Host do
       iex> msg
       "expected :call_timeout to be a positive integer (milliseconds), got: -1"
   """
-  @spec validate_options(keyword) :: {:ok, map} | {:error, ArgumentError.t()}
+  @spec validate_options(keyword) :: {:ok, map} | {:error, Exception.t()}
   def validate_options(opts) when is_list(opts) do
     with :ok <- known_keys(opts),
          opts = Keyword.merge(@defaults ++ env_defaults(), opts),

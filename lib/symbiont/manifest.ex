@@ -286,7 +286,7 @@ defmodule Symbiont.Manifest do
     path = Symbiont.Config.manifest_file()
 
     if File.regular?(path) do
-      env = if Code.ensure_loaded?(Mix), do: Mix.env(), else: :prod
+      env = Application.get_env(:symbiont, :config_env, :prod)
 
       try do
         config = Config.Reader.read!(path, env: env)
@@ -355,7 +355,7 @@ defmodule Symbiont.Manifest do
       iex> Symbiont.Manifest.pick_node("billing", spec, [:"x@h"])
       nil
   """
-  @spec pick_node(String.t(), %{nodes: [node]}, [node]) :: node | nil
+  @spec pick_node(String.t(), %{:nodes => [node], optional(atom) => any}, [node]) :: node | nil
   def pick_node(id, %{nodes: [_ | _] = nodes}, live) when is_binary(id) and is_list(live) do
     {first, rest} = Enum.split(nodes, rem(replica_number(id) - 1, length(nodes)))
     Enum.find(rest ++ first, &(&1 in live))
@@ -379,7 +379,8 @@ defmodule Symbiont.Manifest do
       iex> Symbiont.Manifest.host_names(%{name: "billing", replicas: 3})
       ["billing", "billing#2", "billing#3"]
   """
-  @spec host_names(%{name: String.t(), replicas: pos_integer}) :: [String.t()]
+  @spec host_names(%{:name => String.t(), :replicas => pos_integer, optional(atom) => any}) ::
+          [String.t()]
   def host_names(%{name: name, replicas: n}),
     do: [name | for(i <- 2..n//1, do: "#{name}##{i}")]
 

@@ -180,6 +180,8 @@ defmodule Symbiont.MsgPack do
     end
   end
 
+  # iodata with a binary tail: a valid iolist, and no copy of the string.
+  @dialyzer {:no_improper_lists, enc_str: 1, enc_bin: 1}
   defp enc_str(s) do
     case byte_size(s) do
       n when n < 32 -> [<<0b101::3, n::5>> | s]

@@ -16,6 +16,8 @@ defmodule Symbiont.Host.Framer do
   @doc "Feeds a chunk; returns the complete payloads in order and the new state."
   @spec feed(t, binary) ::
           {:ok, [binary], t} | {:error, {:oversize, non_neg_integer, pos_integer}}
+  # The accumulated chunks are iodata with a binary tail: no copy until a frame is whole.
+  @dialyzer {:no_improper_lists, feed: 2}
   def feed(%__MODULE__{need: nil, buf: buf} = f, chunk) do
     split(f, if(buf == <<>>, do: chunk, else: buf <> chunk), [])
   end
