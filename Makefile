@@ -8,7 +8,7 @@ NODE ?= symbiont
 STATE := .symbiont
 export SYMBIONT_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup system browser python cookie run shop test test-elixir test-phoenix test-python wasm wasm-tools shell bench soak lint format wasm clean
+.PHONY: setup system browser python cookie run shop release test test-elixir test-phoenix test-python wasm wasm-tools shell bench soak lint format wasm clean
 
 setup: system python
 
@@ -73,6 +73,12 @@ run: setup cookie
 # config/config.exs). Attach with `make shell` as well.
 shop: export SYMBIONT_CONFIG := examples/shop/config.exs
 shop: run
+
+# A release that runs anywhere (README.md, "Releases"): _build/prod/rel/symbiont, with the
+# Python SDK and the configured agent code and Wasm modules copied in. SYMBIONT_CONFIG=file
+# at build time copies that system's files in too.
+release: system
+	MIX_ENV=prod mix release --overwrite
 
 shell: cookie
 	$(COOKIE_HOME) iex --sname shell_$$$$@localhost --erl "$(DIST) -dist_listen false" --remsh $(NODE)@localhost

@@ -17,7 +17,15 @@ defmodule Symbiont.MixProject do
       # never leaves one build's modules in the other.
       build_path: if(phoenix_pubsub_path(), do: "_build/with_phoenix_pubsub", else: "_build"),
       docs: [main: "Symbiont"],
-      releases: [symbiont: [steps: [:assemble, &cookie_off_the_command_line/1]]]
+      releases: [
+        symbiont: [
+          steps: [:assemble, &cookie_off_the_command_line/1, &copy_user_code/1],
+          # The node's own tools (observer's backend, dbg, the tracers) for a remote shell.
+          applications: [runtime_tools: :permanent],
+          # Docs stay, for `h` in a remote shell (some 1 MB).
+          strip_beams: [keep: ["Docs"]]
+        ]
+      ]
     ]
   end
 
@@ -53,6 +61,82 @@ defmodule Symbiont.MixProject do
     File.write!(script, patched)
     File.rm!(Path.join([release.path, "releases", "COOKIE"]))
     release
+  end
+
+  # The release runs anywhere (README.md, "Releases"): relative paths of the configuration
+  # are resolved against its app/ directory (Symbiont.Config.root/0), never the directory
+  # it is started from, so the project's files they name are copied there, at the same
+  # relative paths: the build's `:python_path`, the agents' `:wasm` modules, the
+  # conductor's `:python_path`, `:release_include`, the same of the file `SYMBIONT_CONFIG`
+  # names at build time (and that file), and config/ (Symbiont.reload_manifest/0 reads it).
+  # An absolute path is left as it is: it must exist where the release runs. The Python
+  # SDK is in the application's priv/python (a link in the checkout, followed by the copy).
+  defp copy_user_code(release) do
+    project = File.cwd!()
+    app = Path.join(release.path, "app")
+    File.rm_rf!(app)
+
+    for path <- ["config" | release_paths()], Path.type(path) == :relative do
+      from = Path.expand(path, project)
+
+      unless String.starts_with?(from <> "/", project <> "/"),
+        do:
+          Mix.raise(
+            "the release cannot hold #{inspect(path)}: it is outside the project #{project}"
+          )
+
+      unless File.exists?(from),
+        do:
+          Mix.raise(
+            "the release cannot hold #{inspect(path)}: no such file or directory in #{project}"
+          )
+
+      to = Path.join(app, Path.relative_to(from, project))
+      File.mkdir_p!(Path.dirname(to))
+      File.cp_r!(from, to)
+    end
+
+    # Python's caches of the checkout are not the release's.
+    for dir <- Path.wildcard(Path.join(release.path, "**/__pycache__"), match_dot: true),
+        do: File.rm_rf!(dir)
+
+    sdk = Path.join([release.path, "lib", "symbiont-#{release.version}", "priv", "python"])
+
+    unless File.regular?(Path.join([sdk, "symbiont", "__init__.py"])),
+      do: Mix.raise("the release has no Python SDK in #{sdk}")
+
+    # symbiont.__version__ reads the VERSION file two levels above the package.
+    File.cp!("VERSION", Path.join(Path.dirname(sdk), "VERSION"))
+
+    release
+  end
+
+  defp release_paths do
+    extra =
+      case System.get_env("SYMBIONT_CONFIG", "") do
+        "" ->
+          []
+
+        file ->
+          [
+            file
+            | file
+              |> Config.Reader.read!(env: Mix.env())
+              |> Keyword.get(:symbiont, [])
+              |> paths_of()
+          ]
+      end
+
+    paths_of(Application.get_all_env(:symbiont)) ++ extra
+  end
+
+  defp paths_of(config) do
+    conductor = Keyword.get(config, :conductor, [])
+    wasm = for agent <- Keyword.get(config, :agents, []), path = agent[:wasm], do: path
+
+    Keyword.get(config, :python_path, []) ++
+      wasm ++
+      Keyword.get(conductor, :python_path, []) ++ Keyword.get(config, :release_include, [])
   end
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]
