@@ -13,9 +13,9 @@ defmodule Symbiont.MixProject do
       start_permanent: Mix.env() == :prod,
       elixirc_paths: elixirc_paths(Mix.env()),
       deps: deps(),
-      # A build with Phoenix.PubSub compiled in lives apart, so switching back and forth
-      # never leaves one build's modules in the other.
-      build_path: if(phoenix_pubsub_path(), do: "_build/with_phoenix_pubsub", else: "_build"),
+      # A build with Phoenix.PubSub or :telemetry compiled in lives apart, so switching
+      # back and forth never leaves one build's modules in the other.
+      build_path: build_path(),
       docs: [main: "Symbiont"],
       releases: [
         symbiont: [
@@ -144,11 +144,47 @@ defmodule Symbiont.MixProject do
 
   # PHOENIX_PUBSUB_PATH=/path/to/phoenix_pubsub compiles the real Phoenix.PubSub in, and
   # with it the Symbiont.Mesh.PhoenixPubSub adapter (`make test-phoenix`).
+  # TELEMETRY_PATH=/path/to/telemetry (a checkout of beam-telemetry/telemetry, whose own
+  # mix.exs builds it) compiles the real :telemetry in, for the tests that run the same
+  # handlers on it and on Symbiont.Telemetry (`make test-telemetry`).
   defp deps do
-    case phoenix_pubsub_path() do
-      nil -> []
-      path -> [{:phoenix_pubsub, path: phoenix_pubsub_shim(path)}]
+    pubsub =
+      case phoenix_pubsub_path() do
+        nil -> []
+        path -> [{:phoenix_pubsub, path: phoenix_pubsub_shim(path)}]
+      end
+
+    telemetry =
+      case env_path("TELEMETRY_PATH") do
+        nil -> []
+        path -> [{:telemetry, path: telemetry_checkout(path)}]
+      end
+
+    pubsub ++ telemetry
+  end
+
+  defp build_path do
+    case {phoenix_pubsub_path(), env_path("TELEMETRY_PATH")} do
+      {nil, nil} -> "_build"
+      {_, nil} -> "_build/with_phoenix_pubsub"
+      {nil, _} -> "_build/with_telemetry"
+      _ -> "_build/with_phoenix_pubsub_and_telemetry"
     end
+  end
+
+  defp env_path(name) do
+    case System.get_env(name, "") do
+      "" -> nil
+      path -> Path.expand(path)
+    end
+  end
+
+  defp telemetry_checkout(path) do
+    unless File.regular?(Path.join([path, "src", "telemetry.erl"])),
+      do:
+        Mix.raise("TELEMETRY_PATH=#{path} is not a checkout of telemetry (no src/telemetry.erl)")
+
+    path
   end
 
   defp phoenix_pubsub_path do
