@@ -66,9 +66,10 @@ defmodule Symbiont.MixProject do
   # The release runs anywhere (README.md, "Releases"): relative paths of the configuration
   # are resolved against its app/ directory (Symbiont.Config.root/0), never the directory
   # it is started from, so the project's files they name are copied there, at the same
-  # relative paths: the build's `:python_path`, the agents' `:wasm` modules, the
-  # conductor's `:python_path`, `:release_include`, the same of the file `SYMBIONT_CONFIG`
-  # names at build time (and that file), and config/ (Symbiont.reload_manifest/0 reads it).
+  # relative paths: the build's `:python_path`, the agents' `:wasm` modules and Wasm
+  # plug-ins (their config's "wasm"), the conductor's `:python_path`, `:release_include`,
+  # the same of the file `SYMBIONT_CONFIG` names at build time (and that file), and
+  # config/ (Symbiont.reload_manifest/0 reads it).
   # An absolute path is left as it is: it must exist where the release runs. The Python
   # SDK is in the application's priv/python (a link in the checkout, followed by the copy).
   defp copy_user_code(release) do
@@ -132,12 +133,21 @@ defmodule Symbiont.MixProject do
 
   defp paths_of(config) do
     conductor = Keyword.get(config, :conductor, [])
-    wasm = for agent <- Keyword.get(config, :agents, []), path = agent[:wasm], do: path
+    agents = Keyword.get(config, :agents, [])
+    wasm = for agent <- agents, path = agent[:wasm], do: path
+    # A Python agent's Wasm plug-ins (config "wasm": name => path; its host resolves them
+    # against its directory, the release's app/) or a module it deploys ("wasm": path).
+    plugins = Enum.flat_map(agents, &plugin_paths(Map.get(&1[:config] || %{}, "wasm")))
 
     Keyword.get(config, :python_path, []) ++
       wasm ++
+      plugins ++
       Keyword.get(conductor, :python_path, []) ++ Keyword.get(config, :release_include, [])
   end
+
+  defp plugin_paths(path) when is_binary(path), do: [path]
+  defp plugin_paths(%{} = plugins), do: for({_, path} <- plugins, is_binary(path), do: path)
+  defp plugin_paths(_), do: []
 
   defp elixirc_paths(:test), do: ["lib", "test/support"]
   defp elixirc_paths(_), do: ["lib"]

@@ -29,6 +29,7 @@ defmodule Symbiont.ReleaseTest do
     assert Path.wildcard(Path.join(rel, "**/__pycache__"), match_dot: true) == []
     assert File.regular?(Path.join(rel, "app/examples/demo/demo_agents.py"))
     assert File.regular?(Path.join(rel, "app/examples/shop/pricing.wasm"))
+    assert File.regular?(Path.join(rel, "app/examples/shop/pricing_v2.wasm"))
     assert File.regular?(Path.join(rel, "app/" <> Symbiont.Release.config()))
     assert [_] = Path.wildcard(Path.join(rel, "lib/runtime_tools-*"))
 
