@@ -88,6 +88,43 @@ defmodule Symbiont.ReleaseTest do
              ]
     end
 
+    # Nothing is taken from the directory the node runs in: not a .venv's python, not a
+    # python_path. The node is moved into a directory that has both for a moment, with no
+    # SYMBIONT_PYTHON, and asked what it would start and import.
+    trap = Path.join(dir, "trap")
+    File.mkdir_p!(Path.join(trap, ".venv/bin"))
+    File.mkdir_p!(Path.join(trap, "examples/demo"))
+    File.write!(Path.join(trap, ".venv/bin/python"), "#!/bin/sh\nexit 1\n")
+    File.chmod!(Path.join(trap, ".venv/bin/python"), 0o755)
+
+    [trap_python, trap_path, trap_cd] =
+      await_rpc(
+        bin,
+        env,
+        """
+        python = System.get_env("SYMBIONT_PYTHON")
+        System.delete_env("SYMBIONT_PYTHON")
+        File.cd!(#{inspect(trap)})
+
+        answer =
+          try do
+            {:ok, exe} = Symbiont.Config.python_executable()
+            {:ok, host} = Symbiont.Host.validate_options(python_path: ["examples/demo"])
+            ["TRAP" <> "-PROBE", exe, hd(host.python_path), host.cd]
+          after
+            File.cd!("/")
+            System.put_env("SYMBIONT_PYTHON", python)
+          end
+
+        IO.puts(Enum.join(answer, " "))
+        """,
+        ~r/TRAP-PROBE (\S+) (\S+) (\S+)/
+      )
+
+    refute String.starts_with?(trap_python, trap)
+    assert trap_path == Path.join(app, "examples/demo")
+    assert trap_cd == app
+
     # The operator's command answers.
     {out, 0} = System.cmd(bin, ["rpc", "IO.inspect(Symbiont.status())"], env: env, cd: "/")
     assert out =~ ~r/billing\s+stable\s+billing\s+ready/
