@@ -8,7 +8,7 @@ NODE ?= symbiont
 STATE := .symbiont
 export SYMBIONT_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup system browser python cookie run shop test test-elixir test-phoenix test-python wasm wasm-tools shell bench soak lint dialyzer-tools format wasm clean
+.PHONY: setup system browser python cookie run shop release test test-elixir test-phoenix test-telemetry test-python wasm wasm-tools shell bench soak lint dialyzer-tools format wasm clean
 
 setup: system python
 
@@ -74,6 +74,12 @@ run: setup cookie
 shop: export SYMBIONT_CONFIG := examples/shop/config.exs
 shop: run
 
+# A release that runs anywhere (README.md, "Releases"): _build/prod/rel/symbiont, with the
+# Python SDK and the configured agent code and Wasm modules copied in. SYMBIONT_CONFIG=file
+# at build time copies that system's files in too.
+release: system
+	MIX_ENV=prod mix release --overwrite
+
 shell: cookie
 	$(COOKIE_HOME) iex --sname shell_$$$$@localhost --erl "$(DIST) -dist_listen false" --remsh $(NODE)@localhost
 
@@ -88,6 +94,12 @@ test-elixir: browser
 test-phoenix: setup
 	@test -n "$(PHOENIX_PUBSUB_PATH)" || { echo "set PHOENIX_PUBSUB_PATH to a checkout of phoenix_pubsub"; exit 2; }
 	PHOENIX_PUBSUB_PATH="$(PHOENIX_PUBSUB_PATH)" mix test --only phoenix_pubsub
+
+# Symbiont.Telemetry against the real :telemetry (the same handlers on both, and Symbiont's
+# spans passed on to it): make test-telemetry TELEMETRY_PATH=../telemetry
+test-telemetry: setup
+	@test -n "$(TELEMETRY_PATH)" || { echo "set TELEMETRY_PATH to a checkout of beam-telemetry/telemetry"; exit 2; }
+	TELEMETRY_PATH="$(TELEMETRY_PATH)" mix test --only telemetry_lib test/symbiont/telemetry_test.exs
 
 test-python:
 	$(PY) -m pytest -q python/tests

@@ -13,11 +13,19 @@ defmodule Symbiont.MixProject do
       start_permanent: Mix.env() == :prod,
       elixirc_paths: elixirc_paths(Mix.env()),
       deps: deps(),
-      # A build with Phoenix.PubSub compiled in lives apart, so switching back and forth
-      # never leaves one build's modules in the other.
-      build_path: if(phoenix_pubsub_path(), do: "_build/with_phoenix_pubsub", else: "_build"),
+      # A build with Phoenix.PubSub or :telemetry compiled in lives apart, so switching
+      # back and forth never leaves one build's modules in the other.
+      build_path: build_path(),
       docs: [main: "Symbiont"],
-      releases: [symbiont: [steps: [:assemble, &cookie_off_the_command_line/1]]]
+      releases: [
+        symbiont: [
+          steps: [:assemble, &cookie_off_the_command_line/1, &copy_user_code/1],
+          # The node's own tools (observer's backend, dbg, the tracers) for a remote shell.
+          applications: [runtime_tools: :permanent],
+          # Docs stay, for `h` in a remote shell (some 1 MB).
+          strip_beams: [keep: ["Docs"]]
+        ]
+      ]
     ]
   end
 
@@ -55,16 +63,138 @@ defmodule Symbiont.MixProject do
     release
   end
 
+  # The release runs anywhere (README.md, "Releases"): relative paths of the configuration
+  # are resolved against its app/ directory (Symbiont.Config.root/0), never the directory
+  # it is started from, so the project's files they name are copied there, at the same
+  # relative paths: the build's `:python_path`, the agents' `:wasm` modules and Wasm
+  # plug-ins (their config's "wasm"), the conductor's `:python_path`, `:release_include`,
+  # the same of the file `SYMBIONT_CONFIG` names at build time (and that file), and
+  # config/ (Symbiont.reload_manifest/0 reads it).
+  # An absolute path is left as it is: it must exist where the release runs. The Python
+  # SDK is in the application's priv/python (a link in the checkout, followed by the copy).
+  defp copy_user_code(release) do
+    project = File.cwd!()
+    app = Path.join(release.path, "app")
+    File.rm_rf!(app)
+
+    for path <- ["config" | release_paths()], Path.type(path) == :relative do
+      from = Path.expand(path, project)
+
+      unless String.starts_with?(from <> "/", project <> "/"),
+        do:
+          Mix.raise(
+            "the release cannot hold #{inspect(path)}: it is outside the project #{project}"
+          )
+
+      unless File.exists?(from),
+        do:
+          Mix.raise(
+            "the release cannot hold #{inspect(path)}: no such file or directory in #{project}"
+          )
+
+      to = Path.join(app, Path.relative_to(from, project))
+      File.mkdir_p!(Path.dirname(to))
+      File.cp_r!(from, to)
+    end
+
+    # Python's caches of the checkout are not the release's.
+    for dir <- Path.wildcard(Path.join(release.path, "**/__pycache__"), match_dot: true),
+        do: File.rm_rf!(dir)
+
+    sdk = Path.join([release.path, "lib", "symbiont-#{release.version}", "priv", "python"])
+
+    unless File.regular?(Path.join([sdk, "symbiont", "__init__.py"])),
+      do: Mix.raise("the release has no Python SDK in #{sdk}")
+
+    # symbiont.__version__ reads the VERSION file two levels above the package.
+    File.cp!("VERSION", Path.join(Path.dirname(sdk), "VERSION"))
+
+    release
+  end
+
+  defp release_paths do
+    extra =
+      case System.get_env("SYMBIONT_CONFIG", "") do
+        "" ->
+          []
+
+        file ->
+          [
+            file
+            | file
+              |> Config.Reader.read!(env: Mix.env())
+              |> Keyword.get(:symbiont, [])
+              |> paths_of()
+          ]
+      end
+
+    paths_of(Application.get_all_env(:symbiont)) ++ extra
+  end
+
+  defp paths_of(config) do
+    conductor = Keyword.get(config, :conductor, [])
+    agents = Keyword.get(config, :agents, [])
+    wasm = for agent <- agents, path = agent[:wasm], do: path
+    # A Python agent's Wasm plug-ins (config "wasm": name => path; its host resolves them
+    # against its directory, the release's app/) or a module it deploys ("wasm": path).
+    plugins = Enum.flat_map(agents, &plugin_paths(Map.get(&1[:config] || %{}, "wasm")))
+
+    Keyword.get(config, :python_path, []) ++
+      wasm ++
+      plugins ++
+      Keyword.get(conductor, :python_path, []) ++ Keyword.get(config, :release_include, [])
+  end
+
+  defp plugin_paths(path) when is_binary(path), do: [path]
+  defp plugin_paths(%{} = plugins), do: for({_, path} <- plugins, is_binary(path), do: path)
+  defp plugin_paths(_), do: []
+
   defp elixirc_paths(:test), do: ["lib", "test/support"]
   defp elixirc_paths(_), do: ["lib"]
 
   # PHOENIX_PUBSUB_PATH=/path/to/phoenix_pubsub compiles the real Phoenix.PubSub in, and
   # with it the Symbiont.Mesh.PhoenixPubSub adapter (`make test-phoenix`).
+  # TELEMETRY_PATH=/path/to/telemetry (a checkout of beam-telemetry/telemetry, whose own
+  # mix.exs builds it) compiles the real :telemetry in, for the tests that run the same
+  # handlers on it and on Symbiont.Telemetry (`make test-telemetry`).
   defp deps do
-    case phoenix_pubsub_path() do
-      nil -> []
-      path -> [{:phoenix_pubsub, path: phoenix_pubsub_shim(path)}]
+    pubsub =
+      case phoenix_pubsub_path() do
+        nil -> []
+        path -> [{:phoenix_pubsub, path: phoenix_pubsub_shim(path)}]
+      end
+
+    telemetry =
+      case env_path("TELEMETRY_PATH") do
+        nil -> []
+        path -> [{:telemetry, path: telemetry_checkout(path)}]
+      end
+
+    pubsub ++ telemetry
+  end
+
+  defp build_path do
+    case {phoenix_pubsub_path(), env_path("TELEMETRY_PATH")} do
+      {nil, nil} -> "_build"
+      {_, nil} -> "_build/with_phoenix_pubsub"
+      {nil, _} -> "_build/with_telemetry"
+      _ -> "_build/with_phoenix_pubsub_and_telemetry"
     end
+  end
+
+  defp env_path(name) do
+    case System.get_env(name, "") do
+      "" -> nil
+      path -> Path.expand(path)
+    end
+  end
+
+  defp telemetry_checkout(path) do
+    unless File.regular?(Path.join([path, "src", "telemetry.erl"])),
+      do:
+        Mix.raise("TELEMETRY_PATH=#{path} is not a checkout of telemetry (no src/telemetry.erl)")
+
+    path
   end
 
   defp phoenix_pubsub_path do

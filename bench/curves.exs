@@ -167,9 +167,9 @@ defmodule Bench.Curves do
     me = self()
 
     :ok =
-      Symbiont.Telemetry.attach(
+      Symbiont.Telemetry.attach_many(
         {:bench_curve, prefix},
-        [:symbiont, :agent, :handle],
+        [[:symbiont, :agent, :handle, :stop], [:symbiont, :agent, :handle, :exception]],
         fn _event, _measurements, %{id: id}, _ ->
           if String.starts_with?(id, prefix) and
                :atomics.add_get(counts, 1, 1) == :atomics.get(counts, 2),

@@ -1,1 +1,4 @@
 import Config
+
+# A release logs at :info (the debug lines of hosts and agents stay out).
+config :logger, level: :info

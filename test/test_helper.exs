@@ -13,6 +13,10 @@ end)
 # ms made cross-node assert_receive flaky under load); refute_receive keeps its 100 ms.
 ExUnit.start(assert_receive_timeout: 1_000)
 
+# Tests tagged :telemetry_lib run on the real :telemetry library, compiled in only with
+# TELEMETRY_PATH (`make test-telemetry`, mix.exs).
+unless Code.ensure_loaded?(:telemetry), do: ExUnit.configure(exclude: [:telemetry_lib])
+
 # Tests tagged :root act as another user (chown); they need root.
 if System.cmd("id", ["-u"]) != {"0\n", 0} do
   IO.puts("Skipping the :root tests (they chown a file to another user): not running as root")

@@ -438,7 +438,7 @@ defmodule Symbiont.Agent do
   end
 
   defp validate_wasm_path(path, name) when is_binary(path) do
-    full = Path.expand(path)
+    full = Symbiont.Config.resolve(path)
 
     if File.regular?(full),
       do: {:ok, full},

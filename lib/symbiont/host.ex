@@ -31,9 +31,10 @@ defmodule Symbiont.Host do
     * `:name` - a string (or atom) naming the host in logs and registering it, so that it
       can be addressed by name. Default: `"python-N"`.
     * `:python` - the Python executable. Default: see `Symbiont.Python`.
-    * `:python_path` - directories prepended to the host's `sys.path`. Default: the
-      `:python_path` application env.
-    * `:cd` - the working directory of the process. Default: the current directory.
+    * `:python_path` - directories prepended to the host's `sys.path`, relative ones
+      resolved against `:cd`. Default: the `:python_path` application env.
+    * `:cd` - the working directory of the process. Default: the project's directory
+      (a release's `app/`, README.md "Releases"); a relative one is resolved against it.
     * `:env` - environment variables to set, a list of `{name, value}` strings.
     * `:inherit_env` - which variables of the BEAM's environment the process inherits, by
       name; a name ending in `*` is a prefix (`"LC_*"`), and `["*"]` inherits them all.
@@ -156,7 +157,7 @@ defmodule Symbiont.Host do
          {:ok, name} <- validate_name(Keyword.get(opts, :name)),
          :ok <- each_positive(opts, Keyword.keys(@defaults ++ env_defaults())),
          {:ok, python} <- validate_python(Keyword.get(opts, :python)),
-         {:ok, cd} <- validate_cd(Keyword.get(opts, :cd, File.cwd!())),
+         {:ok, cd} <- validate_cd(Keyword.get(opts, :cd, Symbiont.Config.root())),
          {:ok, paths} <- validate_paths(Keyword.get(opts, :python_path), cd),
          {:ok, env} <- validate_env(Keyword.get(opts, :env, [])),
          {:ok, inherit} <- validate_inherit_env(Keyword.get(opts, :inherit_env)),
@@ -411,8 +412,10 @@ defmodule Symbiont.Host do
   end
 
   defp validate_cd(cd) when is_binary(cd) do
+    cd = Symbiont.Config.resolve(cd)
+
     if File.dir?(cd),
-      do: {:ok, Path.expand(cd)},
+      do: {:ok, cd},
       else: {:error, "expected :cd to be an existing directory, got: #{inspect(cd)}"}
   end
 

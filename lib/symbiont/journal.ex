@@ -167,8 +167,9 @@ defmodule Symbiont.Journal do
   @type restored :: %{checkpoint: map | nil, pending: [Event.t()], next: pos_integer}
 
   @doc """
-  The data directory: `config :symbiont, data_dir: path`, default `.symbiont/data` under
-  the current directory, expanded.
+  The data directory: `config :symbiont, data_dir: path`, default `.symbiont/data`; a
+  relative path is resolved against the project's directory, or the release's `app/`
+  (README.md, "Releases"), never the directory the node was started from.
 
   The node makes it, and the directory of its journals in it, for its user alone (mode
   700). A journal's directory that is a link, belongs to another user or that other users
@@ -178,7 +179,7 @@ defmodule Symbiont.Journal do
   """
   @spec data_dir() :: Path.t()
   def data_dir,
-    do: Path.expand(Application.get_env(:symbiont, :data_dir) || ".symbiont/data")
+    do: Symbiont.Config.resolve(Application.get_env(:symbiont, :data_dir) || ".symbiont/data")
 
   @doc """
   The journal file of agent replica `id`: under `placed/` when the agent is placed with

@@ -24,7 +24,8 @@ defmodule Symbiont.Python do
     * `print()` in Python does not corrupt the stream: output becomes Logger lines.
 
   The Python executable is the `:python` option, else the `:python` application env, else
-  `$SYMBIONT_PYTHON`, else `.venv/bin/python` under the current directory, else `python3`.
+  `$SYMBIONT_PYTHON`, else `.venv/bin/python` of the project (a release's `app/`, README.md
+  "Releases"), else `python3`.
   """
 
   alias Symbiont.Host

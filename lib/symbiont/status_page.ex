@@ -24,6 +24,7 @@ defmodule Symbiont.StatusPage do
   | `/events` | the feed as Server-Sent Events (`event: health` or `remediation`, `data:` JSON); a reconnecting browser resumes after its `Last-Event-ID` |
   | `/status.json` | what the page shows, as JSON (`snapshot/0`) |
   | `/topology.svg` | the diagram |
+  | `/metrics` | the node's metrics in the Prometheus text format (`Symbiont.StatusPage.Metrics`) |
 
   Both stay small whatever the agents publish: the diagram draws the 100 busiest
   edges, `/status.json` lists the topics of the 1 000 busiest, and each says
@@ -50,12 +51,13 @@ defmodule Symbiont.StatusPage do
       Symbiont.StatusPage (rest_for_one)
       ├── Symbiont.StatusPage.Feed     subscribed to the two topics; recent events and
       │                                the open streams
+      ├── Symbiont.StatusPage.Metrics  the histogram and publish counters of /metrics
       └── Symbiont.StatusPage.Server   the httpd instance (routes: StatusPage.Handler)
   """
 
   use Supervisor
 
-  alias Symbiont.StatusPage.{Feed, Server}
+  alias Symbiont.StatusPage.{Feed, Metrics, Server}
 
   @defaults %{port: 4040, ip: {127, 0, 0, 1}, keep: 50, hosts: []}
   # The edges of the topology /status.json lists (the busiest; see Symbiont.Topology.busiest/2).
@@ -81,6 +83,7 @@ defmodule Symbiont.StatusPage do
 
     children = [
       {Feed, keep: config.keep},
+      Metrics,
       {Server, Map.put(config, :root, root)}
     ]
 

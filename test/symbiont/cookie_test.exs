@@ -73,15 +73,9 @@ defmodule Symbiont.CookieTest do
   test "a release: the cookie is on no command line, and none is in the release", %{
     tmp_dir: dir
   } do
+    # The suite's release (built once, Symbiont.Release), a copy of it.
     rel = Path.join(dir, "rel")
-
-    {out, status} =
-      System.cmd("mix", ["release", "--overwrite", "--path", rel],
-        env: [{"MIX_ENV", "prod"}],
-        stderr_to_stdout: true
-      )
-
-    assert status == 0, out
+    {_, 0} = System.cmd("cp", ["-a", Symbiont.Release.build!(), rel])
     refute File.exists?(Path.join([rel, "releases", "COOKIE"]))
     refute File.read!(Path.join([rel, "bin", "symbiont"])) =~ "cookie"
 

@@ -114,7 +114,7 @@ defmodule Symbiont.StatusPageTest do
       %URI{port: port} = URI.parse(url)
 
       for host <- ["127.0.0.1", "127.0.0.1:#{port}", "localhost", "LocalHost:#{port}"],
-          path <- ["/", "/status.json", "/topology.svg", "/nope"] do
+          path <- ["/", "/status.json", "/topology.svg", "/metrics", "/nope"] do
         assert {status, _} = raw_get(port, path, host)
         assert status in [200, 404], "Host: #{host} #{path} got #{status}"
       end
@@ -129,7 +129,8 @@ defmodule Symbiont.StatusPageTest do
         nil
       ]
 
-      for host <- refused, path <- ["/", "/status.json", "/topology.svg", "/events"] do
+      for host <- refused,
+          path <- ["/", "/status.json", "/topology.svg", "/metrics", "/events"] do
         assert {403, body} = raw_get(port, path, host), "Host: #{inspect(host)} #{path}"
         assert body =~ "answers only requests for 127.0.0.1, localhost"
         refute body =~ "agents"

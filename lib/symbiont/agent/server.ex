@@ -335,7 +335,7 @@ defmodule Symbiont.Agent.Server do
       # A `dedupe: true` agent's memory of the event ids it has accepted (Dedupe), or nil.
       dedupe: if(Map.get(spec, :dedupe), do: Dedupe.new()),
       # Deliveries sent and not yet acked, in the order sent: {seq, event_or_tick, frame,
-      # failed_attempts_so_far, sent_at_us}.
+      # failed_attempts_so_far, sent_at (monotonic, native units)}.
       inflight: :queue.new(),
       in_flight: 0,
       # The payload bytes of the deliveries in flight (:max_in_flight_bytes).
@@ -960,7 +960,7 @@ defmodule Symbiont.Agent.Server do
       {taken, state} ->
         {before, [{^seq, what, _frame, attempts, _} = failed]} = Enum.split(taken, -1)
         state = if before == [], do: state, else: acked(state, before, state.state_bin, nil)
-        handled(state, [failed], :error)
+        handled(state, [failed], :error, error)
 
         Logger.error(
           "agent #{state.id} failed on #{describe(what)}: #{format_remote_error(error)}",
@@ -1320,11 +1320,13 @@ defmodule Symbiont.Agent.Server do
   defp settle(state), do: state
 
   defp sample(state, acked) do
-    now = now_us()
-    at = div(now, 1000)
+    now = System.monotonic_time()
+    at = System.convert_time_unit(now, :native, :millisecond)
 
     samples =
-      Enum.reduce(acked, state.samples, fn item, acc -> [{at, now - elem(item, 4)} | acc] end)
+      Enum.reduce(acked, state.samples, fn item, acc ->
+        [{at, System.convert_time_unit(now - elem(item, 4), :native, :microsecond)} | acc]
+      end)
 
     n = state.n_samples + length(acked)
 
@@ -1333,31 +1335,63 @@ defmodule Symbiont.Agent.Server do
       else: %{state | samples: samples, n_samples: n}
   end
 
-  defp now_us, do: System.monotonic_time(:microsecond)
-
-  # One [:symbiont, :agent, :handle] event per delivery acked (:ok) or nacked (:error).
-  defp handled(state, items, result) do
-    if Symbiont.Telemetry.attached?(), do: emit_handled(state, items, result, now_us())
+  # The end of each delivery's [:symbiont, :agent, :handle] span (Symbiont.Telemetry):
+  # :stop when acked (:ok), :exception when nacked (:error, with the handler's error) or
+  # put back in the queue (:requeued).
+  defp handled(state, items, result, error \\ nil) do
+    if Symbiont.Telemetry.attached?(), do: emit_handled(state, items, result, error)
     :ok
   end
 
-  defp emit_handled(state, items, result, now) do
-    Enum.each(items, fn {_seq, what, _frame, _attempts, sent_at} ->
-      {topic, timer} =
-        case what do
-          %Symbiont.Event{topic: topic} -> {topic, nil}
-          {:tick, name, _seq} -> {nil, name}
-        end
+  defp emit_handled(state, items, result, error) do
+    now = System.monotonic_time()
 
-      Symbiont.Telemetry.execute([:symbiont, :agent, :handle], %{latency_us: now - sent_at}, %{
-        agent: state.name,
-        id: state.id,
-        host: state.host,
-        topic: topic,
-        timer: timer,
-        result: result
-      })
+    Enum.each(items, fn {seq, what, _frame, attempts, sent_at} ->
+      measurements = %{duration: now - sent_at, monotonic_time: now}
+      metadata = Map.put(span_metadata(state, seq, what, attempts), :result, result)
+
+      case result do
+        :ok ->
+          Symbiont.Telemetry.execute([:symbiont, :agent, :handle, :stop], measurements, metadata)
+
+        :error ->
+          metadata = Map.merge(metadata, %{kind: :error, reason: error, stacktrace: []})
+
+          Symbiont.Telemetry.execute(
+            [:symbiont, :agent, :handle, :exception],
+            measurements,
+            metadata
+          )
+
+        :requeued ->
+          metadata =
+            Map.merge(metadata, %{result: :error, kind: :exit, reason: :requeued, stacktrace: []})
+
+          Symbiont.Telemetry.execute(
+            [:symbiont, :agent, :handle, :exception],
+            measurements,
+            metadata
+          )
+      end
     end)
+  end
+
+  defp span_metadata(state, seq, what, attempts) do
+    {topic, timer} =
+      case what do
+        %Symbiont.Event{topic: topic} -> {topic, nil}
+        {:tick, name, _seq} -> {nil, name}
+      end
+
+    %{
+      agent: state.name,
+      id: state.id,
+      host: state.host,
+      topic: topic,
+      timer: timer,
+      attempt: attempts + 1,
+      telemetry_span_context: {state.id, seq, attempts}
+    }
   end
 
   ## Deliveries
@@ -1597,10 +1631,19 @@ defmodule Symbiont.Agent.Server do
 
   defp put_in_flight(state, seq, what, frame, attempts) do
     progress_at = if state.in_flight == 0, do: now_ms(), else: state.progress_at
+    sent_at = System.monotonic_time()
+
+    if Symbiont.Telemetry.attached?() do
+      Symbiont.Telemetry.execute(
+        [:symbiont, :agent, :handle, :start],
+        %{monotonic_time: sent_at, system_time: System.system_time()},
+        span_metadata(state, seq, what, attempts)
+      )
+    end
 
     %{
       state
-      | inflight: :queue.in({seq, what, frame, attempts, now_us()}, state.inflight),
+      | inflight: :queue.in({seq, what, frame, attempts, sent_at}, state.inflight),
         in_flight: state.in_flight + 1,
         inflight_bytes: state.inflight_bytes + size_of(what),
         progress_at: progress_at
@@ -2136,6 +2179,7 @@ defmodule Symbiont.Agent.Server do
 
   defp requeue_inflight(state) do
     n = state.in_flight
+    handled(state, :queue.to_list(state.inflight), :requeued)
 
     queue =
       List.foldr(:queue.to_list(state.inflight), state.queue, fn {_, what, _, attempts, _}, q ->

@@ -15,7 +15,7 @@ defmodule Symbiont.StatusPage.Handler do
   Record.defrecordp(:mod, Record.extract(:mod, from_lib: "inets/include/httpd.hrl"))
 
   alias Symbiont.StatusPage
-  alias Symbiont.StatusPage.{Feed, JSON, View}
+  alias Symbiont.StatusPage.{Feed, JSON, Metrics, View}
 
   # A comment line this often keeps proxies from closing an idle stream and finds dead
   # connections.
@@ -72,6 +72,9 @@ defmodule Symbiont.StatusPage.Handler do
   defp route(_, "/status.json", _query, _request),
     do: respond(200, "application/json", JSON.encode(StatusPage.snapshot()))
 
+  defp route(_, "/metrics", _query, _request),
+    do: respond(200, "text/plain; version=0.0.4; charset=utf-8", Metrics.render())
+
   defp route(_, "/topology.svg", _query, _request),
     do: respond(200, "image/svg+xml", Symbiont.Topology.to_svg(Symbiont.topology()))
 
@@ -79,7 +82,12 @@ defmodule Symbiont.StatusPage.Handler do
   defp route("HEAD", "/events", _query, _request), do: respond(200, "text/event-stream", "")
 
   defp route(_, path, _query, _request),
-    do: respond(404, "text/plain", "no such page: #{path} (try /, /status.json or /events)\n")
+    do:
+      respond(
+        404,
+        "text/plain",
+        "no such page: #{path} (try /, /status.json, /metrics or /events)\n"
+      )
 
   defp respond(code, type, body, extra \\ []) do
     body = IO.iodata_to_binary(body)
