@@ -125,8 +125,10 @@ PY_SOURCES := python test/fixtures/python bench examples
 # Dialyzer from Debian (no Hex): the PLT of OTP and Elixir is built once and cached under
 # _build (a few minutes the first time), then each run analyses Symbiont's ebin only.
 PLT := _build/symbiont.plt
-ELIXIR_LIB := $(shell elixir -e 'IO.puts(:code.lib_dir(:elixir) |> Path.dirname())' 2>/dev/null)
-PLT_APPS := erts kernel stdlib crypto inets compiler runtime_tools $(ELIXIR_LIB)/elixir/ebin $(ELIXIR_LIB)/logger/ebin $(ELIXIR_LIB)/eex/ebin
+# Expanded only by lint (`=`, not `:=`): no other target starts a VM for it, and it reads
+# no terminal input (a shell's, such as `make shell`'s).
+ELIXIR_LIB = $(shell elixir -e 'IO.puts(:code.lib_dir(:elixir) |> Path.dirname())' </dev/null 2>/dev/null)
+PLT_APPS = erts kernel stdlib crypto inets compiler runtime_tools $(ELIXIR_LIB)/elixir/ebin $(ELIXIR_LIB)/logger/ebin $(ELIXIR_LIB)/eex/ebin
 
 lint: setup dialyzer-tools
 	mix compile --force --warnings-as-errors
