@@ -156,7 +156,7 @@ class Job:
 
     def _start(self, awaitable: Awaitable[Any]) -> None:
         coro = awaitable if inspect.iscoroutine(awaitable) else _await(awaitable)
-        self.task = task = self._loop.create_task(coro)  # type: ignore[arg-type]
+        self.task = task = self._loop.create_task(coro)
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Future[Any]) -> None:

@@ -86,9 +86,9 @@ class FrameReader:
         lock.acquire()
         try:
             if self.pending:
-                frame = self.pending.popleft()
+                head = self.pending.popleft()
                 self._hold(bool(self.pending) or self._pos != 0)
-                return frame
+                return head
             frame = self._parse_one()
             if frame is not None:
                 # The usual case under load: it was in the buffer already. While more

@@ -55,7 +55,7 @@ import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from . import _blackbox
 from ._agent import Agent, agent_class
@@ -363,7 +363,7 @@ class Host:
         while True:
             try:
                 while True:
-                    frame = next_frame()
+                    frame: list[Any] = next_frame()  # type: ignore[assignment]  # no timeout: never None
                     handler = handlers.get(frame[0])
                     if handler is None:
                         raise ProtocolError(f"unknown frame kind {frame[0]!r}")
@@ -554,16 +554,18 @@ class Host:
                 'agent window must be nil or {"frames": int, "bytes": int}, each in '
                 f"1..2^63-1, got {window!r}"
             )
+        assert isinstance(name, str) and isinstance(module, str) and isinstance(class_name, str)
         agent = agent_class(module, class_name)(name, config=config, state=state)
         agent._max_topics = max_topics
-        agent._publisher = functools.partial(self._publish, slot)
+        # Its boolean (whether the publish went out) is the host's; the agent's is None.
+        agent._publisher = functools.partial(self._publish, slot)  # type: ignore[assignment]
         agent._apublisher = functools.partial(self._publish_async, slot)
         agent._reporter = functools.partial(self._report_health, slot)
         self._publish_ids[slot] = [seq, -1]
         if window is not None:
             self._credits[slot] = [0, 0, *_window(window)]  # type: ignore[misc]
         try:
-            result = agent.on_start()
+            result: Any = agent.on_start()  # type: ignore[func-returns-value]  # async: a coroutine
             if result is not None:
                 self._await(agent._symbiont_awaitable("on_start", result))
         except BaseException:
@@ -853,7 +855,7 @@ class Host:
         if not callable(target):
             raise TypeError(f"{module}.{function} is not callable")
         self._callables[(module, function)] = target
-        return target
+        return cast("Callable[..., Any]", target)
 
     def _on_call(self, frame: list[Any]) -> None:
         if len(frame) != 5:
@@ -947,6 +949,7 @@ class Host:
         if len(frame) != 3:
             raise _bad(frame, "expected 3 elements")
         _, dest, value = frame
+        agent: Agent | None = None
         if dest is None:
             target = self.message_handler
             if target is None:
@@ -964,7 +967,7 @@ class Host:
         try:
             result = target(value)
             if result is not None:
-                if dest is not None:
+                if agent is not None:
                     self._await(agent._symbiont_awaitable("on_message", result))
                 elif inspect.iscoroutinefunction(target):
                     self._await(result)
@@ -1380,7 +1383,7 @@ class Host:
         self._forget_window(slot)  # on_stop's publishes are not counted (§8.2)
         recorded = self._box_enter(STOP, slot)
         try:
-            result = agent.on_stop()
+            result: Any = agent.on_stop()  # type: ignore[func-returns-value]  # async: a coroutine
             if result is not None:
                 self._await(agent._symbiont_awaitable("on_stop", result))
         except Exception:
@@ -1523,8 +1526,9 @@ class Host:
 
     def _box_leave(self, recorded: tuple[bytes, bytes] | None) -> None:
         """Back to what ran before the start or stop (idle, or a delivery it ran inside)."""
-        if recorded is not None:
-            self._box[ENTRY:SIZE], self._box_after = recorded
+        box = self._box
+        if recorded is not None and box is not None:
+            box[ENTRY:SIZE], self._box_after = recorded
 
     def _checkpoint(self, agent: Agent) -> bytes | None:
         """The agent's state as a checkpoint (§8); raises when it cannot be one."""
@@ -1583,7 +1587,7 @@ def _window(value: Any) -> tuple[int, int] | None:
     if type(value) is not dict:
         return None
     frames, size = value.get("frames"), value.get("bytes")
-    if not (_is_seq(frames) and _is_seq(size)):
+    if not (type(frames) is int and type(size) is int and _is_seq(frames) and _is_seq(size)):
         return None
     return frames, size
 

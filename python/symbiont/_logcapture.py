@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = [
     "LogFrameHandler",
@@ -359,7 +359,7 @@ def capture_output(out: OutputLimiter) -> None:
     sys.stderr = _line_buffered(sys.stderr, 2)
 
 
-def _line_buffered(stream: io.TextIOBase | None, fd: int) -> io.TextIOBase:
+def _line_buffered(stream: TextIO | None, fd: int) -> TextIO:
     if isinstance(stream, io.TextIOWrapper):
         try:
             stream.reconfigure(line_buffering=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
@@ -56,7 +56,9 @@ class _Opaque:
         self.data = bytes(data)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.data == self.data  # type: ignore[attr-defined]
+        if not isinstance(other, type(self)) or type(other) is not type(self):
+            return False
+        return other.data == self.data
 
     def __hash__(self) -> int:
         return hash((self._ext, self.data))
@@ -106,7 +108,7 @@ def _default(obj: Any) -> Any:
 
 #: Where a value holds something msgpack cannot carry unchanged (PROTOCOL.md §2), the
 #: kinds Python programmers hit most, and what to send instead.
-_INSTEAD = {
+_INSTEAD: dict[type, str] = {
     set: "a list (sorted(...) for a stable order)",
     frozenset: "a list (sorted(...) for a stable order)",
 }
@@ -247,7 +249,7 @@ def packb(obj: Any) -> bytes:
         packer = _local.packer
     except AttributeError:
         packer = _local.packer = _new_packer()
-    return packer.pack(obj)
+    return cast(bytes, packer.pack(obj))
 
 
 def thread_packer() -> Callable[[Any], bytes]:
@@ -257,7 +259,7 @@ def thread_packer() -> Callable[[Any], bytes]:
         packer = _local.packer
     except AttributeError:
         packer = _local.packer = _new_packer()
-    return packer.pack
+    return cast("Callable[[Any], bytes]", packer.pack)
 
 
 def unpackb(data: bytes) -> Any:

@@ -208,7 +208,7 @@ class DirectCalls:
 
     def size(self, ctx: Any = None) -> int:
         """The memory's size in bytes (``ctx``: an import's caller, else the store)."""
-        return self._data_size(ctx or self._ctx, self._mem)
+        return int(self._data_size(ctx or self._ctx, self._mem))
 
     def read_spans(
         self, spans: tuple[tuple[int, int], ...], ctx: Any = None, most: int = _U32
