@@ -204,6 +204,25 @@ defmodule Symbiont.Host do
 
   def whereis(name) when is_atom(name), do: whereis(Atom.to_string(name))
 
+  @doc """
+  The OS pid of the process host `name` runs now, or `nil` (none running, or no such
+  host): read from its registry entry, which its owner keeps up to date, with no call to
+  the owner (the conductor reads each host's memory every tick: `Symbiont.Signals`).
+  """
+  @spec os_pid(String.t()) :: non_neg_integer | nil
+  def os_pid(name) when is_binary(name) do
+    case Registry.lookup(Symbiont.Host.Registry, name) do
+      [{_pid, os_pid}] -> os_pid
+      [] -> nil
+    end
+  end
+
+  # Its registry entry holds the OS pid of its process (os_pid/1).
+  defp advertise(state, os_pid) do
+    Registry.update_value(Symbiont.Host.Registry, state.name, fn _ -> os_pid end)
+    state
+  end
+
   @doc false
   @spec call(host, String.t(), String.t(), list, timeout | nil) :: {:ok, term} | {:error, term}
   def call(host, module, function, args, timeout) do
@@ -555,6 +574,7 @@ defmodule Symbiont.Host do
     else
       {port, standby?} ->
         os_pid = port |> Port.info(:os_pid) |> elem(1)
+        advertise(state, os_pid)
         Process.send_after(self(), {:start_timeout, port}, c.start_timeout)
 
         state = %{
@@ -1220,6 +1240,8 @@ defmodule Symbiont.Host do
       else: Process.send_after(self(), {:restart, crashes}, delay)
 
     pending = Map.filter(state.pending, fn {_id, {_from, _timer, sent?}} -> not sent? end)
+
+    advertise(state, nil)
 
     %{
       state

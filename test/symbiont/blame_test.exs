@@ -89,7 +89,7 @@ defmodule Symbiont.BlameTest do
        tick_ms: 3_600_000,
        manifest: :"no_manifest_#{prefix}",
        policy_host: policy_host,
-       policy_options: %{"crash_loop" => 2, "window_ticks" => 50},
+       policy_options: %{"crash_loop" => 2},
        python_path: [fixtures()],
        scope: &String.starts_with?(&1, prefix)},
       id: conductor

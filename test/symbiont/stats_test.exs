@@ -1,0 +1,5 @@
+defmodule Symbiont.StatsTest do
+  use ExUnit.Case, async: true
+  doctest Symbiont.Stats
+  doctest Symbiont.Signals
+end
