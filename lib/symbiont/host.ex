@@ -603,7 +603,9 @@ defmodule Symbiont.Host do
       "output_limit" => Output.to_wire(c.output_limit),
       "window" => Credit.window(),
       # Agents' health reports come in health frames (PROTOCOL.md §8.3).
-      "health" => true
+      "health" => true,
+      # Log frames may carry a record's fields (§7).
+      "log_fields" => true
     }
 
     case Blackbox.path(state.box) do
@@ -982,6 +984,9 @@ defmodule Symbiont.Host do
   defp handle_frame(frame, _size, state), do: handle_frame(frame, state)
 
   defp handle_frame({:log, level, message}, state), do: log_line(state, level, message)
+
+  defp handle_frame({:log, level, message, fields}, state),
+    do: log_line(state, level, message, fields)
 
   # Any complete frame counts as a sign of life (heard_at); a pong needs nothing more.
   defp handle_frame({:pong, _beat}, state), do: state
@@ -1420,15 +1425,19 @@ defmodule Symbiont.Host do
   ## Logs
 
   # A line is logged within the output limit (Symbiont.Host.Output), and kept, cut to
-  # its max_line, among the last lines of a crash report either way.
-  defp log_line(state, level, message) do
+  # its max_line, among the last lines of a crash report either way. A logging record's
+  # fields (§7: checked by Symbiont.Host.Protocol) count in its bytes, and go in the
+  # Logger metadata under the one key :python, as a map with fixed atom keys: the host's
+  # names stay strings, never atoms (the atom table is not the host's to fill).
+  defp log_line(state, level, message, fields \\ nil) do
     message = Output.cut(message, state.output)
     now = System.monotonic_time(:millisecond)
+    size = byte_size(message) + if(fields, do: Protocol.fields_cost(fields), else: 0)
 
     output =
-      case Output.take(state.output, byte_size(message), now) do
+      case Output.take(state.output, size, now) do
         {:ok, output} ->
-          Logger.log(level, message, meta(state))
+          Logger.log(level, message, python_meta(fields, meta(state)))
           output
 
         {:first_drop, output} ->
@@ -1446,6 +1455,18 @@ defmodule Symbiont.Host do
     if state.log_count >= keep,
       do: %{state | logs: :queue.drop(logs)},
       else: %{state | logs: logs, log_count: state.log_count + 1}
+  end
+
+  defp python_meta(nil, meta), do: meta
+
+  defp python_meta(fields, meta) do
+    python = %{
+      logger: Map.get(fields, "logger"),
+      level: Map.get(fields, "level"),
+      extra: Map.get(fields, "extra", %{})
+    }
+
+    [{:python, python} | meta]
   end
 
   # A host that runs one agent logs with the agent's name too (PROTOCOL.md §7).

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import math
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from msgpack import unpackb as _unpackb
 
 from . import erlang
+from ._aio import check_method, not_runnable
 from ._errors import ReservedTopicError, TopicLimitError, wire_text
-from ._terms import _ext_hook, packb
+from ._terms import _ext_hook, encode_error, packb
 
 if TYPE_CHECKING:  # pragma: no cover
     from .wasm import WasmPlugin
@@ -38,19 +40,28 @@ _HEALTH_KINDS = ("healthy", "degraded", "overloaded", "failing")
 _F = TypeVar("_F", bound=Callable[..., Any])
 _TOPICS_ATTR = "__symbiont_topics__"
 _EVERY_ATTR = "__symbiont_every_ms__"
+#: The hooks the host calls besides handlers and timers, which may be ``async def``; and
+#: those it calls without an event loop, which may not.
+_HOOKS = ("on_start", "on_stop", "on_message", "handle_event")
+_PLAIN = ("subscriptions",)
 
 
 def on(topic: str) -> Callable[[_F], _F]:
     """Mark an :class:`Agent` method as the handler of the events published on ``topic``.
 
     The method is called with the event's payload. A method may carry several ``@on``;
-    several methods may handle the same topic (called in definition order).
+    several methods may handle the same topic (called in definition order). It may be an
+    ``async def``: the host awaits it on its event loop (see :class:`Agent`).
 
     Example::
 
         class Billing(Agent):
             @on("orders.created")
             def charge(self, order): ...
+
+            @on("orders.refunded")
+            async def refund(self, order):
+                await self.apublish("billing.refunded", order)
     """
     if not isinstance(topic, str):
         raise TypeError(f"@on(topic) expects topic to be a str, got {type(topic).__name__}")
@@ -75,7 +86,8 @@ _MAX_EVERY_S = ((1 << 32) - 1) / 1000
 def every(seconds: float) -> Callable[[_F], _F]:
     """Mark an :class:`Agent` method as a timer run every ``seconds`` (at least 0.001).
 
-    The owner schedules the ticks; the method is called without arguments.
+    The owner schedules the ticks; the method is called without arguments. It may be an
+    ``async def``, awaited like an ``async`` handler.
 
     Example::
 
@@ -237,6 +249,10 @@ class Agent:
 
     _symbiont_handlers: ClassVar[dict[str, tuple[str, ...]]] = {}
     _symbiont_timers: ClassVar[dict[str, int]] = {}
+    # The methods that are async def (the host awaits what they return), and the topics
+    # whose handlers include one (handle_event then returns a coroutine).
+    _symbiont_async: ClassVar[frozenset[str]] = frozenset()
+    _symbiont_async_topics: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -252,6 +268,18 @@ class Agent:
                 timers[attr] = every_ms
         cls._symbiont_handlers = {topic: tuple(names) for topic, names in handlers.items()}
         cls._symbiont_timers = timers
+        # Checked now, at class definition: a method the SDK cannot run is a TypeError
+        # here, never a "coroutine ... was never awaited" warning at run time.
+        owner = cls.__qualname__
+        called = {n for names in handlers.values() for n in names} | set(timers) | set(_HOOKS)
+        is_async = {n for n in sorted(called) if check_method(owner, n, getattr(cls, n, None))}
+        for name in _PLAIN:
+            check_method(owner, name, getattr(cls, name, None), may_be_async=False)
+        topics = {t for t, names in handlers.items() if is_async.intersection(names)}
+        if topics and cls.handle_event is Agent.handle_event:
+            is_async.add("handle_event")  # it returns a coroutine for those topics
+        cls._symbiont_async = frozenset(is_async)
+        cls._symbiont_async_topics = frozenset(topics)
 
     def __init__(
         self,
@@ -270,6 +298,8 @@ class Agent:
         self.log = logging.getLogger(f"symbiont.agent.{name}")
         self.health = Health(self)
         self._publisher: Callable[[str, bytes], None] | None = None
+        # The same for async code (apublish): waits for credit without blocking the loop.
+        self._apublisher: Callable[[str, bytes], Coroutine[Any, Any, None]] | None = None
         # Sends a health report (kind, reason, metrics) to the owner (PROTOCOL.md §8.3).
         self._reporter: Callable[[str, str, dict[str, Any]], None] | None = None
         # "Topics" in Symbiont.Agent: at most _max_topics distinct topics to publish on
@@ -288,11 +318,13 @@ class Agent:
         """The topics this agent receives; by default its class's ``@on`` topics."""
         return type(self).topics()
 
-    def handle_event(self, topic: str, payload: bytes) -> None:
+    def handle_event(self, topic: str, payload: bytes) -> Awaitable[None] | None:
         """Handle one event: ``payload`` is its msgpack bytes, as published.
 
         The default decodes it and calls the ``@on(topic)`` handlers in order; an agent
-        that routes raw bytes (a Wasm agent) overrides it.
+        that routes raw bytes (a Wasm agent) overrides it. When one of them is an ``async
+        def``, it returns a coroutine that calls them in order, which the host awaits; an
+        override may be an ``async def`` too.
         """
         names = self._symbiont_handlers.get(topic)
         if names:
@@ -300,8 +332,35 @@ class Agent:
             value = _unpackb(
                 payload, raw=False, strict_map_key=False, ext_hook=_ext_hook, timestamp=3
             )
+            if topic in self._symbiont_async_topics:
+                return self._handle_async(names, value)
             for name in names:
-                getattr(self, name)(value)
+                result = getattr(self, name)(value)
+                if result is not None:
+                    self._symbiont_awaitable(name, result)  # raises for an awaitable
+        return None
+
+    async def _handle_async(self, names: tuple[str, ...], value: Any) -> None:
+        """The handlers ``names`` of a topic that has an ``async def`` one, in order."""
+        awaited = self._symbiont_async
+        for name in names:
+            result = getattr(self, name)(value)
+            if name in awaited:
+                await result
+            elif result is not None:
+                self._symbiont_awaitable(name, result)
+
+    def _symbiont_awaitable(self, name: str, result: Any) -> Awaitable[Any] | None:
+        """What the method ``name`` returned, ``result``, if the host must await it (it is
+        an ``async def``); ``None`` for a plain result; a ``TypeError`` for an awaitable
+        from a plain ``def``, which nothing would ever run."""
+        if name in self._symbiont_async and inspect.isawaitable(result):
+            return result
+        if result is None or not inspect.isawaitable(result):
+            return None
+        if name == "handle_event" and getattr(result, "cr_code", None) is _HANDLE_ASYNC:
+            return result  # the default's own, passed on by an override (return super()...)
+        raise not_runnable(f"{type(self).__qualname__}.{name}", result)
 
     @classmethod
     def timers(cls) -> dict[str, int]:
@@ -315,21 +374,48 @@ class Agent:
         the current delivery is acknowledged. Raises :class:`~symbiont.TopicLimitError`
         for a topic over :data:`MAX_TOPIC_BYTES`, or one distinct topic more than the
         agent's ``max_topics`` since its process started (``Symbiont.Agent``, "Topics"),
-        and :class:`~symbiont.ReservedTopicError` for a topic that starts with
-        :data:`RESERVED_PREFIX` (the node's own: report health with :attr:`health`).
+        :class:`~symbiont.ReservedTopicError` for a topic that starts with
+        :data:`RESERVED_PREFIX` (the node's own: report health with :attr:`health`), and
+        ``TypeError`` naming the place in ``payload`` that msgpack cannot carry unchanged
+        (``"payload['tags']: a set is not a msgpack type; use a list ..."``,
+        PROTOCOL.md §2).
 
         An agent has a window of publishes the node has not taken in yet (PROTOCOL.md
         §8.2): while it is full, because the node or the agents that subscribe are behind,
         this waits. After a minute without room it raises :class:`symbiont.OverloadedError`;
-        in a handler, its ``handler_timeout`` usually ends the wait first.
+        in a handler, its ``handler_timeout`` usually ends the wait first. In ``async``
+        code, ``await`` :meth:`apublish` instead: it waits without blocking the event loop.
         """
+        data = self._payload(topic, payload)
+        publisher = self._publisher
+        if publisher is None:
+            raise RuntimeError(f"agent {self.name!r} is not running inside a symbiont host")
+        publisher(topic, data)
+
+    async def apublish(self, topic: str, payload: Any) -> None:
+        """:meth:`publish` for ``async`` code: ``await self.apublish(topic, payload)``.
+
+        It sends at once when the agent's window has room, and otherwise waits for the
+        node's credit (PROTOCOL.md §8.2) without blocking the event loop: other tasks run
+        meanwhile, and the handler's timeout cancels the wait like any ``await``. Raises
+        what :meth:`publish` raises.
+        """
+        apublisher = self._apublisher
+        if apublisher is None:  # none to wait for the owner's credit (an AgentHarness)
+            self.publish(topic, payload)
+        else:
+            await apublisher(topic, self._payload(topic, payload))
+
+    def _payload(self, topic: str, payload: Any) -> bytes:
+        """The checks of :meth:`publish` on ``topic``; ``payload`` encoded."""
         if not isinstance(topic, str) or not topic:
             raise TypeError(f"publish(topic, payload) expects a non-empty str topic, got {topic!r}")
-        if self._publisher is None:
-            raise RuntimeError(f"agent {self.name!r} is not running inside a symbiont host")
         if topic not in self._published_topics:
             self._new_topic(topic)
-        self._publisher(topic, packb(payload))
+        try:
+            return packb(payload)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise encode_error(payload, "payload", exc) from None
 
     def _publish_raw(self, topic: str, payload: bytes) -> None:
         """Publish ``payload``, already msgpack bytes (from a Wasm plug-in)."""
@@ -428,8 +514,23 @@ class Agent:
         """Call an Erlang/Elixir function on the owner's node; see :func:`symbiont.erlang.call`."""
         return erlang.call(module, function, args, timeout=timeout)
 
+    async def acall(
+        self,
+        module: str,
+        function: str,
+        args: Any = (),
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """:meth:`call` for ``async`` code; see :func:`symbiont.erlang.acall`."""
+        return await erlang.acall(module, function, args, timeout=timeout)
+
     def on_start(self) -> None:
-        """Called once after the agent is created, before the host reports it ready."""
+        """Called once after the agent is created, before the host reports it ready.
+
+        It may be an ``async def`` (so may :meth:`on_stop` and :meth:`on_message`): the
+        host awaits it on its event loop, where tasks it starts keep running.
+        """
 
     def on_stop(self) -> None:
         """Called once when the owner stops the agent, after its last delivery was acked.
@@ -440,6 +541,9 @@ class Agent:
     def on_message(self, value: Any) -> None:
         """Called with each value sent to this agent by name. The default logs a warning."""
         self.log.warning("agent %s got a message it does not handle: %r", self.name, value)
+
+
+_HANDLE_ASYNC = Agent._handle_async.__code__
 
 
 def agent_class(module: str, class_name: str) -> type[Agent]:

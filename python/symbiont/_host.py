@@ -25,14 +25,23 @@ not run on the main thread (no signal handler possible) the watchdog falls back 
 
 A delivery (event or tick) that runs past its agent's ``handler_timeout_ms`` is cancelled
 the same way, by the watchdog, and nacked (PROTOCOL.md §8).
+
+``async def`` agents
+--------------------
+Their handlers, timers and hooks run on the host's event loop, a thread of its own
+(``symbiont._aio``): the dispatch thread waits for each one as for a plain handler, and
+serves the owner meanwhile while the coroutine awaits a call of its own (nested calls,
+§4.1). Their timeout cancels the task (``asyncio.CancelledError`` at its ``await``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import functools
 import importlib
+import inspect
 import itertools
 import logging
 import mmap
@@ -44,12 +53,13 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any, NoReturn
 
 from . import _blackbox
 from ._agent import Agent, agent_class
+from ._aio import Job, LoopThread, not_runnable
 from ._blackbox import DELIVERY, ENTRY, SIZE, START, STOP
 from ._errors import (
     CallTimeout,
@@ -64,7 +74,7 @@ from ._errors import (
 )
 from ._framing import DEFAULT_MAX_FRAME, HEADER, FrameReader
 from ._logcapture import OutputLimiter
-from ._terms import packb, thread_packer, unpackb
+from ._terms import encode_error, packb, thread_packer, unpackb
 from ._transport import FdTransport, Transport
 
 __all__ = ["Host", "current_host", "run"]
@@ -132,6 +142,31 @@ class _Waiter:
         self.event.set()
 
 
+class _LoopWaiter:
+    """A caller in a coroutine (:meth:`Host.acall`), waiting for its reply in a future of
+    its event loop."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+
+    def set(self, ok: bool, value: Any) -> None:
+        _settle_soon(self.loop, self.future, (ok, value))
+
+
+def _settle_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], value: Any) -> None:
+    """Give ``future`` its result on its loop, from any thread (unless it is done)."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(_settle, future, value)
+
+
+def _settle(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
 class Host:
     """One host: the handshake, then calls, casts, messages and agent deliveries.
 
@@ -177,9 +212,23 @@ class Host:
         self._ids = itertools.count(1)
         self._inline_waits: set[int] = set()
         self._results: dict[int, tuple[bool, Any]] = {}
-        self._waiters: dict[int, _Waiter] = {}
+        self._waiters: dict[int, _Waiter | _LoopWaiter] = {}
+        # The event loop of async def agents (symbiont._aio), made on first use; the
+        # awaitables it runs for the dispatch thread by the token of their delivery (or
+        # the id of their call); what wakes the dispatch thread while it waits for one (it
+        # is done, or it awaits a call: ids in _loop_calls); why the one running was
+        # cancelled, if it was (the loop thread's blocking waits raise it then); and the
+        # futures of coroutines that wait for credit (§8.2), woken by the next credit.
+        self._aio: LoopThread | None = None
+        self._loop_ident = 0
+        self._jobs: dict[int, Job] = {}
+        self._wake = threading.Event()
+        self._loop_calls: set[int] = set()
+        self._loop_cancelled: tuple[Job, str] | None = None
+        self._credit_futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]] = []
         self._before_ready: list[bytes] = []
         self._owner_reports = False
+        self._log_fields = False
         self._reports_told = False
         # The last handled, not yet acked, seq of each slot.
         self._ack_seq: dict[int, int] = {}
@@ -412,6 +461,9 @@ class Host:
         # Whether the owner takes health frames (§8.3); an owner that does not would take
         # one for a protocol error, so agents' reports are dropped then.
         self._owner_reports = options.get("health") is True
+        # Whether it takes log frames with a record's fields (§7); an older owner would
+        # take their fourth element for a protocol error, so they go without then.
+        self._log_fields = options.get("log_fields") is True
         if window is not None:
             self._credits[0] = [0, 0, *_window(window)]  # type: ignore[misc]
         sys.path[0:0] = [p for p in python_path if p not in sys.path]
@@ -465,12 +517,15 @@ class Host:
         agent = agent_class(module, class_name)(name, config=config, state=state)
         agent._max_topics = max_topics
         agent._publisher = functools.partial(self._publish, slot)
+        agent._apublisher = functools.partial(self._publish_async, slot)
         agent._reporter = functools.partial(self._report_health, slot)
         self._publish_ids[slot] = [seq, -1]
         if window is not None:
             self._credits[slot] = [0, 0, *_window(window)]  # type: ignore[misc]
         try:
-            agent.on_start()
+            result = agent.on_start()
+            if result is not None:
+                self._await(agent._symbiont_awaitable("on_start", result))
         except BaseException:
             del self._publish_ids[slot]
             self._forget_window(slot)
@@ -485,7 +540,13 @@ class Host:
             self._raise_deferred_cancel()
 
     def _encode(self, frame: list[Any], what: str) -> bytes:
-        data = packb(frame)
+        """``frame`` packed; its last element is the user's value (args, a message), which
+        a ``TypeError`` names the place in when it cannot be encoded (PROTOCOL.md §2)."""
+        try:
+            data = packb(frame)
+        except (TypeError, ValueError, OverflowError) as exc:
+            root = "args" if frame[0] in ("call", "cast") else "value"
+            raise encode_error(frame[-1], root, exc) from None
         if len(data) > self.peer_max:
             raise FrameTooLarge(what, len(data), self.peer_max)
         return data
@@ -498,43 +559,63 @@ class Host:
         else:
             self._before_ready.append(data)
 
-    def log(self, level: str, message: str) -> None:
-        """Send ``["log", level, message]`` (PROTOCOL.md §7), shortened to fit a frame."""
+    def log(self, level: str, message: str, fields: dict[str, Any] | None = None) -> None:
+        """Send ``["log", level, message]`` (PROTOCOL.md §7), shortened to fit a frame, or
+        ``["log", level, message, fields]`` with a record's fields (bounded by
+        ``_logcapture.record_fields``)."""
         room = self.peer_max // 4 - 64
         if len(message) > room:
             message = message[: max(room, 0)] + " [truncated]"
+        frame: list[Any] = ["log", level, message]
+        if fields is not None and self._log_fields:
+            frame.append(fields)
         try:
-            data = _frame_bytes(["log", level, message])
+            data = _frame_bytes(frame)
         except UnicodeEncodeError:  # lone surrogates: str allows them, UTF-8 does not
-            data = _frame_bytes(["log", level, wire_text(message)])
+            frame[2] = wire_text(message)  # (record_fields escapes them in the fields)
+            data = _frame_bytes(frame)
         self.transport.write(data)
 
-    def _publish(self, slot: int, topic: str, payload_bin: bytes) -> None:
+    def _publish(self, slot: int, topic: str, payload_bin: bytes, wait: bool = True) -> bool:
+        """Send a publish of ``slot``'s agent (§8), within its window (§8.2); without
+        ``wait``, only if the window has room now: False when it has none."""
         credit = self._credits.get(slot)
         if credit is None:  # no window (§8.2)
             ids = self._publish_ids.get(slot)
             if ids is None:
-                return  # the agent was stopped; the owner would drop it (§8)
+                return True  # the agent was stopped; the owner would drop it (§8)
             seq, n = ids
             ids[1] = n + 1 if n >= 0 else n - 1
             self.send_async(["publish", slot, topic, payload_bin, seq, n], f"publish on {topic!r}")
-            return
+            return True
         # §8.2: its cost, the bytes of its topic and payload; it waits for room in the
         # slot's window. Its id is taken once it has room, with the lock held to its
         # write: ids go out in the order they are given.
         cost = (len(topic) if topic.isascii() else len(topic.encode())) + len(payload_bin)
         with self._credit_lock:  # self._credit's (the Condition's __enter__ is slower)
-            if not (credit[0] < credit[2] and credit[1] < credit[3] or self._await_credit(slot)):
-                return  # stopped meanwhile: the owner drops what its slot sends
+            if not (credit[0] < credit[2] and credit[1] < credit[3]):
+                if not wait:
+                    return False
+                if not self._await_credit(slot):
+                    return True  # stopped meanwhile: the owner drops what its slot sends
             ids = self._publish_ids.get(slot)
             if ids is None:
-                return
+                return True
             seq, n = ids
             ids[1] = n + 1 if n >= 0 else n - 1
             data = self._encode(["publish", slot, topic, payload_bin, seq, n], "a publish")
             credit[0] += 1
             credit[1] += cost
             self._write_frame(data)
+        return True
+
+    async def _publish_async(self, slot: int, topic: str, payload_bin: bytes) -> None:
+        """:meth:`_publish` for a coroutine (``Agent.apublish``): it waits for room in the
+        window without blocking its event loop."""
+        deadline = None
+        while not self._publish(slot, topic, payload_bin, False):
+            deadline = deadline or time.monotonic() + CREDIT_WAIT
+            await self._credit_room(slot, deadline)
 
     def _report_health(self, slot: int, kind: str, reason: str, metrics: dict[str, Any]) -> None:
         """Send the agent's health report, ``["health", slot, kind, reason, metrics]``
@@ -563,20 +644,57 @@ class Host:
             credit[1] += len(data)
             self._write_frame(data)
 
-    def send_counted(self, frame: list[Any], what: str) -> None:
+    def send_counted(self, frame: list[Any], what: str, wait: bool = True) -> bool:
         """Send a ``cast`` or ``msg`` frame within the host's own window (§8.2): it waits
-        for the owner's credit when the window is full."""
+        for the owner's credit when the window is full; without ``wait``, it returns
+        False then instead."""
         credit = self._credits.get(0)
         if not self.ready or credit is None:
             self.send_async(frame, what)
-            return
+            return True
         data = self._encode(frame, what)
         with self._credit_lock:
-            if not (credit[0] < credit[2] and credit[1] < credit[3] or self._await_credit(0)):
-                return
+            if not (credit[0] < credit[2] and credit[1] < credit[3]):
+                if not wait:
+                    return False
+                if not self._await_credit(0):
+                    return True
             credit[0] += 1
             credit[1] += len(data)
             self._write_frame(data)
+        return True
+
+    async def asend_counted(self, frame: list[Any], what: str) -> None:
+        """:meth:`send_counted` for a coroutine: it waits for room in the window without
+        blocking its event loop."""
+        deadline = None
+        while not self.send_counted(frame, what, False):
+            deadline = deadline or time.monotonic() + CREDIT_WAIT
+            await self._credit_room(0, deadline)
+
+    async def _credit_room(self, slot: int, deadline: float) -> None:
+        """Wait, in a coroutine, until the window of ``slot`` may have room (the next
+        ``credit``, or its agent stopped); :class:`~symbiont.OverloadedError` past
+        ``deadline`` (monotonic)."""
+        loop = asyncio.get_running_loop()
+        with self._credit_lock:
+            c = self._credits.get(slot)
+            if c is None or (c[0] < c[2] and c[1] < c[3]):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _overloaded(slot, c)
+            future = loop.create_future()
+            self._credit_futures.append((loop, future))
+        self.transport.flush()  # what is held goes out: the owner gives back what it gets
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(future, remaining)
+
+    def _wake_credit_futures(self) -> None:
+        """Wake the coroutines that wait for credit (the caller holds ``_credit_lock``)."""
+        futures, self._credit_futures = self._credit_futures, []
+        for loop, future in futures:
+            _settle_soon(loop, future, None)
 
     # -- flow control (PROTOCOL.md §8.2) ------------------------------------------------
 
@@ -603,13 +721,10 @@ class Host:
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                what = "publishes of its slot" if slot else "casts and messages"
-                raise OverloadedError(
-                    f"the owner gave back none of the {c[0]} {what} sent ({c[1]} bytes, "
-                    f"a window of {c[2]} frames and {c[3]} bytes) within {CREDIT_WAIT:g} s: "
-                    "the node takes in less than this host sends"
-                )
+                raise _overloaded(slot, c)
             if not dispatch:
+                if self._loop_cancelled is not None:
+                    self._raise_if_task_cancelled()
                 credit.wait(min(remaining, 1.0))
                 continue
             credit.release()
@@ -677,6 +792,8 @@ class Host:
                 c[0] = max(0, c[0] - frames)
                 c[1] = max(0, c[1] - size)
                 self._credit.notify_all()
+                if self._credit_futures:
+                    self._wake_credit_futures()
 
     def _forget_window(self, slot: int) -> None:
         """What the slot sends from now on is not counted (the owner drops it uncounted),
@@ -684,6 +801,8 @@ class Host:
         with self._credit:
             if self._credits.pop(slot, None) is not None:
                 self._credit.notify_all()
+                if self._credit_futures:
+                    self._wake_credit_futures()
 
     # -- owner -> host calls (PROTOCOL.md §4) ---------------------------------------------
 
@@ -713,9 +832,12 @@ class Host:
             try:
                 fn = self._callables.get((module, function)) or self._resolve(module, function)
                 result = fn(*args)
+                if result is not None and hasattr(type(result), "__await__"):
+                    # An async def function: awaited on the loop, cancelled like a task.
+                    result = self._await(_runnable(fn, result, f"{module}.{function}"), call_id)
             finally:
                 stack.pop()
-        except CancelledError as exc:
+        except (CancelledError, asyncio.CancelledError) as exc:
             if call_id in self._cancelled:
                 self._cancelled.discard(call_id)
                 if self._cancel_pending == call_id:
@@ -731,11 +853,12 @@ class Host:
         try:
             data = packb(["reply", call_id, result])
         except Exception as exc:  # noqa: BLE001 - unencodable result
+            error = encode_error(result, "result", exc)
             self._send_error_map(
                 call_id,
                 {
-                    "type": qualified_name(type(exc)),
-                    "message": f"the result of {module}.{function} cannot be encoded: {exc}",
+                    "type": qualified_name(type(error)),
+                    "message": f"the result of {module}.{function} cannot be encoded: {error}",
                     "traceback": "",
                 },
             )
@@ -772,7 +895,9 @@ class Host:
         self._stack.append(None)
         try:
             fn = self._callables.get((module, function)) or self._resolve(module, function)
-            fn(*args)
+            result = fn(*args)
+            if result is not None and hasattr(type(result), "__await__"):
+                self._await(_runnable(fn, result, f"{module}.{function}"))
         except Exception:
             _logger.exception("cast %s.%s failed", module, function)
         finally:
@@ -797,7 +922,14 @@ class Host:
             raise _bad(frame, "destination must be nil or an agent name")
         self._stack.append(None)
         try:
-            target(value)
+            result = target(value)
+            if result is not None:
+                if dest is not None:
+                    self._await(agent._symbiont_awaitable("on_message", result))
+                elif inspect.iscoroutinefunction(target):
+                    self._await(result)
+                elif inspect.isawaitable(result):
+                    raise not_runnable("the message handler", result)
         except Exception:
             _logger.exception("message handler failed on %r", value)
         finally:
@@ -814,7 +946,10 @@ class Host:
         stack = self._stack
         if call_id in stack:
             self._cancelled.add(call_id)
-            if stack and stack[-1] == call_id and threading.get_ident() != self._ident:
+            job = self._jobs.get(call_id)
+            if job is not None:
+                self._cancel_job(job, call_id)
+            elif stack and stack[-1] == call_id and threading.get_ident() != self._ident:
                 self._interrupt(call_id)
             # Otherwise it waits on a call of its own; that wait raises (see _call_inline).
             return
@@ -853,8 +988,33 @@ class Host:
         stack = self._stack
         if token in stack:
             self._cancelled.add(token)
-            if stack and stack[-1] == token:
+            job = self._jobs.get(token)
+            if job is not None:
+                self._cancel_job(job, token)
+            elif stack and stack[-1] == token:
                 self._interrupt(token)
+
+    def _cancel_job(self, job: Job, token: int) -> None:
+        """Cancel the task of an async delivery (``asyncio.CancelledError`` at its
+        ``await``). A coroutine that blocks the loop in a wait of the host's own (a full
+        window, a plain ``erlang.call``) gets :class:`~symbiont.CancelledError` there."""
+        text = _cancelled_text(token)
+        self._loop_cancelled = (job, text)
+        job.cancel(text)
+        with self._credit:
+            self._credit.notify_all()
+
+    def _raise_if_task_cancelled(self) -> None:
+        """On the event loop's thread, in the task of the async dispatch that was
+        cancelled (:meth:`_cancel_job`), blocked in a wait of the host's: raise its
+        cancellation there. Other tasks of the loop wait on."""
+        cancelled = self._loop_cancelled
+        if cancelled is None or threading.get_ident() != self._loop_ident:
+            return
+        job, text = cancelled
+        with contextlib.suppress(RuntimeError):  # no task runs: not the cancelled one
+            if job.task is not None and asyncio.current_task() is job.task:
+                raise CancelledError(text)
 
     def _on_cancel_signal(self, signum: int, frame: FrameType | None) -> None:
         target = self._cancel_pending
@@ -931,23 +1091,131 @@ class Host:
             raise RuntimeError("symbiont.erlang.call is not available before the host is ready")
         call_id = next(self._ids)
         data = self._encode(["call", call_id, module, function, args], f"call to {module}")
-        if threading.get_ident() == self._ident:
+        me = threading.get_ident()
+        if me == self._ident:
             ok, value = self._call_inline(call_id, data, timeout, f"{module}.{function}")
         else:
             waiter = _Waiter()
             self._waiters[call_id] = waiter
+            on_loop = me == self._loop_ident
             try:
+                if on_loop:
+                    self._loop_call(call_id)
                 self._write_frame(data)
+                if on_loop:
+                    replied = self._wait_on_loop(waiter, timeout)
+                else:
+                    replied = waiter.event.wait(timeout)
             except BaseException:
-                self._waiters.pop(call_id, None)
+                if self._waiters.pop(call_id, None) is not None:
+                    self._send_cancel(call_id)
                 raise
-            if not waiter.event.wait(timeout) and self._waiters.pop(call_id, None) is not None:
+            finally:
+                self._loop_calls.discard(call_id)
+            if not replied and self._waiters.pop(call_id, None) is not None:
                 self._send_cancel(call_id)
                 raise CallTimeout(f"{module}.{function} did not reply within {timeout} s")
             ok, value = waiter.ok, waiter.value
         if ok:
             return value
         raise ErlangError.from_map(value)
+
+    async def acall(
+        self, module: str, function: str, args: list[Any], timeout: float | None
+    ) -> Any:
+        """Call ``module:function(args)`` on the owner from a coroutine; see
+        :func:`symbiont.erlang.acall`."""
+        if not self.ready:
+            raise RuntimeError("symbiont.erlang.acall is not available before the host is ready")
+        call_id = next(self._ids)
+        data = self._encode(["call", call_id, module, function, args], f"call to {module}")
+        waiter = _LoopWaiter(asyncio.get_running_loop())
+        self._waiters[call_id] = waiter
+        try:
+            if threading.get_ident() == self._loop_ident:
+                self._loop_call(call_id)
+            self._write_frame(data)
+            ok, value = await asyncio.wait_for(waiter.future, timeout)
+        except TimeoutError:
+            if self._waiters.pop(call_id, None) is not None:
+                self._send_cancel(call_id)
+            raise CallTimeout(f"{module}.{function} did not reply within {timeout} s") from None
+        except BaseException:  # cancelled (a handler's timeout): the owner is told (§4.2)
+            if self._waiters.pop(call_id, None) is not None:
+                self._send_cancel(call_id)
+            raise
+        finally:
+            self._loop_calls.discard(call_id)
+        if ok:
+            return value
+        raise ErlangError.from_map(value)
+
+    def _loop_call(self, call_id: int) -> None:
+        """The event loop's thread waits for the reply to ``call_id``: the dispatch thread,
+        if it waits for a coroutine, serves the owner meanwhile (nested calls, §4.1)."""
+        self._loop_calls.add(call_id)
+        self._wake.set()
+
+    def _wait_on_loop(self, waiter: _Waiter, timeout: float | None) -> bool:
+        """A plain call's wait for its reply on the event loop's thread (it blocks the
+        loop): False after ``timeout``; :class:`~symbiont.CancelledError` when the
+        coroutine it runs in is cancelled meanwhile (the task cannot see it otherwise)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = 0.05 if deadline is None else min(deadline - time.monotonic(), 0.05)
+            if waiter.event.wait(max(remaining, 0)):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if self._loop_cancelled is not None:
+                self._raise_if_task_cancelled()
+
+    # -- the event loop of async def agents (symbiont._aio) ------------------------------
+
+    def _await(self, awaitable: Awaitable[Any] | None, token: int | None = None) -> Any:
+        """Run ``awaitable`` on the host's event loop and return its result (or raise what
+        it raised), the dispatch thread waiting meanwhile; ``None`` gives ``None``.
+
+        ``token`` is the delivery's, whose timeout cancels the task (:meth:`_cancel_job`).
+        While the coroutine awaits a call of its own, the dispatch thread serves the
+        owner's frames, as :meth:`_call_inline` does (nested calls, §4.1).
+        """
+        if awaitable is None:
+            return None
+        aio = self._aio
+        if aio is None:
+            aio = self._aio = LoopThread()
+            self._loop_ident = aio.ident
+        wake = self._wake
+        self._loop_cancelled = None
+        job = aio.submit(awaitable, wake.set)
+        if token is not None:
+            self._jobs[token] = job
+        try:
+            while not job.done.is_set():
+                if self._loop_calls:
+                    self._serve_one()
+                else:
+                    wake.wait()
+                    wake.clear()
+        finally:
+            self._loop_cancelled = None  # the loop's other tasks wait on as they please
+            if token is not None:
+                self._jobs.pop(token, None)
+        return job.result()
+
+    def _serve_one(self) -> None:
+        """Handle the owner's next frame, if one comes within a watchdog tick."""
+        try:
+            frame = self.reader.next_frame(WATCHDOG_INTERVAL)
+            if frame is None:
+                return
+            handler = self._handlers.get(frame[0])
+            if handler is None:
+                raise ProtocolError(f"unknown frame kind {frame[0]!r}")
+            handler(frame)
+        except ProtocolError as exc:
+            self._protocol_error(str(exc))  # here: user code up the stack could swallow it
 
     def _call_inline(
         self, call_id: int, data: bytes, timeout: float | None, what: str
@@ -1004,6 +1272,7 @@ class Host:
             raise _bad(frame, "an error must be a map")
         waiter = self._waiters.pop(call_id, None)
         if waiter is not None:
+            self._loop_calls.discard(call_id)
             waiter.set(ok, value)
         elif call_id in self._inline_waits:
             self._results[call_id] = (ok, value)
@@ -1069,7 +1338,9 @@ class Host:
         self._forget_window(slot)  # on_stop's publishes are not counted (§8.2)
         recorded = self._box_enter(STOP, slot)
         try:
-            agent.on_stop()
+            result = agent.on_stop()
+            if result is not None:
+                self._await(agent._symbiont_awaitable("on_stop", result))
         except Exception:
             _logger.exception("agent %r: on_stop failed", agent.name)
         finally:
@@ -1148,20 +1419,27 @@ class Host:
             _blackbox.record(box, ENTRY, slot, seq, DELIVERY)
         try:
             if kind == "event":
-                agent.handle_event(frame[3], frame[4])
+                result = agent.handle_event(frame[3], frame[4])
+                if result is not None:  # an async def's coroutine, awaited on the loop
+                    self._await(agent._symbiont_awaitable("handle_event", result), token)
             else:
                 name = frame[3]
                 if name not in agent._symbiont_timers:
                     raise LookupError(f"agent {agent.name!r} has no timer {name!r}")
-                getattr(agent, name)()
-        except (Exception, CancelledError) as exc:  # noqa: BLE001 - reported as a nack
+                result = getattr(agent, name)()
+                if result is not None:
+                    self._await(agent._symbiont_awaitable(name, result), token)
+        except (Exception, CancelledError, asyncio.CancelledError) as exc:  # noqa: BLE001 - a nack
             self._delivery_deadline = None
-            if isinstance(exc, CancelledError) and token in self._cancelled:
+            if isinstance(exc, (CancelledError, asyncio.CancelledError)) and (
+                token in self._cancelled
+            ):
                 what = f"event on {frame[3]!r}" if kind == "event" else f"timer {frame[3]!r}"
-                exc.args = (
+                text = (
                     f"agent {agent.name!r}: the handler of {what} (seq {seq}) ran past its "
-                    f"handler_timeout of {timeout_ms} ms and was cancelled",
+                    f"handler_timeout of {timeout_ms} ms and was cancelled"
                 )
+                exc = CancelledError(text).with_traceback(exc.__traceback__)
             self._fail(slot, seq, agent, error_map(exc, skip_frames=1))
             return
         finally:
@@ -1205,7 +1483,10 @@ class Host:
         state = agent.state
         if state is None:
             return None
-        state_bin = self._pack(state)
+        try:
+            state_bin = self._pack(state)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise encode_error(state, "state", exc) from None
         if len(state_bin) > self.peer_max - 32:
             raise FrameTooLarge("the agent state", len(state_bin), self.peer_max)
         return state_bin
@@ -1257,6 +1538,23 @@ def _window(value: Any) -> tuple[int, int] | None:
     if not (_is_seq(frames) and _is_seq(size)):
         return None
     return frames, size
+
+
+def _runnable(fn: Callable[..., Any], result: Any, what: str) -> Any:
+    """``result``, an awaitable that ``fn`` returned, if ``fn`` is an ``async def``; a
+    ``TypeError`` otherwise (:func:`symbiont._aio.not_runnable`)."""
+    if inspect.iscoroutinefunction(fn):
+        return result
+    raise not_runnable(what, result)
+
+
+def _overloaded(slot: int, c: list[int]) -> OverloadedError:
+    what = "publishes of its slot" if slot else "casts and messages"
+    return OverloadedError(
+        f"the owner gave back none of the {c[0]} {what} sent ({c[1]} bytes, "
+        f"a window of {c[2]} frames and {c[3]} bytes) within {CREDIT_WAIT:g} s: "
+        "the node takes in less than this host sends"
+    )
 
 
 def _cancelled_text(target: int) -> str:

@@ -6,6 +6,10 @@ fds 1 and 2 become pipes read by daemon threads that send one log frame per line
 All of it goes through one :class:`OutputLimiter`, the host's share of the output limit
 (``output_limit`` in ``init``, PROTOCOL.md §3): an agent that prints without end costs a
 few lines a second on the wire and in the owner's log, and a summary of what was dropped.
+
+A ``logging`` record's frame also carries its fields (§7): the logger's name, Python's
+level name and the record's ``extra=`` fields, bounded (:func:`record_fields`), which the
+owner puts in the ``:python`` metadata of its Logger call.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 import sys
 import threading
@@ -24,11 +29,26 @@ __all__ = [
     "LogFrameHandler",
     "OutputLimiter",
     "capture_output",
+    "fields_cost",
     "install_log_handler",
     "level_name",
+    "record_fields",
 ]
 
-SendLog = Callable[[str, str], None]
+#: ``send(level, message)``, or ``send(level, message, truncated, fields)``.
+SendLog = Callable[..., None]
+
+#: The bounds of a log frame's fields (PROTOCOL.md §7): the logger's name and the level
+#: name in at most this many UTF-8 bytes, at most this many ``extra`` fields, each named
+#: by at most this many bytes, each a scalar or a str of at most this many bytes.
+LOGGER_BYTES = 256
+LEVEL_BYTES = 32
+EXTRA_FIELDS = 16
+EXTRA_NAME_BYTES = 64
+EXTRA_TEXT_BYTES = 256
+# What every LogRecord has: not extra= fields.
+_RECORD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_MIN_INT, _MAX_INT = -(1 << 63), (1 << 64) - 1
 
 #: The limit before the owner's ``init`` gives its own (the owner's defaults, see
 #: ``Symbiont.Host``, ``:output_limit``).
@@ -123,11 +143,20 @@ class OutputLimiter:
             message = data[:limit].decode("utf-8", "ignore")
         return f"{message} [truncated {_count(truncated)} bytes]" if truncated else message
 
-    def send(self, level: str, message: str, truncated: int = 0) -> None:
-        """Send one line (``message`` cut to ``max_line``, see :meth:`cut`), unless over
-        the limit."""
+    def send(
+        self,
+        level: str,
+        message: str,
+        truncated: int = 0,
+        fields: dict[str, Any] | None = None,
+    ) -> None:
+        """Send one line (``message`` cut to ``max_line``, see :meth:`cut`), with its
+        ``fields`` (:func:`record_fields`), unless over the limit: the fields count in the
+        bytes (:func:`fields_cost`)."""
         message = self.cut(message, truncated)
         size = len(message.encode("utf-8", "surrogatepass"))
+        if fields:
+            size += fields_cost(fields)
         with self._lock:
             now = self._clock()
             limit = self.limit
@@ -147,7 +176,10 @@ class OutputLimiter:
                 if first:
                     self._since = now
         if admitted:
-            self._send_log(level, message)
+            if fields:
+                self._send_log(level, message, fields)
+            else:
+                self._send_log(level, message)
         elif first:
             self._pending = self._timer(limit["summary_ms"] / 1000, self.flush)
 
@@ -188,8 +220,66 @@ def level_name(levelno: int) -> str:
     return "debug"
 
 
+def _cut_text(text: str, most: int) -> str:
+    data = text.encode("utf-8", "backslashreplace")
+    return data[:most].decode("utf-8", "ignore")
+
+
+def _field_value(value: Any) -> Any:
+    """``value`` as a log field: a scalar as it is, anything else as its repr (a str
+    of at most :data:`EXTRA_TEXT_BYTES` bytes)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if type(value) is int and _MIN_INT <= value <= _MAX_INT:
+        return value
+    if type(value) is float and math.isfinite(value):
+        return value
+    if type(value) is not str:
+        try:
+            value = repr(value)
+        except Exception:  # noqa: BLE001 - a broken __repr__ must not lose the line
+            value = object.__repr__(value)
+    return _cut_text(value, EXTRA_TEXT_BYTES)
+
+
+def record_fields(record: logging.LogRecord) -> dict[str, Any]:
+    """The fields of ``record``'s log frame (PROTOCOL.md §7): ``logger`` (its name),
+    ``level`` (Python's level name, ``"CRITICAL"``...) and ``extra`` (the fields given
+    with ``extra=``: the first :data:`EXTRA_FIELDS`, names cut to
+    :data:`EXTRA_NAME_BYTES` bytes, values a scalar or a str of at most
+    :data:`EXTRA_TEXT_BYTES` bytes, anything else its repr)."""
+    extra: dict[str, Any] = {}
+    for key, value in record.__dict__.items():
+        if key in _RECORD_ATTRS or not isinstance(key, str) or key.startswith("_"):
+            continue
+        if len(extra) == EXTRA_FIELDS:
+            break
+        extra[_cut_text(key, EXTRA_NAME_BYTES)] = _field_value(value)
+    return {
+        "logger": _cut_text(str(record.name), LOGGER_BYTES),
+        "level": _cut_text(str(record.levelname), LEVEL_BYTES),
+        "extra": extra,
+    }
+
+
+def fields_cost(fields: dict[str, Any]) -> int:
+    """What a log frame's fields count in the output limit's bytes (§7): the UTF-8 bytes
+    of the logger's name, of the level name, and of each extra field's name and value
+    (8 for a value that is not a str). The owner counts the same."""
+    cost = 0
+    for key in ("logger", "level"):
+        value = fields.get(key)
+        if isinstance(value, str):
+            cost += len(value.encode("utf-8", "surrogatepass"))
+    for key, value in (fields.get("extra") or {}).items():
+        cost += len(key.encode("utf-8", "surrogatepass"))
+        cost += len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else 8
+    return cost
+
+
 class LogFrameHandler(logging.Handler):
-    """A :class:`logging.Handler` that sends one log frame per record."""
+    """A :class:`logging.Handler` that sends one log frame per record, with its fields
+    (:func:`record_fields`)."""
 
     def __init__(self, send: SendLog, level: int = logging.NOTSET) -> None:
         super().__init__(level)
@@ -200,7 +290,7 @@ class LogFrameHandler(logging.Handler):
         """Format ``record`` (with its exception text) and send it."""
         # Reporting a failure would write to stderr, which loops back here.
         with contextlib.suppress(Exception):
-            self._send(level_name(record.levelno), self.format(record))
+            self._send(level_name(record.levelno), self.format(record), 0, record_fields(record))
 
 
 def install_log_handler(send: SendLog) -> LogFrameHandler:

@@ -23,6 +23,7 @@ __all__ = [
     "OpaqueTerm",
     "Pid",
     "Ref",
+    "encode_error",
     "packb",
     "unpackb",
 ]
@@ -100,9 +101,112 @@ def _default(obj: Any) -> Any:
         if obj.tzinfo is None:
             raise TypeError("naive datetime cannot be encoded: give it a tzinfo (e.g. UTC)")
         return msgpack.Timestamp.from_datetime(obj)
-    if isinstance(obj, (set, frozenset)):
-        return list(obj)
-    raise TypeError(f"cannot encode {type(obj).__name__} as msgpack: {obj!r}")
+    raise TypeError(_refusal(obj) or f"cannot encode {type(obj).__name__} as msgpack")
+
+
+#: Where a value holds something msgpack cannot carry unchanged (PROTOCOL.md §2), the
+#: kinds Python programmers hit most, and what to send instead.
+_INSTEAD = {
+    set: "a list (sorted(...) for a stable order)",
+    frozenset: "a list (sorted(...) for a stable order)",
+}
+_BASES = (dict, list, str, int, float, bytes)
+_MIN_INT, _MAX_INT = -(1 << 63), (1 << 64) - 1
+
+
+def _refusal(obj: Any) -> str | None:
+    """Why ``obj`` itself (not what it holds) cannot be encoded, or None when it can."""
+    kind = type(obj)
+    if kind in _INSTEAD:
+        return f"{_a(kind.__name__)} is not a msgpack type; use {_INSTEAD[kind]}"
+    if kind in (type(None), bool, float, bytes, bytearray, memoryview, dict, list, Atom):
+        return None
+    if kind is int:
+        if _MIN_INT <= obj <= _MAX_INT:
+            return None
+        return f"the int {_short(obj)} is out of msgpack's range -2^63..2^64-1"
+    if kind is str:
+        try:
+            obj.encode("utf-8")
+        except UnicodeEncodeError:
+            return "a str with lone surrogates is not UTF-8; encode it (os.fsencode) to bytes"
+        return None
+    if isinstance(obj, (tuple, _Opaque, msgpack.ExtType, msgpack.Timestamp)):
+        return None
+    if isinstance(obj, _dt.datetime):
+        if obj.tzinfo is None:
+            return "a naive datetime cannot be encoded: give it a tzinfo (e.g. UTC)"
+        return None
+    for base in _BASES:
+        if isinstance(obj, base):
+            # strict_types: a subclass would lose its class on the way (PROTOCOL.md §2).
+            return (
+                f"{_a(kind.__name__)} (a subclass of {base.__name__}) would arrive as a plain "
+                f"{base.__name__}; convert it with {base.__name__}(...)"
+            )
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    return (
+        f"{_a(name)} is not a msgpack type (PROTOCOL.md §2 lists what is: None, bool, int, "
+        "float, str, bytes, list, tuple, dict, datetime, symbiont.Atom, Pid, Ref)"
+    )
+
+
+def _a(name: str) -> str:
+    return f"an {name}" if name[:1].lower() in "aeiou" else f"a {name}"
+
+
+def _find(obj: Any, path: str, depth: int) -> tuple[str, str] | None:
+    """The first place in ``obj`` that cannot be encoded: (its path, why)."""
+    why = _refusal(obj)
+    if why is not None:
+        return path, why
+    if depth > 512:
+        return path, "the value is nested over 512 levels deep"
+    kind = type(obj)
+    if kind is dict:
+        for key, value in obj.items():
+            why = _refusal(key)
+            if why is not None:
+                return f"{path}[key {_short(key)}]", why
+            if type(key) is tuple:
+                found = _find(key, f"{path}[key {_short(key)}]", depth + 1)
+                if found is not None:
+                    return found
+            found = _find(value, f"{path}[{_short(key)}]", depth + 1)
+            if found is not None:
+                return found
+    elif kind is list or isinstance(obj, tuple):
+        for i, item in enumerate(obj):
+            found = _find(item, f"{path}[{i}]", depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _short(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
+        text = object.__repr__(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def encode_error(value: Any, root: str, exc: BaseException) -> TypeError:
+    """The error for ``value``, which :func:`packb` refused with ``exc``: a ``TypeError``
+    naming where in it the problem is (``"state['items'][3]: a set is not a msgpack
+    type; use a list (sorted(...) for a stable order)"``), ``root`` being its name.
+
+    Only called once packing failed: the walk costs nothing on the hot path.
+    """
+    found = _find(value, root, 0)
+    if found is None:
+        return TypeError(f"{root} cannot be encoded as msgpack: {exc}")
+    path, why = found
+    return TypeError(f"{path}: {why}")
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
@@ -133,7 +237,12 @@ _local = threading.local()
 
 
 def packb(obj: Any) -> bytes:
-    """Encode ``obj`` as msgpack with Symbiont's term mapping (PROTOCOL.md §2)."""
+    """Encode ``obj`` as msgpack with Symbiont's term mapping (PROTOCOL.md §2).
+
+    Raises ``TypeError`` for what msgpack cannot carry, or would change on the way (a
+    ``set``, a subclass of ``dict``...), ``ValueError`` or ``OverflowError`` for some
+    values; :func:`encode_error` turns either into a ``TypeError`` that names where.
+    """
     try:
         packer = _local.packer
     except AttributeError:

@@ -17,17 +17,31 @@ crash::
             ("billing.charged", {"order": 2, "amount": 0.5, "total": 10.0, "currency": "EUR"})
         ]
 
+``async def`` handlers, timers and hooks run on an event loop of the harness's own, on a
+thread of its own as in a host (``symbiont._aio``): each call waits until the coroutine is
+done, and tasks the agent starts keep running between calls. :meth:`AgentHarness.close`
+(or a ``with`` block) stops that loop; the pytest fixture ``agent_harness``
+(``symbiont.pytest_plugin``, installed with the package) closes what it made::
+
+    def test_billing(agent_harness):
+        billing = agent_harness(Billing, config={"currency": "EUR"})
+        assert billing.event("orders.created", {"id": 1, "amount": 9.5})
+
 Calls into the BEAM (``self.call``, :mod:`symbiont.erlang`) need a real host; use the
 Elixir test suite for those.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
+from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from ._agent import Agent
-from ._terms import packb, unpackb
+from ._aio import LoopThread
+from ._errors import CancelledError
+from ._terms import encode_error, packb, unpackb
 
 __all__ = ["AgentHarness"]
 
@@ -47,6 +61,11 @@ class AgentHarness(Generic[_A]):
         Its ``max_topics`` (``Symbiont.Agent``, "Topics"): how many distinct topics it may
         publish on before :class:`~symbiont.TopicLimitError`; ``None`` (the default): no
         limit.
+    handler_timeout:
+        Seconds after which the task of an ``async def`` handler or timer is cancelled,
+        as its host would at its ``handler_timeout``: the call then raises
+        :class:`~symbiont.CancelledError`. ``None`` (the default): no limit. (A plain
+        handler is not interrupted here.)
 
     Attributes
     ----------
@@ -68,6 +87,7 @@ class AgentHarness(Generic[_A]):
         config: Mapping[str, Any] | None = None,
         state: Any = None,
         max_topics: int | None = None,
+        handler_timeout: float | None = None,
     ) -> None:
         if not (isinstance(agent_class, type) and issubclass(agent_class, Agent)):
             raise TypeError(f"AgentHarness expects an Agent subclass, got {agent_class!r}")
@@ -75,9 +95,11 @@ class AgentHarness(Generic[_A]):
         self.name = name
         self.config = dict(config or {})
         self.max_topics = max_topics
+        self.handler_timeout = handler_timeout
         self.published: list[tuple[str, Any]] = []
         self.health: list[dict[str, Any]] = []
-        self._checkpoint = packb(state)
+        self._aio: LoopThread | None = None
+        self._checkpoint = _encode(state, "state")
         self._stopped = False
         self.agent = self._start()
 
@@ -87,11 +109,50 @@ class AgentHarness(Generic[_A]):
         agent._publisher = self._record
         agent._reporter = self._record_health
         agent._max_topics = self.max_topics
-        agent.on_start()
+        self._call(agent, "on_start")
         # As in a host: the state after on_start is the checkpoint a failure goes back to.
-        self._checkpoint = packb(agent.state)
+        self._checkpoint = _encode(agent.state, "state")
         self._stopped = False
         return agent
+
+    def _call(self, agent: Agent, name: str, *args: Any, timeout: float | None = None) -> Any:
+        """Call the agent's method ``name``; what an ``async def`` returns is awaited on the
+        harness's event loop (its task cancelled after ``timeout`` seconds)."""
+        awaitable = agent._symbiont_awaitable(name, getattr(agent, name)(*args))
+        if awaitable is None:
+            return None
+        if self._aio is None:
+            self._aio = LoopThread("symbiont-harness-asyncio")
+        job = self._aio.submit(awaitable)
+        if not job.done.wait(timeout):
+            job.cancel("ran past its handler_timeout")
+            job.done.wait()
+            try:
+                return job.result()
+            except asyncio.CancelledError:
+                raise CancelledError(
+                    f"agent {self.name!r}: {type(agent).__qualname__}.{name} ran past its "
+                    f"handler_timeout of {timeout} s and was cancelled"
+                ) from None
+        return job.result()
+
+    def close(self) -> None:
+        """Stop the harness's event loop (if an ``async def`` made one), cancelling the
+        tasks left on it. ``on_stop`` is not called (see :meth:`stop`)."""
+        if self._aio is not None:
+            self._aio.close()
+            self._aio = None
+
+    def __enter__(self) -> AgentHarness[_A]:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def _check_running(self) -> None:
         if self._stopped:
@@ -106,12 +167,12 @@ class AgentHarness(Generic[_A]):
         report = {"kind": kind, "agent": self.name, "node": None, "reason": reason}
         self.health.append(unpackb(packb(report | {"metrics": metrics})))
 
-    def _deliver(self, handler: Any, *args: Any) -> list[tuple[str, Any]]:
+    def _deliver(self, name: str, *args: Any) -> list[tuple[str, Any]]:
         before = len(self.published)
         try:
-            handler(*args)
+            self._call(self.agent, name, *args, timeout=self.handler_timeout)
             # The host checkpoints the state after each delivery: it must encode.
-            checkpoint = packb(self.agent.state)
+            checkpoint = _encode(self.agent.state, "state")
         except BaseException:
             # As in a host: a failed delivery leaves the state as it was before it.
             self.agent.state = unpackb(self._checkpoint)
@@ -127,7 +188,7 @@ class AgentHarness(Generic[_A]):
         as in a host: the handler's changes are dropped.
         """
         self._check_running()
-        return self._deliver(self.agent.handle_event, topic, packb(payload))
+        return self._deliver("handle_event", topic, _encode(payload, "payload"))
 
     def tick(self, timer: str) -> list[tuple[str, Any]]:
         """Run the ``@every`` method ``timer`` once; returns what it published."""
@@ -137,7 +198,7 @@ class AgentHarness(Generic[_A]):
             raise LookupError(
                 f"{self.agent_class.__name__} has no timer {timer!r} (timers: {known})"
             )
-        return self._deliver(getattr(self.agent, timer))
+        return self._deliver(timer)
 
     def stop(self) -> list[tuple[str, Any]]:
         """Stop the agent as its owner does: run its ``on_stop``; returns what it published.
@@ -149,7 +210,7 @@ class AgentHarness(Generic[_A]):
             return []
         self._stopped = True
         before = len(self.published)
-        self.agent.on_stop()
+        self._call(self.agent, "on_stop")
         return self.published[before:]
 
     def restart(self) -> _A:
@@ -162,3 +223,10 @@ class AgentHarness(Generic[_A]):
     def state(self) -> Any:
         """The agent's current state."""
         return self.agent.state
+
+
+def _encode(value: Any, root: str) -> bytes:
+    try:
+        return packb(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise encode_error(value, root, exc) from None

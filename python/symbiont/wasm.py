@@ -9,7 +9,9 @@ comes out as a :class:`WasmError` with a ``kind``; the instance is then rebuilt 
 next call, so one bad message never poisons the next. What a call publishes goes out only
 when it succeeds: a failed call leaves no partial output.
 
-wasmtime is imported on first use: a host that runs no Wasm never loads it.
+wasmtime is imported on first use: a host that runs no Wasm never loads it. It is an
+extra of the package (``pip install 'symbiont[wasm]'``); without it, a :class:`Runtime`
+raises an ``ImportError`` that says so.
 """
 
 from __future__ import annotations
@@ -247,8 +249,7 @@ class Runtime:
         *,
         direct: bool = True,
     ) -> None:
-        import wasmtime  # noqa: PLC0415 - lazily, see the module docstring
-
+        wasmtime = _import_wasmtime()
         from . import _wasmcall  # noqa: PLC0415 - it imports wasmtime
 
         self._wasmtime = wasmtime
@@ -426,6 +427,19 @@ _SIGNATURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "symbiont_migrate": (("i32", "i32"), ()),
     "_initialize": ((), ()),
 }
+
+
+def _import_wasmtime() -> Any:
+    """wasmtime, imported; an ``ImportError`` naming the extra to install without it."""
+    try:
+        import wasmtime  # noqa: PLC0415 - lazily, see the module docstring
+    except ImportError as exc:
+        raise ImportError(
+            "Wasm modules need wasmtime, which is not installed: "
+            "pip install 'symbiont[wasm]' (Python agents run without it)",
+            name="wasmtime",
+        ) from exc
+    return wasmtime
 
 
 def _signature(params: tuple[str, ...], results: tuple[str, ...]) -> str:

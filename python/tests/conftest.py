@@ -60,11 +60,15 @@ def spawn_host(to_host_r: int, from_host_w: int, **popen: Any) -> subprocess.Pop
 class HostProcess:
     """A host subprocess and the owner's end of its pipes."""
 
-    def __init__(self) -> None:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         to_host_r, self.to_host = os.pipe()
         self.from_host, from_host_w = os.pipe()
         self.proc = spawn_host(
-            to_host_r, from_host_w, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            to_host_r,
+            from_host_w,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env or host_env(),
         )
         os.close(to_host_r)
         os.close(from_host_w)

@@ -334,6 +334,27 @@ def test_unencodable_state_is_a_nack_for_its_slot(host: HostProcess) -> None:
     assert "cannot be checkpointed" in nacks[0][3]["message"]
 
 
+@pytest.mark.parametrize(
+    ("topic", "message"),
+    [
+        ("publish", "payload['tags']: a set is not a msgpack type; use a list"),
+        ("keep", "the agent state cannot be checkpointed: state['seen'][1]: a set is not"),
+        ("send", "value['ids'][0]: a frozenset is not a msgpack type"),
+        ("call", "args[0][1]: a set is not a msgpack type"),
+    ],
+)
+def test_values_msgpack_would_change_are_refused_where_they_are_made(
+    raw_host: HostProcess, topic: str, message: str
+) -> None:
+    """PROTOCOL.md §2: a set would arrive as a list; it is a nack naming where, and
+    nothing goes out."""
+    raw_host.init_agent(agent_spec("Settish"))
+    raw_host.send(event(1, topic, "x"))
+    _, _, seq, error = raw_host.recv_kind("nack")
+    assert seq == 1 and error["type"] == "TypeError"
+    assert message in error["message"], error["message"]
+
+
 def test_duplicate_slot_is_a_protocol_error(host: HostProcess) -> None:
     host.start_agent(agent_spec("Counter"), slot=1)
     host.send(["agent_start", 1, agent_spec("Counter")])

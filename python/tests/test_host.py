@@ -120,6 +120,16 @@ def test_unencodable_result(host: HostProcess) -> None:
     assert "hostmod.unencodable cannot be encoded" in error["message"]
 
 
+def test_a_result_msgpack_would_change_is_an_error_naming_where(host: HostProcess) -> None:
+    # A set would arrive as a list (PROTOCOL.md §2): refused, not changed on the way.
+    kind, _, error = host.call("hostmod", "tagged")
+    assert kind == "error" and error["type"] == "TypeError"
+    assert error["message"] == (
+        "the result of hostmod.tagged cannot be encoded: result['tags']: a set is not a "
+        "msgpack type; use a list (sorted(...) for a stable order)"
+    )
+
+
 def test_reply_over_owner_max_frame(raw_host: HostProcess) -> None:
     raw_host.init(max_frame=4096)
     kind, _, error = raw_host.call("hostmod", "big", 10_000)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from conftest import HostProcess
 
 from symbiont._logcapture import (
     DEFAULT_LIMIT,
     LogFrameHandler,
     OutputLimiter,
     _pump,
+    fields_cost,
 )
 
 
@@ -47,7 +51,7 @@ def limiter(**limit: int) -> tuple[OutputLimiter, list[tuple[str, str]], Clock, 
     sent: list[tuple[str, str]] = []
     clock, timers = Clock(), Timers()
     out = OutputLimiter(
-        lambda level, text: sent.append((level, text)),
+        lambda level, text, fields=None: sent.append((level, text)),
         {**DEFAULT_LIMIT, **limit},
         name="h",
         clock=clock,
@@ -157,6 +161,54 @@ def test_logging_records_count_against_the_same_limit() -> None:
     assert sent == [("warning", f"record {i}") for i in range(3)]
     timers.fire()
     assert "dropped 7 lines" in sent[-1][1]
+
+
+def test_a_records_fields_go_with_it_bounded() -> None:
+    """PROTOCOL.md §7: a record's logger, level name and extra= fields, within bounds."""
+    sent: list[tuple[Any, ...]] = []
+    out = OutputLimiter(lambda *frame: sent.append(frame), DEFAULT_LIMIT)
+    log = logging.getLogger("symbiont.agent.orders")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    handler = LogFrameHandler(out.send)
+    log.addHandler(handler)
+    extra = {"order_id": 7, "amount": 9.5, "ok": True, "none": None, "tags": {"a"}}
+    extra |= {"nan": math.nan, "huge": 1 << 70, "text": "é" * 300, "k" * 100: 1}
+    extra |= {f"more{i}": i for i in range(20)}
+    try:
+        log.critical("charged %s", 7, extra=extra)
+        log.info("plain")
+    finally:
+        log.removeHandler(handler)
+    (level, message, fields), plain = sent
+    assert (level, message) == ("error", "charged 7")
+    assert fields["logger"] == "symbiont.agent.orders" and fields["level"] == "CRITICAL"
+    got = fields["extra"]
+    assert len(got) == 16  # the first 16
+    assert got["order_id"] == 7 and got["amount"] == 9.5 and got["ok"] is True
+    assert got["none"] is None and got["tags"] == "{'a'}" and got["nan"] == "nan"
+    assert got["huge"] == str(1 << 70) and got["text"] == "é" * 128
+    assert got["k" * 64] == 1
+    assert plain[:2] == ("info", "plain") and plain[2]["extra"] == {}
+    assert fields_cost(fields) == sum(
+        len(k.encode()) + (len(v.encode()) if isinstance(v, str) else 8) for k, v in got.items()
+    ) + len("symbiont.agent.orders") + len("CRITICAL")
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_a_host_sends_fields_to_an_owner_that_takes_them(
+    raw_host: HostProcess, announced: bool
+) -> None:
+    """§7: fields only to an owner that announced log_fields in init (an older one would
+    take the fourth element for a protocol error)."""
+    raw_host.init(log_fields=announced)
+    raw_host.send(["call", 1, "hostmod", "log_extra", [7]])
+    frames = []
+    while (frame := raw_host._read_frame(time.monotonic() + 5))[0] != "reply":
+        frames.append(frame)
+    (record,) = [f for f in frames if f[0] == "log" and f[2] == "charged order 7"]
+    fields = {"logger": "hostmod", "level": "WARNING", "extra": {"order_id": 7}}
+    assert record == ["log", "warning", "charged order 7", *([fields] if announced else [])]
 
 
 def test_the_pump_cuts_a_line_without_end_and_skips_its_rest() -> None:

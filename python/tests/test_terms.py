@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
+import math
 import threading
+from collections import OrderedDict, defaultdict
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 import msgpack
 import pytest
 
 from symbiont import Atom, OpaqueTerm, Pid, Ref
-from symbiont._terms import packb, unpackb
+from symbiont._terms import encode_error, packb, unpackb
+
+
+class Color(enum.IntEnum):
+    RED = 1
+
+
+class Point(NamedTuple):
+    x: int
+    y: int
+
 
 VALUES = [
     None,
@@ -53,8 +68,42 @@ def test_bytes_like_encode_as_bin() -> None:
     assert unpackb(packb(memoryview(b"ab"))) == b"ab"
 
 
-def test_sets_encode_as_lists() -> None:
-    assert sorted(unpackb(packb({1, 2}))) == [1, 2]
+@pytest.mark.parametrize(
+    ("value", "where", "why"),
+    [
+        # What msgpack would change on the way is refused, naming where (PROTOCOL.md §2).
+        ({"items": [1, 2, 3, {4}]}, "state['items'][3]", "a set is not a msgpack type; use a list"),
+        ({"a": [(1, frozenset())]}, "state['a'][0][1]", "a frozenset is not a msgpack type"),
+        ({frozenset({1}): 2}, "state[key frozenset({1})]", "a frozenset is not"),
+        ({"d": defaultdict(int)}, "state['d']", "a defaultdict (a subclass of dict) would arrive"),
+        ({"o": OrderedDict()}, "state['o']", "convert it with dict(...)"),
+        ([Color.RED], "state[0]", "a Color (a subclass of int) would arrive as a plain int"),
+        ({"n": 1 << 64}, "state['n']", "the int 18446744073709551616 is out of msgpack's range"),
+        ({"s": "\udc80"}, "state['s']", "a str with lone surrogates is not UTF-8"),
+        ({"t": dt.datetime(2024, 1, 1)}, "state['t']", "a naive datetime cannot be encoded"),
+        ({"x": Decimal(1)}, "state['x']", "a decimal.Decimal is not a msgpack type"),
+        ({"x": object()}, "state['x']", "an object is not a msgpack type"),
+    ],
+)
+def test_what_msgpack_would_change_is_refused_naming_where(
+    value: Any, where: str, why: str
+) -> None:
+    with pytest.raises((TypeError, ValueError, OverflowError)) as raised:
+        packb(value)
+    error = encode_error(value, "state", raised.value)
+    assert isinstance(error, TypeError)
+    assert str(error).startswith(f"{where}: ") and why in str(error), str(error)
+
+
+def test_what_the_type_table_allows_still_encodes() -> None:
+    # PROTOCOL.md §2: these change type on the way, and the table says so.
+    point = Point(1, 2)
+    assert unpackb(packb(point)) == (1, 2)
+    assert unpackb(packb(bytearray(b"a"))) == b"a"
+    paris = dt.timezone(dt.timedelta(hours=2))
+    moment = dt.datetime(2024, 1, 1, 12, tzinfo=paris)
+    assert unpackb(packb(moment)) == moment  # the same instant, in UTC
+    assert math.isnan(unpackb(packb(math.nan)))
 
 
 def test_naive_datetime_is_rejected() -> None:
@@ -63,7 +112,7 @@ def test_naive_datetime_is_rejected() -> None:
 
 
 def test_unencodable_value_names_the_type() -> None:
-    with pytest.raises(TypeError, match="cannot encode object"):
+    with pytest.raises(TypeError, match="an object is not a msgpack type"):
         packb(object())
 
 

@@ -25,7 +25,15 @@ defmodule Symbiont.FrameGen do
         ["error", id(), error_map()]
 
       "log" ->
-        ["log", Enum.random(~w(debug info warning error)), text()]
+        level = Enum.random(~w(debug info warning error))
+
+        extra =
+          for i <- 1..:rand.uniform(4)//1,
+              into: %{},
+              do: {"f#{i}", Enum.random([nil, true, -3, 2.5, "id", text()])}
+
+        fields = %{"logger" => text(), "level" => "WARNING", "extra" => extra}
+        Enum.random([["log", level, text()], ["log", level, text(), fields]])
 
       "call" ->
         ["call", id(), text(), text(), args()]

@@ -43,6 +43,59 @@ defmodule Symbiont.AgentTest do
     assert Event.decode!(event) == %{"n" => 51, "got" => :after}
   end
 
+  test "an async def agent handles events in order, each acked after its coroutine completes" do
+    out = unique_name("count.out")
+    :ok = Symbiont.subscribe(out)
+    %{name: name} = start_agent!("test_agents:AsyncCounter", %{"out" => out})
+
+    for i <- 1..30, do: :ok = Symbiont.publish("count.in", i)
+
+    got = for _ <- 1..30, do: assert_receive(%Event{topic: ^out} = e, 5_000) && Event.decode!(e)
+    assert got == for(i <- 1..30, do: %{"n" => i, "got" => i})
+
+    assert wait_until(fn ->
+             match?(
+               {:ok, %{agent: %{handled: 30, in_flight: 0, state: %{"n" => 30}}}},
+               Symbiont.Host.info(name)
+             )
+           end)
+  end
+
+  @tag :tmp_dir
+  test "an async def handler past its handler_timeout has its task cancelled; the host stays",
+       %{tmp_dir: dir} do
+    out = unique_name("nap.out")
+    topic = unique_name("nap.in")
+    :ok = Symbiont.subscribe(out)
+    config = %{"in" => topic, "out" => out, "marker" => Path.join(dir, "tried")}
+
+    log =
+      capture_log(fn ->
+        %{agent: agent, os_pid: os_pid} =
+          start_agent_host!("nap",
+            python: "test_agents:AsyncNap",
+            config: config,
+            handler_timeout: 200,
+            max_attempts: 2
+          )
+
+        :ok = Symbiont.publish(topic, "hello")
+        # The coroutine saw asyncio's CancelledError at its await; the retry went through.
+        assert_receive %Event{topic: ^out} = cancelled, 10_000
+        assert Event.decode!(cancelled) == "cancelled"
+        assert_receive %Event{topic: ^out} = retried, 10_000
+        assert Event.decode!(retried) == "hello"
+
+        assert {:ok, %{last_error: %{"type" => "symbiont.CancelledError", "message" => message}}} =
+                 Symbiont.Agent.Server.info(agent)
+
+        assert message =~ "ran past its handler_timeout of 200 ms and was cancelled"
+        assert {:ok, %{os_pid: ^os_pid, crashes: 0}} = Symbiont.Host.info(agent)
+      end)
+
+    assert log =~ "ran past its handler_timeout of 200 ms and was cancelled"
+  end
+
   test "the server's state stays a flat map (32 keys at most) while it runs" do
     # Updated several times an event: a map of more than 32 keys is a hash trie, each
     # update of which costs several times more (bench/RESULTS.md, "Profiling").

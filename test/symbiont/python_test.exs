@@ -126,6 +126,15 @@ defmodule Symbiont.PythonTest do
     assert {:ok, ^os_pid} = Python.call(py, "hostile", "os_pid", [], timeout: 2_000)
   end
 
+  test "an async def function is awaited, and a timed-out call cancels its task",
+       %{host: %{name: py, os_pid: os_pid}} do
+    assert {:ok, [1, "two"]} = Python.call(py, "hostile", "async_echo", [[1, "two"]])
+    assert {:ok, nil} = Python.call(py, "hostile", "tell_cancels_to", [self()])
+    assert {:error, :timeout} = Python.call(py, "hostile", "async_sleep", [30], timeout: 100)
+    assert_receive "cancelled", 5_000
+    assert {:ok, ^os_pid} = Python.call(py, "hostile", "os_pid", [], timeout: 2_000)
+  end
+
   test "a late reply is dropped, never delivered to the next caller", %{host: %{name: py}} do
     assert {:error, :timeout} = Python.call(py, "hostile", "stubborn", [0.3], timeout: 50)
     # `stubborn` ignores the cancellation and replies "late" while this call waits.

@@ -30,6 +30,7 @@ defmodule Symbiont.Host.Protocol do
           | {:msg, term, term}
           | {:cancel, non_neg_integer}
           | {:log, Logger.level(), binary}
+          | {:log, Logger.level(), binary, map}
           | {:agent_ready, pos_integer, map}
           | {:agent_failed, pos_integer, map}
           | {:ack, pos_integer, pos_integer, binary | nil}
@@ -57,6 +58,13 @@ defmodule Symbiont.Host.Protocol do
     do: with(:ok <- error_map("error", err), do: {:ok, {:error, id, err}})
 
   defp validate("log", [level, msg]) when is_binary(msg), do: log_level(level, msg)
+
+  # §7: a logging record's fields, bounded.
+  defp validate("log", [level, msg, fields]) when is_binary(msg) do
+    with {:ok, {:log, l, msg}} <- log_level(level, msg),
+         :ok <- log_fields(fields),
+         do: {:ok, {:log, l, msg, fields}}
+  end
 
   defp validate("call", [id, m, f, args])
        when is_id(id) and is_binary(m) and is_binary(f) and is_list(args),
@@ -152,6 +160,82 @@ defmodule Symbiont.Host.Protocol do
 
       _ ->
         {:error, {:bad_frame, "log", "level #{summarize(level)} is not one of #{@level_names}"}}
+    end
+  end
+
+  @max_logger 256
+  @max_level_name 32
+  @max_extra 16
+  @max_extra_name 64
+  @max_extra_text 256
+
+  @doc """
+  The bounds of a log frame's fields (PROTOCOL.md §7), for the docs and the host's tests:
+  the logger's name and the level name in bytes, the `extra` fields, the bytes of an
+  extra field's name and of a string value.
+  """
+  @spec log_field_bounds() :: map
+  def log_field_bounds,
+    do: %{
+      logger: @max_logger,
+      level: @max_level_name,
+      extra: @max_extra,
+      extra_name: @max_extra_name,
+      extra_text: @max_extra_text
+    }
+
+  defp log_fields(%{} = fields) when not is_struct(fields) do
+    extra = Map.get(fields, "extra", %{})
+
+    cond do
+      not text?(Map.get(fields, "logger", ""), @max_logger) ->
+        bad_fields("\"logger\" must be a string of at most #{@max_logger} bytes", fields)
+
+      not text?(Map.get(fields, "level", ""), @max_level_name) ->
+        bad_fields("\"level\" must be a string of at most #{@max_level_name} bytes", fields)
+
+      not (is_map(extra) and not is_struct(extra) and map_size(extra) <= @max_extra and
+               Enum.all?(extra, &extra_field?/1)) ->
+        bad_fields(
+          "\"extra\" must be a map of at most #{@max_extra} fields, named by strings of at " <>
+            "most #{@max_extra_name} bytes, each nil, a boolean, a number or a string of at " <>
+            "most #{@max_extra_text} bytes",
+          fields
+        )
+
+      true ->
+        :ok
+    end
+  end
+
+  defp log_fields(fields), do: bad_fields("fields must be a map", fields)
+
+  defp bad_fields(rule, fields),
+    do: {:error, {:bad_frame, "log", "#{rule} (§7), got: #{summarize(fields)}"}}
+
+  defp text?(value, most), do: is_binary(value) and byte_size(value) <= most
+
+  defp extra_field?({name, value}) when is_binary(name) and byte_size(name) <= @max_extra_name,
+    do:
+      is_nil(value) or is_boolean(value) or is_number(value) or
+        (is_binary(value) and byte_size(value) <= @max_extra_text)
+
+  defp extra_field?(_), do: false
+
+  @doc """
+  What a log frame's fields count in the output limit's bytes (§7): the bytes of the
+  logger's name, of the level name, and of each extra field's name and value (8 for a
+  value that is not a string). The host counts the same.
+  """
+  @spec fields_cost(map) :: non_neg_integer
+  def fields_cost(fields) do
+    named =
+      for key <- ["logger", "level"], is_binary(v = Map.get(fields, key)), reduce: 0 do
+        acc -> acc + byte_size(v)
+      end
+
+    for {k, v} <- Map.get(fields, "extra", %{}), reduce: named do
+      acc -> acc + byte_size(k) + if(is_binary(v), do: byte_size(v), else: 8)
     end
   end
 

@@ -95,6 +95,17 @@ defmodule Symbiont.Host.ProtocolTest do
            ~s("timers" must be maps)},
           {["ready", 2, %{"max_frame" => "big"}], ~s|"max_frame" (int in 64..2^32-1)|},
           {["log", "loud", "x"], ~s(level "loud" is not one of debug, info, warning, error)},
+          {["log", "info", "x", [1]], "fields must be a map (§7)"},
+          {["log", "info", "x", %{"logger" => String.duplicate("z", 257)}],
+           ~s("logger" must be a string of at most 256 bytes)},
+          {["log", "info", "x", %{"level" => 40}], ~s("level" must be a string)},
+          {["log", "info", "x", %{"extra" => Map.new(1..17, &{"f#{&1}", &1})}],
+           ~s("extra" must be a map of at most 16 fields)},
+          {["log", "info", "x", %{"extra" => %{"f" => [1]}}], ~s("extra" must be a map)},
+          {["log", "info", "x", %{"extra" => %{"f" => String.duplicate("z", 257)}}],
+           "or a string of at most 256 bytes"},
+          {["log", "info", "x", %{"extra" => %{String.duplicate("k", 65) => 1}}],
+           "named by strings of at most 64 bytes"},
           {["health", 1, "quarantined", "", %{}],
            ~s|bad "health" frame: kind "quarantined" is not one of healthy, degraded, overloaded, failing (§8.3)|},
           {["health", 1, "failing", String.duplicate("z", 1025), %{}],
@@ -237,6 +248,18 @@ defmodule Symbiont.Host.ProtocolTest do
   defp conforms?({:reply, id, _}) when id?(id), do: true
   defp conforms?({:error, id, e}) when id?(id), do: error?(e)
   defp conforms?({:log, l, m}) when l in [:debug, :info, :warning, :error], do: is_binary(m)
+
+  # §7: a record's fields, within their bounds.
+  defp conforms?({:log, l, m, f}) when l in [:debug, :info, :warning, :error] do
+    extra = Map.get(f, "extra", %{})
+
+    is_binary(m) and byte_size(Map.get(f, "logger", "")) <= 256 and
+      byte_size(Map.get(f, "level", "")) <= 32 and map_size(extra) <= 16 and
+      Enum.all?(extra, fn {name, v} ->
+        is_binary(name) and byte_size(name) <= 64 and
+          (is_nil(v) or is_boolean(v) or is_number(v) or (is_binary(v) and byte_size(v) <= 256))
+      end)
+  end
 
   defp conforms?({:call, id, m, f, a}) when id?(id),
     do: is_binary(m) and is_binary(f) and is_list(a)
