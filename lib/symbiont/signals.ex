@@ -131,8 +131,9 @@ defmodule Symbiont.Signals do
   # (see the moduledoc), and when it last learnt a baseline (monotonic ms). `r` has:
   # name, version, prev_version (the version it ran before, or nil), samples
   # ([{acked_at_ms, latency_us, handling_us}], newest first), window ({deliveries,
-  # failed}), totals ({handled, failed} of this version), learned_at, now (monotonic ms).
-  @spec replica(map) :: {{map | nil, map | nil}, integer}
+  # failed}), totals ({handled, failed} of this version), learned_at (nil: never), now
+  # (monotonic ms).
+  @spec replica(map) :: {{map | nil, map | nil}, integer | nil}
   def replica(%{samples: [], window: {0, _}} = r), do: {{nil, nil}, r.learned_at}
 
   def replica(%{samples: samples, window: {n, failed}} = r) do
@@ -143,7 +144,14 @@ defmodule Symbiont.Signals do
     effect = [ratio: cfg[:ratio], slack_us: cfg[:slack_us]]
     latency = Stats.latency(recent, baseline, effect)
 
-    learned_at = learn(r, older, latency, cfg, r.now - r.learned_at >= cfg[:baseline_every_ms])
+    learned_at =
+      learn(
+        r,
+        older,
+        latency,
+        cfg,
+        r.learned_at == nil or r.now - r.learned_at >= cfg[:baseline_every_ms]
+      )
 
     rate = if baseline, do: Map.get(baseline, :rate, 0.0), else: 0.0
     failures = if baseline || failed > 0, do: Stats.failures(n, failed, rate), else: nil

@@ -422,8 +422,9 @@ defmodule Symbiont.Agent.Server do
           crash_log: [],
           up_at: nil,
           up_since: nil,
-          learned_at: -1_000_000_000,
-          evidence_at: -1_000_000_000,
+          # nil: never (monotonic time may be negative).
+          learned_at: nil,
+          evidence_at: nil,
           evidence: {nil, nil}
         },
         lingering: false,
@@ -2188,7 +2189,7 @@ defmodule Symbiont.Agent.Server do
   defp fresh_start(state, why) do
     {_n, last, busy} = state.sampling
     state = %{state | window: Window.new(), samples: [], sampling: {0, last, busy}}
-    rate_signal(analytics(state, evidence_at: -1_000_000_000), why)
+    rate_signal(analytics(state, evidence_at: nil), why)
   end
 
   ## Health (see "How it is doing" in Symbiont.Observation)
@@ -2316,7 +2317,7 @@ defmodule Symbiont.Agent.Server do
 
     a = state.rare.analytics
 
-    if now - a.evidence_at < Signals.compute_ms() do
+    if a.evidence_at != nil and now - a.evidence_at < Signals.compute_ms() do
       state
     else
       {h0, f0} = a.version_base
