@@ -315,3 +315,111 @@ def test_a_failing_agent_that_crashes_is_not_restarted_on_top() -> None:
     # Without crashes, a failing root is restarted.
     [action] = DefaultPolicy().decide(snapshot(agent("a", **failing)))
     assert (action["action"], action["reason"]) == ("restart", "failing")
+
+
+def slow(k: int, n: int, p: float, own: bool = True) -> dict[str, Any]:
+    """Latency evidence from the BEAM: ``k`` of ``n`` recent handling times above the bar,
+    ``p`` how likely that is if nothing changed."""
+    base = {"n": 100, "p50_us": 500, "p99_us": 1_000, "version": "v1", "own": own}
+    e = {"n": n, "k": k, "p": p, "bar_us": 6_000, "test": "tail", "baseline": base}
+    return e | {"p50_us": 40_000, "p99_us": 45_000}
+
+
+def test_a_latency_regression_after_a_promotion_is_rolled_back_from_few_samples() -> None:
+    # 3 of 3 samples above the bar: p = 1e-6, no fixed sample count needed.
+    promoted = {"deployed": True, "promoted_ago_ms": 600_000}
+    snap = snapshot(agent("a", **promoted, signals={"latency": slow(3, 3, 1e-6, own=False)}))
+    [action] = DefaultPolicy().decide(snap)
+    assert action["action"] == "rollback"
+    assert action["reason"].startswith("latency regression since its deploy: 3 of 3")
+    assert action["evidence"]["ladder"] == {
+        "pattern": "regression",
+        "rung": 1,
+        "rungs": ["rollback"],
+    }
+    # Evidence that is weak (could be chance) is no regression.
+    snap = snapshot(agent("a", **promoted, signals={"latency": slow(3, 100, 0.3)}))
+    assert DefaultPolicy().decide(snap) == []
+
+
+def test_slower_than_its_own_history_with_nothing_to_undo_is_restarted_once() -> None:
+    policy = DefaultPolicy(settle_ms=1_000)
+    signals = {"signals": {"latency": slow(5, 5, 1e-8)}}
+    [action] = policy.decide(snapshot(agent("a", **signals)))
+    assert (action["action"], action["evidence"]["ladder"]["pattern"]) == ("restart", "latency")
+    # Still slow after the restart settled: its ladder is at its top, nothing more.
+    after = {"ladder": {"latency": {"rung": 1, "ago_ms": 5_000}}}
+    for _ in range(5):
+        assert policy.decide(snapshot(agent("a", **signals, **after))) == []
+
+
+def test_slow_has_hysteresis() -> None:
+    # Under alpha to become slow, over alpha_exit to stop being so.
+    policy = DefaultPolicy(alpha=1e-3, alpha_exit=1e-2)
+    assert policy._is_slow("a", slow(3, 3, 1e-4))
+    assert policy._is_slow("a", slow(3, 10, 5e-3))  # between: still slow
+    assert not policy._is_slow("a", slow(3, 20, 5e-2))
+    assert not policy._is_slow("a", slow(3, 10, 5e-3))  # between: still fine
+
+
+def leaking(rss_mb: int = 300, bps: float = 5e6, r2: float = 0.99) -> dict[str, Any]:
+    memory = {"rss_bytes": rss_mb << 20, "growth_bps": bps, "r2": r2, "readings": 10}
+    return {"signals": {"memory": memory | {"grown_bytes": 1 << 26, "span_ms": 9_000}}}
+
+
+def test_a_leak_is_restarted_then_quarantined_when_it_grows_again() -> None:
+    policy = DefaultPolicy(settle_ms=5_000)
+    [action] = policy.decide(snapshot(agent("a", **leaking())))
+    assert (action["action"], action["evidence"]["ladder"]["rung"]) == ("restart", 1)
+    assert action["reason"].startswith("memory leak")
+    # It grows again once the restart settled: quarantine, the top of its ladder.
+    after = {"ladder": {"leak": {"rung": 1, "ago_ms": 6_000}}}
+    [action] = policy.decide(snapshot(agent("a", **leaking(), **after)))
+    assert (action["action"], action["evidence"]["ladder"]["rung"]) == ("quarantine", 2)
+
+
+def test_no_leak_without_steady_growth_above_the_floor_nor_in_a_wasm_agent() -> None:
+    policy = DefaultPolicy()
+    assert policy.decide(snapshot(agent("a", **leaking(rss_mb=100)))) == []  # below the floor
+    assert policy.decide(snapshot(agent("a", **leaking(r2=0.3)))) == []  # a sawtooth
+    assert policy.decide(snapshot(agent("a", **leaking(bps=1e5)))) == []  # slow growth
+    wasm = agent("a", version="wasm:priv/wasm/counter.wat", **leaking())
+    assert policy.decide(snapshot(wasm)) == []
+
+
+def test_a_failing_agent_climbs_its_ladder_and_is_never_restarted_for_ever() -> None:
+    failing = {"health": "failing", "failed_delta": 30, "handled_delta": 0}
+    policy = DefaultPolicy(settle_ms=5_000)
+    [action] = policy.decide(snapshot(agent("a", **failing)))
+    assert (action["action"], action["evidence"]["ladder"]["rung"]) == ("restart", 1)
+    # The restart did not help; a promoted version exists: rollback.
+    at = {"ladder": {"failing": {"rung": 1, "ago_ms": 6_000}}}
+    [action] = policy.decide(snapshot(agent("a", deployed=True, **failing, **at)))
+    assert (action["action"], action["evidence"]["ladder"]["rung"]) == ("rollback", 2)
+    # None: quarantine.
+    [action] = policy.decide(snapshot(agent("a", **failing, **at)))
+    assert (action["action"], action["evidence"]["ladder"]["rung"]) == ("quarantine", 3)
+    # Quarantined: nothing more, however long; released by hand and failing again past
+    # the top, quarantined again (not restarted).
+    at = {"ladder": {"failing": {"rung": 3, "ago_ms": 60_000}}}
+    q = agent("a", **(failing | {"health": "quarantined"}), **at, quarantined=True)
+    assert policy.decide(snapshot(q)) == []
+    [action] = policy.decide(snapshot(agent("a", **failing, **at)))
+    assert action["action"] == "quarantine"
+    # A ladder untouched for ladder_reset_ms starts from the bottom again.
+    at = {"ladder": {"failing": {"rung": 3, "ago_ms": 700_000}}}
+    [action] = DefaultPolicy(ladder_reset_ms=600_000).decide(snapshot(agent("a", **failing, **at)))
+    assert action["action"] == "restart"
+
+
+def test_a_rule_is_added_or_removed_with_one_line() -> None:
+    def everyone_restarts(tick: conductor.Tick):
+        for a in tick.agents.values():
+            yield {"action": "restart", "agent": a["name"], "reason": "mine"}
+
+    policy = DefaultPolicy()
+    policy.rules.append(everyone_restarts)
+    assert [x["reason"] for x in policy.decide(snapshot(agent("a")))] == ["mine"]
+    policy = DefaultPolicy()
+    policy.rules.remove(policy.leak)
+    assert policy.decide(snapshot(agent("a", **leaking()))) == []
