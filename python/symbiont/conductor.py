@@ -448,7 +448,9 @@ class DefaultPolicy:
             latency = signals.get("latency")
             slow = self._is_slow(name, latency)
             failures = signals.get("failures")
-            against_before = bool(failures) and not (failures.get("baseline") or {}).get("own")
+            # Failures compared with the baseline of the version it replaced (none: no
+            # comparison).
+            against_before = bool(failures) and (failures.get("baseline") or {}).get("own") is False
             errors = (
                 name in failing
                 and not self._symptom(tick, name, failing)

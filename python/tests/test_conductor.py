@@ -423,3 +423,21 @@ def test_a_rule_is_added_or_removed_with_one_line() -> None:
     policy = DefaultPolicy()
     policy.rules.remove(policy.leak)
     assert policy.decide(snapshot(agent("a", **leaking()))) == []
+
+
+def test_errors_roll_back_only_against_the_version_before() -> None:
+    failing = {"health": "failing", "failed_delta": 9, "handled_delta": 0, "deployed": True}
+    failing |= {"promoted_ago_ms": 600_000}
+
+    def failures(baseline: dict[str, Any] | None) -> dict[str, Any]:
+        e = {"n": 20, "k": 20, "p": 1e-30, "baseline_rate": 0.0, "baseline": baseline}
+        return {"signals": {"failures": e}}
+
+    before = {"n": 100, "p50_us": 1, "p99_us": 2, "version": "v1", "own": False}
+    [action] = DefaultPolicy().decide(snapshot(agent("a", **failing, **failures(before))))
+    assert (action["action"], action["evidence"]["ladder"]["pattern"]) == ("rollback", "regression")
+    # Worse than its own history, or with no history at all: its failing ladder, whose
+    # first rung is a restart.
+    for baseline in (before | {"own": True}, None):
+        [action] = DefaultPolicy().decide(snapshot(agent("a", **failing, **failures(baseline))))
+        assert (action["action"], action["evidence"]["ladder"]["pattern"]) == ("restart", "failing")
