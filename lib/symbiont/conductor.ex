@@ -398,7 +398,7 @@ defmodule Symbiont.Conductor do
     # scale by hand) answers the evidence before it, as one of the conductor's does.
     remedied = remedied(view.pins, Map.get(state.remedied, name))
     deltas = {handled + failed, busy, view.queue + view.in_flight - backlog(prev)}
-    signals = Signals.snapshot(view, Map.merge(ctx, %{deltas: deltas, after_ms: remedied}))
+    signals = Signals.snapshot(view, ctx, deltas, remedied)
 
     # 32 keys at most: a flat map, built ten times faster than a larger one (10,000 a
     # tick; bench/heal.exs).
