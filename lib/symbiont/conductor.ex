@@ -20,9 +20,15 @@ defmodule Symbiont.Conductor do
     (`"start_failures"`, which its own start-failure rule answers, see "Agents that
     cannot start" in `Symbiont.Agent`), the operator's pins (`Symbiont.Pins`: `"pins"`,
     by field), how long ago a promoted version it can roll back to was promoted, how
-    long ago it was last remedied (rolled back, quarantined, released, dead-lettered
-    for, by the conductor or by the operator: its crashes before that remedy are
-    answered, and are not evidence again), the topology as `from -> topic -> to` edges,
+    long ago it was last remedied (rolled back, quarantined or released, by the
+    conductor or by the operator: its crashes before that remedy are answered, and are
+    not evidence again; a dead letter takes one delivery away, not a crash loop), its
+    `"signals"` (what the BEAM measured for the analytics, `Symbiont.Signals`: latency
+    and failures against its version's baseline, crashes over a window of uptime, queue
+    rates, its host's memory; docs/ANALYTICS.md), its `"ladder"` (the rung it is at on
+    each pattern's ladder of remedies, rebuilt from the audit trail when the conductor
+    starts: see "Escalation" in `python/symbiont/conductor.py`), the topology as
+    `from -> topic -> to` edges,
     the topics a template matches, the templates, the health events since the last tick
     and the recent audit trail. Each agent's map has at most 32 keys (a larger map costs
     ten times as much to build, 10,000 a tick): what a policy can derive (`"deployed"`)
@@ -87,7 +93,9 @@ defmodule Symbiont.Conductor do
   `:python_path` (for a user policy; default the application's), `:scope` (a function
   from agent name to boolean: the agents it watches; default all), `:manifest`
   (default `Symbiont.Manifest`), `:audit` (default `Symbiont.Conductor.Audit`),
-  `:cooldown_ms`, `:max_actions_per_minute`, `:decide_timeout_ms`. The application
+  `:cooldown_ms`, `:max_actions_per_minute`, `:decide_timeout_ms`, `:memory_every_ms`
+  (how often the resident memory of each host in scope is read, default 1000) and
+  `:memory_readings` (how many of them make its growth rate, default 10). The application
   starts one with the options of `config :symbiont, conductor: [...]`
   (`enabled: false` to go without), where `pin_hold_ms` also sets how long the
   operator's pins hold (`Symbiont.Pins`; validated as the application starts).
