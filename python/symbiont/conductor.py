@@ -187,8 +187,18 @@ class Tick:
         """The next remedy on ``pattern``'s ladder for agent ``a``
         (:data:`symbiont._analytics.LADDERS`), as an action whose evidence records the
         ladder and the rung; ``None`` while the last remedy settles, or once nothing is
-        left to try (see :func:`symbiont._analytics.next_rung`)."""
+        left to try (see :func:`symbiont._analytics.next_rung`).
+
+        A ladder starts again from the bottom ``ladder_reset_ms`` after its last rung only
+        if the pattern went away meanwhile (for ``settle_ms`` or more): one that never
+        did stays at its top, so that an agent slow for ever is not restarted every
+        ``ladder_reset_ms`` for ever."""
         pinned = _pins(a)
+        present = self.policy._present
+        key = (a["name"], pattern)
+        last = present.get(key)
+        present[key] = self.now
+        unbroken = last is not None and self.now - last <= self.policy.settle_ms
 
         def applies(remedy: str) -> bool:
             if remedy == "rollback":
@@ -202,7 +212,7 @@ class Tick:
             (a.get("ladder") or {}).get(pattern),
             applies,
             settle_ms=self.policy.settle_ms,
-            reset_ms=self.policy.ladder_reset_ms,
+            reset_ms=math.inf if unbroken else self.policy.ladder_reset_ms,
             in_place=lambda remedy: remedy == "quarantine" and bool(a.get("quarantined")),
         )
         if step is None:
@@ -273,7 +283,8 @@ class DefaultPolicy:
     rung (``{"ladder": {"pattern", "rung", "rungs"}}``), which the BEAM keeps (from the
     audit trail, across restarts of the conductor) and gives back as the agent's
     ``ladder``. A ladder starts again from the bottom once its last rung is
-    ``ladder_reset_ms`` old. Past the top rung nothing more is tried: no agent is
+    ``ladder_reset_ms`` old and the pattern went away meanwhile (a pattern that never
+    did stays at its top). Past the top rung nothing more is tried: no agent is
     restarted for ever.
 
     **Evidence is spent once answered**, and only by a remedy of its own cause: the crash
@@ -380,6 +391,9 @@ class DefaultPolicy:
         self._needs: dict[str, list[tuple[int, int, int]]] = {}
         self._slow: set[str] = set()
         self._published: dict[str, int] = {}
+        # When each (agent, pattern) was last seen (snapshot ms): whether a ladder may
+        # start over (Tick.climb).
+        self._present: dict[tuple[str, str], int] = {}
 
     def decide(self, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
         """Return the actions for this tick: each rule's, in order, one per agent."""
@@ -682,6 +696,8 @@ class DefaultPolicy:
             for memory in (self._replicas, self._queues, self._rates, self._needs):
                 memory.pop(gone, None)
             self._slow.discard(gone)
+        for key in [k for k in self._present if k[0] not in tick.agents]:
+            del self._present[key]
 
     def _rate(self, name: str) -> tuple[float, float | None]:
         """Its arrival rate at the last tick (events/s), and its handling time (µs): the

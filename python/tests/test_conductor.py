@@ -441,3 +441,22 @@ def test_errors_roll_back_only_against_the_version_before() -> None:
     for baseline in (before | {"own": True}, None):
         [action] = DefaultPolicy().decide(snapshot(agent("a", **failing, **failures(baseline))))
         assert (action["action"], action["evidence"]["ladder"]["pattern"]) == ("restart", "failing")
+
+
+def test_a_ladder_starts_over_only_once_its_pattern_went_away() -> None:
+    # Slow for ever: restarted once, then never again, however long (its ladder's top
+    # is a restart, and the pattern never went away).
+    policy = DefaultPolicy(settle_ms=1_000, ladder_reset_ms=10_000)
+    signals = {"signals": {"latency": slow(5, 5, 1e-8)}}
+    [action] = policy.decide(snapshot(agent("a", **signals), now_ms=0))
+    assert action["action"] == "restart"
+    for now in range(200, 60_000, 200):
+        at = {"ladder": {"latency": {"rung": 1, "ago_ms": now}}}
+        assert policy.decide(snapshot(agent("a", **signals, **at), now_ms=now)) == []
+    # Fast for a while, then slow again: a new incident, its ladder from the bottom.
+    for now in range(60_000, 62_000, 200):
+        at = {"ladder": {"latency": {"rung": 1, "ago_ms": now}}}
+        assert policy.decide(snapshot(agent("a", **at), now_ms=now)) == []
+    at = {"ladder": {"latency": {"rung": 1, "ago_ms": 62_000}}}
+    [action] = policy.decide(snapshot(agent("a", **signals, **at), now_ms=62_000))
+    assert action["action"] == "restart"
