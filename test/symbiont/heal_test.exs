@@ -154,6 +154,35 @@ defmodule Symbiont.HealTest do
     end)
   end
 
+  test "a crash loop answered by dead letters is still a crash loop: a dead letter does not spend the crash evidence",
+       %{prefix: prefix} do
+    # Every event kills the host, and is tried again (max_attempts: 50): each delivery is
+    # a poison message the conductor dead-letters; the next one crashes it as well. A
+    # dead letter takes one delivery away, not the loop (before step 10 it reset the
+    # crash evidence, and the agent was dead-lettered for ever).
+    a = "#{prefix}-poisoned"
+    topic = unique_name("poisoned.in")
+    attach_host_events(a)
+    m = start_manifest!([stage(a, %{"in" => topic, "mode" => "crash"}, max_attempts: 50)])
+    assert_receive {:agent_start, ^a, _}, 10_000
+    :ok = Symbiont.subscribe("symbiont.dead_letter")
+
+    capture_log(fn ->
+      c = start_conductor!(prefix, m, policy_options: %{"crash_loop" => 3, "poison_after" => 2})
+      for i <- 1..10, do: :ok = Symbiont.publish(topic, i)
+      assert %{"reason" => "poison message" <> _} = await_conductor(a, "dead_letter", 20_000)
+      quarantine = await_conductor(a, "quarantine", 30_000)
+      assert quarantine["reason"] =~ "crash loop"
+      assert %{"deliveries" => d} = quarantine["evidence"]
+      assert d >= 2
+
+      # It crashes no more.
+      {:ok, %{crashes: crashes}} = Server.info(a)
+      ticks(c, 5)
+      assert {:ok, %{crashes: ^crashes, quarantined: "crash loop" <> _}} = Server.info(a)
+    end)
+  end
+
   test "(c) a Python agent whose memory grows: restarted, then quarantined when it grows again",
        %{prefix: prefix} do
     a = "#{prefix}-leaky"
