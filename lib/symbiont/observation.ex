@@ -228,7 +228,7 @@ defmodule Symbiont.Observation do
   @doc false
   # Written by an agent server as it learns its version's baseline (Symbiont.Signals). One
   # entry per agent name and version run on this node: a version run again (a rollback)
-  # finds its own.
+  # finds its own. They go when the agent's last replica does.
   @spec put_baseline(String.t(), String.t(), map) :: true
   def put_baseline(name, version, baseline) do
     :ets.insert(@baselines, {{name, version}, baseline})
@@ -550,8 +550,15 @@ defmodule Symbiont.Observation do
   @impl true
   def handle_info({:DOWN, ref, :process, _, _}, state) do
     case Map.pop(state, ref) do
-      {{pid, key}, state} ->
+      {{pid, {name, _, _} = key}, state} ->
         :ets.match_delete(@table, {key, pid, :_, :_})
+
+        # The last replica of an agent gone (retired, not restarted: an upgrade, a
+        # rollback or a host's restart keeps its server): its baselines go too, so that
+        # agents spawned and retired by the thousand leave nothing behind.
+        if :ets.select_count(@table, [{{{name, :_, :_}, :_, :_, :_}, [], [true]}]) == 0,
+          do: :ets.match_delete(@baselines, {{name, :_}, :_})
+
         {:noreply, state}
 
       {nil, state} ->

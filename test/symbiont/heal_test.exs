@@ -276,6 +276,22 @@ defmodule Symbiont.HealTest do
     end)
   end
 
+  test "an agent's baselines go with its last replica; another agent's stay", %{prefix: prefix} do
+    [a, b] = for s <- ~w(gone kept), do: "#{prefix}-#{s}"
+
+    for n <- [a, b] do
+      agent = [name: n, wasm: Path.join(@wasm, "echo.wat"), topics: [unique_name("echo.in")]]
+      start_host!(name: n, agent: agent)
+    end
+
+    base = %{n: 100, p50_us: 10, p99_us: 20, rate: 0.0, version: "v"}
+    for n <- [a, b], do: Symbiont.Observation.put_baseline(n, "v", base)
+
+    :ok = stop_supervised({:agent, a})
+    assert wait_until(fn -> Symbiont.Observation.baseline(a, "v") == nil end)
+    assert Symbiont.Observation.baseline(b, "v") == base
+  end
+
   defp version(a) do
     case Symbiont.Host.info(a) do
       {:ok, %{agent: %{python: "wasm:" <> path}}} -> "wasm:" <> Path.relative_to_cwd(path)
