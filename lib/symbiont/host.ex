@@ -743,6 +743,13 @@ defmodule Symbiont.Host do
     {:noreply, crashed(state, {:exit, status})}
   end
 
+  # Killed on request (restart/2): whichever news of its death comes first (a write that
+  # found the pipe closed, often, before the exit status) is the restart, never a crash.
+  defp info({:EXIT, port, reason}, %{port: port, restart_reason: why} = state)
+       when reason != :normal and why != nil do
+    {:noreply, crashed(%{state | restart_reason: nil}, {:restarted, why})}
+  end
+
   defp info({:EXIT, port, reason}, %{port: port} = state) when reason != :normal do
     {:noreply, crashed(state, {:port_closed, reason})}
   end

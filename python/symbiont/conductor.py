@@ -309,8 +309,9 @@ class DefaultPolicy:
       topology; downstream of a failing agent or of one acted on within ``settle_ms``,
       they are symptoms): its ladder (``restart``, ``rollback``, ``quarantine``); not an
       agent failing on its journal (its disk, not its code), nor one failing to start
-      (its own rule retries, then quarantines it), nor one crashing (the crash loop rule
-      answers it);
+      (its own rule retries, then quarantines it), nor one that crashed within
+      ``settle_ms`` (its crashes restart it already, and the crash loop rule answers
+      them; one crash long ago does not keep a failing agent off its ladder);
     * :meth:`leak` - its host's memory grows steadily (``leak_bps`` or more over at
       least ``leak_readings`` readings with an r² of ``leak_r2``) above ``leak_floor``
       bytes -> its ladder (``restart``, then ``quarantine`` when it grows again); Python
@@ -512,7 +513,8 @@ class DefaultPolicy:
                 continue  # its disk, not its code: it recovers when the disk does
             if a.get("start_failures"):
                 continue  # it retries its start itself, then quarantines itself
-            if (_signals(a).get("crashes") or {}).get("n"):
+            crashes = _signals(a).get("crashes") or {}
+            if crashes.get("n") and _or_inf(crashes.get("last_ago_ms")) < self.settle_ms:
                 continue  # restarted by its crashes already: the crash loop rule answers
             downstream = analytics.roots(failing, tick.upstream).get(name, [])
             reason = "root of a cascading failure" if downstream else "failing"

@@ -315,6 +315,12 @@ def test_a_failing_agent_that_crashes_is_not_restarted_on_top() -> None:
     # Without crashes, a failing root is restarted.
     [action] = DefaultPolicy().decide(snapshot(agent("a", **failing)))
     assert (action["action"], action["reason"]) == ("restart", "failing")
+    # One crash long ago (past settle_ms) does not keep it off its ladder for as long as
+    # the crash stays in the BEAM's window of uptime.
+    old = crashes(1)
+    old["signals"]["crashes"]["last_ago_ms"] = 20_000
+    [action] = DefaultPolicy(settle_ms=5_000).decide(snapshot(agent("a", **old, **failing)))
+    assert (action["action"], action["reason"]) == ("restart", "failing")
 
 
 def slow(k: int, n: int, p: float, own: bool = True) -> dict[str, Any]:

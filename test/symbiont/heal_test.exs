@@ -108,7 +108,16 @@ defmodule Symbiont.HealTest do
       c = start_conductor!(prefix, m, policy_options: options)
       assert %{"rung" => 1} = snapshot_of(c, a)["ladder"]["failing"]
 
-      quarantine = await_conductor(a, "quarantine")
+      quarantine =
+        try do
+          await_conductor(a, "quarantine", 20_000)
+        rescue
+          e in ExUnit.AssertionError ->
+            flunk(
+              "#{e.message}; snapshot: #{inspect(snapshot_of(c, a))}; audit: #{inspect(Symbiont.remediations(10))}; info: #{inspect(Conductor.info(c))}"
+            )
+        end
+
       assert %{"pattern" => "failing", "rung" => 3} = quarantine["evidence"]["ladder"]
 
       # The ladder ends there: past the settle time of the quarantine, nothing more.
@@ -274,6 +283,32 @@ defmodule Symbiont.HealTest do
       stop_publishing(slow)
       assert [{"rollback", _}] = conductor_actions_on(a)
     end)
+  end
+
+  test "a restart on request is never charged as a crash, even when a write finds the pipe closed first",
+       %{prefix: prefix} do
+    # The conductor's restart kills the process; an event sent meanwhile often finds
+    # the pipe closed before the exit status comes. Charged as a crash, it kept a
+    # failing agent off its ladder (the failing rule leaves a crashing agent alone).
+    a = "#{prefix}-restarted"
+    topic = unique_name("restarted.in")
+    attach_host_events(a)
+    m = start_manifest!([stage(a, %{"in" => topic})])
+    assert_receive {:agent_start, ^a, _}, 10_000
+    feeder = start_publishing(topic, 1)
+
+    capture_log(fn ->
+      for i <- 1..10 do
+        {:ok, %{host: host}} = Server.info(a)
+        :ok = Symbiont.Host.restart(host, "told to")
+        assert_receive {:agent_start, ^a, %{restarts: ^i}}, 10_000
+      end
+    end)
+
+    stop_publishing(feeder)
+    assert {:ok, %{crashes: 0, restarts: 10}} = Server.info(a)
+    refute_received %Symbiont.Event{topic: "symbiont.remediation", from: ^a}
+    _ = m
   end
 
   test "an agent's baselines go with its last replica; another agent's stay", %{prefix: prefix} do
