@@ -223,6 +223,16 @@ class Tick:
         return _action(remedy, a["name"], reason, evidence={**evidence, "ladder": ladder})
 
 
+#: Options of DefaultPolicy before step 10, and what took their place.
+_REMOVED = {
+    "window_ticks": (
+        "removed: crashes are counted over a window of uptime on the BEAM "
+        "(config :symbiont, signals: [crash_window_ms: ...]), so that a crash loop whose "
+        "restart backoff has grown to seconds is still one"
+    ),
+}
+
+
 class DefaultPolicy:
     """Recognises the usual patterns of trouble, each answered by a ladder of remedies.
 
@@ -353,7 +363,11 @@ class DefaultPolicy:
         utilisation: float = 0.8,
         low_utilisation: float = 0.5,
         drain_s: float = 10.0,
+        **removed: Any,
     ) -> None:
+        for name in removed:
+            why = _REMOVED.get(name, "no such option")
+            raise TypeError(f"DefaultPolicy option {name!r}: {why}")
         self.poison_after = poison_after
         self.crash_loop = crash_loop
         self.grow_ticks = grow_ticks

@@ -466,3 +466,10 @@ def test_a_ladder_starts_over_only_once_its_pattern_went_away() -> None:
     at = {"ladder": {"latency": {"rung": 1, "ago_ms": 62_000}}}
     [action] = policy.decide(snapshot(agent("a", **signals, **at), now_ms=62_000))
     assert action["action"] == "restart"
+
+
+def test_an_option_that_was_removed_or_never_was_says_so() -> None:
+    with pytest.raises(TypeError, match="'window_ticks': removed: crashes are counted"):
+        DefaultPolicy(window_ticks=10)
+    with pytest.raises(TypeError, match="'crash_lop': no such option"):
+        DefaultPolicy(crash_lop=3)
