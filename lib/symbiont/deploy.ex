@@ -129,6 +129,11 @@ defmodule Symbiont.Deploy do
       {:alpha, value}, {:ok, acc} when is_number(value) and value > 0 and value < 1 ->
         {:cont, {:ok, Keyword.put(acc, :alpha, value)}}
 
+      {:min_latency_samples, _}, _ ->
+        {:halt,
+         {:error,
+          "deploy option :min_latency_samples was removed: the canary's handling times are compared whatever their number (a slow version gives few); :alpha sets how sure the comparison must be"}}
+
       {key, value}, _ ->
         {:halt,
          {:error,

@@ -200,6 +200,13 @@ defmodule Symbiont.DeployTest do
     assert {:error, msg} = Symbiont.deploy(name, Path.join(@wasm, "counter.wat"), window_ms: 0)
     assert msg =~ "deploy option :window_ms cannot be 0"
 
+    assert {:error, msg} =
+             Symbiont.deploy(name, Path.join(@wasm, "counter.wat"), min_latency_samples: 10)
+
+    assert msg =~ "deploy option :min_latency_samples was removed"
+    assert {:error, msg} = Symbiont.deploy(name, Path.join(@wasm, "counter.wat"), alpha: 1.5)
+    assert msg =~ "deploy option :alpha cannot be 1.5"
+
     python = unique_name("py")
     start_host!(name: python, agent: [name: python, python: "test_agents:Counter"])
     assert {:error, msg} = Symbiont.deploy(python, Path.join(@wasm, "counter.wat"))
