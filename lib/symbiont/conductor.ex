@@ -289,7 +289,7 @@ defmodule Symbiont.Conductor do
 
   defp run_tick(state) do
     started = System.monotonic_time(:microsecond)
-    {snapshot, state} = observe(read_memory(state))
+    {snapshot, state} = observe(state, true)
     state = %{state | health: [], ticks: state.ticks + 1}
 
     {actions, state} =
@@ -316,11 +316,13 @@ defmodule Symbiont.Conductor do
   ## Observe
 
   # The snapshot, and the state with what the next tick counts from.
-  defp observe(state) do
+  # A tick (`tick?`) also reads the hosts' memory when it is due.
+  defp observe(state, tick? \\ false) do
     scope = state.opts.scope
     now = System.system_time(:millisecond)
     mono = System.monotonic_time(:millisecond)
     views = Symbiont.Observation.agents(scope: scope)
+    state = if tick?, do: read_memory(state, views), else: state
     manifest = manifest_specs(state)
     deploys = deploys()
 
@@ -357,17 +359,17 @@ defmodule Symbiont.Conductor do
   defp counters(r),
     do: {r.handled, r.failed, r.crashes, r.restarts, r.busy_us, r.queue + r.in_flight}
 
-  # The resident set of each host of the agents in scope, every :memory_every_ms (one
-  # small file read per host: Symbiont.Signals.rss/1); a host's readings start over with
-  # each new process.
-  defp read_memory(%{memory_at: at, opts: opts} = state) do
+  # The resident set of each host of the agents in scope (`views`), every
+  # :memory_every_ms (one small file read per host: Symbiont.Signals.rss/1); a host's
+  # readings start over with each new process.
+  defp read_memory(%{memory_at: at, opts: opts} = state, views) do
     mono = System.monotonic_time(:millisecond)
 
     if at != nil and mono - at < opts.memory_every_ms do
       state
     else
       now = System.system_time(:millisecond)
-      hosts = for r <- Symbiont.Observation.replicas(scope: opts.scope), uniq: true, do: r.host
+      hosts = for v <- views, r <- v.replicas, uniq: true, do: r.host
 
       memory =
         for host <- hosts,
