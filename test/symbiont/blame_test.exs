@@ -183,7 +183,8 @@ defmodule Symbiont.BlameTest do
     # The conductor sees a crash loop in the suspect, and in nobody else.
     actions = capture_log(fn -> send(self(), {:actions, Symbiont.Conductor.tick(conductor)}) end)
     assert actions =~ "quarantine #{suspect}"
-    assert_received {:actions, [%{"action" => "quarantine", "agent" => ^suspect} = q]}
+    assert_received {:actions, actions}
+    assert [%{"action" => "quarantine", "agent" => ^suspect} = q] = actions
     assert %{"crashes_in_window" => 3} = q["evidence"]
 
     for id <- [a, b], do: assert({:ok, %{quarantined: nil}} = Server.info(id))
