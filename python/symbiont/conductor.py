@@ -314,7 +314,10 @@ class DefaultPolicy:
     * :meth:`regression` - worse since a promotion that can be undone (its latency
       evidence at most ``alpha``; its failures' against the version before; or failing
       within ``regression_ms`` of the promotion) -> ``rollback``; slower than its own
-      history with nothing to undo -> ``restart`` (once: its ladder has one rung);
+      history with nothing to undo, on at least ``latency_share`` of its recent events
+      (a burst of a few slow ones, after a restart of its host or behind a noisy
+      neighbour, is no reason to restart it) -> ``restart`` (once: its ladder has one
+      rung);
     * :meth:`failing` - failing agents (a cascade is answered at its roots, along the
       topology; downstream of a failing agent or of one acted on within ``settle_ms``,
       they are symptoms): its ladder (``restart``, ``rollback``, ``quarantine``); not an
@@ -363,6 +366,7 @@ class DefaultPolicy:
         utilisation: float = 0.8,
         low_utilisation: float = 0.5,
         drain_s: float = 10.0,
+        latency_share: float = 0.5,
         **removed: Any,
     ) -> None:
         for name in removed:
@@ -385,6 +389,7 @@ class DefaultPolicy:
         self.utilisation = utilisation
         self.low_utilisation = low_utilisation
         self.drain_s = drain_s
+        self.latency_share = latency_share
         #: The rules, in order (see the class docstring): append yours.
         self.rules: list[Rule] = [
             self.crash_loop_rule,
@@ -505,7 +510,10 @@ class DefaultPolicy:
                 action = tick.climb(a, "regression", reason, evidence)
                 if action:
                     yield action
-            elif slow:
+            elif slow and latency["k"] >= self.latency_share * latency["n"]:
+                # Slower than its own history, nothing to undo: a restart helps only a
+                # process that is slow as a whole (most of its events), not a burst of a
+                # few slow ones (a restart of its host, a noisy neighbour): they pass.
                 reason = (
                     f"latency regression: {latency['k']} of {latency['n']} handled above "
                     f"{latency['bar_us']} µs (p = {latency['p']:.1e})"

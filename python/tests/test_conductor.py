@@ -473,3 +473,14 @@ def test_an_option_that_was_removed_or_never_was_says_so() -> None:
         DefaultPolicy(window_ticks=10)
     with pytest.raises(TypeError, match="'crash_lop': no such option"):
         DefaultPolicy(crash_lop=3)
+
+
+def test_a_burst_of_slow_events_is_no_reason_to_restart() -> None:
+    # 6 of its last 100 events slow (its host just restarted, or a neighbour hung it):
+    # evidence enough that something happened (p = 5e-4), but a restart would not help.
+    burst = {"signals": {"latency": slow(6, 100, 5e-4)}}
+    assert DefaultPolicy().decide(snapshot(agent("a", **burst))) == []
+    # After a promotion, the same evidence against the version before rolls it back.
+    promoted = {"deployed": True, "promoted_ago_ms": 600_000}
+    [action] = DefaultPolicy().decide(snapshot(agent("a", **burst, **promoted)))
+    assert action["action"] == "rollback"
