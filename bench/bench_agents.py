@@ -55,6 +55,23 @@ class Mortal(Agent):
         self.publish(self.config["out"], value["ping"])
 
 
+# What Leaky agents keep, for as long as their process lives.
+_leaked: list[bytes] = []
+
+
+class Leaky(Agent):
+    """bench/heal.exs: consumes ``config["in"]`` and keeps ``config["mb"]`` MB more of
+    memory for each event (written, so that it is resident): a leak."""
+
+    def subscriptions(self) -> list[str]:
+        """The topic named in the config."""
+        return [self.config["in"]]
+
+    def handle_event(self, topic: str, payload: bytes) -> None:
+        """Leak a little more."""
+        _leaked.append(b"x" * int(self.config.get("mb", 2) * (1 << 20)))
+
+
 class Tally(Agent):
     """bench/durable.exs: counts the events on ``config["in"]`` in its state."""
 

@@ -36,6 +36,15 @@
 #   the co-tenants' p99 over the last third of the run, beside the same without the
 #   conductor. The load average of the machine at the start and the end of the run is
 #   noted under the table (other work on the machine inflates every figure here).
+# - Step 10's analytics (each beside plain OTP supervision, the conductor off, in the same
+#   run): a latency regression after a promotion (counter_v4.wat, some 40 ms an event
+#   against 1 ms; no error), from its first slow event to the conductor's rollback
+#   (detect) and to an event handled fast again (recover); a Python agent leaking 2 MB
+#   an event, from its first event to the restart (detect) and to the quarantine that
+#   stops the growth when the restart did not (recover); a crash loop noticed once its
+#   restart backoff is 2.6 s, from the conductor's start to the quarantine. With the
+#   conductor off, what the same fault does over the same time: p99 still slow, the RSS
+#   it grew to, the crashes it went on with.
 
 Application.put_env(:symbiont, :agents, [])
 Application.put_env(:symbiont, :conductor, enabled: false)
@@ -97,6 +106,8 @@ defmodule Bench.Heal do
     File.rm_rf!(dir)
 
     noisy = noisy_neighbour()
+    IO.puts("analytics: latency regression, leak, crash loop noticed late; conductor on, off")
+    analytics = analytics_rows()
 
     [s50, s99, c50, c99] = [p(standby, 50), p(standby, 99), p(cold, 50), p(cold, 99)]
     row = &Bench.Results.row/5
@@ -149,7 +160,7 @@ defmodule Bench.Heal do
       )
     ]
 
-    Bench.Results.record("heal", rows ++ noisy_rows(noisy),
+    Bench.Results.record("heal", rows ++ analytics ++ noisy_rows(noisy),
       details:
         "Load average (1 min) of the machine during this run: #{load0} at the start, #{loadavg()} at the end (2 cores)."
     )
@@ -228,6 +239,237 @@ defmodule Bench.Heal do
     stop(name)
     us
   end
+
+  ## Step 10: latency, memory and remedies that did not work, conductor on and off
+
+  @analytics_observe_ms if @quick, do: 6_000, else: 15_000
+  @signals [window_ms: 1_000, baseline_min: 20, baseline_every_ms: 200, recent: 50]
+
+  defp analytics_rows do
+    Application.put_env(:symbiont, :signals, @signals)
+    row = &Bench.Results.row/5
+    lat = latency_regression(:on)
+    lat_off = latency_regression(:off)
+    leak = leak(:on)
+    leak_off = leak(:off)
+    loop = late_crash_loop(:on)
+    loop_off = late_crash_loop(:off)
+    Application.delete_env(:symbiont, :signals)
+    off = "conductor off"
+    observed = "over #{div(@analytics_observe_ms, 1000)} s"
+
+    [
+      row.(
+        "latency regression after a promotion → rollback: time to detect (ms)",
+        lat.detect,
+        "#{off}: p99 handling time #{observed} (ms)",
+        lat_off.p99_ms,
+        "(info)"
+      ),
+      row.(
+        "latency regression → handled fast again: time to recover (ms)",
+        lat.recover,
+        "#{off}: p99 handling time #{observed} (ms)",
+        lat_off.p99_ms,
+        "(info)"
+      ),
+      row.(
+        "leak (2 MB an event) → restart: time to detect (ms)",
+        leak.detect,
+        "#{off}: RSS grown #{observed} (MB)",
+        leak_off.grown_mb,
+        "(info)"
+      ),
+      row.(
+        "leak → quarantined after the restart did not help: growth stops (ms)",
+        leak.recover,
+        "#{off}: RSS grown #{observed} (MB)",
+        leak_off.grown_mb,
+        "(info)"
+      ),
+      row.(
+        "crash loop noticed at 2.6 s of backoff → quarantined (ms)",
+        loop.detect,
+        "#{off}: crashes #{observed}",
+        loop_off.crashes,
+        "(info)"
+      )
+    ]
+  end
+
+  defp conductor(name, mode, options \\ %{})
+
+  defp conductor(_name, :off, _options), do: nil
+
+  defp conductor(name, :on, options) do
+    {:ok, pid} =
+      Symbiont.Conductor.start_link(
+        name: :"heal_conductor_#{name}",
+        tick_ms: @conductor_tick_ms,
+        cooldown_ms: 1_000,
+        memory_every_ms: @conductor_tick_ms,
+        policy_host: "heal-policy-#{name}",
+        policy_options: options,
+        scope: &(&1 == name)
+      )
+
+    pid
+  end
+
+  defp stop_conductor(nil, _name), do: :ok
+
+  defp stop_conductor(pid, name) do
+    GenServer.stop(pid)
+    Symbiont.Python.stop("heal-policy-#{name}")
+  end
+
+  defp wasm(file), do: Path.expand("../priv/wasm/#{file}", __DIR__)
+
+  defp latency_regression(mode) do
+    name = "heal-latency-#{mode}"
+    topic = "bench.heal.#{name}"
+    {:ok, _} = DynamicSupervisor.start_child(Symbiont.Hosts, {Symbiont.Host, [name: name]})
+
+    spec = [
+      host: name,
+      id: name,
+      name: name,
+      wasm: wasm("counter.wat"),
+      topics: [topic],
+      limits: [deadline_ms: 5_000],
+      max_in_flight: 1
+    ]
+
+    {:ok, _} = DynamicSupervisor.start_child(Symbiont.Agents, {Server, spec})
+    Bench.Results.wait(fn -> match?({:ok, %{status: :ready}}, Server.info(name)) end)
+    stable = "wasm:" <> Path.relative_to_cwd(wasm("counter.wat"))
+
+    # Its history first (a baseline), then counter_v4.wat, promoted on numbers.
+    warm = start_publisher(topic, 5, & &1)
+    Bench.Results.wait(fn -> Symbiont.Observation.baseline(name, stable) != nil end)
+    t = System.monotonic_time(:microsecond)
+    {:ok, _} = Symbiont.deploy(name, wasm("counter_v4.wat"), window_ms: 200, min_events: 5)
+    await_remediation(name, "promote", t)
+    stop_publisher(warm)
+
+    c = conductor(name, mode)
+    t0 = System.monotonic_time(:microsecond)
+    slow = start_publisher(topic, 50, fn _ -> true end)
+
+    result =
+      case mode do
+        :on ->
+          detect = await_remediation(name, "rollback", t0)
+
+          # Fast again: its newest handling time under 5 ms, on counter.wat.
+          Bench.Results.wait(fn ->
+            match?({:ok, %{samples: [{_, _, us} | _]}} when us < 5_000, Server.metrics(name)) and
+              version_of(name) == stable
+          end)
+
+          %{detect: detect / 1000, recover: (System.monotonic_time(:microsecond) - t0) / 1000}
+
+        :off ->
+          Process.sleep(@analytics_observe_ms)
+          {:ok, %{samples: samples}} = Server.metrics(name)
+          times = for {_, _, us} <- Enum.take(samples, 50), do: us
+          %{p99_ms: Symbiont.Stats.percentile(times, 0.99) / 1000}
+      end
+
+    stop_publisher(slow)
+    stop_conductor(c, name)
+    stop(name)
+    result
+  end
+
+  defp version_of(name) do
+    case Symbiont.Host.info(name) do
+      {:ok, %{agent: %{python: "wasm:" <> path}}} -> "wasm:" <> Path.relative_to_cwd(path)
+      _ -> nil
+    end
+  end
+
+  defp leak(mode) do
+    name = "heal-leak-#{mode}"
+    topic = "bench.heal.#{name}"
+    {:ok, _} = DynamicSupervisor.start_child(Symbiont.Hosts, {Symbiont.Host, [name: name]})
+    spec = [host: name, id: name, name: name, python: "bench_agents:Leaky"]
+    spec = spec ++ [config: %{"in" => topic, "mb" => 2}]
+    {:ok, _} = DynamicSupervisor.start_child(Symbiont.Agents, {Server, spec})
+    Bench.Results.wait(fn -> match?({:ok, %{status: :ready}}, Server.info(name)) end)
+    rss0 = Symbiont.Signals.rss(Symbiont.Host.os_pid(name))
+
+    options = %{
+      "settle_ms" => 1_500,
+      "leak_bps" => 10 * 1024 * 1024,
+      "leak_floor" => 60 * 1024 * 1024,
+      "leak_readings" => 4
+    }
+
+    c = conductor(name, mode, options)
+    t0 = System.monotonic_time(:microsecond)
+    feeder = start_publisher(topic, 20, & &1)
+
+    result =
+      case mode do
+        :on ->
+          detect = await_remediation(name, "restart", t0)
+          recover = await_remediation(name, "quarantine", t0)
+          %{detect: detect / 1000, recover: recover / 1000}
+
+        :off ->
+          Process.sleep(@analytics_observe_ms)
+          rss = Symbiont.Signals.rss(Symbiont.Host.os_pid(name))
+          %{grown_mb: Float.round((rss - rss0) / 1_048_576, 1)}
+      end
+
+    stop_publisher(feeder)
+    stop_conductor(c, name)
+    stop(name)
+    result
+  end
+
+  defp late_crash_loop(mode) do
+    name = "heal-late-#{mode}"
+    {topic, _out} = start_agent(name, %{"crash" => true}, [], max_attempts: 1)
+    for n <- 1..40, do: :ok = Symbiont.publish(topic, %{"ping" => n})
+    # 10 crashes: the host waits 2.6 s before the next restart, then 5 s.
+    Bench.Results.wait(fn -> match?({:ok, %{crashes: n}} when n >= 10, Server.info(name)) end)
+    c = conductor(name, mode, %{"crash_loop" => 3})
+    t0 = System.monotonic_time(:microsecond)
+
+    result =
+      case mode do
+        :on ->
+          %{detect: await_remediation(name, "quarantine", t0) / 1000}
+
+        :off ->
+          {:ok, %{crashes: before}} = Server.info(name)
+          Process.sleep(@analytics_observe_ms)
+          {:ok, %{crashes: crashes}} = Server.info(name)
+          %{crashes: crashes - before}
+      end
+
+    stop_conductor(c, name)
+    stop(name)
+    result
+  end
+
+  defp start_publisher(topic, every_ms, value) do
+    spawn_link(fn -> publish_loop(topic, every_ms, value, 0) end)
+  end
+
+  defp publish_loop(topic, every_ms, value, n) do
+    receive do
+      :stop -> :ok
+    after
+      every_ms ->
+        :ok = Symbiont.publish(topic, value.(n))
+        publish_loop(topic, every_ms, value, n + 1)
+    end
+  end
+
+  defp stop_publisher(pid), do: send(pid, :stop)
 
   ## The conductor's cost per tick
 

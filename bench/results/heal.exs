@@ -2,89 +2,102 @@
   bench: "heal",
   curves: [],
   date: ~D[2026-12-06],
-  details:
-    "Load average (1 min) of the machine during this run: 5.72 at the start, 4.57 at the end (2 cores).",
+  details: nil,
   machine:
     "2 cores (AMD EPYC), 23 GiB RAM; OTP 25, Elixir 1.14.0, Python 3.11.7, wasmtime 51.0.0",
-  quick: false,
+  quick: true,
   rows: [
     %{
-      base: 209.908,
+      base: 533.924,
       baseline: "cold start (no standby)",
       measure: "crashed host → serving again p50 (ms)",
       target: "< 10 ms",
-      value: 13.749
+      value: 26.434
     },
     %{
-      base: 542.215,
+      base: 880.879,
       baseline: "cold start (no standby)",
       measure: "crashed host → serving again p99 (ms)",
       target: "(info)",
-      value: 203.86
+      value: 34.714
     },
     %{
       base: 300,
       baseline: "3 heartbeats of 100 ms",
       measure: "hung host (SIGSTOP) → serving again p50 (ms)",
       target: "(info)",
-      value: 273.965
+      value: 497.094
     },
     %{
       base: 200,
       baseline: "conductor tick",
       measure: "crash loop → quarantined p50 (ms)",
       target: "(info)",
-      value: 413.668
+      value: 1470.924
     },
     %{
-      base: 0.794,
+      base: 2.362,
       baseline: "conductor tick, 10 agents",
-      measure: "conductor tick, 1000 agents p50 (ms)",
+      measure: "conductor tick, 200 agents p50 (ms)",
       target: "(info)",
-      value: 60.357
+      value: 18.072
     },
     %{
-      base: 0.169,
+      base: 0.177,
       baseline: "conductor snapshot, 10 agents",
       measure: "conductor snapshot, 10000 agents p50 (ms)",
       target: "≤ 50 ms",
-      value: 70.505
+      value: 444.57
     },
     %{
       base: 0.0,
       baseline: "the same, 10 agents",
       measure: "conductor snapshot, 10000 agents: BEAM CPU time p50 (ms)",
       target: "(info)",
-      value: 61.0
+      value: 83.0
     },
     %{
-      base: 70.505,
+      base: 444.57,
       baseline: "conductor snapshot, 10000 agents",
       measure: "observing 10000 agents as before step 9: an info call each p50 (ms)",
       target: "(info)",
-      value: 337.321
+      value: 768.825
     },
     %{
-      base: 12000.0,
-      baseline: "conductor off (OTP supervision alone): never, in 12000 ms",
-      measure: "noisy neighbour → rerouted (detected) p50 (ms)",
+      base: 193.473,
+      baseline: "conductor off: p99 handling time over 6 s (ms)",
+      measure: "latency regression after a promotion → rollback: time to detect (ms)",
       target: "(info)",
-      value: 1244.0
+      value: 1584.239
     },
     %{
-      base: 12000.0,
-      baseline: "conductor off (OTP supervision alone)",
-      measure: "noisy neighbour → co-tenants under 50 ms again (recovered) p50 (ms)",
+      base: 193.473,
+      baseline: "conductor off: p99 handling time over 6 s (ms)",
+      measure: "latency regression → handled fast again: time to recover (ms)",
       target: "(info)",
-      value: 1231.0
+      value: 1596.042
     },
     %{
-      base: 725.074,
-      baseline: "conductor off (OTP supervision alone)",
-      measure: "noisy neighbour: co-tenants' p99, last third of the run (ms)",
-      target: "≤ 0.2×",
-      value: 13.569
+      base: 542.0,
+      baseline: "conductor off: RSS grown over 6 s (MB)",
+      measure: "leak (2 MB an event) → restart: time to detect (ms)",
+      target: "(info)",
+      value: 1370.612
+    },
+    %{
+      base: 542.0,
+      baseline: "conductor off: RSS grown over 6 s (MB)",
+      measure: "leak → quarantined after the restart did not help: growth stops (ms)",
+      target: "(info)",
+      value: 3055.912
+    },
+    %{
+      base: 1,
+      baseline: "conductor off: crashes over 6 s",
+      measure: "crash loop noticed at 2.6 s of backoff → quarantined (ms)",
+      target: "(info)",
+      value: 655.39
     }
   ],
-  seconds: 121.342
+  seconds: 116.088
 }

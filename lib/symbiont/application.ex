@@ -13,7 +13,9 @@ defmodule Symbiont.Application do
     with {:manifest, {:ok, agents}} <-
            {:manifest, Symbiont.Manifest.validate(Application.get_env(:symbiont, :agents, []))},
          {:conductor, {:ok, _hold}} <-
-           {:conductor, Symbiont.Pins.validate_hold(Symbiont.Pins.configured_hold())} do
+           {:conductor, Symbiont.Pins.validate_hold(Symbiont.Pins.configured_hold())},
+         {:signals, :ok} <-
+           {:signals, Symbiont.Signals.validate(Application.get_env(:symbiont, :signals, []))} do
       children =
         [
           Symbiont.Telemetry,
@@ -54,6 +56,7 @@ defmodule Symbiont.Application do
     else
       {:manifest, {:error, message}} -> {:error, {:invalid_manifest, message}}
       {:conductor, {:error, message}} -> {:error, {:invalid_conductor, message}}
+      {:signals, {:error, message}} -> {:error, {:invalid_signals, message}}
     end
   end
 

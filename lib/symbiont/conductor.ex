@@ -20,13 +20,18 @@ defmodule Symbiont.Conductor do
     (`"start_failures"`, which its own start-failure rule answers, see "Agents that
     cannot start" in `Symbiont.Agent`), the operator's pins (`Symbiont.Pins`: `"pins"`,
     by field), how long ago a promoted version it can roll back to was promoted, how
-    long ago it was last remedied (rolled back, quarantined, released, dead-lettered
-    for, by the conductor or by the operator: its crashes before that remedy are
-    answered, and are not evidence again), the topology as `from -> topic -> to` edges,
-    the topics a template matches, the templates, the shared hosts with their
-    utilisation and each agent's share of their time (`"hosts"`, see
-    `Symbiont.Host.Usage.snapshot/1`), the health events since the last tick and the
-    recent audit trail. Each agent's map has at most 32 keys (a larger map costs
+  long ago it was last remedied (rolled back, quarantined or released, by the
+  conductor or by the operator: its crashes before that remedy are answered, and are
+  not evidence again; a dead letter takes one delivery away, not a crash loop), its
+  `"signals"` (what the BEAM measured for the analytics, `Symbiont.Signals`: latency
+  and failures against its version's baseline, crashes over a window of uptime, queue
+  rates, its host's memory; docs/ANALYTICS.md), its `"ladder"` (the rung it is at on
+  each pattern's ladder of remedies, rebuilt from the audit trail when the conductor
+  starts: see "Escalation" in `python/symbiont/conductor.py`), the topology as
+  `from -> topic -> to` edges, the topics a template matches, the templates, the shared
+  hosts with their utilisation and each agent's share of their time (`"hosts"`, see
+  `Symbiont.Host.Usage.snapshot/1`), the health events since the last tick and the
+  recent audit trail. Each agent's map has at most 32 keys (a larger map costs
     ten times as much to build, 10,000 a tick): what a policy can derive (`"deployed"`)
     is added on the Python side (`symbiont.conductor.decide`).
   * **Decide**: the snapshot goes to the policy, a Python class running in a host of its
@@ -94,7 +99,9 @@ defmodule Symbiont.Conductor do
   `:python_path` (for a user policy; default the application's), `:scope` (a function
   from agent name to boolean: the agents it watches; default all), `:manifest`
   (default `Symbiont.Manifest`), `:audit` (default `Symbiont.Conductor.Audit`),
-  `:cooldown_ms`, `:max_actions_per_minute`, `:decide_timeout_ms`. The application
+  `:cooldown_ms`, `:max_actions_per_minute`, `:decide_timeout_ms`, `:memory_every_ms`
+  (how often the resident memory of each host in scope is read, default 1000) and
+  `:memory_readings` (how many of them make its growth rate, default 10). The application
   starts one with the options of `config :symbiont, conductor: [...]`
   (`enabled: false` to go without), where `pin_hold_ms` also sets how long the
   operator's pins hold (`Symbiont.Pins`; validated as the application starts).
@@ -105,6 +112,7 @@ defmodule Symbiont.Conductor do
 
   alias Symbiont.Agent.Server
   alias Symbiont.Conductor.Audit
+  alias Symbiont.Signals
 
   @defaults [
     tick_ms: 1_000,
@@ -116,15 +124,20 @@ defmodule Symbiont.Conductor do
     audit: Audit,
     cooldown_ms: 5_000,
     max_actions_per_minute: 30,
-    decide_timeout_ms: 5_000
+    decide_timeout_ms: 5_000,
+    memory_every_ms: 1_000,
+    memory_readings: 10
   ]
 
   @actions ~w(restart scale quarantine release rollback deploy retire spawn reroute dead_letter)
 
-  # The actions that change what an agent runs or is given: its crashes before one of them
-  # are answered, and spent as evidence (`"remedied_ago_ms"` in the snapshot). A restart
-  # is not one: it runs the same code on the same events, so a crash loop goes on.
-  @remedies ~w(quarantine release rollback dead_letter)
+  # The actions that change what an agent runs: its crashes before one of them are
+  # answered, and spent as evidence (`"remedied_ago_ms"` in the snapshot). A restart is
+  # not one: it runs the same code on the same events, so a crash loop goes on; nor is a
+  # dead letter: it takes one delivery away, and the crashes of that delivery count as
+  # one delivery's in the crash signal (Symbiont.Signals.crashes/5), but a loop that
+  # goes on with the next delivery is still a loop.
+  @remedies ~w(quarantine release rollback)
 
   # What each action would change that the operator may have pinned (Symbiont.Pins).
   @pinned_by %{
@@ -189,15 +202,30 @@ defmodule Symbiont.Conductor do
     acted = Map.new(applied, fn {_, agent, at} -> {agent, at} end)
     remedied = for {action, agent, at} <- applied, action in @remedies, into: %{}, do: {agent, at}
 
+    # The rung each agent is at on each ladder (see "Escalation"), the newest last.
+    ladders =
+      for %{"by" => "conductor", "result" => "applied", "agent" => agent, "at_ms" => at} = e <-
+            Enum.reverse(safe_entries(audit)),
+          {pattern, rung} <- List.wrap(ladder(e["evidence"])),
+          is_binary(agent) and is_integer(at),
+          reduce: %{},
+          do: (acc -> put_ladder(acc, agent, pattern, rung, min(at, now)))
+
     state = %{
       opts: Map.new(opts),
       ticks: 0,
       # What the agents had counted when the conductor started: their past is not news,
       # what they do from now on is (the first tick's deltas count from here).
       prev: baseline(opts[:scope]),
+      prev_at: System.monotonic_time(:millisecond),
       health: [],
       acted: acted,
       remedied: remedied,
+      ladders: ladders,
+      # Per host, {os pid, [{at_ms, rss_bytes}]} (newest first, Symbiont.Signals.memory/1),
+      # read every :memory_every_ms; and when they were last read (monotonic ms).
+      memory: %{},
+      memory_at: nil,
       scaled: %{},
       # Refusals and failures recorded and logged: {agent, action} => {result, why, when
       # last seen (system ms)} (not_done/5).
@@ -240,7 +268,7 @@ defmodule Symbiont.Conductor do
   end
 
   def handle_call(:snapshot, _from, state) do
-    {snapshot, _prev} = observe(state)
+    {snapshot, _state} = observe(state)
     {:reply, snapshot, state}
   end
 
@@ -267,8 +295,8 @@ defmodule Symbiont.Conductor do
 
   defp run_tick(state) do
     started = System.monotonic_time(:microsecond)
-    {snapshot, prev} = observe(state)
-    state = %{state | prev: prev, health: [], ticks: state.ticks + 1}
+    {snapshot, state} = observe(state, true)
+    state = %{state | health: [], ticks: state.ticks + 1}
 
     {actions, state} =
       case decide(state, snapshot) do
@@ -293,13 +321,28 @@ defmodule Symbiont.Conductor do
 
   ## Observe
 
-  defp observe(state) do
+  # The snapshot, and the state with what the next tick counts from.
+  # A tick (`tick?`) also reads the hosts' memory when it is due.
+  defp observe(state, tick? \\ false) do
     scope = state.opts.scope
     now = System.system_time(:millisecond)
+    mono = System.monotonic_time(:millisecond)
     views = Symbiont.Observation.agents(scope: scope)
+    state = if tick?, do: read_memory(state, views), else: state
     manifest = manifest_specs(state)
     deploys = deploys()
-    agents = Enum.map(views, &summarize(&1, manifest, Map.get(deploys, &1.name), state, now))
+
+    memory =
+      Map.new(state.memory, fn {host, {_pid, readings}} -> {host, Signals.memory(readings)} end)
+
+    ctx = %{
+      now: now,
+      dt_ms: mono - state.prev_at,
+      memory: memory,
+      crash_window_ms: Signals.config()[:crash_window_ms]
+    }
+
+    agents = Enum.map(views, &summarize(&1, manifest, Map.get(deploys, &1.name), state, ctx))
 
     # Each replica's counters, by pid: the next tick's deltas are counted per replica,
     # so that a replica retired or started meanwhile makes no negative or false change.
@@ -318,10 +361,41 @@ defmodule Symbiont.Conductor do
       "remediations" => state.opts.audit |> safe_entries() |> Enum.take(20)
     }
 
-    {snapshot, prev}
+    {snapshot, %{state | prev: prev, prev_at: mono}}
   end
 
-  defp counters(r), do: {r.handled, r.failed, r.crashes, r.restarts}
+  defp counters(r),
+    do: {r.handled, r.failed, r.crashes, r.restarts, r.busy_us, r.queue + r.in_flight}
+
+  # The resident set of each host of the agents in scope (`views`), every
+  # :memory_every_ms (one small file read per host: Symbiont.Signals.rss/1); a host's
+  # readings start over with each new process.
+  defp read_memory(%{memory_at: at, opts: opts} = state, views) do
+    mono = System.monotonic_time(:millisecond)
+
+    if at != nil and mono - at < opts.memory_every_ms do
+      state
+    else
+      now = System.system_time(:millisecond)
+      hosts = for v <- views, r <- v.replicas, uniq: true, do: r.host
+
+      memory =
+        for host <- hosts,
+            os_pid = Symbiont.Host.os_pid(host),
+            rss = Signals.rss(os_pid),
+            into: %{} do
+          readings =
+            case Map.get(state.memory, host) do
+              {^os_pid, readings} -> readings
+              _ -> []
+            end
+
+          {host, {os_pid, Enum.take([{now, rss} | readings], opts.memory_readings)}}
+        end
+
+      %{state | memory: memory, memory_at: mono}
+    end
+  end
 
   defp baseline(scope) do
     Map.new(Symbiont.Observation.agents(scope: scope), &{&1.name, previous(&1.replicas)})
@@ -331,15 +405,18 @@ defmodule Symbiont.Conductor do
   defp previous([r]), do: %{pid: r.pid, counters: counters(r)}
   defp previous(replicas), do: Map.new(replicas, &{&1.pid, counters(&1)})
 
-  defp summarize(view, manifest, deploy, state, now) do
+  defp summarize(view, manifest, deploy, state, ctx) do
     name = view.name
+    now = ctx.now
     spec = Map.get(manifest, name, %{})
-    first = hd(view.replicas)
-    {handled, failed, crashes, restarts} = deltas(view.replicas, Map.get(state.prev, name))
+    prev = Map.get(state.prev, name)
+    {handled, failed, crashes, restarts, busy} = deltas(view.replicas, prev)
 
     # A remedy by the operator (what pinned it: a quarantine, a release, a rollback, a
     # scale by hand) answers the evidence before it, as one of the conductor's does.
     remedied = remedied(view.pins, Map.get(state.remedied, name))
+    deltas = {handled + failed, busy, view.queue + view.in_flight - backlog(prev)}
+    signals = Signals.snapshot(view, ctx, deltas, remedied)
 
     # 32 keys at most: a flat map, built ten times faster than a larger one (10,000 a
     # tick; bench/heal.exs).
@@ -352,7 +429,6 @@ defmodule Symbiont.Conductor do
       "required" => Map.get(spec, :required, true),
       "version" => view.version,
       "queue" => view.queue,
-      "high_water" => first.high_water,
       "in_flight" => view.in_flight,
       "handled" => view.handled,
       "failed" => view.failed,
@@ -364,7 +440,6 @@ defmodule Symbiont.Conductor do
       "restarts_delta" => restarts,
       "failure_rate" => view.failure_rate,
       "idle_ms" => view.idle_ms,
-      "p99_us" => view.p99_us,
       "quarantined" => view.quarantined != nil,
       "suspect" => suspect(view.suspect),
       "last_error" => view.last_error,
@@ -378,9 +453,32 @@ defmodule Symbiont.Conductor do
       # A promoted version it can roll back to, promoted this long ago, or nil (the
       # Python side adds "deployed", whether there is one: see the moduledoc).
       "promoted_ago_ms" => if(deploy, do: now - deploy, else: nil),
-      "remedied_ago_ms" => if(remedied, do: now - remedied, else: nil)
+      "remedied_ago_ms" => if(remedied, do: now - remedied, else: nil),
+      # What the BEAM measured (Symbiont.Signals; the Python side adds "p99_us" and
+      # "high_water" from them), and the rung it is at on each ladder ("Escalation").
+      "signals" => signals,
+      "ladder" => ladder_view(Map.get(state.ladders, name), now)
     }
   end
+
+  defp ladder_view(nil, _now), do: nil
+
+  defp ladder_view(ladders, now),
+    do: Map.new(ladders, fn {p, {rung, at}} -> {p, %{"rung" => rung, "ago_ms" => now - at}} end)
+
+  # The pattern and rung an action's evidence names (`"ladder" => %{"pattern",
+  # "rung"}`), or nil.
+  defp ladder(%{"ladder" => %{"pattern" => p, "rung" => n}}) when is_binary(p) and is_integer(n),
+    do: {p, n}
+
+  defp ladder(_evidence), do: nil
+
+  defp put_ladder(ladders, agent, pattern, rung, at),
+    do: Map.update(ladders, agent, %{pattern => {rung, at}}, &Map.put(&1, pattern, {rung, at}))
+
+  defp backlog(nil), do: 0
+  defp backlog(%{counters: c}), do: elem(c, 5)
+  defp backlog(prev), do: prev |> Map.values() |> Enum.map(&elem(&1, 5)) |> Enum.sum()
 
   defp remedied(pins, at) when map_size(pins) == 0, do: at
 
@@ -391,16 +489,18 @@ defmodule Symbiont.Conductor do
   # started: baseline/1): a replica, or an agent, new since then brings all of its own.
   defp deltas(replicas, nil), do: deltas(replicas, %{})
 
-  defp deltas([%{pid: pid} = r], %{pid: pid, counters: {h0, f0, c0, s0}}),
-    do: {r.handled - h0, r.failed - f0, r.crashes - c0, r.restarts - s0}
+  defp deltas([%{pid: pid} = r], %{pid: pid, counters: {h0, f0, c0, s0, b0, _}}),
+    do: {r.handled - h0, r.failed - f0, r.crashes - c0, r.restarts - s0, r.busy_us - b0}
 
   defp deltas(replicas, %{pid: pid, counters: counters}),
     do: deltas(replicas, %{pid => counters})
 
   defp deltas(replicas, prev) do
-    Enum.reduce(replicas, {0, 0, 0, 0}, fn r, {h, f, c, s} ->
-      {h0, f0, c0, s0} = Map.get(prev, r.pid, {0, 0, 0, 0})
-      {h + r.handled - h0, f + r.failed - f0, c + r.crashes - c0, s + r.restarts - s0}
+    Enum.reduce(replicas, {0, 0, 0, 0, 0}, fn r, {h, f, c, s, b} ->
+      {h0, f0, c0, s0, b0, _} = Map.get(prev, r.pid, {0, 0, 0, 0, 0, 0})
+
+      {h + r.handled - h0, f + r.failed - f0, c + r.crashes - c0, s + r.restarts - s0,
+       b + r.busy_us - b0}
     end)
   end
 
@@ -608,6 +708,11 @@ defmodule Symbiont.Conductor do
         state = %{
           state
           | acted: Map.put(state.acted, a["agent"], done),
+            ladders:
+              case ladder(evidence) do
+                {pattern, rung} -> put_ladder(state.ladders, a["agent"], pattern, rung, done)
+                nil -> state.ladders
+              end,
             remedied:
               if(a["action"] in @remedies,
                 do: Map.put(state.remedied, a["agent"], done),

@@ -7,7 +7,7 @@ defmodule Symbiont.Deploy do
     max_error_increase: 0.05,
     max_p99_ratio: 2.0,
     p99_slack_us: 5_000,
-    min_latency_samples: 100
+    alpha: 1.0e-3
   ]
 
   @moduledoc """
@@ -25,13 +25,27 @@ defmodule Symbiont.Deploy do
   so it gets its share of the events. An event the canary fails on is handed to the
   stable version instead of being tried again there: a bad version loses nothing.
 
-  After each window (`:window_ms`) the canary is compared with the stable replicas over
-  the same time: once it has handled `:min_events`, it is **promoted** unless its error
-  rate exceeds theirs by more than `:max_error_increase`, or its p99 handling latency
-  (sent to acked) exceeds `:max_p99_ratio` times theirs (and theirs plus
-  `:p99_slack_us`); then it is **rolled back**. Latencies are compared only when each
-  side has `:min_latency_samples` in the window: the p99 of a handful is their maximum,
-  and one slow first call would decide. Promotion upgrades every stable replica
+  After each window (`:window_ms`) the canary is compared with the stable version, the
+  way the conductor's signals compare a version with its baseline (`Symbiont.Stats`,
+  docs/ANALYTICS.md):
+
+    * its **handling times** since it serves (what its handler took per event: see
+      `Symbiont.Signals`) against the stable replicas' own history (their last handling
+      times), with no fixed sample count: it is **rolled back** as soon as enough of its
+      samples are slower than `:max_p99_ratio` times the stable p99 (and that plus
+      `:p99_slack_us`), or than as much over the stable p50, that this would happen by
+      chance with a probability of at most `:alpha`. A version slow enough to handle
+      only 2 or 3 events in its window is judged on those: 3 of 3 above the bar is a
+      probability of about 1e-6. A single slow first call is not enough;
+    * its **errors**: rolled back as soon as they are that unlikely against the stable
+      version's error rate (`:max_error_increase` above it at least), and once it has
+      handled `:min_events`, whenever its error rate exceeds theirs by more than
+      `:max_error_increase`.
+
+  Once it has handled `:min_events` with neither, it is **promoted**. Each window is a
+  look at the evidence: over the `:max_windows` looks, a version that is no worse is
+  rolled back by chance with a probability of at most `:max_windows` times `:alpha`.
+  Promotion upgrades every stable replica
   in place (`Symbiont.Agent.Server.upgrade/3`: same name, queue and state), then retires
   the canary, whose waiting events go to a replica. Rolling back retires the canary the
   same way. A canary that never gets `:min_events` within `:max_windows` windows is
@@ -55,6 +69,7 @@ defmodule Symbiont.Deploy do
   require Logger
 
   alias Symbiont.Agent.Server
+  alias Symbiont.Stats
 
   @history 100
   # How often a new canary is asked whether it serves yet.
@@ -102,8 +117,7 @@ defmodule Symbiont.Deploy do
              :min_events,
              :max_windows,
              :start_ms,
-             :p99_slack_us,
-             :min_latency_samples
+             :p99_slack_us
            ] and
              is_integer(value) and value > 0 ->
         {:cont, {:ok, Keyword.put(acc, key, value)}}
@@ -112,10 +126,18 @@ defmodule Symbiont.Deploy do
       when key in [:max_error_increase, :max_p99_ratio] and is_number(value) and value >= 0 ->
         {:cont, {:ok, Keyword.put(acc, key, value)}}
 
+      {:alpha, value}, {:ok, acc} when is_number(value) and value > 0 and value < 1 ->
+        {:cont, {:ok, Keyword.put(acc, :alpha, value)}}
+
+      {:min_latency_samples, _}, _ ->
+        {:halt,
+         {:error,
+          "deploy option :min_latency_samples was removed: the canary's handling times are compared whatever their number (a slow version gives few); :alpha sets how sure the comparison must be"}}
+
       {key, value}, _ ->
         {:halt,
          {:error,
-          "deploy option #{inspect(key)} cannot be #{inspect(value)}; allowed: #{inspect(Keyword.keys(@defaults))}, positive integers (ratios: numbers >= 0)"}}
+          "deploy option #{inspect(key)} cannot be #{inspect(value)}; allowed: #{inspect(Keyword.keys(@defaults))}, positive integers (ratios: numbers >= 0; :alpha: a number between 0 and 1)"}}
     end)
   end
 
@@ -231,18 +253,20 @@ defmodule Symbiont.Deploy do
     deploy = %{deploy | windows: deploy.windows + 1}
     canary_events = evidence["canary"]["events"]
 
+    enough? = canary_events >= opts[:min_events]
+
     cond do
-      canary_events < opts[:min_events] and deploy.windows < opts[:max_windows] ->
+      why = regression(evidence, opts, enough?) ->
+        roll_back(state, deploy, why, evidence)
+
+      not enough? and deploy.windows < opts[:max_windows] ->
         Process.send_after(self(), {:check, deploy.agent}, opts[:window_ms])
         put_in(state.canaries[deploy.agent], deploy)
 
-      canary_events < opts[:min_events] ->
+      not enough? ->
         why =
           "not enough canary traffic: #{canary_events} events in #{evidence["window_ms"]} ms (#{opts[:min_events]} needed)"
 
-        roll_back(state, deploy, why, evidence)
-
-      why = regression(evidence, opts) ->
         roll_back(state, deploy, why, evidence)
 
       true ->
@@ -250,14 +274,26 @@ defmodule Symbiont.Deploy do
     end
   end
 
-  defp regression(%{"canary" => c, "stable" => s}, opts) do
+  # Why the canary is worse than the stable version, or nil (see the moduledoc): its
+  # handling times or its errors, as unlikely as :alpha by chance, at any window; its
+  # error rate once it has handled :min_events (`enough?`).
+  defp regression(%{"canary" => c, "stable" => s} = evidence, opts, enough?) do
+    latency = evidence["latency"]
+
+    errors =
+      Stats.failures(c["events"], c["failed"], s["error_rate"],
+        min_increase: opts[:max_error_increase]
+      )
+
     cond do
-      c["error_rate"] > s["error_rate"] + opts[:max_error_increase] ->
+      Stats.worse?(errors, opts[:alpha]) or
+          (enough? and c["error_rate"] > s["error_rate"] + opts[:max_error_increase]) ->
         "error rate #{percent(c["error_rate"])} against #{percent(s["error_rate"])} for the stable version"
 
-      min(c["samples"], s["samples"]) >= opts[:min_latency_samples] and
-          c["p99_us"] > max(s["p99_us"] * opts[:max_p99_ratio], s["p99_us"] + opts[:p99_slack_us]) ->
-        "p99 latency #{c["p99_us"]} µs against #{s["p99_us"]} µs for the stable version"
+      latency != nil and latency["p"] <= opts[:alpha] ->
+        "p99 latency #{c["p99_us"]} µs against #{s["p99_us"]} µs for the stable version " <>
+          "(handling time: #{latency["k"]} of #{latency["n"]} samples above #{latency["bar_us"]} µs, " <>
+          "p = #{:erlang.float_to_binary(latency["p"] * 1.0, scientific: 1)})"
 
       true ->
         nil
@@ -302,36 +338,58 @@ defmodule Symbiont.Deploy do
 
   # Events handled and failed since the deploy, error rates and p99 latencies, for the
   # canary and for the stable replicas together.
+  # "latency": the canary's handling times since the deploy against the stable
+  # replicas' last ones (Symbiont.Stats.latency/3), or nil.
   defp evidence(deploy) do
     since = deploy.t0
     stable = for pid <- deploy.stable, {:ok, m} <- [Server.metrics(pid)], do: m
     {:ok, canary} = Server.metrics(deploy.canary)
     {{handled0, failed0}, {canary_handled0, canary_failed0}} = deploy.baseline
+    canary_times = handling(canary.samples, since)
+    stable_times = Enum.flat_map(stable, &handling(&1.samples, nil))
+    %{opts: opts} = deploy
+    baseline = Stats.baseline(stable_times)
+    effect = [ratio: opts[:max_p99_ratio], slack_us: opts[:p99_slack_us]]
 
     %{
       "window_ms" => System.monotonic_time(:millisecond) - since,
       "canary" =>
-        summary(canary.handled - canary_handled0, canary.failed - canary_failed0, [canary], since),
+        summary(canary.handled - canary_handled0, canary.failed - canary_failed0, canary_times),
       "stable" =>
         summary(
           Enum.sum(Enum.map(stable, & &1.handled)) - handled0,
           Enum.sum(Enum.map(stable, & &1.failed)) - failed0,
-          stable,
-          since
-        )
+          stable_times
+        ),
+      "latency" => latency_evidence(Stats.latency(canary_times, baseline, effect))
     }
   end
 
-  defp summary(handled, failed, metrics, since) do
-    latencies = for m <- metrics, {at, us} <- m.samples, at >= since, do: us
+  # The handling times (µs) of samples acked since `since` (all with nil).
+  defp handling(samples, since),
+    do: for({at, _latency, us} <- samples, since == nil or at >= since, do: us)
+
+  defp latency_evidence(nil), do: nil
+
+  defp latency_evidence(e) do
+    %{
+      "n" => e.n,
+      "k" => e.k,
+      "bar_us" => e.bar_us,
+      "test" => Atom.to_string(e.test),
+      "p" => e.p
+    }
+  end
+
+  defp summary(handled, failed, times) do
     events = handled + failed
 
     %{
       "events" => events,
       "failed" => failed,
       "error_rate" => if(events == 0, do: 0.0, else: failed / events),
-      "samples" => length(latencies),
-      "p99_us" => Server.percentile(latencies, 0.99)
+      "samples" => length(times),
+      "p99_us" => Stats.percentile(times, 0.99)
     }
   end
 

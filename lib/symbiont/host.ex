@@ -205,6 +205,25 @@ defmodule Symbiont.Host do
 
   def whereis(name) when is_atom(name), do: whereis(Atom.to_string(name))
 
+  @doc """
+  The OS pid of the process host `name` runs now, or `nil` (none running, or no such
+  host): read from its registry entry, which its owner keeps up to date, with no call to
+  the owner (the conductor reads each host's memory every tick: `Symbiont.Signals`).
+  """
+  @spec os_pid(String.t()) :: non_neg_integer | nil
+  def os_pid(name) when is_binary(name) do
+    case Registry.lookup(Symbiont.Host.Registry, name) do
+      [{_pid, os_pid}] -> os_pid
+      [] -> nil
+    end
+  end
+
+  # Its registry entry holds the OS pid of its process (os_pid/1).
+  defp advertise(state, os_pid) do
+    Registry.update_value(Symbiont.Host.Registry, state.name, fn _ -> os_pid end)
+    state
+  end
+
   @doc false
   @spec call(host, String.t(), String.t(), list, timeout | nil) :: {:ok, term} | {:error, term}
   def call(host, module, function, args, timeout) do
@@ -585,6 +604,7 @@ defmodule Symbiont.Host do
     else
       {port, standby?} ->
         os_pid = port |> Port.info(:os_pid) |> elem(1)
+        advertise(state, os_pid)
         Process.send_after(self(), {:start_timeout, port}, c.start_timeout)
 
         state = %{
@@ -754,6 +774,13 @@ defmodule Symbiont.Host do
 
   defp info({port, {:exit_status, status}}, %{port: port} = state) do
     {:noreply, crashed(state, {:exit, status})}
+  end
+
+  # Killed on request (restart/2): whichever news of its death comes first (a write that
+  # found the pipe closed, often, before the exit status) is the restart, never a crash.
+  defp info({:EXIT, port, reason}, %{port: port, restart_reason: why} = state)
+       when reason != :normal and why != nil do
+    {:noreply, crashed(%{state | restart_reason: nil}, {:restarted, why})}
   end
 
   defp info({:EXIT, port, reason}, %{port: port} = state) when reason != :normal do
@@ -1281,6 +1308,8 @@ defmodule Symbiont.Host do
       else: Process.send_after(self(), {:restart, crashes}, delay)
 
     pending = Map.filter(state.pending, fn {_id, {_from, _timer, sent?}} -> not sent? end)
+
+    advertise(state, nil)
 
     %{
       state

@@ -60,17 +60,19 @@ defmodule Symbiont.Observation do
   use GenServer
 
   @table __MODULE__
+  @baselines Module.concat(__MODULE__, Baselines)
   @registry Symbiont.Agent.Registry
   @roles [:stable, :canary]
 
-  # The counters a server writes after every message (see put_counters/7), by slot.
+  # The counters a server writes after every message (see put_counters/8), by slot.
   @queue 1
   @queue_bytes 2
   @in_flight 3
   @handled 4
   @failed 5
   @active_at 6
-  @slots 6
+  @busy_us 7
+  @slots 7
 
   @health_order ~w(quarantined failing overloaded degraded healthy)
 
@@ -98,7 +100,7 @@ defmodule Symbiont.Observation do
     :suspect,
     :last_error,
     :journal_error,
-    :p50_us,
+    :signals,
     :p99_us
   ]
 
@@ -115,8 +117,12 @@ defmodule Symbiont.Observation do
   `restarts`, `start_failures` (its failed starts in a row, 0 once it starts: see
   "Agents that cannot start" in `Symbiont.Agent`), `failure_rate` (0.0 to 1.0 over
   `window`, `nil` before any delivery),
-  `window` (`%{deliveries: n, failed: n}`), `p50_us`, `p99_us` (of its last 100
-  deliveries, `nil` before any), `idle_ms`, `suspect` (`%{topic, attempts}` of a
+  `window` (`%{deliveries: n, failed: n}`), `p99_us` (sent to acked, of its last 100
+  deliveries, `nil` before any), `busy_us` (how long its handler has worked, in all:
+  see `Symbiont.Signals`), `signals` (what it works out for the analytics, or `nil`:
+  `%{latency:, failures:}`, each the evidence of `Symbiont.Signals` or `nil`, and
+  `crashes:`, its last crashes as `t:Symbiont.Signals.crash/0`, newest first, and
+  `up_since:`, since when its process serves it, system ms, or `nil`), `idle_ms`, `suspect` (`%{topic, attempts}` of a
   delivery that failed before and waits to be tried again, or `nil`), `last_error` (its
   message), `journal_error` (why a durable replica's journal cannot be written, or `nil`).
   """
@@ -151,7 +157,7 @@ defmodule Symbiont.Observation do
 
   @doc false
   # A replica's row, created as its server starts (`info`: a map of the fields of
-  # t:replica/0 that are not counters): returns the counters it writes (put_counters/7).
+  # t:replica/0 that are not counters): returns the counters it writes (put_counters/8).
   # The row goes when the server does (close/3, or this process sees it go down).
   @spec open(String.t(), map) :: :atomics.atomics_ref()
   def open(id, info) when is_binary(id) and is_map(info) do
@@ -190,15 +196,44 @@ defmodule Symbiont.Observation do
           integer,
           integer,
           integer,
+          integer,
           integer
         ) :: :ok
-  def put_counters(counters, queue, queue_bytes, in_flight, handled, failed, active_at) do
+  def put_counters(counters, queue, queue_bytes, in_flight, handled, failed, active_at, busy) do
     :atomics.put(counters, @queue, queue)
     :atomics.put(counters, @queue_bytes, queue_bytes)
     :atomics.put(counters, @in_flight, in_flight)
     :atomics.put(counters, @handled, handled)
     :atomics.put(counters, @failed, failed)
     :atomics.put(counters, @active_at, active_at)
+    :atomics.put(counters, @busy_us, busy)
+  end
+
+  ## Baselines (Symbiont.Signals)
+
+  @doc """
+  The baseline learnt for version `version` of agent `name` (`Symbiont.Signals`): its
+  handling times' `n`, `p50_us`, `p99_us`, its failure `rate` and `version`; or `nil`.
+  """
+  @spec baseline(String.t(), String.t()) :: map | nil
+  def baseline(name, version) do
+    case :ets.lookup(@baselines, {name, version}) do
+      [{_, baseline}] -> baseline
+      [] -> nil
+    end
+  rescue
+    ArgumentError -> nil
+  end
+
+  @doc false
+  # Written by an agent server as it learns its version's baseline (Symbiont.Signals). One
+  # entry per agent name and version run on this node: a version run again (a rollback)
+  # finds its own. They go when the agent's last replica does.
+  @spec put_baseline(String.t(), String.t(), map) :: true
+  def put_baseline(name, version, baseline) do
+    :ets.insert(@baselines, {{name, version}, baseline})
+  rescue
+    ArgumentError -> true
   end
 
   @doc false
@@ -358,7 +393,7 @@ defmodule Symbiont.Observation do
   defp view(id, pid, counters, row, now) do
     {name, role, host, status, quarantined, health, health_reason, health_at_ms, version,
      max_queue, max_queue_bytes, high_water, topics, crashes, restarts, start_failures, window,
-     failure_rate, suspect, last_error, journal_error, p50_us, p99_us} = row
+     failure_rate, suspect, last_error, journal_error, signals, p99_us} = row
 
     %{
       id: id,
@@ -384,8 +419,9 @@ defmodule Symbiont.Observation do
       suspect: suspect,
       last_error: last_error,
       journal_error: journal_error,
-      p50_us: p50_us,
+      signals: signals,
       p99_us: p99_us,
+      busy_us: :atomics.get(counters, @busy_us),
       queue: :atomics.get(counters, @queue),
       queue_bytes: :atomics.get(counters, @queue_bytes),
       in_flight: :atomics.get(counters, @in_flight),
@@ -497,6 +533,7 @@ defmodule Symbiont.Observation do
   @impl true
   def init(_opts) do
     :ets.new(@table, [:named_table, :public, :ordered_set, read_concurrency: true])
+    :ets.new(@baselines, [:named_table, :public, :set, read_concurrency: true])
 
     Symbiont.Pins.new_table()
     Symbiont.Host.Usage.new_table()
@@ -514,8 +551,15 @@ defmodule Symbiont.Observation do
   @impl true
   def handle_info({:DOWN, ref, :process, _, _}, state) do
     case Map.pop(state, ref) do
-      {{pid, key}, state} ->
+      {{pid, {name, _, _} = key}, state} ->
         :ets.match_delete(@table, {key, pid, :_, :_})
+
+        # The last replica of an agent gone (retired, not restarted: an upgrade, a
+        # rollback or a host's restart keeps its server): its baselines go too, so that
+        # agents spawned and retired by the thousand leave nothing behind.
+        if :ets.select_count(@table, [{{{name, :_, :_}, :_, :_, :_}, [], [true]}]) == 0,
+          do: :ets.match_delete(@baselines, {{name, :_}, :_})
+
         {:noreply, state}
 
       {nil, state} ->

@@ -127,6 +127,14 @@ class NoisyNeighbour:
         self._streaks = streaks
         return actions
 
+    @property
+    def pending(self) -> set[str]:
+        """The agents this rule is gathering evidence on, or just proposed to move: another
+        rule should not scale them out meanwhile (a new replica relieves a replica stuck
+        behind its noisy sibling less than a host of its own does)."""
+        ids = [i for _host, i in self._streaks] + list(self._proposed)
+        return {i.split("#", 1)[0] for i in ids}
+
     @staticmethod
     def _movable(share: dict[str, Any], agent: dict[str, Any] | None) -> bool:
         return (

@@ -89,7 +89,7 @@ defmodule Symbiont.BlameTest do
        tick_ms: 3_600_000,
        manifest: :"no_manifest_#{prefix}",
        policy_host: policy_host,
-       policy_options: %{"crash_loop" => 2, "window_ticks" => 50},
+       policy_options: %{"crash_loop" => 2},
        python_path: [fixtures()],
        scope: &String.starts_with?(&1, prefix)},
       id: conductor
@@ -183,7 +183,8 @@ defmodule Symbiont.BlameTest do
     # The conductor sees a crash loop in the suspect, and in nobody else.
     actions = capture_log(fn -> send(self(), {:actions, Symbiont.Conductor.tick(conductor)}) end)
     assert actions =~ "quarantine #{suspect}"
-    assert_received {:actions, [%{"action" => "quarantine", "agent" => ^suspect} = q]}
+    assert_received {:actions, actions}
+    assert [%{"action" => "quarantine", "agent" => ^suspect} = q] = actions
     assert %{"crashes_in_window" => 3} = q["evidence"]
 
     for id <- [a, b], do: assert({:ok, %{quarantined: nil}} = Server.info(id))

@@ -98,7 +98,6 @@ defmodule Symbiont.DeployTest do
                    # A loaded machine runs slow.wat slower still: up to 18 s to see the
                    # 10 events, rather than a rollback for too little traffic.
                    max_windows: 30,
-                   min_latency_samples: 10,
                    p99_slack_us: 1_000
                  )
 
@@ -115,6 +114,49 @@ defmodule Symbiont.DeployTest do
       end)
 
     # Every event handled once, by one version or the other.
+    outs = for _ <- 1..published, do: receive_count(name)
+    refute_receive %Event{topic: "count.out", from: ^name}, 100
+    assert length(outs) == published
+    assert {:ok, %{agent: %{python: "wasm:" <> path}}} = Symbiont.Host.info(name)
+    assert Path.basename(path) == "counter.wat"
+  end
+
+  test "a version so slow that its window holds a few samples is rolled back on those few",
+       %{name: name} = ctx do
+    # The stable version's history first: what the canary is compared with.
+    warm = start_publishing(ctx.topic, 2)
+
+    assert wait_until(
+             fn ->
+               match?({:ok, %{handled: h}} when h >= 200, Symbiont.Agent.Server.info(name))
+             end,
+             10_000
+           )
+
+    warmed = stop_publishing(warm)
+    for _ <- 1..warmed, do: receive_count(name)
+
+    published =
+      while_publishing(ctx, fn ->
+        # crawl.wat takes some 150 ms an event: 2 to 4 of them in a window of 500 ms.
+        assert {:ok, _} =
+                 Symbiont.deploy(name, Path.join(@wasm, "crawl.wat"),
+                   window_ms: 500,
+                   min_events: 2,
+                   max_windows: 20
+                 )
+
+        assert %{"action" => "deploy"} = await_step(name)
+        assert %{"action" => "rollback", "reason" => reason, "evidence" => e} = await_step(name)
+        assert reason =~ ~r/p99 latency \d+ µs against \d+ µs for the stable version/
+
+        assert %{"canary" => %{"failed" => 0, "samples" => samples}, "latency" => latency} = e
+        assert samples in 2..10
+        assert %{"k" => k, "n" => ^samples, "p" => p} = latency
+        assert k >= 2 and p <= 1.0e-3
+      end)
+
+    # Every event handled once, by one version or the other; the stable version serves.
     outs = for _ <- 1..published, do: receive_count(name)
     refute_receive %Event{topic: "count.out", from: ^name}, 100
     assert length(outs) == published
@@ -157,6 +199,13 @@ defmodule Symbiont.DeployTest do
 
     assert {:error, msg} = Symbiont.deploy(name, Path.join(@wasm, "counter.wat"), window_ms: 0)
     assert msg =~ "deploy option :window_ms cannot be 0"
+
+    assert {:error, msg} =
+             Symbiont.deploy(name, Path.join(@wasm, "counter.wat"), min_latency_samples: 10)
+
+    assert msg =~ "deploy option :min_latency_samples was removed"
+    assert {:error, msg} = Symbiont.deploy(name, Path.join(@wasm, "counter.wat"), alpha: 1.5)
+    assert msg =~ "deploy option :alpha cannot be 1.5"
 
     python = unique_name("py")
     start_host!(name: python, agent: [name: python, python: "test_agents:Counter"])

@@ -54,6 +54,7 @@ defmodule Symbiont.Agent.Server do
   alias Symbiont.Journal
   alias Symbiont.MsgPack
   alias Symbiont.Observation
+  alias Symbiont.Signals
 
   @health_topic Symbiont.Health.topic()
 
@@ -210,7 +211,9 @@ defmodule Symbiont.Agent.Server do
   @doc """
   Counters, recent handling latencies and the checkpoint: `%{handled, failed, samples,
   state_bin}`, `samples` the
-  last #{1000} `{acked_at_ms, latency_us}` (monotonic ms; send to ack), newest first.
+  last #{1000} `{acked_at_ms, latency_us, handling_us}` (monotonic ms; send to ack; what
+  the handler took, see `Symbiont.Signals`) since it last started on purpose, newest
+  first.
   """
   @spec metrics(String.t() | pid) :: {:ok, map} | {:error, {:no_agent, term}}
   def metrics(agent), do: safe_call(agent, :metrics, 5_000)
@@ -354,9 +357,13 @@ defmodule Symbiont.Agent.Server do
       quarantined: Map.get(extra, :quarantined),
       # When the last event arrived or was handled (monotonic ms): idleness.
       active_at: System.monotonic_time(:millisecond),
-      # {acked_at_ms, latency_us}, newest first, at most @samples.
+      # {acked_at_ms, latency_us, handling_us}, newest first, at most @samples (see
+      # Symbiont.Signals), since its last start on purpose.
       samples: [],
-      n_samples: 0,
+      # {length of samples, when the last ack or nack came (monotonic µs, nil before
+      # any: monotonic time may be negative), how long its handler has worked in all
+      # (µs)}: see work/3.
+      sampling: {0, nil, 0},
       handled: 0,
       failed: 0,
       # Monotonic ms of the last sign of progress from the host while deliveries are in
@@ -420,6 +427,23 @@ defmodule Symbiont.Agent.Server do
         moving: nil,
         # {from, heir} while retiring (retire/3).
         retiring: nil,
+        # Its signals for the analytics (Symbiont.Signals), a map of their own (this one
+        # has more than 32 keys already): the version it ran before (whose baseline a
+        # new version is compared with), {handled, failed} when its version started,
+        # its last crashes ([{at_ms, uptime_ms, seq}], newest first), since when its
+        # process serves it (monotonic and system ms, or nil), when it last learnt a
+        # baseline and worked out its evidence (monotonic ms), and that evidence.
+        analytics: %{
+          prev_version: nil,
+          version_base: {0, 0},
+          crash_log: [],
+          up_at: nil,
+          up_since: nil,
+          # nil: never (monotonic time may be negative).
+          learned_at: nil,
+          evidence_at: nil,
+          evidence: {nil, nil}
+        },
         lingering: false,
         published: 0,
         # The topics the agent published on since its process started, each a copy of
@@ -793,6 +817,7 @@ defmodule Symbiont.Agent.Server do
           # flight recorder, was in flight): not for its start or stop.
           handling? = state.in_flight > 0 and Map.get(crash, :running) != :none
           state = rare(state, crashes: state.rare.crashes + 1)
+          state = analytics(state, crash_log: crash_log(state, crash))
           state = charge_crash(state, crash, Map.get(crash, :running))
           detached(if handling?, do: window_failed(state), else: state)
 
@@ -803,7 +828,30 @@ defmodule Symbiont.Agent.Server do
     state |> move_to(Map.get(crash, :move_to)) |> observe()
   end
 
-  defp detached(state), do: %{state | status: :detached, out: Out.to(state.out, nil)}
+  defp detached(state),
+    do:
+      analytics(%{state | status: :detached, out: Out.to(state.out, nil)},
+        up_at: nil,
+        up_since: nil
+      )
+
+  # Its crashes, the newest first (at most 10), each with how long its process had served
+  # it and the seq of the delivery that was running (nil: none known), for its crash
+  # signal (Symbiont.Signals.crashes/5).
+  defp crash_log(state, crash) do
+    %{up_at: up_at, crash_log: log} = state.rare.analytics
+    uptime = if up_at, do: now_ms() - up_at, else: 0
+
+    running =
+      case Map.get(crash, :running) do
+        seq when is_integer(seq) -> seq
+        _ when state.in_flight == 1 -> state.inflight |> :queue.get() |> elem(0)
+        _ -> nil
+      end
+
+    entry = {System.system_time(:millisecond), uptime, running}
+    Enum.take([entry | log], 10)
+  end
 
   # Whether a host's death is this agent's crash. Its owner says when it knows
   # (`suspect`, from the host's flight recorder: Symbiont.Host.Blame; a restart on
@@ -908,6 +956,7 @@ defmodule Symbiont.Agent.Server do
     if state.host_pid && state.slot, do: Symbiont.Host.detach(state.host_pid, state.slot)
 
     %{state | quarantined: reason, status: :detached, slot: nil, out: Out.to(state.out, nil)}
+    |> analytics(up_at: nil, up_since: nil)
     |> refresh_health()
   end
 
@@ -915,7 +964,12 @@ defmodule Symbiont.Agent.Server do
 
   defp frame({:agent_ready, _slot, info}, %{status: :starting} = state) do
     state = subscribe(state, info)
-    state = rare(%{state | status: :ready}, starts: state.rare.starts + 1, failures: 0)
+
+    state =
+      %{state | status: :ready}
+      |> rare(starts: state.rare.starts + 1, failures: 0)
+      |> analytics(up_at: now_ms(), up_since: System.system_time(:millisecond))
+
     state = %{state | progress_at: now_ms()}
     state = state |> set_signal(:start, nil, "started") |> observe()
 
@@ -959,7 +1013,12 @@ defmodule Symbiont.Agent.Server do
 
       {taken, state} ->
         {before, [{^seq, what, _frame, attempts, _} = failed]} = Enum.split(taken, -1)
-        state = if before == [], do: state, else: acked(state, before, state.state_bin, nil)
+
+        state =
+          if before == [],
+            do: state |> work([failed], now_us()) |> elem(0),
+            else: acked(state, before, state.state_bin, nil)
+
         handled(state, [failed], :error, error)
 
         Logger.error(
@@ -1275,6 +1334,18 @@ defmodule Symbiont.Agent.Server do
     state =
       rare(%{state | spec: spec, status: :detached, out: Out.to(state.out, nil)}, upgrading: nil)
 
+    # Another version: its signals are its own (Symbiont.Signals), compared with the
+    # version before's baseline until it has one of its own.
+    state =
+      if describe_logic(old) == describe_logic(spec),
+        do: state,
+        else:
+          analytics(state,
+            prev_version: describe_logic(old),
+            version_base: {state.handled, state.failed},
+            crash_log: []
+          )
+
     # A restart on purpose (a new version, or the same one started again): it is judged
     # from now on. A quarantined agent stays out of its host.
     state = state |> fresh_start("now runs #{describe_logic(spec)}") |> observe()
@@ -1319,21 +1390,41 @@ defmodule Symbiont.Agent.Server do
 
   defp settle(state), do: state
 
+  # The latencies (send to ack) and handling times of deliveries acked together, now.
   defp sample(state, acked) do
-    now = System.monotonic_time()
-    at = System.convert_time_unit(now, :native, :millisecond)
+    now = now_us()
+    at = div(now, 1000)
+    {state, each} = work(state, acked, now)
 
     samples =
       Enum.reduce(acked, state.samples, fn item, acc ->
-        [{at, System.convert_time_unit(now - elem(item, 4), :native, :microsecond)} | acc]
+        [{at, now - to_us(elem(item, 4)), each} | acc]
       end)
 
-    n = state.n_samples + length(acked)
+    {n, last, busy} = state.sampling
+    n = n + length(acked)
 
     if n > 2 * @samples,
-      do: %{state | samples: Enum.take(samples, @samples), n_samples: @samples},
-      else: %{state | samples: samples, n_samples: n}
+      do: %{state | samples: Enum.take(samples, @samples), sampling: {@samples, last, busy}},
+      else: %{state | samples: samples, sampling: {n, last, busy}}
   end
+
+  # The handler's time on `items` (in the order sent), answered now (µs): from the send of
+  # the first, or from the last answer when it waited behind another delivery in the
+  # host, to now; shared evenly. Added to the time it has worked in all (busy_us, see
+  # Symbiont.Signals). Returns the state and each item's share.
+  defp work(state, [{_, _, _, _, sent_at} | _] = items, now) do
+    {n, last, busy} = state.sampling
+    sent_at = to_us(sent_at)
+    from = if last == nil, do: sent_at, else: max(sent_at, last)
+    spent = max(now - from, 0)
+    {%{state | sampling: {n, now, busy + spent}}, div(spent, length(items))}
+  end
+
+  defp now_us, do: System.monotonic_time(:microsecond)
+
+  # A delivery's sent_at (native units, as its telemetry span's) in µs.
+  defp to_us(native), do: System.convert_time_unit(native, :native, :microsecond)
 
   # The end of each delivery's [:symbiont, :agent, :handle] span (Symbiont.Telemetry):
   # :stop when acked (:ok), :exception when nacked (:error, with the handler's error) or
@@ -2195,7 +2286,13 @@ defmodule Symbiont.Agent.Server do
   # hand or by the conductor): its failure window starts over, so that what it is judged
   # by is what it does from now on. (Every start after the first counts as a restart,
   # in agent_ready; only host_down/2 counts a crash.)
-  defp fresh_start(state, why), do: rate_signal(%{state | window: Window.new()}, why)
+  # Its latency samples start over too (Symbiont.Signals), and its evidence is worked out
+  # again at once.
+  defp fresh_start(state, why) do
+    {_n, last, busy} = state.sampling
+    state = %{state | window: Window.new(), samples: [], sampling: {0, last, busy}}
+    rate_signal(analytics(state, evidence_at: nil), why)
+  end
 
   ## Health (see "How it is doing" in Symbiont.Observation)
 
@@ -2310,9 +2407,44 @@ defmodule Symbiont.Agent.Server do
   defp observe(%{rare: %{obs: nil}} = state), do: state
 
   defp observe(state) do
+    state = evidence(state)
     Observation.put(state.id, observable(state))
     rare(state, observed_at: now_ms())
   end
+
+  # Its latency and failure evidence (Symbiont.Signals), worked out again at most every
+  # Signals.compute_ms() (a row may be written at every ack).
+  defp evidence(state) do
+    now = now_ms()
+
+    a = state.rare.analytics
+
+    if a.evidence_at != nil and now - a.evidence_at < Signals.compute_ms() do
+      state
+    else
+      {h0, f0} = a.version_base
+
+      {evidence, learned_at} =
+        Signals.replica(%{
+          name: state.name,
+          version: describe_logic(state.spec),
+          prev_version: a.prev_version,
+          samples: state.samples,
+          window: Window.counts(state.window),
+          totals: {state.handled - h0, state.failed - f0},
+          learned_at: a.learned_at,
+          now: now
+        })
+
+      analytics(state, evidence: evidence, evidence_at: now, learned_at: learned_at)
+    end
+  end
+
+  defp signals(%{rare: %{analytics: %{evidence: {nil, nil}, crash_log: [], up_since: nil}}}),
+    do: nil
+
+  defp signals(%{rare: %{analytics: %{evidence: {latency, failures}} = a}}),
+    do: %{latency: latency, failures: failures, crashes: a.crash_log, up_since: a.up_since}
 
   # Its counters, after every message it handled (reply/1).
   defp count(%{rare: %{obs: nil}}), do: :ok
@@ -2325,13 +2457,14 @@ defmodule Symbiont.Agent.Server do
       state.in_flight,
       state.handled,
       state.failed,
-      state.active_at
+      state.active_at,
+      elem(state.sampling, 2)
     )
   end
 
   defp observable(state) do
     %{deliveries: n, failed: failed} = window = window_view(state.window)
-    %{p50: p50, p99: p99} = percentiles(state.samples)
+    %{p99: p99} = percentiles(state.samples)
 
     %{
       name: state.name,
@@ -2355,7 +2488,7 @@ defmodule Symbiont.Agent.Server do
       suspect: suspect(state),
       last_error: error_message(state.rare.last_error),
       journal_error: journal_error(state.journal),
-      p50_us: p50,
+      signals: signals(state),
       p99_us: p99
     }
   end
@@ -2383,6 +2516,12 @@ defmodule Symbiont.Agent.Server do
   # Updates fields of `state.rare` (see init/1); like `%{map | k: v}`, only existing ones.
   defp rare(state, fields) do
     %{state | rare: Enum.reduce(fields, state.rare, fn {k, v}, rare -> %{rare | k => v} end)}
+  end
+
+  # The same for its analytics' fields (Symbiont.Signals).
+  defp analytics(state, fields) do
+    a = Enum.reduce(fields, state.rare.analytics, fn {k, v}, a -> %{a | k => v} end)
+    %{state | rare: %{state.rare | analytics: a}}
   end
 
   defp describe_logic(%{wasm: wasm}) when is_binary(wasm),
@@ -2432,12 +2571,7 @@ defmodule Symbiont.Agent.Server do
       nil
   """
   @spec percentile([number], float) :: number | nil
-  def percentile([], _q), do: nil
-
-  def percentile(values, q) when q > 0 and q <= 1 do
-    sorted = Enum.sort(values)
-    Enum.at(sorted, min(length(sorted), ceil(length(sorted) * q)) - 1)
-  end
+  defdelegate percentile(values, q), to: Symbiont.Stats
 
   defp public_info(state) do
     %{
