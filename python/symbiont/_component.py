@@ -1,0 +1,348 @@
+"""Wasm components in the habitat: the ``symbiont:agent`` world (``wit/agent.wit``).
+
+:meth:`symbiont.wasm.Runtime.instantiate` gives a :class:`ComponentInstance` for a
+component (detected from the binary's header, :func:`symbiont.wasm.is_component`) and an
+:class:`symbiont.wasm.Instance` for a core module. Both run under the same
+:class:`symbiont.wasm.Limits` (epoch deadline, fuel, memory, tables, instances, events per
+call), publish through the same checks and outbox (what a call publishes goes out only if
+it succeeds), and are rebuilt after a failed call from the last good state. See
+docs/WASM_ABI.md, "Components".
+
+WASI: a component gets WASI 0.2 with nothing preopened, inherited or reachable (no
+directory, no environment, no arguments, no stdin, no network: wasmtime's sockets refuse
+every address); ``wasi:clocks`` and ``wasi:random`` fail the call with a ``capability``
+error unless the manifest grants ``clock`` or ``random``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._terms import packb
+from .wasm import (
+    HEALTH_REASON_BYTES,
+    Imports,
+    Instance,
+    Limits,
+    WasmError,
+    _active,
+    _check_msgpack,
+    _last_line,
+    _not_granted,
+    _utf8,
+    health_checked,
+    publish_checked,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .wasm import Runtime
+
+#: The world's host interface, as components import it.
+HOST_INTERFACE = "symbiont:agent/host@0.1.0"
+#: What a component of the world exports.
+EXPORTS = ("init", "subscriptions", "timers", "handle", "tick", "snapshot")
+# The WASI functions behind each capability (wasi:clocks, wasi:random), by interface.
+_CAPABILITY_INTERFACES = {
+    "clock": {
+        "wasi:clocks/wall-clock": ("now", "resolution"),
+        "wasi:clocks/monotonic-clock": (
+            "now",
+            "resolution",
+            "subscribe-instant",
+            "subscribe-duration",
+        ),
+    },
+    "random": {
+        "wasi:random/random": ("get-random-bytes", "get-random-u64"),
+        "wasi:random/insecure": ("get-insecure-random-bytes", "get-insecure-random-u64"),
+        "wasi:random/insecure-seed": ("insecure-seed",),
+    },
+}
+_NIL = b"\xc0"
+
+
+def _instance() -> Instance:
+    instance = _active.instance
+    assert instance is not None  # imports run only inside a call (Instance._entered)
+    return instance
+
+
+def _publish(_store: Any, topic: str, payload: bytes) -> None:
+    publish_checked(_instance(), topic, len(topic.encode("utf-8", "surrogatepass")), payload)
+
+
+def _log(_store: Any, level: int, message: str) -> None:
+    instance = _instance()
+    if instance._outbox.log_line():
+        data = message.encode("utf-8", "replace")
+        if len(data) > 8192:
+            message = _utf8(data[:8192], "log text", cut=True) + " [truncated]"
+        instance.imports.log(level, message)
+
+
+def _health(_store: Any, kind: str, reason: str) -> None:
+    data = reason.encode("utf-8", "replace")
+    cut = len(data) > HEALTH_REASON_BYTES
+    health_checked(_instance(), kind.encode("utf-8", "replace"), data[:HEALTH_REASON_BYTES], cut)
+
+
+def _now_ms(_store: Any) -> int:
+    import time  # noqa: PLC0415
+
+    return time.time_ns() // 1_000_000
+
+
+def _denied(capability: str, function: str) -> Any:
+    def denied(*_args: Any) -> Any:
+        raise _not_granted(capability, function)
+
+    return denied
+
+
+def _entropy_at_start(function: str) -> Any:
+    """``wasi:random`` without the ``random`` grant: served while an instance starts
+    (componentize-py seeds Python's ``random`` module then, 2,496 bytes), refused in calls
+    (``handle``, ``tick``, ``snapshot``)."""
+    import os  # noqa: PLC0415
+
+    def entropy(_store: Any, *args: Any) -> Any:
+        instance = _active.instance
+        if instance is None or not getattr(instance, "_starting", False):
+            raise _not_granted("random", function)
+        if function.endswith("-bytes"):
+            return os.urandom(min(int(args[0]), 4096))
+        return int.from_bytes(os.urandom(8), "little")
+
+    return entropy
+
+
+class ComponentLinked:
+    """What the instances of one component with the same fuel and grants share: one
+    linker (WASI 0.2, the host interface, the capabilities not granted shadowed by
+    functions that fail the call)."""
+
+    def __init__(self, runtime: Runtime, component: Any, fuel: bool, grants: frozenset[str]):
+        w = runtime._wasmtime
+        engine = runtime.engine(fuel)
+        self.module = component
+        self.results: dict[str, str | None] = {}
+        self.wasi = True
+        ty = component.type
+        exports = set(ty.exports(engine))
+        missing = [e for e in EXPORTS if e not in exports]
+        if missing:
+            raise WasmError(
+                "abi",
+                f"the component does not export {', '.join(missing)} (a component of the "
+                f"symbiont:agent world exports {', '.join(EXPORTS)}; see wit/agent.wit)",
+            )
+        imports = list(ty.imports(engine))
+        linker = w.component.Linker(engine)
+        linker.add_wasip2()
+        linker.allow_shadowing = True
+        with linker.root() as root:
+            with root.add_instance(HOST_INTERFACE) as host:
+                host.add_func("publish", _publish)
+                host.add_func("log", _log)
+                host.add_func("health", _health)
+                host.add_func("now-ms", _now_ms)
+            for capability, interfaces in _CAPABILITY_INTERFACES.items():
+                if capability in grants:
+                    continue
+                for name in imports:
+                    base = name.partition("@")[0]
+                    if base not in interfaces:
+                        continue
+                    with root.add_instance(name) as iface:
+                        for function in interfaces[base]:
+                            qualified = f"{base}.{function}"
+                            iface.add_func(
+                                function,
+                                _entropy_at_start(qualified)
+                                if capability == "random" and "seed" not in function
+                                else _denied(capability, qualified),
+                            )
+        self.linker = linker
+
+
+class ComponentInstance(Instance):
+    """One component instance in its own store, called through the ``symbiont:agent``
+    world; the interface of :class:`symbiont.wasm.Instance` (``call``, ``last_state``,
+    ``migrate``, ``state``), and the component's ``subscriptions`` and ``timers``."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        linked: ComponentLinked,
+        limits: Limits,
+        imports: Imports,
+        name: str,
+        config: Any,
+        fuel: bool,
+    ) -> None:
+        self._funcs: dict[str, Any] = {}
+        super().__init__(runtime, linked, limits, imports, name, config, fuel)  # type: ignore[arg-type]
+        self._has_state = True
+
+    # -- public ----------------------------------------------------------------------
+
+    def call(self, topic: str, payload: bytes) -> bytes:
+        """Run ``handle(topic, payload)``, then ``snapshot``; returns the reply."""
+        return self._run("handle", topic, payload)
+
+    def tick(self, timer: str) -> None:
+        """Run the timer ``timer`` (``tick``), then ``snapshot``."""
+        self._run("tick", timer)
+
+    def subscriptions(self) -> list[str]:
+        """The topics the component handles (its ``@on`` topics)."""
+        return list(self._query("subscriptions"))
+
+    def timers(self) -> dict[str, int]:
+        """The component's timers: name -> period in milliseconds."""
+        return {str(name): int(ms) for name, ms in self._query("timers")}
+
+    def state(self) -> bytes | None:
+        """The component's state (``snapshot``)."""
+        with self._entered() as outbox:
+            if self._broken:
+                self._rebuild()
+            self._arm()
+            state = self._invoke_export("snapshot")
+        self._send(outbox)
+        return state
+
+    def migrate(self, state: bytes) -> None:
+        """Start from ``state`` (msgpack): the instance is rebuilt and ``init`` receives
+        it, so the agent's ``on_start`` sees it, as a native agent's does."""
+        previous, self._last_state = self._last_state, state
+        try:
+            with self._entered() as outbox:
+                self._rebuild()
+            self._send(outbox)
+        except BaseException:
+            self._last_state = previous
+            raise
+
+    def memory_size(self) -> int:
+        """0: wasmtime-py does not show a component's memories."""
+        return 0
+
+    # -- inside ----------------------------------------------------------------------
+
+    def _run(self, export: str, *args: Any) -> Any:
+        previous, _active.instance = _active.instance, self
+        self._outbox = outbox = self._new_outbox()
+        try:
+            if self._broken:
+                self._rebuild()
+            self._arm()
+            out = self._invoke_export(export, *args)
+            state = self._invoke_export("snapshot")
+            _check_msgpack(state, f"{self.name}'s snapshot")
+        except BaseException:
+            self._broken = True
+            raise
+        finally:
+            _active.instance = previous
+            outbox.close()
+        self._send(outbox)
+        self._last_state = state
+        return out
+
+    def _new_outbox(self) -> Any:
+        from .wasm import _Outbox  # noqa: PLC0415
+
+        return _Outbox(self)
+
+    def _query(self, export: str) -> Any:
+        with self._entered() as outbox:
+            if self._broken:
+                self._rebuild()
+            self._arm()
+            out = self._invoke_export(export)
+        self._send(outbox)
+        return out
+
+    def _arm(self) -> None:
+        self._store.set_epoch_deadline(self._ticks)
+        if self._fuel is not None:
+            self._store.set_fuel(self._fuel)
+
+    def _rebuild(self) -> None:
+        w, limits = self._w, self.limits
+        store = w.Store(self.engine)
+        store.set_limits(
+            memory_size=limits.memory_bytes,
+            table_elements=limits.table_elements,
+            instances=max(limits.instances, _COMPONENT_INSTANCES),
+            tables=max(limits.tables, _COMPONENT_TABLES),
+            memories=max(limits.memories, _COMPONENT_MEMORIES),
+        )
+        store.set_wasi(w.WasiConfig())  # nothing preopened, inherited or reachable
+        self._store = store
+        self._broken = True
+        self._arm()
+        self._starting = True  # see _entropy_at_start
+        try:
+            try:
+                instance = self._linked.linker.instantiate(store, self.module)
+            except w.WasmtimeError as exc:
+                raise WasmError(
+                    "load",
+                    f"{self.name} cannot be instantiated: {_last_line(exc)} (its limits: "
+                    f"memory_bytes {limits.memory_bytes}, table_elements "
+                    f"{limits.table_elements})",
+                ) from None
+            self._funcs = {e: instance.get_func(store, e) for e in EXPORTS}
+            self._broken = False
+            self._invoke_export("init", self.name, packb(self.config), self._last_state)
+        finally:
+            self._starting = False
+
+    def _invoke_export(self, export: str, *args: Any) -> Any:
+        w = self._w
+        try:
+            out = self._funcs[export](self._store, *args)
+        except w.WasmtimeError as exc:
+            raise self._classify_component(exc, export) from None
+        if isinstance(out, str):  # the err of a result<_, string>
+            raise _guest_error(self, export, out)
+        return out
+
+    def _classify_component(self, exc: Any, export: str) -> WasmError:
+        text = str(getattr(exc, "message", exc))
+        if "interrupt" in text:
+            return WasmError(
+                "deadline", f"{self.name} ran past its {self.limits.deadline_ms} ms deadline"
+            )
+        if "fuel" in text:
+            return WasmError("fuel", f"{self.name} used up its {self.limits.fuel} units of fuel")
+        if "exit" in text.lower():
+            return WasmError("trap", f"{self.name}.{export} exited the process: {_last_line(exc)}")
+        return WasmError("trap", f"{self.name}.{export} trapped: {_last_line(exc)}")
+
+
+# A componentized Python agent is several core instances (CPython, its WASI adapter, the
+# glue), with their tables and memories; the store's counts are at least these.
+_COMPONENT_INSTANCES = 20
+_COMPONENT_TABLES = 20
+_COMPONENT_MEMORIES = 5
+
+
+def _guest_error(instance: Instance, export: str, text: str) -> WasmError:
+    """The error a component returned, with a kind: ``memory`` for Python's MemoryError,
+    ``capability`` for what the sandbox refused (symbiont._guest.SandboxError), else
+    ``error``."""
+    head = text.partition(":")[0]
+    if head == "MemoryError":
+        return WasmError(
+            "memory",
+            f"{instance.name} hit its memory cap of {instance.limits.memory_bytes} bytes in "
+            f"{export} ({text})",
+        )
+    kind = "capability" if head == "SandboxError" else "error"
+    return WasmError(kind, f"{instance.name}.{export} failed: {text}")
+
+
+__all__ = ["EXPORTS", "HOST_INTERFACE", "ComponentInstance", "ComponentLinked"]
