@@ -28,15 +28,17 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 # The venv is rebuilt only when pyproject.toml or VERSION (the package's version) changes.
+# wasm-build (componentize-py, some 30 MB) is there because the tests build Python agents
+# into Wasm components (symbiont build-wasm); `make run` alone does not need it.
 python: $(VENV)/.installed
 
 # A .venv that is a symlink belongs to another checkout (a git worktree sharing it): it is
 # left alone, since `pip install -e .` here would point that checkout's venv at this one.
 $(VENV)/.installed: pyproject.toml VERSION
 	@if [ -L $(VENV) ]; then echo "==> $(VENV) is a symlink to another checkout's venv: not reinstalled"; exit 0; fi; \
-	  echo "==> Python venv in $(VENV) (pip install -e '.[dev]')" && \
+	  echo "==> Python venv in $(VENV) (pip install -e '.[dev,wasm-build]')" && \
 	  { test -x $(PY) || $(PYTHON) -m venv $(VENV); } && \
-	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' && \
+	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev,wasm-build]' && \
 	  touch $@
 
 # The distribution cookie: random, in a directory of mode 700, the file readable by its owner
