@@ -16,6 +16,7 @@ error unless the manifest grants ``clock`` or ``random``.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 from ._terms import packb
@@ -58,7 +59,9 @@ _CAPABILITY_INTERFACES = {
         "wasi:random/insecure-seed": ("insecure-seed",),
     },
 }
-_NIL = b"\xc0"
+#: The least deadline of an instance's start (instantiation and ``init``, which runs a
+#: Python agent's ``on_start``): CPython's own start in the component takes tens of ms.
+START_DEADLINE_MS = 1000
 
 
 def _instance() -> Instance:
@@ -264,8 +267,8 @@ class ComponentInstance(Instance):
         self._send(outbox)
         return out
 
-    def _arm(self) -> None:
-        self._store.set_epoch_deadline(self._ticks)
+    def _arm(self, ticks: int | None = None) -> None:
+        self._store.set_epoch_deadline(ticks or self._ticks)
         if self._fuel is not None:
             self._store.set_fuel(self._fuel)
 
@@ -282,7 +285,9 @@ class ComponentInstance(Instance):
         store.set_wasi(w.WasiConfig())  # nothing preopened, inherited or reachable
         self._store = store
         self._broken = True
-        self._arm()
+        # A start (instantiation, then init: the runtime's own start and the agent's
+        # on_start) has a deadline of its own, at least START_DEADLINE_MS.
+        self._arm(max(self._ticks, math.ceil(START_DEADLINE_MS / self.runtime.tick_ms) + 1))
         self._starting = True  # see _entropy_at_start
         try:
             try:
@@ -345,4 +350,4 @@ def _guest_error(instance: Instance, export: str, text: str) -> WasmError:
     return WasmError(kind, f"{instance.name}.{export} failed: {text}")
 
 
-__all__ = ["EXPORTS", "HOST_INTERFACE", "ComponentInstance", "ComponentLinked"]
+__all__ = ["EXPORTS", "HOST_INTERFACE", "START_DEADLINE_MS", "ComponentInstance", "ComponentLinked"]
