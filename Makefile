@@ -8,7 +8,7 @@ NODE ?= symbiont
 STATE := .symbiont
 export SYMBIONT_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup system browser python cookie run shop test test-elixir test-phoenix test-python wasm wasm-tools shell bench soak lint format wasm clean
+.PHONY: setup system browser python cookie run shop shop-wasm test test-elixir test-phoenix test-python wasm wasm-tools shell bench soak lint format wasm clean
 
 setup: system python
 
@@ -73,8 +73,15 @@ run: setup cookie
 # The shop (examples/shop, README.md "The shop"): the node of `make run` with the shop's
 # agents and conductor policy (config/runtime.exs applies SYMBIONT_CONFIG on top of
 # config/config.exs). Attach with `make shell` as well.
+# Its orders stage is the Python class shop.Orders built into a Wasm component (tens of
+# seconds the first time; then from _build/wasm-components, and compiled once into the
+# hosts' cache).
 shop: export SYMBIONT_CONFIG := examples/shop/config.exs
-shop: run
+shop: shop-wasm run
+
+shop-wasm: setup
+	$(PY) -m symbiont build-wasm examples/shop/shop.py:Orders -o _build/shop/orders.wasm \
+	  --cache-dir _build/wasm-components --precompile
 
 shell: cookie
 	$(COOKIE_HOME) iex --sname shell_$$$$@localhost --erl "$(DIST) -dist_listen false" --remsh $(NODE)@localhost

@@ -24,18 +24,24 @@ defmodule Symbiont.HostHelpers do
   end
 
   @doc """
-  The Wasm component of `file.py:Class` (of test/fixtures/python), built by `symbiont
-  build-wasm` into _build/test-components and compiled into the hosts' module cache.
-  A build takes tens of seconds, once: built components are kept in
-  _build/wasm-components by the hash of their sources.
+  The Wasm component of `file.py:Class` (of test/fixtures/python, or a path from the
+  project's root), built by `symbiont build-wasm` into `out` (default:
+  _build/test-components) and compiled into the hosts' module cache. A build takes tens
+  of seconds, once: built components are kept in _build/wasm-components by the hash of
+  their sources.
   """
-  def component!(target) do
+  def component!(target, out \\ nil) do
     [file, class] = String.split(target, ":")
-    out = Path.expand("_build/test-components/#{Path.rootname(file)}-#{class}.wasm")
+
+    source =
+      if String.contains?(file, "/"), do: Path.expand(file), else: Path.join(@fixtures, file)
+
+    name = "#{Path.basename(file, ".py")}-#{class}.wasm"
+    out = Path.expand(out || Path.join("_build/test-components", name))
     python = System.get_env("SYMBIONT_PYTHON") || Path.expand(".venv/bin/python")
 
     args =
-      ~w(-m symbiont build-wasm #{Path.join(@fixtures, file)}:#{class} -o #{out}) ++
+      ~w(-m symbiont build-wasm #{source}:#{class} -o #{out}) ++
         ~w(--cache-dir #{Path.expand("_build/wasm-components")} --precompile)
 
     # One build at a time, of all the test files that ask.
