@@ -80,7 +80,7 @@ shop: export SYMBIONT_CONFIG := examples/shop/config.exs
 shop: shop-wasm run
 
 shop-wasm: setup
-	$(PY) -m symbiont build-wasm examples/shop/shop.py:Orders -o _build/shop/orders.wasm \
+	PYTHONPATH=python $(PY) -m symbiont build-wasm examples/shop/shop.py:Orders -o _build/shop/orders.wasm \
 	  --cache-dir _build/wasm-components --precompile
 
 shell: cookie
