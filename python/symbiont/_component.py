@@ -62,6 +62,16 @@ _CAPABILITY_INTERFACES = {
 #: The least deadline of an instance's start (instantiation and ``init``, which runs a
 #: Python agent's ``on_start``): CPython's own start in the component takes tens of ms.
 START_DEADLINE_MS = 1000
+# What no grant allows: the network. Without `instance-network` there is no network to
+# bind, connect or look names up in (wasi:sockets/ip-name-lookup, which defines a
+# resource, cannot be shadowed whole: it needs that network); wasmtime's WASI refuses
+# every address and name lookup by default too. These fail the call with an error that
+# says so.
+_NEVER_INTERFACES = {
+    "wasi:sockets/instance-network": ("instance-network",),
+    "wasi:sockets/tcp-create-socket": ("create-tcp-socket",),
+    "wasi:sockets/udp-create-socket": ("create-udp-socket",),
+}
 
 
 def _instance() -> Instance:
@@ -100,6 +110,17 @@ def _denied(capability: str, function: str) -> Any:
         raise _not_granted(capability, function)
 
     return denied
+
+
+def _never(function: str) -> Any:
+    def never(*_args: Any) -> Any:
+        name = _active.instance.name if _active.instance else "a component"
+        raise WasmError(
+            "capability",
+            f"{name} called {function}: no grant allows the network to a Wasm agent",
+        )
+
+    return never
 
 
 def _entropy_at_start(function: str) -> Any:
@@ -149,6 +170,12 @@ class ComponentLinked:
                 host.add_func("log", _log)
                 host.add_func("health", _health)
                 host.add_func("now-ms", _now_ms)
+            for name in imports:
+                base = name.partition("@")[0]
+                if base in _NEVER_INTERFACES:
+                    with root.add_instance(name) as iface:
+                        for function in _NEVER_INTERFACES[base]:
+                            iface.add_func(function, _never(f"{base}.{function}"))
             for capability, interfaces in _CAPABILITY_INTERFACES.items():
                 if capability in grants:
                     continue
