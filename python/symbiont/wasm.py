@@ -268,6 +268,8 @@ class Runtime:
         self._engines: dict[bool, wasmtime.Engine] = {}
         # Compiled modules by the SHA-256 of their source (as read: WAT or binary) and fuel.
         self._modules: dict[tuple[bytes, bool], wasmtime.Module] = {}
+        # The SHA-256 of each file loaded, by path, with its stat when it was read.
+        self._files: dict[str, tuple[tuple[int, ...], bytes]] = {}
         # One linker per module, fuel and grants, shared by all its instances.
         self._linkers: dict[tuple[Any, bool, frozenset[str]], _Linked] = {}
         self._lock = threading.Lock()
@@ -330,11 +332,26 @@ class Runtime:
             data, name = bytes(source), "<bytes>"
         else:
             name = str(source)
+            # A file loaded before and not changed since (the same inode, size, mtime and
+            # ctime) is not read and hashed again: a component is some 20 MB.
+            try:
+                st = os.stat(source)
+            except OSError as exc:
+                raise WasmError("load", f"cannot read {name}: {exc.strerror}") from None
+            seen = self._files.get(name)
+            signature = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            if seen is not None and seen[0] == signature:
+                module = self._modules.get((seen[1], fuel))
+                if module is not None:
+                    return module
             try:
                 data = Path(source).read_bytes()
             except OSError as exc:
                 raise WasmError("load", f"cannot read {name}: {exc.strerror}") from None
-        key = (hashlib.sha256(data).digest(), fuel)
+        digest_bytes = hashlib.sha256(data).digest()
+        if not isinstance(source, (bytes, bytearray)):
+            self._files[name] = (signature, digest_bytes)
+        key = (digest_bytes, fuel)
         module = self._modules.get(key)
         if module is not None:
             return module

@@ -76,6 +76,16 @@ def test_in_the_sandbox_a_failed_event_publishes_nothing(
     assert agent.published == []
 
 
+@pytest.mark.parametrize(
+    "value",
+    [b"", bytes(range(256)), bytes(range(256)) * 4096, {"a": [1, 2.5, None, "é"]}, "x" * 70000],
+)
+def test_payloads_cross_the_sandbox_unchanged(harness: Any, value: Any) -> None:
+    # list<u8> in and out of a component (payloads, states) in bulk, every byte value.
+    echo = harness(name="echo")
+    assert echo.event("sandboxed.echo", value) == [("sandboxed.echoed", value)]
+
+
 def test_health_from_inside_the_sandbox(harness: Any) -> None:
     counter = harness(name="counter")
     for i in range(3):
