@@ -41,6 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: The world's host interface, as components import it.
 HOST_INTERFACE = "symbiont:agent/host@0.1.0"
+# The exports that return a state (msgpack bytes).
+_RETURNS_STATE = frozenset({"handle", "tick", "snapshot"})
 #: What a component of the world exports.
 EXPORTS = ("init", "subscriptions", "timers", "handle", "tick", "snapshot")
 # The WASI functions behind each capability (wasi:clocks, wasi:random), by interface.
@@ -190,6 +192,45 @@ def _install_fast_bytes(w: Any) -> None:
     list_type._symbiont_fast_bytes = True
 
 
+class _Export:
+    """One export of a component, called as wasmtime-py's ``Func.__call__`` does but with
+    its parameter and result types looked up once per component (``Func.__call__`` asks
+    wasmtime for them at every call, some tens of microseconds)."""
+
+    __slots__ = ("_ffi", "_enter", "_type", "params", "result")
+
+    def __init__(self, w: Any, func: Any, store: Any) -> None:
+        from wasmtime.component._enter import enter_wasm  # noqa: PLC0415
+
+        self._ffi, self._enter = w._ffi, enter_wasm
+        self._type = func.type(store)  # owns the types below: kept as long as they are
+        self.params = [ty for _name, ty in self._type.params]
+        self.result = self._type.result
+
+    def call(self, func: Any, store: Any, *args: Any) -> Any:
+        """``func(store, *args)``, with these types."""
+        ffi, byref = self._ffi, ctypes.byref
+        params = (ffi.wasmtime_component_val_t * len(args))()
+        n = 0
+        try:
+            for ty, value in zip(self.params, args, strict=True):
+                ty.convert_to_c(store, value, ctypes.pointer(params[n]))
+                n += 1
+            result = ffi.wasmtime_component_val_t() if self.result is not None else None
+            out = byref(result) if result is not None else None
+
+            def run() -> Any:
+                return ffi.wasmtime_component_func_call(
+                    byref(func._func), store._context(), params, n, out, int(out is not None)
+                )
+
+            self._enter(run)
+            return self.result.convert_from_c(result) if result is not None else None
+        finally:
+            for i in range(n):
+                ffi.wasmtime_component_val_delete(byref(params[i]))
+
+
 class ComponentLinked:
     """What the instances of one component with the same fuel and grants share: one
     linker (WASI 0.2, the host interface, the capabilities not granted shadowed by
@@ -244,6 +285,8 @@ class ComponentLinked:
                                 else _denied(capability, qualified),
                             )
         self.linker = linker
+        # Each export's types, from the first instance (symbiont._component._Export).
+        self.exports: dict[str, _Export] = {}
 
 
 class ComponentInstance(Instance):
@@ -268,11 +311,12 @@ class ComponentInstance(Instance):
     # -- public ----------------------------------------------------------------------
 
     def call(self, topic: str, payload: bytes) -> bytes:
-        """Run ``handle(topic, payload)``, then ``snapshot``; returns the reply."""
+        """Run ``handle(topic, payload)``; returns the state it returned (also kept as
+        :attr:`last_state`)."""
         return self._run("handle", topic, payload)
 
     def tick(self, timer: str) -> None:
-        """Run the timer ``timer`` (``tick``), then ``snapshot``."""
+        """Run the timer ``timer`` (``tick``), which returns the state."""
         self._run("tick", timer)
 
     def subscriptions(self) -> list[str]:
@@ -318,9 +362,8 @@ class ComponentInstance(Instance):
             if self._broken:
                 self._rebuild()
             self._arm()
-            out = self._invoke_export(export, *args)
-            state = self._invoke_export("snapshot")
-            _check_msgpack(state, f"{self.name}'s snapshot")
+            state = self._invoke_export(export, *args)
+            _check_msgpack(state, f"the state {self.name}.{export} returned")
         except BaseException:
             self._broken = True
             raise
@@ -329,7 +372,7 @@ class ComponentInstance(Instance):
             outbox.close()
         self._send(outbox)
         self._last_state = state
-        return out
+        return state
 
     def _new_outbox(self) -> Any:
         from .wasm import _Outbox  # noqa: PLC0415
@@ -378,6 +421,9 @@ class ComponentInstance(Instance):
                     f"{limits.table_elements})",
                 ) from None
             self._funcs = {e: instance.get_func(store, e) for e in EXPORTS}
+            for export, func in self._funcs.items():
+                if export not in self._linked.exports:
+                    self._linked.exports[export] = _Export(w, func, store)
             self._broken = False
             self._invoke_export("init", self.name, packb(self.config), self._last_state)
         finally:
@@ -386,11 +432,21 @@ class ComponentInstance(Instance):
     def _invoke_export(self, export: str, *args: Any) -> Any:
         w = self._w
         try:
-            out = self._funcs[export](self._store, *args)
+            out = self._linked.exports[export].call(self._funcs[export], self._store, *args)
         except w.WasmtimeError as exc:
             raise self._classify_component(exc, export) from None
+        except (TypeError, ValueError, AssertionError) as exc:  # a type that is not the world's
+            raise WasmError(
+                "abi",
+                f"{self.name}.{export} does not have the type of the symbiont:agent world "
+                f"(wit/agent.wit): {exc}",
+            ) from None
         if isinstance(out, str):  # the err of a result<_, string>
             raise _guest_error(self, export, out)
+        if export in _RETURNS_STATE and not isinstance(out, bytes):
+            raise WasmError(
+                "abi", f"{self.name}.{export} returned {type(out).__name__}, not list<u8>"
+            )
         return out
 
     def _classify_component(self, exc: Any, export: str) -> WasmError:

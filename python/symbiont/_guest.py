@@ -233,16 +233,19 @@ def world(module: str, class_name: str) -> type:
 
         def handle(self, topic: str, payload: bytes) -> bytes:
             try:
-                _run(self._agent().handle_event(topic, payload), f"{class_name} on {topic!r}")
+                agent = self._agent()
+                _run(agent.handle_event(topic, payload), f"{class_name} on {topic!r}")
+                return packb(agent.state)
             except BaseException as exc:  # noqa: BLE001
                 raise _err(exc) from None
-            return b"\xc0"
 
-        def tick(self, name: str) -> None:
+        def tick(self, name: str) -> bytes:
             try:
                 if name not in cls.timers():
                     raise LookupError(f"{class_name} has no timer {name!r}")
-                _run(getattr(self._agent(), name)(), f"{class_name}.{name}")
+                agent = self._agent()
+                _run(getattr(agent, name)(), f"{class_name}.{name}")
+                return packb(agent.state)
             except BaseException as exc:  # noqa: BLE001
                 raise _err(exc) from None
 

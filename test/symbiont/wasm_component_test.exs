@@ -146,4 +146,89 @@ defmodule Symbiont.WasmComponentTest do
     # One host process all along.
     assert {:ok, %{os_pid: ^os_pid, crashes: 0}} = Symbiont.Host.info(host)
   end
+
+  test "a component is canaried, promoted with its state, and rolled back by hand",
+       %{component: component} do
+    name = unique_name("sbx-deploy")
+    :ok = Symbiont.subscribe(Symbiont.Deploy.topic())
+
+    agent = [
+      name: name,
+      wasm: component,
+      topics: ["sandboxed.count"],
+      limits: [deadline_ms: 5_000]
+    ]
+
+    start_host!(name: name, agent: agent)
+    :ok = Symbiont.publish("sandboxed.count", 1)
+    assert counted(name) == %{"n" => 1, "total" => 1}
+
+    # The new version: the same component under another path.
+    v2 = Path.join(System.tmp_dir!(), unique_name("sandboxed-v2") <> ".wasm")
+    File.cp!(component, v2)
+    on_exit(fn -> File.rm(v2) end)
+
+    {published, _log} =
+      with_log(fn ->
+        publisher = start_publishing("sandboxed.count", 2, fn _ -> 1 end)
+
+        assert {:ok, %{canary: _}} = Symbiont.deploy(name, v2, window_ms: 200, min_events: 5)
+
+        assert %{"action" => "deploy"} = await_step(name)
+
+        assert %{"action" => "promote", "evidence" => %{"canary" => %{"failed" => 0}}} =
+                 await_step(name)
+
+        stop_publishing(publisher)
+      end)
+
+    # Every event answered once, by either version (the canary's own count, from the
+    # state it started with, goes with it: the promoted version goes on from the
+    # stable's, as for a core module).
+    answers = for _ <- 1..published, do: receive_counted()
+    assert length(answers) == published
+
+    assert wait_until(
+             fn ->
+               match?({:ok, %{agent: %{python: "wasm:" <> ^v2}}}, Symbiont.Host.info(name))
+             end,
+             10_000
+           )
+
+    assert wait_until(
+             fn -> match?({:ok, %{status: :ready, state: %{"n" => _}}}, Server.info(name)) end,
+             10_000
+           )
+
+    {:ok, %{state: %{"n" => n0}}} = Server.info(name)
+    :ok = Symbiont.publish("sandboxed.count", 1)
+    n = n0 + 1
+    assert counted(name) == %{"n" => n, "total" => n}
+
+    # And back, by hand, the state kept.
+    capture_log(fn ->
+      assert {:ok, %{to: ^component}} = Symbiont.rollback(name)
+      assert %{"action" => "rollback"} = await_step(name)
+    end)
+
+    assert wait_until(
+             fn ->
+               match?({:ok, %{status: :ready, spec: %{wasm: ^component}}}, Server.info(name))
+             end,
+             10_000
+           )
+
+    :ok = Symbiont.publish("sandboxed.count", 1)
+    assert counted(name) == %{"n" => n + 1, "total" => n + 1}
+  end
+
+  defp receive_counted do
+    assert_receive %Symbiont.Event{topic: "sandboxed.counted"} = e, 10_000
+    Symbiont.Event.decode!(e)
+  end
+
+  defp await_step(name) do
+    assert_receive %Symbiont.Event{topic: "symbiont.remediation", from: ^name} = e, 30_000
+    Symbiont.Event.decode!(e)
+  end
 end
