@@ -127,18 +127,18 @@ class _LineWriter:
             self._buffer = ""
 
 
-class _HostTime:
-    """What ``logging`` asks of ``time``, from the ``now-ms`` import: a log record needs the
-    time, which the WASI clocks give only when the ``clock`` capability is granted."""
+class _NoTime:
+    """What ``logging`` asks of ``time``: a log record's creation time, which the host
+    does not use (it stamps the line itself). Without it, each record would read a WASI
+    clock (the ``clock`` grant) or cost a host call."""
 
-    def __init__(self, host: Any) -> None:
-        self._host = host
+    @staticmethod
+    def time() -> float:
+        return 0.0
 
-    def time(self) -> float:
-        return self._host.now_ms() / 1000
-
-    def time_ns(self) -> int:
-        return self._host.now_ms() * 1_000_000
+    @staticmethod
+    def time_ns() -> int:
+        return 0
 
     def __getattr__(self, name: str) -> Any:
         import time  # noqa: PLC0415
@@ -187,7 +187,7 @@ def world(module: str, class_name: str) -> type:
     root = logging.getLogger()
     root.addHandler(_HostLog(host))
     root.setLevel(logging.DEBUG)
-    logging.time = _HostTime(host)  # type: ignore[attr-defined]
+    logging.time = _NoTime()  # type: ignore[attr-defined]
 
     def publisher(topic: str, data: bytes) -> None:
         host.publish(topic, data)
