@@ -126,10 +126,12 @@ lint: setup
 
 # The Wasm examples: WAT through wat2wasm, C through Debian's clang for wasm32-wasi. The
 # built .wasm files are committed; this rebuilds them (installing the toolchain if needed).
-WASM_SRC := $(wildcard priv/wasm/*.wat priv/wasm/*.c)
+# (*_component.wat are components, which wabt cannot read: wasmtime's wat2wasm builds them.)
+WASM_SRC := $(filter-out %_component.wat,$(wildcard priv/wasm/*.wat priv/wasm/*.c))
+WASM_COMPONENTS := $(patsubst %.wat,%.wasm,$(wildcard priv/wasm/*_component.wat))
 # The shop's pricing stage: one C source, two versions (v2 has a bug on purpose).
 SHOP_WASM := examples/shop/pricing.wasm examples/shop/pricing_v2.wasm
-WASM_OUT := $(addsuffix .wasm,$(basename $(WASM_SRC))) $(SHOP_WASM)
+WASM_OUT := $(addsuffix .wasm,$(basename $(WASM_SRC))) $(SHOP_WASM) $(WASM_COMPONENTS)
 WASM_CC := clang --target=wasm32-wasi -O2 -mexec-model=reactor -Wl,--strip-all
 WASM_PKGS := clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt
 
@@ -141,6 +143,9 @@ wasm-tools:
 	  echo "==> installing the Wasm toolchain from Debian (apt): $(WASM_PKGS)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(WASM_PKGS) >/dev/null; }
+
+priv/wasm/%_component.wasm: priv/wasm/%_component.wat setup
+	$(PY) -c 'import sys, wasmtime; open(sys.argv[2], "wb").write(wasmtime.wat2wasm(open(sys.argv[1]).read()))' $< $@
 
 priv/wasm/%.wasm: priv/wasm/%.wat
 	wat2wasm $< -o $@

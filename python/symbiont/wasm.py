@@ -306,8 +306,9 @@ class Runtime:
 
         self._ticker = threading.Thread(target=tick, name="symbiont-wasm-epoch", daemon=True)
         self._ticker.start()
-        # The thread must be gone before the interpreter frees the engines at exit.
-        atexit.register(self.close)
+        # The thread must be gone before the interpreter frees the engines at exit, and
+        # what the runtime holds freed while wasmtime's module can still free it.
+        atexit.register(self._at_exit)
 
     def close(self) -> None:
         """Stop the epoch ticker (instances can no longer be interrupted). Idempotent."""
@@ -315,6 +316,15 @@ class Runtime:
             self._stop.set()
             self._ticker.join()
             self._ticker = None
+
+    def _at_exit(self) -> None:
+        self.close()
+        self._linkers.clear()
+        self._modules.clear()
+        self._engines.clear()
+        import gc  # noqa: PLC0415
+
+        gc.collect()
 
     def fingerprint(self, fuel: bool) -> str:
         """What a compiled module depends on besides its bytes."""

@@ -155,3 +155,74 @@ def test_a_bad_target_says_what_is_expected(target: str) -> None:
 
 def test_the_guest_refusal_is_a_permission_error() -> None:
     assert issubclass(SandboxError, PermissionError)
+
+
+# -- a component in another language: priv/wasm/counter_component.wat, by hand ------------
+
+WAT_COMPONENT = ROOT / "priv" / "wasm" / "counter_component.wat"
+
+
+def _wat_instance(**limits: Any) -> tuple[Any, list[Any]]:
+    from symbiont._terms import unpackb
+    from symbiont.wasm import Imports, Limits, Runtime
+
+    out: list[Any] = []
+    imports = Imports(publish=lambda topic, payload: out.append((topic, unpackb(payload))))
+    runtime = Runtime(cache_dir=None)
+    return runtime.instantiate(WAT_COMPONENT, Limits(**limits), imports, name="wc"), out
+
+
+def test_a_hand_written_component_counts_and_resumes_its_state() -> None:
+    from symbiont._terms import packb, unpackb
+
+    instance, out = _wat_instance()
+    assert instance.subscriptions() == [] and instance.timers() == {}
+    for i in range(3):
+        instance.call("t", packb(i))
+    assert out == [("count.out", 1), ("count.out", 2), ("count.out", 3)]
+    assert unpackb(instance.last_state) == 3
+    instance.migrate(packb(2**31 + 5))  # a new instance, from that state
+    instance.call("t", packb(0))
+    assert out[-1] == ("count.out", 2**31 + 6)
+
+
+def test_a_state_that_is_not_msgpack_fails_the_call_and_publishes_nothing() -> None:
+    from symbiont._terms import packb, unpackb
+
+    instance, out = _wat_instance()
+    instance.call("t", packb(1))
+    with pytest.raises(WasmError, match="state wc.handle returned is not one msgpack value") as e:
+        instance.call("t", packb(None))  # counter_component.wat returns 0xc1 for nil
+    assert e.value.kind == "abi"
+    assert unpackb(instance.last_state) == 1
+    instance.call("t", packb(1))  # rebuilt from the last good state
+    assert out == [("count.out", 1), ("count.out", 2)]
+
+
+@pytest.mark.parametrize(
+    ("wat", "error"),
+    [
+        ("(component)", "does not export init, subscriptions, timers, handle, tick, snapshot"),
+        (
+            '(component (core module $m (func (export "f") (result i32) i32.const 1))'
+            " (core instance $i (instantiate $m))"
+            ' (func (export "init") (result u32) (canon lift (core func $i "f")))'
+            ' (func (export "subscriptions") (result u32) (canon lift (core func $i "f")))'
+            ' (func (export "timers") (result u32) (canon lift (core func $i "f")))'
+            ' (func (export "handle") (result u32) (canon lift (core func $i "f")))'
+            ' (func (export "tick") (result u32) (canon lift (core func $i "f")))'
+            ' (func (export "snapshot") (result u32) (canon lift (core func $i "f"))))',
+            "does not have the type of the symbiont:agent world",
+        ),
+    ],
+)
+def test_a_component_of_another_world_is_refused_with_what_is_wrong(
+    tmp_path: Path, wat: str, error: str
+) -> None:
+    from symbiont.wasm import Runtime
+
+    path = tmp_path / "other.wat"
+    path.write_text(wat)
+    with pytest.raises(WasmError, match=error) as e:
+        Runtime(cache_dir=None).instantiate(path, name="other")
+    assert e.value.kind == "abi"
