@@ -1171,9 +1171,16 @@ class WasmPlugin:
         imports = Imports.for_agent(
             agent, lambda kind, reason: agent.log.warning("%s reports %s: %s", name, kind, reason)
         )
-        self.instance = default_runtime().instantiate(
+        instance = default_runtime().instantiate(
             path, limits=limits, imports=imports, name=f"{agent.name}/{name}", config=plugin_config
         )
+        if hasattr(instance, "timers"):  # a component (symbiont._component)
+            raise ValueError(
+                f"agent {agent.name!r}: Wasm plug-in {name!r} ({path}) is a component of the "
+                "symbiont:agent world: a component is an agent (wasm: in the manifest), not a "
+                "plug-in; a plug-in is a core module (docs/WASM_ABI.md)"
+            )
+        self.instance = instance
 
     def call(self, payload: Any, topic: str | None = None) -> Any:
         """Run the module on ``payload`` (as ``[topic, payload]``, topic the plug-in's name

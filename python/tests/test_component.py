@@ -226,3 +226,11 @@ def test_a_component_of_another_world_is_refused_with_what_is_wrong(
     with pytest.raises(WasmError, match=error) as e:
         Runtime(cache_dir=None).instantiate(path, name="other")
     assert e.value.kind == "abi"
+
+
+def test_a_component_is_not_a_plugin() -> None:
+    from symbiont import Agent
+
+    agent = Agent("shop", config={"wasm": {"counter": str(WAT_COMPONENT)}})
+    with pytest.raises(ValueError, match="a component is an agent .* not a plug-in"):
+        agent.wasm("counter")
