@@ -85,6 +85,25 @@ defmodule Symbiont.WasmComponentTest do
     assert counted(agent) == %{"n" => 3, "total" => 13}
     # self.health and self.log from inside the sandbox.
     assert await_health(agent, "degraded")["reason"] == "third event"
+
+    # And back to python:, the state kept the other way too.
+    {:ok, native} =
+      Symbiont.Agent.validate_spec(name: agent, python: "sandboxed_agents:Sandboxed")
+
+    assert {:ok, _} = Server.upgrade(agent, native)
+
+    assert wait_until(
+             fn ->
+               match?(
+                 {:ok, %{agent: %{python: "sandboxed_agents:Sandboxed", status: :ready}}},
+                 Symbiont.Host.info(name)
+               )
+             end,
+             30_000
+           )
+
+    :ok = Symbiont.publish("sandboxed.count", 2)
+    assert counted(agent) == %{"n" => 4, "total" => 15}
   end
 
   test "hostile Python in the sandbox is stopped with a clear error; its co-tenant serves on",
