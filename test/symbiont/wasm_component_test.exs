@@ -191,35 +191,29 @@ defmodule Symbiont.WasmComponentTest do
       with_log(fn ->
         publisher = start_publishing("sandboxed.count", 2, fn _ -> 1 end)
 
-        assert {:ok, %{canary: _}} = Symbiont.deploy(name, v2, window_ms: 200, min_events: 5)
+        assert {:ok, %{canary: canary}} = Symbiont.deploy(name, v2, window_ms: 200, min_events: 5)
 
         assert %{"action" => "deploy"} = await_step(name)
 
         assert %{"action" => "promote", "evidence" => %{"canary" => %{"failed" => 0}}} =
                  await_step(name)
 
-        stop_publishing(publisher)
+        published = stop_publishing(publisher)
+        # Quiet: the canary retired (its waiting events handed over), nothing queued.
+        assert wait_until(fn -> Server.whereis(canary) == nil end, 10_000)
+        assert wait_until(fn -> quiet?(name) end, 10_000)
+        published
       end)
 
-    # Every event answered once, by either version (the canary's own count, from the
-    # state it started with, goes with it: the promoted version goes on from the
-    # stable's, as for a core module).
+    # Every event answered, by either version (the canary's own count, from the state
+    # it started with, goes with it: the promoted version goes on from the stable's, as
+    # for a core module).
     answers = for _ <- 1..published, do: receive_counted()
     assert length(answers) == published
+    flush_counted()
 
-    assert wait_until(
-             fn ->
-               match?({:ok, %{agent: %{python: "wasm:" <> ^v2}}}, Symbiont.Host.info(name))
-             end,
-             10_000
-           )
-
-    assert wait_until(
-             fn -> match?({:ok, %{status: :ready, state: %{"n" => _}}}, Server.info(name)) end,
-             10_000
-           )
-
-    {:ok, %{state: %{"n" => n0}}} = Server.info(name)
+    assert {:ok, %{agent: %{python: "wasm:" <> ^v2}}} = Symbiont.Host.info(name)
+    {:ok, %{state: %{"n" => n0, "total" => n0}}} = Server.info(name)
     :ok = Symbiont.publish("sandboxed.count", 1)
     n = n0 + 1
     assert counted(name) == %{"n" => n, "total" => n}
@@ -239,6 +233,21 @@ defmodule Symbiont.WasmComponentTest do
 
     :ok = Symbiont.publish("sandboxed.count", 1)
     assert counted(name) == %{"n" => n + 1, "total" => n + 1}
+  end
+
+  defp quiet?(name) do
+    match?(
+      {:ok, %{agent: %{status: :ready, queue: 0, in_flight: 0}}},
+      Symbiont.Host.info(name)
+    )
+  end
+
+  defp flush_counted do
+    receive do
+      %Symbiont.Event{topic: "sandboxed.counted"} -> flush_counted()
+    after
+      0 -> :ok
+    end
   end
 
   defp receive_counted do
