@@ -414,6 +414,9 @@ class ComponentInstance(Instance):
             try:
                 instance = self._linked.linker.instantiate(store, self.module)
             except w.WasmtimeError as exc:
+                failed = self._classify_component(exc, "instantiate")
+                if failed.kind in ("deadline", "fuel"):
+                    raise failed from None
                 raise WasmError(
                     "load",
                     f"{self.name} cannot be instantiated: {_last_line(exc)} (its limits: "

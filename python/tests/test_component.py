@@ -234,3 +234,14 @@ def test_a_component_is_not_a_plugin() -> None:
     agent = Agent("shop", config={"wasm": {"counter": str(WAT_COMPONENT)}})
     with pytest.raises(ValueError, match="a component is an agent .* not a plug-in"):
         agent.wasm("counter")
+
+
+def test_a_component_runs_on_fuel_when_the_manifest_sets_it() -> None:
+    from symbiont._terms import packb
+
+    with pytest.raises(WasmError, match="used up its 3 units of fuel") as e:
+        _wat_instance(fuel=3)
+    assert e.value.kind == "fuel"
+    instance, out = _wat_instance(fuel=10_000)
+    instance.call("t", packb(1))
+    assert out == [("count.out", 1)]
