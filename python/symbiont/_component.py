@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._terms import packb
@@ -83,11 +84,95 @@ def _instance() -> Instance:
     return instance
 
 
-def _publish(_store: Any, topic: str, payload: bytes) -> None:
+# The host's functions, called by wasmtime with C values (_add_host_func): each reads its
+# arguments as the world's types say, without wasmtime-py's per-call type lookups.
+_HOST_FUNCS: dict[int, Callable[[Any, Any], None]] = {}
+
+
+def _add_host_func(w: Any, iface: Any, name: str, fn: Callable[..., Any], kinds: str) -> None:
+    """Define ``name`` in ``iface`` as ``fn``, its arguments read by ``kinds`` (one letter
+    each: ``s`` string, ``b`` list<u8>, ``u`` u8) and its result, when ``fn`` has one, a
+    u64. Falls back to wasmtime-py's ``add_func`` where its internals are not there."""
+    ffi = w._ffi
+    impl = _host_callback(w)
+    if impl is None:
+        iface.add_func(name, lambda _store, *args: fn(*args))
+        return
+
+    def read(vals: Any) -> list[Any]:
+        out = []
+        for i, kind in enumerate(kinds):
+            val = vals[i]
+            if kind == "s":
+                out.append(ffi.to_str(val.of.string))
+                ffi.wasm_byte_vec_delete(ctypes.byref(val.of.string))
+            elif kind == "b":
+                out.append(_bytes_from_c(ffi, val))
+            else:
+                out.append(int(val.of.u8))
+        return out
+
+    def call(vals: Any, results: Any) -> None:
+        value = fn(*read(vals))
+        if value is not None:
+            results[0].kind = ffi.WASMTIME_COMPONENT_U64
+            results[0].of.u64 = value
+
+    idx = id(call)
+    _HOST_FUNCS[idx] = call
+    name_bytes = name.encode()
+    err = ffi.wasmtime_component_linker_instance_add_func(
+        iface.ptr(),
+        ctypes.create_string_buffer(name_bytes),
+        len(name_bytes),
+        impl,
+        idx,
+        _host_finalize(),
+    )
+    if err:
+        raise w.WasmtimeError._from_ptr(err)
+
+
+_CALLBACKS: list[Any] = []
+
+
+def _host_callback(w: Any) -> Any:
+    """The C callback of the host's functions (one, kept alive), or None where this
+    wasmtime-py lacks what it needs."""
+    if _CALLBACKS:
+        return _CALLBACKS[0]
+    try:
+        from wasmtime.component._enter import catch_exceptions  # noqa: PLC0415
+
+        ffi = w._ffi
+        callback_t = ffi.wasmtime_component_func_callback_t
+        needed = (ffi.wasmtime_component_linker_instance_add_func, ffi.to_str)
+        del needed
+    except (ImportError, AttributeError):
+        return None
+
+    def impl(idx: Any, context: Any, _ty: Any, args: Any, _n: int, results: Any, _r: int) -> Any:
+        call = _HOST_FUNCS[idx or 0]
+        return catch_exceptions(context, lambda _store: call(args, results))
+
+    _CALLBACKS.append(callback_t(impl))
+    return _CALLBACKS[0]
+
+
+@ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+def _finalize(idx: Any) -> None:
+    _HOST_FUNCS.pop(idx or 0, None)
+
+
+def _host_finalize() -> Any:
+    return _finalize
+
+
+def _publish(topic: str, payload: bytes) -> None:
     publish_checked(_instance(), topic, len(topic.encode("utf-8", "surrogatepass")), payload)
 
 
-def _log(_store: Any, level: int, message: str) -> None:
+def _log(level: int, message: str) -> None:
     instance = _instance()
     if instance._outbox.log_line():
         data = message.encode("utf-8", "replace")
@@ -96,13 +181,13 @@ def _log(_store: Any, level: int, message: str) -> None:
         instance.imports.log(level, message)
 
 
-def _health(_store: Any, kind: str, reason: str) -> None:
+def _health(kind: str, reason: str) -> None:
     data = reason.encode("utf-8", "replace")
     cut = len(data) > HEALTH_REASON_BYTES
     health_checked(_instance(), kind.encode("utf-8", "replace"), data[:HEALTH_REASON_BYTES], cut)
 
 
-def _now_ms(_store: Any) -> int:
+def _now_ms() -> int:
     import time  # noqa: PLC0415
 
     return time.time_ns() // 1_000_000
@@ -143,6 +228,25 @@ def _entropy_at_start(function: str) -> Any:
     return entropy
 
 
+def _bytes_from_c(ffi: Any, c: Any) -> bytes:
+    """The bytes of a C ``list<u8>`` value, which it frees."""
+    size = ctypes.sizeof(ffi.wasmtime_component_val_t)
+    try:
+        if c.kind != ffi.WASMTIME_COMPONENT_LIST.value:
+            raise TypeError(f"expected a list<u8>, got a value of kind {c.kind}")
+        n = c.of.list.size
+        if not n:
+            return b""
+        raw = ctypes.string_at(c.of.list.data, n * size)
+        kind_at = ffi.wasmtime_component_val_t.kind.offset
+        if raw[kind_at::size].count(ffi.WASMTIME_COMPONENT_U8.value) != n:
+            raise TypeError("a list<u8> holds something that is not a u8")
+        return raw[ffi.wasmtime_component_val_t.of.offset :: size]
+    finally:
+        if c.kind == ffi.WASMTIME_COMPONENT_LIST.value:
+            ffi.wasmtime_component_vallist_delete(ctypes.byref(c.of.list))
+
+
 def _install_fast_bytes(w: Any) -> None:
     """Convert ``list<u8>`` (payloads, states) between bytes and wasmtime's C values in
     bulk rather than one Python call a byte, as wasmtime-py 51 does: its loop took about a
@@ -176,16 +280,7 @@ def _install_fast_bytes(w: Any) -> None:
     def convert_from_c(self: Any, c: Any) -> Any:
         if not self._is_bytes():
             return from_c(self, c)
-        try:
-            n = c.of.list.size
-            if not n:
-                return b""
-            raw = ctypes.string_at(c.of.list.data, n * size)
-            if raw[kind_at::size].count(u8) != n:
-                raise TypeError("a list<u8> holds something that is not a u8")
-            return raw[value_at::size]
-        finally:
-            ffi.wasmtime_component_vallist_delete(ctypes.byref(c.of.list))
+        return _bytes_from_c(ffi, c)
 
     list_type.convert_to_c = convert_to_c
     list_type.convert_from_c = convert_from_c
@@ -197,7 +292,7 @@ class _Export:
     its parameter and result types looked up once per component (``Func.__call__`` asks
     wasmtime for them at every call, some tens of microseconds)."""
 
-    __slots__ = ("_ffi", "_enter", "_type", "params", "result")
+    __slots__ = ("_cases", "_enter", "_ffi", "_type", "params", "result")
 
     def __init__(self, w: Any, func: Any, store: Any) -> None:
         from wasmtime.component._enter import enter_wasm  # noqa: PLC0415
@@ -206,6 +301,11 @@ class _Export:
         self._type = func.type(store)  # owns the types below: kept as long as they are
         self.params = [ty for _name, ty in self._type.params]
         self.result = self._type.result
+        # A result<T, E> whose cases need no tag (bytes or nothing, and str, as the world's
+        # exports): lifted here with its case types looked up once, not at each call.
+        self._cases: tuple[Any, Any] | None = None
+        if isinstance(self.result, w.component.ResultType) and not self.result._tagged():
+            self._cases = (self.result.ok, self.result.err)
 
     def call(self, func: Any, store: Any, *args: Any) -> Any:
         """``func(store, *args)``, with these types."""
@@ -225,10 +325,29 @@ class _Export:
                 )
 
             self._enter(run)
-            return self.result.convert_from_c(result) if result is not None else None
+            if result is None:
+                return None
+            if self._cases is None:
+                return self.result.convert_from_c(result)
+            return self._lift_result(result)
         finally:
             for i in range(n):
                 ffi.wasmtime_component_val_delete(byref(params[i]))
+
+    def _lift_result(self, c: Any) -> Any:
+        """What ``ResultType.convert_from_c`` returns for an untagged result, as it does."""
+        ffi = self._ffi
+        if c.kind != ffi.WASMTIME_COMPONENT_RESULT.value:
+            raise TypeError(f"expected a result, got a value of kind {c.kind}")
+        ty = self._cases[0] if c.of.result.is_ok else self._cases[1]  # type: ignore[index]
+        if ty is None:
+            return None
+        val = c.of.result.val
+        payload = ty.convert_from_c(val.contents)
+        val.contents.kind = ffi.WASMTIME_COMPONENT_BOOL
+        val.contents.of.boolean = False
+        ffi.wasmtime_component_val_delete(val)
+        return payload
 
 
 class ComponentLinked:
@@ -258,10 +377,10 @@ class ComponentLinked:
         linker.allow_shadowing = True
         with linker.root() as root:
             with root.add_instance(HOST_INTERFACE) as host:
-                host.add_func("publish", _publish)
-                host.add_func("log", _log)
-                host.add_func("health", _health)
-                host.add_func("now-ms", _now_ms)
+                _add_host_func(w, host, "publish", _publish, "sb")
+                _add_host_func(w, host, "log", _log, "us")
+                _add_host_func(w, host, "health", _health, "ss")
+                _add_host_func(w, host, "now-ms", _now_ms, "")
             for name in imports:
                 base = name.partition("@")[0]
                 if base in _NEVER_INTERFACES:

@@ -245,3 +245,19 @@ def test_a_component_runs_on_fuel_when_the_manifest_sets_it() -> None:
     instance, out = _wat_instance(fuel=10_000)
     instance.call("t", packb(1))
     assert out == [("count.out", 1)]
+
+
+def test_what_the_host_refuses_in_an_import_fails_the_call_with_its_error() -> None:
+    from symbiont._errors import TopicLimitError
+    from symbiont._terms import packb
+    from symbiont.wasm import Imports, Runtime
+
+    def refuse(topic: str) -> None:
+        raise TopicLimitError(f"{topic!r} would be one topic too many")
+
+    out: list[Any] = []
+    imports = Imports(publish=lambda *event: out.append(event), check_topic=refuse)
+    instance = Runtime(cache_dir=None).instantiate(WAT_COMPONENT, imports=imports, name="wc")
+    with pytest.raises(WasmError, match="'count.out' would be one topic too many") as e:
+        instance.call("t", packb(1))
+    assert e.value.kind == "abi" and out == []
