@@ -9,47 +9,47 @@
   quick: false,
   rows: [
     %{
-      base: 73.1364,
+      base: 31.3688,
       baseline: "the same class, native",
       measure: "Python agent as a component: publish → handle → ack (µs/message)",
       target: "≤ 8×",
-      value: 1426.725
+      value: 300.2496
     },
     %{
-      base: 6719.421817,
+      base: 9186.563241,
       baseline: "cold compile",
       measure: "load the 20 MB component from the cache (ms)",
       target: "≤ 0.01× (100× faster)",
-      value: 100.03545
+      value: 87.881836
     },
     %{
-      base: 0.1643595,
+      base: 0.2501425,
       baseline: "counter.wat, a core module",
       measure: "start an instance: instantiate + init, CPython's start (ms)",
       target: "≤ 5 ms",
-      value: 1.8431549999999999
+      value: 2.4454515000000003
     },
     %{
-      base: 19.4375,
+      base: 18.0908203125,
       baseline: "a native Python host, one agent: PSS",
       measure: "100 instances in one host, after an event each: PSS each (MB)",
       target: "≤ 8 MB",
-      value: 1.4750390625
+      value: 1.586328125
     },
     %{
-      base: 19.4375,
+      base: 18.0908203125,
       baseline: "a native Python host, one agent: PSS",
       measure: "the same: RSS each (MB; shared pages counted in each)",
       target: "(info)",
-      value: 10.1452734375
+      value: 10.4421875
     },
     %{
-      base: 19.4375,
+      base: 18.0908203125,
       baseline: "a native Python host, one agent: PSS",
-      measure: "1000 sandboxed Python agents on 4 hosts, started in 14.3 s: hosts' PSS each (MB)",
+      measure: "1000 sandboxed Python agents on 4 hosts, started in 3.2 s: hosts' PSS each (MB)",
       target: "≤ 8 MB",
-      value: 2.1274658203125
+      value: 2.2315947265625
     }
   ],
-  seconds: 53.961
+  seconds: 27.858
 }
