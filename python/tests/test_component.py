@@ -261,3 +261,21 @@ def test_what_the_host_refuses_in_an_import_fails_the_call_with_its_error() -> N
     with pytest.raises(WasmError, match="'count.out' would be one topic too many") as e:
         instance.call("t", packb(1))
     assert e.value.kind == "abi" and out == []
+
+
+def test_the_command_builds_and_says_what_went_wrong(
+    component: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from symbiont._cli import main
+
+    out = tmp_path / "agent.wasm"
+    cache = ROOT / "_build" / "wasm-components"  # the build of `component`, reused
+    target = f"{FIXTURES / 'sandboxed_agents.py'}:Sandboxed"
+    assert main(["build-wasm", target, "-o", str(out), "--cache-dir", str(cache)]) == 0
+    assert out.read_bytes() == component.read_bytes()
+    assert f"built {out}" in capsys.readouterr().out
+
+    assert main(["build-wasm", "nope.py:Agent", "-o", str(out)]) == 1
+    assert "symbiont build-wasm: target 'nope.py:Agent': nope.py is not a file" in (
+        capsys.readouterr().err
+    )
