@@ -8,7 +8,7 @@ NODE ?= symbiont
 STATE := .symbiont
 export SYMBIONT_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup system browser python cookie run shop release test test-elixir test-phoenix test-telemetry test-python wasm wasm-tools shell bench soak lint dialyzer-tools format wasm clean
+.PHONY: setup system browser python cookie run shop shop-wasm release test test-elixir test-phoenix test-telemetry test-python wasm wasm-tools shell bench soak lint dialyzer-tools format wasm clean
 
 setup: system python
 
@@ -28,15 +28,17 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
 # The venv is rebuilt only when pyproject.toml or VERSION (the package's version) changes.
+# wasm-build (componentize-py, some 30 MB) is there because the tests build Python agents
+# into Wasm components (symbiont build-wasm); `make run` alone does not need it.
 python: $(VENV)/.installed
 
 # A .venv that is a symlink belongs to another checkout (a git worktree sharing it): it is
 # left alone, since `pip install -e .` here would point that checkout's venv at this one.
 $(VENV)/.installed: pyproject.toml VERSION
 	@if [ -L $(VENV) ]; then echo "==> $(VENV) is a symlink to another checkout's venv: not reinstalled"; exit 0; fi; \
-	  echo "==> Python venv in $(VENV) (pip install -e '.[dev]')" && \
+	  echo "==> Python venv in $(VENV) (pip install -e '.[dev,wasm-build]')" && \
 	  { test -x $(PY) || $(PYTHON) -m venv $(VENV); } && \
-	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' && \
+	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev,wasm-build]' && \
 	  touch $@
 
 # The distribution cookie: random, in a directory of mode 700, the file readable by its owner
@@ -71,8 +73,15 @@ run: setup cookie
 # The shop (examples/shop, README.md "The shop"): the node of `make run` with the shop's
 # agents and conductor policy (config/runtime.exs applies SYMBIONT_CONFIG on top of
 # config/config.exs). Attach with `make shell` as well.
+# Its orders stage is the Python class shop.Orders built into a Wasm component (tens of
+# seconds the first time; then from _build/wasm-components, and compiled once into the
+# hosts' cache).
 shop: export SYMBIONT_CONFIG := examples/shop/config.exs
-shop: run
+shop: shop-wasm run
+
+shop-wasm: setup
+	PYTHONPATH=python $(PY) -m symbiont build-wasm examples/shop/shop.py:Orders -o _build/shop/orders.wasm \
+	  --cache-dir _build/wasm-components --precompile
 
 # A release that runs anywhere (README.md, "Releases"): _build/prod/rel/symbiont, with the
 # Python SDK and the configured agent code and Wasm modules copied in. SYMBIONT_CONFIG=file
@@ -147,10 +156,12 @@ dialyzer-tools:
 
 # The Wasm examples: WAT through wat2wasm, C through Debian's clang for wasm32-wasi. The
 # built .wasm files are committed; this rebuilds them (installing the toolchain if needed).
-WASM_SRC := $(wildcard priv/wasm/*.wat priv/wasm/*.c)
+# (*_component.wat are components, which wabt cannot read: wasmtime's wat2wasm builds them.)
+WASM_SRC := $(filter-out %_component.wat,$(wildcard priv/wasm/*.wat priv/wasm/*.c))
+WASM_COMPONENTS := $(patsubst %.wat,%.wasm,$(wildcard priv/wasm/*_component.wat))
 # The shop's pricing stage: one C source, two versions (v2 has a bug on purpose).
 SHOP_WASM := examples/shop/pricing.wasm examples/shop/pricing_v2.wasm
-WASM_OUT := $(addsuffix .wasm,$(basename $(WASM_SRC))) $(SHOP_WASM)
+WASM_OUT := $(addsuffix .wasm,$(basename $(WASM_SRC))) $(SHOP_WASM) $(WASM_COMPONENTS)
 WASM_CC := clang --target=wasm32-wasi -O2 -mexec-model=reactor -Wl,--strip-all
 WASM_PKGS := clang lld wasi-libc libclang-rt-14-dev-wasm32 wabt
 
@@ -162,6 +173,9 @@ wasm-tools:
 	  echo "==> installing the Wasm toolchain from Debian (apt): $(WASM_PKGS)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(WASM_PKGS) >/dev/null; }
+
+priv/wasm/%_component.wasm: priv/wasm/%_component.wat setup
+	$(PY) -c 'import sys, wasmtime; open(sys.argv[2], "wb").write(wasmtime.wat2wasm(open(sys.argv[1]).read()))' $< $@
 
 priv/wasm/%.wasm: priv/wasm/%.wat
 	wat2wasm $< -o $@

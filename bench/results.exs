@@ -9,7 +9,7 @@ defmodule Bench.Results do
   # The benchmarks of `make bench`, in the order they run and appear in the table. Adding
   # one is adding its name here (bench/<name>.exs calls record/2). The soak is not in it:
   # it runs 10 minutes on its own (`make bench BENCHES=soak`, see bench/README.md).
-  @suite ~w(roundtrip mesh wasm heal idle curves)
+  @suite ~w(roundtrip mesh wasm component heal idle curves)
 
   @typedoc """
   One figure beside its baseline. `target` is a string such as `"≤ 1.2×"` (a bound on

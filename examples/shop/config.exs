@@ -1,16 +1,20 @@
 import Config
 
-# The shop of `make shop` (README.md, "The shop"): orders -> pricing (Wasm) -> billing ->
-# notifications. `make shop` runs the node like `make run`, with this file on top of
+# The shop of `make shop` (README.md, "The shop"): orders (a Python agent, sandboxed) ->
+# pricing (Wasm, from C) -> billing -> notifications. `make shop` runs the node like `make run`, with this file on top of
 # config/config.exs (SYMBIONT_CONFIG, read by config/runtime.exs); test/shop_test.exs
 # boots these agents too.
 config :symbiont,
   python_path: ["examples/shop"],
   agents: [
-    # 2 orders a second, 6 in a rush: the first 20 s of every minute.
+    # 2 orders a second, 6 in a rush: the first 20 s of every minute. The Python class
+    # shop.Orders, unchanged, sandboxed: `make shop` builds it into a Wasm component
+    # (symbiont build-wasm examples/shop/shop.py:Orders). It may read the clock (the
+    # rush goes by it), nothing else; `python: "shop:Orders"` runs it natively instead.
     [
       name: "orders",
-      python: "shop:Orders",
+      wasm: "_build/shop/orders.wasm",
+      limits: [grants: ["clock"], deadline_ms: 1_000],
       config: %{"rate" => 2, "rush_rate" => 6, "rush_every" => 60, "rush_for" => 20}
     ],
     # The price is the amount with 20% VAT (pricing.c; `make wasm` builds it).

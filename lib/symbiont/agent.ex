@@ -25,8 +25,12 @@ defmodule Symbiont.Agent do
     * `:name` (required) - a string of letters, digits, `_`, `-` and `.`, unique per node.
     * `:python` - `"module:Class"`, the importable module and the class in it.
     * `:wasm` (instead of `:python`) - the path of a Wasm module (`.wasm` or `.wat`)
-      implementing docs/WASM_ABI.md; it runs in a Python host, sandboxed.
-    * `:topics` (Wasm agents, required) - the topics it consumes.
+      implementing docs/WASM_ABI.md, or of a component of the `symbiont:agent` world
+      (`wit/agent.wit`; `symbiont build-wasm file.py:Class -o agent.wasm` builds one from
+      a Python agent class), told apart by the binary's header; it runs in a Python
+      host, sandboxed.
+    * `:topics` (Wasm agents; required for a core module) - the topics it consumes. A
+      component without them consumes its own (a Python agent's `@on` topics).
     * `:limits` (Wasm agents) - its sandbox (docs/WASM_ABI.md §5), positive integers:
       `deadline_ms` (default 100), `fuel` (none by default), `memory_bytes` (default
       64 MiB), `table_elements` (10_000), `instances` (1), `tables` (1), `memories` (1),
@@ -410,7 +414,7 @@ defmodule Symbiont.Agent do
 
       {nil, wasm} ->
         with {:ok, path} <- validate_wasm_path(wasm, name),
-             {:ok, topics} <- validate_topics(Keyword.get(spec, :topics), name),
+             {:ok, topics} <- validate_topics(Keyword.get(spec, :topics), path, name),
              {:ok, limits} <- validate_wasm_limits(Keyword.get(spec, :limits, []), name) do
           {:ok,
            %{
@@ -447,6 +451,31 @@ defmodule Symbiont.Agent do
 
   defp validate_wasm_path(path, name),
     do: {:error, "agent #{inspect(name)}: expected :wasm to be a path, got: #{inspect(path)}"}
+
+  # A component declares its own topics (its `subscriptions` export: a Python agent's
+  # @on); a core module cannot.
+  defp validate_topics(nil, path, name) do
+    if component?(path), do: {:ok, []}, else: validate_topics(nil, name)
+  end
+
+  defp validate_topics(topics, _path, name), do: validate_topics(topics, name)
+
+  @doc """
+  Whether the Wasm binary at `path` is a component (the Component Model's format, as
+  `symbiont build-wasm` makes) rather than a core module: both start with `\\0asm`, and
+  bytes 6-7 of the header, the layer, are 1 for a component (docs/WASM_ABI.md,
+  "Components"). `false` for a file that cannot be read, or WAT text.
+
+      iex> Symbiont.Agent.component?("priv/wasm/counter.wat")
+      false
+  """
+  @spec component?(Path.t()) :: boolean
+  def component?(path) do
+    case File.open(path, [:read, :binary], &IO.binread(&1, 8)) do
+      {:ok, <<0, "asm", _version::binary-size(2), 1, 0>>} -> true
+      _ -> false
+    end
+  end
 
   defp validate_topics([_ | _] = topics, name) do
     if Enum.all?(topics, &(is_binary(&1) and &1 != "")),

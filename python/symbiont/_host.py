@@ -1353,7 +1353,8 @@ class Host:
             "topics": topics,
             "timers": [
                 {"name": timer, "every_ms": every_ms}
-                for timer, every_ms in type(agent).timers().items()
+                # The instance's: a Wasm component's are its own (WasmAgent.on_start).
+                for timer, every_ms in agent._symbiont_timers.items()
             ],
         }
         self._write_frame(packb(["agent_ready", slot, info]))

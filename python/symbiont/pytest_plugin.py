@@ -16,6 +16,7 @@ Where the package is on ``PYTHONPATH`` without being installed, load it by name:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -42,6 +43,8 @@ class HarnessFactory(Protocol):
         state: Any = ...,
         max_topics: int | None = ...,
         handler_timeout: float | None = ...,
+        wasm: str | os.PathLike[str] | None = ...,
+        limits: Mapping[str, Any] | None = ...,
     ) -> AgentHarness[_A]:
         """An :class:`~symbiont.testing.AgentHarness` of ``agent_class``."""
         ...

@@ -29,11 +29,17 @@ done, and tasks the agent starts keep running between calls. :meth:`AgentHarness
 
 Calls into the BEAM (``self.call``, :mod:`symbiont.erlang`) need a real host; use the
 Elixir test suite for those.
+
+The same class built into a Wasm component (``symbiont build-wasm``) runs in the harness
+too, sandboxed, under wasmtime: ``AgentHarness(Billing, wasm="billing.wasm")`` drives the
+component instead of the class, with the same calls and the same results, so one test
+can check both forms (a failure in the sandbox raises :class:`symbiont.wasm.WasmError`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -66,6 +72,10 @@ class AgentHarness(Generic[_A]):
         as its host would at its ``handler_timeout``: the call then raises
         :class:`~symbiont.CancelledError`. ``None`` (the default): no limit. (A plain
         handler is not interrupted here.)
+    wasm, limits:
+        The path of ``agent_class`` built into a component: the harness runs that, in
+        the sandbox (:class:`symbiont.wasm.WasmAgent`), within ``limits`` (a map of
+        :class:`symbiont.wasm.Limits`, as ``limits:`` in the manifest).
 
     Attributes
     ----------
@@ -88,6 +98,8 @@ class AgentHarness(Generic[_A]):
         state: Any = None,
         max_topics: int | None = None,
         handler_timeout: float | None = None,
+        wasm: str | os.PathLike[str] | None = None,
+        limits: Mapping[str, Any] | None = None,
     ) -> None:
         if not (isinstance(agent_class, type) and issubclass(agent_class, Agent)):
             raise TypeError(f"AgentHarness expects an Agent subclass, got {agent_class!r}")
@@ -96,6 +108,8 @@ class AgentHarness(Generic[_A]):
         self.config = dict(config or {})
         self.max_topics = max_topics
         self.handler_timeout = handler_timeout
+        self.wasm = os.fspath(wasm) if wasm is not None else None
+        self.limits = dict(limits or {})
         self.published: list[tuple[str, Any]] = []
         self.health: list[dict[str, Any]] = []
         self._aio: LoopThread | None = None
@@ -105,7 +119,13 @@ class AgentHarness(Generic[_A]):
 
     def _start(self) -> _A:
         state = unpackb(self._checkpoint)
-        agent = self.agent_class(self.name, config=self.config, state=state)
+        if self.wasm is not None:
+            from .wasm import WasmAgent  # noqa: PLC0415 - wasmtime only when used
+
+            spec = {"wasm": self.wasm, "topics": [], "limits": self.limits, "config": self.config}
+            agent: Any = WasmAgent(self.name, config=spec, state=state)
+        else:
+            agent = self.agent_class(self.name, config=self.config, state=state)
         agent._publisher = self._record
         agent._reporter = self._record_health
         agent._max_topics = self.max_topics
@@ -193,8 +213,9 @@ class AgentHarness(Generic[_A]):
     def tick(self, timer: str) -> list[tuple[str, Any]]:
         """Run the ``@every`` method ``timer`` once; returns what it published."""
         self._check_running()
-        if timer not in type(self.agent).timers():
-            known = ", ".join(sorted(type(self.agent).timers())) or "none"
+        timers = self.agent._symbiont_timers  # a component's are its instance's
+        if timer not in timers:
+            known = ", ".join(sorted(timers)) or "none"
             raise LookupError(
                 f"{self.agent_class.__name__} has no timer {timer!r} (timers: {known})"
             )

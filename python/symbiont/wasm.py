@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import codecs
 import contextlib
+import functools
 import hashlib
 import logging
 import math
@@ -52,6 +53,7 @@ __all__ = [
     "WasmError",
     "WasmPlugin",
     "default_runtime",
+    "is_component",
 ]
 
 #: The ABI this runtime speaks; a module says which one it implements by exporting
@@ -90,7 +92,8 @@ class WasmError(Exception):
     """A call into a Wasm module failed; the host keeps serving.
 
     ``kind`` is one of ``"load"``, ``"abi"``, ``"trap"``, ``"deadline"``, ``"fuel"``,
-    ``"memory"``, ``"limit"`` or ``"capability"``.
+    ``"memory"``, ``"limit"``, ``"capability"`` or, from a component, ``"error"`` (the
+    agent's code raised).
     """
 
     def __init__(self, kind: str, message: str) -> None:
@@ -265,6 +268,8 @@ class Runtime:
         self._engines: dict[bool, wasmtime.Engine] = {}
         # Compiled modules by the SHA-256 of their source (as read: WAT or binary) and fuel.
         self._modules: dict[tuple[bytes, bool], wasmtime.Module] = {}
+        # The SHA-256 of each file loaded, by path, with its stat when it was read.
+        self._files: dict[str, tuple[tuple[int, ...], bytes]] = {}
         # One linker per module, fuel and grants, shared by all its instances.
         self._linkers: dict[tuple[Any, bool, frozenset[str]], _Linked] = {}
         self._lock = threading.Lock()
@@ -301,8 +306,9 @@ class Runtime:
 
         self._ticker = threading.Thread(target=tick, name="symbiont-wasm-epoch", daemon=True)
         self._ticker.start()
-        # The thread must be gone before the interpreter frees the engines at exit.
-        atexit.register(self.close)
+        # The thread must be gone before the interpreter frees the engines at exit, and
+        # what the runtime holds freed while wasmtime's module can still free it.
+        atexit.register(self._at_exit)
 
     def close(self) -> None:
         """Stop the epoch ticker (instances can no longer be interrupted). Idempotent."""
@@ -310,6 +316,15 @@ class Runtime:
             self._stop.set()
             self._ticker.join()
             self._ticker = None
+
+    def _at_exit(self) -> None:
+        self.close()
+        self._linkers.clear()
+        self._modules.clear()
+        self._engines.clear()
+        import gc  # noqa: PLC0415
+
+        gc.collect()
 
     def fingerprint(self, fuel: bool) -> str:
         """What a compiled module depends on besides its bytes."""
@@ -327,11 +342,26 @@ class Runtime:
             data, name = bytes(source), "<bytes>"
         else:
             name = str(source)
+            # A file loaded before and not changed since (the same inode, size, mtime and
+            # ctime) is not read and hashed again: a component is some 20 MB.
+            try:
+                st = os.stat(source)
+            except OSError as exc:
+                raise WasmError("load", f"cannot read {name}: {exc.strerror}") from None
+            seen = self._files.get(name)
+            signature = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            if seen is not None and seen[0] == signature:
+                module = self._modules.get((seen[1], fuel))
+                if module is not None:
+                    return module
             try:
                 data = Path(source).read_bytes()
             except OSError as exc:
                 raise WasmError("load", f"cannot read {name}: {exc.strerror}") from None
-        key = (hashlib.sha256(data).digest(), fuel)
+        digest_bytes = hashlib.sha256(data).digest()
+        if not isinstance(source, (bytes, bytearray)):
+            self._files[name] = (signature, digest_bytes)
+        key = (digest_bytes, fuel)
         module = self._modules.get(key)
         if module is not None:
             return module
@@ -346,20 +376,22 @@ class Runtime:
         module = self._modules[key] = self._compile(data, digest, fuel, name)
         return module
 
-    def _compile(self, data: bytes, digest: str, fuel: bool, name: str) -> wasmtime.Module:
+    def _compile(self, data: bytes, digest: str, fuel: bool, name: str) -> Any:
         engine = self.engine(fuel)
         path = self._cache_file(digest, fuel)
+        # A component (the Component Model's binary: layer 1) or a core module.
+        kind = self._wasmtime.component.Component if is_component(data) else self._wasmtime.Module
         if path is not None:
             # Read into memory rather than deserialize_file: that maps the file, and a
             # file changed in place under a mapping kills the process with SIGBUS.
             try:
-                module = self._wasmtime.Module.deserialize(engine, _read_private(path))
+                module = kind.deserialize(engine, _read_private(path))
                 self.stats["cached"] += 1
                 return module
             except (OSError, self._wasmtime.WasmtimeError):
                 pass  # missing, unreadable, stale, corrupt or not ours: compile, (over)write
         try:
-            module = self._wasmtime.Module(engine, data)
+            module = kind(engine, data)
         except self._wasmtime.WasmtimeError as exc:
             raise WasmError("load", f"{name} does not compile: {exc}") from None
         self.stats["compiled"] += 1
@@ -411,9 +443,22 @@ class Runtime:
         module = self.load(source, fuel=fuel)
         key = (module, fuel, limits.grants)
         linked = self._linkers.get(key)
+        if isinstance(module, self._wasmtime.component.Component):
+            from ._component import ComponentInstance, ComponentLinked  # noqa: PLC0415
+
+            if linked is None:
+                linked = self._linkers[key] = ComponentLinked(self, module, fuel, limits.grants)
+            return ComponentInstance(self, linked, limits, imports or Imports(), name, config, fuel)
         if linked is None:
             linked = self._linkers[key] = _Linked(self, module, fuel, limits.grants, name)
         return Instance(self, linked, limits, imports or Imports(), name, config, fuel)
+
+
+def is_component(data: bytes) -> bool:
+    """Whether ``data`` is a Wasm component (the Component Model's binary format, layer 1)
+    rather than a core module (layer 0): the two share the magic ``\\0asm`` and differ in
+    the layer, bytes 6-7 of the header."""
+    return data[:4] == b"\0asm" and data[6:8] == b"\x01\x00"
 
 
 # The ABI's exports and their types (docs/WASM_ABI.md §1); `_initialize` is a WASI
@@ -433,6 +478,7 @@ def _import_wasmtime() -> Any:
     """wasmtime, imported; an ``ImportError`` naming the extra to install without it."""
     try:
         import wasmtime  # noqa: PLC0415 - lazily, see the module docstring
+        import wasmtime.component  # noqa: F401, PLC0415 - components (symbiont._component)
     except ImportError as exc:
         raise ImportError(
             "Wasm modules need wasmtime, which is not installed: "
@@ -502,7 +548,12 @@ def _import_publish(ctx: Any, tp: int, tl: int, pp: int, pl: int) -> None:
     instance = _active.instance
     assert instance is not None  # imports run only inside a call, see Instance._entered
     topic, payload = instance._read(ctx, (tp, tl), (pp, pl))
-    topic_text = _utf8(topic, "publish topic")
+    publish_checked(instance, _utf8(topic, "publish topic"), len(topic), payload)
+
+
+def publish_checked(instance: Instance, topic_text: str, topic_len: int, payload: bytes) -> None:
+    """A module's ``publish`` (either kind of module): checked, counted and held in the
+    running call's outbox (``topic_len``: the topic's bytes)."""
     # The topic first (one of the node's own, or over the agent's max_topics: an ABI
     # error like the others, at the publish): a refused publish is not walked or counted.
     if topic_text.startswith(RESERVED_PREFIX):
@@ -516,7 +567,7 @@ def _import_publish(ctx: Any, tp: int, tl: int, pp: int, pl: int) -> None:
         instance.imports.check_topic(topic_text)
     except (TopicLimitError, ReservedTopicError) as exc:
         raise WasmError("abi", str(exc)) from None
-    instance._outbox.count(len(topic) + len(payload))
+    instance._outbox.count(topic_len + len(payload))
     _check_msgpack(payload, "publish payload")
     instance._outbox.hold(instance.imports.publish, topic_text, payload)
 
@@ -536,13 +587,19 @@ def _import_health(ctx: Any, kp: int, kl: int, rp: int, rl: int) -> None:
     # A reason is cut at HEALTH_REASON_BYTES (what a report holds, PROTOCOL.md §8.3): no
     # more is read. Both spans are checked whole first.
     kind, reason = instance._read(ctx, (kp, kl), (rp, rl), most=HEALTH_REASON_BYTES)
-    instance._outbox.count(len(kind) + len(reason))
-    kind = _utf8(kind, "health kind")
+    health_checked(instance, kind, reason, len(reason) < rl & _U32)
+
+
+def health_checked(instance: Instance, kind_bytes: bytes, reason: bytes, cut: bool) -> None:
+    """A module's ``health`` report (either kind of module): checked, counted and held in
+    the running call's outbox; ``reason`` at most :data:`HEALTH_REASON_BYTES`, ``cut``
+    when it was longer."""
+    instance._outbox.count(len(kind_bytes) + len(reason))
+    kind = _utf8(kind_bytes, "health kind")
     if kind not in HEALTH_KINDS:
         raise WasmError(
             "abi", f"health kind {kind[:32]!r} is not one of {', '.join(sorted(HEALTH_KINDS))}"
         )
-    cut = len(reason) < rl & _U32
     if cut:  # what is left, and the mark, within HEALTH_REASON_BYTES
         reason = reason[: HEALTH_REASON_BYTES - len(_TRUNCATED)]
     text = _utf8(reason, "health reason", cut=cut)
@@ -1114,9 +1171,16 @@ class WasmPlugin:
         imports = Imports.for_agent(
             agent, lambda kind, reason: agent.log.warning("%s reports %s: %s", name, kind, reason)
         )
-        self.instance = default_runtime().instantiate(
+        instance = default_runtime().instantiate(
             path, limits=limits, imports=imports, name=f"{agent.name}/{name}", config=plugin_config
         )
+        if hasattr(instance, "timers"):  # a component (symbiont._component)
+            raise ValueError(
+                f"agent {agent.name!r}: Wasm plug-in {name!r} ({path}) is a component of the "
+                "symbiont:agent world: a component is an agent (wasm: in the manifest), not a "
+                "plug-in; a plug-in is a core module (docs/WASM_ABI.md)"
+            )
+        self.instance = instance
 
     def call(self, payload: Any, topic: str | None = None) -> Any:
         """Run the module on ``payload`` (as ``[topic, payload]``, topic the plug-in's name
@@ -1146,12 +1210,34 @@ class WasmAgent(Agent):
     FAILING_AFTER = 3
 
     def on_start(self) -> None:
-        """Load the module, then hand it the checkpointed state, if any."""
+        """Load the module, then hand it the checkpointed state, if any.
+
+        A component (``symbiont:agent``) keeps its state as the agent's own, decoded, as a
+        native Python agent does: an agent moved from ``python:`` to ``wasm:`` (or back)
+        keeps it. A core module's is ``{"wasm_state": <its bytes>}`` (WASM_ABI.md §4).
+        """
         self.instance = self._instantiate(Imports.for_agent(self, self.health.report))
+        self._failures = 0
+        if self.is_component:
+            self._symbiont_timers = self.instance.timers()  # type: ignore[attr-defined]
+            for timer in self._symbiont_timers:
+                if hasattr(type(self), timer):
+                    raise ValueError(
+                        f"Wasm agent {self.name!r}: timer {timer!r} is the name of a "
+                        "method of the host's agent; rename it"
+                    )
+                setattr(self, timer, functools.partial(self._tick, timer))
+            if self.state not in (None, {}):
+                self.instance.migrate(_packb(self.state))
+            return
         saved = self.state.get("wasm_state") if isinstance(self.state, dict) else None
         if isinstance(saved, bytes):
             self.instance.migrate(saved)
-        self._failures = 0
+
+    @property
+    def is_component(self) -> bool:
+        """Whether the agent runs a component (``symbiont:agent``) rather than a module."""
+        return hasattr(self.instance, "timers")
 
     def probe(self) -> None:
         """Check that the module can start, without starting the agent: compile it (through
@@ -1176,13 +1262,24 @@ class WasmAgent(Agent):
         )
 
     def subscriptions(self) -> list[str]:
-        """The topics of the manifest (a Wasm module does not declare its own)."""
-        return list(self.config.get("topics") or [])
+        """The topics of the manifest; for a component that the manifest gives none, its
+        own (its ``@on`` topics). A core module does not declare its own."""
+        topics = list(self.config.get("topics") or [])
+        if not topics and self.is_component:
+            topics = self.instance.subscriptions()  # type: ignore[attr-defined]
+        return topics
 
     def handle_event(self, topic: str, payload: bytes) -> None:
         """Run the module on the event's bytes; see the class docstring for failures."""
+        self._guarded_call(self.instance.call, topic, payload)
+
+    def _tick(self, timer: str) -> None:
+        """Run a component's timer ``timer`` (its ``@every``)."""
+        self._guarded_call(self.instance.tick, timer)  # type: ignore[attr-defined]
+
+    def _guarded_call(self, run: Callable[..., Any], *args: Any) -> None:
         try:
-            self.instance.call(topic, payload)
+            run(*args)
         except WasmError as exc:
             self._failures += 1
             if self._failures == 1:
@@ -1197,5 +1294,17 @@ class WasmAgent(Agent):
             self._failures = 0
             self.health.ok("a call succeeded again")
         state = self.instance.last_state
-        if state is not None:
+        if state is None:
+            return
+        if self.is_component:
+            from ._terms import unpackb  # noqa: PLC0415
+
+            try:
+                self.state = unpackb(state)
+            except Exception as exc:  # noqa: BLE001 - any decoding failure is the module's
+                self.instance._broken = True
+                raise WasmError(
+                    "abi", f"{self.name}: its snapshot is not one msgpack value: {exc}"
+                ) from None
+        else:
             self.state = {"wasm_state": state}

@@ -74,6 +74,7 @@ def test_the_wasm_module_is_documented() -> None:
         "WasmError",
         "WasmPlugin",
         "default_runtime",
+        "is_component",
     }
     for name in wasm.__all__:
         obj = getattr(wasm, name)

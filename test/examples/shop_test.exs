@@ -1,6 +1,7 @@
 defmodule Symbiont.Examples.ShopTest do
   # The shop of `make shop` (examples/shop), booted from its own config file: orders flow
-  # from orders through pricing (Wasm) and billing to notifications, and the conductor,
+  # from orders (a Python class in the Wasm sandbox) through pricing (Wasm) and billing to
+  # notifications, and the conductor,
   # running the shop's policy, scales out the stage that is too slow.
   use ExUnit.Case, async: false
 
@@ -8,6 +9,12 @@ defmodule Symbiont.Examples.ShopTest do
   import Symbiont.HostHelpers
 
   @config "examples/shop/config.exs"
+
+  setup_all do
+    # The orders stage is shop.Orders built into a component, as `make shop` does.
+    component!("examples/shop/shop.py:Orders", "_build/shop/orders.wasm")
+    :ok
+  end
 
   setup do
     shop = Config.Reader.read!(@config)[:symbiont]

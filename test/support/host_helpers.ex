@@ -23,6 +23,40 @@ defmodule Symbiont.HostHelpers do
     port
   end
 
+  @doc """
+  The Wasm component of `file.py:Class` (of test/fixtures/python, or a path from the
+  project's root), built by `symbiont build-wasm` into `out` (default:
+  _build/test-components) and compiled into the hosts' module cache. A build takes tens
+  of seconds, once: built components are kept in _build/wasm-components by the hash of
+  their sources.
+  """
+  def component!(target, out \\ nil) do
+    [file, class] = String.split(target, ":")
+
+    source =
+      if String.contains?(file, "/"), do: Path.expand(file), else: Path.join(@fixtures, file)
+
+    name = "#{Path.basename(file, ".py")}-#{class}.wasm"
+    out = Path.expand(out || Path.join("_build/test-components", name))
+    python = System.get_env("SYMBIONT_PYTHON") || Path.expand(".venv/bin/python")
+
+    args =
+      ~w(-m symbiont build-wasm #{source}:#{class} -o #{out}) ++
+        ~w(--cache-dir #{Path.expand("_build/wasm-components")} --precompile)
+
+    # One build at a time, of all the test files that ask.
+    {output, status} =
+      :global.trans({__MODULE__, :component}, fn ->
+        System.cmd(python, args,
+          env: [{"PYTHONPATH", Path.expand("python")}],
+          stderr_to_stdout: true
+        )
+      end)
+
+    if status != 0, do: raise("symbiont build-wasm #{target} failed:\n#{output}")
+    out
+  end
+
   def unique_name(prefix \\ "test"), do: "#{prefix}-#{System.unique_integer([:positive])}"
 
   @doc """

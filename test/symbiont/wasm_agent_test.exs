@@ -98,6 +98,31 @@ defmodule Symbiont.WasmAgentTest do
     assert Symbiont.Event.decode!(e) == 4
   end
 
+  test "a component written by hand (WAT) is a Wasm agent too; its state is its own" do
+    topic = unique_name("wasm.component.in")
+    :ok = Symbiont.subscribe("count.out")
+    %{agent: agent, os_pid: os_pid} = start_wasm!("counter_component.wat", topic)
+
+    for i <- 1..3, do: :ok = Symbiont.publish(topic, i)
+
+    for n <- 1..3 do
+      assert_receive %Symbiont.Event{topic: "count.out", from: ^agent} = e, 5_000
+      assert Symbiont.Event.decode!(e) == n
+    end
+
+    # A component's state is the agent's, decoded (not {"wasm_state" => bytes}).
+    assert wait_until(fn -> match?({:ok, %{state: 3}}, Symbiont.Agent.Server.info(agent)) end)
+
+    capture_log(fn ->
+      Symbiont.Host.Reaper.kill(os_pid)
+      assert_receive {:host_start, ^agent, %{restarts: 1}}, 10_000
+    end)
+
+    :ok = Symbiont.publish(topic, 4)
+    assert_receive %Symbiont.Event{topic: "count.out", from: ^agent} = e, 5_000
+    assert Symbiont.Event.decode!(e) == 4
+  end
+
   test "a trap fails that event only: dead letter, degraded then failing, the host serves on" do
     topic = unique_name("wasm.trap.in")
     %{agent: agent, name: name, os_pid: os_pid} = start_wasm!("trap.wat", topic)
