@@ -226,6 +226,8 @@ defmodule Symbiont.Conductor do
       # read every :memory_every_ms; and when they were last read (monotonic ms).
       memory: %{},
       memory_at: nil,
+      # Per host, {os pid, [{at_ms, cpu_us}]} (newest first), read with its memory.
+      cpu: %{},
       scaled: %{},
       # Refusals and failures recorded and logged: {agent, action} => {result, why, when
       # last seen (system ms)} (not_done/5).
@@ -335,10 +337,18 @@ defmodule Symbiont.Conductor do
     memory =
       Map.new(state.memory, fn {host, {_pid, readings}} -> {host, Signals.memory(readings)} end)
 
+    # Each host's CPU share of its busy time, over the usage window (5 heartbeats).
+    cpu =
+      Map.new(state.cpu, fn {host, {_pid, readings}} ->
+        recent = Enum.take_while(readings, fn {at, _} -> at >= now - 5_000 end)
+        {host, Signals.cpu_share(recent, Symbiont.Host.Usage.utilisation(host))}
+      end)
+
     ctx = %{
       now: now,
       dt_ms: mono - state.prev_at,
       memory: memory,
+      cpu: cpu,
       crash_window_ms: Signals.config()[:crash_window_ms]
     }
 
@@ -379,21 +389,30 @@ defmodule Symbiont.Conductor do
       now = System.system_time(:millisecond)
       hosts = for v <- views, r <- v.replicas, uniq: true, do: r.host
 
+      pids = for host <- hosts, os_pid = Symbiont.Host.os_pid(host), do: {host, os_pid}
+      n = opts.memory_readings
+
       memory =
-        for host <- hosts,
-            os_pid = Symbiont.Host.os_pid(host),
+        for {host, os_pid} <- pids,
             rss = Signals.rss(os_pid),
-            into: %{} do
-          readings =
-            case Map.get(state.memory, host) do
-              {^os_pid, readings} -> readings
-              _ -> []
-            end
+            into: %{},
+            do: {host, reading(state.memory, host, os_pid, {now, rss}, n)}
 
-          {host, {os_pid, Enum.take([{now, rss} | readings], opts.memory_readings)}}
-        end
+      cpu =
+        for {host, os_pid} <- pids,
+            used = Signals.cpu_us(os_pid),
+            into: %{},
+            do: {host, reading(state.cpu, host, os_pid, {now, used}, n)}
 
-      %{state | memory: memory, memory_at: mono}
+      %{state | memory: memory, cpu: cpu, memory_at: mono}
+    end
+  end
+
+  # A host's readings with `new` first, at most `n`; they start over with a new process.
+  defp reading(readings, host, os_pid, new, n) do
+    case Map.get(readings, host) do
+      {^os_pid, old} -> {os_pid, Enum.take([new | old], n)}
+      _ -> {os_pid, [new]}
     end
   end
 

@@ -33,9 +33,11 @@ defmodule Symbiont.Signals do
   The conductor adds per tick (`Symbiont.Conductor`): the **crash** signal
   (`crashes/5`: the crashes charged to it within `:crash_window_ms` of *uptime*, so that
   a crash loop whose restart backoff has grown to seconds is still a loop), the **queue**
-  rates (arrivals and departures per second, the mean handling time per event, and how
-  busy the replica was), and the **memory** of the host process it runs in (`rss/1`:
-  its resident set and how fast it grows, `Symbiont.Stats.slope/1`).
+  rates (arrivals and departures per second, the mean handling time per event, the CPU
+  time per event (`cpu_us/1`, `cpu_share/2`: the handling time at its host's CPU share
+  of its busy time), and how busy the replica was), and the **memory** of the host
+  process it runs in (`rss/1`: its resident set and how fast it grows,
+  `Symbiont.Stats.slope/1`).
 
   ## Options
 
@@ -291,6 +293,69 @@ defmodule Symbiont.Signals do
     ArgumentError -> nil
   end
 
+  @doc """
+  The CPU time OS process `os_pid` has used so far, user and system, in µs
+  (`/proc/<pid>/stat`), or `nil` when it cannot be read.
+  """
+  @spec cpu_us(non_neg_integer | nil) :: non_neg_integer | nil
+  def cpu_us(nil), do: nil
+
+  def cpu_us(os_pid) do
+    # After the command's name, which may hold anything, ") " included.
+    with {:ok, text} <- File.read("/proc/#{os_pid}/stat"),
+         rest = text |> String.split(") ") |> List.last(),
+         [_state | fields] <- String.split(rest, " "),
+         [utime, stime] <- Enum.slice(fields, 10, 2) do
+      div((String.to_integer(utime) + String.to_integer(stime)) * 1_000_000, clock_ticks())
+    else
+      _ -> nil
+    end
+  rescue
+    ArgumentError -> nil
+  end
+
+  @doc """
+  How much of its busy time a host spends on the CPU, 0.0 to 1.0: its CPU time over
+  `readings` (`[{at_ms, cpu_us}]`, newest first, one process) per wall-clock time, over
+  `utilisation`, the share of that time its agents' handlers ran (`Symbiont.Host.Usage`).
+  `nil` without two readings or a utilisation.
+
+      iex> Symbiont.Signals.cpu_share([{2_000, 1_400_000}, {1_000, 1_000_000}], 0.8)
+      0.5
+      iex> Symbiont.Signals.cpu_share([{2_000, 1_400_000}], 0.8)
+      nil
+  """
+  @spec cpu_share([{integer, non_neg_integer}], float | nil) :: float | nil
+  def cpu_share([{last_at, last} | [_ | _] = older], utilisation)
+      when is_number(utilisation) and utilisation > 0 do
+    {first_at, first} = List.last(older)
+
+    if last_at > first_at,
+      do: min(1.0, round_to((last - first) / ((last_at - first_at) * 1000) / utilisation, 1000)),
+      else: nil
+  end
+
+  def cpu_share(_readings, _utilisation), do: nil
+
+  defp clock_ticks do
+    case :persistent_term.get({__MODULE__, :clock_ticks}, nil) do
+      nil ->
+        ticks =
+          case System.cmd("getconf", ["CLK_TCK"], stderr_to_stdout: true) do
+            {out, 0} -> out |> String.trim() |> String.to_integer()
+            _ -> 100
+          end
+
+        :persistent_term.put({__MODULE__, :clock_ticks}, ticks)
+        ticks
+
+      ticks ->
+        ticks
+    end
+  rescue
+    _ -> 100
+  end
+
   defp page_size do
     case :persistent_term.get({__MODULE__, :page_size}, nil) do
       nil ->
@@ -357,7 +422,7 @@ defmodule Symbiont.Signals do
       "latency" => latency_of(r),
       "failures" => failures_of(r),
       "crashes" => crashes_of(r, ctx, after_ms),
-      "queue" => queue(view, deltas, ctx.dt_ms),
+      "queue" => queue(view, deltas, ctx.dt_ms, host_cpu(view, ctx)),
       "memory" => Map.get(ctx.memory, r.host)
     }
   end
@@ -380,7 +445,7 @@ defmodule Symbiont.Signals do
       "latency" => strongest(each, "latency"),
       "failures" => strongest(each, "failures"),
       "crashes" => each |> Enum.map(& &1["crashes"]) |> Enum.reject(&is_nil/1) |> sum_crashes(),
-      "queue" => queue(view, deltas, ctx.dt_ms),
+      "queue" => queue(view, deltas, ctx.dt_ms, host_cpu(view, ctx)),
       "memory" =>
         Enum.max_by(each, &(get_in(&1, ["memory", "growth_bps"]) || -1)) |> Map.get("memory"),
       "replicas" => each
@@ -419,24 +484,39 @@ defmodule Symbiont.Signals do
   # Arrivals (departures plus the growth of what waits or is in flight) and departures
   # per second over the tick, the mean handling time of an event, and how busy the
   # replicas were (their handlers' time over the tick's, per replica: 1.0 is always busy).
-  defp queue(view, {done, busy, backlog}, dt) when dt > 0 do
+  # The CPU share of the busy time of its replicas' hosts (ctx.cpu: host => cpu_share/2),
+  # their mean; nil when none is known.
+  defp host_cpu(%{replicas: [r]}, ctx), do: Map.get(ctx.cpu, r.host)
+
+  defp host_cpu(%{replicas: replicas}, ctx) do
+    case for(r <- replicas, s = Map.get(ctx.cpu, r.host), s != nil, do: s) do
+      [] -> nil
+      shares -> Enum.sum(shares) / length(shares)
+    end
+  end
+
+  defp queue(view, {done, busy, backlog}, dt, cpu) when dt > 0 do
     replicas = length(view.replicas)
+    service = if done > 0, do: div(busy, done), else: nil
 
     %{
       "high_water" => hd(view.replicas).high_water,
       "arrival_per_s" => round_to(max(done + backlog, 0) * 1000 / dt, 100),
       "departure_per_s" => round_to(done * 1000 / dt, 100),
-      "service_us" => if(done > 0, do: div(busy, done), else: nil),
+      "service_us" => service,
+      # CPU time per event: the handling time, at its host's CPU share of busy time.
+      "cpu_us" => if(service && cpu, do: round(service * cpu), else: nil),
       "utilization" => round_to(busy / (dt * 1000 * replicas), 1000)
     }
   end
 
-  defp queue(view, _deltas, _dt) do
+  defp queue(view, _deltas, _dt, _cpu) do
     %{
       "high_water" => hd(view.replicas).high_water,
       "arrival_per_s" => nil,
       "departure_per_s" => nil,
       "service_us" => nil,
+      "cpu_us" => nil,
       "utilization" => nil
     }
   end

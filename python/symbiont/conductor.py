@@ -276,8 +276,9 @@ class DefaultPolicy:
       many different deliveries were running: one poison message is one), ``uptime_ms``,
       ``last_ago_ms``; or ``None``;
     * ``queue``: ``arrival_per_s``, ``departure_per_s``, ``service_us`` (the mean
-      handling time of an event), ``utilization`` (its replicas' handlers' share of the
-      tick), ``high_water``;
+      handling time of an event), ``cpu_us`` (how much of it its host spent on the CPU,
+      or ``None``), ``utilization`` (its replicas' handlers' share of the tick),
+      ``high_water``;
     * ``memory``: its host process's ``rss_bytes``, ``growth_bps`` (least squares over
       the last ``readings``), ``r2``, ``grown_bytes``, ``span_ms``; or ``None``;
     * ``replicas`` (with more than one replica): the same per replica, with its ``id``

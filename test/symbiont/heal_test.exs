@@ -231,6 +231,45 @@ defmodule Symbiont.HealTest do
     stop_publishing(feeder)
   end
 
+  test "CPU time per event: an agent that computes spends its handling time on the CPU, one that waits does not",
+       %{prefix: prefix} do
+    [burn, wait] = names = for m <- ~w(burn wait), do: "#{prefix}-#{m}"
+    topics = for n <- names, do: unique_name(n <> ".in")
+    for n <- names, do: attach_host_events(n)
+
+    m =
+      start_manifest!([
+        stage(burn, %{"in" => hd(topics), "mode" => "burn", "delay" => 0.02}),
+        stage(wait, %{"in" => List.last(topics), "mode" => "slow", "delay" => 0.02})
+      ])
+
+    for n <- names, do: assert_receive({:agent_start, ^n, _}, 10_000)
+    feeders = for t <- topics, do: start_publishing(t, 50)
+    c = start_conductor!(prefix, m, memory_every_ms: @tick)
+
+    queue = fn name ->
+      agent = Enum.find(Conductor.snapshot(c)["agents"], &(&1["name"] == name))
+      agent["signals"]["queue"]
+    end
+
+    known? = fn ->
+      Enum.all?(names, &match?(%{"cpu_us" => us} when is_integer(us), queue.(&1)))
+    end
+
+    assert wait_until(known?, 15_000)
+
+    # Both take some 20 ms an event; one of them on the CPU.
+    %{"cpu_us" => burn_cpu, "service_us" => burn_service} = queue.(burn)
+    %{"cpu_us" => wait_cpu, "service_us" => wait_service} = queue.(wait)
+    assert burn_service >= 15_000 and wait_service >= 15_000
+    # (On a loaded machine a spinning handler is preempted too: less than all of it.)
+    assert burn_cpu >= div(burn_service, 4), "burn: #{burn_cpu} of #{burn_service} µs"
+    assert wait_cpu <= div(wait_service, 8), "wait: #{wait_cpu} of #{wait_service} µs"
+    assert burn_cpu > 3 * wait_cpu
+
+    Enum.each(feeders, &stop_publishing/1)
+  end
+
   test "(a) a latency regression after a promotion: rolled back, and the old version is fast again",
        %{prefix: prefix} do
     with_signals(window_ms: 1_000, baseline_min: 20, baseline_every_ms: 200, recent: 50)
