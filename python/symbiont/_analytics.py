@@ -144,7 +144,7 @@ def next_rung(
     applies: Callable[[str], bool],
     *,
     settle_ms: int,
-    reset_ms: int,
+    reset_ms: float,
     in_place: Callable[[str], bool] = lambda remedy: False,
 ) -> tuple[str, int] | None:
     """The remedy to apply now for ``pattern`` and its rung (1 is the bottom), given the

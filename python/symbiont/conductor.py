@@ -158,7 +158,7 @@ class Tick:
     @property
     def now(self) -> int:
         """The snapshot's time (system ms)."""
-        return self.snapshot.get("now_ms", 0)
+        return int(self.snapshot.get("now_ms", 0))
 
     @property
     def acted(self) -> set[str]:
@@ -492,9 +492,9 @@ class DefaultPolicy:
         for a in self._watched(tick):
             name = a["name"]
             signals = _signals(a)
-            latency = signals.get("latency")
-            slow = self._is_slow(name, latency)
-            failures = signals.get("failures")
+            latency: dict[str, Any] = signals.get("latency") or {}
+            slow = self._is_slow(name, latency or None)
+            failures: dict[str, Any] = signals.get("failures") or {}
             # Failures compared with the baseline of the version it replaced (none: no
             # comparison).
             against_before = bool(failures) and (failures.get("baseline") or {}).get("own") is False
@@ -510,6 +510,7 @@ class DefaultPolicy:
             )
             deployed = a.get("deployed") and "version" not in _pins(a)
             if deployed and (slow or errors):
+                evidence: dict[str, Any]
                 if slow:
                     evidence = {"latency": latency}
                     reason = (
@@ -518,7 +519,7 @@ class DefaultPolicy:
                         f"(p = {latency['p']:.1e})"
                     )
                 else:
-                    evidence = {"failed_delta": a.get("failed_delta"), "failures": failures}
+                    evidence = {"failed_delta": a.get("failed_delta"), "failures": failures or None}
                     reason = "errors right after a deploy"
                 action = tick.climb(a, "regression", reason, evidence)
                 if action:
@@ -608,8 +609,8 @@ class DefaultPolicy:
                 )
                 high = (_signals(a).get("queue") or {}).get("high_water") or a.get("high_water")
                 if growing and queue * 3 > (high or 0) and a["replicas"] < a["max_replicas"]:
-                    evidence = {"queues": queues[-5:], "service_us": None}
-                    short[name] = (a["replicas"] + 1, evidence)
+                    grow: dict[str, Any] = {"queues": queues[-5:], "service_us": None}
+                    short[name] = (a["replicas"] + 1, grow)
                 continue
             # What this tick's arrivals need, at the target utilisation (with what waits,
             # drained within drain_s) and at the low one; steady for some ticks first.
@@ -623,7 +624,7 @@ class DefaultPolicy:
             needs = self._needs.setdefault(name, [])
             needs.append((need, low, queue))
             del needs[: -max(self.grow_ticks, self.drain_ticks)]
-            evidence = {
+            evidence: dict[str, Any] = {
                 "arrival_per_s": round(arrival, 2),
                 "service_us": round(service),
                 "queue": queue,
@@ -740,7 +741,13 @@ class DefaultPolicy:
                 rates.append((q["arrival_per_s"], q.get("service_us")))
                 del rates[: -(self.grow_ticks + 1)]
         for gone in set(self._replicas) - set(tick.agents):
-            for memory in (self._replicas, self._queues, self._rates, self._needs):
+            memories: tuple[dict[str, Any], ...] = (
+                self._replicas,
+                self._queues,
+                self._rates,
+                self._needs,
+            )
+            for memory in memories:
                 memory.pop(gone, None)
             self._slow.discard(gone)
         for key in [k for k in self._present if k[0] not in tick.agents]:
