@@ -144,6 +144,9 @@ lint: setup dialyzer-tools
 	mix format --check-formatted
 	$(VENV)/bin/ruff check $(PY_SOURCES)
 	$(VENV)/bin/ruff format --check $(PY_SOURCES)
+	@$(PY) -m mypy --version >/dev/null 2>&1 || { echo "==> installing mypy in $(VENV) (the lint extra)"; \
+	  $(PY) -m pip install -q --disable-pip-version-check -e '.[lint]'; }
+	$(PY) -m mypy python/symbiont
 	@test -f $(PLT) || { echo "==> building the Dialyzer PLT in $(PLT) (once)"; \
 	  dialyzer -pa $(ELIXIR_LIB)/elixir/ebin --build_plt --output_plt $(PLT) --apps $(PLT_APPS) >/dev/null || test -f $(PLT); }
 	dialyzer -pa $(ELIXIR_LIB)/elixir/ebin --plt $(PLT) --no_check_plt _build/$${MIX_ENV:-dev}/lib/symbiont/ebin

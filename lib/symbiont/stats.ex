@@ -48,7 +48,14 @@ defmodule Symbiont.Stats do
   @defaults [ratio: 2.0, slack_us: 5_000, floor: 0.01, min_increase: 0.05]
 
   @typedoc "A baseline: its sample count `n` and its `p50_us` and `p99_us`."
-  @type baseline :: %{n: pos_integer, p50_us: number, p99_us: number}
+  @type baseline :: %{
+          :n => pos_integer,
+          :p50_us => number,
+          :p99_us => number,
+          # Kept with it by Symbiont.Signals: the failure rate, and whose it is.
+          optional(:rate) => float,
+          optional(:version) => String.t()
+        }
 
   @typedoc """
   The evidence of a latency comparison: `n` recent samples, `k` of them above `bar_us`

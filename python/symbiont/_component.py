@@ -21,9 +21,9 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ._agent import HEALTH_REASON_BYTES
 from ._terms import packb
 from .wasm import (
-    HEALTH_REASON_BYTES,
     Imports,
     Instance,
     Limits,
@@ -159,9 +159,11 @@ def _host_callback(w: Any) -> Any:
     return _CALLBACKS[0]
 
 
-@ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-def _finalize(idx: Any) -> None:
+def _finalize_impl(idx: Any) -> None:
     _HOST_FUNCS.pop(idx or 0, None)
+
+
+_finalize = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(_finalize_impl)
 
 
 def _host_finalize() -> Any:
@@ -264,7 +266,8 @@ def _install_fast_bytes(w: Any) -> None:
 
     def convert_to_c(self: Any, store: Any, val: Any, ptr: Any) -> None:
         if not (self._is_bytes() and isinstance(val, (bytes, bytearray))):
-            return to_c(self, store, val, ptr)
+            to_c(self, store, val, ptr)
+            return
         n = len(val)
         raw = ffi.wasmtime_component_vallist_t()
         ffi.wasmtime_component_vallist_new_uninit(raw, n)
@@ -424,6 +427,7 @@ class ComponentInstance(Instance):
         fuel: bool,
     ) -> None:
         self._funcs: dict[str, Any] = {}
+        self._component: ComponentLinked = linked
         super().__init__(runtime, linked, limits, imports, name, config, fuel)  # type: ignore[arg-type]
         self._has_state = True
 
@@ -432,7 +436,8 @@ class ComponentInstance(Instance):
     def call(self, topic: str, payload: bytes) -> bytes:
         """Run ``handle(topic, payload)``; returns the state it returned (also kept as
         :attr:`last_state`)."""
-        return self._run("handle", topic, payload)
+        state: bytes = self._run("handle", topic, payload)
+        return state
 
     def tick(self, timer: str) -> None:
         """Run the timer ``timer`` (``tick``), which returns the state."""
@@ -452,7 +457,7 @@ class ComponentInstance(Instance):
             if self._broken:
                 self._rebuild()
             self._arm()
-            state = self._invoke_export("snapshot")
+            state: bytes | None = self._invoke_export("snapshot")
         self._send(outbox)
         return state
 
@@ -544,8 +549,8 @@ class ComponentInstance(Instance):
                 ) from None
             self._funcs = {e: instance.get_func(store, e) for e in EXPORTS}
             for export, func in self._funcs.items():
-                if export not in self._linked.exports:
-                    self._linked.exports[export] = _Export(w, func, store)
+                if export not in self._component.exports:
+                    self._component.exports[export] = _Export(w, func, store)
             self._broken = False
             self._invoke_export("init", self.name, packb(self.config), self._last_state)
         finally:
@@ -554,7 +559,7 @@ class ComponentInstance(Instance):
     def _invoke_export(self, export: str, *args: Any) -> Any:
         w = self._w
         try:
-            out = self._linked.exports[export].call(self._funcs[export], self._store, *args)
+            out = self._component.exports[export].call(self._funcs[export], self._store, *args)
         except w.WasmtimeError as exc:
             raise self._classify_component(exc, export) from None
         except (TypeError, ValueError, AssertionError) as exc:  # a type that is not the world's

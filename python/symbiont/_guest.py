@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, cast
 
 from . import _agent, erlang
 from ._agent import Agent, agent_class
@@ -84,7 +84,7 @@ def _no_name_lookup() -> None:
         _audit("socket.getaddrinfo", (host, port))
         raise SandboxError("socket.getaddrinfo: refused")  # pragma: no cover - _audit raises
 
-    socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
+    socket.getaddrinfo = getaddrinfo
 
 
 def _no_wasm(self: Agent, name: str) -> Any:
@@ -162,14 +162,18 @@ def _run(result: Any, what: str) -> None:
 def _err(exc: BaseException) -> Exception:
     from componentize_py_types import Err  # noqa: PLC0415 - only inside the component
 
+    err: Any = Err
     if isinstance(exc, MemoryError):
-        return Err(f"MemoryError: the agent ran out of memory {exc}".rstrip())
+        return cast(Exception, err(f"MemoryError: the agent ran out of memory {exc}".rstrip()))
     if isinstance(exc, SystemExit):
-        return Err(
-            f"SystemExit: sys.exit({exc.code!r}) was called; an agent in the Wasm sandbox "
-            "cannot exit its host (the message failed)"
+        return cast(
+            Exception,
+            err(
+                f"SystemExit: sys.exit({exc.code!r}) was called; an agent in the Wasm sandbox "
+                "cannot exit its host (the message failed)"
+            ),
         )
-    return Err(f"{type(exc).__name__}: {exc}")
+    return cast(Exception, err(f"{type(exc).__name__}: {exc}"))
 
 
 def world(module: str, class_name: str) -> type:
@@ -210,8 +214,8 @@ def world(module: str, class_name: str) -> type:
             if not _hooked:
                 sys.addaudithook(_audit)
                 _hooked = True
-            sys.stdout = _LineWriter(host, 1)  # type: ignore[assignment]
-            sys.stderr = _LineWriter(host, 2)  # type: ignore[assignment]
+            sys.stdout = _LineWriter(host, 1)
+            sys.stderr = _LineWriter(host, 2)
             try:
                 agent = cls(
                     name,
@@ -221,7 +225,7 @@ def world(module: str, class_name: str) -> type:
                 agent._publisher = publisher
                 agent._reporter = reporter
                 WitWorld.agent = agent
-                _run(agent.on_start(), f"{class_name}.on_start")
+                _run(agent.on_start(), f"{class_name}.on_start")  # type: ignore[func-returns-value]
             except BaseException as exc:  # noqa: BLE001 - SystemExit too
                 raise _err(exc) from None
 

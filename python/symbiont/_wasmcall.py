@@ -266,7 +266,7 @@ class PublicCalls:
 
     def size(self, ctx: Any = None) -> int:
         """The memory's size in bytes (``ctx``: an import's caller, else the store)."""
-        return self._memory.data_len(ctx or self._store)
+        return int(self._memory.data_len(ctx or self._store))
 
     def read_spans(
         self, spans: tuple[tuple[int, int], ...], ctx: Any = None, most: int = _U32

@@ -63,6 +63,6 @@ def agent_harness() -> Iterator[HarnessFactory]:
         made.append(harness)
         return harness
 
-    yield make  # type: ignore[misc]
+    yield make
     for harness in made:
         harness.close()

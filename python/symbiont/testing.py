@@ -42,7 +42,7 @@ import asyncio
 import os
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from ._agent import Agent
 from ._aio import LoopThread
@@ -133,7 +133,7 @@ class AgentHarness(Generic[_A]):
         # As in a host: the state after on_start is the checkpoint a failure goes back to.
         self._checkpoint = _encode(agent.state, "state")
         self._stopped = False
-        return agent
+        return cast("_A", agent)
 
     def _call(self, agent: Agent, name: str, *args: Any, timeout: float | None = None) -> Any:
         """Call the agent's method ``name``; what an ``async def`` returns is awaited on the

@@ -265,13 +265,14 @@ class Runtime:
         #: Whether instances are called through wasmtime's C API (symbiont._wasmcall):
         #: asked for and supported by this wasmtime-py.
         self.direct = bool(direct) and _wasmcall.DIRECT
-        self._engines: dict[bool, wasmtime.Engine] = {}
+        self._engines: dict[bool, Any] = {}  # wasmtime.Engine
         # Compiled modules by the SHA-256 of their source (as read: WAT or binary) and fuel.
-        self._modules: dict[tuple[bytes, bool], wasmtime.Module] = {}
+        self._modules: dict[tuple[bytes, bool], Any] = {}  # wasmtime.Module or Component
         # The SHA-256 of each file loaded, by path, with its stat when it was read.
         self._files: dict[str, tuple[tuple[int, ...], bytes]] = {}
         # One linker per module, fuel and grants, shared by all its instances.
-        self._linkers: dict[tuple[Any, bool, frozenset[str]], _Linked] = {}
+        # _Linked, or _component.ComponentLinked for a component.
+        self._linkers: dict[tuple[Any, bool, frozenset[str]], Any] = {}
         self._lock = threading.Lock()
         self._ticker: threading.Thread | None = None
         #: Counters for tests and benchmarks: compiled, loaded from cache, cache misses.
@@ -1032,7 +1033,8 @@ class Instance:
         if not result:
             return b""
         try:
-            return calls.read_spans((((out >> 32) & _U32, out & _U32),))[0]
+            span: bytes = calls.read_spans((((out >> 32) & _U32, out & _U32),))[0]
+            return span
         except self._OutOfBounds as exc:
             raise WasmError("abi", f"{self.name} pointed at {exc}") from None
 
@@ -1059,7 +1061,8 @@ class Instance:
         ``most``, bounds-checked against the memory's current size (``ctx``: an import's
         caller)."""
         try:
-            return self._calls.read_spans(spans, ctx, most)
+            read: list[bytes] = self._calls.read_spans(spans, ctx, most)
+            return read
         except self._OutOfBounds as exc:
             raise WasmError("abi", f"{self.name} pointed at {exc}") from None
 
@@ -1219,7 +1222,7 @@ class WasmAgent(Agent):
         self.instance = self._instantiate(Imports.for_agent(self, self.health.report))
         self._failures = 0
         if self.is_component:
-            self._symbiont_timers = self.instance.timers()  # type: ignore[attr-defined]
+            self._symbiont_timers = self.instance.timers()  # type: ignore[attr-defined,misc]
             for timer in self._symbiont_timers:
                 if hasattr(type(self), timer):
                     raise ValueError(

@@ -1901,7 +1901,6 @@ defmodule Symbiont.Agent.Server do
   defp journal_done(state, whats), do: %{state | journal: Journal.done(state.journal, whats)}
 
   defp journal_ack(%{journal: nil} = state, _acked), do: state
-  defp journal_ack(state, []), do: state
 
   defp journal_ack(state, acked) do
     journal =
