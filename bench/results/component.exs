@@ -3,53 +3,53 @@
   curves: [],
   date: ~D[2026-12-06],
   details:
-    "The component: `symbiont build-wasm bench/bench_agents.py:Counter` (20.5 MB; serialized by wasmtime 36.9 MB). 1000 agents answered one event each and acked it.\n",
+    "The component: `symbiont build-wasm bench/bench_agents.py:Counter` (20.4 MB; serialized by wasmtime 36.9 MB). 1000 agents answered one event each and acked it.\n",
   machine:
     "2 cores (AMD EPYC), 23 GiB RAM; OTP 25, Elixir 1.14.0, Python 3.11.7, wasmtime 51.0.0",
   quick: false,
   rows: [
     %{
-      base: 31.3688,
+      base: 37.3788,
       baseline: "the same class, native",
       measure: "Python agent as a component: publish → handle → ack (µs/message)",
       target: "≤ 8×",
-      value: 300.2496
+      value: 263.8122
     },
     %{
-      base: 9186.563241,
+      base: 5546.533345,
       baseline: "cold compile",
       measure: "load the 20 MB component from the cache (ms)",
       target: "≤ 0.01× (100× faster)",
-      value: 87.881836
+      value: 33.403373
     },
     %{
-      base: 0.2501425,
+      base: 0.15765,
       baseline: "counter.wat, a core module",
       measure: "start an instance: instantiate + init, CPython's start (ms)",
       target: "≤ 5 ms",
-      value: 2.4454515000000003
+      value: 1.744067
     },
     %{
-      base: 18.0908203125,
+      base: 18.927734375,
       baseline: "a native Python host, one agent: PSS",
       measure: "100 instances in one host, after an event each: PSS each (MB)",
       target: "≤ 8 MB",
-      value: 1.586328125
+      value: 1.56859375
     },
     %{
-      base: 18.0908203125,
+      base: 18.927734375,
       baseline: "a native Python host, one agent: PSS",
       measure: "the same: RSS each (MB; shared pages counted in each)",
       target: "(info)",
-      value: 10.4421875
+      value: 10.1530078125
     },
     %{
-      base: 18.0908203125,
+      base: 18.927734375,
       baseline: "a native Python host, one agent: PSS",
-      measure: "1000 sandboxed Python agents on 4 hosts, started in 3.2 s: hosts' PSS each (MB)",
+      measure: "1000 sandboxed Python agents on 4 hosts, started in 2.9 s: hosts' PSS each (MB)",
       target: "≤ 8 MB",
-      value: 2.2315947265625
+      value: 2.063162109375
     }
   ],
-  seconds: 27.858
+  seconds: 19.286
 }

@@ -383,10 +383,13 @@ class Runtime:
         # A component (the Component Model's binary: layer 1) or a core module.
         kind = self._wasmtime.component.Component if is_component(data) else self._wasmtime.Module
         if path is not None:
-            # Read into memory rather than deserialize_file: that maps the file, and a
-            # file changed in place under a mapping kills the process with SIGBUS.
+            # Mapped (deserialize_file: 2 ms for a 36 MB component, against 75 to read and
+            # deserialize it): a file changed in place under a mapping would kill the
+            # process with SIGBUS, but entries are only ever replaced (a new file renamed
+            # over the old one, below), in a directory that is the user's alone.
             try:
-                module = kind.deserialize(engine, _read_private(path))
+                _check_private(path)
+                module = kind.deserialize_file(engine, str(path))
                 self.stats["cached"] += 1
                 return module
             except (OSError, self._wasmtime.WasmtimeError):
@@ -1118,14 +1121,13 @@ def _not_private(st: os.stat_result) -> str | None:
     return None
 
 
-def _read_private(path: Path) -> bytes:
-    """The bytes of ``path``, a regular file that is the user's alone (else OSError)."""
-    with open(path, "rb") as file:
-        st = os.fstat(file.fileno())
-        why = "it is not a regular file" if not stat.S_ISREG(st.st_mode) else _not_private(st)
-        if why is not None:
-            raise PermissionError(f"{path} is not used: {why}")
-        return file.read()
+def _check_private(path: Path) -> None:
+    """Nothing when ``path`` is a regular file that is the user's alone (a link is not
+    followed), else OSError."""
+    st = os.lstat(path)
+    why = "it is not a regular file" if not stat.S_ISREG(st.st_mode) else _not_private(st)
+    if why is not None:
+        raise PermissionError(f"{path} is not used: {why}")
 
 
 _log = logging.getLogger("symbiont.wasm")

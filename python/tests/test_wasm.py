@@ -252,6 +252,33 @@ def test_compiled_modules_are_cached_by_content_and_engine(tmp_path: Path) -> No
     assert Runtime(cache_dir=tmp_path).load(WASM / "echo.wat") is not None
 
 
+def test_a_cache_entry_is_mapped_and_replacing_it_leaves_the_loaded_module_whole(
+    tmp_path: Path,
+) -> None:
+    # Entries are loaded with deserialize_file (a mapping, not a copy): they are only ever
+    # replaced by a new file renamed over them, so what a host mapped never changes.
+    Runtime(cache_dir=tmp_path).load(WASM / "echo.wat")
+    [entry] = tmp_path.iterdir()
+    warm = Runtime(cache_dir=tmp_path)
+    echo = warm.instantiate(WASM / "echo.wat", name="echo")
+    assert warm.stats == {"compiled": 0, "cached": 1}
+    garbage = tmp_path / "garbage.tmp"
+    garbage.write_bytes(b"\0" * 16)
+    os.replace(garbage, entry)
+    assert unpackb(echo.call("t", packb(1))) == ["t", 1]
+    assert unpackb(warm.instantiate(WASM / "echo.wat", name="again").call("t", packb(2))) == [
+        "t",
+        2,
+    ]
+    # A link in place of an entry is not followed: compiled again, and replaced.
+    entry.unlink()
+    entry.symlink_to(garbage.parent / "elsewhere.cwasm")
+    again = Runtime(cache_dir=tmp_path)
+    again.load(WASM / "echo.wat")
+    assert again.stats == {"compiled": 1, "cached": 0}
+    assert not entry.is_symlink()
+
+
 def test_the_cache_is_used_only_while_it_is_the_users_alone(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
