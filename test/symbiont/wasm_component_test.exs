@@ -235,6 +235,42 @@ defmodule Symbiont.WasmComponentTest do
     assert counted(name) == %{"n" => n + 1, "total" => n + 1}
   end
 
+  test "a component's canary that fails is rolled back by itself; the component serves on, its state kept",
+       %{component: component} do
+    name = unique_name("sbx-rollback")
+    :ok = Symbiont.subscribe(Symbiont.Deploy.topic())
+
+    agent = [
+      name: name,
+      wasm: component,
+      topics: ["sandboxed.count"],
+      limits: [deadline_ms: 5_000]
+    ]
+
+    start_host!(name: name, agent: agent)
+    :ok = Symbiont.publish("sandboxed.count", 1)
+    assert counted(name) == %{"n" => 1, "total" => 1}
+
+    # A version that traps on every event (a core module: any Wasm agent may follow any).
+    trap = Path.expand("../../priv/wasm/trap.wat", __DIR__)
+
+    capture_log(fn ->
+      publisher = start_publishing("sandboxed.count", 5, fn _ -> 1 end)
+      assert {:ok, %{canary: _}} = Symbiont.deploy(name, trap, window_ms: 200, min_events: 5)
+      assert %{"action" => "deploy"} = await_step(name)
+      assert %{"action" => "rollback", "reason" => reason} = await_step(name)
+      assert reason =~ "error rate"
+      stop_publishing(publisher)
+      assert wait_until(fn -> quiet?(name) end, 10_000)
+    end)
+
+    flush_counted()
+    # The component still serves, from the state it had.
+    assert {:ok, %{spec: %{wasm: ^component}, state: %{"n" => n}}} = Server.info(name)
+    :ok = Symbiont.publish("sandboxed.count", 1)
+    assert counted(name) == %{"n" => n + 1, "total" => n + 1}
+  end
+
   defp quiet?(name) do
     match?(
       {:ok, %{agent: %{status: :ready, queue: 0, in_flight: 0}}},
