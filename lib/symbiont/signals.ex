@@ -337,42 +337,28 @@ defmodule Symbiont.Signals do
 
   def cpu_share(_readings, _utilisation), do: nil
 
-  defp clock_ticks do
-    case :persistent_term.get({__MODULE__, :clock_ticks}, nil) do
+  defp clock_ticks, do: getconf("CLK_TCK", 100)
+
+  defp page_size, do: getconf("PAGESIZE", 4096)
+
+  # A system constant (`getconf name`), asked once per node; `default` when it cannot be.
+  defp getconf(name, default) do
+    case :persistent_term.get({__MODULE__, name}, nil) do
       nil ->
-        ticks =
-          case System.cmd("getconf", ["CLK_TCK"], stderr_to_stdout: true) do
+        value =
+          case System.cmd("getconf", [name], stderr_to_stdout: true) do
             {out, 0} -> out |> String.trim() |> String.to_integer()
-            _ -> 100
+            _ -> default
           end
 
-        :persistent_term.put({__MODULE__, :clock_ticks}, ticks)
-        ticks
+        :persistent_term.put({__MODULE__, name}, value)
+        value
 
-      ticks ->
-        ticks
+      value ->
+        value
     end
   rescue
-    _ -> 100
-  end
-
-  defp page_size do
-    case :persistent_term.get({__MODULE__, :page_size}, nil) do
-      nil ->
-        size =
-          case System.cmd("getconf", ["PAGESIZE"], stderr_to_stdout: true) do
-            {out, 0} -> out |> String.trim() |> String.to_integer()
-            _ -> 4096
-          end
-
-        :persistent_term.put({__MODULE__, :page_size}, size)
-        size
-
-      size ->
-        size
-    end
-  rescue
-    _ -> 4096
+    _ -> default
   end
 
   @doc """

@@ -74,7 +74,13 @@ defmodule Symbiont.BlameTest do
     start_agent_in!(shared, suspect_spec(suspect, in_s))
     # One delivery in flight at a time, one attempt: a crash charged to `a` would lose the
     # event it was given.
-    start_agent_in!(shared, counter_spec(a, in_a, max_in_flight: 1, max_attempts: 1))
+    # (A deadline of seconds: what is under test is blame, and a host descheduled for
+    # 100 ms on a loaded machine would fail a call at the default deadline.)
+    start_agent_in!(
+      shared,
+      counter_spec(a, in_a, max_in_flight: 1, max_attempts: 1, limits: [deadline_ms: 5_000])
+    )
+
     start_agent_in!(shared, counter_spec(b, in_b, []))
 
     # A conductor of its own, for these agents, that ticks when told: two crashes in its
