@@ -9,47 +9,47 @@
   quick: false,
   rows: [
     %{
-      base: 37.3788,
+      base: 45.5326,
       baseline: "the same class, native",
       measure: "Python agent as a component: publish → handle → ack (µs/message)",
       target: "≤ 8×",
-      value: 263.8122
+      value: 337.4012
     },
     %{
-      base: 5546.533345,
+      base: 6575.991765,
       baseline: "cold compile",
       measure: "load the 20 MB component from the cache (ms)",
       target: "≤ 0.01× (100× faster)",
-      value: 33.403373
+      value: 43.220132
     },
     %{
-      base: 0.15765,
+      base: 0.248905,
       baseline: "counter.wat, a core module",
       measure: "start an instance: instantiate + init, CPython's start (ms)",
       target: "≤ 5 ms",
-      value: 1.744067
+      value: 2.1226309999999997
     },
     %{
-      base: 18.927734375,
+      base: 19.2802734375,
       baseline: "a native Python host, one agent: PSS",
       measure: "100 instances in one host, after an event each: PSS each (MB)",
       target: "≤ 8 MB",
-      value: 1.56859375
+      value: 1.605078125
     },
     %{
-      base: 18.927734375,
+      base: 19.2802734375,
       baseline: "a native Python host, one agent: PSS",
       measure: "the same: RSS each (MB; shared pages counted in each)",
       target: "(info)",
-      value: 10.1530078125
+      value: 11.025546875
     },
     %{
-      base: 18.927734375,
+      base: 19.2802734375,
       baseline: "a native Python host, one agent: PSS",
-      measure: "1000 sandboxed Python agents on 4 hosts, started in 2.9 s: hosts' PSS each (MB)",
+      measure: "1000 sandboxed Python agents on 4 hosts, started in 3.3 s: hosts' PSS each (MB)",
       target: "≤ 8 MB",
-      value: 2.063162109375
+      value: 2.1099638671875
     }
   ],
-  seconds: 19.286
+  seconds: 22.592
 }

@@ -252,16 +252,19 @@ def test_compiled_modules_are_cached_by_content_and_engine(tmp_path: Path) -> No
     assert Runtime(cache_dir=tmp_path).load(WASM / "echo.wat") is not None
 
 
-def test_a_cache_entry_is_mapped_and_replacing_it_leaves_the_loaded_module_whole(
+def test_a_cache_entry_changed_under_a_loaded_module_leaves_it_whole(
     tmp_path: Path,
 ) -> None:
-    # Entries are loaded with deserialize_file (a mapping, not a copy): they are only ever
-    # replaced by a new file renamed over them, so what a host mapped never changes.
+    # Entries are mapped from a private copy, unlinked once mapped (a mapping of the entry
+    # itself would get SIGBUS when a `cp` rewrites it in place): nothing can change it.
     Runtime(cache_dir=tmp_path).load(WASM / "echo.wat")
     [entry] = tmp_path.iterdir()
     warm = Runtime(cache_dir=tmp_path)
     echo = warm.instantiate(WASM / "echo.wat", name="echo")
     assert warm.stats == {"compiled": 0, "cached": 1}
+    assert list(tmp_path.iterdir()) == [entry]  # the copy is gone
+    entry.write_bytes(b"\0" * 16)  # in place: truncated, rewritten
+    assert unpackb(echo.call("t", packb(0))) == ["t", 0]
     garbage = tmp_path / "garbage.tmp"
     garbage.write_bytes(b"\0" * 16)
     os.replace(garbage, entry)
