@@ -171,6 +171,18 @@ class Tick:
         return analytics.upstream_of(self.snapshot.get("topology", {}).get("edges", []))
 
     @cached_property
+    def crowded(self) -> set[str]:
+        """Agents that share a host with one that takes more of its time
+        (``snapshot["hosts"]``): their handling times include waiting behind it."""
+        out: set[str] = set()
+        for host in self.snapshot.get("hosts", []):
+            shares = host.get("shares", [])
+            if len(shares) > 1:
+                top = max(shares, key=lambda s: s.get("share", 0.0))
+                out |= {s["name"] for s in shares if s["name"] != top["name"]}
+        return out
+
+    @cached_property
     def settling(self) -> set[str]:
         """Agents the conductor acted on within ``settle_ms``: their downstream settles."""
         return {
@@ -524,10 +536,15 @@ class DefaultPolicy:
                 action = tick.climb(a, "regression", reason, evidence)
                 if action:
                     yield action
-            elif slow and latency["k"] >= self.latency_share * latency["n"]:
+            elif (
+                slow
+                and latency["k"] >= self.latency_share * latency["n"]
+                and name not in tick.crowded
+            ):
                 # Slower than its own history, nothing to undo: a restart helps only a
                 # process that is slow as a whole (most of its events), not a burst of a
-                # few slow ones (a restart of its host, a noisy neighbour): they pass.
+                # few slow ones (a restart of its host), nor one that waits behind a busier
+                # co-tenant of its host (the noisy neighbour rule's): they pass.
                 reason = (
                     f"latency regression: {latency['k']} of {latency['n']} handled above "
                     f"{latency['bar_us']} µs (p = {latency['p']:.1e})"

@@ -475,6 +475,22 @@ def test_an_option_that_was_removed_or_never_was_says_so() -> None:
         DefaultPolicy(crash_lop=3)
 
 
+def test_an_agent_slow_behind_a_busier_co_tenant_is_not_restarted() -> None:
+    # Most of its events slow against its own history: alone, a restart; in a shared host
+    # where another agent takes most of the time, it waits behind that one (no restart).
+    slow_own = {"signals": {"latency": slow(62, 100, 1e-90)}}
+    [alone] = DefaultPolicy().decide(snapshot(agent("a", **slow_own)))
+    assert alone["action"] == "restart"
+    shares = [
+        {"id": "hog", "name": "hog", "role": "stable", "share": 0.9, "busy_ms": 900},
+        {"id": "a", "name": "a", "role": "stable", "share": 0.1, "busy_ms": 100},
+    ]
+    hosts = [
+        {"name": "wasm#1", "agents": 2, "utilisation": 0.95, "window_ms": 5000, "shares": shares}
+    ]
+    assert DefaultPolicy().decide(snapshot(agent("a", **slow_own), hosts=hosts)) == []
+
+
 def test_a_burst_of_slow_events_is_no_reason_to_restart() -> None:
     # 6 of its last 100 events slow (its host just restarted, or a neighbour hung it):
     # evidence enough that something happened (p = 5e-4), but a restart would not help.
