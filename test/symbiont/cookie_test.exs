@@ -44,7 +44,10 @@ defmodule Symbiont.CookieTest do
     # The test build: compiled already, no demo agents (config/test.exs).
     env = [{~c"MIX_ENV", ~c"test"}]
     run = spawn_port("make", ["-s", "run" | vars], env)
-    on_exit(fn -> kill_node("-sname #{node}@localhost") end)
+    # The node, and the shells attached to it (a shell outlives the node it was in).
+    on_exit(fn ->
+      for p <- ["-sname #{node}@localhost", "--remsh #{node}@localhost"], do: kill_node(p)
+    end)
 
     cookie_file = Path.join(state, ".erlang.cookie")
 
