@@ -169,18 +169,7 @@ defmodule Symbiont.WasmComponentTest do
   test "a component is canaried, promoted with its state, and rolled back by hand",
        %{component: component} do
     name = unique_name("sbx-deploy")
-    :ok = Symbiont.subscribe(Symbiont.Deploy.topic())
-
-    agent = [
-      name: name,
-      wasm: component,
-      topics: ["sandboxed.count"],
-      limits: [deadline_ms: 5_000]
-    ]
-
-    start_host!(name: name, agent: agent)
-    :ok = Symbiont.publish("sandboxed.count", 1)
-    assert counted(name) == %{"n" => 1, "total" => 1}
+    deployable!(name, component)
 
     # The new version: the same component under another path.
     v2 = Path.join(System.tmp_dir!(), unique_name("sandboxed-v2") <> ".wasm")
@@ -238,18 +227,7 @@ defmodule Symbiont.WasmComponentTest do
   test "a component's canary that fails is rolled back by itself; the component serves on, its state kept",
        %{component: component} do
     name = unique_name("sbx-rollback")
-    :ok = Symbiont.subscribe(Symbiont.Deploy.topic())
-
-    agent = [
-      name: name,
-      wasm: component,
-      topics: ["sandboxed.count"],
-      limits: [deadline_ms: 5_000]
-    ]
-
-    start_host!(name: name, agent: agent)
-    :ok = Symbiont.publish("sandboxed.count", 1)
-    assert counted(name) == %{"n" => 1, "total" => 1}
+    deployable!(name, component)
 
     # A version that traps on every event (a core module: any Wasm agent may follow any).
     trap = Path.expand("../../priv/wasm/trap.wat", __DIR__)
@@ -269,6 +247,23 @@ defmodule Symbiont.WasmComponentTest do
     assert {:ok, %{spec: %{wasm: ^component}, state: %{"n" => n}}} = Server.info(name)
     :ok = Symbiont.publish("sandboxed.count", 1)
     assert counted(name) == %{"n" => n + 1, "total" => n + 1}
+  end
+
+  # A component agent `name` in a host of its own, counting, and its deploy steps
+  # followed.
+  defp deployable!(name, component) do
+    :ok = Symbiont.subscribe(Symbiont.Deploy.topic())
+
+    agent = [
+      name: name,
+      wasm: component,
+      topics: ["sandboxed.count"],
+      limits: [deadline_ms: 5_000]
+    ]
+
+    start_host!(name: name, agent: agent)
+    :ok = Symbiont.publish("sandboxed.count", 1)
+    assert counted(name) == %{"n" => 1, "total" => 1}
   end
 
   defp quiet?(name) do
