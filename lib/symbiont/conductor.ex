@@ -315,7 +315,7 @@ defmodule Symbiont.Conductor do
     Symbiont.Telemetry.execute(
       [:symbiont, :conductor, :tick],
       %{duration_us: duration, agents: length(snapshot["agents"]), actions: length(actions)},
-      %{error: state.last_error}
+      %{conductor: Map.get(state.opts, :name, __MODULE__), error: state.last_error}
     )
 
     %{state | last_tick: DateTime.utc_now(), last_actions: actions}
@@ -323,9 +323,48 @@ defmodule Symbiont.Conductor do
 
   ## Observe
 
+  # What observing one replica builds, in words: its row, its view, its agent, its
+  # summary and signals (some 550 for an idle Wasm agent).
+  @observe_words 600
+
   # The snapshot, and the state with what the next tick counts from.
-  # A tick (`tick?`) also reads the hosts' memory when it is due.
+  # A tick (`tick?`) also reads the hosts' memory when it is due. Timed: the
+  # [:symbiont, :conductor, :observe] event (bench/heal.exs reads it).
   defp observe(state, tick? \\ false) do
+    started = System.monotonic_time(:microsecond)
+    words = @observe_words * Symbiont.Observation.count()
+    {snapshot, state} = with_heap(words, fn -> observe_now(state, tick?) end)
+
+    Symbiont.Telemetry.execute(
+      [:symbiont, :conductor, :observe],
+      %{
+        duration_us: System.monotonic_time(:microsecond) - started,
+        agents: length(snapshot["agents"])
+      },
+      %{conductor: Map.get(state.opts, :name, __MODULE__)}
+    )
+
+    {snapshot, state}
+  end
+
+  # Runs `fun` with a heap sized for `words` at once. What an observation builds stays
+  # live until the snapshot is made: a heap left to grow would copy all of it again at
+  # each step (a third of the time of a snapshot of 10,000 agents; bench/heal.exs). The
+  # heap shrinks back at the first collection after.
+  defp with_heap(words, fun) when words < 100_000, do: fun.()
+
+  defp with_heap(words, fun) do
+    old = Process.flag(:min_heap_size, words)
+    :erlang.garbage_collect()
+
+    try do
+      fun.()
+    after
+      Process.flag(:min_heap_size, old)
+    end
+  end
+
+  defp observe_now(state, tick?) do
     scope = state.opts.scope
     now = System.system_time(:millisecond)
     mono = System.monotonic_time(:millisecond)

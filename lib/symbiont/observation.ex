@@ -310,6 +310,15 @@ defmodule Symbiont.Observation do
         do: view(id, pid, counters, row, now)
   end
 
+  @doc false
+  # How many replicas run on this node (what a reader sizes its work by).
+  @spec count() :: non_neg_integer
+  def count do
+    :ets.info(@table, :size)
+  rescue
+    ArgumentError -> 0
+  end
+
   @doc "Replica `id` (`t:replica/0`), or `nil` when it does not run on this node."
   @spec replica(String.t()) :: replica | nil
   def replica(id) when is_binary(id) do

@@ -35,6 +35,8 @@ defmodule Symbiont.Telemetry do
   | `[:symbiont, :agent, :handle, :stop]` | `duration` (since its `start`), `monotonic_time`: the host acked it | the start's, and `result: :ok` |
   | `[:symbiont, :agent, :handle, :exception]` | `duration`, `monotonic_time` | the start's, `result: :error`, and `kind`, `reason`, `stacktrace`: `:error`, the handler's error (a map of `"type"`, `"message"`, `"traceback"`) and `[]` when the handler failed (it may be retried: a new span); `:exit`, `:requeued` and `[]` when the delivery went back to the queue (a quarantine, an isolation) |
   | `[:symbiont, :mesh, :broadcast]` | `bytes`: the encoded payload | `mesh`, `topic`, `from` (the publisher, `nil` for plain Elixir): each event published with `Symbiont.Mesh.publish/3` (so `Symbiont.publish/3` and agents' publishes), not the Phoenix.PubSub-style `broadcast/4` |
+  | `[:symbiont, :conductor, :observe]` | `duration_us`: reading the agents in its scope and building the snapshot its policy gets (`Symbiont.Conductor.snapshot/1`, or a tick's), `agents`: how many | `conductor` (its name) |
+  | `[:symbiont, :conductor, :tick]` | `duration_us` (observe, decide, act), `agents`, `actions` (how many were applied) | `conductor`, `error` (why the policy failed, or `nil`) |
   | `[:symbiont, :conductor, :action]` | none | `action`, `agent`, `host`, `reason`, `by`: each remediation step, as published on `symbiont.remediation` (`Symbiont.Remediation.publish/4`) |
 
   A delivery whose host dies under it stays in its span: it is sent again to the new
@@ -79,6 +81,8 @@ defmodule Symbiont.Telemetry do
     [:symbiont, :agent, :handle, :stop],
     [:symbiont, :agent, :handle, :exception],
     [:symbiont, :mesh, :broadcast],
+    [:symbiont, :conductor, :observe],
+    [:symbiont, :conductor, :tick],
     [:symbiont, :conductor, :action]
   ]
 

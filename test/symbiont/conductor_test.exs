@@ -384,6 +384,37 @@ defmodule Symbiont.ConductorTest do
     assert {:ok, %{quarantined: nil, status: :ready}} = Server.info(a)
   end
 
+  test "each observation and each tick is timed: telemetry events named after the conductor",
+       %{prefix: prefix} do
+    a = "#{prefix}-timed"
+    m = start_manifest!([stage(a, %{"in" => "#{prefix}.in", "out" => "#{prefix}.out"})])
+    c = start_conductor!(prefix, m, tick_ms: 60_000)
+    me = self()
+    handler = "conductor-test-#{c}"
+    events = [[:symbiont, :conductor, :observe], [:symbiont, :conductor, :tick]]
+
+    :ok =
+      Symbiont.Telemetry.attach_many(
+        handler,
+        events,
+        fn event, m, meta, _ ->
+          if meta.conductor == c, do: send(me, {event, m, meta})
+        end,
+        nil
+      )
+
+    on_exit(fn -> Symbiont.Telemetry.detach(handler) end)
+    wait_until(fn -> match?(%{status: :ready}, Symbiont.Observation.replica(a)) end, 10_000)
+
+    assert [%{"name" => ^a}] = Conductor.snapshot(c)["agents"]
+    assert_receive {[:symbiont, :conductor, :observe], %{duration_us: us, agents: 1}, _}
+    assert is_integer(us) and us >= 0
+
+    assert Conductor.tick(c) == []
+    assert_receive {[:symbiont, :conductor, :observe], %{agents: 1}, _}
+    assert_receive {[:symbiont, :conductor, :tick], %{agents: 1, actions: 0}, %{error: nil}}
+  end
+
   test "an agent that cannot start is left to its own start-failure rule: no restart",
        %{prefix: prefix} do
     a = "#{prefix}-nostart"
