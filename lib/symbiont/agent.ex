@@ -380,7 +380,7 @@ defmodule Symbiont.Agent do
     do: validate_name(Atom.to_string(name))
 
   defp validate_name(name) when is_binary(name) do
-    if name =~ ~r/\A[A-Za-z0-9_.\-]{1,64}\z/,
+    if Symbiont.Contract.agent_name?(name),
       do: {:ok, name},
       else:
         {:error,
@@ -490,22 +490,10 @@ defmodule Symbiont.Agent do
       {:error,
        "agent #{inspect(name)}: a Wasm agent needs :topics, a non-empty list of topic strings, got: #{inspect(topics)}"}
 
-  @grants ~w(clock random stdout)
-  # The integer limits of symbiont.wasm.Limits, in the order of docs/WASM_ABI.md §5.
-  @int_limits [
-    :deadline_ms,
-    :fuel,
-    :memory_bytes,
-    :table_elements,
-    :instances,
-    :tables,
-    :memories,
-    :publishes,
-    :publish_bytes
-  ]
-
-  # wasmtime takes the limits as signed 64-bit integers.
-  @max_limit 9_223_372_036_854_775_807
+  # The sandbox's limits, those of symbiont.wasm.Limits (Symbiont.Contract).
+  @grants Symbiont.Contract.wasm_grants()
+  @int_limits Keyword.keys(Symbiont.Contract.wasm_limits())
+  @max_limit Symbiont.Contract.wasm_max_limit()
 
   defp validate_wasm_limits(limits, name) when is_list(limits) or is_map(limits) do
     Enum.reduce_while(limits, {:ok, %{}}, fn

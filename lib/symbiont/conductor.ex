@@ -129,7 +129,8 @@ defmodule Symbiont.Conductor do
     memory_readings: 10
   ]
 
-  @actions ~w(restart scale quarantine release rollback deploy retire spawn reroute dead_letter)
+  # Symbiont.Contract: the actions both languages agree on.
+  @actions Symbiont.Contract.policy_actions()
 
   # The actions that change what an agent runs: its crashes before one of them are
   # answered, and spent as evidence (`"remedied_ago_ms"` in the snapshot). A restart is
@@ -137,7 +138,7 @@ defmodule Symbiont.Conductor do
   # dead letter: it takes one delivery away, and the crashes of that delivery count as
   # one delivery's in the crash signal (Symbiont.Signals.crashes/5), but a loop that
   # goes on with the next delivery is still a loop.
-  @remedies ~w(quarantine release rollback)
+  @remedies Symbiont.Contract.remedies()
 
   # What each action would change that the operator may have pinned (Symbiont.Pins).
   @pinned_by %{

@@ -39,7 +39,7 @@ defmodule Symbiont.ControlPlane do
 
   require Logger
 
-  @prefix "symbiont."
+  @prefix Symbiont.Contract.reserved_topic_prefix()
   @max_bytes 65_536
   @max_values 4_096
 

@@ -8,7 +8,7 @@ defmodule Symbiont.Health do
         "reason" => "queue at 8000 of 10000", "metrics" => %{"queue" => 8000, ...},
         "by" => "symbiont", "id" => nil, "version" => nil}
 
-  `kind` is one of #{Enum.map_join(~w(healthy degraded overloaded failing quarantined retired), ", ", &"`#{&1}`")};
+  `kind` is one of #{Enum.map_join(Symbiont.Contract.health_kinds(), ", ", &"`#{&1}`")};
   `agent` is `nil` for an event about a node. The event's `from` is `agent`.
 
   ## Who says it
@@ -34,9 +34,9 @@ defmodule Symbiont.Health do
   they tell it, they do not make it (an agent's own report is one of the signals its
   owner weighs, until it says otherwise or starts again).
 
-  An agent may report #{Enum.map_join(~w(healthy degraded overloaded failing), ", ", &"`#{&1}`")}, a reason of at
+  An agent may report #{Enum.map_join(Symbiont.Contract.agent_health_kinds(), ", ", &"`#{&1}`")}, a reason of at
   most #{1024} bytes and at most #{16} metrics (names of at most #{64} bytes; values nil,
-  booleans, numbers or strings of at most #{256} bytes). Every event is kept within the
+  booleans, numbers or strings of at most #{Symbiont.Contract.health_report()["metric_text_bytes"]} bytes). Every event is kept within the
   control plane's sizes: a reason is cut at #{1024} bytes, metrics at #{4096}.
 
       iex> Symbiont.subscribe("symbiont.health")
@@ -51,14 +51,16 @@ defmodule Symbiont.Health do
   alias Symbiont.ControlPlane
 
   @topic "symbiont.health"
-  @kinds ~w(healthy degraded overloaded failing quarantined retired)
-  @agent_kinds ~w(healthy degraded overloaded failing)
+  # Symbiont.Contract: the kinds both languages agree on.
+  @kinds Symbiont.Contract.health_kinds()
+  @agent_kinds Symbiont.Contract.agent_health_kinds()
   @bys ~w(symbiont agent)
   # What an agent's report may hold (PROTOCOL.md §8.3), and what any event keeps.
-  @max_reason 1024
-  @max_metrics 16
-  @max_metric_name 64
-  @max_metric_text 256
+  @report Symbiont.Contract.health_report()
+  @max_reason @report["reason_bytes"]
+  @max_metrics @report["metrics"]
+  @max_metric_name @report["metric_name_bytes"]
+  @max_metric_text @report["metric_text_bytes"]
   @max_metrics_bytes 4096
 
   @doc "The topic health events are published on."

@@ -74,7 +74,7 @@ defmodule Symbiont.Observation do
   @busy_us 7
   @slots 7
 
-  @health_order ~w(quarantined failing overloaded degraded healthy)
+  @health_order Symbiont.Contract.health_worst_first()
 
   # A row's slow fields, in the order its tuple keeps them (a tuple: half the words of a
   # map, copied out of the table for every reader).

@@ -23,7 +23,7 @@ defmodule Symbiont.Remediation do
   would take it past #{Symbiont.ControlPlane.max_bytes()} bytes are replaced by their
   text, cut.
 
-  `action` is one of #{Enum.map_join(~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter isolate unpin), ", ", &"`#{&1}`")}
+  `action` is one of #{Enum.map_join(Symbiont.Contract.remediation_actions(), ", ", &"`#{&1}`")}
   (`isolate`: a Wasm agent moved out of the host it shared after crashing it, see "Blame"
   in `Symbiont.Manifest`; `reroute`: a Wasm replica moved to a host of its own away from
   the co-tenants it made wait, see "Placement" there; `unpin`: the operator lifted a pin,
@@ -39,7 +39,7 @@ defmodule Symbiont.Remediation do
   alias Symbiont.ControlPlane
 
   @topic "symbiont.remediation"
-  @actions ~w(restart scale quarantine release rollback deploy promote retire spawn reroute dead_letter isolate unpin)
+  @actions Symbiont.Contract.remediation_actions()
   @bys ~w(supervisor deploy conductor operator)
   @max_reason 1024
   # Evidence and fields, each: with the rest, well within ControlPlane.max_bytes().

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from msgpack import unpackb as _unpackb
 
-from . import erlang
+from . import _contract, erlang
 from ._aio import check_method, not_runnable
 from ._errors import ReservedTopicError, TopicLimitError, wire_text
 from ._terms import _ext_hook, encode_error, packb
@@ -27,15 +27,15 @@ __all__ = ["MAX_TOPIC_BYTES", "RESERVED_PREFIX", "Agent", "Health", "every", "on
 MAX_TOPIC_BYTES = 1024
 #: Topics that start with this are the node's own (``Symbiont.ControlPlane``): an agent
 #: may subscribe to them, but not publish there (:class:`~symbiont.ReservedTopicError`).
-RESERVED_PREFIX = "symbiont."
+RESERVED_PREFIX = _contract.RESERVED_TOPIC_PREFIX
 #: What a health report may hold (PROTOCOL.md §8.3, ``Symbiont.Health``): a reason of at
 #: most this many UTF-8 bytes (a longer one is cut), at most this many metrics, whose
 #: names are at most this many bytes and whose str values at most this many.
-HEALTH_REASON_BYTES = 1024
-HEALTH_METRICS = 16
-HEALTH_METRIC_NAME_BYTES = 64
-HEALTH_METRIC_TEXT_BYTES = 256
-_HEALTH_KINDS = ("healthy", "degraded", "overloaded", "failing")
+HEALTH_REASON_BYTES = _contract.HEALTH_REPORT["reason_bytes"]
+HEALTH_METRICS = _contract.HEALTH_REPORT["metrics"]
+HEALTH_METRIC_NAME_BYTES = _contract.HEALTH_REPORT["metric_name_bytes"]
+HEALTH_METRIC_TEXT_BYTES = _contract.HEALTH_REPORT["metric_text_bytes"]
+_HEALTH_KINDS = _contract.AGENT_HEALTH_KINDS
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 _TOPICS_ATTR = "__symbiont_topics__"

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._contract import AgentSnapshot, Snapshot
+
 __all__ = ["NoisyNeighbour"]
 
 
@@ -77,7 +79,7 @@ class NoisyNeighbour:
         # replica id -> now_ms of the last reroute proposed for it.
         self._proposed: dict[str, int] = {}
 
-    def decide(self, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    def decide(self, snapshot: Snapshot) -> list[dict[str, Any]]:
         """The ``reroute`` actions for this tick's snapshot (see the class docstring)."""
         agents = {a["name"]: a for a in snapshot.get("agents", [])}
         now = snapshot.get("now_ms", 0)
@@ -136,7 +138,7 @@ class NoisyNeighbour:
         return {i.split("#", 1)[0] for i in ids}
 
     @staticmethod
-    def _movable(share: dict[str, Any], agent: dict[str, Any] | None) -> bool:
+    def _movable(share: dict[str, Any], agent: AgentSnapshot | None) -> bool:
         return (
             agent is not None
             and share.get("role", "stable") == "stable"
@@ -146,7 +148,7 @@ class NoisyNeighbour:
         )
 
     def _waiting(
-        self, noisy: str, shares: list[dict[str, Any]], agents: dict[str, dict[str, Any]]
+        self, noisy: str, shares: list[dict[str, Any]], agents: dict[str, AgentSnapshot]
     ) -> dict[str, float]:
         """The co-tenants (other agents that took some of the host's time) whose p99 is over
         ``co_tenant_p99_ms``: name -> p99 in ms."""
@@ -154,7 +156,8 @@ class NoisyNeighbour:
         for other in shares:
             if other["name"] == noisy:
                 continue
-            p99_us = (agents.get(other["name"]) or {}).get("p99_us")
+            agent = agents.get(other["name"])
+            p99_us = agent.get("p99_us") if agent is not None else None
             if p99_us is not None and p99_us > self.co_tenant_p99_ms * 1000:
                 waiting[other["name"]] = round(p99_us / 1000, 1)
         return waiting

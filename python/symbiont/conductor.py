@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -40,31 +39,20 @@ from itertools import pairwise
 from typing import Any, Protocol
 
 from . import _analytics as analytics
+from . import _contract
+from ._contract import AgentSnapshot, Snapshot
 from ._placement_rules import NoisyNeighbour
 
 __all__ = ["ACTIONS", "DefaultPolicy", "Policy", "Rule", "Tick", "decide"]
 
 #: The actions a policy may return.
-ACTIONS = frozenset(
-    {
-        "restart",
-        "scale",
-        "quarantine",
-        "release",
-        "rollback",
-        "deploy",
-        "retire",
-        "spawn",
-        "reroute",
-        "dead_letter",
-    }
-)
+ACTIONS = _contract.POLICY_ACTIONS
 
 
 class Policy(Protocol):
     """What the conductor needs of a policy."""
 
-    def decide(self, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    def decide(self, snapshot: Snapshot) -> list[dict[str, Any]]:
         """Return the actions to take for ``snapshot`` (possibly none)."""
         ...
 
@@ -72,7 +60,7 @@ class Policy(Protocol):
 _policies: dict[tuple[str, str], Policy] = {}
 
 
-def decide(policy: str, options: dict[str, Any], snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+def decide(policy: str, options: dict[str, Any], snapshot: Snapshot) -> list[dict[str, Any]]:
     """Entry point called by the BEAM: the actions of ``policy`` for ``snapshot``.
 
     ``policy`` is ``"module:Class"``; the instance is built once per (policy, options)
@@ -101,7 +89,7 @@ def decide(policy: str, options: dict[str, Any], snapshot: dict[str, Any]) -> li
     return actions
 
 
-_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_NAME = _contract.AGENT_NAME
 
 
 def _wildcard(pattern: str, topic: str) -> str | None:
@@ -123,11 +111,11 @@ def _action(action: str, agent: str, reason: str, **fields: Any) -> dict[str, An
     return {"action": action, "agent": agent, "reason": reason, **fields}
 
 
-def _signals(a: dict[str, Any]) -> dict[str, Any]:
+def _signals(a: AgentSnapshot) -> dict[str, Any]:
     return a.get("signals") or {}
 
 
-def _pins(a: dict[str, Any]) -> set[str]:
+def _pins(a: AgentSnapshot) -> set[str]:
     return set(a.get("pins") or {})
 
 
@@ -147,9 +135,9 @@ class Tick:
     memory), the actions proposed so far this tick, and helpers over the topology and the
     ladders."""
 
-    snapshot: dict[str, Any]
+    snapshot: Snapshot
     policy: DefaultPolicy
-    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    agents: dict[str, AgentSnapshot] = field(default_factory=dict)
     actions: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -163,7 +151,7 @@ class Tick:
     @property
     def acted(self) -> set[str]:
         """The agents that have an action this tick already."""
-        return {a["agent"] for a in self.actions}
+        return {action["agent"] for action in self.actions}
 
     @cached_property
     def upstream(self) -> dict[str, set[str]]:
@@ -195,7 +183,7 @@ class Tick:
         }
 
     def climb(
-        self, a: dict[str, Any], pattern: str, reason: str, evidence: dict[str, Any]
+        self, a: AgentSnapshot, pattern: str, reason: str, evidence: dict[str, Any]
     ) -> dict[str, Any] | None:
         """The next remedy on ``pattern``'s ladder for agent ``a``
         (:data:`symbiont._analytics.LADDERS`), as an action whose evidence records the
@@ -440,7 +428,7 @@ class DefaultPolicy:
         # start over (Tick.climb).
         self._present: dict[tuple[str, str], int] = {}
 
-    def decide(self, snapshot: dict[str, Any]) -> list[dict[str, Any]]:
+    def decide(self, snapshot: Snapshot) -> list[dict[str, Any]]:
         """Return the actions for this tick: each rule's, in order, one per agent."""
         tick = Tick(snapshot, self)
         self._remember(tick)
@@ -454,7 +442,7 @@ class DefaultPolicy:
 
     # -- the rules ------------------------------------------------------------------
 
-    def _watched(self, tick: Tick) -> Iterator[dict[str, Any]]:
+    def _watched(self, tick: Tick) -> Iterator[AgentSnapshot]:
         """The agents a rule looks at: not quarantined, without an action this tick."""
         acted = tick.acted
         for a in tick.agents.values():
@@ -717,7 +705,9 @@ class DefaultPolicy:
         before, self._published = self._published, {t["topic"]: t["published"] for t in topics}
         for template, spec in sorted(snapshot.get("templates", {}).items()):
             pattern = spec.get("match")
-            for t in topics if pattern else []:
+            if not isinstance(pattern, str):
+                continue
+            for t in topics:
                 tenant = _wildcard(pattern, t["topic"])
                 name = f"{template}-{tenant}"
                 fresh = t["published"] > before.get(t["topic"], 0)
@@ -789,7 +779,7 @@ class DefaultPolicy:
         self._slow.discard(name)
         return False
 
-    def _scalable(self, tick: Tick) -> Iterator[dict[str, Any]]:
+    def _scalable(self, tick: Tick) -> Iterator[AgentSnapshot]:
         """The agents the scaling rules look at: managed, not pinned on their count."""
         for a in self._watched(tick):
             if a.get("managed") and "replicas" not in _pins(a):
@@ -804,7 +794,7 @@ class DefaultPolicy:
         return bool(analytics.ancestors(name, tick.upstream) & (failing | tick.settling))
 
     @staticmethod
-    def _failing(a: dict[str, Any]) -> bool:
+    def _failing(a: AgentSnapshot) -> bool:
         return not a["quarantined"] and (
             a.get("failed_delta", 0) > 0
             and a.get("handled_delta", 0) == 0

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import _contract
 from ._agent import HEALTH_REASON_BYTES, RESERVED_PREFIX, Agent
 from ._errors import ReservedTopicError, TopicLimitError
 from ._terms import packb as _packb
@@ -60,9 +61,9 @@ __all__ = [
 #: ``symbiont_abi_version``.
 ABI_VERSION = 1
 #: The capabilities a manifest may grant to a Wasm agent (all are off by default).
-GRANTS = frozenset({"clock", "random", "stdout"})
+GRANTS = _contract.WASM_GRANTS
 #: The health kinds a module may report through the ``health`` import.
-HEALTH_KINDS = frozenset({"healthy", "degraded", "overloaded", "failing"})
+HEALTH_KINDS = frozenset(_contract.AGENT_HEALTH_KINDS)
 
 _WASI = "wasi_snapshot_preview1"
 # The WASI functions behind each capability; the rest of WASI is harmless without
@@ -104,6 +105,13 @@ class WasmError(Exception):
         return f"{self.kind}: {self.args[0]}"
 
 
+def _limit_default(name: str) -> int:
+    """The contract's default for limit ``name`` (one that has a default)."""
+    value = _contract.WASM_LIMITS[name]
+    assert value is not None, name
+    return value
+
+
 @dataclass(frozen=True)
 class Limits:
     """The sandbox of one instance.
@@ -134,15 +142,16 @@ class Limits:
     instruction is not interrupted).
     """
 
-    deadline_ms: int = 100
-    fuel: int | None = None
-    memory_bytes: int = 64 * 1024 * 1024
-    table_elements: int = 10_000
-    instances: int = 1
-    tables: int = 1
-    memories: int = 1
-    publishes: int = 1_000
-    publish_bytes: int = 16 * 1024 * 1024
+    # The defaults are the contract's (symbiont._contract, Symbiont.Contract).
+    deadline_ms: int = _limit_default("deadline_ms")
+    fuel: int | None = _contract.WASM_LIMITS["fuel"]
+    memory_bytes: int = _limit_default("memory_bytes")
+    table_elements: int = _limit_default("table_elements")
+    instances: int = _limit_default("instances")
+    tables: int = _limit_default("tables")
+    memories: int = _limit_default("memories")
+    publishes: int = _limit_default("publishes")
+    publish_bytes: int = _limit_default("publish_bytes")
     grants: frozenset[str] = field(default_factory=frozenset)
 
     def __post_init__(self) -> None:
@@ -178,20 +187,9 @@ class Limits:
 
 
 # The integer limits, in the order the docs list them (all but fuel have a default).
-_INT_LIMITS = (
-    "deadline_ms",
-    "fuel",
-    "memory_bytes",
-    "table_elements",
-    "instances",
-    "tables",
-    "memories",
-    "publishes",
-    "publish_bytes",
-)
+_INT_LIMITS = tuple(_contract.WASM_LIMITS)
 
-
-_MAX_LIMIT = 2**63 - 1  # wasmtime takes the limits as signed 64-bit integers
+_MAX_LIMIT = _contract.WASM_MAX_LIMIT  # wasmtime takes the limits as signed 64-bit integers
 
 
 def _positive_int(name: str, value: object) -> None:
