@@ -17,17 +17,17 @@ defmodule SymbiontTest do
     out = unique_name("iex.out")
 
     %{name: name, os_pid: os_pid} =
-      start_app_agent!("iex", python: "test_agents:Counter", config: %{"out" => out})
+      start_app_agent!("iex", python: "sample_agents:Counter", config: %{"out" => out})
 
     %{name: name, os_pid: os_pid, out: out}
   end
 
-  # A Moody agent (test_agents.py) says the health it is told to on its topic.
+  # A Moody agent (sample_agents.py) says the health it is told to on its topic.
   defp moody!(prefix) do
     topic = unique_name("moody.in")
 
     %{name: name} =
-      start_app_agent!(prefix, python: "test_agents:Moody", config: %{"in" => topic})
+      start_app_agent!(prefix, python: "sample_agents:Moody", config: %{"in" => topic})
 
     %{name: name, topic: topic}
   end
@@ -56,12 +56,12 @@ defmodule SymbiontTest do
     [row] = screen |> String.split("\n") |> Enum.filter(&String.starts_with?(&1, name <> " "))
 
     assert row =~
-             ~r/^#{name} +stable +#{name} +ready +healthy +0 +0 +0 +0 +0 +0 +- +test_agents:Counter$/
+             ~r/^#{name} +stable +#{name} +ready +healthy +0 +0 +0 +0 +0 +0 +- +sample_agents:Counter$/
 
     [row] = screen |> String.split("\n") |> Enum.filter(&String.starts_with?(&1, moody <> " "))
 
     assert row =~
-             ~r/^#{moody} +stable +#{moody} +ready +degraded +0 +0 +1 +0 +0 +0 +\S+ +test_agents:Moody$/
+             ~r/^#{moody} +stable +#{moody} +ready +degraded +0 +0 +1 +0 +0 +0 +\S+ +sample_agents:Moody$/
 
     assert screen =~ "Last remediations"
   end
@@ -110,7 +110,7 @@ defmodule SymbiontTest do
            end)
 
     {:ok, agent} = Symbiont.agent(name)
-    assert %{version: "test_agents:Counter", state: %{"n" => 1}, queue: 0, in_flight: 0} = agent
+    assert %{version: "sample_agents:Counter", state: %{"n" => 1}, queue: 0, in_flight: 0} = agent
     assert [%{"kind" => "degraded", "reason" => "why not"} | _] = agent.health_history
     assert {:error, message} = Symbiont.agent("nobody-here")
     assert message =~ ~s(no agent "nobody-here" runs on this node; agents: [)

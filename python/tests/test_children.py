@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Li
 
 PARENT = {
     "name": "parent",
-    "module": "test_agents",
+    "module": "sample_agents",
     "class": "Parent",
     "config": {"out": "children"},
     "state": None,

@@ -17,7 +17,7 @@ defmodule Symbiont.AgentTest do
   test "events are handled in order and the state survives a kill -9" do
     out = unique_name("count.out")
     :ok = Symbiont.subscribe(out)
-    %{name: name, os_pid: os_pid} = start_agent!("test_agents:Counter", %{"out" => out})
+    %{name: name, os_pid: os_pid} = start_agent!("sample_agents:Counter", %{"out" => out})
 
     for i <- 1..50, do: :ok = Symbiont.publish("count.in", i)
 
@@ -46,7 +46,7 @@ defmodule Symbiont.AgentTest do
   test "an async def agent handles events in order, each acked after its coroutine completes" do
     out = unique_name("count.out")
     :ok = Symbiont.subscribe(out)
-    %{name: name} = start_agent!("test_agents:AsyncCounter", %{"out" => out})
+    %{name: name} = start_agent!("sample_agents:AsyncCounter", %{"out" => out})
 
     for i <- 1..30, do: :ok = Symbiont.publish("count.in", i)
 
@@ -74,7 +74,7 @@ defmodule Symbiont.AgentTest do
       with_log(fn ->
         %{agent: agent, os_pid: os_pid} =
           start_agent_host!("nap",
-            python: "test_agents:AsyncNap",
+            python: "sample_agents:AsyncNap",
             config: config,
             # The retry is cancelled past it too: on a loaded machine 200 ms was not
             # always enough for it (once in some 6 full runs, the retry dead-lettered).
@@ -112,7 +112,7 @@ defmodule Symbiont.AgentTest do
     # update of which costs several times more (bench/RESULTS.md, "Profiling").
     out = unique_name("count.out")
     :ok = Symbiont.subscribe(out)
-    %{name: name} = start_agent!("test_agents:Counter", %{"out" => out})
+    %{name: name} = start_agent!("sample_agents:Counter", %{"out" => out})
     :ok = Symbiont.publish("count.in", 1)
     assert_receive %Event{topic: ^out}, 5_000
     state = :sys.get_state(Server.whereis(name))
@@ -123,7 +123,7 @@ defmodule Symbiont.AgentTest do
   test "deliveries in flight when the host dies are redelivered to the new one" do
     out = unique_name("count.out")
     :ok = Symbiont.subscribe(out)
-    %{name: name, os_pid: os_pid} = start_agent!("test_agents:Counter", %{"out" => out})
+    %{name: name, os_pid: os_pid} = start_agent!("sample_agents:Counter", %{"out" => out})
 
     capture_log(fn ->
       Symbiont.Host.Reaper.kill(os_pid)
@@ -143,7 +143,7 @@ defmodule Symbiont.AgentTest do
   test "a handler that raises: logged, dead-lettered, and the agent keeps going" do
     :ok = Symbiont.subscribe("picky.out")
     :ok = Symbiont.subscribe("symbiont.dead_letter")
-    %{agent: agent, name: name} = start_agent!("test_agents:Picky")
+    %{agent: agent, name: name} = start_agent!("sample_agents:Picky")
 
     log =
       capture_log(fn ->
@@ -237,7 +237,7 @@ defmodule Symbiont.AgentTest do
 
     host =
       start_agent_host!("stuck",
-        python: "test_agents:Stuck",
+        python: "sample_agents:Stuck",
         config: config,
         handler_timeout: 200,
         max_attempts: Keyword.get(opts, :max_attempts, 2)
@@ -259,7 +259,7 @@ defmodule Symbiont.AgentTest do
         max_frame: 1_048_576,
         agent: [
           name: name,
-          python: "test_agents:Bloater",
+          python: "sample_agents:Bloater",
           config: %{"out" => out},
           max_attempts: 1
         ]
@@ -292,7 +292,7 @@ defmodule Symbiont.AgentTest do
 
   test "timers tick" do
     :ok = Symbiont.subscribe("tick.out")
-    start_agent!("test_agents:Ticker")
+    start_agent!("sample_agents:Ticker")
 
     beats =
       for _ <- 1..3,
@@ -347,7 +347,7 @@ defmodule Symbiont.AgentTest do
   test "a payload published from Python is routed as the bytes Python encoded" do
     :ok = Symbiont.subscribe("opaque.mid")
     :ok = Symbiont.subscribe("opaque.out")
-    start_agent!("test_agents:Opaque")
+    start_agent!("sample_agents:Opaque")
     :ok = Symbiont.publish("opaque.in", nil)
 
     # Python packs {"z": 1, "a": 2} in insertion order; the BEAM, had it decoded the map and
@@ -366,7 +366,7 @@ defmodule Symbiont.AgentTest do
     # for the flush once left them there for good.
     out = unique_name("polled.out")
     :ok = Symbiont.subscribe(out)
-    %{agent_pid: pid} = start_agent!("test_agents:Counter", %{"out" => out})
+    %{agent_pid: pid} = start_agent!("sample_agents:Counter", %{"out" => out})
     poller = Task.async(fn -> poll_info(pid) end)
 
     for i <- 1..2_000, do: :ok = Symbiont.publish("count.in", i)
@@ -400,7 +400,7 @@ defmodule Symbiont.AgentTest do
     # A topic of its own: any other event on count.in would reach one of them too.
     topic = unique_name("count.in")
     config = %{"in" => topic, "out" => out}
-    spec = [name: agent, python: "test_agents:Counter", config: config, replicas: 2]
+    spec = [name: agent, python: "sample_agents:Counter", config: config, replicas: 2]
     {:ok, validated} = Symbiont.Agent.validate_spec(spec)
 
     for host <- Symbiont.Manifest.host_names(validated),
@@ -427,7 +427,7 @@ defmodule Symbiont.AgentTest do
     wasm = Path.expand("../../priv/wasm/pricing.wasm", __DIR__)
 
     %{name: name} =
-      start_agent!("test_agents:Pricer", %{"out" => out, "wasm" => %{"pricing" => wasm}})
+      start_agent!("sample_agents:Pricer", %{"out" => out, "wasm" => %{"pricing" => wasm}})
 
     :ok = Symbiont.publish("price.in", 10)
     assert_receive %Event{topic: ^out} = price, 5_000
@@ -439,7 +439,7 @@ defmodule Symbiont.AgentTest do
 
   test "a Python agent reports its health on symbiont.health; its server keeps it until a restart" do
     :ok = Symbiont.subscribe("symbiont.health")
-    %{agent: agent, os_pid: os_pid} = start_agent!("test_agents:Moody")
+    %{agent: agent, os_pid: os_pid} = start_agent!("sample_agents:Moody")
     assert {:ok, %{health: "healthy"}} = Server.info(agent)
     :ok = Symbiont.publish("moody.in", ["degraded", "payment provider slow"])
     node_name = Atom.to_string(node())
@@ -481,7 +481,7 @@ defmodule Symbiont.AgentTest do
   test "a failed attempt is retried, first in line" do
     [topic, out] = [unique_name("flaky.in"), unique_name("flaky.out")]
     :ok = Symbiont.subscribe(out)
-    %{name: name} = start_agent!("test_agents:Flaky", %{"in" => topic, "out" => out})
+    %{name: name} = start_agent!("sample_agents:Flaky", %{"in" => topic, "out" => out})
 
     capture_log(fn ->
       for p <- ["x", "y"], do: :ok = Symbiont.publish(topic, p)
@@ -505,7 +505,8 @@ defmodule Symbiont.AgentTest do
     out = unique_name("half.out")
     :ok = Symbiont.subscribe(out)
 
-    %{name: name} = start_agent!("test_agents:HalfWay", %{"out" => out, "fail_once" => [2, 5, 6]})
+    %{name: name} =
+      start_agent!("sample_agents:HalfWay", %{"out" => out, "fail_once" => [2, 5, 6]})
 
     capture_log(fn ->
       for i <- 1..8, do: :ok = Symbiont.publish("half.in", i)
@@ -529,7 +530,7 @@ defmodule Symbiont.AgentTest do
     # count twice. The late frame is sent here as the host's owner would forward it.
     {input, out} = {unique_name("tally.in"), unique_name("tally.out")}
     :ok = Symbiont.subscribe(out)
-    %{name: name} = start_agent!("test_agents:Tally", %{"in" => input, "out" => out})
+    %{name: name} = start_agent!("sample_agents:Tally", %{"in" => input, "out" => out})
     for i <- 1..3, do: :ok = Symbiont.publish(input, i)
     for _ <- 1..3, do: assert_receive(%Event{topic: ^out}, 5_000)
     assert wait_until(fn -> match?({:ok, %{handled: 3, in_flight: 0}}, Server.info(name)) end)
@@ -556,7 +557,7 @@ defmodule Symbiont.AgentTest do
         name: name,
         agent: [
           name: name,
-          python: "test_agents:Doomed",
+          python: "sample_agents:Doomed",
           config: %{"out" => out},
           max_attempts: 2
         ]

@@ -11,7 +11,10 @@ defmodule Symbiont.BackpressureTest do
 
   defp start_slow!(opts),
     do:
-      start_agent_host!("slow", [python: "test_agents:Slow", config: %{"delay" => 0.002}] ++ opts)
+      start_agent_host!(
+        "slow",
+        [python: "sample_agents:Slow", config: %{"delay" => 0.002}] ++ opts
+      )
 
   defp info!(name) do
     {:ok, %{agent: agent}} = Symbiont.Host.info(name)
@@ -165,7 +168,7 @@ defmodule Symbiont.BackpressureTest do
 
     host =
       start_agent_host!("slow",
-        python: "test_agents:Slow",
+        python: "sample_agents:Slow",
         config: %{"gate" => gate},
         max_queue: 20,
         max_in_flight: 1,
@@ -217,7 +220,7 @@ defmodule Symbiont.BackpressureTest do
   defp start_gated!(dir, opts) do
     gate = Path.join(dir, "gate")
     config = %{"gate" => gate, "keep" => "i", "delay" => 0}
-    host = start_agent_host!("slow", [python: "test_agents:Slow", config: config] ++ opts)
+    host = start_agent_host!("slow", [python: "sample_agents:Slow", config: config] ++ opts)
     # The first event waits at the gate, in flight: nothing drains while it is closed.
     :ok = publish(big(0))
     assert wait_until(fn -> match?(%{in_flight: 1, queue: 0}, info!(host.name)) end)

@@ -241,7 +241,7 @@ defmodule Symbiont.BlameTest do
 
   test "a host of one agent charges it; a restart on request charges nobody" do
     %{name: name} =
-      start_agent_host!("blame1", python: "test_agents:Counter", config: %{"in" => "x"})
+      start_agent_host!("blame1", python: "sample_agents:Counter", config: %{"in" => "x"})
 
     capture_log(fn ->
       :ok = Symbiont.Host.restart(name, "by hand")

@@ -101,7 +101,7 @@ defmodule Symbiont.ClusterTest do
         name: name,
         python: python,
         python_path: [fixtures()],
-        agent: [name: name, python: "test_agents:#{class}", config: config]
+        agent: [name: name, python: "sample_agents:#{class}", config: config]
       ]
 
       {:ok, _} = :erpc.call(node, Symbiont.Python, :start, [opts])

@@ -36,7 +36,7 @@ defmodule Symbiont.ConfigTest do
 
     File.write!(path, """
     import Config
-    config :symbiont, agents: [[name: #{inspect(name)}, python: "test_agents:Counter"]]
+    config :symbiont, agents: [[name: #{inspect(name)}, python: "sample_agents:Counter"]]
     """)
 
     System.put_env("SYMBIONT_CONFIG", path)

@@ -41,7 +41,7 @@ defmodule Symbiont.ControlPlaneTest do
         do: :ok = Symbiont.subscribe(topic)
 
     start_supervised!({StatusPage, port: 0})
-    %{name: victim} = start_app_agent!("victim", python: "test_agents:Counter")
+    %{name: victim} = start_app_agent!("victim", python: "sample_agents:Counter")
     %{victim: victim, url: StatusPage.url()}
   end
 

@@ -208,7 +208,7 @@ defmodule Symbiont.DeployTest do
     assert msg =~ "deploy option :alpha cannot be 1.5"
 
     python = unique_name("py")
-    start_host!(name: python, agent: [name: python, python: "test_agents:Counter"])
+    start_host!(name: python, agent: [name: python, python: "sample_agents:Counter"])
     assert {:error, msg} = Symbiont.deploy(python, Path.join(@wasm, "counter.wat"))
     assert msg == ~s(agent "#{python}" is not a Wasm agent; only Wasm agents are deployed)
   end

@@ -35,7 +35,7 @@ defmodule Symbiont.DiskFullTest do
 
     spec = [
       name: agent,
-      python: "test_agents:Gated",
+      python: "sample_agents:Gated",
       durable: true,
       max_in_flight: 1,
       config: %{"in" => topic, "gate" => gate, "pause_after" => 10}

@@ -1,7 +1,7 @@
 defmodule Symbiont.DurableTest do
   # Durable agents (spec `durable: true`) on real Python hosts: what they accepted
   # survives the death of their owner and of their whole node. The agent
-  # (test_agents:Gated) handles `pause_after` events, then waits at a gate (a file) with
+  # (sample_agents:Gated) handles `pause_after` events, then waits at a gate (a file) with
   # the next one in flight and the rest queued: the test kills what it kills right there,
   # opens the gate and checks the count. `max_in_flight: 1` makes the host ack each event
   # before it gets the next, so "handled" is exact at the gate.
@@ -30,7 +30,7 @@ defmodule Symbiont.DurableTest do
     config = %{"in" => topic, "gate" => gate, "pause_after" => @pause_after}
 
     [
-      python: "test_agents:Gated",
+      python: "sample_agents:Gated",
       durable: true,
       max_in_flight: 1,
       config: if(out, do: Map.put(config, "out", out), else: config)
@@ -256,7 +256,7 @@ defmodule Symbiont.DurableTest do
   end
 
   test "an agent that is not durable has no journal" do
-    %{name: name} = start_app_agent!("plain", python: "test_agents:Counter")
+    %{name: name} = start_app_agent!("plain", python: "sample_agents:Counter")
     assert {:ok, %{journal: nil}} = Server.info(name)
     refute File.exists?(Journal.path(name, false))
   end

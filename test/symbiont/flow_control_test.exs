@@ -35,14 +35,14 @@ defmodule Symbiont.FlowControlTest do
     # it drops (the oldest) is a dead letter.
     sink =
       start_agent_host!("sink",
-        python: "test_agents:Sink",
+        python: "sample_agents:Sink",
         config: %{"in" => out},
         max_queue: 1_000
       )
 
     flood =
       start_agent_host!("flood",
-        python: "test_agents:Flood",
+        python: "sample_agents:Flood",
         config: %{"in" => input, "out" => out}
       )
 

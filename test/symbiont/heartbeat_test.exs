@@ -36,7 +36,7 @@ defmodule Symbiont.HeartbeatTest do
         topic = unique_name("beat.count.in")
 
         %{agent: agent, os_pid: os_pid} =
-          start!("test_agents:Counter", %{"in" => topic, "out" => out})
+          start!("sample_agents:Counter", %{"in" => topic, "out" => out})
 
         {_, 0} = System.cmd("kill", ["-STOP", Integer.to_string(os_pid)])
         payload = unique_name("beat")
@@ -70,7 +70,7 @@ defmodule Symbiont.HeartbeatTest do
     }
 
     capture_log(fn ->
-      %{agent: agent} = start!("test_agents:Stuck", config)
+      %{agent: agent} = start!("sample_agents:Stuck", config)
       :ok = Symbiont.publish(topic, payload)
       assert_receive {:host_crash, ^agent, %{reason: {:unresponsive, _}}}, 10_000
       assert_receive %Event{topic: ^out, from: ^agent} = event, 10_000
@@ -113,7 +113,7 @@ defmodule Symbiont.HeartbeatTest do
   end
 
   test "a handler that runs past three intervals but leaves the interpreter running is not restarted" do
-    # A topic of its own: test_agents:Slow's "slow.in" is flooded by the backpressure tests.
+    # A topic of its own: sample_agents:Slow's "slow.in" is flooded by the backpressure tests.
     topic = unique_name("beat.slow.in")
     config = %{"in" => topic, "mode" => "slow", "delay" => 8 * @beat / 1000}
     %{agent: agent, os_pid: os_pid} = start!("scenario_agents:Stage", config)

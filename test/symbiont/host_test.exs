@@ -47,7 +47,7 @@ defmodule Symbiont.HostTest do
     seed = Symbiont.MsgPackGen.seed!(5_005)
 
     %{name: py, pid: pid, os_pid: os_pid, agent_pid: agent} =
-      start_host!(agent: [name: unique_name("fuzzed"), python: "test_agents:Counter"])
+      start_host!(agent: [name: unique_name("fuzzed"), python: "sample_agents:Counter"])
 
     # Kinds that end the host by design (a second ready or fatal) have tests of their own.
     payloads =

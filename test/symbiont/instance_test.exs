@@ -16,7 +16,7 @@ defmodule Symbiont.InstanceTest do
   end
 
   defp counter(name, topic, out),
-    do: [name: name, python: "test_agents:Counter", config: %{"in" => topic, "out" => out}]
+    do: [name: name, python: "sample_agents:Counter", config: %{"in" => topic, "out" => out}]
 
   defp count(topic, out) do
     :ok = Symbiont.Mesh.subscribe(Symbiont.Mesh, out)
@@ -81,19 +81,19 @@ defmodule Symbiont.InstanceTest do
     assert message ==
              "agent #{inspect(a)} of instance InstDup2 is run by instance InstDup1 already; an agent name is run by one instance at a time"
 
-    assert Symbiont.spawn_agent([name: a, python: "test_agents:Counter"], in: InstDup1) ==
+    assert Symbiont.spawn_agent([name: a, python: "sample_agents:Counter"], in: InstDup1) ==
              {:error, "agent #{inspect(a)} is already in the manifest"}
 
     # A spawn into another instance of a taken name is refused the same way.
     start_supervised!({Symbiont, name: InstDup3, agents: [], conductor: false})
 
     assert {:error, m3} =
-             Symbiont.spawn_agent([name: a, python: "test_agents:Counter"], in: InstDup3)
+             Symbiont.spawn_agent([name: a, python: "sample_agents:Counter"], in: InstDup3)
 
     assert m3 =~ "agent #{inspect(a)} of instance InstDup3 is run by instance InstDup1 already"
 
     # And the node's own manifest may not take it either.
-    assert {:error, m4} = Symbiont.spawn_agent(name: a, python: "test_agents:Counter")
+    assert {:error, m4} = Symbiont.spawn_agent(name: a, python: "sample_agents:Counter")
     assert m4 =~ "agent #{inspect(a)} of the node's own manifest is run by instance InstDup1"
   end
 

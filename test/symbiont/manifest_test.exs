@@ -44,7 +44,7 @@ defmodule Symbiont.ManifestTest do
       Manifest.validate([
         [name: w1, wasm: counter, topics: [unique_name("manifest.w1")], replicas: 2],
         [name: w2, wasm: counter, topics: [topic]],
-        [name: py, python: "test_agents:Counter"]
+        [name: py, python: "sample_agents:Counter"]
       ])
 
     # Hosts of the manifest take the application's python_path.
@@ -88,8 +88,8 @@ defmodule Symbiont.ManifestTest do
 
     manifest =
       start_manifest!([
-        [name: here, python: "test_agents:Counter", nodes: [absent, node()]],
-        [name: there, python: "test_agents:Counter", nodes: [absent]]
+        [name: here, python: "sample_agents:Counter", nodes: [absent, node()]],
+        [name: there, python: "sample_agents:Counter", nodes: [absent]]
       ])
 
     assert_receive {:agent_start, ^here, _}, 10_000

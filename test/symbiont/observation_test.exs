@@ -38,7 +38,7 @@ defmodule Symbiont.ObservationTest do
 
       %{name: name} =
         start_app_agent!("failing",
-          python: "test_agents:Failing",
+          python: "sample_agents:Failing",
           config: %{"in" => topic},
           max_attempts: 1
         )
@@ -138,7 +138,13 @@ defmodule Symbiont.ObservationTest do
       spawn!(name: w, wasm: Path.join(@wasm, "counter.wat"), topics: [tw])
       # Its shared host (the application's manifest names them "wasm#N").
       on_exit(fn -> Symbiont.Python.stop("wasm#1") end)
-      spawn!(name: p, python: "test_agents:Counter", config: %{"in" => tp, "out" => tp <> ".out"})
+
+      spawn!(
+        name: p,
+        python: "sample_agents:Counter",
+        config: %{"in" => tp, "out" => tp <> ".out"}
+      )
+
       assert wait_until(fn -> ready?(w) and ready?(p) end, 10_000)
       c = start_conductor!([w, p])
 
@@ -218,7 +224,7 @@ defmodule Symbiont.ObservationTest do
     test "a scale by hand is pinned: the conductor refuses to undo it, once in the log, until unpin/1",
          %{url: url} do
       p = unique_name("pinned")
-      spawn!(name: p, python: "test_agents:Counter", config: %{"in" => unique_name("pin.in")})
+      spawn!(name: p, python: "sample_agents:Counter", config: %{"in" => unique_name("pin.in")})
       assert wait_until(fn -> ready?(p) end, 10_000)
       undo = %{"action" => "scale", "agent" => p, "replicas" => 1, "reason" => "undo it"}
 
@@ -265,7 +271,7 @@ defmodule Symbiont.ObservationTest do
 
       spawn!(
         name: p,
-        python: "test_agents:Counter",
+        python: "sample_agents:Counter",
         config: %{"in" => unique_name("agg.in")},
         max_replicas: 4
       )
@@ -300,7 +306,7 @@ defmodule Symbiont.ObservationTest do
 
     test "quarantine and release by hand are audited and pinned; bad holds are refused" do
       p = unique_name("held")
-      spawn!(name: p, python: "test_agents:Counter", config: %{"in" => unique_name("held.in")})
+      spawn!(name: p, python: "sample_agents:Counter", config: %{"in" => unique_name("held.in")})
       assert wait_until(fn -> ready?(p) end, 10_000)
 
       capture_log(fn ->

@@ -14,7 +14,7 @@ defmodule Symbiont.OrphanTest do
     :ok = Symbiont.subscribe(out)
 
     %{name: py, pid: pid, os_pid: os_pid} =
-      start_agent_host!("parent", python: "test_agents:Parent", config: %{"out" => out})
+      start_agent_host!("parent", python: "sample_agents:Parent", config: %{"out" => out})
 
     children = breed(out)
     assert Enum.all?(children, &os_alive?/1)

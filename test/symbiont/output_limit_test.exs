@@ -82,7 +82,7 @@ defmodule Symbiont.OutputLimitTest do
     start_host!(
       name: name,
       output_limit: [summary_ms: @summary_ms],
-      agent: [name: name, python: "test_agents:Loud", config: %{"in" => in_topic, "out" => out}]
+      agent: [name: name, python: "sample_agents:Loud", config: %{"in" => in_topic, "out" => out}]
     )
 
     %{name: name, in: in_topic, out: out, counters: counters}

@@ -37,13 +37,13 @@ defmodule Symbiont.PlacementTest do
     agents = [
       [
         name: relay,
-        python: "test_agents:Gated",
+        python: "sample_agents:Gated",
         nodes: nodes,
         config: %{"in" => relay_in, "out" => relay_out}
       ],
       [
         name: ledger,
-        python: "test_agents:Gated",
+        python: "sample_agents:Gated",
         nodes: nodes,
         durable: true,
         max_in_flight: 1,

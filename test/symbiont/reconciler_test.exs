@@ -29,7 +29,7 @@ defmodule Symbiont.ReconcilerTest do
     py = unique_name("rpy")
     for id <- [py, py <> "#2", py <> "#3"], do: attach_host_events(id)
 
-    m = start_manifest!([[name: py, python: "test_agents:Counter"]], opts(prefix))
+    m = start_manifest!([[name: py, python: "sample_agents:Counter"]], opts(prefix))
 
     await_start(py)
 
@@ -92,7 +92,7 @@ defmodule Symbiont.ReconcilerTest do
     py = unique_name("rdrift")
     attach_host_events(py)
 
-    m = start_manifest!([[name: py, python: "test_agents:Counter"]], opts(prefix))
+    m = start_manifest!([[name: py, python: "sample_agents:Counter"]], opts(prefix))
 
     await_start(py)
 

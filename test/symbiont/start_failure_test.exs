@@ -66,12 +66,12 @@ defmodule Symbiont.StartFailureTest do
     refused = [
       {"nosuch:Thing",
        "nosuch:Thing cannot start: ModuleNotFoundError: No module named 'nosuch'"},
-      {"test_agents:NoSuchClass",
-       "test_agents:NoSuchClass cannot start: AttributeError: module 'test_agents' has no attribute 'NoSuchClass'"},
-      {"test_agents:BrokenInit",
-       "test_agents:BrokenInit cannot start: RuntimeError: no database configured (at test_agents.py:"},
-      {"test_agents:NotAnAgent",
-       "test_agents:NotAnAgent cannot start: TypeError: test_agents.NotAnAgent is not a subclass of symbiont.Agent"}
+      {"sample_agents:NoSuchClass",
+       "sample_agents:NoSuchClass cannot start: AttributeError: module 'sample_agents' has no attribute 'NoSuchClass'"},
+      {"sample_agents:BrokenInit",
+       "sample_agents:BrokenInit cannot start: RuntimeError: no database configured (at sample_agents.py:"},
+      {"sample_agents:NotAnAgent",
+       "sample_agents:NotAnAgent cannot start: TypeError: sample_agents.NotAnAgent is not a subclass of symbiont.Agent"}
     ]
 
     for {python, want} <- refused do
@@ -98,7 +98,7 @@ defmodule Symbiont.StartFailureTest do
     assert {:ok, ^name} =
              Symbiont.spawn_agent(
                name: name,
-               python: "test_agents:GatedStart",
+               python: "sample_agents:GatedStart",
                config: %{"gate" => "/nonexistent/gate", "in" => in_topic}
              )
 
@@ -116,10 +116,10 @@ defmodule Symbiont.StartFailureTest do
              Symbiont.Python.start(
                name: broken,
                python_path: [fixtures()],
-               agent: [name: broken, python: "test_agents:BrokenInit"]
+               agent: [name: broken, python: "sample_agents:BrokenInit"]
              )
 
-    assert message =~ ~s(agent "#{broken}": test_agents:BrokenInit cannot start: RuntimeError)
+    assert message =~ ~s(agent "#{broken}": sample_agents:BrokenInit cannot start: RuntimeError)
     assert Symbiont.Host.whereis(broken) == nil and Server.whereis(broken) == nil
 
     fine = unique_name("py-fine")
@@ -170,7 +170,7 @@ defmodule Symbiont.StartFailureTest do
       Manifest.validate([
         [name: "hangs", python: "#{hangs}:Counted"],
         [name: "exits", python: "#{exits}:Counted"],
-        [name: "fine", python: "test_agents:Counter"]
+        [name: "fine", python: "sample_agents:Counter"]
       ])
 
     # The probe's own process crashed and was restarted: its host says so, as any host.
@@ -229,7 +229,7 @@ defmodule Symbiont.StartFailureTest do
   test "reload refuses new or changed agents that cannot start, and changes nothing" do
     a = unique_name("rl")
     attach_host_events(a)
-    spec_a = [name: a, python: "test_agents:Counter", config: %{"in" => unique_name("rl.in")}]
+    spec_a = [name: a, python: "sample_agents:Counter", config: %{"in" => unique_name("rl.in")}]
     m = start_manifest!([spec_a])
     assert_receive {:agent_start, ^a, _}, 10_000
 
@@ -238,13 +238,13 @@ defmodule Symbiont.StartFailureTest do
     assert message =~ ~s(agent "#{b}": nosuch_b:B cannot start: ModuleNotFoundError)
     assert message =~ "nothing was changed"
 
-    changed = Keyword.put(spec_a, :python, "test_agents:BrokenInit")
+    changed = Keyword.put(spec_a, :python, "sample_agents:BrokenInit")
     assert {:error, message} = Manifest.reload([changed], m)
-    assert message =~ ~s(agent "#{a}": test_agents:BrokenInit cannot start: RuntimeError)
+    assert message =~ ~s(agent "#{a}": sample_agents:BrokenInit cannot start: RuntimeError)
 
-    assert [%{name: ^a, module: "test_agents", class: "Counter"}] = Manifest.agents(m)
+    assert [%{name: ^a, module: "sample_agents", class: "Counter"}] = Manifest.agents(m)
     assert Server.whereis(b) == nil
-    assert {:ok, %{status: :ready, python: "test_agents:Counter"}} = Server.info(a)
+    assert {:ok, %{status: :ready, python: "sample_agents:Counter"}} = Server.info(a)
   end
 
   describe "at node start" do
@@ -254,8 +254,8 @@ defmodule Symbiont.StartFailureTest do
 
       {:ok, specs} =
         Manifest.validate([
-          [name: good, python: "test_agents:Counter", config: %{"in" => unique_name("g.in")}],
-          [name: bad, python: "test_agents:BrokenInit"]
+          [name: good, python: "sample_agents:Counter", config: %{"in" => unique_name("g.in")}],
+          [name: bad, python: "sample_agents:BrokenInit"]
         ])
 
       name = :"manifest_#{System.unique_integer([:positive])}"
@@ -266,11 +266,11 @@ defmodule Symbiont.StartFailureTest do
                    start_supervised({Manifest, name: name, agents: specs, check: true})
 
           assert message =~
-                   ~s(agent "#{bad}": test_agents:BrokenInit cannot start: RuntimeError: no database configured)
+                   ~s(agent "#{bad}": sample_agents:BrokenInit cannot start: RuntimeError: no database configured)
         end)
 
       # Said once, with the traceback and what it means.
-      assert lines(log, ~s(agent "#{bad}": test_agents:BrokenInit cannot start)) == 1
+      assert lines(log, ~s(agent "#{bad}": sample_agents:BrokenInit cannot start)) == 1
       assert lines(log, "Traceback (most recent call last)") == 1
       assert log =~ "it is :required, so the node does not start"
       assert log =~ ~s[raise RuntimeError("no database configured")]
@@ -287,7 +287,7 @@ defmodule Symbiont.StartFailureTest do
 
       {:ok, specs} =
         Manifest.validate([
-          [name: good, python: "test_agents:Counter", config: %{"in" => unique_name("g.in")}],
+          [name: good, python: "sample_agents:Counter", config: %{"in" => unique_name("g.in")}],
           [name: bad, python: "nosuch_mod:Bad", required: false]
         ])
 
@@ -458,7 +458,7 @@ defmodule Symbiont.StartFailureTest do
     name = unique_name("gated")
     attach_host_events(name)
     host = start_host!(name: unique_name("gated-host"))
-    spec = [name: name, python: "test_agents:GatedStart", max_start_failures: 2]
+    spec = [name: name, python: "sample_agents:GatedStart", max_start_failures: 2]
     config = %{"gate" => gate, "in" => unique_name("gated.in")}
     child = {Server, [id: name, host: host.name, config: config] ++ spec}
 

@@ -26,7 +26,7 @@ defmodule Symbiont.StatusPageTest do
       topic = unique_name("moody.in")
 
       %{name: name} =
-        start_app_agent!("page-json", python: "test_agents:Moody", config: %{"in" => topic})
+        start_app_agent!("page-json", python: "sample_agents:Moody", config: %{"in" => topic})
 
       assert %{"agents" => agents, "hosts" => hosts, "topology" => topology} = get_json(url)
 
@@ -142,7 +142,7 @@ defmodule Symbiont.StatusPageTest do
     test "in Chromium: the agents are listed, and a killed host's restart is pushed to the open page",
          %{url: url, tmp_dir: dir} do
       [victim, other] =
-        for p <- ~w(page-a page-b), do: start_app_agent!(p, python: "test_agents:Counter")
+        for p <- ~w(page-a page-b), do: start_app_agent!(p, python: "sample_agents:Counter")
 
       tab = dir |> Chromium.start!() |> Chromium.navigate!(url)
 

@@ -93,7 +93,7 @@ defmodule Symbiont.TelemetryTest do
 
       %{agent: agent} =
         Symbiont.HostHelpers.start_agent_host!("tel-lib",
-          python: "test_agents:Counter",
+          python: "sample_agents:Counter",
           config: %{"in" => topic, "out" => topic <> ".out"}
         )
 
@@ -236,7 +236,7 @@ defmodule Symbiont.TelemetryTest do
 
       %{agent: agent} =
         start_agent_host!("tel",
-          python: "test_agents:Flaky",
+          python: "sample_agents:Flaky",
           config: %{"in" => topic, "out" => out}
         )
 

@@ -32,7 +32,7 @@ defmodule Symbiont.TopicLimitsTest do
     config = Map.merge(%{"in" => in_topic, "out" => out}, Map.new(Keyword.get(opts, :config, [])))
 
     agent =
-      [name: name, python: "test_agents:Spray", config: config] ++ Keyword.delete(opts, :config)
+      [name: name, python: "sample_agents:Spray", config: config] ++ Keyword.delete(opts, :config)
 
     start_host!(name: name, agent: agent)
     %{name: name, in: in_topic, out: out}
@@ -171,7 +171,7 @@ defmodule Symbiont.TopicLimitsTest do
           {Symbiont.Agent.Server,
            host: name,
            name: name,
-           python: "test_agents:Spray",
+           python: "sample_agents:Spray",
            max_topics: 10,
            config: %{"in" => unique_name("wide.in"), "out" => "x", "subscribe" => 20}}
         )

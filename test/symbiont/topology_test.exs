@@ -258,7 +258,7 @@ defmodule Symbiont.TopologyTest do
 
     start_host!(
       name: name,
-      agent: [name: name, python: "test_agents:Probe", config: %{"out" => out}]
+      agent: [name: name, python: "sample_agents:Probe", config: %{"out" => out}]
     )
 
     :ok = Symbiont.subscribe(out)

@@ -206,7 +206,7 @@ defmodule Symbiont.Agent.DedupeTest do
     host =
       start_agent_host!(
         "tally",
-        [python: "test_agents:Tally", config: %{"in" => input, "out" => out}] ++ opts
+        [python: "sample_agents:Tally", config: %{"in" => input, "out" => out}] ++ opts
       )
 
     Map.put(host, :out, out)
@@ -218,7 +218,7 @@ defmodule Symbiont.Agent.DedupeTest do
     :ok = Symbiont.subscribe(out <> ".start")
     input = unique_name("fan.in")
     config = %{"in" => input, "out" => out, "marker" => Path.join(dir, "tried")}
-    host = start_agent_host!("fanout", python: "test_agents:Fanout", config: config)
+    host = start_agent_host!("fanout", python: "sample_agents:Fanout", config: config)
     Map.merge(host, %{out: out, in: input})
   end
 
@@ -342,7 +342,7 @@ defmodule Symbiont.Agent.DedupeTest do
     # queue up.
     sub =
       start_agent_host!("gated",
-        python: "test_agents:Gated",
+        python: "sample_agents:Gated",
         config: %{"in" => input, "pause_after" => 1, "gate" => gate},
         dedupe: true,
         max_in_flight: 1

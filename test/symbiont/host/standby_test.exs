@@ -19,23 +19,23 @@ defmodule Symbiont.Host.StandbyTest do
     :ok = Symbiont.subscribe(out)
 
     %{name: name, os_pid: os_pid} =
-      start_agent_host!("standby", python: "test_agents:Counter", config: %{"out" => out})
+      start_agent_host!("standby", python: "sample_agents:Counter", config: %{"out" => out})
 
     :ok = Symbiont.publish("count.in", 1)
     assert_receive %Event{topic: ^out}, 5_000
     assert wait_until(fn -> match?({:ok, %{handled: 1}}, Symbiont.Agent.Server.info(name)) end)
 
     # The pool learnt this host's launch when it started, and its agent's module when the
-    # agent attached: its standby imports test_agents ahead.
+    # agent attached: its standby imports sample_agents ahead.
     assert wait_until(
-             fn -> Enum.any?(standby_os_pids(), &preloads?(&1, "test_agents")) end,
+             fn -> Enum.any?(standby_os_pids(), &preloads?(&1, "sample_agents")) end,
              5_000
            )
 
     Symbiont.Host.Reaper.kill(os_pid)
     assert_receive {:host_start, ^name, %{restarts: 1, standby: true, os_pid: new_os_pid}}, 10_000
     assert new_os_pid != os_pid
-    assert preloads?(new_os_pid, "test_agents")
+    assert preloads?(new_os_pid, "sample_agents")
 
     :ok = Symbiont.publish("count.in", 2)
     assert_receive %Event{topic: ^out} = event, 5_000

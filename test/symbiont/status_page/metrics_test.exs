@@ -32,11 +32,11 @@ defmodule Symbiont.StatusPage.MetricsTest do
     [counted, failing_in] = [unique_name("metrics.in"), unique_name("metrics.failing")]
 
     %{name: counter} =
-      start_app_agent!("met-counter", python: "test_agents:Counter", config: %{"in" => counted})
+      start_app_agent!("met-counter", python: "sample_agents:Counter", config: %{"in" => counted})
 
     %{name: failing} =
       start_app_agent!("met-failing",
-        python: "test_agents:Failing",
+        python: "sample_agents:Failing",
         config: %{"in" => failing_in},
         max_attempts: 1
       )
