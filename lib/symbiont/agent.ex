@@ -300,13 +300,11 @@ defmodule Symbiont.Agent do
     :max_topics,
     :max_start_failures
   ]
-  @max_topics 1_000
-  # The defaults of the byte bounds, when the application env has none; and the largest
-  # value taken (the load counters publishers reserve room in are signed 64-bit
+  # The byte bounds (their defaults are config :symbiont's, Symbiont.Config); and the
+  # largest value taken (the load counters publishers reserve room in are signed 64-bit
   # integers, with room above the bound for one more event).
-  @byte_defaults %{max_queue_bytes: 256 * 1024 * 1024, max_in_flight_bytes: 64 * 1024 * 1024}
+  @byte_bounds [:max_queue_bytes, :max_in_flight_bytes]
   @max_bytes Integer.pow(2, 62)
-  @max_start_failures 5
 
   @doc """
   Validates an agent spec given as a keyword list or map; `nil` is no agent.
@@ -323,7 +321,7 @@ defmodule Symbiont.Agent do
 
   def validate_spec(%{module: _, class: _, name: _, config: _, max_queue: _, wasm: _} = spec) do
     # Validated already; one validated before the byte bounds existed gets their defaults.
-    Enum.reduce_while(@byte_defaults, {:ok, spec}, fn {key, _}, {:ok, spec} ->
+    Enum.reduce_while(@byte_bounds, {:ok, spec}, fn key, {:ok, spec} ->
       if Map.has_key?(spec, key) do
         {:cont, {:ok, spec}}
       else
@@ -603,19 +601,17 @@ defmodule Symbiont.Agent do
   def max_topics(_spec) do
     case default_max_topics() do
       {:ok, n} -> n
-      {:error, _} -> @max_topics
+      {:error, _} -> Symbiont.Config.keys()[:max_topics]
     end
   end
 
-  defp default_max_topics do
-    case Application.get_env(:symbiont, :max_topics, @max_topics) do
-      n when is_integer(n) and n > 0 ->
-        {:ok, n}
+  defp default_max_topics, do: configured(:max_topics)
 
-      other ->
-        {:error,
-         "expected :max_topics in config :symbiont to be a positive integer, got: #{inspect(other)}"}
-    end
+  # A default of config :symbiont, validated (Symbiont.Config).
+  defp configured(key) do
+    {:ok, Symbiont.Config.get(key)}
+  rescue
+    e in ArgumentError -> {:error, Exception.message(e)}
   end
 
   # A byte bound of the spec, else of the application env, else its default.
@@ -633,17 +629,7 @@ defmodule Symbiont.Agent do
     end
   end
 
-  defp default_bytes(key) do
-    case Application.get_env(:symbiont, key, @byte_defaults[key]) do
-      n when is_integer(n) and n > 0 and n <= @max_bytes ->
-        {:ok, n}
-
-      other ->
-        {:error,
-         "expected #{inspect(key)} in config :symbiont to be a positive integer of bytes, " <>
-           "at most 2**62, got: #{inspect(other)}"}
-    end
-  end
+  defp default_bytes(key), do: configured(key)
 
   @doc """
   The `:max_start_failures` of `spec` (see "Agents that cannot start"); a spec validated
@@ -655,20 +641,11 @@ defmodule Symbiont.Agent do
   def max_start_failures(_spec) do
     case default_max_start_failures() do
       {:ok, n} -> n
-      {:error, _} -> @max_start_failures
+      {:error, _} -> Symbiont.Config.keys()[:max_start_failures]
     end
   end
 
-  defp default_max_start_failures do
-    case Application.get_env(:symbiont, :max_start_failures, @max_start_failures) do
-      n when is_integer(n) and n > 0 ->
-        {:ok, n}
-
-      other ->
-        {:error,
-         "expected :max_start_failures in config :symbiont to be a positive integer, got: #{inspect(other)}"}
-    end
-  end
+  defp default_max_start_failures, do: configured(:max_start_failures)
 
   defp positive(spec, key, default, name) do
     case Keyword.get(spec, key, default) do

@@ -10,12 +10,11 @@ defmodule Symbiont.Application do
   def start(_type, _args) do
     Symbiont.Config.restore_user_home()
 
-    with {:manifest, {:ok, agents}} <-
-           {:manifest, Symbiont.Manifest.validate(Application.get_env(:symbiont, :agents, []))},
-         {:conductor, {:ok, _hold}} <-
-           {:conductor, Symbiont.Pins.validate_hold(Symbiont.Pins.configured_hold())},
-         {:signals, :ok} <-
-           {:signals, Symbiont.Signals.validate(Application.get_env(:symbiont, :signals, []))} do
+    # Every key of `config :symbiont`, once (Symbiont.Config); the code reads them
+    # validated from here on.
+    with :ok <- Symbiont.Config.validate() do
+      agents = Symbiont.Config.get(:agents)
+
       children =
         [
           Symbiont.Telemetry,
@@ -54,16 +53,17 @@ defmodule Symbiont.Application do
           other
       end
     else
-      {:manifest, {:error, message}} -> {:error, {:invalid_manifest, message}}
-      {:conductor, {:error, message}} -> {:error, {:invalid_conductor, message}}
-      {:signals, {:error, message}} -> {:error, {:invalid_signals, message}}
+      {:error, {:agents, message}} -> {:error, {:invalid_manifest, message}}
+      {:error, {:conductor, message}} -> {:error, {:invalid_conductor, message}}
+      {:error, {:signals, message}} -> {:error, {:invalid_signals, message}}
+      {:error, {_key, message}} -> {:error, {:invalid_config, message}}
     end
   end
 
   # The conductor, unless `config :symbiont, conductor: [enabled: false]`. It heals the
   # node's own agents: those of a Symbiont.Instance have the instance's conductor.
   defp conductor do
-    opts = Application.get_env(:symbiont, :conductor, [])
+    opts = Symbiont.Config.get(:conductor)
 
     if Keyword.get(opts, :enabled, true),
       do: [
@@ -75,7 +75,7 @@ defmodule Symbiont.Application do
 
   # Last: it only reads what the others run. `status_page: false` (or none) leaves it out.
   defp status_page do
-    case Application.get_env(:symbiont, :status_page) do
+    case Symbiont.Config.get(:status_page) do
       opts when is_list(opts) -> [{Symbiont.StatusPage, opts}]
       _ -> []
     end

@@ -158,9 +158,94 @@ defmodule Symbiont.Conductor do
 
   @doc false
   def start_link(opts) do
-    opts = Keyword.merge(@defaults, opts)
-    GenServer.start_link(__MODULE__, opts, name: Keyword.get(opts, :name, __MODULE__))
+    with :ok <- validate_options(opts) do
+      opts = Keyword.merge(@defaults, opts)
+      GenServer.start_link(__MODULE__, opts, name: Keyword.get(opts, :name, __MODULE__))
+    end
   end
+
+  @positive [
+    :tick_ms,
+    :cooldown_ms,
+    :max_actions_per_minute,
+    :decide_timeout_ms,
+    :memory_every_ms,
+    :memory_readings
+  ]
+
+  @doc """
+  Checks the conductor's options (see "Options"; `config :symbiont, conductor: [...]`
+  also takes `enabled:` and `pin_hold_ms:`): `:ok`, or a message naming the option, its
+  value and what is allowed.
+
+      iex> Symbiont.Conductor.validate_options(tick_ms: 500, enabled: true)
+      :ok
+      iex> Symbiont.Conductor.validate_options(tick_ms: 0)
+      {:error, "expected :tick_ms of the conductor to be a positive integer, got: 0"}
+      iex> Symbiont.Conductor.validate_options(tickms: 500)
+      {:error, "expected the conductor's options to be among :audit, :cooldown_ms, :decide_timeout_ms, :enabled, :manifest, :max_actions_per_minute, :memory_every_ms, :memory_readings, :name, :pin_hold_ms, :policy, :policy_host, :policy_options, :python_path, :scope, :tick_ms, got: :tickms"}
+  """
+  @spec validate_options(term) :: :ok | {:error, String.t()}
+  def validate_options(opts) when is_list(opts) do
+    known = Enum.sort(Keyword.keys(@defaults) ++ [:enabled, :pin_hold_ms, :python_path, :name])
+
+    Enum.find_value(opts, :ok, fn
+      {key, value} when is_atom(key) ->
+        case option(key, value) do
+          :ok ->
+            nil
+
+          {:error, allowed} when allowed != :unknown ->
+            {:error,
+             "expected #{inspect(key)} of the conductor to be #{allowed}, got: #{inspect(value)}"}
+
+          {:error, :unknown} ->
+            {:error,
+             "expected the conductor's options to be among #{Enum.map_join(known, ", ", &inspect/1)}, got: #{inspect(key)}"}
+        end
+
+      other ->
+        {:error, "expected the conductor's options to be a keyword list, got: #{inspect(other)}"}
+    end)
+  end
+
+  def validate_options(other),
+    do: {:error, "expected the conductor's options to be a keyword list, got: #{inspect(other)}"}
+
+  defp option(key, n) when key in @positive,
+    do: if(is_integer(n) and n > 0, do: :ok, else: {:error, "a positive integer"})
+
+  defp option(:policy, p) do
+    if is_binary(p) and p =~ ~r/\A[\w.]+:\w+\z/,
+      do: :ok,
+      else: {:error, ~s(a "module:Class" string)}
+  end
+
+  defp option(:policy_options, o), do: if(is_map(o), do: :ok, else: {:error, "a map"})
+  defp option(:policy_host, h), do: if(is_binary(h), do: :ok, else: {:error, "a host name"})
+  defp option(:enabled, b), do: if(is_boolean(b), do: :ok, else: {:error, "a boolean"})
+  defp option(:name, n), do: if(is_atom(n), do: :ok, else: {:error, "an atom"})
+
+  defp option(:scope, s),
+    do: if(s == nil or is_function(s, 1), do: :ok, else: {:error, "nil or a function of arity 1"})
+
+  defp option(key, server) when key in [:manifest, :audit],
+    do: if(is_atom(server) or is_pid(server), do: :ok, else: {:error, "a process name"})
+
+  defp option(:python_path, paths) do
+    if is_list(paths) and Enum.all?(paths, &is_binary/1),
+      do: :ok,
+      else: {:error, "a list of directory paths (strings)"}
+  end
+
+  defp option(:pin_hold_ms, ms) do
+    case Symbiont.Pins.validate_hold(ms) do
+      {:ok, _} -> :ok
+      {:error, _} -> {:error, "a positive integer (milliseconds) or :infinity"}
+    end
+  end
+
+  defp option(_key, _value), do: {:error, :unknown}
 
   @doc false
   def child_spec(opts),
@@ -686,7 +771,7 @@ defmodule Symbiont.Conductor do
   # The templates the policy may spawn from, by name: `match` (a topic pattern) and the
   # Python class or Wasm module, without the rest of the spec.
   defp templates do
-    for {name, spec} <- Application.get_env(:symbiont, :templates, []), into: %{} do
+    for {name, spec} <- Symbiont.Config.get(:templates), into: %{} do
       {to_string(name),
        %{
          "match" => Keyword.get(spec, :match),
@@ -970,7 +1055,7 @@ defmodule Symbiont.Conductor do
   end
 
   defp apply_action("spawn", a, _agent, state) do
-    templates = Application.get_env(:symbiont, :templates, [])
+    templates = Symbiont.Config.get(:templates)
 
     with {:ok, template} <- fetch_template(templates, a["template"]) do
       spec =

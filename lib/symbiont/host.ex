@@ -112,16 +112,14 @@ defmodule Symbiont.Host do
   ]
   # Intervals without a frame after which a process is unresponsive.
   @missed_beats 3
-  @inherit_env ["PATH", "HOME", "LANG", "LC_*", "TZ", "TMPDIR", "SYMBIONT_*"]
   # A process that stayed up this long before crashing restarts without delay.
   @stable_ms 5_000
   @agent_frames [:agent_ready, :agent_failed, :ack, :nack, :publish, :health]
   # Calls from the process to the node running at once (PROTOCOL.md §4.1): each waits in
   # a thread of the process, so only a runaway one gets near.
   @max_calls 10_000
-  # Messages of its port that may wait in the owner's mailbox (:max_mailbox), and how many
-  # port messages go by between two counts of them while the mailbox is longer than that.
-  @max_mailbox 10_000
+  # How many port messages go by between two counts of the messages waiting in the
+  # owner's mailbox while it holds more than :max_mailbox (Symbiont.Config).
   @recount_every 64
 
   ## Public API (internal to Symbiont: users go through Symbiont.Python and Symbiont)
@@ -185,10 +183,10 @@ defmodule Symbiont.Host do
   # The defaults the application environment may change.
   defp env_defaults do
     [
-      heartbeat_ms: Application.get_env(:symbiont, :heartbeat_ms, 1_000),
-      max_mailbox: Application.get_env(:symbiont, :max_mailbox, @max_mailbox),
-      isolate_after: Application.get_env(:symbiont, :isolate_after, 2),
-      isolate_window_ms: Application.get_env(:symbiont, :isolate_window_ms, 60_000)
+      heartbeat_ms: Symbiont.Config.get(:heartbeat_ms),
+      max_mailbox: Symbiont.Config.get(:max_mailbox),
+      isolate_after: Symbiont.Config.get(:isolate_after),
+      isolate_window_ms: Symbiont.Config.get(:isolate_window_ms)
     ]
   end
 
@@ -441,7 +439,7 @@ defmodule Symbiont.Host do
   defp validate_cd(cd), do: {:error, "expected :cd to be a directory path, got: #{inspect(cd)}"}
 
   defp validate_paths(nil, cd),
-    do: validate_paths(Application.get_env(:symbiont, :python_path, []), cd)
+    do: validate_paths(Symbiont.Config.get(:python_path), cd)
 
   defp validate_paths(paths, cd) when is_list(paths) do
     if Enum.all?(paths, &is_binary/1),
@@ -475,7 +473,7 @@ defmodule Symbiont.Host do
     do: {:error, "expected :env to be a list of {name, value} strings, got: #{inspect(env)}"}
 
   defp validate_inherit_env(nil),
-    do: validate_inherit_env(Application.get_env(:symbiont, :inherit_env, @inherit_env))
+    do: validate_inherit_env(Symbiont.Config.get(:inherit_env))
 
   defp validate_inherit_env(names) when is_list(names) do
     case Enum.reject(names, &(is_binary(&1) and &1 =~ ~r/\A([A-Za-z_][A-Za-z0-9_]*\*?|\*)\z/)) do

@@ -179,7 +179,7 @@ defmodule Symbiont.Journal do
   """
   @spec data_dir() :: Path.t()
   def data_dir,
-    do: Symbiont.Config.resolve(Application.get_env(:symbiont, :data_dir) || ".symbiont/data")
+    do: Symbiont.Config.resolve(Symbiont.Config.get(:data_dir) || ".symbiont/data")
 
   @doc """
   The journal file of agent replica `id`: under `placed/` when the agent is placed with

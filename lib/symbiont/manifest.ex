@@ -286,7 +286,7 @@ defmodule Symbiont.Manifest do
     path = Symbiont.Config.manifest_file()
 
     if File.regular?(path) do
-      env = Application.get_env(:symbiont, :config_env, :prod)
+      env = Symbiont.Config.get(:config_env)
 
       try do
         config = Config.Reader.read!(path, env: env)
@@ -462,11 +462,11 @@ defmodule Symbiont.Manifest do
       retiring: %{},
       per_host:
         Keyword.get_lazy(opts, :per_host, fn ->
-          Application.get_env(:symbiont, :wasm_agents_per_host, 32)
+          Symbiont.Config.get(:wasm_agents_per_host)
         end),
       tick_ms:
         Keyword.get_lazy(opts, :tick_ms, fn ->
-          Application.get_env(:symbiont, :reconcile_ms, 1_000)
+          Symbiont.Config.get(:reconcile_ms)
         end),
       wasm_hosts: Keyword.get(opts, :wasm_hosts, "wasm"),
       # The Symbiont.Instance this manifest belongs to (nil: it claims no names).

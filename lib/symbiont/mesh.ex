@@ -113,7 +113,7 @@ defmodule Symbiont.Mesh do
 
     max_edges =
       Keyword.get_lazy(opts, :max_edges, fn ->
-        Application.get_env(:symbiont, :max_topology_edges, @max_edges)
+        Symbiont.Config.get(:max_topology_edges)
       end)
 
     unless is_integer(max_edges) and max_edges > 0,

@@ -68,8 +68,8 @@ defmodule Symbiont.Pins do
   # The configured hold, not validated (the application validates it as it starts).
   @spec configured_hold() :: term
   def configured_hold do
-    :symbiont
-    |> Application.get_env(:conductor, [])
+    :conductor
+    |> Symbiont.Config.get()
     |> Keyword.get(:pin_hold_ms, @default_hold_ms)
   end
 

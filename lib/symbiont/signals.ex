@@ -69,7 +69,7 @@ defmodule Symbiont.Signals do
 
   @doc "The options in force (see the moduledoc)."
   @spec config() :: keyword
-  def config, do: Keyword.merge(@defaults, Application.get_env(:symbiont, :signals, []))
+  def config, do: Keyword.merge(@defaults, Symbiont.Config.get(:signals))
 
   @doc "How often (ms) at most a replica works out its signals again while busy."
   @spec compute_ms() :: pos_integer

@@ -11,6 +11,7 @@ defmodule Symbiont.ConductorTest do
   alias Symbiont.Conductor
 
   doctest Symbiont.Conductor.Template
+  doctest Symbiont.Conductor, only: [validate_options: 1]
 
   @tick 200
   @cooldown 1_000

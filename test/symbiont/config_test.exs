@@ -102,4 +102,65 @@ defmodule Symbiont.ConfigTest do
       end
     end
   end
+
+  describe "every key of config :symbiont, validated once (Symbiont.Config)" do
+    doctest Symbiont.Config
+
+    test "the README's Configuration table lists every key" do
+      readme = File.read!("README.md")
+
+      for {key, _} <- Symbiont.Config.keys(),
+          do: assert(readme =~ ~r/^\| [^\n]*`#{key}`/m, "README.md does not list #{key}")
+    end
+
+    test "each key has a default that passes its own rule" do
+      assert Symbiont.Config.validate(Symbiont.Config.keys()) == :ok
+    end
+
+    test "a bad value names the key, the value and what is allowed" do
+      for {env, key, text} <- [
+            {[standby_hosts: -1], :standby_hosts, "a non-negative integer"},
+            {[max_mailbox: "lots"], :max_mailbox, ~s(got: "lots")},
+            {[busy_host_utilisation: 1.5], :busy_host_utilisation, "from 0.0 to 1.0"},
+            {[python_path: "examples"], :python_path, "a list of directory paths"},
+            {[inherit_env: ["A=B"]], :inherit_env, "a list of variable names"},
+            {[max_queue_bytes: 0], :max_queue_bytes, "at most 2**62"},
+            {[status_page: [port: 70_000]], :status_page, "from 0 to 65535"},
+            {[conductor: [tick_ms: 0]], :conductor, ":tick_ms of the conductor"},
+            {[conductor: [pin_hold_ms: -1]], :conductor, ":pin_hold_ms of the conductor"},
+            {[templates: [t: [python: "m:C"]]], :templates, "to have :match"},
+            {[templates: [t: [match: "a.*", python: "nocolon"]]], :templates, "template :t"},
+            {[signals: [window_ms: 0]], :signals, ":window_ms"},
+            {[agents: [[name: "x", python: "nocolon"]]], :agents, ~s(agent "x")},
+            {[output_limit: [lines_per_s: 0]], :output_limit, "lines_per_s"}
+          ] do
+        assert {:error, {^key, message}} = Symbiont.Config.validate(env)
+        assert message =~ text, "#{inspect(env)}: #{message}"
+      end
+    end
+
+    test "an unknown key is refused, with the known key it looks like" do
+      assert {:error, {:standby_host, message}} = Symbiont.Config.validate(standby_host: 1)
+      assert message =~ "did you mean :standby_hosts?"
+      assert {:error, {:zzz, message}} = Symbiont.Config.validate(zzz: 1)
+      assert message =~ "known keys: :agents"
+    end
+
+    test "the application refuses to start with a bad setting, naming it" do
+      Application.put_env(:symbiont, :heartbeat_ms, 0)
+      on_exit(fn -> Application.delete_env(:symbiont, :heartbeat_ms) end)
+
+      assert {:error, {:invalid_config, message}} = Symbiont.Application.start(:normal, [])
+      assert message =~ "expected :heartbeat_ms in config :symbiont to be a positive integer"
+    end
+
+    test "a setting put later is checked when it is read" do
+      Application.put_env(:symbiont, :reconcile_ms, :often)
+      on_exit(fn -> Application.delete_env(:symbiont, :reconcile_ms) end)
+
+      assert_raise ArgumentError, ~r/expected :reconcile_ms in config :symbiont/, fn ->
+        Symbiont.Config.get(:reconcile_ms)
+      end
+    end
+  end
 end

@@ -36,8 +36,6 @@ defmodule Symbiont.Agent.Probe do
 
   alias Symbiont.Host
 
-  @default_timeout 30_000
-
   @typedoc "Why an agent cannot start: the `message` of `check/2`, and the Python `traceback`."
   @type failure :: %{message: String.t(), traceback: String.t()}
 
@@ -83,14 +81,9 @@ defmodule Symbiont.Agent.Probe do
   end
 
   defp timeout do
-    ms = Application.get_env(:symbiont, :probe_timeout_ms, @default_timeout)
-
-    if is_integer(ms) and ms > 0 and ms <= Host.max_ms(),
-      do: {:ok, ms},
-      else:
-        {:error,
-         "expected :probe_timeout_ms in config :symbiont to be a positive integer " <>
-           "(milliseconds, at most #{Host.max_ms()}), got: #{inspect(ms)}"}
+    {:ok, Symbiont.Config.get(:probe_timeout_ms)}
+  rescue
+    e in ArgumentError -> {:error, Exception.message(e)}
   end
 
   # What symbiont._probe.check_agent takes: the agent_start spec, without a state.

@@ -12,6 +12,54 @@ defmodule Symbiont.Conductor.Template do
       false
   """
 
+  @doc """
+  Checks `config :symbiont, templates: [...]`: a keyword list (or map) from a template's
+  name to its spec, an agent spec (`Symbiont.Agent`) without a name plus `:match`, a
+  topic pattern with at least one `*`. `:ok`, or a message naming the template, the
+  value and what is allowed.
+
+      iex> Symbiont.Conductor.Template.validate(tenant: [match: "tenant.*.orders", python: "m:C"])
+      :ok
+      iex> Symbiont.Conductor.Template.validate(tenant: [python: "m:C"])
+      {:error, ~s(expected template :tenant to have :match, a topic pattern with a "*" segment, got: [python: "m:C"])}
+  """
+  @spec validate(term) :: :ok | {:error, String.t()}
+  def validate(templates) when is_list(templates) or is_map(templates) do
+    Enum.find_value(templates, :ok, fn
+      {name, spec} when (is_atom(name) or is_binary(name)) and is_list(spec) ->
+        case validate_one(name, spec) do
+          :ok -> nil
+          error -> error
+        end
+
+      other ->
+        {:error,
+         "expected each template to be {name, spec} with spec a keyword list (an agent spec with :match), got: #{inspect(other)}"}
+    end)
+  end
+
+  def validate(other),
+    do:
+      {:error,
+       "expected :templates in config :symbiont to be a keyword list of templates, got: #{inspect(other)}"}
+
+  defp validate_one(name, spec) do
+    pattern = Keyword.get(spec, :match)
+
+    if is_binary(pattern) and "*" in String.split(pattern, ".") do
+      # What it spawns is an agent spec: checked as one, with the template's name.
+      agent = spec |> Keyword.delete(:match) |> Keyword.put(:name, to_string(name))
+
+      case Symbiont.Agent.validate_spec(agent) do
+        {:ok, _} -> :ok
+        {:error, message} -> {:error, "template #{inspect(name)}: #{message}"}
+      end
+    else
+      {:error,
+       "expected template #{inspect(name)} to have :match, a topic pattern with a \"*\" segment, got: #{inspect(spec)}"}
+    end
+  end
+
   @doc "Whether `topic` matches `pattern` (`*` is one dot-separated segment)."
   @spec match(String.t(), String.t()) :: boolean
   def match(pattern, topic) when is_binary(pattern) and is_binary(topic) do

@@ -141,7 +141,7 @@ defmodule Symbiont.Host.Standby do
     :ok
   end
 
-  defp size, do: Application.get_env(:symbiont, :standby_hosts, 1)
+  defp size, do: Symbiont.Config.get(:standby_hosts)
 
   # The modules the standbys of `key` import ahead, `modules` added (at most @max_preload).
   defp learn_modules(state, key, modules) do
