@@ -250,4 +250,42 @@ defmodule Symbiont.HostHelpers do
 
     name
   end
+
+  @doc """
+  Starts a `Symbiont.Conductor` of the test's own under the test supervisor, watching
+  the agents whose names start with `prefix`, acting through `manifest`, with its own
+  policy host (stopped when the test ends) and the fixtures on its Python path; `opts`
+  (`:tick_ms`, `:cooldown_ms`, `:policy_options`...) go on top. Returns its name.
+  """
+  def start_scoped_conductor!(prefix, manifest, opts) do
+    name = :"conductor_#{System.unique_integer([:positive])}"
+    policy_host = Keyword.get_lazy(opts, :policy_host, fn -> unique_name("policy") end)
+
+    opts =
+      Keyword.merge(
+        [
+          name: name,
+          manifest: manifest,
+          policy_host: policy_host,
+          python_path: [fixtures()],
+          scope: &String.starts_with?(&1, prefix)
+        ],
+        opts
+      )
+
+    ExUnit.Callbacks.start_supervised!({Symbiont.Conductor, opts}, id: name)
+    ExUnit.Callbacks.on_exit(fn -> Symbiont.Python.stop(policy_host) end)
+    name
+  end
+
+  @doc "Waits (30 s at most) until conductor `c` has run `n` more ticks."
+  def await_ticks(c, n) do
+    target = Symbiont.Conductor.info(c).ticks + n
+
+    unless wait_until(fn -> Symbiont.Conductor.info(c).ticks >= target end, 30_000),
+      do:
+        raise(ExUnit.AssertionError,
+          message: "conductor #{inspect(c)}: #{n} ticks did not come in 30 s"
+        )
+  end
 end

@@ -28,28 +28,13 @@ defmodule Symbiont.ConductorTest do
   defp stage(name, config, extra \\ []),
     do: [name: name, python: "scenario_agents:Stage", config: config] ++ extra
 
-  defp start_conductor!(prefix, manifest, opts \\ []) do
-    name = :"conductor_#{System.unique_integer([:positive])}"
-    policy_host = unique_name("policy")
-
-    opts =
-      Keyword.merge(
-        [
-          name: name,
-          tick_ms: @tick,
-          cooldown_ms: @cooldown,
-          manifest: manifest,
-          policy_host: policy_host,
-          python_path: [fixtures()],
-          scope: &String.starts_with?(&1, prefix)
-        ],
-        opts
+  defp start_conductor!(prefix, manifest, opts \\ []),
+    do:
+      start_scoped_conductor!(
+        prefix,
+        manifest,
+        Keyword.merge([tick_ms: @tick, cooldown_ms: @cooldown], opts)
       )
-
-    start_supervised!({Conductor, opts}, id: name)
-    on_exit(fn -> Symbiont.Python.stop(policy_host) end)
-    name
-  end
 
   defp await_outputs(topic, values, timeout \\ 10_000) do
     Enum.each(values, fn value ->

@@ -27,28 +27,13 @@ defmodule Symbiont.HealTest do
   defp stage(name, config, extra \\ []),
     do: [name: name, python: "scenario_agents:Stage", config: config] ++ extra
 
-  defp start_conductor!(prefix, manifest, opts) do
-    name = :"conductor_#{System.unique_integer([:positive])}"
-    policy_host = Keyword.get_lazy(opts, :policy_host, fn -> unique_name("policy") end)
-
-    opts =
-      Keyword.merge(
-        [
-          name: name,
-          tick_ms: @tick,
-          cooldown_ms: @cooldown,
-          manifest: manifest,
-          policy_host: policy_host,
-          python_path: [fixtures()],
-          scope: &String.starts_with?(&1, prefix)
-        ],
-        opts
+  defp start_conductor!(prefix, manifest, opts),
+    do:
+      start_scoped_conductor!(
+        prefix,
+        manifest,
+        Keyword.merge([tick_ms: @tick, cooldown_ms: @cooldown], opts)
       )
-
-    start_supervised!({Conductor, opts}, id: name)
-    on_exit(fn -> Symbiont.Python.stop(policy_host) end)
-    name
-  end
 
   # The conductor's own remediation (Deploy publishes its rollback step too).
   defp await_conductor(agent, action, timeout \\ 10_000) do
@@ -65,10 +50,7 @@ defmodule Symbiont.HealTest do
   end
 
   # Waits until conductor `c` has ticked `n` more times.
-  defp ticks(c, n) do
-    target = Conductor.info(c).ticks + n
-    assert wait_until(fn -> Conductor.info(c).ticks >= target end, 30_000)
-  end
+  defp ticks(c, n), do: await_ticks(c, n)
 
   defp with_signals(opts) do
     previous = Application.get_env(:symbiont, :signals)
