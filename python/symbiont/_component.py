@@ -23,11 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._agent import HEALTH_REASON_BYTES
 from ._terms import packb
-from .wasm import (
+from ._wasm_abi import (
     Imports,
-    Instance,
-    Limits,
-    WasmError,
     _active,
     _check_msgpack,
     _last_line,
@@ -36,9 +33,11 @@ from .wasm import (
     health_checked,
     publish_checked,
 )
+from ._wasm_instance import Instance
+from ._wasm_limits import Limits, WasmError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .wasm import Runtime
+    from ._wasm_runtime import Runtime
 
 #: The world's host interface, as components import it.
 HOST_INTERFACE = "symbiont:agent/host@0.1.0"
@@ -499,7 +498,7 @@ class ComponentInstance(Instance):
         return state
 
     def _new_outbox(self) -> Any:
-        from .wasm import _Outbox  # noqa: PLC0415
+        from ._wasm_abi import _Outbox  # noqa: PLC0415
 
         return _Outbox(self)
 

@@ -31,6 +31,8 @@ _SDK_FILES = (
     "__init__.py",
     "_agent.py",
     "_aio.py",
+    "_contract.py",
+    "contract.json",
     "_errors.py",
     "_guest.py",
     "_terms.py",

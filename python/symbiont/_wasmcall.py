@@ -6,7 +6,7 @@ and back and allocates its arrays on each call (about 10 µs an argument),
 ``Memory.read``/``write`` build a new ctypes array type each time, and each import call
 wraps its arguments and its caller in objects. The exports and imports of docs/WASM_ABI.md
 take and return plain integers whose types are checked once, when a module is loaded
-(``wasm._check_exports``), so :class:`DirectCalls` goes to wasmtime's C API instead:
+(``_wasm_abi._check_exports``), so :class:`DirectCalls` goes to wasmtime's C API instead:
 ``wasmtime_func_call_unchecked`` on one argument buffer made per instance, memory read and
 written with ``memmove`` at the memory's base address, imports defined with
 ``wasmtime_linker_define_func_unchecked``. bench/wasm.exs measures both paths.

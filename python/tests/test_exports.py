@@ -66,6 +66,8 @@ def test_the_wasm_module_is_documented() -> None:
         "ABI_VERSION",
         "GRANTS",
         "HEALTH_KINDS",
+        "LOG_LINES_PER_CALL",
+        "LOG_LINE_BYTES",
         "Imports",
         "Instance",
         "Limits",
