@@ -1,6 +1,6 @@
 defmodule Symbiont.Conductor do
   @moduledoc """
-  The Integration Agent of DESIGN.md: on every tick it observes the system, asks a Python
+  The integration agent: on every tick it observes the system, asks a Python
   policy what to do, and applies the answer within guardrails. OTP supervision is the
   floor (hosts restart by themselves); the conductor is what makes the system heal and
   evolve by itself.

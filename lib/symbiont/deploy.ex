@@ -1,4 +1,5 @@
 defmodule Symbiont.Deploy do
+  # The canary gate's defaults, before the moduledoc that shows them.
   @defaults [
     window_ms: 5_000,
     min_events: 20,
@@ -11,7 +12,7 @@ defmodule Symbiont.Deploy do
   ]
 
   @moduledoc """
-  Health-gated roll-forward of Wasm agents, and rollback (DESIGN.md §2, "Wasm habitat").
+  Health-gated roll-forward of Wasm agents, and rollback (README.md, "Wasm").
 
   `deploy/3` first checks that the new module can start (`Symbiont.Agent.Probe`: it is
   compiled, its exports checked against the ABI, and instantiated within the agent's

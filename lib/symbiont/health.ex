@@ -1,6 +1,7 @@
 defmodule Symbiont.Health do
   @moduledoc """
-  Health meta-events, published on the topic `symbiont.health` (DESIGN.md §2).
+  Health meta-events, published on the topic `symbiont.health` (docs/ANALYTICS.md, and
+  "How it is doing" in `Symbiont.Observation`).
 
   Each is a `Symbiont.Event` whose payload is the map
 

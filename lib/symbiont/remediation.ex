@@ -1,7 +1,7 @@
 defmodule Symbiont.Remediation do
   @moduledoc """
   Remediation events: every healing step the system takes, published on the topic
-  `symbiont.remediation` (DESIGN.md §2, "Conductor loop").
+  `symbiont.remediation` (see `Symbiont.Conductor`).
 
   Each is a `Symbiont.Event` whose payload is the map
 
