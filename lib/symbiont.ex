@@ -10,33 +10,57 @@ defmodule Symbiont do
   ## Supervision tree
 
       Symbiont.Supervisor (rest_for_one)
-      ├── Symbiont.Telemetry       owner of the telemetry handler table
-      ├── Symbiont.Host.Registry   unique names of hosts
-      ├── Symbiont.Agent.Registry  unique ids of agents, with their name and role
-      ├── Symbiont.Instances       which Symbiont.Instance runs which agent name (the
-      │                            instances themselves are in your application's tree)
-      ├── Symbiont.Observation     what each agent is and how it is doing: the one
-      │                            view every screen and the conductor read; and the
-      │                            operator's pins (Symbiont.Pins)
-      ├── Symbiont.Mesh            the mesh: a :pg scope, the group registry, the
-      │                            adapter (Registry + :pg forwarder) and its server
-      ├── Symbiont.TaskSupervisor  calls from Python into the BEAM
-      ├── Symbiont.Hosts           DynamicSupervisor of Symbiont.Host
-      │     └── Symbiont.Host ── Port ── python -m symbiont.host
-      ├── Symbiont.Agents          DynamicSupervisor of Symbiont.Agent.Server, each
-      │                            attached to a slot of a host
-      ├── Symbiont.Deploy          canaries, promotions and rollbacks of Wasm agents
-      ├── Symbiont.Manifest        the desired state, and the reconciler that repairs drift
-      ├── Symbiont.Conductor.Audit the trail of remediations (outlives the conductor)
-      ├── Symbiont.Conductor       observe -> decide (Python policy) -> act, every tick
-      ├── Symbiont.StatusPage      the live status page (when configured): its feed
-      │                            and an :inets httpd on 127.0.0.1
-      ├── Symbiont.Host.Standby    warm standby host processes, so that a crashed host
-      │                            serves again in milliseconds (`:standby_hosts`)
-      └── Symbiont.Health.History  the recent health events, for `health/0` and `agent/1`
+      │   the core:
+      ├── Symbiont.Telemetry         owner of the telemetry handler table
+      ├── Symbiont.Host.Registry     unique names of hosts
+      ├── Symbiont.Agent.Registry    unique ids of agents, with their name and role
+      ├── Symbiont.Instances         which Symbiont.Instance runs which agent name (the
+      │                              instances themselves are in your application's tree)
+      ├── Symbiont.Observation       what each agent is and how it is doing: the one view
+      │                              every screen and the conductor read; and the
+      │                              operator's pins (Symbiont.Pins)
+      ├── Symbiont.Mesh              the mesh: a :pg scope, the group registry, the
+      │                              adapter (Registry + :pg forwarder) and its server
+      ├── Symbiont.TaskSupervisor    calls from Python into the BEAM
+      │   then what needs it:
+      ├── Symbiont.Stores (one_for_one)
+      │   ├── Symbiont.Conductor.Audit  the trail of remediations (outlives the conductor)
+      │   ├── Symbiont.Health.History   recent health events, for `health/0` and `agent/1`
+      │   └── Symbiont.Host.Standby     warm standby host processes, so that a crashed host
+      │                                 serves again in milliseconds (`:standby_hosts`)
+      ├── Symbiont.Runtime (one_for_all, max_restarts: 0)
+      │   ├── Symbiont.Hosts         DynamicSupervisor of Symbiont.Host
+      │   │     └── Symbiont.Host ── Port ── python -m symbiont.host
+      │   └── Symbiont.Agents        DynamicSupervisor of Symbiont.Agent.Server, each
+      │                              attached to a slot of a host
+      └── Symbiont.Control (one_for_one)
+          ├── Symbiont.Deploy        canaries, promotions and rollbacks of Wasm agents
+          ├── Symbiont.Manifest      the desired state; the reconciler that repairs drift
+          ├── Symbiont.Conductor     observe -> decide (Python policy) -> act, every tick
+          └── Symbiont.StatusPage    the live status page (when configured): its feed
+                                     and an :inets httpd on 127.0.0.1
 
-  `:rest_for_one` because each child depends on those before it: a restart of the host
-  supervisor restarts the agents and the manifest, which starts them again.
+  The root is `:rest_for_one`: each child needs only those before it, so a crash restarts
+  the crashed child and those after it, never one before it.
+
+    * The core is the root's own: every later process registers in its registries,
+      subscribes on its mesh or has its row in its observation table, so a crash of a
+      core process restarts it, the core after it and all three groups, the groups
+      stopped before the core process starts again. (A core supervisor of its own could
+      restart the groups only by giving up; it would stop the registries and the mesh
+      first, killing the processes registered there, which their groups would restart
+      against a core that is down.)
+    * `Symbiont.Stores` (`:one_for_one`): what outlives the runtime and control. No crash
+      of the manifest, a deploy, the conductor, the page or a host supervisor loses the
+      audit trail the conductor resumes its cooldowns from, or the health history; and
+      the hosts restarted with the runtime take warm standbys.
+    * `Symbiont.Runtime` (`:one_for_all`, `max_restarts: 0`): a crash of the hosts' or
+      the agents' supervisor restarts both and, after them, control, whose new manifest
+      starts the agents again. A crash of one host or one agent is its DynamicSupervisor's
+      alone.
+    * `Symbiont.Control` (`:one_for_one`): a crash of the deploys, the manifest, the
+      conductor or the page restarts that one alone; the conductor's does not restart the
+      manifest.
 
   ## In iex
 

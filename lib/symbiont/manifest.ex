@@ -110,10 +110,10 @@ defmodule Symbiont.Manifest do
       `quarantined` on `symbiont.health` and in `Symbiont.status/0`), and everything
       else starts. `Symbiont.Agent.Server.release/1` starts it once it is fixed.
 
-  That is at the node's start only: a manifest restarted by its supervisor quarantines a
-  required agent that cannot start too, rather than take the node down with it, and one
-  that the check passed can still fail to start later (see "Agents that cannot start" in
-  `Symbiont.Agent`). The check costs one cold Python process start plus each agent's
+  That is at the node's start only: a manifest restarted (by its supervisor, or with it:
+  `:boot` in `start_link/1`) quarantines a required agent that cannot start too, rather
+  than take the node down with it, and one that the check passed can still fail to start
+  later (see "Agents that cannot start" in `Symbiont.Agent`). The check costs one cold Python process start plus each agent's
   import and construction (and, for Wasm agents, wasmtime's import and each module's
   compilation, which the module cache then saves the hosts): 0.1-0.2 s for a few agents
   on a 2-core machine.
@@ -179,7 +179,11 @@ defmodule Symbiont.Manifest do
   starting them, see "Checked before it serves"; default `false`, the application's
   manifest `true`), `:instance` (the `Symbiont.Instance` it belongs to: its agent names
   are its own on the node, and one another instance runs is refused; default `nil`,
-  no claim).
+  no claim), `:boot` (any term naming one start of the tree the manifest runs in: a
+  start of this name with the boot of the last one is a restart, which quarantines
+  rather than refuses, see "Checked before it serves"; default the pid of its
+  supervisor. The application gives one per start of the application: the manifest's
+  supervisor, `Symbiont.Control`, is itself restarted with the runtime).
   """
   @spec start_link(keyword) :: GenServer.on_start()
   def start_link(opts) when is_list(opts),
@@ -418,7 +422,7 @@ defmodule Symbiont.Manifest do
   # "Checked before it serves": each agent that cannot start is logged with its traceback;
   # a required one stops the first start of this manifest, any other is quarantined.
   defp check_agents(specs, opts) do
-    first? = first_start?(Keyword.get(opts, :name, __MODULE__))
+    first? = first_start?(Keyword.get(opts, :name, __MODULE__), opts[:boot])
     by_name = Map.new(specs, &{&1.name, &1})
     failures = for {name, {:error, f}} <- Symbiont.Agent.Probe.check_all(specs), do: {name, f}
     refused = for {name, f} <- failures, first? and by_name[name].required, do: f.message
@@ -440,13 +444,13 @@ defmodule Symbiont.Manifest do
       else: {:error, Enum.join(Enum.sort(refused), "; ")}
   end
 
-  # Whether this is the first start of manifest `name` under its supervisor (a restart
-  # has the same parent).
-  defp first_start?(name) do
-    parent = with {:parent, p} <- Process.info(self(), :parent), do: p
+  # Whether this is the first start of manifest `name` in its `boot` (`:boot`), by
+  # default under its supervisor (a restart has the same parent).
+  defp first_start?(name, boot) do
+    boot = boot || with({:parent, p} <- Process.info(self(), :parent), do: p)
     key = {__MODULE__, :started, name}
-    first? = :persistent_term.get(key, nil) != parent
-    if first?, do: :persistent_term.put(key, parent)
+    first? = :persistent_term.get(key, nil) != boot
+    if first?, do: :persistent_term.put(key, boot)
     first?
   end
 

@@ -335,6 +335,54 @@ defmodule Symbiont.StartFailureTest do
       refute log =~ "the node does not start"
     end
 
+    test "restarted with its supervisor (the same :boot), the manifest quarantines a required agent rather than stop",
+         %{dir: dir} do
+      {module, path} = write_module!(dir)
+      name = unique_name("boot")
+      attach_host_events(name)
+      spec = [name: name, python: "#{module}:Counted", config: %{"in" => unique_name("boot.in")}]
+      Application.put_env(:symbiont, :python_path, [fixtures(), dir])
+      {:ok, specs} = Manifest.validate([spec])
+      m = :"manifest_#{System.unique_integer([:positive])}"
+      boot = make_ref()
+
+      # A supervisor of its own, started again as a new process: as Symbiont.Control,
+      # the application's manifest's, is when the runtime restarts.
+      group = %{
+        id: m,
+        type: :supervisor,
+        start:
+          {Supervisor, :start_link,
+           [
+             [{Manifest, name: m, agents: specs, check: true, boot: boot}],
+             [strategy: :one_for_one]
+           ]}
+      }
+
+      on_exit(fn ->
+        Symbiont.Python.stop(name)
+
+        with pid when is_pid(pid) <- Server.whereis(name),
+             do: DynamicSupervisor.terminate_child(Symbiont.Agents, pid)
+      end)
+
+      start_supervised!(group)
+      assert_receive {:agent_start, ^name, _}, 10_000
+
+      log =
+        capture_log(fn ->
+          File.rm!(path)
+          :ok = stop_supervised(m)
+          start_supervised!(group)
+          # Its init has checked (and logged) before it answers.
+          assert [%{name: ^name}] = Manifest.agents(m)
+        end)
+
+      assert log =~ ~s(agent "#{name}": #{module}:Counted cannot start: ModuleNotFoundError)
+      assert log =~ "it is quarantined"
+      refute log =~ "the node does not start"
+    end
+
     test "a node whose manifest has a required agent that cannot start does not start" do
       bad = unique_name("bad")
       agents = [[name: bad, python: "nosuch_mod:Bad"]]

@@ -12,8 +12,9 @@ defmodule Symbiont.Conductor.Audit do
   it recorded it (system time, ms), whatever the entry said: the conductor's cooldowns
   and evidence are read back from these times, and none can lie in the future.
 
-  It is its own process, started before the conductor, so that the trail outlives a
-  conductor crash and the restarted conductor resumes from it (its cooldowns are read
+  It is its own process, in `Symbiont.Stores`, started before the runtime and the
+  conductor, so that the trail outlives a crash of the conductor, the manifest or the
+  hosts' supervisor, and the restarted conductor resumes from it (its cooldowns are read
   back from here). It keeps the last #{1_000} entries, each at most
   #{Symbiont.ControlPlane.max_bytes()} bytes of msgpack (larger evidence is kept as text,
   cut).
