@@ -435,3 +435,7 @@ def _check_msgpack(data: bytes, what: str) -> None:
 
 # Payloads up to this size are decoded to check them (at most a few hundred KB in objects).
 _DECODED_BYTES = 4096
+
+# Its public home (symbiont.wasm): the name tracebacks and reprs give (set after
+# @dataclass, which looks its module up while it builds the class).
+Imports.__module__ = "symbiont.wasm"

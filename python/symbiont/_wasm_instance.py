@@ -27,6 +27,9 @@ class Instance:
     last good state when the module exports ``symbiont_state``) after a failed call.
     """
 
+    # Its public home (symbiont.wasm): the name tracebacks and error types on the wire give.
+    __module__ = "symbiont.wasm"
+
     def __init__(
         self,
         runtime: Runtime,

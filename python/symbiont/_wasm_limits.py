@@ -25,6 +25,9 @@ class WasmError(Exception):
     agent's code raised).
     """
 
+    # Its public home (symbiont.wasm): the name tracebacks and error types on the wire give.
+    __module__ = "symbiont.wasm"
+
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
@@ -123,3 +126,8 @@ _MAX_LIMIT = _contract.WASM_MAX_LIMIT  # wasmtime takes the limits as signed 64-
 def _positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _MAX_LIMIT:
         raise ValueError(f"{name}: expected a positive integer up to 2**63 - 1, got {value!r}")
+
+
+# Its public home (symbiont.wasm): the name tracebacks and reprs give (set after
+# @dataclass, which looks its module up while it builds the class).
+Limits.__module__ = "symbiont.wasm"

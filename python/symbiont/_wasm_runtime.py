@@ -42,6 +42,9 @@ class Runtime:
         this wasmtime-py lacks what the direct path needs (:attr:`direct` says which).
     """
 
+    # Its public home (symbiont.wasm): the name tracebacks and error types on the wire give.
+    __module__ = "symbiont.wasm"
+
     def __init__(
         self,
         cache_dir: str | os.PathLike[str] | None = "",

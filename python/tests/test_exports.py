@@ -90,6 +90,10 @@ def test_the_wasm_module_is_documented() -> None:
             for attr, member in vars(obj).items() if inspect.isclass(obj) else ():
                 if callable(member) and not attr.startswith("_") and attr not in fields:
                     assert inspect.getdoc(member), f"symbiont.wasm.{name}.{attr}"
+        if inspect.isclass(obj):
+            # Its public home, whatever private module defines it: the error type a
+            # failed Wasm call gives on the wire is "symbiont.wasm.WasmError".
+            assert obj.__module__ == "symbiont.wasm", name
 
 
 def test_the_testing_module_is_documented() -> None:
