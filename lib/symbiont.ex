@@ -119,9 +119,15 @@ defmodule Symbiont do
       AGENT    ROLE    HOST     STATUS  HEALTH    QUEUE  IN-FLIGHT  HANDLED  FAILED  CRASHES  RESTARTS  P99    VERSION
       billing  stable  billing  ready   degraded  0      0          41       3       0        1         2.3ms  demo_agents:Billing
       ...
+
+  While the application is still starting (a node answers `bin/symbiont rpc` before its
+  manifest has started its agents), it raises instead of printing a screen without
+  them: `until bin/symbiont rpc 'Symbiont.status()'; do sleep 1; done` waits until the
+  node serves.
   """
   @spec status() :: :ok
   def status do
+    started!()
     nodes = Enum.map([node() | Node.list()], &Atom.to_string/1)
 
     hosts = hosts()
@@ -138,6 +144,15 @@ defmodule Symbiont do
     }
 
     IO.puts(Symbiont.Console.status(data))
+  end
+
+  defp started! do
+    unless List.keymember?(Application.started_applications(), :symbiont, 0),
+      do:
+        raise(
+          RuntimeError,
+          "Symbiont is still starting: its manifest has not started all its agents yet; ask again in a moment"
+        )
   end
 
   @doc """
