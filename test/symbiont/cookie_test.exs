@@ -55,7 +55,16 @@ defmodule Symbiont.CookieTest do
       spawn_port("script", ["-qec", Enum.join(["make -s shell" | vars], " "), "/dev/null"], env)
     end
 
-    session = await_alive(shell, &send_line(&1, probe(cookie_file)), [])
+    # The probe is typed once the shell prompts: a line typed ahead is thrown away when
+    # the shell puts its terminal in raw mode (TCSAFLUSH), and then nothing answers.
+    type_probe = fn port ->
+      with {:ok, _} <- read_until(port, "", ~r/iex\([^)]*\)\d+> /) do
+        send_line(port, probe(cookie_file))
+        :ok
+      end
+    end
+
+    session = await_alive(shell, type_probe, [])
 
     assert session.node == "#{node}@localhost"
     # The node read its cookie from the file, and gave its hosts the user's HOME back.
@@ -141,14 +150,26 @@ defmodule Symbiont.CookieTest do
   # probe's line. Bounded: 60 attempts.
   defp await_alive(start, ask, outputs) when length(outputs) < 60 do
     port = start.()
-    ask.(port)
 
-    case read_probe(port, "") do
-      {:ok, [node, home, from_file]} ->
-        %{port: port, node: node, home: home, cookie_from_file: from_file}
+    with :ok <- ask.(port),
+         {:ok, [node, home, from_file]} <- read_probe(port, "") do
+      %{port: port, node: node, home: home, cookie_from_file: from_file}
+    else
+      {:exited, output} -> await_alive(start, ask, [output | outputs])
+    end
+  end
 
-      {:exited, output} ->
-        await_alive(start, ask, [output | outputs])
+  # What `port` prints until `pattern` shows in it: {:ok, all of it}, or {:exited, it}.
+  defp read_until(port, acc, pattern) do
+    if acc =~ pattern do
+      {:ok, acc}
+    else
+      receive do
+        {^port, {:data, data}} -> read_until(port, acc <> data, pattern)
+        {^port, {:exit_status, _}} -> {:exited, acc}
+      after
+        30_000 -> flunk("no prompt and no exit in 30 s; printed:\n#{acc}")
+      end
     end
   end
 
