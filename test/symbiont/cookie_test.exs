@@ -159,20 +159,6 @@ defmodule Symbiont.CookieTest do
     end
   end
 
-  # What `port` prints until `pattern` shows in it: {:ok, all of it}, or {:exited, it}.
-  defp read_until(port, acc, pattern) do
-    if acc =~ pattern do
-      {:ok, acc}
-    else
-      receive do
-        {^port, {:data, data}} -> read_until(port, acc <> data, pattern)
-        {^port, {:exit_status, _}} -> {:exited, acc}
-      after
-        30_000 -> flunk("no prompt and no exit in 30 s; printed:\n#{acc}")
-      end
-    end
-  end
-
   defp await_alive(_start, _ask, outputs) do
     # What the node printed, if it was started by a port of this test.
     node_output =
@@ -187,6 +173,20 @@ defmodule Symbiont.CookieTest do
     the node printed:
     #{node_output}
     """)
+  end
+
+  # What `port` prints until `pattern` shows in it: {:ok, all of it}, or {:exited, it}.
+  defp read_until(port, acc, pattern) do
+    if acc =~ pattern do
+      {:ok, acc}
+    else
+      receive do
+        {^port, {:data, data}} -> read_until(port, acc <> data, pattern)
+        {^port, {:exit_status, _}} -> {:exited, acc}
+      after
+        30_000 -> flunk("no prompt and no exit in 30 s; printed:\n#{acc}")
+      end
+    end
   end
 
   defp read_probe(port, acc) do
