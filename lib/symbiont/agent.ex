@@ -608,11 +608,7 @@ defmodule Symbiont.Agent do
   defp default_max_topics, do: configured(:max_topics)
 
   # A default of config :symbiont, validated (Symbiont.Config).
-  defp configured(key) do
-    {:ok, Symbiont.Config.get(key)}
-  rescue
-    e in ArgumentError -> {:error, Exception.message(e)}
-  end
+  defp configured(key), do: Symbiont.Config.fetch(key)
 
   # A byte bound of the spec, else of the application env, else its default.
   defp bytes(spec, key, name) do

@@ -98,12 +98,17 @@ defmodule Symbiont.Config do
   """
   @spec get(atom) :: term
   def get(key) do
-    {default, rule} = Keyword.fetch!(schema(), key)
-
-    case check(key, Application.get_env(:symbiont, key, default), rule) do
+    case fetch(key) do
       {:ok, value} -> value
       {:error, message} -> raise ArgumentError, message
     end
+  end
+
+  @doc "Like `get/1`, but `{:ok, value}`, or `{:error, message}` when out of range."
+  @spec fetch(atom) :: {:ok, term} | {:error, String.t()}
+  def fetch(key) do
+    {default, rule} = Keyword.fetch!(schema(), key)
+    check(key, Application.get_env(:symbiont, key, default), rule)
   end
 
   defp check(key, value, rule) do

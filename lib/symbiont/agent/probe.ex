@@ -80,11 +80,7 @@ defmodule Symbiont.Agent.Probe do
     end
   end
 
-  defp timeout do
-    {:ok, Symbiont.Config.get(:probe_timeout_ms)}
-  rescue
-    e in ArgumentError -> {:error, Exception.message(e)}
-  end
+  defp timeout, do: Symbiont.Config.fetch(:probe_timeout_ms)
 
   # What symbiont._probe.check_agent takes: the agent_start spec, without a state.
   defp wire(spec),
