@@ -122,8 +122,7 @@ defmodule Symbiont do
 
   While the application is still starting (a node answers `bin/symbiont rpc` before its
   manifest has started its agents), it raises instead of printing a screen without
-  them: `until bin/symbiont rpc 'Symbiont.status()'; do sleep 1; done` waits until the
-  node serves.
+  them. To wait until the node serves, use `await_ready/1`.
   """
   @spec status() :: :ok
   def status do
@@ -147,12 +146,64 @@ defmodule Symbiont do
   end
 
   defp started! do
-    unless List.keymember?(Application.started_applications(), :symbiont, 0),
+    unless started?(),
       do:
         raise(
           RuntimeError,
           "Symbiont is still starting: its manifest has not started all its agents yet; ask again in a moment"
         )
+  end
+
+  defp started?, do: List.keymember?(Application.started_applications(), :symbiont, 0)
+
+  @doc """
+  Waits until this node serves, at most `timeout` ms: the application has started and
+  every replica of every agent on it is `ready` (its host up, subscribed to its topics).
+  Until then an event published to an agent's topic may find no subscriber yet, and a
+  publish with no subscriber goes nowhere (the mesh is publish/subscribe).
+
+  Returns `:ok`, or `{:error, message}` naming the agents not ready and their status, at
+  once for a quarantined agent (it starts only when released) and after `timeout` for the
+  others. A script waits for a node it just started with
+  `until bin/symbiont rpc ':ok = Symbiont.await_ready()'; do sleep 1; done` (the rpc
+  fails while the node is not up yet).
+
+      Symbiont.await_ready(5_000)
+      #=> {:error, "not ready: relay is detached"}
+  """
+  @spec await_ready(non_neg_integer) :: :ok | {:error, String.t()}
+  def await_ready(timeout \\ 30_000) when is_integer(timeout) and timeout >= 0,
+    do: await_ready_until(System.monotonic_time(:millisecond) + timeout)
+
+  defp await_ready_until(deadline) do
+    waiting =
+      if started?(),
+        do: for(r <- Observation.replicas(), r.status != :ready, do: r),
+        else: :starting
+
+    quarantined = if is_list(waiting), do: Enum.filter(waiting, & &1.quarantined), else: []
+    late? = System.monotonic_time(:millisecond) >= deadline
+
+    cond do
+      waiting == [] ->
+        :ok
+
+      quarantined != [] ->
+        {:error,
+         "not ready: " <>
+           Enum.map_join(quarantined, "; ", &"#{&1.id} is quarantined (#{&1.quarantined})")}
+
+      late? and waiting == :starting ->
+        {:error, "not ready: the application is still starting"}
+
+      late? ->
+        {:error, "not ready: " <> Enum.map_join(waiting, ", ", &"#{&1.id} is #{&1.status}")}
+
+      true ->
+        # A bounded poll: an agent becomes ready within its host's start, tens of ms.
+        Process.sleep(50)
+        await_ready_until(deadline)
+    end
   end
 
   @doc """

@@ -318,6 +318,10 @@ defmodule Symbiont.ObservationTest do
         assert %{quarantined: "looking into it", health: "quarantined"} = Observation.replica(p)
         assert %{"quarantine" => %{value: true}} = Symbiont.Pins.of(p)
 
+        # The node does not serve it, and says so at once (the timeout is the test's).
+        assert {:error, message} = Symbiont.await_ready(120_000)
+        assert message =~ "#{p} is quarantined (looking into it)"
+
         assert :ok = Symbiont.release(p)
         assert %{"by" => "operator"} = await_remediation(p, "release")
         assert wait_until(fn -> ready?(p) end, 10_000)
