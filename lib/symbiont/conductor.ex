@@ -100,8 +100,10 @@ defmodule Symbiont.Conductor do
   from agent name to boolean: the agents it watches; default all), `:manifest`
   (default `Symbiont.Manifest`), `:audit` (default `Symbiont.Conductor.Audit`),
   `:cooldown_ms`, `:max_actions_per_minute`, `:decide_timeout_ms`, `:memory_every_ms`
-  (how often the resident memory of each host in scope is read, default 1000) and
-  `:memory_readings` (how many of them make its growth rate, default 10). The application
+  (how often the resident memory of each host in scope is read, default 1000),
+  `:memory_readings` (how many of them make its growth rate, default 10) and
+  `:observe_halves_from` (from this many agent replicas on the node, a tick's snapshot is
+  built in two halves at once, on two schedulers; default 2000). The application
   starts one with the options of `config :symbiont, conductor: [...]`
   (`enabled: false` to go without), where `pin_hold_ms` also sets how long the
   operator's pins hold (`Symbiont.Pins`; validated as the application starts).
@@ -111,8 +113,7 @@ defmodule Symbiont.Conductor do
   require Logger
 
   alias Symbiont.Agent.Server
-  alias Symbiont.Conductor.Audit
-  alias Symbiont.Signals
+  alias Symbiont.Conductor.{Audit, Observe}
 
   @defaults [
     tick_ms: 1_000,
@@ -126,7 +127,8 @@ defmodule Symbiont.Conductor do
     max_actions_per_minute: 30,
     decide_timeout_ms: 5_000,
     memory_every_ms: 1_000,
-    memory_readings: 10
+    memory_readings: 10,
+    observe_halves_from: 2_000
   ]
 
   # Symbiont.Contract: the actions both languages agree on.
@@ -170,7 +172,8 @@ defmodule Symbiont.Conductor do
     :max_actions_per_minute,
     :decide_timeout_ms,
     :memory_every_ms,
-    :memory_readings
+    :memory_readings,
+    :observe_halves_from
   ]
 
   @doc """
@@ -183,7 +186,7 @@ defmodule Symbiont.Conductor do
       iex> Symbiont.Conductor.validate_options(tick_ms: 0)
       {:error, "expected :tick_ms of the conductor to be a positive integer, got: 0"}
       iex> Symbiont.Conductor.validate_options(tickms: 500)
-      {:error, "expected the conductor's options to be among :audit, :cooldown_ms, :decide_timeout_ms, :enabled, :manifest, :max_actions_per_minute, :memory_every_ms, :memory_readings, :name, :pin_hold_ms, :policy, :policy_host, :policy_options, :python_path, :scope, :tick_ms, got: :tickms"}
+      {:error, "expected the conductor's options to be among :audit, :cooldown_ms, :decide_timeout_ms, :enabled, :manifest, :max_actions_per_minute, :memory_every_ms, :memory_readings, :name, :observe_halves_from, :pin_hold_ms, :policy, :policy_host, :policy_options, :python_path, :scope, :tick_ms, got: :tickms"}
   """
   @spec validate_options(term) :: :ok | {:error, String.t()}
   def validate_options(opts) when is_list(opts) do
@@ -281,7 +284,7 @@ defmodule Symbiont.Conductor do
 
     applied =
       for %{"by" => "conductor", "result" => "applied", "agent" => agent, "at_ms" => at} = e <-
-            Enum.reverse(safe_entries(audit)),
+            Enum.reverse(Audit.entries_or_none(1_000, audit)),
           is_binary(agent) and is_integer(at),
           do: {e["action"], agent, min(at, now)}
 
@@ -291,18 +294,22 @@ defmodule Symbiont.Conductor do
     # The rung each agent is at on each ladder (see "Escalation"), the newest last.
     ladders =
       for %{"by" => "conductor", "result" => "applied", "agent" => agent, "at_ms" => at} = e <-
-            Enum.reverse(safe_entries(audit)),
+            Enum.reverse(Audit.entries_or_none(1_000, audit)),
           {pattern, rung} <- List.wrap(ladder(e["evidence"])),
           is_binary(agent) and is_integer(at),
           reduce: %{},
           do: (acc -> put_ladder(acc, agent, pattern, rung, min(at, now)))
+
+    {prev, middle} = Observe.baseline(opts[:scope])
 
     state = %{
       opts: Map.new(opts),
       ticks: 0,
       # What the agents had counted when the conductor started: their past is not news,
       # what they do from now on is (the first tick's deltas count from here).
-      prev: baseline(opts[:scope]),
+      prev: prev,
+      # Where the next observation splits the agents in halves (Symbiont.Conductor.Observe).
+      middle: middle,
       prev_at: System.monotonic_time(:millisecond),
       health: [],
       acted: acted,
@@ -329,12 +336,6 @@ defmodule Symbiont.Conductor do
     {:ok, state}
   end
 
-  defp safe_entries(audit) do
-    Audit.entries(1_000, audit)
-  catch
-    :exit, _ -> []
-  end
-
   defp schedule(state), do: Process.send_after(self(), :tick, state.opts.tick_ms)
 
   @impl true
@@ -356,7 +357,7 @@ defmodule Symbiont.Conductor do
   end
 
   def handle_call(:snapshot, _from, state) do
-    {snapshot, _state} = observe(state)
+    {snapshot, _state} = Observe.observe(state, false)
     {:reply, snapshot, state}
   end
 
@@ -383,7 +384,7 @@ defmodule Symbiont.Conductor do
 
   defp run_tick(state) do
     started = System.monotonic_time(:microsecond)
-    {snapshot, state} = observe(state, true)
+    {snapshot, state} = Observe.observe(state, true)
     state = %{state | health: [], ticks: state.ticks + 1}
 
     {actions, state} =
@@ -407,209 +408,6 @@ defmodule Symbiont.Conductor do
     %{state | last_tick: DateTime.utc_now(), last_actions: actions}
   end
 
-  ## Observe
-
-  # What observing one replica builds, in words: its row, its view, its agent, its
-  # summary and signals (some 550 for an idle Wasm agent).
-  @observe_words 600
-
-  # The snapshot, and the state with what the next tick counts from.
-  # A tick (`tick?`) also reads the hosts' memory when it is due. Timed: the
-  # [:symbiont, :conductor, :observe] event (bench/heal.exs reads it).
-  defp observe(state, tick? \\ false) do
-    started = System.monotonic_time(:microsecond)
-    words = @observe_words * Symbiont.Observation.count()
-    {snapshot, state} = with_heap(words, fn -> observe_now(state, tick?) end)
-
-    Symbiont.Telemetry.execute(
-      [:symbiont, :conductor, :observe],
-      %{
-        duration_us: System.monotonic_time(:microsecond) - started,
-        agents: length(snapshot["agents"])
-      },
-      %{conductor: Map.get(state.opts, :name, __MODULE__)}
-    )
-
-    {snapshot, state}
-  end
-
-  # Runs `fun` with a heap sized for `words` at once. What an observation builds stays
-  # live until the snapshot is made: a heap left to grow would copy all of it again at
-  # each step (a third of the time of a snapshot of 10,000 agents; bench/heal.exs). The
-  # heap shrinks back at the first collection after.
-  defp with_heap(words, fun) when words < 100_000, do: fun.()
-
-  defp with_heap(words, fun) do
-    old = Process.flag(:min_heap_size, words)
-    :erlang.garbage_collect()
-
-    try do
-      fun.()
-    after
-      Process.flag(:min_heap_size, old)
-    end
-  end
-
-  defp observe_now(state, tick?) do
-    scope = state.opts.scope
-    now = System.system_time(:millisecond)
-    mono = System.monotonic_time(:millisecond)
-    views = Symbiont.Observation.agents(scope: scope)
-    state = if tick?, do: read_memory(state, views), else: state
-    manifest = manifest_specs(state)
-    deploys = deploys()
-
-    memory =
-      Map.new(state.memory, fn {host, {_pid, readings}} -> {host, Signals.memory(readings)} end)
-
-    # Each host's CPU share of its busy time, over the usage window (5 heartbeats).
-    cpu =
-      Map.new(state.cpu, fn {host, {_pid, readings}} ->
-        recent = Enum.take_while(readings, fn {at, _} -> at >= now - 5_000 end)
-        {host, Signals.cpu_share(recent, Symbiont.Host.Usage.utilisation(host))}
-      end)
-
-    ctx = %{
-      now: now,
-      dt_ms: mono - state.prev_at,
-      memory: memory,
-      cpu: cpu,
-      crash_window_ms: Signals.config()[:crash_window_ms]
-    }
-
-    agents = Enum.map(views, &summarize(&1, manifest, Map.get(deploys, &1.name), state, ctx))
-
-    # Each replica's counters, by pid: the next tick's deltas are counted per replica,
-    # so that a replica retired or started meanwhile makes no negative or false change.
-    prev = Map.new(views, &{&1.name, previous(&1.replicas)})
-
-    snapshot = %{
-      "tick" => state.ticks + 1,
-      "now_ms" => now,
-      "node" => Atom.to_string(node()),
-      "agents" => agents,
-      "topology" => topology(views),
-      # The shared hosts and their agents' shares of their time (Symbiont.Host.Usage).
-      "hosts" => Symbiont.Host.Usage.snapshot(scope),
-      "templates" => templates(),
-      "health" => Enum.reverse(state.health),
-      "remediations" => state.opts.audit |> safe_entries() |> Enum.take(20)
-    }
-
-    {snapshot, %{state | prev: prev, prev_at: mono}}
-  end
-
-  defp counters(r),
-    do: {r.handled, r.failed, r.crashes, r.restarts, r.busy_us, r.queue + r.in_flight}
-
-  # The resident set of each host of the agents in scope (`views`), every
-  # :memory_every_ms (one small file read per host: Symbiont.Signals.rss/1); a host's
-  # readings start over with each new process.
-  defp read_memory(%{memory_at: at, opts: opts} = state, views) do
-    mono = System.monotonic_time(:millisecond)
-
-    if at != nil and mono - at < opts.memory_every_ms do
-      state
-    else
-      now = System.system_time(:millisecond)
-      hosts = for v <- views, r <- v.replicas, uniq: true, do: r.host
-
-      pids = for host <- hosts, os_pid = Symbiont.Host.os_pid(host), do: {host, os_pid}
-      n = opts.memory_readings
-
-      memory =
-        for {host, os_pid} <- pids,
-            rss = Signals.rss(os_pid),
-            into: %{},
-            do: {host, reading(state.memory, host, os_pid, {now, rss}, n)}
-
-      cpu =
-        for {host, os_pid} <- pids,
-            used = Signals.cpu_us(os_pid),
-            into: %{},
-            do: {host, reading(state.cpu, host, os_pid, {now, used}, n)}
-
-      %{state | memory: memory, cpu: cpu, memory_at: mono}
-    end
-  end
-
-  # A host's readings with `new` first, at most `n`; they start over with a new process.
-  defp reading(readings, host, os_pid, new, n) do
-    case Map.get(readings, host) do
-      {^os_pid, old} -> {os_pid, Enum.take([new | old], n)}
-      _ -> {os_pid, [new]}
-    end
-  end
-
-  defp baseline(scope) do
-    Map.new(Symbiont.Observation.agents(scope: scope), &{&1.name, previous(&1.replicas)})
-  end
-
-  # Most agents run one replica: its pid and counters, without a map of one.
-  defp previous([r]), do: %{pid: r.pid, counters: counters(r)}
-  defp previous(replicas), do: Map.new(replicas, &{&1.pid, counters(&1)})
-
-  defp summarize(view, manifest, deploy, state, ctx) do
-    name = view.name
-    now = ctx.now
-    spec = Map.get(manifest, name, %{})
-    prev = Map.get(state.prev, name)
-    {handled, failed, crashes, restarts, busy} = deltas(view.replicas, prev)
-
-    # A remedy by the operator (what pinned it: a quarantine, a release, a rollback, a
-    # scale by hand) answers the evidence before it, as one of the conductor's does.
-    remedied = remedied(view.pins, Map.get(state.remedied, name))
-    deltas = {handled + failed, busy, view.queue + view.in_flight - backlog(prev)}
-    signals = Signals.snapshot(view, ctx, deltas, remedied)
-
-    # 32 keys at most: a flat map, built ten times faster than a larger one (10,000 a
-    # tick; bench/heal.exs).
-    %{
-      "name" => name,
-      "replicas" => length(view.replicas),
-      "managed" => Map.has_key?(manifest, name),
-      "min_replicas" => Map.get(spec, :min_replicas, 1),
-      "max_replicas" => Map.get(spec, :max_replicas, 1),
-      "required" => Map.get(spec, :required, true),
-      "version" => view.version,
-      "queue" => view.queue,
-      "in_flight" => view.in_flight,
-      "handled" => view.handled,
-      "failed" => view.failed,
-      "crashes" => view.crashes,
-      "restarts" => view.restarts,
-      "handled_delta" => handled,
-      "failed_delta" => failed,
-      "crashes_delta" => crashes,
-      "restarts_delta" => restarts,
-      "failure_rate" => view.failure_rate,
-      "idle_ms" => view.idle_ms,
-      "quarantined" => view.quarantined != nil,
-      "suspect" => suspect(view.suspect),
-      "last_error" => view.last_error,
-      "journal_error" => view.journal_error,
-      # Failed starts in a row (its own start-failure rule retries, then quarantines it).
-      "start_failures" => view.start_failures,
-      "health" => view.health,
-      "health_reason" => view.health_reason,
-      "canary" => canary(view.canary),
-      "pins" => pins(view.pins),
-      # A promoted version it can roll back to, promoted this long ago, or nil (the
-      # Python side adds "deployed", whether there is one: see the moduledoc).
-      "promoted_ago_ms" => if(deploy, do: now - deploy, else: nil),
-      "remedied_ago_ms" => if(remedied, do: now - remedied, else: nil),
-      # What the BEAM measured (Symbiont.Signals; the Python side adds "p99_us" and
-      # "high_water" from them), and the rung it is at on each ladder ("Escalation").
-      "signals" => signals,
-      "ladder" => ladder_view(Map.get(state.ladders, name), now)
-    }
-  end
-
-  defp ladder_view(nil, _now), do: nil
-
-  defp ladder_view(ladders, now),
-    do: Map.new(ladders, fn {p, {rung, at}} -> {p, %{"rung" => rung, "ago_ms" => now - at}} end)
-
   # The pattern and rung an action's evidence names (`"ladder" => %{"pattern",
   # "rung"}`), or nil.
   defp ladder(%{"ladder" => %{"pattern" => p, "rung" => n}}) when is_binary(p) and is_integer(n),
@@ -619,167 +417,6 @@ defmodule Symbiont.Conductor do
 
   defp put_ladder(ladders, agent, pattern, rung, at),
     do: Map.update(ladders, agent, %{pattern => {rung, at}}, &Map.put(&1, pattern, {rung, at}))
-
-  defp backlog(nil), do: 0
-  defp backlog(%{counters: c}), do: elem(c, 5)
-  defp backlog(prev), do: prev |> Map.values() |> Enum.map(&elem(&1, 5)) |> Enum.sum()
-
-  defp remedied(pins, at) when map_size(pins) == 0, do: at
-
-  defp remedied(pins, at),
-    do: pins |> Map.values() |> Enum.map(& &1.at_ms) |> Enum.concat(List.wrap(at)) |> Enum.max()
-
-  # The change of each replica's counters since the last tick (or since the conductor
-  # started: baseline/1): a replica, or an agent, new since then brings all of its own.
-  defp deltas(replicas, nil), do: deltas(replicas, %{})
-
-  defp deltas([%{pid: pid} = r], %{pid: pid, counters: {h0, f0, c0, s0, b0, _}}),
-    do: {r.handled - h0, r.failed - f0, r.crashes - c0, r.restarts - s0, r.busy_us - b0}
-
-  defp deltas(replicas, %{pid: pid, counters: counters}),
-    do: deltas(replicas, %{pid => counters})
-
-  defp deltas(replicas, prev) do
-    Enum.reduce(replicas, {0, 0, 0, 0, 0}, fn r, {h, f, c, s, b} ->
-      {h0, f0, c0, s0, b0, _} = Map.get(prev, r.pid, {0, 0, 0, 0, 0, 0})
-
-      {h + r.handled - h0, f + r.failed - f0, c + r.crashes - c0, s + r.restarts - s0,
-       b + r.busy_us - b0}
-    end)
-  end
-
-  defp suspect(nil), do: nil
-  defp suspect(s), do: %{"id" => s.id, "topic" => s.topic, "attempts" => s.attempts}
-
-  defp canary(nil), do: nil
-
-  defp canary(c) do
-    %{
-      "id" => c.id,
-      "version" => c.version,
-      "health" => c.health,
-      "health_reason" => c.health_reason,
-      "handled" => c.handled,
-      "failed" => c.failed,
-      "crashes" => c.crashes,
-      "restarts" => c.restarts,
-      "failure_rate" => c.failure_rate
-    }
-  end
-
-  defp pins(pins) when map_size(pins) == 0, do: %{}
-  defp pins(pins), do: Map.new(pins, fn {field, pin} -> {field, pin_map(pin)} end)
-
-  defp pin_map(pin) do
-    %{
-      "value" => pin.value,
-      "by" => pin.by,
-      "reason" => pin.reason,
-      "at_ms" => pin.at_ms,
-      "until_ms" => pin.until_ms
-    }
-  end
-
-  # The manifest's specs, by name; the conductor works without a manifest too.
-  defp manifest_specs(state) do
-    specs =
-      try do
-        Symbiont.Manifest.agents(state.opts.manifest)
-      catch
-        :exit, _ -> []
-      end
-
-    Map.new(specs, &{&1.name, &1})
-  end
-
-  # Agents whose last deploy step is a promotion (one that can be rolled back), with the
-  # time of that promotion (system ms).
-  defp deploys do
-    history =
-      try do
-        Symbiont.Deploy.history()
-      catch
-        :exit, _ -> []
-      end
-
-    history
-    |> Enum.reverse()
-    |> Enum.reduce(%{}, fn entry, acc ->
-      case entry do
-        %{action: :promote, agent: agent, at: at} ->
-          Map.put(acc, agent, DateTime.to_unix(at, :millisecond))
-
-        %{action: :rollback, agent: agent} ->
-          Map.delete(acc, agent)
-
-        _ ->
-          acc
-      end
-    end)
-  end
-
-  # The edges between the agents observed (`views`): who published on a topic another
-  # one subscribes to, from this node's counters and the agents' topics (no walk over
-  # every subscription of the mesh: 10,000 agents cost nothing here); and, when there are
-  # templates, the topics their `:match` patterns match (published to, with how many
-  # subscribers, over the whole topology), for the policy's evolution rule.
-  defp topology(views) do
-    edges =
-      case Symbiont.Mesh.published(Symbiont.Mesh) do
-        [] -> []
-        published -> edges(views, published)
-      end
-
-    %{"edges" => edges, "topics" => template_topics()}
-  rescue
-    _ -> %{"edges" => [], "topics" => []}
-  end
-
-  defp edges(views, published) do
-    names = MapSet.new(views, & &1.name)
-    published = for {p, topic, _n} <- published, MapSet.member?(names, p), do: {topic, p}
-
-    if published == [] do
-      []
-    else
-      by_topic = Enum.group_by(published, &elem(&1, 0), &elem(&1, 1))
-
-      for %{name: to, replicas: [first | _]} <- views,
-          topic <- first.topics,
-          from <- Map.get(by_topic, topic, []),
-          uniq: true,
-          do: %{"from" => from, "topic" => topic, "to" => to}
-    end
-  end
-
-  defp template_topics do
-    case for {_name, t} <- templates(), p = t["match"], do: p do
-      [] ->
-        []
-
-      patterns ->
-        for %{topic: topic, publishers: pubs, subscribers: subs} <- Symbiont.topology().topics,
-            Enum.any?(patterns, &Symbiont.Conductor.Template.match(&1, topic)),
-            do: %{
-              "topic" => topic,
-              "published" => pubs |> Enum.map(& &1.count) |> Enum.sum(),
-              "subscribers" => length(subs)
-            }
-    end
-  end
-
-  # The templates the policy may spawn from, by name: `match` (a topic pattern) and the
-  # Python class or Wasm module, without the rest of the spec.
-  defp templates do
-    for {name, spec} <- Symbiont.Config.get(:templates), into: %{} do
-      {to_string(name),
-       %{
-         "match" => Keyword.get(spec, :match),
-         "python" => Keyword.get(spec, :python),
-         "wasm" => Keyword.get(spec, :wasm)
-       }}
-    end
-  end
 
   ## Decide
 

@@ -291,16 +291,21 @@ defmodule Symbiont.Observation do
   @doc """
   Every replica on this node (`t:replica/0`), sorted by name, then the stable replicas
   before the canary, then id. Option `:scope`: a function from agent name to boolean,
-  the agents to list (default: all).
+  the agents to list (default: all); `:from` and `:below`: the agents whose names sort
+  from (`>=`) or below (`<`) a name (a reader that splits its work by name).
   """
   @spec replicas(keyword) :: [replica]
   def replicas(opts \\ []) do
     scope = Keyword.get(opts, :scope)
     now = System.monotonic_time(:millisecond)
 
+    bounds = for {key, op} <- [from: :>=, below: :<], name = opts[key], do: {op, :"$1", name}
+
     rows =
       try do
-        :ets.tab2list(@table)
+        if bounds == [],
+          do: :ets.tab2list(@table),
+          else: :ets.select(@table, [{{{:"$1", :_, :_}, :_, :_, :_}, bounds, [:"$_"]}])
       rescue
         ArgumentError -> []
       end
@@ -317,6 +322,34 @@ defmodule Symbiont.Observation do
     :ets.info(@table, :size)
   rescue
     ArgumentError -> 0
+  end
+
+  @doc false
+  # Whether a stable replica of agent `name` runs on this node (agents/1 lists it).
+  @spec runs?(String.t()) :: boolean
+  def runs?(name) when is_binary(name) do
+    :ets.select_count(@table, [{{{name, 0, :_}, :_, :_, :_}, [], [true]}]) > 0
+  rescue
+    ArgumentError -> false
+  end
+
+  @doc false
+  # The hosts of the stable replicas on this node, each once. Option `:scope` as in
+  # replicas/1.
+  @spec hosts(keyword) :: [String.t()]
+  def hosts(opts \\ []) do
+    scope = Keyword.get(opts, :scope)
+
+    pairs =
+      try do
+        :ets.select(@table, [
+          {{{:"$1", :_, :_}, :_, :_, :"$2"}, [], [{{:"$1", {:element, 3, :"$2"}}}]}
+        ])
+      rescue
+        ArgumentError -> []
+      end
+
+    for {name, host} <- pairs, scope == nil or scope.(name), uniq: true, do: host
   end
 
   @doc "Replica `id` (`t:replica/0`), or `nil` when it does not run on this node."

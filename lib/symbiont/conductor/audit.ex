@@ -44,6 +44,15 @@ defmodule Symbiont.Conductor.Audit do
   @spec entries(pos_integer, GenServer.server()) :: [map]
   def entries(n \\ 50, audit \\ __MODULE__), do: GenServer.call(audit, {:entries, n})
 
+  @doc false
+  # entries/2, or none while the trail is not running (the conductor works without one).
+  @spec entries_or_none(pos_integer, GenServer.server()) :: [map]
+  def entries_or_none(n, audit) do
+    entries(n, audit)
+  catch
+    :exit, _ -> []
+  end
+
   @doc """
   Records an entry that is not a remediation step (an action the conductor refused or
   failed to apply). Its `"at_ms"` is the time it is recorded.
