@@ -2,6 +2,7 @@ defmodule Symbiont.ManifestTest do
   use ExUnit.Case, async: false
 
   doctest Symbiont.Manifest
+  doctest Symbiont.Manifest.Desired
   doctest Symbiont.Agent
 
   alias Symbiont.Manifest
