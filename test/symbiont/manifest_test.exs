@@ -4,6 +4,7 @@ defmodule Symbiont.ManifestTest do
   doctest Symbiont.Manifest
   doctest Symbiont.Manifest.Desired
   doctest Symbiont.Agent
+  doctest Symbiont.Agent.Spec
 
   alias Symbiont.Manifest
 
