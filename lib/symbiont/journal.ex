@@ -23,34 +23,16 @@ defmodule Symbiont.Journal do
 
   ## The file
 
-  A 16-byte header: `"SYMJ"`, the format (`<<0, 0, 0, 2>>`), a mark of 4 random bytes
-  drawn when the file is created, and the CRC-32 of those 12 bytes. Then records, each
-
-      <<mark::binary-4, length::32, crc32::32, term::binary-size(length)>>
-
-  with `term` an Erlang term in the external format and `crc32` the checksum of the mark,
-  the length and the term. A record is whole or it is not there: `open/2` reads the
-  records up to the first one that is not whole, and if no whole record follows it, that
-  is a **torn tail** (a write cut short by a crash or a full disk, never committed) and
+  A header, then records, each framed with the file's own mark, its length and a CRC-32
+  (the bytes and the terms they hold: `Symbiont.Journal.Format`). A record is whole or
+  it is not there: `open/2` reads the records up to the first one that is not whole, and
+  if no whole record follows it, that is a **torn tail** (a write cut short by a crash or a full disk, never committed) and
   the file is cut back to the last good record, with a warning naming the file and the
   bytes dropped. A bad record *followed* by a whole one is corruption in the middle of the
   file: `open/2` refuses it with `{:journal_corrupt, path, offset, why}` rather than
   guess. The mark is the file's own, so the bytes of an event's payload cannot pass for a
   record of the journal that holds it. A file from the first format (OTP's `disk_log`) is
   read back as far as it is whole and rewritten in this one.
-
-  The terms:
-
-    * `{:in, jid, event}`: the event with seq `jid` was accepted; `event` is the
-      `Symbiont.Event` as a map, without `:reserved` and `:seq`. The seqs are the agent's
-      (`Symbiont.Event.seq`, the seq of the delivery: PROTOCOL.md §8), given in
-      increasing order for the life of the journal.
-    * `{:done, jids, checkpoint}`: the agent is finished with those events (acked,
-      dead-lettered, dropped on overflow, or handed to another replica), and
-      `checkpoint` (or `nil`: unchanged) is its state after them. One record per
-      commit: events and state change together.
-    * `{:reset, 1, next_jid, checkpoint}`: the first record of a rewritten journal,
-      followed by the `{:in, ...}` records of the events still pending.
 
   Replaying the records in order gives the last checkpoint and the pending events
   (accepted, not done), which `open/2` returns in the order they were accepted.
@@ -90,16 +72,9 @@ defmodule Symbiont.Journal do
   require Logger
 
   alias Symbiont.Event
+  alias Symbiont.Journal.{Disk, Format}
 
-  @version 1
-  @format <<"SYMJ", 0, 0, 0, 2>>
-  @header 16
-  # Record framing: mark, length, crc32.
-  @frame 12
   @default_min_bytes 1_048_576
-  @reset_chunk 1_000
-  # The first bytes of a disk_log file (the first format of the journal).
-  @disk_log <<1, 2, 3, 4>>
 
   defstruct [
     :path,
@@ -212,13 +187,13 @@ defmodule Symbiont.Journal do
       min_bytes: Keyword.get(opts, :compact_min_bytes, @default_min_bytes)
     }
 
-    with :ok <- mkdir(path),
+    with :ok <- Disk.mkdir(path),
          # A compaction cut short before its rename: the journal itself is whole.
          _ = File.rm(path <> ".new"),
-         {:ok, bin} <- read(path),
-         {:ok, records, mark, good} <- parse(bin, path),
-         {:ok, journal} <- reopen(%{journal | mark: mark}, good) do
-      replay = replay(records)
+         {:ok, records, mark, good} <- Disk.load(path),
+         {:ok, fd, file_id} <- Disk.reopen(path, good) do
+      journal = %{journal | mark: mark, fd: fd, offset: good, file_id: file_id, opened: true}
+      replay = Format.replay(records)
 
       journal = %{
         journal
@@ -226,7 +201,8 @@ defmodule Symbiont.Journal do
           durable: replay.next - 1,
           last_checkpoint: replay.checkpoint,
           live: map_size(replay.pending),
-          live_bytes: Enum.reduce(replay.pending, size(replay.checkpoint), &(size(&1) + &2)),
+          live_bytes:
+            Enum.reduce(replay.pending, Format.size(replay.checkpoint), &(Format.size(&1) + &2)),
           written: replay.bytes
       }
 
@@ -250,297 +226,6 @@ defmodule Symbiont.Journal do
   @spec opened?(t) :: boolean
   def opened?(%__MODULE__{opened: opened}), do: opened
 
-  # A journal lives in <data_dir>/<node or placed>/, a directory made for the node's user
-  # alone (mode 700). One another user could write to is refused: they could plant a link
-  # there named like a journal, and the node would write through it (docs/SECURITY.md,
-  # "The disk"). The data directory itself may be shared if it is sticky, as /tmp is: no
-  # one else can then replace what the node made in it.
-  defp mkdir(path) do
-    sub = Path.dirname(path)
-    root = Path.dirname(sub)
-
-    with :ok <- mkdir_root(root),
-         :ok <- check_dir(root, :root),
-         :ok <- mkdir_private(sub),
-         :ok <- check_dir(sub, :own) do
-      :ok
-    else
-      {:unsafe, dir, why} -> {:error, {:journal_unsafe, dir, why}}
-      {:error, reason} -> {:error, {:journal_open, path, reason}}
-    end
-  end
-
-  # Made by the node: for its user alone. Made by someone else: as they made it.
-  defp mkdir_root(dir) do
-    if File.dir?(dir), do: :ok, else: with(:ok <- File.mkdir_p(dir), do: File.chmod(dir, 0o700))
-  end
-
-  defp mkdir_private(dir) do
-    case File.mkdir(dir) do
-      :ok -> File.chmod(dir, 0o700)
-      {:error, :eexist} -> :ok
-      error -> error
-    end
-  end
-
-  @sticky 0o1000
-
-  defp check_dir(dir, which) do
-    # lstat: a link in place of the node's own directory is someone else's doing.
-    stat = if which == :own, do: File.lstat(dir), else: File.stat(dir)
-
-    case stat do
-      {:ok, %File.Stat{type: :directory, mode: mode, uid: uid}} ->
-        cond do
-          which == :own and not owned?(uid) ->
-            {:unsafe, dir, "it belongs to user #{uid}, not to the node's user"}
-
-          Bitwise.band(mode, 0o022) != 0 and (which == :own or Bitwise.band(mode, @sticky) == 0) ->
-            {:unsafe, dir,
-             "other users can write to it (mode #{Integer.to_string(Bitwise.band(mode, 0o7777), 8)}): " <>
-               "chmod go-w #{dir}"}
-
-          true ->
-            :ok
-        end
-
-      {:ok, %File.Stat{type: type}} ->
-        {:unsafe, dir, "it is a #{type}, not a directory"}
-
-      {:error, reason} ->
-        {:error, reason}
-    end
-  end
-
-  # The node's own user id, from /proc (Linux); elsewhere ownership is not checked.
-  defp owned?(uid) do
-    case own_uid() do
-      nil -> true
-      own -> own == uid
-    end
-  end
-
-  defp own_uid do
-    with {:ok, status} <- File.read("/proc/self/status"),
-         [_, uid] <- Regex.run(~r/^Uid:\s+(\d+)/m, status) do
-      String.to_integer(uid)
-    else
-      _ -> nil
-    end
-  end
-
-  defp read(path) do
-    case File.read(path) do
-      {:ok, bin} -> {:ok, bin}
-      {:error, :enoent} -> {:ok, <<>>}
-      {:error, reason} -> {:error, {:journal_open, path, reason}}
-    end
-  end
-
-  # The whole records of `bin`, the file's mark, and the end of the last whole record.
-  defp parse(<<@disk_log, _::binary>>, path), do: from_disk_log(path)
-
-  defp parse(bin, path) when byte_size(bin) < @header do
-    if binary_part(@format, 0, min(byte_size(bin), 8)) ==
-         binary_part(bin, 0, min(byte_size(bin), 8)),
-       # A header torn as the file was first written: nothing was ever committed there.
-       do: {:ok, [], new_mark(), 0},
-       else: {:error, {:journal_format, path, "it does not start with a journal header"}}
-  end
-
-  defp parse(<<@format, mark::binary-4, crc::32, rest::binary>>, path) do
-    if :erlang.crc32([@format, mark]) == crc,
-      do: records(rest, mark, @header, [], path),
-      else: {:error, {:journal_corrupt, path, 0, "the header's checksum does not match"}}
-  end
-
-  defp parse(_bin, path),
-    do: {:error, {:journal_format, path, "it does not start with a journal header"}}
-
-  defp new_mark, do: :crypto.strong_rand_bytes(4)
-
-  defp records(<<>>, mark, offset, acc, _path), do: {:ok, :lists.reverse(acc), mark, offset}
-
-  defp records(bin, mark, offset, acc, path) do
-    case record(bin, mark) do
-      {:ok, term, rest} ->
-        records(rest, mark, offset + byte_size(bin) - byte_size(rest), [term | acc], path)
-
-      {:error, why} ->
-        # A bad record: the tail torn by a crash or a full disk when no whole record
-        # follows, corruption otherwise.
-        case whole_record_after(bin, mark) do
-          nil ->
-            {:ok, :lists.reverse(acc), mark, offset}
-
-          at ->
-            why = "#{why}, and a whole record follows at byte #{offset + at}"
-            {:error, {:journal_corrupt, path, offset, why}}
-        end
-    end
-  end
-
-  defp record(<<mark::binary-4, len::32, crc::32, term::binary-size(len), rest::binary>>, mark) do
-    with true <-
-           :erlang.crc32([mark, <<len::32>>, term]) == crc ||
-             {:error, "a record whose checksum does not match"},
-         {:ok, term} <- decode(term) do
-      {:ok, term, rest}
-    end
-  end
-
-  defp record(<<mark::binary-4, len::32, _crc::32, rest::binary>>, mark),
-    do: {:error, "a record of #{len} bytes with #{byte_size(rest)} left in the file"}
-
-  defp record(bin, _mark) when byte_size(bin) < @frame,
-    do: {:error, "#{byte_size(bin)} bytes, less than a record's header"}
-
-  defp record(_bin, _mark), do: {:error, "no record starts there"}
-
-  defp decode(bin) do
-    case :erlang.binary_to_term(bin, [:safe]) do
-      {:in, jid, event} = term when is_integer(jid) and is_map(event) ->
-        {:ok, term}
-
-      {:done, jids, cp} = term when is_list(jids) and (is_map(cp) or cp == nil) ->
-        {:ok, term}
-
-      {:reset, @version, next, cp} = t when is_integer(next) and (is_map(cp) or cp == nil) ->
-        {:ok, t}
-
-      _ ->
-        {:error, "a record that is not one of the journal's"}
-    end
-  rescue
-    ArgumentError -> {:error, "a record that does not decode"}
-  end
-
-  # Where the first whole record after the start of `bin` begins, or nil.
-  defp whole_record_after(bin, _mark) when byte_size(bin) <= @frame, do: nil
-
-  defp whole_record_after(bin, mark) do
-    bin
-    |> :binary.matches(mark, scope: {1, byte_size(bin) - 1})
-    |> Enum.find_value(fn {at, _} ->
-      match?({:ok, _, _}, record(binary_part(bin, at, byte_size(bin) - at), mark)) && at
-    end)
-  end
-
-  # A journal of the first format, a disk_log: read as far as it is whole (a record torn
-  # at its end, which that format could not cut off once the log was closed, is
-  # skipped), rewritten in this format, and read again.
-  defp from_disk_log(path) do
-    name = {__MODULE__, :migrate, path}
-
-    opened =
-      :disk_log.open(
-        name: name,
-        file: String.to_charlist(path),
-        type: :halt,
-        format: :internal,
-        mode: :read_only,
-        quiet: true
-      )
-
-    with {:ok, log} <- opened,
-         {terms, bad} <- read_disk_log(log, :start, [], 0),
-         :ok <- :disk_log.close(log) do
-      if bad > 0,
-        do: Logger.warning("journal #{path}: #{bad} bytes of torn records skipped (disk_log)")
-
-      replay = replay(terms)
-      pending = for {jid, map} <- Enum.sort(replay.pending), do: {:in, jid, map}
-
-      case write_file(path, new_mark(), [
-             {:reset, @version, replay.next, replay.checkpoint} | pending
-           ]) do
-        {:ok, fd, _file_id, _offset} ->
-          :file.close(fd)
-          Logger.warning("journal #{path}: rewritten from the disk_log format")
-          with {:ok, bin} <- read(path), do: parse(bin, path)
-
-        {:error, reason} ->
-          {:error, {:journal_open, path, reason}}
-      end
-    else
-      {:error, reason} ->
-        {:error, {:journal_format, path, "a disk_log that cannot be read: #{inspect(reason)}"}}
-    end
-  end
-
-  defp read_disk_log(log, cont, acc, bad) do
-    case :disk_log.chunk(log, cont) do
-      :eof -> {:lists.append(:lists.reverse(acc)), bad}
-      {:error, reason} -> {:error, reason}
-      {cont, terms} -> read_disk_log(log, cont, [terms | acc], bad)
-      {cont, terms, more} -> read_disk_log(log, cont, [terms | acc], bad + more)
-    end
-  end
-
-  # Opens the file for writing, cut back to `good` (the end of the last whole record).
-  defp reopen(journal, good) do
-    path = journal.path
-
-    with {:ok, fd} <- :file.open(path, [:raw, :binary, :read, :write]),
-         {:ok, size} <- :file.position(fd, :eof),
-         :ok <- cut(fd, good, size, path),
-         {:ok, file_id} <- file_id(path) do
-      {:ok, %{journal | fd: fd, offset: good, file_id: file_id, opened: true}}
-    else
-      {:error, reason} -> {:error, {:journal_open, path, reason}}
-    end
-  end
-
-  defp cut(_fd, size, size, _path), do: :ok
-
-  defp cut(fd, good, size, path) do
-    Logger.warning(
-      "journal #{path}: a torn record at its end (a write cut short by a crash or a full disk): " <>
-        "#{size - good} bytes dropped, from offset #{good} (the records before it are whole)"
-    )
-
-    with {:ok, _} <- :file.position(fd, good),
-         :ok <- :file.truncate(fd),
-         do: :file.datasync(fd)
-  end
-
-  defp file_id(path) do
-    case :file.read_file_info(path, [:raw]) do
-      {:ok, info} ->
-        %File.Stat{major_device: device, minor_device: minor, inode: inode} =
-          File.Stat.from_record(info)
-
-        {:ok, {device, minor, inode}}
-
-      {:error, reason} ->
-        {:error, reason}
-    end
-  end
-
-  defp replay(records) do
-    acc = %{next: 1, checkpoint: nil, pending: %{}, bytes: 0}
-    Enum.reduce(records, acc, &apply_record/2)
-  end
-
-  defp apply_record({:in, jid, event} = record, acc),
-    do: %{
-      acc
-      | pending: Map.put(acc.pending, jid, event),
-        next: max(acc.next, jid + 1),
-        bytes: acc.bytes + size(record)
-    }
-
-  defp apply_record({:done, jids, checkpoint} = record, acc),
-    do: %{
-      acc
-      | pending: Map.drop(acc.pending, jids),
-        checkpoint: checkpoint || acc.checkpoint,
-        bytes: acc.bytes + size(record)
-    }
-
-  defp apply_record({:reset, @version, next, checkpoint}, _acc),
-    do: %{next: next, checkpoint: checkpoint, pending: %{}, bytes: 0}
-
   @doc """
   Records `event`, numbered by its agent (its `seq`, higher than any before), as accepted
   (in the batch: see `commit/2`).
@@ -548,8 +233,8 @@ defmodule Symbiont.Journal do
   @spec accept(t, Event.t()) :: {Event.t(), t}
   def accept(%__MODULE__{} = journal, %Event{seq: jid} = event)
       when is_integer(jid) and jid >= journal.next do
-    record = {:in, jid, stored(event)}
-    bytes = size(record)
+    record = {:in, jid, Format.stored(event)}
+    bytes = Format.size(record)
 
     journal = %{
       journal
@@ -565,8 +250,6 @@ defmodule Symbiont.Journal do
     {event, journal}
   end
 
-  defp stored(event), do: event |> Map.from_struct() |> Map.drop([:reserved, :seq])
-
   @doc """
   Records that the agent is finished with `events` (its ticks are skipped: they are not
   journaled).
@@ -575,7 +258,7 @@ defmodule Symbiont.Journal do
   def done(%__MODULE__{} = journal, events) do
     Enum.reduce(events, journal, fn
       %Event{seq: jid} = event, journal when is_integer(jid) ->
-        bytes = size({:in, jid, stored(event)})
+        bytes = Format.size({:in, jid, Format.stored(event)})
 
         %{
           journal
@@ -645,19 +328,19 @@ defmodule Symbiont.Journal do
         {jids, cp} -> {[{:done, :lists.reverse(jids), cp}], cp}
       end
 
-    {data, bytes} = encode(:lists.reverse(journal.batch, done), journal.mark)
+    {data, bytes} = Format.encode(:lists.reverse(journal.batch, done), journal.mark)
     # A new file gets its header with its first records.
     {data, bytes} =
       if journal.offset == 0,
-        do: {[header(journal.mark) | data], bytes + @header},
+        do: {[Format.header(journal.mark) | data], bytes + Format.header_size()},
         else: {data, bytes}
 
     with :ok <- :file.pwrite(journal.fd, journal.offset, data),
          :ok <- :file.datasync(journal.fd),
-         :ok <- same_file(journal) do
+         :ok <- Disk.same_file(journal.path, journal.file_id) do
       live_bytes =
         if checkpoint,
-          do: journal.live_bytes - size(journal.last_checkpoint) + size(checkpoint),
+          do: journal.live_bytes - Format.size(journal.last_checkpoint) + Format.size(checkpoint),
           else: journal.live_bytes
 
       {:ok,
@@ -665,7 +348,7 @@ defmodule Symbiont.Journal do
          journal
          | offset: journal.offset + bytes,
            durable: journal.next - 1,
-           written: journal.written + Enum.reduce(done, 0, &(size(&1) + &2)),
+           written: journal.written + Enum.reduce(done, 0, &(Format.size(&1) + &2)),
            live_bytes: live_bytes,
            last_checkpoint: checkpoint || journal.last_checkpoint,
            batch: [],
@@ -679,15 +362,6 @@ defmodule Symbiont.Journal do
     end
   end
 
-  # The file written is still the one at the path: one removed (or replaced) under the
-  # journal takes what is written to it along when its descriptor closes.
-  defp same_file(%{file_id: id, path: path}) do
-    case file_id(path) do
-      {:ok, ^id} -> :ok
-      _ -> {:error, :removed}
-    end
-  end
-
   # What a failed write left of the batch is cut off again (a disk may refuse that too:
   # `open/2` cuts it then), and the file closed: `recover/3` starts afresh.
   defp failed(journal, reason) do
@@ -697,17 +371,6 @@ defmodule Symbiont.Journal do
     _ = :file.close(journal.fd)
     error = {:journal_write, journal.path, reason}
     {:error, error, %{journal | fd: nil, error: error}}
-  end
-
-  defp header(mark), do: [@format, mark, <<:erlang.crc32([@format, mark])::32>>]
-
-  defp encode(records, mark) do
-    Enum.map_reduce(records, 0, fn record, bytes ->
-      bin = :erlang.term_to_binary(record)
-      len = byte_size(bin)
-      crc = :erlang.crc32([mark, <<len::32>>, bin])
-      {[mark, <<len::32, crc::32>>, bin], bytes + @frame + len}
-    end)
   end
 
   defp maybe_compact(journal, pending) do
@@ -735,14 +398,16 @@ defmodule Symbiont.Journal do
 
   # Writes the journal anew: a :reset record with `checkpoint`, then the `pending` events.
   defp rewrite(journal, checkpoint, pending) do
-    reset = {:reset, @version, journal.next, checkpoint}
-    records = for %Event{seq: jid} = e <- pending, is_integer(jid), do: {:in, jid, stored(e)}
+    reset = {:reset, Format.version(), journal.next, checkpoint}
 
-    mark = new_mark()
+    records =
+      for %Event{seq: jid} = e <- pending, is_integer(jid), do: {:in, jid, Format.stored(e)}
 
-    with {:ok, fd, file_id, offset} <- write_file(journal.path, mark, [reset | records]) do
+    mark = Format.new_mark()
+
+    with {:ok, fd, file_id, offset} <- Disk.write_file(journal.path, mark, [reset | records]) do
       if journal.fd, do: :file.close(journal.fd)
-      live_bytes = Enum.reduce(records, size(checkpoint), &(size(&1) + &2))
+      live_bytes = Enum.reduce(records, Format.size(checkpoint), &(Format.size(&1) + &2))
 
       {:ok,
        %{
@@ -758,43 +423,6 @@ defmodule Symbiont.Journal do
            written: live_bytes,
            compact_floor: 0
        }}
-    end
-  end
-
-  # A new file with `records`, synced, renamed over `path`, and opened for writing.
-  defp write_file(path, mark, records) do
-    new = path <> ".new"
-
-    with :ok <- File.mkdir_p(Path.dirname(path)),
-         {:ok, fd} <- :file.open(new, [:raw, :binary, :write]) do
-      written =
-        records
-        |> Enum.chunk_every(@reset_chunk)
-        |> Enum.reduce_while({:ok, 0}, fn chunk, {:ok, offset} ->
-          {data, bytes} = encode(chunk, mark)
-
-          {data, bytes} =
-            if offset == 0, do: {[header(mark) | data], bytes + @header}, else: {data, bytes}
-
-          case :file.pwrite(fd, offset, data) do
-            :ok -> {:cont, {:ok, offset + bytes}}
-            error -> {:halt, error}
-          end
-        end)
-
-      with {:ok, offset} <- written,
-           :ok <- :file.datasync(fd),
-           :ok <- :file.close(fd),
-           :ok <- :file.rename(new, path),
-           {:ok, fd} <- :file.open(path, [:raw, :binary, :read, :write]),
-           {:ok, file_id} <- file_id(path) do
-        {:ok, fd, file_id, offset}
-      else
-        {:error, reason} ->
-          :file.close(fd)
-          _ = File.rm(new)
-          {:error, reason}
-      end
     end
   end
 
@@ -907,8 +535,4 @@ defmodule Symbiont.Journal do
     _ = File.rm(journal.path)
     :ok
   end
-
-  defp size(nil), do: 0
-  defp size({_jid, map}) when is_map(map), do: size({:in, 0, map})
-  defp size(term), do: :erlang.external_size(term) + @frame
 end

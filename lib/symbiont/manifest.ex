@@ -132,39 +132,14 @@ defmodule Symbiont.Manifest do
 
   require Logger
 
-  alias Symbiont.Agent.Server
+  alias Symbiont.Manifest.{Desired, Reconciler}
 
   @doc """
   Validates a list of agent specs (see `Symbiont.Agent`): each one, then that names are
-  unique.
-
-      iex> Symbiont.Manifest.validate([[name: "a", python: "m:A"], [name: "a", python: "m:B"]])
-      {:error, "agent \\"a\\" is declared twice; agent names must be unique"}
+  unique. See `Symbiont.Manifest.Desired.validate/1`.
   """
   @spec validate(term) :: {:ok, [Symbiont.Agent.spec()]} | {:error, String.t()}
-  def validate(agents) when is_list(agents) do
-    with {:ok, specs} <- validate_each(agents, []) do
-      case specs |> Enum.frequencies_by(& &1.name) |> Enum.find(fn {_, n} -> n > 1 end) do
-        nil ->
-          {:ok, specs}
-
-        {name, _} ->
-          {:error, "agent #{inspect(name)} is declared twice; agent names must be unique"}
-      end
-    end
-  end
-
-  def validate(other),
-    do: {:error, "expected :agents to be a list of agent specs, got: #{inspect(other)}"}
-
-  defp validate_each([], acc), do: {:ok, Enum.reverse(acc)}
-
-  defp validate_each([spec | rest], acc) do
-    case Symbiont.Agent.validate_spec(spec) do
-      {:ok, spec} -> validate_each(rest, [spec | acc])
-      {:error, message} -> {:error, message}
-    end
-  end
+  defdelegate validate(agents), to: Desired
 
   @doc """
   Starts a manifest. The application starts the one named `Symbiont.Manifest` with the
@@ -273,8 +248,8 @@ defmodule Symbiont.Manifest do
 
   # The specs whose logic is not what runs now (new ones too) can start, or nothing does.
   defp check_changed(specs, server) do
-    now = Map.new(agents(server), &{&1.name, logic(&1)})
-    changed = Enum.reject(specs, &(Map.get(now, &1.name) == logic(&1)))
+    now = Map.new(agents(server), &{&1.name, Desired.logic(&1)})
+    changed = Enum.reject(specs, &(Map.get(now, &1.name) == Desired.logic(&1)))
 
     case for {_name, {:error, %{message: m}}} <- Symbiont.Agent.Probe.check_all(changed), do: m do
       [] -> :ok
@@ -305,97 +280,40 @@ defmodule Symbiont.Manifest do
 
   ## Plans (pure)
 
+  ## Plans (pure: Symbiont.Manifest.Desired)
+
   @doc """
   Starts the hosts of `plan(specs, per_host)` under `Symbiont.Hosts` and their agents
   under `Symbiont.Agents`, once, without reconciling later; what cannot start is logged.
   """
   @spec start_all([Symbiont.Agent.spec()], pos_integer) :: :ok
-  def start_all(specs, per_host) do
-    for {host, agents} <- plan(specs, per_host) do
-      start_host(host)
-      for {id, spec} <- agents, do: start_agent(id, host, spec)
-    end
-
-    :ok
-  end
+  defdelegate start_all(specs, per_host), to: Reconciler
 
   @doc """
-  Where each replica runs: a list of `{host, [{agent_id, spec}]}`. A Python agent's
-  replicas get a host each, named like the replica (see `host_names/1`); the replicas of
-  Wasm agents fill hosts `"wasm#1"`, `"wasm#2"`... with up to `per_host` each.
-
-      iex> specs = [%{name: "a", replicas: 2, wasm: nil}, %{name: "w", replicas: 3, wasm: "w.wat"}]
-      iex> Symbiont.Manifest.plan(specs, 2) |> Enum.map(fn {h, as} -> {h, Enum.map(as, &elem(&1, 0))} end)
-      [{"a", ["a"]}, {"a#2", ["a#2"]}, {"wasm#1", ["w", "w#2"]}, {"wasm#2", ["w#3"]}]
+  Where each replica runs: a list of `{host, [{agent_id, spec}]}` (see
+  `Symbiont.Manifest.Desired.plan/2`).
   """
   @spec plan([Symbiont.Agent.spec()], pos_integer) :: [{String.t(), [{String.t(), map}]}]
-  def plan(specs, per_host) when is_integer(per_host) and per_host > 0 do
-    {wasm, python} = Enum.split_with(specs, & &1[:wasm])
-    own = for spec <- python, id <- host_names(spec), do: {id, [{id, spec}]}
-
-    shared =
-      for(spec <- wasm, id <- host_names(spec), do: {id, spec})
-      |> Enum.chunk_every(per_host)
-      |> Enum.with_index(1)
-      |> Enum.map(fn {agents, i} -> {"wasm##{i}", agents} end)
-
-    own ++ shared
-  end
+  defdelegate plan(specs, per_host), to: Desired
 
   @doc """
   The node that should start replica `id` of a placed agent (`spec.nodes`), given the
-  live nodes: the first live node of the list, the list rotated by the replica's number
-  so that replicas spread (replica 1 looks from the first node, replica 2 from the
-  second...). `nil` when no node of the list is live. The manifest asks only for a
-  replica that runs nowhere: one that runs stays where it is.
-
-      iex> spec = %{nodes: [:"a@h", :"b@h", :"c@h"]}
-      iex> Symbiont.Manifest.pick_node("billing", spec, [:"c@h", :"b@h", :"a@h"])
-      :"a@h"
-      iex> Symbiont.Manifest.pick_node("billing#2", spec, [:"c@h", :"b@h", :"a@h"])
-      :"b@h"
-      iex> Symbiont.Manifest.pick_node("billing", spec, [:"c@h", :"b@h"])
-      :"b@h"
-      iex> Symbiont.Manifest.pick_node("billing", spec, [:"x@h"])
-      nil
+  live nodes, or `nil` (see `Symbiont.Manifest.Desired.pick_node/3`).
   """
   @spec pick_node(String.t(), %{:nodes => [node], optional(atom) => any}, [node]) :: node | nil
-  def pick_node(id, %{nodes: [_ | _] = nodes}, live) when is_binary(id) and is_list(live) do
-    {first, rest} = Enum.split(nodes, rem(replica_number(id) - 1, length(nodes)))
-    Enum.find(rest ++ first, &(&1 in live))
-  end
-
-  # "billing" is replica 1, "billing#2" replica 2; anything else after "#" counts as 1.
-  defp replica_number(id) do
-    with [_, n] <- String.split(id, "#", parts: 2),
-         {n, ""} when n > 0 <- Integer.parse(n) do
-      n
-    else
-      _ -> 1
-    end
-  end
+  defdelegate pick_node(id, spec, live), to: Desired
 
   @doc """
-  The ids of an agent's replicas (and the names of their hosts, for a Python agent): the
-  agent's own name, then `"name#2"`, `"name#3"`... (`#` cannot occur in an agent name,
-  so these never clash).
-
-      iex> Symbiont.Manifest.host_names(%{name: "billing", replicas: 3})
-      ["billing", "billing#2", "billing#3"]
+  The ids of an agent's replicas (and the names of their hosts, for a Python agent):
+  `"name"`, `"name#2"`... (see `Symbiont.Manifest.Desired.host_names/1`).
   """
   @spec host_names(%{:name => String.t(), :replicas => pos_integer, optional(atom) => any}) ::
           [String.t()]
-  def host_names(%{name: name, replicas: n}),
-    do: [name | for(i <- 2..n//1, do: "#{name}##{i}")]
+  defdelegate host_names(spec), to: Desired
 
-  @doc """
-  The agent name of a replica id: `"billing#2"` → `"billing"`.
-
-      iex> Symbiont.Manifest.agent_name("billing#2")
-      "billing"
-  """
+  @doc "The agent name of a replica id: `\"billing#2\"` → `\"billing\"`."
   @spec agent_name(String.t()) :: String.t()
-  def agent_name(id), do: id |> String.split("#", parts: 2) |> hd()
+  defdelegate agent_name(id), to: Desired
 
   ## GenServer
 
@@ -407,7 +325,10 @@ defmodule Symbiont.Manifest do
     with {:claim, :ok} <-
            {:claim, Symbiont.Instance.claim(opts[:instance], Enum.map(specs, & &1.name))},
          {:ok, quarantine} <-
-           if(Keyword.get(opts, :check, false), do: check_agents(specs, opts), else: {:ok, %{}}) do
+           if(Keyword.get(opts, :check, false),
+             do: Reconciler.check(specs, opts),
+             else: {:ok, %{}}
+           ) do
       start(specs, quarantine, opts)
     else
       {:claim, {:error, message}} ->
@@ -417,41 +338,6 @@ defmodule Symbiont.Manifest do
         Symbiont.Instance.unclaim(opts[:instance], Enum.map(specs, & &1.name))
         {:stop, {:agent_cannot_start, message}}
     end
-  end
-
-  # "Checked before it serves": each agent that cannot start is logged with its traceback;
-  # a required one stops the first start of this manifest, any other is quarantined.
-  defp check_agents(specs, opts) do
-    first? = first_start?(Keyword.get(opts, :name, __MODULE__), opts[:boot])
-    by_name = Map.new(specs, &{&1.name, &1})
-    failures = for {name, {:error, f}} <- Symbiont.Agent.Probe.check_all(specs), do: {name, f}
-    refused = for {name, f} <- failures, first? and by_name[name].required, do: f.message
-
-    for {name, f} <- Enum.sort(failures) do
-      then =
-        if first? and by_name[name].required,
-          do:
-            "it is :required, so the node does not start (required: false would start it without this agent, quarantined)",
-          else:
-            "it is quarantined; Symbiont.Agent.Server.release(#{inspect(name)}) starts it once fixed"
-
-      tb = if f.traceback == "", do: "", else: "\n" <> String.trim_trailing(f.traceback)
-      Logger.error("#{f.message}; #{then}#{tb}")
-    end
-
-    if refused == [],
-      do: {:ok, Map.new(failures, fn {name, f} -> {name, f.message} end)},
-      else: {:error, Enum.join(Enum.sort(refused), "; ")}
-  end
-
-  # Whether this is the first start of manifest `name` in its `boot` (`:boot`), by
-  # default under its supervisor (a restart has the same parent).
-  defp first_start?(name, boot) do
-    boot = boot || with({:parent, p} <- Process.info(self(), :parent), do: p)
-    key = {__MODULE__, :started, name}
-    first? = :persistent_term.get(key, nil) != boot
-    if first?, do: :persistent_term.put(key, boot)
-    first?
   end
 
   defp start(specs, quarantine, opts) do
@@ -484,27 +370,12 @@ defmodule Symbiont.Manifest do
     # An instance's agents go with it (terminate/2).
     if owns_agents?(state), do: Process.flag(:trap_exit, true)
     :ok = :net_kernel.monitor_nodes(true)
-    join_cluster(specs)
+    Reconciler.join_cluster(specs)
     # After a restart of the manifest its Wasm replicas still run: where, their servers say.
-    state = %{state | placed: running_placements(state)}
-    {_report, state} = do_reconcile(state)
+    state = %{state | placed: Reconciler.running_placements(state)}
+    {_report, state} = Reconciler.reconcile(state)
     schedule(state)
     {:ok, %{state | quarantine: %{}}}
-  end
-
-  # Connects to the nodes that placed agents may run on, then waits (a few seconds at
-  # most) until :global knows what they run: see "Placement across nodes". A node that
-  # does not answer is simply not live.
-  defp join_cluster(specs) do
-    nodes = for %{nodes: [_ | _] = nodes} <- specs, n <- nodes, n != node(), uniq: true, do: n
-
-    if nodes != [] and Node.alive?() do
-      for n <- nodes, n not in Node.list(), do: :net_kernel.connect_node(n)
-      task = Task.async(fn -> :global.sync() end)
-      Task.yield(task, 5_000) || Task.shutdown(task, :brutal_kill)
-    end
-
-    :ok
   end
 
   defp schedule(state), do: Process.send_after(self(), :tick, state.tick_ms)
@@ -524,8 +395,8 @@ defmodule Symbiont.Manifest do
           leaving: MapSet.delete(state.leaving, spec.name)
       }
 
-      join_cluster([spec])
-      {_report, state} = do_reconcile(state)
+      Reconciler.join_cluster([spec])
+      {_report, state} = Reconciler.reconcile(state)
       {:reply, {:ok, spec.name}, state}
     else
       true -> {:reply, {:error, "agent #{inspect(spec.name)} is already in the manifest"}, state}
@@ -536,7 +407,9 @@ defmodule Symbiont.Manifest do
   def handle_call({:scale, name, n}, _from, state) do
     case state.desired do
       %{^name => spec} ->
-        {_report, state} = do_reconcile(put_in(state.desired[name], %{spec | replicas: n}))
+        {_report, state} =
+          Reconciler.reconcile(put_in(state.desired[name], %{spec | replicas: n}))
+
         {:reply, :ok, state}
 
       _ ->
@@ -553,7 +426,7 @@ defmodule Symbiont.Manifest do
       }
 
       Symbiont.Instance.unclaim(state.instance, [name])
-      {_report, state} = do_reconcile(state)
+      {_report, state} = Reconciler.reconcile(state)
       {:reply, :ok, state}
     else
       {:reply, {:error, not_in_manifest(name, state)}, state}
@@ -573,7 +446,7 @@ defmodule Symbiont.Manifest do
       :ok ->
         {state, changes} = apply_reload(state, Map.new(specs, &{&1.name, &1}))
         Symbiont.Instance.unclaim(state.instance, changes.retired)
-        {report, state} = do_reconcile(state)
+        {report, state} = Reconciler.reconcile(state)
         Logger.info("manifest reloaded: #{inspect(changes)}; #{inspect(report)}")
         {:reply, {:ok, changes}, state}
 
@@ -583,21 +456,21 @@ defmodule Symbiont.Manifest do
   end
 
   def handle_call(:reconcile, _from, state) do
-    {report, state} = do_reconcile(state)
+    {report, state} = Reconciler.reconcile(state)
     {:reply, report, state}
   end
 
   @impl true
   def handle_info(:tick, state) do
-    {_report, state} = do_reconcile(state)
+    {_report, state} = Reconciler.reconcile(state)
     schedule(state)
     {:noreply, state}
   end
 
   # A node lost: its placed replicas start on the survivors now, not at the next tick.
   def handle_info({:nodedown, _node}, state) do
-    if Enum.any?(Map.values(state.desired), &placed?/1) do
-      {_report, state} = do_reconcile(state)
+    if Enum.any?(Map.values(state.desired), &Desired.placed?/1) do
+      {_report, state} = Reconciler.reconcile(state)
       {:noreply, state}
     else
       {:noreply, state}
@@ -614,265 +487,33 @@ defmodule Symbiont.Manifest do
 
   def handle_info(_other, state), do: {:noreply, state}
 
-  defp not_in_manifest(name, state) do
-    known = state.desired |> Map.keys() |> Enum.sort()
-    "agent #{inspect(name)} is not in the manifest (its agents: #{inspect(known)})"
-  end
+  defp not_in_manifest(name, state), do: Desired.not_in_manifest(name, state.desired)
 
-  ## Reload
-
+  # The desired state after a reload, with the replicas whose logic changed upgraded.
   defp apply_reload(state, new) do
-    old = state.loaded
-    started = for {name, _} <- new, not Map.has_key?(state.desired, name), do: name
-    retired = for {name, _} <- old, not Map.has_key?(new, name), do: name
-
-    changed = for {name, spec} <- new, Map.has_key?(old, name), old[name] != spec, do: name
-
-    rescaled = for name <- changed, old[name].replicas != new[name].replicas, do: name
-    upgraded = for name <- changed, logic(old[name]) != logic(new[name]), do: name
-
-    # Changed entries take the new config; unchanged ones keep their run-time changes.
-    desired =
-      state.desired
-      |> Map.drop(retired)
-      |> Map.merge(Map.take(new, started ++ changed))
-
-    for name <- upgraded, id <- running_ids(name) do
-      case Server.upgrade(id, new[name]) do
-        {:ok, _} -> :ok
-        error -> Logger.error("agent #{id} could not be upgraded: #{inspect(error)}")
-      end
-    end
+    diff = Desired.reload_diff(state.desired, state.loaded, new)
+    Reconciler.upgrade(diff.upgraded, new)
 
     state = %{
       state
-      | desired: desired,
+      | desired: diff.desired,
         loaded: new,
-        leaving: MapSet.union(state.leaving, MapSet.new(retired))
+        leaving: MapSet.union(state.leaving, MapSet.new(diff.retired))
     }
 
-    {state, %{started: started, retired: retired, rescaled: rescaled, upgraded: upgraded}}
+    {state, Map.take(diff, [:started, :retired, :rescaled, :upgraded])}
   end
-
-  defp logic(spec), do: Map.take(spec, [:module, :class, :wasm, :config])
-
-  ## Reconcile
-
-  defp do_reconcile(state) do
-    # Each running replica's agent name and role (the registry of roles): the manifest's
-    # replicas are the stable ones; a canary is Symbiont.Deploy's.
-    registered = Symbiont.Observation.registered()
-    running = MapSet.new(Map.keys(registered))
-    hosts = Server.hosts()
-    live = [node() | Node.list()]
-    # A replica moved to a host of its own (see "Blame") is where its server says.
-    state = %{
-      state
-      | placed: Map.new(state.placed, fn {id, h} -> {id, Map.get(hosts, id, h)} end)
-    }
-
-    wanted =
-      for {_, spec} <- state.desired,
-          id <- host_names(spec),
-          runs_here?(id, spec, live),
-          into: %{},
-          do: {id, spec}
-
-    # A running replica whose host went away (stopped from outside) gets it back; each
-    # host is looked at once, however many Wasm agents share it.
-    wanted
-    |> Enum.flat_map(fn {id, spec} ->
-      if MapSet.member?(running, id), do: List.wrap(host_of(id, spec, state)), else: []
-    end)
-    |> Enum.uniq()
-    |> Enum.each(&start_host/1)
-
-    {started, state} =
-      Enum.reduce(wanted, {[], state}, fn {id, spec}, {started, state} ->
-        if MapSet.member?(running, id),
-          do: {started, state},
-          else: {[id | started], place_and_start(id, spec, state)}
-      end)
-
-    managed = MapSet.union(MapSet.new(Map.keys(state.desired)), state.leaving)
-
-    extra =
-      for {id, {name, :stable}} <- registered,
-          not Map.has_key?(wanted, id),
-          not Map.has_key?(state.retiring, id),
-          MapSet.member?(managed, name),
-          do: id
-
-    state = Enum.reduce(extra, state, &retire_replica/2)
-
-    # A name has left for good once none of its replicas runs.
-    leaving =
-      MapSet.filter(state.leaving, fn name ->
-        Enum.any?(registered, fn {id, {n, _role}} -> n == name and id not in extra end) or
-          Enum.any?(Map.keys(state.retiring), &(agent_name(&1) == name))
-      end)
-
-    placed = Map.filter(state.placed, fn {id, _} -> Map.has_key?(wanted, id) end)
-    report = %{started: Enum.sort(started), retired: Enum.sort(extra)}
-
-    if started != [] or extra != [],
-      do: Logger.info("manifest reconciled: #{inspect(report)}")
-
-    {report, %{state | leaving: leaving, placed: placed}}
-  end
-
-  # The Wasm replicas of the desired state that run, by id: where their servers say (a
-  # shared host, or one of its own: see "Blame").
-  defp running_placements(state) do
-    hosts = Server.hosts()
-
-    for {_, %{wasm: wasm} = spec} <- state.desired,
-        wasm != nil,
-        id <- host_names(spec),
-        {:ok, host} <- [Map.fetch(hosts, id)],
-        into: %{},
-        do: {id, host}
-  end
-
-  defp shared_host?(host, state), do: String.starts_with?(host, state.wasm_hosts <> "#")
-
-  defp placed?(spec), do: Map.get(spec, :nodes) != nil
-
-  # An agent without :nodes runs here (the manifest of this node lists it). A placed
-  # replica runs here if it already does, or if it runs nowhere (or on a node that is
-  # gone, which :global will forget in a moment) and its placement picks this node.
-  defp runs_here?(id, spec, live) do
-    if placed?(spec) do
-      case Server.locate(id) do
-        nil -> pick_node(id, spec, live) == node()
-        pid when node(pid) == node() -> true
-        pid -> node(pid) not in live and pick_node(id, spec, live) == node()
-      end
-    else
-      true
-    end
-  end
-
-  # The host a replica runs in: its own for a Python agent; for a Wasm agent, the one the
-  # manifest placed it on (nil if another manifest did).
-  defp host_of(id, %{wasm: nil}, _state), do: id
-  defp host_of(id, _spec, state), do: Map.get(state.placed, id)
-
-  defp place_and_start(id, %{wasm: nil} = spec, state) do
-    start_host(id)
-    # Another node started it meanwhile (see runs_here?/3): its host is not needed here.
-    if start_agent(id, id, spec, state.quarantine[spec.name]) == :ignored,
-      do: Symbiont.Host.stop(id)
-
-    state
-  end
-
-  defp place_and_start(id, spec, state) do
-    host = wasm_host(id, state)
-    start_host(host)
-
-    case start_agent(id, host, spec, state.quarantine[spec.name]) do
-      :ignored -> state
-      _ -> put_in(state.placed[id], host)
-    end
-  end
-
-  # A shared Wasm host with room, off its siblings' hosts and off busy ones (see
-  # "Placement"; Symbiont.Placement.pick/3).
-  defp wasm_host(id, state) do
-    name = agent_name(id)
-    opts = [prefix: state.wasm_hosts, per_host: state.per_host] ++ state.placement
-
-    case Symbiont.Placement.pick(name, state.placed, opts) do
-      {:ok, host} ->
-        host
-
-      {:crowded, host} ->
-        Logger.warning(
-          "agent #{id} placed on host #{inspect(host)}: every shared Wasm host is busy or runs " <>
-            "a replica of #{name}, and there are :max_wasm_hosts (#{state.placement[:max_wasm_hosts]}) of them"
-        )
-
-        host
-    end
-  end
-
-  defp retire_replica(id, state) do
-    name = agent_name(id)
-    # The first replica takes the queue; a placed one may run on another node.
-    heir =
-      if id != name and Map.has_key?(state.desired, name),
-        do: Server.whereis(name) || (placed?(state.desired[name]) && Server.locate(name)) || nil
-
-    # A Python replica's host is its own, and so is that of a Wasm replica moved out of a
-    # shared host (see "Blame"): it goes with it.
-    own_host =
-      case Map.fetch(state.placed, id) do
-        :error -> id
-        {:ok, host} -> if shared_host?(host, state), do: nil, else: host
-      end
-
-    task =
-      Task.Supervisor.async_nolink(Symbiont.TaskSupervisor, fn ->
-        result = Server.retire(id, heir)
-        if own_host, do: Symbiont.Host.stop(own_host)
-
-        reason = if heir, do: "scaled in", else: "removed from the manifest"
-        Symbiont.Health.publish("retired", name, reason, %{"id" => id})
-
-        result
-      end)
-
-    Logger.info("retiring agent #{id}#{if heir, do: " (its queue goes to #{name})", else: ""}")
-    %{state | retiring: Map.put(state.retiring, id, task.ref)}
-  end
-
-  defp running_ids(name), do: Symbiont.Observation.ids(name, :stable)
 
   # When a Symbiont.Instance stops (its parent's shutdown, not a crash of this manifest,
   # whose restart finds its agents running), its agents stop, with their hosts: as the
   # node's would at the node's stop.
   @impl true
   def terminate(reason, state) do
-    if owns_agents?(state) and shutdown?(reason) do
-      hosts = Server.hosts()
-      names = MapSet.union(MapSet.new(Map.keys(state.desired)), state.leaving)
-      ids = for name <- names, id <- Symbiont.Observation.ids(name, :all), do: id
-
-      for id <- ids,
-          pid = Server.whereis(id),
-          hosts[id] == nil,
-          do: DynamicSupervisor.terminate_child(Symbiont.Agents, pid)
-
-      for host <- Enum.uniq(for id <- ids, h = hosts[id], do: h), do: Symbiont.Host.stop(host)
-    end
-
+    if owns_agents?(state) and shutdown?(reason), do: Reconciler.stop_all(state)
     :ok
   end
 
   defp owns_agents?(state), do: state.instance not in [nil, Symbiont]
 
   defp shutdown?(reason), do: reason == :shutdown or match?({:shutdown, _}, reason)
-
-  defp start_host(host) do
-    case Symbiont.Host.whereis(host) do
-      nil -> start_child(Symbiont.Hosts, {Symbiont.Host, name: host}, "host #{inspect(host)}")
-      _pid -> :ok
-    end
-  end
-
-  defp start_agent(id, host, spec, quarantined \\ nil) do
-    child = {Server, id: id, host: host, spec: spec, quarantined: quarantined}
-    start_child(Symbiont.Agents, child, "agent #{inspect(id)} (host #{inspect(host)})")
-  end
-
-  defp start_child(sup, child, what) do
-    case DynamicSupervisor.start_child(sup, child) do
-      {:ok, _} -> :ok
-      # A placed replica that another node runs (Symbiont.Agent.Server refused to start).
-      :ignore -> :ignored
-      {:error, {:already_started, _}} -> :ok
-      {:error, reason} -> Logger.error("#{what} could not start: #{inspect(reason)}")
-    end
-  end
 end

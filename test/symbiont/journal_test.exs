@@ -13,6 +13,38 @@ defmodule Symbiont.JournalTest do
   @moduletag :tmp_dir
 
   doctest Symbiont.Journal
+  doctest Symbiont.Journal.Format
+
+  test "Format.replay/1: the last checkpoint, the events not done, next after the highest seq" do
+    alias Symbiont.Journal.Format
+
+    records = [
+      {:in, 1, %{a: 1}},
+      {:in, 2, %{a: 2}},
+      {:done, [1], %{n: 1}},
+      {:in, 5, %{a: 5}},
+      {:done, [5], nil}
+    ]
+
+    assert %{next: 6, checkpoint: %{n: 1}, pending: %{2 => %{a: 2}}} = Format.replay(records)
+
+    assert %{next: 9, checkpoint: %{n: 7}, pending: %{}, bytes: 0} =
+             Format.replay(records ++ [{:reset, Format.version(), 9, %{n: 7}}])
+  end
+
+  test "Format.parse/2: a bad record with a whole one after it is corruption, not a torn tail" do
+    alias Symbiont.Journal.Format
+
+    {data, _} = Format.encode([{:in, 1, %{a: 1}}, {:in, 2, %{a: 2}}], "mark")
+    bin = IO.iodata_to_binary([Format.header("mark"), data])
+    # Flip a byte inside the first record's term.
+    <<head::binary-30, byte, rest::binary>> = bin
+    bad = <<head::binary, Bitwise.bxor(byte, 0xFF), rest::binary>>
+
+    assert {:error, {:journal_corrupt, "j", 16, _why}} = Format.parse(bad, "j")
+    assert Format.parse(<<1, 2, 3, 4, 0>>, "j") == :disk_log
+    assert {:error, {:journal_format, "j", _}} = Format.parse("not a journal at all", "j")
+  end
 
   # The agent numbers the events it accepts (their seq); here event i is number i.
   defp event(i, payload \\ nil), do: %{Event.new!("journal.in", payload || i, "pub") | seq: i}

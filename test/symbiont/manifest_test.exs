@@ -2,7 +2,9 @@ defmodule Symbiont.ManifestTest do
   use ExUnit.Case, async: false
 
   doctest Symbiont.Manifest
+  doctest Symbiont.Manifest.Desired
   doctest Symbiont.Agent
+  doctest Symbiont.Agent.Spec
 
   alias Symbiont.Manifest
 

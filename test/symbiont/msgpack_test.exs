@@ -11,6 +11,8 @@ defmodule Symbiont.MsgPackTest do
   doctest Ext
   doctest Timestamp
   doctest Symbiont.MsgPack.Raw
+  doctest Symbiont.MsgPack.Encoder
+  doctest Symbiont.MsgPack.Decoder
 
   defp bin!(term), do: MsgPack.encode!(term, iodata: false)
   defp roundtrip(term), do: MsgPack.decode!(bin!(term))

@@ -6,6 +6,7 @@ defmodule Symbiont.TopologyTest do
   alias Symbiont.Topology
 
   doctest Topology
+  doctest Symbiont.Topology.Draw
 
   @stats [
     %{

@@ -1,0 +1,487 @@
+defmodule Symbiont.Agent.Spec do
+  @moduledoc """
+  Validation of an agent spec: the keys `Symbiont.Agent` documents ("Spec keys"), each
+  checked and given its default, the Wasm module and its sandbox limits, the node list
+  of a placed agent, and the defaults a spec validated before a key existed gets. The
+  result is a `t:Symbiont.Agent.spec/0`; an error is a message naming the agent, the key,
+  the value and what is allowed. `Symbiont.Agent`'s functions of the same names delegate
+  here.
+  """
+
+  @typep spec :: Symbiont.Agent.spec()
+
+  @keys [
+    :name,
+    :python,
+    :wasm,
+    :topics,
+    :limits,
+    :config,
+    :replicas,
+    :max_queue,
+    :max_queue_bytes,
+    :max_in_flight,
+    :max_in_flight_bytes,
+    :high_water,
+    :max_attempts,
+    :handler_timeout,
+    :overflow,
+    :min_replicas,
+    :max_replicas,
+    :required,
+    :durable,
+    :nodes,
+    :dedupe,
+    :max_topics,
+    :max_start_failures
+  ]
+  # The byte bounds (their defaults are config :symbiont's, Symbiont.Config); and the
+  # largest value taken (the load counters publishers reserve room in are signed 64-bit
+  # integers, with room above the bound for one more event).
+  @byte_bounds [:max_queue_bytes, :max_in_flight_bytes]
+  @max_bytes Integer.pow(2, 62)
+
+  @doc """
+  Validates an agent spec given as a keyword list or map; `nil` is no agent.
+
+      iex> {:ok, spec} = Symbiont.Agent.validate_spec(name: "billing", python: "shop:Billing")
+      iex> Map.take(spec, [:name, :module, :class, :config, :replicas, :overflow])
+      %{name: "billing", module: "shop", class: "Billing", config: %{}, replicas: 1, overflow: :drop_oldest}
+
+      iex> Symbiont.Agent.validate_spec(name: "billing", python: "shop.Billing")
+      {:error, "agent \\"billing\\": expected :python to be \\"module:Class\\", got: \\"shop.Billing\\""}
+  """
+  @spec validate_spec(nil | keyword | map) :: {:ok, spec | nil} | {:error, String.t()}
+  def validate_spec(nil), do: {:ok, nil}
+
+  def validate_spec(%{module: _, class: _, name: _, config: _, max_queue: _, wasm: _} = spec) do
+    # Validated already; one validated before the byte bounds existed gets their defaults.
+    Enum.reduce_while(@byte_bounds, {:ok, spec}, fn key, {:ok, spec} ->
+      if Map.has_key?(spec, key) do
+        {:cont, {:ok, spec}}
+      else
+        case default_bytes(key) do
+          {:ok, n} -> {:cont, {:ok, Map.put(spec, key, n)}}
+          error -> {:halt, error}
+        end
+      end
+    end)
+  end
+
+  def validate_spec(spec) when is_map(spec), do: validate_spec(Map.to_list(spec))
+
+  def validate_spec(spec) when is_list(spec) do
+    if Keyword.keyword?(spec) do
+      name = Keyword.get(spec, :name)
+
+      with {:ok, name} <- validate_name(name),
+           :ok <- known_keys(spec, name),
+           {:ok, config} <- validate_config(Keyword.get(spec, :config, %{}), name),
+           {:ok, logic} <- validate_logic(spec, config, name),
+           {:ok, limits} <- validate_limits(spec, name) do
+        {:ok, %{name: name, config: config} |> Map.merge(logic) |> Map.merge(limits)}
+      end
+    else
+      {:error, "expected an agent spec to be a keyword list or map, got: #{inspect(spec)}"}
+    end
+  end
+
+  def validate_spec(other),
+    do: {:error, "expected an agent spec to be a keyword list or map, got: #{inspect(other)}"}
+
+  @doc """
+  The spec of a new version of a Wasm agent: `spec` running the module at `path`, with
+  the same topics, limits and config.
+
+      iex> {:ok, spec} = Symbiont.Agent.validate_spec(name: "c", wasm: "priv/wasm/counter.wat", topics: ["t"])
+      iex> {:ok, v2} = Symbiont.Agent.with_wasm(spec, "priv/wasm/counter_v2.wat")
+      iex> {Path.basename(v2.wasm), Path.basename(v2.config["wasm"]), v2.config["topics"]}
+      {"counter_v2.wat", "counter_v2.wat", ["t"]}
+      iex> Symbiont.Agent.with_wasm(spec, "nope.wasm")
+      {:error, ~s(agent "c": the :wasm module "nope.wasm" does not exist)}
+  """
+  @spec with_wasm(spec, String.t()) :: {:ok, spec} | {:error, String.t()}
+  def with_wasm(%{wasm: old} = spec, path) when is_binary(old) do
+    with {:ok, full} <- validate_wasm_path(path, spec.name),
+         do: {:ok, %{spec | wasm: full, config: Map.put(spec.config, "wasm", full)}}
+  end
+
+  def with_wasm(spec, _path),
+    do: {:error, "agent #{inspect(spec.name)} is not a Wasm agent; only Wasm agents are deployed"}
+
+  defp validate_name(name) when is_atom(name) and name not in [nil, true, false],
+    do: validate_name(Atom.to_string(name))
+
+  defp validate_name(name) when is_binary(name) do
+    if Symbiont.Contract.agent_name?(name),
+      do: {:ok, name},
+      else:
+        {:error,
+         "expected agent :name to be 1 to 64 letters, digits, \"_\", \"-\" or \".\", got: #{inspect(name)}"}
+  end
+
+  defp validate_name(name),
+    do: {:error, "expected agent :name to be a string, got: #{inspect(name)}"}
+
+  defp known_keys(spec, name) do
+    case Enum.find(spec, fn {k, _} -> k not in @keys end) do
+      nil ->
+        :ok
+
+      {k, _} ->
+        {:error, "agent #{inspect(name)}: unknown key #{inspect(k)}, allowed: #{inspect(@keys)}"}
+    end
+  end
+
+  # A Python class, or a Wasm module run by symbiont.wasm.WasmAgent in a Python host.
+  defp validate_logic(spec, config, name) do
+    case {Keyword.get(spec, :python), Keyword.get(spec, :wasm)} do
+      {nil, nil} ->
+        {:error,
+         "agent #{inspect(name)}: expected :python (\"module:Class\") or :wasm (the path of a .wasm or .wat module)"}
+
+      {python, nil} ->
+        with :ok <- only_for_wasm(spec, name),
+             {:ok, module, class} <- validate_python(python, name),
+             do: {:ok, %{module: module, class: class, wasm: nil}}
+
+      {nil, wasm} ->
+        with {:ok, path} <- validate_wasm_path(wasm, name),
+             {:ok, topics} <- validate_topics(Keyword.get(spec, :topics), path, name),
+             {:ok, limits} <- validate_wasm_limits(Keyword.get(spec, :limits, []), name) do
+          {:ok,
+           %{
+             module: "symbiont.wasm",
+             class: "WasmAgent",
+             wasm: path,
+             config: %{"wasm" => path, "topics" => topics, "limits" => limits, "config" => config}
+           }}
+        end
+
+      {_, _} ->
+        {:error, "agent #{inspect(name)}: expected :python or :wasm, not both"}
+    end
+  end
+
+  defp only_for_wasm(spec, name) do
+    case Enum.find([:topics, :limits], &Keyword.has_key?(spec, &1)) do
+      nil ->
+        :ok
+
+      key ->
+        {:error,
+         "agent #{inspect(name)}: #{inspect(key)} is for Wasm agents (a Python agent's topics come from its @on handlers)"}
+    end
+  end
+
+  defp validate_wasm_path(path, name) when is_binary(path) do
+    full = Symbiont.Config.resolve(path)
+
+    if File.regular?(full),
+      do: {:ok, full},
+      else: {:error, "agent #{inspect(name)}: the :wasm module #{inspect(path)} does not exist"}
+  end
+
+  defp validate_wasm_path(path, name),
+    do: {:error, "agent #{inspect(name)}: expected :wasm to be a path, got: #{inspect(path)}"}
+
+  # A component declares its own topics (its `subscriptions` export: a Python agent's
+  # @on); a core module cannot.
+  defp validate_topics(nil, path, name) do
+    if component?(path), do: {:ok, []}, else: validate_topics(nil, name)
+  end
+
+  defp validate_topics(topics, _path, name), do: validate_topics(topics, name)
+
+  @doc """
+  Whether the Wasm binary at `path` is a component (the Component Model's format, as
+  `symbiont build-wasm` makes) rather than a core module: both start with `\\0asm`, and
+  bytes 6-7 of the header, the layer, are 1 for a component (docs/WASM_ABI.md,
+  "Components"). `false` for a file that cannot be read, or WAT text.
+
+      iex> Symbiont.Agent.component?("priv/wasm/counter.wat")
+      false
+  """
+  @spec component?(Path.t()) :: boolean
+  def component?(path) do
+    case File.open(path, [:read, :binary], &IO.binread(&1, 8)) do
+      {:ok, <<0, "asm", _version::binary-size(2), 1, 0>>} -> true
+      _ -> false
+    end
+  end
+
+  defp validate_topics([_ | _] = topics, name) do
+    if Enum.all?(topics, &(is_binary(&1) and &1 != "")),
+      do: {:ok, topics},
+      else:
+        {:error,
+         "agent #{inspect(name)}: expected :topics to be non-empty strings, got: #{inspect(topics)}"}
+  end
+
+  defp validate_topics(topics, name),
+    do:
+      {:error,
+       "agent #{inspect(name)}: a Wasm agent needs :topics, a non-empty list of topic strings, got: #{inspect(topics)}"}
+
+  # The sandbox's limits, those of symbiont.wasm.Limits (Symbiont.Contract).
+  @grants Symbiont.Contract.wasm_grants()
+  @int_limits Keyword.keys(Symbiont.Contract.wasm_limits())
+  @max_limit Symbiont.Contract.wasm_max_limit()
+
+  defp validate_wasm_limits(limits, name) when is_list(limits) or is_map(limits) do
+    Enum.reduce_while(limits, {:ok, %{}}, fn
+      {key, value}, {:ok, acc}
+      when key in @int_limits and is_integer(value) and value > 0 and value <= @max_limit ->
+        {:cont, {:ok, Map.put(acc, Atom.to_string(key), value)}}
+
+      {:grants, grants}, {:ok, acc} when is_list(grants) ->
+        grants = Enum.map(grants, &to_string/1)
+
+        case grants -- @grants do
+          [] ->
+            {:cont, {:ok, Map.put(acc, "grants", grants)}}
+
+          bad ->
+            {:halt,
+             {:error,
+              "agent #{inspect(name)}: #{inspect(bad)} in :grants is not a capability (allowed: #{Enum.join(@grants, ", ")})"}}
+        end
+
+      {key, value}, _ ->
+        {:halt,
+         {:error,
+          "agent #{inspect(name)}: Wasm limit #{inspect(key)} = #{inspect(value)} is not allowed " <>
+            "(allowed: #{Enum.join(@int_limits, ", ")} as positive integers up to 2**63 - 1; grants as a list of #{Enum.join(@grants, ", ")})"}}
+    end)
+  end
+
+  defp validate_wasm_limits(limits, name),
+    do:
+      {:error,
+       "agent #{inspect(name)}: expected :limits to be a keyword list, got: #{inspect(limits)}"}
+
+  defp validate_python(python, name) when is_binary(python) do
+    case String.split(python, ":") do
+      [module, class] when module != "" and class != "" ->
+        if module =~ ~r/\A[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*\z/ and
+             class =~ ~r/\A[A-Za-z_][A-Za-z0-9_]*\z/,
+           do: {:ok, module, class},
+           else: bad_python(python, name)
+
+      _ ->
+        bad_python(python, name)
+    end
+  end
+
+  defp validate_python(python, name), do: bad_python(python, name)
+
+  defp bad_python(python, name),
+    do:
+      {:error,
+       "agent #{inspect(name)}: expected :python to be \"module:Class\", got: #{inspect(python)}"}
+
+  defp validate_limits(spec, name) do
+    with {:ok, replicas} <- positive(spec, :replicas, 1, name),
+         {:ok, max_queue} <- positive(spec, :max_queue, 10_000, name),
+         {:ok, max_in_flight} <- positive(spec, :max_in_flight, 100, name),
+         {:ok, max_queue_bytes} <- bytes(spec, :max_queue_bytes, name),
+         {:ok, max_in_flight_bytes} <- bytes(spec, :max_in_flight_bytes, name),
+         {:ok, high_water} <- positive(spec, :high_water, max(1, div(max_queue * 4, 5)), name),
+         :ok <- at_most(high_water, max_queue, name),
+         {:ok, max_attempts} <- positive(spec, :max_attempts, 3, name),
+         {:ok, handler_timeout} <- validate_handler_timeout(spec, name),
+         {:ok, overflow} <- validate_overflow(Keyword.get(spec, :overflow, :drop_oldest), name),
+         {:ok, min} <- positive(spec, :min_replicas, 1, name),
+         {:ok, max} <- positive(spec, :max_replicas, max(replicas, 4), name),
+         :ok <- within(replicas, min, max, name),
+         {:ok, required} <- validate_boolean(spec, :required, true, name),
+         {:ok, durable} <- validate_boolean(spec, :durable, false, name),
+         {:ok, nodes} <- validate_nodes(Keyword.get(spec, :nodes), name),
+         {:ok, dedupe} <- validate_boolean(spec, :dedupe, false, name),
+         {:ok, default_topics} <- default_max_topics(),
+         {:ok, max_topics} <- positive(spec, :max_topics, default_topics, name),
+         {:ok, default_failures} <- default_max_start_failures(),
+         {:ok, max_start_failures} <-
+           positive(spec, :max_start_failures, default_failures, name) do
+      {:ok,
+       %{
+         replicas: replicas,
+         min_replicas: min,
+         max_replicas: max,
+         required: required,
+         max_queue: max_queue,
+         max_queue_bytes: max_queue_bytes,
+         max_in_flight: max_in_flight,
+         max_in_flight_bytes: max_in_flight_bytes,
+         high_water: high_water,
+         max_attempts: max_attempts,
+         handler_timeout: handler_timeout,
+         overflow: overflow,
+         durable: durable,
+         nodes: nodes,
+         dedupe: dedupe,
+         max_topics: max_topics,
+         max_start_failures: max_start_failures
+       }}
+    end
+  end
+
+  @doc """
+  The `:max_topics` of `spec` (see "Topics"); a spec validated before the key existed
+  gets the default.
+  """
+  @spec max_topics(map) :: pos_integer
+  def max_topics(%{max_topics: n}) when is_integer(n), do: n
+
+  def max_topics(_spec) do
+    case default_max_topics() do
+      {:ok, n} -> n
+      {:error, _} -> Symbiont.Config.keys()[:max_topics]
+    end
+  end
+
+  defp default_max_topics, do: configured(:max_topics)
+
+  # A default of config :symbiont, validated (Symbiont.Config).
+  defp configured(key), do: Symbiont.Config.fetch(key)
+
+  # A byte bound of the spec, else of the application env, else its default.
+  defp bytes(spec, key, name) do
+    with {:ok, default} <- default_bytes(key) do
+      case Keyword.get(spec, key, default) do
+        n when is_integer(n) and n > 0 and n <= @max_bytes ->
+          {:ok, n}
+
+        other ->
+          {:error,
+           "agent #{inspect(name)}: expected #{inspect(key)} to be a positive integer of bytes, " <>
+             "at most 2**62, got: #{inspect(other)}"}
+      end
+    end
+  end
+
+  defp default_bytes(key), do: configured(key)
+
+  @doc """
+  The `:max_start_failures` of `spec` (see "Agents that cannot start"); a spec validated
+  before the key existed gets the default.
+  """
+  @spec max_start_failures(map) :: pos_integer
+  def max_start_failures(%{max_start_failures: n}) when is_integer(n), do: n
+
+  def max_start_failures(_spec) do
+    case default_max_start_failures() do
+      {:ok, n} -> n
+      {:error, _} -> Symbiont.Config.keys()[:max_start_failures]
+    end
+  end
+
+  defp default_max_start_failures, do: configured(:max_start_failures)
+
+  defp positive(spec, key, default, name) do
+    case Keyword.get(spec, key, default) do
+      n when is_integer(n) and n > 0 ->
+        {:ok, n}
+
+      other ->
+        {:error,
+         "agent #{inspect(name)}: expected #{inspect(key)} to be a positive integer, got: #{inspect(other)}"}
+    end
+  end
+
+  defp at_most(high_water, max_queue, _name) when high_water <= max_queue, do: :ok
+
+  defp at_most(high_water, max_queue, name),
+    do:
+      {:error,
+       "agent #{inspect(name)}: expected :high_water to be at most :max_queue (#{max_queue}), got: #{high_water}"}
+
+  defp within(replicas, min, max, _name) when min <= replicas and replicas <= max, do: :ok
+
+  defp within(replicas, min, max, name),
+    do:
+      {:error,
+       "agent #{inspect(name)}: expected :min_replicas <= :replicas <= :max_replicas, got: #{min} <= #{replicas} <= #{max}"}
+
+  defp validate_boolean(spec, key, default, name) do
+    case Keyword.get(spec, key, default) do
+      value when is_boolean(value) ->
+        {:ok, value}
+
+      other ->
+        {:error,
+         "agent #{inspect(name)}: expected #{inspect(key)} to be true or false, got: #{inspect(other)}"}
+    end
+  end
+
+  # Node names as atoms ("name@host"); strings are taken too (a manifest read from JSON,
+  # say). The list is a preference order, so a node given twice is a mistake.
+  defp validate_nodes(nil, _name), do: {:ok, nil}
+
+  defp validate_nodes([_ | _] = nodes, name) do
+    normalized = Enum.map(nodes, &node_name/1)
+
+    cond do
+      Enum.any?(normalized, &is_nil/1) ->
+        bad = Enum.find(nodes, &is_nil(node_name(&1)))
+
+        {:error,
+         "agent #{inspect(name)}: #{inspect(bad)} in :nodes is not a node name " <>
+           "(allowed: atoms or strings of the form \"name@host\")"}
+
+      length(Enum.uniq(normalized)) != length(normalized) ->
+        {:error,
+         "agent #{inspect(name)}: expected :nodes to name each node once, got: #{inspect(nodes)}"}
+
+      true ->
+        {:ok, normalized}
+    end
+  end
+
+  defp validate_nodes(other, name),
+    do:
+      {:error,
+       "agent #{inspect(name)}: expected :nodes to be a non-empty list of node names " <>
+         "(like :\"a@host\"), got: #{inspect(other)}"}
+
+  defp node_name(node) when is_atom(node) and node not in [nil, true, false],
+    do: node_name(Atom.to_string(node))
+
+  defp node_name(node) when is_binary(node) do
+    if node =~ ~r/\A[A-Za-z0-9_\-]+@[A-Za-z0-9_.\-]+\z/,
+      do: String.to_atom(node),
+      else: nil
+  end
+
+  defp node_name(_), do: nil
+
+  defp validate_handler_timeout(spec, name) do
+    case Keyword.get(spec, :handler_timeout, 30_000) do
+      :infinity ->
+        {:ok, :infinity}
+
+      # Its host takes at most 2^32-1 ms (PROTOCOL.md §9), the agent's own watch 1 s more.
+      ms when is_integer(ms) and ms > 0 and ms <= 0xFFFFFFFF - 5_000 ->
+        {:ok, ms}
+
+      ms when is_integer(ms) and ms > 0 ->
+        {:error, "agent #{inspect(name)}: " <> Symbiont.Host.too_long(:handler_timeout, ms)}
+
+      other ->
+        {:error,
+         "agent #{inspect(name)}: expected :handler_timeout to be a positive integer (milliseconds) or :infinity, got: #{inspect(other)}"}
+    end
+  end
+
+  defp validate_overflow(policy, _name) when policy in [:drop_oldest, :reject], do: {:ok, policy}
+
+  defp validate_overflow(policy, name),
+    do:
+      {:error,
+       "agent #{inspect(name)}: expected :overflow to be :drop_oldest or :reject, got: #{inspect(policy)}"}
+
+  defp validate_config(config, _name) when is_map(config), do: {:ok, config}
+
+  defp validate_config(config, name),
+    do: {:error, "agent #{inspect(name)}: expected :config to be a map, got: #{inspect(config)}"}
+end
