@@ -111,7 +111,17 @@ defmodule Symbiont.Config do
     check(key, Application.get_env(:symbiont, key, default), rule)
   end
 
-  defp check(key, value, rule) do
+  @doc false
+  # `value` for setting `key` given as an option of the module that owns it (a
+  # `Symbiont.Manifest` option that overrides `config :symbiont` for that manifest): the
+  # same rule as the setting's, `{:ok, value}` or `{:error, message}` naming the option.
+  @spec check_option(atom, term) :: {:ok, term} | {:error, String.t()}
+  def check_option(key, value) do
+    {_default, rule} = Keyword.fetch!(schema(), key)
+    check(key, value, rule, "")
+  end
+
+  defp check(key, value, rule, where \\ " in config :symbiont") do
     case rule.(value) do
       {:ok, value} ->
         {:ok, value}
@@ -123,8 +133,7 @@ defmodule Symbiont.Config do
         {:error, "config :symbiont, #{key}: #{message}"}
 
       {:error, allowed} ->
-        {:error,
-         "expected #{inspect(key)} in config :symbiont to be #{allowed}, got: #{inspect(value)}"}
+        {:error, "expected #{inspect(key)}#{where} to be #{allowed}, got: #{inspect(value)}"}
     end
   end
 

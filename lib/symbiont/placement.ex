@@ -11,11 +11,11 @@ defmodule Symbiont.Placement do
 
     * `:busy_host_utilisation` - a shared host whose utilisation over its last
       heartbeats is above this (0.0 to 1.0) is busy: no new replica goes there while
-      another host can take it. Default: #{0.7}.
+      another host can take it. Default: 0.7.
     * `:max_wasm_hosts` - how many shared Wasm hosts the manifest opens to keep replicas
       off busy hosts and off their siblings' hosts (a host is one thread: more busy
       hosts than cores buy nothing). Hosts opened because the others are full
-      (`:wasm_agents_per_host`) do not count against it. Default: #{8}.
+      (`:wasm_agents_per_host`) do not count against it. Default: 8.
   """
 
   require Logger
@@ -23,12 +23,10 @@ defmodule Symbiont.Placement do
   alias Symbiont.Agent.Server
   alias Symbiont.Host.Usage
 
-  @defaults [busy_host_utilisation: 0.7, max_wasm_hosts: 8]
-
   @doc """
-  The placement options (see the moduledoc) from `opts`, then the application env, then
-  the defaults, validated. Raises `ArgumentError` naming the option, the value and what
-  is allowed.
+  The placement options (see the moduledoc) from `opts`, else `config :symbiont`
+  (`Symbiont.Config`, whose rules and defaults they are), validated. Raises
+  `ArgumentError` naming the option, the value and what is allowed.
 
       iex> Symbiont.Placement.options!(max_wasm_hosts: 4)
       [busy_host_utilisation: 0.7, max_wasm_hosts: 4]
@@ -37,23 +35,16 @@ defmodule Symbiont.Placement do
   """
   @spec options!(keyword) :: keyword
   def options!(opts \\ []) do
-    for {key, default} <- @defaults do
-      value = Keyword.get_lazy(opts, key, fn -> Application.get_env(:symbiont, key, default) end)
+    for key <- [:busy_host_utilisation, :max_wasm_hosts] do
+      checked =
+        case Keyword.fetch(opts, key) do
+          {:ok, value} -> Symbiont.Config.check_option(key, value)
+          :error -> Symbiont.Config.fetch(key)
+        end
 
-      case {key, value} do
-        {:busy_host_utilisation, u} when is_number(u) and u >= 0 and u <= 1 ->
-          {key, u}
-
-        {:busy_host_utilisation, u} ->
-          raise ArgumentError,
-                "expected :busy_host_utilisation to be a number from 0.0 to 1.0 (a share of the host's time), got: #{inspect(u)}"
-
-        {:max_wasm_hosts, n} when is_integer(n) and n > 0 ->
-          {key, n}
-
-        {:max_wasm_hosts, n} ->
-          raise ArgumentError,
-                "expected :max_wasm_hosts to be a positive integer (hosts), got: #{inspect(n)}"
+      case checked do
+        {:ok, value} -> {key, value}
+        {:error, message} -> raise ArgumentError, message
       end
     end
   end

@@ -103,6 +103,34 @@ defmodule Symbiont.ConfigTest do
     end
   end
 
+  test "the placement options are config :symbiont's, with its rules, unless given" do
+    previous = Application.fetch_env(:symbiont, :max_wasm_hosts)
+
+    try do
+      assert Symbiont.Placement.options!()[:max_wasm_hosts] ==
+               Symbiont.Config.keys()[:max_wasm_hosts]
+
+      Application.put_env(:symbiont, :max_wasm_hosts, 3)
+      assert Symbiont.Placement.options!()[:max_wasm_hosts] == 3
+      assert Symbiont.Placement.options!(max_wasm_hosts: 5)[:max_wasm_hosts] == 5
+
+      assert_raise ArgumentError, ~r/^expected :max_wasm_hosts to be a positive integer/, fn ->
+        Symbiont.Placement.options!(max_wasm_hosts: 0)
+      end
+
+      Application.put_env(:symbiont, :max_wasm_hosts, 0)
+
+      assert_raise ArgumentError, ~r/:max_wasm_hosts in config :symbiont .*got: 0/, fn ->
+        Symbiont.Placement.options!()
+      end
+    after
+      case previous do
+        {:ok, value} -> Application.put_env(:symbiont, :max_wasm_hosts, value)
+        :error -> Application.delete_env(:symbiont, :max_wasm_hosts)
+      end
+    end
+  end
+
   describe "every key of config :symbiont, validated once (Symbiont.Config)" do
     doctest Symbiont.Config
 
