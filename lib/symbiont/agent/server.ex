@@ -48,7 +48,7 @@ defmodule Symbiont.Agent.Server do
 
   require Logger
 
-  alias Symbiont.Agent.{Dedupe, StartFailures}
+  alias Symbiont.Agent.{Dedupe, Delivery, StartFailures}
   alias Symbiont.Health.Window
   alias Symbiont.Host.{Credit, Framer, Out, Output, Protocol}
   alias Symbiont.Journal
@@ -328,28 +328,17 @@ defmodule Symbiont.Agent.Server do
       # :detached (no process to run in), :starting (agent_start sent), :ready
       status: :detached,
       out: Out.new(),
-      # The seq of the last event or tick it accepted: each gets the next one, and keeps
-      # it when it is delivered again (after a crash, a nack, a quarantine, or a restart
-      # from the journal). It is the seq of the ids of what its handler publishes
-      # (PROTOCOL.md §8.1), and a durable agent's number for the event in its journal.
-      seq: 0,
+      # Its queue, deliveries in flight, seqs and probation (Symbiont.Agent.Delivery).
+      # The seq an event or tick gets stays with it when it is delivered again (after a
+      # crash, a nack, a quarantine, or a restart from the journal). It is the seq of the
+      # ids of what its handler publishes (PROTOCOL.md §8.1), and a durable agent's number
+      # for the event in its journal.
+      delivery: Delivery.new(),
       # The seq of the last ack (the delivery the checkpoint matches).
       acked_seq: 0,
       # A `dedupe: true` agent's memory of the event ids it has accepted (Dedupe), or nil.
       dedupe: if(Map.get(spec, :dedupe), do: Dedupe.new()),
-      # Deliveries sent and not yet acked, in the order sent: {seq, event_or_tick, frame,
-      # failed_attempts_so_far, sent_at (monotonic, native units)}.
-      inflight: :queue.new(),
-      in_flight: 0,
-      # The payload bytes of the deliveries in flight (:max_in_flight_bytes).
-      inflight_bytes: 0,
-      queue: :queue.new(),
-      queued: 0,
-      # The payload bytes of the events in the queue (:max_queue_bytes).
-      queued_bytes: 0,
       overloaded: false,
-      # Deliveries still to be sent one at a time after a crash (see charge_crash/3).
-      probation: 0,
       state_bin: extra.state_bin,
       # A durable agent's Symbiont.Journal (spec :durable), or nil.
       journal: nil,
@@ -567,16 +556,13 @@ defmodule Symbiont.Agent.Server do
   end
 
   def handle_call({:drop_suspect, why}, _from, state) do
-    items = :queue.to_list(state.queue)
-
-    case Enum.split_while(items, fn {_what, attempts} -> attempts == 0 end) do
-      {_, []} ->
+    case Delivery.take_suspect(state.delivery) do
+      :error ->
         reply({:reply, {:error, :no_suspect}, state})
 
-      {before, [{what, attempts} | rest]} ->
+      {:ok, {what, attempts}, delivery} ->
         dead_letter(state, what, "poison", attempts, %{"message" => why})
-        queue = :queue.from_list(before ++ rest)
-        state = put_queue(state, queue, state.queued - 1, state.queued_bytes - size_of(what))
+        state = put_delivery(state, delivery)
         state = state |> journal_done([what]) |> commit()
         topic = with %Symbiont.Event{topic: t} <- what, do: t, else: (_ -> nil)
         reply = {:ok, %{topic: topic, attempts: attempts}}
@@ -694,11 +680,7 @@ defmodule Symbiont.Agent.Server do
   defp info({:tick, name}, state) do
     # Ticks coalesce: while the agent is behind (events waiting) or the same tick is still
     # in flight, another one would only pile up.
-    busy? =
-      state.queued > 0 or
-        Enum.any?(:queue.to_list(state.inflight), &match?({_, {:tick, ^name, _}, _, _, _}, &1))
-
-    if busy? do
+    if Delivery.tick_busy?(state.delivery, name) do
       state
     else
       {tick, state} = number(state, {:tick, name})
@@ -815,7 +797,7 @@ defmodule Symbiont.Agent.Server do
         charged? ->
           # A failure in its window when a delivery of its was running (or, with no
           # flight recorder, was in flight): not for its start or stop.
-          handling? = state.in_flight > 0 and Map.get(crash, :running) != :none
+          handling? = state.delivery.in_flight > 0 and Map.get(crash, :running) != :none
           state = rare(state, crashes: state.rare.crashes + 1)
           state = analytics(state, crash_log: crash_log(state, crash))
           state = charge_crash(state, crash, Map.get(crash, :running))
@@ -845,8 +827,7 @@ defmodule Symbiont.Agent.Server do
     running =
       case Map.get(crash, :running) do
         seq when is_integer(seq) -> seq
-        _ when state.in_flight == 1 -> state.inflight |> :queue.get() |> elem(0)
-        _ -> nil
+        _ -> Delivery.only_in_flight(state.delivery)
       end
 
     entry = {System.system_time(:millisecond), uptime, running}
@@ -976,7 +957,7 @@ defmodule Symbiont.Agent.Server do
     # Deliveries in flight go again, in order; then what waits in the queue (after a crash
     # with several in flight, they are all there: see charge_crash/3).
     state =
-      for {seq, what, frame, _attempts, _at} <- :queue.to_list(state.inflight),
+      for {seq, what, frame, _attempts, _at} <- Delivery.in_flight(state.delivery),
           reduce: state,
           do: (state -> emit(state, frame, journaled_seq(seq, what)))
 
@@ -1037,7 +1018,7 @@ defmodule Symbiont.Agent.Server do
   # §8.1: the seq of a publish is that of a delivery the agent was given (or of the
   # checkpoint it started from). One above them all is a lie that would poison the memory
   # of `dedupe: true` subscribers (their window would move past every real id): dropped.
-  defp frame({:publish, slot, topic, payload, {seq, _n}}, %{seq: highest} = state)
+  defp frame({:publish, slot, topic, payload, {seq, _n}}, %{delivery: %{seq: highest}} = state)
        when seq > highest do
     Logger.error(
       "agent #{state.id}: publish on #{inspect(topic)} with seq #{seq}, above the highest seq delivered (#{highest}), dropped (PROTOCOL.md §8.1)",
@@ -1241,7 +1222,7 @@ defmodule Symbiont.Agent.Server do
     %{
       sample(state, acked)
       | active_at: now,
-        probation: max(0, state.probation - n),
+        delivery: Delivery.handled(state.delivery, n),
         state_bin: state_bin,
         acked_seq: seq || state.acked_seq,
         handled: state.handled + n,
@@ -1325,7 +1306,7 @@ defmodule Symbiont.Agent.Server do
 
   # An upgrade goes on once nothing is in flight; a retirement hands what waits to its
   # heir and ends once nothing is in flight.
-  defp settle(%{rare: %{upgrading: {from, spec}}, in_flight: 0} = state) do
+  defp settle(%{rare: %{upgrading: {from, spec}}, delivery: %{in_flight: 0}} = state) do
     old = state.spec
     if state.host_pid, do: Symbiont.Host.detach(state.host_pid, state.slot)
     GenServer.reply(from, {:ok, old})
@@ -1353,7 +1334,7 @@ defmodule Symbiont.Agent.Server do
   end
 
   # A move goes on once nothing is in flight: out of its slot, into one of the new host.
-  defp settle(%{rare: %{moving: {from, host}}, in_flight: 0} = state) do
+  defp settle(%{rare: %{moving: {from, host}}, delivery: %{in_flight: 0}} = state) do
     if state.host_pid && state.slot, do: Symbiont.Host.detach(state.host_pid, state.slot)
 
     Logger.info(
@@ -1367,8 +1348,9 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp settle(%{rare: %{retiring: {_from, heir}}} = state) do
-    items = :queue.to_list(state.queue) ++ state.rare.held
-    state = rare(state, held: [])
+    {queued, delivery} = Delivery.take_queue(state.delivery)
+    items = queued ++ state.rare.held
+    state = state |> put_delivery(delivery) |> rare(held: [])
 
     for {%Symbiont.Event{} = event, attempts} <- items do
       if heir,
@@ -1376,11 +1358,11 @@ defmodule Symbiont.Agent.Server do
         else: dead_letter(state, event, "retired", attempts, nil)
     end
 
-    state = state |> put_queue(:queue.new(), 0, 0) |> journal_done(Enum.map(items, &elem(&1, 0)))
+    state = journal_done(state, Enum.map(items, &elem(&1, 0)))
 
     # Once nothing is in flight it lingers a little, still handing over what arrives: a
     # publisher that picked it just before it unsubscribed may have sent one more.
-    if state.in_flight == 0 and not state.rare.lingering do
+    if state.delivery.in_flight == 0 and not state.rare.lingering do
       Process.send_after(self(), :retired, @linger_ms)
       rare(state, lingering: true)
     else
@@ -1495,23 +1477,35 @@ defmodule Symbiont.Agent.Server do
   # deliveries wait to be tried again: they go back to the queue as they fail), and the
   # reservation becomes its place in the queue, or goes back if it is not queued.
   defp accept(state, what, admitted? \\ false) do
-    %{max_queue_bytes: max_bytes, overflow: overflow} = state.spec
-    size = size_of(what)
+    %{spec: spec, delivery: delivery} = state
+    size = Delivery.size_of(what)
 
-    cond do
-      size > max_bytes ->
+    admission =
+      Delivery.admission(delivery, size,
+        max_queue_bytes: spec.max_queue_bytes,
+        overflow: spec.overflow,
+        admitted?: admitted?,
+        sendable?: sendable?(state, size),
+        room?: room?(state, size)
+      )
+
+    case admission do
+      :too_large ->
         state |> release(admitted?, what) |> too_large_to_queue(what, size)
 
-      state.queued == 0 and sendable?(state, size) ->
+      :send ->
         state |> release(admitted?, what) |> send_delivery(what, 0)
 
-      (admitted? and overflow == :reject) or room?(state, size, overflow) ->
-        state |> enqueue({what, 0}, size, admitted?) |> check_load()
+      :enqueue ->
+        state |> enqueue(what, size, admitted?) |> check_load()
 
-      overflow == :drop_oldest ->
-        state |> make_room(size) |> enqueue({what, 0}, size, admitted?) |> check_load()
+      :drop_oldest ->
+        {dropped, delivery} = Delivery.make_room(delivery, size, spec)
+        state = put_delivery(state, delivery)
+        state = Enum.reduce(dropped, state, &overflowed(&2, &1))
+        state |> enqueue(what, size, admitted?) |> check_load()
 
-      true ->
+      :overflow ->
         state |> release(admitted?, what) |> overflowed(what)
     end
   end
@@ -1520,30 +1514,14 @@ defmodule Symbiont.Agent.Server do
   # queue, beside the reservations on their way (the load's slots count the queue and
   # them), so that it never takes the room of an event a publisher was told :ok for; in
   # a :drop_oldest one (which promises no publisher anything), in the queue itself.
-  defp room?(%{spec: spec} = state, size, :reject) do
+  defp room?(%{spec: %{overflow: :reject} = spec} = state, size) do
     load = state.rare.load
 
     :atomics.get(load, 1) < spec.max_queue and
       :atomics.get(load, 3) + size <= spec.max_queue_bytes
   end
 
-  defp room?(%{spec: spec} = state, size, _overflow),
-    do: state.queued < spec.max_queue and state.queued_bytes + size <= spec.max_queue_bytes
-
-  # :drop_oldest: the oldest waiting events go to the dead letters until one of `size`
-  # bytes fits (it does in an empty queue: it is no larger than :max_queue_bytes).
-  defp make_room(state, size) do
-    if state.queued > 0 and not room?(state, size, :drop_oldest) do
-      {{:value, {oldest, _attempts}}, queue} = :queue.out(state.queue)
-
-      state
-      |> put_queue(queue, state.queued - 1, state.queued_bytes - size_of(oldest))
-      |> overflowed(oldest)
-      |> make_room(size)
-    else
-      state
-    end
-  end
+  defp room?(state, size), do: Delivery.room?(state.delivery, size, state.spec)
 
   # An event its queue could never hold (a checked publish is refused it, as :too_large).
   defp too_large_to_queue(state, what, size) do
@@ -1576,7 +1554,7 @@ defmodule Symbiont.Agent.Server do
 
   defp release(state, true, what) do
     :atomics.sub(state.rare.load, 1, 1)
-    :atomics.sub(state.rare.load, 3, size_of(what))
+    :atomics.sub(state.rare.load, 3, Delivery.size_of(what))
     state
   end
 
@@ -1599,89 +1577,74 @@ defmodule Symbiont.Agent.Server do
   defp journal_up?(%{journal: nil}), do: true
   defp journal_up?(%{journal: journal}), do: Journal.available?(journal)
 
-  # Queue items are {event_or_tick, failed_attempts_so_far}; each event or tick carries its
-  # seq (number/2).
-
   # The next seq, for an event (in the event: its Symbiont.Event.seq) or a tick
   # ({:tick, name, seq}).
-  defp number(state, %Symbiont.Event{} = event) do
-    seq = state.seq + 1
-    {%{event | seq: seq}, %{state | seq: seq}}
+  defp number(state, what) do
+    {what, delivery} = Delivery.number(state.delivery, what)
+    {what, %{state | delivery: delivery}}
   end
 
-  defp number(state, {:tick, name}) do
-    seq = state.seq + 1
-    {{:tick, name, seq}, %{state | seq: seq}}
-  end
+  # Deliveries may go while a process runs the agent and it is not upgrading, moving or
+  # retiring: see Delivery.sendable?/4 for the credit window (one at a time while on
+  # probation).
+  defp sendable?(state, size),
+    do: Delivery.sendable?(state.delivery, size, open?(state), state.spec)
 
-  defp seq_of(%Symbiont.Event{seq: seq}), do: seq
-  defp seq_of({:tick, _name, seq}), do: seq
-  # The credit window: one delivery at a time while on probation (see charge_crash/3), and
-  # none while no process runs the agent.
-  defp window(%{status: status}) when status != :ready, do: 0
-
-  defp window(%{rare: %{upgrading: u, retiring: r, moving: m}})
-       when u != nil or r != nil or m != nil,
-       do: 0
-
-  defp window(%{probation: 0, spec: spec}), do: spec.max_in_flight
-  defp window(_state), do: 1
-
-  # The credit window has room for a delivery of `size` payload bytes: fewer deliveries
-  # in flight than the window, and their bytes within :max_in_flight_bytes with it,
-  # unless none is in flight (so that an event of any size the host takes goes).
-  defp sendable?(state, size) do
-    state.in_flight < window(state) and
-      (state.in_flight == 0 or state.inflight_bytes + size <= state.spec.max_in_flight_bytes)
-  end
+  defp open?(%{status: :ready, rare: %{upgrading: nil, retiring: nil, moving: nil}}), do: true
+  defp open?(_state), do: false
 
   # An item of `size` bytes goes to the back of the queue; `reserved?`: the load counts it
   # already (a checked publish reserved its room), and the reservation is now its place.
-  defp enqueue(state, item, size, reserved?) do
-    queue = :queue.in(item, state.queue)
-    queued = state.queued + 1
-    bytes = state.queued_bytes + size
-
-    if reserved?,
-      do: %{state | queue: queue, queued: queued, queued_bytes: bytes},
-      else: put_queue(state, queue, queued, bytes)
+  defp enqueue(state, what, size, reserved?) do
+    delivery = Delivery.enqueue(state.delivery, what, 0)
+    put_delivery(state, delivery, if(reserved?, do: {1, size}, else: {0, 0}))
   end
 
-  # The queue, its length, its payload bytes and the load publishers read change
-  # together (the load holds their reservations too: it changes by as much as the queue,
-  # never set).
-  defp put_queue(state, queue, queued, bytes) do
+  # The queue and the load publishers read change together (the load holds their
+  # reservations too: it changes by as much as the queue, never set). `reserved`: the
+  # room a checked publish reserved that is now an item's place in the queue.
+  defp put_delivery(state, delivery, reserved \\ {0, 0}) do
+    %{queued: n0, queued_bytes: b0} = state.delivery
+    {rn, rb} = reserved
     load = state.rare.load
-    :atomics.add(load, 1, queued - state.queued)
-    :atomics.add(load, 3, bytes - state.queued_bytes)
-    %{state | queue: queue, queued: queued, queued_bytes: bytes}
+    dn = delivery.queued - n0 - rn
+    db = delivery.queued_bytes - b0 - rb
+    if dn != 0, do: :atomics.add(load, 1, dn)
+    if db != 0, do: :atomics.add(load, 3, db)
+    %{state | delivery: delivery}
   end
-
-  # The payload bytes of an event (a tick has none), of queue items ({what, attempts})
-  # and of deliveries in flight ({seq, what, frame, attempts, sent_at}).
-  defp size_of(%Symbiont.Event{payload: payload}), do: byte_size(payload)
-  defp size_of(_tick), do: 0
-
-  defp queued_bytes(items), do: Enum.reduce(items, 0, &(size_of(elem(&1, 0)) + &2))
-  defp inflight_bytes(items), do: Enum.reduce(items, 0, &(size_of(elem(&1, 1)) + &2))
 
   # After a failed attempt (a nack, or the host dying while on it): again, first in line,
-  # until max_attempts; then the dead letters, with the attempts and the last error.
-  defp retry_or_give_up(%{rare: %{fallback: heir}} = state, %Symbiont.Event{} = what, _, _, _)
-       when is_pid(heir) do
-    send(heir, what)
+  # until max_attempts; then the dead letters, with the attempts and the last error (see
+  # Delivery.verdict/4).
+  defp retry_or_give_up(state, what, attempts, reason, error) do
+    verdict = Delivery.verdict(what, attempts, state.spec.max_attempts, fallback?(state))
+    delivery = if verdict == :retry, do: Delivery.push_front(state.delivery, what, attempts)
+
+    failed(
+      put_delivery(state, delivery || state.delivery),
+      what,
+      attempts,
+      verdict,
+      reason,
+      error
+    )
+  end
+
+  defp fallback?(state), do: is_pid(state.rare.fallback)
+
+  # A failed attempt's verdict carried out (the delivery already has a retried one back).
+  defp failed(state, _what, _attempts, :retry, _reason, _error),
+    do: rare(state, redelivered: state.rare.redelivered + 1)
+
+  defp failed(state, what, _attempts, :fallback, _reason, _error) do
+    send(state.rare.fallback, what)
     journal_done(%{state | failed: state.failed + 1}, [what])
   end
 
-  defp retry_or_give_up(state, what, attempts, reason, error) do
-    if attempts < state.spec.max_attempts do
-      state = rare(state, redelivered: state.rare.redelivered + 1)
-      queue = :queue.in_r({what, attempts}, state.queue)
-      put_queue(state, queue, state.queued + 1, state.queued_bytes + size_of(what))
-    else
-      dead_letter(state, what, reason, attempts, error)
-      journal_done(%{state | failed: state.failed + 1}, [what])
-    end
+  defp failed(state, what, attempts, :give_up, reason, error) do
+    dead_letter(state, what, reason, attempts, error)
+    journal_done(%{state | failed: state.failed + 1}, [what])
   end
 
   defp overflowed(state, what) do
@@ -1690,7 +1653,7 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp send_delivery(state, what, attempts) do
-    seq = seq_of(what)
+    seq = Delivery.seq_of(what)
 
     fields =
       case what do
@@ -1721,7 +1684,7 @@ defmodule Symbiont.Agent.Server do
   end
 
   defp put_in_flight(state, seq, what, frame, attempts) do
-    progress_at = if state.in_flight == 0, do: now_ms(), else: state.progress_at
+    progress_at = if state.delivery.in_flight == 0, do: now_ms(), else: state.progress_at
     sent_at = System.monotonic_time()
 
     if Symbiont.Telemetry.attached?() do
@@ -1734,9 +1697,7 @@ defmodule Symbiont.Agent.Server do
 
     %{
       state
-      | inflight: :queue.in({seq, what, frame, attempts, sent_at}, state.inflight),
-        in_flight: state.in_flight + 1,
-        inflight_bytes: state.inflight_bytes + size_of(what),
+      | delivery: Delivery.put_in_flight(state.delivery, what, frame, attempts, sent_at),
         progress_at: progress_at
     }
     |> emit(frame, journaled_seq(seq, what))
@@ -1763,7 +1724,7 @@ defmodule Symbiont.Agent.Server do
   # The host cancels a handler at its timeout and acks slow batches as it goes: nothing at
   # all for the timeout plus the grace means a handler that does not stop. Only a new
   # process frees the agent, and the delivery is charged an attempt when it goes down.
-  defp stall_check(%{status: :ready, in_flight: n} = state) when n > 0 do
+  defp stall_check(%{status: :ready, delivery: %{in_flight: n}} = state) when n > 0 do
     limit = handler_timeout(state.spec) + @stall_grace_ms
     idle = now_ms() - state.progress_at
 
@@ -1844,10 +1805,12 @@ defmodule Symbiont.Agent.Server do
         do: restore_checkpoint(state, checkpoint),
         else: first_checkpoint(state)
 
-    state = %{state | seq: max(state.seq, next - 1)}
     n = length(pending)
-    items = Enum.map(pending, &{&1, 0})
-    state = put_queue(state, :queue.from_list(items), n, queued_bytes(items))
+
+    delivery =
+      Delivery.append(Delivery.seen_seq(state.delivery, next - 1), Enum.map(pending, &{&1, 0}))
+
+    state = put_delivery(state, delivery)
     # Accepted after the checkpoint's dedupe memory was taken: their ids join it.
     dedupe = state.dedupe && Enum.reduce(pending, state.dedupe, &Dedupe.remember(&2, &1.id))
     state = %{state | dedupe: dedupe}
@@ -1878,7 +1841,7 @@ defmodule Symbiont.Agent.Server do
       state
       | state_bin: checkpoint.state,
         acked_seq: Map.get(checkpoint, :seq, 0),
-        seq: max(state.seq, Map.get(checkpoint, :seq, 0)),
+        delivery: Delivery.seen_seq(state.delivery, Map.get(checkpoint, :seq, 0)),
         dedupe: if(state.dedupe, do: Map.get(checkpoint, :dedupe) || state.dedupe)
     }
     |> rare(incarnation: Map.get(checkpoint, :incarnation, state.rare.incarnation))
@@ -1940,10 +1903,8 @@ defmodule Symbiont.Agent.Server do
   # The events of the journal still pending, in the order accepted (for a compaction, or
   # to write the journal anew): in flight, waiting, and held.
   defp journaled(state) do
-    inflight = for {_seq, %Symbiont.Event{} = e, _, _, _} <- :queue.to_list(state.inflight), do: e
-    queued = for {%Symbiont.Event{} = e, _} <- :queue.to_list(state.queue), do: e
     held = for {%Symbiont.Event{} = e, _} <- state.rare.held, do: e
-    Enum.sort_by(inflight ++ queued ++ held, & &1.seq)
+    Enum.sort_by(Delivery.events(state.delivery) ++ held, & &1.seq)
   end
 
   ## A journal the disk refuses (see "When the disk refuses" in Symbiont.Journal)
@@ -1972,7 +1933,7 @@ defmodule Symbiont.Agent.Server do
       meta(state)
     )
 
-    metrics = %{"queue" => state.queued, "held" => length(state.rare.held)}
+    metrics = %{"queue" => state.delivery.queued, "held" => length(state.rare.held)}
     state |> set_signal(:journal, {"failing", message, metrics}) |> observe()
   end
 
@@ -1980,22 +1941,12 @@ defmodule Symbiont.Agent.Server do
   # held ones; their frames, not yet written to the host (the journal is committed before
   # every write), are taken out of the batch.
   defp hold_undurable(state) do
-    journal = state.journal
-    undurable? = &match?(%Symbiont.Event{seq: jid} when jid > journal.durable, &1)
-    {gone, inflight} = Enum.split_with(:queue.to_list(state.inflight), &undurable?.(elem(&1, 1)))
-    {waiting, queue} = Enum.split_with(:queue.to_list(state.queue), &undurable?.(elem(&1, 0)))
-    frames = MapSet.new(gone, &elem(&1, 2))
-    gone = for {_seq, what, _frame, attempts, _at} <- gone, do: {what, attempts}
+    durable = state.journal.durable
+    {gone, waiting, frames, delivery} = Delivery.take_events(state.delivery, &(&1.seq > durable))
     held = Enum.sort_by(state.rare.held ++ gone ++ waiting, &elem(&1, 0).seq)
 
-    %{
-      state
-      | inflight: :queue.from_list(inflight),
-        in_flight: length(inflight),
-        inflight_bytes: inflight_bytes(inflight),
-        out: Out.drop(state.out, frames)
-    }
-    |> put_queue(:queue.from_list(queue), length(queue), queued_bytes(queue))
+    %{state | out: Out.drop(state.out, MapSet.new(frames))}
+    |> put_delivery(delivery)
     |> rare(held: held)
   end
 
@@ -2046,10 +1997,8 @@ defmodule Symbiont.Agent.Server do
       meta(state)
     )
 
-    queue = :queue.join(state.queue, :queue.from_list(held))
-
     %{state | overloaded: false}
-    |> put_queue(queue, state.queued + length(held), state.queued_bytes + queued_bytes(held))
+    |> put_delivery(Delivery.append(state.delivery, held))
     |> rare(held: [], journal_retry: 0)
     |> set_signal(:load, nil, message)
     |> set_signal(:journal, nil, message)
@@ -2064,15 +2013,16 @@ defmodule Symbiont.Agent.Server do
   end
 
   # Sends what waits while the credit window has room.
-  defp drain(%{queued: 0} = state), do: check_load(state)
+  defp drain(%{delivery: %{queued: 0}} = state), do: check_load(state)
 
   defp drain(state) do
-    {:value, {what, attempts}} = :queue.peek(state.queue)
-    size = size_of(what)
+    {what, attempts} = Delivery.peek(state.delivery)
 
-    if sendable?(state, size) do
+    if sendable?(state, Delivery.size_of(what)) do
+      {_item, delivery} = Delivery.pop(state.delivery)
+
       state
-      |> put_queue(:queue.drop(state.queue), state.queued - 1, state.queued_bytes - size)
+      |> put_delivery(delivery)
       |> send_delivery(what, attempts)
       |> drain()
     else
@@ -2083,7 +2033,9 @@ defmodule Symbiont.Agent.Server do
   # Health with hysteresis: `overloaded` when the queue's length or its bytes reach their
   # high-water mark (:high_water, and 80% of :max_queue_bytes), `healthy` again once both
   # are below half of theirs.
-  defp check_load(%{overloaded: false, queued: n, queued_bytes: b, spec: spec} = state) do
+  defp check_load(
+         %{overloaded: false, delivery: %{queued: n, queued_bytes: b}, spec: spec} = state
+       ) do
     if n >= spec.high_water or b >= high_water_bytes(spec) do
       publish_load(
         %{state | overloaded: true},
@@ -2095,7 +2047,7 @@ defmodule Symbiont.Agent.Server do
     end
   end
 
-  defp check_load(%{queued: n, queued_bytes: b, spec: spec} = state) do
+  defp check_load(%{delivery: %{queued: n, queued_bytes: b}, spec: spec} = state) do
     hw = spec.high_water
     hwb = high_water_bytes(spec)
 
@@ -2114,9 +2066,9 @@ defmodule Symbiont.Agent.Server do
 
   defp publish_load(state, kind, reason) do
     metrics = %{
-      "queue" => state.queued,
-      "queue_bytes" => state.queued_bytes,
-      "in_flight" => state.in_flight,
+      "queue" => state.delivery.queued,
+      "queue_bytes" => state.delivery.queued_bytes,
+      "in_flight" => state.delivery.in_flight,
       "max_queue" => state.spec.max_queue,
       "max_queue_bytes" => state.spec.max_queue_bytes,
       "dropped" => state.rare.dropped
@@ -2130,31 +2082,10 @@ defmodule Symbiont.Agent.Server do
       else: set_signal(state, :load, {kind, reason, metrics})
   end
 
-  # Removes the delivery `seq` and those sent before it from the in-flight queue: acks are
-  # cumulative in the order sent (PROTOCOL.md §8), which is the order of seqs but for a
-  # retry sent behind later ones. Nothing when `seq` is not in flight.
+  # Removes the delivery `seq` and those sent before it from the flight (Delivery.ack/2).
   defp take_inflight(state, seq) do
-    case take_through(state.inflight, seq, []) do
-      nil ->
-        {[], state}
-
-      {taken, rest} ->
-        {taken,
-         %{
-           state
-           | inflight: rest,
-             in_flight: state.in_flight - length(taken),
-             inflight_bytes: state.inflight_bytes - inflight_bytes(taken)
-         }}
-    end
-  end
-
-  defp take_through(queue, seq, acc) do
-    case :queue.out(queue) do
-      {{:value, {^seq, _, _, _, _} = item}, rest} -> {:lists.reverse([item | acc]), rest}
-      {{:value, item}, rest} -> take_through(rest, seq, [item | acc])
-      {:empty, _} -> nil
-    end
+    {taken, delivery} = Delivery.ack(state.delivery, seq)
+    {taken, %{state | delivery: delivery}}
   end
 
   # An agent that consumes the dead letters and fails on one would feed it back to itself
@@ -2204,45 +2135,21 @@ defmodule Symbiont.Agent.Server do
   # culprit and is charged; with several, they all go back to the front of the queue
   # uncharged, and the agent is on probation: they go one at a time until each has been
   # acked, so that a crash meanwhile has exactly one suspect.
-  defp charge_crash(%{in_flight: 0} = state, _crash, _running), do: state
-  defp charge_crash(state, _crash, :none), do: requeue_inflight(state)
+  defp charge_crash(state, crash, running) do
+    {requeued, charged, delivery} =
+      Delivery.crash(state.delivery, running, state.spec.max_attempts, fallback?(state))
 
-  defp charge_crash(state, crash, seq) when is_integer(seq) do
-    case Enum.split_while(:queue.to_list(state.inflight), &(elem(&1, 0) != seq)) do
-      {before, [running | later]} ->
-        state
-        |> keep_inflight(later)
-        |> requeue_inflight()
-        |> charge_running(running, crash)
-        |> keep_inflight(before)
-        |> requeue_inflight()
+    state = state |> put_delivery(delivery) |> requeued(requeued)
 
-      {_, []} ->
-        requeue_inflight(state)
+    case charged do
+      nil -> state
+      {flight, verdict} -> charge_running(state, flight, verdict, crash)
     end
   end
 
-  defp charge_crash(%{in_flight: 1} = state, crash, nil) do
-    {{:value, running}, rest} = :queue.out(state.inflight)
-    # Requeued or given up, the rest of the suspects still go one at a time.
-    state = %{
-      state
-      | inflight: rest,
-        in_flight: 0,
-        inflight_bytes: 0,
-        probation: max(state.probation, 1)
-    }
-
-    charge_running(state, running, crash)
-  end
-
-  defp charge_crash(state, _crash, nil) do
-    probation = max(state.probation, state.in_flight)
-    requeue_inflight(%{state | probation: probation})
-  end
-
-  # The delivery that was running when the host died: an attempt.
-  defp charge_running(state, {_seq, what, _frame, attempts, _at}, crash) do
+  # The delivery that was running when the host died: an attempt (Delivery.crash/4 has
+  # put it back already when it goes again).
+  defp charge_running(state, {_seq, what, _frame, attempts, _at}, verdict, crash) do
     error = %{
       "type" => "crash",
       "message" => "the host #{crash.message} while handling it",
@@ -2250,35 +2157,23 @@ defmodule Symbiont.Agent.Server do
     }
 
     reason = if Map.get(crash, :stalled) == state.id, do: "timeout", else: "crashed"
-    retry_or_give_up(rare(state, last_error: error), what, attempts + 1, reason, error)
+    state = rare(state, last_error: error)
+    failed(state, what, attempts + 1, verdict, reason, error)
   end
-
-  # Only `items` of what was in flight remain so (the others dealt with apart).
-  defp keep_inflight(state, items),
-    do: %{
-      state
-      | inflight: :queue.from_list(items),
-        in_flight: length(items),
-        inflight_bytes: inflight_bytes(items)
-    }
 
   # The deliveries in flight go back to the front of the queue, in order, uncharged
   # (their bytes with them).
-  defp requeue_inflight(%{in_flight: 0} = state),
-    do: %{state | inflight: :queue.new(), inflight_bytes: 0}
-
   defp requeue_inflight(state) do
-    n = state.in_flight
-    handled(state, :queue.to_list(state.inflight), :requeued)
+    {requeued, delivery} = Delivery.requeue_inflight(state.delivery)
+    state |> put_delivery(delivery) |> requeued(requeued)
+  end
 
-    queue =
-      List.foldr(:queue.to_list(state.inflight), state.queue, fn {_, what, _, attempts, _}, q ->
-        :queue.in_r({what, attempts}, q)
-      end)
+  # Deliveries taken back to be sent again: their spans end, and they are counted.
+  defp requeued(state, []), do: state
 
-    %{state | inflight: :queue.new(), in_flight: 0, inflight_bytes: 0}
-    |> put_queue(queue, state.queued + n, state.queued_bytes + state.inflight_bytes)
-    |> rare(redelivered: state.rare.redelivered + n)
+  defp requeued(state, flights) do
+    handled(state, flights, :requeued)
+    rare(state, redelivered: state.rare.redelivered + length(flights))
   end
 
   # A restart on purpose (an upgrade, a promotion or rollback, a release, a restart by
@@ -2316,7 +2211,7 @@ defmodule Symbiont.Agent.Server do
 
   # Its health now: `quarantined` while it is, else the worst of its signals.
   defp health(%{quarantined: why} = state) when why != nil,
-    do: {"quarantined", why, %{"queue" => state.queued}}
+    do: {"quarantined", why, %{"queue" => state.delivery.queued}}
 
   defp health(state) do
     Enum.reduce(state.rare.signals, {"healthy", nil, %{}}, fn {_source, signal}, worst ->
@@ -2451,9 +2346,9 @@ defmodule Symbiont.Agent.Server do
   defp count(state) do
     Observation.put_counters(
       state.rare.obs,
-      state.queued,
-      state.queued_bytes,
-      state.in_flight,
+      state.delivery.queued,
+      state.delivery.queued_bytes,
+      state.delivery.in_flight,
       state.handled,
       state.failed,
       state.active_at,
@@ -2533,26 +2428,7 @@ defmodule Symbiont.Agent.Server do
   ## Introspection
 
   # The first delivery that has failed before, in flight or waiting: %{topic, attempts}.
-  # One that failed goes back to the front of the queue: only the front is looked at.
-  defp suspect(state) do
-    inflight =
-      for {_seq, what, _frame, attempts, _at} <- :queue.to_list(state.inflight),
-          do: {what, attempts}
-
-    {front, _rest} = :queue.split(min(@suspect_scan, state.queued), state.queue)
-    waiting = :queue.to_list(front)
-
-    Enum.find_value(inflight ++ waiting, fn
-      {%Symbiont.Event{topic: topic}, attempts} when attempts > 0 ->
-        %{topic: topic, attempts: attempts}
-
-      {{:tick, name, _seq}, attempts} when attempts > 0 ->
-        %{topic: "$tick:" <> name, attempts: attempts}
-
-      _ ->
-        nil
-    end)
-  end
+  defp suspect(state), do: Delivery.suspect(state.delivery, @suspect_scan)
 
   # p50 and p99 of the last 100 handling latencies.
   defp percentiles(samples) do
@@ -2583,11 +2459,11 @@ defmodule Symbiont.Agent.Server do
       spec: state.spec,
       topics: state.rare.topics,
       timers: Enum.map(state.rare.timers, & &1["name"]),
-      in_flight: state.in_flight,
-      in_flight_bytes: state.inflight_bytes,
-      queue: state.queued,
+      in_flight: state.delivery.in_flight,
+      in_flight_bytes: state.delivery.inflight_bytes,
+      queue: state.delivery.queued,
       max_queue: state.spec.max_queue,
-      queue_bytes: state.queued_bytes,
+      queue_bytes: state.delivery.queued_bytes,
       max_queue_bytes: state.spec.max_queue_bytes,
       overloaded: state.overloaded,
       dropped: state.rare.dropped,
