@@ -254,7 +254,8 @@ defmodule Symbiont.Agent.Delivery do
   An ack (or a nack) of `seq`: the delivery `seq` and those sent before it leave the
   flight, in the order sent (acks are cumulative in the order sent, PROTOCOL.md §8, which
   is the order of seqs but for a retry sent behind later ones). Nothing when `seq` is not
-  in flight (they went back to the queue). Acked deliveries count against the probation.
+  in flight (they went back to the queue). What was acked shortens the probation
+  through `handled/2`.
   """
   @spec ack(t, non_neg_integer) :: {[flight], t}
   def ack(%__MODULE__{} = d, seq) do
