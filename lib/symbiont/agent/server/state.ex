@@ -9,7 +9,11 @@ defmodule Symbiont.Agent.Server.State do
   alias Symbiont.Health.Window
   alias Symbiont.Host.Out
 
+  @typedoc "The state map of an agent server (its fields: `new/4`)."
+  @type t :: map
+
   @doc false
+  @spec new(String.t(), String.t(), map, map) :: t
   def new(id, host, spec, extra) do
     # Two maps: the fields the server reads and writes on every event, ack or delivery at
     # the top, and those that change seldom in `rare`. A map of more than 32 keys is a
@@ -156,30 +160,36 @@ defmodule Symbiont.Agent.Server.State do
   end
 
   @doc false
+  @spec now_ms() :: integer
   def now_ms, do: System.monotonic_time(:millisecond)
 
   @doc false
+  @spec meta(t) :: keyword
   def meta(state), do: [host: state.host, agent: state.id]
 
   # Updates fields of `state.rare` (see new/4); like `%{map | k: v}`, only existing ones.
   @doc false
+  @spec rare(t, keyword) :: t
   def rare(state, fields) do
     %{state | rare: Enum.reduce(fields, state.rare, fn {k, v}, rare -> %{rare | k => v} end)}
   end
 
   # The same for its analytics' fields (Symbiont.Signals).
   @doc false
+  @spec analytics(t, keyword) :: t
   def analytics(state, fields) do
     a = Enum.reduce(fields, state.rare.analytics, fn {k, v}, a -> %{a | k => v} end)
     %{state | rare: %{state.rare | analytics: a}}
   end
 
   @doc false
+  @spec describe_logic(map) :: String.t()
   def describe_logic(%{wasm: wasm}) when is_binary(wasm),
     do: "wasm:" <> Path.relative_to_cwd(wasm)
 
   def describe_logic(spec), do: "#{spec.module}:#{spec.class}"
 
   @doc false
+  @spec format_remote_error(map) :: String.t()
   def format_remote_error(error), do: "#{error["type"]}: #{error["message"]}"
 end
