@@ -100,8 +100,8 @@ defmodule Symbiont.Host do
 
   require Logger
 
-  alias Symbiont.Host.{Blackbox, Blame, Callbacks, Calls, Crash, Frames, Framer, Launch, Logs}
-  alias Symbiont.Host.{Options, Out, Output, RestartPolicy, Slots, Usage}
+  alias Symbiont.Host.{Blackbox, Callbacks, Calls, Crash, Frames, Launch, Logs}
+  alias Symbiont.Host.{Options, Out, RestartPolicy, Slots, State, Usage}
 
   @typedoc "A host: its pid or the name it was started with."
   @type host :: pid | String.t()
@@ -327,62 +327,7 @@ defmodule Symbiont.Host do
   def init(config) do
     Process.flag(:trap_exit, true)
 
-    state = %{
-      config: config,
-      name: config.name,
-      status: :starting,
-      port: nil,
-      os_pid: nil,
-      framer: Framer.new(config.max_frame),
-      peer_max_frame: config.max_frame,
-      info: %{},
-      started_at: nil,
-      ready_at: nil,
-      # The node's calls to the process (Symbiont.Host.Calls).
-      next_id: 0,
-      pending: %{},
-      waiting: :queue.new(),
-      # The process's calls to the node (Symbiont.Host.Callbacks).
-      tasks: %{},
-      out: Out.new(),
-      # The agents it runs (Symbiont.Host.Slots): slot => {pid, id, monitor}; slots are
-      # never reused.
-      slots: %{},
-      next_slot: 1,
-      # The last lines its processes printed (Symbiont.Host.Logs).
-      logs: :queue.new(),
-      log_count: 0,
-      # What its processes print, bounded (Symbiont.Host.Output): it outlives them.
-      output: Output.new(config.output_limit, 2, System.monotonic_time(:millisecond)),
-      # Its crashes, and the streak of the last (Symbiont.Host.RestartPolicy).
-      crashes: 0,
-      consecutive: 0,
-      last_crash: nil,
-      # The current process's flight recorder (Symbiont.Host.Blackbox), and who was
-      # charged with the crashes of this host (Symbiont.Host.Blame).
-      box: nil,
-      blame: Blame.new(config.isolate_after, config.isolate_window_ms),
-      # How its process's time goes to its agents (Symbiont.Host.Usage, PROTOCOL.md §11.2).
-      usage: Usage.new(config.heartbeat_ms),
-      # Why the process was killed on request (restart/2), until it is down.
-      restart_reason: nil,
-      # When the process last sent anything (monotonic ms), and the last ping's number.
-      heard_at: nil,
-      beat: 0,
-      # Port messages since the owner last counted those waiting in its mailbox
-      # (Symbiont.Host.Frames).
-      since_count: Frames.recount_every(),
-      # Flow control (PROTOCOL.md §8.2, Symbiont.Host.Credit), for a process that announced
-      # it: what it sent of each window and was not given back yet (nil: no windows);
-      # and the casts and messages handled but not given back yet.
-      credit: nil,
-      own: {0, 0},
-      # Whether the current process was a warm standby (Symbiont.Host.Standby), and the
-      # modules of the agents it ran, for the standby to import ahead.
-      standby: false,
-      preload: [],
-      launch_key: nil
-    }
+    state = State.new(config)
 
     {:ok, state, {:continue, :open}}
   end
