@@ -17,13 +17,13 @@ defmodule Symbiont.Host.Callbacks do
   Every function takes and returns the owner's state; they run in the owner's process.
   """
 
-  alias Symbiont.Host.{Erlang, Frames, Logs}
+  alias Symbiont.Host.{Erlang, Frames, Logs, State}
 
   # Calls from the process to the node running at once (PROTOCOL.md §4.1).
   @max_calls 10_000
 
   @doc "A `cast` frame: `m.f(args)` runs in a task; a failure is logged, never answered."
-  @spec cast(map, String.t(), String.t(), list, non_neg_integer) :: map
+  @spec cast(State.t(), String.t(), String.t(), list, non_neg_integer) :: State.t()
   def cast(state, m, f, args, size) do
     name = state.name
     host = self()
@@ -44,15 +44,15 @@ defmodule Symbiont.Host.Callbacks do
   end
 
   @doc "A cast of the current process has run: its share of the window goes back (§8.2)."
-  @spec cast_done(map, non_neg_integer) :: map
+  @spec cast_done(State.t(), non_neg_integer) :: State.t()
   def cast_done(state, size), do: Frames.handled_own(state, 1, size)
 
   @doc """
   A `call` frame: `m.f(args)` runs in a task, which sends the owner its result. Too many
   running at once is a protocol error, `{:error, reason, state}`.
   """
-  @spec call(map, non_neg_integer, String.t(), String.t(), list) ::
-          map | {:error, term, map}
+  @spec call(State.t(), non_neg_integer, String.t(), String.t(), list) ::
+          State.t() | {:error, term, State.t()}
   def call(state, _id, _m, _f, _args) when map_size(state.tasks) >= @max_calls,
     do: {:error, {:too_many_calls, @max_calls}, state}
 
@@ -72,7 +72,7 @@ defmodule Symbiont.Host.Callbacks do
   The result of call `id` of the current process, sent back to it as a `reply` or an
   `error` frame (an error frame too when the result cannot be encoded).
   """
-  @spec result(map, non_neg_integer, {:ok, term} | {:error, map}) :: map
+  @spec result(State.t(), non_neg_integer, {:ok, term} | {:error, map}) :: State.t()
   def result(state, id, result) do
     state = %{state | tasks: Map.delete(state.tasks, id)}
 
@@ -98,7 +98,7 @@ defmodule Symbiont.Host.Callbacks do
   end
 
   @doc "A `msg` frame: `value` is sent to `dest`; to an unknown one, dropped with a warning."
-  @spec msg(map, term, term) :: map
+  @spec msg(State.t(), term, term) :: State.t()
   def msg(state, dest, value) do
     case Erlang.resolve_destination(dest) do
       {:ok, pid} ->
@@ -116,7 +116,7 @@ defmodule Symbiont.Host.Callbacks do
   end
 
   @doc "A `cancel` frame: the task of call `id`, if it still runs, is killed."
-  @spec cancel(map, non_neg_integer) :: map
+  @spec cancel(State.t(), non_neg_integer) :: State.t()
   def cancel(state, id) do
     case Map.pop(state.tasks, id) do
       {nil, _} ->

@@ -13,13 +13,14 @@ defmodule Symbiont.Host.Calls do
   Every function takes and returns the owner's state; they run in the owner's process.
   """
 
-  alias Symbiont.Host.{Frames, Logs}
+  alias Symbiont.Host.{Frames, Logs, State}
 
   @doc """
   A call `{:call, module, function, args, timeout}` from `from`: written now to a ready
   process, else queued; `{:reply, error, state}` when its frame cannot be encoded.
   """
-  @spec call(map, tuple, GenServer.from()) :: {:noreply, map} | {:reply, term, map}
+  @spec call(State.t(), tuple, GenServer.from()) ::
+          {:noreply, State.t()} | {:reply, term, State.t()}
   def call(state, {:call, m, f, args, timeout}, from) do
     id = state.next_id
     state = %{state | next_id: id + 1}
@@ -46,7 +47,7 @@ defmodule Symbiont.Host.Calls do
   A cast or a message (`frame`) for the process: written now to a ready process, else
   queued; one that cannot be encoded is dropped and logged.
   """
-  @spec send_or_queue(map, list) :: map
+  @spec send_or_queue(State.t(), list) :: State.t()
   def send_or_queue(state, frame) do
     case Frames.encode(state, frame) do
       {:ok, iodata} ->
@@ -68,7 +69,7 @@ defmodule Symbiont.Host.Calls do
   end
 
   @doc "Call `id` timed out: its caller gets `{:error, :timeout}`, a written one is cancelled."
-  @spec timeout(map, non_neg_integer) :: map
+  @spec timeout(State.t(), non_neg_integer) :: State.t()
   def timeout(state, id) do
     case Map.pop(state.pending, id) do
       {nil, _} ->
@@ -86,7 +87,7 @@ defmodule Symbiont.Host.Calls do
   end
 
   @doc "The answer to call `id` (a late one, after its timeout, is dropped)."
-  @spec answer(map, non_neg_integer, {:ok, term} | {:error, term}) :: map
+  @spec answer(State.t(), non_neg_integer, {:ok, term} | {:error, term}) :: State.t()
   def answer(state, id, result) do
     case Map.pop(state.pending, id) do
       {{from, timer, _sent}, pending} ->
@@ -106,7 +107,7 @@ defmodule Symbiont.Host.Calls do
   end
 
   @doc "The process is ready: what waited for it is written, calls and casts in order."
-  @spec flush(map) :: map
+  @spec flush(State.t()) :: State.t()
   def flush(state) do
     state =
       for {id, frame} <- :queue.to_list(state.waiting),
@@ -119,7 +120,7 @@ defmodule Symbiont.Host.Calls do
   end
 
   @doc "Fails the calls written to the process (it is gone): each caller gets `{:error, reason}`."
-  @spec fail(map, term) :: :ok
+  @spec fail(State.t(), term) :: :ok
   def fail(state, reason) do
     for {_id, {from, timer, true}} <- state.pending do
       Process.cancel_timer(timer)
@@ -130,7 +131,7 @@ defmodule Symbiont.Host.Calls do
   end
 
   @doc "The calls not written yet: they wait for the next process."
-  @spec unsent(map) :: map
+  @spec unsent(State.t()) :: State.t()
   def unsent(state),
     do: Map.filter(state.pending, fn {_id, {_from, _timer, sent?}} -> not sent? end)
 end

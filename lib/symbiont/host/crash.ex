@@ -17,10 +17,10 @@ defmodule Symbiont.Host.Crash do
   """
 
   alias Symbiont.Host.{Blackbox, Blame, Calls, Launch, Logs, Out, Protocol, RestartPolicy}
-  alias Symbiont.Host.{Slots, Usage}
+  alias Symbiont.Host.{Slots, State, Usage}
 
   @doc "The process broke the protocol (PROTOCOL.md §9): logged, and handled as a crash."
-  @spec protocol_error(map, term) :: map
+  @spec protocol_error(State.t(), term) :: State.t()
   def protocol_error(state, reason) do
     Symbiont.Host.log(
       :error,
@@ -35,7 +35,7 @@ defmodule Symbiont.Host.Crash do
   The process went down for `reason` (see `format_reason/1`): the state of a host in
   `:backoff`, its restart scheduled.
   """
-  @spec crashed(map, term) :: map
+  @spec crashed(State.t(), term) :: State.t()
   def crashed(state, reason) do
     # Whose code was running, read before anything else can touch the process.
     slots = state.slots
@@ -128,7 +128,7 @@ defmodule Symbiont.Host.Crash do
   Restart number `n` is due (the state is in `:backoff`): a new process, and, unless it
   was asked for, a `restart` remediation by the supervisor.
   """
-  @spec restart(map, pos_integer) :: map
+  @spec restart(State.t(), pos_integer) :: State.t()
   def restart(%{last_crash: %{reason: {:restarted, _}}} = state, _n), do: Launch.open(state)
 
   def restart(state, n) do
@@ -298,7 +298,7 @@ defmodule Symbiont.Host.Crash do
   then its process group (the children it forked or spawned) is killed too. A process
   that exited by itself (its port is closed already) leaves only its group to kill.
   """
-  @spec close_port(map) :: term
+  @spec close_port(State.t()) :: term
   def close_port(%{port: port, os_pid: os_pid, config: config}),
     do: Symbiont.Host.Reaper.close(port, os_pid, config.grace)
 end

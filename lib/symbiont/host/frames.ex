@@ -19,7 +19,7 @@ defmodule Symbiont.Host.Frames do
   """
 
   alias Symbiont.Host.{Callbacks, Calls, Crash, Credit, Framer, Launch, Logs, Out, Protocol}
-  alias Symbiont.Host.Slots
+  alias Symbiont.Host.{Slots, State}
   alias Symbiont.MsgPack
 
   # How many port messages go by between two counts of the messages waiting in the
@@ -35,7 +35,7 @@ defmodule Symbiont.Host.Frames do
   not a byte: a process stuck after the start of one would otherwise seem alive for as
   long as bytes trickle in.
   """
-  @spec data(map, binary) :: map
+  @spec data(State.t(), binary) :: State.t()
   def data(state, chunk) do
     with {:ok, state} <- flooding(state),
          {:ok, payloads, framer} <- Framer.feed(state.framer, chunk) do
@@ -127,7 +127,7 @@ defmodule Symbiont.Host.Frames do
   defp settle(state, _frame, _size), do: state
 
   @doc "Casts and messages of the process handled: given back a quarter window at a time."
-  @spec handled_own(map, pos_integer, non_neg_integer) :: map
+  @spec handled_own(State.t(), pos_integer, non_neg_integer) :: State.t()
   def handled_own(state, n, size) do
     {frames, bytes} = state.own
     frames = frames + n
@@ -139,7 +139,7 @@ defmodule Symbiont.Host.Frames do
   end
 
   @doc "Gives `frames` and `bytes` of `slot`'s window back, written at once: a host may be waiting for it."
-  @spec give_back(map, non_neg_integer, non_neg_integer, non_neg_integer) :: map
+  @spec give_back(State.t(), non_neg_integer, non_neg_integer, non_neg_integer) :: State.t()
   def give_back(state, slot, frames, bytes) do
     state = %{state | credit: Credit.give_back(state.credit, slot, frames, bytes)}
     state = send_frame(state, ["credit", slot, frames, bytes])
@@ -196,7 +196,7 @@ defmodule Symbiont.Host.Frames do
   ## Sending
 
   @doc "Encodes a frame with its length prefix, refused past the largest frame the process accepts."
-  @spec encode(map, list) :: {:ok, iodata} | {:error, term}
+  @spec encode(State.t(), list) :: {:ok, iodata} | {:error, term}
   def encode(state, frame) do
     with {:ok, iodata} <- MsgPack.encode(frame) do
       size = IO.iodata_length(iodata)
@@ -208,7 +208,7 @@ defmodule Symbiont.Host.Frames do
   end
 
   @doc "Sends a frame to the running process (none: nothing is sent); one that cannot be encoded is logged."
-  @spec send_frame(map, list) :: map
+  @spec send_frame(State.t(), list) :: State.t()
   def send_frame(%{port: port} = state, frame) when port != nil do
     case encode(state, frame) do
       {:ok, iodata} ->
@@ -228,6 +228,6 @@ defmodule Symbiont.Host.Frames do
   def send_frame(state, _frame), do: state
 
   @doc "Queues an encoded frame for the port (written in batches: `Symbiont.Host.Out`)."
-  @spec emit(map, iodata) :: map
+  @spec emit(State.t(), iodata) :: State.t()
   def emit(state, iodata), do: %{state | out: Out.emit(state.out, iodata)}
 end

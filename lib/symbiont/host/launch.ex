@@ -12,14 +12,14 @@ defmodule Symbiont.Host.Launch do
   """
 
   alias Symbiont.Host.{Blackbox, Calls, Crash, Credit, Framer, Frames, Out, Output, Protocol}
-  alias Symbiont.Host.{Slots, Standby, Usage}
+  alias Symbiont.Host.{Slots, Standby, State, Usage}
 
   @doc """
   Starts the process (a warm standby, else cold), and sends it `init`; a process that
   cannot be spawned is a crash (`{:spawn_failed, reason}`). A start that does not answer
   within `:start_timeout` is told by `{:start_timeout, port}`.
   """
-  @spec open(map) :: map
+  @spec open(State.t()) :: State.t()
   def open(%{config: c} = state) do
     key = state.launch_key || {c.python, c.cd, environment(c)}
 
@@ -125,7 +125,7 @@ defmodule Symbiont.Host.Launch do
   The process answered `init` with `ready` (`info`, its announcements): it serves. What
   waited for it is written, and its agents start in it.
   """
-  @spec ready(map, map) :: map
+  @spec ready(State.t(), map) :: State.t()
   def ready(state, info) do
     now = System.monotonic_time(:millisecond)
     usage = Usage.start(state.usage, System.monotonic_time(:microsecond))
@@ -160,7 +160,7 @@ defmodule Symbiont.Host.Launch do
   Writes the OS pid of the host's process (or `nil`) in its registry entry, where
   `Symbiont.Host.os_pid/1` reads it without a call to the owner.
   """
-  @spec advertise(map, non_neg_integer | nil) :: map
+  @spec advertise(State.t(), non_neg_integer | nil) :: State.t()
   def advertise(state, os_pid) do
     Registry.update_value(Symbiont.Host.Registry, state.name, fn _ -> os_pid end)
     state

@@ -8,7 +8,7 @@ defmodule Symbiont.Host.Logs do
   Every function that takes the owner's state runs in the owner's process.
   """
 
-  alias Symbiont.Host.{Output, Protocol, Slots}
+  alias Symbiont.Host.{Output, Protocol, Slots, State}
 
   @doc """
   A line the process printed. It is logged within the output limit, and kept, cut to its
@@ -17,7 +17,7 @@ defmodule Symbiont.Host.Logs do
   Logger metadata under the one key `:python`, as a map with fixed atom keys: the host's
   names stay strings, never atoms (the atom table is not the host's to fill).
   """
-  @spec line(map, Logger.level(), String.t(), map | nil) :: map
+  @spec line(State.t(), Logger.level(), String.t(), map | nil) :: State.t()
   def line(state, level, message, fields \\ nil) do
     message = Output.cut(message, state.output)
     now = System.monotonic_time(:millisecond)
@@ -59,7 +59,7 @@ defmodule Symbiont.Host.Logs do
   end
 
   @doc "A `fatal` frame: the process could not start; said once, and kept as a line."
-  @spec fatal(map, map) :: map
+  @spec fatal(State.t(), map) :: State.t()
   def fatal(state, error) do
     Symbiont.Host.log(
       :error,
@@ -71,7 +71,7 @@ defmodule Symbiont.Host.Logs do
   end
 
   @doc "What was dropped over the output limit, said in one line (`:output_summary`)."
-  @spec summary(map) :: map
+  @spec summary(State.t()) :: State.t()
   def summary(state) do
     {text, output} = Output.summary(state.output, System.monotonic_time(:millisecond))
     if text, do: Symbiont.Host.log(:warning, "host #{inspect(state.name)} #{text}", meta(state))
@@ -79,11 +79,11 @@ defmodule Symbiont.Host.Logs do
   end
 
   @doc "The last lines the process printed, oldest first."
-  @spec recent(map) :: [String.t()]
+  @spec recent(State.t()) :: [String.t()]
   def recent(state), do: :queue.to_list(state.logs)
 
   @doc "Logger metadata: a host that runs one agent logs with the agent's name too (§7)."
-  @spec meta(map) :: keyword
+  @spec meta(State.t()) :: keyword
   def meta(state) do
     case Slots.ids(state) do
       [id] -> [host: state.name, agent: id]
@@ -92,7 +92,7 @@ defmodule Symbiont.Host.Logs do
   end
 
   @doc "The agents of the host, for a log line about it: `\" (agent a)\"`, or `\"\"`."
-  @spec agent_suffix(map) :: String.t()
+  @spec agent_suffix(State.t()) :: String.t()
   def agent_suffix(state) do
     case Slots.ids(state) do
       [] -> ""

@@ -14,7 +14,7 @@ defmodule Symbiont.Host.Slots do
   Every function takes and returns the owner's state; they run in the owner's process.
   """
 
-  alias Symbiont.Host.{Frames, Standby, Usage}
+  alias Symbiont.Host.{Frames, Standby, State, Usage}
 
   @agent_frames [:agent_ready, :agent_failed, :ack, :nack, :publish, :health]
   # How many agents' modules a standby is asked to import ahead.
@@ -25,8 +25,8 @@ defmodule Symbiont.Host.Slots do
   slot: `{slot, port or nil, max_frame}` and the state. The port is the process's when
   it is ready; otherwise `{:host_up, host, port}` follows.
   """
-  @spec attach(map, pid, String.t(), String.t() | nil) ::
-          {{pos_integer, port | nil, pos_integer}, map}
+  @spec attach(State.t(), pid, String.t(), String.t() | nil) ::
+          {{pos_integer, port | nil, pos_integer}, State.t()}
   def attach(state, pid, id, module) do
     slot = state.next_slot
     state = preload(state, module)
@@ -50,7 +50,7 @@ defmodule Symbiont.Host.Slots do
   defp preload(state, _module), do: state
 
   @doc "The agent in `slot` left it (it moved to another: `Symbiont.Agent.Server.upgrade/3`)."
-  @spec detach(map, pos_integer) :: map
+  @spec detach(State.t(), pos_integer) :: State.t()
   def detach(state, slot) do
     case Map.pop(state.slots, slot) do
       {nil, _} ->
@@ -63,7 +63,7 @@ defmodule Symbiont.Host.Slots do
   end
 
   @doc "An agent server went down: its slot in the process is freed (never reused)."
-  @spec down(map, pid) :: map
+  @spec down(State.t(), pid) :: State.t()
   def down(state, pid) do
     case Enum.find(state.slots, fn {_slot, {p, _id, _ref}} -> p == pid end) do
       nil -> state
@@ -92,7 +92,7 @@ defmodule Symbiont.Host.Slots do
   An agent's frame (agent_ready, agent_failed, ack, nack, publish, health), for the agent
   in its slot. One that has just gone away leaves a few behind; they are dropped.
   """
-  @spec route(map, tuple) :: map
+  @spec route(State.t(), tuple) :: State.t()
   def route(state, frame) when elem(frame, 0) in @agent_frames do
     case Map.fetch(state.slots, elem(frame, 1)) do
       {:ok, {pid, _id, _ref}} ->
@@ -108,7 +108,7 @@ defmodule Symbiont.Host.Slots do
   end
 
   @doc "What each slot's agent took of the process's time since the last pong (§11.2)."
-  @spec busy(map, term) :: map
+  @spec busy(State.t(), term) :: State.t()
   def busy(state, busy) do
     ids = Map.new(state.slots, fn {slot, {_pid, id, _ref}} -> {slot, id} end)
     now = System.monotonic_time(:microsecond)
@@ -122,16 +122,16 @@ defmodule Symbiont.Host.Slots do
   end
 
   @doc "The ids of the agents the host runs."
-  @spec ids(map) :: [String.t()]
+  @spec ids(State.t()) :: [String.t()]
   def ids(state), do: for({_slot, {_pid, id, _ref}} <- state.slots, do: id)
 
   @doc "The ids of the agents the host runs, by slot."
-  @spec sorted_ids(map) :: [String.t()]
+  @spec sorted_ids(State.t()) :: [String.t()]
   def sorted_ids(state),
     do: state.slots |> Enum.sort() |> Enum.map(fn {_slot, {_pid, id, _ref}} -> id end)
 
   @doc "The process is up (ready): each agent starts in it, from its last acked state."
-  @spec host_up(map) :: :ok
+  @spec host_up(State.t()) :: :ok
   def host_up(state) do
     for {_slot, {pid, _id, _ref}} <- state.slots, do: send(pid, {:host_up, self(), state.port})
     :ok
