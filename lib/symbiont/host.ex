@@ -29,7 +29,8 @@ defmodule Symbiont.Host do
   ## How it is built
 
   This module owns the public API and the GenServer: the port, the timers and the state
-  of the host. Each part of the work is a module of its own that runs on that state:
+  of the host (one record, `Symbiont.Host.State`). Each part of the work is a module of
+  its own that runs on that state, in the owner's process:
 
     * `Symbiont.Host.Options` - the options below, validated once at the edge.
     * `Symbiont.Host.Launch` - starting a process (warm or cold), `init` and `ready`.
@@ -109,6 +110,7 @@ defmodule Symbiont.Host do
   ## Public API (internal to Symbiont: users go through Symbiont.Python and Symbiont)
 
   @doc false
+  @spec child_spec(keyword) :: Supervisor.child_spec()
   def child_spec(opts) do
     %{id: __MODULE__, start: {__MODULE__, :start_link, [opts]}, restart: :transient}
   end
@@ -284,16 +286,13 @@ defmodule Symbiont.Host do
 
   defp via(name), do: {:via, Registry, {Symbiont.Host.Registry, name}}
 
-  @doc """
-  The longest time in ms a caller may give (`Symbiont.Host.Options.max_ms/0`).
-
-      iex> Symbiont.Host.max_ms()
-      4294962295
-  """
+  @doc false
+  # The longest time in ms a caller may give (Symbiont.Host.Options.max_ms/0).
   @spec max_ms() :: pos_integer
   defdelegate max_ms(), to: Options
 
-  @doc "The error for a time option past `max_ms/0` (`Symbiont.Host.Options.too_long/2`)."
+  @doc false
+  # The error for a time option past max_ms/0 (Symbiont.Host.Options.too_long/2).
   @spec too_long(atom, integer) :: String.t()
   defdelegate too_long(key, ms), to: Options
 
@@ -310,13 +309,9 @@ defmodule Symbiont.Host do
   @spec backoff(pos_integer, pos_integer) :: non_neg_integer
   defdelegate backoff(n, max), to: RestartPolicy
 
-  @doc """
-  What a crash reason (`{:host_down, reason}` of a failed call) means, in words
-  (`Symbiont.Host.Crash.format_reason/1`).
-
-      iex> Symbiont.Host.format_crash_reason({:exit, 1})
-      "exited with status 1"
-  """
+  @doc false
+  # What a crash reason (`{:host_down, reason}` of a failed call) means, in words
+  # (Symbiont.Host.Crash.format_reason/1).
   @spec format_crash_reason(term) :: String.t()
   defdelegate format_crash_reason(reason), to: Crash, as: :format_reason
 

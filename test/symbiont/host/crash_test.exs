@@ -7,7 +7,7 @@ defmodule Symbiont.Host.CrashTest do
   alias Symbiont.Host.Crash
 
   doctest Crash
-  doctest Symbiont.Host, only: [validate_options: 1, max_ms: 0, format_crash_reason: 1]
+  doctest Symbiont.Host, only: [validate_options: 1]
 
   test "an exit status, and the signal behind one over 128" do
     assert Crash.format_reason({:exit, 0}) == "exited with status 0"
