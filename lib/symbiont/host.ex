@@ -26,6 +26,24 @@ defmodule Symbiont.Host do
   Most code uses it through `Symbiont.Python` (ErlPort-style calls) or the agents of the
   manifest; `start_link/1` is the child spec entry point under `Symbiont.Hosts`.
 
+  ## How it is built
+
+  This module owns the public API and the GenServer: the port, the timers and the state
+  of the host (one record, `Symbiont.Host.State`). Each part of the work is a module of
+  its own that runs on that state, in the owner's process:
+
+    * `Symbiont.Host.Options` - the options below, validated once at the edge.
+    * `Symbiont.Host.Launch` - starting a process (warm or cold), `init` and `ready`.
+    * `Symbiont.Host.Frames` - the frame layer: reading, dispatching and writing frames,
+      flow control (PROTOCOL.md §8.2) and the mailbox bound.
+    * `Symbiont.Host.Calls` - calls, casts and messages from the node to the process.
+    * `Symbiont.Host.Callbacks` - calls, casts and messages from the process to the node.
+    * `Symbiont.Host.Slots` - the agents the host runs, a slot each.
+    * `Symbiont.Host.Logs` - the process's output in the node's log, and its last lines.
+    * `Symbiont.Host.Crash` - what happens when the process goes down, and the restart.
+    * `Symbiont.Host.RestartPolicy` - when to restart (backoff) and when a silent process
+      is dead: pure functions.
+
   ## Options
 
     * `:name` - a string (or atom) naming the host in logs and registering it, so that it
@@ -83,48 +101,16 @@ defmodule Symbiont.Host do
 
   require Logger
 
-  alias Symbiont.Host.{Blackbox, Blame, Credit, Framer, Out, Output, Protocol, Standby, Usage}
-  alias Symbiont.MsgPack
+  alias Symbiont.Host.{Blackbox, Callbacks, Calls, Crash, Frames, Launch, Logs}
+  alias Symbiont.Host.{Options, Out, RestartPolicy, Slots, State, Usage}
 
   @typedoc "A host: its pid or the name it was started with."
   @type host :: pid | String.t()
 
-  @defaults [
-    call_timeout: 5_000,
-    start_timeout: 10_000,
-    max_frame: 64 * 1024 * 1024,
-    backoff_max: 5_000,
-    log_lines: 20,
-    grace: 2_000
-  ]
-  @allowed_keys [
-    :name,
-    :python,
-    :python_path,
-    :cd,
-    :env,
-    :inherit_env,
-    :output_limit,
-    :heartbeat_ms,
-    :max_mailbox,
-    :isolate_after,
-    :isolate_window_ms | Keyword.keys(@defaults)
-  ]
-  # Intervals without a frame after which a process is unresponsive.
-  @missed_beats 3
-  # A process that stayed up this long before crashing restarts without delay.
-  @stable_ms 5_000
-  @agent_frames [:agent_ready, :agent_failed, :ack, :nack, :publish, :health]
-  # Calls from the process to the node running at once (PROTOCOL.md §4.1): each waits in
-  # a thread of the process, so only a runaway one gets near.
-  @max_calls 10_000
-  # How many port messages go by between two counts of the messages waiting in the
-  # owner's mailbox while it holds more than :max_mailbox (Symbiont.Config).
-  @recount_every 64
-
   ## Public API (internal to Symbiont: users go through Symbiont.Python and Symbiont)
 
   @doc false
+  @spec child_spec(keyword) :: Supervisor.child_spec()
   def child_spec(opts) do
     %{id: __MODULE__, start: {__MODULE__, :start_link, [opts]}, restart: :transient}
   end
@@ -142,53 +128,14 @@ defmodule Symbiont.Host do
   end
 
   @doc """
-  Validates host options once, at the edge.
+  Validates host options once, at the edge (`Symbiont.Host.Options`).
 
       iex> {:error, %ArgumentError{message: msg}} = Symbiont.Host.validate_options(call_timeout: -1)
       iex> msg
       "expected :call_timeout to be a positive integer (milliseconds), got: -1"
   """
   @spec validate_options(keyword) :: {:ok, map} | {:error, Exception.t()}
-  def validate_options(opts) when is_list(opts) do
-    with :ok <- known_keys(opts),
-         opts = Keyword.merge(@defaults ++ env_defaults(), opts),
-         {:ok, name} <- validate_name(Keyword.get(opts, :name)),
-         :ok <- each_positive(opts, Keyword.keys(@defaults ++ env_defaults())),
-         {:ok, python} <- validate_python(Keyword.get(opts, :python)),
-         {:ok, cd} <- validate_cd(Keyword.get(opts, :cd, Symbiont.Config.root())),
-         {:ok, paths} <- validate_paths(Keyword.get(opts, :python_path), cd),
-         {:ok, env} <- validate_env(Keyword.get(opts, :env, [])),
-         {:ok, inherit} <- validate_inherit_env(Keyword.get(opts, :inherit_env)),
-         {:ok, output} <- Output.validate(Keyword.get(opts, :output_limit, [])) do
-      {:ok,
-       opts
-       |> Map.new()
-       |> Map.merge(%{
-         # As given (and validated): a host of its own for an agent isolated from this one
-         # starts with the same (Symbiont.Host.Blame).
-         opts: Keyword.put(opts, :name, name),
-         name: name,
-         python: python,
-         cd: cd,
-         python_path: paths,
-         env: env,
-         inherit_env: inherit,
-         output_limit: output
-       })}
-    else
-      {:error, message} when is_binary(message) -> {:error, ArgumentError.exception(message)}
-    end
-  end
-
-  # The defaults the application environment may change.
-  defp env_defaults do
-    [
-      heartbeat_ms: Symbiont.Config.get(:heartbeat_ms),
-      max_mailbox: Symbiont.Config.get(:max_mailbox),
-      isolate_after: Symbiont.Config.get(:isolate_after),
-      isolate_window_ms: Symbiont.Config.get(:isolate_window_ms)
-    ]
-  end
+  defdelegate validate_options(opts), to: Options, as: :validate
 
   @doc "The pid of a host given by pid or name, or `nil`."
   @spec whereis(host) :: pid | nil
@@ -214,12 +161,6 @@ defmodule Symbiont.Host do
       [{_pid, os_pid}] -> os_pid
       [] -> nil
     end
-  end
-
-  # Its registry entry holds the OS pid of its process (os_pid/1).
-  defp advertise(state, os_pid) do
-    Registry.update_value(Symbiont.Host.Registry, state.name, fn _ -> os_pid end)
-    state
   end
 
   @doc false
@@ -345,326 +286,63 @@ defmodule Symbiont.Host do
 
   defp via(name), do: {:via, Registry, {Symbiont.Host.Registry, name}}
 
-  ## Option validation
-
-  defp known_keys(opts) do
-    case Enum.find(opts, fn {k, _} -> k not in @allowed_keys end) do
-      nil -> :ok
-      {k, _} -> {:error, "unknown option #{inspect(k)}, allowed: #{inspect(@allowed_keys)}"}
-    end
-  end
-
-  defp validate_name(nil), do: {:ok, "python-#{System.unique_integer([:positive])}"}
-  defp validate_name(name) when is_atom(name), do: validate_name(Atom.to_string(name))
-
-  defp validate_name(name) when is_binary(name) and byte_size(name) in 1..128 do
-    if String.printable?(name),
-      do: {:ok, name},
-      else: {:error, "expected :name to be printable, got: #{inspect(name)}"}
-  end
-
-  defp validate_name(name),
-    do: {:error, "expected :name to be a string of 1 to 128 bytes, got: #{inspect(name)}"}
-
   @doc false
-  # The longest time in ms a caller may give: a BEAM timer takes 2^32-1, and the wait for
-  # the owner's answer is 5 s longer than a call's timeout (safe_call/3).
+  # The longest time in ms a caller may give (Symbiont.Host.Options.max_ms/0).
   @spec max_ms() :: pos_integer
-  def max_ms, do: 0xFFFFFFFF - 5_000
-
-  defp each_positive(opts, keys) do
-    Enum.reduce_while(keys, :ok, fn key, :ok ->
-      case Keyword.fetch!(opts, key) do
-        v
-        when is_integer(v) and v > 0 and
-               key in [:max_frame, :log_lines, :max_mailbox, :isolate_after] ->
-          {:cont, :ok}
-
-        v when is_integer(v) and v > 0 and v <= 0xFFFFFFFF - 5_000 ->
-          {:cont, :ok}
-
-        v when is_integer(v) and v > 0 ->
-          {:halt, {:error, too_long(key, v)}}
-
-        v ->
-          {:halt,
-           {:error,
-            "expected #{inspect(key)} to be a positive integer#{unit(key)}, got: #{inspect(v)}"}}
-      end
-    end)
-  end
-
-  defp unit(key) when key in [:max_frame], do: " (bytes)"
-  defp unit(key) when key in [:log_lines], do: ""
-  defp unit(key) when key in [:max_mailbox], do: " (messages)"
-  defp unit(key) when key in [:isolate_after], do: " (crashes)"
-  defp unit(_), do: " (milliseconds)"
+  defdelegate max_ms(), to: Options
 
   @doc false
-  # The error for a time option past max_ms/0.
+  # The error for a time option past max_ms/0 (Symbiont.Host.Options.too_long/2).
   @spec too_long(atom, integer) :: String.t()
-  def too_long(key, ms),
-    do:
-      "expected #{inspect(key)} to be at most #{max_ms()} milliseconds (what a timer takes), got: #{ms}"
+  defdelegate too_long(key, ms), to: Options
 
-  defp validate_python(nil) do
-    case Symbiont.Config.python_executable() do
-      {:ok, path} ->
-        {:ok, path}
+  @doc false
+  # Every line a host logs is logged from this module, whichever part of its work it
+  # comes from (Symbiont.Host.Logs, Crash, Calls, ...), so that
+  # `Logger.put_module_level(Symbiont.Host, level)` still sets the level of them all.
+  # `message` may be a function, called only if the line is logged.
+  @spec log(Logger.level(), String.t() | (() -> String.t()), keyword) :: :ok
+  def log(level, message, metadata \\ []), do: Logger.log(level, message, metadata)
 
-      {:error, {:python_not_found, p}} ->
-        {:error,
-         "no Python executable found (tried #{inspect(p)}); set :python or $SYMBIONT_PYTHON"}
-    end
-  end
+  @doc false
+  # Milliseconds before restart number `n` of a row (Symbiont.Host.RestartPolicy).
+  @spec backoff(pos_integer, pos_integer) :: non_neg_integer
+  defdelegate backoff(n, max), to: RestartPolicy
 
-  defp validate_python(path) do
-    case Symbiont.Config.resolve_executable(path) do
-      {:ok, path} ->
-        {:ok, path}
+  @doc false
+  # What a crash reason (`{:host_down, reason}` of a failed call) means, in words
+  # (Symbiont.Host.Crash.format_reason/1).
+  @spec format_crash_reason(term) :: String.t()
+  defdelegate format_crash_reason(reason), to: Crash, as: :format_reason
 
-      {:error, _} ->
-        {:error, "expected :python to be an existing executable, got: #{inspect(path)}"}
-    end
-  end
-
-  defp validate_cd(cd) when is_binary(cd) do
-    cd = Symbiont.Config.resolve(cd)
-
-    if File.dir?(cd),
-      do: {:ok, cd},
-      else: {:error, "expected :cd to be an existing directory, got: #{inspect(cd)}"}
-  end
-
-  defp validate_cd(cd), do: {:error, "expected :cd to be a directory path, got: #{inspect(cd)}"}
-
-  defp validate_paths(nil, cd),
-    do: validate_paths(Symbiont.Config.get(:python_path), cd)
-
-  defp validate_paths(paths, cd) when is_list(paths) do
-    if Enum.all?(paths, &is_binary/1),
-      do: {:ok, Enum.map(paths, &Path.expand(&1, cd))},
-      else: {:error, "expected :python_path to be a list of strings, got: #{inspect(paths)}"}
-  end
-
-  defp validate_paths(paths, _),
-    do: {:error, "expected :python_path to be a list of strings, got: #{inspect(paths)}"}
-
-  defp validate_env(env) when is_list(env) do
-    ok? = fn
-      {k, v} when is_binary(k) and is_binary(v) ->
-        k =~ ~r/\A[^=\x00]+\z/ and not String.contains?(v, <<0>>)
-
-      _ ->
-        false
-    end
-
-    case Enum.reject(env, ok?) do
-      [] ->
-        {:ok, env}
-
-      bad ->
-        {:error,
-         "expected :env to be a list of {name, value} strings (no \"=\" in a name, no NUL byte), got: #{inspect(bad)}"}
-    end
-  end
-
-  defp validate_env(env),
-    do: {:error, "expected :env to be a list of {name, value} strings, got: #{inspect(env)}"}
-
-  defp validate_inherit_env(nil),
-    do: validate_inherit_env(Symbiont.Config.get(:inherit_env))
-
-  defp validate_inherit_env(names) when is_list(names) do
-    case Enum.reject(names, &(is_binary(&1) and &1 =~ ~r/\A([A-Za-z_][A-Za-z0-9_]*\*?|\*)\z/)) do
-      [] ->
-        {:ok, names}
-
-      bad ->
-        {:error,
-         "expected :inherit_env to be a list of variable names (a trailing * matches a prefix), got: #{inspect(bad)} in #{inspect(names)}"}
-    end
-  end
-
-  defp validate_inherit_env(other),
-    do:
-      {:error,
-       "expected :inherit_env to be a list of variable names (a trailing * matches a prefix), got: #{inspect(other)}"}
-
-  # The process's environment: ours and :env on top of what :inherit_env lets through of
-  # the BEAM's; Port.open only adds to the BEAM's, so the rest is unset explicitly.
-  defp environment(c) do
-    ours = [
-      {"PYTHONPATH", Enum.join([Symbiont.Config.python_src() | c.python_path], ":")},
-      {"PYTHONUNBUFFERED", "1"},
-      {"PYTHONDONTWRITEBYTECODE", "1"} | c.env
-    ]
-
-    set = MapSet.new(ours, &elem(&1, 0))
-
-    unset =
-      for {name, _} <- System.get_env(),
-          not MapSet.member?(set, name) and not inherited?(name, c.inherit_env),
-          do: {String.to_charlist(name), false}
-
-    Enum.map(ours, fn {k, v} -> {String.to_charlist(k), String.to_charlist(v)} end) ++ unset
-  end
-
-  defp inherited?(name, patterns) do
-    Enum.any?(patterns, fn pattern ->
-      case String.split_at(pattern, -1) do
-        {prefix, "*"} -> String.starts_with?(name, prefix)
-        _ -> name == pattern
-      end
-    end)
-  end
-
-  ## GenServer
+  ## GenServer: the process owns the port, its timers and its state; the modules named in
+  ## the moduledoc of each part do the work, each on this state.
 
   @impl true
   def init(config) do
     Process.flag(:trap_exit, true)
 
-    state = %{
-      config: config,
-      name: config.name,
-      status: :starting,
-      port: nil,
-      os_pid: nil,
-      framer: Framer.new(config.max_frame),
-      peer_max_frame: config.max_frame,
-      info: %{},
-      started_at: nil,
-      ready_at: nil,
-      next_id: 0,
-      pending: %{},
-      waiting: :queue.new(),
-      tasks: %{},
-      out: Out.new(),
-      # The agents it runs: slot => {pid, id, monitor}; slots are never reused.
-      slots: %{},
-      next_slot: 1,
-      logs: :queue.new(),
-      log_count: 0,
-      # What its processes print, bounded (Symbiont.Host.Output): it outlives them.
-      output: Output.new(config.output_limit, 2, System.monotonic_time(:millisecond)),
-      crashes: 0,
-      consecutive: 0,
-      last_crash: nil,
-      # The current process's flight recorder (Symbiont.Host.Blackbox), and who was
-      # charged with the crashes of this host (Symbiont.Host.Blame).
-      box: nil,
-      blame: Blame.new(config.isolate_after, config.isolate_window_ms),
-      # How its process's time goes to its agents (Symbiont.Host.Usage, PROTOCOL.md §11.2).
-      usage: Usage.new(config.heartbeat_ms),
-      # Why the process was killed on request (restart/2), until it is down.
-      restart_reason: nil,
-      # When the process last sent anything (monotonic ms), and the last ping's number.
-      heard_at: nil,
-      beat: 0,
-      # Port messages since the owner last counted those waiting in its mailbox (see
-      # flooding/1).
-      since_count: @recount_every,
-      # Flow control (PROTOCOL.md §8.2, Symbiont.Host.Credit), for a process that announced
-      # it: what it sent of each window and was not given back yet (nil: no windows);
-      # and the casts and messages handled but not given back yet.
-      credit: nil,
-      own: {0, 0},
-      # Whether the current process was a warm standby (Symbiont.Host.Standby), and the
-      # modules of the agents it ran, for the standby to import ahead.
-      standby: false,
-      preload: [],
-      launch_key: nil
-    }
+    state = State.new(config)
 
     {:ok, state, {:continue, :open}}
   end
 
   @impl true
-  def handle_continue(:open, state), do: Out.reply({:noreply, open(state)})
+  def handle_continue(:open, state), do: Out.reply({:noreply, Launch.open(state)})
 
-  # A warm standby process when the pool has one for this launch (Symbiont.Host.Standby),
-  # else a cold start.
-  defp open(%{config: c} = state) do
-    key = state.launch_key || {c.python, c.cd, environment(c)}
+  # Every callback ends in Out.reply/1: frames for the port are written in batches.
+  @impl true
+  def handle_call(msg, from, state), do: Out.reply(call_msg(msg, from, state))
 
-    try do
-      case Standby.take(key, state.preload) do
-        {:ok, port} ->
-          Process.link(port)
-          {port, true}
+  @impl true
+  def handle_cast(msg, state), do: Out.reply({:noreply, cast_msg(msg, state)})
 
-        :none ->
-          {Standby.open(key), false}
-      end
-    rescue
-      e in ErlangError -> crashed(state, {:spawn_failed, e.original})
-    else
-      {port, standby?} ->
-        os_pid = port |> Port.info(:os_pid) |> elem(1)
-        advertise(state, os_pid)
-        Process.send_after(self(), {:start_timeout, port}, c.start_timeout)
+  @impl true
+  def handle_info(:timeout, state), do: {:noreply, %{state | out: Out.flush(state.out)}}
+  def handle_info(msg, state), do: Out.reply({:noreply, info(msg, state)})
 
-        state = %{
-          state
-          | port: port,
-            out: Out.to(state.out, port),
-            os_pid: os_pid,
-            box: Blackbox.name(),
-            status: :starting,
-            standby: standby?,
-            launch_key: key,
-            framer: Framer.new(c.max_frame),
-            started_at: System.monotonic_time(:microsecond)
-        }
-
-        send_frame(state, ["init", Protocol.version(), init_options(state)])
-    end
-  end
-
-  defp init_options(%{config: c} = state) do
-    options = %{
-      "name" => c.name,
-      "node" => Atom.to_string(node()),
-      "max_frame" => c.max_frame,
-      "python_path" => c.python_path,
-      "output_limit" => Output.to_wire(c.output_limit),
-      "window" => Credit.window(),
-      # Agents' health reports come in health frames (PROTOCOL.md §8.3).
-      "health" => true,
-      # Each slot's busy time comes with the pongs (PROTOCOL.md §11.2).
-      "busy" => true,
-      # Log frames may carry a record's fields (§7).
-      "log_fields" => true
-    }
-
-    case Blackbox.path(state.box) do
-      nil -> options
-      path -> Map.put(options, "blackbox", path)
-    end
-  end
-
-  defp call_msg({:call, m, f, args, timeout}, from, state) do
-    id = state.next_id
-    state = %{state | next_id: id + 1}
-
-    case encode_frame(state, ["call", id, m, f, args]) do
-      {:ok, frame} ->
-        timer =
-          Process.send_after(self(), {:call_timeout, id}, timeout || state.config.call_timeout)
-
-        if state.status == :ready do
-          state = emit(state, frame)
-          {:noreply, put_in(state.pending[id], {from, timer, true})}
-        else
-          state = %{state | waiting: :queue.in({id, frame}, state.waiting)}
-          {:noreply, put_in(state.pending[id], {from, timer, false})}
-        end
-
-      {:error, reason} ->
-        {:reply, {:error, reason}, state}
-    end
-  end
+  defp call_msg({:call, _m, _f, _args, _timeout} = call, from, state),
+    do: Calls.call(state, call, from)
 
   defp call_msg(:info, _from, state), do: {:reply, {:ok, public_info(state)}, state}
   defp call_msg(:options, _from, state), do: {:reply, {:ok, state.config.opts}, state}
@@ -678,247 +356,100 @@ defmodule Symbiont.Host do
   end
 
   defp call_msg({:attach, pid, id, module}, _from, state) do
-    slot = state.next_slot
-    state = preload(state, module)
-    slots = Map.put(state.slots, slot, {pid, id, Process.monitor(pid)})
-    port = if state.status == :ready, do: state.port
-
-    {:reply, {:ok, slot, port, state.config.max_frame},
-     %{state | slots: slots, next_slot: slot + 1}}
+    {{slot, port, max_frame}, state} = Slots.attach(state, pid, id, module)
+    {:reply, {:ok, slot, port, max_frame}, state}
   end
 
-  defp preload(state, module) when is_binary(module) and length(state.preload) < 16 do
-    if module in state.preload do
-      state
-    else
-      preload = [module | state.preload]
-      if state.launch_key, do: Standby.learn(state.launch_key, preload)
-      %{state | preload: preload}
-    end
-  end
-
-  defp preload(state, _module), do: state
-
-  defp cast_msg({:cast, m, f, args}, state),
-    do: {:noreply, send_or_queue(state, ["cast", m, f, args])}
-
-  defp cast_msg({:send, dest, value}, state),
-    do: {:noreply, send_or_queue(state, ["msg", dest, value])}
+  defp cast_msg({:cast, m, f, args}, state), do: Calls.send_or_queue(state, ["cast", m, f, args])
+  defp cast_msg({:send, dest, value}, state), do: Calls.send_or_queue(state, ["msg", dest, value])
 
   defp cast_msg({:restart_process, port, reason}, %{port: port} = state) when port != nil,
-    do: {:noreply, crashed(state, reason)}
+    do: Crash.crashed(state, reason)
 
-  defp cast_msg({:restart_process, _old_port, _reason}, state), do: {:noreply, state}
-
-  defp cast_msg({:detach, slot}, state) do
-    case Map.pop(state.slots, slot) do
-      {nil, _} ->
-        {:noreply, state}
-
-      {{_pid, id, ref}, slots} ->
-        Process.demonitor(ref, [:flush])
-        {:noreply, stop_slot(%{state | slots: slots}, slot, id)}
-    end
-  end
+  defp cast_msg({:restart_process, _old_port, _reason}, state), do: state
+  defp cast_msg({:detach, slot}, state), do: Slots.detach(state, slot)
 
   # An agent server has handled publishes of its slot in this process (§8.2).
   defp cast_msg({:credit, port, slot, frames, bytes}, %{port: port, credit: %{} = c} = state)
        when is_map_key(c, slot),
-       do: {:noreply, give_back(state, slot, frames, bytes)}
+       do: Frames.give_back(state, slot, frames, bytes)
 
-  defp cast_msg({:credit, _port, _slot, _frames, _bytes}, state), do: {:noreply, state}
+  defp cast_msg({:credit, _port, _slot, _frames, _bytes}, state), do: state
 
-  defp send_or_queue(state, frame) do
-    case encode_frame(state, frame) do
-      {:ok, iodata} ->
-        if state.status == :ready do
-          emit(state, iodata)
-        else
-          %{state | waiting: :queue.in({nil, iodata}, state.waiting)}
-        end
-
-      {:error, reason} ->
-        Logger.error(
-          "dropped #{hd(frame)} to host #{inspect(state.name)}: #{inspect(reason)}",
-          meta(state)
-        )
-
-        state
-    end
-  end
-
-  # A sign of life is a complete frame (PROTOCOL.md §11), not a byte: a process stuck
-  # after the start of one would otherwise seem alive for as long as bytes trickle in.
-  defp info({port, {:data, chunk}}, %{port: port} = state) do
-    with {:ok, state} <- flooding(state),
-         {:ok, payloads, framer} <- Framer.feed(state.framer, chunk) do
-      case payloads do
-        [] ->
-          {:noreply, %{state | framer: framer}}
-
-        payloads ->
-          state = %{state | framer: framer, heard_at: System.monotonic_time(:millisecond)}
-          {:noreply, handle_payloads(payloads, state)}
-      end
-    else
-      {:error, reason} -> {:noreply, protocol_error(state, reason)}
-    end
-  end
+  defp info({port, {:data, chunk}}, %{port: port} = state), do: Frames.data(state, chunk)
 
   defp info({port, {:exit_status, _}}, %{port: port, restart_reason: why} = state)
-       when why != nil do
-    {:noreply, crashed(%{state | restart_reason: nil}, {:restarted, why})}
-  end
+       when why != nil,
+       do: Crash.crashed(%{state | restart_reason: nil}, {:restarted, why})
 
-  defp info({port, {:exit_status, status}}, %{port: port} = state) do
-    {:noreply, crashed(state, {:exit, status})}
-  end
+  defp info({port, {:exit_status, status}}, %{port: port} = state),
+    do: Crash.crashed(state, {:exit, status})
 
   # Killed on request (restart/2): whichever news of its death comes first (a write that
   # found the pipe closed, often, before the exit status) is the restart, never a crash.
   defp info({:EXIT, port, reason}, %{port: port, restart_reason: why} = state)
-       when reason != :normal and why != nil do
-    {:noreply, crashed(%{state | restart_reason: nil}, {:restarted, why})}
-  end
+       when reason != :normal and why != nil,
+       do: Crash.crashed(%{state | restart_reason: nil}, {:restarted, why})
 
-  defp info({:EXIT, port, reason}, %{port: port} = state) when reason != :normal do
-    {:noreply, crashed(state, {:port_closed, reason})}
-  end
+  defp info({:EXIT, port, reason}, %{port: port} = state) when reason != :normal,
+    do: Crash.crashed(state, {:port_closed, reason})
 
-  defp info({:EXIT, _port_or_task, _}, state), do: {:noreply, state}
+  defp info({:EXIT, _port_or_task, _}, state), do: state
+  defp info({:call_timeout, id}, state), do: Calls.timeout(state, id)
 
-  defp info({:call_timeout, id}, state) do
-    case Map.pop(state.pending, id) do
-      {nil, _} ->
-        {:noreply, state}
+  defp info({:start_timeout, port}, %{port: port, status: :starting} = state),
+    do: Crash.protocol_error(state, {:start_timeout, state.config.start_timeout})
 
-      {{from, _timer, sent?}, pending} ->
-        state =
-          if sent? and state.status == :ready, do: send_frame(state, ["cancel", id]), else: state
-
-        GenServer.reply(from, {:error, :timeout})
-        {:noreply, %{state | pending: pending}}
-    end
-  end
-
-  defp info({:start_timeout, port}, %{port: port, status: :starting} = state) do
-    {:noreply, protocol_error(state, {:start_timeout, state.config.start_timeout})}
-  end
-
-  defp info({:start_timeout, _}, state), do: {:noreply, state}
+  defp info({:start_timeout, _}, state), do: state
 
   defp info({:heartbeat, port}, %{port: port, status: :ready} = state) do
     every = state.config.heartbeat_ms
     silent = System.monotonic_time(:millisecond) - state.heard_at
 
-    if silent >= @missed_beats * every do
+    if RestartPolicy.unresponsive?(silent, every) do
       # A frozen process would not read its EOF: no grace period.
       Symbiont.Host.Reaper.kill(state.os_pid)
-      {:noreply, crashed(state, {:unresponsive, silent})}
+      Crash.crashed(state, {:unresponsive, silent})
     else
       Process.send_after(self(), {:heartbeat, port}, every)
       beat = state.beat + 1
-      {:noreply, send_frame(%{state | beat: beat}, ["ping", beat])}
+      Frames.send_frame(%{state | beat: beat}, ["ping", beat])
     end
   end
 
-  defp info({:heartbeat, _old_port}, state), do: {:noreply, state}
+  defp info({:heartbeat, _old_port}, state), do: state
+  defp info({:restart, n}, %{crashes: n, status: :backoff} = state), do: Crash.restart(state, n)
+  defp info({:restart, _}, state), do: state
 
-  defp info(
-         {:restart, n},
-         %{crashes: n, status: :backoff, last_crash: %{reason: {:restarted, _}}} = state
-       ),
-       do: {:noreply, open(state)}
+  defp info({:erlang_result, port, id, result}, %{port: port} = state),
+    do: Callbacks.result(state, id, result)
 
-  defp info({:restart, n}, %{crashes: n, status: :backoff} = state) do
-    crash = state.last_crash
-
-    # The agent when the host runs one (a Python agent's host), else the host alone.
-    agent = with [id] <- agent_ids(state), do: id, else: (_ -> nil)
-
-    # The process first: the remediation event can wait a few microseconds.
-    state = open(state)
-
-    Symbiont.Remediation.publish("restart", agent, format_crash_reason(crash.reason),
-      by: "supervisor",
-      host: state.name,
-      evidence: %{
-        "restarts" => n,
-        "uptime_ms" => crash.uptime_ms,
-        "status" => crash.status,
-        # The agent charged with the crash (Symbiont.Host.Blame), or nil.
-        "suspect" => crash.suspect
-      }
-    )
-
-    {:noreply, state}
-  end
-
-  defp info({:restart, _}, state), do: {:noreply, state}
-
-  defp info({:erlang_result, port, id, result}, %{port: port} = state) do
-    state = %{state | tasks: Map.delete(state.tasks, id)}
-
-    frame =
-      case result do
-        {:ok, value} -> ["reply", id, value]
-        {:error, error} -> ["error", id, error]
-      end
-
-    state =
-      case encode_frame(state, frame) do
-        {:ok, iodata} ->
-          emit(state, iodata)
-
-        {:error, reason} ->
-          error = %{
-            "type" => "error",
-            "message" => "cannot encode the result: #{inspect(reason)}",
-            "traceback" => ""
-          }
-
-          send_frame(state, ["error", id, error])
-      end
-
-    {:noreply, state}
-  end
-
-  defp info({:erlang_result, _old_port, _id, _result}, state), do: {:noreply, state}
+  defp info({:erlang_result, _old_port, _id, _result}, state), do: state
 
   # A cast of this process has run (§8.2).
   defp info({:cast_done, port, size}, %{port: port, credit: %{}} = state),
-    do: {:noreply, handled_own(state, 1, size)}
+    do: Callbacks.cast_done(state, size)
 
-  defp info({:cast_done, _old_port, _size}, state), do: {:noreply, state}
-
+  defp info({:cast_done, _old_port, _size}, state), do: state
   # An agent went away: its slot in the process is freed (never reused).
-  defp info({:DOWN, _ref, :process, pid, _reason}, state) do
-    case Enum.find(state.slots, fn {_slot, {p, _id, _ref}} -> p == pid end) do
-      nil ->
-        {:noreply, state}
-
-      {slot, {_pid, id, _ref}} ->
-        {:noreply, stop_slot(%{state | slots: Map.delete(state.slots, slot)}, slot, id)}
-    end
-  end
-
-  defp info(:output_summary, state) do
-    {text, output} = Output.summary(state.output, System.monotonic_time(:millisecond))
-    if text, do: Logger.warning("host #{inspect(state.name)} #{text}", meta(state))
-    {:noreply, %{state | output: output}}
-  end
+  defp info({:DOWN, _ref, :process, pid, _reason}, state), do: Slots.down(state, pid)
+  defp info(:output_summary, state), do: Logs.summary(state)
 
   defp info(msg, state) do
-    Logger.debug("host #{inspect(state.name)} ignored #{inspect(msg, limit: 5)}", meta(state))
-    {:noreply, state}
+    Logger.debug(
+      "host #{inspect(state.name)} ignored #{inspect(msg, limit: 5)}",
+      Logs.meta(state)
+    )
+
+    state
   end
 
   @impl true
   def terminate(reason, state) do
-    close_port(state)
+    Crash.close_port(state)
     Blackbox.close(state.box)
     Usage.forget(state.name)
-    fail_pending(state, {:host_down, :stopped})
+    Calls.fail(state, {:host_down, :stopped})
 
     uptime =
       if state.status == :ready,
@@ -927,655 +458,11 @@ defmodule Symbiont.Host do
 
     Symbiont.Telemetry.execute([:symbiont, :host, :stop], %{uptime_ms: uptime}, %{
       host: state.name,
-      agents: agent_ids(state),
+      agents: Slots.ids(state),
       os_pid: state.os_pid,
       reason: reason
     })
   end
-
-  ## Frames from the host
-
-  defp handle_payloads([], state), do: state
-
-  defp handle_payloads([payload | rest], state) do
-    with {:ok, frame} <- Protocol.decode(payload),
-         {:ok, state} <- charge(state, frame, byte_size(payload)) do
-      case handle_frame(frame, byte_size(payload), state) do
-        {:error, reason, state} -> protocol_error(state, reason)
-        state -> handle_payloads(rest, settle(state, frame, byte_size(payload)))
-      end
-    else
-      {:error, reason} -> protocol_error(state, reason)
-    end
-  end
-
-  # PROTOCOL.md §8.2: what a process sends of a window is counted as it arrives (a
-  # process past its window is a protocol error); publishes of a slot no agent runs any
-  # more are dropped uncounted.
-  defp charge(%{credit: nil} = state, _frame, _size), do: {:ok, state}
-
-  defp charge(state, {:publish, slot, topic, payload, _id}, _size) do
-    if Map.has_key?(state.slots, slot),
-      do: charge_slot(state, slot, Credit.publish_cost(topic, payload)),
-      else: {:ok, state}
-  end
-
-  # An agent's health report (§8.3) costs the size of its frame.
-  defp charge(state, {:health, slot, _kind, _reason, _metrics}, size) do
-    if Map.has_key?(state.slots, slot),
-      do: charge_slot(state, slot, size),
-      else: {:ok, state}
-  end
-
-  defp charge(state, frame, size) when elem(frame, 0) in [:cast, :msg],
-    do: charge_slot(state, 0, size)
-
-  defp charge(state, _frame, _size), do: {:ok, state}
-
-  defp charge_slot(state, slot, cost) do
-    with {:ok, credit} <- Credit.charge(state.credit, slot, cost),
-         do: {:ok, %{state | credit: credit}}
-  end
-
-  # A message is handled once sent; a cast once it has run (its task says so).
-  defp settle(%{credit: %{}} = state, {:msg, _, _}, size), do: handled_own(state, 1, size)
-  defp settle(state, _frame, _size), do: state
-
-  # Casts and messages handled: given back a quarter window at a time.
-  defp handled_own(state, n, size) do
-    {frames, bytes} = state.own
-    frames = frames + n
-    bytes = bytes + size
-
-    if Credit.due?(frames, bytes),
-      do: give_back(%{state | own: {0, 0}}, 0, frames, bytes),
-      else: %{state | own: {frames, bytes}}
-  end
-
-  # Written at once: a host may be waiting for it.
-  defp give_back(state, slot, frames, bytes) do
-    state = %{state | credit: Credit.give_back(state.credit, slot, frames, bytes)}
-    state = send_frame(state, ["credit", slot, frames, bytes])
-    %{state | out: Out.flush(state.out)}
-  end
-
-  # A cast's share of the window (its frame's size) goes back once it has run (§8.2).
-  defp handle_frame({:cast, m, f, args}, size, %{status: :ready} = state) do
-    name = state.name
-    host = self()
-    done = if state.credit, do: {:cast_done, state.port, size}
-
-    Task.Supervisor.start_child(Symbiont.TaskSupervisor, fn ->
-      with {:error, error} <- Symbiont.Host.Erlang.apply(m, f, args) do
-        Logger.warning("cast from host #{inspect(name)} to #{m}.#{f} failed: #{error["message"]}")
-      end
-
-      if done, do: send(host, done)
-    end)
-
-    state
-  end
-
-  # Its agent server gives the report's share of the window back: it needs its size.
-  defp handle_frame({:health, slot, kind, reason, metrics}, size, state),
-    do: handle_frame({:health, slot, kind, reason, metrics, size}, state)
-
-  defp handle_frame(frame, _size, state), do: handle_frame(frame, state)
-
-  defp handle_frame({:log, level, message}, state), do: log_line(state, level, message)
-
-  defp handle_frame({:log, level, message, fields}, state),
-    do: log_line(state, level, message, fields)
-
-  # Any complete frame counts as a sign of life (heard_at); a pong needs nothing more,
-  # unless it says how the process's time went (§11.2): Symbiont.Host.Usage.
-  defp handle_frame({:pong, _beat}, state), do: state
-
-  defp handle_frame({:pong, _beat, busy}, state) do
-    ids = Map.new(state.slots, fn {slot, {_pid, id, _ref}} -> {slot, id} end)
-    now = System.monotonic_time(:microsecond)
-    put_usage(%{state | usage: Usage.add(state.usage, now, busy, ids)})
-  end
-
-  defp handle_frame({:ready, version, info}, %{status: :starting} = state) do
-    if version == Protocol.version() do
-      ready(state, info)
-    else
-      {:error, {:version, version}, state}
-    end
-  end
-
-  defp handle_frame({:fatal, error}, %{status: :starting} = state) do
-    Logger.error(
-      "host #{inspect(state.name)} could not start: #{format_remote_error(error)}",
-      meta(state)
-    )
-
-    log_line(state, :error, "fatal: " <> to_string(error["message"] || ""))
-  end
-
-  defp handle_frame(frame, %{status: :starting} = state),
-    do: {:error, {:before_ready, elem(frame, 0)}, state}
-
-  defp handle_frame(frame, state) when elem(frame, 0) in [:ready, :fatal],
-    do: {:error, {:after_ready, elem(frame, 0)}, state}
-
-  defp handle_frame({:reply, id, value}, state), do: answer(state, id, {:ok, value})
-
-  defp handle_frame({:error, id, error}, state),
-    do: answer(state, id, {:error, Symbiont.Python.Error.from_wire(error)})
-
-  defp handle_frame({:call, _id, _m, _f, _args}, state) when map_size(state.tasks) >= @max_calls,
-    do: {:error, {:too_many_calls, @max_calls}, state}
-
-  defp handle_frame({:call, id, m, f, args}, state) do
-    host = self()
-    port = state.port
-
-    {:ok, pid} =
-      Task.Supervisor.start_child(Symbiont.TaskSupervisor, fn ->
-        send(host, {:erlang_result, port, id, Symbiont.Host.Erlang.apply(m, f, args)})
-      end)
-
-    %{state | tasks: Map.put(state.tasks, id, pid)}
-  end
-
-  defp handle_frame({:msg, dest, value}, state) do
-    case Symbiont.Host.Erlang.resolve_destination(dest) do
-      {:ok, pid} ->
-        send(pid, value)
-
-      :error ->
-        Logger.warning(
-          "message from host #{inspect(state.name)} to unknown destination #{inspect(dest)} dropped",
-          meta(state)
-        )
-    end
-
-    state
-  end
-
-  defp handle_frame({:cancel, id}, state) do
-    case Map.pop(state.tasks, id) do
-      {nil, _} ->
-        state
-
-      {pid, tasks} ->
-        Process.exit(pid, :kill)
-        %{state | tasks: tasks}
-    end
-  end
-
-  # agent_ready, agent_failed, ack, nack, publish, health: for the agent in that slot. One that
-  # has just gone away leaves a few behind; they are dropped.
-  defp handle_frame(frame, state) when elem(frame, 0) in @agent_frames do
-    case Map.fetch(state.slots, elem(frame, 1)) do
-      {:ok, {pid, _id, _ref}} -> send(pid, {:agent_frame, self(), frame})
-      :error -> Logger.debug("host #{inspect(state.name)}: #{elem(frame, 0)} for a free slot")
-    end
-
-    state
-  end
-
-  # Its window goes with it (§8.2): publishes for it are dropped uncounted. Its share of
-  # the host's time, if it took any, goes at once (a policy must not find it here after
-  # it moved).
-  defp stop_slot(state, slot, id) do
-    if Usage.took?(state.usage, id), do: put_usage(state)
-
-    case state.credit do
-      %{} = credit -> stop_slot_frame(%{state | credit: Map.delete(credit, slot)}, slot)
-      nil -> stop_slot_frame(state, slot)
-    end
-  end
-
-  # The host's usage row (Symbiont.Host.Usage), for the agents it runs now.
-  defp put_usage(state) do
-    Usage.put(state.name, state.usage, agent_ids(state))
-    state
-  end
-
-  defp stop_slot_frame(%{status: :ready} = state, slot),
-    do: send_frame(state, ["agent_stop", slot])
-
-  defp stop_slot_frame(state, _slot), do: state
-
-  defp answer(state, id, result) do
-    case Map.pop(state.pending, id) do
-      {{from, timer, _sent}, pending} ->
-        Process.cancel_timer(timer)
-        GenServer.reply(from, result)
-        %{state | pending: pending}
-
-      {nil, _} ->
-        Logger.debug("host #{inspect(state.name)}: late reply to call #{id} dropped", meta(state))
-        state
-    end
-  end
-
-  defp ready(state, info) do
-    now = System.monotonic_time(:millisecond)
-    usage = Usage.start(state.usage, System.monotonic_time(:microsecond))
-    state = %{state | status: :ready, info: info, ready_at: now, heard_at: now, usage: usage}
-
-    # A host that announces heartbeats in `ready` gets pinged (PROTOCOL.md §11).
-    if info["heartbeat"] == true,
-      do: Process.send_after(self(), {:heartbeat, state.port}, state.config.heartbeat_ms)
-
-    state = %{state | peer_max_frame: info["max_frame"] || state.config.max_frame}
-    state = %{state | box: Blackbox.open(state.box, info["blackbox"] == true)}
-    # A process that keeps to the windows of §8.2 is held to them, and given credit.
-    state = %{state | credit: if(info["credit"] == true, do: %{}), own: {0, 0}}
-
-    # Flush what waited for the process: calls and casts in order.
-    state =
-      for {id, frame} <- :queue.to_list(state.waiting),
-          id == nil or Map.has_key?(state.pending, id),
-          reduce: state,
-          do: (state -> emit(state, frame))
-
-    pending = Map.new(state.pending, fn {id, {from, timer, _}} -> {id, {from, timer, true}} end)
-    state = %{state | waiting: :queue.new(), pending: pending, out: Out.flush(state.out)}
-
-    # The agents start in the new process, each from its last acked state.
-    for {_slot, {pid, _id, _ref}} <- state.slots, do: send(pid, {:host_up, self(), state.port})
-
-    Symbiont.Telemetry.execute(
-      [:symbiont, :host, :start],
-      %{startup_us: System.monotonic_time(:microsecond) - state.started_at},
-      %{host: state.name, os_pid: state.os_pid, restarts: state.crashes, standby: state.standby}
-    )
-
-    state
-  end
-
-  # Every callback ends in Out.reply/1: frames for the port are written in batches.
-  @impl true
-  def handle_info(:timeout, state), do: {:noreply, %{state | out: Out.flush(state.out)}}
-  def handle_info(msg, state), do: Out.reply(info(msg, state))
-
-  @impl true
-  def handle_cast(msg, state), do: Out.reply(cast_msg(msg, state))
-
-  @impl true
-  def handle_call(msg, from, state), do: Out.reply(call_msg(msg, from, state))
-
-  defp emit(state, iodata), do: %{state | out: Out.emit(state.out, iodata)}
-
-  # The last line of defence of the owner's memory (`:max_mailbox`): a port has no input
-  # flow control, and frames that need no credit (pongs, late replies, acks of old seqs,
-  # logs past the output limit) cost the owner more to decode than the process to write.
-  # The length of the mailbox is cheap to read, at each port message; only when it is
-  # over the bound are the port's own messages among it counted (a copy of the mailbox,
-  # at most once every @recount_every port messages), so that a burst of calls from the
-  # node's own processes is never taken for a flood.
-  defp flooding(%{since_count: n} = state) when n < @recount_every,
-    do: {:ok, %{state | since_count: n + 1}}
-
-  defp flooding(%{config: %{max_mailbox: max}} = state) do
-    case Process.info(self(), :message_queue_len) do
-      {:message_queue_len, n} when n > max ->
-        {:messages, messages} = Process.info(self(), :messages)
-        port = state.port
-        waiting = Enum.count(messages, &match?({^port, {:data, _}}, &1))
-
-        if waiting > max,
-          do: {:error, {:flooding, waiting, max}},
-          else: {:ok, %{state | since_count: 0}}
-
-      _ ->
-        {:ok, state}
-    end
-  end
-
-  ## Crashes and restarts
-
-  defp protocol_error(state, reason) do
-    Logger.error(
-      "protocol error from host #{inspect(state.name)}#{agent_suffix(state)}: #{Protocol.format_error(reason)}",
-      meta(state)
-    )
-
-    crashed(state, {:protocol_error, reason})
-  end
-
-  defp crashed(state, reason) do
-    # Whose code was running, read before anything else can touch the process.
-    slots = state.slots
-    {verdict, moved, state} = blame(state, reason)
-    close_port(state)
-
-    uptime =
-      if state.started_at,
-        do: div(System.monotonic_time(:microsecond) - state.started_at, 1000),
-        else: 0
-
-    consecutive = if uptime >= @stable_ms, do: 1, else: state.consecutive + 1
-
-    crash = %{
-      reason: reason,
-      status: exit_status(reason),
-      os_pid: state.os_pid,
-      logs: :queue.to_list(state.logs),
-      uptime_ms: uptime,
-      at: DateTime.utc_now(),
-      suspect: suspect_id(verdict, slots)
-    }
-
-    # A restart on request (restart/2) is not a failure of the process: a warning, and
-    # no backoff.
-    requested? = match?({:restarted, _}, reason)
-
-    Logger.log(
-      if(requested?, do: :warning, else: :error),
-      format_crash(%{state | slots: slots}, crash) <> format_blame(verdict, slots, reason),
-      meta(state)
-    )
-
-    Symbiont.Telemetry.execute([:symbiont, :host, :crash], %{uptime_ms: uptime}, %{
-      host: state.name,
-      agents: for({_slot, {_pid, id, _ref}} <- slots, do: id),
-      os_pid: state.os_pid,
-      reason: reason,
-      status: crash.status,
-      suspect: crash.suspect
-    })
-
-    fail_pending(state, {:host_down, reason})
-    # Its time is measured afresh in the new process.
-    Usage.forget(state.name)
-    # What its agents are told: a restart on request is no one's crash, a stalled handler
-    # is its agent's (see charged?/2 in Symbiont.Agent.Server).
-    down = %{message: format_crash_reason(reason), logs: crash.logs, requested: requested?}
-    down = with {:stalled, id, _} <- reason, do: Map.put(down, :stalled, id), else: (_ -> down)
-
-    # Each agent is told whether it is charged (Symbiont.Host.Blame), and the one moved to
-    # a host of its own where it goes.
-    for {slot, {pid, _id, _ref}} <- slots do
-      notice = Blame.notice(verdict, slot)
-      move_to = with {^slot, host} <- moved, do: host, else: (_ -> nil)
-      send(pid, {:host_down, self(), down |> Map.merge(notice) |> Map.put(:move_to, move_to)})
-    end
-
-    delay = if requested?, do: 0, else: backoff(consecutive, state.config.backoff_max)
-
-    crashes = state.crashes + 1
-    # No timer for an immediate restart: a timer of 0 ms still waits for the timer wheel.
-    if delay == 0,
-      do: send(self(), {:restart, crashes}),
-      else: Process.send_after(self(), {:restart, crashes}, delay)
-
-    pending = Map.filter(state.pending, fn {_id, {_from, _timer, sent?}} -> not sent? end)
-
-    advertise(state, nil)
-
-    %{
-      state
-      | status: :backoff,
-        port: nil,
-        os_pid: nil,
-        crashes: crashes,
-        consecutive: consecutive,
-        last_crash: crash,
-        pending: pending,
-        tasks: %{},
-        box: Blackbox.close(state.box),
-        credit: nil,
-        own: {0, 0},
-        # Frames not yet written were for the dead process.
-        out: Out.to(state.out, nil)
-    }
-  end
-
-  # Who is charged with the crash (Symbiont.Host.Blame): the verdict, and {slot, host}
-  # when the agent in that slot was charged with crashing this shared host once too
-  # often, and moved to a host of its own (its slot here is gone).
-  defp blame(state, reason) do
-    reading = Blackbox.read(state.box, state.os_pid)
-    ready? = state.status == :ready
-    verdict = Blame.verdict(reason, reading, Map.keys(state.slots), ready?)
-
-    case verdict do
-      {:charged, slot, _running} when map_size(state.slots) > 1 ->
-        {_pid, id, _ref} = state.slots[slot]
-        ids = agent_ids(state)
-        now = System.monotonic_time(:millisecond)
-
-        case Blame.strike(state.blame, id, now, ids) do
-          {:stay, _n, blame} -> {verdict, nil, %{state | blame: blame}}
-          {:isolate, n, blame} -> isolate(%{state | blame: blame}, verdict, slot, n)
-        end
-
-      _ ->
-        {verdict, nil, state}
-    end
-  end
-
-  # The suspect goes to a host of its own, started like this one and named after it (or,
-  # when a host has that name, after it and a number): its slot here is freed, so that
-  # the new process does not start it, and it attaches to its new host when it is told
-  # (Symbiont.Agent.Server). Published as an `isolate` remediation by the supervisor.
-  defp isolate(state, verdict, slot, n) do
-    {_pid, id, ref} = state.slots[slot]
-    window = state.config.isolate_window_ms
-
-    case start_own(state.config.opts, id) do
-      {:ok, name} ->
-        Process.demonitor(ref, [:flush])
-
-        reason =
-          "crashed the host #{inspect(state.name)} it shared with #{map_size(state.slots) - 1} " <>
-            "other agents #{n} times within #{window} ms: moved to a host of its own, #{inspect(name)}"
-
-        Logger.warning("agent #{id} #{reason}", host: state.name, agent: id)
-
-        Symbiont.Remediation.publish("isolate", id, reason,
-          by: "supervisor",
-          host: name,
-          evidence: %{"crashes" => n, "window_ms" => window, "from" => state.name}
-        )
-
-        {verdict, {slot, name}, %{state | slots: Map.delete(state.slots, slot)}}
-
-      {:error, error} ->
-        Logger.error(
-          "agent #{id} crashed the shared host #{inspect(state.name)} #{n} times, but no host of its own could be started: #{inspect(error)}",
-          host: state.name,
-          agent: id
-        )
-
-        {verdict, nil, state}
-    end
-  end
-
-  defp suspect_id({:charged, slot, _running}, slots), do: elem(slots[slot], 1)
-  defp suspect_id(_verdict, _slots), do: nil
-
-  # For a host of several agents, who the crash is charged to.
-  defp format_blame(:nobody, slots, {:restarted, _}) when map_size(slots) > 1,
-    do: "\n  charged to no agent: a restart on request"
-
-  defp format_blame(verdict, slots, _reason) when map_size(slots) > 1 do
-    case verdict do
-      {:charged, slot, seq} when is_integer(seq) ->
-        "\n  charged to agent #{elem(slots[slot], 1)}: its delivery (seq #{seq}) was running; the other agents are restarted, not charged"
-
-      {:charged, slot, _} ->
-        "\n  charged to agent #{elem(slots[slot], 1)}: its code was running; the other agents are restarted, not charged"
-
-      :nobody ->
-        "\n  charged to no agent: none of their code was running"
-
-      :unknown ->
-        "\n  whose code was running is not known (the host keeps no flight recorder)"
-    end
-  end
-
-  defp format_blame(_verdict, _slots, _reason), do: ""
-
-  @doc false
-  # Milliseconds before restart number `n` of a row (the first is immediate).
-  @spec backoff(pos_integer, pos_integer) :: non_neg_integer
-  def backoff(1, _max), do: 0
-  def backoff(n, max), do: min(max, 10 * Integer.pow(2, min(n - 2, 20)))
-
-  defp exit_status({:exit, status}), do: status
-  defp exit_status(_), do: nil
-
-  @doc false
-  # What a crash reason (`{:host_down, reason}` of a failed call) means, in words.
-  @spec format_crash_reason(term) :: String.t()
-  def format_crash_reason(reason)
-
-  def format_crash_reason({:exit, status}) when status > 128,
-    do: "exited with status #{status} (signal #{status - 128})"
-
-  def format_crash_reason({:exit, status}), do: "exited with status #{status}"
-
-  def format_crash_reason({:protocol_error, r}),
-    do: "was stopped after a protocol error: #{Protocol.format_error(r)}"
-
-  def format_crash_reason({:spawn_failed, r}), do: "could not be started: #{inspect(r)}"
-  def format_crash_reason({:restarted, why}), do: "was restarted on request: #{why}"
-
-  def format_crash_reason({:unresponsive, ms}),
-    do:
-      "was restarted: it sent nothing for #{ms} ms (#{@missed_beats} heartbeats missed; frozen or stuck in native code)"
-
-  def format_crash_reason({:stalled, agent, ms}),
-    do:
-      "was restarted: a handler of agent #{agent} did not stop after its handler_timeout of #{ms} ms"
-
-  # A write to a host that has just died fails before its exit status arrives, and the
-  # port then closes without one (erts sends no exit_status after epipe): how it died is
-  # not known, only that it is gone.
-  def format_crash_reason({:port_closed, :epipe}),
-    do: "died (a write found its pipe closed, before its exit status could be read)"
-
-  def format_crash_reason(other), do: "went down: #{inspect(other)}"
-
-  defp format_crash(state, crash) do
-    why = format_crash_reason(crash.reason)
-
-    logs =
-      case crash.logs do
-        [] -> " (it printed nothing)"
-        lines -> "; last output:\n" <> Enum.map_join(lines, "\n", &("    " <> &1))
-      end
-
-    "host #{inspect(state.name)}#{agent_suffix(state)} (os pid #{crash.os_pid || "-"}) #{why} after #{crash.uptime_ms} ms#{logs}"
-  end
-
-  defp fail_pending(state, reason) do
-    for {_id, {from, timer, true}} <- state.pending do
-      Process.cancel_timer(timer)
-      GenServer.reply(from, {:error, reason})
-    end
-
-    :ok
-  end
-
-  # The process gets EOF, then SIGKILL after the grace period; then its process group (the
-  # children it forked or spawned) is killed too. A process that exited by itself (its
-  # port is closed already) leaves only its group to kill.
-  defp close_port(%{port: port, os_pid: os_pid, config: config}),
-    do: Symbiont.Host.Reaper.close(port, os_pid, config.grace)
-
-  ## Logs
-
-  # A line is logged within the output limit (Symbiont.Host.Output), and kept, cut to
-  # its max_line, among the last lines of a crash report either way. A logging record's
-  # fields (§7: checked by Symbiont.Host.Protocol) count in its bytes, and go in the
-  # Logger metadata under the one key :python, as a map with fixed atom keys: the host's
-  # names stay strings, never atoms (the atom table is not the host's to fill).
-  defp log_line(state, level, message, fields \\ nil) do
-    message = Output.cut(message, state.output)
-    now = System.monotonic_time(:millisecond)
-    size = byte_size(message) + if(fields, do: Protocol.fields_cost(fields), else: 0)
-
-    output =
-      case Output.take(state.output, size, now) do
-        {:ok, output} ->
-          Logger.log(level, message, python_meta(fields, meta(state)))
-          output
-
-        {:first_drop, output} ->
-          Process.send_after(self(), :output_summary, output.limit.summary_ms)
-          output
-
-        {:drop, output} ->
-          output
-      end
-
-    state = %{state | output: output}
-    keep = state.config.log_lines
-    logs = :queue.in(message, state.logs)
-
-    if state.log_count >= keep,
-      do: %{state | logs: :queue.drop(logs)},
-      else: %{state | logs: logs, log_count: state.log_count + 1}
-  end
-
-  defp python_meta(nil, meta), do: meta
-
-  defp python_meta(fields, meta) do
-    python = %{
-      logger: Map.get(fields, "logger"),
-      level: Map.get(fields, "level"),
-      extra: Map.get(fields, "extra", %{})
-    }
-
-    [{:python, python} | meta]
-  end
-
-  # A host that runs one agent logs with the agent's name too (PROTOCOL.md §7).
-  defp meta(state) do
-    case agent_ids(state) do
-      [id] -> [host: state.name, agent: id]
-      _ -> [host: state.name]
-    end
-  end
-
-  defp agent_ids(state), do: for({_slot, {_pid, id, _ref}} <- state.slots, do: id)
-
-  defp agent_suffix(state) do
-    case agent_ids(state) do
-      [] -> ""
-      [id] -> " (agent #{id})"
-      ids -> " (agents #{Enum.join(ids, ", ")})"
-    end
-  end
-
-  defp format_remote_error(error) do
-    "#{error["type"]}: #{error["message"]}"
-  end
-
-  ## Sending
-
-  defp encode_frame(state, frame) do
-    with {:ok, iodata} <- MsgPack.encode(frame) do
-      size = IO.iodata_length(iodata)
-
-      if size > state.peer_max_frame,
-        do: {:error, {:frame_too_large, size, state.peer_max_frame}},
-        else: {:ok, [<<size::32>> | iodata]}
-    end
-  end
-
-  defp send_frame(%{port: port} = state, frame) when port != nil do
-    case encode_frame(state, frame) do
-      {:ok, iodata} ->
-        emit(state, iodata)
-
-      {:error, reason} ->
-        Logger.error("cannot send #{hd(frame)} frame: #{inspect(reason)}", meta(state))
-        state
-    end
-  end
-
-  defp send_frame(state, _frame), do: state
-
-  ## Introspection
 
   defp public_info(state) do
     %{
@@ -1589,9 +476,9 @@ defmodule Symbiont.Host do
       last_crash: state.last_crash,
       pending_calls: map_size(state.pending),
       # Busy time over wall-clock time of its last heartbeats (Symbiont.Host.Usage), or nil.
-      utilisation: Usage.summary(state.usage, agent_ids(state)).utilisation,
-      recent_logs: :queue.to_list(state.logs),
-      agents: state.slots |> Enum.sort() |> Enum.map(fn {_slot, {_pid, id, _ref}} -> id end)
+      utilisation: Usage.summary(state.usage, Slots.ids(state)).utilisation,
+      recent_logs: Logs.recent(state),
+      agents: Slots.sorted_ids(state)
     }
   end
 end
