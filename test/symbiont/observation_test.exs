@@ -334,7 +334,13 @@ defmodule Symbiont.ObservationTest do
       host = Symbiont.Host.whereis(p)
       send(Observation.replica(p).pid, {:host_up, host, :sys.get_state(host).port})
       # (A call to the agent returns once it has read that message.)
-      assert {:ok, %{status: :detached, quarantined: "again"}} = Symbiont.Agent.Server.info(p)
+      assert {:ok, %{status: :detached, quarantined: "again", crashes: crashes}} =
+               Symbiont.Agent.Server.info(p)
+
+      # Nor is a host's death it hears of after its quarantine its crash (the delivery
+      # that was running as it left went back to its queue).
+      send(Observation.replica(p).pid, {:host_down, host, %{suspect: true, running: :none}})
+      assert {:ok, %{crashes: ^crashes, quarantined: "again"}} = Symbiont.Agent.Server.info(p)
       capture_log(fn -> assert :ok = Symbiont.release(p) end)
 
       assert {:error, message} = Symbiont.scale(p, 2, hold_ms: 0)

@@ -433,8 +433,13 @@ defmodule Symbiont.Agent.Server do
   defp info({:agent_frame, host, frame}, %{host_pid: host} = state),
     do: Frames.frame(frame, state)
 
-  # A quarantined agent left its slot; the host may not have heard it before it restarted.
+  # A quarantined agent left its slot, and its deliveries went back to its queue: the host
+  # may not have heard it before it restarted, or died of the delivery that was running
+  # as it left (that crash came before its quarantine, and counts for nothing after it).
   defp info({:host_up, _host, _port}, %{quarantined: q} = state) when q != nil, do: state
+
+  defp info({:host_down, _host, _crash}, %{quarantined: q, slot: nil} = state) when q != nil,
+    do: state
 
   defp info({:host_up, host, port}, %{host_pid: host} = state), do: Link.start_on(state, port)
 
