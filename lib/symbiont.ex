@@ -5,7 +5,9 @@ defmodule Symbiont do
   Agents are Python classes or Wasm modules, each run in a host OS process owned by a
   `Symbiont.Host`; they talk through topics of `Symbiont.Mesh`, across every connected
   node. This module is the public API and the helpers for a live iex session
-  (`make shell`).
+  (`make shell`): it owns their documentation; what the operator changes by hand is
+  implemented in `Symbiont.Operator`, the helpers that read and show the system in
+  `Symbiont.Helpers`.
 
   ## Supervision tree
 
@@ -90,7 +92,7 @@ defmodule Symbiont do
       iex> Symbiont.remediations()
   """
 
-  alias Symbiont.{Host, Instance, Observation, Pins}
+  alias Symbiont.{Instance, Observation}
 
   @doc """
   Symbiont as a child of your application's supervision tree:
@@ -125,36 +127,7 @@ defmodule Symbiont do
   them. To wait until the node serves, use `await_ready/1`.
   """
   @spec status() :: :ok
-  def status do
-    started!()
-    nodes = Enum.map([node() | Node.list()], &Atom.to_string/1)
-
-    hosts = hosts()
-
-    # What was done: the conductor's refused and failed proposals stay in remediations/1.
-    done = for r <- remediations(50), Map.get(r, "result", "applied") == "applied", do: r
-
-    data = %{
-      nodes: nodes,
-      hosts: hosts,
-      agents: agents(hosts),
-      pins: Pins.all(),
-      remediations: Enum.take(done, 5)
-    }
-
-    IO.puts(Symbiont.Console.status(data))
-  end
-
-  defp started! do
-    unless started?(),
-      do:
-        raise(
-          RuntimeError,
-          "Symbiont is still starting: its manifest has not started all its agents yet; ask again in a moment"
-        )
-  end
-
-  defp started?, do: List.keymember?(Application.started_applications(), :symbiont, 0)
+  defdelegate status(), to: Symbiont.Helpers
 
   @doc """
   Waits until this node serves, at most `timeout` ms: the application has started and
@@ -172,39 +145,7 @@ defmodule Symbiont do
       #=> {:error, "not ready: relay is detached"}
   """
   @spec await_ready(non_neg_integer) :: :ok | {:error, String.t()}
-  def await_ready(timeout \\ 30_000) when is_integer(timeout) and timeout >= 0,
-    do: await_ready_until(System.monotonic_time(:millisecond) + timeout)
-
-  defp await_ready_until(deadline) do
-    waiting =
-      if started?(),
-        do: for(r <- Observation.replicas(), r.status != :ready, do: r),
-        else: :starting
-
-    quarantined = if is_list(waiting), do: Enum.filter(waiting, & &1.quarantined), else: []
-    late? = System.monotonic_time(:millisecond) >= deadline
-
-    cond do
-      waiting == [] ->
-        :ok
-
-      quarantined != [] ->
-        {:error,
-         "not ready: " <>
-           Enum.map_join(quarantined, "; ", &"#{&1.id} is quarantined (#{&1.quarantined})")}
-
-      late? and waiting == :starting ->
-        {:error, "not ready: the application is still starting"}
-
-      late? ->
-        {:error, "not ready: " <> Enum.map_join(waiting, ", ", &"#{&1.id} is #{&1.status}")}
-
-      true ->
-        # A bounded poll: an agent becomes ready within its host's start, tens of ms.
-        Process.sleep(50)
-        await_ready_until(deadline)
-    end
-  end
+  defdelegate await_ready(timeout \\ 30_000), to: Symbiont.Helpers
 
   @doc """
   Information about every host, sorted by name: status, OS pid, uptime, crashes (its
@@ -217,19 +158,7 @@ defmodule Symbiont do
       true
   """
   @spec hosts() :: [map]
-  def hosts do
-    views = Map.new(Observation.replicas(), &{&1.id, &1})
-
-    Symbiont.Hosts
-    |> DynamicSupervisor.which_children()
-    |> Enum.flat_map(fn {_, pid, _, _} ->
-      case is_pid(pid) && Host.own_info(pid) do
-        {:ok, info} -> [%{info | agents: for(id <- info.agents, v = views[id], do: v)}]
-        _ -> []
-      end
-    end)
-    |> Enum.sort_by(& &1.name)
-  end
+  defdelegate hosts(), to: Symbiont.Helpers
 
   @doc """
   Every replica of every agent on this node, a quarantined one too, sorted by host, then
@@ -247,13 +176,7 @@ defmodule Symbiont do
   # agents/0 with the hosts already at hand (hosts/0). From the observation, not the
   # hosts' slots: a quarantined agent has left its host's slot.
   @spec agents([map]) :: [map]
-  def agents(hosts) do
-    os_pids = Map.new(hosts, &{&1.name, &1.os_pid})
-
-    Observation.replicas()
-    |> Enum.map(&Map.put(&1, :os_pid, Map.get(os_pids, &1.host)))
-    |> Enum.sort_by(&{&1.host, &1.id})
-  end
+  defdelegate agents(hosts), to: Symbiont.Helpers
 
   @doc """
   The audit trail of remediations, newest first (`Symbiont.Conductor.Audit`): what was
@@ -283,18 +206,7 @@ defmodule Symbiont do
       {:error, ~s(agent "doc-ghost": nosuch:Thing cannot start: ModuleNotFoundError: No module named 'nosuch')}
   """
   @spec spawn_agent(keyword | map, keyword) :: {:ok, String.t()} | {:error, String.t()}
-  def spawn_agent(spec, opts \\ []) do
-    manifest =
-      case Keyword.fetch(opts, :in) do
-        {:ok, instance} -> Instance.manifest(instance)
-        :error -> Symbiont.Manifest
-      end
-
-    with {:ok, name} <- Symbiont.Manifest.spawn_agent(spec, manifest) do
-      Symbiont.Remediation.publish("spawn", name, "spawned by hand", by: "operator")
-      {:ok, name}
-    end
-  end
+  defdelegate spawn_agent(spec, opts \\ []), to: Symbiont.Operator
 
   @doc """
   Runs `n` replicas of agent `name` (a queue group: each event reaches one of them),
@@ -312,17 +224,7 @@ defmodule Symbiont do
       true
   """
   @spec scale(String.t(), pos_integer, keyword) :: :ok | {:error, String.t()}
-  def scale(name, n, opts \\ []) do
-    with {:ok, hold} <- hold(opts),
-         :ok <- Symbiont.Manifest.scale(name, n, Instance.manifest_of(name)) do
-      {:ok, pin} = Pins.pin(name, "replicas", n, hold_ms: hold, reason: "scaled by hand")
-
-      Symbiont.Remediation.publish("scale", name, "scaled by hand",
-        by: "operator",
-        fields: %{"replicas" => n, "pinned_until_ms" => pin.until_ms}
-      )
-    end
-  end
+  defdelegate scale(name, n, opts \\ []), to: Symbiont.Operator
 
   @doc """
   Quarantines agent `name` (every stable replica, or the one replica whose id it is):
@@ -336,10 +238,7 @@ defmodule Symbiont do
       true
   """
   @spec quarantine(String.t(), String.t(), keyword) :: :ok | {:error, String.t()}
-  def quarantine(name, reason \\ "quarantined by hand", opts \\ [])
-      when is_binary(name) and is_binary(reason) do
-    by_hand(name, "quarantine", reason, true, opts, &Symbiont.Agent.Server.quarantine(&1, reason))
-  end
+  defdelegate quarantine(name, reason \\ "quarantined by hand", opts \\ []), to: Symbiont.Operator
 
   @doc """
   Releases agent `name` from its quarantine (every stable replica, or the one whose id it
@@ -352,38 +251,7 @@ defmodule Symbiont do
       true
   """
   @spec release(String.t(), keyword) :: :ok | {:error, String.t()}
-  def release(name, opts \\ []) when is_binary(name) do
-    by_hand(name, "release", "released by hand", false, opts, &Symbiont.Agent.Server.release/1)
-  end
-
-  defp by_hand(name, action, reason, quarantined, opts, fun) do
-    with {:ok, hold} <- hold(opts),
-         [first | _] = replicas <- replicas(name) do
-      result =
-        Enum.reduce_while(replicas, :ok, fn r, :ok ->
-          case fun.(r.id) do
-            :ok ->
-              {:cont, :ok}
-
-            {:error, why} ->
-              {:halt, {:error, "agent #{inspect(r.id)} cannot #{action} now: #{inspect(why)}"}}
-          end
-        end)
-
-      with :ok <- result do
-        {:ok, pin} =
-          Pins.pin(first.name, "quarantine", quarantined, hold_ms: hold, reason: reason)
-
-        Symbiont.Remediation.publish(action, first.name, reason,
-          by: "operator",
-          fields: %{"replicas" => Enum.map(replicas, & &1.id), "pinned_until_ms" => pin.until_ms}
-        )
-      end
-    else
-      {:error, message} -> {:error, message}
-      [] -> {:error, no_agent(name)}
-    end
-  end
+  defdelegate release(name, opts \\ []), to: Symbiont.Operator
 
   @doc """
   Lifts the pins of agent `name` (`Symbiont.Pins`: what `scale/3`, `quarantine/3`,
@@ -395,27 +263,7 @@ defmodule Symbiont do
       {:error, ~s(agent "doc-nobody" has no pin)}
   """
   @spec unpin(String.t()) :: {:ok, [String.t()]} | {:error, String.t()}
-  def unpin(name) when is_binary(name) do
-    case Pins.unpin(name) do
-      [] ->
-        {:error, "agent #{inspect(name)} has no pin"}
-
-      fields ->
-        Symbiont.Remediation.publish("unpin", name, "pins lifted by hand",
-          by: "operator",
-          fields: %{"fields" => fields}
-        )
-
-        {:ok, fields}
-    end
-  end
-
-  defp hold(opts) do
-    case Keyword.fetch(opts, :hold_ms) do
-      {:ok, ms} -> Pins.validate_hold(ms)
-      :error -> {:ok, Pins.hold_ms()}
-    end
-  end
+  defdelegate unpin(name), to: Symbiont.Operator
 
   @doc """
   Removes agent `name` from the manifest: its replicas stop, the events still waiting for
@@ -427,13 +275,7 @@ defmodule Symbiont do
       true
   """
   @spec retire(String.t()) :: :ok | {:error, String.t()}
-  def retire(name) do
-    with :ok <- Symbiont.Manifest.retire(name, Instance.manifest_of(name)) do
-      # Gone for good: its pins with it.
-      Pins.unpin(name)
-      Symbiont.Remediation.publish("retire", name, "retired by hand", by: "operator")
-    end
-  end
+  defdelegate retire(name), to: Symbiont.Operator
 
   @doc """
   Reads `config/config.exs` again and applies what changed in its `:agents`, live (see
@@ -466,13 +308,7 @@ defmodule Symbiont do
       {:error, ~s(agent "doc-nobody" has no deploy to roll back)}
   """
   @spec rollback(String.t(), keyword) :: {:ok, map} | {:error, String.t()}
-  def rollback(agent, opts \\ []) do
-    with {:ok, hold} <- hold(opts),
-         {:ok, %{to: to}} = ok <- Symbiont.Deploy.rollback(agent, by: "operator") do
-      {:ok, _pin} = Pins.pin(agent, "version", to, hold_ms: hold, reason: "rolled back by hand")
-      ok
-    end
-  end
+  defdelegate rollback(agent, opts \\ []), to: Symbiont.Operator
 
   @doc """
   Publishes `value` on `topic`: it is encoded once as msgpack and delivered to every
@@ -549,16 +385,7 @@ defmodule Symbiont do
       iex> %Symbiont.Topology{} = Symbiont.topology()
   """
   @spec topology() :: Symbiont.Topology.t()
-  def topology do
-    [node() | Node.list()]
-    |> :erpc.multicall(Symbiont.Mesh, :node_stats, [Symbiont.Mesh], 5_000)
-    # Nodes that do not run Symbiont (a remote shell, say) answer with an error.
-    |> Enum.flat_map(fn
-      {:ok, stats} -> [stats]
-      _ -> []
-    end)
-    |> Symbiont.Topology.build()
-  end
+  defdelegate topology(), to: Symbiont.Helpers
 
   @doc """
   One agent, by name (or one replica, by id: `"billing#2"`, `"pricing#canary"`): its
@@ -575,43 +402,7 @@ defmodule Symbiont do
       true
   """
   @spec agent(String.t()) :: {:ok, map} | {:error, String.t()}
-  def agent(name) when is_binary(name) do
-    {view, id} =
-      case Observation.agent(name) do
-        %{ids: [first | _]} = agent -> {agent, first}
-        nil -> {nil, name}
-      end
-
-    with {:ok, info} <- Symbiont.Agent.Server.info(id),
-         %{} = replica <- Observation.replica(id) do
-      os_pid =
-        case Host.own_info(info.host) do
-          {:ok, host} -> host.os_pid
-          _ -> nil
-        end
-
-      # Asked by name: the agent's view over its replicas; by replica id: that replica's.
-      view =
-        view ||
-          Map.merge(replica, %{
-            ids: [replica.id],
-            replicas: [replica],
-            canary: nil,
-            pins: Pins.of(replica.name)
-          })
-
-      {:ok,
-       info
-       |> Map.merge(replica)
-       |> Map.merge(view)
-       |> Map.merge(%{
-         os_pid: os_pid,
-         health_history: Symbiont.Health.History.of(info.name)
-       })}
-    else
-      _ -> {:error, no_agent(name)}
-    end
-  end
+  defdelegate agent(name), to: Symbiont.Helpers
 
   @doc """
   Prints the health of every replica of every agent (`Symbiont.Observation`: its health,
@@ -634,51 +425,7 @@ defmodule Symbiont do
       0
   """
   @spec peek(String.t(), keyword) :: non_neg_integer
-  def peek(topic, opts \\ []) when is_binary(topic) and is_list(opts) do
-    ms = Keyword.get(opts, :ms, 5_000)
-    count = Keyword.get(opts, :count, :infinity)
-
-    unless is_integer(ms) and ms >= 0,
-      do:
-        raise(
-          ArgumentError,
-          "expected :ms to be a non-negative integer (milliseconds), got: #{inspect(ms)}"
-        )
-
-    unless count == :infinity or (is_integer(count) and count > 0),
-      do: raise(ArgumentError, "expected :count to be a positive integer, got: #{inspect(count)}")
-
-    :ok = subscribe(topic)
-
-    try do
-      peek_loop(topic, System.monotonic_time(:millisecond) + ms, count, 0)
-    after
-      unsubscribe(topic)
-      flush_topic(topic)
-    end
-  end
-
-  defp peek_loop(_topic, _deadline, count, n) when n == count, do: n
-
-  defp peek_loop(topic, deadline, count, n) do
-    wait = max(deadline - System.monotonic_time(:millisecond), 0)
-
-    receive do
-      %Symbiont.Event{topic: ^topic} = event ->
-        IO.puts(Symbiont.Console.event_line(event))
-        peek_loop(topic, deadline, count, n + 1)
-    after
-      wait -> n
-    end
-  end
-
-  defp flush_topic(topic) do
-    receive do
-      %Symbiont.Event{topic: ^topic} -> flush_topic(topic)
-    after
-      0 -> :ok
-    end
-  end
+  defdelegate peek(topic, opts \\ []), to: Symbiont.Helpers
 
   @doc """
   Restarts agent `name` on request, every replica of it (or only the replica given by
@@ -695,54 +442,7 @@ defmodule Symbiont do
       true
   """
   @spec restart(String.t()) :: :ok | {:error, String.t()}
-  def restart(name) when is_binary(name) do
-    case replicas(name) do
-      [] ->
-        {:error, no_agent(name)}
-
-      [first | _] = replicas ->
-        with :ok <- restart_each(replicas) do
-          hosts = replicas |> Enum.map(& &1.host) |> Enum.uniq()
-
-          Symbiont.Remediation.publish("restart", first.name, "restarted by hand",
-            by: "operator",
-            host: if(match?([_], hosts), do: hd(hosts)),
-            fields: %{"replicas" => Enum.map(replicas, & &1.id)}
-          )
-        end
-    end
-  end
-
-  # The stable replicas of agent `name` (the registry of roles), or else the one replica
-  # whose id it is.
-  defp replicas(name) do
-    ids =
-      case Observation.ids(name, :stable) do
-        [] -> if Observation.role(name), do: [name], else: []
-        ids -> ids
-      end
-
-    for id <- ids, {:ok, info} <- [Symbiont.Agent.Server.info(id)], do: info
-  end
-
-  defp restart_each(replicas) do
-    Enum.reduce_while(replicas, :ok, fn r, :ok ->
-      result =
-        if r.spec[:wasm],
-          do: Symbiont.Agent.Server.restart(r.id),
-          else: Host.restart(r.host, "restarted by hand")
-
-      case result do
-        :ok ->
-          {:cont, :ok}
-
-        {:error, reason} ->
-          {:halt,
-           {:error,
-            "agent #{inspect(r.id)} (host #{inspect(r.host)}) cannot be restarted now: #{inspect(reason)}"}}
-      end
-    end)
-  end
+  defdelegate restart(name), to: Symbiont.Operator
 
   @doc """
   Calls a Python function in a running host, ErlPort-style (see `Symbiont.Python.call/5`),
@@ -761,42 +461,5 @@ defmodule Symbiont do
       {:error, ~s(expected function to be "module.function", got: "pow")}
   """
   @spec call(String.t(), String.t(), list) :: {:ok, term} | {:error, term}
-  def call(host, function, args \\ [])
-      when is_binary(host) and is_binary(function) and is_list(args) do
-    case String.split(function, ".") do
-      [_] ->
-        {:error, "expected function to be \"module.function\", got: #{inspect(function)}"}
-
-      parts ->
-        with {:ok, host} <- host_of(host),
-             do:
-               Symbiont.Python.call(
-                 host,
-                 Enum.join(Enum.drop(parts, -1), "."),
-                 List.last(parts),
-                 args
-               )
-    end
-  end
-
-  defp host_of(name) do
-    cond do
-      Host.whereis(name) != nil ->
-        {:ok, name}
-
-      match?([_ | _], replicas(name)) ->
-        {:ok, hd(replicas(name)).host}
-
-      true ->
-        hosts = hosts() |> Enum.map(& &1.name) |> Enum.take(20)
-
-        {:error,
-         "no host or agent named #{inspect(name)} runs on this node; hosts: #{inspect(hosts)}"}
-    end
-  end
-
-  defp agent_ids, do: Symbiont.Agent.Server.ids() |> Enum.take(20)
-
-  defp no_agent(name),
-    do: "no agent #{inspect(name)} runs on this node; agents: #{inspect(agent_ids())}"
+  defdelegate call(host, function, args \\ []), to: Symbiont.Helpers
 end

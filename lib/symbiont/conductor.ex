@@ -5,6 +5,10 @@ defmodule Symbiont.Conductor do
   floor (hosts restart by themselves); the conductor is what makes the system heal and
   evolve by itself.
 
+  This module owns the options, the process and its tick, and the policy host (decide);
+  the observation is `Symbiont.Conductor.Observe`, the guardrails (pure) are
+  `Symbiont.Conductor.Guard`, and applying an action is `Symbiont.Conductor.Act`.
+
   ## The loop
 
   * **Observe** (every `:tick_ms`, default 1000): a snapshot of every agent in scope,
@@ -112,8 +116,7 @@ defmodule Symbiont.Conductor do
 
   require Logger
 
-  alias Symbiont.Agent.Server
-  alias Symbiont.Conductor.{Audit, Observe}
+  alias Symbiont.Conductor.{Act, Audit, Guard, Observe}
 
   @defaults [
     tick_ms: 1_000,
@@ -130,33 +133,6 @@ defmodule Symbiont.Conductor do
     memory_readings: 10,
     observe_halves_from: 2_000
   ]
-
-  # Symbiont.Contract: the actions both languages agree on.
-  @actions Symbiont.Contract.policy_actions()
-
-  # The actions that change what an agent runs: its crashes before one of them are
-  # answered, and spent as evidence (`"remedied_ago_ms"` in the snapshot). A restart is
-  # not one: it runs the same code on the same events, so a crash loop goes on; nor is a
-  # dead letter: it takes one delivery away, and the crashes of that delivery count as
-  # one delivery's in the crash signal (Symbiont.Signals.crashes/5), but a loop that
-  # goes on with the next delivery is still a loop.
-  @remedies Symbiont.Contract.remedies()
-
-  # What each action would change that the operator may have pinned (Symbiont.Pins).
-  @pinned_by %{
-    "scale" => "replicas",
-    "retire" => "replicas",
-    "quarantine" => "quarantine",
-    "release" => "quarantine",
-    "rollback" => "version",
-    "deploy" => "version"
-  }
-
-  # A refused proposal is recorded and logged once (act/3), not again while it recurs
-  # with less than this between two of its occurrences; at most @max_refusals are
-  # remembered.
-  @quiet_ms 60_000
-  @max_refusals 1_000
 
   @doc false
   def start_link(opts) do
@@ -280,25 +256,11 @@ defmodule Symbiont.Conductor do
     # and the last remedy of each agent. The trail holds only what Symbiont recorded, at
     # the times it recorded it (Symbiont.Conductor.Audit); a time ahead of now (a clock
     # set back since) counts as now, so that no entry holds an agent back for ever.
-    now = System.system_time(:millisecond)
-
-    applied =
-      for %{"by" => "conductor", "result" => "applied", "agent" => agent, "at_ms" => at} = e <-
-            Enum.reverse(Audit.entries_or_none(1_000, audit)),
-          is_binary(agent) and is_integer(at),
-          do: {e["action"], agent, min(at, now)}
-
-    acted = Map.new(applied, fn {_, agent, at} -> {agent, at} end)
-    remedied = for {action, agent, at} <- applied, action in @remedies, into: %{}, do: {agent, at}
-
-    # The rung each agent is at on each ladder (see "Escalation"), the newest last.
-    ladders =
-      for %{"by" => "conductor", "result" => "applied", "agent" => agent, "at_ms" => at} = e <-
-            Enum.reverse(Audit.entries_or_none(1_000, audit)),
-          {pattern, rung} <- List.wrap(ladder(e["evidence"])),
-          is_binary(agent) and is_integer(at),
-          reduce: %{},
-          do: (acc -> put_ladder(acc, agent, pattern, rung, min(at, now)))
+    %{acted: acted, remedied: remedied, ladders: ladders} =
+      Guard.resume(
+        Enum.reverse(Audit.entries_or_none(1_000, audit)),
+        System.system_time(:millisecond)
+      )
 
     {prev, middle} = Observe.baseline(opts[:scope])
 
@@ -408,16 +370,6 @@ defmodule Symbiont.Conductor do
     %{state | last_tick: DateTime.utc_now(), last_actions: actions}
   end
 
-  # The pattern and rung an action's evidence names (`"ladder" => %{"pattern",
-  # "rung"}`), or nil.
-  defp ladder(%{"ladder" => %{"pattern" => p, "rung" => n}}) when is_binary(p) and is_integer(n),
-    do: {p, n}
-
-  defp ladder(_evidence), do: nil
-
-  defp put_ladder(ladders, agent, pattern, rung, at),
-    do: Map.update(ladders, agent, %{pattern => {rung, at}}, &Map.put(&1, pattern, {rung, at}))
-
   ## Decide
 
   defp ensure_policy_host(state) do
@@ -462,15 +414,19 @@ defmodule Symbiont.Conductor do
 
   ## Act
 
+  # Each action through the guardrails (Symbiont.Conductor.Guard), then applied
+  # (Symbiont.Conductor.Act), published and logged; a refused or failed one is recorded
+  # once (not_done/5).
   defp act(state, actions, snapshot) do
     agents = Map.new(snapshot["agents"], &{&1["name"], &1})
 
     Enum.reduce(actions, {[], state}, fn action, {applied, state} ->
       now = System.system_time(:millisecond)
 
-      with {:ok, a} <- validate(action),
-           :ok <- guard(state, a, agents[a["agent"]], now),
-           {:ok, done} <- execute(state, a, agents[a["agent"]]) do
+      with {:ok, a} <- Guard.validate(action),
+           agent = agents[a["agent"]],
+           :ok <- Guard.check(state, a, agent, pins(a, agent), now),
+           {:ok, done} <- Act.execute(state.opts, a, agent) do
         evidence = Map.get(a, "evidence", %{})
         fields = a |> Map.drop(~w(action agent reason evidence)) |> Map.merge(done)
 
@@ -485,26 +441,7 @@ defmodule Symbiont.Conductor do
         # The cooldown runs from when the action was done: a rollback or an upgrade waits
         # for the deliveries in flight, and what they did meanwhile is its doing.
         done = System.system_time(:millisecond)
-
-        state = %{
-          state
-          | acted: Map.put(state.acted, a["agent"], done),
-            ladders:
-              case ladder(evidence) do
-                {pattern, rung} -> put_ladder(state.ladders, a["agent"], pattern, rung, done)
-                nil -> state.ladders
-              end,
-            remedied:
-              if(a["action"] in @remedies,
-                do: Map.put(state.remedied, a["agent"], done),
-                else: state.remedied
-              ),
-            recent: [done | state.recent],
-            scaled: record_scale(state.scaled, a, agents[a["agent"]], done),
-            refused: Map.reject(state.refused, fn {{agent, _}, _} -> agent == a["agent"] end)
-        }
-
-        {applied ++ [a], state}
+        {applied ++ [a], Guard.applied(state, a, agent, done)}
       else
         {result, why} when result in [:refused, :failed] ->
           {applied, not_done(state, action, result, why, now)}
@@ -512,249 +449,26 @@ defmodule Symbiont.Conductor do
     end)
   end
 
+  # The operator's pins on the action's agent, read now (not from the snapshot: a pin set
+  # while the policy decided holds too); an agent out of scope is refused before them.
+  defp pins(_a, nil), do: %{}
+  defp pins(a, _agent), do: Symbiont.Pins.of(a["agent"])
+
   # An action refused or failed is recorded in the audit trail and logged once: the same
   # action refused (or failed) again for the same reason (the policy proposes it each
-  # tick while its evidence lasts) is neither while it recurs less than @quiet_ms apart,
-  # until something on that agent was done (act/3 forgets its refusals then).
+  # tick while its evidence lasts) is neither while it recurs less than a minute apart,
+  # until something on that agent was done (Guard.applied/4 forgets its refusals then).
   defp not_done(state, action, result, why, now) do
-    key =
-      case action do
-        %{"agent" => agent, "action" => name} -> {agent, name}
-        other -> {nil, inspect(other, limit: 8)}
-      end
+    case Guard.refusal(state.refused, action, result, why, now) do
+      {:quiet, refused} ->
+        %{state | refused: refused}
 
-    case Map.get(state.refused, key) do
-      {^result, ^why, at} when now - at < @quiet_ms ->
-        %{state | refused: Map.put(state.refused, key, {result, why, now})}
-
-      _ ->
+      {:record, refused} ->
         proposed = if is_map(action), do: action, else: %{"action" => inspect(action)}
         verdict = %{"by" => "conductor", "result" => "#{result}: #{why}", "at_ms" => now}
         Audit.record(Map.merge(proposed, verdict), state.opts.audit)
         Logger.info("conductor: #{result} #{inspect(action, limit: 8)}: #{why}")
-        %{state | refused: Map.put(recent_refusals(state.refused, now), key, {result, why, now})}
+        %{state | refused: refused}
     end
-  end
-
-  # The refusals still quiet, when there are too many to remember.
-  defp recent_refusals(refused, _now) when map_size(refused) < @max_refusals, do: refused
-
-  defp recent_refusals(refused, now) do
-    recent = Map.filter(refused, fn {_key, {_, _, at}} -> now - at < @quiet_ms end)
-    if map_size(recent) < @max_refusals, do: recent, else: %{}
-  end
-
-  defp validate(%{"action" => action, "agent" => agent, "reason" => reason} = a)
-       when action in @actions and is_binary(agent) and is_binary(reason) do
-    case Map.get(a, "evidence", %{}) do
-      %{} -> {:ok, a}
-      other -> {:refused, "evidence must be a map, got: #{inspect(other)}"}
-    end
-  end
-
-  defp validate(%{"action" => action}) when action not in @actions,
-    do: {:refused, "unknown action #{inspect(action)}; allowed: #{Enum.join(@actions, ", ")}"}
-
-  defp validate(other),
-    do:
-      {:refused,
-       "expected an action to be a map with action, agent and reason strings, got: #{inspect(other, limit: 8)}"}
-
-  defp guard(state, a, agent, now) do
-    cond do
-      agent == nil and a["action"] != "spawn" ->
-        {:refused, "no agent #{inspect(a["agent"])} in the conductor's scope"}
-
-      pinned = pinned(a) ->
-        {field, pin} = pinned
-
-        {:refused,
-         "#{field} of #{a["agent"]} pinned by the operator (#{Symbiont.Pins.describe(field, pin)}; Symbiont.unpin/1 lifts it)"}
-
-      now - Map.get(state.acted, a["agent"], -1_000_000_000) < state.opts.cooldown_ms ->
-        {:refused, "cooldown: acted on #{a["agent"]} less than #{state.opts.cooldown_ms} ms ago"}
-
-      Enum.count(state.recent, &(now - &1 < 60_000)) >= state.opts.max_actions_per_minute ->
-        {:refused, "rate limit: #{state.opts.max_actions_per_minute} actions a minute"}
-
-      true ->
-        guard_action(state, a, agent, now)
-    end
-  end
-
-  defp guard_action(state, %{"action" => "scale"} = a, agent, now) do
-    n = a["replicas"]
-
-    cond do
-      not is_integer(n) ->
-        {:refused, "scale needs replicas, a positive integer, got: #{inspect(n)}"}
-
-      not agent["managed"] ->
-        {:refused, "#{a["agent"]} is not in the manifest; only its agents are scaled"}
-
-      n < agent["min_replicas"] or n > agent["max_replicas"] ->
-        {:refused,
-         "replicas #{n} is outside #{agent["min_replicas"]}..#{agent["max_replicas"]} for #{a["agent"]}"}
-
-      flapping?(state, a, agent, now) ->
-        {:refused,
-         "hysteresis: #{a["agent"]} was scaled the other way less than #{2 * state.opts.cooldown_ms} ms ago"}
-
-      true ->
-        :ok
-    end
-  end
-
-  defp guard_action(_state, %{"action" => "retire"} = a, agent, _now) do
-    if agent["required"],
-      do: {:refused, "#{a["agent"]} is required: its last replica is never retired"},
-      else: :ok
-  end
-
-  # A pinned agent is the operator's to place: whatever is pinned, it is not moved (the
-  # pins read now, as pinned/1 does).
-  defp guard_action(_state, %{"action" => "reroute"} = a, _agent, _now) do
-    case Symbiont.Pins.of(a["agent"]) do
-      pins when map_size(pins) > 0 ->
-        {:refused,
-         "#{a["agent"]} is pinned by the operator (#{Enum.join(Enum.sort(Map.keys(pins)), ", ")}): a pinned agent is not rerouted"}
-
-      _ ->
-        :ok
-    end
-  end
-
-  defp guard_action(_state, _a, _agent, _now), do: :ok
-
-  # The operator's pin on what the action would change, read now (not from the
-  # snapshot: a pin set while the policy decided holds too).
-  defp pinned(%{"action" => action, "agent" => agent}) do
-    with field when is_binary(field) <- @pinned_by[action],
-         %{^field => pin} <- Symbiont.Pins.of(agent),
-         do: {field, pin},
-         else: (_ -> nil)
-  end
-
-  defp flapping?(state, a, agent, now) do
-    direction = if a["replicas"] > agent["replicas"], do: :out, else: :in
-
-    case state.scaled[a["agent"]] do
-      {last, at} -> last != direction and now - at < 2 * state.opts.cooldown_ms
-      nil -> false
-    end
-  end
-
-  defp record_scale(scaled, %{"action" => "scale", "agent" => name, "replicas" => n}, agent, now),
-    do: Map.put(scaled, name, {if(n > agent["replicas"], do: :out, else: :in), now})
-
-  defp record_scale(scaled, _a, _agent, _now), do: scaled
-
-  defp execute(state, %{"action" => action} = a, agent) do
-    case apply_action(action, a, agent, state) do
-      :ok -> {:ok, %{}}
-      {:ok, _} -> {:ok, %{}}
-      # Where a reroute took the replica from and to: audited with the action.
-      {:placed, fields} -> {:ok, fields}
-      {:error, why} when is_binary(why) -> {:failed, why}
-      {:error, why} -> {:failed, inspect(why)}
-    end
-  end
-
-  defp apply_action("restart", a, agent, _state) do
-    each_replica(agent, fn id ->
-      {:ok, info} = Server.info(id)
-
-      if info.spec[:wasm],
-        do: Server.restart(id),
-        else: Symbiont.Host.restart(info.host, a["reason"])
-    end)
-  end
-
-  defp apply_action("scale", a, _agent, state),
-    do: Symbiont.Manifest.scale(a["agent"], a["replicas"], state.opts.manifest)
-
-  defp apply_action("quarantine", a, agent, _state),
-    do: each_replica(agent, &Server.quarantine(&1, a["reason"]))
-
-  defp apply_action("release", _a, agent, _state), do: each_replica(agent, &Server.release/1)
-
-  defp apply_action("rollback", a, _agent, _state), do: Symbiont.Deploy.rollback(a["agent"])
-
-  defp apply_action("deploy", %{"path" => path} = a, _agent, _state) when is_binary(path),
-    do: Symbiont.Deploy.deploy(a["agent"], path)
-
-  defp apply_action("deploy", _a, _agent, _state), do: {:error, "deploy needs path, a string"}
-
-  defp apply_action("retire", a, agent, state) do
-    if agent["managed"],
-      do: Symbiont.Manifest.retire(a["agent"], state.opts.manifest),
-      else: each_replica(agent, &Server.retire(&1, nil))
-  end
-
-  defp apply_action("spawn", a, _agent, state) do
-    templates = Symbiont.Config.get(:templates)
-
-    with {:ok, template} <- fetch_template(templates, a["template"]) do
-      spec =
-        template
-        |> Keyword.delete(:match)
-        |> Keyword.merge(name: a["agent"], required: false)
-        |> Keyword.update(
-          :config,
-          Map.get(a, "config", %{}),
-          &Map.merge(&1, Map.get(a, "config", %{}))
-        )
-
-      Symbiont.Manifest.spawn_agent(spec, state.opts.manifest)
-    end
-  end
-
-  # Replica `id` (the agent's only one, when not given) goes to a host of its own
-  # (Symbiont.Placement.reroute/2); where from and where to are audited with it.
-  defp apply_action("reroute", a, agent, _state) do
-    ids = Symbiont.Observation.ids(agent["name"])
-
-    case Map.get(a, "id", with([one] <- ids, do: one, else: (_ -> nil))) do
-      id when is_binary(id) ->
-        if id in ids,
-          do: with({:ok, moved} <- Symbiont.Placement.reroute(id), do: {:placed, moved}),
-          else: {:error, "#{inspect(id)} is not a replica of #{agent["name"]} (#{inspect(ids)})"}
-
-      other ->
-        {:error,
-         "reroute needs id, the replica to move (#{agent["name"]} runs #{inspect(ids)}), got: #{inspect(other)}"}
-    end
-  end
-
-  defp apply_action("dead_letter", a, agent, _state) do
-    case agent["suspect"] do
-      %{"id" => id} -> Server.drop_suspect(id, a["reason"])
-      nil -> {:error, "no suspect delivery waits"}
-    end
-  end
-
-  defp fetch_template(templates, name) when is_binary(name) do
-    case Enum.find(templates, fn {k, _} -> to_string(k) == name end) do
-      {_, spec} ->
-        {:ok, spec}
-
-      nil ->
-        {:error,
-         "no template #{inspect(name)}; templates: #{inspect(Enum.map(templates, &to_string(elem(&1, 0))))}"}
-    end
-  end
-
-  defp fetch_template(_templates, other),
-    do: {:error, "spawn needs template, a name, got: #{inspect(other)}"}
-
-  # Each of the agent's stable replicas, as they run now (the registry of roles).
-  defp each_replica(agent, fun) do
-    Enum.reduce_while(Symbiont.Observation.ids(agent["name"]), :ok, fn id, :ok ->
-      case fun.(id) do
-        :ok -> {:cont, :ok}
-        {:ok, _} -> {:cont, :ok}
-        error -> {:halt, error}
-      end
-    end)
   end
 end

@@ -4,6 +4,12 @@ defmodule Symbiont.Observation do
   `Symbiont.agents/0`, `Symbiont.agent/1`, `Symbiont.health/0`, the status page and its
   `/status.json`, and the conductor's snapshot all read, so that they cannot disagree.
 
+  This module owns the table (it creates it and removes the rows of servers that die)
+  and the read side: `replicas/1`, `replica/1`, `agents/1`, `agent/1` (an agent's
+  replicas aggregated), the registry of roles (`ids/2`, `role/1`) and the baselines;
+  each row's layout, and the writes an agent server makes about itself, are
+  `Symbiont.Observation.Row`'s.
+
   ## What an agent is
 
   An agent is a name; it runs as one or more **replicas**, each an
@@ -59,50 +65,14 @@ defmodule Symbiont.Observation do
   """
   use GenServer
 
+  alias Symbiont.Observation.Row
+
   @table __MODULE__
   @baselines Module.concat(__MODULE__, Baselines)
   @registry Symbiont.Agent.Registry
   @roles [:stable, :canary]
 
-  # The counters a server writes after every message (see put_counters/8), by slot.
-  @queue 1
-  @queue_bytes 2
-  @in_flight 3
-  @handled 4
-  @failed 5
-  @active_at 6
-  @busy_us 7
-  @slots 7
-
   @health_order Symbiont.Contract.health_worst_first()
-
-  # A row's slow fields, in the order its tuple keeps them (a tuple: half the words of a
-  # map, copied out of the table for every reader).
-  @fields [
-    :name,
-    :role,
-    :host,
-    :status,
-    :quarantined,
-    :health,
-    :health_reason,
-    :health_at_ms,
-    :version,
-    :max_queue,
-    :max_queue_bytes,
-    :high_water,
-    :topics,
-    :crashes,
-    :restarts,
-    :start_failures,
-    :window,
-    :failure_rate,
-    :suspect,
-    :last_error,
-    :journal_error,
-    :signals,
-    :p99_us
-  ]
 
   @typedoc "A replica's role (see the moduledoc)."
   @type role :: :stable | :canary
@@ -146,68 +116,29 @@ defmodule Symbiont.Observation do
   @spec roles() :: [role]
   def roles, do: @roles
 
-  ## Written by each agent server, about itself
-
-  # The table is an ordered set keyed {name, rank of the role, id}: read whole, it comes
-  # out in the order every view lists it (by agent, stable replicas first), with no sort;
-  # one agent's replicas are a range of it.
-  defp key(id, %{name: name, role: role}), do: key(id, name, role)
-  defp key(id, name, :stable), do: {name, 0, id}
-  defp key(id, name, role), do: {name, 1 + Enum.find_index(@roles, &(&1 == role)), id}
+  ## Written by each agent server, about itself (Symbiont.Observation.Row)
 
   @doc false
-  # A replica's row, created as its server starts (`info`: a map of the fields of
-  # t:replica/0 that are not counters): returns the counters it writes (put_counters/8).
-  # The row goes when the server does (close/3, or this process sees it go down).
-  @spec open(String.t(), map) :: :atomics.atomics_ref()
-  def open(id, info) when is_binary(id) and is_map(info) do
-    counters = :atomics.new(@slots, signed: true)
-    :atomics.put(counters, @active_at, System.monotonic_time(:millisecond))
-    key = key(id, info)
-
-    try do
-      :ets.insert(@table, {key, self(), counters, row(info)})
-      GenServer.cast(__MODULE__, {:watch, self(), key})
-    rescue
-      # No table (Symbiont.Observation is not running): the replica is not listed.
-      ArgumentError -> :ok
-    end
-
-    counters
-  end
+  defdelegate open(id, info), to: Row
+  @doc false
+  defdelegate put(id, info), to: Row
+  @doc false
+  defdelegate put_counters(
+                counters,
+                queue,
+                queue_bytes,
+                in_flight,
+                handled,
+                failed,
+                active_at,
+                busy
+              ),
+              to: Row
 
   @doc false
-  # The replica's slow fields, changed (its status, health, crashes...): as for open/2.
-  @spec put(String.t(), map) :: boolean
-  def put(id, info) do
-    :ets.update_element(@table, key(id, info), {4, row(info)})
-  rescue
-    ArgumentError -> false
-  end
-
-  defp row(info), do: @fields |> Enum.map(&Map.fetch!(info, &1)) |> List.to_tuple()
-
+  defdelegate put_baseline(name, version, baseline), to: Row
   @doc false
-  # The replica's counters, after each message its server handled: a few atomic writes.
-  @spec put_counters(
-          :atomics.atomics_ref(),
-          integer,
-          integer,
-          integer,
-          integer,
-          integer,
-          integer,
-          integer
-        ) :: :ok
-  def put_counters(counters, queue, queue_bytes, in_flight, handled, failed, active_at, busy) do
-    :atomics.put(counters, @queue, queue)
-    :atomics.put(counters, @queue_bytes, queue_bytes)
-    :atomics.put(counters, @in_flight, in_flight)
-    :atomics.put(counters, @handled, handled)
-    :atomics.put(counters, @failed, failed)
-    :atomics.put(counters, @active_at, active_at)
-    :atomics.put(counters, @busy_us, busy)
-  end
+  defdelegate close(id, name, role), to: Row
 
   ## Baselines (Symbiont.Signals)
 
@@ -223,27 +154,6 @@ defmodule Symbiont.Observation do
     end
   rescue
     ArgumentError -> nil
-  end
-
-  @doc false
-  # Written by an agent server as it learns its version's baseline (Symbiont.Signals). One
-  # entry per agent name and version run on this node: a version run again (a rollback)
-  # finds its own. They go when the agent's last replica does.
-  @spec put_baseline(String.t(), String.t(), map) :: true
-  def put_baseline(name, version, baseline) do
-    :ets.insert(@baselines, {{name, version}, baseline})
-  rescue
-    ArgumentError -> true
-  end
-
-  @doc false
-  # The replica's row goes (its server stops).
-  @spec close(String.t(), String.t(), role) :: :ok
-  def close(id, name, role) do
-    :ets.match_delete(@table, {key(id, name, role), self(), :_, :_})
-    :ok
-  rescue
-    ArgumentError -> :ok
   end
 
   ## The registry of roles
@@ -312,7 +222,7 @@ defmodule Symbiont.Observation do
 
     for {{name, _rank, id}, pid, counters, row} <- rows,
         scope == nil or scope.(name),
-        do: view(id, pid, counters, row, now)
+        do: Row.view(id, pid, counters, row, now)
   end
 
   @doc false
@@ -356,8 +266,8 @@ defmodule Symbiont.Observation do
   @spec replica(String.t()) :: replica | nil
   def replica(id) when is_binary(id) do
     with [{_pid, {name, role, _host}}] <- Registry.lookup(@registry, id),
-         [{_key, pid, counters, row}] <- safe_lookup(key(id, name, role)) do
-      view(id, pid, counters, row, System.monotonic_time(:millisecond))
+         [{_key, pid, counters, row}] <- safe_lookup(Row.key(id, name, role)) do
+      Row.view(id, pid, counters, row, System.monotonic_time(:millisecond))
     else
       _ -> nil
     end
@@ -406,7 +316,7 @@ defmodule Symbiont.Observation do
         ArgumentError -> []
       end
 
-    case for {{_, _, id}, pid, counters, row} <- rows, do: view(id, pid, counters, row, now) do
+    case for {{_, _, id}, pid, counters, row} <- rows, do: Row.view(id, pid, counters, row, now) do
       [] -> nil
       replicas -> aggregate(name, replicas, Symbiont.Pins.of(name))
     end
@@ -429,49 +339,6 @@ defmodule Symbiont.Observation do
   """
   @spec worst([String.t()]) :: String.t()
   def worst(kinds), do: Enum.find(@health_order, "healthy", &(&1 in kinds))
-
-  # The row and the counters, as one flat map (32 keys at most, built from a literal: the
-  # conductor builds 10,000 of them a tick, and a map of more keys costs ten times more).
-  defp view(id, pid, counters, row, now) do
-    {name, role, host, status, quarantined, health, health_reason, health_at_ms, version,
-     max_queue, max_queue_bytes, high_water, topics, crashes, restarts, start_failures, window,
-     failure_rate, suspect, last_error, journal_error, signals, p99_us} = row
-
-    %{
-      id: id,
-      pid: pid,
-      name: name,
-      role: role,
-      host: host,
-      status: status,
-      quarantined: quarantined,
-      health: health,
-      health_reason: health_reason,
-      health_at_ms: health_at_ms,
-      version: version,
-      max_queue: max_queue,
-      max_queue_bytes: max_queue_bytes,
-      high_water: high_water,
-      topics: topics,
-      crashes: crashes,
-      restarts: restarts,
-      start_failures: start_failures,
-      window: window,
-      failure_rate: failure_rate,
-      suspect: suspect,
-      last_error: last_error,
-      journal_error: journal_error,
-      signals: signals,
-      p99_us: p99_us,
-      busy_us: :atomics.get(counters, @busy_us),
-      queue: :atomics.get(counters, @queue),
-      queue_bytes: :atomics.get(counters, @queue_bytes),
-      in_flight: :atomics.get(counters, @in_flight),
-      handled: :atomics.get(counters, @handled),
-      failed: :atomics.get(counters, @failed),
-      idle_ms: now - :atomics.get(counters, @active_at)
-    }
-  end
 
   # One agent from its replicas (the stable ones first). Most agents run one replica:
   # that one's fields are the agent's as they are.

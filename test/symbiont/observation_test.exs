@@ -16,6 +16,7 @@ defmodule Symbiont.ObservationTest do
   alias Symbiont.StatusPage.JSON
 
   doctest Symbiont.Observation
+  doctest Symbiont.Observation.Row
   doctest Symbiont.Health.Window
   doctest Symbiont.Pins
 
