@@ -7,7 +7,7 @@ defmodule Symbiont do
   node. This module is the public API and the helpers for a live iex session
   (`make shell`): it owns their documentation; what the operator changes by hand is
   implemented in `Symbiont.Operator`, the helpers that read and show the system in
-  `Symbiont.Helpers`.
+  `Symbiont.Inspection`.
 
   ## Supervision tree
 
@@ -127,7 +127,7 @@ defmodule Symbiont do
   them. To wait until the node serves, use `await_ready/1`.
   """
   @spec status() :: :ok
-  defdelegate status(), to: Symbiont.Helpers
+  defdelegate status(), to: Symbiont.Inspection
 
   @doc """
   Waits until this node serves, at most `timeout` ms: the application has started and
@@ -145,7 +145,7 @@ defmodule Symbiont do
       #=> {:error, "not ready: relay is detached"}
   """
   @spec await_ready(non_neg_integer) :: :ok | {:error, String.t()}
-  defdelegate await_ready(timeout \\ 30_000), to: Symbiont.Helpers
+  defdelegate await_ready(timeout \\ 30_000), to: Symbiont.Inspection
 
   @doc """
   Information about every host, sorted by name: status, OS pid, uptime, crashes (its
@@ -158,7 +158,7 @@ defmodule Symbiont do
       true
   """
   @spec hosts() :: [map]
-  defdelegate hosts(), to: Symbiont.Helpers
+  defdelegate hosts(), to: Symbiont.Inspection
 
   @doc """
   Every replica of every agent on this node, a quarantined one too, sorted by host, then
@@ -176,7 +176,7 @@ defmodule Symbiont do
   # agents/0 with the hosts already at hand (hosts/0). From the observation, not the
   # hosts' slots: a quarantined agent has left its host's slot.
   @spec agents([map]) :: [map]
-  defdelegate agents(hosts), to: Symbiont.Helpers
+  defdelegate agents(hosts), to: Symbiont.Inspection
 
   @doc """
   The audit trail of remediations, newest first (`Symbiont.Conductor.Audit`): what was
@@ -385,7 +385,7 @@ defmodule Symbiont do
       iex> %Symbiont.Topology{} = Symbiont.topology()
   """
   @spec topology() :: Symbiont.Topology.t()
-  defdelegate topology(), to: Symbiont.Helpers
+  defdelegate topology(), to: Symbiont.Inspection
 
   @doc """
   One agent, by name (or one replica, by id: `"billing#2"`, `"pricing#canary"`): its
@@ -402,7 +402,7 @@ defmodule Symbiont do
       true
   """
   @spec agent(String.t()) :: {:ok, map} | {:error, String.t()}
-  defdelegate agent(name), to: Symbiont.Helpers
+  defdelegate agent(name), to: Symbiont.Inspection
 
   @doc """
   Prints the health of every replica of every agent (`Symbiont.Observation`: its health,
@@ -425,7 +425,7 @@ defmodule Symbiont do
       0
   """
   @spec peek(String.t(), keyword) :: non_neg_integer
-  defdelegate peek(topic, opts \\ []), to: Symbiont.Helpers
+  defdelegate peek(topic, opts \\ []), to: Symbiont.Inspection
 
   @doc """
   Restarts agent `name` on request, every replica of it (or only the replica given by
@@ -461,5 +461,5 @@ defmodule Symbiont do
       {:error, ~s(expected function to be "module.function", got: "pow")}
   """
   @spec call(String.t(), String.t(), list) :: {:ok, term} | {:error, term}
-  defdelegate call(host, function, args \\ []), to: Symbiont.Helpers
+  defdelegate call(host, function, args \\ []), to: Symbiont.Inspection
 end

@@ -8,7 +8,7 @@ defmodule Symbiont.Operator do
   Symbiont.scale`), which delegates here.
   """
 
-  alias Symbiont.{Helpers, Host, Instance, Pins}
+  alias Symbiont.{Host, Inspection, Instance, Pins}
 
   @doc "`Symbiont.spawn_agent/2`: see its documentation there."
   @spec spawn_agent(keyword | map, keyword) :: {:ok, String.t()} | {:error, String.t()}
@@ -54,7 +54,7 @@ defmodule Symbiont.Operator do
 
   defp by_hand(name, action, reason, quarantined, opts, fun) do
     with {:ok, hold} <- hold(opts),
-         [first | _] = replicas <- Helpers.replicas(name) do
+         [first | _] = replicas <- Inspection.replicas(name) do
       result =
         Enum.reduce_while(replicas, :ok, fn r, :ok ->
           case fun.(r.id) do
@@ -77,7 +77,7 @@ defmodule Symbiont.Operator do
       end
     else
       {:error, message} -> {:error, message}
-      [] -> {:error, Helpers.no_agent(name)}
+      [] -> {:error, Inspection.no_agent(name)}
     end
   end
 
@@ -128,9 +128,9 @@ defmodule Symbiont.Operator do
   @doc "`Symbiont.restart/1`: see its documentation there."
   @spec restart(String.t()) :: :ok | {:error, String.t()}
   def restart(name) when is_binary(name) do
-    case Helpers.replicas(name) do
+    case Inspection.replicas(name) do
       [] ->
-        {:error, Helpers.no_agent(name)}
+        {:error, Inspection.no_agent(name)}
 
       [first | _] = replicas ->
         with :ok <- restart_each(replicas) do

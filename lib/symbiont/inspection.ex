@@ -1,7 +1,7 @@
-defmodule Symbiont.Helpers do
+defmodule Symbiont.Inspection do
   @moduledoc """
-  The implementation of the `Symbiont` helpers that read and show the running system in
-  iex: `status/0`, `await_ready/1`, `hosts/0`, `agents/1`, `agent/1`, `topology/0`,
+  What the running system shows of itself, behind the `Symbiont` helpers that read and
+  show it in iex: `status/0`, `await_ready/1`, `hosts/0`, `agents/1`, `agent/1`, `topology/0`,
   `peek/2` and `call/3`, and how an agent's replicas are found by name or id. Their
   documentation is on `Symbiont` (`h Symbiont.status`), which delegates here; what they
   read is `Symbiont.Observation`, what they print is `Symbiont.Console`'s.
