@@ -74,7 +74,8 @@ from ._errors import (
 )
 from ._framing import DEFAULT_MAX_FRAME, HEADER, FrameReader
 from ._logcapture import OutputLimiter
-from ._terms import encode_error, packb, thread_packer, unpackb
+from ._slots import Phase, Slot
+from ._terms import encode_error, packb, thread_packer
 from ._transport import FdTransport, Transport
 
 __all__ = ["Host", "current_host", "run"]
@@ -191,8 +192,8 @@ class Host:
         self.reader = FrameReader(transport, on_eof=self._on_eof)
         self.name = "python"
         self.peer_max = DEFAULT_MAX_FRAME
-        # The agents it runs, by slot (PROTOCOL.md §8).
-        self.agents: dict[int, Agent] = {}
+        # Its agent slots, from their agent_start to their end (PROTOCOL.md §8; _slots).
+        self._slots: dict[int, Slot] = {}
         self.message_handler: Callable[[Any], Any] | None = None
         # The output limit that run() puts fds 1 and 2 and logging through; init's
         # output_limit configures it (PROTOCOL.md §3, §7).
@@ -230,39 +231,28 @@ class Host:
         self._owner_reports = False
         self._log_fields = False
         self._reports_told = False
-        # The last handled, not yet acked, seq of each slot.
-        self._ack_seq: dict[int, int] = {}
-        # The checkpoint of each slot's agent after its last handled delivery (msgpack,
-        # None for no state): what its next ack carries, and what the state goes back to
-        # when a delivery fails (§8).
-        self._checkpoints: dict[int, bytes | None] = {}
-        # The id of the next publish of each slot's agent, [seq, n] (PROTOCOL.md §8.1):
-        # the delivery being handled and n from 0, or outside a handler the last one
-        # handled and n from -1 down.
-        self._publish_ids: dict[int, list[int]] = {}
+        # The slots with a handled, not yet acked, delivery (Slot.unacked), in the order
+        # the first of those was handled.
+        self._unacked: dict[int, Slot] = {}
         self._delivering = False
         self._deferred: deque[tuple[int, int, str, Any]] = deque()
-        # handler_timeout_ms of each slot's agent (§8); the running delivery's deadline:
-        # (its stack token, monotonic deadline, the timeout in ms), read by the watchdog.
-        self._timeouts: dict[int, int] = {}
+        # The running delivery's deadline (its agent's handler_timeout_ms, §8): (its stack
+        # token, monotonic deadline, the timeout in ms), read by the watchdog.
         self._delivery_deadline: tuple[int, float, int] | None = None
         self._delivery_tokens = itertools.count(-1, -1)
         self._unacked_since = 0.0
         # When the last delivery started (monotonic): how old the oldest unsent ack is.
         self._started_at = 0.0
-        # Busy time (PROTOCOL.md §11.2), when init asked for it: the seconds each slot's
-        # deliveries have run in all, and (slot, monotonic start) of the one running.
-        # The dispatch thread writes them; a pong (perhaps the watchdog's) reads them.
-        self._busy: dict[int, float] | None = None
-        self._running: tuple[int, float] | None = None
-        # What the pongs said of each slot so far, in µs.
-        self._busy_told: dict[int, int] = {}
-        # Flow control (PROTOCOL.md §8.2), per window: each slot's publishes, and the
-        # host's own casts and messages (slot 0). [frames, bytes] sent and not given back
-        # yet, then [frames, bytes] of the window, as the owner gave it. No entry: no
-        # limit (no window given, or the slot's agent_stop has been read: the owner drops
-        # what it sends, uncounted, and a wait for its credit ends).
-        self._credits: dict[int, list[int]] = {}
+        # Busy time (PROTOCOL.md §11.2), when init asked for it: each slot adds up its
+        # deliveries' (Slot.busy); (slot, monotonic start) of the one running. The
+        # dispatch thread writes them; a pong (perhaps the watchdog's) reads them.
+        self._busy = False
+        self._running: tuple[Slot, float] | None = None
+        # Flow control (PROTOCOL.md §8.2): the window of the host's own casts and messages
+        # (slot 0; each agent's is its Slot.window). [frames, bytes] sent and not given
+        # back yet, then [frames, bytes] of the window, as the owner gave it; None: no
+        # limit.
+        self._window: list[int] | None = None
         self._credit_lock = threading.Lock()
         self._credit = threading.Condition(self._credit_lock)
         # This thread's msgpack packer (the dispatch thread's: checkpoints are taken here).
@@ -311,6 +301,11 @@ class Host:
             )
             if code is not None
         }
+
+    @property
+    def agents(self) -> dict[int, Agent]:
+        """The agents it runs (started, not stopping), by slot (PROTOCOL.md §8)."""
+        return {n: slot.agent for n, slot in self._slots.items() if slot.running}
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -375,7 +370,7 @@ class Host:
         # PROTOCOL.md §11: answered at once, by the watchdog while a dispatch runs long.
         if len(frame) != 2 or not _is_id(frame[1]):
             raise _bad(frame, "ping takes one int n in 0..2^63-1")
-        if self._busy is None:
+        if not self._busy:
             self.send_async(["pong", frame[1]], "pong")
         else:
             self.send_async(["pong", frame[1], self._busy_us()], "pong")
@@ -387,24 +382,20 @@ class Host:
 
         Safe from any thread (pings are answered by the dispatch thread or, while a
         dispatch runs long, the watchdog; never both at once): the dispatch thread clears
-        ``_running`` before it adds the delivery to ``_busy``, and this reads ``_busy``
-        first, so a delivery that ends meanwhile is counted once (perhaps in the next
-        pong only).
+        ``_running`` before it adds the delivery to its slot's ``busy``, and this reads
+        ``busy`` first, so a delivery that ends meanwhile is counted once (perhaps in the
+        next pong only).
         """
-        busy = dict(self._busy or {})
+        busy = [(slot, slot.busy) for slot in list(self._slots.values()) if slot.running]
         running = self._running
-        if running is not None:
-            slot, since = running
-            busy[slot] = busy.get(slot, 0.0) + max(0.0, time.monotonic() - since)
-        agents, told = self.agents, self._busy_told
         out: dict[int, int] = {}
-        for slot, seconds in busy.items():
-            total = int(seconds * 1_000_000)
-            if slot in agents and total > told.get(slot, 0):
-                out[slot] = min(total - told.get(slot, 0), MAX_INT)
-                told[slot] = total
-        for slot in [s for s in told if s not in agents]:
-            del told[slot]
+        for slot, seconds in busy:
+            if running is not None and running[0] is slot:
+                seconds += max(0.0, time.monotonic() - running[1])
+            total, told = int(seconds * 1_000_000), slot.busy_told
+            if total > told:
+                out[slot.number] = min(total - told, MAX_INT)
+                slot.busy_told = total
         return out
 
     def _on_eof(self) -> None:
@@ -503,9 +494,9 @@ class Host:
         self._log_fields = options.get("log_fields") is True
         # Whether the owner wants each slot's busy time with its pongs (§11.2).
         if options.get("busy") is True:
-            self._busy = {}
+            self._busy = True
         if window is not None:
-            self._credits[0] = [0, 0, *_window(window)]  # type: ignore[misc]
+            self._window = [0, 0, *_window(window)]  # type: ignore[misc]
         sys.path[0:0] = [p for p in python_path if p not in sys.path]
         info: dict[str, Any] = {
             "protocol": PROTOCOL_VERSION,
@@ -529,7 +520,7 @@ class Host:
         for data in queued:
             self._write_frame(data)
 
-    def _load_agent(self, slot: int, spec: dict[Any, Any]) -> Agent:
+    def _load_agent(self, slot: int, spec: dict[Any, Any]) -> Slot:
         name, module, class_name = spec.get("name"), spec.get("module"), spec.get("class")
         config, state = spec.get("config"), spec.get("state")
         for key, value in (("name", name), ("module", module), ("class", class_name)):
@@ -561,18 +552,25 @@ class Host:
         agent._publisher = functools.partial(self._publish, slot)  # type: ignore[assignment]
         agent._apublisher = functools.partial(self._publish_async, slot)
         agent._reporter = functools.partial(self._report_health, slot)
-        self._publish_ids[slot] = [seq, -1]
+        record = Slot(slot, agent, pack=self._pack, max_frame=self.peer_max)
+        record.publish_ids = [seq, -1]
         if window is not None:
-            self._credits[slot] = [0, 0, *_window(window)]  # type: ignore[misc]
-        try:
-            result: Any = agent.on_start()  # type: ignore[func-returns-value]  # async: a coroutine
-            if result is not None:
-                self._await(agent._symbiont_awaitable("on_start", result))
-        except BaseException:
-            del self._publish_ids[slot]
-            self._forget_window(slot)
-            raise
-        return agent
+            record.window = [0, 0, *_window(window)]  # type: ignore[misc]
+        if type(timeout) is int:
+            record.timeout_ms = timeout
+        # In the table from here, not yet running: its on_start may publish.
+        self._slots[slot] = record
+        result: Any = agent.on_start()  # type: ignore[func-returns-value]  # async: a coroutine
+        if result is not None:
+            self._await(agent._symbiont_awaitable("on_start", result))
+        return record
+
+    def _end_slot(self, record: Slot) -> None:
+        """``record``'s agent is stopped, or did not start: the slot is gone."""
+        self._forget_window(record.number)
+        record.end()
+        if self._slots.get(record.number) is record:
+            del self._slots[record.number]
 
     # -- output ---------------------------------------------------------------------------
 
@@ -621,9 +619,12 @@ class Host:
     def _publish(self, slot: int, topic: str, payload_bin: bytes, wait: bool = True) -> bool:
         """Send a publish of ``slot``'s agent (§8), within its window (§8.2); without
         ``wait``, only if the window has room now: False when it has none."""
-        credit = self._credits.get(slot)
+        record = self._slots.get(slot)
+        if record is None:
+            return True  # the agent was stopped; the owner would drop it (§8)
+        credit = record.window
         if credit is None:  # no window (§8.2)
-            ids = self._publish_ids.get(slot)
+            ids = record.publish_ids
             if ids is None:
                 return True  # the agent was stopped; the owner would drop it (§8)
             seq, n = ids
@@ -640,7 +641,7 @@ class Host:
                     return False
                 if not self._await_credit(slot):
                     return True  # stopped meanwhile: the owner drops what its slot sends
-            ids = self._publish_ids.get(slot)
+            ids = record.publish_ids
             if ids is None:
                 return True
             seq, n = ids
@@ -671,16 +672,19 @@ class Host:
                 )
             return
         frame = ["health", slot, kind, reason, metrics]
-        credit = self._credits.get(slot)
+        record = self._slots.get(slot)
+        if record is None:
+            return  # stopped, the owner would drop it (§8)
+        credit = record.window
         if credit is None:  # no window (§8.2)
-            if slot in self._publish_ids:  # else: stopped, the owner would drop it (§8)
+            if record.publish_ids is not None:  # else: stopped, the owner would drop it
                 self.send_async(frame, "a health report")
             return
         data = self._encode(frame, "a health report")
         with self._credit_lock:
             if not (credit[0] < credit[2] and credit[1] < credit[3] or self._await_credit(slot)):
                 return
-            if slot not in self._publish_ids:
+            if record.publish_ids is None:
                 return
             credit[0] += 1
             credit[1] += len(data)
@@ -690,7 +694,7 @@ class Host:
         """Send a ``cast`` or ``msg`` frame within the host's own window (§8.2): it waits
         for the owner's credit when the window is full; without ``wait``, it returns
         False then instead."""
-        credit = self._credits.get(0)
+        credit = self._window
         if not self.ready or credit is None:
             self.send_async(frame, what)
             return True
@@ -720,7 +724,7 @@ class Host:
         ``deadline`` (monotonic)."""
         loop = asyncio.get_running_loop()
         with self._credit_lock:
-            c = self._credits.get(slot)
+            c = self._window_of(slot)
             if c is None or (c[0] < c[2] and c[1] < c[3]):
                 return
             remaining = deadline - time.monotonic()
@@ -756,7 +760,7 @@ class Host:
         deadline = time.monotonic() + CREDIT_WAIT
         dispatch = threading.get_ident() == self._ident
         while True:
-            c = self._credits.get(slot)
+            c = self._window_of(slot)
             if c is None:
                 return False
             if c[0] < c[2] and c[1] < c[3]:
@@ -829,7 +833,7 @@ class Host:
             raise _bad(frame, 'expected ["credit", slot, frames, bytes], each in 0..2^63-1')
         _, slot, frames, size = frame
         with self._credit:
-            c = self._credits.get(slot)
+            c = self._window_of(slot)
             if c is not None:  # else: a slot stopped since
                 c[0] = max(0, c[0] - frames)
                 c[1] = max(0, c[1] - size)
@@ -837,11 +841,25 @@ class Host:
                 if self._credit_futures:
                     self._wake_credit_futures()
 
+    def _window_of(self, slot: int) -> list[int] | None:
+        """The window of ``slot`` (0: the host's own), or None when it has none."""
+        if slot == 0:
+            return self._window
+        record = self._slots.get(slot)
+        return None if record is None else record.window
+
     def _forget_window(self, slot: int) -> None:
         """What the slot sends from now on is not counted (the owner drops it uncounted),
         and a wait for its credit ends."""
         with self._credit:
-            if self._credits.pop(slot, None) is not None:
+            if slot == 0:
+                forgotten, self._window = self._window, None
+            else:
+                record = self._slots.get(slot)
+                forgotten = None if record is None else record.window
+                if record is not None:
+                    record.window = None
+            if forgotten is not None:
                 self._credit.notify_all()
                 if self._credit_futures:
                     self._wake_credit_futures()
@@ -956,7 +974,10 @@ class Host:
                 _logger.warning("message dropped, no handler is set: %r", value)
                 return
         elif isinstance(dest, str):
-            agent = next((a for a in self.agents.values() if a.name == dest), None)
+            agent = next(
+                (s.agent for s in self._slots.values() if s.running and s.agent.name == dest),
+                None,
+            )
             if agent is None:
                 _logger.warning("message for unknown agent %r dropped", dest)
                 return
@@ -1328,26 +1349,31 @@ class Host:
         if len(frame) != 3 or not _is_seq(frame[1]) or type(frame[2]) is not dict:
             raise _bad(frame, 'expected ["agent_start", slot, spec], slot in 1..2^63-1')
         _, slot, spec = frame
-        if slot in self.agents:
-            raise _bad(frame, f"slot {slot} already runs agent {self.agents[slot].name!r}")
+        running = self._slots.get(slot)
+        if running is not None and running.running:
+            raise _bad(frame, f"slot {slot} already runs agent {running.agent.name!r}")
         recorded = self._box_enter(START, slot)
         try:
-            agent = self._load_agent(slot, spec)
+            record = self._load_agent(slot, spec)
+            agent = record.agent
             topics = list(agent.subscriptions())
             if not all(type(topic) is str and topic for topic in topics):
                 raise TypeError(f"agent {agent.name!r}: topics must be non-empty str: {topics!r}")
             agent._check_subscriptions(topics)
-            checkpoint = self._checkpoint(agent)
-        except Exception as exc:  # noqa: BLE001 - reported to the owner, the host serves on
+            record.checkpoint = record.take_checkpoint()
+        except BaseException as exc:
+            started = self._slots.get(slot)
+            if started is not None and started.phase is Phase.STARTING:
+                self._end_slot(started)  # what its agent still publishes is dropped
+            if not isinstance(exc, Exception):
+                raise
             _logger.debug("agent in slot %d could not start", slot, exc_info=True)
             self._write_frame(self._pack_error(["agent_failed", slot], error_map(exc)))
             return
         finally:
             self._box_leave(recorded)
-        self.agents[slot] = agent
-        self._checkpoints[slot] = checkpoint
-        if type(spec.get("handler_timeout_ms")) is int:
-            self._timeouts[slot] = spec["handler_timeout_ms"]
+        record.phase = Phase.RUNNING
+        self._slots[slot] = record
         info = {
             "name": agent.name,
             "topics": topics,
@@ -1363,7 +1389,8 @@ class Host:
         if len(frame) != 2 or not _is_seq(frame[1]):
             raise _bad(frame, 'expected ["agent_stop", slot], slot in 1..2^63-1')
         slot = frame[1]
-        if slot not in self.agents:
+        record = self._slots.get(slot)
+        if record is None or not record.running:
             _logger.debug("agent_stop for free slot %d", slot)
             self._forget_window(slot)
         elif self._delivering:
@@ -1374,12 +1401,11 @@ class Host:
 
     def _stop_agent(self, slot: int) -> None:
         self._flush_ack(slot, force=True)
-        agent = self.agents.pop(slot, None)
-        self._timeouts.pop(slot, None)
-        if self._busy is not None:
-            self._busy.pop(slot, None)
-        if agent is None:
+        record = self._slots.get(slot)
+        if record is None or not record.running:
             return  # stopped twice while waiting behind a handler (see _on_agent_stop)
+        record.phase = Phase.STOPPING  # no more deliveries, nor busy time in pongs
+        agent = record.agent
         self._stack.append(None)
         self._forget_window(slot)  # on_stop's publishes are not counted (§8.2)
         recorded = self._box_enter(STOP, slot)
@@ -1392,8 +1418,7 @@ class Host:
         finally:
             self._box_leave(recorded)
             self._stack.pop()
-            self._publish_ids.pop(slot, None)
-            self._checkpoints.pop(slot, None)
+            self._end_slot(record)
 
     def _on_event(self, frame: list[Any]) -> None:
         # The hottest frame: _is_seq inline (a Python call less for each of two fields).
@@ -1423,7 +1448,8 @@ class Host:
         self._deliver(frame[1], frame[2], "tick", frame)
 
     def _deliver(self, slot: int, seq: int, kind: str, frame: list[Any]) -> None:
-        if slot not in self.agents:
+        record = self._slots.get(slot)
+        if record is None or not record.running:
             raise ProtocolError(f"{kind} frame for slot {slot}, which runs no agent")
         if self._delivering:
             # A delivery arrived while a handler waits on a call: keep seq order (§8).
@@ -1436,20 +1462,21 @@ class Host:
                 self._run_delivery(*self._deferred.popleft())
         finally:
             self._delivering = False
-        if self._ack_seq and self._started_at - self._unacked_since >= ACK_INTERVAL:
+        if self._unacked and self._started_at - self._unacked_since >= ACK_INTERVAL:
             self._flush_acks()  # more may be buffered: the owner still hears of progress
 
     def _run_delivery(self, slot: int, seq: int, kind: str, frame: list[Any]) -> None:
         if kind == "stop":
             self._stop_agent(slot)
             return
-        agent = self.agents.get(slot)
-        if agent is None:
+        record = self._slots.get(slot)
+        if record is None or not record.running:
             return  # stopped while this delivery waited behind a call (see _deliver)
+        agent = record.agent
         # A token of its own on the stack, so that the watchdog can cancel this delivery
         # (and only this one) once it runs past the agent's handler_timeout.
         token = next(self._delivery_tokens)
-        timeout_ms = self._timeouts.get(slot)
+        timeout_ms = record.timeout_ms
         self._stack.append(token)
         # One clock read a delivery: its deadline, and the age of the acks _deliver checks.
         now = self._started_at = time.monotonic()
@@ -1458,14 +1485,14 @@ class Host:
         # Publishes made now have this seq (§8.1), those after it too, with n from -1.
         # A new list (one store): a thread of the agent's that publishes meanwhile sees the
         # old pair or the new one, never half of each.
-        ids = self._publish_ids[slot] = [seq, 0]
+        ids = record.publish_ids = [seq, 0]
         # The flight recorder (§11.1): a crash from here on is this delivery's.
         box = self._box
         if box is not None:
             _blackbox.record(box, ENTRY, slot, seq, DELIVERY)
         busy = self._busy
-        if busy is not None:
-            self._running = (slot, now)
+        if busy:
+            self._running = (record, now)
         try:
             if kind == "event":
                 result = agent.handle_event(frame[3], frame[4])
@@ -1489,15 +1516,16 @@ class Host:
                     f"handler_timeout of {timeout_ms} ms and was cancelled"
                 )
                 exc = CancelledError(text).with_traceback(exc.__traceback__)
-            self._fail(slot, seq, agent, error_map(exc, skip_frames=1))
+            record.roll_back()
+            self._nack(record, seq, error_map(exc, skip_frames=1))
             return
         finally:
             ids[0:2] = seq, -1
             self._delivery_deadline = None
             self._stack.pop()
-            if busy is not None:  # _running first: see _busy_us()
+            if busy:  # _running first: see _busy_us()
                 self._running = None
-                busy[slot] = busy.get(slot, 0.0) + (time.monotonic() - now)
+                record.busy += time.monotonic() - now
             if box is not None:  # after the pop: no late cancellation lands in between
                 box[ENTRY:SIZE] = self._box_after
             if self._cancelled:
@@ -1505,15 +1533,16 @@ class Host:
             if self._cancel_pending == token:
                 self._cancel_pending = None
         try:
-            self._checkpoints[slot] = self._checkpoint(agent)
+            record.commit()
         except Exception as exc:  # noqa: BLE001 - unencodable state: the delivery failed
             error = error_map(exc)
             error["message"] = f"the agent state cannot be checkpointed: {error['message']}"
-            self._fail(slot, seq, agent, error)
+            self._nack(record, seq, error)
             return
-        if not self._ack_seq:
+        if not self._unacked:
             self._unacked_since = now
-        self._ack_seq[slot] = seq
+        record.unacked = seq
+        self._unacked[slot] = record
 
     def _box_enter(self, kind: int, slot: int) -> tuple[bytes, bytes] | None:
         """Record that ``slot``'s agent starts or stops (§11.1); returns what to put back."""
@@ -1531,33 +1560,17 @@ class Host:
         if recorded is not None and box is not None:
             box[ENTRY:SIZE], self._box_after = recorded
 
-    def _checkpoint(self, agent: Agent) -> bytes | None:
-        """The agent's state as a checkpoint (§8); raises when it cannot be one."""
-        state = agent.state
-        if state is None:
-            return None
-        try:
-            state_bin = self._pack(state)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise encode_error(state, "state", exc) from None
-        if len(state_bin) > self.peer_max - 32:
-            raise FrameTooLarge("the agent state", len(state_bin), self.peer_max)
-        return state_bin
-
-    def _fail(self, slot: int, seq: int, agent: Agent, error: dict[str, str]) -> None:
-        """Delivery ``seq`` failed: the agent's state goes back to its last checkpoint (the
-        failed handler's changes are dropped), the deliveries before it are acked, and it
-        is nacked (§8)."""
-        checkpoint = self._checkpoints.get(slot)
-        agent.state = None if checkpoint is None else unpackb(checkpoint)
-        self._flush_ack(slot, force=True)
-        self._write_frame(self._pack_error(["nack", slot, seq], error))
+    def _nack(self, record: Slot, seq: int, error: dict[str, str]) -> None:
+        """Delivery ``seq`` failed (its slot rolled back: :meth:`Slot.roll_back`): the
+        deliveries before it are acked, and it is nacked (§8)."""
+        self._flush_ack(record.number, force=True)
+        self._write_frame(self._pack_error(["nack", record.number, seq], error))
 
     def _flush_acks(self) -> None:
         """Send the cumulative ack of every slot with deliveries handled but not acked."""
-        if not self._ack_seq:
+        if not self._unacked:
             return
-        for slot in list(self._ack_seq):
+        for slot in list(self._unacked):
             self._flush_ack(slot)
 
     def _flush_ack(self, slot: int, *, force: bool = False) -> None:
@@ -1567,13 +1580,14 @@ class Host:
         Not while a handler waits on a call of its own (unless ``force``): deliveries
         handled meanwhile are acked together once it is done.
         """
-        seq = self._ack_seq.get(slot)
-        if seq is None or (self._delivering and not force):
+        record = self._unacked.get(slot)
+        if record is None or (self._delivering and not force):
             return
-        del self._ack_seq[slot]
-        if slot not in self.agents:
+        del self._unacked[slot]
+        seq, record.unacked = record.unacked, None
+        if not record.running:
             return  # stopped: nobody wants its checkpoint any more
-        self._write_frame(packb(["ack", slot, seq, self._checkpoints.get(slot)]))
+        self._write_frame(packb(["ack", slot, seq, record.checkpoint]))
 
 
 def _exit_after_flush(transport: Transport, exit: Callable[[int], Any], status: int) -> Any:
