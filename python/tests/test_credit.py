@@ -12,7 +12,7 @@ import pytest
 from conftest import HostProcess
 
 from symbiont import OverloadedError
-from symbiont import _host as host_module
+from symbiont import _credit as credit_module
 from symbiont._agent import Agent
 from symbiont._host import Host
 from symbiont._slots import Slot
@@ -212,7 +212,7 @@ def test_no_credit_for_a_while_is_an_overloaded_error(
     monkeypatch: pytest.MonkeyPatch, dispatch: bool
 ) -> None:
     """Bounded: from the dispatch thread (which reads for it) or another one."""
-    monkeypatch.setattr(host_module, "CREDIT_WAIT", 0.2)
+    monkeypatch.setattr(credit_module, "CREDIT_WAIT", 0.2)
     host = Host(_Silent())
     host.ready = True
     slot = host._slots[1] = Slot(1, Agent("a"), pack=packb)
