@@ -233,3 +233,28 @@ def _agent_class(name: str) -> type[Agent]:
     cls = getattr(agents, name)
     assert issubclass(cls, Agent)
     return cls
+
+
+# -- the host's parts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "part", ["_calls", "_cancel", "_credit", "_deliveries", "_handshake", "_watchdog"]
+)
+def test_the_host_binds_every_function_of_its_parts(part: str) -> None:
+    """A function of the host written in a part module (``self: Host``) is a method of
+    :class:`Host` under its own name: none is forgotten, none shadowed."""
+    import importlib
+    import inspect
+
+    module = importlib.import_module(f"symbiont.{part}")
+    assert module.__doc__, f"{part} says what it owns"
+    methods = [
+        name
+        for name in module.__all__
+        if inspect.isfunction(fn := getattr(module, name))
+        and next(iter(inspect.signature(fn).parameters), None) == "self"
+    ]
+    assert methods
+    for name in methods:
+        assert Host.__dict__.get(name) is getattr(module, name), name
