@@ -18,11 +18,18 @@ that is done or when the start failed (:attr:`Phase.GONE`). A slot is in the hos
 
 Threads
 -------
-The dispatch thread writes every field. Threads of the agent's read :attr:`Slot.window`
-and :attr:`Slot.publish_ids` when they publish (under the host's credit lock, which also
-guards :attr:`Slot.window`'s counts); :attr:`Slot.publish_ids` is replaced by a new list in
-one store, never changed in halves. A pong (perhaps the watchdog's) reads
-:attr:`Slot.busy` and writes :attr:`Slot.busy_told`; no other thread writes that.
+The dispatch thread makes, starts, stops and ends a slot, and writes its other fields.
+Two are shared:
+
+* :attr:`Slot.publish_ids`: the dispatch thread replaces the list at each delivery (one
+  store: a thread of the agent's that publishes meanwhile sees the old pair or the new
+  one, never half of each); whichever thread publishes takes the next id from it.
+* :attr:`Slot.window`: its counts change under the host's credit lock, by whichever
+  thread sends or reads a ``credit``; the dispatch thread or the watchdog drops it (to
+  ``None``), under that lock too, once the slot's ``agent_stop`` is read.
+
+A pong (the dispatch thread's, or the watchdog's while a dispatch runs long, never both
+at once) reads :attr:`Slot.busy` and writes :attr:`Slot.busy_told`.
 """
 
 from __future__ import annotations
