@@ -35,6 +35,7 @@ _SDK_FILES = (
     "contract.json",
     "_errors.py",
     "_guest.py",
+    "_health.py",
     "_terms.py",
     "erlang.py",
 )

@@ -1,8 +1,8 @@
 """Frame reading and writing: 4-byte big-endian length + one msgpack array (PROTOCOL.md §1.3).
 
 :class:`FrameReader` is shared by the host's main thread and its watchdog (see
-``_host.py``): a lock guards the buffer, and frames the watchdog read ahead wait in
-:attr:`FrameReader.pending`, which the main thread drains first.
+``_host.py`` and ``_watchdog.py``): a lock guards the buffer, and frames the watchdog read
+ahead wait in :attr:`FrameReader.pending`, which the main thread drains first.
 
 While the frame it returns is not the last one already read, the reader has the transport
 hold the main thread's writes (:meth:`~symbiont._transport.Transport.hold_writes`): a

@@ -47,6 +47,7 @@ from typing import Any, Generic, TypeVar, cast
 from ._agent import Agent
 from ._aio import LoopThread
 from ._errors import CancelledError
+from ._slots import Phase, Slot, checkpoint_of, state_of
 from ._terms import encode_error, packb, unpackb
 
 __all__ = ["AgentHarness"]
@@ -113,12 +114,13 @@ class AgentHarness(Generic[_A]):
         self.published: list[tuple[str, Any]] = []
         self.health: list[dict[str, Any]] = []
         self._aio: LoopThread | None = None
-        self._checkpoint = _encode(state, "state")
-        self._stopped = False
-        self.agent = self._start()
+        # The agent's slot, as in a host (symbiont._slots): its checkpoints and roll-backs
+        # follow the host's rule because they are the host's code.
+        self._slot: Slot | None = None
+        self.agent = self._start(checkpoint_of(state, packb))
 
-    def _start(self) -> _A:
-        state = unpackb(self._checkpoint)
+    def _start(self, checkpoint: bytes | None) -> _A:
+        state = state_of(checkpoint)
         if self.wasm is not None:
             from .wasm import WasmAgent  # noqa: PLC0415 - wasmtime only when used
 
@@ -129,10 +131,12 @@ class AgentHarness(Generic[_A]):
         agent._publisher = self._record
         agent._reporter = self._record_health
         agent._max_topics = self.max_topics
+        slot = Slot(1, agent, pack=packb)
         self._call(agent, "on_start")
         # As in a host: the state after on_start is the checkpoint a failure goes back to.
-        self._checkpoint = _encode(agent.state, "state")
-        self._stopped = False
+        slot.checkpoint = slot.take_checkpoint()
+        slot.phase = Phase.RUNNING
+        self._slot = slot
         return cast("_A", agent)
 
     def _call(self, agent: Agent, name: str, *args: Any, timeout: float | None = None) -> Any:
@@ -174,9 +178,11 @@ class AgentHarness(Generic[_A]):
     ) -> None:
         self.close()
 
-    def _check_running(self) -> None:
-        if self._stopped:
+    def _check_running(self) -> Slot:
+        slot = self._slot
+        if slot is None or not slot.running:
             raise RuntimeError(f"agent {self.name!r} was stopped; restart() it first")
+        return slot
 
     def _record(self, topic: str, payload: bytes) -> None:
         self.published.append((topic, unpackb(payload)))
@@ -187,17 +193,14 @@ class AgentHarness(Generic[_A]):
         report = {"kind": kind, "agent": self.name, "node": None, "reason": reason}
         self.health.append(unpackb(packb(report | {"metrics": metrics})))
 
-    def _deliver(self, name: str, *args: Any) -> list[tuple[str, Any]]:
+    def _deliver(self, slot: Slot, name: str, *args: Any) -> list[tuple[str, Any]]:
         before = len(self.published)
         try:
-            self._call(self.agent, name, *args, timeout=self.handler_timeout)
-            # The host checkpoints the state after each delivery: it must encode.
-            checkpoint = _encode(self.agent.state, "state")
+            self._call(slot.agent, name, *args, timeout=self.handler_timeout)
         except BaseException:
-            # As in a host: a failed delivery leaves the state as it was before it.
-            self.agent.state = unpackb(self._checkpoint)
+            slot.roll_back()  # as in a host (Host._run_delivery): the one rule, in _slots
             raise
-        self._checkpoint = checkpoint
+        slot.commit()  # the state must checkpoint; when it cannot, it is rolled back
         return self.published[before:]
 
     def event(self, topic: str, payload: Any) -> list[tuple[str, Any]]:
@@ -207,19 +210,19 @@ class AgentHarness(Generic[_A]):
         then dead-letter it), and the state goes back to the last successful delivery's,
         as in a host: the handler's changes are dropped.
         """
-        self._check_running()
-        return self._deliver("handle_event", topic, _encode(payload, "payload"))
+        slot = self._check_running()
+        return self._deliver(slot, "handle_event", topic, _encode(payload, "payload"))
 
     def tick(self, timer: str) -> list[tuple[str, Any]]:
         """Run the ``@every`` method ``timer`` once; returns what it published."""
-        self._check_running()
+        slot = self._check_running()
         timers = self.agent._symbiont_timers  # a component's are its instance's
         if timer not in timers:
             known = ", ".join(sorted(timers)) or "none"
             raise LookupError(
                 f"{self.agent_class.__name__} has no timer {timer!r} (timers: {known})"
             )
-        return self._deliver(timer)
+        return self._deliver(slot, timer)
 
     def stop(self) -> list[tuple[str, Any]]:
         """Stop the agent as its owner does: run its ``on_stop``; returns what it published.
@@ -227,17 +230,22 @@ class AgentHarness(Generic[_A]):
         An exception from ``on_stop`` propagates (a host would log it). Events and ticks
         are refused until :meth:`restart`; stopping a stopped agent does nothing.
         """
-        if self._stopped:
+        slot = self._slot
+        if slot is None or not slot.running:
             return []
-        self._stopped = True
+        slot.phase = Phase.STOPPING
         before = len(self.published)
-        self._call(self.agent, "on_stop")
+        try:
+            self._call(slot.agent, "on_stop")
+        finally:
+            slot.phase = Phase.GONE  # its checkpoint stays: the owner's, for restart()
         return self.published[before:]
 
     def restart(self) -> _A:
         """Replace the agent by a new one started from the last checkpoint, as after a
         crash of its host; returns it."""
-        self.agent = self._start()
+        assert self._slot is not None  # __init__ started one
+        self.agent = self._start(self._slot.checkpoint)
         return self.agent
 
     @property

@@ -12,8 +12,10 @@ import pytest
 from conftest import HostProcess
 
 from symbiont import OverloadedError
-from symbiont import _host as host_module
+from symbiont import _credit as credit_module
+from symbiont._agent import Agent
 from symbiont._host import Host
+from symbiont._slots import Slot
 from symbiont._terms import packb
 from symbiont._transport import Transport
 
@@ -210,11 +212,12 @@ def test_no_credit_for_a_while_is_an_overloaded_error(
     monkeypatch: pytest.MonkeyPatch, dispatch: bool
 ) -> None:
     """Bounded: from the dispatch thread (which reads for it) or another one."""
-    monkeypatch.setattr(host_module, "CREDIT_WAIT", 0.2)
+    monkeypatch.setattr(credit_module, "CREDIT_WAIT", 0.2)
     host = Host(_Silent())
     host.ready = True
-    host._publish_ids[1] = [0, -1]
-    host._credits[1] = [1, 5, 1, BIG]  # full
+    slot = host._slots[1] = Slot(1, Agent("a"), pack=packb)
+    slot.publish_ids = [0, -1]
+    slot.window = [1, 5, 1, BIG]  # full
     outcome: list[BaseException] = []
 
     def publish() -> None:
@@ -232,4 +235,4 @@ def test_no_credit_for_a_while_is_an_overloaded_error(
     (exc,) = outcome
     assert isinstance(exc, OverloadedError)
     assert "gave back none of the 1 publishes of its slot sent (5 bytes" in str(exc)
-    assert host._credits[1] == [1, 5, 1, BIG]
+    assert slot.window == [1, 5, 1, BIG]
