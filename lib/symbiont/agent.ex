@@ -281,14 +281,14 @@ defmodule Symbiont.Agent do
   Validates an agent spec given as a keyword list or map; `nil` is no agent. See
   `Symbiont.Agent.Spec.validate_spec/1`.
   """
-  @spec validate_spec(nil | keyword | map) :: {:ok, spec | nil} | {:error, String.t()}
+  @spec validate_spec(nil | keyword | map) :: {:ok, spec | nil} | {:error, Symbiont.Error.t()}
   defdelegate validate_spec(spec), to: Spec
 
   @doc """
   The spec of a new version of a Wasm agent: `spec` running the module at `path`, with
   the same topics, limits and config. See `Symbiont.Agent.Spec.with_wasm/2`.
   """
-  @spec with_wasm(spec, String.t()) :: {:ok, spec} | {:error, String.t()}
+  @spec with_wasm(spec, String.t()) :: {:ok, spec} | {:error, Symbiont.Error.t()}
   defdelegate with_wasm(spec, path), to: Spec
 
   @doc """

@@ -42,9 +42,9 @@ defmodule Symbiont.Placement do
           :error -> Symbiont.Config.fetch(key)
         end
 
-      case checked do
+      case Symbiont.Error.wrap(checked, :invalid) do
         {:ok, value} -> {key, value}
-        {:error, message} -> raise ArgumentError, message
+        {:error, error} -> raise ArgumentError, Exception.message(error)
       end
     end
   end

@@ -105,7 +105,7 @@ defmodule Symbiont.Agent.Server do
     spec =
       case Symbiont.Agent.validate_spec(spec || opts) do
         {:ok, spec} -> spec
-        {:error, message} -> raise ArgumentError, message
+        {:error, error} -> raise ArgumentError, Exception.message(error)
       end
 
     unless is_binary(host) and host != "",

@@ -193,7 +193,12 @@ defmodule Symbiont.Agent.DedupeTest do
 
   test ":dedupe is validated" do
     assert Symbiont.Agent.validate_spec(name: "x", python: "m:C", dedupe: "yes") ==
-             {:error, ~s(agent "x": expected :dedupe to be true or false, got: "yes")}
+             {:error,
+              %Symbiont.Error{
+                reason: :invalid,
+                message: ~s(agent "x": expected :dedupe to be true or false, got: "yes"),
+                details: %{agent: "x"}
+              }}
 
     assert {:ok, %{dedupe: false}} = Symbiont.Agent.validate_spec(name: "x", python: "m:C")
   end
