@@ -17,8 +17,8 @@ defmodule Symbiont.Deploy do
   `deploy/3` first checks that the new module can start (`Symbiont.Agent.Probe`: it is
   compiled, its exports checked against the ABI, and instantiated within the agent's
   limits, in a Python process of its own): one that cannot (not Wasm at all, a broken
-  ABI, a trap in `symbiont_init`) is refused with `{:error, message}` and no canary
-  starts. Then it loads the new module beside the old one as a **canary**: one more
+  ABI, a trap in `symbiont_init`) is refused with
+  `{:error, %Symbiont.Error{reason: :cannot_start}}` and no canary starts. Then it loads the new module beside the old one as a **canary**: one more
   replica of the agent, registered with the role `:canary` (`Symbiont.Observation`; its
   id is `"name#canary"`, in a host of its own, also `"name#canary"`, so that the
   two versions' latencies are not mixed) that starts from the
