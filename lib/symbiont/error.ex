@@ -10,7 +10,10 @@ defmodule Symbiont.Error do
       iex> Exception.message(error)
       ~s(agent "a": expected :python to be "module:Class", got: "m.A")
 
-  The struct is an exception, so a `!` variant raises it as it is.
+  The struct is an exception: code that would rather raise raises it as it is
+  (`raise error`). The `!` and `start_link` functions that validated options before it
+  existed still raise `ArgumentError` with the same message. Interpolated
+  (`"why: \#{error}"`), it reads as its message.
 
   ## Reasons
 
