@@ -113,8 +113,9 @@ defmodule Symbiont.Agent do
   its own, never in the BEAM; the module's top-level code and the class's `__init__` run
   there (agents are trusted code), `on_start` does not. `Symbiont.spawn_agent/1`,
   `Symbiont.deploy/3`, `Symbiont.reload_manifest/0` and `Symbiont.Python.start/1` with
-  `agent:` answer `{:error, message}` at once for one that cannot start, naming the
-  agent, its module and class and the exception (or the Wasm error), and start nothing.
+  `agent:` answer `{:error, %Symbiont.Error{reason: :cannot_start}}` at once for one that
+  cannot start, its message naming the agent, its module and class and the exception (or
+  the Wasm error), and start nothing.
   At node start the manifest's agents are checked before the node serves (see "Checked
   before it serves" in `Symbiont.Manifest`): a `:required` agent that cannot start stops
   the node from starting, any other one is quarantined at once; either way its traceback
@@ -281,14 +282,14 @@ defmodule Symbiont.Agent do
   Validates an agent spec given as a keyword list or map; `nil` is no agent. See
   `Symbiont.Agent.Spec.validate_spec/1`.
   """
-  @spec validate_spec(nil | keyword | map) :: {:ok, spec | nil} | {:error, String.t()}
+  @spec validate_spec(nil | keyword | map) :: {:ok, spec | nil} | {:error, Symbiont.Error.t()}
   defdelegate validate_spec(spec), to: Spec
 
   @doc """
   The spec of a new version of a Wasm agent: `spec` running the module at `path`, with
   the same topics, limits and config. See `Symbiont.Agent.Spec.with_wasm/2`.
   """
-  @spec with_wasm(spec, String.t()) :: {:ok, spec} | {:error, String.t()}
+  @spec with_wasm(spec, String.t()) :: {:ok, spec} | {:error, Symbiont.Error.t()}
   defdelegate with_wasm(spec, path), to: Spec
 
   @doc """

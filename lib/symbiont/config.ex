@@ -100,15 +100,22 @@ defmodule Symbiont.Config do
   def get(key) do
     case fetch(key) do
       {:ok, value} -> value
-      {:error, message} -> raise ArgumentError, message
+      {:error, error} -> raise ArgumentError, Exception.message(error)
     end
   end
 
-  @doc "Like `get/1`, but `{:ok, value}`, or `{:error, message}` when out of range."
-  @spec fetch(atom) :: {:ok, term} | {:error, String.t()}
+  @doc """
+  Like `get/1`, but `{:ok, value}`, or `{:error, %Symbiont.Error{reason: :invalid}}` when
+  out of range, with `details` `%{field: key, value: value}`.
+
+      iex> Symbiont.Config.fetch(:max_topology_edges)
+      {:ok, 10000}
+  """
+  @spec fetch(atom) :: {:ok, term} | {:error, Symbiont.Error.t()}
   def fetch(key) do
     {default, rule} = Keyword.fetch!(schema(), key)
-    check(key, Application.get_env(:symbiont, key, default), rule)
+    value = Application.get_env(:symbiont, key, default)
+    key |> check(value, rule) |> Symbiont.Error.wrap(:invalid, field: key, value: value)
   end
 
   @doc false
@@ -209,14 +216,14 @@ defmodule Symbiont.Config do
   defp agents(agents) do
     case Symbiont.Manifest.validate(agents) do
       {:ok, specs} -> {:ok, specs}
-      {:error, message} -> {:error, {:message, message}}
+      {:error, error} -> {:error, {:message, Exception.message(error)}}
     end
   end
 
   defp signals(opts) do
     case Symbiont.Signals.validate(opts) do
       :ok -> {:ok, opts}
-      {:error, message} -> {:error, message}
+      {:error, error} -> {:error, Exception.message(error)}
     end
   end
 
@@ -225,7 +232,7 @@ defmodule Symbiont.Config do
   defp status_page(opts) do
     case Symbiont.StatusPage.validate_options(opts) do
       {:ok, _} -> {:ok, opts}
-      {:error, message} -> {:error, message}
+      {:error, error} -> {:error, Exception.message(error)}
     end
   end
 
@@ -248,7 +255,7 @@ defmodule Symbiont.Config do
   defp templates(templates) do
     case Symbiont.Conductor.Template.validate(templates) do
       :ok -> {:ok, templates}
-      {:error, message} -> {:error, message}
+      {:error, error} -> {:error, Exception.message(error)}
     end
   end
 

@@ -17,8 +17,8 @@ defmodule Symbiont.Deploy do
   `deploy/3` first checks that the new module can start (`Symbiont.Agent.Probe`: it is
   compiled, its exports checked against the ABI, and instantiated within the agent's
   limits, in a Python process of its own): one that cannot (not Wasm at all, a broken
-  ABI, a trap in `symbiont_init`) is refused with `{:error, message}` and no canary
-  starts. Then it loads the new module beside the old one as a **canary**: one more
+  ABI, a trap in `symbiont_init`) is refused with
+  `{:error, %Symbiont.Error{reason: :cannot_start}}` and no canary starts. Then it loads the new module beside the old one as a **canary**: one more
   replica of the agent, registered with the role `:canary` (`Symbiont.Observation`; its
   id is `"name#canary"`, in a host of its own, also `"name#canary"`, so that the
   two versions' latencies are not mixed) that starts from the
@@ -82,23 +82,27 @@ defmodule Symbiont.Deploy do
   @doc """
   Starts a canary of `agent` running the Wasm module at `path`; promotion or rollback
   follow by themselves (see the moduledoc). Returns once the canary is started, or
-  `{:error, message}` when the module cannot start (what is wrong with it, from its
-  check), with no canary.
+  `{:error, %Symbiont.Error{}}` with no canary: `:cannot_start` when the module cannot
+  start (what is wrong with it, from its check), `:not_found` for an agent that does not
+  run here or a module that does not exist, `:invalid` for a bad option or an agent that
+  is not a Wasm agent, `:conflict` for an agent with a deploy in progress, `:failed` when
+  the canary does not start.
 
       {:ok, %{canary: "pricing#canary"}} = Symbiont.Deploy.deploy("pricing", "priv/wasm/pricing_v2.wasm")
   """
-  @spec deploy(String.t(), String.t(), keyword) :: {:ok, map} | {:error, String.t()}
+  @spec deploy(String.t(), String.t(), keyword) :: {:ok, map} | {:error, Symbiont.Error.t()}
   def deploy(agent, path, opts \\ []) when is_binary(agent) and is_binary(path) do
-    with {:ok, opts} <- validate_opts(opts),
+    with {:ok, opts} <- opts |> validate_opts() |> Symbiont.Error.wrap(:invalid, agent: agent),
          do: GenServer.call(__MODULE__, {:deploy, agent, path, opts}, 60_000)
   end
 
   @doc """
   Rolls `agent` back: its running canary, or else the last promotion. Option `:by`, who
   does it, as the `"rollback"` step says (`"deploy"`, `"operator"`, `"conductor"`;
-  default `"deploy"`).
+  default `"deploy"`). `{:error, %Symbiont.Error{reason: :not_found}}` for an agent with
+  nothing to roll back, or whose replicas no longer run.
   """
-  @spec rollback(String.t(), keyword) :: {:ok, map} | {:error, String.t()}
+  @spec rollback(String.t(), keyword) :: {:ok, map} | {:error, Symbiont.Error.t()}
   def rollback(agent, opts \\ []) when is_binary(agent),
     do: GenServer.call(__MODULE__, {:rollback, agent, Keyword.get(opts, :by, "deploy")}, 60_000)
 
@@ -202,7 +206,8 @@ defmodule Symbiont.Deploy do
         end
 
       _ ->
-        {:reply, {:error, "agent #{inspect(agent)} has no deploy to roll back"}, state}
+        message = "agent #{inspect(agent)} has no deploy to roll back"
+        {:reply, {:error, Symbiont.Error.new(:not_found, message, agent: agent)}, state}
     end
   end
 
@@ -400,7 +405,13 @@ defmodule Symbiont.Deploy do
 
   defp not_deploying(state, agent) do
     if Map.has_key?(state.canaries, agent),
-      do: {:error, "agent #{inspect(agent)} has a deploy in progress; roll it back first"},
+      do:
+        {:error,
+         Symbiont.Error.new(
+           :conflict,
+           "agent #{inspect(agent)} has a deploy in progress; roll it back first",
+           agent: agent
+         )},
       else: :ok
   end
 
@@ -412,7 +423,11 @@ defmodule Symbiont.Deploy do
           do: info
 
     if found == [],
-      do: {:error, "no agent named #{inspect(agent)} runs on #{node()}"},
+      do:
+        {:error,
+         Symbiont.Error.new(:not_found, "no agent named #{inspect(agent)} runs on #{node()}",
+           agent: agent
+         )},
       else: {:ok, found}
   end
 
@@ -435,7 +450,8 @@ defmodule Symbiont.Deploy do
     else
       {:error, reason} ->
         Symbiont.Host.stop(id)
-        {:error, "the canary of #{inspect(agent)} could not start: #{inspect(reason)}"}
+        message = "the canary of #{inspect(agent)} could not start: #{inspect(reason)}"
+        {:error, Symbiont.Error.new(:failed, message, agent: agent)}
     end
   end
 

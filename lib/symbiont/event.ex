@@ -77,14 +77,18 @@ defmodule Symbiont.Event do
   end
 
   @doc """
-  Checks an event id given from Elixir (`t:id/0`); `nil` is no id.
+  Checks an event id given from Elixir (`t:id/0`); `nil` is no id. Else an `:invalid`
+  `Symbiont.Error`.
 
       iex> Symbiont.Event.validate_id({"importer", 1, 42, 0})
       :ok
-      iex> Symbiont.Event.validate_id({"importer", 42, 0})
-      {:error, "expected :id to be nil or {publisher (string), incarnation (integer), seq (integer >= 0), n (integer)}, got: {\"importer\", 42, 0}"}
+      iex> {:error, error} = Symbiont.Event.validate_id({"importer", 42, 0})
+      iex> {error.reason, error.details}
+      {:invalid, %{field: :id, value: {"importer", 42, 0}}}
+      iex> error.message
+      ~s|expected :id to be nil or {publisher (string), incarnation (integer), seq (integer >= 0), n (integer)}, got: {"importer", 42, 0}|
   """
-  @spec validate_id(term) :: :ok | {:error, String.t()}
+  @spec validate_id(term) :: :ok | {:error, Symbiont.Error.t()}
   def validate_id(nil), do: :ok
 
   def validate_id({publisher, incarnation, seq, n})
@@ -95,7 +99,12 @@ defmodule Symbiont.Event do
   def validate_id(other),
     do:
       {:error,
-       "expected :id to be nil or {publisher (string), incarnation (integer), seq (integer >= 0), n (integer)}, got: #{inspect(other)}"}
+       Symbiont.Error.new(
+         :invalid,
+         "expected :id to be nil or {publisher (string), incarnation (integer), seq (integer >= 0), n (integer)}, got: #{inspect(other)}",
+         field: :id,
+         value: other
+       )}
 
   @doc "Decodes the payload."
   @spec decode(t) :: {:ok, term} | {:error, term}

@@ -25,7 +25,7 @@ defmodule Symbiont.Instance do
   adds a manifest, a conductor and a status page over it. Topics are the node's: agents
   of two instances talk to each other as any two agents do. Agent names are the node's
   too: an agent name is run by one instance at a time, and an instance whose agent is
-  already another's does not start (`{:error, message}` names both). Outside a
+  already another's does not start (a `:conflict` `Symbiont.Error` whose message names both). Outside a
   `config :symbiont, agents: [...]`, the application runs no agent of its own: the demo
   agents of `make run` are in Symbiont's own `config/config.exs`, which a dependency's
   config never reads.
@@ -66,23 +66,33 @@ defmodule Symbiont.Instance do
   end
 
   @doc """
-  Starts an instance (see the moduledoc for `opts`). Returns `{:error, message}` for bad
-  options, an agent that cannot start or that another instance runs.
+  Starts an instance (see the moduledoc for `opts`). Returns
+  `{:error, %Symbiont.Error{}}`: `:invalid` for bad options, `:cannot_start` for an agent
+  that cannot start, `:conflict` for an agent another instance runs, an instance or a
+  status page that runs already, `:failed` for another child that does not start.
 
-      iex> Symbiont.Instance.start_link(agents: [])
-      {:error, "expected :name of a Symbiont instance to be an atom such as MyApp.Symbiont, got: nil"}
-      iex> Symbiont.Instance.start_link(name: Doc.Symbiont, agent: [])
-      {:error, "unknown option :agent of a Symbiont instance, allowed: [:name, :agents, :conductor, :status_page]"}
+      iex> {:error, error} = Symbiont.Instance.start_link(agents: [])
+      iex> {error.reason, error.message}
+      {:invalid, "expected :name of a Symbiont instance to be an atom such as MyApp.Symbiont, got: nil"}
+      iex> {:error, error} = Symbiont.Instance.start_link(name: Doc.Symbiont, agent: [])
+      iex> {error.reason, error.message}
+      {:invalid, "unknown option :agent of a Symbiont instance, allowed: [:name, :agents, :conductor, :status_page]"}
   """
-  @spec start_link(keyword) :: Supervisor.on_start() | {:error, String.t()}
+  @spec start_link(keyword) :: Supervisor.on_start() | {:error, Symbiont.Error.t()}
   def start_link(opts) when is_list(opts) do
-    with {:ok, config} <- validate(opts) do
+    with {:ok, config} <- opts |> validate() |> Symbiont.Error.wrap(:invalid) do
       case Supervisor.start_link(__MODULE__, config, name: config.name) do
         {:error, {:shutdown, {:failed_to_start_child, child, reason}}} ->
-          {:error, failed(config.name, child, reason)}
+          {why, message} = failed(config.name, child, reason)
+          {:error, Symbiont.Error.new(why, message, instance: config.name)}
 
         {:error, {:already_started, _pid}} ->
-          {:error, "a Symbiont instance named #{inspect(config.name)} runs already"}
+          {:error,
+           Symbiont.Error.new(
+             :conflict,
+             "a Symbiont instance named #{inspect(config.name)} runs already",
+             instance: config.name
+           )}
 
         other ->
           other
@@ -90,16 +100,17 @@ defmodule Symbiont.Instance do
     end
   end
 
-  defp failed(_name, _child, {:agent_cannot_start, message}), do: message
-  defp failed(_name, _child, {:agent_claimed, message}), do: message
+  defp failed(_name, _child, {:agent_cannot_start, message}), do: {:cannot_start, message}
+  defp failed(_name, _child, {:agent_claimed, message}), do: {:conflict, message}
 
   defp failed(name, Symbiont.StatusPage, {:already_started, _}),
     do:
-      "the status page of #{inspect(name)} cannot start: the node's status page runs already " <>
-        "(it shows every agent of the node; give status_page: false)"
+      {:conflict,
+       "the status page of #{inspect(name)} cannot start: the node's status page runs already " <>
+         "(it shows every agent of the node; give status_page: false)"}
 
   defp failed(name, child, reason),
-    do: "#{inspect(child)} of #{inspect(name)} cannot start: #{inspect(reason)}"
+    do: {:failed, "#{inspect(child)} of #{inspect(name)} cannot start: #{inspect(reason)}"}
 
   @impl true
   def init(config) do
@@ -185,7 +196,7 @@ defmodule Symbiont.Instance do
   defp page_opts(opts) when is_list(opts) do
     case Symbiont.StatusPage.validate_options(opts) do
       {:ok, _} -> {:ok, opts}
-      {:error, message} -> {:error, message}
+      {:error, error} -> {:error, error}
     end
   end
 
@@ -255,9 +266,9 @@ defmodule Symbiont.Instance do
 
   @doc false
   # Called by a manifest that has an `:instance`, in its own process: its agent names
-  # become its own on the node, or none does and the message names who runs the first
-  # taken one.
-  @spec claim(atom | nil, [String.t()]) :: :ok | {:error, String.t()}
+  # become its own on the node, or none does: a `:conflict` whose message names who runs
+  # the first taken one.
+  @spec claim(atom | nil, [String.t()]) :: :ok | {:error, Symbiont.Error.t()}
   def claim(nil, _names), do: :ok
 
   def claim(instance, names) do
@@ -271,7 +282,7 @@ defmodule Symbiont.Instance do
             {:cont, done}
           else
             unclaim(instance, done)
-            {:halt, {:error, taken(instance, name)}}
+            {:halt, {:error, Symbiont.Error.new(:conflict, taken(instance, name), agent: name)}}
           end
       end
     end)

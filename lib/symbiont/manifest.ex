@@ -94,7 +94,8 @@ defmodule Symbiont.Manifest do
   module imported and its class constructed, or its Wasm module compiled and
   instantiated, in a Python process of its own; module top-level code and `__init__`
   run there). `spawn_agent/2` and `reload/2` (its new and changed agents) check first and
-  answer `{:error, message}`, changing nothing, for one that cannot start.
+  answer `{:error, %Symbiont.Error{reason: :cannot_start}}`, changing nothing, for one
+  that cannot start.
 
   The application's manifest (started with `check: true`) checks all its agents, in one
   Python process, before it starts any, so before the node serves. Each one that cannot
@@ -135,10 +136,14 @@ defmodule Symbiont.Manifest do
   alias Symbiont.Manifest.{Desired, Reconciler}
 
   @doc """
-  Validates a list of agent specs (see `Symbiont.Agent`): each one, then that names are
-  unique. See `Symbiont.Manifest.Desired.validate/1`.
+  Validates a list of agent specs (see `Symbiont.Agent`): each one (`:invalid`), then
+  that names are unique (`:conflict`). See `Symbiont.Manifest.Desired.validate/1`.
+
+      iex> {:error, error} = Symbiont.Manifest.validate([[name: "a", python: "m.A"]])
+      iex> error.reason
+      :invalid
   """
-  @spec validate(term) :: {:ok, [Symbiont.Agent.spec()]} | {:error, String.t()}
+  @spec validate(term) :: {:ok, [Symbiont.Agent.spec()]} | {:error, Symbiont.Error.t()}
   defdelegate validate(agents), to: Desired
 
   @doc """
@@ -181,8 +186,13 @@ defmodule Symbiont.Manifest do
   entry; a name already in the manifest is refused.
 
       {:ok, "tenant-42"} = Symbiont.Manifest.spawn_agent(name: "tenant-42", python: "shop:Tenant")
+
+  Errors (`Symbiont.Error`): `:invalid` for a bad spec, `:conflict` for a name already in
+  the manifest (or run by another instance), `:cannot_start` for an agent whose code
+  cannot run (`Symbiont.Agent.Probe`).
   """
-  @spec spawn_agent(keyword | map, GenServer.server()) :: {:ok, String.t()} | {:error, String.t()}
+  @spec spawn_agent(keyword | map, GenServer.server()) ::
+          {:ok, String.t()} | {:error, Symbiont.Error.t()}
   def spawn_agent(spec, server \\ __MODULE__) do
     with {:ok, spec} <- Symbiont.Agent.validate_spec(spec),
          :ok <- not_declared(spec.name, server),
@@ -192,16 +202,25 @@ defmodule Symbiont.Manifest do
 
   defp not_declared(name, server) do
     if agent(name, server),
-      do: {:error, "agent #{inspect(name)} is already in the manifest"},
+      do: {:error, already_declared(name)},
       else: :ok
+  end
+
+  defp already_declared(name) do
+    Symbiont.Error.new(:conflict, "agent #{inspect(name)} is already in the manifest", agent: name)
   end
 
   @doc """
   Sets how many replicas of `name` run, then starts or retires replicas to match.
   `n` must be a positive integer; the conductor keeps to the agent's `:min_replicas` and
-  `:max_replicas`, a call by hand does not.
+  `:max_replicas`, a call by hand does not. Errors (`Symbiont.Error`): `:invalid` for a
+  bad name or number, `:not_found` for an agent not in the manifest.
+
+      iex> {:error, error} = Symbiont.Manifest.scale("billing", 0)
+      iex> {error.reason, error.details}
+      {:invalid, %{field: :replicas, value: 0}}
   """
-  @spec scale(String.t(), pos_integer, GenServer.server()) :: :ok | {:error, String.t()}
+  @spec scale(String.t(), pos_integer, GenServer.server()) :: :ok | {:error, Symbiont.Error.t()}
   def scale(name, n, server \\ __MODULE__)
 
   def scale(name, n, server) when is_binary(name) and is_integer(n) and n > 0,
@@ -210,14 +229,20 @@ defmodule Symbiont.Manifest do
   def scale(name, n, _server),
     do:
       {:error,
-       "expected an agent name and a positive number of replicas, got: #{inspect(name)}, #{inspect(n)}"}
+       Symbiont.Error.new(
+         :invalid,
+         "expected an agent name and a positive number of replicas, got: #{inspect(name)}, #{inspect(n)}",
+         field: if(is_binary(name), do: :replicas, else: :name),
+         value: if(is_binary(name), do: n, else: name)
+       )}
 
   @doc """
   Removes agent `name` from the desired state and retires its replicas: the events still
   waiting go to the dead letters (reason `"retired"`), a `retired` health event is
-  published.
+  published. `{:error, %Symbiont.Error{reason: :not_found}}` for an agent not in the
+  manifest.
   """
-  @spec retire(String.t(), GenServer.server()) :: :ok | {:error, String.t()}
+  @spec retire(String.t(), GenServer.server()) :: :ok | {:error, Symbiont.Error.t()}
   def retire(name, server \\ __MODULE__) when is_binary(name),
     do: GenServer.call(server, {:retire, name}, 30_000)
 
@@ -237,8 +262,13 @@ defmodule Symbiont.Manifest do
   `%{started: names, retired: names, rescaled: names, upgraded: names}`. The new agents,
   and those whose module, class, Wasm module or config changed, are checked first
   (`Symbiont.Agent.Probe`): if one cannot start, nothing changes and the error says why.
+
+  Errors (`Symbiont.Error`): `:not_found` (no config file) or `:failed` (it cannot be
+  read), `:invalid` or `:conflict` for the specs (`validate/1`), `:cannot_start` for an
+  agent whose code cannot run, `:conflict` for a new agent another instance runs.
   """
-  @spec reload([keyword | map] | nil, GenServer.server()) :: {:ok, map} | {:error, String.t()}
+  @spec reload([keyword | map] | nil, GenServer.server()) ::
+          {:ok, map} | {:error, Symbiont.Error.t()}
   def reload(agents \\ nil, server \\ __MODULE__) do
     with {:ok, agents} <- if(agents, do: {:ok, agents}, else: read_config()),
          {:ok, specs} <- validate(agents),
@@ -252,8 +282,12 @@ defmodule Symbiont.Manifest do
     changed = Enum.reject(specs, &(Map.get(now, &1.name) == Desired.logic(&1)))
 
     case for {_name, {:error, %{message: m}}} <- Symbiont.Agent.Probe.check_all(changed), do: m do
-      [] -> :ok
-      messages -> {:error, Enum.join(Enum.sort(messages), "; ") <> "; nothing was changed"}
+      [] ->
+        :ok
+
+      messages ->
+        message = Enum.join(Enum.sort(messages), "; ") <> "; nothing was changed"
+        {:error, Symbiont.Error.new(:cannot_start, message)}
     end
   end
 
@@ -271,10 +305,13 @@ defmodule Symbiont.Manifest do
         config = Config.Reader.read!(path, env: env)
         {:ok, config |> Keyword.get(:symbiont, []) |> Keyword.get(:agents, [])}
       rescue
-        e -> {:error, "could not read #{Path.relative_to_cwd(path)}: #{Exception.message(e)}"}
+        e ->
+          message = "could not read #{Path.relative_to_cwd(path)}: #{Exception.message(e)}"
+          {:error, Symbiont.Error.new(:failed, message, file: path)}
       end
     else
-      {:error, "no config file #{path}; give the agents to reload/1"}
+      message = "no config file #{path}; give the agents to reload/1"
+      {:error, Symbiont.Error.new(:not_found, message, file: path)}
     end
   end
 
@@ -331,12 +368,12 @@ defmodule Symbiont.Manifest do
            ) do
       start(specs, quarantine, opts)
     else
-      {:claim, {:error, message}} ->
-        {:stop, {:agent_claimed, message}}
+      {:claim, {:error, error}} ->
+        {:stop, {:agent_claimed, Exception.message(error)}}
 
-      {:error, message} ->
+      {:error, error} ->
         Symbiont.Instance.unclaim(opts[:instance], Enum.map(specs, & &1.name))
-        {:stop, {:agent_cannot_start, message}}
+        {:stop, {:agent_cannot_start, Exception.message(error)}}
     end
   end
 
@@ -399,8 +436,8 @@ defmodule Symbiont.Manifest do
       {_report, state} = Reconciler.reconcile(state)
       {:reply, {:ok, spec.name}, state}
     else
-      true -> {:reply, {:error, "agent #{inspect(spec.name)} is already in the manifest"}, state}
-      {:error, message} -> {:reply, {:error, message}, state}
+      true -> {:reply, {:error, already_declared(spec.name)}, state}
+      {:error, error} -> {:reply, {:error, error}, state}
     end
   end
 
@@ -450,8 +487,8 @@ defmodule Symbiont.Manifest do
         Logger.info("manifest reloaded: #{inspect(changes)}; #{inspect(report)}")
         {:reply, {:ok, changes}, state}
 
-      {:error, message} ->
-        {:reply, {:error, message <> "; nothing was changed"}, state}
+      {:error, error} ->
+        {:reply, {:error, %{error | message: error.message <> "; nothing was changed"}}, state}
     end
   end
 
@@ -487,7 +524,8 @@ defmodule Symbiont.Manifest do
 
   def handle_info(_other, state), do: {:noreply, state}
 
-  defp not_in_manifest(name, state), do: Desired.not_in_manifest(name, state.desired)
+  defp not_in_manifest(name, state),
+    do: Symbiont.Error.new(:not_found, Desired.not_in_manifest(name, state.desired), agent: name)
 
   # The desired state after a reload, with the replicas whose logic changed upgraded.
   defp apply_reload(state, new) do

@@ -23,8 +23,9 @@ defmodule Symbiont.Pins do
 
       iex> Symbiont.Pins.validate_hold(:infinity)
       {:ok, :infinity}
-      iex> Symbiont.Pins.validate_hold(0)
-      {:error, "expected :pin_hold_ms of the conductor to be a positive integer (milliseconds) or :infinity, got: 0"}
+      iex> {:error, error} = Symbiont.Pins.validate_hold(0)
+      iex> error.message
+      "expected :pin_hold_ms of the conductor to be a positive integer (milliseconds) or :infinity, got: 0"
   """
 
   @table __MODULE__
@@ -60,7 +61,7 @@ defmodule Symbiont.Pins do
   def hold_ms do
     case validate_hold(configured_hold()) do
       {:ok, ms} -> ms
-      {:error, message} -> raise ArgumentError, message
+      {:error, error} -> raise ArgumentError, Exception.message(error)
     end
   end
 
@@ -73,20 +74,35 @@ defmodule Symbiont.Pins do
     |> Keyword.get(:pin_hold_ms, @default_hold_ms)
   end
 
-  @doc "Validates a hold: a positive integer (milliseconds) or `:infinity`."
-  @spec validate_hold(term) :: {:ok, pos_integer | :infinity} | {:error, String.t()}
+  @doc """
+  Validates a hold: a positive integer (milliseconds) or `:infinity`; else an `:invalid`
+  `Symbiont.Error`.
+
+      iex> Symbiont.Pins.validate_hold(:infinity)
+      {:ok, :infinity}
+      iex> {:error, error} = Symbiont.Pins.validate_hold(0)
+      iex> {error.reason, error.details}
+      {:invalid, %{field: :pin_hold_ms, value: 0}}
+  """
+  @spec validate_hold(term) :: {:ok, pos_integer | :infinity} | {:error, Symbiont.Error.t()}
   def validate_hold(ms) when (is_integer(ms) and ms > 0) or ms == :infinity, do: {:ok, ms}
 
   def validate_hold(other),
     do:
       {:error,
-       "expected :pin_hold_ms of the conductor to be a positive integer (milliseconds) or :infinity, got: #{inspect(other)}"}
+       Symbiont.Error.new(
+         :invalid,
+         "expected :pin_hold_ms of the conductor to be a positive integer (milliseconds) or :infinity, got: #{inspect(other)}",
+         field: :pin_hold_ms,
+         value: other
+       )}
 
   @doc """
   Pins `field` of agent `name` at `value`. Options: `:hold_ms` (default `hold_ms/0`),
-  `:reason`. Returns the pin.
+  `:reason`. Returns the pin, or an `:invalid` `Symbiont.Error` for a bad `:hold_ms`
+  (`validate_hold/1`).
   """
-  @spec pin(String.t(), String.t(), term, keyword) :: {:ok, pin} | {:error, String.t()}
+  @spec pin(String.t(), String.t(), term, keyword) :: {:ok, pin} | {:error, Symbiont.Error.t()}
   def pin(name, field, value, opts \\ []) when is_binary(name) and field in @fields do
     with {:ok, hold} <- validate_hold(Keyword.get_lazy(opts, :hold_ms, &hold_ms/0)) do
       now = System.system_time(:millisecond)

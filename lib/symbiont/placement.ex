@@ -42,9 +42,9 @@ defmodule Symbiont.Placement do
           :error -> Symbiont.Config.fetch(key)
         end
 
-      case checked do
+      case Symbiont.Error.wrap(checked, :invalid) do
         {:ok, value} -> {key, value}
-        {:error, message} -> raise ArgumentError, message
+        {:error, error} -> raise ArgumentError, Exception.message(error)
       end
     end
   end
@@ -197,7 +197,13 @@ defmodule Symbiont.Placement do
 
       {:error, why} ->
         Symbiont.Host.stop(own)
-        {:error, if(is_binary(why), do: why, else: "#{id} could not move: #{inspect(why)}")}
+        {:error, moved_not(id, why)}
     end
   end
+
+  # reroute/2's errors stay messages until its caller, the conductor, audits a
+  # Symbiont.Error's message rather than its inspect.
+  defp moved_not(_id, %Symbiont.Error{} = error), do: Exception.message(error)
+  defp moved_not(_id, why) when is_binary(why), do: why
+  defp moved_not(id, why), do: "#{id} could not move: #{inspect(why)}"
 end

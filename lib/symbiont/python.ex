@@ -43,8 +43,8 @@ defmodule Symbiont.Python do
   With `agent:` (an agent spec, see `Symbiont.Agent`), the instance also runs that agent:
   a `Symbiont.Agent.Server` under `Symbiont.Agents`, registered under the instance's
   name; `stop/1` stops it too. The agent is checked first, with this instance's options
-  (`Symbiont.Agent.Probe`): one that cannot start is `{:error, message}`, and nothing
-  starts.
+  (`Symbiont.Agent.Probe`): one that cannot start is
+  `{:error, %Symbiont.Error{reason: :cannot_start}}`, and nothing starts.
 
       {:ok, py} = Symbiont.Python.start(name: "numbers", python_path: ["lib/py"])
   """
@@ -81,7 +81,7 @@ defmodule Symbiont.Python do
   defp validate_agent(agent) do
     case Symbiont.Agent.validate_spec(agent) do
       {:ok, spec} -> {:ok, spec}
-      {:error, message} -> {:error, ArgumentError.exception(message)}
+      {:error, error} -> {:error, ArgumentError.exception(Exception.message(error))}
     end
   end
 

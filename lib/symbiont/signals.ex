@@ -76,16 +76,21 @@ defmodule Symbiont.Signals do
   def compute_ms, do: @compute_ms
 
   @doc """
-  Checks `config :symbiont, signals: [...]`: `:ok`, or `{:error, message}` naming the
-  option, its value and what is allowed.
+  Checks `config :symbiont, signals: [...]`: `:ok`, or an `:invalid` `Symbiont.Error`
+  naming the option, its value and what is allowed.
 
       iex> Symbiont.Signals.validate(window_ms: 5_000)
       :ok
-      iex> Symbiont.Signals.validate(window_ms: 0)
-      {:error, "expected signals option :window_ms to be a positive integer, got: 0"}
+      iex> {:error, error} = Symbiont.Signals.validate(window_ms: 0)
+      iex> {error.reason, error.details}
+      {:invalid, %{field: :window_ms, value: 0}}
+      iex> error.message
+      "expected signals option :window_ms to be a positive integer, got: 0"
   """
-  @spec validate(term) :: :ok | {:error, String.t()}
-  def validate(opts) when is_list(opts) do
+  @spec validate(term) :: :ok | {:error, Symbiont.Error.t()}
+  def validate(opts), do: opts |> check_all() |> Symbiont.Error.wrap(:invalid, field: :signals)
+
+  defp check_all(opts) when is_list(opts) do
     Enum.find_value(opts, :ok, fn
       {key, value} when is_atom(key) ->
         case check(key, value) do
@@ -99,7 +104,7 @@ defmodule Symbiont.Signals do
     end)
   end
 
-  def validate(other),
+  defp check_all(other),
     do: {:error, "expected the signals config to be a keyword list, got: #{inspect(other)}"}
 
   @integers [:window_ms, :recent, :baseline_min, :baseline_every_ms, :crash_window_ms]
@@ -126,7 +131,14 @@ defmodule Symbiont.Signals do
        "unknown signals option #{inspect(key)}; allowed: #{inspect(Keyword.keys(@defaults))}"}
 
   defp bad(key, v, what),
-    do: {:error, "expected signals option #{inspect(key)} to be #{what}, got: #{inspect(v)}"}
+    do:
+      {:error,
+       Symbiont.Error.new(
+         :invalid,
+         "expected signals option #{inspect(key)} to be #{what}, got: #{inspect(v)}",
+         field: key,
+         value: v
+       )}
 
   @doc false
   # A replica's latency and failure evidence, worked out as its server writes its row

@@ -73,7 +73,7 @@ defmodule Symbiont.StatusPage do
   def start_link(opts \\ []) when is_list(opts) do
     case validate_options(opts) do
       {:ok, config} -> Supervisor.start_link(__MODULE__, config, name: __MODULE__)
-      {:error, message} -> raise ArgumentError, message
+      {:error, error} -> raise ArgumentError, Exception.message(error)
     end
   end
 
@@ -91,18 +91,24 @@ defmodule Symbiont.StatusPage do
   end
 
   @doc """
-  Validates the options once, at the edge.
+  Validates the options once, at the edge: `{:ok, config}`, or an `:invalid`
+  `Symbiont.Error` naming the option, its value and what is allowed (also in `details`).
 
       iex> Symbiont.StatusPage.validate_options(port: 0)
       {:ok, %{port: 0, ip: {127, 0, 0, 1}, keep: 50, hosts: []}}
-      iex> Symbiont.StatusPage.validate_options(port: 70000)
-      {:error, "expected :port of the status page to be an integer from 0 to 65535 (0: any free port), got: 70000"}
-      iex> Symbiont.StatusPage.validate_options(ip: "localhost")
-      {:error, ~s(expected :ip of the status page to be an IPv4 address such as "127.0.0.1", got: "localhost")}
-      iex> Symbiont.StatusPage.validate_options(hosts: ["evil.example:80"])
-      {:error, ~S|expected :hosts of the status page to be a list of host names (letters, digits, "-" and ".", no port), got: ["evil.example:80"]|}
+      iex> {:error, error} = Symbiont.StatusPage.validate_options(port: 70000)
+      iex> {error.reason, error.details}
+      {:invalid, %{field: :port, value: 70000}}
+      iex> error.message
+      "expected :port of the status page to be an integer from 0 to 65535 (0: any free port), got: 70000"
+      iex> {:error, error} = Symbiont.StatusPage.validate_options(ip: "localhost")
+      iex> error.message
+      ~s(expected :ip of the status page to be an IPv4 address such as "127.0.0.1", got: "localhost")
+      iex> {:error, error} = Symbiont.StatusPage.validate_options(hosts: ["evil.example:80"])
+      iex> error.message
+      ~S|expected :hosts of the status page to be a list of host names (letters, digits, "-" and ".", no port), got: ["evil.example:80"]|
   """
-  @spec validate_options(keyword) :: {:ok, map} | {:error, String.t()}
+  @spec validate_options(keyword) :: {:ok, map} | {:error, Symbiont.Error.t()}
   def validate_options(opts) when is_list(opts) do
     allowed = Map.keys(@defaults)
 
@@ -133,8 +139,14 @@ defmodule Symbiont.StatusPage do
       nil ->
         :ok
 
-      {k, _} ->
-        {:error, "unknown option #{inspect(k)} of the status page, allowed: #{inspect(allowed)}"}
+      {k, v} ->
+        {:error,
+         Symbiont.Error.new(
+           :invalid,
+           "unknown option #{inspect(k)} of the status page, allowed: #{inspect(allowed)}",
+           field: k,
+           value: v
+         )}
     end
   end
 
@@ -154,14 +166,24 @@ defmodule Symbiont.StatusPage do
   defp bad_ip(ip),
     do:
       {:error,
-       ~s(expected :ip of the status page to be an IPv4 address such as "127.0.0.1", got: #{inspect(ip)})}
+       Symbiont.Error.new(
+         :invalid,
+         ~s(expected :ip of the status page to be an IPv4 address such as "127.0.0.1", got: #{inspect(ip)}),
+         field: :ip,
+         value: ip
+       )}
 
   defp check(value, ok?, key, allowed) do
     if ok?.(value),
       do: :ok,
       else:
         {:error,
-         "expected #{inspect(key)} of the status page to be #{allowed}, got: #{inspect(value)}"}
+         Symbiont.Error.new(
+           :invalid,
+           "expected #{inspect(key)} of the status page to be #{allowed}, got: #{inspect(value)}",
+           field: key,
+           value: value
+         )}
   end
 
   @doc """

@@ -293,9 +293,14 @@ defmodule Symbiont.Topology do
 
   @doc """
   Writes the topology to `path`, as Mermaid (`.mmd`, `.mermaid`), DOT (`.dot`, `.gv`) or
-  SVG (`.svg`).
+  SVG (`.svg`). A `Symbiont.Error` otherwise: `:invalid` for another extension, `:failed`
+  when the file cannot be written (`details`: `%{file: path}`).
+
+      iex> {:error, error} = Symbiont.Topology.write(Symbiont.Topology.build([]), "topology.png")
+      iex> {error.reason, error.message}
+      {:invalid, ~s|unsupported extension ".png" (allowed: .mmd, .mermaid, .dot, .gv, .svg)|}
   """
-  @spec write(t, Path.t()) :: :ok | {:error, String.t()}
+  @spec write(t, Path.t()) :: :ok | {:error, Symbiont.Error.t()}
   def write(%__MODULE__{} = topology, path) do
     text =
       case Path.extname(path) do
@@ -310,13 +315,21 @@ defmodule Symbiont.Topology do
 
         ext ->
           {:error,
-           "unsupported extension #{inspect(ext)} (allowed: .mmd, .mermaid, .dot, .gv, .svg)"}
+           Symbiont.Error.new(
+             :invalid,
+             "unsupported extension #{inspect(ext)} (allowed: .mmd, .mermaid, .dot, .gv, .svg)",
+             file: path
+           )}
       end
 
     with text when is_binary(text) <- text do
       case File.write(path, text <> "\n") do
-        :ok -> :ok
-        {:error, reason} -> {:error, "cannot write #{path}: #{:file.format_error(reason)}"}
+        :ok ->
+          :ok
+
+        {:error, reason} ->
+          message = "cannot write #{path}: #{:file.format_error(reason)}"
+          {:error, Symbiont.Error.new(:failed, message, file: path)}
       end
     end
   end

@@ -540,6 +540,12 @@ defmodule Symbiont.AgentTest do
     send(Server.whereis(name), {:agent_frame, Symbiont.Host.whereis(name), {:ack, 1, 2, late}})
     assert {:ok, %{state: %{"n" => 3}, handled: 3}} = Server.info(name)
 
+    # Quarantined, it is not moved: the quarantine is a rule in force.
+    assert {:error, %Symbiont.Error{reason: :refused, message: message, details: %{agent: ^name}}} =
+             Server.move(name, "elsewhere")
+
+    assert message == "agent #{name} is quarantined: it cannot move now"
+
     capture_log(fn -> assert :ok = Server.release(name) end)
     :ok = Symbiont.publish(input, 4)
     assert_receive %Event{topic: ^out} = e, 10_000

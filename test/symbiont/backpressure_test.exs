@@ -352,8 +352,8 @@ defmodule Symbiont.BackpressureTest do
           {[max_in_flight_bytes: "1MB"],
            ~s(expected :max_in_flight_bytes to be a positive integer of bytes, at most 2**62, got: "1MB")}
         ] do
-      assert Symbiont.Agent.validate_spec([name: "x", python: "m:C"] ++ opts) ==
-               {:error, ~s(agent "x": ) <> message}
+      assert {:error, %Symbiont.Error{reason: :invalid, message: ~s(agent "x": ) <> ^message}} =
+               Symbiont.Agent.validate_spec([name: "x", python: "m:C"] ++ opts)
     end
   end
 end

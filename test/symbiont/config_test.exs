@@ -54,7 +54,9 @@ defmodule Symbiont.ConfigTest do
     assert [%{name: ^name}] = Manifest.agents(m)
 
     System.put_env("SYMBIONT_CONFIG", Path.join(dir, "missing.exs"))
-    assert {:error, "no config file " <> _} = Manifest.reload(nil, m)
+
+    assert {:error, %Symbiont.Error{reason: :not_found, message: "no config file " <> _}} =
+             Manifest.reload(nil, m)
   end
 
   test "the byte bounds of agents default to config :symbiont; a bad one is refused, naming it" do
@@ -71,10 +73,12 @@ defmodule Symbiont.ConfigTest do
 
         Application.put_env(:symbiont, key, :lots)
 
-        assert Symbiont.Agent.validate_spec(spec) ==
-                 {:error,
-                  "expected #{inspect(key)} in config :symbiont to be a positive integer of " <>
-                    "bytes, at most 2**62, got: :lots"}
+        assert {:error, %Symbiont.Error{reason: :invalid, message: message}} =
+                 Symbiont.Agent.validate_spec(spec)
+
+        assert message ==
+                 "expected #{inspect(key)} in config :symbiont to be a positive integer of " <>
+                   "bytes, at most 2**62, got: :lots"
       after
         case previous do
           {:ok, value} -> Application.put_env(:symbiont, key, value)

@@ -21,7 +21,9 @@ defmodule Symbiont.ContractTest do
   end
 
   test "the agent-name rule and the Wasm limits are the ones validation applies" do
-    assert {:error, message} = Symbiont.Agent.validate_spec(name: "a b", python: "m:C")
+    assert {:error, %Symbiont.Error{reason: :invalid, message: message}} =
+             Symbiont.Agent.validate_spec(name: "a b", python: "m:C")
+
     assert message =~ "agent :name"
     assert {:ok, _} = Symbiont.Agent.validate_spec(name: String.duplicate("x", 64), python: "m:C")
 
@@ -37,7 +39,7 @@ defmodule Symbiont.ContractTest do
                )
     end
 
-    assert {:error, message} =
+    assert {:error, %Symbiont.Error{reason: :invalid, message: message}} =
              Symbiont.Agent.validate_spec(
                name: "limits",
                wasm: wasm,
@@ -48,7 +50,7 @@ defmodule Symbiont.ContractTest do
     for {limit, _} <- Contract.wasm_limits(), do: assert(message =~ Atom.to_string(limit))
     for grant <- Contract.wasm_grants(), do: assert(message =~ grant)
 
-    assert {:error, _} =
+    assert {:error, %Symbiont.Error{reason: :invalid}} =
              Symbiont.Agent.validate_spec(
                name: "limits",
                wasm: wasm,

@@ -187,29 +187,44 @@ defmodule Symbiont.DeployTest do
 
     [a, b] = counts(ctx, 2)
     assert b - a == 1
-    assert {:error, "agent " <> _} = Symbiont.rollback(name)
+
+    assert {:error, %Symbiont.Error{reason: :not_found, message: "agent " <> _}} =
+             Symbiont.rollback(name)
   end
 
   test "bad deploys are refused with what was wrong", %{name: name} do
-    assert {:error, ~s(no agent named "nobody-here" runs on ) <> _} =
-             Symbiont.deploy("nobody-here", Path.join(@wasm, "counter.wat"))
+    assert {:error,
+            %Symbiont.Error{
+              reason: :not_found,
+              message: ~s(no agent named "nobody-here" runs on ) <> _
+            }} = Symbiont.deploy("nobody-here", Path.join(@wasm, "counter.wat"))
 
-    assert {:error, msg} = Symbiont.deploy(name, "no/such.wasm")
+    assert {:error, %Symbiont.Error{reason: :not_found, message: msg}} =
+             Symbiont.deploy(name, "no/such.wasm")
+
     assert msg == ~s(agent "#{name}": the :wasm module "no/such.wasm" does not exist)
 
-    assert {:error, msg} = Symbiont.deploy(name, Path.join(@wasm, "counter.wat"), window_ms: 0)
+    assert {:error, %Symbiont.Error{reason: :invalid, message: msg}} =
+             Symbiont.deploy(name, Path.join(@wasm, "counter.wat"), window_ms: 0)
+
     assert msg =~ "deploy option :window_ms cannot be 0"
 
-    assert {:error, msg} =
+    assert {:error, %Symbiont.Error{reason: :invalid, message: msg}} =
              Symbiont.deploy(name, Path.join(@wasm, "counter.wat"), min_latency_samples: 10)
 
     assert msg =~ "deploy option :min_latency_samples was removed"
-    assert {:error, msg} = Symbiont.deploy(name, Path.join(@wasm, "counter.wat"), alpha: 1.5)
+
+    assert {:error, %Symbiont.Error{reason: :invalid, message: msg}} =
+             Symbiont.deploy(name, Path.join(@wasm, "counter.wat"), alpha: 1.5)
+
     assert msg =~ "deploy option :alpha cannot be 1.5"
 
     python = unique_name("py")
     start_host!(name: python, agent: [name: python, python: "sample_agents:Counter"])
-    assert {:error, msg} = Symbiont.deploy(python, Path.join(@wasm, "counter.wat"))
+
+    assert {:error, %Symbiont.Error{reason: :invalid, message: msg}} =
+             Symbiont.deploy(python, Path.join(@wasm, "counter.wat"))
+
     assert msg == ~s(agent "#{python}" is not a Wasm agent; only Wasm agents are deployed)
   end
 

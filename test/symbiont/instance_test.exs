@@ -75,25 +75,32 @@ defmodule Symbiont.InstanceTest do
     # As a supervisor does: a child that cannot start exits its start_link's caller.
     Process.flag(:trap_exit, true)
 
-    assert {:error, message} =
+    assert {:error, %Symbiont.Error{reason: :conflict, message: message}} =
              Instance.start_link(name: InstDup2, agents: [spec], conductor: false)
 
     assert message ==
              "agent #{inspect(a)} of instance InstDup2 is run by instance InstDup1 already; an agent name is run by one instance at a time"
 
-    assert Symbiont.spawn_agent([name: a, python: "sample_agents:Counter"], in: InstDup1) ==
-             {:error, "agent #{inspect(a)} is already in the manifest"}
+    assert {:error,
+            %Symbiont.Error{
+              reason: :conflict,
+              message: "agent #{inspect(a)} is already in the manifest",
+              details: %{agent: a}
+            }} ==
+             Symbiont.spawn_agent([name: a, python: "sample_agents:Counter"], in: InstDup1)
 
     # A spawn into another instance of a taken name is refused the same way.
     start_supervised!({Symbiont, name: InstDup3, agents: [], conductor: false})
 
-    assert {:error, m3} =
+    assert {:error, %Symbiont.Error{reason: :conflict, message: m3}} =
              Symbiont.spawn_agent([name: a, python: "sample_agents:Counter"], in: InstDup3)
 
     assert m3 =~ "agent #{inspect(a)} of instance InstDup3 is run by instance InstDup1 already"
 
     # And the node's own manifest may not take it either.
-    assert {:error, m4} = Symbiont.spawn_agent(name: a, python: "sample_agents:Counter")
+    assert {:error, %Symbiont.Error{reason: :conflict, message: m4}} =
+             Symbiont.spawn_agent(name: a, python: "sample_agents:Counter")
+
     assert m4 =~ "agent #{inspect(a)} of the node's own manifest is run by instance InstDup1"
   end
 
@@ -124,21 +131,34 @@ defmodule Symbiont.InstanceTest do
     Process.flag(:trap_exit, true)
 
     assert {:error,
-            "expected :name of a Symbiont instance to be an atom such as MyApp.Symbiont, got: \"x\""} =
-             Instance.start_link(name: "x")
+            %Symbiont.Error{
+              reason: :invalid,
+              message:
+                "expected :name of a Symbiont instance to be an atom such as MyApp.Symbiont, got: \"x\""
+            }} = Instance.start_link(name: "x")
 
     assert {:error,
-            "expected :conductor of a Symbiont instance to be false or the conductor's options (a keyword list), got: true"} =
-             Instance.start_link(name: InstBad, conductor: true)
+            %Symbiont.Error{
+              reason: :invalid,
+              message:
+                "expected :conductor of a Symbiont instance to be false or the conductor's options (a keyword list), got: true"
+            }} = Instance.start_link(name: InstBad, conductor: true)
 
     assert {:error,
-            "expected :port of the status page to be an integer from 0 to 65535 (0: any free port), got: -1"} =
-             Instance.start_link(name: InstBad, status_page: [port: -1])
+            %Symbiont.Error{
+              reason: :invalid,
+              message:
+                "expected :port of the status page to be an integer from 0 to 65535 (0: any free port), got: -1"
+            }} = Instance.start_link(name: InstBad, status_page: [port: -1])
 
-    assert {:error, "expected agent :name" <> _} =
+    assert {:error, %Symbiont.Error{reason: :invalid, message: "expected agent :name" <> _}} =
              Instance.start_link(name: InstBad, agents: [[name: "a b", python: "m:A"]])
 
-    assert {:error, "agent \"inst-ghost\": nosuch:Thing cannot start" <> _} =
+    assert {:error,
+            %Symbiont.Error{
+              reason: :cannot_start,
+              message: "agent \"inst-ghost\": nosuch:Thing cannot start" <> _
+            }} =
              Instance.start_link(
                name: InstBad,
                agents: [[name: "inst-ghost", python: "nosuch:Thing"]],

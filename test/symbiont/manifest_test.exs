@@ -31,7 +31,9 @@ defmodule Symbiont.ManifestTest do
     ]
 
     for {agents, expected} <- cases do
-      assert {:error, message} = Manifest.validate(agents)
+      assert {:error, %Symbiont.Error{reason: :invalid, message: message}} =
+               Manifest.validate(agents)
+
       assert message =~ expected, "#{inspect(agents)}: #{message}"
     end
   end

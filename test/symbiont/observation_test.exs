@@ -344,7 +344,9 @@ defmodule Symbiont.ObservationTest do
       assert {:ok, %{crashes: ^crashes, quarantined: "again"}} = Symbiont.Agent.Server.info(p)
       capture_log(fn -> assert :ok = Symbiont.release(p) end)
 
-      assert {:error, message} = Symbiont.scale(p, 2, hold_ms: 0)
+      assert {:error, %Symbiont.Error{reason: :invalid, message: message}} =
+               Symbiont.scale(p, 2, hold_ms: 0)
+
       assert message =~ "expected :pin_hold_ms of the conductor to be a positive integer"
     end
   end

@@ -223,7 +223,7 @@ defmodule Symbiont.PythonTest do
     assert {:error, %ArgumentError{message: msg}} = Python.start(call_timeout: 1 <<< 32)
     assert msg =~ "expected :call_timeout to be at most 4294962295 milliseconds"
 
-    assert {:error, msg} =
+    assert {:error, %Symbiont.Error{reason: :invalid, message: msg}} =
              Symbiont.Agent.validate_spec(name: "a", python: "m:C", handler_timeout: 1 <<< 32)
 
     assert msg =~ ~s(agent "a": expected :handler_timeout to be at most 4294962295 milliseconds)

@@ -52,7 +52,10 @@ defmodule Symbiont.ReconcilerTest do
     end)
 
     assert [%{name: ^py, replicas: 1}] = Manifest.agents(m)
-    assert {:error, message} = Manifest.scale("nobody", 2, m)
+
+    assert {:error, %Symbiont.Error{reason: :not_found, message: message}} =
+             Manifest.scale("nobody", 2, m)
+
     assert message =~ ~s(agent "nobody" is not in the manifest)
   end
 
@@ -121,7 +124,9 @@ defmodule Symbiont.ReconcilerTest do
     assert {:ok, ^w3} = Manifest.spawn_agent(spec.(w3), m)
     await_start(w3)
     assert {:ok, %{agents: [%{id: ^w3}]}} = Symbiont.Host.info(prefix <> "#2")
-    assert {:error, "agent " <> _} = Manifest.spawn_agent(spec.(w3), m)
+
+    assert {:error, %Symbiont.Error{reason: :conflict, message: "agent " <> _}} =
+             Manifest.spawn_agent(spec.(w3), m)
 
     capture_log(fn ->
       :ok = Manifest.retire(w1, m)
@@ -144,7 +149,9 @@ defmodule Symbiont.ReconcilerTest do
     await_start(a)
     await_start(b)
 
-    assert {:error, message} = Manifest.reload([wasm.(a, replicas: 0)], m)
+    assert {:error, %Symbiont.Error{reason: :invalid, message: message}} =
+             Manifest.reload([wasm.(a, replicas: 0)], m)
+
     assert message =~ ~s(agent "#{a}": expected :replicas to be a positive integer, got: 0)
     assert Server.whereis(b)
 

@@ -104,16 +104,19 @@ defmodule Symbiont.SecurityTest do
       attacks: attacks
     } do
       for attack <- attacks do
-        assert {:error, message} = Symbiont.Agent.validate_spec(name: attack, python: "m:A")
+        assert {:error, %Symbiont.Error{reason: :invalid, message: message}} =
+                 Symbiont.Agent.validate_spec(name: attack, python: "m:A")
+
         assert message =~ "expected agent :name to be 1 to 64 letters"
         assert message =~ inspect(attack)
 
-        assert {:error, message} = Symbiont.Agent.validate_spec(name: "a", python: attack <> ":A")
+        assert {:error, %Symbiont.Error{reason: :invalid, message: message}} =
+                 Symbiont.Agent.validate_spec(name: "a", python: attack <> ":A")
 
         assert message =~
                  ~s(agent "a": expected :python to be "module:Class", got: #{inspect(attack <> ":A")})
 
-        assert {:error, message} =
+        assert {:error, %Symbiont.Error{reason: :invalid, message: message}} =
                  Symbiont.Agent.validate_spec(name: "a", wasm: attack <> ".wasm", topics: ["t"])
 
         assert message =~ "the :wasm module #{inspect(attack <> ".wasm")} does not exist"

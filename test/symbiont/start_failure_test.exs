@@ -76,7 +76,10 @@ defmodule Symbiont.StartFailureTest do
 
     for {python, want} <- refused do
       name = unique_name("ghost")
-      assert {:error, message} = Symbiont.spawn_agent(name: name, python: python)
+
+      assert {:error, %Symbiont.Error{reason: :cannot_start, message: message}} =
+               Symbiont.spawn_agent(name: name, python: python)
+
       assert message =~ ~s(agent "#{name}": #{want})
       # Nothing of it runs, and the manifest does not know it.
       assert Manifest.agent(name) == nil
@@ -84,7 +87,7 @@ defmodule Symbiont.StartFailureTest do
       assert Symbiont.Host.whereis(name) == nil
     end
 
-    assert {:error, message} =
+    assert {:error, %Symbiont.Error{reason: :cannot_start, message: message}} =
              Symbiont.spawn_agent(name: "ghost2", python: "nosuch:Thing", required: false)
 
     assert message =~ ~s(agent "ghost2": nosuch:Thing cannot start: ModuleNotFoundError)
@@ -112,7 +115,7 @@ defmodule Symbiont.StartFailureTest do
     {module, _path} = write_module!(dir)
     broken = unique_name("py-broken")
 
-    assert {:error, message} =
+    assert {:error, %Symbiont.Error{reason: :cannot_start, message: message}} =
              Symbiont.Python.start(
                name: broken,
                python_path: [fixtures()],
@@ -143,7 +146,10 @@ defmodule Symbiont.StartFailureTest do
           {no_abi, "does not export symbiont_abi_version, symbiont_alloc, symbiont_handle"}
         ] do
       name = unique_name("wghost")
-      assert {:error, message} = Symbiont.spawn_agent(name: name, wasm: path, topics: ["t"])
+
+      assert {:error, %Symbiont.Error{reason: :cannot_start, message: message}} =
+               Symbiont.spawn_agent(name: name, wasm: path, topics: ["t"])
+
       assert message =~ ~s(agent "#{name}": the :wasm module "#{path}" cannot start: )
       assert message =~ want
       assert Manifest.agent(name) == nil
@@ -187,7 +193,9 @@ defmodule Symbiont.StartFailureTest do
 
     Application.put_env(:symbiont, :probe_timeout_ms, 0)
 
-    assert {:error, message} = Symbiont.Agent.Probe.check(hd(specs))
+    assert {:error, %Symbiont.Error{reason: :cannot_start, message: message}} =
+             Symbiont.Agent.Probe.check(hd(specs))
+
     assert message =~ "expected :probe_timeout_ms in config :symbiont to be a positive integer"
   end
 
@@ -199,7 +207,9 @@ defmodule Symbiont.StartFailureTest do
 
     garbage = Path.join(dir, "v2.wasm")
     File.write!(garbage, "\x01" <> :crypto.strong_rand_bytes(4096))
-    assert {:error, message} = Symbiont.deploy(name, garbage)
+
+    assert {:error, %Symbiont.Error{reason: :cannot_start, message: message}} =
+             Symbiont.deploy(name, garbage)
 
     assert message =~
              ~s(agent "#{name}": the :wasm module "#{garbage}" cannot start: load: #{garbage} is neither a Wasm binary nor WAT text)
@@ -216,7 +226,9 @@ defmodule Symbiont.StartFailureTest do
       (func (export "symbiont_init") (param i32 i32) (unreachable)))
     """)
 
-    assert {:error, message} = Symbiont.deploy(name, init_traps)
+    assert {:error, %Symbiont.Error{reason: :cannot_start, message: message}} =
+             Symbiont.deploy(name, init_traps)
+
     assert message =~ ~s(agent "#{name}": the :wasm module "#{init_traps}" cannot start: trap: )
 
     assert Server.whereis(name <> "#canary") == nil
@@ -234,12 +246,18 @@ defmodule Symbiont.StartFailureTest do
     assert_receive {:agent_start, ^a, _}, 10_000
 
     b = unique_name("rl-new")
-    assert {:error, message} = Manifest.reload([spec_a, [name: b, python: "nosuch_b:B"]], m)
+
+    assert {:error, %Symbiont.Error{reason: :cannot_start, message: message}} =
+             Manifest.reload([spec_a, [name: b, python: "nosuch_b:B"]], m)
+
     assert message =~ ~s(agent "#{b}": nosuch_b:B cannot start: ModuleNotFoundError)
     assert message =~ "nothing was changed"
 
     changed = Keyword.put(spec_a, :python, "sample_agents:BrokenInit")
-    assert {:error, message} = Manifest.reload([changed], m)
+
+    assert {:error, %Symbiont.Error{reason: :cannot_start, message: message}} =
+             Manifest.reload([changed], m)
+
     assert message =~ ~s(agent "#{a}": sample_agents:BrokenInit cannot start: RuntimeError)
 
     assert [%{name: ^a, module: "sample_agents", class: "Counter"}] = Manifest.agents(m)

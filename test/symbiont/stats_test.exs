@@ -17,7 +17,8 @@ defmodule Symbiont.StatsTest do
     assert {:error, {:invalid_signals, message}} = Symbiont.Application.start(:normal, [])
     assert message == "expected signals option :window_ms to be a positive integer, got: -5"
 
-    assert {:error, "unknown signals option :windw_ms" <> _} =
+    assert {:error,
+            %Symbiont.Error{reason: :invalid, message: "unknown signals option :windw_ms" <> _}} =
              Symbiont.Signals.validate(windw_ms: 1)
   end
 end

@@ -233,10 +233,13 @@ defmodule Symbiont.TopologyTest do
     assert :ok = Topology.write(topology, Path.join(dir, "t.svg"))
     assert File.read!(Path.join(dir, "t.svg")) == Topology.to_svg(topology) <> "\n"
 
-    assert {:error, "unsupported extension \".png\" (allowed: .mmd, .mermaid, .dot, .gv, .svg)"} =
-             Topology.write(topology, Path.join(dir, "t.png"))
+    assert {:error,
+            %Symbiont.Error{
+              reason: :invalid,
+              message: "unsupported extension \".png\" (allowed: .mmd, .mermaid, .dot, .gv, .svg)"
+            }} = Topology.write(topology, Path.join(dir, "t.png"))
 
-    assert {:error, "cannot write " <> _} =
+    assert {:error, %Symbiont.Error{reason: :failed, message: "cannot write " <> _}} =
              Topology.write(topology, Path.join(dir, "no/such/t.dot"))
   end
 

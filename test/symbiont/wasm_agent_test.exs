@@ -213,7 +213,9 @@ defmodule Symbiont.WasmAgentTest do
           {[python: "m:C", topics: ["t"]], ":topics is for Wasm agents"},
           {[], ~s|expected :python ("module:Class") or :wasm|}
         ] do
-      assert {:error, error} = Symbiont.Agent.validate_spec([name: "w"] ++ spec)
+      assert {:error, %Symbiont.Error{reason: :invalid, message: error}} =
+               Symbiont.Agent.validate_spec([name: "w"] ++ spec)
+
       assert error =~ ~s(agent "w": )
       assert error =~ message
     end

@@ -36,7 +36,7 @@ defmodule Symbiont.WasmComponentTest do
     # A component needs no :topics (it has its own); a core module still does.
     assert {:ok, %{config: %{"topics" => []}}} = Symbiont.Agent.validate_spec(name: "c", wasm: c)
 
-    assert {:error, message} =
+    assert {:error, %Symbiont.Error{reason: :invalid, message: message}} =
              Symbiont.Agent.validate_spec(
                name: "m",
                wasm: Path.expand("../../priv/wasm/counter.wasm", __DIR__)

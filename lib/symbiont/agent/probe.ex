@@ -44,19 +44,24 @@ defmodule Symbiont.Agent.Probe do
 
   @doc """
   `:ok` when agent `spec` (validated, see `Symbiont.Agent.validate_spec/1`) can start,
-  else `{:error, message}` naming the agent, its module and class (or Wasm module) and
-  the exception (the last line of its traceback, and where in the agent's code it was
-  raised) or the Wasm error.
+  else `{:error, %Symbiont.Error{reason: :cannot_start}}` whose message names the agent,
+  its module and class (or Wasm module) and the exception (the last line of its
+  traceback, and where in the agent's code it was raised) or the Wasm error; its
+  `details` are `%{agent: name, traceback: traceback}`.
 
   `host_opts` are those of the host that will run it (`Symbiont.Host`: `:python`,
   `:python_path`, `:cd`, `:env`, `:inherit_env`; others are ignored), by default the
   application's.
   """
-  @spec check(Symbiont.Agent.spec(), keyword) :: :ok | {:error, String.t()}
+  @spec check(Symbiont.Agent.spec(), keyword) :: :ok | {:error, Symbiont.Error.t()}
   def check(spec, host_opts \\ []) do
     case Map.fetch!(check_all([spec], host_opts), spec.name) do
-      :ok -> :ok
-      {:error, %{message: message}} -> {:error, message}
+      :ok ->
+        :ok
+
+      {:error, %{message: message, traceback: traceback}} ->
+        {:error,
+         Symbiont.Error.new(:cannot_start, message, agent: spec.name, traceback: traceback)}
     end
   end
 
@@ -75,8 +80,8 @@ defmodule Symbiont.Agent.Probe do
         results = run_checks(wires, Keyword.take(host_opts, @launch), timeout)
         Map.new(specs, &{&1.name, verdict(&1, Map.fetch!(results, wire(&1)))})
 
-      {:error, message} ->
-        Map.new(specs, &{&1.name, {:error, %{message: message, traceback: ""}}})
+      {:error, error} ->
+        Map.new(specs, &{&1.name, {:error, %{message: Exception.message(error), traceback: ""}}})
     end
   end
 

@@ -105,7 +105,7 @@ defmodule Symbiont.Agent.Server do
     spec =
       case Symbiont.Agent.validate_spec(spec || opts) do
         {:ok, spec} -> spec
-        {:error, message} -> raise ArgumentError, message
+        {:error, error} -> raise ArgumentError, Exception.message(error)
       end
 
     unless is_binary(host) and host != "",
@@ -231,10 +231,11 @@ defmodule Symbiont.Agent.Server do
   its row in `Symbiont.Observation` say where it runs from then on (the manifest keeps it
   there: see "Placement" in `Symbiont.Manifest`). Nothing is charged and its failure
   window goes on: a move is not a restart of its code. `Symbiont.Placement.reroute/2`
-  moves a Wasm replica to a host of its own this way. `{:error, message}` for a
-  quarantined agent, or one upgrading, moving or retiring.
+  moves a Wasm replica to a host of its own this way. A `Symbiont.Error` for a
+  quarantined agent (`:refused`), or one upgrading, moving or retiring (`:unavailable`:
+  try again later); `{:error, {:no_agent, ...}}` for an agent that does not run.
   """
-  @spec move(String.t() | pid, String.t(), timeout) :: :ok | {:error, term}
+  @spec move(String.t() | pid, String.t(), timeout) :: :ok | {:error, Symbiont.Error.t() | term}
   def move(agent, host, timeout \\ 30_000) when is_binary(host),
     do: safe_call(agent, {:move, host}, timeout)
 

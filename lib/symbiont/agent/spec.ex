@@ -3,8 +3,8 @@ defmodule Symbiont.Agent.Spec do
   Validation of an agent spec: the keys `Symbiont.Agent` documents ("Spec keys"), each
   checked and given its default, the Wasm module and its sandbox limits, the node list
   of a placed agent, and the defaults a spec validated before a key existed gets. The
-  result is a `t:Symbiont.Agent.spec/0`; an error is a message naming the agent, the key,
-  the value and what is allowed. `Symbiont.Agent`'s functions of the same names delegate
+  result is a `t:Symbiont.Agent.spec/0`; an error is an `:invalid` `Symbiont.Error` whose message
+  names the agent, the key, the value and what is allowed. `Symbiont.Agent`'s functions of the same names delegate
   here.
   """
 
@@ -48,13 +48,36 @@ defmodule Symbiont.Agent.Spec do
       iex> Map.take(spec, [:name, :module, :class, :config, :replicas, :overflow])
       %{name: "billing", module: "shop", class: "Billing", config: %{}, replicas: 1, overflow: :drop_oldest}
 
-      iex> Symbiont.Agent.validate_spec(name: "billing", python: "shop.Billing")
-      {:error, "agent \\"billing\\": expected :python to be \\"module:Class\\", got: \\"shop.Billing\\""}
-  """
-  @spec validate_spec(nil | keyword | map) :: {:ok, spec | nil} | {:error, String.t()}
-  def validate_spec(nil), do: {:ok, nil}
+      iex> {:error, error} = Symbiont.Agent.validate_spec(name: "billing", python: "shop.Billing")
+      iex> {error.reason, error.details}
+      {:invalid, %{agent: "billing"}}
+      iex> error.message
+      "agent \\"billing\\": expected :python to be \\"module:Class\\", got: \\"shop.Billing\\""
 
-  def validate_spec(%{module: _, class: _, name: _, config: _, max_queue: _, wasm: _} = spec) do
+  The error is `:invalid` (`Symbiont.Error`), with the agent's name in `details` when
+  the spec has one.
+  """
+  @spec validate_spec(nil | keyword | map) :: {:ok, spec | nil} | {:error, Symbiont.Error.t()}
+  def validate_spec(spec),
+    do: spec |> check_spec() |> Symbiont.Error.wrap(:invalid, details(spec))
+
+  # The agent a spec names, for an error's details.
+  defp details(spec) do
+    name =
+      cond do
+        is_map(spec) -> Map.get(spec, :name)
+        is_list(spec) and Keyword.keyword?(spec) -> Keyword.get(spec, :name)
+        true -> nil
+      end
+
+    if is_binary(name) or (is_atom(name) and name not in [nil, true, false]),
+      do: %{agent: to_string(name)},
+      else: %{}
+  end
+
+  defp check_spec(nil), do: {:ok, nil}
+
+  defp check_spec(%{module: _, class: _, name: _, config: _, max_queue: _, wasm: _} = spec) do
     # Validated already; one validated before the byte bounds existed gets their defaults.
     Enum.reduce_while(@byte_bounds, {:ok, spec}, fn key, {:ok, spec} ->
       if Map.has_key?(spec, key) do
@@ -68,9 +91,9 @@ defmodule Symbiont.Agent.Spec do
     end)
   end
 
-  def validate_spec(spec) when is_map(spec), do: validate_spec(Map.to_list(spec))
+  defp check_spec(spec) when is_map(spec), do: check_spec(Map.to_list(spec))
 
-  def validate_spec(spec) when is_list(spec) do
+  defp check_spec(spec) when is_list(spec) do
     if Keyword.keyword?(spec) do
       name = Keyword.get(spec, :name)
 
@@ -86,7 +109,7 @@ defmodule Symbiont.Agent.Spec do
     end
   end
 
-  def validate_spec(other),
+  defp check_spec(other),
     do: {:error, "expected an agent spec to be a keyword list or map, got: #{inspect(other)}"}
 
   @doc """
@@ -97,17 +120,32 @@ defmodule Symbiont.Agent.Spec do
       iex> {:ok, v2} = Symbiont.Agent.with_wasm(spec, "priv/wasm/counter_v2.wat")
       iex> {Path.basename(v2.wasm), Path.basename(v2.config["wasm"]), v2.config["topics"]}
       {"counter_v2.wat", "counter_v2.wat", ["t"]}
-      iex> Symbiont.Agent.with_wasm(spec, "nope.wasm")
-      {:error, ~s(agent "c": the :wasm module "nope.wasm" does not exist)}
+      iex> {:error, error} = Symbiont.Agent.with_wasm(spec, "nope.wasm")
+      iex> {error.reason, error.message}
+      {:not_found, ~s(agent "c": the :wasm module "nope.wasm" does not exist)}
+
+  The error is `:not_found` for a module that does not exist, `:invalid` for a path that
+  is not a string or an agent that is not a Wasm agent (`Symbiont.Error`).
   """
-  @spec with_wasm(spec, String.t()) :: {:ok, spec} | {:error, String.t()}
+  @spec with_wasm(spec, String.t()) :: {:ok, spec} | {:error, Symbiont.Error.t()}
   def with_wasm(%{wasm: old} = spec, path) when is_binary(old) do
-    with {:ok, full} <- validate_wasm_path(path, spec.name),
+    reason = if is_binary(path), do: :not_found, else: :invalid
+
+    with {:ok, full} <-
+           path
+           |> validate_wasm_path(spec.name)
+           |> Symbiont.Error.wrap(reason, agent: spec.name, field: :wasm, value: path),
          do: {:ok, %{spec | wasm: full, config: Map.put(spec.config, "wasm", full)}}
   end
 
   def with_wasm(spec, _path),
-    do: {:error, "agent #{inspect(spec.name)} is not a Wasm agent; only Wasm agents are deployed"}
+    do:
+      {:error,
+       Symbiont.Error.new(
+         :invalid,
+         "agent #{inspect(spec.name)} is not a Wasm agent; only Wasm agents are deployed",
+         agent: spec.name
+       )}
 
   defp validate_name(name) when is_atom(name) and name not in [nil, true, false],
     do: validate_name(Atom.to_string(name))

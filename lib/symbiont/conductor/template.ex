@@ -15,16 +15,20 @@ defmodule Symbiont.Conductor.Template do
   @doc """
   Checks `config :symbiont, templates: [...]`: a keyword list (or map) from a template's
   name to its spec, an agent spec (`Symbiont.Agent`) without a name plus `:match`, a
-  topic pattern with at least one `*`. `:ok`, or a message naming the template, the
-  value and what is allowed.
+  topic pattern with at least one `*`. `:ok`, or an `:invalid` `Symbiont.Error` whose
+  message names the template, the value and what is allowed.
 
       iex> Symbiont.Conductor.Template.validate(tenant: [match: "tenant.*.orders", python: "m:C"])
       :ok
-      iex> Symbiont.Conductor.Template.validate(tenant: [python: "m:C"])
-      {:error, ~s(expected template :tenant to have :match, a topic pattern with a "*" segment, got: [python: "m:C"])}
+      iex> {:error, error} = Symbiont.Conductor.Template.validate(tenant: [python: "m:C"])
+      iex> {error.reason, error.message}
+      {:invalid, ~s(expected template :tenant to have :match, a topic pattern with a "*" segment, got: [python: "m:C"])}
   """
-  @spec validate(term) :: :ok | {:error, String.t()}
-  def validate(templates) when is_list(templates) or is_map(templates) do
+  @spec validate(term) :: :ok | {:error, Symbiont.Error.t()}
+  def validate(templates),
+    do: templates |> check() |> Symbiont.Error.wrap(:invalid, field: :templates)
+
+  defp check(templates) when is_list(templates) or is_map(templates) do
     Enum.find_value(templates, :ok, fn
       {name, spec} when (is_atom(name) or is_binary(name)) and is_list(spec) ->
         case validate_one(name, spec) do
@@ -38,7 +42,7 @@ defmodule Symbiont.Conductor.Template do
     end)
   end
 
-  def validate(other),
+  defp check(other),
     do:
       {:error,
        "expected :templates in config :symbiont to be a keyword list of templates, got: #{inspect(other)}"}
@@ -52,7 +56,7 @@ defmodule Symbiont.Conductor.Template do
 
       case Symbiont.Agent.validate_spec(agent) do
         {:ok, _} -> :ok
-        {:error, message} -> {:error, "template #{inspect(name)}: #{message}"}
+        {:error, error} -> {:error, "template #{inspect(name)}: #{Exception.message(error)}"}
       end
     else
       {:error,

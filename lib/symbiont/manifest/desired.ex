@@ -10,12 +10,16 @@ defmodule Symbiont.Manifest.Desired do
 
   @doc """
   Validates a list of agent specs (see `Symbiont.Agent`): each one, then that names are
-  unique.
+  unique. A spec that breaks a rule is `:invalid` (`Symbiont.Agent.validate_spec/1`), a
+  name declared twice a `:conflict` (`Symbiont.Error`).
 
-      iex> Symbiont.Manifest.validate([[name: "a", python: "m:A"], [name: "a", python: "m:B"]])
-      {:error, "agent \\"a\\" is declared twice; agent names must be unique"}
+      iex> {:error, error} = Symbiont.Manifest.validate([[name: "a", python: "m:A"], [name: "a", python: "m:B"]])
+      iex> {error.reason, error.details}
+      {:conflict, %{agent: "a"}}
+      iex> error.message
+      "agent \\"a\\" is declared twice; agent names must be unique"
   """
-  @spec validate(term) :: {:ok, [Symbiont.Agent.spec()]} | {:error, String.t()}
+  @spec validate(term) :: {:ok, [Symbiont.Agent.spec()]} | {:error, Symbiont.Error.t()}
   def validate(agents) when is_list(agents) do
     with {:ok, specs} <- validate_each(agents, []) do
       case specs |> Enum.frequencies_by(& &1.name) |> Enum.find(fn {_, n} -> n > 1 end) do
@@ -23,13 +27,25 @@ defmodule Symbiont.Manifest.Desired do
           {:ok, specs}
 
         {name, _} ->
-          {:error, "agent #{inspect(name)} is declared twice; agent names must be unique"}
+          {:error,
+           Symbiont.Error.new(
+             :conflict,
+             "agent #{inspect(name)} is declared twice; agent names must be unique",
+             agent: name
+           )}
       end
     end
   end
 
   def validate(other),
-    do: {:error, "expected :agents to be a list of agent specs, got: #{inspect(other)}"}
+    do:
+      {:error,
+       Symbiont.Error.new(
+         :invalid,
+         "expected :agents to be a list of agent specs, got: #{inspect(other)}",
+         field: :agents,
+         value: other
+       )}
 
   defp validate_each([], acc), do: {:ok, Enum.reverse(acc)}
 

@@ -38,15 +38,17 @@ defmodule Symbiont.Manifest.Reconciler do
   @doc """
   Checks `specs` before the manifest starts them ("Checked before it serves" in
   `Symbiont.Manifest`): each agent that cannot start is logged with its traceback; a
-  required one stops the first start of this manifest (`{:error, message}`), any other
-  is quarantined (`{:ok, name => why}`). `opts` are the manifest's (`:name`, `:boot`).
+  required one stops the first start of this manifest
+  (`{:error, %Symbiont.Error{reason: :cannot_start}}`, with the agents' names in
+  `details`), any other is quarantined (`{:ok, name => why}`). `opts` are the
+  manifest's (`:name`, `:boot`).
   """
-  @spec check([Symbiont.Agent.spec()], keyword) :: {:ok, map} | {:error, String.t()}
+  @spec check([Symbiont.Agent.spec()], keyword) :: {:ok, map} | {:error, Symbiont.Error.t()}
   def check(specs, opts) do
     first? = first_start?(Keyword.get(opts, :name, Symbiont.Manifest), opts[:boot])
     by_name = Map.new(specs, &{&1.name, &1})
     failures = for {name, {:error, f}} <- Symbiont.Agent.Probe.check_all(specs), do: {name, f}
-    refused = for {name, f} <- failures, first? and by_name[name].required, do: f.message
+    refused = for {name, f} <- failures, first? and by_name[name].required, do: {name, f.message}
 
     for {name, f} <- Enum.sort(failures) do
       then =
@@ -62,7 +64,12 @@ defmodule Symbiont.Manifest.Reconciler do
 
     if refused == [],
       do: {:ok, Map.new(failures, fn {name, f} -> {name, f.message} end)},
-      else: {:error, Enum.join(Enum.sort(refused), "; ")}
+      else: {:error, cannot_start(refused)}
+  end
+
+  defp cannot_start(refused) do
+    {names, messages} = refused |> Enum.sort_by(&elem(&1, 1)) |> Enum.unzip()
+    Symbiont.Error.new(:cannot_start, Enum.join(messages, "; "), agents: Enum.sort(names))
   end
 
   # Whether this is the first start of manifest `name` in its `boot` (`:boot`), by

@@ -10,8 +10,9 @@ defmodule Symbiont.StatusPage.JSON do
       ~s({"agent":"billing","queue":[1,2.5,null,true]})
       iex> Symbiont.StatusPage.JSON.decode(~s({"a": [1, -2.5e1, "\\\\u00e9\\\\ud83d\\\\ude00"], "b": null}))
       {:ok, %{"a" => [1, -25.0, "é😀"], "b" => nil}}
-      iex> Symbiont.StatusPage.JSON.decode("[1,")
-      {:error, "unexpected end of input at byte 3"}
+      iex> {:error, error} = Symbiont.StatusPage.JSON.decode("[1,")
+      iex> {error.reason, error.message}
+      {:invalid, "unexpected end of input at byte 3"}
   """
 
   @doc "Encodes `term` as JSON text (a binary); see the moduledoc for what is not JSON."
@@ -75,9 +76,10 @@ defmodule Symbiont.StatusPage.JSON do
 
   @doc """
   Decodes JSON text: objects become maps with string keys, `null` is `nil`. Returns
-  `{:error, message}` naming the byte where the text stops being JSON.
+  an `:invalid` `Symbiont.Error` whose message names the byte where the text stops being
+  JSON.
   """
-  @spec decode(binary) :: {:ok, term} | {:error, String.t()}
+  @spec decode(binary) :: {:ok, term} | {:error, Symbiont.Error.t()}
   def decode(text) when is_binary(text) do
     {value, rest} = parse(skip(text), text)
 
@@ -86,7 +88,7 @@ defmodule Symbiont.StatusPage.JSON do
       rest -> fail(rest, text, "unexpected text after the value")
     end
   catch
-    {:json_error, message} -> {:error, message}
+    {:json_error, message} -> {:error, Symbiont.Error.new(:invalid, message)}
   end
 
   @doc "Like `decode/1`, but raises `ArgumentError`."
@@ -94,7 +96,7 @@ defmodule Symbiont.StatusPage.JSON do
   def decode!(text) do
     case decode(text) do
       {:ok, value} -> value
-      {:error, message} -> raise ArgumentError, "invalid JSON: " <> message
+      {:error, error} -> raise ArgumentError, "invalid JSON: " <> Exception.message(error)
     end
   end
 

@@ -193,7 +193,12 @@ defmodule Symbiont.Agent.DedupeTest do
 
   test ":dedupe is validated" do
     assert Symbiont.Agent.validate_spec(name: "x", python: "m:C", dedupe: "yes") ==
-             {:error, ~s(agent "x": expected :dedupe to be true or false, got: "yes")}
+             {:error,
+              %Symbiont.Error{
+                reason: :invalid,
+                message: ~s(agent "x": expected :dedupe to be true or false, got: "yes"),
+                details: %{agent: "x"}
+              }}
 
     assert {:ok, %{dedupe: false}} = Symbiont.Agent.validate_spec(name: "x", python: "m:C")
   end
@@ -404,7 +409,10 @@ defmodule Symbiont.Agent.DedupeTest do
     assert [_, _, _, [4, "last"]] = values(tally.out, 4)
     assert {:ok, %{state: %{"n" => 4}, duplicates: 1}} = info_after(tally.agent, 4)
 
-    assert {:error, "expected :id to be nil or {publisher" <> _} =
-             Symbiont.publish(input, 1, id: {"importer", 42})
+    assert {:error,
+            %Symbiont.Error{
+              reason: :invalid,
+              message: "expected :id to be nil or {publisher" <> _
+            }} = Symbiont.publish(input, 1, id: {"importer", 42})
   end
 end

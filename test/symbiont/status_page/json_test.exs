@@ -26,10 +26,20 @@ defmodule Symbiont.StatusPage.JSONTest do
   end
 
   test "bad JSON is refused with the byte where it goes wrong" do
-    assert {:error, "expected a value at byte 0"} = JSON.decode("nope")
-    assert {:error, "expected , or } at byte 8"} = JSON.decode(~s({"a": 1 "b": 2}))
-    assert {:error, "unexpected text after the value at byte 2"} = JSON.decode("1 2")
-    assert {:error, "bad escape at byte 1"} = JSON.decode(~s("\\x"))
+    assert {:error, %Symbiont.Error{reason: :invalid, message: "expected a value at byte 0"}} =
+             JSON.decode("nope")
+
+    assert {:error, %Symbiont.Error{reason: :invalid, message: "expected , or } at byte 8"}} =
+             JSON.decode(~s({"a": 1 "b": 2}))
+
+    assert {:error,
+            %Symbiont.Error{
+              reason: :invalid,
+              message: "unexpected text after the value at byte 2"
+            }} = JSON.decode("1 2")
+
+    assert {:error, %Symbiont.Error{reason: :invalid, message: "bad escape at byte 1"}} =
+             JSON.decode(~s("\\x"))
 
     assert_raise ArgumentError, ~r/invalid JSON: unexpected end of input/, fn ->
       JSON.decode!("{")

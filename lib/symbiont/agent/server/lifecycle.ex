@@ -105,7 +105,13 @@ defmodule Symbiont.Agent.Server.Lifecycle do
       )
 
     if busy,
-      do: {:error, "agent #{state.id} is #{busy}: it cannot move now"},
+      do:
+        {:error,
+         Symbiont.Error.new(
+           if(busy == :quarantined, do: :refused, else: :unavailable),
+           "agent #{state.id} is #{busy}: it cannot move now",
+           agent: state.id
+         )},
       else: {:ok, settle(rare(state, moving: {from, host}))}
   end
 

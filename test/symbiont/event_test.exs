@@ -1,0 +1,5 @@
+defmodule Symbiont.EventTest do
+  use ExUnit.Case, async: true
+
+  doctest Symbiont.Event
+end
