@@ -69,9 +69,10 @@ defmodule Symbiont do
   One convention: the helpers that show something print it, lined up, and return `:ok`
   (or a count): `status/0`, `health/0`, `peek/2`. The others return data: `agents/0`,
   `agent/1`, `hosts/0`, `remediations/1`, and `topology/0`, whose struct prints as a
-  table. Those that change something return `:ok`, `{:ok, _}` or `{:error, message}`, the
-  message naming what was wrong and what is allowed, and publish what they did on
-  `symbiont.remediation` as the `"operator"`.
+  table. Those that change something return `:ok`, `{:ok, _}` or `{:error,
+  %Symbiont.Error{}}` (its `reason` an atom to match on, its message naming what was
+  wrong and what is allowed), and publish what they did on `symbiont.remediation` as the
+  `"operator"`.
 
       iex> Symbiont.status()                         # one screen: nodes, hosts, agents, health, remediations
       iex> Symbiont.agent("billing")                 # state, queue, in-flight, version, health history
@@ -135,16 +136,16 @@ defmodule Symbiont do
   Until then an event published to an agent's topic may find no subscriber yet, and a
   publish with no subscriber goes nowhere (the mesh is publish/subscribe).
 
-  Returns `:ok`, or `{:error, message}` naming the agents not ready and their status, at
-  once for a quarantined agent (it starts only when released) and after `timeout` for the
+  Returns `:ok`, or `{:error, %Symbiont.Error{reason: :unavailable}}` naming the agents
+  not ready and their status (`details.agents`: their ids), at once for a quarantined agent (it starts only when released) and after `timeout` for the
   others. A script waits for a node it just started with
   `until bin/symbiont rpc ':ok = Symbiont.await_ready()'; do sleep 1; done` (the rpc
   fails while the node is not up yet).
 
       Symbiont.await_ready(5_000)
-      #=> {:error, "not ready: relay is detached"}
+      #=> {:error, %Symbiont.Error{reason: :unavailable, message: "not ready: relay is detached", ...}}
   """
-  @spec await_ready(non_neg_integer) :: :ok | {:error, String.t()}
+  @spec await_ready(non_neg_integer) :: :ok | {:error, Symbiont.Error.t()}
   defdelegate await_ready(timeout \\ 30_000), to: Symbiont.Inspection
 
   @doc """
@@ -200,12 +201,14 @@ defmodule Symbiont do
   once, with why, and nothing starts. Option `in: MyApp.Symbiont` adds it to that
   `Symbiont.Instance` (the node's own manifest otherwise).
 
-      iex> Symbiont.spawn_agent(name: "doc agent", python: "m:A")
-      {:error, ~s(expected agent :name to be 1 to 64 letters, digits, "_", "-" or ".", got: "doc agent")}
-      iex> Symbiont.spawn_agent(name: "doc-ghost", python: "nosuch:Thing")
-      {:error, ~s(agent "doc-ghost": nosuch:Thing cannot start: ModuleNotFoundError: No module named 'nosuch')}
+      iex> {:error, error} = Symbiont.spawn_agent(name: "doc agent", python: "m:A")
+      iex> {error.reason, error.message}
+      {:invalid, ~s(expected agent :name to be 1 to 64 letters, digits, "_", "-" or ".", got: "doc agent")}
+      iex> {:error, error} = Symbiont.spawn_agent(name: "doc-ghost", python: "nosuch:Thing")
+      iex> {error.reason, error.message}
+      {:cannot_start, ~s(agent "doc-ghost": nosuch:Thing cannot start: ModuleNotFoundError: No module named 'nosuch')}
   """
-  @spec spawn_agent(keyword | map, keyword) :: {:ok, String.t()} | {:error, String.t()}
+  @spec spawn_agent(keyword | map, keyword) :: {:ok, String.t()} | {:error, Symbiont.Error.t()}
   defdelegate spawn_agent(spec, opts \\ []), to: Symbiont.Operator
 
   @doc """
@@ -219,11 +222,11 @@ defmodule Symbiont do
   minutes; `:infinity` holds until `unpin/1`). Once it may act again, what it counts as
   evidence starts from then, not from before the scale.
 
-      iex> {:error, message} = Symbiont.scale("doc-nobody", 2)
+      iex> {:error, %Symbiont.Error{reason: :not_found, message: message}} = Symbiont.scale("doc-nobody", 2)
       iex> message =~ ~s(agent "doc-nobody" is not in the manifest (its agents: [)
       true
   """
-  @spec scale(String.t(), pos_integer, keyword) :: :ok | {:error, String.t()}
+  @spec scale(String.t(), pos_integer, keyword) :: :ok | {:error, Symbiont.Error.t()}
   defdelegate scale(name, n, opts \\ []), to: Symbiont.Operator
 
   @doc """
@@ -233,11 +236,11 @@ defmodule Symbiont do
   quarantine it again) until `unpin/1` or the hold expires (option `:hold_ms`, as for
   `scale/3`).
 
-      iex> {:error, message} = Symbiont.quarantine("doc-nobody", "why")
+      iex> {:error, %Symbiont.Error{reason: :not_found, message: message}} = Symbiont.quarantine("doc-nobody", "why")
       iex> message =~ ~s(no agent "doc-nobody" runs on this node)
       true
   """
-  @spec quarantine(String.t(), String.t(), keyword) :: :ok | {:error, String.t()}
+  @spec quarantine(String.t(), String.t(), keyword) :: :ok | {:error, Symbiont.Error.t()}
   defdelegate quarantine(name, reason \\ "quarantined by hand", opts \\ []), to: Symbiont.Operator
 
   @doc """
@@ -246,11 +249,11 @@ defmodule Symbiont do
   `"operator"`'s, and **pinned**: the conductor does not quarantine it again until
   `unpin/1` or the hold expires (option `:hold_ms`, as for `scale/3`).
 
-      iex> {:error, message} = Symbiont.release("doc-nobody")
+      iex> {:error, %Symbiont.Error{reason: :not_found, message: message}} = Symbiont.release("doc-nobody")
       iex> message =~ ~s(no agent "doc-nobody" runs on this node)
       true
   """
-  @spec release(String.t(), keyword) :: :ok | {:error, String.t()}
+  @spec release(String.t(), keyword) :: :ok | {:error, Symbiont.Error.t()}
   defdelegate release(name, opts \\ []), to: Symbiont.Operator
 
   @doc """
@@ -259,10 +262,11 @@ defmodule Symbiont do
   evidence counted from now. Audited as the `"operator"`'s `unpin`. Returns the fields
   that were pinned.
 
-      iex> Symbiont.unpin("doc-nobody")
-      {:error, ~s(agent "doc-nobody" has no pin)}
+      iex> {:error, error} = Symbiont.unpin("doc-nobody")
+      iex> {error.reason, error.message}
+      {:not_found, ~s(agent "doc-nobody" has no pin)}
   """
-  @spec unpin(String.t()) :: {:ok, [String.t()]} | {:error, String.t()}
+  @spec unpin(String.t()) :: {:ok, [String.t()]} | {:error, Symbiont.Error.t()}
   defdelegate unpin(name), to: Symbiont.Operator
 
   @doc """
@@ -270,20 +274,20 @@ defmodule Symbiont do
   it go to the dead letters (reason `"retired"`), a `retired` health event is published,
   and its pins (`Symbiont.Pins`) are lifted.
 
-      iex> {:error, message} = Symbiont.retire("doc-nobody")
+      iex> {:error, %Symbiont.Error{reason: :not_found, message: message}} = Symbiont.retire("doc-nobody")
       iex> message =~ ~s(agent "doc-nobody" is not in the manifest (its agents: [)
       true
   """
-  @spec retire(String.t()) :: :ok | {:error, String.t()}
+  @spec retire(String.t()) :: :ok | {:error, Symbiont.Error.t()}
   defdelegate retire(name), to: Symbiont.Operator
 
   @doc """
   Reads `config/config.exs` again and applies what changed in its `:agents`, live (see
   `Symbiont.Manifest.reload/2`): returns `{:ok, %{started:, retired:, rescaled:,
-  upgraded:}}`, or `{:error, message}` and changes nothing when the new config is bad or
+  upgraded:}}`, or `{:error, %Symbiont.Error{}}` and changes nothing when the new config is bad or
   a new or changed agent cannot start.
   """
-  @spec reload_manifest() :: {:ok, map} | {:error, String.t()}
+  @spec reload_manifest() :: {:ok, map} | {:error, Symbiont.Error.t()}
   def reload_manifest, do: Symbiont.Manifest.reload()
 
   @doc """
@@ -291,11 +295,11 @@ defmodule Symbiont do
   version and is promoted, or rolled back, by itself (see `Symbiont.Deploy` for the
   rules and the options). Each step is an event on `symbiont.remediation`. A module that
   cannot start (not Wasm, exports that do not fit the ABI, a trap in `symbiont_init`) is
-  `{:error, message}` at once, and no canary starts.
+  `{:error, %Symbiont.Error{reason: :cannot_start}}` at once, and no canary starts.
 
       {:ok, %{canary: "pricing#canary"}} = Symbiont.deploy("pricing", "priv/wasm/pricing_v2.wasm")
   """
-  @spec deploy(String.t(), String.t(), keyword) :: {:ok, map} | {:error, String.t()}
+  @spec deploy(String.t(), String.t(), keyword) :: {:ok, map} | {:error, Symbiont.Error.t()}
   def deploy(agent, wasm_path, opts \\ []), do: Symbiont.Deploy.deploy(agent, wasm_path, opts)
 
   @doc """
@@ -304,10 +308,11 @@ defmodule Symbiont do
   conductor neither rolls it back further nor deploys it until `unpin/1` or the hold
   expires (option `:hold_ms`, as for `scale/3`).
 
-      iex> Symbiont.rollback("doc-nobody")
-      {:error, ~s(agent "doc-nobody" has no deploy to roll back)}
+      iex> {:error, error} = Symbiont.rollback("doc-nobody")
+      iex> {error.reason, error.message}
+      {:not_found, ~s(agent "doc-nobody" has no deploy to roll back)}
   """
-  @spec rollback(String.t(), keyword) :: {:ok, map} | {:error, String.t()}
+  @spec rollback(String.t(), keyword) :: {:ok, map} | {:error, Symbiont.Error.t()}
   defdelegate rollback(agent, opts \\ []), to: Symbiont.Operator
 
   @doc """
@@ -329,14 +334,16 @@ defmodule Symbiont do
       its last position): `dedupe: true` agents drop a second event with the same id.
       Default: none.
 
-  Returns `{:error, {:unencodable, term}}` when `value` has no msgpack form, and
-  `{:error, message}` for an `:id` of the wrong shape, or for a topic that starts with
+  Returns `{:error, {:unencodable, term}}` when `value` has no msgpack form,
+  `{:error, %Symbiont.Error{reason: :invalid}}` for an `:id` of the wrong shape, and
+  `{:error, %Symbiont.Error{reason: :refused}}` for a topic that starts with
   `symbiont.`: those are Symbiont's own, published only by `Symbiont.Health.publish/5`,
   `Symbiont.Remediation.publish/4` and agents' dead letters (`Symbiont.ControlPlane`).
 
       iex> Symbiont.publish("doc.nobody.listens", %{"hello" => "world"})
       :ok
-      iex> {:error, message} = Symbiont.publish("symbiont.health", %{"kind" => "failing"})
+      iex> {:error, %Symbiont.Error{reason: :refused, message: message}} =
+      ...>   Symbiont.publish("symbiont.health", %{"kind" => "failing"})
       iex> message =~ ~s(topic "symbiont.health" is reserved)
       true
   """
@@ -352,7 +359,8 @@ defmodule Symbiont do
 
   defp unreserved(topic) do
     if Symbiont.ControlPlane.reserved?(topic),
-      do: {:error, Symbiont.ControlPlane.refusal(topic)},
+      do:
+        {:error, Symbiont.Error.new(:refused, Symbiont.ControlPlane.refusal(topic), topic: topic)},
       else: :ok
   end
 
@@ -397,11 +405,11 @@ defmodule Symbiont do
   events (`health_history`, newest first). An unknown name is an error that lists the
   running agents.
 
-      iex> {:error, message} = Symbiont.agent("doc-nobody")
+      iex> {:error, %Symbiont.Error{reason: :not_found, message: message}} = Symbiont.agent("doc-nobody")
       iex> message =~ ~s(no agent "doc-nobody" runs on this node; agents: [)
       true
   """
-  @spec agent(String.t()) :: {:ok, map} | {:error, String.t()}
+  @spec agent(String.t()) :: {:ok, map} | {:error, Symbiont.Error.t()}
   defdelegate agent(name), to: Symbiont.Inspection
 
   @doc """
@@ -437,11 +445,11 @@ defmodule Symbiont do
   host, from its last acked state, keeping its queue (`Symbiont.Agent.Server.restart/2`),
   as the conductor's `restart` does.
 
-      iex> {:error, message} = Symbiont.restart("doc-nobody")
+      iex> {:error, %Symbiont.Error{reason: :not_found, message: message}} = Symbiont.restart("doc-nobody")
       iex> message =~ ~s(no agent "doc-nobody" runs on this node)
       true
   """
-  @spec restart(String.t()) :: :ok | {:error, String.t()}
+  @spec restart(String.t()) :: :ok | {:error, Symbiont.Error.t()}
   defdelegate restart(name), to: Symbiont.Operator
 
   @doc """
@@ -454,12 +462,15 @@ defmodule Symbiont do
   `{:error, %Symbiont.Python.Error{}}`, a call that takes over 5 s as
   `{:error, :timeout}` (and is cancelled in Python).
 
-      iex> {:error, message} = Symbiont.call("doc-nobody", "math.pow", [2, 10])
+      iex> {:error, %Symbiont.Error{reason: :not_found, message: message}} =
+      ...>   Symbiont.call("doc-nobody", "math.pow", [2, 10])
       iex> message =~ ~s(no host or agent named "doc-nobody" runs on this node; hosts: [)
       true
-      iex> Symbiont.call("doc-nobody", "pow", [2, 10])
-      {:error, ~s(expected function to be "module.function", got: "pow")}
+      iex> {:error, error} = Symbiont.call("doc-nobody", "pow", [2, 10])
+      iex> {error.reason, error.message}
+      {:invalid, ~s(expected function to be "module.function", got: "pow")}
   """
-  @spec call(String.t(), String.t(), list) :: {:ok, term} | {:error, term}
+  @spec call(String.t(), String.t(), list) ::
+          {:ok, term} | {:error, Symbiont.Error.t() | Symbiont.Python.Error.t() | atom}
   defdelegate call(host, function, args \\ []), to: Symbiont.Inspection
 end

@@ -154,18 +154,22 @@ defmodule Symbiont.Conductor do
 
   @doc """
   Checks the conductor's options (see "Options"; `config :symbiont, conductor: [...]`
-  also takes `enabled:` and `pin_hold_ms:`): `:ok`, or a message naming the option, its
-  value and what is allowed.
+  also takes `enabled:` and `pin_hold_ms:`): `:ok`, or `{:error, %Symbiont.Error{reason:
+  :invalid}}` whose message names the option, its value and what is allowed.
 
       iex> Symbiont.Conductor.validate_options(tick_ms: 500, enabled: true)
       :ok
-      iex> Symbiont.Conductor.validate_options(tick_ms: 0)
-      {:error, "expected :tick_ms of the conductor to be a positive integer, got: 0"}
-      iex> Symbiont.Conductor.validate_options(tickms: 500)
-      {:error, "expected the conductor's options to be among :audit, :cooldown_ms, :decide_timeout_ms, :enabled, :manifest, :max_actions_per_minute, :memory_every_ms, :memory_readings, :name, :observe_halves_from, :pin_hold_ms, :policy, :policy_host, :policy_options, :python_path, :scope, :tick_ms, got: :tickms"}
+      iex> {:error, error} = Symbiont.Conductor.validate_options(tick_ms: 0)
+      iex> {error.reason, error.message}
+      {:invalid, "expected :tick_ms of the conductor to be a positive integer, got: 0"}
+      iex> {:error, error} = Symbiont.Conductor.validate_options(tickms: 500)
+      iex> error.message
+      "expected the conductor's options to be among :audit, :cooldown_ms, :decide_timeout_ms, :enabled, :manifest, :max_actions_per_minute, :memory_every_ms, :memory_readings, :name, :observe_halves_from, :pin_hold_ms, :policy, :policy_host, :policy_options, :python_path, :scope, :tick_ms, got: :tickms"
   """
-  @spec validate_options(term) :: :ok | {:error, String.t()}
-  def validate_options(opts) when is_list(opts) do
+  @spec validate_options(term) :: :ok | {:error, Symbiont.Error.t()}
+  def validate_options(opts), do: opts |> check_options() |> Symbiont.Error.wrap(:invalid)
+
+  defp check_options(opts) when is_list(opts) do
     known = Enum.sort(Keyword.keys(@defaults) ++ [:enabled, :pin_hold_ms, :python_path, :name])
 
     Enum.find_value(opts, :ok, fn
@@ -188,7 +192,7 @@ defmodule Symbiont.Conductor do
     end)
   end
 
-  def validate_options(other),
+  defp check_options(other),
     do: {:error, "expected the conductor's options to be a keyword list, got: #{inspect(other)}"}
 
   defp option(key, n) when key in @positive,

@@ -248,7 +248,7 @@ defmodule Symbiont.Config do
   defp conductor(opts) do
     case Symbiont.Conductor.validate_options(opts) do
       :ok -> {:ok, opts}
-      {:error, message} -> {:error, message}
+      {:error, error} -> {:error, Exception.message(error)}
     end
   end
 

@@ -108,16 +108,20 @@ defmodule Symbiont.Health do
 
   @doc """
   Checks what an agent reports about itself (the fields of a `health` frame,
-  PROTOCOL.md §8.3): `:ok`, or `{:error, why}` naming the field, the value and what is
-  allowed.
+  PROTOCOL.md §8.3): `:ok`, or `{:error, %Symbiont.Error{reason: :invalid}}` whose
+  message names the field, the value and what is allowed.
 
       iex> Symbiont.Health.check_report("degraded", "slow", %{"p99_ms" => 900})
       :ok
-      iex> Symbiont.Health.check_report("quarantined", "", %{})
-      {:error, ~s(kind "quarantined" is not one of healthy, degraded, overloaded, failing)}
+      iex> {:error, error} = Symbiont.Health.check_report("quarantined", "", %{})
+      iex> {error.reason, error.message}
+      {:invalid, ~s(kind "quarantined" is not one of healthy, degraded, overloaded, failing)}
   """
-  @spec check_report(term, term, term) :: :ok | {:error, String.t()}
-  def check_report(kind, reason, metrics) do
+  @spec check_report(term, term, term) :: :ok | {:error, Symbiont.Error.t()}
+  def check_report(kind, reason, metrics),
+    do: kind |> report_error(reason, metrics) |> Symbiont.Error.wrap(:invalid)
+
+  defp report_error(kind, reason, metrics) do
     cond do
       kind not in @agent_kinds ->
         {:error, "kind #{short(kind)} is not one of #{Enum.join(@agent_kinds, ", ")}"}

@@ -40,10 +40,13 @@ defmodule Symbiont.Inspection do
         )
   end
 
+  defp not_ready(why, ids),
+    do: {:error, Symbiont.Error.new(:unavailable, "not ready: " <> why, agents: ids)}
+
   defp started?, do: List.keymember?(Application.started_applications(), :symbiont, 0)
 
   @doc "`Symbiont.await_ready/1`: see its documentation there."
-  @spec await_ready(non_neg_integer) :: :ok | {:error, String.t()}
+  @spec await_ready(non_neg_integer) :: :ok | {:error, Symbiont.Error.t()}
   def await_ready(timeout \\ 30_000) when is_integer(timeout) and timeout >= 0,
     do: await_ready_until(System.monotonic_time(:millisecond) + timeout)
 
@@ -61,15 +64,19 @@ defmodule Symbiont.Inspection do
         :ok
 
       quarantined != [] ->
-        {:error,
-         "not ready: " <>
-           Enum.map_join(quarantined, "; ", &"#{&1.id} is quarantined (#{&1.quarantined})")}
+        not_ready(
+          Enum.map_join(quarantined, "; ", &"#{&1.id} is quarantined (#{&1.quarantined})"),
+          Enum.map(quarantined, & &1.id)
+        )
 
       late? and waiting == :starting ->
-        {:error, "not ready: the application is still starting"}
+        not_ready("the application is still starting", [])
 
       late? ->
-        {:error, "not ready: " <> Enum.map_join(waiting, ", ", &"#{&1.id} is #{&1.status}")}
+        not_ready(
+          Enum.map_join(waiting, ", ", &"#{&1.id} is #{&1.status}"),
+          Enum.map(waiting, & &1.id)
+        )
 
       true ->
         # A bounded poll: an agent becomes ready within its host's start, tens of ms.
@@ -121,7 +128,7 @@ defmodule Symbiont.Inspection do
   end
 
   @doc "`Symbiont.agent/1`: see its documentation there."
-  @spec agent(String.t()) :: {:ok, map} | {:error, String.t()}
+  @spec agent(String.t()) :: {:ok, map} | {:error, Symbiont.Error.t()}
   def agent(name) when is_binary(name) do
     {view, id} =
       case Observation.agent(name) do
@@ -209,12 +216,19 @@ defmodule Symbiont.Inspection do
   end
 
   @doc "`Symbiont.call/3`: see its documentation there."
-  @spec call(String.t(), String.t(), list) :: {:ok, term} | {:error, term}
+  @spec call(String.t(), String.t(), list) ::
+          {:ok, term} | {:error, Symbiont.Error.t() | Symbiont.Python.Error.t() | atom}
   def call(host, function, args \\ [])
       when is_binary(host) and is_binary(function) and is_list(args) do
     case String.split(function, ".") do
       [_] ->
-        {:error, "expected function to be \"module.function\", got: #{inspect(function)}"}
+        {:error,
+         Symbiont.Error.new(
+           :invalid,
+           "expected function to be \"module.function\", got: #{inspect(function)}",
+           field: :function,
+           value: function
+         )}
 
       parts ->
         with {:ok, host} <- host_of(host),
@@ -240,17 +254,26 @@ defmodule Symbiont.Inspection do
         hosts = hosts() |> Enum.map(& &1.name) |> Enum.take(20)
 
         {:error,
-         "no host or agent named #{inspect(name)} runs on this node; hosts: #{inspect(hosts)}"}
+         Symbiont.Error.new(
+           :not_found,
+           "no host or agent named #{inspect(name)} runs on this node; hosts: #{inspect(hosts)}",
+           host: name
+         )}
     end
   end
 
   defp agent_ids, do: Symbiont.Agent.Server.ids() |> Enum.take(20)
 
   @doc false
-  # "no agent ... runs on this node", and the agents that do.
-  @spec no_agent(String.t()) :: String.t()
-  def no_agent(name),
-    do: "no agent #{inspect(name)} runs on this node; agents: #{inspect(agent_ids())}"
+  # A :not_found error: "no agent ... runs on this node", and the agents that do.
+  @spec no_agent(String.t()) :: Symbiont.Error.t()
+  def no_agent(name) do
+    Symbiont.Error.new(
+      :not_found,
+      "no agent #{inspect(name)} runs on this node; agents: #{inspect(agent_ids())}",
+      agent: name
+    )
+  end
 
   # The stable replicas of agent `name` (the registry of roles), or else the one replica
   # whose id it is.

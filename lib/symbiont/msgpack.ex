@@ -20,6 +20,7 @@ defmodule Symbiont.MsgPack do
   | `%Symbiont.MsgPack.Raw{}` | its bytes, as they are (already msgpack) |
   | list | array (fixarray, array 16/32) |
   | map (not a struct) | map (fixmap, map 16/32) |
+  | `%Symbiont.Error{}` | map: `"reason"` (its atom), `"message"`, `"details"` (decoded as that map) |
   | `DateTime` | timestamp ext −1 (32, 64 or 96 bits, the shortest that fits) |
   | `%Symbiont.MsgPack.Timestamp{}` | timestamp ext −1 with nanoseconds |
   | other atom | ext 1: the atom's name |

@@ -11,7 +11,7 @@ defmodule Symbiont.Operator do
   alias Symbiont.{Host, Inspection, Instance, Pins}
 
   @doc "`Symbiont.spawn_agent/2`: see its documentation there."
-  @spec spawn_agent(keyword | map, keyword) :: {:ok, String.t()} | {:error, String.t()}
+  @spec spawn_agent(keyword | map, keyword) :: {:ok, String.t()} | {:error, Symbiont.Error.t()}
   def spawn_agent(spec, opts \\ []) do
     manifest =
       case Keyword.fetch(opts, :in) do
@@ -26,7 +26,7 @@ defmodule Symbiont.Operator do
   end
 
   @doc "`Symbiont.scale/3`: see its documentation there."
-  @spec scale(String.t(), pos_integer, keyword) :: :ok | {:error, String.t()}
+  @spec scale(String.t(), pos_integer, keyword) :: :ok | {:error, Symbiont.Error.t()}
   def scale(name, n, opts \\ []) do
     with {:ok, hold} <- hold(opts),
          :ok <- Symbiont.Manifest.scale(name, n, Instance.manifest_of(name)) do
@@ -40,14 +40,14 @@ defmodule Symbiont.Operator do
   end
 
   @doc "`Symbiont.quarantine/3`: see its documentation there."
-  @spec quarantine(String.t(), String.t(), keyword) :: :ok | {:error, String.t()}
+  @spec quarantine(String.t(), String.t(), keyword) :: :ok | {:error, Symbiont.Error.t()}
   def quarantine(name, reason \\ "quarantined by hand", opts \\ [])
       when is_binary(name) and is_binary(reason) do
     by_hand(name, "quarantine", reason, true, opts, &Symbiont.Agent.Server.quarantine(&1, reason))
   end
 
   @doc "`Symbiont.release/2`: see its documentation there."
-  @spec release(String.t(), keyword) :: :ok | {:error, String.t()}
+  @spec release(String.t(), keyword) :: :ok | {:error, Symbiont.Error.t()}
   def release(name, opts \\ []) when is_binary(name) do
     by_hand(name, "release", "released by hand", false, opts, &Symbiont.Agent.Server.release/1)
   end
@@ -62,7 +62,8 @@ defmodule Symbiont.Operator do
               {:cont, :ok}
 
             {:error, why} ->
-              {:halt, {:error, "agent #{inspect(r.id)} cannot #{action} now: #{inspect(why)}"}}
+              message = "agent #{inspect(r.id)} cannot #{action} now: #{inspect(why)}"
+              {:halt, {:error, Symbiont.Error.new(:unavailable, message, agent: r.id)}}
           end
         end)
 
@@ -82,11 +83,11 @@ defmodule Symbiont.Operator do
   end
 
   @doc "`Symbiont.unpin/1`: see its documentation there."
-  @spec unpin(String.t()) :: {:ok, [String.t()]} | {:error, String.t()}
+  @spec unpin(String.t()) :: {:ok, [String.t()]} | {:error, Symbiont.Error.t()}
   def unpin(name) when is_binary(name) do
     case Pins.unpin(name) do
       [] ->
-        {:error, "agent #{inspect(name)} has no pin"}
+        {:error, Symbiont.Error.new(:not_found, "agent #{inspect(name)} has no pin", agent: name)}
 
       fields ->
         Symbiont.Remediation.publish("unpin", name, "pins lifted by hand",
@@ -106,7 +107,7 @@ defmodule Symbiont.Operator do
   end
 
   @doc "`Symbiont.retire/1`: see its documentation there."
-  @spec retire(String.t()) :: :ok | {:error, String.t()}
+  @spec retire(String.t()) :: :ok | {:error, Symbiont.Error.t()}
   def retire(name) do
     with :ok <- Symbiont.Manifest.retire(name, Instance.manifest_of(name)) do
       # Gone for good: its pins with it.
@@ -116,7 +117,7 @@ defmodule Symbiont.Operator do
   end
 
   @doc "`Symbiont.rollback/2`: see its documentation there."
-  @spec rollback(String.t(), keyword) :: {:ok, map} | {:error, String.t()}
+  @spec rollback(String.t(), keyword) :: {:ok, map} | {:error, Symbiont.Error.t()}
   def rollback(agent, opts \\ []) do
     with {:ok, hold} <- hold(opts),
          {:ok, %{to: to}} = ok <- Symbiont.Deploy.rollback(agent, by: "operator") do
@@ -126,7 +127,7 @@ defmodule Symbiont.Operator do
   end
 
   @doc "`Symbiont.restart/1`: see its documentation there."
-  @spec restart(String.t()) :: :ok | {:error, String.t()}
+  @spec restart(String.t()) :: :ok | {:error, Symbiont.Error.t()}
   def restart(name) when is_binary(name) do
     case Inspection.replicas(name) do
       [] ->
@@ -157,9 +158,10 @@ defmodule Symbiont.Operator do
           {:cont, :ok}
 
         {:error, reason} ->
-          {:halt,
-           {:error,
-            "agent #{inspect(r.id)} (host #{inspect(r.host)}) cannot be restarted now: #{inspect(reason)}"}}
+          message =
+            "agent #{inspect(r.id)} (host #{inspect(r.host)}) cannot be restarted now: #{inspect(reason)}"
+
+          {:halt, {:error, Symbiont.Error.new(:unavailable, message, agent: r.id, host: r.host)}}
       end
     end)
   end

@@ -137,12 +137,14 @@ defmodule Symbiont.Placement do
   (`Symbiont.Agent.Server.move/3`). Its co-tenants no longer wait behind it; the manifest
   keeps it there, and stops that host when the replica is retired.
 
-  Returns `{:ok, %{"from" => shared_host, "to" => own_host}}`, or `{:error, message}`
-  for a replica that is not a stable Wasm replica running here, is quarantined, or is
-  alone in its host already (nothing to reroute away from). The caller audits it (the
+  Returns `{:ok, %{"from" => shared_host, "to" => own_host}}`, or `{:error,
+  %Symbiont.Error{}}`: `:not_found` for a replica that does not run here, `:refused` for
+  one that is not a stable Wasm replica, is quarantined, or is alone in its host already
+  (nothing to reroute away from), `:unavailable` or `:failed` when the move could not be
+  done. The caller audits it (the
   conductor publishes its `reroute`).
   """
-  @spec reroute(String.t(), timeout) :: {:ok, map} | {:error, String.t()}
+  @spec reroute(String.t(), timeout) :: {:ok, map} | {:error, Symbiont.Error.t()}
   def reroute(id, timeout \\ 30_000) when is_binary(id) do
     with {:ok, r} <- stable_replica(id),
          :ok <- wasm(r),
@@ -155,17 +157,29 @@ defmodule Symbiont.Placement do
 
   defp stable_replica(id) do
     case Symbiont.Observation.replica(id) do
-      nil -> {:error, "no replica #{inspect(id)} runs on this node"}
-      %{role: role} when role != :stable -> {:error, "#{id} is a #{role}: the deploy's"}
-      %{quarantined: why} when why != nil -> {:error, "#{id} is quarantined (#{why})"}
-      r -> {:ok, r}
+      nil ->
+        not_done(:not_found, id, "no replica #{inspect(id)} runs on this node")
+
+      %{role: role} when role != :stable ->
+        not_done(:refused, id, "#{id} is a #{role}: the deploy's")
+
+      %{quarantined: why} when why != nil ->
+        not_done(:refused, id, "#{id} is quarantined (#{why})")
+
+      r ->
+        {:ok, r}
     end
   end
 
   defp wasm(%{version: "wasm:" <> _}), do: :ok
 
   defp wasm(r),
-    do: {:error, "#{r.id} is not a Wasm agent (#{r.version}): it has a host of its own already"}
+    do:
+      not_done(
+        :refused,
+        r.id,
+        "#{r.id} is not a Wasm agent (#{r.version}): it has a host of its own already"
+      )
 
   defp co_tenants(r) do
     case Symbiont.Host.own_info(r.host) do
@@ -173,10 +187,11 @@ defmodule Symbiont.Placement do
         :ok
 
       {:ok, %{agents: _}} ->
-        {:error, "#{r.id} is alone in its host #{inspect(r.host)} already"}
+        not_done(:refused, r.id, "#{r.id} is alone in its host #{inspect(r.host)} already")
 
       {:error, why} ->
-        {:error, "the host of #{r.id}, #{inspect(r.host)}, does not answer: #{inspect(why)}"}
+        message = "the host of #{r.id}, #{inspect(r.host)}, does not answer: #{inspect(why)}"
+        not_done(:unavailable, r.id, message)
     end
   end
 
@@ -186,7 +201,11 @@ defmodule Symbiont.Placement do
         {:ok, name}
 
       {:error, why} ->
-        {:error, "no host of its own could be started for #{r.id}: #{inspect(why)}"}
+        not_done(
+          :failed,
+          r.id,
+          "no host of its own could be started for #{r.id}: #{inspect(why)}"
+        )
     end
   end
 
@@ -201,9 +220,10 @@ defmodule Symbiont.Placement do
     end
   end
 
-  # reroute/2's errors stay messages until its caller, the conductor, audits a
-  # Symbiont.Error's message rather than its inspect.
-  defp moved_not(_id, %Symbiont.Error{} = error), do: Exception.message(error)
-  defp moved_not(_id, why) when is_binary(why), do: why
-  defp moved_not(id, why), do: "#{id} could not move: #{inspect(why)}"
+  defp moved_not(_id, %Symbiont.Error{} = error), do: error
+
+  defp moved_not(id, why),
+    do: Symbiont.Error.new(:failed, "#{id} could not move: #{inspect(why)}", id: id)
+
+  defp not_done(reason, id, message), do: {:error, Symbiont.Error.new(reason, message, id: id)}
 end

@@ -324,11 +324,17 @@ defmodule Symbiont.ControlPlaneTest do
   test "Symbiont.publish refuses symbiont.* topics, from Elixir and from Python's erlang.call",
        %{victim: victim, url: url} do
     [{_, topic, body} | _] = forgeries(victim, "crashy", false)
-    assert {:error, message} = Symbiont.publish(topic, MsgPack.decode!(body))
+
+    assert {:error, %Symbiont.Error{reason: :refused, message: message}} =
+             Symbiont.publish(topic, MsgPack.decode!(body))
+
     assert message == Symbiont.ControlPlane.refusal(topic)
 
     forger = start_forger!()
-    assert ["sent", {:error, ^message}] = forge(forger, "call", topic, body)
+    # From Python, the error is the map of its fields (PROTOCOL.md §2).
+    assert ["sent", {:error, %{"reason" => :refused, "message" => ^message}}] =
+             forge(forger, "call", topic, body)
+
     assert_nothing_forged(victim, url)
   end
 

@@ -192,6 +192,16 @@ defmodule Symbiont.MsgPackTest do
       assert roundtrip(far) == far
     end
 
+    test "a Symbiont.Error goes as the map of its fields" do
+      error = Symbiont.Error.new(:not_found, "no agent", agent: "a")
+
+      assert roundtrip(error) == %{
+               "reason" => :not_found,
+               "message" => "no agent",
+               "details" => %{agent: "a"}
+             }
+    end
+
     test "other structs, improper lists and out-of-range ext types are refused" do
       assert MsgPack.encode(%URI{}) == {:error, {:unencodable, %URI{}}}
       assert {:error, {:unencodable, _}} = MsgPack.encode([1 | 2])

@@ -245,7 +245,10 @@ defmodule Symbiont.NoisyNeighbourTest do
     m = start_manifest!([fast_spec(n["fast-a"], t["fast-a"])], wasm_hosts: prefix)
     shared = prefix <> "#1"
     assert wait_until(fn -> hosts()[n["fast-a"]] == shared end, 10_000)
-    assert {:error, "no replica \"nope\" runs on this node"} = Symbiont.Placement.reroute("nope")
+
+    assert {:error,
+            %Symbiont.Error{reason: :not_found, message: ~s(no replica "nope" runs on this node)}} =
+             Symbiont.Placement.reroute("nope")
 
     verdict = fn action ->
       policy_host = unique_name("policy")

@@ -264,7 +264,8 @@ defmodule Symbiont.ObservationTest do
         assert wait_until(fn -> Observation.ids(p) == [p] end, 10_000)
       end)
 
-      assert Symbiont.unpin(p) == {:error, ~s(agent "#{p}" has no pin)}
+      assert {:error, %Symbiont.Error{reason: :not_found, message: message}} = Symbiont.unpin(p)
+      assert message == ~s(agent "#{p}" has no pin)
     end
 
     test "a scale is not undone by evidence from before it: drained ticks count from the end of the hold" do
@@ -320,7 +321,9 @@ defmodule Symbiont.ObservationTest do
         assert %{"quarantine" => %{value: true}} = Symbiont.Pins.of(p)
 
         # The node does not serve it, and says so at once (the timeout is the test's).
-        assert {:error, message} = Symbiont.await_ready(120_000)
+        assert {:error, %Symbiont.Error{reason: :unavailable, message: message}} =
+                 Symbiont.await_ready(120_000)
+
         assert message =~ "#{p} is quarantined (looking into it)"
 
         assert :ok = Symbiont.release(p)

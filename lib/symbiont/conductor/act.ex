@@ -24,6 +24,7 @@ defmodule Symbiont.Conductor.Act do
       {:ok, _} -> {:ok, %{}}
       # Where a reroute took the replica from and to: audited with the action.
       {:placed, fields} -> {:ok, fields}
+      {:error, %Symbiont.Error{} = e} -> {:failed, Exception.message(e)}
       {:error, why} when is_binary(why) -> {:failed, why}
       {:error, why} -> {:failed, inspect(why)}
     end

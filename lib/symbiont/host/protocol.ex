@@ -118,7 +118,7 @@ defmodule Symbiont.Host.Protocol do
   defp validate("health", [slot, kind, reason, metrics]) when is_seq(slot) do
     case Symbiont.Health.check_report(kind, reason, metrics) do
       :ok -> {:ok, {:health, slot, kind, reason, metrics}}
-      {:error, why} -> {:error, {:bad_frame, "health", why <> " (§8.3)"}}
+      {:error, why} -> {:error, {:bad_frame, "health", Exception.message(why) <> " (§8.3)"}}
     end
   end
 

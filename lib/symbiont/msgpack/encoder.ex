@@ -52,6 +52,10 @@ defmodule Symbiont.MsgPack.Encoder do
     enc_timestamp(Integer.floor_div(us, 1_000_000), Integer.mod(us, 1_000_000) * 1000)
   end
 
+  # What a Symbiont function's error is on the wire (erlang.call's answer): its fields.
+  defp enc(%Symbiont.Error{reason: r, message: m, details: d}),
+    do: enc(%{"reason" => r, "message" => m, "details" => d})
+
   defp enc(%{__struct__: _} = struct), do: throw({__MODULE__, {:unencodable, struct}})
   defp enc(m) when is_map(m), do: enc_map(m)
   defp enc(:NaN), do: <<0xCB, 0x7FF8000000000000::64>>
