@@ -1,7 +1,7 @@
 %{
   bench: "_run",
-  date: ~D[2026-12-05],
-  names: ["roundtrip", "mesh", "wasm", "heal", "idle", "curves"],
+  date: ~D[2026-12-07],
+  names: ["roundtrip", "mesh", "wasm", "component", "heal", "idle", "curves"],
   quick: false,
-  seconds: 134.189
+  seconds: 300.255
 }

@@ -1,7 +1,7 @@
 %{
   bench: "idle",
   curves: [],
-  date: ~D[2026-12-05],
+  date: ~D[2026-12-07],
   details:
     "The Python agent's host has wasmtime loaded: no (`symbiont.wasm` imports it on first use). Memory from `/proc/PID/smaps_rollup`, the median of 5 samples taken 1000 ms after start.\n",
   machine:
@@ -9,40 +9,40 @@
   quick: false,
   rows: [
     %{
-      base: 8.48828125,
+      base: 8.45703125,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Python agent: RSS (MB)",
       target: "< 20 MB",
-      value: 15.73046875
+      value: 25.6484375
     },
     %{
-      base: 3.7021484375,
+      base: 3.548828125,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Python agent: PSS (MB)",
       target: "(info)",
-      value: 10.326171875
+      value: 16.9921875
     },
     %{
       base: 33,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Python agent: modules imported",
       target: "(info)",
-      value: 112
+      value: 234
     },
     %{
-      base: 8.48828125,
+      base: 8.45703125,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Wasm agent: RSS (MB)",
       target: "(info)",
-      value: 32.875
+      value: 37.8203125
     },
     %{
       base: 33,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Wasm agent: modules imported",
       target: "(info)",
-      value: 205
+      value: 282
     }
   ],
-  seconds: 3.537
+  seconds: 4.23
 }

@@ -19,6 +19,10 @@ DEFAULT_SPIN_US = 100
 HOT_WINDOW_S = 0.002
 #: Held writes go out once they reach this many bytes (see :meth:`Transport.hold_writes`).
 HOLD_BYTES = 64 * 1024
+
+#: The read buffer a transport keeps: the largest read it makes at once without
+#: allocating (``symbiont._framing`` asks for 256 KiB, or a whole frame when larger).
+_READ_BUF = 256 * 1024
 _MAX_POLL_MS = (1 << 31) - 1
 
 
@@ -94,6 +98,10 @@ class FdTransport(Transport):
         # use and wait_readable runs on another thread than read (reads are serialized).
         self._spin_poll = select.poll()
         self._spin_poll.register(read_fd, events)
+        # read's buffer, kept (reads are serialized): os.read would allocate one of the
+        # size asked for each read, 256 KiB, which glibc serves by mmap or by growing the
+        # heap, and gives back at once (two system calls a frame, more than the read's).
+        self._read_buf = memoryview(bytearray(_READ_BUF))
         self._closed = False
         # hold_writes: the thread whose writes are held (None: no hold), and what waits.
         self._holder: int | None = None
@@ -108,10 +116,13 @@ class FdTransport(Transport):
                 poll, deadline = self._spin_poll.poll, now + self._spin_s
                 while not poll(0) and time.perf_counter() < deadline:
                     pass
+        # A larger read (a frame over the buffer) gets a buffer of its own, not kept.
+        view = self._read_buf if size <= _READ_BUF else memoryview(bytearray(size))
         try:
-            data = os.read(self.read_fd, size)
+            n = os.readv(self.read_fd, [view[:size]])
         except ConnectionResetError:
             return b""
+        data = bytes(view[:n])
         if self._spin_s and data:
             self._last_data = time.perf_counter()
         return data
