@@ -356,7 +356,7 @@ defmodule Symbiont.Agent.Server do
       state_bin: state.state_bin
     }
 
-    {:reply, {:ok, metrics}, state}
+    reply({:reply, {:ok, metrics}, state})
   end
 
   def handle_call({:upgrade, spec}, from, state) do

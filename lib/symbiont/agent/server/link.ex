@@ -227,6 +227,31 @@ defmodule Symbiont.Agent.Server.Link do
     next = StartFailures.next(failures, max, state.rare.last_error, error)
     signal = {"failing", "could not start: #{error["message"]}", %{"failures" => failures}}
 
+    # The log line first, then the health event: whoever reacts to the event finds the
+    # line already logged.
+    case next do
+      :quarantine ->
+        Logger.error(
+          "agent #{state.id} quarantined: #{StartFailures.reason(failures, error)} " <>
+            "(host #{inspect(state.host)}, #{describe_logic(state.spec)}); no more tries until " <>
+            "Symbiont.Agent.Server.release(#{inspect(state.id)})" <>
+            StartFailures.traceback(error),
+          meta(state)
+        )
+
+      {:retry, delay, true} ->
+        again = if retry == :host, do: "when its host is back", else: "in #{delay} ms"
+
+        Logger.error(
+          "agent #{state.id} could not start in host #{inspect(state.host)}: " <>
+            "#{StartFailures.describe(error)}; again #{again} (quarantined after #{max} failed starts in a row)",
+          meta(state)
+        )
+
+      {:retry, _delay, false} ->
+        :ok
+    end
+
     state =
       rare(%{state | status: :detached}, failures: failures, last_error: error)
       |> Health.set_signal(:start, signal)
@@ -234,29 +259,9 @@ defmodule Symbiont.Agent.Server.Link do
 
     case next do
       :quarantine ->
-        reason = StartFailures.reason(failures, error)
+        quarantine_now(state, StartFailures.reason(failures, error))
 
-        Logger.error(
-          "agent #{state.id} quarantined: #{reason} (host #{inspect(state.host)}, " <>
-            "#{describe_logic(state.spec)}); no more tries until " <>
-            "Symbiont.Agent.Server.release(#{inspect(state.id)})" <>
-            StartFailures.traceback(error),
-          meta(state)
-        )
-
-        quarantine_now(state, reason)
-
-      {:retry, delay, tell?} ->
-        again = if retry == :host, do: "when its host is back", else: "in #{delay} ms"
-
-        if tell?,
-          do:
-            Logger.error(
-              "agent #{state.id} could not start in host #{inspect(state.host)}: " <>
-                "#{StartFailures.describe(error)}; again #{again} (quarantined after #{max} failed starts in a row)",
-              meta(state)
-            )
-
+      {:retry, delay, _tell?} ->
         if retry == :backoff,
           do: Process.send_after(self(), {:retry_start, state.out.port, failures}, delay)
 
