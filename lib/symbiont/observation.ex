@@ -238,7 +238,7 @@ defmodule Symbiont.Observation do
   # Whether a stable replica of agent `name` runs on this node (agents/1 lists it).
   @spec runs?(String.t()) :: boolean
   def runs?(name) when is_binary(name) do
-    :ets.select_count(@table, [{{{name, 0, :_}, :_, :_, :_}, [], [true]}]) > 0
+    :ets.select_count(@table, [{{Row.key(:_, name, :stable), :_, :_, :_}, [], [true]}]) > 0
   rescue
     ArgumentError -> false
   end
@@ -253,7 +253,8 @@ defmodule Symbiont.Observation do
     pairs =
       try do
         :ets.select(@table, [
-          {{{:"$1", :_, :_}, :_, :_, :"$2"}, [], [{{:"$1", {:element, 3, :"$2"}}}]}
+          {{Row.key(:_, :"$1", :stable), :_, :_, :"$2"}, [],
+           [{{:"$1", {:element, Row.position(:host), :"$2"}}}]}
         ])
       rescue
         ArgumentError -> []

@@ -59,20 +59,31 @@ defmodule Symbiont.Observation.Row do
 
   @doc """
   The key of replica `id` of agent `name` with `role` in the table:
-  `{name, rank of the role, id}`.
+  `{name, rank of the role, id}` (with `:_` or `:"$1"` for `id` or `name`, a match
+  spec's pattern of it).
 
       iex> Symbiont.Observation.Row.key("billing#2", "billing", :stable)
       {"billing", 0, "billing#2"}
       iex> Symbiont.Observation.Row.key("billing#canary", "billing", :canary)
       {"billing", 2, "billing#canary"}
   """
-  @spec key(String.t(), String.t(), Symbiont.Observation.role()) :: tuple
+  @spec key(String.t() | atom, String.t() | atom, Symbiont.Observation.role()) :: tuple
   def key(id, name, :stable), do: {name, 0, id}
 
   def key(id, name, role),
     do: {name, 1 + Enum.find_index(Symbiont.Observation.roles(), &(&1 == role)), id}
 
   defp key(id, %{name: name, role: role}), do: key(id, name, role)
+
+  @doc """
+  Where `field` is in a row's tuple of slow fields (1-based, as a match spec's
+  `:element` takes it): for a reader that selects one field of every row.
+
+      iex> Symbiont.Observation.Row.position(:host)
+      3
+  """
+  @spec position(atom) :: pos_integer
+  def position(field), do: Enum.find_index(@fields, &(&1 == field)) + 1
 
   @doc """
   A replica's row, created as its server starts (`info`: a map of the fields of
