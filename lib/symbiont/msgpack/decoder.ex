@@ -13,12 +13,7 @@ defmodule Symbiont.MsgPack.Decoder do
   alias Symbiont.MsgPack.{Ext, Timestamp}
 
   @max_depth 1024
-  @ext_atom 1
-  @ext_tuple 2
-  @ext_pid 3
-  @ext_ref 4
-  @ext_opaque 5
-  @ext_timestamp -1
+  use Symbiont.MsgPack.ExtTypes
 
   @doc """
   Decodes exactly one msgpack value from `binary`; never raises. See

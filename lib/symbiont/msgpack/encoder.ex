@@ -8,12 +8,7 @@ defmodule Symbiont.MsgPack.Encoder do
 
   alias Symbiont.MsgPack.{Bin, Ext, Raw, Timestamp}
 
-  @ext_atom 1
-  @ext_tuple 2
-  @ext_pid 3
-  @ext_ref 4
-  @ext_opaque 5
-  @ext_timestamp -1
+  use Symbiont.MsgPack.ExtTypes
 
   @doc """
   Encodes `term` as msgpack iodata, or says why it cannot be: see
