@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import os
 import select
+import socket
 import struct
 import subprocess
 import sys
@@ -241,3 +242,29 @@ def pid_gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return True
     return state in ("Z", "X")
+
+
+class SocketOwner:
+    """The owner's end of an in-process host on a socket pair: frames in and out; log
+    frames are skipped."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def send(self, *frames: list[Any]) -> None:
+        self.sock.sendall(b"".join(struct.pack(">I", len(p)) + p for p in map(packb, frames)))
+
+    def recv(self) -> list[Any]:
+        while True:
+            if len(self.buf) >= 4:
+                (size,) = struct.unpack_from(">I", self.buf)
+                if len(self.buf) >= 4 + size:
+                    frame = unpackb(self.buf[4 : 4 + size])
+                    self.buf = self.buf[4 + size :]
+                    if frame[0] != "log":
+                        return frame
+                    continue
+            data = self.sock.recv(65536)
+            assert data, "host closed the stream"
+            self.buf += data

@@ -5,7 +5,6 @@ in the harness cannot pass where production would not."""
 from __future__ import annotations
 
 import socket
-import struct
 import sys
 import threading
 from collections.abc import Iterator
@@ -13,43 +12,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import SocketOwner
 
 from symbiont import FrameTooLarge
 from symbiont._agent import Agent
 from symbiont._host import Host
 from symbiont._slots import Phase, Slot, checkpoint_of, state_of
-from symbiont._terms import packb, unpackb
+from symbiont._terms import packb
 from symbiont._transport import FdTransport
 from symbiont.testing import AgentHarness
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
-class Owner:
-    """The owner's end of an in-process host (a socket pair); log frames are skipped."""
+class Owner(SocketOwner):
+    """The owner's end of an in-process host (a socket pair), with the host itself."""
 
     def __init__(self, sock: socket.socket, host: Host) -> None:
-        self.sock = sock
+        super().__init__(sock)
         self.host = host
-        self.buf = b""
         self.pings = 0
-
-    def send(self, *frames: list[Any]) -> None:
-        self.sock.sendall(b"".join(struct.pack(">I", len(p)) + p for p in map(packb, frames)))
-
-    def recv(self) -> list[Any]:
-        while True:
-            if len(self.buf) >= 4:
-                (size,) = struct.unpack_from(">I", self.buf)
-                if len(self.buf) >= 4 + size:
-                    frame = unpackb(self.buf[4 : 4 + size])
-                    self.buf = self.buf[4 + size :]
-                    if frame[0] != "log":
-                        return frame
-                    continue
-            data = self.sock.recv(65536)
-            assert data, "host closed the stream"
-            self.buf += data
 
     def recv_kind(self, *kinds: str) -> list[Any]:
         """The next frame of one of ``kinds``; the others before it are dropped."""

@@ -8,41 +8,18 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from conftest import SocketOwner
 
 from symbiont._host import Host
-from symbiont._terms import packb, unpackb
 from symbiont._transport import HOLD_BYTES, FdTransport
 
-
-class Owner:
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = b""
-
-    def send(self, *frames: list[Any]) -> None:
-        self.sock.sendall(b"".join(struct.pack(">I", len(p)) + p for p in map(packb, frames)))
-
-    def recv(self) -> list[Any]:
-        while True:
-            if len(self.buf) >= 4:
-                (size,) = struct.unpack_from(">I", self.buf)
-                if len(self.buf) >= 4 + size:
-                    frame = unpackb(self.buf[4 : 4 + size])
-                    self.buf = self.buf[4 + size :]
-                    if frame[0] != "log":
-                        return frame
-                    continue
-            data = self.sock.recv(65536)
-            assert data, "host closed the stream"
-            self.buf += data
+Owner = SocketOwner
 
 
 @pytest.fixture
