@@ -53,14 +53,31 @@ defmodule Symbiont.OutputLimitTest do
   defp logged(counters),
     do: %{lines: :counters.get(counters, 1), bytes: :counters.get(counters, 2)}
 
-  # Waits for summary lines until they count `n` dropped lines in all; returns them.
-  defp await_dropped(n, seen \\ []) do
-    if dropped_lines(seen) >= n do
-      Enum.reverse(seen)
-    else
-      # Bounded generously: a fresh clone's first run under load was once slower than 10 s.
-      assert_receive {:dropped, text}, @summary_ms + 30_000
-      await_dropped(n, [text | seen])
+  # Waits until the summary lines and the lines logged account for `total` lines in all;
+  # returns the summaries. Both are read again until then: the host's pump may still be
+  # reading the pipe when the agent has answered, and a line it reads later is logged
+  # (the bucket refilled meanwhile) or dropped and summed up then.
+  defp await_accounted(total, counters, seen \\ [], deadline \\ nil) do
+    # Bounded generously: a fresh clone's first run under load was once slower than 10 s.
+    deadline = deadline || System.monotonic_time(:millisecond) + @summary_ms + 30_000
+    accounted = dropped_lines(seen) + logged(counters).lines
+
+    cond do
+      accounted >= total ->
+        Enum.reverse(seen)
+
+      System.monotonic_time(:millisecond) > deadline ->
+        flunk(
+          "#{accounted} of #{total} lines logged or summed up by the deadline; " <>
+            "summaries: #{inspect(Enum.reverse(seen))}"
+        )
+
+      true ->
+        receive do
+          {:dropped, text} -> await_accounted(total, counters, [text | seen], deadline)
+        after
+          100 -> await_accounted(total, counters, seen, deadline)
+        end
     end
   end
 
@@ -108,7 +125,7 @@ defmodule Symbiont.OutputLimitTest do
     summaries =
       quietly(fn ->
         ask(agent, %{"mb" => 64})
-        await_dropped(64 * 1024 - logged(agent.counters).lines)
+        await_accounted(64 * 1024, agent.counters)
       end)
 
     %{bytes: bytes} = logged(agent.counters)
@@ -134,7 +151,7 @@ defmodule Symbiont.OutputLimitTest do
 
     quietly(fn ->
       ask(agent, %{"records" => 20_000})
-      await_dropped(20_000 - logged(agent.counters).lines)
+      await_accounted(20_000, agent.counters)
     end)
 
     assert logged(agent.counters).bytes <= host_bound(elapsed_s(t0))
@@ -152,9 +169,8 @@ defmodule Symbiont.OutputLimitTest do
         assert {:ok, 20_000} =
                  Python.call(name, "hostile", "log_frames", [20_000, 1_000], timeout: 30_000)
 
-        # The frames came before the reply: each was logged or dropped by now.
-        logged = logged(counters)
-        {logged, await_dropped(20_000 - logged.lines)}
+        summaries = await_accounted(20_000, counters)
+        {logged(counters), summaries}
       end)
 
     assert summary =~
