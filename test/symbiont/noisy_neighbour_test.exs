@@ -66,6 +66,41 @@ defmodule Symbiont.NoisyNeighbourTest do
     end
   end
 
+  # Waits for the conductor's reroute of `id` (bounded by `ms`); on none, says what the
+  # conductor saw each second: the shared host and its agents' signals, its last actions.
+  defp await_reroute(conductor, id, host, ms, seen \\ [], deadline \\ nil) do
+    deadline = deadline || System.monotonic_time(:millisecond) + ms
+    topic = Symbiont.Remediation.topic()
+
+    receive do
+      %Symbiont.Event{topic: ^topic, from: ^id} = e ->
+        case Symbiont.Event.decode!(e) do
+          %{"action" => "reroute"} = payload -> payload
+          _ -> await_reroute(conductor, id, host, ms, seen, deadline)
+        end
+    after
+      1_000 ->
+        if System.monotonic_time(:millisecond) > deadline do
+          flunk("""
+          no reroute of #{id} in #{ms} ms; the conductor: #{inspect(Conductor.info(conductor), limit: 20)}
+          its audit trail on #{id}: #{inspect(for e <- Symbiont.remediations(100), e["agent"] == id, do: e)}
+          what it saw, a second apart:
+          #{Enum.join(Enum.reverse(seen), "\n")}
+          """)
+        end
+
+        snapshot = Conductor.snapshot(conductor)
+
+        seen_now = %{
+          host: Enum.find(snapshot["hosts"], &(&1["name"] == host)),
+          agents:
+            for(a <- snapshot["agents"], do: {a["name"], a["health"], a["pins"], a["signals"]})
+        }
+
+        await_reroute(conductor, id, host, ms, [inspect(seen_now, limit: 50) | seen], deadline)
+    end
+  end
+
   test "the host-time signal: a busy host, and the share of its time each agent takes",
        %{prefix: prefix, names: n, topics: t} do
     start_manifest!([slow_spec(n["slow"], t["slow"]), fast_spec(n["fast-a"], t["fast-a"])],
@@ -179,7 +214,7 @@ defmodule Symbiont.NoisyNeighbourTest do
     load = publish_to(Map.values(Map.take(t, ~w(slow fast-a fast-b))))
 
     capture_log(fn ->
-      reroute = await_remediation(n["slow"], "reroute", 30_000)
+      reroute = await_reroute(conductor, n["slow"], shared, 30_000)
       done_ms = System.monotonic_time(:millisecond)
 
       # Audited: by the conductor, the replica, where from and to, and the evidence.
