@@ -92,7 +92,16 @@ release: system
 shell: cookie
 	$(COOKIE_HOME) iex --sname shell_$$$$@localhost --erl "$(DIST) -dist_listen false" --remsh $(NODE)@localhost
 
-test: setup lint-quick test-elixir test-python
+# ExUnit and pytest run side by side: ExUnit's sync half mostly waits on real hosts and
+# timers, which leaves a core to pytest. pytest's output is kept until ExUnit is done, then
+# printed whole, so that each suite's summary line stands on its own.
+test: setup lint-quick browser
+	@rm -f _build/pytest.out; \
+	$(PY) -m pytest -q python/tests > _build/pytest.out 2>&1 & pytest=$$!; \
+	$(ELIXIR_TEST); elixir=$$?; \
+	wait $$pytest; python=$$?; \
+	echo "==> pytest (ran beside mix test)"; cat _build/pytest.out; \
+	test $$elixir -eq 0 && test $$python -eq 0
 
 # The checks of `make lint` that take seconds, run by `make test` and so by CI: warnings
 # (of what the test build compiles, which mix test then reuses), formatting, ruff. mypy
@@ -106,8 +115,9 @@ lint-quick:
 
 # Multi-node tests start and stop :peer nodes; OTP 25's global would otherwise cut
 # surviving nodes off "to prevent overlapping partitions".
+ELIXIR_TEST := ELIXIR_ERL_OPTIONS="-kernel prevent_overlapping_partitions false" mix test
 test-elixir: browser
-	ELIXIR_ERL_OPTIONS="-kernel prevent_overlapping_partitions false" mix test
+	$(ELIXIR_TEST)
 
 # The mesh suite against the real Phoenix.PubSub: make test-phoenix PHOENIX_PUBSUB_PATH=...
 test-phoenix: setup

@@ -8,18 +8,22 @@ agent's class runs unchanged inside.
 
 A build takes tens of seconds and makes a component of some 18 MB: :func:`build` keeps
 each one in a cache directory (when given one), named by the SHA-256 of everything that
-went into it, so the same sources are built once.
+went into it, so the same sources are built once, also by builds running at once (a
+lock file beside the component: the second waits for the first, then copies its result).
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -131,10 +135,33 @@ def build(
         digest.update(data)
     key = digest.hexdigest()[:32]
     out = Path(out)
-    cached = Path(cache_dir) / f"{file.stem}-{class_name}-{key}.wasm" if cache_dir else None
-    if cached is not None and cached.is_file():
-        _copy(cached, out)
-        return out
+    if cache_dir is None:
+        return _build(file, class_name, target, sources, out)
+    cached = Path(cache_dir) / f"{file.stem}-{class_name}-{key}.wasm"
+    with _locked(cached):
+        if not cached.is_file():
+            _build(file, class_name, target, sources, cached)
+    _copy(cached, out)
+    return out
+
+
+@contextlib.contextmanager
+def _locked(cached: Path) -> Iterator[None]:
+    """Hold the build lock of ``cached`` (one build of the same sources at a time, across
+    processes): an exclusive ``flock`` of the lock file beside it."""
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with open(cached.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build(
+    file: Path, class_name: str, target: str, sources: list[tuple[str, bytes]], out: Path
+) -> Path:
+    """Componentize ``sources`` (see :func:`build`) into ``out``."""
     with tempfile.TemporaryDirectory(prefix="symbiont-build-") as tmp:
         stage = Path(tmp)
         for name, data in sources:
@@ -175,9 +202,6 @@ def build(
             raise BuildError(
                 f"componentize-py could not build {target}:\n" + "\n".join(detail[-20:])
             )
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            _copy(built, cached)
         _copy(built, out)
     return out
 

@@ -5,6 +5,8 @@ seconds) and kept in _build/wasm-components by the hash of its sources."""
 from __future__ import annotations
 
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +132,35 @@ def test_a_component_is_told_from_a_core_module_by_its_header(component: Path) -
     assert is_component(component.read_bytes()[:8])
     assert not is_component(b"\0asm\x01\0\0\0")
     assert not is_component(b"(module)")
+
+
+def test_builds_of_the_same_sources_at_once_run_one_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two builds at once (two test suites, two nodes starting): the second waits for the
+    # first's lock, then copies the cached component; componentize-py runs once.
+    import symbiont._componentize as componentize
+
+    builds: list[Path] = []
+
+    def slow_build(_file: Path, _cls: str, _target: str, _sources: Any, out: Path) -> Path:
+        builds.append(out)
+        time.sleep(0.3)  # long enough for the other thread to reach the lock
+        out.write_bytes(b"\0asm component")
+        return out
+
+    monkeypatch.setattr(componentize, "_build", slow_build)
+    target = f"{FIXTURES / 'sandboxed_agents.py'}:Sandboxed"
+    outs = [tmp_path / f"out{i}.wasm" for i in range(2)]
+    threads = [
+        threading.Thread(target=build, args=(target, out, tmp_path / "cache")) for out in outs
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(builds) == 1 and builds[0].parent == tmp_path / "cache"
+    assert [out.read_bytes() for out in outs] == [b"\0asm component"] * 2
 
 
 def test_what_the_sandbox_cannot_offer_fails_the_build(tmp_path: Path) -> None:

@@ -44,14 +44,13 @@ defmodule Symbiont.HostHelpers do
       ~w(-m symbiont build-wasm #{source}:#{class} -o #{out}) ++
         ~w(--cache-dir #{Path.expand("_build/wasm-components")} --precompile)
 
-    # One build at a time, of all the test files that ask.
+    # Builds of the same sources at once (test files, pytest beside) run one build: the
+    # first holds the cache's lock, the others then copy what it built.
     {output, status} =
-      :global.trans({__MODULE__, :component}, fn ->
-        System.cmd(python, args,
-          env: [{"PYTHONPATH", Path.expand("python")}],
-          stderr_to_stdout: true
-        )
-      end)
+      System.cmd(python, args,
+        env: [{"PYTHONPATH", Path.expand("python")}],
+        stderr_to_stdout: true
+      )
 
     if status != 0, do: raise("symbiont build-wasm #{target} failed:\n#{output}")
     out
