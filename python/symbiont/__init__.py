@@ -26,21 +26,33 @@ from ._terms import Ref as Ref
 def _version() -> str:
     """The installed distribution's version, else the checkout's VERSION file (hosts run
     the SDK from its source directory, PYTHONPATH), else "0+unknown"."""
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
-    from pathlib import Path  # noqa: PLC0415
+    import os  # noqa: PLC0415
 
-    checkout = Path(__file__).resolve().parents[2] / "VERSION"
-    if checkout.is_file():
-        return checkout.read_text().strip()
+    checkout = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "VERSION")
+    if os.path.isfile(checkout):
+        with open(checkout, encoding="utf-8") as file:
+            return file.read().strip()
+    # Only here: importlib.metadata costs a host some 7 MB.
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
     try:
         return version("symbiont")
     except PackageNotFoundError:
         return "0+unknown"
 
 
+def __getattr__(name: str) -> str:
+    # ``__version__``, read when first asked for (PEP 562), not by every host at start.
+    if name == "__version__":
+        global __version__  # noqa: PLW0603 - computed once, then a plain attribute
+        __version__ = _version()
+        return __version__
+    raise AttributeError(f"module 'symbiont' has no attribute {name!r}")
+
+
 #: The version of Symbiont, one for both languages: the repository's ``VERSION`` file,
-#: read by ``mix.exs`` and ``pyproject.toml`` too.
-__version__ = _version()
+#: read by ``mix.exs`` and ``pyproject.toml`` too (computed when first read).
+__version__: str
 
 __all__ = [
     "Agent",

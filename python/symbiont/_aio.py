@@ -28,14 +28,30 @@ Python's ``coroutine ... was never awaited`` warning.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import inspect
+import sys
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Job", "LoopThread", "check_method", "not_runnable"]
+from ._errors import CancelledError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import asyncio
+
+__all__ = ["Job", "LoopThread", "cancellations", "check_method", "not_runnable"]
+
+
+def cancellations(*more: type[BaseException]) -> tuple[type[BaseException], ...]:
+    """``more``, :class:`symbiont.CancelledError`, and ``asyncio.CancelledError`` once
+    asyncio is loaded (nothing can raise it before): for an ``except`` clause, evaluated
+    as the exception passes. The SDK imports asyncio only when an agent or a call needs
+    its loop: a host that never does is spared its ~10 MB (ssl and all)."""
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is None:
+        return (*more, CancelledError)
+    return (*more, CancelledError, asyncio.CancelledError)
 
 
 def check_method(owner: str, name: str, fn: Any, *, may_be_async: bool = True) -> bool:
@@ -82,6 +98,8 @@ class LoopThread:
     """An asyncio event loop running forever on a daemon thread of its own."""
 
     def __init__(self, name: str = "symbiont-asyncio") -> None:
+        import asyncio  # noqa: PLC0415 - only for an agent that needs the loop
+
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
         self.ident = 0
@@ -119,6 +137,8 @@ class LoopThread:
             return
 
         async def cancel_all() -> None:
+            import asyncio  # noqa: PLC0415 - loaded by __init__
+
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in tasks:
                 task.cancel()

@@ -15,7 +15,6 @@ Functions of :class:`~symbiont._host.Host`, which binds them as its methods.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import inspect
@@ -26,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from ._agent import Agent
-from ._aio import LoopThread, not_runnable
+from ._aio import LoopThread, cancellations, not_runnable
 from ._errors import (
     CallTimeout,
     CancelledError,
@@ -41,6 +40,8 @@ from ._terms import encode_error, packb
 from ._watchdog import WATCHDOG_INTERVAL
 
 if TYPE_CHECKING:  # pragma: no cover
+    import asyncio
+
     from ._host import Host
 
 __all__ = [
@@ -90,13 +91,15 @@ def _on_call(self: Host, frame: list[Any]) -> None:
     try:
         try:
             fn = self._callables.get((module, function)) or self._resolve(module, function)
+            if self._cancel_pending is not None:
+                self._raise_deferred_cancel()  # it came while the module was imported
             result = fn(*args)
             if result is not None and hasattr(type(result), "__await__"):
                 # An async def function: awaited on the loop, cancelled like a task.
                 result = self._await(_runnable(fn, result, f"{module}.{function}"), call_id)
         finally:
             stack.pop()
-    except (CancelledError, asyncio.CancelledError) as exc:
+    except cancellations() as exc:
         if call_id in self._cancelled:
             self._cancelled.discard(call_id)
             if self._cancel_pending == call_id:
@@ -239,6 +242,8 @@ async def acall(
         raise RuntimeError("symbiont.erlang.acall is not available before the host is ready")
     call_id = next(self._ids)
     data = self._encode(["call", call_id, module, function, args], f"call to {module}")
+    import asyncio  # noqa: PLC0415 - in a coroutine: loaded
+
     waiter = _LoopWaiter(asyncio.get_running_loop())
     self._waiters[call_id] = waiter
     try:

@@ -20,10 +20,10 @@ Functions of :class:`~symbiont._host.Host`, which binds them as its methods.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import signal
+import sys
 import threading
 import time
 from types import FrameType
@@ -149,7 +149,7 @@ def _raise_if_task_cancelled(self: Host) -> None:
         return
     job, text = cancelled
     with contextlib.suppress(RuntimeError):  # no task runs: not the cancelled one
-        if job.task is not None and asyncio.current_task() is job.task:
+        if job.task is not None and sys.modules["asyncio"].current_task() is job.task:
             raise CancelledError(text)
 
 

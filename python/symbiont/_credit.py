@@ -8,7 +8,6 @@ Functions of :class:`~symbiont._host.Host`, which binds them as its methods.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
@@ -158,6 +157,8 @@ async def _credit_room(self: Host, slot: int, deadline: float) -> None:
     """Wait, in a coroutine, until the window of ``slot`` may have room (the next
     ``credit``, or its agent stopped); :class:`~symbiont.OverloadedError` past
     ``deadline`` (monotonic)."""
+    import asyncio  # noqa: PLC0415 - in a coroutine: loaded
+
     loop = asyncio.get_running_loop()
     with self._credit_lock:
         c = self._window_of(slot)

@@ -7,7 +7,6 @@ Functions of :class:`~symbiont._host.Host`, which binds them as its methods.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _blackbox
 from ._agent import agent_class
+from ._aio import cancellations
 from ._blackbox import DELIVERY, ENTRY, SIZE, START, STOP
 from ._errors import CancelledError, ProtocolError, error_map
 from ._frame_checks import MAX_INT, MAX_U32, _bad, _is_id, _is_seq, _window
@@ -295,9 +295,9 @@ def _run_delivery(self: Host, slot: int, seq: int, kind: str, frame: list[Any]) 
             result = getattr(agent, name)()
             if result is not None:
                 self._await(agent._symbiont_awaitable(name, result), token)
-    except (Exception, CancelledError, asyncio.CancelledError) as exc:  # noqa: BLE001 - a nack
+    except cancellations(Exception) as exc:  # a nack
         self._delivery_deadline = None
-        if isinstance(exc, (CancelledError, asyncio.CancelledError)) and (token in self._cancelled):
+        if isinstance(exc, cancellations()) and (token in self._cancelled):
             what = f"event on {frame[3]!r}" if kind == "event" else f"timer {frame[3]!r}"
             text = (
                 f"agent {agent.name!r}: the handler of {what} (seq {seq}) ran past its "

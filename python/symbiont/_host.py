@@ -32,7 +32,6 @@ Writes from all threads are serialized by the transport.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import importlib
@@ -45,7 +44,7 @@ import threading
 import traceback
 from collections import deque
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import _blackbox
 from . import _calls as calls
@@ -72,6 +71,9 @@ from ._process import (
 from ._slots import Slot
 from ._terms import encode_error, packb, thread_packer
 from ._transport import FdTransport, Transport
+
+if TYPE_CHECKING:  # pragma: no cover
+    import asyncio
 
 __all__ = ["Host", "current_host", "run"]
 
@@ -218,6 +220,10 @@ class Host:
                 FrameReader.read_available.__code__,
                 FrameReader._fill.__code__,
                 FrameReader._parse_one.__code__,
+                # An import is never cut in half (a package left half initialised in
+                # sys.modules breaks every later import of it): a cancel that comes
+                # meanwhile is raised once the function is found.
+                Host._resolve.__code__,
                 # The flight recorder is never left half restored (§11.1).
                 Host._box_enter.__code__,
                 Host._box_leave.__code__,

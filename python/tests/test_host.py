@@ -174,6 +174,7 @@ def test_reply_over_owner_max_frame(raw_host: HostProcess) -> None:
 
 
 def test_cancel_running_sleep_sends_no_reply(host: HostProcess) -> None:
+    host.call("hostmod", "cancellations")  # imported: the cancel finds the sleep running
     started = time.monotonic()
     host.send(["call", 1, "hostmod", "sleep_noting_cancel", [30]], ["cancel", 1])
     host.send(["call", 2, "hostmod", "echo", ["next"]])
@@ -219,8 +220,23 @@ def test_cancel_queued_call(host: HostProcess) -> None:
 
 
 def test_cancel_ignored_by_user_code_gives_late_reply(host: HostProcess) -> None:
-    host.send(["call", 1, "hostile", "stubborn", [0.2]], ["cancel", 1])
+    host.send(["call", 1, "hostile", "stubborn", [0.3]])
+    host.wait_logs(lambda logs: any("stubborn: running" in m for _, m in logs))
+    host.send(["cancel", 1])
     assert host.recv() == ["reply", 1, "late"]
+
+
+def test_a_cancel_during_the_import_of_the_called_module_waits_for_the_import(
+    host: HostProcess,
+) -> None:
+    # Cut in half, a package stays half initialised in sys.modules, and every later
+    # import of it fails (NameError in its __init__): the cancel is raised once the
+    # module is imported, before the function runs.
+    host.send(["call", 1, "slow_package", "echo", ["first"]])
+    host.wait_logs(lambda logs: any("slow_package: importing" in m for _, m in logs))
+    host.send(["cancel", 1], ["call", 2, "slow_package", "echo", ["second"]])
+    assert host.recv() == ["reply", 2, "second"]  # none for call 1: cancelled
+    assert host.call("slow_package", "runs")[2] == 1
 
 
 def test_eof_while_sleeping_exits_fast(host: HostProcess) -> None:
@@ -477,3 +493,16 @@ def test_replies_held_in_a_burst_do_not_wait_for_a_slow_call(host: HostProcess) 
     assert time.monotonic() - started < 3.0
     assert host.recv(10)[:2] == ["reply", slow]
     assert host.recv() == ["reply", last, 3]
+
+
+def test_a_host_loads_neither_asyncio_nor_importlib_metadata_until_needed(
+    host: HostProcess,
+) -> None:
+    # Each costs an idle host megabytes (asyncio some 10 MB with ssl, importlib.metadata
+    # some 7 MB; bench/idle.exs): asyncio comes with the first async def agent or acall,
+    # importlib.metadata with symbiont.__version__ outside a checkout.
+    loaded = "[m for m in ('asyncio', 'importlib.metadata') if m in __import__('sys').modules]"
+    host.send(["call", 1, "builtins", "eval", [loaded]])
+    assert host.recv() == ["reply", 1, []]
+    host.send(["call", 2, "symbiont", "_version", []])
+    assert host.recv()[:2] == ["reply", 2]
