@@ -50,6 +50,31 @@ defmodule Symbiont.WasmAgentTest do
     assert Symbiont.Event.decode!(e) == 4
   end
 
+  test "an idle agent hibernates (its heap compacted), and the next event wakes it" do
+    topic = unique_name("wasm.count.in")
+    :ok = Symbiont.subscribe("count.out")
+    %{agent: agent} = start_wasm!("counter.wat", topic)
+    :ok = Symbiont.publish(topic, 1)
+    assert_receive %Symbiont.Event{topic: "count.out", from: ^agent}, 5_000
+    pid = Symbiont.Agent.Server.whereis(agent)
+
+    # A second after its last message (a bound, not a speed: the machine may be loaded).
+    assert wait_until(
+             fn ->
+               Process.info(pid, :current_function) ==
+                 {:current_function, {:erlang, :hibernate, 3}}
+             end,
+             10_000
+           )
+
+    {:total_heap_size, words} = Process.info(pid, :total_heap_size)
+    assert words < 987, "hibernated, its heap is what its state needs: #{words} words"
+
+    :ok = Symbiont.publish(topic, 2)
+    assert_receive %Symbiont.Event{topic: "count.out", from: ^agent} = e, 5_000
+    assert Symbiont.Event.decode!(e) == 2
+  end
+
   test "one host runs several Wasm agents, each its own agent: a trap in one, the other serves" do
     %{name: host, os_pid: os_pid} = start_host!(name: unique_name("wasm-pool"))
     [count_in, trap_in] = [unique_name("pool.count.in"), unique_name("pool.trap.in")]

@@ -136,7 +136,7 @@ defmodule Symbiont.Agent.Server.Frames do
     Symbiont.Health.publish(kind, state.name, reason, metrics,
       by: "agent",
       id: state.id,
-      version: describe_logic(state.spec)
+      version: state.version
     )
 
     # What it says is one of its signals (see Health.set_signal/5), until it says otherwise or

@@ -152,7 +152,7 @@ defmodule Symbiont.Agent.Server.Health do
 
     Symbiont.Health.publish(kind, state.name, reason, metrics,
       id: state.id,
-      version: describe_logic(state.spec)
+      version: state.version
     )
   end
 

@@ -42,7 +42,7 @@ defmodule Symbiont.Agent.Server.Introspection do
       {evidence, learned_at} =
         Signals.replica(%{
           name: state.name,
-          version: describe_logic(state.spec),
+          version: state.version,
           prev_version: a.prev_version,
           samples: state.samples,
           window: Window.counts(state.window),
@@ -92,7 +92,7 @@ defmodule Symbiont.Agent.Server.Introspection do
       health: state.rare.health,
       health_reason: state.rare.health_reason,
       health_at_ms: state.rare.health_at,
-      version: describe_logic(state.spec),
+      version: state.version,
       max_queue: state.spec.max_queue,
       max_queue_bytes: state.spec.max_queue_bytes,
       high_water: state.spec.high_water,
@@ -152,7 +152,7 @@ defmodule Symbiont.Agent.Server.Introspection do
       pid: self(),
       host: state.host,
       status: state.status,
-      python: describe_logic(state.spec),
+      python: state.version,
       spec: state.spec,
       topics: state.rare.topics,
       timers: Enum.map(state.rare.timers, & &1["name"]),

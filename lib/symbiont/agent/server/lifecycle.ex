@@ -22,30 +22,30 @@ defmodule Symbiont.Agent.Server.Lifecycle do
   # heir and ends once nothing is in flight.
   @doc false
   def settle(%{rare: %{upgrading: {from, spec}}, delivery: %{in_flight: 0}} = state) do
-    old = state.spec
+    {old, old_version, version} = {state.spec, state.version, describe_logic(spec)}
     if state.host_pid, do: Symbiont.Host.detach(state.host_pid, state.slot)
     GenServer.reply(from, {:ok, old})
-    Logger.info("agent #{state.id} now runs #{describe_logic(spec)}", meta(state))
+    Logger.info("agent #{state.id} now runs #{version}", meta(state))
+    out = Out.to(state.out, nil)
 
     state =
-      rare(%{state | spec: spec, status: :detached, out: Out.to(state.out, nil)}, upgrading: nil)
+      rare(%{state | spec: spec, version: version, status: :detached, out: out}, upgrading: nil)
 
     # Another version: its signals are its own (Symbiont.Signals), compared with the
     # version before's baseline until it has one of its own.
     state =
-      if describe_logic(old) == describe_logic(spec),
+      if old_version == version,
         do: state,
         else:
           analytics(state,
-            prev_version: describe_logic(old),
+            prev_version: old_version,
             version_base: {state.handled, state.failed},
             crash_log: []
           )
 
     # A restart on purpose (a new version, or the same one started again): it is judged
     # from now on. A quarantined agent stays out of its host.
-    state =
-      state |> Health.fresh_start("now runs #{describe_logic(spec)}") |> Introspection.observe()
+    state = state |> Health.fresh_start("now runs #{version}") |> Introspection.observe()
 
     if state.host_pid && state.quarantined == nil, do: Link.reattach(state), else: state
   end

@@ -233,7 +233,7 @@ defmodule Symbiont.Agent.Server.Link do
       :quarantine ->
         Logger.error(
           "agent #{state.id} quarantined: #{StartFailures.reason(failures, error)} " <>
-            "(host #{inspect(state.host)}, #{describe_logic(state.spec)}); no more tries until " <>
+            "(host #{inspect(state.host)}, #{state.version}); no more tries until " <>
             "Symbiont.Agent.Server.release(#{inspect(state.id)})" <>
             StartFailures.traceback(error),
           meta(state)

@@ -24,6 +24,9 @@ defmodule Symbiont.Agent.Server.State do
       id: id,
       name: spec.name,
       spec: spec,
+      # What it runs, as its views and events name it (describe_logic/1 of its spec, once:
+      # it reads the working directory).
+      version: describe_logic(spec),
       host: host,
       host_pid: nil,
       slot: nil,
