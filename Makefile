@@ -36,9 +36,9 @@ python: $(VENV)/.installed
 # left alone, since `pip install -e .` here would point that checkout's venv at this one.
 $(VENV)/.installed: pyproject.toml VERSION
 	@if [ -L $(VENV) ]; then echo "==> $(VENV) is a symlink to another checkout's venv: not reinstalled"; exit 0; fi; \
-	  echo "==> Python venv in $(VENV) (pip install -e '.[dev,wasm-build]')" && \
+	  echo "==> Python venv in $(VENV) (pip install -e '.[dev,wasm-build,lint]')" && \
 	  { test -x $(PY) || $(PYTHON) -m venv $(VENV); } && \
-	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev,wasm-build]' && \
+	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev,wasm-build,lint]' && \
 	  touch $@
 
 # The distribution cookie: random, in a directory of mode 700, the file readable by its owner
@@ -104,14 +104,15 @@ test: setup lint-quick browser
 	test $$elixir -eq 0 && test $$python -eq 0
 
 # The checks of `make lint` that take seconds, run by `make test` and so by CI: warnings
-# (of what the test build compiles, which mix test then reuses), formatting, ruff. mypy
-# and Dialyzer stay in `make lint`: Dialyzer's PLT alone takes minutes to build in a
-# fresh clone, past CI's budget.
+# (of what the test build compiles, which mix test then reuses), formatting, ruff, mypy
+# --strict (some 3 s cold). Dialyzer stays in `make lint`: its PLT alone takes minutes to
+# build in a fresh clone, past CI's budget.
 lint-quick:
 	MIX_ENV=test mix compile --warnings-as-errors
 	mix format --check-formatted
 	$(VENV)/bin/ruff check $(PY_SOURCES)
 	$(VENV)/bin/ruff format --check $(PY_SOURCES)
+	$(PY) -m mypy python/symbiont
 
 # Multi-node tests start and stop :peer nodes; OTP 25's global would otherwise cut
 # surviving nodes off "to prevent overlapping partitions".
@@ -161,9 +162,6 @@ PLT_APPS = erts kernel stdlib crypto inets compiler runtime_tools $(ELIXIR_LIB)/
 
 lint: setup dialyzer-tools lint-quick
 	mix compile --force --warnings-as-errors
-	@$(PY) -m mypy --version >/dev/null 2>&1 || { echo "==> installing mypy in $(VENV) (the lint extra)"; \
-	  $(PY) -m pip install -q --disable-pip-version-check -e '.[lint]'; }
-	$(PY) -m mypy python/symbiont
 	@test -f $(PLT) || { echo "==> building the Dialyzer PLT in $(PLT) (once)"; \
 	  dialyzer -pa $(ELIXIR_LIB)/elixir/ebin --build_plt --output_plt $(PLT) --apps $(PLT_APPS) >/dev/null || test -f $(PLT); }
 	dialyzer -pa $(ELIXIR_LIB)/elixir/ebin --plt $(PLT) --no_check_plt _build/$${MIX_ENV:-dev}/lib/symbiont/ebin
