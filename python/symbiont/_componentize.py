@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -69,10 +70,15 @@ def parse_target(target: str) -> tuple[Path, str]:
     return file, class_name
 
 
+_PARSING = threading.Lock()
+
+
 def check_source(file: Path, class_name: str) -> None:
     """Refuse, before building, a class that uses what the sandbox cannot offer
     (``self.call``, ``self.acall``, ``self.wasm``), naming the line."""
-    tree = ast.parse(file.read_bytes(), filename=str(file))
+    source = file.read_bytes()
+    with _PARSING:  # CPython 3.11's parser is not thread-safe ("recursion depth mismatch")
+        tree = ast.parse(source, filename=str(file))
     classes = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == class_name]
     if not classes:
         raise BuildError(f"{file} defines no class {class_name}")

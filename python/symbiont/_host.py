@@ -23,8 +23,7 @@ Threads
   data, so it never blocks holding it): it handles ``cancel`` (PROTOCOL.md §4.2), routes
   ``reply``/``error`` to waiting callers, exits at end of stream (§1.5) and queues every
   other frame for the main thread, which drains that queue before reading again.
-* The **event loop** of ``async def`` agents, a thread of its own (``symbiont._aio``,
-  ``symbiont._calls``).
+* The **event loop** of ``async def`` code, a thread of its own (``symbiont._aio``).
 * The output pumps of ``_logcapture`` turn lines written to fds 1 and 2 into log frames.
 
 Writes from all threads are serialized by the transport.
@@ -220,9 +219,8 @@ class Host:
                 FrameReader.read_available.__code__,
                 FrameReader._fill.__code__,
                 FrameReader._parse_one.__code__,
-                # An import is never cut in half (a package left half initialised in
-                # sys.modules breaks every later import of it): a cancel that comes
-                # meanwhile is raised once the function is found.
+                # An import is never cut in half (a half-initialised package breaks its
+                # later imports): the cancel is raised once the function is found.
                 Host._resolve.__code__,
                 # The flight recorder is never left half restored (§11.1).
                 Host._box_enter.__code__,

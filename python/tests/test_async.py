@@ -229,8 +229,13 @@ def test_a_plain_def_returning_a_coroutine_is_a_nack_not_silence(raw_host: HostP
 def test_owner_calls_and_casts_to_async_def_functions_are_awaited(host: HostProcess) -> None:
     assert host.call("hostmod", "async_add", 1, 2)[2] == 3
     # The owner cancels a call (§4.2): its task is cancelled, no reply, the host serves on.
-    host.send(["call", 1, "hostmod", "async_sleep_noting_cancel", [30]], ["cancel", 1])
-    host.send(["cast", "hostmod", "async_add", [1, 1]], ["call", 2, "hostmod", "echo", ["next"]])
+    host.send(["call", 1, "hostmod", "async_sleep_noting_cancel", [30]])
+    host.wait_logs(lambda logs: any("async sleep: running" in m for _, m in logs))
+    host.send(
+        ["cancel", 1],
+        ["cast", "hostmod", "async_add", [1, 1]],
+        ["call", 2, "hostmod", "echo", ["next"]],
+    )
     assert host.recv() == ["reply", 2, "next"]
     assert host.call("hostmod", "cancellations")[2] == ["async sleep"]
     kind, _, error = host.call("hostmod", "sneaky")

@@ -152,13 +152,20 @@ def test_builds_of_the_same_sources_at_once_run_one_build(
     monkeypatch.setattr(componentize, "_build", slow_build)
     target = f"{FIXTURES / 'sandboxed_agents.py'}:Sandboxed"
     outs = [tmp_path / f"out{i}.wasm" for i in range(2)]
-    threads = [
-        threading.Thread(target=build, args=(target, out, tmp_path / "cache")) for out in outs
-    ]
+    errors: list[BaseException] = []
+
+    def build_to(out: Path) -> None:
+        try:
+            build(target, out, tmp_path / "cache")
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=build_to, args=(out,)) for out in outs]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(10)
+    assert errors == []
     assert len(builds) == 1 and builds[0].parent == tmp_path / "cache"
     assert [out.read_bytes() for out in outs] == [b"\0asm component"] * 2
 

@@ -174,9 +174,10 @@ def test_reply_over_owner_max_frame(raw_host: HostProcess) -> None:
 
 
 def test_cancel_running_sleep_sends_no_reply(host: HostProcess) -> None:
-    host.call("hostmod", "cancellations")  # imported: the cancel finds the sleep running
     started = time.monotonic()
-    host.send(["call", 1, "hostmod", "sleep_noting_cancel", [30]], ["cancel", 1])
+    host.send(["call", 1, "hostmod", "sleep_noting_cancel", [30]])
+    host.wait_logs(lambda logs: any("sleep: running" in m for _, m in logs))
+    host.send(["cancel", 1])
     host.send(["call", 2, "hostmod", "echo", ["next"]])
     assert host.recv() == ["reply", 2, "next"]
     # Well before the sleep's 30 s (a bound, not a speed: the machine may be loaded).
