@@ -8,7 +8,7 @@ NODE ?= symbiont
 STATE := .symbiont
 export SYMBIONT_PYTHON := $(CURDIR)/$(PY)
 
-.PHONY: setup system browser python cookie run shop shop-wasm release test test-elixir test-phoenix test-telemetry test-python wasm wasm-tools shell bench soak lint dialyzer-tools format wasm clean lint-quick
+.PHONY: setup system browser python cookie run shop shop-wasm release test test-elixir test-phoenix test-telemetry test-python wasm wasm-tools shell bench soak lint dialyzer dialyzer-tools format wasm clean lint-quick
 
 setup: system python
 
@@ -92,16 +92,18 @@ release: system
 shell: cookie
 	$(COOKIE_HOME) iex --sname shell_$$$$@localhost --erl "$(DIST) -dist_listen false" --remsh $(NODE)@localhost
 
-# ExUnit and pytest run side by side: ExUnit's sync half mostly waits on real hosts and
-# timers, which leaves a core to pytest. pytest's output is kept until ExUnit is done, then
-# printed whole, so that each suite's summary line stands on its own.
-test: setup lint-quick browser
-	@rm -f _build/pytest.out; \
-	$(PY) -m pytest -q python/tests > _build/pytest.out 2>&1 & pytest=$$!; \
+# ExUnit runs beside pytest, then Dialyzer: ExUnit's sync half mostly waits on real hosts
+# and timers, which leaves a core to the other two. Their output is kept until ExUnit is
+# done, then printed whole, so that each one's summary line stands on its own.
+test: setup lint-quick browser dialyzer-tools
+	@rm -f _build/pytest.out _build/dialyzer.out; \
+	{ $(PY) -m pytest -q python/tests > _build/pytest.out 2>&1; echo $$? > _build/pytest.rc; \
+	  $(MAKE) --no-print-directory dialyzer > _build/dialyzer.out 2>&1; } & beside=$$!; \
 	$(ELIXIR_TEST); elixir=$$?; \
-	wait $$pytest; python=$$?; \
+	wait $$beside; dialyzer=$$?; \
 	echo "==> pytest (ran beside mix test)"; cat _build/pytest.out; \
-	test $$elixir -eq 0 && test $$python -eq 0
+	echo "==> Dialyzer (ran beside mix test)"; cat _build/dialyzer.out; \
+	test $$elixir -eq 0 && test "$$(cat _build/pytest.rc)" -eq 0 && test $$dialyzer -eq 0
 
 # The checks of `make lint` that take seconds, run by `make test` and so by CI: warnings
 # (of what the test build compiles, which mix test then reuses), formatting, ruff, mypy
@@ -152,19 +154,25 @@ format: setup
 
 PY_SOURCES := python test/fixtures/python bench examples
 
-# Dialyzer from Debian (no Hex): the PLT of OTP and Elixir is built once and cached under
-# _build (a few minutes the first time), then each run analyses Symbiont's ebin only.
-PLT := _build/symbiont.plt
+# Dialyzer from Debian (no Hex): the PLT of what Symbiont calls (OTP's erts, kernel,
+# stdlib, crypto, inets; Elixir, Logger, and ExUnit for test/support) is built once and
+# cached under _build (about a minute the first time), then each run analyses the test
+# build's ebin (lib/ and test/support/, compiled by lint-quick), some 5 s.
+PLT := _build/dialyzer-symbiont.plt
 # Expanded only by lint (`=`, not `:=`): no other target starts a VM for it, and it reads
 # no terminal input (a shell's, such as `make shell`'s).
 ELIXIR_LIB = $(shell elixir -e 'IO.puts(:code.lib_dir(:elixir) |> Path.dirname())' </dev/null 2>/dev/null)
-PLT_APPS = erts kernel stdlib crypto inets compiler runtime_tools $(ELIXIR_LIB)/elixir/ebin $(ELIXIR_LIB)/logger/ebin $(ELIXIR_LIB)/eex/ebin
+PLT_APPS = erts kernel stdlib crypto inets $(ELIXIR_LIB)/elixir/ebin $(ELIXIR_LIB)/logger/ebin $(ELIXIR_LIB)/ex_unit/ebin
 
-lint: setup dialyzer-tools lint-quick
+# Everything make test checks (lint-quick and Dialyzer), and a full recompile of the dev
+# build with warnings as errors.
+lint: setup lint-quick dialyzer
 	mix compile --force --warnings-as-errors
-	@test -f $(PLT) || { echo "==> building the Dialyzer PLT in $(PLT) (once)"; \
+
+dialyzer: dialyzer-tools
+	@test -f $(PLT) || { echo "==> building the Dialyzer PLT in $(PLT) (once, about a minute)"; \
 	  dialyzer -pa $(ELIXIR_LIB)/elixir/ebin --build_plt --output_plt $(PLT) --apps $(PLT_APPS) >/dev/null || test -f $(PLT); }
-	dialyzer -pa $(ELIXIR_LIB)/elixir/ebin --plt $(PLT) --no_check_plt _build/$${MIX_ENV:-dev}/lib/symbiont/ebin
+	dialyzer -pa $(ELIXIR_LIB)/elixir/ebin --plt $(PLT) --no_check_plt _build/test/lib/symbiont/ebin
 
 dialyzer-tools:
 	@command -v dialyzer >/dev/null 2>&1 || { \

@@ -155,13 +155,21 @@ defmodule Symbiont.HostHelpers do
   end
 
   @doc "Waits (bounded) until `fun` returns true, polling an outside condition."
-  def wait_until(fun, timeout \\ 2_000, step \\ 20) do
-    deadline = System.monotonic_time(:millisecond) + timeout
+  def wait_until(fun, timeout \\ 2_000, step \\ 20),
+    do: wait_until_deadline(fun, System.monotonic_time(:millisecond) + timeout, step)
 
-    Stream.repeatedly(fn -> fun.() end)
-    |> Enum.find(fn ok ->
-      ok or System.monotonic_time(:millisecond) > deadline or (Process.sleep(step) && false)
-    end)
+  defp wait_until_deadline(fun, deadline, step) do
+    cond do
+      fun.() ->
+        true
+
+      System.monotonic_time(:millisecond) > deadline ->
+        false
+
+      true ->
+        Process.sleep(step)
+        wait_until_deadline(fun, deadline, step)
+    end
   end
 
   @doc """
