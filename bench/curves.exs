@@ -183,13 +183,33 @@ defmodule Bench.Curves do
 
   # Runs `publish`, then waits until `deliveries` more were acked; returns when (ns).
   defp acked_after(counts, deliveries, publish) do
-    :atomics.put(counts, 2, :atomics.get(counts, 1) + deliveries)
+    target = :atomics.get(counts, 1) + deliveries
+    :atomics.put(counts, 2, target)
     publish.()
 
     receive do
       {:reached, t} -> t
     after
-      300_000 -> raise "bench: #{deliveries} deliveries not acked in 300 s"
+      300_000 ->
+        raise """
+        bench: #{deliveries} deliveries not acked in 300 s (#{deliveries - target + :atomics.get(counts, 1)} were)
+        replicas not ready: #{inspect(Symbiont.await_ready(0))}
+        agents with deliveries waiting or in flight: #{inspect(stuck_agents(), limit: 20)}
+        """
+    end
+  end
+
+  # The first agents (by id) that have deliveries queued or in flight, with what they say.
+  defp stuck_agents do
+    for id <- Symbiont.Agent.Server.ids(),
+        {:ok, info} = Symbiont.Agent.Server.info(id),
+        info.queue > 0 or info.in_flight > 0,
+        reduce: [] do
+      acc when length(acc) < 5 ->
+        [{id, Map.take(info, [:status, :queue, :in_flight, :host])} | acc]
+
+      acc ->
+        acc
     end
   end
 
@@ -278,6 +298,8 @@ defmodule Bench.Curves do
       # Those of the previous points are running already; start_all skips them.
       :ok = Symbiont.Manifest.start_all(specs, @per_host)
       Bench.Results.wait(fn -> :counters.get(started, 1) >= n end, deadline())
+      # Started is not enough (a restart counts too): each one subscribed and serving.
+      :ok = Symbiont.await_ready(300_000)
       # Warm-up: every agent handles one event.
       acked_after(counts, n, fn -> :ok = Symbiont.publish("bench.curve.wasm", 0) end)
       messages = max(div(@wasm_deliveries, n), 1)

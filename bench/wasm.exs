@@ -26,6 +26,8 @@ defmodule Bench.Wasm do
   @e2e_rounds if @quick, do: 1, else: 3
   @agents if @quick, do: 2_000, else: 10_000
   @per_host 2_500
+  # How long the 10,000 agents are left idle before their memory is read again.
+  @idle_ms 3_000
   @wasm Path.expand("../priv/wasm", __DIR__)
 
   def run do
@@ -100,6 +102,14 @@ defmodule Bench.Wasm do
         "#{@agents} Wasm agents: memory each, BEAM #{Bench.Results.number(many.beam_kb)} + " <>
           "hosts #{Bench.Results.number(many.host_kb)} (KB)",
         many.beam_kb + many.host_kb,
+        "bare wasmtime instance",
+        inst["bare_instance_kb"],
+        "< 256 KB"
+      ),
+      row.(
+        "the same, idle #{div(@idle_ms, 1000)} s: BEAM #{Bench.Results.number(many.beam_idle_kb)} + " <>
+          "hosts #{Bench.Results.number(many.host_kb)} (KB)",
+        many.beam_idle_kb + many.host_kb,
         "bare wasmtime instance",
         inst["bare_instance_kb"],
         "< 256 KB"
@@ -237,12 +247,17 @@ defmodule Bench.Wasm do
       )
 
     beam_kb = (beam_memory() - beam_before) / 1024
+    # Then idle: an agent server idle for a second hibernates (Symbiont.Agent.Server),
+    # its heap compacted to what its state needs.
+    Process.sleep(@idle_ms)
+    beam_idle_kb = (beam_memory() - beam_before) / 1024
 
     %{
       hosts: length(hosts),
       start_s: start_us / 1_000_000,
       start_us: start_us / @agents,
       beam_kb: beam_kb / @agents,
+      beam_idle_kb: beam_idle_kb / @agents,
       host_kb: host_kb / @agents
     }
   end

@@ -84,10 +84,10 @@ def test_spinning_read_returns_every_byte_in_order(spin_us: int) -> None:
         os.write(write_fd, b"a")
         assert transport.read(10) == b"a"  # cold: no spin, data already there
         late = threading.Timer(0.01, os.write, (write_fd, b"b"))  # after a 100 µs spin
+        started = time.perf_counter()  # before the timer's 10 ms start: it cannot be late
         late.start()
-        started = time.perf_counter()
         assert transport.read(10) == b"b"
-        assert time.perf_counter() - started >= 0.005
+        assert time.perf_counter() - started >= 0.005  # the read waited for it
         late.join()
         os.write(write_fd, b"cd")
         assert transport.read(1) == b"c"
