@@ -160,10 +160,11 @@ PY_SOURCES := python test/fixtures/python bench examples
 # stdlib, crypto, inets; Elixir, Logger, and ExUnit for test/support) is built once per
 # machine, OTP and Elixir (about a minute), and kept in the user's cache; each run then
 # analyses the test build's ebin (lib/ and test/support/, compiled by lint-quick), some 5 s.
-# Expanded only by the Dialyzer targets (`=`, not `:=`): no other target starts a VM for
-# them, and they read no terminal input (a shell's, such as `make shell`'s).
-ELIXIR_LIB = $(shell elixir -e 'IO.puts(:code.lib_dir(:elixir) |> Path.dirname())' </dev/null 2>/dev/null)
-PLT = $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/symbiont/dialyzer-$(shell elixir -e 'IO.write("otp#{System.otp_release()}-elixir#{System.version()}")' </dev/null 2>/dev/null).plt
+# Expanded only by the Dialyzer targets, at their first use (`=` that sets itself with
+# `:=` then): no other target starts a VM for them, each starts one once, not at every
+# mention, and they read no terminal input (a shell's, such as `make shell`'s).
+ELIXIR_LIB = $(eval ELIXIR_LIB := $(shell elixir -e 'IO.puts(:code.lib_dir(:elixir) |> Path.dirname())' </dev/null 2>/dev/null))$(ELIXIR_LIB)
+PLT = $(eval PLT := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/symbiont/dialyzer-$(shell elixir -e 'IO.write("otp#{System.otp_release()}-elixir#{System.version()}")' </dev/null 2>/dev/null).plt)$(PLT)
 PLT_APPS = erts kernel stdlib crypto inets $(ELIXIR_LIB)/elixir/ebin $(ELIXIR_LIB)/logger/ebin $(ELIXIR_LIB)/ex_unit/ebin
 
 # Everything make test checks (lint-quick and Dialyzer), and a full recompile of the dev

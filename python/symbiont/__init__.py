@@ -24,8 +24,8 @@ from ._terms import Ref as Ref
 
 
 def _version() -> str:
-    """The installed distribution's version, else the checkout's VERSION file (hosts run
-    the SDK from its source directory, PYTHONPATH), else "0+unknown"."""
+    """The checkout's VERSION file (hosts run the SDK from its source directory,
+    PYTHONPATH), else the installed distribution's version, else "0+unknown"."""
     import os  # noqa: PLC0415
 
     checkout = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "VERSION")
