@@ -321,7 +321,7 @@ defmodule Symbiont.Agent.Server do
     # A journal that cannot be opened keeps it from attaching (it has no state to start
     # from) but not from running: it says why, and tries again (see Durable.retry_journal/1).
     if placed_here?(id, spec) do
-      state = rare(state, obs: Observation.open(id, Introspection.observable(state)))
+      state = set(state, :observed, row: Observation.open(id, Introspection.observable(state)))
 
       case Durable.open_journal(state) do
         {:ok, state} ->
@@ -366,8 +366,11 @@ defmodule Symbiont.Agent.Server do
 
   def handle_call({:upgrade, spec}, from, state) do
     case Symbiont.Agent.validate_spec(spec) do
-      {:ok, spec} -> reply({:noreply, Lifecycle.settle(rare(state, upgrading: {from, spec}))})
-      {:error, message} -> reply({:reply, {:error, message}, state})
+      {:ok, spec} ->
+        reply({:noreply, Lifecycle.settle(set(state, :lifecycle, upgrading: {from, spec}))})
+
+      {:error, message} ->
+        reply({:reply, {:error, message}, state})
     end
   end
 
@@ -399,8 +402,8 @@ defmodule Symbiont.Agent.Server do
   end
 
   def handle_call({:retire, heir}, from, state) do
-    for topic <- state.rare.topics, do: Symbiont.Mesh.unsubscribe(Symbiont.Mesh, topic)
-    reply_noreply_or_stop(Lifecycle.settle(rare(state, retiring: {from, heir})))
+    for topic <- state.mesh.topics, do: Symbiont.Mesh.unsubscribe(Symbiont.Mesh, topic)
+    reply_noreply_or_stop(Lifecycle.settle(set(state, :lifecycle, retiring: {from, heir})))
   end
 
   @impl true
@@ -429,7 +432,7 @@ defmodule Symbiont.Agent.Server do
   def terminate(_reason, state) do
     if state.journal, do: state |> Durable.commit() |> Map.fetch!(:journal) |> Journal.close()
     Out.flush(state.out)
-    Observation.close(state.id, state.name, state.rare.role)
+    Observation.close(state.id, state.name, state.observed.role)
     :ok
   end
 
@@ -452,22 +455,22 @@ defmodule Symbiont.Agent.Server do
   defp info({:host_down, host, crash}, %{host_pid: host} = state),
     do: Link.host_down(state, crash)
 
-  defp info({:DOWN, ref, :process, _, reason}, %{rare: %{host_ref: ref}} = state),
+  defp info({:DOWN, ref, :process, _, reason}, %{link: %{host_ref: ref}} = state),
     do: Link.owner_down(state, reason)
 
   defp info(:attach, %{host_pid: nil, quarantined: nil} = state), do: Link.attach(state)
 
-  defp info(:retired, %{rare: %{retiring: {from, _heir}}} = state),
+  defp info(:retired, %{lifecycle: %{retiring: {from, _heir}}} = state),
     do: {:stop, Lifecycle.retired(state, from)}
 
-  defp info({:retry_start, port, n}, %{out: %{port: port}, rare: %{failures: n}} = state),
+  defp info({:retry_start, port, n}, %{out: %{port: port}, link: %{failures: n}} = state),
     do: Link.start_on(state, port)
 
   defp info(:stall_check, state), do: Link.stall_check(%{state | stall_check: false})
 
   defp info(:window_check, state), do: Health.window_check(state)
 
-  defp info({:journal_retry, n}, %{rare: %{journal_retry: n}} = state),
+  defp info({:journal_retry, n}, %{intake: %{journal_retry: n}} = state),
     do: Durable.retry_journal(state)
 
   defp info(:give_back, %{credit: {port, slot, frames, bytes, topics, true}} = state),

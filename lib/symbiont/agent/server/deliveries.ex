@@ -153,7 +153,7 @@ defmodule Symbiont.Agent.Server.Deliveries do
   # them), so that it never takes the room of an event a publisher was told :ok for; in
   # a :drop_oldest one (which promises no publisher anything), in the queue itself.
   defp room?(%{spec: %{overflow: :reject} = spec} = state, size) do
-    load = state.rare.load
+    load = state.intake.load
 
     :atomics.get(load, 1) < spec.max_queue and
       :atomics.get(load, 3) + size <= spec.max_queue_bytes
@@ -170,7 +170,7 @@ defmodule Symbiont.Agent.Server.Deliveries do
     Logger.error("agent #{state.id}: #{message}; dead-lettered", meta(state))
     error = %{"type" => "queue_too_large", "message" => message, "traceback" => ""}
     dead_letter(state, what, "too_large", 0, error)
-    Durable.journal_done(rare(state, dropped: state.rare.dropped + 1), [what])
+    Durable.journal_done(set(state, :intake, dropped: state.intake.dropped + 1), [what])
   end
 
   # An event the agent takes (`then`: accept/3, or hold/2 while its journal cannot be
@@ -191,8 +191,8 @@ defmodule Symbiont.Agent.Server.Deliveries do
   defp release(state, false, _what), do: state
 
   defp release(state, true, what) do
-    :atomics.sub(state.rare.load, 1, 1)
-    :atomics.sub(state.rare.load, 3, Delivery.size_of(what))
+    :atomics.sub(state.intake.load, 1, 1)
+    :atomics.sub(state.intake.load, 3, Delivery.size_of(what))
     state
   end
 
@@ -205,12 +205,12 @@ defmodule Symbiont.Agent.Server.Deliveries do
       "traceback" => ""
     })
 
-    rare(state, refused: state.rare.refused + 1)
+    set(state, :intake, refused: state.intake.refused + 1)
   end
 
   # ... but one that a checked publish admitted before it failed (its publisher was told
   # :ok) is held, to be journaled with the others once the disk takes writes again.
-  defp hold(state, event), do: rare(state, held: state.rare.held ++ [{event, 0}])
+  defp hold(state, event), do: set(state, :intake, held: state.intake.held ++ [{event, 0}])
 
   defp journal_up?(%{journal: nil}), do: true
   defp journal_up?(%{journal: journal}), do: Journal.available?(journal)
@@ -229,7 +229,9 @@ defmodule Symbiont.Agent.Server.Deliveries do
   defp sendable?(state, size),
     do: Delivery.sendable?(state.delivery, size, open?(state), state.spec)
 
-  defp open?(%{status: :ready, rare: %{upgrading: nil, retiring: nil, moving: nil}}), do: true
+  defp open?(%{status: :ready, lifecycle: %{upgrading: nil, retiring: nil, moving: nil}}),
+    do: true
+
   defp open?(_state), do: false
 
   # An item of `size` bytes goes to the back of the queue; `reserved?`: the load counts it
@@ -246,7 +248,7 @@ defmodule Symbiont.Agent.Server.Deliveries do
   def put_delivery(state, delivery, reserved \\ {0, 0}) do
     %{queued: n0, queued_bytes: b0} = state.delivery
     {rn, rb} = reserved
-    load = state.rare.load
+    load = state.intake.load
     dn = delivery.queued - n0 - rn
     db = delivery.queued_bytes - b0 - rb
     if dn != 0, do: :atomics.add(load, 1, dn)
@@ -273,15 +275,15 @@ defmodule Symbiont.Agent.Server.Deliveries do
   end
 
   @doc false
-  def fallback?(state), do: is_pid(state.rare.fallback)
+  def fallback?(state), do: is_pid(state.intake.fallback)
 
   # A failed attempt's verdict carried out (the delivery already has a retried one back).
   @doc false
   def failed(state, _what, _attempts, :retry, _reason, _error),
-    do: rare(state, redelivered: state.rare.redelivered + 1)
+    do: set(state, :intake, redelivered: state.intake.redelivered + 1)
 
   def failed(state, what, _attempts, :fallback, _reason, _error) do
-    send(state.rare.fallback, what)
+    send(state.intake.fallback, what)
     Durable.journal_done(%{state | failed: state.failed + 1}, [what])
   end
 
@@ -292,7 +294,7 @@ defmodule Symbiont.Agent.Server.Deliveries do
 
   defp overflowed(state, what) do
     dead_letter(state, what, "overloaded", 0, nil)
-    Durable.journal_done(rare(state, dropped: state.rare.dropped + 1), [what])
+    Durable.journal_done(set(state, :intake, dropped: state.intake.dropped + 1), [what])
   end
 
   defp send_delivery(state, what, attempts) do
@@ -309,7 +311,7 @@ defmodule Symbiont.Agent.Server.Deliveries do
 
     frame = framed(fields)
 
-    if IO.iodata_length(frame) - 4 > state.rare.max_frame,
+    if IO.iodata_length(frame) - 4 > state.link.max_frame,
       do: too_large(state, what, IO.iodata_length(frame) - 4),
       else: put_in_flight(state, seq, what, frame, attempts)
   end
@@ -318,12 +320,15 @@ defmodule Symbiont.Agent.Server.Deliveries do
   # attempt. The event goes to the dead letters at once, the agent goes on.
   defp too_large(state, what, size) do
     message =
-      "#{describe(what)} makes a frame of #{size} bytes, over the max_frame of host #{inspect(state.host)} (#{state.rare.max_frame} bytes)"
+      "#{describe(what)} makes a frame of #{size} bytes, over the max_frame of host #{inspect(state.host)} (#{state.link.max_frame} bytes)"
 
     Logger.error("agent #{state.id}: #{message}; dead-lettered", meta(state))
     error = %{"type" => "frame_too_large", "message" => message, "traceback" => ""}
     dead_letter(state, what, "too_large", 0, error)
-    Durable.journal_done(rare(%{state | failed: state.failed + 1}, last_error: error), [what])
+
+    Durable.journal_done(set(%{state | failed: state.failed + 1}, :link, last_error: error), [
+      what
+    ])
   end
 
   defp put_in_flight(state, seq, what, frame, attempts) do

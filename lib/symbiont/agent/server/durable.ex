@@ -80,7 +80,7 @@ defmodule Symbiont.Agent.Server.Durable do
     %{
       state: state.state_bin,
       seq: state.acked_seq,
-      incarnation: state.rare.incarnation,
+      incarnation: state.intake.incarnation,
       dedupe: state.dedupe
     }
   end
@@ -93,7 +93,7 @@ defmodule Symbiont.Agent.Server.Durable do
         delivery: Delivery.seen_seq(state.delivery, Map.get(checkpoint, :seq, 0)),
         dedupe: if(state.dedupe, do: Map.get(checkpoint, :dedupe) || state.dedupe)
     }
-    |> rare(incarnation: Map.get(checkpoint, :incarnation, state.rare.incarnation))
+    |> set(:intake, incarnation: Map.get(checkpoint, :incarnation, state.intake.incarnation))
   end
 
   defp first_checkpoint(state) do
@@ -157,7 +157,7 @@ defmodule Symbiont.Agent.Server.Durable do
   # The events of the journal still pending, in the order accepted (for a compaction, or
   # to write the journal anew): in flight, waiting, and held.
   defp journaled(state) do
-    held = for {%Symbiont.Event{} = e, _} <- state.rare.held, do: e
+    held = for {%Symbiont.Event{} = e, _} <- state.intake.held, do: e
     Enum.sort_by(Delivery.events(state.delivery) ++ held, & &1.seq)
   end
 
@@ -171,12 +171,12 @@ defmodule Symbiont.Agent.Server.Durable do
   # as before (its acks wait in memory for the journal).
   @doc false
   def journal_failed(state, reason) do
-    :atomics.put(state.rare.load, 2, 1)
+    :atomics.put(state.intake.load, 2, 1)
 
     state
     |> hold_undurable()
     |> report_journal(reason)
-    |> rare(journal_retry: 0)
+    |> set(:intake, journal_retry: 0)
     |> schedule_journal_retry()
   end
 
@@ -188,7 +188,7 @@ defmodule Symbiont.Agent.Server.Durable do
       meta(state)
     )
 
-    metrics = %{"queue" => state.delivery.queued, "held" => length(state.rare.held)}
+    metrics = %{"queue" => state.delivery.queued, "held" => length(state.intake.held)}
     state |> Health.set_signal(:journal, {"failing", message, metrics}) |> Introspection.observe()
   end
 
@@ -198,18 +198,18 @@ defmodule Symbiont.Agent.Server.Durable do
   defp hold_undurable(state) do
     durable = state.journal.durable
     {gone, waiting, frames, delivery} = Delivery.take_events(state.delivery, &(&1.seq > durable))
-    held = Enum.sort_by(state.rare.held ++ gone ++ waiting, &elem(&1, 0).seq)
+    held = Enum.sort_by(state.intake.held ++ gone ++ waiting, &elem(&1, 0).seq)
 
     %{state | out: Out.drop(state.out, MapSet.new(frames))}
     |> Deliveries.put_delivery(delivery)
-    |> rare(held: held)
+    |> set(:intake, held: held)
   end
 
   defp schedule_journal_retry(state) do
-    n = state.rare.journal_retry + 1
+    n = state.intake.journal_retry + 1
     delay = min(@journal_retry_max_ms, @journal_retry_ms * Integer.pow(2, min(n - 1, 10)))
     Process.send_after(self(), {:journal_retry, n}, delay)
-    rare(state, journal_retry: n)
+    set(state, :intake, journal_retry: n)
   end
 
   # Opens the journal that could not be opened, or writes anew (from memory: the state
@@ -244,8 +244,8 @@ defmodule Symbiont.Agent.Server.Durable do
   # Written again: the held events are accepted now (they were written with the rest) and
   # go back to the queue, after those that waited there; events are accepted again.
   defp journal_back(state) do
-    :atomics.put(state.rare.load, 2, 0)
-    held = state.rare.held
+    :atomics.put(state.intake.load, 2, 0)
+    held = state.intake.held
     message = "the journal #{state.journal.path} works again"
 
     Logger.warning(
@@ -255,7 +255,7 @@ defmodule Symbiont.Agent.Server.Durable do
 
     %{state | overloaded: false}
     |> Deliveries.put_delivery(Delivery.append(state.delivery, held))
-    |> rare(held: [], journal_retry: 0)
+    |> set(:intake, held: [], journal_retry: 0)
     |> Health.set_signal(:load, nil, message)
     |> Health.set_signal(:journal, nil, message)
     |> Introspection.observe()

@@ -34,8 +34,8 @@ defmodule Symbiont.Agent.Server.Frames do
 
     state =
       %{state | status: :ready}
-      |> rare(starts: state.rare.starts + 1, failures: 0)
-      |> analytics(up_at: now_ms(), up_since: System.system_time(:millisecond))
+      |> set(:link, starts: state.link.starts + 1, failures: 0)
+      |> set(:analytics, up_at: now_ms(), up_since: System.system_time(:millisecond))
 
     state = %{state | progress_at: now_ms()}
     state = state |> Health.set_signal(:start, nil, "started") |> Introspection.observe()
@@ -54,7 +54,7 @@ defmodule Symbiont.Agent.Server.Frames do
       agent: state.name,
       id: state.id,
       host: state.host,
-      restarts: state.rare.starts - 1
+      restarts: state.link.starts - 1
     })
 
     state
@@ -93,7 +93,7 @@ defmodule Symbiont.Agent.Server.Frames do
           meta(state)
         )
 
-        rare(state, last_error: error)
+        set(state, :link, last_error: error)
         |> Deliveries.retry_or_give_up(what, attempts + 1, "handler_failed", error)
         |> Health.window_failed()
         |> Introspection.observe()
@@ -119,10 +119,10 @@ defmodule Symbiont.Agent.Server.Frames do
     # share of the window.
     case own_topic(state, topic) do
       {:ok, topic, state} ->
-        id = with {seq, n} <- seq_n, do: {state.id, state.rare.incarnation, seq, n}
+        id = with {seq, n} <- seq_n, do: {state.id, state.intake.incarnation, seq, n}
         event = %Symbiont.Event{topic: topic, payload: payload, from: state.name, id: id}
         Symbiont.Mesh.publish(Symbiont.Mesh, event)
-        state = rare(state, published: state.rare.published + 1)
+        state = set(state, :mesh, published: state.mesh.published + 1)
         handled_publish(state, slot, topic, payload)
 
       {:refused, state} ->
@@ -170,7 +170,7 @@ defmodule Symbiont.Agent.Server.Frames do
   # refuses first). The topic an event goes out with is the agent's own copy: the one in
   # the frame is part of the frame's binary, which the topology's row (and every queue it
   # reaches) would otherwise keep alive whole.
-  defp own_topic(%{rare: %{pub_topics: topics}} = state, topic) do
+  defp own_topic(%{mesh: %{pub_topics: topics}} = state, topic) do
     case topics do
       %{^topic => own} -> {:ok, own, state}
       _ -> new_topic(state, topic, topics)
@@ -200,26 +200,26 @@ defmodule Symbiont.Agent.Server.Frames do
 
       true ->
         own = :binary.copy(topic)
-        {:ok, own, rare(state, pub_topics: Map.put(topics, own, own))}
+        {:ok, own, set(state, :mesh, pub_topics: Map.put(topics, own, own))}
     end
   end
 
   defp refuse_topic(state, reason) do
-    state = rare(state, refused_publishes: state.rare.refused_publishes + 1)
+    state = set(state, :mesh, refused_publishes: state.mesh.refused_publishes + 1)
 
-    if state.rare.topics_told do
+    if state.mesh.topics_told do
       {:refused, state}
     else
       Logger.error("agent #{state.id} #{reason}", meta(state))
 
       metrics = %{
         "max_topics" => Symbiont.Agent.max_topics(state.spec),
-        "refused" => state.rare.refused_publishes
+        "refused" => state.mesh.refused_publishes
       }
 
       {:refused,
        state
-       |> rare(topics_told: true)
+       |> set(:mesh, topics_told: true)
        |> Health.set_signal(:topics, {"degraded", reason, metrics})}
     end
   end
@@ -227,9 +227,9 @@ defmodule Symbiont.Agent.Server.Frames do
   # A host that went around its own refusal (PROTOCOL.md §8): dropped, counted, and
   # logged once per start of the agent.
   defp refuse_reserved(state, topic) do
-    state = rare(state, refused_publishes: state.rare.refused_publishes + 1)
+    state = set(state, :mesh, refused_publishes: state.mesh.refused_publishes + 1)
 
-    if state.rare.reserved_told do
+    if state.mesh.reserved_told do
       {:refused, state}
     else
       Logger.error(
@@ -239,7 +239,7 @@ defmodule Symbiont.Agent.Server.Frames do
         meta(state)
       )
 
-      {:refused, rare(state, reserved_told: true)}
+      {:refused, set(state, :mesh, reserved_told: true)}
     end
   end
 
@@ -330,7 +330,7 @@ defmodule Symbiont.Agent.Server.Frames do
 
     cond do
       failures > 0 or n < Window.size() -> Introspection.observe(state)
-      now - state.rare.observed_at >= @observe_ms -> Introspection.observe(state)
+      now - state.observed.observed_at >= @observe_ms -> Introspection.observe(state)
       Enum.any?(acked, &(elem(&1, 3) > 0)) -> Introspection.observe(state)
       true -> state
     end
@@ -346,7 +346,7 @@ defmodule Symbiont.Agent.Server.Frames do
   end
 
   # Topics and timers are taken once: a restarted process runs the same class.
-  defp subscribe(%{rare: %{subscribed: true}} = state, _info), do: state
+  defp subscribe(%{mesh: %{subscribed: true}} = state, _info), do: state
 
   defp subscribe(state, info) do
     topics = subscribable(state, List.wrap(info["topics"]))
@@ -359,7 +359,7 @@ defmodule Symbiont.Agent.Server.Frames do
           metadata: %{
             agent: state.name,
             load:
-              {state.rare.load, state.spec.max_queue, state.spec.max_queue_bytes,
+              {state.intake.load, state.spec.max_queue, state.spec.max_queue_bytes,
                state.spec.overflow}
           }
         )
@@ -369,7 +369,7 @@ defmodule Symbiont.Agent.Server.Frames do
       :timer.send_interval(ms, {:tick, name})
     end
 
-    rare(state, topics: topics, timers: timers, subscribed: true)
+    set(state, :mesh, topics: topics, timers: timers, subscribed: true)
   end
 
   # At most :max_topics topics of at most max_topic_bytes each ("Topics" in

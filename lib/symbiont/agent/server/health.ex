@@ -59,7 +59,7 @@ defmodule Symbiont.Agent.Server.Health do
       "in_flight" => state.delivery.in_flight,
       "max_queue" => state.spec.max_queue,
       "max_queue_bytes" => state.spec.max_queue_bytes,
-      "dropped" => state.rare.dropped
+      "dropped" => state.intake.dropped
     }
 
     level = if kind == "healthy", do: :info, else: :warning
@@ -80,7 +80,7 @@ defmodule Symbiont.Agent.Server.Health do
   def fresh_start(state, why) do
     {_n, last, busy} = state.sampling
     state = %{state | window: Window.new(), samples: [], sampling: {0, last, busy}}
-    rate_signal(analytics(state, evidence_at: nil), why)
+    rate_signal(set(state, :analytics, evidence_at: nil), why)
   end
 
   ## Health (see "How it is doing" in Symbiont.Observation)
@@ -97,12 +97,12 @@ defmodule Symbiont.Agent.Server.Health do
   def set_signal(state, source, signal, why \\ nil, said \\ nil) do
     signals =
       if signal,
-        do: Map.put(state.rare.signals, source, signal),
-        else: Map.delete(state.rare.signals, source)
+        do: Map.put(state.observed.signals, source, signal),
+        else: Map.delete(state.observed.signals, source)
 
-    if signals == state.rare.signals,
+    if signals == state.observed.signals,
       do: state,
-      else: state |> rare(signals: signals) |> refresh_health(why, said)
+      else: state |> set(:observed, signals: signals) |> refresh_health(why, said)
   end
 
   # Its health now: `quarantined` while it is, else the worst of its signals.
@@ -110,7 +110,7 @@ defmodule Symbiont.Agent.Server.Health do
     do: {"quarantined", why, %{"queue" => state.delivery.queued}}
 
   defp health(state) do
-    Enum.reduce(state.rare.signals, {"healthy", nil, %{}}, fn {_source, signal}, worst ->
+    Enum.reduce(state.observed.signals, {"healthy", nil, %{}}, fn {_source, signal}, worst ->
       if @health_rank[elem(signal, 0)] < @health_rank[elem(worst, 0)], do: signal, else: worst
     end)
   end
@@ -124,16 +124,16 @@ defmodule Symbiont.Agent.Server.Health do
     reason = if kind == "healthy", do: why || reason || "healthy", else: reason
 
     cond do
-      kind != state.rare.health ->
+      kind != state.observed.health ->
         unless kind == said, do: announce(state, kind, reason, metrics)
         at = System.system_time(:millisecond)
 
         state
-        |> rare(health: kind, health_reason: reason, health_at: at)
+        |> set(:observed, health: kind, health_reason: reason, health_at: at)
         |> Introspection.observe()
 
-      kind != "healthy" and reason != state.rare.health_reason ->
-        state |> rare(health_reason: reason) |> Introspection.observe()
+      kind != "healthy" and reason != state.observed.health_reason ->
+        state |> set(:observed, health_reason: reason) |> Introspection.observe()
 
       true ->
         state
@@ -146,9 +146,9 @@ defmodule Symbiont.Agent.Server.Health do
     metrics = Map.put(metrics, "id", state.id)
 
     metrics =
-      if state.rare.role == :stable,
+      if state.observed.role == :stable,
         do: metrics,
-        else: Map.put(metrics, "role", "#{state.rare.role}")
+        else: Map.put(metrics, "role", "#{state.observed.role}")
 
     Symbiont.Health.publish(kind, state.name, reason, metrics,
       id: state.id,
@@ -167,7 +167,7 @@ defmodule Symbiont.Agent.Server.Health do
   # healthy again, when that is not because its deliveries succeed again.
   @doc false
   def rate_signal(state, why \\ nil) do
-    prev = with %{rate: {kind, _, _}} <- state.rare.signals, do: kind, else: (_ -> "healthy")
+    prev = with %{rate: {kind, _, _}} <- state.observed.signals, do: kind, else: (_ -> "healthy")
     kind = Window.kind(state.window, prev)
     {n, failed} = Window.counts(state.window)
 
@@ -188,9 +188,9 @@ defmodule Symbiont.Agent.Server.Health do
       end
 
     case Window.expires_in(state.window, now_ms()) do
-      ms when is_integer(ms) and kind != "healthy" and not state.rare.window_check ->
+      ms when is_integer(ms) and kind != "healthy" and not state.observed.window_check ->
         Process.send_after(self(), :window_check, ms)
-        rare(state, window_check: true)
+        set(state, :observed, window_check: true)
 
       _ ->
         state
@@ -200,7 +200,7 @@ defmodule Symbiont.Agent.Server.Health do
   # The failures of its window expire (a :window_check, see rate_signal/2).
   @doc false
   def window_check(state) do
-    state = rare(state, window_check: false)
+    state = set(state, :observed, window_check: false)
     window = Window.expire(state.window, now_ms())
     why = if window == state.window, do: nil, else: "its failures are over a minute old"
     rate_signal(%{state | window: window}, why)

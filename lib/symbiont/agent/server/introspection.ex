@@ -19,12 +19,12 @@ defmodule Symbiont.Agent.Server.Introspection do
 
   # Its slow fields, written when one of them changes.
   @doc false
-  def observe(%{rare: %{obs: nil}} = state), do: state
+  def observe(%{observed: %{row: nil}} = state), do: state
 
   def observe(state) do
     state = evidence(state)
     Observation.put(state.id, observable(state))
-    rare(state, observed_at: now_ms())
+    set(state, :observed, observed_at: now_ms())
   end
 
   # Its latency and failure evidence (Symbiont.Signals), worked out again at most every
@@ -32,7 +32,7 @@ defmodule Symbiont.Agent.Server.Introspection do
   defp evidence(state) do
     now = now_ms()
 
-    a = state.rare.analytics
+    a = state.analytics
 
     if a.evidence_at != nil and now - a.evidence_at < Signals.compute_ms() do
       state
@@ -51,23 +51,23 @@ defmodule Symbiont.Agent.Server.Introspection do
           now: now
         })
 
-      analytics(state, evidence: evidence, evidence_at: now, learned_at: learned_at)
+      set(state, :analytics, evidence: evidence, evidence_at: now, learned_at: learned_at)
     end
   end
 
-  defp signals(%{rare: %{analytics: %{evidence: {nil, nil}, crash_log: [], up_since: nil}}}),
+  defp signals(%{analytics: %{evidence: {nil, nil}, crash_log: [], up_since: nil}}),
     do: nil
 
-  defp signals(%{rare: %{analytics: %{evidence: {latency, failures}} = a}}),
+  defp signals(%{analytics: %{evidence: {latency, failures}} = a}),
     do: %{latency: latency, failures: failures, crashes: a.crash_log, up_since: a.up_since}
 
   # Its counters, after every message it handled (Symbiont.Agent.Server, reply/1).
   @doc false
-  def count(%{rare: %{obs: nil}}), do: :ok
+  def count(%{observed: %{row: nil}}), do: :ok
 
   def count(state) do
     Observation.put_counters(
-      state.rare.obs,
+      state.observed.row,
       state.delivery.queued,
       state.delivery.queued_bytes,
       state.delivery.in_flight,
@@ -85,25 +85,25 @@ defmodule Symbiont.Agent.Server.Introspection do
 
     %{
       name: state.name,
-      role: state.rare.role,
+      role: state.observed.role,
       host: state.host,
       status: state.status,
       quarantined: state.quarantined,
-      health: state.rare.health,
-      health_reason: state.rare.health_reason,
-      health_at_ms: state.rare.health_at,
+      health: state.observed.health,
+      health_reason: state.observed.health_reason,
+      health_at_ms: state.observed.health_at,
       version: state.version,
       max_queue: state.spec.max_queue,
       max_queue_bytes: state.spec.max_queue_bytes,
       high_water: state.spec.high_water,
-      topics: state.rare.topics,
-      crashes: state.rare.crashes,
-      restarts: max(state.rare.starts - 1, 0),
-      start_failures: state.rare.failures,
+      topics: state.mesh.topics,
+      crashes: state.link.crashes,
+      restarts: max(state.link.starts - 1, 0),
+      start_failures: state.link.failures,
       window: window,
       failure_rate: Observation.rate(failed, n),
       suspect: suspect(state),
-      last_error: error_message(state.rare.last_error),
+      last_error: error_message(state.link.last_error),
       journal_error: journal_error(state.journal),
       signals: signals(state),
       p99_us: p99
@@ -154,8 +154,8 @@ defmodule Symbiont.Agent.Server.Introspection do
       status: state.status,
       python: state.version,
       spec: state.spec,
-      topics: state.rare.topics,
-      timers: Enum.map(state.rare.timers, & &1["name"]),
+      topics: state.mesh.topics,
+      timers: Enum.map(state.mesh.timers, & &1["name"]),
       in_flight: state.delivery.in_flight,
       in_flight_bytes: state.delivery.inflight_bytes,
       queue: state.delivery.queued,
@@ -163,21 +163,21 @@ defmodule Symbiont.Agent.Server.Introspection do
       queue_bytes: state.delivery.queued_bytes,
       max_queue_bytes: state.spec.max_queue_bytes,
       overloaded: state.overloaded,
-      dropped: state.rare.dropped,
-      redelivered: state.rare.redelivered,
+      dropped: state.intake.dropped,
+      redelivered: state.intake.redelivered,
       handled: state.handled,
       failed: state.failed,
-      published: state.rare.published,
-      refused_publishes: state.rare.refused_publishes,
+      published: state.mesh.published,
+      refused_publishes: state.mesh.refused_publishes,
       duplicates: Dedupe.dropped(state.dedupe),
-      restarts: max(state.rare.starts - 1, 0),
-      crashes: state.rare.crashes,
-      start_failures: state.rare.failures,
-      role: state.rare.role,
+      restarts: max(state.link.starts - 1, 0),
+      crashes: state.link.crashes,
+      start_failures: state.link.failures,
+      role: state.observed.role,
       window: window_view(state.window),
-      last_error: state.rare.last_error,
-      health: state.rare.health,
-      health_reason: state.rare.health_reason,
+      last_error: state.link.last_error,
+      health: state.observed.health,
+      health_reason: state.observed.health_reason,
       quarantined: state.quarantined,
       suspect: suspect(state),
       idle_ms: System.monotonic_time(:millisecond) - state.active_at,
@@ -185,8 +185,8 @@ defmodule Symbiont.Agent.Server.Introspection do
       journal:
         state.journal &&
           Map.merge(Journal.info(state.journal), %{
-            held: length(state.rare.held),
-            refused: state.rare.refused
+            held: length(state.intake.held),
+            refused: state.intake.refused
           }),
       state: decode_state(state.state_bin, state.spec)
     }

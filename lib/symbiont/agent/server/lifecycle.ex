@@ -21,7 +21,7 @@ defmodule Symbiont.Agent.Server.Lifecycle do
   # An upgrade goes on once nothing is in flight; a retirement hands what waits to its
   # heir and ends once nothing is in flight.
   @doc false
-  def settle(%{rare: %{upgrading: {from, spec}}, delivery: %{in_flight: 0}} = state) do
+  def settle(%{lifecycle: %{upgrading: {from, spec}}, delivery: %{in_flight: 0}} = state) do
     {old, old_version, version} = {state.spec, state.version, describe_logic(spec)}
     if state.host_pid, do: Symbiont.Host.detach(state.host_pid, state.slot)
     GenServer.reply(from, {:ok, old})
@@ -29,7 +29,9 @@ defmodule Symbiont.Agent.Server.Lifecycle do
     out = Out.to(state.out, nil)
 
     state =
-      rare(%{state | spec: spec, version: version, status: :detached, out: out}, upgrading: nil)
+      set(%{state | spec: spec, version: version, status: :detached, out: out}, :lifecycle,
+        upgrading: nil
+      )
 
     # Another version: its signals are its own (Symbiont.Signals), compared with the
     # version before's baseline until it has one of its own.
@@ -37,7 +39,7 @@ defmodule Symbiont.Agent.Server.Lifecycle do
       if old_version == version,
         do: state,
         else:
-          analytics(state,
+          set(state, :analytics,
             prev_version: old_version,
             version_base: {state.handled, state.failed},
             crash_log: []
@@ -51,7 +53,7 @@ defmodule Symbiont.Agent.Server.Lifecycle do
   end
 
   # A move goes on once nothing is in flight: out of its slot, into one of the new host.
-  def settle(%{rare: %{moving: {from, host}}, delivery: %{in_flight: 0}} = state) do
+  def settle(%{lifecycle: %{moving: {from, host}}, delivery: %{in_flight: 0}} = state) do
     if state.host_pid && state.slot, do: Symbiont.Host.detach(state.host_pid, state.slot)
 
     Logger.info(
@@ -60,14 +62,17 @@ defmodule Symbiont.Agent.Server.Lifecycle do
     )
 
     GenServer.reply(from, :ok)
-    state = rare(%{state | status: :detached, out: Out.to(state.out, nil)}, moving: nil)
+
+    state =
+      set(%{state | status: :detached, out: Out.to(state.out, nil)}, :lifecycle, moving: nil)
+
     state |> Link.move_to(host) |> Introspection.observe()
   end
 
-  def settle(%{rare: %{retiring: {_from, heir}}} = state) do
+  def settle(%{lifecycle: %{retiring: {_from, heir}}} = state) do
     {queued, delivery} = Delivery.take_queue(state.delivery)
-    items = queued ++ state.rare.held
-    state = state |> Deliveries.put_delivery(delivery) |> rare(held: [])
+    items = queued ++ state.intake.held
+    state = state |> Deliveries.put_delivery(delivery) |> set(:intake, held: [])
 
     for {%Symbiont.Event{} = event, attempts} <- items do
       if heir,
@@ -79,9 +84,9 @@ defmodule Symbiont.Agent.Server.Lifecycle do
 
     # Once nothing is in flight it lingers a little, still handing over what arrives: a
     # publisher that picked it just before it unsubscribed may have sent one more.
-    if state.delivery.in_flight == 0 and not state.rare.lingering do
+    if state.delivery.in_flight == 0 and not state.lifecycle.lingering do
       Process.send_after(self(), :retired, @linger_ms)
-      rare(state, lingering: true)
+      set(state, :lifecycle, lingering: true)
     else
       state
     end
@@ -97,9 +102,9 @@ defmodule Symbiont.Agent.Server.Lifecycle do
       Enum.find_value(
         [
           quarantined: state.quarantined,
-          upgrading: state.rare.upgrading,
-          moving: state.rare.moving,
-          retiring: state.rare.retiring
+          upgrading: state.lifecycle.upgrading,
+          moving: state.lifecycle.moving,
+          retiring: state.lifecycle.retiring
         ],
         fn {what, v} -> v != nil and what end
       )
@@ -112,7 +117,7 @@ defmodule Symbiont.Agent.Server.Lifecycle do
            "agent #{state.id} is #{busy}: it cannot move now",
            agent: state.id
          )},
-      else: {:ok, settle(rare(state, moving: {from, host}))}
+      else: {:ok, settle(set(state, :lifecycle, moving: {from, host}))}
   end
 
   # Gone once its heir (or the dead letters) has all its events: the journal has nothing

@@ -41,7 +41,7 @@ defmodule Symbiont.Agent.Server.Link do
             ref = Process.monitor(pid)
 
             state =
-              rare(%{state | host_pid: pid, slot: slot}, host_ref: ref, max_frame: max_frame)
+              set(%{state | host_pid: pid, slot: slot}, :link, host_ref: ref, max_frame: max_frame)
 
             if port, do: start_on(state, port), else: state
 
@@ -74,7 +74,7 @@ defmodule Symbiont.Agent.Server.Link do
     out = Out.to(state.out, port)
 
     state =
-      rare(%{state | out: out, status: :starting},
+      set(%{state | out: out, status: :starting}, :mesh,
         pub_topics: %{},
         topics_told: false,
         reserved_told: false
@@ -132,8 +132,8 @@ defmodule Symbiont.Agent.Server.Link do
           # A failure in its window when a delivery of its was running (or, with no
           # flight recorder, was in flight): not for its start or stop.
           handling? = state.delivery.in_flight > 0 and Map.get(crash, :running) != :none
-          state = rare(state, crashes: state.rare.crashes + 1)
-          state = analytics(state, crash_log: crash_log(state, crash))
+          state = set(state, :link, crashes: state.link.crashes + 1)
+          state = set(state, :analytics, crash_log: crash_log(state, crash))
           state = charge_crash(state, crash, Map.get(crash, :running))
           detached(if handling?, do: Health.window_failed(state), else: state)
 
@@ -146,7 +146,7 @@ defmodule Symbiont.Agent.Server.Link do
 
   defp detached(state),
     do:
-      analytics(%{state | status: :detached, out: Out.to(state.out, nil)},
+      set(%{state | status: :detached, out: Out.to(state.out, nil)}, :analytics,
         up_at: nil,
         up_since: nil
       )
@@ -155,7 +155,7 @@ defmodule Symbiont.Agent.Server.Link do
   # it and the seq of the delivery that was running (nil: none known), for its crash
   # signal (Symbiont.Signals.crashes/5).
   defp crash_log(state, crash) do
-    %{up_at: up_at, crash_log: log} = state.rare.analytics
+    %{up_at: up_at, crash_log: log} = state.analytics
     uptime = if up_at, do: now_ms() - up_at, else: 0
 
     running =
@@ -207,12 +207,12 @@ defmodule Symbiont.Agent.Server.Link do
   def move_to(state, nil), do: state
 
   def move_to(state, host) do
-    if state.rare.host_ref, do: Process.demonitor(state.rare.host_ref, [:flush])
+    if state.link.host_ref, do: Process.demonitor(state.link.host_ref, [:flush])
 
     {_new, _old} =
       Registry.update_value(@registry, state.id, fn {name, role, _host} -> {name, role, host} end)
 
-    attach(rare(%{state | host: host, host_pid: nil, slot: nil}, host_ref: nil))
+    attach(set(%{state | host: host, host_pid: nil, slot: nil}, :link, host_ref: nil))
   end
 
   # A failed start (Symbiont.Agent.StartFailures): its :start signal says `failing` (a
@@ -222,44 +222,51 @@ defmodule Symbiont.Agent.Server.Link do
   # :max_start_failures in a row, a quarantine, logged once with the traceback.
   @doc false
   def start_failed(state, error, retry) do
-    failures = state.rare.failures + 1
+    failures = state.link.failures + 1
     max = Symbiont.Agent.max_start_failures(state.spec)
-    next = StartFailures.next(failures, max, state.rare.last_error, error)
+    next = StartFailures.next(failures, max, state.link.last_error, error)
     signal = {"failing", "could not start: #{error["message"]}", %{"failures" => failures}}
 
     # The log line first, then the health event: whoever reacts to the event finds the
-    # line already logged.
-    case next do
-      :quarantine ->
-        Logger.error(
-          "agent #{state.id} quarantined: #{StartFailures.reason(failures, error)} " <>
-            "(host #{inspect(state.host)}, #{state.version}); no more tries until " <>
-            "Symbiont.Agent.Server.release(#{inspect(state.id)})" <>
-            StartFailures.traceback(error),
-          meta(state)
-        )
+    # line already logged. A quarantine's reason is worked out once, here.
+    reason =
+      case next do
+        :quarantine ->
+          reason = StartFailures.reason(failures, error)
 
-      {:retry, delay, true} ->
-        again = if retry == :host, do: "when its host is back", else: "in #{delay} ms"
+          Logger.error(
+            "agent #{state.id} quarantined: #{reason} " <>
+              "(host #{inspect(state.host)}, #{state.version}); no more tries until " <>
+              "Symbiont.Agent.Server.release(#{inspect(state.id)})" <>
+              StartFailures.traceback(error),
+            meta(state)
+          )
 
-        Logger.error(
-          "agent #{state.id} could not start in host #{inspect(state.host)}: " <>
-            "#{StartFailures.describe(error)}; again #{again} (quarantined after #{max} failed starts in a row)",
-          meta(state)
-        )
+          reason
 
-      {:retry, _delay, false} ->
-        :ok
-    end
+        {:retry, delay, true} ->
+          again = if retry == :host, do: "when its host is back", else: "in #{delay} ms"
+
+          Logger.error(
+            "agent #{state.id} could not start in host #{inspect(state.host)}: " <>
+              "#{StartFailures.describe(error)}; again #{again} (quarantined after #{max} failed starts in a row)",
+            meta(state)
+          )
+
+          nil
+
+        {:retry, _delay, false} ->
+          nil
+      end
 
     state =
-      rare(%{state | status: :detached}, failures: failures, last_error: error)
+      set(%{state | status: :detached}, :link, failures: failures, last_error: error)
       |> Health.set_signal(:start, signal)
       |> Introspection.observe()
 
     case next do
       :quarantine ->
-        quarantine_now(state, StartFailures.reason(failures, error))
+        quarantine_now(state, reason)
 
       {:retry, delay, _tell?} ->
         if retry == :backoff,
@@ -279,7 +286,7 @@ defmodule Symbiont.Agent.Server.Link do
     if state.host_pid && state.slot, do: Symbiont.Host.detach(state.host_pid, state.slot)
 
     %{state | quarantined: reason, status: :detached, slot: nil, out: Out.to(state.out, nil)}
-    |> analytics(up_at: nil, up_since: nil)
+    |> set(:analytics, up_at: nil, up_since: nil)
     |> Health.refresh_health()
   end
 
@@ -364,7 +371,7 @@ defmodule Symbiont.Agent.Server.Link do
     }
 
     reason = if Map.get(crash, :stalled) == state.id, do: "timeout", else: "crashed"
-    state = rare(state, last_error: error)
+    state = set(state, :link, last_error: error)
     Deliveries.failed(state, what, attempts + 1, verdict, reason, error)
   end
 
@@ -380,7 +387,7 @@ defmodule Symbiont.Agent.Server.Link do
 
   defp requeued(state, flights) do
     Deliveries.handled(state, flights, :requeued)
-    rare(state, redelivered: state.rare.redelivered + length(flights))
+    set(state, :intake, redelivered: state.intake.redelivered + length(flights))
   end
 
   # Ends a quarantine (Symbiont.Agent.Server.release/1): back in its host, from its last
@@ -395,7 +402,7 @@ defmodule Symbiont.Agent.Server.Link do
 
     state =
       %{Health.fresh_start(state, why) | quarantined: nil}
-      |> rare(failures: 0)
+      |> set(:link, failures: 0)
       |> Health.set_signal(:start, nil, why)
       |> Health.refresh_health(why)
 
@@ -409,7 +416,7 @@ defmodule Symbiont.Agent.Server.Link do
   @doc false
   def owner_down(state, reason) do
     crash = %{message: "owner went down (#{inspect(reason)})", logs: [], owner: true}
-    state = host_down(rare(%{state | host_pid: nil, slot: nil}, host_ref: nil), crash)
+    state = host_down(set(%{state | host_pid: nil, slot: nil}, :link, host_ref: nil), crash)
     Process.send_after(self(), :attach, @attach_retry_ms)
     state
   end

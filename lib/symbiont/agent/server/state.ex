@@ -1,8 +1,8 @@
 defmodule Symbiont.Agent.Server.State do
   @moduledoc """
   The state of one `Symbiont.Agent.Server`: the map it builds when it starts (each field
-  and what it is for), and the few accessors every part of the server uses (`rare/2`,
-  `analytics/2`, `meta/1`).
+  and what it is for), and the few accessors every part of the server uses (`set/3`,
+  `meta/1`).
   """
 
   alias Symbiont.Agent.{Dedupe, Delivery}
@@ -15,11 +15,12 @@ defmodule Symbiont.Agent.Server.State do
   @doc false
   @spec new(String.t(), String.t(), map, map) :: t
   def new(id, host, spec, extra) do
-    # Two maps: the fields the server reads and writes on every event, ack or delivery at
-    # the top, and those that change seldom in `rare`. A map of more than 32 keys is a
-    # hash trie, and each update of one costs several times that of a flat map (a third
-    # of the server's time per event went to that; bench/RESULTS.md, "Profiling").
-    # Keep the top level at 32 keys or fewer (a test checks).
+    # The fields the server reads and writes on every event, ack or delivery at the top;
+    # those that change seldom in a small map each, by concern (link, mesh, observed,
+    # lifecycle, intake, analytics). A map of more than 32 keys is a hash trie, and each
+    # update of one costs several times that of a flat map (a third of the server's time
+    # per event went to that; bench/RESULTS.md, "Profiling"). Keep every map here at 32
+    # keys or fewer (a test checks).
     %{
       id: id,
       name: spec.name,
@@ -71,21 +72,67 @@ defmodule Symbiont.Agent.Server.State do
       credit: {nil, nil, 0, 0, [], false},
       # The outcomes of its last deliveries (Symbiont.Health.Window): its failure rate.
       window: Window.new(),
-      rare: %{
-        # Its counters in Symbiont.Observation (written after every message: reply/1 of the server),
-        # nil until its row is open.
-        obs: nil,
+      # Its link to its host's process (Symbiont.Agent.Server.Link).
+      link: %{
         host_ref: nil,
         # The largest frame the host's process accepts.
         max_frame: nil,
+        starts: 0,
+        failures: 0,
+        # Deaths of its host charged to it (Link.host_down/2: Symbiont.Host.Blame, else
+        # Link.charged?/2). A host that died while another agent's code ran, or restarted on
+        # purpose, restarts it without a crash.
+        crashes: 0,
+        last_error: nil
+      },
+      # Its place in the mesh (Symbiont.Agent.Server.Frames): what it subscribed to, and
+      # what it published.
+      mesh: %{
         topics: [],
         timers: [],
         subscribed: false,
-        starts: 0,
-        failures: 0,
-        # Tells this server's seqs from those of an earlier one with the same id (a
-        # durable agent keeps its incarnation in its journal, with its seqs).
-        incarnation: System.os_time(:microsecond),
+        published: 0,
+        # The topics the agent published on since its process started, each a copy of
+        # its own (topic => the same binary; see own_topic/2), and its publishes refused
+        # for :max_topics (whether that was told since the start, and how many in all).
+        pub_topics: %{},
+        topics_told: false,
+        # Whether a publish on a topic of the BEAM's was logged since the start.
+        reserved_told: false,
+        refused_publishes: 0
+      },
+      # How it is seen (Symbiont.Agent.Server.Health and Introspection).
+      observed: %{
+        # Its counters in Symbiont.Observation (written after every message: reply/1 of
+        # the server), nil until its row is open.
+        row: nil,
+        # Its role (:stable, :canary).
+        role: Map.get(extra, :role, :stable),
+        # Its health (Symbiont.Observation): the worst of its signals, each
+        # {kind, reason, metrics} by source (see Health.set_signal/5), or "quarantined"
+        # while it is; the reason; when it last changed (system ms).
+        signals: %{},
+        health: "healthy",
+        health_reason: nil,
+        health_at: System.system_time(:millisecond),
+        # When its row was last written (monotonic ms), and whether a :window_check is on
+        # its way (the failures of its window expire).
+        observed_at: 0,
+        window_check: false
+      },
+      # Upgrade, move and retirement (Symbiont.Agent.Server.Lifecycle).
+      lifecycle: %{
+        # {from, spec} while waiting for the deliveries in flight to finish (upgrade/3).
+        upgrading: nil,
+        # {from, host} while waiting for the deliveries in flight to finish (move/3).
+        moving: nil,
+        # {from, heir} while retiring (retire/3).
+        retiring: nil,
+        lingering: false
+      },
+      # What comes in besides what its handler takes (Symbiont.Agent.Server.Deliveries
+      # and Durable).
+      intake: %{
         # Read by checked publishes on this node (Symbiont.Mesh.publish/3). Slot 1: the
         # queue length plus the room publishers reserved for events still on their way,
         # in one counter, so that a publisher reads it whole (two counters read one after
@@ -97,58 +144,10 @@ defmodule Symbiont.Agent.Server.State do
         dropped: 0,
         # Deliveries taken back to be sent again (after a crash, a nack, a quarantine).
         redelivered: 0,
-        # Deaths of its host charged to it (Link.host_down/2: Symbiont.Host.Blame, else
-        # Link.charged?/2). A host that died while another agent's code ran, or restarted on
-        # purpose, restarts it without a crash.
-        crashes: 0,
         fallback: extra.fallback,
-        # Its health (Symbiont.Observation): the worst of its signals, each
-        # {kind, reason, metrics} by source (see Health.set_signal/5), or "quarantined" while it
-        # is; the reason; when it last changed (system ms).
-        signals: %{},
-        health: "healthy",
-        health_reason: nil,
-        health_at: System.system_time(:millisecond),
-        # Its role (:stable, :canary).
-        role: Map.get(extra, :role, :stable),
-        # When its row was last written (monotonic ms), and whether a :window_check is on
-        # its way (the failures of its window expire).
-        observed_at: 0,
-        window_check: false,
-        # {from, spec} while waiting for the deliveries in flight to finish (upgrade/3).
-        upgrading: nil,
-        # {from, host} while waiting for the deliveries in flight to finish (move/3).
-        moving: nil,
-        # {from, heir} while retiring (retire/3).
-        retiring: nil,
-        # Its signals for the analytics (Symbiont.Signals), a map of their own (this one
-        # has more than 32 keys already): the version it ran before (whose baseline a
-        # new version is compared with), {handled, failed} when its version started,
-        # its last crashes ([{at_ms, uptime_ms, seq}], newest first), since when its
-        # process serves it (monotonic and system ms, or nil), when it last learnt a
-        # baseline and worked out its evidence (monotonic ms), and that evidence.
-        analytics: %{
-          prev_version: nil,
-          version_base: {0, 0},
-          crash_log: [],
-          up_at: nil,
-          up_since: nil,
-          # nil: never (monotonic time may be negative).
-          learned_at: nil,
-          evidence_at: nil,
-          evidence: {nil, nil}
-        },
-        lingering: false,
-        published: 0,
-        # The topics the agent published on since its process started, each a copy of
-        # its own (topic => the same binary; see own_topic/2), and its publishes refused
-        # for :max_topics (whether that was told since the start, and how many in all).
-        pub_topics: %{},
-        topics_told: false,
-        # Whether a publish on a topic of the BEAM's was logged since the start.
-        reserved_told: false,
-        refused_publishes: 0,
-        last_error: nil,
+        # Tells this server's seqs from those of an earlier one with the same id (a
+        # durable agent keeps its incarnation in its journal, with its seqs).
+        incarnation: System.os_time(:microsecond),
         # While a durable agent's journal cannot be written: the events it had taken
         # whose journal record did not reach the disk, {event, attempts} in the order
         # accepted. They wait here, never sent to the host, until the journal is written
@@ -158,6 +157,22 @@ defmodule Symbiont.Agent.Server.State do
         refused: 0,
         # The number of the journal retry that is due (a :journal_retry timer).
         journal_retry: 0
+      },
+      # Its signals for the analytics (Symbiont.Signals): the version it ran before
+      # (whose baseline a new version is compared with), {handled, failed} when its
+      # version started, its last crashes ([{at_ms, uptime_ms, seq}], newest first), since
+      # when its process serves it (monotonic and system ms, or nil), when it last learnt
+      # a baseline and worked out its evidence (monotonic ms), and that evidence.
+      analytics: %{
+        prev_version: nil,
+        version_base: {0, 0},
+        crash_log: [],
+        up_at: nil,
+        up_since: nil,
+        # nil: never (monotonic time may be negative).
+        learned_at: nil,
+        evidence_at: nil,
+        evidence: {nil, nil}
       }
     }
   end
@@ -170,19 +185,17 @@ defmodule Symbiont.Agent.Server.State do
   @spec meta(t) :: keyword
   def meta(state), do: [host: state.host, agent: state.id]
 
-  # Updates fields of `state.rare` (see new/4); like `%{map | k: v}`, only existing ones.
-  @doc false
-  @spec rare(t, keyword) :: t
-  def rare(state, fields) do
-    %{state | rare: Enum.reduce(fields, state.rare, fn {k, v}, rare -> %{rare | k => v} end)}
-  end
+  @typedoc "A map of the state's fields that change seldom, by concern (see new/4)."
+  @type group :: :link | :mesh | :observed | :lifecycle | :intake | :analytics
 
-  # The same for its analytics' fields (Symbiont.Signals).
+  # Updates fields of one of those maps; like `%{map | k: v}`, only existing ones.
   @doc false
-  @spec analytics(t, keyword) :: t
-  def analytics(state, fields) do
-    a = Enum.reduce(fields, state.rare.analytics, fn {k, v}, a -> %{a | k => v} end)
-    %{state | rare: %{state.rare | analytics: a}}
+  @spec set(t, group, keyword) :: t
+  def set(state, group, fields) do
+    %{
+      state
+      | group => Enum.reduce(fields, Map.fetch!(state, group), fn {k, v}, m -> %{m | k => v} end)
+    }
   end
 
   @doc false
