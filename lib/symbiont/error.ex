@@ -6,7 +6,7 @@ defmodule Symbiont.Error do
 
       iex> {:error, error} = Symbiont.Manifest.validate([[name: "a", python: "m.A"]])
       iex> {error.reason, error.details}
-      {:invalid, %{agent: "a"}}
+      {:invalid, %{agent: "a", field: :python}}
       iex> Exception.message(error)
       ~s(agent "a": expected :python to be "module:Class", got: "m.A")
 
@@ -70,7 +70,8 @@ defmodule Symbiont.Error do
   @doc """
   Turns an internal `{:error, message}` into `{:error, %Symbiont.Error{}}` with `reason`
   and `details`; `:ok`, `{:ok, value}` and an error that already is a `Symbiont.Error`
-  pass through unchanged.
+  pass through unchanged. An internal `{:error, {field, message}}` (a validator that
+  knows which field is wrong) adds `field` to the details.
 
       iex> Symbiont.Error.wrap({:error, "expected :hold to be a positive integer, got: 0"}, :invalid, field: :hold, value: 0)
       {:error, %Symbiont.Error{reason: :invalid, message: "expected :hold to be a positive integer, got: 0", details: %{field: :hold, value: 0}}}
@@ -78,6 +79,9 @@ defmodule Symbiont.Error do
       {:ok, 1}
       iex> Symbiont.Error.wrap(:ok, :invalid)
       :ok
+      iex> {:error, error} = Symbiont.Error.wrap({:error, {:hold, "expected :hold to be a positive integer, got: 0"}}, :invalid, agent: "a")
+      iex> error.details
+      %{agent: "a", field: :hold}
       iex> already = {:error, Symbiont.Error.new(:conflict, "taken")}
       iex> Symbiont.Error.wrap(already, :invalid) == already
       true
@@ -91,7 +95,7 @@ defmodule Symbiont.Error do
       :not_found
   """
   @spec wrap(
-          :ok | {:ok, value} | {:error, String.t() | t},
+          :ok | {:ok, value} | {:error, String.t() | {atom, String.t()} | t},
           reason | (String.t() -> reason),
           map | keyword
         ) :: :ok | {:ok, value} | {:error, t}
@@ -100,6 +104,9 @@ defmodule Symbiont.Error do
   def wrap(:ok, _reason, _details), do: :ok
   def wrap({:ok, _} = ok, _reason, _details), do: ok
   def wrap({:error, %__MODULE__{}} = error, _reason, _details), do: error
+
+  def wrap({:error, {field, message}}, reason, details) when is_atom(field),
+    do: wrap({:error, message}, reason, Map.put(Map.new(details), :field, field))
 
   def wrap({:error, message}, reason, details) when is_binary(message) and is_function(reason, 1),
     do: {:error, new(reason.(message), message, details)}

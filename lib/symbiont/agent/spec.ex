@@ -50,12 +50,12 @@ defmodule Symbiont.Agent.Spec do
 
       iex> {:error, error} = Symbiont.Agent.validate_spec(name: "billing", python: "shop.Billing")
       iex> {error.reason, error.details}
-      {:invalid, %{agent: "billing"}}
+      {:invalid, %{agent: "billing", field: :python}}
       iex> error.message
       "agent \\"billing\\": expected :python to be \\"module:Class\\", got: \\"shop.Billing\\""
 
   The error is `:invalid` (`Symbiont.Error`), with the agent's name in `details` when
-  the spec has one.
+  the spec has one, and the key that is wrong as `field` (an unknown key: that key).
   """
   @spec validate_spec(nil | keyword | map) :: {:ok, spec | nil} | {:error, Symbiont.Error.t()}
   def validate_spec(spec),
@@ -155,11 +155,12 @@ defmodule Symbiont.Agent.Spec do
       do: {:ok, name},
       else:
         {:error,
-         "expected agent :name to be 1 to 64 letters, digits, \"_\", \"-\" or \".\", got: #{inspect(name)}"}
+         {:name,
+          "expected agent :name to be 1 to 64 letters, digits, \"_\", \"-\" or \".\", got: #{inspect(name)}"}}
   end
 
   defp validate_name(name),
-    do: {:error, "expected agent :name to be a string, got: #{inspect(name)}"}
+    do: {:error, {:name, "expected agent :name to be a string, got: #{inspect(name)}"}}
 
   defp known_keys(spec, name) do
     case Enum.find(spec, fn {k, _} -> k not in @keys end) do
@@ -167,7 +168,8 @@ defmodule Symbiont.Agent.Spec do
         :ok
 
       {k, _} ->
-        {:error, "agent #{inspect(name)}: unknown key #{inspect(k)}, allowed: #{inspect(@keys)}"}
+        {:error,
+         {k, "agent #{inspect(name)}: unknown key #{inspect(k)}, allowed: #{inspect(@keys)}"}}
     end
   end
 
@@ -176,7 +178,8 @@ defmodule Symbiont.Agent.Spec do
     case {Keyword.get(spec, :python), Keyword.get(spec, :wasm)} do
       {nil, nil} ->
         {:error,
-         "agent #{inspect(name)}: expected :python (\"module:Class\") or :wasm (the path of a .wasm or .wat module)"}
+         {:python,
+          "agent #{inspect(name)}: expected :python (\"module:Class\") or :wasm (the path of a .wasm or .wat module)"}}
 
       {python, nil} ->
         with :ok <- only_for_wasm(spec, name),
@@ -197,7 +200,7 @@ defmodule Symbiont.Agent.Spec do
         end
 
       {_, _} ->
-        {:error, "agent #{inspect(name)}: expected :python or :wasm, not both"}
+        {:error, {:wasm, "agent #{inspect(name)}: expected :python or :wasm, not both"}}
     end
   end
 
@@ -208,7 +211,8 @@ defmodule Symbiont.Agent.Spec do
 
       key ->
         {:error,
-         "agent #{inspect(name)}: #{inspect(key)} is for Wasm agents (a Python agent's topics come from its @on handlers)"}
+         {key,
+          "agent #{inspect(name)}: #{inspect(key)} is for Wasm agents (a Python agent's topics come from its @on handlers)"}}
     end
   end
 
@@ -217,11 +221,15 @@ defmodule Symbiont.Agent.Spec do
 
     if File.regular?(full),
       do: {:ok, full},
-      else: {:error, "agent #{inspect(name)}: the :wasm module #{inspect(path)} does not exist"}
+      else:
+        {:error,
+         {:wasm, "agent #{inspect(name)}: the :wasm module #{inspect(path)} does not exist"}}
   end
 
   defp validate_wasm_path(path, name),
-    do: {:error, "agent #{inspect(name)}: expected :wasm to be a path, got: #{inspect(path)}"}
+    do:
+      {:error,
+       {:wasm, "agent #{inspect(name)}: expected :wasm to be a path, got: #{inspect(path)}"}}
 
   # A component declares its own topics (its `subscriptions` export: a Python agent's
   # @on); a core module cannot.
@@ -253,13 +261,15 @@ defmodule Symbiont.Agent.Spec do
       do: {:ok, topics},
       else:
         {:error,
-         "agent #{inspect(name)}: expected :topics to be non-empty strings, got: #{inspect(topics)}"}
+         {:topics,
+          "agent #{inspect(name)}: expected :topics to be non-empty strings, got: #{inspect(topics)}"}}
   end
 
   defp validate_topics(topics, name),
     do:
       {:error,
-       "agent #{inspect(name)}: a Wasm agent needs :topics, a non-empty list of topic strings, got: #{inspect(topics)}"}
+       {:topics,
+        "agent #{inspect(name)}: a Wasm agent needs :topics, a non-empty list of topic strings, got: #{inspect(topics)}"}}
 
   # The sandbox's limits, those of symbiont.wasm.Limits (Symbiont.Contract).
   @grants Symbiont.Contract.wasm_grants()
@@ -282,21 +292,24 @@ defmodule Symbiont.Agent.Spec do
           bad ->
             {:halt,
              {:error,
-              "agent #{inspect(name)}: #{inspect(bad)} in :grants is not a capability (allowed: #{Enum.join(@grants, ", ")})"}}
+              {:limits,
+               "agent #{inspect(name)}: #{inspect(bad)} in :grants is not a capability (allowed: #{Enum.join(@grants, ", ")})"}}}
         end
 
       {key, value}, _ ->
         {:halt,
          {:error,
-          "agent #{inspect(name)}: Wasm limit #{inspect(key)} = #{inspect(value)} is not allowed " <>
-            "(allowed: #{Enum.join(@int_limits, ", ")} as positive integers up to 2**63 - 1; grants as a list of #{Enum.join(@grants, ", ")})"}}
+          {:limits,
+           "agent #{inspect(name)}: Wasm limit #{inspect(key)} = #{inspect(value)} is not allowed " <>
+             "(allowed: #{Enum.join(@int_limits, ", ")} as positive integers up to 2**63 - 1; grants as a list of #{Enum.join(@grants, ", ")})"}}}
     end)
   end
 
   defp validate_wasm_limits(limits, name),
     do:
       {:error,
-       "agent #{inspect(name)}: expected :limits to be a keyword list, got: #{inspect(limits)}"}
+       {:limits,
+        "agent #{inspect(name)}: expected :limits to be a keyword list, got: #{inspect(limits)}"}}
 
   defp validate_python(python, name) when is_binary(python) do
     case String.split(python, ":") do
@@ -316,7 +329,8 @@ defmodule Symbiont.Agent.Spec do
   defp bad_python(python, name),
     do:
       {:error,
-       "agent #{inspect(name)}: expected :python to be \"module:Class\", got: #{inspect(python)}"}
+       {:python,
+        "agent #{inspect(name)}: expected :python to be \"module:Class\", got: #{inspect(python)}"}}
 
   defp validate_limits(spec, name) do
     with {:ok, replicas} <- positive(spec, :replicas, 1, name),
@@ -392,8 +406,9 @@ defmodule Symbiont.Agent.Spec do
 
         other ->
           {:error,
-           "agent #{inspect(name)}: expected #{inspect(key)} to be a positive integer of bytes, " <>
-             "at most 2**62, got: #{inspect(other)}"}
+           {key,
+            "agent #{inspect(name)}: expected #{inspect(key)} to be a positive integer of bytes, " <>
+              "at most 2**62, got: #{inspect(other)}"}}
       end
     end
   end
@@ -423,7 +438,8 @@ defmodule Symbiont.Agent.Spec do
 
       other ->
         {:error,
-         "agent #{inspect(name)}: expected #{inspect(key)} to be a positive integer, got: #{inspect(other)}"}
+         {key,
+          "agent #{inspect(name)}: expected #{inspect(key)} to be a positive integer, got: #{inspect(other)}"}}
     end
   end
 
@@ -432,14 +448,16 @@ defmodule Symbiont.Agent.Spec do
   defp at_most(high_water, max_queue, name),
     do:
       {:error,
-       "agent #{inspect(name)}: expected :high_water to be at most :max_queue (#{max_queue}), got: #{high_water}"}
+       {:high_water,
+        "agent #{inspect(name)}: expected :high_water to be at most :max_queue (#{max_queue}), got: #{high_water}"}}
 
   defp within(replicas, min, max, _name) when min <= replicas and replicas <= max, do: :ok
 
   defp within(replicas, min, max, name),
     do:
       {:error,
-       "agent #{inspect(name)}: expected :min_replicas <= :replicas <= :max_replicas, got: #{min} <= #{replicas} <= #{max}"}
+       {:replicas,
+        "agent #{inspect(name)}: expected :min_replicas <= :replicas <= :max_replicas, got: #{min} <= #{replicas} <= #{max}"}}
 
   defp validate_boolean(spec, key, default, name) do
     case Keyword.get(spec, key, default) do
@@ -448,7 +466,8 @@ defmodule Symbiont.Agent.Spec do
 
       other ->
         {:error,
-         "agent #{inspect(name)}: expected #{inspect(key)} to be true or false, got: #{inspect(other)}"}
+         {key,
+          "agent #{inspect(name)}: expected #{inspect(key)} to be true or false, got: #{inspect(other)}"}}
     end
   end
 
@@ -464,12 +483,14 @@ defmodule Symbiont.Agent.Spec do
         bad = Enum.find(nodes, &is_nil(node_name(&1)))
 
         {:error,
-         "agent #{inspect(name)}: #{inspect(bad)} in :nodes is not a node name " <>
-           "(allowed: atoms or strings of the form \"name@host\")"}
+         {:nodes,
+          "agent #{inspect(name)}: #{inspect(bad)} in :nodes is not a node name " <>
+            "(allowed: atoms or strings of the form \"name@host\")"}}
 
       length(Enum.uniq(normalized)) != length(normalized) ->
         {:error,
-         "agent #{inspect(name)}: expected :nodes to name each node once, got: #{inspect(nodes)}"}
+         {:nodes,
+          "agent #{inspect(name)}: expected :nodes to name each node once, got: #{inspect(nodes)}"}}
 
       true ->
         {:ok, normalized}
@@ -479,8 +500,9 @@ defmodule Symbiont.Agent.Spec do
   defp validate_nodes(other, name),
     do:
       {:error,
-       "agent #{inspect(name)}: expected :nodes to be a non-empty list of node names " <>
-         "(like :\"a@host\"), got: #{inspect(other)}"}
+       {:nodes,
+        "agent #{inspect(name)}: expected :nodes to be a non-empty list of node names " <>
+          "(like :\"a@host\"), got: #{inspect(other)}"}}
 
   defp node_name(node) when is_atom(node) and node not in [nil, true, false],
     do: node_name(Atom.to_string(node))
@@ -503,11 +525,14 @@ defmodule Symbiont.Agent.Spec do
         {:ok, ms}
 
       ms when is_integer(ms) and ms > 0 ->
-        {:error, "agent #{inspect(name)}: " <> Symbiont.Host.too_long(:handler_timeout, ms)}
+        {:error,
+         {:handler_timeout,
+          "agent #{inspect(name)}: " <> Symbiont.Host.too_long(:handler_timeout, ms)}}
 
       other ->
         {:error,
-         "agent #{inspect(name)}: expected :handler_timeout to be a positive integer (milliseconds) or :infinity, got: #{inspect(other)}"}
+         {:handler_timeout,
+          "agent #{inspect(name)}: expected :handler_timeout to be a positive integer (milliseconds) or :infinity, got: #{inspect(other)}"}}
     end
   end
 
@@ -516,10 +541,13 @@ defmodule Symbiont.Agent.Spec do
   defp validate_overflow(policy, name),
     do:
       {:error,
-       "agent #{inspect(name)}: expected :overflow to be :drop_oldest or :reject, got: #{inspect(policy)}"}
+       {:overflow,
+        "agent #{inspect(name)}: expected :overflow to be :drop_oldest or :reject, got: #{inspect(policy)}"}}
 
   defp validate_config(config, _name) when is_map(config), do: {:ok, config}
 
   defp validate_config(config, name),
-    do: {:error, "agent #{inspect(name)}: expected :config to be a map, got: #{inspect(config)}"}
+    do:
+      {:error,
+       {:config, "agent #{inspect(name)}: expected :config to be a map, got: #{inspect(config)}"}}
 end

@@ -197,7 +197,7 @@ defmodule Symbiont.Agent.DedupeTest do
               %Symbiont.Error{
                 reason: :invalid,
                 message: ~s(agent "x": expected :dedupe to be true or false, got: "yes"),
-                details: %{agent: "x"}
+                details: %{agent: "x", field: :dedupe}
               }}
 
     assert {:ok, %{dedupe: false}} = Symbiont.Agent.validate_spec(name: "x", python: "m:C")
