@@ -10,7 +10,7 @@ defmodule Symbiont.Event do
       iex> Symbiont.Event.decode(event)
       {:ok, %{"id" => 1}}
   """
-  defstruct [:topic, :payload, :from, id: nil, seq: nil, reserved: []]
+  defstruct [:topic, :payload, :from, id: nil, seq: nil, reserved: false]
 
   @max_topic_bytes 1_024
 
@@ -29,8 +29,8 @@ defmodule Symbiont.Event do
   subscribers that drop duplicates (see `t:id/0`); `seq` is the number the agent that
   accepted it gave it (the seq of its delivery, PROTOCOL.md §8, and a durable agent's
   number for it in its journal, `Symbiont.Journal`), `nil` until an agent accepts it;
-  `reserved` lists the agents on the publisher's node that a checked publish admitted
-  and reserved room in (`Symbiont.Mesh.publish/3`).
+  `reserved` is true in the copy sent to an agent on the publisher's node that a checked
+  publish admitted and reserved room in (`Symbiont.Mesh.publish/3`), false otherwise.
   """
   @type t :: %__MODULE__{
           topic: String.t(),
@@ -38,7 +38,7 @@ defmodule Symbiont.Event do
           from: String.t() | nil,
           id: id | nil,
           seq: pos_integer | nil,
-          reserved: [pid]
+          reserved: boolean
         }
 
   @typedoc """

@@ -386,6 +386,26 @@ defmodule Symbiont.MeshCases do
         assert_receive {^tag, ^big, %Symbiont.Event{}}
       end
 
+      test "a checked publish tells each subscriber whether room was reserved for it, and nothing of the others",
+           %{mesh: mesh, topic: topic} do
+        # Each copy says `reserved: true` or false, whatever the number of subscribers: a
+        # list of the pids it reserved room in, in every copy, cost N subscribers N pids
+        # each (bench/curves: 10,000 agents took 2.4 GB and a seventh of the throughput).
+        loaded = for _ <- 1..50, do: subscriber(mesh, topic, metadata: %{load: load(10, 0)})
+        plain = subscriber(mesh, topic)
+        member = subscriber(mesh, topic, group: "g", metadata: %{load: load(10, 0)})
+
+        assert :ok = Mesh.publish(mesh, event(topic, 1), checked: true)
+
+        for {tag, pid} <- [member | loaded] do
+          assert_receive {^tag, ^pid, %Symbiont.Event{reserved: true} = e}
+          assert :erts_debug.flat_size(e) == :erts_debug.flat_size(event(topic, 1))
+        end
+
+        {tag, pid} = plain
+        assert_receive {^tag, ^pid, %Symbiont.Event{reserved: false}}
+      end
+
       test "a checked publish picks a group member with room, and is refused when none has",
            %{mesh: mesh, topic: topic} do
         {tag, roomy} = subscriber(mesh, topic, group: "g", metadata: %{load: load(10, 0)})

@@ -151,7 +151,7 @@ defmodule Symbiont.JournalTest do
     assert restored.checkpoint == %{state: "s2"}
     assert values(restored.pending) == [3, 4]
     assert Enum.map(restored.pending, & &1.seq) == [3, 4]
-    assert [%Event{topic: "journal.in", from: "pub", reserved: []} | _] = restored.pending
+    assert [%Event{topic: "journal.in", from: "pub", reserved: false} | _] = restored.pending
 
     # Numbers go on after the restore, and a done without a checkpoint keeps the last.
     {e5, j} = Journal.accept(j, event(5))

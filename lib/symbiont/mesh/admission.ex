@@ -110,9 +110,14 @@ defmodule Symbiont.Mesh.Admission do
   @doc """
   A checked publish (`Symbiont.Mesh.publish/3` with `checked: true`) on the mesh of
   `m` (its meta): room is reserved in every plain subscriber of this node with a load
-  counter and in one member of each queue group, then the event, with the pids it
-  reserved room in, is broadcast and sent to the picked members; or nothing is sent and
-  the first refusal is returned, what was reserved given back.
+  counter and in one member of each queue group, then the event is broadcast (with this
+  module as the dispatcher, `dispatch/3`) and sent to the picked members, `reserved:
+  true` in the copy of each one it reserved room in; or nothing is sent and the first
+  refusal is returned, what was reserved given back.
+
+  Each subscriber's copy says only whether room was reserved for it: the set of those
+  pids stays with the publisher (an event that carried it would cost every one of N
+  subscribers a copy of N pids: N² per publish).
   """
   @spec checked_publish(map, Symbiont.Event.t()) :: :ok | {:error, refusal | term}
   def checked_publish(m, %Symbiont.Event{topic: topic} = event) do
@@ -123,11 +128,33 @@ defmodule Symbiont.Mesh.Admission do
 
     with {:ok, reserved} <- reserve_all(plain, loads, size, []),
          {:ok, picks, reserved} <- pick_groups(m, topic, loads, size, reserved) do
-      event = %{event | reserved: reserved}
-      :ok = m.adapter.broadcast(m.adapter_name, :none, topic, event, Symbiont.Mesh)
-      Enum.each(picks, &send(&1, event))
+      event = %{event | reserved: false}
+      reserved = Map.from_keys(reserved, true)
+      message = {__MODULE__, event, node(), reserved}
+      :ok = m.adapter.broadcast(m.adapter_name, :none, topic, message, __MODULE__)
+      Enum.each(picks, &send(&1, copy_for(&1, event, reserved)))
     end
   end
+
+  @doc """
+  The dispatcher of a checked publish's broadcast (as `Symbiont.Mesh.dispatch/3`): each
+  subscriber in `entries` but `from` gets the event, `reserved: true` in the copy of
+  those the publisher reserved room in. On another node (the broadcast forwarded there)
+  no one was: the reservations are of the publisher's node, whose name the message
+  carries, and the set of them is not looked at.
+  """
+  @spec dispatch([{pid, term}], pid | :none, {module, Symbiont.Event.t(), node, map}) :: :ok
+  def dispatch(entries, from, {__MODULE__, event, origin, reserved}) do
+    reserved = if origin == node(), do: reserved, else: %{}
+
+    for {pid, _} <- entries, pid != from, do: send(pid, copy_for(pid, event, reserved))
+    :ok
+  end
+
+  defp copy_for(pid, event, reserved) when is_map_key(reserved, pid),
+    do: %{event | reserved: true}
+
+  defp copy_for(_pid, event, _reserved), do: event
 
   defp reserve_all([], _loads, _size, reserved), do: {:ok, reserved}
 

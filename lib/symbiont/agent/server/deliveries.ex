@@ -85,7 +85,7 @@ defmodule Symbiont.Agent.Server.Deliveries do
   def intake(state, %Symbiont.Event{} = event) do
     Symbiont.Mesh.count_received(Symbiont.Mesh, state.name, event.topic)
     # Admitted by a checked publish on this node, which reserved room here (in the load).
-    admitted? = event.reserved != [] and self() in event.reserved
+    admitted? = event.reserved
 
     # Its reservation becomes its place in the queue (accept/3), or goes back as soon as
     # it is known not to be queued (release/3): see reserve/2 in Symbiont.Mesh.
