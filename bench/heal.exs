@@ -25,9 +25,10 @@
 #   (a tick does not: some 2.8 million words for 10,000 agents, fresh pages for the
 #   caller's heap), and the BEAM's CPU time meanwhile (`:erlang.statistics(:runtime)`,
 #   ms), which a loaded machine does not inflate.
-# - A noisy neighbour (step 10): a slow Wasm agent (priv/wasm/slow.wat, some 60-70 ms a
-#   message) and two fast ones (counter.wat) in one shared host, an event every 40 ms to
-#   each, for a run of fixed length; with the conductor (its tick 200 ms, the default
+# - A noisy neighbour (step 10): a slow Wasm agent (priv/wasm/slow.wat, some 25 ms a
+#   message on a quiet machine, 60-70 on a loaded one) and two fast ones (counter.wat) in
+#   one shared host, an event every 10 ms to the slow one (more than it can handle at any
+#   speed: its host is busy) and every 40 ms to each fast one, for a run of fixed length; with the conductor (its tick 200 ms, the default
 #   policy) and, interleaved in the same run, without it (plain OTP supervision: nothing
 #   is wrong for a supervisor, so nothing happens). Time to detect: from the first event to
 #   the conductor's `reroute` (its audit entry, published once the move is done: the
@@ -621,6 +622,7 @@ defmodule Bench.Heal do
   @noisy_samples if @quick, do: 1, else: 3
   @noisy_run_ms if @quick, do: 8_000, else: 12_000
   @noisy_every_ms 40
+  @noisy_slow_every_ms 10
   @recovered_us 50_000
 
   defp noisy_neighbour do
@@ -710,7 +712,13 @@ defmodule Bench.Heal do
 
     t0 = System.monotonic_time(:millisecond)
     t0_system = System.system_time(:millisecond)
-    load = for id <- ids, do: Task.async(fn -> noisy_load(topic.(id), t0 + @noisy_run_ms) end)
+
+    load =
+      for id <- ids do
+        every = if id == slow, do: @noisy_slow_every_ms, else: @noisy_every_ms
+        Task.async(fn -> noisy_load(topic.(id), every, t0 + @noisy_run_ms) end)
+      end
+
     Enum.each(load, &Task.await(&1, @noisy_run_ms + 10_000))
     rerouted = noisy_rerouted(slow)
 
@@ -746,11 +754,11 @@ defmodule Bench.Heal do
     }
   end
 
-  defp noisy_load(topic, until) do
+  defp noisy_load(topic, every, until) do
     if System.monotonic_time(:millisecond) < until do
       :ok = Symbiont.publish(topic, 1)
-      Process.sleep(@noisy_every_ms)
-      noisy_load(topic, until)
+      Process.sleep(every)
+      noisy_load(topic, every, until)
     else
       :ok
     end
