@@ -123,8 +123,9 @@ defmodule Symbiont.Cluster do
 
   @doc """
   Starts, on `node`, a process subscribed to `topic` (options as in
-  `Symbiont.Mesh.subscribe/3`) that forwards each message to `to` as
-  `{:got, tag, node, message}`. Returns its pid once subscribed.
+  `Symbiont.Mesh.subscribe/3`, and `load: max`: a load counter made on that node, as an
+  agent's, for a queue of `max` events that rejects when full) that forwards each
+  message to `to` as `{:got, tag, node, message}`. Returns its pid once subscribed.
   """
   def forwarder(node, topic, opts, to, tag) do
     :erpc.call(node, __MODULE__, :start_forwarder, [topic, opts, to, tag])
@@ -133,6 +134,16 @@ defmodule Symbiont.Cluster do
   @doc false
   def start_forwarder(topic, opts, to, tag) do
     parent = self()
+
+    opts =
+      case Keyword.pop(opts, :load) do
+        {nil, opts} ->
+          opts
+
+        {max, opts} ->
+          load = {:atomics.new(3, signed: true), max, 1_000_000, :reject}
+          Keyword.put(opts, :metadata, %{load: load})
+      end
 
     pid =
       spawn(fn ->

@@ -53,6 +53,19 @@ defmodule Symbiont.ClusterTest do
     refute_received :local_a
   end
 
+  test "a checked publish reserves room on its own node only, and each copy says so",
+       %{a: a, b: b, topic: topic} do
+    forwarder(a, topic, [load: 10], self(), :on_a)
+    forwarder(b, topic, [load: 10], self(), :on_b)
+    event = Symbiont.Event.new!(topic, 1)
+
+    :ok = :erpc.call(a, Mesh, :publish, [Mesh, event, [checked: true]])
+
+    assert_receive {:got, :on_a, ^a, %Symbiont.Event{reserved: true}}, 5_000
+    # On b no room was reserved: its copy says so, whatever a's reservations were.
+    assert_receive {:got, :on_b, ^b, %Symbiont.Event{reserved: false}}, 5_000
+  end
+
   test "a queue group spans nodes: each message reaches exactly one member", %{
     a: a,
     b: b,
