@@ -135,7 +135,7 @@ defmodule Symbiont.Host.Crash do
     crash = state.last_crash
 
     # The agent when the host runs one (a Python agent's host), else the host alone.
-    agent = with [id] <- Slots.ids(state), do: id, else: (_ -> nil)
+    agent = Slots.sole_id(state)
 
     # The process first: the remediation event can wait a few microseconds.
     state = Launch.open(state)

@@ -85,9 +85,9 @@ defmodule Symbiont.Host.Logs do
   @doc "Logger metadata: a host that runs one agent logs with the agent's name too (§7)."
   @spec meta(State.t()) :: keyword
   def meta(state) do
-    case Slots.ids(state) do
-      [id] -> [host: state.name, agent: id]
-      _ -> [host: state.name]
+    case Slots.sole_id(state) do
+      nil -> [host: state.name]
+      id -> [host: state.name, agent: id]
     end
   end
 
