@@ -22,6 +22,11 @@ defmodule Symbiont.Config do
   # that owns the setting). README.md, "Configuration", says what each one does.
   @max_bytes 4_611_686_018_427_387_904
 
+  # Keys whose rule reads more than the value (an agent spec's files and the defaults it
+  # takes from other keys; a template's or the conductor's options): checked at every
+  # read. The others' outcome is kept for the value it was worked out for (fetch/1).
+  @read_each_time [:agents, :templates, :conductor]
+
   defp schema do
     [
       agents: {[], &agents/1},
@@ -112,9 +117,31 @@ defmodule Symbiont.Config do
       {:ok, 10000}
   """
   @spec fetch(atom) :: {:ok, term} | {:error, Symbiont.Error.t()}
+  def fetch(key) when key in @read_each_time, do: check_now(key, get_env(key))
+
+  # The outcome of a rule is kept with the value it was worked out for, so that a hot
+  # path (an agent's signals, at every ack) pays a lookup, not the rule: a value put
+  # later is a different value, checked when first read.
   def fetch(key) do
+    value = get_env(key)
+
+    case :persistent_term.get({__MODULE__, key}, nil) do
+      {^value, result} ->
+        result
+
+      _ ->
+        result = check_now(key, value)
+        :persistent_term.put({__MODULE__, key}, {value, result})
+        result
+    end
+  end
+
+  @unset :"$symbiont_config_unset"
+  defp get_env(key), do: Application.get_env(:symbiont, key, @unset)
+
+  defp check_now(key, value) do
     {default, rule} = Keyword.fetch!(schema(), key)
-    value = Application.get_env(:symbiont, key, default)
+    value = if value == @unset, do: default, else: value
     key |> check(value, rule) |> Symbiont.Error.wrap(:invalid, field: key, value: value)
   end
 

@@ -194,5 +194,22 @@ defmodule Symbiont.ConfigTest do
         Symbiont.Config.get(:reconcile_ms)
       end
     end
+
+    test "each value is checked for itself: the outcome of one is never another's" do
+      # Config.fetch/1 keeps a rule's outcome with the value it was worked out for.
+      on_exit(fn -> Application.delete_env(:symbiont, :isolate_after) end)
+      read = fn -> Symbiont.Config.fetch(:isolate_after) end
+
+      assert {:ok, 2} = read.()
+      Application.put_env(:symbiont, :isolate_after, 0)
+      assert {:error, %Symbiont.Error{details: %{field: :isolate_after, value: 0}}} = read.()
+      assert {:error, _} = read.()
+      Application.put_env(:symbiont, :isolate_after, 7)
+      assert {:ok, 7} = read.()
+      Application.put_env(:symbiont, :isolate_after, 0)
+      assert {:error, _} = read.()
+      Application.delete_env(:symbiont, :isolate_after)
+      assert {:ok, 2} = read.()
+    end
   end
 end
