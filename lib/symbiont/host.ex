@@ -406,14 +406,14 @@ defmodule Symbiont.Host do
     every = state.config.heartbeat_ms
     silent = System.monotonic_time(:millisecond) - state.heard_at
 
-    if RestartPolicy.unresponsive?(silent, every) do
+    if RestartPolicy.unresponsive?(silent, every, state.unanswered) do
       # A frozen process would not read its EOF: no grace period.
       Symbiont.Host.Reaper.kill(state.os_pid)
       Crash.crashed(state, {:unresponsive, silent})
     else
       Process.send_after(self(), {:heartbeat, port}, every)
       beat = state.beat + 1
-      Frames.send_frame(%{state | beat: beat}, ["ping", beat])
+      Frames.send_frame(%{state | beat: beat, unanswered: state.unanswered + 1}, ["ping", beat])
     end
   end
 

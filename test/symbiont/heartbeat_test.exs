@@ -128,6 +128,22 @@ defmodule Symbiont.HeartbeatTest do
     refute_received {:host_crash, ^agent, _}
   end
 
+  test "an owner too busy to ping does not take its own silence for the host's" do
+    # Its process suspended for six intervals (as a long GC, a frame of megabytes to
+    # encode or a node at full load would): no pings went out, so none went unanswered.
+    # bench/curves at 10,000 agents restarted the conductor's host every few seconds so.
+    %{agent: agent, pid: pid, os_pid: os_pid} = start!("sample_agents:Counter", %{})
+    :ok = :sys.suspend(pid)
+    Process.sleep(6 * @beat)
+    :ok = :sys.resume(pid)
+    beat = :sys.get_state(pid).beat
+
+    # Three pings after it, each answered.
+    assert wait_until(fn -> :sys.get_state(pid).beat >= beat + 3 end, 10 * @beat)
+    assert {:ok, %{os_pid: ^os_pid, crashes: 0}} = Symbiont.Host.info(agent)
+    refute_received {:host_crash, ^agent, _}
+  end
+
   test ":heartbeat_ms is validated" do
     assert {:error, %ArgumentError{message: msg}} =
              Symbiont.Host.validate_options(heartbeat_ms: 0)

@@ -44,7 +44,8 @@ defmodule Symbiont.Host.Frames do
           %{state | framer: framer}
 
         payloads ->
-          state = %{state | framer: framer, heard_at: System.monotonic_time(:millisecond)}
+          now = System.monotonic_time(:millisecond)
+          state = %{state | framer: framer, heard_at: now, unanswered: 0}
           handle_payloads(payloads, state)
       end
     else

@@ -129,7 +129,16 @@ defmodule Symbiont.Host.Launch do
   def ready(state, info) do
     now = System.monotonic_time(:millisecond)
     usage = Usage.start(state.usage, System.monotonic_time(:microsecond))
-    state = %{state | status: :ready, info: info, ready_at: now, heard_at: now, usage: usage}
+
+    state = %{
+      state
+      | status: :ready,
+        info: info,
+        ready_at: now,
+        heard_at: now,
+        unanswered: 0,
+        usage: usage
+    }
 
     # A host that announces heartbeats in `ready` gets pinged (PROTOCOL.md §11).
     if info["heartbeat"] == true,

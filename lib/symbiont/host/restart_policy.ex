@@ -11,7 +11,8 @@ defmodule Symbiont.Host.RestartPolicy do
   (`Symbiont.Host.restart/2`) is no failure: it never waits.
 
   A ready process is pinged every `:heartbeat_ms` (PROTOCOL.md §11); one that sent no
-  complete frame for `missed_beats/0` (3) intervals is unresponsive, and is restarted
+  complete frame for `missed_beats/0` (3) intervals, two pings of them unanswered, is
+  unresponsive, and is restarted
   like after a crash.
 
       iex> alias Symbiont.Host.RestartPolicy
@@ -94,14 +95,22 @@ defmodule Symbiont.Host.RestartPolicy do
   def delay(n, max, false), do: backoff(n, max)
 
   @doc """
-  Whether a process silent for `silent_ms` (no complete frame) is unresponsive, when it is
-  pinged every `heartbeat_ms`.
+  Whether a process silent for `silent_ms` (no complete frame), pinged every
+  `heartbeat_ms`, is unresponsive, `unanswered` pings having been sent to it since its
+  last frame: silent for `missed_beats/0` intervals, with all but one of them pinged.
 
-      iex> Symbiont.Host.RestartPolicy.unresponsive?(2_999, 1_000)
+  The pings count, not the time alone: an owner too busy to ping (a long GC, a large
+  frame to encode, a node at full load) is silent itself meanwhile, and a process it did
+  not ask is not one that did not answer.
+
+      iex> Symbiont.Host.RestartPolicy.unresponsive?(2_999, 1_000, 2)
       false
-      iex> Symbiont.Host.RestartPolicy.unresponsive?(3_000, 1_000)
+      iex> Symbiont.Host.RestartPolicy.unresponsive?(3_000, 1_000, 2)
       true
+      iex> Symbiont.Host.RestartPolicy.unresponsive?(9_000, 1_000, 1)
+      false
   """
-  @spec unresponsive?(integer, pos_integer) :: boolean
-  def unresponsive?(silent_ms, heartbeat_ms), do: silent_ms >= @missed_beats * heartbeat_ms
+  @spec unresponsive?(integer, pos_integer, non_neg_integer) :: boolean
+  def unresponsive?(silent_ms, heartbeat_ms, unanswered),
+    do: silent_ms >= @missed_beats * heartbeat_ms and unanswered >= @missed_beats - 1
 end

@@ -52,9 +52,11 @@ defmodule Symbiont.Host.State do
     box: nil,
     # Why the process was killed on request (Symbiont.Host.restart/2), until it is down.
     restart_reason: nil,
-    # When the process last sent a frame (monotonic ms), and the last ping's number.
+    # When the process last sent a frame (monotonic ms), the last ping's number, and the
+    # pings sent since that frame (Symbiont.Host.RestartPolicy.unresponsive?/3).
     heard_at: nil,
     beat: 0,
+    unanswered: 0,
     # Port messages since the owner last counted those waiting in its mailbox
     # (Symbiont.Host.Frames).
     since_count: 0,

@@ -83,15 +83,21 @@ defmodule Symbiont.Host.RestartPolicyTest do
     end
   end
 
-  describe "unresponsive?/2" do
-    test "three heartbeats without a frame" do
+  describe "unresponsive?/3" do
+    test "three heartbeats without a frame, two pings of them unanswered" do
       assert RestartPolicy.missed_beats() == 3
-      refute RestartPolicy.unresponsive?(0, 1_000)
-      refute RestartPolicy.unresponsive?(2_999, 1_000)
-      assert RestartPolicy.unresponsive?(3_000, 1_000)
-      assert RestartPolicy.unresponsive?(10_000, 1_000)
-      refute RestartPolicy.unresponsive?(149, 50)
-      assert RestartPolicy.unresponsive?(150, 50)
+      refute RestartPolicy.unresponsive?(0, 1_000, 0)
+      refute RestartPolicy.unresponsive?(2_999, 1_000, 2)
+      assert RestartPolicy.unresponsive?(3_000, 1_000, 2)
+      assert RestartPolicy.unresponsive?(10_000, 1_000, 9)
+      refute RestartPolicy.unresponsive?(149, 50, 2)
+      assert RestartPolicy.unresponsive?(150, 50, 2)
+    end
+
+    test "silence the owner caused (it sent no pings) is not the process's" do
+      refute RestartPolicy.unresponsive?(10_000, 1_000, 0)
+      refute RestartPolicy.unresponsive?(10_000, 1_000, 1)
+      assert RestartPolicy.unresponsive?(10_000, 1_000, 2)
     end
   end
 end
