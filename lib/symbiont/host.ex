@@ -166,7 +166,12 @@ defmodule Symbiont.Host do
   @doc false
   @spec call(host, String.t(), String.t(), list, timeout | nil) :: {:ok, term} | {:error, term}
   def call(host, module, function, args, timeout) do
-    with {:ok, pid} <- lookup(host) do
+    # The arguments are encoded here, in the caller, not in the host's process: a call
+    # of megabytes (the conductor's snapshot of 10,000 agents) would stop that process,
+    # and every agent and caller it serves, for as long as it takes.
+    with {:ok, pid} <- lookup(host),
+         {:ok, args} <- Symbiont.MsgPack.encode(args, iodata: false) do
+      args = %Symbiont.MsgPack.Raw{data: args}
       safe_call(pid, {:call, module, function, args, timeout}, timeout)
     end
   end

@@ -101,6 +101,9 @@ defmodule Symbiont.Python do
   Errors: `%Symbiont.Python.Error{}` for a Python exception, `:timeout`,
   `{:host_down, reason}` when the process died during the call, `{:no_host, name}`,
   `{:frame_too_large, size, max}` and `{:unencodable, term}` for arguments.
+
+  The arguments are encoded in the calling process, so that a large call does not hold
+  up the instance's owner (and every agent it serves) while it is encoded.
   """
   @spec call(instance, String.t() | atom, String.t() | atom, list, keyword) ::
           {:ok, term} | {:error, term}

@@ -120,6 +120,23 @@ defmodule Symbiont.PythonTest do
     assert {:ok, 1} = Python.call(py, "hostile", "echo", [1])
   end
 
+  test "arguments are encoded by the caller, not by the instance's owner", %{
+    host: %{name: py, pid: owner}
+  } do
+    # With the owner stopped, a call that cannot be encoded still answers at once: the
+    # encoding (of megabytes, for the conductor) never holds up the owner's process.
+    :ok = :sys.suspend(owner)
+
+    try do
+      assert {:error, {:unencodable, _}} = Python.call(py, "hostile", "echo", [%URI{}])
+    after
+      :ok = :sys.resume(owner)
+    end
+
+    big = :binary.copy("x", 100_000)
+    assert {:ok, ^big} = Python.call(py, "hostile", "echo", [big])
+  end
+
   test "a timed-out call is cancelled in Python", %{host: %{name: py, os_pid: os_pid}} do
     assert {:error, :timeout} = Python.call(py, "hostile", "sleep", [30], timeout: 100)
     # The sleep was interrupted: the host answers at once, and it is the same process.
