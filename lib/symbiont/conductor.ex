@@ -38,8 +38,14 @@ defmodule Symbiont.Conductor do
   recent audit trail. Each agent's map has at most 32 keys (a larger map costs
     ten times as much to build, 10,000 a tick): what a policy can derive (`"deployed"`)
     is added on the Python side (`symbiont.conductor.decide`).
+    The conductor (and the process that builds half of a large snapshot beside it) runs
+    at high priority: the loop that heals an overloaded node must not wait its turn
+    behind the overload. At 10,000 busy Wasm agents on two cores a tick took 5-7 s at
+    normal priority, 1.3-1.5 s so; on a quiet node it takes some 30 ms a second
+    (bench/heal), which is all the priority costs the agents.
   * **Decide**: the snapshot goes to the policy, a Python class running in a host of its
-    own (`"conductor"`): `symbiont.conductor:DefaultPolicy` unless `:policy` names
+    own (`"conductor"`), encoded by the conductor itself (`Symbiont.Python.call/5`
+    encodes in the caller): `symbiont.conductor:DefaultPolicy` unless `:policy` names
     another `"module:Class"`. It returns actions with reasons: `restart`, `scale`,
     `quarantine`, `release`, `rollback`, `deploy`, `retire`, `spawn`, `reroute`,
     `dead_letter` (see `python/symbiont/conductor.py`).
@@ -253,6 +259,8 @@ defmodule Symbiont.Conductor do
 
   @impl true
   def init(opts) do
+    # See "The loop" in the moduledoc: the healer is not starved by what it heals.
+    Process.flag(:priority, :high)
     :ok = Symbiont.Mesh.subscribe(Symbiont.Mesh, Symbiont.Health.topic())
     audit = Keyword.fetch!(opts, :audit)
 

@@ -223,6 +223,12 @@ defmodule Symbiont.ConductorTest do
     assert wait_until(fn -> match?({:ok, %{queue: 0, in_flight: 0}}, Server.info(a)) end, 10_000)
   end
 
+  test "the conductor runs at high priority: the overload it heals does not starve it",
+       %{prefix: prefix} do
+    c = start_conductor!(prefix, start_manifest!([]))
+    assert Process.info(Process.whereis(c), :priority) == {:priority, :high}
+  end
+
   test "regression right after a deploy: rolled back by the conductor, the old version serves again",
        %{prefix: prefix} do
     capture_log(fn ->

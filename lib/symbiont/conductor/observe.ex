@@ -166,6 +166,8 @@ defmodule Symbiont.Conductor.Observe do
     {_pid, monitor} =
       :erlang.spawn_opt(fn -> send(parent, {tag, second.()}) end, [
         :monitor,
+        # As the conductor's own (see "The loop" in Symbiont.Conductor).
+        {:priority, :high},
         {:min_heap_size, words}
       ])
 
