@@ -3,5 +3,5 @@
   date: ~D[2026-12-07],
   names: ["roundtrip", "mesh", "wasm", "component", "heal", "idle", "curves"],
   quick: false,
-  seconds: 300.255
+  seconds: 341.176
 }

@@ -9,40 +9,40 @@
   quick: false,
   rows: [
     %{
-      base: 8.45703125,
+      base: 8.4921875,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Python agent: RSS (MB)",
       target: "< 20 MB",
-      value: 25.6484375
+      value: 17.81640625
     },
     %{
-      base: 3.548828125,
+      base: 3.5625,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Python agent: PSS (MB)",
       target: "(info)",
-      value: 16.9921875
+      value: 11.8583984375
     },
     %{
       base: 33,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Python agent: modules imported",
       target: "(info)",
-      value: 234
+      value: 160
     },
     %{
-      base: 8.45703125,
+      base: 8.4921875,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Wasm agent: RSS (MB)",
       target: "(info)",
-      value: 37.8203125
+      value: 34.54296875
     },
     %{
       base: 33,
       baseline: "bare `python -c`, idle",
       measure: "idle host, one Wasm agent: modules imported",
       target: "(info)",
-      value: 282
+      value: 240
     }
   ],
-  seconds: 4.23
+  seconds: 4.019
 }

@@ -8,40 +8,40 @@
   quick: false,
   rows: [
     %{
-      base: 1_594_031.944400166,
+      base: 2_036_162.2414073953,
       baseline: "Registry.dispatch",
       measure: "local broadcast, 1 subscriber(s) (msgs/s)",
       target: "≥ 0.9×",
-      value: 2_092_925.910422771
+      value: 2_641_868.3292824687
     },
     %{
-      base: 310_219.8838536755,
+      base: 397_055.4368800972,
       baseline: "Registry.dispatch",
       measure: "local broadcast, 10 subscriber(s) (msgs/s)",
       target: "≥ 0.9×",
-      value: 354_537.01011848624
+      value: 429_789.57502406824
     },
     %{
-      base: 198_350.41874252775,
+      base: 264_647.0567608391,
       baseline: "raw Port echo, 4 ports",
       measure: "publish → 4 Python agents → ack (deliveries/s)",
       target: "≥ 100k/s",
-      value: 128_016.42706792135
+      value: 131_607.56335505846
     },
     %{
-      base: 38.598,
+      base: 33.239,
       baseline: "send/2 to the remote pid",
       measure: "cross-node publish → deliver p50 (µs)",
       target: "(info)",
-      value: 33.786
+      value: 42.188
     },
     %{
-      base: 87.085,
+      base: 62.468,
       baseline: "send/2 to the remote pid",
       measure: "cross-node publish → deliver p99 (µs)",
       target: "(info)",
-      value: 77.997
+      value: 78.832
     }
   ],
-  seconds: 39.839
+  seconds: 34.391
 }

@@ -8,40 +8,40 @@
   quick: false,
   rows: [
     %{
-      base: 49.053,
+      base: 42.794,
       baseline: "raw Port echo",
       measure: "call round trip p50 (µs)",
       target: "≤ 1.2×",
-      value: 34.922
+      value: 28.983
     },
     %{
-      base: 108.642,
+      base: 84.646,
       baseline: "raw Port echo",
       measure: "call round trip p99 (µs)",
       target: "≤ 2×",
-      value: 102.553
+      value: 110.214
     },
     %{
-      base: 353_903.3772999296,
+      base: 392_135.33374638256,
       baseline: "raw Port echo",
       measure: "pipelined casts (msgs/s)",
       target: "≥ 0.5×",
-      value: 433_850.77268822613
+      value: 412_536.14848001057
     },
     %{
-      base: 49.053,
+      base: 42.794,
       baseline: "raw Port echo",
       measure: "call p50, host spin off (µs)",
       target: "(info)",
-      value: 76.073
+      value: 74.41
     },
     %{
-      base: 108.642,
+      base: 84.646,
       baseline: "raw Port echo",
       measure: "call p99, host spin off (µs)",
       target: "(info)",
-      value: 147.74
+      value: 151.475
     }
   ],
-  seconds: 22.523
+  seconds: 20.119
 }

@@ -8,61 +8,68 @@
   quick: false,
   rows: [
     %{
-      base: 10.46015995,
+      base: 10.2562438,
       baseline: "wasmtime-py, no-argument call",
       measure: "Wasm call path: Instance.call of echo.wat, small payload (µs)",
       target: "≤ 1.5×",
-      value: 6.92112475
+      value: 6.8507634500000005
     },
     %{
-      base: 10.46015995,
+      base: 10.2562438,
       baseline: "wasmtime-py, no-argument call",
       measure: "the same through wasmtime-py's public API, before tuning (µs)",
       target: "(info)",
-      value: 59.411644
+      value: 57.564819
     },
     %{
-      base: 10.46015995,
+      base: 10.2562438,
       baseline: "wasmtime-py, no-argument call",
       measure: "counter.wat: 2 imports and symbiont_state a message (µs)",
       target: "(info)",
-      value: 18.8741128
+      value: 18.1042368
     },
     %{
-      base: 33.53445,
+      base: 27.3842,
       baseline: "Python agent, same work",
       measure: "Wasm agent (counter.wat) publish → handle → ack (µs/message)",
       target: "(info)",
-      value: 57.6046
+      value: 53.0998
     },
     %{
-      base: 557.237161,
+      base: 507.885027,
       baseline: "cold compile",
       measure: "load a 625 KB module from the cache (ms)",
       target: "≤ 0.05× (20× faster)",
-      value: 3.783705
+      value: 3.854169
     },
     %{
-      base: 67.58179,
+      base: 74.7017425,
       baseline: "wasmtime-py alone",
       measure: "instantiate counter.wat (µs)",
       target: "(info)",
-      value: 98.2651325
+      value: 97.27753750000001
     },
     %{
-      base: 98.2651325,
+      base: 97.27753750000001,
       baseline: "instantiate counter.wat",
-      measure: "start 10000 Wasm agents on 4 hosts in 4.9 s (µs/agent)",
+      measure: "start 10000 Wasm agents on 4 hosts in 3.7 s (µs/agent)",
       target: "(info)",
-      value: 491.2397
+      value: 366.5098
     },
     %{
-      base: 5.55,
+      base: 5.228,
       baseline: "bare wasmtime instance",
-      measure: "10000 Wasm agents: memory each, BEAM 14.3 + hosts 38.0 (KB)",
+      measure: "10000 Wasm agents: memory each, BEAM 14.4 + hosts 36.7 (KB)",
       target: "< 256 KB",
-      value: 52.352146093749994
+      value: 51.09507578125
+    },
+    %{
+      base: 5.228,
+      baseline: "bare wasmtime instance",
+      measure: "the same, idle 3 s: BEAM 9.1 + hosts 36.7 (KB)",
+      target: "< 256 KB",
+      value: 45.74622421875
     }
   ],
-  seconds: 23.252
+  seconds: 23.299
 }
