@@ -304,12 +304,12 @@ defmodule Symbiont.Agent do
   gets the default.
   """
   @spec max_topics(map) :: pos_integer
-  defdelegate max_topics(spec), to: Spec
+  defdelegate max_topics(spec), to: Spec.Limits
 
   @doc """
   The `:max_start_failures` of `spec` (see "Agents that cannot start"); a spec validated
   before the key existed gets the default.
   """
   @spec max_start_failures(map) :: pos_integer
-  defdelegate max_start_failures(spec), to: Spec
+  defdelegate max_start_failures(spec), to: Spec.Limits
 end

@@ -4,9 +4,12 @@ defmodule Symbiont.Agent.Spec do
   checked and given its default, the Wasm module and its sandbox limits, the node list
   of a placed agent, and the defaults a spec validated before a key existed gets. The
   result is a `t:Symbiont.Agent.spec/0`; an error is an `:invalid` `Symbiont.Error` whose message
-  names the agent, the key, the value and what is allowed. `Symbiont.Agent`'s functions of the same names delegate
-  here.
+  names the agent, the key, the value and what is allowed (and, as `details.field`, the
+  key). `Symbiont.Agent`'s functions of the same names delegate here; the bounds (queue,
+  in flight, replicas, retries, timeouts, nodes) are `Symbiont.Agent.Spec.Limits`'.
   """
+
+  import Symbiont.Agent.Spec.Limits, only: [invalid: 3, default_bytes: 1, validate_limits: 2]
 
   @typep spec :: Symbiont.Agent.spec()
 
@@ -35,11 +38,8 @@ defmodule Symbiont.Agent.Spec do
     :max_topics,
     :max_start_failures
   ]
-  # The byte bounds (their defaults are config :symbiont's, Symbiont.Config); and the
-  # largest value taken (the load counters publishers reserve room in are signed 64-bit
-  # integers, with room above the bound for one more event).
+  # The byte bounds (their defaults are config :symbiont's, Symbiont.Config).
   @byte_bounds [:max_queue_bytes, :max_in_flight_bytes]
-  @max_bytes Integer.pow(2, 62)
 
   @doc """
   Validates an agent spec given as a keyword list or map; `nil` is no agent.
@@ -168,8 +168,7 @@ defmodule Symbiont.Agent.Spec do
         :ok
 
       {k, _} ->
-        {:error,
-         {k, "agent #{inspect(name)}: unknown key #{inspect(k)}, allowed: #{inspect(@keys)}"}}
+        invalid(name, k, "unknown key #{inspect(k)}, allowed: #{inspect(@keys)}")
     end
   end
 
@@ -177,9 +176,11 @@ defmodule Symbiont.Agent.Spec do
   defp validate_logic(spec, config, name) do
     case {Keyword.get(spec, :python), Keyword.get(spec, :wasm)} do
       {nil, nil} ->
-        {:error,
-         {:python,
-          "agent #{inspect(name)}: expected :python (\"module:Class\") or :wasm (the path of a .wasm or .wat module)"}}
+        invalid(
+          name,
+          :python,
+          "expected :python (\"module:Class\") or :wasm (the path of a .wasm or .wat module)"
+        )
 
       {python, nil} ->
         with :ok <- only_for_wasm(spec, name),
@@ -200,7 +201,7 @@ defmodule Symbiont.Agent.Spec do
         end
 
       {_, _} ->
-        {:error, {:wasm, "agent #{inspect(name)}: expected :python or :wasm, not both"}}
+        invalid(name, :wasm, "expected :python or :wasm, not both")
     end
   end
 
@@ -210,9 +211,11 @@ defmodule Symbiont.Agent.Spec do
         :ok
 
       key ->
-        {:error,
-         {key,
-          "agent #{inspect(name)}: #{inspect(key)} is for Wasm agents (a Python agent's topics come from its @on handlers)"}}
+        invalid(
+          name,
+          key,
+          "#{inspect(key)} is for Wasm agents (a Python agent's topics come from its @on handlers)"
+        )
     end
   end
 
@@ -221,15 +224,11 @@ defmodule Symbiont.Agent.Spec do
 
     if File.regular?(full),
       do: {:ok, full},
-      else:
-        {:error,
-         {:wasm, "agent #{inspect(name)}: the :wasm module #{inspect(path)} does not exist"}}
+      else: invalid(name, :wasm, "the :wasm module #{inspect(path)} does not exist")
   end
 
   defp validate_wasm_path(path, name),
-    do:
-      {:error,
-       {:wasm, "agent #{inspect(name)}: expected :wasm to be a path, got: #{inspect(path)}"}}
+    do: invalid(name, :wasm, "expected :wasm to be a path, got: #{inspect(path)}")
 
   # A component declares its own topics (its `subscriptions` export: a Python agent's
   # @on); a core module cannot.
@@ -260,16 +259,20 @@ defmodule Symbiont.Agent.Spec do
     if Enum.all?(topics, &(is_binary(&1) and &1 != "")),
       do: {:ok, topics},
       else:
-        {:error,
-         {:topics,
-          "agent #{inspect(name)}: expected :topics to be non-empty strings, got: #{inspect(topics)}"}}
+        invalid(
+          name,
+          :topics,
+          "expected :topics to be non-empty strings, got: #{inspect(topics)}"
+        )
   end
 
   defp validate_topics(topics, name),
     do:
-      {:error,
-       {:topics,
-        "agent #{inspect(name)}: a Wasm agent needs :topics, a non-empty list of topic strings, got: #{inspect(topics)}"}}
+      invalid(
+        name,
+        :topics,
+        "a Wasm agent needs :topics, a non-empty list of topic strings, got: #{inspect(topics)}"
+      )
 
   # The sandbox's limits, those of symbiont.wasm.Limits (Symbiont.Contract).
   @grants Symbiont.Contract.wasm_grants()
@@ -291,25 +294,26 @@ defmodule Symbiont.Agent.Spec do
 
           bad ->
             {:halt,
-             {:error,
-              {:limits,
-               "agent #{inspect(name)}: #{inspect(bad)} in :grants is not a capability (allowed: #{Enum.join(@grants, ", ")})"}}}
+             invalid(
+               name,
+               :limits,
+               "#{inspect(bad)} in :grants is not a capability (allowed: #{Enum.join(@grants, ", ")})"
+             )}
         end
 
       {key, value}, _ ->
         {:halt,
-         {:error,
-          {:limits,
-           "agent #{inspect(name)}: Wasm limit #{inspect(key)} = #{inspect(value)} is not allowed " <>
-             "(allowed: #{Enum.join(@int_limits, ", ")} as positive integers up to 2**63 - 1; grants as a list of #{Enum.join(@grants, ", ")})"}}}
+         invalid(
+           name,
+           :limits,
+           "Wasm limit #{inspect(key)} = #{inspect(value)} is not allowed " <>
+             "(allowed: #{Enum.join(@int_limits, ", ")} as positive integers up to 2**63 - 1; grants as a list of #{Enum.join(@grants, ", ")})"
+         )}
     end)
   end
 
   defp validate_wasm_limits(limits, name),
-    do:
-      {:error,
-       {:limits,
-        "agent #{inspect(name)}: expected :limits to be a keyword list, got: #{inspect(limits)}"}}
+    do: invalid(name, :limits, "expected :limits to be a keyword list, got: #{inspect(limits)}")
 
   defp validate_python(python, name) when is_binary(python) do
     case String.split(python, ":") do
@@ -327,227 +331,10 @@ defmodule Symbiont.Agent.Spec do
   defp validate_python(python, name), do: bad_python(python, name)
 
   defp bad_python(python, name),
-    do:
-      {:error,
-       {:python,
-        "agent #{inspect(name)}: expected :python to be \"module:Class\", got: #{inspect(python)}"}}
-
-  defp validate_limits(spec, name) do
-    with {:ok, replicas} <- positive(spec, :replicas, 1, name),
-         {:ok, max_queue} <- positive(spec, :max_queue, 10_000, name),
-         {:ok, max_in_flight} <- positive(spec, :max_in_flight, 100, name),
-         {:ok, max_queue_bytes} <- bytes(spec, :max_queue_bytes, name),
-         {:ok, max_in_flight_bytes} <- bytes(spec, :max_in_flight_bytes, name),
-         {:ok, high_water} <- positive(spec, :high_water, max(1, div(max_queue * 4, 5)), name),
-         :ok <- at_most(high_water, max_queue, name),
-         {:ok, max_attempts} <- positive(spec, :max_attempts, 3, name),
-         {:ok, handler_timeout} <- validate_handler_timeout(spec, name),
-         {:ok, overflow} <- validate_overflow(Keyword.get(spec, :overflow, :drop_oldest), name),
-         {:ok, min} <- positive(spec, :min_replicas, 1, name),
-         {:ok, max} <- positive(spec, :max_replicas, max(replicas, 4), name),
-         :ok <- within(replicas, min, max, name),
-         {:ok, required} <- validate_boolean(spec, :required, true, name),
-         {:ok, durable} <- validate_boolean(spec, :durable, false, name),
-         {:ok, nodes} <- validate_nodes(Keyword.get(spec, :nodes), name),
-         {:ok, dedupe} <- validate_boolean(spec, :dedupe, false, name),
-         {:ok, default_topics} <- default_max_topics(),
-         {:ok, max_topics} <- positive(spec, :max_topics, default_topics, name),
-         {:ok, default_failures} <- default_max_start_failures(),
-         {:ok, max_start_failures} <-
-           positive(spec, :max_start_failures, default_failures, name) do
-      {:ok,
-       %{
-         replicas: replicas,
-         min_replicas: min,
-         max_replicas: max,
-         required: required,
-         max_queue: max_queue,
-         max_queue_bytes: max_queue_bytes,
-         max_in_flight: max_in_flight,
-         max_in_flight_bytes: max_in_flight_bytes,
-         high_water: high_water,
-         max_attempts: max_attempts,
-         handler_timeout: handler_timeout,
-         overflow: overflow,
-         durable: durable,
-         nodes: nodes,
-         dedupe: dedupe,
-         max_topics: max_topics,
-         max_start_failures: max_start_failures
-       }}
-    end
-  end
-
-  @doc """
-  The `:max_topics` of `spec` (see "Topics"); a spec validated before the key existed
-  gets the default.
-  """
-  @spec max_topics(map) :: pos_integer
-  def max_topics(%{max_topics: n}) when is_integer(n), do: n
-
-  def max_topics(_spec) do
-    case default_max_topics() do
-      {:ok, n} -> n
-      {:error, _} -> Symbiont.Config.keys()[:max_topics]
-    end
-  end
-
-  defp default_max_topics, do: configured(:max_topics)
-
-  # A default of config :symbiont, validated (Symbiont.Config).
-  defp configured(key), do: Symbiont.Config.fetch(key)
-
-  # A byte bound of the spec, else of the application env, else its default.
-  defp bytes(spec, key, name) do
-    with {:ok, default} <- default_bytes(key) do
-      case Keyword.get(spec, key, default) do
-        n when is_integer(n) and n > 0 and n <= @max_bytes ->
-          {:ok, n}
-
-        other ->
-          {:error,
-           {key,
-            "agent #{inspect(name)}: expected #{inspect(key)} to be a positive integer of bytes, " <>
-              "at most 2**62, got: #{inspect(other)}"}}
-      end
-    end
-  end
-
-  defp default_bytes(key), do: configured(key)
-
-  @doc """
-  The `:max_start_failures` of `spec` (see "Agents that cannot start"); a spec validated
-  before the key existed gets the default.
-  """
-  @spec max_start_failures(map) :: pos_integer
-  def max_start_failures(%{max_start_failures: n}) when is_integer(n), do: n
-
-  def max_start_failures(_spec) do
-    case default_max_start_failures() do
-      {:ok, n} -> n
-      {:error, _} -> Symbiont.Config.keys()[:max_start_failures]
-    end
-  end
-
-  defp default_max_start_failures, do: configured(:max_start_failures)
-
-  defp positive(spec, key, default, name) do
-    case Keyword.get(spec, key, default) do
-      n when is_integer(n) and n > 0 ->
-        {:ok, n}
-
-      other ->
-        {:error,
-         {key,
-          "agent #{inspect(name)}: expected #{inspect(key)} to be a positive integer, got: #{inspect(other)}"}}
-    end
-  end
-
-  defp at_most(high_water, max_queue, _name) when high_water <= max_queue, do: :ok
-
-  defp at_most(high_water, max_queue, name),
-    do:
-      {:error,
-       {:high_water,
-        "agent #{inspect(name)}: expected :high_water to be at most :max_queue (#{max_queue}), got: #{high_water}"}}
-
-  defp within(replicas, min, max, _name) when min <= replicas and replicas <= max, do: :ok
-
-  defp within(replicas, min, max, name),
-    do:
-      {:error,
-       {:replicas,
-        "agent #{inspect(name)}: expected :min_replicas <= :replicas <= :max_replicas, got: #{min} <= #{replicas} <= #{max}"}}
-
-  defp validate_boolean(spec, key, default, name) do
-    case Keyword.get(spec, key, default) do
-      value when is_boolean(value) ->
-        {:ok, value}
-
-      other ->
-        {:error,
-         {key,
-          "agent #{inspect(name)}: expected #{inspect(key)} to be true or false, got: #{inspect(other)}"}}
-    end
-  end
-
-  # Node names as atoms ("name@host"); strings are taken too (a manifest read from JSON,
-  # say). The list is a preference order, so a node given twice is a mistake.
-  defp validate_nodes(nil, _name), do: {:ok, nil}
-
-  defp validate_nodes([_ | _] = nodes, name) do
-    normalized = Enum.map(nodes, &node_name/1)
-
-    cond do
-      Enum.any?(normalized, &is_nil/1) ->
-        bad = Enum.find(nodes, &is_nil(node_name(&1)))
-
-        {:error,
-         {:nodes,
-          "agent #{inspect(name)}: #{inspect(bad)} in :nodes is not a node name " <>
-            "(allowed: atoms or strings of the form \"name@host\")"}}
-
-      length(Enum.uniq(normalized)) != length(normalized) ->
-        {:error,
-         {:nodes,
-          "agent #{inspect(name)}: expected :nodes to name each node once, got: #{inspect(nodes)}"}}
-
-      true ->
-        {:ok, normalized}
-    end
-  end
-
-  defp validate_nodes(other, name),
-    do:
-      {:error,
-       {:nodes,
-        "agent #{inspect(name)}: expected :nodes to be a non-empty list of node names " <>
-          "(like :\"a@host\"), got: #{inspect(other)}"}}
-
-  defp node_name(node) when is_atom(node) and node not in [nil, true, false],
-    do: node_name(Atom.to_string(node))
-
-  defp node_name(node) when is_binary(node) do
-    if node =~ ~r/\A[A-Za-z0-9_\-]+@[A-Za-z0-9_.\-]+\z/,
-      do: String.to_atom(node),
-      else: nil
-  end
-
-  defp node_name(_), do: nil
-
-  defp validate_handler_timeout(spec, name) do
-    case Keyword.get(spec, :handler_timeout, 30_000) do
-      :infinity ->
-        {:ok, :infinity}
-
-      # Its host takes at most 2^32-1 ms (PROTOCOL.md §9), the agent's own watch 1 s more.
-      ms when is_integer(ms) and ms > 0 and ms <= 0xFFFFFFFF - 5_000 ->
-        {:ok, ms}
-
-      ms when is_integer(ms) and ms > 0 ->
-        {:error,
-         {:handler_timeout,
-          "agent #{inspect(name)}: " <> Symbiont.Host.too_long(:handler_timeout, ms)}}
-
-      other ->
-        {:error,
-         {:handler_timeout,
-          "agent #{inspect(name)}: expected :handler_timeout to be a positive integer (milliseconds) or :infinity, got: #{inspect(other)}"}}
-    end
-  end
-
-  defp validate_overflow(policy, _name) when policy in [:drop_oldest, :reject], do: {:ok, policy}
-
-  defp validate_overflow(policy, name),
-    do:
-      {:error,
-       {:overflow,
-        "agent #{inspect(name)}: expected :overflow to be :drop_oldest or :reject, got: #{inspect(policy)}"}}
+    do: invalid(name, :python, "expected :python to be \"module:Class\", got: #{inspect(python)}")
 
   defp validate_config(config, _name) when is_map(config), do: {:ok, config}
 
   defp validate_config(config, name),
-    do:
-      {:error,
-       {:config, "agent #{inspect(name)}: expected :config to be a map, got: #{inspect(config)}"}}
+    do: invalid(name, :config, "expected :config to be a map, got: #{inspect(config)}")
 end
