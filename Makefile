@@ -157,14 +157,18 @@ format: setup
 PY_SOURCES := python test/fixtures/python bench examples
 
 # Dialyzer from Debian (no Hex): the PLT of what Symbiont calls (OTP's erts, kernel,
-# stdlib, crypto, inets; Elixir, Logger, and ExUnit for test/support) is built once per
-# machine, OTP and Elixir (about a minute), and kept in the user's cache; each run then
-# analyses the test build's ebin (lib/ and test/support/, compiled by lint-quick), some 5 s.
+# stdlib, crypto, inets; Elixir, Logger, and ExUnit for test/support) is kept under
+# _build; it is built once per machine, OTP and Elixir (about a minute) and kept in the
+# user's cache too, from which a fresh clone's _build takes a copy instead of building
+# it again (built beside a fresh clone's tests, it took make test past five minutes).
+# Each run then analyses the test build's ebin (lib/ and test/support/, compiled by
+# lint-quick), some 5 s.
 # Expanded only by the Dialyzer targets, at their first use (`=` that sets itself with
 # `:=` then): no other target starts a VM for them, each starts one once, not at every
 # mention, and they read no terminal input (a shell's, such as `make shell`'s).
 ELIXIR_LIB = $(eval ELIXIR_LIB := $(shell elixir -e 'IO.puts(:code.lib_dir(:elixir) |> Path.dirname())' </dev/null 2>/dev/null))$(ELIXIR_LIB)
-PLT = $(eval PLT := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/symbiont/dialyzer-$(shell elixir -e 'IO.write("otp#{System.otp_release()}-elixir#{System.version()}")' </dev/null 2>/dev/null).plt)$(PLT)
+PLT_CACHE = $(eval PLT_CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/symbiont/dialyzer-$(shell elixir -e 'IO.write("otp#{System.otp_release()}-elixir#{System.version()}")' </dev/null 2>/dev/null).plt)$(PLT_CACHE)
+PLT = _build/$(notdir $(PLT_CACHE))
 PLT_APPS = erts kernel stdlib crypto inets $(ELIXIR_LIB)/elixir/ebin $(ELIXIR_LIB)/logger/ebin $(ELIXIR_LIB)/ex_unit/ebin
 
 # Everything make test checks (lint-quick and Dialyzer), and a full recompile of the dev
@@ -173,14 +177,16 @@ lint: setup lint-quick dialyzer
 	mix compile --force --warnings-as-errors
 
 dialyzer: dialyzer-tools
-	@test -f $(PLT) || { echo "==> building the Dialyzer PLT in $(PLT) (once, about a minute)"; \
-	  mkdir -p $(dir $(PLT)) && \
-	  dialyzer -pa $(ELIXIR_LIB)/elixir/ebin --build_plt --output_plt $(PLT).$$$$ --apps $(PLT_APPS) >/dev/null; \
-	  test -f $(PLT).$$$$ && mv $(PLT).$$$$ $(PLT); }
+	@test -f $(PLT_CACHE) || { echo "==> building the Dialyzer PLT in $(PLT_CACHE) (once, about a minute)"; \
+	  mkdir -p $(dir $(PLT_CACHE)) && \
+	  dialyzer -pa $(ELIXIR_LIB)/elixir/ebin --build_plt --output_plt $(PLT_CACHE).$$$$ --apps $(PLT_APPS) >/dev/null; \
+	  test -f $(PLT_CACHE).$$$$ && mv $(PLT_CACHE).$$$$ $(PLT_CACHE); }
+	@test -f $(PLT) || { mkdir -p _build && cp $(PLT_CACHE) $(PLT).$$$$ && mv $(PLT).$$$$ $(PLT); }
 	dialyzer -pa $(ELIXIR_LIB)/elixir/ebin --plt $(PLT) --no_check_plt _build/test/lib/symbiont/ebin
 
 dialyzer-if-built:
-	@if command -v dialyzer >/dev/null 2>&1 && test -f $(PLT); then $(MAKE) --no-print-directory dialyzer; \
+	@if command -v dialyzer >/dev/null 2>&1 && { test -f $(PLT) || test -f $(PLT_CACHE); }; then \
+	  $(MAKE) --no-print-directory dialyzer; \
 	  else echo "==> Dialyzer skipped: this machine has no PLT for it yet (make lint builds it once, about a minute)"; fi
 
 dialyzer-tools:
