@@ -39,9 +39,9 @@ defmodule Symbiont.Agent.Spec.Limits do
          {:ok, durable} <- validate_boolean(spec, :durable, false, name),
          {:ok, nodes} <- validate_nodes(Keyword.get(spec, :nodes), name),
          {:ok, dedupe} <- validate_boolean(spec, :dedupe, false, name),
-         {:ok, default_topics} <- default_max_topics(),
+         {:ok, default_topics} <- configured(:max_topics),
          {:ok, max_topics} <- positive(spec, :max_topics, default_topics, name),
-         {:ok, default_failures} <- default_max_start_failures(),
+         {:ok, default_failures} <- configured(:max_start_failures),
          {:ok, max_start_failures} <-
            positive(spec, :max_start_failures, default_failures, name) do
       {:ok,
@@ -74,17 +74,19 @@ defmodule Symbiont.Agent.Spec.Limits do
   @spec max_topics(map) :: pos_integer
   def max_topics(%{max_topics: n}) when is_integer(n), do: n
 
-  def max_topics(_spec) do
-    case default_max_topics() do
-      {:ok, n} -> n
-      {:error, _} -> Symbiont.Config.keys()[:max_topics]
-    end
-  end
-
-  defp default_max_topics, do: configured(:max_topics)
+  def max_topics(_spec), do: setting(:max_topics)
 
   # A default of config :symbiont, validated (Symbiont.Config).
   defp configured(key), do: Symbiont.Config.fetch(key)
+
+  # The same, or the key's own default when the setting is out of range (the spec that
+  # needs it was validated already; the application refuses to start with it).
+  defp setting(key) do
+    case configured(key) do
+      {:ok, n} -> n
+      {:error, _} -> Symbiont.Config.keys()[key]
+    end
+  end
 
   # A byte bound of the spec, else of the application env, else its default.
   defp bytes(spec, key, name) do
@@ -116,14 +118,7 @@ defmodule Symbiont.Agent.Spec.Limits do
   @spec max_start_failures(map) :: pos_integer
   def max_start_failures(%{max_start_failures: n}) when is_integer(n), do: n
 
-  def max_start_failures(_spec) do
-    case default_max_start_failures() do
-      {:ok, n} -> n
-      {:error, _} -> Symbiont.Config.keys()[:max_start_failures]
-    end
-  end
-
-  defp default_max_start_failures, do: configured(:max_start_failures)
+  def max_start_failures(_spec), do: setting(:max_start_failures)
 
   defp positive(spec, key, default, name) do
     case Keyword.get(spec, key, default) do
