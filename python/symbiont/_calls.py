@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from ._agent import Agent
-from ._aio import LoopThread, cancellations, not_runnable
+from ._aio import Job, LoopThread, cancellations, not_runnable
 from ._errors import (
     CallTimeout,
     CancelledError,
@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ._host import Host
 
 __all__ = [
+    "CRITICAL",
     "_await",
     "_call_inline",
     "_loop_call",
@@ -57,6 +58,7 @@ __all__ = [
     "_send_error",
     "_send_error_map",
     "_serve_one",
+    "_start_job",
     "_wait_on_loop",
     "acall",
     "call",
@@ -298,15 +300,8 @@ def _await(self: Host, awaitable: Awaitable[Any] | None, token: int | None = Non
     """
     if awaitable is None:
         return None
-    aio = self._aio
-    if aio is None:
-        aio = self._aio = LoopThread()
-        self._loop_ident = aio.ident
     wake = self._wake
-    self._loop_cancelled = None
-    job = aio.submit(awaitable, wake.set)
-    if token is not None:
-        self._jobs[token] = job
+    job = _start_job(self, awaitable, token)
     try:
         while not job.done.is_set():
             if self._loop_calls:
@@ -319,6 +314,34 @@ def _await(self: Host, awaitable: Awaitable[Any] | None, token: int | None = Non
         if token is not None:
             self._jobs.pop(token, None)
     return job.result()
+
+
+def _start_job(self: Host, awaitable: Awaitable[Any], token: int | None) -> Job:
+    """Start ``awaitable`` as a task of the host's event loop (the loop itself at its
+    first use) and register it under the delivery's ``token``.
+
+    Critical code (:data:`CRITICAL`): a cancellation never cuts this in half
+    (the loop's first start imports asyncio; an import cut in half breaks every later
+    one). A delivery whose timeout came meanwhile (it had no job yet to cancel: its
+    cancellation waited) has its task cancelled here instead.
+    """
+    aio = self._aio
+    if aio is None:
+        aio = self._aio = LoopThread()
+        self._loop_ident = aio.ident
+    self._loop_cancelled = None
+    job = aio.submit(awaitable, self._wake.set)
+    if token is not None:
+        self._jobs[token] = job
+        if token in self._cancelled:
+            if self._cancel_pending == token:
+                self._cancel_pending = None
+            self._cancel_job(job, token)
+    return job
+
+
+#: Code of this module a cancellation never lands in (``Host._critical_code``).
+CRITICAL = (_start_job.__code__, LoopThread.__init__.__code__)
 
 
 def _serve_one(self: Host) -> None:

@@ -155,8 +155,7 @@ class Host:
         self._owner_reports = False
         self._log_fields = False
         self._reports_told = False
-        # The slots with a handled, not yet acked, delivery (Slot.unacked), in the order
-        # the first of those was handled.
+        # Slots with a handled delivery not yet acked (Slot.unacked), by first handled.
         self._unacked: dict[int, Slot] = {}
         self._delivering = False
         self._deferred: deque[tuple[int, int, str, Any]] = deque()
@@ -222,6 +221,7 @@ class Host:
                 # An import is never cut in half (a half-initialised package breaks its
                 # later imports): the cancel is raised once the function is found.
                 Host._resolve.__code__,
+                *calls.CRITICAL,
                 # The flight recorder is never left half restored (§11.1).
                 Host._box_enter.__code__,
                 Host._box_leave.__code__,
