@@ -301,7 +301,7 @@ def _await(self: Host, awaitable: Awaitable[Any] | None, token: int | None = Non
     if awaitable is None:
         return None
     wake = self._wake
-    job = _start_job(self, awaitable, token)
+    job = self._start_job(awaitable, token)
     try:
         while not job.done.is_set():
             if self._loop_calls:

@@ -173,8 +173,7 @@ class Host:
         self._running: tuple[Slot, float] | None = None
         # Flow control (PROTOCOL.md §8.2): the window of the host's own casts and messages
         # (slot 0; each agent's is its Slot.window). [frames, bytes] sent and not given
-        # back yet, then [frames, bytes] of the window, as the owner gave it; None: no
-        # limit.
+        # back yet, then [frames, bytes] of the window as the owner gave it; None: none.
         self._window: list[int] | None = None
         self._credit_lock = threading.Lock()
         self._credit = threading.Condition(self._credit_lock)
@@ -408,6 +407,7 @@ class Host:
     _loop_call = calls._loop_call
     _wait_on_loop = calls._wait_on_loop
     _await = calls._await
+    _start_job = calls._start_job
     _serve_one = calls._serve_one
     _call_inline = calls._call_inline
     _send_cancel = calls._send_cancel
