@@ -172,7 +172,13 @@ defmodule Symbiont.Host do
     with {:ok, pid} <- lookup(host),
          {:ok, args} <- Symbiont.MsgPack.encode(args, iodata: false) do
       args = %Symbiont.MsgPack.Raw{data: args}
-      safe_call(pid, {:call, module, function, args, timeout}, timeout)
+
+      case safe_call(pid, {:call, module, function, args, timeout}, timeout) do
+        # Gone between the registry's answer and the call (its name goes a moment after
+        # the process): no host, as a lookup a moment later would say.
+        {:error, {:host_down, :noproc}} -> {:error, {:no_host, host}}
+        result -> result
+      end
     end
   end
 
