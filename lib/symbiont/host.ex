@@ -173,12 +173,7 @@ defmodule Symbiont.Host do
          {:ok, args} <- Symbiont.MsgPack.encode(args, iodata: false) do
       args = %Symbiont.MsgPack.Raw{data: args}
 
-      case safe_call(pid, {:call, module, function, args, timeout}, timeout) do
-        # Gone between the registry's answer and the call (its name goes a moment after
-        # the process): no host, as a lookup a moment later would say.
-        {:error, {:host_down, :noproc}} -> {:error, {:no_host, host}}
-        result -> result
-      end
+      safe_call(pid, host, {:call, module, function, args, timeout}, timeout)
     end
   end
 
@@ -204,7 +199,7 @@ defmodule Symbiont.Host do
   # Symbiont.Observation, without asking them).
   @spec own_info(host) :: {:ok, map} | {:error, term}
   def own_info(host) do
-    with {:ok, pid} <- lookup(host), do: safe_call(pid, :info, 5_000)
+    with {:ok, pid} <- lookup(host), do: safe_call(pid, host, :info, 5_000)
   end
 
   @doc false
@@ -228,7 +223,7 @@ defmodule Symbiont.Host do
 
   def start_own(like, id) do
     with {:ok, pid} <- lookup(like),
-         {:ok, opts} <- safe_call(pid, :options, 5_000),
+         {:ok, opts} <- safe_call(pid, like, :options, 5_000),
          do: start_own(opts, id)
   end
 
@@ -240,7 +235,8 @@ defmodule Symbiont.Host do
   # it before it is needed (Symbiont.Host.Standby).
   @spec attach(pid, String.t(), String.t() | nil) ::
           {:ok, pos_integer, port | nil, pos_integer} | {:error, term}
-  def attach(host, id, module \\ nil), do: safe_call(host, {:attach, self(), id, module}, 5_000)
+  def attach(host, id, module \\ nil),
+    do: safe_call(host, host, {:attach, self(), id, module}, 5_000)
 
   @doc false
   # An agent leaves `slot` (it moved to another: Symbiont.Agent.Server.upgrade/3).
@@ -255,7 +251,7 @@ defmodule Symbiont.Host do
   """
   @spec restart(host, String.t()) :: :ok | {:error, term}
   def restart(host, reason) when is_binary(reason) do
-    with {:ok, pid} <- lookup(host), do: safe_call(pid, {:restart, reason}, 5_000)
+    with {:ok, pid} <- lookup(host), do: safe_call(pid, host, {:restart, reason}, 5_000)
   end
 
   @doc false
@@ -269,7 +265,7 @@ defmodule Symbiont.Host do
   @spec stop(host) :: :ok | {:error, term}
   def stop(host) do
     with {:ok, pid} <- lookup(host) do
-      with {:ok, %{agents: ids}} <- safe_call(pid, :info, 5_000) do
+      with {:ok, %{agents: ids}} <- safe_call(pid, host, :info, 5_000) do
         for id <- ids,
             agent = Symbiont.Agent.Server.whereis(id),
             agent != nil,
@@ -287,11 +283,15 @@ defmodule Symbiont.Host do
     end
   end
 
-  defp safe_call(pid, request, timeout) do
+  # A call to `pid`, the owner of `host`. One gone before the call reached it is no
+  # host, as a lookup a moment later would say (the registry drops a name a moment after
+  # its process); one that went down during the call is a host down.
+  defp safe_call(pid, host, request, timeout) do
     # The owner answers every call itself (its timers fire first); the margin only guards
     # against an owner that is gone or wedged.
     GenServer.call(pid, request, if(is_integer(timeout), do: timeout + 5_000, else: 60_000))
   catch
+    :exit, {:noproc, _} -> {:error, {:no_host, host}}
     :exit, {reason, _} -> {:error, {:host_down, reason}}
   end
 
